@@ -26,7 +26,8 @@ def parse_rendezvous(data: bytes) -> rz.RendezvousMessage | None:
 
 def kind(msg: rz.RendezvousMessage) -> str | None:
     """The name of the oneof member that is set, e.g. C{"register_peer"}."""
-    return msg.WhichOneof("union")
+    name: str | None = msg.WhichOneof("union")
+    return name
 
 
 def serialize(**member: object) -> bytes:

@@ -1,0 +1,353 @@
+"""C{twistd litedesk-relay}: the RustDesk-compatible rendezvous server and relay.
+
+Ports follow hbbs/hbbr: with C{--port P} the NAT test listens on P-1 (TCP),
+rendezvous on P (UDP + TCP) and the relay on P+1 (TCP).  Every listener can
+be replaced by an endpoint string.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import IService, MultiService
+from twisted.internet import endpoints
+from twisted.logger import Logger
+from twisted.python import usage
+
+from litedesk.rendezvous.floodguard import FloodGuard
+from litedesk.rendezvous.protocols import (
+    DEFAULT_MAX_FRAME,
+    NatTestProtocol,
+    RendezvousDatagramProtocol,
+    RendezvousStreamFactory,
+    RendezvousStreamProtocol,
+)
+from litedesk.rendezvous.registry import Registry
+from litedesk.rendezvous.relaylist import RelayList, parse_relay_list
+from litedesk.rendezvous.server import RendezvousServer
+from litedesk.rendezvous.service import CloseOnStop, UDPListenerService, parse_udp_endpoint
+from litedesk.rendezvous.store import PeerStore
+from litedesk.wire.keys import KeyFileError, ServerKey, resolve_key_option
+
+DEFAULT_PORT = 21116
+DB_FILE = "db_v2.sqlite3"
+
+_log = Logger(namespace="litedesk.relay_tap")
+
+
+def _escape(interface: str) -> str:
+    return interface.replace(":", "\\:")
+
+
+def tcp_endpoint(port: int, interface: str) -> str:
+    kind = "tcp6" if ":" in interface else "tcp"
+    return f"{kind}:{port}:interface={_escape(interface)}"
+
+
+def udp_endpoint(port: int, interface: str) -> str:
+    return f"udp:{port}:interface={_escape(interface)}"
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise usage.UsageError(f"not a port number: {value!r}") from None
+    if not 1 <= port <= 65534:
+        raise usage.UsageError(f"port out of range: {port}")
+    return port
+
+
+def _nonneg_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise usage.UsageError(f"not a whole number: {value!r}") from None
+    if n < 0:
+        raise usage.UsageError(f"must not be negative: {n}")
+    return n
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run a LiteDesk server: a RustDesk-compatible rendezvous/ID server (hbbs: UDP+TCP "
+        "on --port, NAT test on --port - 1) and relay (hbbr: --port + 1).  Unmodified "
+        "RustDesk clients can use it: set their ID server to this host and their Key to the "
+        "public key logged at start-up.  Options can also be read from an INI-style file "
+        "given with --config (one 'name = value' per line, names as the long options)."
+    )
+
+    optFlags: list[list[Any]] = [
+        [
+            "always-use-relay",
+            None,
+            "Tell hosts to use the relay instead of hole punching (hbbs ALWAYS_USE_RELAY=Y).",
+        ],
+        [
+            "discovery",
+            None,
+            "Serve the LiteDesk v1 JSON discovery protocol "
+            "(--discovery-endpoint, TCP 8877 by default).",
+        ],
+    ]
+
+    optParameters: list[list[Any]] = [
+        ["config", "c", None, "Read options from this file first (command line wins)."],
+        [
+            "data-dir",
+            "d",
+            ".",
+            "Directory for id_ed25519, id_ed25519.pub and db_v2.sqlite3 (created 0700 if missing).",
+        ],
+        [
+            "port",
+            "p",
+            str(DEFAULT_PORT),
+            "Rendezvous port P: UDP+TCP P, NAT test TCP P-1, relay TCP P+1.",
+            _port,
+        ],
+        ["interface", "i", "::", "Address to listen on ('::' = all, IPv4 and IPv6)."],
+        [
+            "key",
+            "k",
+            "-",
+            "hbbs -k: '-' (default) loads or creates id_ed25519 and requires "
+            "its public key from clients; '' loads or creates it and requires nothing; a base64 "
+            "64-byte secret key is used as the key pair; anything else is a literal licence "
+            "string (no signing).",
+        ],
+        [
+            "relay-servers",
+            "r",
+            "",
+            "Comma-separated relay servers (host[:port]) handed to "
+            "peers, round robin over those passing a TCP health check every 3 s.",
+        ],
+        [
+            "rendezvous-servers",
+            "R",
+            "",
+            "Comma-separated rendezvous servers sent to clients "
+            "in ConfigUpdate when --serial is newer than theirs.",
+        ],
+        [
+            "serial",
+            "s",
+            "0",
+            "Configuration serial; clients with an older one get ConfigUpdate.",
+            _nonneg_int,
+        ],
+        [
+            "udp-endpoint",
+            None,
+            None,
+            "Rendezvous UDP listener, udp:PORT[:interface=ADDR] (default from --port/--interface).",
+        ],
+        [
+            "tcp-endpoint",
+            None,
+            None,
+            "Rendezvous TCP listener endpoint string (default tcp6:P:interface=\\:\\:).",
+        ],
+        [
+            "nat-endpoint",
+            None,
+            None,
+            "NAT-test/online-query TCP listener endpoint string (default port P-1).",
+        ],
+        [
+            "discovery-endpoint",
+            None,
+            "tcp6:8877:interface=\\:\\:",
+            "LiteDesk v1 discovery listener (with --discovery).",
+        ],
+        [
+            "max-frame",
+            None,
+            str(DEFAULT_MAX_FRAME),
+            "Largest TCP frame accepted on the rendezvous ports, bytes.",
+            _nonneg_int,
+        ],
+        [
+            "max-connections-per-ip",
+            None,
+            "256",
+            "Concurrent TCP connections per source IP on each rendezvous port (0 = unlimited).",
+            _nonneg_int,
+        ],
+        [
+            "udp-rate-per-ip",
+            None,
+            "500",
+            "UDP datagrams per second accepted from one source "
+            "IP, bursts of twice that (0 = unlimited). A host sends one every 15 s.",
+            _nonneg_int,
+        ],
+    ]
+
+    def opt_config(self, path: str) -> None:
+        self["config"] = path
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise usage.UsageError(f"cannot read {path}: {e}") from None
+        known = {p[0] for p in self.optParameters} | {f[0] for f in self.optFlags}
+        self._from_file: dict[str, str] = {}
+        for n, raw in enumerate(text.splitlines(), 1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            name, eq, value = line.partition("=")
+            name, value = name.strip().replace("_", "-"), value.strip()
+            if not eq or name not in known or name == "config":
+                raise usage.UsageError(f"{path}:{n}: unknown setting {raw.strip()!r}")
+            self._from_file[name] = value
+
+    opt_c = opt_config
+
+    def parseArgs(self) -> None:
+        pass
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        # Remember what the command line set, so --config does not override it.
+        if getattr(self, "_parsing", False):
+            self.__dict__.setdefault("_given", set()).add(key)
+        super().__setitem__(key, value)
+
+    def parseOptions(self, options: Any = None) -> None:
+        self._parsing = True
+        try:
+            super().parseOptions(options)
+        finally:
+            self._parsing = False
+
+    def postOptions(self) -> None:
+        flags = {f[0] for f in self.optFlags}
+        coercers = {p[0]: p[4] for p in self.optParameters if len(p) > 4}
+        given = getattr(self, "_given", set())
+        # The file only fills what the command line did not set.
+        for name, value in getattr(self, "_from_file", {}).items():
+            if name in given:
+                continue
+            if name in flags:
+                self[name] = 1 if value.lower() in ("1", "y", "yes", "true", "on") else 0
+            else:
+                self[name] = value
+        # usage.Options does not coerce defaults or file values.
+        for name, coerce in coercers.items():
+            if isinstance(self[name], str):
+                self[name] = coerce(self[name])
+        if os.environ.get("ALWAYS_USE_RELAY", "").upper().startswith("Y"):
+            self["always-use-relay"] = 1
+        p = int(self["port"])
+        iface = self["interface"]
+        if self["udp-endpoint"] is None:
+            self["udp-endpoint"] = udp_endpoint(p, iface)
+        parse_udp_endpoint(self["udp-endpoint"])
+        if self["tcp-endpoint"] is None:
+            self["tcp-endpoint"] = tcp_endpoint(p, iface)
+        if self["nat-endpoint"] is None:
+            self["nat-endpoint"] = tcp_endpoint(p - 1, iface)
+        if self["max-frame"] < 64:
+            raise usage.UsageError("--max-frame must be at least 64 bytes")
+
+
+def client_settings(key: ServerKey) -> str:
+    if key.signing_key is not None and key.licence:
+        return f"Key = {key.public_key}"
+    if key.signing_key is not None:
+        return f"Key = {key.public_key} (optional: the server requires no key)"
+    return f"Key = {key.licence} (a licence string: sessions are not end-to-end verified)"
+
+
+def makeService(config: Options, reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    data_dir = Path(config["data-dir"])
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        key = resolve_key_option(config["key"], data_dir)
+    except KeyFileError as e:
+        raise SystemExit(f"litedesk-relay: {e}") from None
+
+    top = MultiService()
+    db_path = data_dir / DB_FILE
+    if not db_path.exists():
+        # SQLite gives the -wal/-shm files the database's mode: keep all 0600.
+        os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+    store = PeerStore(db_path, reactor)
+    registry = Registry(server_serial=int(config["serial"]))
+    loaded = registry.load(store.load_all())
+    relays = RelayList(parse_relay_list(config["relay-servers"]))
+    server = RendezvousServer(
+        clock=reactor,
+        registry=registry,
+        key=key,
+        relays=relays,
+        store=store,
+        rendezvous_servers=parse_relay_list(config["rendezvous-servers"]),
+        always_use_relay=bool(config["always-use-relay"]),
+    )
+    top.server = server  # type: ignore[attr-defined]  # for tests and the status page
+
+    guard = FloodGuard(float(config["udp-rate-per-ip"]))
+    UDPListenerService(
+        reactor, config["udp-endpoint"], RendezvousDatagramProtocol(server, guard)
+    ).setServiceParent(top)
+    for description, proto in (
+        (config["tcp-endpoint"], RendezvousStreamProtocol),
+        (config["nat-endpoint"], NatTestProtocol),
+    ):
+        factory = RendezvousStreamFactory(
+            server,
+            proto,
+            clock=reactor,
+            max_frame=int(config["max-frame"]),
+            max_per_ip=int(config["max-connections-per-ip"]),
+        )
+        ep = endpoints.serverFromString(reactor, description)
+        svc = StreamServerEndpointService(ep, factory)
+        svc._raiseSynchronously = True
+        svc.setServiceParent(top)
+
+    if len(relays.configured) > 1:
+        TimerService(3.0, _guarded(relays.check, reactor)).setServiceParent(top)
+    TimerService(
+        3600.0, _guarded(lambda now: registry.ip_blocker.prune(now), reactor.seconds)
+    ).setServiceParent(top)
+    CloseOnStop(store.close).setServiceParent(top)
+
+    _log.info(
+        "LiteDesk rendezvous server: {peers} peers loaded from {db}; public key {pk}; "
+        "licence check {check}",
+        peers=loaded,
+        db=str(data_dir / DB_FILE),
+        pk=key.public_key or "(none: not signing)",
+        check="on" if key.licence else "off",
+    )
+    _log.info(
+        "Client settings: ID server = this host{port}, Relay server = {relay}, {key}",
+        port="" if int(config["port"]) == DEFAULT_PORT else f":{config['port']}",
+        relay=relays.configured[0] if relays.configured else "(derived by clients: port + 1)",
+        key=client_settings(key),
+    )
+    return top
+
+
+def _guarded(fn: Any, arg: Any) -> Any:
+    """Wrap a periodic job so an exception is logged and the timer keeps running."""
+
+    def run() -> Any:
+        try:
+            return fn(arg() if callable(arg) else arg)
+        except Exception:
+            _log.failure("Periodic job {job} failed", job=getattr(fn, "__name__", fn))
+            return None
+
+    return run

@@ -1,0 +1,220 @@
+"""Wire side of the rendezvous server: UDP 21116, TCP 21116 and TCP 21115.
+
+UDP: one datagram is one bare C{RendezvousMessage}.  TCP: BytesCodec frames
+carrying C{RendezvousMessage}s, at most C{max_frame} bytes each (64 KiB by
+default; clients' messages are a few hundred bytes), and at most 30 s between
+messages.  These classes only parse and write; decisions are made by
+L{litedesk.rendezvous.server.RendezvousServer}.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.floodguard import FloodGuard
+from litedesk.rendezvous.server import RendezvousServer
+from litedesk.wire.addrmangle import Address, normalize, normalize_host
+from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
+
+DEFAULT_MAX_FRAME = 64 * 1024
+READ_TIMEOUT = 30.0
+
+
+def peer_address(addr: IAddress) -> Address:
+    if isinstance(addr, (IPv4Address, IPv6Address)):
+        return normalize((addr.host, addr.port))
+    return ("0.0.0.0", 0)
+
+
+class RendezvousDatagramProtocol(DatagramProtocol):
+    """UDP 21116: host registrations in, pushes to hosts out."""
+
+    _log = Logger()
+    noisy = False
+
+    def __init__(self, server: RendezvousServer, guard: FloodGuard) -> None:
+        self.server = server
+        self.guard = guard
+        self._v6_socket = False
+
+    def startProtocol(self) -> None:
+        assert self.transport is not None
+        sock = self.transport.getHandle()  # type: ignore[attr-defined]
+        self._v6_socket = sock.family == socket.AF_INET6
+        self.server.udp = self
+
+    def stopProtocol(self) -> None:
+        if self.server.udp is self:
+            self.server.udp = None
+
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        source = (normalize_host(addr[0]), addr[1])
+        if not self.guard.allow(source[0], self.server.clock.seconds()):
+            return
+        try:
+            self.server.handle_datagram(datagram, source)
+        except Exception:
+            # A bug triggered by one datagram must not stop the listener.
+            self._log.failure("Error handling a datagram from {ip}", ip=source[0])
+
+    def send_datagram(self, data: bytes, addr: Address) -> None:
+        if self.transport is None:
+            return
+        host = addr[0]
+        if self._v6_socket and ":" not in host:
+            host = "::ffff:" + host
+        try:
+            self.transport.write(data, (host, addr[1]))
+        except OSError as e:
+            self._log.warn(
+                "UDP send to {ip}:{port} failed: {error}", ip=addr[0], port=addr[1], error=e
+            )
+
+
+class _FramedRendezvousProtocol(Protocol):
+    """Shared by both TCP ports: framing, size cap, read timeout, per-IP cap."""
+
+    _log = Logger()
+    factory: RendezvousStreamFactory
+
+    def __init__(self) -> None:
+        self.addr: Address = ("0.0.0.0", 0)
+        self._decoder: FrameDecoder | None = None
+        self._closing = False
+        self._timer: IDelayedCall | None = None
+
+    def _set_timeout(self, seconds: float | None) -> None:
+        """(Re)start or cancel the per-message read deadline on the factory's clock."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if seconds is not None:
+            self._timer = self.factory.clock.callLater(seconds, self.timeoutConnection)
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.addr = peer_address(self.transport.getPeer())
+        self._decoder = FrameDecoder(self.factory.max_frame)
+        if not self.factory.connection_opened(self):
+            self._log.warn(
+                "Refused TCP connection from {ip}: more than {limit} open connections",
+                ip=self.addr[0],
+                limit=self.factory.max_per_ip,
+            )
+            self._close()
+            return
+        self._set_timeout(READ_TIMEOUT)
+
+    def _close(self) -> None:
+        self._closing = True
+        self._set_timeout(None)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing or self._decoder is None:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError as e:
+            self._log.warn("Closing TCP connection from {ip}: {reason}", ip=self.addr[0], reason=e)
+            self._close()
+            return
+        for frame in frames:
+            self._set_timeout(READ_TIMEOUT)
+            msg = self.factory.server.message_from_bytes(frame)
+            if msg is None:
+                self._log.warn(
+                    "Closing TCP connection from {ip}: undecodable message ({size} bytes)",
+                    ip=self.addr[0],
+                    size=len(frame),
+                )
+                self._close()
+                return
+            try:
+                keep = self.handle(msg)
+            except Exception:
+                self._log.failure("Error handling a message from {ip}", ip=self.addr[0])
+                keep = False
+            if not keep:
+                self._close()
+                return
+
+    def handle(self, msg: rz.RendezvousMessage) -> bool:
+        raise NotImplementedError
+
+    def send_message(self, msg: rz.RendezvousMessage) -> None:
+        if self.transport is not None:
+            self.transport.write(encode_frame(msg.SerializeToString()))
+
+    def timeoutConnection(self) -> None:
+        self._log.info(
+            "Closing idle TCP connection from {ip} (30 s without a message)", ip=self.addr[0]
+        )
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._set_timeout(None)
+        self.factory.connection_closed(self)
+
+
+class RendezvousStreamProtocol(_FramedRendezvousProtocol):
+    """TCP 21116: viewers' punch/relay requests and hosts' answers."""
+
+    def handle(self, msg: rz.RendezvousMessage) -> bool:
+        return self.factory.server.handle_stream_message(self, msg)
+
+
+class NatTestProtocol(_FramedRendezvousProtocol):
+    """TCP 21115: one C{TestNatRequest} or C{OnlineRequest}, one answer, close."""
+
+    def handle(self, msg: rz.RendezvousMessage) -> bool:
+        self.factory.server.handle_nat_port_message(self, msg)
+        return False
+
+
+class RendezvousStreamFactory(Factory):
+    """Builds either TCP protocol; counts connections per source IP."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        server: RendezvousServer,
+        protocol_class: type[_FramedRendezvousProtocol],
+        *,
+        clock: IReactorTime,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_per_ip: int = 256,
+    ) -> None:
+        self.server = server
+        self.protocol = protocol_class  # type: ignore[assignment]
+        self.clock = clock
+        self.max_frame = max_frame
+        self.max_per_ip = max_per_ip
+        self._per_ip: dict[str, int] = {}
+        self.open_connections = 0
+
+    def connection_opened(self, proto: _FramedRendezvousProtocol) -> bool:
+        self.open_connections += 1
+        n = self._per_ip.get(proto.addr[0], 0) + 1
+        self._per_ip[proto.addr[0]] = n
+        return self.max_per_ip <= 0 or n <= self.max_per_ip
+
+    def connection_closed(self, proto: _FramedRendezvousProtocol) -> None:
+        self.open_connections -= 1
+        n = self._per_ip.get(proto.addr[0], 0) - 1
+        if n > 0:
+            self._per_ip[proto.addr[0]] = n
+        else:
+            self._per_ip.pop(proto.addr[0], None)
+        self.server.connection_closed(proto)
