@@ -1,0 +1,547 @@
+# -*- test-case-name: tests.test_relay -*-
+"""hbbr-compatible relay: protocol (wire only) and the controller that owns the state.
+
+Wire behaviour (rustdesk-protocol.md section 6)::
+
+    peer -> relay   BytesCodec frame: RendezvousMessage{request_relay{uuid, licence_key}}
+    peer -> relay   any bytes (kept, in order, until the partner arrives)
+    relay -> peer   nothing of its own, ever; only the partner's bytes
+
+Two connections whose first frames carry the same uuid are paired and from
+then on each one's bytes are written, unchanged, to the other.  A connection
+whose first frame is bad, whose key is wrong, or whose deadline passes is
+closed without a reply, and the reason is logged.
+
+Backpressure: each leg is registered as a streaming producer on its partner's
+transport, so a partner whose write buffer passes C{bufferSize} pauses the
+leg's reading, and TCP flow control carries the stall back to the sender.
+A leg pauses for three independent reasons (partner's buffer full, bandwidth
+limit, early-byte buffer full while waiting) and reads only when none holds.
+
+When one leg ends, the other stops reading, flushes what it already holds
+and closes; if that flush does not finish within the drain deadline it is
+aborted.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from litedesk.relay.limiter import BandwidthSettings, PairLimiter, TokenBucket, mbps_to_bytes
+from litedesk.relay.table import (
+    Conn,
+    ConnectionLimits,
+    Deadlines,
+    Pair,
+    PairingTable,
+    Phase,
+    check_first_frame,
+)
+from litedesk.wire.addrmangle import normalize_host
+
+_PAUSE_CONSUMER = 1
+_PAUSE_LIMIT = 2
+_PAUSE_WAIT = 4
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Everything that tunes the relay (see L{litedesk.relay.service} for the options).
+
+    @ivar read_size: bytes per C{recv} and the write-buffer size at which a
+        leg pauses its partner; the relay holds at most about twice this per
+        direction.
+    @ivar early_buffer: bytes kept from a waiting connection before it is
+        paused until its partner arrives.
+    @ivar max_first_frame: largest first-frame payload accepted.
+    @ivar fast_write: send straight to the socket when its buffer is empty
+        instead of waiting a reactor turn.
+    """
+
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    bandwidth: BandwidthSettings = field(default_factory=BandwidthSettings)
+    read_size: int = 256 * 1024
+    early_buffer: int = 256 * 1024
+    max_first_frame: int = 64 * 1024
+    fast_write: bool = True
+
+
+def _peer_text(addr: IAddress | None) -> str:
+    host = getattr(addr, "host", None)
+    port = getattr(addr, "port", None)
+    if host is None:
+        return str(addr)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+@implementer(IPushProducer)
+class RelayProtocol(Protocol):
+    """One leg: parses the first frame, then hands bytes to its partner."""
+
+    _log = Logger()
+
+    def __init__(self, relay: Relay, ip: str) -> None:
+        self._relay = relay
+        self.ip = ip
+        self.peer = ""
+        self.conn: Conn[RelayProtocol] | None = None
+        self._buf = bytearray()
+        self._partner: RelayProtocol | None = None
+        self._pair: Pair[RelayProtocol] | None = None
+        self._is_a = False
+        self._limiter: PairLimiter | None = None
+        self._paused = 0
+        self._resume_call: IDelayedCall | None = None
+        self._tcp: tcp.Connection | None = None
+        self._sock: socket.socket | None = None
+        self._aborted = False
+        self.reason = ""
+
+    # -- IProtocol --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        t = self.transport
+        assert t is not None
+        self.peer = _peer_text(t.getPeer())
+        if isinstance(t, tcp.Connection):
+            self._tcp = t
+            t.bufferSize = self._relay.settings.read_size
+            try:
+                t.setTcpNoDelay(True)
+            except OSError:
+                pass
+            if self._relay.settings.fast_write:
+                self._sock = t.socket
+        self.conn = self._relay.table.accept(self, self.ip)
+
+    def dataReceived(self, data: bytes) -> None:
+        partner = self._partner
+        if partner is not None:
+            self._forward(data, partner)
+            return
+        conn = self.conn
+        if conn is None or conn.phase is Phase.CLOSED:
+            return
+        if conn.phase is Phase.HANDSHAKE:
+            self._handshake(data)
+        elif conn.phase is Phase.WAITING:
+            self._buf += data
+            if len(self._buf) >= self._relay.settings.early_buffer:
+                self._pause(_PAUSE_WAIT)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._resume_call is not None and self._resume_call.active():
+            self._resume_call.cancel()
+        self._resume_call = None
+        if not self.reason:
+            err = reason.value
+            self.reason = (
+                "closed by peer"
+                if isinstance(err, type(connectionDone.value))
+                else (f"connection lost: {err.__class__.__name__}")
+            )
+        self._relay.lost(self, self.reason)
+        self._buf = bytearray()
+        self._sock = None
+
+    # -- first frame ------------------------------------------------------
+
+    def _handshake(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        header_len = (buf[0] & 3) + 1
+        if len(buf) < header_len:
+            return
+        length = int.from_bytes(buf[:header_len], "little") >> 2
+        limit = self._relay.settings.max_first_frame
+        if length > limit:
+            self.close(f"first frame of {length} bytes exceeds max-first-frame {limit}", warn=True)
+            return
+        end = header_len + length
+        if len(buf) < end:
+            return
+        payload = bytes(buf[header_len:end])
+        rest = bytes(buf[end:])
+        self._buf = bytearray()
+        result = check_first_frame(payload, self._relay.licence)
+        if result.reason:
+            self.close(result.reason, warn=True)
+            return
+        self._relay.first_frame(self, result.uuid, rest)
+
+    # -- pairing (called by the Relay) ------------------------------------
+
+    def _attach(self, partner: RelayProtocol, pair: Pair[RelayProtocol], is_a: bool) -> None:
+        self._partner = partner
+        self._pair = pair
+        self._is_a = is_a
+
+    def _take_early(self) -> bytes:
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        return data
+
+    # -- data path --------------------------------------------------------
+
+    def _forward(self, data: bytes, partner: RelayProtocol) -> None:
+        n = len(data)
+        pair = self._pair
+        assert pair is not None
+        if self._is_a:
+            pair.a_to_b += n
+        else:
+            pair.b_to_a += n
+        now = self._relay.seconds()
+        pair.last_activity = now
+        partner.write(data)
+        lim = self._limiter
+        if lim is not None:
+            delay = lim.consume(n, now)
+            if lim.throttled is None and now - lim.started > lim.settings.downgrade_start_check:
+                self._relay.maybe_downgrade(pair, lim, now)
+            if delay > 0.0:
+                self._limit_pause(delay)
+
+    def write(self, data: bytes) -> None:
+        """Write to this leg's peer, straight to the socket when nothing is queued."""
+        sock = self._sock
+        t = self._tcp
+        if sock is not None and t is not None:
+            if (
+                not t._tempDataLen
+                and t.offset == len(t.dataBuffer)
+                and t.connected
+                and not t.disconnecting
+            ):
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    sent = 0
+                if sent == len(data):
+                    return
+                if sent:
+                    data = data[sent:]
+            t.write(data)  # type: ignore[no-untyped-call]
+            return
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def buffered(self) -> int:
+        """Bytes waiting in this leg's user-space write buffer."""
+        t = self._tcp
+        if t is None:
+            return 0
+        return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+    def _limit_pause(self, delay: float) -> None:
+        if self._paused & _PAUSE_LIMIT:
+            return
+        self._pause(_PAUSE_LIMIT)
+        self._resume_call = self._relay.clock.callLater(delay, self._limit_resume)
+
+    def _limit_resume(self) -> None:
+        self._resume_call = None
+        self._unpause(_PAUSE_LIMIT)
+
+    def _pause(self, bit: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self._paused |= bit
+
+    def _unpause(self, bit: int) -> None:
+        if self._paused & bit:
+            self._paused &= ~bit
+            if not self._paused and self.transport is not None:
+                self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    # -- IPushProducer: the partner's transport drives these ----------------
+
+    def pauseProducing(self) -> None:
+        self._pause(_PAUSE_CONSUMER)
+
+    def resumeProducing(self) -> None:
+        self._unpause(_PAUSE_CONSUMER)
+
+    def stopProducing(self) -> None:
+        self.partner_gone()
+
+    # -- closing ----------------------------------------------------------
+
+    def partner_gone(self) -> None:
+        """The partner ended: flush what is queued for our peer, then close."""
+        if self._partner is None:
+            return
+        self._partner = None
+        if not self.reason:
+            self.reason = "partner closed"
+        t = self.transport
+        if t is None:
+            return
+        if self._resume_call is not None and self._resume_call.active():
+            self._resume_call.cancel()
+        self._resume_call = None
+        t.unregisterProducer()  # type: ignore[attr-defined]
+        t.loseConnection()
+
+    def close(self, reason: str, warn: bool = False, abort: bool = True) -> None:
+        """Close with C{reason} logged; the table forgets the connection now."""
+        if self._aborted:
+            return
+        self._aborted = True
+        self.reason = reason
+        self._relay.closing(self, reason, warn)
+        t = self.transport
+        if t is None:
+            return
+        if abort:
+            t.abortConnection()  # type: ignore[attr-defined]
+        else:
+            t.loseConnection()
+
+
+@dataclass(frozen=True)
+class RelayStats:
+    """Live counters."""
+
+    connections: int
+    handshaking: int
+    waiting: int
+    active_pairs: int
+    pairs_finished: int
+    bytes_relayed: int
+
+
+class Relay:
+    """State and policy of the relay: table, limits, lists, logging.
+
+    @ivar licence: required C{licence_key}; empty means no check.
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime, settings: RelaySettings, licence: str = "") -> None:
+        self.clock = clock
+        self.seconds: Callable[[], float] = clock.seconds
+        self.settings = settings
+        self.licence = licence
+        self.table: PairingTable[RelayProtocol] = PairingTable(
+            clock, settings.deadlines, settings.limits
+        )
+        self.total_bucket = TokenBucket(
+            mbps_to_bytes(settings.bandwidth.total_bandwidth), clock.seconds()
+        )
+        self.blacklist: frozenset[str] = frozenset()
+        b = settings.bandwidth
+        self._limits_active = bool(b.single_bandwidth or b.total_bandwidth or b.limit_speed)
+
+    # -- accept -----------------------------------------------------------
+
+    def build(self, addr: IAddress) -> RelayProtocol | None:
+        host = getattr(addr, "host", None)
+        ip = normalize_host(host) if isinstance(host, str) else "local"
+        refusal = self.table.check_accept(ip)
+        if refusal is not None:
+            if refusal.limit == "blocklist":
+                self._log.warn(
+                    "relay refused {peer}: address is in the blocklist",
+                    peer=_peer_text(addr),
+                    limit="blocklist",
+                    relay_event="refused",
+                )
+            else:
+                self._log.warn(
+                    "relay refused {peer}: limit {limit} reached ({count} of {value})",
+                    peer=_peer_text(addr),
+                    limit=refusal.limit,
+                    value=refusal.value,
+                    count=refusal.count,
+                    relay_event="refused",
+                )
+            return None
+        return RelayProtocol(self, ip)
+
+    # -- pairing ----------------------------------------------------------
+
+    def first_frame(self, proto: RelayProtocol, uuid: str, rest: bytes) -> None:
+        conn = proto.conn
+        assert conn is not None
+        pair = self.table.first_frame(conn, uuid)
+        if pair is None:
+            if rest:
+                proto.dataReceived(rest)
+            return
+        a, b = pair.a.handle, pair.b.handle
+        a._attach(b, pair, True)
+        b._attach(a, pair, False)
+        ta, tb = a.transport, b.transport
+        assert ta is not None and tb is not None
+        ta.registerProducer(b, True)  # type: ignore[attr-defined]
+        tb.registerProducer(a, True)  # type: ignore[attr-defined]
+        if self._limits_active:
+            now = self.seconds()
+            lim = PairLimiter(self.settings.bandwidth, self.total_bucket, now)
+            a._limiter = b._limiter = lim
+            for leg in (b, a):
+                if leg.ip in self.blacklist:
+                    self.throttle(pair, lim, "blacklist", now, leg.peer)
+                    break
+        self._log.info(
+            "relay paired {uuid}: {a_peer} with {b_peer}",
+            uuid=uuid,
+            a_peer=a.peer,
+            b_peer=b.peer,
+            relay_event="paired",
+        )
+        early = a._take_early()
+        if early:
+            a._forward(early, b)
+        if rest:
+            b._forward(rest, a)
+        a._unpause(_PAUSE_WAIT)
+
+    def throttle(
+        self, pair: Pair[RelayProtocol], lim: PairLimiter, why: str, now: float, peer: str = ""
+    ) -> None:
+        if not lim.throttle(why, now):
+            return
+        s = self.settings.bandwidth
+        if why == "blacklist":
+            self._log.warn(
+                "relay pair {uuid} throttled to limit-speed {limit_speed} Mb/s: "
+                "{peer} is in the blacklist",
+                uuid=pair.uuid,
+                limit="blacklist",
+                limit_speed=s.limit_speed,
+                peer=peer,
+                relay_event="throttled",
+            )
+        else:
+            elapsed = now - pair.started
+            self._log.warn(
+                "relay pair {uuid} throttled to limit-speed {limit_speed} Mb/s: average "
+                "{average:.1f} Mb/s over {elapsed:.0f} s exceeds downgrade-threshold "
+                "{threshold} x single-bandwidth {single} Mb/s",
+                uuid=pair.uuid,
+                limit="downgrade-threshold",
+                limit_speed=s.limit_speed,
+                average=lim.total_bytes / max(elapsed, 1e-9) / mbps_to_bytes(1),
+                elapsed=elapsed,
+                threshold=s.downgrade_threshold,
+                single=s.single_bandwidth,
+                relay_event="throttled",
+            )
+
+    def maybe_downgrade(self, pair: Pair[RelayProtocol], lim: PairLimiter, now: float) -> None:
+        if lim.should_downgrade(now):
+            self.throttle(pair, lim, "downgrade", now)
+
+    # -- closing ----------------------------------------------------------
+
+    def closing(self, proto: RelayProtocol, reason: str, warn: bool) -> None:
+        """C{proto} is being closed by the relay for C{reason}."""
+        log = self._log.warn if warn else self._log.info
+        log(
+            "relay closed {peer}: {reason}",
+            peer=proto.peer,
+            reason=reason,
+            relay_event="closed",
+        )
+        self.lost(proto, reason)
+
+    def lost(self, proto: RelayProtocol, reason: str) -> None:
+        conn = proto.conn
+        if conn is None:
+            return
+        pair = self.table.lost(conn, f"{reason} ({proto.peer})")
+        if pair is None:
+            return
+        if pair.alive == 1:
+            pair.partner(conn).handle.partner_gone()
+            return
+        a, b = pair.a.handle, pair.b.handle
+        self._log.info(
+            "relay pair {uuid} finished after {duration:.3f} s ({reason}): "
+            "{a_peer} sent {a_to_b} bytes, {b_peer} sent {b_to_a} bytes",
+            uuid=pair.uuid,
+            a_peer=a.peer,
+            b_peer=b.peer,
+            a_to_b=pair.a_to_b,
+            b_to_a=pair.b_to_a,
+            duration=pair.ended - pair.started,
+            reason=pair.reason,
+            throttled=a._limiter.throttled if a._limiter is not None else None,
+            relay_event="pair_finished",
+        )
+
+    # -- timers and lists -------------------------------------------------
+
+    def sweep(self) -> None:
+        """Close every connection whose deadline has passed (run by a TimerService)."""
+        try:
+            for proto, reason in self.table.expire():
+                proto.close(reason)
+        except Exception:
+            self._log.failure("relay sweep failed")
+
+    def set_blocklist(self, ips: Iterable[str]) -> None:
+        """Refuse these addresses from now on and close their open connections."""
+        new = frozenset(ips)
+        added = new - self.table.blocklist
+        self.table.blocklist = new
+        for conn in self.table.connections_from(added):
+            conn.handle.close("address added to the blocklist", warn=True)
+
+    def set_blacklist(self, ips: Iterable[str]) -> None:
+        """Throttle pairs with these addresses to limit-speed, now and later."""
+        new = frozenset(ips)
+        added = new - self.blacklist
+        self.blacklist = new
+        if not added or not self._limits_active:
+            return
+        now = self.seconds()
+        for conn in self.table.connections_from(added):
+            proto = conn.handle
+            pair = conn.pair
+            if proto._limiter is not None and pair is not None:
+                self.throttle(pair, proto._limiter, "blacklist", now, proto.peer)
+
+    def stats(self) -> RelayStats:
+        t = self.table
+        return RelayStats(
+            connections=t.connections,
+            handshaking=t.handshaking,
+            waiting=t.waiting_count,
+            active_pairs=len(t.pairs),
+            pairs_finished=t.pairs_finished,
+            bytes_relayed=t.bytes_relayed(),
+        )
+
+    def max_buffered(self) -> int:
+        """The largest user-space write buffer of any paired leg, in bytes."""
+        best = 0
+        for pair in self.table.pairs:
+            for c in (pair.a, pair.b):
+                best = max(best, c.handle.buffered())
+        return best
+
+
+class RelayFactory(ServerFactory):
+    """Builds a L{RelayProtocol} per accepted connection, or refuses it."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def buildProtocol(self, addr: IAddress) -> RelayProtocol | None:  # type: ignore[override]
+        return self.relay.build(addr)
