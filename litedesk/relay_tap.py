@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
 from twisted.internet import endpoints
 from twisted.logger import Logger
@@ -28,7 +28,12 @@ from litedesk.rendezvous.protocols import (
 from litedesk.rendezvous.registry import Registry
 from litedesk.rendezvous.relaylist import RelayList, parse_relay_list
 from litedesk.rendezvous.server import RendezvousServer
-from litedesk.rendezvous.service import CloseOnStop, UDPListenerService, parse_udp_endpoint
+from litedesk.rendezvous.service import (
+    CloseOnStop,
+    EndpointService,
+    UDPListenerService,
+    parse_udp_endpoint,
+)
 from litedesk.rendezvous.store import PeerStore
 from litedesk.wire.keys import KeyFileError, ServerKey, resolve_key_option
 
@@ -228,7 +233,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         flags = {f[0] for f in self.optFlags}
         coercers = {p[0]: p[4] for p in self.optParameters if len(p) > 4}
-        given = getattr(self, "_given", set())
+        given: set[str] = getattr(self, "_given", set())
         # The file only fills what the command line did not set.
         for name, value in getattr(self, "_from_file", {}).items():
             if name in given:
@@ -298,11 +303,11 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
     guard = FloodGuard(float(config["udp-rate-per-ip"]))
     UDPListenerService(
-        reactor, config["udp-endpoint"], RendezvousDatagramProtocol(server, guard)
+        "rendezvous-udp", reactor, config["udp-endpoint"], RendezvousDatagramProtocol(server, guard)
     ).setServiceParent(top)
-    for description, proto in (
-        (config["tcp-endpoint"], RendezvousStreamProtocol),
-        (config["nat-endpoint"], NatTestProtocol),
+    for name, description, proto in (
+        ("rendezvous-tcp", config["tcp-endpoint"], RendezvousStreamProtocol),
+        ("nat-test", config["nat-endpoint"], NatTestProtocol),
     ):
         factory = RendezvousStreamFactory(
             server,
@@ -312,9 +317,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             max_per_ip=int(config["max-connections-per-ip"]),
         )
         ep = endpoints.serverFromString(reactor, description)
-        svc = StreamServerEndpointService(ep, factory)
-        svc._raiseSynchronously = True
-        svc.setServiceParent(top)
+        EndpointService(name, ep, factory).setServiceParent(top)
 
     if len(relays.configured) > 1:
         TimerService(3.0, _guarded(relays.check, reactor)).setServiceParent(top)

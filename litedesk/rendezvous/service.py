@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IListeningPort, IReactorUDP
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.interfaces import IListeningPort, IReactorUDP, IStreamServerEndpoint
+from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.python import usage
 
 
@@ -57,7 +58,10 @@ def parse_udp_endpoint(description: str) -> tuple[int, str]:
 class UDPListenerService(Service):
     """Binds a UDP port in C{privilegedStartService}, like StreamServerEndpointService."""
 
-    def __init__(self, reactor: IReactorUDP, description: str, protocol: DatagramProtocol) -> None:
+    def __init__(
+        self, name: str, reactor: IReactorUDP, description: str, protocol: DatagramProtocol
+    ) -> None:
+        self.setName(name)
         self.reactor = reactor
         self.port, self.interface = parse_udp_endpoint(description)
         self.protocol = protocol
@@ -82,6 +86,26 @@ class UDPListenerService(Service):
 
 async def _nothing() -> None:
     return None
+
+
+class EndpointService(StreamServerEndpointService):
+    """A named stream listener that remembers its listening port once bound."""
+
+    def __init__(self, name: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+        super().__init__(endpoint, factory)
+        self.setName(name)
+        # Fail twistd's start-up on a bind error instead of logging and running half-deaf.
+        self._raiseSynchronously = True
+        self.listening: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self._waitingForPort is not None:
+            self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port: IListeningPort) -> IListeningPort:
+        self.listening = port
+        return port
 
 
 class CloseOnStop(Service):
