@@ -17,6 +17,8 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
+from litedesk.discovery.protocol import DiscoveryFactory
+from litedesk.discovery.state import DiscoveryRegistry
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.protocols import (
     DEFAULT_MAX_FRAME,
@@ -325,6 +327,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         3600.0, _guarded(lambda now: registry.ip_blocker.prune(now), reactor.seconds)
     ).setServiceParent(top)
     CloseOnStop(store.close).setServiceParent(top)
+
+    if config["discovery"]:
+        discovery = DiscoveryFactory(DiscoveryRegistry(), reactor)
+        ep = endpoints.serverFromString(reactor, config["discovery-endpoint"])
+        EndpointService("discovery", ep, discovery).setServiceParent(top)
+        _log.info("LiteDesk v1 discovery on {endpoint}", endpoint=config["discovery-endpoint"])
 
     _log.info(
         "LiteDesk rendezvous server: {peers} peers loaded from {db}; public key {pk}; "

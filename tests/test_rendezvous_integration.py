@@ -561,3 +561,41 @@ class RobustnessTests(RendezvousTestBase):
         for c in kept:
             self.assertFalse(c.closed.called)
         yield self.assert_still_serving()
+
+
+class DiscoveryWiringTests(RendezvousTestBase):
+    extra_args = RendezvousTestBase.extra_args + (
+        "--discovery",
+        "--discovery-endpoint",
+        "tcp:0:interface=127.0.0.1",
+    )
+
+    @inlineCallbacks
+    def test_discovery_served_by_the_plugin(self) -> Any:
+        """With --discovery the server answers LiteDesk v1 register on its own port."""
+        import json
+        import struct
+
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        from twisted.internet.protocol import Protocol
+
+        port = self.svc.getServiceNamed("discovery").listening.getHost().port
+        got: list[bytes] = []
+
+        class Client(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                got.append(data)
+
+        c = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Client())
+        body = json.dumps({"type": "register", "peer_id": "host-a", "peer_type": "host"}).encode()
+        c.transport.write(struct.pack(">I", len(body)) + body)
+        for _ in range(100):
+            if got:
+                break
+            yield sleep(0.01)
+        raw = b"".join(got)
+        reply = json.loads(raw[4 : 4 + struct.unpack(">I", raw[:4])[0]])
+        self.assertEqual(reply["type"], "registered")
+        self.assertEqual((reply["peer_id"], reply["public_ip"]), ("host-a", "127.0.0.1"))
+        c.transport.loseConnection()
+        yield sleep(0.05)

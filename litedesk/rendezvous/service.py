@@ -91,7 +91,7 @@ async def _nothing() -> None:
 class EndpointService(StreamServerEndpointService):
     """A named stream listener that remembers its listening port once bound."""
 
-    def __init__(self, name: str, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
+    def __init__(self, name: str, endpoint: IStreamServerEndpoint, factory: Factory[Any]) -> None:
         super().__init__(endpoint, factory)
         self.setName(name)
         # Fail twistd's start-up on a bind error instead of logging and running half-deaf.
