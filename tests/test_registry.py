@@ -84,6 +84,11 @@ class RegisterPeerTests(SynchronousTestCase):
         res = reg.register_pk("123456789", UUID, PK, A, 1.0)
         self.assertEqual(res.result, OK)
         self.assertIsNone(res.persist)
+        # From then on it is online and its heartbeats are accepted as usual.
+        self.assertEqual(reg.punch_target("123456789", 2.0)[0], PunchTarget.ONLINE)
+        out = reg.register_peer("123456789", 3, A, 2.0)
+        assert out is not None
+        self.assertFalse(out.request_pk)
 
 
 class RegisterPkTests(SynchronousTestCase):

@@ -193,6 +193,11 @@ class Registry:
         peer.reg_pk_count += 1
         peer.reg_pk_time = now
         if not changed:
+            if peer.addr is None:
+                # Stored before a restart and proven again by uuid and key: it is
+                # back, so later heartbeats must not ask for the key forever.
+                peer.addr = source
+                peer.last_reg = now
             return RegisterPkOutcome(Result.OK, "unchanged")
         peer.addr = source
         peer.uuid = uuid

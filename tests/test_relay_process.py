@@ -1,0 +1,261 @@
+"""`twistd litedesk-relay` as a real process: restart after kill -9, files, logs."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.wire import addrmangle
+from litedesk.wire.bytescodec import FrameDecoder, encode_frame
+from litedesk.wire.keys import verify_id_pk
+
+ID = "123456789"
+UUID = b"0123456789abcdef0123456789abcdef"
+PK = bytes([7]) * 32
+
+
+def free_port_pair() -> int:
+    """A port P with P-1 free for TCP and P free for TCP and UDP (P+1 for the relay too)."""
+    for _ in range(200):
+        base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+        socks = []
+        try:
+            for port, kind in (
+                (base - 1, socket.SOCK_STREAM),
+                (base, socket.SOCK_STREAM),
+                (base, socket.SOCK_DGRAM),
+                (base + 1, socket.SOCK_STREAM),
+            ):
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def udp_exchange(data: bytes, port: int, source: str, timeout: float = 3.0) -> bytes:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((source, 0))
+    s.settimeout(timeout)
+    try:
+        s.sendto(data, ("127.0.0.1", port))
+        return s.recvfrom(65536)[0]
+    finally:
+        s.close()
+
+
+def recv_frame(s: socket.socket, decoder: FrameDecoder) -> bytes:
+    while True:
+        data = s.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+
+
+class RelayProcess:
+    def __init__(self, data_dir: Path, port: int, log: Path, *extra: str) -> None:
+        self.port = port
+        args = [
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            "--logfile",
+            str(log),
+            "litedesk-relay",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--interface",
+            "127.0.0.1",
+            *extra,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                udp_exchange(
+                    rz.RendezvousMessage(
+                        register_peer=rz.RegisterPeer(id="(:probe:)")
+                    ).SerializeToString(),
+                    port,
+                    "127.0.0.1",
+                    timeout=0.2,
+                )
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"litedesk-relay did not start: {err}") from None
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+class RestartTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.data_dir = Path(self.mktemp())
+        self.log = Path(self.mktemp())
+        self.port = free_port_pair()
+
+    def start(self) -> RelayProcess:
+        p = RelayProcess(self.data_dir, self.port, self.log, "--key", "")
+        self.addCleanup(p.stop)
+        return p
+
+    def register_pk(self, source: str, uuid: bytes = UUID, pk: bytes = PK) -> str:
+        msg = rz.RendezvousMessage(register_pk=rz.RegisterPk(id=ID, uuid=uuid, pk=pk))
+        return udp_exchange(msg.SerializeToString(), self.port, source).hex()
+
+    def test_kill_9_loses_no_acknowledged_registration(self) -> None:
+        """After kill -9 and restart the id stays bound to its uuid and key is still signed."""
+        first = self.start()
+        self.assertEqual(self.register_pk("127.0.0.2"), "820100")
+        first.kill9()
+
+        self.start()
+        # The binding survived: another device cannot take the id...
+        self.assertEqual(self.register_pk("127.0.0.3", uuid=b"x" * 32), "8201020802")
+        # ...and the host is asked for its key once, then accepted as before.
+        hb = rz.RendezvousMessage(register_peer=rz.RegisterPeer(id=ID, serial=3))
+        host = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(host.close)
+        host.bind(("127.0.0.2", 0))
+        host.settimeout(3)
+        host.sendto(hb.SerializeToString(), ("127.0.0.1", self.port))
+        self.assertEqual(host.recv(100).hex(), "3a021001")
+        reg = rz.RendezvousMessage(register_pk=rz.RegisterPk(id=ID, uuid=UUID, pk=PK))
+        host.sendto(reg.SerializeToString(), ("127.0.0.1", self.port))
+        self.assertEqual(host.recv(100).hex(), "820100")
+
+        # A viewer now gets the host's key signed by the (persisted) server key.
+        viewer = socket.create_connection(("127.0.0.1", self.port), timeout=3)
+        self.addCleanup(viewer.close)
+        viewer.sendall(
+            encode_frame(
+                rz.RendezvousMessage(
+                    punch_hole_request=rz.PunchHoleRequest(id=ID)
+                ).SerializeToString()
+            )
+        )
+        push = rz.RendezvousMessage()
+        push.ParseFromString(host.recv(1000))
+        hs = socket.socket()
+        self.addCleanup(hs.close)
+        hs.bind(("127.0.0.2", 0))
+        hs.settimeout(3)
+        hs.connect(("127.0.0.1", self.port))
+        hs.sendall(
+            encode_frame(
+                rz.RendezvousMessage(
+                    punch_hole_sent=rz.PunchHoleSent(
+                        socket_addr=push.punch_hole.socket_addr, id=ID, version="1.4.9"
+                    )
+                ).SerializeToString()
+            )
+        )
+        resp = rz.RendezvousMessage()
+        resp.ParseFromString(recv_frame(viewer, FrameDecoder()))
+        server_pk = base64.b64decode((self.data_dir / "id_ed25519.pub").read_text())
+        self.assertEqual(verify_id_pk(server_pk, resp.punch_hole_response.pk), (ID, PK))
+        self.assertEqual(addrmangle.decode(resp.punch_hole_response.socket_addr)[0], "127.0.0.2")
+
+    def test_files_are_private(self) -> None:
+        """The data directory is 0700 and the secret key and database are 0600."""
+        self.start()
+        self.assertEqual(stat.S_IMODE(self.data_dir.stat().st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE((self.data_dir / "id_ed25519").stat().st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE((self.data_dir / "db_v2.sqlite3").stat().st_mode), 0o600)
+
+    def test_start_up_logs_key_and_client_settings(self) -> None:
+        """The log names the public key and what to type into a RustDesk client."""
+        self.start()
+        pk = (self.data_dir / "id_ed25519.pub").read_text()
+        deadline = time.monotonic() + 5
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.log.read_text() if self.log.exists() else ""
+            if "Client settings" in text:
+                break
+            time.sleep(0.05)
+        self.assertIn(pk, text)
+        self.assertIn("Client settings: ID server", text)
+
+    def test_key_mismatch_logged_for_fail2ban(self) -> None:
+        """A wrong key is logged on one line with the source IP."""
+        p = RelayProcess(self.data_dir, self.port, self.log)  # default -k -: key required
+        self.addCleanup(p.stop)
+        viewer = socket.create_connection(("127.0.0.1", self.port), timeout=3)
+        self.addCleanup(viewer.close)
+        viewer.sendall(
+            encode_frame(
+                rz.RendezvousMessage(
+                    punch_hole_request=rz.PunchHoleRequest(id=ID, licence_key="bad")
+                ).SerializeToString()
+            )
+        )
+        self.assertEqual(recv_frame(viewer, FrameDecoder()).hex(), "5a021803")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if "Key mismatch from 127.0.0.1" in self.log.read_text():
+                break
+            time.sleep(0.05)
+        self.assertIn("Key mismatch from 127.0.0.1", self.log.read_text())
+
+    def test_corrupt_key_file_refuses_to_start(self) -> None:
+        """A damaged id_ed25519 stops start-up with a clear message instead of a new key."""
+        self.data_dir.mkdir(mode=0o700)
+        (self.data_dir / "id_ed25519").write_text("not a key")
+        proc = subprocess.run(
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                str(self.log),
+                "litedesk-relay",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--interface",
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn(b"id_ed25519", proc.stderr + proc.stdout)
+        self.assertEqual((self.data_dir / "id_ed25519").read_text(), "not a key")
