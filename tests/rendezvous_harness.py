@@ -72,8 +72,10 @@ class UDPClient(DatagramProtocol):
     def recv(self, timeout: float = TIMEOUT) -> Deferred[tuple[bytes, tuple[str, int]]]:
         return with_timeout(self.queue.get(), timeout)
 
-    def send(self, data: bytes, port: int, host: str = "127.0.0.1") -> None:
+    def send(self, data: bytes, port: int, host: str | None = None) -> None:
         assert self.transport is not None
+        if host is None:
+            host = "::1" if ":" in self.transport.getHost().host else "127.0.0.1"
         self.transport.write(data, (host, port))
 
     @inlineCallbacks

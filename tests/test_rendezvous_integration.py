@@ -599,3 +599,47 @@ class DiscoveryWiringTests(RendezvousTestBase):
         self.assertEqual((reply["peer_id"], reply["public_ip"]), ("host-a", "127.0.0.1"))
         c.transport.loseConnection()
         yield sleep(0.05)
+
+
+class DualStackTests(RendezvousTestBase):
+    """The default listeners are dual-stack '::': IPv4 peers appear as ::ffff:a.b.c.d."""
+
+    def setUp(self) -> Any:
+        self.data_dir = Path(self.mktemp())
+        self.svc = start_server(self.data_dir, *self.extra_args, host="::")
+        self.server = self.svc.server
+        self.udp_port = self.svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        self._clients = []
+        return self._ports()
+
+    @inlineCallbacks
+    def test_ipv4_host_and_viewer_on_dual_stack(self) -> Any:
+        """An IPv4 host is keyed by its IPv4 address and reached by UDP through the v6 socket."""
+        host = yield self.register_host("127.0.0.2")
+        self.assertEqual(self.server.registry.get(ID).addr[0], "127.0.0.2")
+        viewer = yield self.tcp()
+        viewer.send_msg(
+            rz.RendezvousMessage(
+                punch_hole_request=rz.PunchHoleRequest(id=ID, licence_key=SERVER_PK_B64)
+            )
+        )
+        data, _ = yield host.recv()
+        push = rz.RendezvousMessage()
+        push.ParseFromString(data)
+        decoded = addrmangle.decode(push.punch_hole.socket_addr)
+        self.assertEqual(decoded, viewer.local())
+        self.assertLessEqual(len(push.punch_hole.socket_addr), 11)  # mangled as IPv4
+
+    @inlineCallbacks
+    def test_ipv6_host_registers(self) -> Any:
+        """A host on IPv6 (::1) registers and receives pushes at its IPv6 address."""
+        host = yield self.register_host("::1")
+        self.assertEqual(self.server.registry.get(ID).addr[0], "::1")
+        viewer = yield self.tcp()
+        viewer.send_msg(
+            rz.RendezvousMessage(
+                punch_hole_request=rz.PunchHoleRequest(id=ID, licence_key=SERVER_PK_B64)
+            )
+        )
+        data, addr = yield host.recv()
+        self.assertEqual(data[:1], b"\x4a")
