@@ -1,0 +1,118 @@
+"""The shipped example configuration, systemd unit and install script fit together."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+
+from litedesk.relay_tap import Options
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+EXAMPLE = CONF / "litedesk-relay.conf.example"
+UNIT = CONF / "litedesk-relay.service"
+INSTALL = CONF / "install-server.sh"
+
+# A commented-out setting is "#name = value"; prose comments are "# text".
+COMMENTED_SETTING = re.compile(r"^#(?=[a-z][a-z_-]*\s*=)", re.MULTILINE)
+
+
+def _unit_settings() -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", ";", "[")):
+            name, _, value = line.partition("=")
+            settings.setdefault(name.strip(), []).append(value.strip())
+    return settings
+
+
+def _exec_start() -> list[str]:
+    (command,) = _unit_settings()["ExecStart"]
+    return shlex.split(command)
+
+
+def _parse(path: Path) -> Options:
+    options = Options()
+    options.parseOptions(["--config", str(path)])
+    return options
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    def test_example_parses_with_defaults(self) -> None:
+        """The example configuration is accepted by --config as shipped and only moves
+        the data directory to /var/lib/litedesk; every other setting keeps its default."""
+        options = _parse(EXAMPLE)
+        defaults = Options()
+        defaults.parseOptions([])
+        self.assertEqual(options["data-dir"], "/var/lib/litedesk")
+        for name in defaults:
+            if name not in ("config", "data-dir"):
+                self.assertEqual(options[name], defaults[name], name)
+
+    def test_every_example_setting_is_valid(self) -> None:
+        """Uncommenting every "#name = value" line of the example still gives a
+        configuration that --config accepts, so the documented values are usable."""
+        text = COMMENTED_SETTING.sub("", EXAMPLE.read_text())
+        path = Path(self.mktemp())
+        path.write_text(text)
+        options = _parse(path)
+        self.assertEqual(options["port"], 21116)
+        self.assertEqual(options["key"], "-")
+        self.assertEqual(options["relay-servers"], "relay1.example.net,relay2.example.net:21117")
+
+    def test_example_documents_every_option(self) -> None:
+        """Every long option of twistd litedesk-relay (but --config) appears in the
+        example configuration, so operators find each setting there."""
+        text = EXAMPLE.read_text()
+        documented = set(re.findall(r"^#?([a-z][a-z_-]*)\s*=", text, re.MULTILINE))
+        options = {p[0] for p in Options.optParameters} | {f[0] for f in Options.optFlags}
+        self.assertEqual(sorted(options - documented - {"config"}), [])
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    def test_unit_runs_twistd_plugin(self) -> None:
+        """The unit starts the twistd console script with the litedesk-relay plugin, in
+        the foreground and without a pid file, and its plugin arguments parse."""
+        argv = _exec_start()
+        self.assertEqual(argv[0], "/opt/litedesk/bin/twistd")
+        twistd_scripts = [
+            ep.value for ep in entry_points(group="console_scripts") if ep.name == "twistd"
+        ]
+        self.assertIn("twisted.scripts.twistd:run", twistd_scripts)
+        tapnames = {p.tapname for p in getPlugins(IServiceMaker)}
+        self.assertIn("litedesk-relay", tapnames)
+        plugin_at = argv.index("litedesk-relay")
+        self.assertIn("--nodaemon", argv[1:plugin_at])
+        self.assertIn("--pidfile=", argv[1:plugin_at])
+        plugin_args = argv[plugin_at + 1 :]
+        self.assertEqual(plugin_args[:2], ["--config", "/etc/litedesk/relay.conf"])
+        Options().parseOptions(["--config", str(EXAMPLE), *plugin_args[2:]])
+
+    def test_unit_user_and_writable_data_dir(self) -> None:
+        """The service runs as the litedesk user and may write exactly the data
+        directory the example configuration names, with the file limit raised."""
+        unit = _unit_settings()
+        self.assertEqual(unit["User"], ["litedesk"])
+        self.assertEqual(unit["ProtectSystem"], ["strict"])
+        self.assertEqual(unit["NoNewPrivileges"], ["true"])
+        self.assertEqual(unit["ReadWritePaths"], [_parse(EXAMPLE)["data-dir"]])
+        self.assertEqual(unit["LimitNOFILE"], ["1048576"])
+        self.assertEqual(unit["Restart"], ["on-failure"])
+
+    def test_install_script_matches_unit(self) -> None:
+        """conf/install-server.sh creates the user, venv, data directory and
+        configuration file the unit refers to, and installs this unit file."""
+        script = INSTALL.read_text()
+        unit = _unit_settings()
+        argv = _exec_start()
+        self.assertIn(f"user={unit['User'][0]}\n", script)
+        self.assertIn(f"venv={Path(argv[0]).parent.parent}\n", script)
+        self.assertIn(f"data={unit['WorkingDirectory'][0]}\n", script)
+        self.assertIn(f"conf={argv[argv.index('--config') + 1]}\n", script)
+        self.assertIn(f"unit=/etc/systemd/system/{UNIT.name}\n", script)
+        self.assertIn('"$src/conf/litedesk-relay.service"', script)
