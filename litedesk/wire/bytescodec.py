@@ -59,7 +59,7 @@ class FrameDecoder:
     def __init__(self, max_length: int = MAX_ENCODABLE) -> None:
         self.max_length = max_length
         self._buffer = bytearray()
-        self._error: FrameError | None = None
+        self._error: FrameTooLarge | None = None
 
     @property
     def buffered(self) -> int:
@@ -69,7 +69,9 @@ class FrameDecoder:
     def feed(self, data: bytes) -> list[bytes]:
         """Add C{data}; return every payload completed by it, in order."""
         if self._error is not None:
-            raise self._error
+            # A fresh exception each time: re-raising the stored one would keep
+            # growing its traceback, and with it every chunk fed since.
+            raise FrameTooLarge(self._error.length, self._error.limit)
         buf = self._buffer
         buf += data
         frames: list[bytes] = []

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args[0] if args else ".")
     try:
         key, created = load_or_create(data_dir)
-    except KeyFileError as e:
+    except (KeyFileError, OSError) as e:
         print(f"litedesk-keygen: {e}", file=sys.stderr)
         return 1
     verb = "created" if created else "existing"
