@@ -51,7 +51,17 @@ class Output:
 class Registration:
     """State of one host's registration with one rendezvous server."""
 
-    def __init__(self, peer_id: str, uuid: bytes, pk: bytes, serial: int = 0) -> None:
+    def __init__(
+        self,
+        peer_id: str,
+        uuid: bytes,
+        pk: bytes,
+        serial: int = 0,
+        interval: float = REG_INTERVAL,
+        timeout: float = REG_TIMEOUT,
+    ) -> None:
+        self.interval = interval
+        self.timeout = timeout
         self.peer_id = peer_id
         self.uuid = uuid
         self.pk = pk
@@ -90,7 +100,7 @@ class Registration:
             return out
         if now < self.paused_until:
             return out
-        if self.outstanding_since is not None and now - self.outstanding_since >= REG_TIMEOUT:
+        if self.outstanding_since is not None and now - self.outstanding_since >= self.timeout:
             self.misses += 1
             self.outstanding_since = None
             if self.misses == 2 and self.state is not RegState.UNREACHABLE:
@@ -98,7 +108,7 @@ class Registration:
                 out.events.append(Event("unreachable", f"no answer to {self.misses} requests"))
             self._request(now, out)
             return out
-        expired = self.last_response is None or now - self.last_response >= REG_INTERVAL
+        expired = self.last_response is None or now - self.last_response >= self.interval
         if self.outstanding_since is None and expired:
             self._request(now, out)
         return out
