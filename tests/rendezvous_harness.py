@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import DatagramProtocol, Protocol
@@ -16,6 +16,7 @@ from litedesk.relay_tap import Options, makeService
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 
 TIMEOUT = 5.0
+reactor: Any = _reactor  # the global reactor provides far more than its declared type
 
 
 def start_server(data_dir: Path, *extra: str, host: str = "127.0.0.1") -> Any:
@@ -131,7 +132,7 @@ class TCPClient(Protocol):
 
     def local(self) -> tuple[str, int]:
         assert self.transport is not None
-        h = self.transport.getHost()
+        h: Any = self.transport.getHost()
         return (h.host, h.port)
 
     def close(self) -> Deferred[None]:
@@ -142,4 +143,5 @@ class TCPClient(Protocol):
 
 def tcp_client(port: int, bind: str = "127.0.0.1", host: str = "127.0.0.1") -> Deferred[TCPClient]:
     ep = TCP4ClientEndpoint(reactor, host, port, bindAddress=(bind, 0))
-    return connectProtocol(ep, TCPClient())
+    d: Deferred[TCPClient] = connectProtocol(ep, TCPClient())
+    return d

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
@@ -15,6 +15,8 @@ from litedesk.host.rendezvous_client import RendezvousClient, parse_server
 from litedesk.proto import rendezvous_pb2 as rz
 
 from .rendezvous_harness import sleep, start_server, tcp_client
+
+reactor: Any = _reactor
 
 
 class Recorder:
@@ -120,7 +122,7 @@ class HostRegistrationTests(TestCase):
                 "tcp:0:interface=127.0.0.1",
             ]
         )
-        svc2 = makeService(opts, r)
+        svc2: Any = makeService(opts, r)
         svc2.privilegedStartService()
         svc2.startService()
         self.addCleanup(svc2.stopService)

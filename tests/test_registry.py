@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -235,7 +237,7 @@ class RegistryPropertyTests(SynchronousTestCase):
             max_size=60,
         )
     )
-    def test_invariants(self, ops: list) -> None:
+    def test_invariants(self, ops: list[Any]) -> None:
         """Any sequence of requests keeps ids bound to one uuid and online peers addressable."""
         reg = Registry()
         now = 0.0

@@ -54,7 +54,7 @@ class RendezvousTestBase(TestCase):
         self.nat_port = self.svc.getServiceNamed("nat-test").listening.getHost().port
 
     @inlineCallbacks
-    def tearDown(self) -> Any:
+    def tearDown(self) -> Any:  # type: ignore[override]
         for c in self._clients:
             if hasattr(c, "close"):
                 yield c.close()

@@ -55,6 +55,7 @@ def connect(
 ) -> tuple[Any, StringTransport, RendezvousStreamFactory]:
     factory = RendezvousStreamFactory(server, proto_class, clock=clock, max_frame=max_frame)
     proto = factory.buildProtocol(None)
+    assert proto is not None
     transport = StringTransport(peerAddress=peer or IPv4Address("TCP", "198.51.100.1", 40000))
     proto.makeConnection(transport)
     return proto, transport, factory
