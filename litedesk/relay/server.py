@@ -397,6 +397,7 @@ class Relay:
                 if leg.ip in self.blacklist:
                     self.throttle(pair, lim, "blacklist", now, leg.peer)
                     break
+            self._fit_reads(pair, lim)
         self._log.info(
             "relay paired {uuid}: {a_peer} with {b_peer}",
             uuid=uuid,
@@ -411,11 +412,23 @@ class Relay:
             b._forward(rest, a)
         a._unpause(_PAUSE_WAIT)
 
+    def _fit_reads(self, pair: Pair[RelayProtocol], lim: PairLimiter) -> None:
+        """Read in pieces of about 50 ms at the pair's rate, so a limit is smooth."""
+        rates = [r for r in (lim.bucket.rate, self.total_bucket.rate) if r]
+        if not rates:
+            return
+        size = int(min(self.settings.read_size, max(16384, min(rates) * 0.05)))
+        for c in (pair.a, pair.b):
+            t = c.handle._tcp
+            if t is not None:
+                t.bufferSize = size
+
     def throttle(
         self, pair: Pair[RelayProtocol], lim: PairLimiter, why: str, now: float, peer: str = ""
     ) -> None:
         if not lim.throttle(why, now):
             return
+        self._fit_reads(pair, lim)
         s = self.settings.bandwidth
         if why == "blacklist":
             self._log.warn(
@@ -514,7 +527,7 @@ class Relay:
         for conn in self.table.connections_from(added):
             proto = conn.handle
             pair = conn.pair
-            if proto._limiter is not None and pair is not None:
+            if conn.phase is Phase.PAIRED and proto._limiter is not None and pair is not None:
                 self.throttle(pair, proto._limiter, "blacklist", now, proto.peer)
 
     def stats(self) -> RelayStats:

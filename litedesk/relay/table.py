@@ -161,7 +161,7 @@ class PairingTable(Generic[H]):
         self.waiting: dict[str, Conn[H]] = {}
         self.pairs: set[Pair[H]] = set()
         self.per_ip: dict[str, int] = {}
-        self.connections = 0
+        self.open: set[Conn[H]] = set()
         self.unpaired = 0
         self.bytes_finished = 0
         self.pairs_finished = 0
@@ -234,7 +234,7 @@ class PairingTable(Generic[H]):
         """Register a connection that passed L{check_accept}; arm its first-frame deadline."""
         conn = Conn(handle, ip, self.clock.seconds())
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        self.connections += 1
+        self.open.add(conn)
         self.unpaired += 1
         self._push(self.deadlines.first_frame, _K_FIRST, conn)
         return conn
@@ -272,7 +272,7 @@ class PairingTable(Generic[H]):
             return None
         conn.phase = Phase.CLOSED
         conn.gen += 1
-        self.connections -= 1
+        self.open.discard(conn)
         n = self.per_ip[conn.ip] - 1
         if n:
             self.per_ip[conn.ip] = n
@@ -307,10 +307,11 @@ class PairingTable(Generic[H]):
         wanted = set(ips) & self.per_ip.keys()
         if not wanted:
             return []
-        out: list[Conn[H]] = [c for c in self.waiting.values() if c.ip in wanted]
-        for pair in self.pairs:
-            out.extend(c for c in (pair.a, pair.b) if c.ip in wanted and c.phase is Phase.PAIRED)
-        return out
+        return [c for c in self.open if c.ip in wanted]
+
+    @property
+    def connections(self) -> int:
+        return len(self.open)
 
     @property
     def waiting_count(self) -> int:
