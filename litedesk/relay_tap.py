@@ -19,6 +19,12 @@ from twisted.python import usage
 
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
+from litedesk.relay.service import (
+    RELAY_OPT_FLAGS,
+    RELAY_OPT_PARAMETERS,
+    make_relay_service,
+    relay_settings_from_options,
+)
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.protocols import (
     DEFAULT_MAX_FRAME,
@@ -100,6 +106,9 @@ class Options(usage.Options):
             "Serve the LiteDesk v1 JSON discovery protocol "
             "(--discovery-endpoint, TCP 8877 by default).",
         ],
+        ["no-relay", None, "Run only the rendezvous server (hbbs), no relay."],
+        ["relay-only", None, "Run only the relay (hbbr), no rendezvous server."],
+        *RELAY_OPT_FLAGS,
     ]
 
     optParameters: list[list[Any]] = [
@@ -167,6 +176,13 @@ class Options(usage.Options):
             "NAT-test/online-query TCP listener endpoint string (default port P-1).",
         ],
         [
+            "relay-endpoint",
+            None,
+            None,
+            "Relay TCP listener endpoint string (default port P+1, or --relay-port).",
+        ],
+        ["relay-port", None, None, "Relay TCP port (default P+1).", _port],
+        [
             "discovery-endpoint",
             None,
             "tcp6:8877:interface=\\:\\:",
@@ -180,13 +196,6 @@ class Options(usage.Options):
             _nonneg_int,
         ],
         [
-            "max-connections-per-ip",
-            None,
-            "256",
-            "Concurrent TCP connections per source IP on each rendezvous port (0 = unlimited).",
-            _nonneg_int,
-        ],
-        [
             "udp-rate-per-ip",
             None,
             "500",
@@ -194,6 +203,7 @@ class Options(usage.Options):
             "IP, bursts of twice that (0 = unlimited). A host sends one every 15 s.",
             _nonneg_int,
         ],
+        *RELAY_OPT_PARAMETERS,
     ]
 
     def opt_config(self, path: str) -> None:
@@ -259,6 +269,12 @@ class Options(usage.Options):
             self["tcp-endpoint"] = tcp_endpoint(p, iface)
         if self["nat-endpoint"] is None:
             self["nat-endpoint"] = tcp_endpoint(p - 1, iface)
+        if self["relay-endpoint"] is None:
+            relay_port = self["relay-port"] if self["relay-port"] is not None else p + 1
+            self["relay-endpoint"] = tcp_endpoint(int(relay_port), iface)
+        if self["no-relay"] and self["relay-only"]:
+            raise usage.UsageError("--no-relay and --relay-only exclude each other")
+        self.relay_settings = relay_settings_from_options(self, os.environ)
         if self["max-frame"] < 64:
             raise usage.UsageError("--max-frame must be at least 64 bytes")
 
@@ -284,6 +300,19 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         raise SystemExit(f"litedesk-relay: {e}") from None
 
     top = MultiService()
+    if not config["no-relay"]:
+        relay = make_relay_service(
+            reactor, config["relay-endpoint"], config.relay_settings, key.licence, data_dir
+        )
+        relay.setName("relay")
+        relay.setServiceParent(top)
+        _log.info(
+            "Relay on {endpoint}; licence check {check}",
+            endpoint=config["relay-endpoint"],
+            check="on" if key.licence else "off",
+        )
+    if config["relay-only"]:
+        return top
     db_path = data_dir / DB_FILE
     if not db_path.exists():
         # SQLite gives the -wal/-shm files the database's mode: keep all 0600.
@@ -307,6 +336,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     UDPListenerService(
         "rendezvous-udp", reactor, config["udp-endpoint"], RendezvousDatagramProtocol(server, guard)
     ).setServiceParent(top)
+    # One --max-connections-per-ip (declared with the relay's options) caps
+    # each TCP port: the relay's and both rendezvous ports.
+    per_ip = config.relay_settings.limits.max_per_ip
     for name, description, proto in (
         ("rendezvous-tcp", config["tcp-endpoint"], RendezvousStreamProtocol),
         ("nat-test", config["nat-endpoint"], NatTestProtocol),
@@ -316,7 +348,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             proto,
             clock=reactor,
             max_frame=int(config["max-frame"]),
-            max_per_ip=int(config["max-connections-per-ip"]),
+            max_per_ip=per_ip,
         )
         ep = endpoints.serverFromString(reactor, description)
         EndpointService(name, ep, factory).setServiceParent(top)

@@ -34,6 +34,8 @@ def start_server(data_dir: Path, *extra: str, host: str = "127.0.0.1") -> Any:
             f"{kind}:0:interface={esc}",
             "--nat-endpoint",
             f"{kind}:0:interface={esc}",
+            "--relay-endpoint",
+            f"{kind}:0:interface={esc}",
             *extra,
         ]
     )

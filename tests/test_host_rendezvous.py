@@ -118,6 +118,7 @@ class HostRegistrationTests(TestCase):
                 f"udp:{udp}:interface=127.0.0.1",
                 "--tcp-endpoint",
                 "tcp:0:interface=127.0.0.1",
+                "--no-relay",
                 "--nat-endpoint",
                 "tcp:0:interface=127.0.0.1",
             ]
