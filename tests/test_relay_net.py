@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.internet import reactor, task
@@ -136,7 +137,7 @@ class BackpressureTests(RelayNetTestCase):
 
     async def test_stalled_receiver_bounded(self) -> None:
         """With the receiver not reading, the sender stalls and the relay holds < 1 MiB."""
-        settings = RelaySettings(deadlines=LONG, bandwidth=UNLIMITED, read_size=256 * 1024)
+        settings = replace(self.settings, read_size=256 * 1024)
         fx = await self.start(settings)
         a, b = await self.pair(fx, keep=False)
         assert b.transport is not None
@@ -330,3 +331,36 @@ class LimitTests(RelayNetTestCase):
         end = max(x for x in lasts if x is not None)
         rate = (2 * n - 65536) / (end - start)
         self.assertLess(abs(rate / (2 * 1024 * 1024) - 1.0), 0.2, rate)
+
+
+# The same pipe and backpressure tests with each way of reading a paired leg.
+
+
+class PipeTestsRecvInto(PipeTests):
+    """L{PipeTests} with C{read_mode="recv_into"}."""
+
+    settings = replace(PipeTests.settings, read_mode="recv_into")
+
+
+class PipeTestsSplice(PipeTests):
+    """L{PipeTests} with C{read_mode="splice"}."""
+
+    settings = replace(PipeTests.settings, read_mode="splice")
+
+
+class PipeTestsTwisted(PipeTests):
+    """L{PipeTests} with C{read_mode="twisted"} and no direct writes."""
+
+    settings = replace(PipeTests.settings, read_mode="twisted", fast_write=False)
+
+
+class BackpressureTestsRecvInto(BackpressureTests):
+    """L{BackpressureTests} with C{read_mode="recv_into"}."""
+
+    settings = replace(BackpressureTests.settings, read_mode="recv_into")
+
+
+class BackpressureTestsSplice(BackpressureTests):
+    """L{BackpressureTests} with C{read_mode="splice"}."""
+
+    settings = replace(BackpressureTests.settings, read_mode="splice")

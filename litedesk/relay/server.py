@@ -25,11 +25,14 @@ aborted.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
@@ -48,6 +51,52 @@ from litedesk.relay.table import (
 )
 from litedesk.wire.addrmangle import normalize_host
 
+_splice = getattr(os, "splice", None)
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+
+class _SharedIO:
+    """A scratch buffer and an empty pipe shared by every leg of the process.
+
+    The reactor runs one C{doRead} at a time and each leaves both empty (what
+    cannot be sent at once is copied into the transport's own buffer), so one
+    of each serves any number of pairs at no per-pair cost.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pipe_size = 65536
+        try:
+            self.pipe_size = fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, max(size, 65536))
+        except (OSError, AttributeError):
+            pass
+
+    def drain(self, n: int) -> bytes:
+        """Read exactly C{n} bytes that are known to be in the pipe."""
+        parts = []
+        while n > 0:
+            chunk = os.read(self.pipe_r, n)
+            parts.append(chunk)
+            n -= len(chunk)
+        return b"".join(parts)
+
+
+_shared: _SharedIO | None = None
+_ReadResult = ConnectionLost | ConnectionDone | None
+
+
+def _shared_io(size: int) -> _SharedIO:
+    global _shared
+    if _shared is None or len(_shared.buf) < size:
+        if _shared is not None:
+            os.close(_shared.pipe_r)
+            os.close(_shared.pipe_w)
+        _shared = _SharedIO(size)
+    return _shared
+
+
 _PAUSE_CONSUMER = 1
 _PAUSE_LIMIT = 2
 _PAUSE_WAIT = 4
@@ -65,6 +114,10 @@ class RelaySettings:
     @ivar max_first_frame: largest first-frame payload accepted.
     @ivar fast_write: send straight to the socket when its buffer is empty
         instead of waiting a reactor turn.
+    @ivar read_mode: how a paired TCP leg reads: C{"twisted"} (the transport's
+        C{recv} and C{dataReceived}), C{"recv_into"} (one process-wide buffer,
+        no allocation per read) or C{"splice"} (kernel-side copy through one
+        process-wide pipe).  The latter two need C{fast_write}.
     """
 
     deadlines: Deadlines = field(default_factory=Deadlines)
@@ -74,6 +127,7 @@ class RelaySettings:
     early_buffer: int = 256 * 1024
     max_first_frame: int = 64 * 1024
     fast_write: bool = True
+    read_mode: str = "twisted"
 
 
 def _peer_text(addr: IAddress | None) -> str:
@@ -104,6 +158,7 @@ class RelayProtocol(Protocol):
         self._resume_call: IDelayedCall | None = None
         self._tcp: tcp.Connection | None = None
         self._sock: socket.socket | None = None
+        self._fd = -1
         self._aborted = False
         self.reason = ""
 
@@ -122,6 +177,7 @@ class RelayProtocol(Protocol):
                 pass
             if self._relay.settings.fast_write:
                 self._sock = t.socket
+                self._fd = t.fileno()
         self.conn = self._relay.table.accept(self, self.ip)
 
     def dataReceived(self, data: bytes) -> None:
@@ -194,7 +250,10 @@ class RelayProtocol(Protocol):
     # -- data path --------------------------------------------------------
 
     def _forward(self, data: bytes, partner: RelayProtocol) -> None:
-        n = len(data)
+        partner.write(data)
+        self._count(len(data))
+
+    def _count(self, n: int) -> None:
         pair = self._pair
         assert pair is not None
         if self._is_a:
@@ -203,7 +262,6 @@ class RelayProtocol(Protocol):
             pair.b_to_a += n
         now = self._relay.seconds()
         pair.last_activity = now
-        partner.write(data)
         lim = self._limiter
         if lim is not None:
             delay = lim.consume(n, now)
@@ -212,22 +270,26 @@ class RelayProtocol(Protocol):
             if delay > 0.0:
                 self._limit_pause(delay)
 
+    def _out_idle(self) -> bool:
+        """Nothing queued for this leg's peer: a direct send keeps the byte order."""
+        t = self._tcp
+        return (
+            t is not None
+            and not t._tempDataLen
+            and t.offset == len(t.dataBuffer)
+            and bool(t.connected)
+            and not t.disconnecting
+        )
+
     def write(self, data: bytes) -> None:
         """Write to this leg's peer, straight to the socket when nothing is queued."""
         sock = self._sock
         t = self._tcp
         if sock is not None and t is not None:
-            if (
-                not t._tempDataLen
-                and t.offset == len(t.dataBuffer)
-                and t.connected
-                and not t.disconnecting
-            ):
+            if self._out_idle():
                 try:
                     sent = sock.send(data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
+                except OSError:  # EAGAIN, or an error the transport will see itself
                     sent = 0
                 if sent == len(data):
                     return
@@ -237,6 +299,82 @@ class RelayProtocol(Protocol):
             return
         assert self.transport is not None
         self.transport.write(data)
+
+    def _write_view(self, view: memoryview) -> None:
+        """L{write} for a slice of the shared buffer (copied only if it must wait)."""
+        sock = self._sock
+        t = self._tcp
+        assert sock is not None and t is not None
+        if self._out_idle():
+            try:
+                sent = sock.send(view)
+            except OSError:
+                sent = 0
+            if sent == len(view):
+                return
+            view = view[sent:]
+        t.write(view.tobytes())  # type: ignore[no-untyped-call]
+
+    # -- replacement doRead for paired legs (see RelaySettings.read_mode) --------
+
+    def _use_read_mode(self, partner: RelayProtocol) -> None:
+        mode = self._relay.settings.read_mode
+        t = self._tcp
+        if mode == "twisted" or t is None or self._sock is None or partner._sock is None:
+            return
+        _shared_io(self._relay.settings.read_size)
+        if mode == "splice" and _splice is not None:
+            t.doRead = self._read_splice  # type: ignore[method-assign]
+        else:
+            t.doRead = self._read_into  # type: ignore[method-assign]
+
+    def _read_into(self) -> _ReadResult:
+        partner = self._partner
+        t = self._tcp
+        sock = self._sock
+        assert t is not None and sock is not None
+        if partner is None:
+            return tcp.Connection.doRead(t)
+        io = _shared_io(self._relay.settings.read_size)
+        try:
+            n = sock.recv_into(io.buf, min(t.bufferSize, len(io.buf)))
+        except BlockingIOError:
+            return None
+        except OSError:
+            return main.CONNECTION_LOST
+        if not n:
+            return main.CONNECTION_DONE
+        partner._write_view(io.view[:n])
+        self._count(n)
+        return None
+
+    def _read_splice(self) -> _ReadResult:
+        partner = self._partner
+        t = self._tcp
+        if partner is None or not partner._out_idle() or _splice is None:
+            return self._read_into()
+        assert t is not None
+        io = _shared_io(self._relay.settings.read_size)
+        flags = _SPLICE_FLAGS
+        try:
+            n = _splice(self._fd, io.pipe_w, min(t.bufferSize, io.pipe_size), flags=flags)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return main.CONNECTION_LOST
+        if not n:
+            return main.CONNECTION_DONE
+        try:
+            m = _splice(io.pipe_r, partner._fd, n, flags=flags)
+        except OSError:
+            m = 0
+        if m < n:
+            rest = io.drain(n - m)
+            pt = partner._tcp
+            assert pt is not None
+            pt.write(rest)  # type: ignore[no-untyped-call]
+        self._count(n)
+        return None
 
     def buffered(self) -> int:
         """Bytes waiting in this leg's user-space write buffer."""
@@ -385,6 +523,8 @@ class Relay:
         a, b = pair.a.handle, pair.b.handle
         a._attach(b, pair, True)
         b._attach(a, pair, False)
+        a._use_read_mode(b)
+        b._use_read_mode(a)
         ta, tb = a.transport, b.transport
         assert ta is not None and tb is not None
         ta.registerProducer(b, True)  # type: ignore[attr-defined]
