@@ -1,0 +1,59 @@
+"""The host's screen pipeline and the viewer's video decoder.
+
+capture (mss, per monitor) → change detection (an idle screen sends nothing)
+→ encode (H.264 via libx264, or VP9) → deliver, dropping frames rather than
+queueing them when the transport is backed up, with frame rate and bitrate
+adapted from round trips and buffer levels.
+
+  - L{capture}: L{DisplayInfo}, L{list_displays}, L{Capturer};
+  - L{change}: L{detect_change}, L{changed_tiles};
+  - L{encode}: L{VideoEncoder}, L{VideoDecoder}, L{EncodedFrame};
+  - L{pipeline}: sans-IO L{FramePacer}, L{DropPolicy}, L{AdaptiveController},
+    L{ImageQuality};
+  - L{streamer}: L{ScreenStreamer}, the Twisted-facing loop;
+  - L{testpattern}: synthetic desktop images for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from .capture import CaptureError, Capturer, DisplayInfo, Frame, bgra_to_image, list_displays
+from .change import Change, Rect, changed_tiles, detect_change
+from .encode import Codec, DecodedFrame, EncodedFrame, VideoDecoder, VideoEncoder, is_key_frame
+from .pipeline import (
+    AdaptiveController,
+    DropPolicy,
+    FramePacer,
+    ImageQuality,
+    base_bitrate,
+    clamp_fps,
+    quality_profile,
+)
+from .streamer import ScreenStreamer, StreamStats
+
+__all__ = [
+    "AdaptiveController",
+    "CaptureError",
+    "Capturer",
+    "Change",
+    "Codec",
+    "DecodedFrame",
+    "DisplayInfo",
+    "DropPolicy",
+    "EncodedFrame",
+    "Frame",
+    "FramePacer",
+    "ImageQuality",
+    "Rect",
+    "ScreenStreamer",
+    "StreamStats",
+    "VideoDecoder",
+    "VideoEncoder",
+    "base_bitrate",
+    "bgra_to_image",
+    "changed_tiles",
+    "clamp_fps",
+    "detect_change",
+    "is_key_frame",
+    "list_displays",
+    "quality_profile",
+]
