@@ -32,6 +32,7 @@ docs/test-lab.md section B):
 
 from __future__ import annotations
 
+import atexit
 import os
 import select
 import shutil
@@ -39,7 +40,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-__all__ = ["Xvfb", "XvfbError", "set_root_image", "skip_reason"]
+__all__ = ["Xvfb", "XvfbError", "set_root_image", "shared_xvfb", "skip_reason"]
 
 
 class XvfbError(Exception):
@@ -176,3 +177,22 @@ def set_root_image(xvfb: Xvfb, path: str) -> None:
         timeout=30,
         check=False,
     )
+
+
+_shared: Xvfb | None = None
+
+
+def shared_xvfb() -> Xvfb:
+    """One 1920x1080x24 Xvfb per test process, started on first use.
+
+    trial has no module-level fixtures, and starting a server per test costs
+    0.15-0.2 s, so test modules share this one; it is stopped when the
+    process exits.  Tests must not rely on what other tests left on screen:
+    paint what you need first.
+    """
+    global _shared
+    if _shared is None:
+        server = Xvfb(1920, 1080, 24).start()
+        atexit.register(server.stop)
+        _shared = server
+    return _shared
