@@ -121,6 +121,13 @@ class OneShot(ServerFactory, ClientFactory):
         return self.prepared
 
 
+def _observe(case: SynchronousTestCase) -> EventLoggingObserver:
+    observer = EventLoggingObserver()
+    globalLogPublisher.addObserver(observer)
+    case.addCleanup(globalLogPublisher.removeObserver, observer)
+    return observer
+
+
 def _key() -> SigningKey:
     return SigningKey.generate()
 
@@ -196,7 +203,7 @@ class HostIsServerTests(_Loopback):
         a single byte although both wrote before the handshake, and the
         refusal is logged.
         """
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = _observe(self)
         impostor = _key()
         expected = bytes(_key().verify_key)
         host = Recorder(greeting=HOST_MARKER, after=HOST_MARKER)
