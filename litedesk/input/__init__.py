@@ -1,0 +1,29 @@
+"""Remote input for LiteDesk: keys, mouse, injection on the host, clipboard.
+
+* L{litedesk.input.keys}: RustDesk's ControlKey numbering, L{KeyInput},
+  keysym mappings in both directions and C{"ctrl+a,Return"} parsing.
+* L{litedesk.input.mouse}: the C{MouseEvent.mask} encoding, L{MouseInput}
+  and the viewer's window -> remote-desktop coordinate mapping.
+* L{litedesk.input.inject}: the host's injector (pynput, imported lazily)
+  with validation, view-only mode and stuck-key safety.
+* L{litedesk.input.clipboard}: the host's X clipboard (xclip) and its
+  change watcher.
+
+Importing this package needs no X display.
+"""
+
+from litedesk.input.keys import ControlKey, KeyInput, parse_combo, parse_key_list, text_input
+from litedesk.input.mouse import MouseButton, MouseInput, MouseType, Rect, ViewMapping
+
+__all__ = [
+    "ControlKey",
+    "KeyInput",
+    "MouseButton",
+    "MouseInput",
+    "MouseType",
+    "Rect",
+    "ViewMapping",
+    "parse_combo",
+    "parse_key_list",
+    "text_input",
+]

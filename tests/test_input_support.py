@@ -1,0 +1,313 @@
+"""Helpers for the input tests: a private Xvfb and an X event recorder.
+
+This module holds no tests.  It is also the recorder program itself:
+C{python tests/test_input_support.py} opens a Tk window (an Entry on top of a
+Canvas) at the root window's top-left corner, forces the X input focus onto
+it, and writes every key, button, motion and wheel event as one JSON line on
+stdout.  It reads commands, one per line, on stdin: C{state} (reply with the
+entry text and selection), C{clear} (empty the entry) and C{quit}.
+
+The Xvfb helper is private to the input tests on purpose: a shared
+C{tests/xvfb.py} was being written in parallel and is not committed yet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+RECORDER_TITLE = "litedesk-input-recorder"
+#: The recorder's window geometry: the canvas starts below the entry.
+WINDOW_W, WINDOW_H = 1000, 800
+
+
+def xvfb_skip_reason(*tools: str) -> str | None:
+    """Why X tests cannot run here, or C{None}."""
+    missing = [t for t in ("Xvfb", *tools) if shutil.which(t) is None]
+    if missing:
+        return (
+            f"{', '.join(missing)} not installed "
+            "(Debian: apt-get install xvfb x11-utils xdotool xclip)"
+        )
+    return None
+
+
+def tk_skip_reason() -> str | None:
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        return "tkinter is not available (Debian: apt-get install python3-tk tk)"
+    return None
+
+
+class PrivateXvfb:
+    """One Xvfb on a free display, as docs/test-lab.md B.1 recommends:
+    C{-displayfd} (no port races between parallel jobs, no polling),
+    C{-noreset} (no server resets between clients), no TCP."""
+
+    def __init__(self, width: int = 1920, height: int = 1080) -> None:
+        self.size = (width, height)
+        self.display = ""
+        self.env: dict[str, str] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> PrivateXvfb:
+        rfd, wfd = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    "Xvfb",
+                    "-displayfd",
+                    str(wfd),
+                    "-screen",
+                    "0",
+                    f"{self.size[0]}x{self.size[1]}x24",
+                    "-nolisten",
+                    "tcp",
+                    "-noreset",
+                ],
+                pass_fds=(wfd,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(wfd)
+        try:
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while not buf.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                    raise RuntimeError("Xvfb did not become ready")
+                chunk = os.read(rfd, 64)
+                if not chunk:
+                    raise RuntimeError("Xvfb exited before it was ready")
+                buf += chunk
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(rfd)
+        self.display = f":{int(buf)}"
+        self.env = dict(os.environ, DISPLAY=self.display)
+        return self
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class Recorder:
+    """Runs the recorder program on a display and reads its events."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._buf = b""
+        self._proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self.ready = self.wait_for(lambda e: e["ev"] == "ready", timeout=20)
+
+    def _read(self, timeout: float) -> bool:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        if not select.select([fd], [], [], timeout)[0]:
+            return False
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError("the recorder exited")
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        self.events.extend(json.loads(line) for line in lines if line)
+        return True
+
+    def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0, start: int = 0
+    ) -> dict[str, Any]:
+        """The first event from index C{start} on that matches C{pred}."""
+        deadline = time.monotonic() + timeout
+        checked = start
+        while True:
+            for i in range(checked, len(self.events)):
+                if pred(self.events[i]):
+                    return self.events[i]
+            checked = max(checked, len(self.events))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching event; got {self.events[start:]!r}")
+            self._read(left)
+
+    def command(self, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
+        """Send a command and wait for its reply.
+
+        The reply comes after every X event the recorder had received, so
+        it also works as a barrier: injected events are in C{events} then.
+        """
+        assert self._proc.stdin is not None
+        start = len(self.events)
+        self._proc.stdin.write(cmd.encode() + b"\n")
+        self._proc.stdin.flush()
+        return self.wait_for(lambda e: e["ev"] == cmd, timeout, start)
+
+    def sync(self, settle: float = 0.15) -> dict[str, Any]:
+        """Let X deliver what was injected, then ask for the state."""
+        time.sleep(settle)
+        return self.command("state")
+
+    def mark(self) -> int:
+        """An index to pass as C{start} to L{wait_for} / L{since}."""
+        return len(self.events)
+
+    def since(self, start: int, ev: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.events[start:] if ev is None or e["ev"] == ev]
+
+    def stop(self) -> None:
+        try:
+            if self._proc.poll() is None and self._proc.stdin is not None:
+                self._proc.stdin.write(b"quit\n")
+                self._proc.stdin.flush()
+                self._proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for f in (self._proc.stdin, self._proc.stdout):
+            if f is not None:
+                f.close()
+
+
+def _xlib_display(name: str) -> Any:
+    # importlib: python-xlib has no type stubs in this environment.
+    return importlib.import_module("Xlib.display").Display(name)
+
+
+def pressed_keycodes(display: str) -> list[int]:
+    """Keycodes the X server currently considers held down."""
+    d = _xlib_display(display)
+    try:
+        bits = d.query_keymap()
+    finally:
+        d.close()
+    return [i * 8 + b for i, byte in enumerate(bits) for b in range(8) if byte & (1 << b)]
+
+
+def pointer_position(display: str) -> tuple[int, int]:
+    d = _xlib_display(display)
+    try:
+        p = d.screen().root.query_pointer()
+        return int(p.root_x), int(p.root_y)
+    finally:
+        d.close()
+
+
+# --- the recorder program ----------------------------------------------------
+
+
+def _recorder_main() -> None:  # pragma: no cover - runs in a subprocess
+    import tkinter as tk
+
+    def emit(**fields: Any) -> None:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+
+    root = tk.Tk()
+    root.title(RECORDER_TITLE)
+    root.geometry(f"{WINDOW_W}x{WINDOW_H}+0+0")
+    entry = tk.Entry(root)
+    entry.pack(fill="x")
+    canvas = tk.Canvas(root, background="white", highlightthickness=0)
+    canvas.pack(fill="both", expand=True)
+
+    def key(e: Any) -> None:
+        emit(ev=e.type.name, keysym=e.keysym, char=e.char, state=int(e.state))
+
+    def button(e: Any) -> None:
+        emit(ev=e.type.name, num=e.num, x_root=e.x_root, y_root=e.y_root, state=int(e.state))
+
+    def motion(e: Any) -> None:
+        # Only drags: plain motion would flood the log.
+        if int(e.state) & 0x1F00:
+            emit(ev="Motion", x_root=e.x_root, y_root=e.y_root, state=int(e.state))
+
+    def select_all(e: Any) -> str:
+        entry.select_range(0, "end")
+        entry.icursor("end")
+        emit(ev="selectall", selection=entry.selection_get())
+        return "break"
+
+    def submit(e: Any) -> None:
+        emit(ev="submit", text=entry.get())
+
+    def state() -> None:
+        sel = entry.selection_get() if entry.selection_present() else ""
+        emit(ev="state", text=entry.get(), selection=sel, focus=str(root.focus_get()))
+
+    def command(*_: Any) -> None:
+        line = sys.stdin.readline().strip()
+        if line == "state" or not line:
+            if not line:
+                root.destroy()
+                return
+            state()
+        elif line == "clear":
+            entry.delete(0, "end")
+            entry.focus_force()
+            emit(ev="clear")
+        elif line == "quit":
+            root.destroy()
+
+    # A tag of our own, first in the focus widget's list: in Tk's "all" tag
+    # more specific bindings (<Alt-Key> for menus, Shift-Tab traversal) would
+    # win over a plain <KeyPress>, and class bindings that run first (Insert
+    # pastes PRIMARY, a nested event loop) would reorder the log.
+    root.bind_class("Recorder", "<KeyPress>", key)
+    root.bind_class("Recorder", "<KeyRelease>", key)
+    for w in (root, entry, canvas):
+        w.bindtags(("Recorder", *w.bindtags()))
+    for seq in ("<ButtonPress>", "<ButtonRelease>"):
+        canvas.bind(seq, button)
+        entry.bind(seq, button, add="+")
+    canvas.bind("<Motion>", motion)
+    entry.bind("<Control-a>", select_all)
+    entry.bind("<Return>", submit)
+    root.tk.createfilehandler(sys.stdin, tk.READABLE, command)
+
+    def ready() -> None:
+        # No window manager: focus_force sets the X input focus, which then
+        # stays on this window whatever the pointer does.
+        entry.focus_force()
+        root.update()
+        emit(
+            ev="ready",
+            canvas_x=canvas.winfo_rootx(),
+            canvas_y=canvas.winfo_rooty(),
+            entry_height=entry.winfo_height(),
+        )
+
+    root.wait_visibility()
+    root.after(50, ready)
+    root.mainloop()
+
+
+if __name__ == "__main__":
+    _recorder_main()
