@@ -11,11 +11,14 @@ adapted from round trips and buffer levels.
   - L{pipeline}: sans-IO L{FramePacer}, L{DropPolicy}, L{AdaptiveController},
     L{ImageQuality};
   - L{streamer}: L{ScreenStreamer}, the Twisted-facing loop;
+  - L{backpressure}: L{transport_buffered}, L{PauseTracker}: what to pass
+    as the streamer's C{buffered} callable;
   - L{testpattern}: synthetic desktop images for tests and benchmarks.
 """
 
 from __future__ import annotations
 
+from .backpressure import PauseTracker, transport_buffered
 from .capture import CaptureError, Capturer, DisplayInfo, Frame, bgra_to_image, list_displays
 from .change import Change, Rect, changed_tiles, detect_change
 from .encode import Codec, DecodedFrame, EncodedFrame, VideoDecoder, VideoEncoder, is_key_frame
@@ -42,6 +45,7 @@ __all__ = [
     "EncodedFrame",
     "Frame",
     "FramePacer",
+    "PauseTracker",
     "ImageQuality",
     "Rect",
     "ScreenStreamer",
@@ -56,4 +60,5 @@ __all__ = [
     "is_key_frame",
     "list_displays",
     "quality_profile",
+    "transport_buffered",
 ]
