@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from litedesk.proto import message_pb2 as m
 
@@ -345,3 +345,17 @@ class ToleranceTests(SynchronousTestCase):
         """§9.28: 300,000 nested groups are a DecodeError, not a crash."""
         with self.assertRaises(DecodeError):
             m.Message.FromString(b"\x0b" * 300_000 + b"\x0c" * 300_000)
+
+
+class CrossCheckTests(SynchronousTestCase):
+    def test_input_control_keys_agree(self) -> None:
+        """
+        The input layer's ControlKey (litedesk.input.keys, which does not
+        import protobuf) has exactly the wire enum's names and numbers, so a
+        KeyEvent's control_key converts with ControlKey(n).
+        """
+        try:
+            from litedesk.input.keys import ControlKey
+        except ImportError as e:  # pragma: no cover - optional layer missing
+            raise SkipTest(f"litedesk.input is not importable: {e}") from None
+        self.assertEqual({k.name: k.value for k in ControlKey}, dict(m.ControlKey.items()))

@@ -292,6 +292,32 @@ class HostIsServerTests(_Loopback):
         self.assertEqual((host.received, old.received), (b"", b""))
 
 
+class OldHostTests(_Loopback):
+    @defer.inlineCallbacks
+    def test_tls12_host_refused(self):
+        """
+        The viewer insists on TLS 1.3 too: a server that offers at most TLS
+        1.2, even with the right key, gets no session and no data.
+        """
+        key = _key()
+        cert = host_certificate(key, HOST_ID)
+        options = CertificateOptions(
+            privateKey=cert.openssl_private_key(),
+            certificate=cert.openssl_certificate(),
+            lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
+        )
+        host = Recorder(greeting=HOST_MARKER)
+        viewer = Recorder(greeting=VIEWER_MARKER)
+        port = self.listen(tls_server_factory(OneShot(host), options))
+        creator = viewer_context_factory(bytes(key.verify_key))
+        self.connect(port, tls_client_factory(OneShot(viewer), creator))
+        yield self.both_lost(host, viewer)
+        assert viewer.reason is not None
+        viewer.reason.trap(SSL.Error)
+        self.assertFalse(viewer.handshake_done or host.handshake_done)
+        self.assertEqual((host.received, viewer.received), (b"", b""))
+
+
 class Relay(Protocol):
     """One leg of a dumb hbbr-like relay that records every byte it forwards.
 

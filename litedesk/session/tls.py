@@ -384,6 +384,16 @@ class PinnedHostCreator:
         when C{expected_host_pk} is None.
     @ivar detail: appended to L{HostKeyMismatch} messages (for example which
         known-hosts line to remove).
+
+    A wrong key is refused by OpenSSL's verify callback, inside the
+    handshake: the application protocol gets no C{handshakeCompleted}, no
+    data, and C{connectionLost} with L{HostKeyMismatch}.  Two refusals can
+    only happen once OpenSSL has finished the handshake (the repeated key
+    check, which should never fire, and a known-hosts entry for the address
+    written by a concurrent session during this handshake); then
+    C{handshakeCompleted} has already been called, but the connection is
+    aborted at once, no data is delivered, and C{connectionLost} gets the
+    L{HostKeyMismatch} all the same.
     """
 
     def __init__(
