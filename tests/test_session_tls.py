@@ -253,11 +253,9 @@ class HostIsServerTests(_Loopback):
             .not_valid_after(now + datetime.timedelta(days=1))
             .sign(ec_key, hashes.SHA256())
         )
-        from OpenSSL import crypto
-
         options = CertificateOptions(
-            privateKey=crypto.PKey.from_cryptography_key(ec_key),
-            certificate=crypto.X509.from_cryptography(cert),
+            privateKey=ec_key,  # type: ignore[arg-type]
+            certificate=cert,  # type: ignore[arg-type]
             raiseMinimumTo=TLSVersion.TLSv1_3,
         )
         host = Recorder(greeting=HOST_MARKER)
@@ -302,8 +300,8 @@ class OldHostTests(_Loopback):
         key = _key()
         cert = host_certificate(key, HOST_ID)
         options = CertificateOptions(
-            privateKey=cert.openssl_private_key(),
-            certificate=cert.openssl_certificate(),
+            privateKey=cert.private_key,  # type: ignore[arg-type]
+            certificate=cert.certificate,  # type: ignore[arg-type]
             lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
         )
         host = Recorder(greeting=HOST_MARKER)
@@ -564,6 +562,8 @@ class CertificateTests(SynchronousTestCase):
         self.assertIn(HOST_ID, cert.certificate.subject.rfc4514_string())
         self.assertIn(b"BEGIN CERTIFICATE", cert.certificate_pem())
         self.assertIn(b"BEGIN PRIVATE KEY", cert.private_key_pem())
+        self.assertEqual(cert.openssl_certificate().to_cryptography(), cert.certificate)
+        self.assertEqual(cert.openssl_private_key().bits(), 256)
 
     def test_viewer_needs_a_key(self) -> None:
         """

@@ -200,9 +200,12 @@ class HostCertificate:
         )
 
     def openssl_certificate(self) -> crypto.X509:
+        """For APIs that still want pyOpenSSL's type (C{SSL.Context} takes
+        the cryptography object directly and deprecates this one)."""
         return crypto.X509.from_cryptography(self.certificate)
 
     def openssl_private_key(self) -> crypto.PKey:
+        """For APIs that still want pyOpenSSL's type."""
         return crypto.PKey.from_cryptography_key(self.private_key)
 
 
@@ -267,9 +270,12 @@ def host_context_factory(signing_key: SigningKey, host_id: str) -> CertificateOp
     login password, inside the encrypted session.
     """
     cert = host_certificate(signing_key, host_id)
+    # CertificateOptions only hands these to Context.use_privatekey and
+    # use_certificate, which take cryptography objects and deprecate
+    # pyOpenSSL's PKey/X509 (Twisted's annotations predate that).
     return CertificateOptions(
-        privateKey=cert.openssl_private_key(),
-        certificate=cert.openssl_certificate(),
+        privateKey=cert.private_key,  # type: ignore[arg-type]
+        certificate=cert.certificate,  # type: ignore[arg-type]
         raiseMinimumTo=TLSVersion.TLSv1_3,
     )
 
