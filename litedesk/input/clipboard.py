@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from twisted.internet import defer, error, protocol
+from twisted.internet import defer, error, protocol, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -257,7 +257,19 @@ class XClipboard:
         owner.ended.addBoth(lambda _: self._owners.discard(owner))
         self._reactor.spawnProcess(owner, exe, argv, env=os.environ.copy())
         self._with_timeout(owner.ready, owner.kill)
-        return owner.ready
+        return defer.Deferred.fromCoroutine(self._confirm(owner, text))
+
+    async def _confirm(self, owner: _OwnerProtocol, text: str) -> None:
+        await owner.ready
+        # xclip announces itself right after *queueing* SetSelectionOwner,
+        # before its output buffer is flushed to the server; killed in that
+        # gap it never owned anything.  So read back until the server agrees
+        # (normally at once), or until another copy or the timeout intervenes.
+        deadline = self._reactor.seconds() + self._timeout
+        while not owner.ended.called and self._reactor.seconds() < deadline:
+            if await self.get_text() == text:
+                return
+            await task.deferLater(self._reactor, 0.02, lambda: None)
 
     def stop(self) -> defer.Deferred[None]:
         """End the xclip processes this object started; fires when they exited."""
@@ -366,7 +378,6 @@ class ClipboardWatcher:
 
     def _run(self, xdisplay: Any) -> None:
         try:
-            xfixes = importlib.import_module("Xlib.ext.xfixes")
             last_poll = time.monotonic()
             fd = xdisplay.fileno()
             while not self._stop.is_set():
@@ -375,7 +386,11 @@ class ClipboardWatcher:
                     changed = False
                     while xdisplay.pending_events():
                         ev = xdisplay.next_event()
-                        if isinstance(ev, xfixes.SetSelectionOwnerNotify) and ev.owner:
+                        # By class name: python-xlib loads extension modules
+                        # itself, so its event classes are not the ones an
+                        # import of Xlib.ext.xfixes gives.  Only this kind of
+                        # event was selected on this connection anyway.
+                        if type(ev).__name__ == "SetSelectionOwnerNotify" and ev.owner:
                             changed = True
                     if changed:
                         self._reactor.callFromThread(self._changed)
