@@ -92,9 +92,10 @@ class ScreenStreamer:
     """Stream one monitor as L{EncodedFrame}s to a callback.
 
     @param deliver: called on the reactor thread with each encoded frame.
-    @param buffered: returns the bytes the consumer's transport still holds
-        (e.g. C{len(transport.dataBuffer) + transport._tempDataLen} or a
-        counter the session keeps); called on the reactor thread.
+    @param buffered: returns the bytes the consumer's transport still holds,
+        e.g. C{lambda: transport_buffered(transport)} or a L{PauseTracker}'s
+        C{buffered} (see L{litedesk.screen.backpressure}); called on the
+        reactor thread once per frame slot.
     @param source: the capturer; by default an mss L{Capturer} on
         C{display}.
     @param pool_factory: makes the (not yet started) worker pool; tests
