@@ -24,14 +24,17 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, ServerFactory
 from twisted.internet.ssl import CertificateOptions, TLSVersion
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from litedesk.proto import message_pb2 as m
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.session.framing import MessageProtocol, kind
+from litedesk.session.login import LoginVerifier, StoredPassword, login_password
 from litedesk.session.tls import (
     HostKeyMismatch,
     KnownHosts,
@@ -668,3 +671,100 @@ class SwitchingProtocolTests(SynchronousTestCase):
         first.makeConnection(StringTransport())
         first.connectionLost(Failure(ConnectionError("gone")))
         self.assertIsNotNone(first.lost_early)
+
+
+@implementer(IHandshakeListener)
+class LoginHost(MessageProtocol):
+    """A minimal host session: challenge after the handshake, then verify."""
+
+    def __init__(self, verifier: LoginVerifier) -> None:
+        self.verifier = verifier
+        self.challenge = verifier.new_challenge()
+        self.results: list[str] = []
+        self.lost: Deferred[None] = Deferred()
+
+    def handshakeCompleted(self) -> None:
+        self.send_message(self.challenge.to_message())
+
+    def message_received(self, msg: m.Message) -> None:
+        if kind(msg) != "login_request":
+            return
+        assert self.transport is not None
+        source = self.transport.getPeer().host  # type: ignore[attr-defined]
+        result = self.verifier.verify(source, self.challenge.challenge, msg.login_request.password)
+        self.results.append(result.error or "ok")
+        if result.ok:
+            info = m.PeerInfo(hostname="host", displays=[m.DisplayInfo(width=1920, height=1080)])
+            self.send_message(m.Message(login_response=m.LoginResponse(peer_info=info)))
+        else:
+            self.send_message(m.Message(login_response=m.LoginResponse(error=result.error)))
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        super().connectionLost(reason)
+        self.lost.callback(None)
+
+
+class LoginViewer(MessageProtocol):
+    """A minimal viewer session: answer the challenge with a password."""
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+        self.response: Deferred[m.LoginResponse] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+
+    def message_received(self, msg: m.Message) -> None:
+        if kind(msg) == "hash":
+            answer = login_password(self.password, msg.hash.salt, msg.hash.challenge)
+            request = m.LoginRequest(username=HOST_ID, password=answer, my_id="viewer")
+            self.send_message(m.Message(login_request=request))
+        elif kind(msg) == "login_response":
+            self.response.callback(msg.login_response)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        super().connectionLost(reason)
+        self.lost.callback(None)
+
+
+class SessionTests(_Loopback):
+    @defer.inlineCallbacks
+    def _login(self, password: str, verifier: LoginVerifier, hub: RelayHub):
+        key = _key()
+        port = self.listen(hub)
+        uuid = os.urandom(8).hex()
+        host = LoginHost(verifier)
+        viewer = LoginViewer(password)
+        host_leg = RelayLeg(uuid, lambda: wrap_server(host, host_context_factory(key, HOST_ID)))
+        pinned = viewer_context_factory(bytes(key.verify_key))
+        viewer_leg = RelayLeg(uuid, lambda: wrap_client(viewer, pinned))
+        self.connect(port, OneShot(host_leg))
+        self.connect(port, OneShot(viewer_leg))
+        response = yield viewer.response
+        assert viewer.transport is not None
+        viewer.transport.loseConnection()
+        yield defer.gatherResults([host.lost, viewer.lost])
+        yield deferLater(reactor, 0, lambda: None)
+        return response, host
+
+    @defer.inlineCallbacks
+    def test_login_through_relay(self):
+        """
+        The pieces together: over a relay, the host (TLS server, pinned by
+        the viewer) sends Hash, the viewer answers with the salted challenge
+        hash, and the host's verifier accepts the right password and answers
+        PeerInfo, refuses a wrong one with "Wrong Password"; the relay sees
+        neither password nor hash.
+        """
+        clock = Clock()
+        verifier = LoginVerifier(clock, StoredPassword.create("s3cret-pass"))
+        hub = RelayHub()
+        response, host = yield self._login("s3cret-pass", verifier, hub)
+        self.assertEqual(response.WhichOneof("union"), "peer_info")
+        self.assertEqual(response.peer_info.displays[0].width, 1920)
+        self.assertEqual(host.results, ["ok"])
+        response, host = yield self._login("wrong-pass", verifier, hub)
+        self.assertEqual(response.error, "Wrong Password")
+        self.assertEqual(host.results, ["Wrong Password"])
+        wire = b"".join(hub.captured)
+        self.assertNotIn(b"s3cret-pass", wire)
+        self.assertNotIn(verifier.salt.encode(), wire)
+        self.assertNotIn(host.challenge.challenge.encode(), wire)
