@@ -85,7 +85,12 @@ class FrameDecoder:
             if length > self.max_length:
                 self._error = FrameTooLarge(length, self.max_length)
                 del buf[:]
-                raise self._error
+                if frames:
+                    # Deliver what was complete before the bad header, so the
+                    # outcome does not depend on how the stream was chunked;
+                    # the next feed raises.
+                    return frames
+                raise FrameTooLarge(length, self.max_length)
             start = pos + header_len
             if end - start < length:
                 break
