@@ -85,12 +85,7 @@ class FrameDecoder:
             if length > self.max_length:
                 self._error = FrameTooLarge(length, self.max_length)
                 del buf[:]
-                if frames:
-                    # Deliver what was complete before the bad header, so the
-                    # outcome does not depend on how the stream was chunked;
-                    # the next feed raises.
-                    return frames
-                raise FrameTooLarge(length, self.max_length)
+                raise self._error
             start = pos + header_len
             if end - start < length:
                 break
