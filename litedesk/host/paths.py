@@ -1,0 +1,208 @@
+"""The host's answers to rendezvous pushes: relay legs and LAN listeners.
+
+RustDesk hosts react to pushes as described in
+../shared/docs/rustdesk-protocol.md section 7.2:
+
+- C{PunchHole}: hole punching is a later step, so the host opens a relay
+  itself ("host-initiated relay": C{RelayResponse} with a new uuid through
+  the rendezvous server, then the relay leg);
+- C{FetchLocalAddr} (viewer behind the same public IP): listen on a LAN
+  port, tell the server with C{LocalAddr}, accept one connection;
+- C{RequestRelay}: acknowledge with C{RelayResponse}, then join the
+  viewer's uuid on the relay.
+
+Every accepted stream is handed to the session factory (TLS server).
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid as uuidlib
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.session.links import LinkError, connect_relay, open_rendezvous, split_relay
+from litedesk.wire import addrmangle
+
+VERSION = "1.4.9"
+LAN_ACCEPT_WINDOW = 18.0  # RustDesk hosts listen this long for the viewer
+
+
+def local_address_towards(host: str, port: int) -> str:
+    """The local IP this machine would use to reach C{host} (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        return str(s.getsockname()[0])
+
+
+class _OneShotFactory(Factory):
+    """Hands the first accepted connection to the session, then stops listening."""
+
+    def __init__(self, make_session: Callable[[], IProtocol], done: Callable[[], None]) -> None:
+        self.make_session = make_session
+        self.done = done
+        self.used = False
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        if self.used:
+            return None
+        self.used = True
+        self.done()
+        proto: Any = self.make_session()
+        return proto  # type: ignore[no-any-return]
+
+
+class HostPaths:
+    """Implements the push handlers of L{litedesk.host.rendezvous_client}."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        peer_id: str,
+        server: tuple[str, int],
+        licence_key: str,
+        make_session: Callable[[], IProtocol],
+        on_event: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.peer_id = peer_id
+        self.server = server
+        self.licence_key = licence_key
+        self.make_session = make_session
+        self.on_event = on_event
+        self.listeners: list[IListeningPort] = []
+        self._timers: list[Any] = []
+
+    # -- IPushHandler ----------------------------------------------------------
+
+    def registration_event(self, event: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def punch_hole(self, msg: rz.PunchHole) -> None:
+        viewer = addrmangle.decode(msg.socket_addr)
+        self._log.info("Viewer {ip} asks to connect; opening a relay", ip=viewer[0])
+        self._track(self._host_initiated_relay(msg.socket_addr, msg.relay_server))
+
+    def request_relay(self, msg: rz.RequestRelay) -> None:
+        viewer = addrmangle.decode(msg.socket_addr)
+        self._log.info("Viewer {ip} asks for a relay ({uuid})", ip=viewer[0], uuid=msg.uuid)
+        self._track(self._join_relay(msg))
+
+    def fetch_local_addr(self, msg: rz.FetchLocalAddr) -> None:
+        viewer = addrmangle.decode(msg.socket_addr)
+        self._log.info("Viewer {ip} is on our public IP; offering a LAN address", ip=viewer[0])
+        self._track(self._offer_lan(msg))
+
+    # -- paths -----------------------------------------------------------------
+
+    def _track(self, coro: Any) -> None:
+        d: Deferred[None] = ensureDeferred(coro)
+
+        def failed(f: Any) -> None:
+            if f.check(LinkError):
+                self._log.warn("Connection path failed: {error}", error=f.getErrorMessage())
+            else:
+                self._log.failure("Connection path failed", f)
+
+        d.addErrback(failed)
+
+    async def _tell_server(self, msg: rz.RendezvousMessage) -> None:
+        link = await open_rendezvous(self.reactor, *self.server)
+        link.send(msg)
+        # hbbs closes after a host's answer; wait for that (bounded) so the
+        # answer is delivered before the relay leg races it.
+        d = link.closed
+        d.addTimeout(5, self.reactor)
+        try:
+            await d
+        except Exception:
+            link.close()
+
+    async def _host_initiated_relay(self, socket_addr: bytes, relay_server: str) -> None:
+        uuid = str(uuidlib.uuid4())
+        relay = split_relay(relay_server, *self.server)
+        await self._tell_server(
+            rz.RendezvousMessage(
+                relay_response=rz.RelayResponse(
+                    socket_addr=socket_addr,
+                    uuid=uuid,
+                    relay_server=relay_server or f"{relay[0]}:{relay[1]}",
+                    id=self.peer_id,
+                    version=VERSION,
+                )
+            )
+        )
+        await connect_relay(self.reactor, relay, uuid, self.licence_key, self.make_session())
+
+    async def _join_relay(self, msg: rz.RequestRelay) -> None:
+        await self._tell_server(
+            rz.RendezvousMessage(
+                relay_response=rz.RelayResponse(socket_addr=msg.socket_addr, version=VERSION)
+            )
+        )
+        relay = split_relay(msg.relay_server, *self.server)
+        await connect_relay(self.reactor, relay, msg.uuid, self.licence_key, self.make_session())
+
+    async def _offer_lan(self, msg: rz.FetchLocalAddr) -> None:
+        host, port = self.server
+        try:
+            local_ip = local_address_towards(host, port)
+        except OSError as e:
+            raise LinkError(f"no local address towards {host}: {e}") from None
+        listening: list[IListeningPort] = []
+        timers: list[Any] = []
+
+        def stop() -> None:
+            for t in timers:
+                if t.active():
+                    t.cancel()
+                if t in self._timers:
+                    self._timers.remove(t)
+            for p in listening:
+                if p in self.listeners:
+                    self.listeners.remove(p)
+                p.stopListening()
+            listening.clear()
+
+        factory = _OneShotFactory(self.make_session, lambda: self.reactor.callLater(0, stop))
+        endpoint_class = TCP6ServerEndpoint if ":" in local_ip else TCP4ServerEndpoint
+        endpoint: Any = endpoint_class(self.reactor, 0, interface=local_ip)
+        port_obj: IListeningPort = await endpoint.listen(factory)
+        listening.append(port_obj)
+        self.listeners.append(port_obj)
+        timer = self.reactor.callLater(LAN_ACCEPT_WINDOW, stop)
+        timers.append(timer)
+        self._timers.append(timer)
+        bound: Any = port_obj.getHost()
+        local = (local_ip, int(bound.port))
+        await self._tell_server(
+            rz.RendezvousMessage(
+                local_addr=rz.LocalAddr(
+                    socket_addr=msg.socket_addr,
+                    local_addr=addrmangle.encode(local),
+                    relay_server=msg.relay_server,
+                    id=self.peer_id,
+                    version=VERSION,
+                )
+            )
+        )
+
+    def stop(self) -> None:
+        for t in self._timers:
+            if t.active():
+                t.cancel()
+        self._timers.clear()
+        for p in list(self.listeners):
+            p.stopListening()
+        self.listeners.clear()

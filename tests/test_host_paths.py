@@ -1,0 +1,213 @@
+"""Viewer and host find each other through the real server: relay and LAN paths.
+
+The session here is a stand-in (a marker exchange) over the real pinned TLS;
+the real session protocol has its own tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nacl.signing import SigningKey
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from litedesk.host.paths import HostPaths
+from litedesk.host.registration import Registration, RegState
+from litedesk.host.rendezvous_client import RendezvousClient
+from litedesk.rendezvous.relaylist import RelayList
+from litedesk.session.links import connect_relay
+from litedesk.session.tls import (
+    HostKeyMismatch,
+    host_context_factory,
+    viewer_context_factory,
+    wrap_client,
+    wrap_server,
+)
+from litedesk.viewer.route import ConnectError, find_host
+from litedesk.wire.keys import public_b64
+
+from .rendezvous_harness import sleep, start_server
+
+reactor: Any = _reactor
+HOST_ID = "123456789"
+
+
+@implementer(IHandshakeListener)
+class Marker(Protocol):
+    """Each side sends a line after the TLS handshake and records what it gets."""
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+        self.received = b""
+        self.got: Deferred[bytes] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+        self.lost_reason: Failure | None = None
+
+    def handshakeCompleted(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.line)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if b"\n" in self.received and not self.got.called:
+            self.got.callback(self.received)
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
+        if not self.lost.called:
+            self.lost_reason = reason
+            self.lost.callback(None)
+
+
+class PathTests(TestCase):
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        self.svc = start_server(Path(self.mktemp()))
+        self.addCleanup(self.svc.stopService)
+        yield sleep(0)
+        server = self.svc.server
+        self.server_key = server.key.public_key
+        relay_port = (yield self.svc.getServiceNamed("relay").when_listening()).getHost().port
+        server.relays = RelayList([f"127.0.0.1:{relay_port}"])
+        self.udp = self.svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        self.tcp = self.svc.getServiceNamed("rendezvous-tcp").listening.getHost().port
+        self.host_key = SigningKey.generate()
+        self.host_sessions: list[Marker] = []
+
+        def make_session() -> Any:
+            m = Marker(b"hello from host\n")
+            self.host_sessions.append(m)
+            return wrap_server(m, host_context_factory(self.host_key, HOST_ID))
+
+        self.paths = HostPaths(
+            reactor, HOST_ID, ("127.0.0.1", self.tcp), self.server_key, make_session
+        )
+        self.addCleanup(self.paths.stop)
+
+    @inlineCallbacks
+    def register(self, interface: str) -> Any:
+        reg = Registration(HOST_ID, b"uuid-1", bytes(self.host_key.verify_key))
+        client = RendezvousClient(reg, ("127.0.0.1", self.udp), self.paths, reactor, tick=0.05)
+        port = reactor.listenUDP(0, client, interface=interface)
+        self.addCleanup(port.stopListening)
+        for _ in range(200):
+            if reg.state is RegState.REGISTERED:
+                break
+            yield sleep(0.02)
+        self.assertEqual(reg.state, RegState.REGISTERED)
+
+    @inlineCallbacks
+    def viewer(self, route: Any, pin: bytes | None = None) -> Any:
+        marker = Marker(b"hello from viewer\n")
+        creator = viewer_context_factory(pin or route.host_pk)
+        tls = wrap_client(marker, creator)
+        if route.path == "relay":
+            yield ensureDeferred(
+                connect_relay(reactor, route.relay, route.uuid, self.server_key, tls)
+            )
+        else:
+            ep = TCP4ClientEndpoint(reactor, route.addr[0], route.addr[1])
+            yield connectProtocol(ep, tls)
+        return marker
+
+    @inlineCallbacks
+    def test_relay_path(self) -> Any:
+        """Different public IPs: the host opens a relay; pinned TLS runs over it."""
+        yield self.register("127.0.0.2")
+        route = yield ensureDeferred(
+            find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID)
+        )
+        self.assertEqual(route.path, "relay")
+        self.assertEqual(route.host_pk, bytes(self.host_key.verify_key))
+        marker = yield self.viewer(route)
+        got = yield marker.got.addTimeout(5, reactor)
+        self.assertEqual(got, b"hello from host\n")
+        host_got = yield self.host_sessions[0].got.addTimeout(5, reactor)
+        self.assertEqual(host_got, b"hello from viewer\n")
+        marker.transport.loseConnection()
+        yield marker.lost
+
+    @inlineCallbacks
+    def test_lan_path(self) -> Any:
+        """Same public IP: the viewer connects straight to the host's LAN listener."""
+        yield self.register("127.0.0.1")
+        route = yield ensureDeferred(
+            find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID)
+        )
+        self.assertEqual(route.path, "lan")
+        self.assertEqual(route.addr[0], "127.0.0.1")
+        marker = yield self.viewer(route)
+        got = yield marker.got.addTimeout(5, reactor)
+        self.assertEqual(got, b"hello from host\n")
+        marker.transport.loseConnection()
+        yield marker.lost
+        yield sleep(0.05)
+        self.assertEqual(self.paths.listeners, [])
+
+    @inlineCallbacks
+    def test_force_relay_on_lan(self) -> Any:
+        """--force-relay goes through the relay even when the LAN path exists."""
+        yield self.register("127.0.0.1")
+        route = yield ensureDeferred(
+            find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID, force_relay=True)
+        )
+        self.assertEqual(route.path, "relay")
+        marker = yield self.viewer(route)
+        got = yield marker.got.addTimeout(5, reactor)
+        self.assertEqual(got, b"hello from host\n")
+        marker.transport.loseConnection()
+        yield marker.lost
+
+    @inlineCallbacks
+    def test_wrong_pin_aborts(self) -> Any:
+        """A host presenting another key than the server signed is refused."""
+        yield self.register("127.0.0.2")
+        route = yield ensureDeferred(
+            find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID)
+        )
+        marker = yield self.viewer(route, pin=bytes(SigningKey.generate().verify_key))
+        yield marker.lost.addTimeout(5, reactor)
+        reason = marker.lost_reason
+        assert reason is not None
+        self.assertTrue(reason.check(HostKeyMismatch))
+        self.assertIn("host key mismatch", str(reason.value))
+        self.assertEqual(marker.received, b"")
+
+    @inlineCallbacks
+    def test_failures(self) -> Any:
+        """Unknown id, wrong server key and an unreachable server give clear reasons."""
+        server = ("127.0.0.1", self.tcp)
+        with self.assertRaises(ConnectError) as e:
+            yield ensureDeferred(find_host(reactor, server, self.server_key, "999999999"))
+        self.assertEqual(e.exception.reason, "unknown id")
+        other = public_b64(SigningKey.generate())
+        with self.assertRaises(ConnectError) as e:
+            yield ensureDeferred(find_host(reactor, server, other, HOST_ID))
+        self.assertEqual(e.exception.reason, "key mismatch")
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+        s.close()
+        with self.assertRaises(ConnectError) as e:
+            yield ensureDeferred(find_host(reactor, ("127.0.0.1", dead), self.server_key, HOST_ID))
+        self.assertEqual(e.exception.reason, "cannot reach rendezvous server")
+
+    @inlineCallbacks
+    def test_offline(self) -> Any:
+        """A registered host that stopped heartbeating is reported offline."""
+        yield self.register("127.0.0.2")
+        self.svc.server.registry.get(HOST_ID).last_reg -= 60
+        with self.assertRaises(ConnectError) as e:
+            yield ensureDeferred(
+                find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID)
+            )
+        self.assertEqual(e.exception.reason, "host offline")
