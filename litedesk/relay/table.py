@@ -8,17 +8,20 @@ A connection goes through these phases::
                                                                     +--partner gone: drain deadline
 
 The table keeps the waiting map (uuid -> connection), the per-address and
-unpaired counts that the accept-time limits need, and one heap of deadlines.
+unpaired counts that the accept-time limits need, and the deadlines.
 It never closes anything itself: L{PairingTable.expire} returns what the
 caller must close and why.  Time comes from an injected C{IReactorTime}
 (C{reactor} in the server, C{task.Clock} in tests), read only through
 C{seconds()}.
 
-Heap entries carry a generation number; a connection or pair that changes
-phase bumps its generation, which cancels its older entries without searching
-the heap.  The idle deadline is lazy: a pair's entry is re-armed at
-C{last_activity + idle} when it comes due, so busy pairs cost one heap
-operation per idle period, not one per chunk.
+First-frame and partner deadlines need no timer objects: every connection in
+a phase has the same timeout, so the insertion-ordered dicts of handshaking
+and waiting connections are also ordered by deadline, and leaving a phase is
+one C{del}.  Idle and drain deadlines live in a heap whose entries carry a
+generation number (bumping it cancels older entries without searching).  The
+idle deadline is lazy: a pair's entry is re-armed at C{last_activity + idle}
+when it comes due, so busy pairs cost one heap operation per idle period, not
+one per chunk.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Conn(Generic[H]):
     """One accepted connection as the table sees it.
 
     @ivar handle: the caller's object (the protocol), returned by L{expire}.
+    @ivar since: when it was accepted, then when its first frame arrived.
     """
 
     __slots__ = ("handle", "ip", "phase", "uuid", "pair", "gen", "since")
@@ -131,8 +135,6 @@ class Pair(Generic[H]):
 
 
 # Heap entry kinds.
-_K_FIRST = 0
-_K_PARTNER = 1
 _K_IDLE = 2
 _K_DRAIN = 3
 
@@ -159,6 +161,7 @@ class PairingTable(Generic[H]):
         self.limits = limits
         self.blocklist: frozenset[str] = frozenset()
         self.waiting: dict[str, Conn[H]] = {}
+        self._handshaking: dict[Conn[H], None] = {}
         self.pairs: set[Pair[H]] = set()
         self.per_ip: dict[str, int] = {}
         self.open: set[Conn[H]] = set()
@@ -175,10 +178,6 @@ class PairingTable(Generic[H]):
             when = self.clock.seconds() + delay
             heapq.heappush(self._heap, (when, next(self._seq), kind, target.gen, target))
 
-    def next_deadline(self) -> float | None:
-        """When L{expire} next has something to do (maybe a cancelled entry)."""
-        return self._heap[0][0] if self._heap else None
-
     def expire(self) -> list[tuple[H, str]]:
         """Pop every due deadline; return C{(handle, reason)} for each connection to abort.
 
@@ -186,8 +185,27 @@ class PairingTable(Generic[H]):
         L{lost}, so each is returned once per deadline that fires.
         """
         now = self.clock.seconds()
-        heap = self._heap
         out: list[tuple[H, str]] = []
+        limit = self.deadlines.first_frame
+        if limit and self._handshaking:
+            due = []
+            for conn in self._handshaking:
+                if conn.since + limit > now:
+                    break
+                due.append(conn)
+            for conn in due:
+                del self._handshaking[conn]
+                out.append((conn.handle, REASON_FIRST_FRAME_TIMEOUT))
+        limit = self.deadlines.partner
+        if limit and self.waiting:
+            late = []
+            for uuid, conn in self.waiting.items():
+                if conn.since + limit > now:
+                    break
+                late.append(uuid)
+            for uuid in late:
+                out.append((self.waiting.pop(uuid).handle, REASON_PARTNER_TIMEOUT))
+        heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, kind, gen, target = heapq.heappop(heap)
             if target.gen != gen:
@@ -195,9 +213,9 @@ class PairingTable(Generic[H]):
             if isinstance(target, Pair):
                 pair = target
                 if kind == _K_IDLE:
-                    due = pair.last_activity + self.deadlines.idle
-                    if due > now:
-                        heapq.heappush(heap, (due, next(self._seq), kind, gen, pair))
+                    due_at = pair.last_activity + self.deadlines.idle
+                    if due_at > now:
+                        heapq.heappush(heap, (due_at, next(self._seq), kind, gen, pair))
                         continue
                     pair.gen += 1
                     if not pair.reason:
@@ -206,14 +224,8 @@ class PairingTable(Generic[H]):
                         if c.phase is not Phase.CLOSED:
                             out.append((c.handle, REASON_IDLE))
                 continue
-            conn = target
-            conn.gen += 1
-            if kind == _K_FIRST:
-                out.append((conn.handle, REASON_FIRST_FRAME_TIMEOUT))
-            elif kind == _K_PARTNER:
-                out.append((conn.handle, REASON_PARTNER_TIMEOUT))
-            elif kind == _K_DRAIN:
-                out.append((conn.handle, REASON_DRAIN))
+            target.gen += 1
+            out.append((target.handle, REASON_DRAIN))
         return out
 
     # -- events -----------------------------------------------------------
@@ -236,23 +248,22 @@ class PairingTable(Generic[H]):
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
         self.open.add(conn)
         self.unpaired += 1
-        self._push(self.deadlines.first_frame, _K_FIRST, conn)
+        self._handshaking[conn] = None
         return conn
 
     def first_frame(self, conn: Conn[H], uuid: str) -> Pair[H] | None:
         """A valid first frame arrived: pair with a waiter, or wait; None while waiting."""
         if conn.phase is not Phase.HANDSHAKE:
             raise ValueError(f"first frame in phase {conn.phase.name}")
-        conn.gen += 1
+        self._handshaking.pop(conn, None)
         conn.uuid = uuid
+        now = self.clock.seconds()
         other = self.waiting.pop(uuid, None)
         if other is None:
             conn.phase = Phase.WAITING
+            conn.since = now
             self.waiting[uuid] = conn
-            self._push(self.deadlines.partner, _K_PARTNER, conn)
             return None
-        now = self.clock.seconds()
-        other.gen += 1
         pair = Pair(uuid, other, conn, now)
         other.phase = conn.phase = Phase.PAIRED
         other.pair = conn.pair = pair
@@ -280,6 +291,7 @@ class PairingTable(Generic[H]):
             del self.per_ip[conn.ip]
         if phase is Phase.HANDSHAKE:
             self.unpaired -= 1
+            self._handshaking.pop(conn, None)
             return None
         if phase is Phase.WAITING:
             self.unpaired -= 1

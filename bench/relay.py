@@ -1,0 +1,727 @@
+#!/usr/bin/env python
+"""Relay benchmark: LiteDesk relay against iperf3, socat and magic-wormhole-transit-relay.
+
+Usage::
+
+    .venv/bin/python bench/relay.py            # full run (about 5 minutes)
+    .venv/bin/python bench/relay.py --quick    # shorter windows, fewer pairs
+
+Every relay runs pinned to CPU 0 (``taskset -c 0``); this process, the load
+generator, pins itself to CPU 1.  Everything talks to 127.0.0.1 only, and
+every loop is bounded in count and in time.
+
+Figures (MB = 10**6 bytes):
+
+- throughput with 1, 8 and 64 concurrent pairs, one direction per pair
+  (A -> relay -> B), in MB/s, and MB moved per CPU-second of the relay
+  process tree (utime + stime from /proc);
+- 64-byte ping-pong round trip through the relay, p50 and p99 in microseconds;
+- resident memory per idle pair with 5,000 pairs open (VmRSS delta / pairs);
+- pairs set up per second (connect both ends, handshake, one byte through, close);
+- for LiteDesk: a receiver that stops reading while the sender pushes 1 GiB
+  (how far the sender gets, the relay's RSS growth, then everything drains).
+
+iperf3 (client and server straight to each other, no relay) is the ceiling.
+socat forwards A to a listener of ours (one process per connection, as
+``fork`` does), with its default 8 KiB buffer and with ``-b 262144``.  The
+transit relay pairs by ``please relay <64hex> for side <16hex>\\n`` / ``ok\\n``.
+The LiteDesk relay runs with bandwidth limits off (hbbr's defaults would cap a
+pair at 16 MiB/s) and is measured in several variants of how it reads and
+writes; each figure is printed with its same-run reference as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import selectors
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+HOST = "127.0.0.1"
+RELAY_CPU = 0
+LOAD_CPU = 1
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MB = 1e6
+
+
+# -- relay side: the LiteDesk relay as a process ---------------------------------------------
+
+
+def serve_litedesk(port: int, read_size: int, read_mode: str, fast_write: bool) -> None:
+    """Run the LiteDesk relay on 127.0.0.1:port with limits off, until killed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    from twisted.internet import epollreactor
+
+    epollreactor.install()  # type: ignore[no-untyped-call]
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    # Log as a deployment would (formatted text), but to /dev/null.
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(open(os.devnull, "w"))])
+
+    from litedesk.relay.limiter import BandwidthSettings
+    from litedesk.relay.server import RelaySettings
+    from litedesk.relay.service import make_relay_service
+    from litedesk.relay.table import ConnectionLimits, Deadlines
+
+    settings = RelaySettings(
+        deadlines=Deadlines(first_frame=600, partner=600, idle=600, drain=600),
+        limits=ConnectionLimits(max_per_ip=0, max_unpaired=0),
+        bandwidth=BandwidthSettings(0, 0, 0),
+        read_size=read_size,
+        early_buffer=read_size,
+        read_mode=read_mode,
+        fast_write=fast_write,
+    )
+    data_dir = Path(tempfile.mkdtemp(prefix="litedesk-bench-"))
+    svc = make_relay_service(
+        reactor, f"tcp:{port}:interface=127.0.0.1:backlog=4096", settings, "", data_dir
+    )
+    svc.startService()  # type: ignore[no-untyped-call]
+    reactor.run()
+
+
+# -- /proc helpers ----------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def _tree(pid: int) -> list[int]:
+    todo, seen = [pid], list[int]()
+    while todo and len(seen) < 10000:
+        p = todo.pop()
+        seen.append(p)
+        todo.extend(_children(p))
+    return seen
+
+
+def cpu_seconds(pid: int, tree: bool = False) -> float:
+    """utime + stime of C{pid} (and its live descendants) in seconds."""
+    total = 0
+    for p in _tree(pid) if tree else [pid]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _abort(s: socket.socket) -> None:
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    s.close()
+
+
+def _connect(port: int) -> socket.socket:
+    s = socket.create_connection((HOST, port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return bytes(buf)
+
+
+# -- targets ----------------------------------------------------------------------------------
+
+
+def _frame(payload: bytes) -> bytes:
+    from litedesk.wire.bytescodec import encode_frame
+
+    return encode_frame(payload)
+
+
+def _request_relay(uuid: str) -> bytes:
+    from litedesk.proto import rendezvous_pb2 as rz
+
+    msg = rz.RendezvousMessage(request_relay=rz.RequestRelay(uuid=uuid))
+    return _frame(msg.SerializeToString())
+
+
+@dataclass
+class Target:
+    """A relay under test: how to start it and how to make one pair through it."""
+
+    name: str
+    argv: list[str]
+    kind: str  # "litedesk" | "transit" | "socat"
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    sink: socket.socket | None = None
+    counter: int = 0
+
+    def start(self) -> None:
+        self.port = free_port()
+        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        if self.kind == "socat":
+            self.sink = socket.socket()
+            self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sink.bind((HOST, 0))
+            self.sink.listen(4096)
+            argv = [a.replace("{sink}", str(self.sink.getsockname()[1])) for a in argv]
+        env = dict(os.environ, **self.env)
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(RELAY_CPU), *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError(f"{self.name} did not start")
+        time.sleep(0.2)
+        if self.kind == "socat" and self.sink is not None:
+            # the probe connection above reached the sink through socat: drop it
+            self.sink.settimeout(2)
+            try:
+                self.sink.accept()[0].close()
+            except OSError:
+                pass
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            for p in reversed(_tree(self.proc.pid)):
+                try:
+                    os.kill(p, 9)
+                except OSError:
+                    pass
+            self.proc.wait(timeout=10)
+            self.proc = None
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+
+    def open_pairs(self, n: int) -> list[tuple[socket.socket, socket.socket]]:
+        """Open C{n} pairs; C{a} sends, C{b} receives; both ends ready for data."""
+        pairs = []
+        for _ in range(n):
+            self.counter += 1
+            tag = f"{self.counter:016x}"
+            if self.kind == "socat":
+                assert self.sink is not None
+                a = _connect(self.port)
+                self.sink.settimeout(10)
+                b, _ = self.sink.accept()
+                b.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            elif self.kind == "transit":
+                token = hashlib.sha256(tag.encode()).hexdigest()
+                a = _connect(self.port)
+                a.sendall(f"please relay {token} for side {'a' * 16}\n".encode())
+                b = _connect(self.port)
+                b.sendall(f"please relay {token} for side {'b' * 16}\n".encode())
+                if _recv_exact(a, 3) != b"ok\n" or _recv_exact(b, 3) != b"ok\n":
+                    raise RuntimeError("transit relay did not say ok")
+            else:
+                uuid = f"bench-{tag}"
+                a = _connect(self.port)
+                a.sendall(_request_relay(uuid))
+                b = _connect(self.port)
+                b.sendall(_request_relay(uuid))
+            pairs.append((a, b))
+        # one byte each way proves the pair is complete before timing starts
+        for a, _b in pairs:
+            a.sendall(b"!")
+        for _a, b in pairs:
+            _recv_exact(b, 1)
+        return pairs
+
+
+def close_pairs(pairs: list[tuple[socket.socket, socket.socket]]) -> None:
+    for a, b in pairs:
+        _abort(a)
+        _abort(b)
+
+
+# -- measurements -----------------------------------------------------------------------------
+
+
+def throughput(
+    target: Target, npairs: int, seconds: float, warmup: float = 0.5
+) -> tuple[float, float]:
+    """MB/s through C{npairs} pairs (A -> B) and MB per relay CPU-second."""
+    pairs = target.open_pairs(npairs)
+    sel = selectors.DefaultSelector()
+    out = memoryview(b"\x5a" * (1 << 20))
+    inbuf = bytearray(1 << 20)
+    for a, b in pairs:
+        a.setblocking(False)
+        b.setblocking(False)
+        sel.register(a, selectors.EVENT_WRITE, True)
+        sel.register(b, selectors.EVENT_READ, False)
+    received = 0
+    t0 = time.monotonic()
+    start = t0 + warmup
+    end = start + seconds
+    measuring = False
+    cpu0 = 0.0
+    tree = target.kind == "socat"
+    while True:
+        now = time.monotonic()
+        if not measuring and now >= start:
+            measuring = True
+            received = 0
+            cpu0 = cpu_seconds(target.pid, tree)
+            t_start = now
+        if now >= end:
+            break
+        for key, _ in sel.select(0.2):
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            try:
+                if key.data:
+                    s.send(out)
+                else:
+                    n = s.recv_into(inbuf)
+                    if measuring:
+                        received += n
+            except (BlockingIOError, InterruptedError):
+                pass
+    elapsed = time.monotonic() - t_start
+    cpu = cpu_seconds(target.pid, tree) - cpu0
+    sel.close()
+    close_pairs(pairs)
+    time.sleep(0.3)
+    mb = received / MB
+    return mb / elapsed, (mb / cpu if cpu > 0 else float("nan"))
+
+
+def ping_pong(target: Target, count: int, limit: float) -> tuple[float, float]:
+    """64-byte round trips A -> B -> A; p50 and p99 in microseconds."""
+    [(a, b)] = target.open_pairs(1)
+    msg = b"p" * 64
+    samples: list[float] = []
+    deadline = time.monotonic() + limit
+    for i in range(count + 200):
+        if time.monotonic() > deadline:
+            break
+        t = time.perf_counter()
+        a.sendall(msg)
+        _recv_exact(b, 64)
+        b.sendall(msg)
+        _recv_exact(a, 64)
+        if i >= 200:
+            samples.append((time.perf_counter() - t) * 1e6)
+    close_pairs([(a, b)])
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def idle_rss(target: Target, npairs: int) -> float:
+    """Relay RSS growth per idle pair, bytes, with C{npairs} pairs open."""
+    warm = target.open_pairs(8)
+    close_pairs(warm)
+    time.sleep(0.5)
+    before = rss_bytes(target.pid)
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+    deadline = time.monotonic() + 120
+    while len(pairs) < npairs and time.monotonic() < deadline:
+        pairs.extend(target.open_pairs(min(250, npairs - len(pairs))))
+    time.sleep(1.0)
+    after = rss_bytes(target.pid)
+    n = len(pairs)
+    close_pairs(pairs)
+    time.sleep(1.0)
+    return (after - before) / max(n, 1)
+
+
+def setup_rate(target: Target, total: int, limit: float, batch: int = 50) -> float:
+    """Pairs per second: open both ends, handshake, one byte through, close."""
+    done = 0
+    t0 = time.monotonic()
+    while done < total and time.monotonic() - t0 < limit:
+        pairs = target.open_pairs(batch)
+        close_pairs(pairs)
+        done += batch
+    return done / (time.monotonic() - t0)
+
+
+def stalled_receiver(target: Target, total: int, limit: float) -> dict[str, float]:
+    """Sender pushes C{total} bytes while the receiver reads nothing, then drains."""
+    [(a, b)] = target.open_pairs(1)
+    base = rss_bytes(target.pid)
+    a.setblocking(False)
+    b.setblocking(False)
+    out = memoryview(b"\x33" * (1 << 20))
+    sent = 0
+    last_progress = time.monotonic()
+    deadline = time.monotonic() + limit
+    while sent < total and time.monotonic() < deadline:
+        try:
+            sent += a.send(out[: min(len(out), total - sent)])
+            last_progress = time.monotonic()
+        except BlockingIOError:
+            if time.monotonic() - last_progress > 2.0:
+                break
+            time.sleep(0.01)
+    stalled_at = sent
+    stalled_rss = rss_bytes(target.pid) - base
+    peak = stalled_rss
+    got = 0
+    inbuf = bytearray(1 << 20)
+    sel = selectors.DefaultSelector()
+    sel.register(a, selectors.EVENT_WRITE, True)
+    sel.register(b, selectors.EVENT_READ, False)
+    n_loops = 0
+    while got < total and time.monotonic() < deadline:
+        for key, _ in sel.select(0.2):
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            try:
+                if key.data:
+                    if sent < total:
+                        sent += s.send(out[: min(len(out), total - sent)])
+                    else:
+                        sel.unregister(s)
+                else:
+                    got += s.recv_into(inbuf)
+            except BlockingIOError:
+                pass
+        n_loops += 1
+        if n_loops % 200 == 0:
+            peak = max(peak, rss_bytes(target.pid) - base)
+    sel.close()
+    close_pairs([(a, b)])
+    return {
+        "sent_before_stall_MiB": stalled_at / 2**20,
+        "relay_rss_growth_at_stall_KiB": stalled_rss / 1024,
+        "relay_rss_growth_peak_KiB": peak / 1024,
+        "received_MiB": got / 2**20,
+        "complete": float(got == total),
+    }
+
+
+def iperf3(npairs: int, seconds: float) -> tuple[float, float]:
+    """iperf3 server on CPU 0, client on CPU 1: MB/s and MB per server CPU-second."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["taskset", "-c", str(RELAY_CPU), "iperf3", "-s", "-1", "-B", HOST, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        cpu0 = cpu_seconds(server.pid)
+        res = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                str(LOAD_CPU),
+                "iperf3",
+                "-c",
+                HOST,
+                "-p",
+                str(port),
+                "-J",
+                "-t",
+                str(seconds),
+                "-O",
+                "0.5",
+                "-P",
+                str(npairs),
+            ],
+            capture_output=True,
+            timeout=seconds + 30,
+        )
+        cpu = cpu_seconds(server.pid) - cpu0
+        data = json.loads(res.stdout)
+        bps = data["end"]["sum_received"]["bytes"] / data["end"]["sum_received"]["seconds"]
+        return bps / MB, (data["end"]["sum_received"]["bytes"] / MB) / cpu if cpu else float("nan")
+    finally:
+        server.kill()
+        server.wait()
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def litedesk_target(
+    name: str, read_size: int, mode: str, fast: bool, env: dict[str, str] | None = None
+) -> Target:
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve",
+        "{port}",
+        "--read-size",
+        str(read_size),
+        "--read-mode",
+        mode,
+    ]
+    if not fast:
+        argv.append("--no-fast-write")
+    return Target(name, argv, "litedesk", env=env or {})
+
+
+def targets(variants: bool) -> list[Target]:
+    twistd = str(Path(sys.executable).parent / "twistd")
+    out = [
+        Target(
+            "socat",
+            [
+                "socat",
+                "TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=4096",
+                "TCP:127.0.0.1:{sink}",
+            ],
+            "socat",
+        ),
+        Target(
+            "socat -b 262144",
+            [
+                "socat",
+                "-b",
+                "262144",
+                "TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,backlog=4096",
+                "TCP:127.0.0.1:{sink}",
+            ],
+            "socat",
+        ),
+        Target(
+            "transit-relay",
+            [twistd, "-n", "--pidfile=", "transitrelay", "--port=tcp:{port}:interface=127.0.0.1"],
+            "transit",
+        ),
+    ]
+    if variants:
+        out += [
+            litedesk_target("litedesk plain 64K", 65536, "twisted", False),
+            litedesk_target("litedesk 256K", 262144, "twisted", False),
+            litedesk_target(
+                "litedesk 256K mmap-thr",
+                262144,
+                "twisted",
+                False,
+                {"MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "16777216"},
+            ),
+            litedesk_target("litedesk 256K fast-write", 262144, "twisted", True),
+            litedesk_target("litedesk recv_into 256K", 262144, "recv_into", True),
+            litedesk_target("litedesk splice 256K", 262144, "splice", True),
+            litedesk_target("litedesk splice 1M", 1 << 20, "splice", True),
+        ]
+    out.append(litedesk_target("litedesk (default)", 262144, DEFAULT_MODE, True))
+    return out
+
+
+DEFAULT_MODE = "splice"
+
+
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def ratio(x: float, ref: float) -> str:
+    return f"{x / ref:5.2f}x" if ref and ref == ref else "  n/a"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--read-size", type=int, default=262144, help=argparse.SUPPRESS)
+    ap.add_argument("--read-mode", default=DEFAULT_MODE, help=argparse.SUPPRESS)
+    ap.add_argument("--no-fast-write", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="short windows, fewer pairs")
+    ap.add_argument("--rounds", type=int, default=3, help="repeat each figure; report the median")
+    ap.add_argument("--no-variants", action="store_true", help="only the default LiteDesk relay")
+    ap.add_argument("--only", default="", help="comma-separated target name substrings")
+    ap.add_argument(
+        "--skip", default="", help="comma-separated sections to skip: tput,rtt,rss,setup,stall"
+    )
+    args = ap.parse_args()
+    if args.serve:
+        serve_litedesk(args.serve, args.read_size, args.read_mode, not args.no_fast_write)
+        return 0
+
+    for tool in ("taskset", "socat", "iperf3"):
+        if shutil.which(tool) is None:
+            print(f"missing {tool}: apt-get install -y iperf3 socat util-linux", file=sys.stderr)
+            return 1
+    os.sched_setaffinity(0, {LOAD_CPU})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    seconds = 1.0 if args.quick else 2.0
+    pair_counts = [1, 8, 64]
+    idle_pairs = 1000 if args.quick else 5000
+    skip = set(filter(None, args.skip.split(",")))
+    only = [x for x in args.only.split(",") if x]
+
+    results: dict[str, dict[str, object]] = {}
+    samples: dict[str, dict[str, list[tuple[float, ...]]]] = {}
+    print(
+        f"# relay bench: relay on CPU {RELAY_CPU}, load generator on CPU {LOAD_CPU}; "
+        f"{seconds:g} s windows, {args.rounds} rounds (median); MB = 10^6 bytes",
+        flush=True,
+    )
+    chosen = [
+        t for t in targets(not args.no_variants) if not only or any(o in t.name for o in only)
+    ]
+
+    def add(name: str, key: str, value: tuple[float, ...]) -> None:
+        samples.setdefault(name, {}).setdefault(key, []).append(value)
+
+    # All relays run side by side (idle ones cost nothing) and every round visits
+    # each in turn, so noise from other work on the machine hits them alike.
+    for t in chosen:
+        t.start()
+    try:
+        for rnd in range(args.rounds):
+            if "tput" not in skip:
+                for n in pair_counts:
+                    add("iperf3 (no relay)", f"tput{n}", iperf3(n, seconds))
+            for t in chosen:
+                if "tput" not in skip:
+                    for n in pair_counts:
+                        add(t.name, f"tput{n}", throughput(t, n, seconds))
+                if "rtt" not in skip:
+                    add(t.name, "rtt", ping_pong(t, 2000 if args.quick else 5000, 10))
+                if "setup" not in skip:
+                    add(t.name, "setup", (setup_rate(t, 500 if args.quick else 1000, 10),))
+                print(f"round {rnd + 1}: {t.name} done", flush=True)
+    finally:
+        for t in chosen:
+            t.stop()
+    for name, keys in samples.items():
+        r = results.setdefault(name, {})
+        for key, vals in keys.items():
+            r[key] = tuple(median([v[i] for v in vals]) for i in range(len(vals[0])))
+            r[key + ":all"] = vals
+        print(name, {k: v for k, v in r.items() if not k.endswith(":all")}, flush=True)
+    # Memory figures need a fresh process each.
+    for t in chosen:
+        if t.kind == "socat":
+            continue
+        if t.name.startswith("litedesk (") or t.kind == "transit":
+            t.start()
+            try:
+                if "rss" not in skip:
+                    results.setdefault(t.name, {})["rss"] = idle_rss(t, idle_pairs)
+                if "stall" not in skip and t.kind == "litedesk":
+                    results[t.name]["stall"] = stalled_receiver(t, 1 << 30, 120)
+            finally:
+                t.stop()
+            print(t.name, results[t.name].get("rss"), results[t.name].get("stall"), flush=True)
+    report(results, idle_pairs)
+    return 0
+
+
+def report(results: dict[str, dict[str, object]], idle_pairs: int) -> None:
+    print()
+    sb = results.get("socat -b 262144", {})
+    sd = results.get("socat", {})
+    tr = results.get("transit-relay", {})
+    ip = results.get("iperf3 (no relay)", {})
+
+    def get(r: dict[str, object], key: str, i: int = 0) -> float:
+        v = r.get(key)
+        if isinstance(v, tuple):
+            return float(v[i])
+        return float(v) if isinstance(v, (int, float)) else float("nan")
+
+    for n in (1, 8, 64):
+        k = f"tput{n}"
+        print(
+            f"## throughput, {n} pair(s): MB/s (ratio to socat -b 262144 | socat | transit "
+            f"| iperf3)   MB per relay CPU-s (ratio to socat -b 262144)"
+        )
+        for name, r in results.items():
+            if k not in r:
+                continue
+            v, eff = get(r, k, 0), get(r, k, 1)
+            print(
+                f"  {name:28s} {v:9.1f} MB/s  ({ratio(v, get(sb, k))} | {ratio(v, get(sd, k))} "
+                f"| {ratio(v, get(tr, k))} | {ratio(v, get(ip, k))})   {eff:8.1f} MB/CPU-s "
+                f"({ratio(eff, get(sb, k, 1))})"
+            )
+    print("## 64-byte ping-pong round trip, us: p50 p99 (p50 ratio to socat | socat -b 262144)")
+    for name, r in results.items():
+        if "rtt" in r:
+            p50, p99 = get(r, "rtt", 0), get(r, "rtt", 1)
+            print(
+                f"  {name:28s} {p50:8.1f} {p99:8.1f}   ({ratio(p50, get(sd, 'rtt'))} | "
+                f"{ratio(p50, get(sb, 'rtt'))})"
+            )
+    print("## pairs set up per second (ratio to socat -b 262144 | transit)")
+    for name, r in results.items():
+        if "setup" in r:
+            v = get(r, "setup")
+            print(
+                f"  {name:28s} {v:8.0f}/s  ({ratio(v, get(sb, 'setup'))} | "
+                f"{ratio(v, get(tr, 'setup'))})"
+            )
+    print(f"## relay RSS per idle pair with {idle_pairs} pairs (ratio to transit); goal <= 3 KiB")
+    for name, r in results.items():
+        if "rss" in r:
+            v = get(r, "rss")
+            print(f"  {name:28s} {v / 1024:8.2f} KiB  ({ratio(v, get(tr, 'rss'))})")
+    for name, r in results.items():
+        if "stall" in r:
+            print(f"## {name}: receiver stopped while sender pushes 1 GiB: {r['stall']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
