@@ -13,7 +13,8 @@ H.264 (libx264, default):
     joins late;
   - C{forced-idr=1}: a requested key frame is an IDR, not an open-GOP I-frame
     that later frames could reach across;
-  - average bitrate with a VBV cap (C{maxrate=bitrate}).  libx264 re-reads
+  - average bitrate with a VBV cap (C{maxrate = 2 x bitrate}) and a
+    quantizer cap per image quality (L{VideoEncoder.set_qmax}).  libx264 re-reads
     C{bit_rate} and the max rate before every frame (FFmpeg calls
     C{x264_encoder_reconfig}), so bitrate changes cost nothing.  The VBV
     buffer size can only be set when the context is opened; a bitrate far
@@ -27,7 +28,13 @@ VP9 (libvpx-vp9, selectable):
     (hysteresis) and reopens are rate-limited.
 
 Timestamps are milliseconds (time base 1/1000) and frames may come at any
-rate, so a frame-rate change never reopens a context.
+rate.  libvpx's rate control follows the timestamps.  libx264's does not:
+C{tune=zerolatency} implies C{force-cfr}, so it budgets C{bit_rate / framerate}
+per frame whatever the timestamps say (measured: at 10 frames/s a context
+opened for 30 spent a third of its bitrate).  Turning that off
+(C{force-cfr=0}) costs a frame of delay, which a live desktop cannot afford,
+so instead L{VideoEncoder} hands libx264 C{bitrate * opened_fps / fps}: the
+per-second bitrate holds as the frame rate changes, without a reopen.
 
 Frames come from mss as BGRA.  libswscale converts them to yuv420p with
 point-sampled chroma, measured about three times faster than its default
@@ -171,9 +178,13 @@ class VideoEncoder:
         statistics: each one costs a key frame).
     """
 
-    # x264's VBV buffer is sized for the bitrate the context was opened with;
-    # outside this ratio of that bitrate the context is reopened.
-    X264_REOPEN_RATIO = 3.0
+    # libx264's VBV (maxrate and buffer) is fixed when the context opens:
+    # maxrate gets this much headroom over the bitrate, and a later bitrate
+    # (as handed to libx264, see _x264_bitrate) above it, or below a quarter
+    # of the opening one (the buffer would then hold seconds of video),
+    # reopens the context.
+    X264_MAXRATE_HEADROOM = 2.0
+    X264_MIN_RATIO = 0.25
     # VP9 reopens (with a key frame) only for changes beyond this ratio, and
     # at most once per VP9_REOPEN_INTERVAL seconds.
     VP9_REOPEN_RATIO = 1.5
@@ -201,6 +212,7 @@ class VideoEncoder:
         self._ctx: Any = None
         self._size: tuple[int, int] | None = None
         self._opened_bitrate = 0
+        self._opened_fps = self._fps
         self._opened_at = float("-inf")
         self._force_key = True
         self._last_pts = -1
@@ -227,7 +239,12 @@ class VideoEncoder:
         self._bitrate = max(10_000, int(bps))
 
     def set_fps(self, fps: float) -> None:
-        """The expected frame rate (a rate-control hint; never reopens)."""
+        """The rate frames now come at; keeps the bitrate per second.
+
+        Reopens only for H.264, and only when the rate moved so far from the
+        one the context was opened at that its VBV no longer fits (see
+        L{X264_MAXRATE_HEADROOM}).
+        """
         self._fps = max(1.0, float(fps))
 
     def set_qmax(self, qmax: int | None) -> None:
@@ -262,6 +279,7 @@ class VideoEncoder:
         ctx.time_base = _TIME_BASE
         ctx.framerate = Fraction(round(self._fps * 1000), 1000)
         ctx.bit_rate = self._bitrate
+        self._opened_fps = self._fps
         ctx.max_b_frames = 0
         # Key frames only on request (new viewer, refresh, reopen): on a
         # reliable stream periodic ones would only cost bandwidth.
@@ -275,7 +293,7 @@ class VideoEncoder:
                 "preset": "ultrafast",
                 "tune": "zerolatency",
                 "forced-idr": "1",
-                "maxrate": _bps_to_option(self._bitrate),
+                "maxrate": _bps_to_option(self._bitrate * self.X264_MAXRATE_HEADROOM),
                 "bufsize": bufsize,
             }
         else:
@@ -303,12 +321,18 @@ class VideoEncoder:
             bitrate=self._bitrate,
         )
 
+    def _x264_bitrate(self) -> int:
+        # libx264 budgets bit_rate/opened_fps per frame (force-cfr); scale so
+        # that frames at the current rate add up to the bitrate per second.
+        return int(self._bitrate * self._opened_fps / self._fps)
+
     def _needs_reopen(self, size: tuple[int, int]) -> bool:
         if self._ctx is None or size != self._size:
             return True
-        ratio = self._bitrate / self._opened_bitrate
         if self._codec is Codec.H264:
-            return not (1 / self.X264_REOPEN_RATIO <= ratio <= self.X264_REOPEN_RATIO)
+            ratio = self._x264_bitrate() / self._opened_bitrate
+            return not (self.X264_MIN_RATIO <= ratio <= self.X264_MAXRATE_HEADROOM)
+        ratio = self._bitrate / self._opened_bitrate
         if 1 / self.VP9_REOPEN_RATIO < ratio < self.VP9_REOPEN_RATIO:
             return False
         return self._clock() - self._opened_at >= self.VP9_REOPEN_INTERVAL
@@ -328,9 +352,9 @@ class VideoEncoder:
         if self._needs_reopen((cw, ch)):
             self._open(cw, ch)
         ctx = self._ctx
-        if self._codec is Codec.H264 and ctx.bit_rate != self._bitrate:
+        if self._codec is Codec.H264 and ctx.bit_rate != self._x264_bitrate():
             # Picked up by libx264's reconfig before the next frame.
-            ctx.bit_rate = self._bitrate
+            ctx.bit_rate = self._x264_bitrate()
         src = av.VideoFrame(cw, ch, "bgra")
         plane = src.planes[0]
         if plane.line_size == cw * 4:
