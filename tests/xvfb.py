@@ -33,10 +33,13 @@ docs/test-lab.md section B):
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import select
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 
@@ -56,6 +59,18 @@ def skip_reason(*tools: str) -> str | None:
         f"{', '.join(missing)} not installed (Debian: apt-get install xvfb x11-utils "
         "xdotool imagemagick; see tests/apt-packages.txt)"
     )
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec.  A test process killed by a
+    # CI timeout (SIGKILL runs no atexit handler) must not leave its X server
+    # behind: ask Linux to send Xvfb SIGTERM when its parent dies.
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class Xvfb:
@@ -101,6 +116,7 @@ class Xvfb:
             self._proc = subprocess.Popen(
                 args,
                 pass_fds=(wfd,),
+                preexec_fn=_die_with_parent,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
