@@ -189,8 +189,9 @@ class VideoEncoder:
     # at most once per VP9_REOPEN_INTERVAL seconds.
     VP9_REOPEN_RATIO = 1.5
     VP9_REOPEN_INTERVAL = 5.0
-    # Seconds of the bitrate the VBV/CBR buffer holds: a 1080p desktop key
-    # frame is 50-100 kB, which should fit without crushing its quality.
+    # Seconds of the bitrate the VBV/CBR buffer holds.  It bounds bursts of
+    # motion; key frames are bounded by the quantizer cap instead (a 1080p
+    # desktop key frame is 120-240 kB from Low to Best, more than the buffer).
     BUFFER_SECONDS = 1.0
 
     def __init__(
@@ -304,7 +305,6 @@ class VideoEncoder:
                 "row-mt": "1",
                 "end-usage": "cbr",
                 "bufsize": bufsize,
-                "undershoot-pct": "95",
             }
         ctx.open()
         self._ctx = ctx
