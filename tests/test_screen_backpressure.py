@@ -14,7 +14,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import ITCPTransport
 from twisted.trial import unittest
 
-from litedesk.screen.backpressure import PauseTracker, transport_buffered
+from litedesk.screen.backpressure import (
+    PauseTracker,
+    limit_kernel_buffering,
+    transport_buffered,
+)
 from litedesk.screen.encode import EncodedFrame, VideoDecoder
 from litedesk.screen.streamer import ScreenStreamer
 from tests.test_screen_pipeline import ScriptedSource
@@ -120,3 +124,22 @@ class BackpressureTests(unittest.TestCase):
         transport.write(b"\x00" * (32 * 1024 * 1024))
         self.assertTrue(tracker.paused)
         self.assertEqual(tracker.buffered(), 10**6)
+
+    @defer.inlineCallbacks
+    def test_backlog_stays_visible_with_small_kernel_buffer(self) -> Any:
+        """With TCP_NOTSENT_LOWAT set, a stalled viewer's backlog stays in Twisted's
+        buffer, where the drop policy sees it, instead of hiding in the kernel."""
+        yield self.connect()
+        transport = self.client.transport
+        self.assertTrue(limit_kernel_buffering(transport))
+        for _ in range(100):  # 10 MB in frame-sized writes
+            transport.write(b"\x00" * 100_000)
+            yield task.deferLater(reactor, 0.002, lambda: None)
+        self.assertGreater(transport_buffered(transport), 8_000_000)
+
+    def test_limit_kernel_buffering_without_socket(self) -> None:
+        """Transports without a TCP socket are left alone (and say so)."""
+        from twisted.internet.testing import StringTransport
+
+        self.assertFalse(limit_kernel_buffering(StringTransport()))
+        self.assertFalse(limit_kernel_buffering(object()))

@@ -12,13 +12,13 @@ adapted from round trips and buffer levels.
     L{ImageQuality};
   - L{streamer}: L{ScreenStreamer}, the Twisted-facing loop;
   - L{backpressure}: L{transport_buffered}, L{PauseTracker}: what to pass
-    as the streamer's C{buffered} callable;
+    as the streamer's C{buffered} callable; L{limit_kernel_buffering};
   - L{testpattern}: synthetic desktop images for tests and benchmarks.
 """
 
 from __future__ import annotations
 
-from .backpressure import PauseTracker, transport_buffered
+from .backpressure import PauseTracker, limit_kernel_buffering, transport_buffered
 from .capture import CaptureError, Capturer, DisplayInfo, Frame, bgra_to_image, list_displays
 from .change import Change, Rect, changed_tiles, detect_change
 from .encode import Codec, DecodedFrame, EncodedFrame, VideoDecoder, VideoEncoder, is_key_frame
@@ -58,6 +58,7 @@ __all__ = [
     "clamp_fps",
     "detect_change",
     "is_key_frame",
+    "limit_kernel_buffering",
     "list_displays",
     "quality_profile",
     "transport_buffered",

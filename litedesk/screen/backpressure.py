@@ -20,14 +20,57 @@ C{tests/test_screen_pipeline.py} fails to say so.
 
 L{PauseTracker} is the public-API alternative for a session that can give
 the video its own producer registration.
+
+The kernel hides most of a backlog from both: Linux autotunes a TCP send
+buffer up to 4 MiB, so on a slow link seconds of video can sit in the kernel
+while Twisted's buffer is empty and every frame looks welcome.
+L{limit_kernel_buffering} sets C{TCP_NOTSENT_LOWAT} so the kernel keeps only
+a small amount of unsent data and the rest stays where L{transport_buffered}
+sees it (measured on loopback with a stalled reader, 10 MB written in 100 kB
+frames: 7.0 MB visible to Twisted without it, 9.8 MB with a 64 KiB mark).
+Bytes already sent but unacknowledged (up to a bandwidth-delay product) stay
+invisible either way; C{TestDelay} round trips catch those.
 """
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from zope.interface import implementer
 
-__all__ = ["PauseTracker", "transport_buffered"]
+__all__ = ["PauseTracker", "limit_kernel_buffering", "transport_buffered"]
+
+_log = Logger()
+
+# Linux value; Python's socket module exports it only on some builds.
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+
+def limit_kernel_buffering(transport: object, unsent: int = 64 * 1024) -> bool:
+    """Keep at most about C{unsent} not-yet-sent bytes in the kernel.
+
+    Finds the TCP socket under any wrappers (TLS) and sets
+    C{TCP_NOTSENT_LOWAT}.  Returns whether it could; on failure (no TCP
+    socket, not Linux) the stream still works, it just sees backlogs later.
+    """
+    t: object | None = transport
+    for _ in range(8):
+        if t is None:
+            break
+        get_handle = getattr(t, "getHandle", None)
+        if callable(get_handle):
+            sock = get_handle()
+            if isinstance(sock, socket.socket) and sock.type == socket.SOCK_STREAM:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, unsent)
+                except OSError as e:
+                    _log.info("TCP_NOTSENT_LOWAT not available: {error}", error=e)
+                    return False
+                return True
+        t = getattr(t, "transport", None)
+    return False
 
 
 def transport_buffered(transport: object, max_depth: int = 8) -> int:
