@@ -518,7 +518,7 @@ def litedesk_target(
     return Target(name, argv, "litedesk", env=env or {})
 
 
-def targets(variants: bool) -> list[Target]:
+def targets(variants: bool, fast: bool) -> list[Target]:
     twistd = str(Path(sys.executable).parent / "twistd")
     out = [
         Target(
@@ -558,16 +558,19 @@ def targets(variants: bool) -> list[Target]:
                 False,
                 {"MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "16777216"},
             ),
-            litedesk_target("litedesk 256K fast-write", 262144, "twisted", True),
+            litedesk_target("litedesk splice 1M", 1 << 20, "splice", True),
+        ]
+    if variants or fast:
+        out += [
+            litedesk_target("litedesk fast-write 256K", 262144, "twisted", True),
             litedesk_target("litedesk recv_into 256K", 262144, "recv_into", True),
             litedesk_target("litedesk splice 256K", 262144, "splice", True),
-            litedesk_target("litedesk splice 1M", 1 << 20, "splice", True),
         ]
     out.append(litedesk_target("litedesk (default)", 262144, DEFAULT_MODE, True))
     return out
 
 
-DEFAULT_MODE = "splice"
+DEFAULT_MODE = "auto"
 
 
 def median(xs: list[float]) -> float:
@@ -587,7 +590,13 @@ def main() -> int:
     ap.add_argument("--no-fast-write", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="short windows, fewer pairs")
     ap.add_argument("--rounds", type=int, default=3, help="repeat each figure; report the median")
-    ap.add_argument("--no-variants", action="store_true", help="only the default LiteDesk relay")
+    ap.add_argument(
+        "--variants",
+        choices=["all", "fast", "none"],
+        default="all",
+        help="LiteDesk variants: all (incl. plain Twisted, allocator), fast (the fast "
+        "read/write paths only), none (only the default)",
+    )
     ap.add_argument("--only", default="", help="comma-separated target name substrings")
     ap.add_argument(
         "--skip", default="", help="comma-separated sections to skip: tput,rtt,rss,setup,stall"
@@ -618,7 +627,9 @@ def main() -> int:
         flush=True,
     )
     chosen = [
-        t for t in targets(not args.no_variants) if not only or any(o in t.name for o in only)
+        t
+        for t in targets(args.variants == "all", args.variants == "fast")
+        if not only or any(o in t.name for o in only)
     ]
 
     def add(name: str, key: str, value: tuple[float, ...]) -> None:

@@ -98,6 +98,11 @@ def _shared_io(size: int) -> _SharedIO:
     return _shared
 
 
+# read_mode "auto": a read of at least _BULK_READ bytes switches a leg to
+# splice, one under _SMALL_READ switches it back.
+_BULK_READ = 65536
+_SMALL_READ = 8192
+
 _LATE_ATTRS = (
     "producer",
     "streamingProducer",
@@ -127,7 +132,11 @@ class RelaySettings:
     @ivar read_mode: how a paired TCP leg reads: C{"twisted"} (the transport's
         C{recv} and C{dataReceived}), C{"recv_into"} (one process-wide buffer,
         no allocation per read) or C{"splice"} (kernel-side copy through one
-        process-wide pipe).  The latter two need C{fast_write}.
+        process-wide pipe) or C{"auto"} (C{recv_into} while reads are small,
+        C{splice} once a read fills C{bulk_read} bytes, back when one is
+        small: interactive traffic keeps the cheaper small-message path, bulk
+        transfers skip the user-space copy).  All but C{"twisted"} need
+        C{fast_write}.
     """
 
     deadlines: Deadlines = field(default_factory=Deadlines)
@@ -137,7 +146,7 @@ class RelaySettings:
     early_buffer: int = 256 * 1024
     max_first_frame: int = 64 * 1024
     fast_write: bool = True
-    read_mode: str = "twisted"
+    read_mode: str = "auto"
 
 
 def _peer_text(addr: IAddress | None) -> str:
@@ -172,6 +181,7 @@ class RelayProtocol(Protocol):
         "_sock",
         "_fd",
         "_aborted",
+        "_bulk",
         "reason",
     )
 
@@ -192,6 +202,7 @@ class RelayProtocol(Protocol):
         self._sock: socket.socket | None = None
         self._fd = -1
         self._aborted = False
+        self._bulk = False
         self.reason = ""
 
     @property
@@ -375,8 +386,15 @@ class RelayProtocol(Protocol):
         _shared_io(self._relay.settings.read_size)
         if mode == "splice" and _splice is not None:
             t.doRead = self._read_splice  # type: ignore[method-assign]
+        elif mode == "auto" and _splice is not None:
+            t.doRead = self._read_auto  # type: ignore[method-assign]
         else:
             t.doRead = self._read_into  # type: ignore[method-assign]
+
+    def _read_auto(self) -> _ReadResult:
+        if self._bulk:
+            return self._read_splice()
+        return self._read_into()
 
     def _read_into(self) -> _ReadResult:
         partner = self._partner
@@ -394,6 +412,8 @@ class RelayProtocol(Protocol):
             return main.CONNECTION_LOST
         if not n:
             return main.CONNECTION_DONE
+        if n >= _BULK_READ:
+            self._bulk = True
         partner._write_view(io.view[:n])
         self._count(n)
         return None
@@ -414,6 +434,8 @@ class RelayProtocol(Protocol):
             return main.CONNECTION_LOST
         if not n:
             return main.CONNECTION_DONE
+        if n < _SMALL_READ:
+            self._bulk = False
         try:
             m = _splice(io.pipe_r, partner._fd, n, flags=flags)
         except OSError:
