@@ -239,7 +239,15 @@ def _recorder_main() -> None:  # pragma: no cover - runs in a subprocess
     canvas.pack(fill="both", expand=True)
 
     def key(e: Any) -> None:
-        emit(ev=e.type.name, keysym=e.keysym, char=e.char, state=int(e.state))
+        # send_event: synthetic (XSendEvent) events, which xterm and others
+        # ignore; injected input must arrive as real (XTEST) events.
+        emit(
+            ev=e.type.name,
+            keysym=e.keysym,
+            char=e.char,
+            state=int(e.state),
+            synthetic=bool(e.send_event),
+        )
 
     def button(e: Any) -> None:
         emit(ev=e.type.name, num=e.num, x_root=e.x_root, y_root=e.y_root, state=int(e.state))

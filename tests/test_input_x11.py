@@ -18,6 +18,7 @@ from litedesk.input.mouse import MouseButton
 from tests.test_input_support import (
     PrivateXvfb,
     Recorder,
+    _xlib_display,
     pointer_position,
     pressed_keycodes,
     tk_skip_reason,
@@ -62,8 +63,11 @@ class KeyboardTests(_X11Case, unittest.SynchronousTestCase):
         the focused text field, with capitals, punctuation and characters
         that are not on the host's keyboard (é, €, ß)."""
         text = "Hello, World! 123 é€ß"
+        start = self.rec.mark()
         self.ok(text_input(text))
         self.assertEqual(self.rec.sync()["text"], text)
+        # Real key events, not XSendEvent ones that xterm would ignore.
+        self.assertFalse([e for e in self.rec.since(start, "KeyPress") if e["synthetic"]])
 
     def test_chr_unicode_and_shift_modifier(self) -> None:
         """Single characters sent as chr or unicode are typed, and the Shift
@@ -152,6 +156,29 @@ class KeyboardTests(_X11Case, unittest.SynchronousTestCase):
         self.rec.sync()
         self.assertEqual(self.keysyms(start), ["k"])
         self.assertEqual(self.keysyms(start, "KeyRelease"), ["k"])
+
+    def test_borrowed_keycodes_are_given_back_on_close(self) -> None:
+        """Characters missing from the host keyboard borrow spare keycodes;
+        closing the injector (session end) empties them again, leaving the
+        host keymap as it was."""
+
+        def mapped() -> int:
+            d = _xlib_display(self.xvfb.display)
+            try:
+                info = d.display.info
+                rows = d.get_keyboard_mapping(
+                    info.min_keycode, info.max_keycode - info.min_keycode + 1
+                )
+                return sum(1 for row in rows if any(row))
+            finally:
+                d.close()
+
+        before = mapped()
+        self.ok(text_input("€ß→"), KeyInput(press=True, unicode=ord("☃")))
+        self.assertEqual(self.rec.sync()["text"], "€ß→☃")
+        self.assertEqual(mapped(), before + 4)
+        self.inj.close()
+        self.assertEqual(mapped(), before)
 
     def test_key_missing_from_keymap_is_refused_not_raised(self) -> None:
         """A valid ControlKey with no key in the host's keymap (Clear on

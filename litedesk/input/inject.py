@@ -10,11 +10,12 @@ Three layers:
   pressed around a key are always released, held keys and buttons are
   tracked, and L{InputInjector.release_all} lets go of everything when a
   session ends so that no key stays stuck on the host.
-* L{PynputBackend} injects through pynput's Xorg backend (XTEST for named
-  keys, buttons and motion; for characters pynput sends key events to the
-  focused window and temporarily remaps a keycode for characters that are not
-  on the keyboard).  pynput is imported lazily: it cannot be imported at all
-  without a display.
+* L{PynputBackend} injects named keys, buttons, wheel and motion through
+  pynput's Xorg backend (XTEST), and characters and text through XTEST as
+  well (L{_XTestTyper}): real key events that every client accepts, with a
+  spare keycode borrowed (and given back on close) for characters that are
+  not on the host's keyboard.  pynput is imported lazily: it cannot be
+  imported at all without a display.
 
 X calls block (a round trip each; typing takes about 1.5 ms a character), so
 a session should use L{InputWorker}, which validates on the reactor thread and
@@ -31,6 +32,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
@@ -68,6 +70,9 @@ MAX_SEQ_CHARS: Final = 2048
 MAX_WHEEL_STEPS: Final = 20
 #: Trackpad scroll deltas are pixels; this many make one wheel notch.
 TRACKPAD_UNITS_PER_STEP: Final = 40
+#: Pause after mapping a spare keycode to a character not on the keyboard,
+#: before the first key event on it (see L{_XTestTyper._borrow}).
+BORROW_SETTLE_SECONDS: Final = 0.05
 #: More modifiers than this in one event is not a keyboard.
 MAX_MODIFIERS: Final = 16
 
@@ -583,6 +588,7 @@ class PynputBackend:
         self._keys: Any = None
         self._buttons: dict[MouseButton, Any] = {}
         self._xdisplay: Any = None
+        self._typer: Any = None
 
     def _ensure(self) -> None:
         if self._kb is not None:
@@ -626,6 +632,7 @@ class PynputBackend:
             MouseButton.FORWARD: B.button9,
         }
         self._xdisplay = xdisplay
+        self._typer = _XTestTyper(xdisplay)
         self._log.debug("pynput injection ready on {display}", display=name)
 
     def desktop(self) -> Rect:
@@ -654,9 +661,7 @@ class PynputBackend:
         self._ensure()
         self._mouse.scroll(dx, dy)
 
-    def _pynput_key(self, key: KeyRef) -> Any:
-        if isinstance(key, str):
-            return key  # pynput turns a 1-character string into a KeyCode
+    def _pynput_key(self, key: ControlKey) -> Any:
         mapping = CONTROL_KEY_MAP[key]
         # Named keys go through XTEST by keycode; a keysym missing from the
         # keymap would be sent as keycode 0, which X rejects.
@@ -670,22 +675,158 @@ class PynputBackend:
 
     def press_key(self, key: KeyRef) -> None:
         self._ensure()
-        self._kb.press(self._pynput_key(key))
+        if isinstance(key, str):
+            self._typer.press(key)
+        else:
+            self._kb.press(self._pynput_key(key))
 
     def release_key(self, key: KeyRef) -> None:
         self._ensure()
-        self._kb.release(self._pynput_key(key))
+        if isinstance(key, str):
+            self._typer.release(key)
+        else:
+            self._kb.release(self._pynput_key(key))
 
     def type_text(self, text: str) -> None:
         self._ensure()
-        self._kb.type(text)
+        self._typer.type(text)
 
     def close(self) -> None:
         if self._xdisplay is not None:
-            self._xdisplay.close()
-            self._xdisplay = None
+            try:
+                self._typer.restore()
+            finally:
+                self._xdisplay.close()
+                self._xdisplay = None
         # pynput's controllers close their connections when collected.
         self._kb = self._mouse = None
+
+
+def char_to_keysym(ch: str) -> int:
+    """The X keysym that types C{ch}: Latin-1 keysyms equal the code point,
+    everything else has a Unicode keysym (C{0x01000000 + cp})."""
+    cp = ord(ch)
+    if 0x20 <= cp <= 0x7E or 0xA0 <= cp <= 0xFF:
+        return cp
+    return 0x01000000 + cp
+
+
+class _XTestTyper:
+    """Type characters with XTEST, borrowing spare keycodes when needed.
+
+    Why not pynput for characters: pynput sends them with C{XSendEvent},
+    which applications such as xterm ignore as synthetic, and it remaps one
+    keycode's shift levels for successive missing characters, which raced
+    with Tk's keymap refresh here (about 1 run in 10 under load typed
+    "\u20ac\u20ac" for "\u20ac\u00df").  Here a missing character gets a spare keycode
+    of its own with the same keysym on both levels (so Shift does not
+    matter), a keycode is remapped only after all others have been used,
+    and every borrowed keycode is cleared again on L{restore}.
+    """
+
+    def __init__(self, display: Any) -> None:
+        self._d = display
+        self._xtest = importlib.import_module("Xlib.ext.xtest")
+        self._X = importlib.import_module("Xlib.X")
+        first = display.display.info.min_keycode
+        count = display.display.info.max_keycode - first + 1
+        self._first: int = first
+        self._map: list[list[int]] = [list(r) for r in display.get_keyboard_mapping(first, count)]
+        self._borrowed: dict[int, int] = {}  # keysym -> keycode, oldest first
+        self._down: dict[str, tuple[int, bool]] = {}
+        self._shift: int = display.keysym_to_keycode(0xFFE1)  # Shift_L
+
+    def _lookup(self, keysym: int) -> tuple[int, bool] | None:
+        if keysym in self._borrowed:
+            kc = self._borrowed.pop(keysym)
+            self._borrowed[keysym] = kc  # most recently used last
+            return kc, False
+        for i, row in enumerate(self._map):
+            if row[:1] == [keysym]:
+                return self._first + i, False
+        for i, row in enumerate(self._map):
+            if len(row) > 1 and row[1] == keysym and self._shift:
+                return self._first + i, True
+        return None
+
+    def _borrow(self, keysym: int) -> int:
+        spare = [
+            self._first + i
+            for i, row in enumerate(self._map)
+            if not any(row) and self._first + i not in self._borrowed.values()
+        ]
+        if spare:
+            kc = spare[-1]  # high keycodes: no physical key there
+        else:
+            held = {k for k, _ in self._down.values()}
+            victims = [(ks, k) for ks, k in self._borrowed.items() if k not in held]
+            if not victims:
+                raise _unsupported("no spare keycode to type this character")
+            old, kc = victims[0]
+            del self._borrowed[old]
+        width = max(2, len(self._map[kc - self._first]))
+        row = [keysym, keysym] + [0] * (width - 2)
+        self._d.change_keyboard_mapping(kc, [row])
+        self._d.sync()
+        # Clients learn about the new mapping from a notify event and refresh
+        # their keymap lazily; a key event on the new keycode that one of
+        # them handles before that is looked up in the old (empty) mapping
+        # and lost.  A pause on first use of a borrowed keycode avoids that
+        # (the keycode then stays mapped, so repeats cost nothing).
+        time.sleep(BORROW_SETTLE_SECONDS)
+        self._map[kc - self._first] = row
+        self._borrowed[keysym] = kc
+        return kc
+
+    def _key(self, kc: int, down: bool) -> None:
+        kind = self._X.KeyPress if down else self._X.KeyRelease
+        self._xtest.fake_input(self._d, kind, kc)
+
+    def press(self, ch: str) -> None:
+        keysym = char_to_keysym(ch)
+        found = self._lookup(keysym)
+        kc, shifted = found if found is not None else (self._borrow(keysym), False)
+        if shifted:
+            self._key(self._shift, True)
+        self._key(kc, True)
+        if shifted:
+            self._key(self._shift, False)
+        self._down[ch] = (kc, shifted)
+        self._d.sync()
+
+    def release(self, ch: str) -> None:
+        kc, _ = self._down.pop(ch, (0, False))
+        if not kc:
+            found = self._lookup(char_to_keysym(ch))
+            if found is None:
+                return  # never pressed, nothing to release
+            kc = found[0]
+        self._key(kc, False)
+        self._d.sync()
+
+    def type(self, text: str) -> None:
+        for ch in text:
+            if ch in "\n\r":
+                ch_key = self._d.keysym_to_keycode(0xFF0D)  # Return
+            elif ch == "\t":
+                ch_key = self._d.keysym_to_keycode(0xFF09)  # Tab
+            else:
+                self.press(ch)
+                self.release(ch)
+                continue
+            self._key(ch_key, True)
+            self._key(ch_key, False)
+            self._d.sync()
+
+    def restore(self) -> None:
+        """Give borrowed keycodes back (empty them) and release held ones."""
+        for ch in list(self._down):
+            self.release(ch)
+        for kc in self._borrowed.values():
+            width = len(self._map[kc - self._first])
+            self._d.change_keyboard_mapping(kc, [[0] * width])
+        self._borrowed.clear()
+        self._d.sync()
 
 
 # --- running off the reactor thread ----------------------------------------------
