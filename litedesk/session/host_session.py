@@ -1,0 +1,418 @@
+"""The host's side of a session: login, then screen out and input in.
+
+Runs over the pinned TLS stream (the host is the TLS server).  After the
+handshake the host sends C{Hash{salt, challenge}}; the viewer must answer
+with a C{LoginRequest} whose password is SHA256(SHA256(pw||salt)||challenge)
+(../shared/docs/rustdesk-protocol.md section 8.2).  Then the host sends
+C{LoginResponse{peer_info}} and streams C{VideoFrame}s, C{CursorPosition}s
+and clipboard changes; it applies C{MouseEvent}/C{KeyEvent}s and answers
+C{TestDelay} pings.  Nothing is accepted before the login succeeds.
+"""
+
+from __future__ import annotations
+
+import getpass
+import platform
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from litedesk.input.keys import KeyInput
+from litedesk.input.mouse import MouseInput
+from litedesk.proto import message_pb2 as pb
+from litedesk.screen.encode import EncodedFrame
+from litedesk.session.framing import MessageProtocol
+from litedesk.session.login import LoginVerifier
+
+VERSION = "1.4.9"
+SESSION_IDLE_TIMEOUT = 30.0  # RustDesk hosts close a session silent for 30 s
+TEST_DELAY_INTERVAL = 1.0
+LOGIN_TIMEOUT = 30.0
+MAX_CLIPBOARD = 1 << 20
+
+_CODEC_FIELD = {"h264": "h264s", "vp9": "vp9s", "h265": "h265s", "vp8": "vp8s", "av1": "av1s"}
+
+
+class StreamerLike(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> Any: ...
+    def force_keyframe(self) -> None: ...
+    def switch_display(self, index: int) -> None: ...
+    def set_quality(self, quality: int) -> None: ...
+    def set_custom_fps(self, fps: int | float | None) -> None: ...
+    def on_rtt(self, rtt: float) -> None: ...
+
+
+class InputLike(Protocol):
+    def submit(self, ev: object) -> Any: ...
+    def release_all(self) -> Any: ...
+
+
+class ClipboardLike(Protocol):
+    def set_from_peer(self, text: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Display:
+    x: int
+    y: int
+    width: int
+    height: int
+    name: str = ""
+    primary: bool = False
+
+
+@dataclass
+class HostContext:
+    """What every session of one host agent shares.
+
+    @ivar make_streamer: builds a streamer for one session:
+        C{make_streamer(deliver, buffered, codec)}.
+    @ivar displays: the monitors (from the capturer at start-up).
+    @ivar input: the host's serialised injector, or None (no input at all).
+    @ivar clipboard: the host clipboard watcher, or None.
+    @ivar sessions: the live logged-in sessions (for --max-viewers and the
+        clipboard fan-out).
+    """
+
+    peer_id: str
+    verifier: LoginVerifier
+    clock: IReactorTime
+    make_streamer: Callable[[Callable[[EncodedFrame], None], Callable[[], int], str], StreamerLike]
+    displays: list[Display]
+    input: InputLike | None = None
+    clipboard: ClipboardLike | None = None
+    view_only: bool = False
+    max_viewers: int = 0
+    hostname: str = field(default_factory=socket.gethostname)
+    username: str = field(default_factory=getpass.getuser)
+    sessions: set[HostSession] = field(default_factory=set)
+
+    def clipboard_changed(self, text: str) -> None:
+        """The host's clipboard changed: tell every logged-in viewer."""
+        for s in list(self.sessions):
+            s.send_clipboard(text)
+
+
+def _now_ms(clock: IReactorTime) -> int:
+    return int(clock.seconds() * 1000)
+
+
+def mouse_from_proto(ev: pb.MouseEvent) -> MouseInput:
+    return MouseInput(ev.mask, ev.x, ev.y, list(ev.modifiers))
+
+
+def key_from_proto(ev: pb.KeyEvent) -> KeyInput:
+    which = ev.WhichOneof("union")
+    return KeyInput(
+        down=ev.down,
+        press=ev.press,
+        control_key=ev.control_key if which == "control_key" else None,
+        chr=ev.chr if which == "chr" else None,
+        unicode=ev.unicode if which == "unicode" else None,
+        seq=ev.seq if which == "seq" else None,
+        modifiers=list(ev.modifiers),
+    )
+
+
+def pick_codec(option: pb.OptionMessage, default: str) -> str:
+    """The viewer's preference if it can decode it, else what it can decode."""
+    dec = option.supported_decoding
+    prefer = dec.prefer
+    if prefer == pb.SupportedDecoding.H264 and dec.ability_h264 > 0:
+        return "h264"
+    if prefer == pb.SupportedDecoding.VP9 and dec.ability_vp9 > 0:
+        return "vp9"
+    if default == "vp9" and dec.ability_vp9 > 0:
+        return "vp9"
+    if dec.ability_h264 > 0:
+        return "h264"
+    if dec.ability_vp9 > 0:
+        return "vp9"
+    return default
+
+
+@implementer(IHandshakeListener)
+class HostSession(MessageProtocol):
+    """One viewer's session on this host."""
+
+    _log = Logger()
+    idle_timeout = SESSION_IDLE_TIMEOUT
+
+    def __init__(self, ctx: HostContext, default_codec: str = "h264") -> None:
+        self.ctx = ctx
+        self.clock = ctx.clock
+        self.default_codec = default_codec
+        self.state = "handshake"
+        self.challenge = ""
+        self.streamer: StreamerLike | None = None
+        self._ping: LoopingCall | None = None
+        self._ping_outstanding: int | None = None
+        self.last_delay = 0
+        self.peer = "?"
+        self.viewer_id = ""
+        self._told_view_only = False
+        self._login_timer: Any = None
+        self.display_index = 0
+
+    # -- connection --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        assert self.transport is not None
+        self.peer = str(getattr(self.transport.getPeer(), "host", "?"))
+
+    def handshakeCompleted(self) -> None:
+        if self.closing:
+            return
+        challenge = self.ctx.verifier.new_challenge()
+        self.challenge = challenge.challenge
+        self.state = "login"
+        self.send_message(
+            pb.Message(hash=pb.Hash(salt=challenge.salt, challenge=challenge.challenge))
+        )
+        self._login_timer = self.ctx.clock.callLater(LOGIN_TIMEOUT, self._login_timeout)
+
+    def _login_timeout(self) -> None:
+        self._login_timer = None
+        if self.state == "login":
+            self.close("no login within 30 s")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
+        was_active = self in self.ctx.sessions
+        self.ctx.sessions.discard(self)
+        if self._ping is not None and self._ping.running:
+            self._ping.stop()
+        if self.streamer is not None:
+            self.streamer.stop()
+            self.streamer = None
+        if was_active:
+            if self.ctx.input is not None:
+                # Nothing may stay pressed on the host after a viewer leaves.
+                self.ctx.input.release_all()
+            self._log.info(
+                "Session with {viewer} ({peer}) ended: {reason}",
+                viewer=self.viewer_id or "viewer",
+                peer=self.peer,
+                reason=reason.getErrorMessage(),
+            )
+        self.state = "closed"
+
+    def timed_out(self) -> None:
+        self._misc_close("Timeout")
+        self.close("Timeout", idle_timeout=self.idle_timeout)
+
+    def _misc_close(self, reason: str) -> None:
+        self.send_message(pb.Message(misc=pb.Misc(close_reason=reason)))
+
+    # -- messages ----------------------------------------------------------
+
+    def message_received(self, msg: pb.Message) -> None:
+        kind = msg.WhichOneof("union")
+        if self.state == "login":
+            if kind == "login_request":
+                self._login(msg.login_request)
+            elif kind == "test_delay" and msg.test_delay.from_client:
+                self.send_message(msg)
+            return
+        if self.state != "active":
+            return
+        if kind == "test_delay":
+            self._test_delay(msg.test_delay)
+        elif kind == "mouse_event":
+            self._input(mouse_from_proto(msg.mouse_event))
+        elif kind == "key_event":
+            self._input(key_from_proto(msg.key_event))
+        elif kind == "clipboard":
+            self._clipboard(msg.clipboard)
+        elif kind == "multi_clipboards":
+            for c in msg.multi_clipboards.clipboards:
+                self._clipboard(c)
+        elif kind == "misc":
+            self._misc(msg.misc)
+
+    def _login(self, req: pb.LoginRequest) -> None:
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
+        if req.WhichOneof("union") is not None:
+            self._refuse("Connection not allowed", "unsupported session type")
+            return
+        if req.username != self.ctx.peer_id:
+            # RustDesk answers a login for another id with "Offline".
+            self._refuse("Offline", "login for another id")
+            return
+        result = self.ctx.verifier.verify(self.peer, self.challenge, req.password)
+        if not result.ok:
+            self._refuse(result.error, "login refused")
+            return
+        if self.ctx.max_viewers and len(self.ctx.sessions) >= self.ctx.max_viewers:
+            self._refuse("Too many viewers", "max viewers reached")
+            return
+        self.viewer_id = req.my_id or req.my_name
+        self.state = "active"
+        self.ctx.sessions.add(self)
+        self.send_message(pb.Message(login_response=pb.LoginResponse(peer_info=self._peer_info())))
+        self._log.info(
+            "Viewer {viewer} logged in from {peer} ({method} password{view_only})",
+            viewer=self.viewer_id or "(no id)",
+            peer=self.peer,
+            method=result.method,
+            view_only=", view only" if self.ctx.view_only else "",
+        )
+        codec = pick_codec(req.option, self.default_codec)
+        self.streamer = self.ctx.make_streamer(self._send_frame, self._buffered, codec)
+        if req.option.image_quality:
+            self.streamer.set_quality(req.option.image_quality)
+        if req.option.custom_fps:
+            self.streamer.set_custom_fps(req.option.custom_fps)
+        self.streamer.start()
+        self._ping = LoopingCall(self._send_ping)
+        self._ping.clock = self.ctx.clock
+        self._ping.start(TEST_DELAY_INTERVAL, now=True)
+
+    def _refuse(self, error: str, why: str) -> None:
+        self._log.info(
+            "Login from {peer} refused: {error} ({why})", peer=self.peer, error=error, why=why
+        )
+        self.send_message(pb.Message(login_response=pb.LoginResponse(error=error)))
+        self.state = "refused"
+        self.close(why)
+
+    def _peer_info(self) -> pb.PeerInfo:
+        info = pb.PeerInfo(
+            username=self.ctx.username,
+            hostname=self.ctx.hostname,
+            platform=platform.system(),
+            current_display=self.display_index,
+            version=VERSION,
+            encoding=pb.SupportedEncoding(h264=True),
+        )
+        for d in self.ctx.displays:
+            info.displays.append(
+                pb.DisplayInfo(
+                    x=d.x, y=d.y, width=d.width, height=d.height, name=d.name, online=True
+                )
+            )
+        return info
+
+    # -- streaming ---------------------------------------------------------
+
+    def _buffered(self) -> int:
+        from litedesk.screen.backpressure import transport_buffered
+
+        return transport_buffered(self.transport)
+
+    def _send_frame(self, frame: EncodedFrame) -> None:
+        if self.state != "active":
+            return
+        frames = pb.EncodedVideoFrames(
+            frames=[pb.EncodedVideoFrame(data=frame.data, key=frame.key, pts=frame.pts)]
+        )
+        vf = pb.VideoFrame(display=self.display_index)
+        getattr(vf, _CODEC_FIELD.get(str(frame.codec), "h264s")).CopyFrom(frames)
+        self.send_message(pb.Message(video_frame=vf))
+
+    def _send_ping(self) -> None:
+        # Like RustDesk: one outstanding ping at a time; the echo gives the RTT.
+        if self._ping_outstanding is not None:
+            return
+        now = _now_ms(self.ctx.clock)
+        self._ping_outstanding = now
+        self.send_message(
+            pb.Message(
+                test_delay=pb.TestDelay(time=now, from_client=False, last_delay=self.last_delay)
+            )
+        )
+
+    def _test_delay(self, td: pb.TestDelay) -> None:
+        if td.from_client:
+            self.send_message(pb.Message(test_delay=td))
+            return
+        if self._ping_outstanding is not None and td.time == self._ping_outstanding:
+            rtt = max(0, _now_ms(self.ctx.clock) - td.time)
+            self.last_delay = rtt
+            self._ping_outstanding = None
+            if self.streamer is not None:
+                self.streamer.on_rtt(rtt / 1000.0)
+
+    # -- input, clipboard, misc -------------------------------------------
+
+    def _input(self, ev: MouseInput | KeyInput) -> None:
+        if self.ctx.view_only or self.ctx.input is None:
+            if not self._told_view_only:
+                self._told_view_only = True
+                self.send_message(
+                    pb.Message(
+                        message_box=pb.MessageBox(
+                            msgtype="error",
+                            title="View only",
+                            text="view only: this host does not accept input",
+                        )
+                    )
+                )
+            return
+        self.ctx.input.submit(ev)
+
+    def _clipboard(self, clip: pb.Clipboard) -> None:
+        if self.ctx.view_only or self.ctx.clipboard is None:
+            return
+        if clip.compress or clip.format != pb.Text or len(clip.content) > MAX_CLIPBOARD:
+            return
+        try:
+            text = clip.content.decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        self.ctx.clipboard.set_from_peer(text)
+
+    def send_clipboard(self, text: str) -> None:
+        if self.state != "active" or self.ctx.view_only:
+            return
+        data = text.encode("utf-8")
+        if len(data) > MAX_CLIPBOARD:
+            return
+        self.send_message(pb.Message(clipboard=pb.Clipboard(content=data, format=pb.Text)))
+
+    def _misc(self, misc: pb.Misc) -> None:
+        kind = misc.WhichOneof("union")
+        if self.streamer is None:
+            return
+        if kind == "refresh_video" and misc.refresh_video:
+            self.streamer.force_keyframe()
+        elif kind == "refresh_video_display":
+            self.streamer.force_keyframe()
+        elif kind == "switch_display":
+            index = misc.switch_display.display
+            if 0 <= index < len(self.ctx.displays):
+                self.display_index = index
+                self.streamer.switch_display(index)
+                d = self.ctx.displays[index]
+                self.send_message(
+                    pb.Message(
+                        misc=pb.Misc(
+                            switch_display=pb.SwitchDisplay(
+                                display=index, x=d.x, y=d.y, width=d.width, height=d.height
+                            )
+                        )
+                    )
+                )
+        elif kind == "option":
+            opt = misc.option
+            if opt.image_quality:
+                self.streamer.set_quality(opt.image_quality)
+            if opt.custom_fps:
+                self.streamer.set_custom_fps(opt.custom_fps)
+        elif kind == "close_reason":
+            self.close(f"viewer closed: {misc.close_reason}")
