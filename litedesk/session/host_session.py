@@ -95,6 +95,7 @@ class HostContext:
     hostname: str = field(default_factory=socket.gethostname)
     username: str = field(default_factory=getpass.getuser)
     sessions: set[HostSession] = field(default_factory=set)
+    read_clipboard: Callable[[], Any] | None = None
 
     def clipboard_changed(self, text: str) -> None:
         """The host's clipboard changed: tell every logged-in viewer."""
@@ -279,6 +280,7 @@ class HostSession(MessageProtocol):
         if req.option.custom_fps:
             self.streamer.set_custom_fps(req.option.custom_fps)
         self.streamer.start()
+        self._send_current_clipboard()
         self._ping = LoopingCall(self._send_ping)
         self._ping.clock = self.ctx.clock
         self._ping.start(TEST_DELAY_INTERVAL, now=True)
@@ -376,6 +378,19 @@ class HostSession(MessageProtocol):
         except UnicodeDecodeError:
             return
         self.ctx.clipboard.set_from_peer(text)
+
+    def _send_current_clipboard(self) -> None:
+        # A new viewer gets the host's clipboard as it is now; later changes
+        # arrive through HostContext.clipboard_changed.
+        if self.ctx.read_clipboard is None or self.ctx.view_only:
+            return
+        d = self.ctx.read_clipboard()
+
+        def got(text: str | None) -> None:
+            if text:
+                self.send_clipboard(text)
+
+        d.addCallbacks(got, lambda f: None)
 
     def send_clipboard(self, text: str) -> None:
         if self.state != "active" or self.ctx.view_only:

@@ -1,0 +1,336 @@
+"""C{twistd litedesk-host}: the agent on the machine being controlled.
+
+It keeps the host's id and Ed25519 key registered with a rendezvous server,
+answers the server's pushes (LAN address, relay), accepts direct connections
+when C{--listen} is given, and serves sessions: pinned TLS, password login,
+screen out (mss + H.264/VP9), input and clipboard in (pynput, xclip).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python import usage
+
+from litedesk.host.identity import (
+    HostIdentity,
+    IdentityError,
+    load_or_create_identity,
+    write_private,
+)
+from litedesk.host.paths import HostPaths
+from litedesk.host.registration import Event, Registration
+from litedesk.host.rendezvous_client import RendezvousClient, parse_server
+from litedesk.rendezvous.service import UDPListenerService
+from litedesk.session.host_session import Display, HostContext, HostSession
+from litedesk.session.login import LoginVerifier, StoredPassword
+from litedesk.session.tls import host_context_factory, tls_server_factory, wrap_server
+from litedesk.viewer.route import ConnectError, server_key_bytes
+
+PASSWORD_FILE = "password"
+_log = Logger(namespace="litedesk.host")
+
+
+def _default_config_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/litedesk-host"
+    return str(Path.home() / ".config" / "litedesk-host")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise usage.UsageError(f"not a whole number: {value!r}") from None
+    if n < 0:
+        raise usage.UsageError(f"must not be negative: {n}")
+    return n
+
+
+class Options(usage.Options):
+    synopsis = "--rendezvous HOST[:PORT] --key SERVER_PUBKEY [options]"
+    longdesc = (
+        "Make this desktop reachable: register with a LiteDesk (or RustDesk) rendezvous "
+        "server and serve viewers.  The id is written to CONFIG_DIR/id and logged; with "
+        "no --password-file a one-time password is generated and logged."
+    )
+    optFlags: list[list[Any]] = [
+        ["view-only", None, "Show the screen but refuse all input and clipboard changes."],
+    ]
+    optParameters: list[list[Any]] = [
+        [
+            "config-dir",
+            "c",
+            None,
+            "Where id, uuid, key and password hash live "
+            "(default /var/lib/litedesk-host as root, else ~/.config/litedesk-host).",
+        ],
+        ["rendezvous", "r", None, "Rendezvous server HOST[:PORT] (port 21116 by default)."],
+        ["key", "k", None, "The rendezvous server's public key (its id_ed25519.pub)."],
+        ["id", None, None, "Use this id instead of the stored or generated one."],
+        [
+            "password-file",
+            None,
+            None,
+            "File holding the permanent password; only a salted hash of it is kept in CONFIG_DIR.",
+        ],
+        ["display", None, None, "X display to capture and control (default $DISPLAY)."],
+        ["max-viewers", None, "4", "Concurrent logged-in viewers (0 = unlimited).", _positive_int],
+        [
+            "listen",
+            None,
+            None,
+            "Also accept direct connections on this endpoint "
+            "(e.g. tcp:21118), for 'litedesk-viewer HOST:PORT' without a server.",
+        ],
+        [
+            "codec",
+            None,
+            "h264",
+            "Default video codec: h264 or vp9 (viewers may ask for the other).",
+        ],
+    ]
+
+    def parseArgs(self) -> None:
+        pass
+
+    def postOptions(self) -> None:
+        if self["config-dir"] is None:
+            self["config-dir"] = _default_config_dir()
+        if self["rendezvous"] is None and self["listen"] is None:
+            raise usage.UsageError("give --rendezvous (and --key), or --listen, or both")
+        if self["rendezvous"] is not None:
+            if not self["key"]:
+                raise usage.UsageError(
+                    "--key is required with --rendezvous: without the server's public key "
+                    "viewers could not verify this host"
+                )
+            try:
+                server_key_bytes(self["key"])
+            except ConnectError:
+                raise usage.UsageError("--key must be the server's base64 public key") from None
+            try:
+                self.server = parse_server(self["rendezvous"])
+            except ValueError:
+                raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}") from None
+        if self["codec"] not in ("h264", "vp9"):
+            raise usage.UsageError("--codec must be h264 or vp9")
+        if self["display"] is None:
+            self["display"] = os.environ.get("DISPLAY")
+
+
+def load_password(config_dir: Path, password_file: str | None) -> StoredPassword | None:
+    """Hash a given password into the config dir, or load the stored hash."""
+    stored_path = config_dir / PASSWORD_FILE
+    if password_file is not None:
+        try:
+            text = Path(password_file).read_text().strip("\r\n")
+        except OSError as e:
+            raise SystemExit(f"litedesk-host: cannot read {password_file}: {e}") from None
+        if not text:
+            raise SystemExit(f"litedesk-host: {password_file} is empty")
+        if stored_path.exists():
+            try:
+                old = StoredPassword.from_text(stored_path.read_text())
+                if old.matches(text):
+                    return old
+            except ValueError:
+                pass
+        stored = StoredPassword.create(text)
+        write_private(stored_path, stored.to_text() + "\n")
+        return stored
+    if stored_path.exists():
+        try:
+            return StoredPassword.from_text(stored_path.read_text())
+        except ValueError as e:
+            raise SystemExit(f"litedesk-host: {stored_path}: {e}") from None
+    return None
+
+
+def _displays(display: str | None) -> list[Display]:
+    from litedesk.screen.capture import CaptureError, list_displays
+
+    try:
+        found = list_displays(display)
+    except CaptureError as e:
+        raise SystemExit(f"litedesk-host: cannot open display {display}: {e}") from None
+    return [Display(d.x, d.y, d.width, d.height, d.name, d.primary) for d in found]
+
+
+class _HostRuntime(Service):
+    """Starts and stops what the sessions share (input thread, clipboard watcher)."""
+
+    def __init__(self, ctx: HostContext, paths: HostPaths | None, watcher: Any, worker: Any):
+        self.ctx = ctx
+        self.paths = paths
+        self.watcher = watcher
+        self.worker = worker
+
+    def startService(self) -> None:
+        super().startService()
+        if self.watcher is not None:
+            try:
+                self.watcher.start()
+            except Exception as e:
+                _log.warn("Clipboard sync is off: {error}", error=e)
+                self.watcher = None
+                self.ctx.clipboard = None
+
+    def stopService(self) -> Any:
+        super().stopService()
+        for s in list(self.ctx.sessions):
+            if s.transport is not None:
+                s.transport.loseConnection()
+        if self.paths is not None:
+            self.paths.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.worker is not None:
+            return self.worker.stop()
+        return None
+
+
+def _registration_logger(identity: HostIdentity, server: str) -> Any:
+    def log(event: Event) -> None:
+        if event.kind == "registered":
+            _log.info(
+                "Registered with {server} as id {peer_id}", server=server, peer_id=identity.peer_id
+            )
+        elif event.kind == "refused":
+            _log.error(
+                "Registration refused by {server}: {detail}", server=server, detail=event.detail
+            )
+        elif event.kind == "unreachable":
+            _log.warn(
+                "Rendezvous server {server} is not answering ({detail}); retrying",
+                server=server,
+                detail=event.detail,
+            )
+        elif event.kind == "reachable":
+            _log.info("Rendezvous server {server} answers again", server=server)
+        else:
+            _log.info("Registration: {kind} {detail}", kind=event.kind, detail=event.detail)
+
+    return log
+
+
+def makeService(config: Options, reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    config_dir = Path(config["config-dir"])
+    try:
+        identity = load_or_create_identity(config_dir, config["id"])
+    except IdentityError as e:
+        raise SystemExit(f"litedesk-host: {e}") from None
+    permanent = load_password(config_dir, config["password-file"])
+    display = config["display"]
+
+    def rotated(pw: str) -> None:
+        _log.warn("New one-time password: {password}", password=pw)
+
+    verifier = LoginVerifier(
+        reactor, permanent, one_time=permanent is None, on_one_time_rotated=rotated
+    )
+
+    from litedesk.input.clipboard import ClipboardWatcher, XClipboard
+    from litedesk.input.inject import InputInjector, InputWorker
+    from litedesk.screen.streamer import ScreenStreamer
+
+    displays = _displays(display)
+    worker = None
+    if not config["view-only"]:
+        worker = InputWorker(InputInjector(display=display), reactor)
+
+    def make_streamer(deliver: Any, buffered: Any, codec: str) -> Any:
+        return ScreenStreamer(reactor, deliver, buffered, display=display, codec=codec)
+
+    ctx = HostContext(
+        peer_id=identity.peer_id,
+        verifier=verifier,
+        clock=reactor,
+        make_streamer=make_streamer,
+        displays=displays,
+        input=worker,
+        view_only=bool(config["view-only"]),
+        max_viewers=int(config["max-viewers"]),
+    )
+    watcher = None
+    if not config["view-only"]:
+        clipboard = XClipboard(display=display, reactor=reactor)
+        watcher = ClipboardWatcher(
+            clipboard, ctx.clipboard_changed, display=display, reactor=reactor
+        )
+        ctx.clipboard = watcher
+        ctx.read_clipboard = clipboard.get_text
+    tls_options = host_context_factory(identity.signing_key, identity.peer_id)
+
+    def make_session() -> Any:
+        return wrap_server(HostSession(ctx, config["codec"]), tls_options)
+
+    top = MultiService()
+    paths = None
+    if config["rendezvous"] is not None:
+        server = config.server
+        paths = HostPaths(
+            reactor,
+            identity.peer_id,
+            server,
+            config["key"],
+            make_session,
+            on_event=_registration_logger(identity, config["rendezvous"]),
+        )
+        reg = Registration(identity.peer_id, identity.uuid, identity.public_key)
+        client = RendezvousClient(reg, server, paths, reactor)
+        iface = "::" if _needs_ipv6(server[0]) else "0.0.0.0"
+        UDPListenerService(
+            "rendezvous-udp",
+            reactor,
+            f"udp:0:interface={iface.replace(':', chr(92) + ':')}",
+            client,
+        ).setServiceParent(top)
+    if config["listen"] is not None:
+        factory = tls_server_factory(
+            Factory.forProtocol(lambda: HostSession(ctx, config["codec"])), tls_options
+        )
+        svc = StreamServerEndpointService(
+            endpoints.serverFromString(reactor, config["listen"]), factory
+        )
+        svc.setName("listen")
+        svc._raiseSynchronously = True
+        svc.setServiceParent(top)
+    _HostRuntime(ctx, paths, watcher, worker).setServiceParent(top)
+    top.ctx = ctx  # type: ignore[attr-defined]  # for tests
+    top.identity = identity  # type: ignore[attr-defined]
+
+    _log.info(
+        "LiteDesk host id {peer_id}, key {pk}, display {display} ({n} monitor(s)){view_only}",
+        peer_id=identity.peer_id,
+        pk=__import__("base64").b64encode(identity.public_key).decode(),
+        display=display,
+        n=len(displays),
+        view_only=", view only" if config["view-only"] else "",
+    )
+    if permanent is None:
+        _log.warn(
+            "No permanent password (--password-file): one-time password {password}",
+            password=verifier.one_time_password,
+        )
+    return top
+
+
+def _needs_ipv6(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return all(i[0] == socket.AF_INET6 for i in infos)
