@@ -1,0 +1,277 @@
+"""C{litedesk-viewer}: connect to a host and show or script its desktop.
+
+C{--headless} needs no display: it connects, logs in, performs the actions
+given on the command line in order (click, type, keys, clipboard), saves the
+first complete frame after them (C{--screenshot}) and can print statistics
+as JSON.  Failures print one line with the reason and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from litedesk.host.rendezvous_client import parse_server
+from litedesk.input.keys import KeyInput, parse_key_list, text_input
+from litedesk.input.mouse import MouseButton, encode_mask
+from litedesk.proto import message_pb2 as pb
+from litedesk.session.links import LinkError, connect_relay
+from litedesk.session.tls import KnownHosts, viewer_context_factory, wrap_client
+from litedesk.session.viewer_session import SessionError, ViewerSession
+from litedesk.viewer.route import ConnectError, Route, find_host
+
+LOGIN_TIMEOUT = 20.0
+SETTLE = 0.5  # let the host's screen catch up with our input before the screenshot
+_log = Logger(namespace="litedesk.viewer")
+
+
+class UsageFailure(Exception):
+    pass
+
+
+def _default_known_hosts() -> Path:
+    return Path.home() / ".config" / "litedesk" / "known_hosts"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="litedesk-viewer",
+        description="Connect to a LiteDesk (or RustDesk-protocol) host by id through a "
+        "rendezvous server, or directly by HOST:PORT.",
+    )
+    p.add_argument("target", nargs="?", help="host id, or HOST:PORT for a direct connection")
+    p.add_argument("--rendezvous", "-r", help="rendezvous server HOST[:PORT]")
+    p.add_argument("--key", "-k", help="the rendezvous server's public key")
+    p.add_argument("--password", "-p", help="the host's password (or LITEDESK_PASSWORD)")
+    p.add_argument("--password-file", help="read the password from this file")
+    p.add_argument("--force-relay", action="store_true", help="always go through the relay")
+    p.add_argument("--headless", action="store_true", help="no window: scripted session")
+    p.add_argument("--screenshot", metavar="FILE.png", help="save the screen after the actions")
+    p.add_argument("--type", dest="type_text", metavar="TEXT", help="type this text")
+    p.add_argument("--keys", metavar="COMBOS", help="press keys, e.g. ctrl+a,Return")
+    p.add_argument("--click", metavar="X,Y", help="left click at these screen coordinates")
+    p.add_argument("--clipboard-set", metavar="TEXT", help="put TEXT on the host clipboard")
+    p.add_argument("--clipboard-get", action="store_true", help="print the host clipboard")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="stay connected S seconds (for statistics)",
+    )
+    p.add_argument("--stats-json", action="store_true", help="print statistics as JSON")
+    p.add_argument("--codec", choices=("h264", "vp9"), default="h264")
+    p.add_argument(
+        "--known-hosts", type=Path, default=None, help="known hosts file for direct connections"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=LOGIN_TIMEOUT, help="seconds to wait for the login"
+    )
+    p.add_argument("--verbose", "-v", action="store_true", help="log to stderr")
+    return p
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return str(args.password)
+    if args.password_file:
+        return Path(args.password_file).read_text().strip("\r\n")
+    env = os.environ.get("LITEDESK_PASSWORD")
+    if env is not None:
+        return env
+    raise UsageFailure("a password is needed: --password, --password-file or LITEDESK_PASSWORD")
+
+
+def _is_direct(target: str) -> bool:
+    if target.startswith("["):
+        return True
+    return ":" in target or any(c == "." for c in target)
+
+
+def key_event(k: KeyInput) -> pb.KeyEvent:
+    ev = pb.KeyEvent(down=k.down, press=k.press, modifiers=k.modifiers)  # type: ignore[arg-type]
+    if k.control_key is not None:
+        ev.control_key = k.control_key  # type: ignore[assignment]
+    elif k.chr is not None:
+        ev.chr = k.chr
+    elif k.unicode is not None:
+        ev.unicode = k.unicode
+    elif k.seq is not None:
+        ev.seq = k.seq
+    return ev
+
+
+async def _connect(reactor: Any, args: argparse.Namespace, session: ViewerSession) -> str:
+    """Open the stream to the host and start TLS; returns the path used."""
+    if _is_direct(args.target):
+        host, port = parse_server(args.target, 21118)
+        kh = KnownHosts(args.known_hosts or _default_known_hosts())
+        creator = kh.context_factory(f"{host}:{port}")
+        ep = HostnameEndpoint(reactor, host, port, timeout=5)
+        try:
+            await connectProtocol(ep, wrap_client(session, creator))
+        except Exception as e:
+            raise ConnectError("cannot reach host", f"{host}:{port} ({e})") from None
+        return "direct"
+    if not args.rendezvous or not args.key:
+        raise UsageFailure("--rendezvous and --key are needed to connect by id")
+    server = parse_server(args.rendezvous)
+    route: Route = await find_host(reactor, server, args.key, args.target, args.force_relay)
+    creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
+    tls = wrap_client(session, creator)
+    if route.path == "relay":
+        assert route.relay is not None
+        try:
+            await connect_relay(reactor, route.relay, route.uuid, args.key, tls)
+        except LinkError as e:
+            raise ConnectError("cannot reach relay", str(e)) from None
+        return "relay"
+    assert route.addr is not None
+    ep = HostnameEndpoint(reactor, route.addr[0], route.addr[1], timeout=5)
+    try:
+        await connectProtocol(ep, tls)
+    except Exception as e:
+        raise ConnectError("cannot reach host on the LAN", str(e)) from None
+    return "lan"
+
+
+async def _with_timeout(reactor: Any, d: Deferred[Any], seconds: float, what: str) -> Any:
+    d.addTimeout(seconds, reactor)
+    try:
+        return await d
+    except SessionError:
+        raise
+    except Exception as e:
+        from twisted.internet.defer import CancelledError, TimeoutError
+
+        if isinstance(e, CancelledError | TimeoutError):
+            raise SessionError(f"timed out waiting for {what}") from None
+        raise
+
+
+async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
+    password = _password(args)
+    t0 = reactor.seconds()
+    session = ViewerSession(reactor, args.target, password, codec=args.codec)
+    path = await _connect(reactor, args, session)
+    info = await _with_timeout(reactor, session.logged_in, args.timeout, "the login")
+    connect_time = reactor.seconds() - t0
+    origin = (0, 0)
+    if info.displays:
+        d = info.displays[session.display]
+        origin = (d.x, d.y)
+
+    acted = False
+    if args.click:
+        try:
+            x, y = (int(v) for v in args.click.split(","))
+        except ValueError:
+            raise UsageFailure("--click takes X,Y") from None
+        x, y = x + origin[0], y + origin[1]
+        session.send_mouse(encode_mask(0), x, y)
+        session.send_mouse(encode_mask(1, MouseButton.LEFT), x, y)
+        session.send_mouse(encode_mask(2, MouseButton.LEFT), x, y)
+        acted = True
+    if args.type_text:
+        session.send_key(key_event(text_input(args.type_text)))
+        acted = True
+    if args.keys:
+        try:
+            combos = parse_key_list(args.keys)
+        except ValueError as e:
+            raise UsageFailure(f"--keys: {e}") from None
+        for k in combos:
+            session.send_key(key_event(k))
+        acted = True
+    if args.clipboard_set is not None:
+        session.set_clipboard(args.clipboard_set)
+        acted = True
+    if acted:
+        await deferLater(reactor, SETTLE, lambda: None)
+        if session.view_only_notice:
+            raise SessionError("view only", session.view_only_notice)
+    clipboard: str | None = None
+    if args.clipboard_get:
+        clipboard = session.remote_clipboard
+        if clipboard is None:
+            clipboard = await _with_timeout(
+                reactor, session.next_clipboard(), 5.0, "the host clipboard"
+            )
+    if args.screenshot:
+        after = reactor.seconds()
+        session.refresh()
+        frame = await _with_timeout(reactor, session.next_frame(after), 10.0, "a frame")
+        frame.image.save(args.screenshot, "PNG")
+    if args.duration > 0:
+        end = reactor.seconds() + args.duration
+        while reactor.seconds() < end and session.error is None:
+            session.ping()
+            await deferLater(reactor, min(1.0, max(0.0, end - reactor.seconds())), lambda: None)
+    if session.error is not None:
+        raise session.error
+    st = session.stats
+    active = (st.last_frame_at or 0) - (st.first_frame_at or 0)
+    stats = {
+        "path": path,
+        "connect_time": round(connect_time, 4),
+        "frames": st.frames,
+        "fps": round((st.frames - 1) / active, 2) if active > 0 and st.frames > 1 else 0.0,
+        "bytes": st.bytes,
+        "video_bytes": st.video_bytes,
+        "rtt_ms": st.rtt_ms,
+        "key_frames": st.key_frames,
+        "decode_errors": st.decode_errors,
+    }
+    session.disconnect()
+    await _with_timeout(reactor, session.ended, 5.0, "the disconnect")
+    if clipboard is not None:
+        stats["clipboard"] = clipboard
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    from twisted.internet import reactor as _reactor
+    from twisted.internet.task import react
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.target:
+        parser.error("a host id or HOST:PORT is required")
+    if not args.headless:
+        print(
+            "litedesk-viewer: the window is not available yet; use --headless",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    if args.verbose:
+        from twisted.logger import globalLogBeginner, textFileLogObserver
+
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    else:
+        from twisted.logger import globalLogBeginner
+
+        globalLogBeginner.beginLoggingTo([])
+
+    async def run(reactor: Any) -> None:
+        try:
+            stats = await run_headless(reactor, args)
+        except (ConnectError, SessionError, UsageFailure) as e:
+            print(f"litedesk-viewer: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        if args.clipboard_get:
+            print(stats.get("clipboard", ""))
+        if args.stats_json:
+            stats.pop("clipboard", None)
+            print(json.dumps(stats))
+
+    del _reactor
+    react(lambda reactor: ensureDeferred(run(reactor)))
