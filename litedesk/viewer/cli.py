@@ -255,11 +255,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.verbose:
         from twisted.logger import globalLogBeginner, textFileLogObserver
 
-        globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+        globalLogBeginner.beginLoggingTo(
+            [textFileLogObserver(sys.stderr)], redirectStandardIO=False
+        )
     else:
         from twisted.logger import globalLogBeginner
 
-        globalLogBeginner.beginLoggingTo([])
+        globalLogBeginner.beginLoggingTo([], redirectStandardIO=False)
 
     async def run(reactor: Any) -> None:
         try:
