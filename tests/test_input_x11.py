@@ -180,6 +180,14 @@ class KeyboardTests(_X11Case, unittest.SynchronousTestCase):
         self.inj.close()
         self.assertEqual(mapped(), before)
 
+    def test_text_with_more_missing_characters_than_spare_keycodes(self) -> None:
+        """A text with more distinct characters missing from the keyboard
+        than there are spare keycodes (Xvfb has 19) is still typed exactly,
+        in order, and so are repeated characters."""
+        text = "".join(chr(0x4E00 + i) for i in range(30)) + "\u4e00 x\u4e1d"
+        self.ok(text_input(text))
+        self.assertEqual(self.rec.sync(settle=0.3)["text"], text)
+
     def test_key_missing_from_keymap_is_refused_not_raised(self) -> None:
         """A valid ControlKey with no key in the host's keymap (Clear on
         Xvfb's default keymap) is refused with a reason; nothing is typed."""
