@@ -259,6 +259,10 @@ class RelayService(MultiService):
         lists.clock = relay.clock
         lists.setServiceParent(self)
 
+    def startService(self) -> None:
+        raise_nofile_limit()
+        super().startService()  # type: ignore[no-untyped-call]
+
     def reload_lists(self) -> None:
         """Re-read blocklist.txt and blacklist.txt if they changed."""
         try:
@@ -288,6 +292,28 @@ class RelayService(MultiService):
     def when_listening(self) -> Deferred[IListeningPort]:
         """Fires with the listening port once the service has started."""
         return self._endpoint.when_listening()
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each pair holds two descriptors).
+
+    @return: the soft limit now in force.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    RelayService._log.info(
+        "relay open-file limit {limit} (about {pairs} pairs)", limit=soft, pairs=soft // 2
+    )
+    return soft
 
 
 def make_relay_service(
