@@ -18,7 +18,7 @@ from litedesk.input.clipboard import (
     decode_clipboard,
     encode_clipboard,
 )
-from tests.test_input_support import PrivateXvfb, xvfb_skip_reason
+from tests.test_input_support import start_xvfb, xvfb_skip_reason
 
 _SKIP = xvfb_skip_reason("xclip")
 
@@ -66,7 +66,7 @@ class _ClipboardFixture:
     fail: Any
 
     def setUp(self) -> None:
-        self.xvfb = PrivateXvfb().start()
+        self.xvfb = start_xvfb()
         self.addCleanup(self.xvfb.stop)
         self.clip = XClipboard(self.xvfb.display)
         self.addCleanup(self.clip.stop)

@@ -7,8 +7,9 @@ it, and writes every key, button, motion and wheel event as one JSON line on
 stdout.  It reads commands, one per line, on stdin: C{state} (reply with the
 entry text and selection), C{clear} (empty the entry) and C{quit}.
 
-The Xvfb helper is private to the input tests on purpose: a shared
-C{tests/xvfb.py} was being written in parallel and is not committed yet.
+The X server itself comes from the shared L{tests.xvfb.Xvfb}; the input
+tests start one per test so that no keymap change, held key or focus leaks
+from one test into the next.
 """
 
 from __future__ import annotations
@@ -24,9 +25,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.xvfb import Xvfb
+
 RECORDER_TITLE = "litedesk-input-recorder"
 #: The recorder's window geometry: the canvas starts below the entry.
 WINDOW_W, WINDOW_H = 1000, 800
+
+
+def start_xvfb() -> Xvfb:
+    """A fresh 1920x1080 Xvfb (shared helper; C{-displayfd}, C{-noreset})."""
+    return Xvfb(1920, 1080).start()
 
 
 def xvfb_skip_reason(*tools: str) -> str | None:
@@ -46,70 +54,6 @@ def tk_skip_reason() -> str | None:
     except ImportError:
         return "tkinter is not available (Debian: apt-get install python3-tk tk)"
     return None
-
-
-class PrivateXvfb:
-    """One Xvfb on a free display, as docs/test-lab.md B.1 recommends:
-    C{-displayfd} (no port races between parallel jobs, no polling),
-    C{-noreset} (no server resets between clients), no TCP."""
-
-    def __init__(self, width: int = 1920, height: int = 1080) -> None:
-        self.size = (width, height)
-        self.display = ""
-        self.env: dict[str, str] = {}
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 15.0) -> PrivateXvfb:
-        rfd, wfd = os.pipe()
-        try:
-            self._proc = subprocess.Popen(
-                [
-                    "Xvfb",
-                    "-displayfd",
-                    str(wfd),
-                    "-screen",
-                    "0",
-                    f"{self.size[0]}x{self.size[1]}x24",
-                    "-nolisten",
-                    "tcp",
-                    "-noreset",
-                ],
-                pass_fds=(wfd,),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        finally:
-            os.close(wfd)
-        try:
-            buf = b""
-            deadline = time.monotonic() + timeout
-            while not buf.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([rfd], [], [], left)[0]:
-                    raise RuntimeError("Xvfb did not become ready")
-                chunk = os.read(rfd, 64)
-                if not chunk:
-                    raise RuntimeError("Xvfb exited before it was ready")
-                buf += chunk
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            os.close(rfd)
-        self.display = f":{int(buf)}"
-        self.env = dict(os.environ, DISPLAY=self.display)
-        return self
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 class Recorder:
@@ -196,12 +140,12 @@ class Recorder:
                 f.close()
 
 
-def _xlib_display(name: str) -> Any:
+def _xlib_display(name: str | None) -> Any:
     # importlib: python-xlib has no type stubs in this environment.
     return importlib.import_module("Xlib.display").Display(name)
 
 
-def pressed_keycodes(display: str) -> list[int]:
+def pressed_keycodes(display: str | None) -> list[int]:
     """Keycodes the X server currently considers held down."""
     d = _xlib_display(display)
     try:
@@ -211,7 +155,7 @@ def pressed_keycodes(display: str) -> list[int]:
     return [i * 8 + b for i, byte in enumerate(bits) for b in range(8) if byte & (1 << b)]
 
 
-def pointer_position(display: str) -> tuple[int, int]:
+def pointer_position(display: str | None) -> tuple[int, int]:
     d = _xlib_display(display)
     try:
         p = d.screen().root.query_pointer()

@@ -16,14 +16,15 @@ from litedesk.input.inject import InjectResult, InputInjector, InputWorker
 from litedesk.input.keys import ControlKey, KeyInput, parse_combo, parse_key_list, text_input
 from litedesk.input.mouse import MouseButton
 from tests.test_input_support import (
-    PrivateXvfb,
     Recorder,
     _xlib_display,
     pointer_position,
     pressed_keycodes,
+    start_xvfb,
     tk_skip_reason,
     xvfb_skip_reason,
 )
+from tests.xvfb import Xvfb
 
 _SKIP = xvfb_skip_reason() or tk_skip_reason()
 
@@ -31,12 +32,12 @@ _SKIP = xvfb_skip_reason() or tk_skip_reason()
 class _X11Case:
     """Per-test Xvfb, recorder window and injector."""
 
-    xvfb: PrivateXvfb
+    xvfb: Xvfb
     rec: Recorder
     inj: InputInjector
 
     def setUp(self) -> None:
-        self.xvfb = PrivateXvfb().start()
+        self.xvfb = start_xvfb()
         self.addCleanup(self.xvfb.stop)  # type: ignore[attr-defined]
         self.rec = Recorder(self.xvfb.env)
         self.addCleanup(self.rec.stop)  # type: ignore[attr-defined]
