@@ -41,10 +41,7 @@ def xvfb_skip_reason(*tools: str) -> str | None:
     """Why X tests cannot run here, or C{None}."""
     missing = [t for t in ("Xvfb", *tools) if shutil.which(t) is None]
     if missing:
-        return (
-            f"{', '.join(missing)} not installed "
-            "(Debian: apt-get install xvfb x11-utils xdotool xclip)"
-        )
+        return f"{', '.join(missing)} not installed (Debian: apt-get install xvfb xclip)"
     return None
 
 
