@@ -6,6 +6,8 @@ No X server is needed: the backend records what would have been injected.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 from hypothesis import given
@@ -353,6 +355,20 @@ class PropertyTests(unittest.SynchronousTestCase):
 
 
 class NoDisplayTests(unittest.SynchronousTestCase):
+    def test_importing_needs_no_display(self) -> None:
+        """The viewer runs without X: importing the input package (keys,
+        mouse, injector, clipboard) works without DISPLAY and does not
+        import pynput, which would fail there."""
+        env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "PYNPUT_BACKEND")}
+        code = (
+            "import sys, litedesk.input, litedesk.input.inject, litedesk.input.clipboard;"
+            "assert not [m for m in sys.modules if m.startswith(('pynput', 'Xlib'))], sys.modules"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+
     def test_without_a_display_input_is_unavailable_not_a_crash(self) -> None:
         """With no X display configured, events are refused as
         "unavailable" (logged), and importing the module needed no X."""

@@ -432,8 +432,8 @@ class ClipboardWatcher:
         if not text or text == self._last:
             return
         self._last = text
-        if initial and not self._deliver_initial:
-            return
+        if (initial and not self._deliver_initial) or self._thread is None:
+            return  # a baseline, or a read that finished after stop()
         try:
             self._on_change(text)
         except Exception:
