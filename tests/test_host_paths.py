@@ -211,3 +211,39 @@ class PathTests(TestCase):
                 find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID)
             )
         self.assertEqual(e.exception.reason, "host offline")
+
+    @inlineCallbacks
+    def test_viewer_refuses_host_with_other_key(self) -> Any:
+        """A host whose TLS key is not the key the server signed is refused by the viewer CLI.
+
+        This is what a hijacked heartbeat (an impostor answering for a registered id)
+        looks like to the viewer: the signed key and the presented key differ.
+        """
+        impostor = SigningKey.generate()
+
+        def make_session() -> Any:
+            m = Marker(b"impostor\n")
+            return wrap_server(m, host_context_factory(impostor, HOST_ID))
+
+        self.paths.make_session = make_session
+        yield self.register("127.0.0.2")
+        from litedesk.session.viewer_session import SessionError
+        from litedesk.viewer.cli import build_parser, run_headless
+
+        args = build_parser().parse_args(
+            [
+                HOST_ID,
+                "--rendezvous",
+                f"127.0.0.1:{self.tcp}",
+                "--key",
+                self.server_key,
+                "--password",
+                "x",
+                "--headless",
+                "--timeout",
+                "5",
+            ]
+        )
+        with self.assertRaises(SessionError) as e:
+            yield ensureDeferred(run_headless(reactor, args))
+        self.assertEqual(e.exception.reason, "host key mismatch")
