@@ -1,0 +1,1230 @@
+"""Rendezvous server benchmark: heartbeat throughput, memory per peer, punch latency.
+
+Run from the repository root::
+
+    .venv/bin/python bench/rendezvous.py [--quick] [--json FILE]
+
+Every figure is printed next to a reference measured in the same run on the
+same machine, as a ratio:
+
+1. Heartbeats/s (``RegisterPeer`` -> ``RegisterPeerResponse`` for known ids)
+   against a minimal Twisted UDP echo server.  Both servers run as
+   subprocesses pinned to core 1; this process (the load generator) pins
+   itself to core 0.
+2. Resident memory per registered peer at 100,000 and 1,000,000 ids
+   (``--quick``: 100,000 only), registered through real UDP ``RegisterPk``
+   spread over many 127.x.y.z source addresses to stay under the server's
+   per-IP limits.
+3. ``PunchHoleRequest`` -> ``PunchHoleResponse`` latency (fake host on
+   127.0.0.2, viewer on 127.0.0.1) against a TCP connect + one-frame echo
+   through a trivial Twisted echo server.
+
+All traffic stays on 127.0.0.0/8; every loop is bounded in count and time;
+every subprocess is stopped on exit (also on Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import math
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.wire import addrmangle
+from litedesk.wire.bytescodec import FrameDecoder, encode_frame
+from litedesk.wire.keys import PUBLIC_FILE
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+LOOPBACK = "127.0.0.1"
+HOST_IP = "127.0.0.2"  # the fake host of the punch test
+PROBE_IP = "127.0.0.3"  # readiness probes
+SERVER_CORE = 1
+CLIENT_CORE = 0
+LOSS_LIMIT = 0.001
+NOISE_LIMIT = 0.10  # a trial is "noisy" if other processes used >10 % of the server's core
+MAX_NOISY_RETRIES = 5
+BURST_SECONDS = 0.002  # the generator's largest back-to-back burst, in seconds of sending
+REPLY_OK = rz.RendezvousMessage(
+    register_pk_response=rz.RegisterPkResponse(result=rz.RegisterPkResponse.OK)
+).SerializeToString()
+HEARTBEAT_REPLY = bytes.fromhex("3a00")  # RegisterPeerResponse{request_pk: false}
+IDS_PER_ADDRESS = 30  # the server allows 32 RegisterPk per IP per minute; keep 2 for retries
+
+ECHO_SERVER = textwrap.dedent(
+    """
+    import sys
+    from twisted.internet import reactor
+    from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+
+    class UDPEcho(DatagramProtocol):
+        def datagramReceived(self, data, addr):
+            self.transport.write(data, addr)
+
+    class TCPEcho(Protocol):
+        def dataReceived(self, data):
+            self.transport.write(data)
+
+    udp = reactor.listenUDP(0, UDPEcho(), interface="127.0.0.1", maxPacketSize=65535)
+    tcp = reactor.listenTCP(0, Factory.forProtocol(TCPEcho), interface="127.0.0.1")
+    print(udp.getHost().port, tcp.getHost().port, flush=True)
+    reactor.run()
+    """
+)
+
+
+# -- processes ------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the benchmark dies (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def pinned(core: int, argv: Sequence[str]) -> list[str]:
+    return ["taskset", "-c", str(core), *argv]
+
+
+class Child:
+    """A subprocess that is always stopped: SIGTERM, then SIGKILL after a grace period."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path, cwd: Path) -> None:
+        self.name = name
+        self.log_path = log
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            preexec_fn=_die_with_parent,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def read_line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise RuntimeError(f"{self.name}: no output within {timeout} s")
+        return self.proc.stdout.readline().decode()
+
+    def log_tail(self, lines: int = 20) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+class Children:
+    """Owns every subprocess of the run; stop_all() is idempotent."""
+
+    def __init__(self) -> None:
+        self._children: list[Child] = []
+
+    def start(self, name: str, argv: Sequence[str], log: Path, cwd: Path = REPO) -> Child:
+        child = Child(name, argv, log, cwd)
+        self._children.append(child)
+        return child
+
+    def stop(self, child: Child) -> None:
+        child.stop()
+        if child in self._children:
+            self._children.remove(child)
+
+    def stop_all(self) -> None:
+        while self._children:
+            self.stop(self._children[-1])
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_rcvbuf_errors() -> int:
+    """Host-wide UDP RcvbufErrors (datagrams dropped because a socket buffer was full)."""
+    lines = [
+        ln.split()
+        for ln in Path("/proc/net/snmp").read_text().splitlines()
+        if ln.startswith("Udp:")
+    ]
+    header, values = lines[0], lines[1]
+    return int(values[header.index("RcvbufErrors")])
+
+
+def udp_socket_drops(port: int) -> int:
+    """Drops counted on the UDP socket bound to 127.0.0.1:port (last column of /proc/net/udp)."""
+    local = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1] == local:
+            return int(cols[-1])
+    return 0
+
+
+def core_busy_seconds(core: int) -> float:
+    """Non-idle time of one CPU core so far (from /proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            v = [int(x) for x in line.split()[1:]]
+            busy = sum(v[:8]) - v[3] - v[4]  # all but idle and iowait
+            return busy / os.sysconf("SC_CLK_TCK")
+    raise RuntimeError(f"no cpu{core} in /proc/stat")
+
+
+@dataclass
+class Servers:
+    """UDP/TCP ports of whatever server is under test, and its process."""
+
+    child: Child
+    udp: int
+    tcp: int
+    data_dir: Path | None = None
+
+
+def start_echo(children: Children, tmp: Path) -> Servers:
+    script = tmp / "echo_server.py"
+    script.write_text(ECHO_SERVER)
+    child = children.start(
+        "echo", pinned(SERVER_CORE, [sys.executable, str(script)]), tmp / "echo.log"
+    )
+    udp, tcp = (int(p) for p in child.read_line(20).split())
+    return Servers(child, udp, tcp)
+
+
+def start_litedesk(children: Children, tmp: Path, name: str) -> Servers:
+    data_dir = tmp / name
+    data_dir.mkdir()
+    udp, tcp, nat = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM), 0
+    while nat in (0, tcp):
+        nat = free_port(socket.SOCK_STREAM)
+    argv = [
+        str(VENV_BIN / "twistd"),
+        "-n",
+        "--pidfile=",
+        f"--logfile={data_dir / 'twistd.log'}",
+        "litedesk-relay",
+        "--data-dir",
+        str(data_dir),
+        "--udp-endpoint",
+        f"udp:{udp}:interface={LOOPBACK}",
+        "--tcp-endpoint",
+        f"tcp:{tcp}:interface={LOOPBACK}",
+        "--nat-endpoint",
+        f"tcp:{nat}:interface={LOOPBACK}",
+        "--udp-rate-per-ip",
+        "0",
+        "--key",
+        "-",
+        "--no-relay",
+    ]
+    child = children.start(name, pinned(SERVER_CORE, argv), tmp / f"{name}.stderr", cwd=data_dir)
+    servers = Servers(child, udp, tcp, data_dir)
+    wait_ready(servers)
+    return servers
+
+
+def wait_ready(servers: Servers, timeout: float = 30.0) -> None:
+    """Until the UDP port answers a heartbeat for an unknown id (3a021001)."""
+    probe = heartbeat(f"probe{os.getpid()}")
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((PROBE_IP, 0))
+        s.settimeout(0.2)
+        while time.monotonic() < deadline:
+            if not servers.child.alive():
+                raise RuntimeError(f"{servers.child.name} exited:\n{servers.child.log_tail()}")
+            s.sendto(probe, (LOOPBACK, servers.udp))
+            with contextlib.suppress(TimeoutError):
+                if s.recv(64):
+                    return
+    raise RuntimeError(f"{servers.child.name} did not answer on UDP {servers.udp}")
+
+
+# -- messages -------------------------------------------------------------------
+
+
+def peer_id(i: int) -> str:
+    return str(100_000_000 + i)
+
+
+def register_pk(i: int) -> bytes:
+    """RegisterPk for peer i: a 9-digit id, a 36-byte uuid string, a 32-byte key."""
+    msg = rz.RegisterPk(
+        id=peer_id(i),
+        uuid=f"{i:08x}-0000-4000-8000-{i:012x}".encode(),
+        pk=i.to_bytes(8, "big") * 4,
+    )
+    return rz.RendezvousMessage(register_pk=msg).SerializeToString()
+
+
+def heartbeat(pid: str) -> bytes:
+    msg = rz.RegisterPeer(id=pid, serial=3)
+    return rz.RendezvousMessage(register_peer=msg).SerializeToString()
+
+
+def source_address(base: int, k: int) -> str:
+    """The k-th distinct loopback source address of a block (127.base.x.y, x, y in 1..254)."""
+    second = base + k // (254 * 254)
+    if second > 254:
+        raise ValueError("out of loopback addresses")
+    return f"127.{second}.{1 + (k // 254) % 254}.{1 + k % 254}"
+
+
+# -- sockets --------------------------------------------------------------------
+
+
+def raise_nofile(want: int = 65536) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, new), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def udp_socket(src: str, dst_port: int, rcvbuf: int = 1 << 20) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.bind((src, 0))
+    s.connect((LOOPBACK, dst_port))
+    s.setblocking(False)
+    return s
+
+
+# -- registration over UDP ------------------------------------------------------
+
+
+@dataclass
+class RegStats:
+    ids: int = 0
+    ok: int = 0
+    refused: int = 0
+    failed: int = 0
+    retries: int = 0
+    addresses: int = 0
+    seconds: float = 0.0
+    server_cpu_seconds: float = 0.0
+
+    @property
+    def cpu_us_per_id(self) -> float:
+        return self.server_cpu_seconds / self.ok * 1e6 if self.ok else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class _Slot:
+    sock: socket.socket
+    payloads: list[bytes]
+    pos: int = 0
+    sent_at: float = 0.0
+    tries: int = 0
+
+
+def register_range(
+    server: Servers,
+    first: int,
+    count: int,
+    addr_base: int,
+    addr_offset: int = 0,
+    per_address: int = IDS_PER_ADDRESS,
+    window: int = 128,
+    timeout: float = 1.0,
+    max_tries: int = 3,
+    deadline_s: float = 3600.0,
+) -> RegStats:
+    """Register ids first..first+count-1 with RegisterPk, IDS_PER_ADDRESS per source address.
+
+    Up to C{window} source sockets are active at once, each with exactly one
+    RegisterPk outstanding, so every reply belongs to that socket's current id.
+    A request unanswered after C{timeout} s is sent again (the server answers
+    a repeated one "unchanged", OK) up to C{max_tries} times in all.
+    """
+    port = server.udp
+    stats = RegStats(ids=count)
+    cpu0 = cpu_seconds(server.child.pid)
+    groups = _address_groups(first, count, addr_base, addr_offset, per_address)
+    active: dict[int, _Slot] = {}
+    ep = select.epoll()
+    start = time.monotonic()
+
+    def send(slot: _Slot) -> None:
+        slot.sent_at = time.monotonic()
+        slot.tries += 1
+        slot.sock.send(slot.payloads[slot.pos])
+
+    def advance(fd: int, slot: _Slot) -> None:
+        slot.pos += 1
+        slot.tries = 0
+        if slot.pos < len(slot.payloads):
+            send(slot)
+        else:
+            ep.unregister(fd)
+            slot.sock.close()
+            del active[fd]
+
+    def refill() -> None:
+        while len(active) < window:
+            group = next(groups, None)
+            if group is None:
+                return
+            src, payloads = group
+            slot = _Slot(udp_socket(src, port, rcvbuf=1 << 16), payloads)
+            stats.addresses += 1
+            active[slot.sock.fileno()] = slot
+            ep.register(slot.sock.fileno(), select.EPOLLIN)
+            send(slot)
+
+    try:
+        refill()
+        last_scan = time.monotonic()
+        while active and time.monotonic() - start < deadline_s:
+            for fd, _ in ep.poll(0.05):
+                slot = active[fd]
+                try:
+                    reply = slot.sock.recv(256)
+                except (BlockingIOError, ConnectionRefusedError):
+                    continue
+                if reply == REPLY_OK:
+                    stats.ok += 1
+                else:
+                    stats.refused += 1
+                advance(fd, slot)
+            now = time.monotonic()
+            if now - last_scan > timeout / 4:
+                last_scan = now
+                for fd, slot in list(active.items()):
+                    if now - slot.sent_at > timeout:
+                        if slot.tries >= max_tries:
+                            stats.failed += 1
+                            advance(fd, slot)
+                        else:
+                            stats.retries += 1
+                            send(slot)
+            refill()
+    finally:
+        for slot in active.values():
+            slot.sock.close()
+        ep.close()
+    stats.seconds = time.monotonic() - start
+    stats.server_cpu_seconds = cpu_seconds(server.child.pid) - cpu0
+    return stats
+
+
+def _address_groups(
+    first: int, count: int, addr_base: int, addr_offset: int, per_address: int
+) -> Iterator[tuple[str, list[bytes]]]:
+    for k, lo in enumerate(range(first, first + count, per_address), addr_offset):
+        hi = min(lo + per_address, first + count)
+        yield source_address(addr_base, k), [register_pk(i) for i in range(lo, hi)]
+
+
+def peers_in_db(data_dir: Path) -> int:
+    conn = sqlite3.connect(f"file:{data_dir / 'db_v2.sqlite3'}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute("SELECT count(*) FROM peer").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def db_bytes(data_dir: Path) -> dict[str, int]:
+    out = {}
+    for suffix in ("", "-wal", "-shm"):
+        p = data_dir / f"db_v2.sqlite3{suffix}"
+        out[p.name] = p.stat().st_size if p.exists() else 0
+    return out
+
+
+# -- 1. heartbeat throughput ----------------------------------------------------
+
+
+@dataclass
+class Trial:
+    offered: float
+    sent: int
+    received: int
+    send_seconds: float
+    server_cpu: float  # CPU seconds used by the server per wall second of sending
+    other_cpu: float  # the rest of the server's core's busy time (other processes, noise)
+    server_drops: int  # datagrams dropped at the server socket (its buffer was full)
+    kernel_drops: int  # all UDP receive-buffer drops on the machine
+
+    @property
+    def achieved(self) -> float:
+        return self.sent / self.send_seconds if self.send_seconds else 0.0
+
+    @property
+    def loss(self) -> float:
+        return 1.0 - self.received / self.sent if self.sent else 1.0
+
+    @property
+    def cpu_us_per_reply(self) -> float:
+        """Server CPU time per answered datagram (robust to other load on the core)."""
+        return self.server_cpu * self.send_seconds / self.received * 1e6 if self.received else 0.0
+
+    @property
+    def sustained(self) -> bool:
+        return self.loss < LOSS_LIMIT
+
+
+class HeartbeatLoad:
+    """Paced heartbeats from many sockets; counts the replies."""
+
+    def __init__(self, port: int, sources: Sequence[tuple[str, Sequence[bytes]]]) -> None:
+        self.port = port
+        self.socks: list[socket.socket] = []
+        self.items: list[tuple[Callable[[bytes], int], bytes]] = []
+        self.ep = select.epoll()
+        per_sock: list[list[tuple[Callable[[bytes], int], bytes]]] = []
+        for src, payloads in sources:
+            s = udp_socket(src, port)
+            self.socks.append(s)
+            self.ep.register(s.fileno(), select.EPOLLIN)
+            per_sock.append([(s.send, p) for p in payloads])
+        self._by_fd = {s.fileno(): s for s in self.socks}
+        # Interleave sockets so consecutive datagrams come from different sources.
+        longest = max(len(x) for x in per_sock)
+        for j in range(longest):
+            self.items.extend(x[j] for x in per_sock if j < len(x))
+
+    def close(self) -> None:
+        self.ep.close()
+        for s in self.socks:
+            s.close()
+
+    def drain(self) -> int:
+        got = 0
+        for fd, _ in self.ep.poll(0):
+            recv = self._by_fd[fd].recv
+            for _ in range(64):
+                try:
+                    recv(64)
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                got += 1
+        return got
+
+    def trial(self, rate: float, seconds: float, server_pid: int, grace: float = 0.3) -> Trial:
+        self.drain()
+        items, n = self.items, len(self.items)
+        total = int(rate * seconds)
+        sent = received = 0
+        drops0, sdrops0 = udp_rcvbuf_errors(), udp_socket_drops(self.port)
+        cpu0, core0 = cpu_seconds(server_pid), core_busy_seconds(SERVER_CORE)
+        # Never send more than ~2 ms worth back to back: if this process was
+        # descheduled, forgive the backlog instead of flooding the server with
+        # a burst no real population of hosts would produce.  (The achieved
+        # rate then falls short of the offered one and the step says so.)
+        max_burst = max(16, int(rate * BURST_SECONDS))
+        start = time.perf_counter()
+        while sent < total:
+            now = time.perf_counter()
+            due = int((now - start) * rate) + 1
+            if due - sent > max_burst:
+                start += (due - sent - max_burst) / rate
+                due = sent + max_burst
+            due = min(total, due)
+            while sent < due:
+                send, payload = items[sent % n]
+                try:
+                    send(payload)
+                except (BlockingIOError, ConnectionRefusedError):
+                    pass  # counted as lost
+                sent += 1
+            received += self.drain()
+        send_seconds = time.perf_counter() - start
+        cpu = (cpu_seconds(server_pid) - cpu0) / send_seconds
+        other = (core_busy_seconds(SERVER_CORE) - core0) / send_seconds - cpu
+        end = time.perf_counter() + grace
+        while time.perf_counter() < end:
+            received += self.drain()
+            time.sleep(0.001)
+        return Trial(
+            offered=rate,
+            sent=sent,
+            received=received,
+            send_seconds=send_seconds,
+            server_cpu=cpu,
+            other_cpu=max(0.0, other),
+            server_drops=udp_socket_drops(self.port) - sdrops0,
+            kernel_drops=udp_rcvbuf_errors() - drops0,
+        )
+
+
+def wait_for_quiet(core: int, server_pid: int, limit: float = 0.2, patience: float = 3.0) -> float:
+    """Wait (at most C{patience} s) until other processes use < C{limit} of the server's core.
+
+    Other work on the machine steals the server's core and makes it drop
+    datagrams regardless of its own speed; trials are best started in a
+    quiet moment.  Returns the last measured share.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        c0, s0 = core_busy_seconds(core), cpu_seconds(server_pid)
+        time.sleep(0.25)
+        share = (core_busy_seconds(core) - c0 - (cpu_seconds(server_pid) - s0)) / 0.25
+        if share < limit or time.monotonic() > deadline:
+            return share
+
+
+@dataclass
+class Search:
+    best: Trial | None = None
+    limited_by_generator: bool = False
+    steps: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.best.achieved if self.best else 0.0
+
+
+def find_max_rate(
+    load: HeartbeatLoad,
+    server_pid: int,
+    *,
+    start: float,
+    seconds: float,
+    repeats: int,
+    factor: float = 1.35,
+    refine: int = 3,
+    max_rate: float = 2_000_000,
+) -> Search:
+    """Step the offered rate up until loss >= 0.1 %, then bisect; best of C{repeats} per step."""
+    search = Search()
+
+    def step(rate: float) -> bool:
+        best: Trial | None = None
+        counted = disturbed = 0
+        while counted < repeats:
+            wait_for_quiet(SERVER_CORE, server_pid)
+            t = load.trial(rate, seconds, server_pid)
+            noisy = t.other_cpu > NOISE_LIMIT
+            search.steps.append(
+                {
+                    "offered": round(rate),
+                    "achieved": round(t.achieved),
+                    "loss": round(t.loss, 5),
+                    "server_cpu": round(t.server_cpu, 3),
+                    "other_cpu_on_server_core": round(t.other_cpu, 3),
+                    "server_socket_drops": t.server_drops,
+                    "all_rcvbuf_drops": t.kernel_drops,
+                }
+            )
+            print(
+                f"    offered {rate:>9,.0f}/s  sent {t.achieved:>9,.0f}/s  "
+                f"loss {t.loss:7.3%}  server CPU {t.server_cpu:4.0%}  "
+                f"others {t.other_cpu:4.0%}{' (noisy)' if noisy else ''}  "
+                f"drops at server {t.server_drops}, elsewhere {t.kernel_drops - t.server_drops}",
+                flush=True,
+            )
+            if best is None or (t.sustained, t.achieved) > (best.sustained, best.achieved):
+                best = t
+            if t.sustained:
+                break
+            if noisy and disturbed < MAX_NOISY_RETRIES:
+                disturbed += 1  # another process took the server's core: try again
+            else:
+                counted += 1
+        assert best is not None
+        if best.achieved < 0.97 * rate:
+            search.limited_by_generator = True
+        if best.sustained and (search.best is None or best.achieved > search.best.achieved):
+            search.best = best
+        return best.sustained and best.achieved >= 0.97 * rate
+
+    lo, hi = 0.0, 0.0
+    rate = start
+    while rate <= max_rate:
+        if step(rate):
+            lo = rate
+            rate *= factor
+        else:
+            hi = rate
+            break
+    if lo and hi and not search.limited_by_generator:
+        for _ in range(refine):
+            mid = math.sqrt(lo * hi)
+            if step(mid):
+                lo = mid
+            else:
+                hi = mid
+    return search
+
+
+def measure(target: Servers, sources: list[tuple[str, list[bytes]]], cfg: Config) -> Search:
+    load = HeartbeatLoad(target.udp, sources)
+    try:
+        return find_max_rate(
+            load,
+            target.child.pid,
+            start=cfg.start_rate,
+            seconds=cfg.trial_seconds,
+            repeats=cfg.repeats,
+        )
+    finally:
+        load.close()
+
+
+def heartbeat_sources(first: int, count: int, addr_base: int) -> list[tuple[str, list[bytes]]]:
+    """Each id's heartbeat comes from the address that registered it."""
+    out = []
+    for k, lo in enumerate(range(first, first + count, IDS_PER_ADDRESS)):
+        hi = min(lo + IDS_PER_ADDRESS, first + count)
+        out.append((source_address(addr_base, k), [heartbeat(peer_id(i)) for i in range(lo, hi)]))
+    return out
+
+
+def check_heartbeat_replies(port: int, src: str, payload: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((src, 0))
+        s.settimeout(2)
+        s.sendto(payload, (LOOPBACK, port))
+        return s.recv(64)
+
+
+# -- 3. punch latency -----------------------------------------------------------
+
+
+def recv_frame(sock: socket.socket, decoder: FrameDecoder) -> bytes:
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("connection closed before a frame arrived")
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+
+
+def tcp_connect(src: str, port: int, timeout: float = 5.0) -> socket.socket:
+    s = socket.create_connection((LOOPBACK, port), timeout=timeout, source_address=(src, 0))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+@dataclass
+class Latency:
+    n: int
+    p50_us: float
+    p99_us: float
+    mean_us: float
+    failures: int = 0
+    server_cpu_us: float = 0.0  # server CPU time per request
+
+
+def summarize(samples: list[float], failures: int = 0) -> Latency:
+    s = sorted(samples)
+    return Latency(
+        n=len(s),
+        p50_us=percentile(s, 0.50) * 1e6,
+        p99_us=percentile(s, 0.99) * 1e6,
+        mean_us=sum(s) / len(s) * 1e6,
+        failures=failures,
+    )
+
+
+def echo_latency(echo: Servers, n: int, warmup: int) -> Latency:
+    """TCP connect + one PunchHoleRequest-sized frame echoed, measured to the whole frame."""
+    frame = encode_frame(
+        rz.RendezvousMessage(
+            punch_hole_request=rz.PunchHoleRequest(id="987654321", licence_key="x" * 44)
+        ).SerializeToString()
+    )
+    samples = []
+    cpu0 = 0.0
+    for i in range(n + warmup):
+        if i == warmup:
+            cpu0 = cpu_seconds(echo.child.pid)
+        t0 = time.perf_counter()
+        with tcp_connect(LOOPBACK, echo.tcp) as s:
+            s.sendall(frame)
+            recv_frame(s, FrameDecoder())
+            t1 = time.perf_counter()
+        if i >= warmup:
+            samples.append(t1 - t0)
+    result = summarize(samples)
+    result.server_cpu_us = (cpu_seconds(echo.child.pid) - cpu0) / n * 1e6
+    return result
+
+
+class FakeHost:
+    """A host on 127.0.0.2: registered by UDP, answers PunchHole over TCP with PunchHoleSent."""
+
+    ID = "987654321"
+
+    def __init__(self, udp_port: int, tcp_port: int) -> None:
+        self.udp_port = udp_port
+        self.tcp_port = tcp_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST_IP, 0))
+        self.sock.settimeout(2.0)
+        self.last_heartbeat = 0.0
+        pk = rz.RegisterPk(id=self.ID, uuid=b"bench-fake-host-uuid", pk=bytes(range(32)))
+        self._send(rz.RendezvousMessage(register_pk=pk))
+        reply = self._recv_until("register_pk_response")
+        if reply.register_pk_response.result != rz.RegisterPkResponse.OK:
+            raise RuntimeError(f"fake host registration refused: {reply}")
+        self.keep_alive(force=True)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _send(self, msg: rz.RendezvousMessage) -> None:
+        self.sock.sendto(msg.SerializeToString(), (LOOPBACK, self.udp_port))
+
+    def _recv_until(self, kind: str) -> rz.RendezvousMessage:
+        for _ in range(100):
+            msg = rz.RendezvousMessage()
+            msg.ParseFromString(self.sock.recv(2048))
+            if msg.WhichOneof("union") == kind:
+                return msg
+        raise RuntimeError(f"fake host: no {kind}")
+
+    def keep_alive(self, force: bool = False) -> None:
+        """A heartbeat every 5 s keeps the host online (the server's timeout is 30 s)."""
+        if force or time.monotonic() - self.last_heartbeat > 5.0:
+            self._send(rz.RendezvousMessage(register_peer=rz.RegisterPeer(id=self.ID, serial=3)))
+            self.last_heartbeat = time.monotonic()
+
+    def answer_punch(self) -> socket.socket:
+        """Wait for the PunchHole push and send PunchHoleSent from a new TCP connection."""
+        ph = self._recv_until("punch_hole").punch_hole
+        sent = rz.PunchHoleSent(
+            socket_addr=ph.socket_addr,
+            id=self.ID,
+            relay_server=ph.relay_server,
+            nat_type=ph.nat_type,
+            version="1.4.9",
+        )
+        conn = tcp_connect(HOST_IP, self.tcp_port)
+        conn.sendall(encode_frame(rz.RendezvousMessage(punch_hole_sent=sent).SerializeToString()))
+        return conn
+
+
+def punch_latency(servers: Servers, licence: str, n: int, warmup: int) -> Latency:
+    host = FakeHost(servers.udp, servers.tcp)
+    request = encode_frame(
+        rz.RendezvousMessage(
+            punch_hole_request=rz.PunchHoleRequest(id=FakeHost.ID, licence_key=licence)
+        ).SerializeToString()
+    )
+    samples: list[float] = []
+    failures = 0
+    cpu0 = 0.0
+    try:
+        for i in range(n + warmup):
+            if i == warmup:
+                cpu0 = cpu_seconds(servers.child.pid)
+            host.keep_alive()
+            try:
+                t0 = time.perf_counter()
+                with tcp_connect(LOOPBACK, servers.tcp) as viewer:
+                    viewer.sendall(request)
+                    with host.answer_punch() as host_conn:
+                        frame = recv_frame(viewer, FrameDecoder())
+                        t1 = time.perf_counter()
+                        host_port = host_conn.getsockname()[1]
+            except (OSError, RuntimeError):
+                failures += 1
+                continue
+            if i == 0:
+                check_punch_response(frame, host_port)
+            if i >= warmup:
+                samples.append(t1 - t0)
+    finally:
+        host.close()
+    result = summarize(samples, failures)
+    result.server_cpu_us = (cpu_seconds(servers.child.pid) - cpu0) / n * 1e6
+    return result
+
+
+def check_punch_response(frame: bytes, host_port: int) -> None:
+    msg = rz.RendezvousMessage()
+    msg.ParseFromString(frame)
+    resp = msg.punch_hole_response
+    addr = addrmangle.decode(resp.socket_addr)
+    if msg.WhichOneof("union") != "punch_hole_response" or addr != (HOST_IP, host_port):
+        raise RuntimeError(f"unexpected punch reply {frame.hex()} (address {addr})")
+    if len(resp.pk) <= 64:
+        raise RuntimeError("PunchHoleResponse carries no signed IdPk")
+
+
+# -- the run --------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    quick: bool
+    heartbeat_ids: int
+    trial_seconds: float
+    repeats: int
+    start_rate: float
+    memory_points: tuple[int, ...]
+    punch_n: int
+    warmup: int
+    window: int
+
+
+def config(args: argparse.Namespace) -> Config:
+    if args.quick:
+        return Config(True, 10_000, 1.0, 2, 5_000, (100_000,), 1_000, 100, args.window)
+    return Config(False, 10_000, 2.0, 3, 5_000, (100_000, 1_000_000), 2_000, 200, args.window)
+
+
+def section(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+def run_heartbeat(
+    children: Children, tmp: Path, cfg: Config, server: Servers, out: dict[str, object]
+) -> None:
+    section("1. Heartbeat throughput (RegisterPeer -> 3a00, loss < 0.1 %)")
+    ids = cfg.heartbeat_ids
+    base = 10  # registration and heartbeat sources: 127.10.x.y
+    sources = heartbeat_sources(0, ids, base)
+
+    echo = start_echo(children, tmp)
+    try:
+        print(f"  ceiling: Twisted UDP echo (pid {echo.child.pid}, core {SERVER_CORE})")
+        ceiling = measure(echo, sources, cfg)
+    finally:
+        children.stop(echo.child)
+
+    reg = register_range(server, 0, ids, base, window=cfg.window)
+    print(
+        f"  registered {reg.ok:,} of {ids:,} ids in {reg.seconds:.1f} s "
+        f"from {reg.addresses} addresses ({reg.retries} retries, {reg.refused} refused)"
+    )
+    reply = check_heartbeat_replies(server.udp, source_address(base, 0), sources[0][1][0])
+    if reply != HEARTBEAT_REPLY:
+        raise RuntimeError(f"heartbeat for a registered id answered {reply.hex()}, not 3a00")
+    print(f"  subject: litedesk-relay (pid {server.child.pid}, core {SERVER_CORE})")
+    subject = measure(server, sources, cfg)
+
+    r = subject.rate / ceiling.rate if ceiling.rate else 0.0
+    echo_cost = ceiling.best.cpu_us_per_reply if ceiling.best else 0.0
+    cost = subject.best.cpu_us_per_reply if subject.best else 0.0
+    for name, search, c in (("echo ceiling", ceiling, echo_cost), ("litedesk", subject, cost)):
+        note = "  (load generator limited!)" if search.limited_by_generator else ""
+        print(
+            f"  {name:13}: {search.rate:>10,.0f} heartbeats/s sustained, "
+            f"{c:5.1f} us server CPU per reply{note}"
+        )
+    print(
+        f"  ratio        : {ratio(subject.rate, ceiling.rate)} (goal >= 0.8); "
+        f"CPU-time ratio echo/litedesk {ratio(echo_cost, cost)}"
+    )
+    out["heartbeat"] = {
+        "ids": ids,
+        "registration": asdict(reg),
+        "echo_per_s": round(ceiling.rate),
+        "server_per_s": round(subject.rate),
+        "ratio": round(r, 3),
+        "echo_cpu_us_per_reply": round(echo_cost, 2),
+        "server_cpu_us_per_reply": round(cost, 2),
+        "echo_generator_limited": ceiling.limited_by_generator,
+        "server_generator_limited": subject.limited_by_generator,
+        "echo_steps": ceiling.steps,
+        "server_steps": subject.steps,
+    }
+
+
+def run_punch(
+    children: Children, tmp: Path, cfg: Config, server: Servers, out: dict[str, object]
+) -> None:
+    section("2. PunchHoleRequest -> PunchHoleResponse latency (loopback, new TCP per request)")
+    assert server.data_dir is not None
+    licence = (server.data_dir / PUBLIC_FILE).read_text().strip()
+    punch = punch_latency(server, licence, cfg.punch_n, cfg.warmup)
+    echo = start_echo(children, tmp)
+    try:
+        floor = echo_latency(echo, cfg.punch_n, cfg.warmup)
+    finally:
+        children.stop(echo.child)
+    print(f"  {'':22} {'p50':>9} {'p99':>9} {'mean':>9} {'server CPU':>11}")
+    for name, lat in (("TCP echo floor", floor), ("litedesk punch", punch)):
+        print(
+            f"  {name:22} {lat.p50_us:7.0f}us {lat.p99_us:7.0f}us {lat.mean_us:7.0f}us "
+            f"{lat.server_cpu_us:8.0f}us  ({lat.n} requests, {lat.failures} failed)"
+        )
+    print(
+        f"  {'ratio':22} {ratio(punch.p50_us, floor.p50_us):>9} "
+        f"{ratio(punch.p99_us, floor.p99_us):>9} {ratio(punch.mean_us, floor.mean_us):>9} "
+        f"{ratio(punch.server_cpu_us, floor.server_cpu_us):>11}"
+    )
+    out["punch"] = {
+        "server": asdict(punch),
+        "tcp_echo": asdict(floor),
+        "ratio_p50": round(punch.p50_us / floor.p50_us, 2),
+        "ratio_p99": round(punch.p99_us / floor.p99_us, 2),
+    }
+
+
+def settle_rss(pid: int, seconds: float = 2.0) -> int:
+    """RSS after it stops changing (the writer thread and log flushing have caught up)."""
+    last = rss_bytes(pid)
+    for _ in range(int(seconds / 0.25)):
+        time.sleep(0.25)
+        now = rss_bytes(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def memory_series(
+    children: Children,
+    tmp: Path,
+    name: str,
+    points: Sequence[int],
+    per_address: int,
+    addr_base: int,
+    window: int,
+) -> dict[str, object]:
+    """Fresh server; register up to each point, reading RSS and the SQLite size there."""
+    server = start_litedesk(children, tmp, name)
+    assert server.data_dir is not None
+    results = []
+    try:
+        base_rss = settle_rss(server.child.pid)
+        print(
+            f"  [{per_address} ids per source address] RSS at start-up, 0 peers: "
+            f"{base_rss / 2**20:.1f} MiB"
+        )
+        done = 0
+        total_seconds = 0.0
+        for target in points:
+            reg = register_range(
+                server,
+                done,
+                target - done,
+                addr_base,
+                addr_offset=-(-done // per_address),
+                per_address=per_address,
+                window=window,
+            )
+            total_seconds += reg.seconds
+            done = target
+            rss = settle_rss(server.child.pid)
+            rows = peers_in_db(server.data_dir)
+            results.append(memory_point(target, rows, rss, base_rss, reg, server.data_dir))
+        print(f"  registration took {total_seconds:.1f} s in all")
+    finally:
+        children.stop(server.child)
+    return {"per_address": per_address, "baseline_rss_bytes": base_rss, "points": results}
+
+
+def memory_point(
+    target: int, rows: int, rss: int, base_rss: int, reg: RegStats, data_dir: Path
+) -> dict[str, object]:
+    sizes = db_bytes(data_dir)
+    per_peer = (rss - base_rss) / rows if rows else float("nan")
+    print(
+        f"  {target:>9,} ids: registered {reg.ok:,} in {reg.seconds:.1f} s "
+        f"({reg.rate:,.0f}/s, {reg.cpu_us_per_id:.0f} us server CPU each; "
+        f"{reg.addresses:,} addresses, {reg.retries} retries, "
+        f"{reg.refused} refused, {reg.failed} failed); {rows:,} rows in SQLite"
+    )
+    print(
+        f"  {'':>9}      RSS {rss / 2**20:.1f} MiB -> {per_peer:,.0f} bytes/peer "
+        f"= {per_peer / 1024:.2f} KiB (goal <= 1 KiB: ratio {per_peer / 1024:.2f}); "
+        f"SQLite {sizes['db_v2.sqlite3'] / 2**20:.1f} MiB "
+        f"+ WAL {sizes['db_v2.sqlite3-wal'] / 2**20:.1f} MiB "
+        f"({sizes['db_v2.sqlite3'] / max(rows, 1):.0f} bytes/row)"
+    )
+    return {
+        "ids": target,
+        "rows": rows,
+        "rss_bytes": rss,
+        "bytes_per_peer": round(per_peer),
+        "registration": asdict(reg),
+        "sqlite_bytes": sizes,
+    }
+
+
+def run_memory(children: Children, tmp: Path, cfg: Config, out: dict[str, object]) -> None:
+    section("3. Resident memory per registered peer (real UDP RegisterPk)")
+    # 127.20.x.y onwards: 1,000,000 ids at 30 per address need 33,334 addresses.
+    shared = memory_series(
+        children, tmp, "memory", cfg.memory_points, IDS_PER_ADDRESS, 20, cfg.window
+    )
+    # As deployed, every host has its own IP, and the per-IP RegisterPk limiter
+    # keeps an entry for each: measure that too (127.40.x.y onwards).
+    print("  same with one id per source address (every host behind its own IP, as deployed):")
+    own_ip = memory_series(
+        children, tmp, "memory-own-ip", (cfg.memory_points[0],), 1, 40, cfg.window
+    )
+    out["memory"] = {"shared_ip": shared, "own_ip": own_ip}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true", help="100,000 peers only, shorter trials")
+    p.add_argument("--json", metavar="FILE", help="also write a JSON summary here")
+    p.add_argument(
+        "--window", type=int, default=128, help="RegisterPk requests in flight (default 128)"
+    )
+    p.add_argument(
+        "--only",
+        choices=("heartbeat", "memory", "punch"),
+        action="append",
+        help="run only these parts (repeatable)",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=-10,
+        help="nice value for the generator and servers (default -10: the same for subject and "
+        "reference, ahead of other processes on this box)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return p.parse_args(argv)
+
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def raise_priority(nice: int) -> tuple[int, int | None]:
+    """Lower our nice value and our autogroup's (the servers inherit both).
+
+    With autogroup scheduling (kernel.sched_autogroup_enabled) a task's nice
+    only ranks it within its session, so the session's group is raised too;
+    L{restore_autogroup} puts it back.  Returns (nice, the autogroup's previous nice).
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as e:
+        print(f"warning: cannot set nice {nice}: {e}", file=sys.stderr)
+    previous: int | None = None
+    try:
+        previous = int(AUTOGROUP.read_text().split()[-1])
+        AUTOGROUP.write_text(str(nice))
+    except (OSError, ValueError, IndexError):
+        previous = None
+    return os.getpriority(os.PRIO_PROCESS, 0), previous
+
+
+def restore_autogroup(previous: int | None) -> None:
+    if previous is not None:
+        with contextlib.suppress(OSError):
+            AUTOGROUP.write_text(str(previous))
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = config(args)
+    os.sched_setaffinity(0, {CLIENT_CORE})
+    nice, autogroup_nice = raise_priority(args.nice)
+    nofile = raise_nofile()
+    signal.signal(signal.SIGTERM, _sigterm)
+    parts = set(args.only or ("heartbeat", "memory", "punch"))
+    children = Children()
+    out: dict[str, object] = {
+        "quick": cfg.quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+    t0 = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="litedesk-bench-"))
+    print(
+        f"LiteDesk rendezvous benchmark ({'quick' if cfg.quick else 'full'}); servers on core "
+        f"{SERVER_CORE}, load generator on core {CLIENT_CORE}; nice {nice} "
+        f"(autogroup {'raised' if autogroup_nice is not None else 'unchanged'}); "
+        f"RLIMIT_NOFILE {nofile}; tmp {tmp}"
+    )
+    try:
+        if parts & {"heartbeat", "punch"}:
+            server = start_litedesk(children, tmp, "heartbeat")
+            if "heartbeat" in parts:
+                run_heartbeat(children, tmp, cfg, server, out)
+            if "punch" in parts:
+                run_punch(children, tmp, cfg, server, out)
+            children.stop(server.child)
+        if "memory" in parts:
+            run_memory(children, tmp, cfg, out)
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping servers", file=sys.stderr)
+        return 130
+    finally:
+        children.stop_all()
+        restore_autogroup(autogroup_nice)
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out["seconds"] = round(time.monotonic() - t0, 1)
+    print(f"\nTotal run time {out['seconds']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"JSON summary written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
