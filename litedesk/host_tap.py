@@ -193,6 +193,8 @@ class _HostRuntime(Service):
             self.paths.stop()
         if self.watcher is not None:
             self.watcher.stop()
+            # The clipboard's xclip owner process would outlive the agent.
+            self.watcher.clipboard.stop()
         if self.worker is not None:
             return self.worker.stop()
         return None

@@ -121,6 +121,7 @@ def key_from_proto(ev: pb.KeyEvent) -> KeyInput:
         unicode=ev.unicode if which == "unicode" else None,
         seq=ev.seq if which == "seq" else None,
         modifiers=list(ev.modifiers),
+        mode=ev.mode,
     )
 
 
@@ -200,8 +201,10 @@ class HostSession(MessageProtocol):
             self.streamer.stop()
             self.streamer = None
         if was_active:
-            if self.ctx.input is not None:
-                # Nothing may stay pressed on the host after a viewer leaves.
+            if self.ctx.input is not None and not self.ctx.sessions:
+                # Nothing may stay pressed on the host once the viewers are
+                # gone.  The injector is shared, so while another viewer is
+                # still connected its held keys are left alone.
                 self.ctx.input.release_all()
             self._log.info(
                 "Session with {viewer} ({peer}) ended: {reason}",
