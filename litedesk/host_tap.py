@@ -302,7 +302,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         ).setServiceParent(top)
     if config["listen"] is not None:
         factory = tls_server_factory(
-            Factory.forProtocol(lambda: HostSession(ctx, config["codec"])), tls_options
+            Factory.forProtocol(lambda: HostSession(ctx, config["codec"], direct=True)),
+            tls_options,
         )
         svc = StreamServerEndpointService(
             endpoints.serverFromString(reactor, config["listen"]), factory

@@ -176,3 +176,57 @@ class EndToEndTests(SynchronousTestCase):
         r = self.lab.viewer("nobody-here-1")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("unknown id", r.stderr)
+
+
+class DirectConnectionTests(SynchronousTestCase):
+    skip = SKIP
+
+    def test_direct_with_known_hosts(self) -> None:
+        """--listen serves viewers without a server; the key is trusted on first use.
+
+        A later connection that meets another key (a different host behind the same
+        address) is refused with "host key mismatch" and names the known_hosts line.
+        """
+        from .test_relay_process import free_port_pair
+
+        the_lab = lab()
+        port = free_port_pair()
+        the_lab.host("direct", "--listen", f"tcp:{port}:interface=127.0.0.1")
+        known = Path(self.mktemp())
+        argv = [
+            "--password",
+            "e2e-password",
+            "--headless",
+            "--known-hosts",
+            str(known),
+            "--stats-json",
+        ]
+        from .e2e_lab import VIEWER
+
+        def run() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*VIEWER, f"127.0.0.1:{port}", *argv],
+                env=the_lab.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+
+        first = run()
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertEqual(json.loads(first.stdout.strip().splitlines()[-1])["path"], "direct")
+        self.assertIn("127.0.0.1", known.read_text())
+        second = run()
+        self.assertEqual(second.returncode, 0, second.stderr)
+        # Pretend the host was replaced: a different key recorded for the address.
+        import base64
+
+        from nacl.signing import SigningKey
+
+        other = base64.b64encode(bytes(SigningKey.generate().verify_key)).decode()
+        line = known.read_text().split()
+        known.write_text(f"{line[0]} {line[1]} {other}\n")
+        third = run()
+        self.assertNotEqual(third.returncode, 0)
+        self.assertIn("host key mismatch", third.stderr)

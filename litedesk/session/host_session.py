@@ -149,8 +149,11 @@ class HostSession(MessageProtocol):
     _log = Logger()
     idle_timeout = SESSION_IDLE_TIMEOUT
 
-    def __init__(self, ctx: HostContext, default_codec: str = "h264") -> None:
+    def __init__(self, ctx: HostContext, default_codec: str = "h264", direct: bool = False) -> None:
         self.ctx = ctx
+        # Direct (--listen) viewers name the host by the address they dialled,
+        # as RustDesk's direct IP access does, not by its id.
+        self.direct = direct
         self.clock = ctx.clock
         self.default_codec = default_codec
         self.state = "handshake"
@@ -254,7 +257,7 @@ class HostSession(MessageProtocol):
         if req.WhichOneof("union") is not None:
             self._refuse("Connection not allowed", "unsupported session type")
             return
-        if req.username != self.ctx.peer_id:
+        if req.username != self.ctx.peer_id and not self.direct:
             # RustDesk answers a login for another id with "Offline".
             self._refuse("Offline", "login for another id")
             return
