@@ -62,7 +62,9 @@ MB = 1e6
 # -- relay side: the LiteDesk relay as a process ---------------------------------------------
 
 
-def serve_litedesk(port: int, read_size: int, read_mode: str, fast_write: bool) -> None:
+def serve_litedesk(
+    port: int, read_size: int, read_mode: str, fast_write: bool, reads_per_turn: int
+) -> None:
     """Run the LiteDesk relay on 127.0.0.1:port with limits off, until killed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -88,6 +90,7 @@ def serve_litedesk(port: int, read_size: int, read_mode: str, fast_write: bool) 
         early_buffer=read_size,
         read_mode=read_mode,
         fast_write=fast_write,
+        reads_per_turn=reads_per_turn,
     )
     data_dir = Path(tempfile.mkdtemp(prefix="litedesk-bench-"))
     svc = make_relay_service(
@@ -398,6 +401,31 @@ def idle_rss(target: Target, npairs: int) -> float:
     return (after - before) / max(n, 1)
 
 
+def hold_pairs(target: Target, npairs: int, limit: float) -> dict[str, float]:
+    """Open C{npairs} pairs at once, then push one byte each way through every one."""
+    pairs: list[tuple[socket.socket, socket.socket]] = []
+    t0 = time.monotonic()
+    try:
+        while len(pairs) < npairs and time.monotonic() - t0 < limit:
+            pairs.extend(target.open_pairs(min(250, npairs - len(pairs))))
+        opened = time.monotonic() - t0
+        ok = 0
+        for _a, b in pairs:
+            b.sendall(b"?")
+        for a, _b in pairs:
+            if _recv_exact(a, 1) == b"?":
+                ok += 1
+        rss = rss_bytes(target.pid)
+    finally:
+        close_pairs(pairs)
+    return {
+        "pairs": float(len(pairs)),
+        "working": float(ok),
+        "seconds_to_open": opened,
+        "relay_rss_MiB": rss / 2**20,
+    }
+
+
 def setup_rate(target: Target, total: int, limit: float, batch: int = 50) -> float:
     """Pairs per second: open both ends, handshake, one byte through, close."""
     done = 0
@@ -509,7 +537,12 @@ def iperf3(npairs: int, seconds: float) -> tuple[float, float]:
 
 
 def litedesk_target(
-    name: str, read_size: int, mode: str, fast: bool, env: dict[str, str] | None = None
+    name: str,
+    read_size: int,
+    mode: str,
+    fast: bool,
+    env: dict[str, str] | None = None,
+    reads_per_turn: int = 1,
 ) -> Target:
     argv = [
         sys.executable,
@@ -523,6 +556,7 @@ def litedesk_target(
     ]
     if not fast:
         argv.append("--no-fast-write")
+    argv += ["--reads-per-turn", str(reads_per_turn)]
     return Target(name, argv, "litedesk", env=env or {})
 
 
@@ -573,12 +607,17 @@ def targets(variants: bool, fast: bool) -> list[Target]:
             litedesk_target("litedesk fast-write 256K", 262144, "twisted", True),
             litedesk_target("litedesk recv_into 256K", 262144, "recv_into", True),
             litedesk_target("litedesk splice 256K", 262144, "splice", True),
+            litedesk_target("litedesk auto 4 reads/turn", 262144, "auto", True, None, 4),
         ]
-    out.append(litedesk_target("litedesk (default)", 262144, DEFAULT_MODE, True))
+    from litedesk.relay.server import RelaySettings
+
+    d = RelaySettings()
+    out.append(
+        litedesk_target(
+            "litedesk (default)", d.read_size, d.read_mode, d.fast_write, None, d.reads_per_turn
+        )
+    )
     return out
-
-
-DEFAULT_MODE = "auto"
 
 
 def median(xs: list[float]) -> float:
@@ -594,8 +633,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--read-size", type=int, default=262144, help=argparse.SUPPRESS)
-    ap.add_argument("--read-mode", default=DEFAULT_MODE, help=argparse.SUPPRESS)
+    ap.add_argument("--read-mode", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--no-fast-write", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--reads-per-turn", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="short windows, fewer pairs")
     ap.add_argument("--rounds", type=int, default=3, help="repeat each figure; report the median")
     ap.add_argument(
@@ -607,11 +647,20 @@ def main() -> int:
     )
     ap.add_argument("--only", default="", help="comma-separated target name substrings")
     ap.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: tput,rtt,rss,setup,stall"
+        "--hold",
+        type=int,
+        default=9900,
+        help="pairs to hold at once (each costs the relay and this process 2 descriptors; "
+        "9,900 fits a hard RLIMIT_NOFILE of 20,000)",
+    )
+    ap.add_argument(
+        "--skip", default="", help="comma-separated sections to skip: tput,rtt,rss,setup,stall,hold"
     )
     args = ap.parse_args()
     if args.serve:
-        serve_litedesk(args.serve, args.read_size, args.read_mode, not args.no_fast_write)
+        serve_litedesk(
+            args.serve, args.read_size, args.read_mode, not args.no_fast_write, args.reads_per_turn
+        )
         return 0
 
     for tool in ("taskset", "socat", "iperf3"):
@@ -683,9 +732,11 @@ def main() -> int:
                     results.setdefault(t.name, {})["rss"] = idle_rss(t, idle_pairs)
                 if "stall" not in skip and t.kind == "litedesk":
                     results[t.name]["stall"] = stalled_receiver(t, 1 << 30, 120)
+                if "hold" not in skip:
+                    results[t.name]["hold"] = hold_pairs(t, args.hold, 120)
             finally:
                 t.stop()
-            print(t.name, results[t.name].get("rss"), results[t.name].get("stall"), flush=True)
+            print(t.name, {k: results[t.name].get(k) for k in ("rss", "stall", "hold")}, flush=True)
     report(results, idle_pairs)
     return 0
 
@@ -745,6 +796,9 @@ def report(results: dict[str, dict[str, object]], idle_pairs: int) -> None:
     for name, r in results.items():
         if "stall" in r:
             print(f"## {name}: receiver stopped while sender pushes 1 GiB: {r['stall']}")
+    for name, r in results.items():
+        if "hold" in r:
+            print(f"## {name}: pairs held at once: {r['hold']}")
 
 
 if __name__ == "__main__":

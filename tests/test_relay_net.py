@@ -364,3 +364,9 @@ class BackpressureTestsSplice(BackpressureTests):
     """L{BackpressureTests} with C{read_mode="splice"}."""
 
     settings = replace(BackpressureTests.settings, read_mode="splice")
+
+
+class PipeTestsSpliceBurst(PipeTests):
+    """L{PipeTests} with C{read_mode="splice"} moving up to 4 reads per reactor turn."""
+
+    settings = replace(PipeTests.settings, read_mode="splice", reads_per_turn=4)

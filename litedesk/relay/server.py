@@ -137,6 +137,8 @@ class RelaySettings:
         small: interactive traffic keeps the cheaper small-message path, bulk
         transfers skip the user-space copy).  All but C{"twisted"} need
         C{fast_write}.
+    @ivar reads_per_turn: in splice mode, how many full reads one readiness
+        event may move before returning to the reactor.
     """
 
     deadlines: Deadlines = field(default_factory=Deadlines)
@@ -147,6 +149,7 @@ class RelaySettings:
     max_first_frame: int = 64 * 1024
     fast_write: bool = True
     read_mode: str = "auto"
+    reads_per_turn: int = 1
 
 
 def _peer_text(addr: IAddress | None) -> str:
@@ -426,26 +429,32 @@ class RelayProtocol(Protocol):
         assert t is not None
         io = _shared_io(self._relay.settings.read_size)
         flags = _SPLICE_FLAGS
-        try:
-            n = _splice(self._fd, io.pipe_w, min(t.bufferSize, io.pipe_size), flags=flags)
-        except BlockingIOError:
-            return None
-        except OSError:
-            return main.CONNECTION_LOST
-        if not n:
-            return main.CONNECTION_DONE
-        if n < _SMALL_READ:
-            self._bulk = False
-        try:
-            m = _splice(io.pipe_r, partner._fd, n, flags=flags)
-        except OSError:
-            m = 0
-        if m < n:
-            rest = io.drain(n - m)
-            pt = partner._tcp
-            assert pt is not None
-            pt.write(rest)  # type: ignore[no-untyped-call]
-        self._count(n)
+        want = min(t.bufferSize, io.pipe_size)
+        # Keep moving while the socket fills whole reads and the partner takes
+        # everything: saves a trip through the reactor per read.
+        for _ in range(self._relay.settings.reads_per_turn):
+            try:
+                n = _splice(self._fd, io.pipe_w, want, flags=flags)
+            except BlockingIOError:
+                return None
+            except OSError:
+                return main.CONNECTION_LOST
+            if not n:
+                return main.CONNECTION_DONE
+            if n < _SMALL_READ:
+                self._bulk = False
+            try:
+                m = _splice(io.pipe_r, partner._fd, n, flags=flags)
+            except OSError:
+                m = 0
+            if m < n:
+                rest = io.drain(n - m)
+                pt = partner._tcp
+                assert pt is not None
+                pt.write(rest)  # type: ignore[no-untyped-call]
+            self._count(n)
+            if m < n or n < want or self._paused or self._partner is None:
+                break
         return None
 
     def buffered(self) -> int:
