@@ -368,6 +368,7 @@ class OptionsTests(unittest.SynchronousTestCase):
         e = self.assertRaises(UsageError, relay_settings_from_options, {}, {"LIMIT_SPEED": "x"})
         self.assertIn("LIMIT_SPEED", str(e))
         self.assertRaises(UsageError, relay_settings_from_options, {"max-unpaired": "1.5"}, {})
+        self.assertRaises(UsageError, relay_settings_from_options, {"relay-read-mode": "x"}, {})
 
     def test_usage_options_format(self) -> None:
         """The option lists plug into twisted usage.Options and parse."""
@@ -382,6 +383,10 @@ class OptionsTests(unittest.SynchronousTestCase):
         s = relay_settings_from_options(o, {"SINGLE_BANDWIDTH": "1"})
         self.assertEqual(s.bandwidth.single_bandwidth, 64)
         self.assertFalse(s.fast_write)
+        self.assertEqual(s.read_mode, "auto")
+        o = Opts()
+        o.parseOptions(["--relay-read-mode", "twisted"])
+        self.assertEqual(relay_settings_from_options(o, {}).read_mode, "twisted")
         self.assertIn("--downgrade-start-check", str(o))
 
     def test_list_format(self) -> None:

@@ -93,6 +93,18 @@ RELAY_OPT_PARAMETERS: list[list[Any]] = [
     for name, env, default, text in _BANDWIDTH
 ] + [[name, None, None, f"{text} [default: {default:g}]"] for name, default, text in _OTHER]
 
+READ_MODES = ("auto", "splice", "recv_into", "twisted")
+
+RELAY_OPT_PARAMETERS.append(
+    [
+        "relay-read-mode",
+        None,
+        None,
+        "how paired legs read: auto (recv_into for small reads, splice for bulk), splice, "
+        "recv_into, twisted [default: auto]",
+    ]
+)
+
 RELAY_OPT_FLAGS: list[list[Any]] = [
     ["relay-no-fast-write", None, "always queue writes for the next reactor turn"],
 ]
@@ -133,6 +145,9 @@ def relay_settings_from_options(
         other[name] = default if raw is None else _number(name, raw, integer)
     if other["relay-read-size"] < 4096:
         raise UsageError("--relay-read-size: at least 4096")
+    mode = str(config.get("relay-read-mode") or "auto")
+    if mode not in READ_MODES:
+        raise UsageError(f"--relay-read-mode: one of {', '.join(READ_MODES)}, not {mode!r}")
     return RelaySettings(
         deadlines=Deadlines(
             first_frame=other["relay-first-frame-timeout"],
@@ -155,6 +170,7 @@ def relay_settings_from_options(
         early_buffer=int(other["relay-read-size"]),
         max_first_frame=int(other["relay-max-first-frame"]),
         fast_write=not config.get("relay-no-fast-write"),
+        read_mode=mode,
     )
 
 
