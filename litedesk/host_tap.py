@@ -168,7 +168,10 @@ def _displays(display: str | None) -> list[Display]:
 class _HostRuntime(Service):
     """Starts and stops what the sessions share (input thread, clipboard watcher)."""
 
-    def __init__(self, ctx: HostContext, paths: HostPaths | None, watcher: Any, worker: Any):
+    def __init__(
+        self, ctx: HostContext, paths: HostPaths | None, watcher: Any, worker: Any, cursor: Any
+    ) -> None:
+        self.cursor = cursor
         self.ctx = ctx
         self.paths = paths
         self.watcher = watcher
@@ -176,6 +179,10 @@ class _HostRuntime(Service):
 
     def startService(self) -> None:
         super().startService()
+        try:
+            self.cursor.start()
+        except Exception as e:
+            _log.warn("Cursor tracking is off: {error}", error=e)
         if self.watcher is not None:
             try:
                 self.watcher.start()
@@ -189,6 +196,7 @@ class _HostRuntime(Service):
         for s in list(self.ctx.sessions):
             if s.transport is not None:
                 s.transport.loseConnection()
+        self.cursor.stop()
         if self.paths is not None:
             self.paths.stop()
         if self.watcher is not None:
@@ -274,6 +282,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         )
         ctx.clipboard = watcher
         ctx.read_clipboard = clipboard.get_text
+    from litedesk.screen.cursor import CursorTracker
+
+    cursor = CursorTracker(reactor, display, ctx.cursor_moved, ctx.cursor_changed)
     tls_options = host_context_factory(identity.signing_key, identity.peer_id)
 
     def make_session() -> Any:
@@ -311,7 +322,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         svc.setName("listen")
         svc._raiseSynchronously = True
         svc.setServiceParent(top)
-    _HostRuntime(ctx, paths, watcher, worker).setServiceParent(top)
+    _HostRuntime(ctx, paths, watcher, worker, cursor).setServiceParent(top)
     top.ctx = ctx  # type: ignore[attr-defined]  # for tests
     top.identity = identity  # type: ignore[attr-defined]
 

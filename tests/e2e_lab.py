@@ -23,7 +23,7 @@ from litedesk.proto import rendezvous_pb2 as rz
 from .test_relay_process import TWISTD, free_port_pair, udp_exchange
 from .xvfb import Xvfb, _die_with_parent, skip_reason
 
-SKIP = skip_reason("xclip", "display")
+SKIP = skip_reason("xclip", "display", "xdotool")
 PROBE = rz.RendezvousMessage(register_peer=rz.RegisterPeer(id="(:probe:)")).SerializeToString()
 VIEWER = [sys.executable, "-c", "from litedesk.viewer.cli import main; main()"]
 

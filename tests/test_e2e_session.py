@@ -171,6 +171,19 @@ class EndToEndTests(SynchronousTestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("view only", r.stderr)
 
+    def test_cursor_sent_apart_from_video(self) -> None:
+        """The viewer learns the host's pointer position and cursor image (not in the video)."""
+        peer = self.lab.host("main")
+        subprocess.run(
+            ["xdotool", "mousemove", "321", "234"], env=self.lab.env, check=True, timeout=10
+        )
+        time.sleep(0.3)
+        out = self.ok(self.lab.viewer(peer, "--stats-json", "--duration", "0.5"))
+        stats = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertEqual(stats["cursor"], [321, 234])
+        self.assertIsNotNone(stats["cursor_shape"])
+        self.assertGreater(stats["cursor_shape"][0], 0)
+
     def test_unknown_id(self) -> None:
         """An id the server does not know fails with 'unknown id'."""
         r = self.lab.viewer("nobody-here-1")

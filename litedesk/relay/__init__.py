@@ -4,4 +4,23 @@
 - L{litedesk.relay.limiter}: hbbr's bandwidth limits as token buckets (sans-IO);
 - L{litedesk.relay.server}: the protocol (wire only) and the L{Relay} controller;
 - L{litedesk.relay.service}: options, settings and the twistd service tree.
+
+Log events (C{twisted.logger}; every event carries C{relay_event}):
+
+- C{refused}: at accept; C{limit} is C{blocklist}, C{max-connections-per-ip} or
+  C{max-unpaired}, with C{value} (the limit) and C{count} (current);
+- C{closed}: the relay closed a connection; C{reason} is e.g. C{first-frame
+  timeout}, C{partner timeout}, C{idle timeout}, C{drain timeout}, C{wrong
+  licence key}, C{empty uuid}, C{first frame is register_peer, not
+  request_relay}, C{first frame of N bytes exceeds max-first-frame M};
+- C{paired}: C{uuid}, C{a_peer} (waited), C{b_peer} (arrived second);
+- C{throttled}: C{limit} is C{blacklist} or C{downgrade-threshold}, with
+  C{limit_speed} and the values that triggered it;
+- C{pair_finished}: one per pair: C{uuid}, C{a_peer}, C{b_peer}, C{a_to_b},
+  C{b_to_a} (bytes), C{duration} (s), C{reason} (first cause and whose side),
+  C{throttled}.
+
+Live counters: C{RelayService.stats()} returns L{server.RelayStats}
+(connections, handshaking, waiting, active_pairs, pairs_finished,
+bytes_relayed).
 """

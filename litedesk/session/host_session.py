@@ -28,6 +28,7 @@ from zope.interface import implementer
 from litedesk.input.keys import KeyInput
 from litedesk.input.mouse import MouseInput
 from litedesk.proto import message_pb2 as pb
+from litedesk.screen.cursor import CursorShape, shape_colors
 from litedesk.screen.encode import EncodedFrame
 from litedesk.session.framing import MessageProtocol
 from litedesk.session.login import LoginVerifier
@@ -96,6 +97,18 @@ class HostContext:
     username: str = field(default_factory=getpass.getuser)
     sessions: set[HostSession] = field(default_factory=set)
     read_clipboard: Callable[[], Any] | None = None
+    cursor_position: tuple[int, int] | None = None
+    cursor_shape: CursorShape | None = None
+
+    def cursor_moved(self, x: int, y: int) -> None:
+        self.cursor_position = (x, y)
+        for s in list(self.sessions):
+            s.send_cursor_position(x, y)
+
+    def cursor_changed(self, shape: CursorShape) -> None:
+        self.cursor_shape = shape
+        for s in list(self.sessions):
+            s.send_cursor_shape(shape)
 
     def clipboard_changed(self, text: str) -> None:
         """The host's clipboard changed: tell every logged-in viewer."""
@@ -286,6 +299,10 @@ class HostSession(MessageProtocol):
         if req.option.custom_fps:
             self.streamer.set_custom_fps(req.option.custom_fps)
         self.streamer.start()
+        if self.ctx.cursor_shape is not None:
+            self.send_cursor_shape(self.ctx.cursor_shape)
+        if self.ctx.cursor_position is not None:
+            self.send_cursor_position(*self.ctx.cursor_position)
         self._send_current_clipboard()
         self._ping = LoopingCall(self._send_ping)
         self._ping.clock = self.ctx.clock
@@ -384,6 +401,23 @@ class HostSession(MessageProtocol):
         except UnicodeDecodeError:
             return
         self.ctx.clipboard.set_from_peer(text)
+
+    def send_cursor_position(self, x: int, y: int) -> None:
+        if self.state == "active":
+            self.send_message(pb.Message(cursor_position=pb.CursorPosition(x=x, y=y)))
+
+    def send_cursor_shape(self, shape: CursorShape) -> None:
+        if self.state != "active":
+            return
+        data = pb.CursorData(
+            id=shape.serial,
+            hotx=shape.hotx,
+            hoty=shape.hoty,
+            width=shape.width,
+            height=shape.height,
+            colors=shape_colors(shape),
+        )
+        self.send_message(pb.Message(cursor_data=data))
 
     def _send_current_clipboard(self) -> None:
         # A new viewer gets the host's clipboard as it is now; later changes

@@ -101,6 +101,7 @@ class ViewerSession(MessageProtocol):
         self.remote_clipboard: str | None = None
         self.view_only_notice: str | None = None
         self.cursor: tuple[int, int] | None = None
+        self.cursor_shape: pb.CursorData | None = None
         self.display = 0
         self.error: SessionError | None = None
         self._frame_waiters: list[tuple[float, Deferred[DecodedFrame]]] = []
@@ -160,6 +161,8 @@ class ViewerSession(MessageProtocol):
                 self._clipboard(c)
         elif kind == "cursor_position":
             self.cursor = (msg.cursor_position.x, msg.cursor_position.y)
+        elif kind == "cursor_data":
+            self.cursor_shape = msg.cursor_data
         elif kind == "message_box":
             box = msg.message_box
             if "view only" in box.text.lower() or "view only" in box.title.lower():

@@ -230,6 +230,12 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
         "rtt_ms": st.rtt_ms,
         "key_frames": st.key_frames,
         "decode_errors": st.decode_errors,
+        "cursor": list(session.cursor) if session.cursor is not None else None,
+        "cursor_shape": (
+            [session.cursor_shape.width, session.cursor_shape.height]
+            if session.cursor_shape is not None
+            else None
+        ),
     }
     session.disconnect()
     await _with_timeout(reactor, session.ended, 5.0, "the disconnect")
