@@ -63,7 +63,12 @@ MB = 1e6
 
 
 def serve_litedesk(
-    port: int, read_size: int, read_mode: str, fast_write: bool, reads_per_turn: int
+    port: int,
+    read_size: int,
+    read_mode: str,
+    fast_write: bool,
+    reads_per_turn: int,
+    splice_max: int = 0,
 ) -> None:
     """Run the LiteDesk relay on 127.0.0.1:port with limits off, until killed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -91,6 +96,7 @@ def serve_litedesk(
         read_mode=read_mode,
         fast_write=fast_write,
         reads_per_turn=reads_per_turn,
+        splice_max=splice_max,
     )
     data_dir = Path(tempfile.mkdtemp(prefix="litedesk-bench-"))
     svc = make_relay_service(
@@ -543,6 +549,7 @@ def litedesk_target(
     fast: bool,
     env: dict[str, str] | None = None,
     reads_per_turn: int = 1,
+    splice_max: int = 0,
 ) -> Target:
     argv = [
         sys.executable,
@@ -556,7 +563,7 @@ def litedesk_target(
     ]
     if not fast:
         argv.append("--no-fast-write")
-    argv += ["--reads-per-turn", str(reads_per_turn)]
+    argv += ["--reads-per-turn", str(reads_per_turn), "--splice-max", str(splice_max)]
     return Target(name, argv, "litedesk", env=env or {})
 
 
@@ -608,13 +615,20 @@ def targets(variants: bool, fast: bool) -> list[Target]:
             litedesk_target("litedesk recv_into 256K", 262144, "recv_into", True),
             litedesk_target("litedesk splice 256K", 262144, "splice", True),
             litedesk_target("litedesk auto 4 reads/turn", 262144, "auto", True, None, 4),
+            litedesk_target("litedesk auto splice<=1M", 262144, "auto", True, None, 1, 1 << 20),
         ]
     from litedesk.relay.server import RelaySettings
 
     d = RelaySettings()
     out.append(
         litedesk_target(
-            "litedesk (default)", d.read_size, d.read_mode, d.fast_write, None, d.reads_per_turn
+            "litedesk (default)",
+            d.read_size,
+            d.read_mode,
+            d.fast_write,
+            None,
+            d.reads_per_turn,
+            d.splice_max,
         )
     )
     return out
@@ -636,6 +650,7 @@ def main() -> int:
     ap.add_argument("--read-mode", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--no-fast-write", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--reads-per-turn", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--splice-max", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="short windows, fewer pairs")
     ap.add_argument("--rounds", type=int, default=3, help="repeat each figure; report the median")
     ap.add_argument(
@@ -659,7 +674,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.serve:
         serve_litedesk(
-            args.serve, args.read_size, args.read_mode, not args.no_fast_write, args.reads_per_turn
+            args.serve,
+            args.read_size,
+            args.read_mode,
+            not args.no_fast_write,
+            args.reads_per_turn,
+            args.splice_max,
         )
         return 0
 

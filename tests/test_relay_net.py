@@ -370,3 +370,15 @@ class PipeTestsSpliceBurst(PipeTests):
     """L{PipeTests} with C{read_mode="splice"} moving up to 4 reads per reactor turn."""
 
     settings = replace(PipeTests.settings, read_mode="splice", reads_per_turn=4)
+
+
+class PipeTestsSpliceLarge(PipeTests):
+    """L{PipeTests} with splices of up to 1 MiB when the partner has room."""
+
+    settings = replace(PipeTests.settings, read_mode="splice", splice_max=1 << 20)
+
+
+class BackpressureTestsSpliceLarge(BackpressureTests):
+    """L{BackpressureTests} with splices of up to 1 MiB when the partner has room."""
+
+    settings = replace(BackpressureTests.settings, read_mode="splice", splice_max=1 << 20)

@@ -29,6 +29,7 @@ import fcntl
 import os
 import socket
 import sys
+import termios
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -70,7 +71,7 @@ class _SharedIO:
         self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pipe_size = 65536
         try:
-            self.pipe_size = fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, max(size, 65536))
+            self.pipe_size = fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, max(size, _PIPE_SIZE))
         except (OSError, AttributeError):
             pass
 
@@ -84,6 +85,7 @@ class _SharedIO:
         return b"".join(parts)
 
 
+_PIPE_SIZE = 1 << 20
 _shared: _SharedIO | None = None
 _ReadResult = ConnectionLost | ConnectionDone | None
 
@@ -137,6 +139,8 @@ class RelaySettings:
         small: interactive traffic keeps the cheaper small-message path, bulk
         transfers skip the user-space copy).  All but C{"twisted"} need
         C{fast_write}.
+    @ivar splice_max: in splice mode, move up to this many bytes per call
+        when the partner's socket has room for them (0: C{read_size}).
     @ivar reads_per_turn: in splice mode, how many full reads one readiness
         event may move before returning to the reactor.
     """
@@ -150,6 +154,7 @@ class RelaySettings:
     fast_write: bool = True
     read_mode: str = "auto"
     reads_per_turn: int = 1
+    splice_max: int = 0
 
 
 def _peer_text(addr: IAddress | None) -> str:
@@ -430,6 +435,13 @@ class RelayProtocol(Protocol):
         io = _shared_io(self._relay.settings.read_size)
         flags = _SPLICE_FLAGS
         want = min(t.bufferSize, io.pipe_size)
+        splice_max = self._relay.settings.splice_max
+        if splice_max > want:
+            # Move more per call only as far as the partner's socket can take it
+            # now, so what is left over (copied to user space) stays small.
+            room = partner._send_room()
+            if room > want:
+                want = min(room, splice_max, io.pipe_size)
         # Keep moving while the socket fills whole reads and the partner takes
         # everything: saves a trip through the reactor per read.
         for _ in range(self._relay.settings.reads_per_turn):
@@ -456,6 +468,18 @@ class RelayProtocol(Protocol):
             if m < n or n < want or self._paused or self._partner is None:
                 break
         return None
+
+    def _send_room(self) -> int:
+        """Free space in this leg's kernel send buffer, bytes (0 if unknown)."""
+        sock = self._sock
+        if sock is None:
+            return 0
+        try:
+            sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
+            raw = fcntl.ioctl(self._fd, termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(sndbuf - int.from_bytes(raw, sys.byteorder, signed=True))
 
     def buffered(self) -> int:
         """Bytes waiting in this leg's user-space write buffer."""
