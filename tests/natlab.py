@@ -1,0 +1,287 @@
+"""A NAT lab in network namespaces, for end-to-end tests of connection paths.
+
+The topology follows ../shared/docs/test-lab.md section A::
+
+    [h1 10.0.1.10]--+                                        +--[v2 10.0.2.20]
+                    br-lan [r1] wan 198.51.100.11 --+        |
+    [v1 10.0.1.20]--+   NAT+fw                      |  br-lan [r2] wan 198.51.100.12
+                                        [pub br0 198.51.100.1]      NAT+fw
+
+IPv6 is routed without NAT: pub 2001:db8::1, routers 2001:db8::11 / ::12,
+LANs 2001:db8:1::/64 and 2001:db8:2::/64, every address with C{nodad}; the
+routers keep a stateful IPv6 firewall (outbound opens the pinhole).
+
+Each router does NAT on its WAN side: C{cone} is plain C{MASQUERADE}
+(port-preserving, endpoint-independent mapping), C{symmetric} is
+C{MASQUERADE --random-fully} (a new port per destination).  Both keep the
+WAN-side C{INPUT} drop real routers have; without it simultaneous punching
+fails for reasons that have nothing to do with the code under test (A.4).
+
+Only namespaces created here are touched: every veth is created between two
+lab namespaces, the root namespace gets no interface, route, sysctl or rule.
+Names are C{nl<pid>-<role>}; L{NatLab.up} first removes the namespaces of
+earlier runs whose process is gone, so an aborted run leaves nothing behind
+for long.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+ROLES = ("pub", "r1", "r2", "h1", "v1", "v2")
+PUB_V4 = "198.51.100.1"
+PUB_V6 = "2001:db8::1"
+WAN_V4 = {"r1": "198.51.100.11", "r2": "198.51.100.12"}
+WAN_V6 = {"r1": "2001:db8::11", "r2": "2001:db8::12"}
+LAN_V4 = {"h1": "10.0.1.10", "v1": "10.0.1.20", "v2": "10.0.2.20"}
+LAN_V6 = {"h1": "2001:db8:1::10", "v1": "2001:db8:1::20", "v2": "2001:db8:2::20"}
+ROUTER_OF = {"h1": "r1", "v1": "r1", "v2": "r2"}
+_LAN_NET = {"r1": "1", "r2": "2"}
+NAT_MODES = ("cone", "symmetric", "none")
+_NAME = re.compile(r"^nl(\d+)-[a-z0-9]+$")
+
+
+def skip_reason() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the NAT lab needs root (network namespaces, iptables)"
+    for tool in ("ip", "iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            return f"the NAT lab needs {tool} (apt-get install iproute2 iptables)"
+    try:
+        subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"'ip netns' is not available: {e}"
+    return None
+
+
+def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+class LabError(Exception):
+    pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _delete_namespace(name: str) -> None:
+    """Kill what still runs in C{name}, then delete it."""
+    pids = _run(["ip", "netns", "pids", name], check=False).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    _run(["ip", "netns", "delete", name], check=False)
+
+
+def remove_leftovers() -> list[str]:
+    """Delete lab namespaces whose creating process has exited; return their names."""
+    out = _run(["ip", "netns", "list"], check=False).stdout
+    removed = []
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = _NAME.match(name)
+        if m and not _pid_alive(int(m.group(1))):
+            _delete_namespace(name)
+            removed.append(name)
+    return removed
+
+
+@dataclass
+class NatLab:
+    """Six namespaces; C{up()} builds them, C{down()} removes them (both idempotent)."""
+
+    prefix: str = field(default_factory=lambda: f"nl{os.getpid()}")
+    nat: dict[str, str] = field(default_factory=lambda: {"r1": "cone", "r2": "cone"})
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def ns(self, role: str) -> str:
+        """The namespace name for a role (pub, r1, r2, h1, v1, v2)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown lab role {role!r}")
+        return f"{self.prefix}-{role}"
+
+    # -- building --------------------------------------------------------------
+
+    def up(self) -> NatLab:
+        remove_leftovers()
+        self.down()
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _ip(self, role: str, *args: str) -> None:
+        _run(["ip", "-n", self.ns(role), *args])
+
+    def x(self, role: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command to completion inside a role's namespace."""
+        return _run(["ip", "netns", "exec", self.ns(role), *argv], check=check)
+
+    def _build(self) -> None:
+        for role in ROLES:
+            _run(["ip", "netns", "add", self.ns(role)])
+            self._ip(role, "link", "set", "lo", "up")
+        self._ip("pub", "link", "add", "br0", "type", "bridge")
+        self._ip("pub", "addr", "add", f"{PUB_V4}/24", "dev", "br0")
+        self._ip("pub", "addr", "add", f"{PUB_V6}/64", "dev", "br0", "nodad")
+        self._ip("pub", "link", "set", "br0", "up")
+        for r in ("r1", "r2"):
+            net = _LAN_NET[r]
+            self._ip(
+                r, "link", "add", "wan", "type", "veth", "peer", "name", r, "netns", self.ns("pub")
+            )
+            self._ip("pub", "link", "set", r, "master", "br0", "up")
+            self._ip(r, "addr", "add", f"{WAN_V4[r]}/24", "dev", "wan")
+            self._ip(r, "addr", "add", f"{WAN_V6[r]}/64", "dev", "wan", "nodad")
+            self._ip(r, "link", "set", "wan", "up")
+            self._ip(r, "link", "add", "br-lan", "type", "bridge")
+            self._ip(r, "addr", "add", f"10.0.{net}.1/24", "dev", "br-lan")
+            self._ip(r, "addr", "add", f"2001:db8:{net}::1/64", "dev", "br-lan", "nodad")
+            self._ip(r, "link", "set", "br-lan", "up")
+            self._ip(r, "route", "add", "default", "via", PUB_V4)
+            self._ip(r, "-6", "route", "add", "default", "via", PUB_V6)
+            self._ip("pub", "-6", "route", "add", f"2001:db8:{net}::/64", "via", WAN_V6[r])
+            self.x(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            self.x(r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+            self._firewall(r)
+            self.set_nat(r, self.nat.get(r, "cone"))
+        for h, r in ROUTER_OF.items():
+            net = _LAN_NET[r]
+            self._ip(
+                h, "link", "add", "eth0", "type", "veth", "peer", "name", h, "netns", self.ns(r)
+            )
+            self._ip(r, "link", "set", h, "master", "br-lan", "up")
+            self._ip(h, "addr", "add", f"{LAN_V4[h]}/24", "dev", "eth0")
+            self._ip(h, "addr", "add", f"{LAN_V6[h]}/64", "dev", "eth0", "nodad")
+            self._ip(h, "link", "set", "eth0", "up")
+            self._ip(h, "route", "add", "default", "via", f"10.0.{net}.1")
+            self._ip(h, "-6", "route", "add", "default", "via", f"2001:db8:{net}::1")
+
+    def _firewall(self, r: str) -> None:
+        for tool in ("iptables", "ip6tables"):
+            icmp = "icmp" if tool == "iptables" else "ipv6-icmp"
+            for rule in (
+                [
+                    "-A",
+                    "INPUT",
+                    "-i",
+                    "wan",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
+                ["-A", "INPUT", "-i", "wan", "-p", icmp, "-j", "ACCEPT"],
+                # The WAN-side drop real routers have (test-lab.md A.4).
+                ["-A", "INPUT", "-i", "wan", "-j", "DROP"],
+                [
+                    "-A",
+                    "FORWARD",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
+                ["-A", "FORWARD", "-i", "br-lan", "-j", "ACCEPT"],
+                ["-A", "FORWARD", "-p", icmp, "-j", "ACCEPT"],
+                ["-A", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
+                ["-P", "FORWARD", "DROP"],
+            ):
+                if tool == "ip6tables" and "DNAT" in rule:
+                    continue
+                self.x(r, tool, *rule)
+
+    def set_nat(self, router: str, mode: str) -> None:
+        """C{cone} (MASQUERADE), C{symmetric} (--random-fully) or C{none} on a router."""
+        if mode not in NAT_MODES:
+            raise ValueError(f"unknown NAT mode {mode!r}")
+        self.x(router, "iptables", "-t", "nat", "-F", "POSTROUTING")
+        if mode == "cone":
+            self.x(
+                router,
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "wan",
+                "-j",
+                "MASQUERADE",
+            )
+        elif mode == "symmetric":
+            self.x(
+                router,
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "wan",
+                "-j",
+                "MASQUERADE",
+                "--random-fully",
+            )
+        if shutil.which("conntrack"):
+            self.x(router, "conntrack", "-F", check=False)
+        self.nat[router] = mode
+
+    # -- processes ---------------------------------------------------------------
+
+    def popen(self, role: str, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        """Start a process in a role's namespace; L{down} stops it."""
+        proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
+            ["ip", "netns", "exec", self.ns(role), *argv], **kwargs
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_processes(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+    def namespaces(self) -> list[str]:
+        """The lab's namespaces that exist right now."""
+        out = _run(["ip", "netns", "list"], check=False).stdout
+        names = {line.split()[0] for line in out.splitlines() if line.split()}
+        return [self.ns(r) for r in ROLES if self.ns(r) in names]
+
+    def down(self) -> None:
+        self.stop_processes()
+        for name in self.namespaces():
+            _delete_namespace(name)
