@@ -11,7 +11,7 @@ from twisted.internet import reactor, task
 from twisted.trial import unittest
 
 from litedesk.relay.limiter import BandwidthSettings
-from litedesk.relay.server import RelaySettings
+from litedesk.relay.server import _MODES, RelayServerTransport, RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
 from tests.test_relay_support import Peer, RelayFixture, Source, request_relay, wait_until
 
@@ -59,6 +59,16 @@ class PipeTests(RelayNetTestCase):
         self.assertEqual(b.sha.hexdigest(), sa.sha.hexdigest())
         self.assertEqual(a.sha.hexdigest(), sb.sha.hexdigest())
         self.assertEqual(fx.service.stats().bytes_relayed, 2 * total)
+
+    async def test_read_mode_in_use(self) -> None:
+        """Paired legs read through the configured path, on the relay's own transport class."""
+        fx = await self.start()
+        await self.pair(fx, "M")
+        [pair] = fx.service.relay.table.pairs
+        expected = _MODES[self.settings.read_mode] if self.settings.fast_write else 0
+        for conn in (pair.a, pair.b):
+            self.assertIsInstance(conn.handle.transport, RelayServerTransport)
+            self.assertEqual(conn.handle._mode, expected)
 
     async def test_early_bytes_kept(self) -> None:
         """Bytes sent right behind the first frame, before the partner exists, arrive first."""

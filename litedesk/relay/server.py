@@ -100,6 +100,12 @@ def _shared_io(size: int) -> _SharedIO:
     return _shared
 
 
+_MODE_TWISTED = 0
+_MODE_INTO = 1
+_MODE_SPLICE = 2
+_MODE_AUTO = 3
+_MODES = {"twisted": 0, "recv_into": 1, "splice": 2, "auto": 3}
+
 # read_mode "auto": a read of at least _BULK_READ bytes switches a leg to
 # splice, one under _SMALL_READ switches it back.
 _BULK_READ = 65536
@@ -190,6 +196,7 @@ class RelayProtocol(Protocol):
         "_fd",
         "_aborted",
         "_bulk",
+        "_mode",
         "reason",
     )
 
@@ -211,6 +218,7 @@ class RelayProtocol(Protocol):
         self._fd = -1
         self._aborted = False
         self._bulk = False
+        self._mode = 0
         self.reason = ""
 
     @property
@@ -392,15 +400,16 @@ class RelayProtocol(Protocol):
         if mode == "twisted" or t is None or self._sock is None or partner._sock is None:
             return
         _shared_io(self._relay.settings.read_size)
-        if mode == "splice" and _splice is not None:
-            t.doRead = self._read_splice  # type: ignore[method-assign]
-        elif mode == "auto" and _splice is not None:
-            t.doRead = self._read_auto  # type: ignore[method-assign]
-        else:
-            t.doRead = self._read_into  # type: ignore[method-assign]
+        if _splice is None and mode in ("splice", "auto"):
+            mode = "recv_into"
+        self._mode = _MODES[mode]
+        if not isinstance(t, RelayServerTransport):
+            t.doRead = self._read_fast  # type: ignore[method-assign]
 
-    def _read_auto(self) -> _ReadResult:
-        if self._bulk:
+    def _read_fast(self) -> _ReadResult:
+        """The paired leg's C{doRead} in the non-Twisted read modes."""
+        mode = self._mode
+        if mode == _MODE_SPLICE or (mode == _MODE_AUTO and self._bulk):
             return self._read_splice()
         return self._read_into()
 
@@ -552,6 +561,40 @@ class RelayProtocol(Protocol):
             t.abortConnection()  # type: ignore[attr-defined]
         else:
             t.loseConnection()
+
+
+class RelayServerTransport(tcp.Server):
+    """C{tcp.Server} for relay legs, installed on the relay's TCP port.
+
+    - C{doRead} of a paired leg goes to the leg's fast path (no bound method
+      stored per connection);
+    - C{logstr} and C{repstr}, two strings Twisted builds for every
+      connection, are computed when used instead of kept (about 150 bytes
+      per connection).
+    """
+
+    def doRead(self) -> _ReadResult:  # type: ignore[override]
+        p = self.protocol
+        if isinstance(p, RelayProtocol) and p._mode and p._partner is not None:
+            return p._read_fast()
+        return tcp.Server.doRead(self)
+
+    @property
+    def logstr(self) -> str:
+        return f"{self._getLogPrefix(self.protocol)},{self.sessionno},{self.hostname}"
+
+    @logstr.setter
+    def logstr(self, value: str) -> None:
+        pass
+
+    @property
+    def repstr(self) -> str:
+        port = self.server._realPortNumber if self.server is not None else "?"
+        return f"<{self.protocol.__class__.__name__} #{self.sessionno} on {port}>"
+
+    @repstr.setter
+    def repstr(self, value: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)

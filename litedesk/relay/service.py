@@ -28,7 +28,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
-from twisted.internet import endpoints
+from twisted.internet import endpoints, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -36,7 +36,13 @@ from twisted.python.usage import UsageError
 from zope.interface import implementer
 
 from litedesk.relay.limiter import BandwidthSettings
-from litedesk.relay.server import Relay, RelayFactory, RelaySettings, RelayStats
+from litedesk.relay.server import (
+    Relay,
+    RelayFactory,
+    RelayServerTransport,
+    RelaySettings,
+    RelayStats,
+)
 from litedesk.relay.table import ConnectionLimits, Deadlines
 from litedesk.wire.addrmangle import normalize_host
 
@@ -230,6 +236,10 @@ class _RecordingEndpoint:
 
         def got(port: IListeningPort) -> IListeningPort:
             self.port = port
+            # Plain TCP ports build RelayServerTransport instead of tcp.Server
+            # (unix ports, whose transport subclasses tcp.Server, keep theirs).
+            if getattr(port, "transport", None) is tcp.Server:
+                port.transport = RelayServerTransport  # type: ignore[attr-defined]
             waiters, self._waiters = self._waiters, []
             for w in waiters:
                 w.callback(port)
