@@ -31,8 +31,13 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from .xvfb import _die_with_parent
 
 ROLES = ("pub", "r1", "r2", "h1", "v1", "v2")
 PUB_V4 = "198.51.100.1"
@@ -285,3 +290,181 @@ class NatLab:
         self.stop_processes()
         for name in self.namespaces():
             _delete_namespace(name)
+
+
+# -- LiteDesk processes in the lab ------------------------------------------------
+
+PYTHON = sys.executable
+TWISTD = [PYTHON, "-c", "from twisted.scripts.twistd import run; run()"]
+VIEWER = [PYTHON, "-c", "from litedesk.viewer.cli import main; main()"]
+SERVER_PORT = 21116
+
+_WAIT_TCP = """
+import socket, sys, time
+deadline = time.monotonic() + float(sys.argv[3])
+while True:
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit('nothing listens on %s:%s' % (sys.argv[1], sys.argv[2]))
+        time.sleep(0.05)
+"""
+
+
+class LiteDeskLab:
+    """A NAT lab with C{twistd litedesk-relay} in C{pub}, hosts and viewers behind routers.
+
+    C{env} is passed to every process (set C{DISPLAY} there: X clients in a
+    namespace fall back to the filesystem socket of the root namespace's
+    Xvfb, test-lab.md A.5).
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str], nat: dict[str, str] | None = None):
+        self.dir = workdir
+        self.env = env
+        self.net = NatLab(nat=dict(nat or {"r1": "cone", "r2": "cone"}))
+        self.key = ""
+        self.server_proc: subprocess.Popen[bytes] | None = None
+        self.hosts: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+        self._count = 0
+
+    def up(self) -> LiteDeskLab:
+        self.net.up()
+        try:
+            self.start_server()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        self.net.down()
+
+    def _spawn(self, role: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.dir / f"{name}.out", "ab")  # noqa: SIM115 - closed below, child keeps it
+        try:
+            return self.net.popen(
+                role,
+                argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+
+    def wait_tcp(self, role: str, host: str, port: int, timeout: float = 30.0) -> None:
+        self.net.x(role, PYTHON, "-c", _WAIT_TCP, host, str(port), str(timeout))
+
+    @property
+    def server(self) -> str:
+        return f"{PUB_V4}:{SERVER_PORT}"
+
+    def start_server(self) -> None:
+        data = self.dir / "server"
+        self.server_proc = self._spawn(
+            "pub",
+            "server",
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                str(self.dir / "server.log"),
+                "litedesk-relay",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(SERVER_PORT),
+            ],
+        )
+        for port in (SERVER_PORT, SERVER_PORT - 1, SERVER_PORT + 1):
+            self.wait_tcp("pub", PUB_V4, port)
+        self.key = (data / "id_ed25519.pub").read_text().strip()
+
+    def stop_server(self) -> None:
+        if self.server_proc is not None and self.server_proc.poll() is None:
+            self.server_proc.terminate()
+            self.server_proc.wait(10)
+        self.server_proc = None
+
+    def host(self, role: str, *extra: str, password: str = "lab-password") -> str:
+        """Start a host agent in C{role}'s namespace; return its id once registered."""
+        self._count += 1
+        name = f"host{self._count}-{role}"
+        peer_id = f"lab{os.getpid() % 10**5:05d}{self._count:02d}"
+        pwfile = self.dir / f"{name}.pw"
+        pwfile.write_text(password)
+        argv = [
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            "--logfile",
+            str(self.dir / f"{name}.log"),
+            "litedesk-host",
+            "--config-dir",
+            str(self.dir / name),
+            "--rendezvous",
+            self.server,
+            "--key",
+            self.key,
+            "--id",
+            peer_id,
+            "--password-file",
+            str(pwfile),
+        ]
+        if "DISPLAY" in self.env:
+            argv += ["--display", self.env["DISPLAY"]]
+        proc = self._spawn(role, name, [*argv, *extra])
+        self.hosts[peer_id] = (name, proc)
+        log = self.dir / f"{name}.log"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if log.exists() and f"as id {peer_id}" in log.read_text():
+                return peer_id
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise LabError(f"host in {role} did not register; see {log}")
+
+    def host_log(self, peer_id: str) -> str:
+        name, _ = self.hosts[peer_id]
+        return (self.dir / f"{name}.log").read_text()
+
+    def viewer(
+        self,
+        role: str,
+        peer_id: str,
+        *args: str,
+        password: str = "lab-password",
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run C{litedesk-viewer --headless} in C{role}'s namespace."""
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.net.ns(role),
+            *VIEWER,
+            peer_id,
+            "--rendezvous",
+            self.server,
+            "--key",
+            self.key,
+            "--password",
+            password,
+            "--headless",
+            *args,
+        ]
+        return subprocess.run(
+            argv,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )

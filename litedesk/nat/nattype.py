@@ -1,0 +1,227 @@
+"""The NAT type test (../shared/docs/rustdesk-protocol.md section 7.4).
+
+From one local port L, connect to the rendezvous server's port P and then to
+P-1, sending C{TestNatRequest} on each; the server answers with the source
+port it saw.  The same port twice means the NAT keeps one mapping per local
+port whatever the destination (C{ASYMMETRIC}: punchable); different ports
+mean a new mapping per destination (C{SYMMETRIC}: use the relay).
+
+The decision and the retry schedule are plain functions; L{probe_nat_type}
+does one test over the network and L{NatTypeMonitor} repeats it with
+backoff (1, 3, 7, 15 ... s, capped) until a type is known.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from litedesk.nat.sockets import Address, ConnectFailed, connect_from, local_port_of
+from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.session.links import LinkError, RendezvousLink
+
+UNKNOWN = rz.UNKNOWN_NAT
+ASYMMETRIC = rz.ASYMMETRIC
+SYMMETRIC = rz.SYMMETRIC
+NAMES: dict[int, str] = {UNKNOWN: "UNKNOWN_NAT", ASYMMETRIC: "ASYMMETRIC", SYMMETRIC: "SYMMETRIC"}
+BACKOFF_CAP = 300.0
+PROBE_TIMEOUT = 3.0
+
+_log = Logger(namespace="litedesk.nat.nattype")
+
+
+def classify(port_p: int, port_p_minus_1: int) -> int:
+    """C{ASYMMETRIC} when both probes saw one public port, else C{SYMMETRIC}."""
+    if port_p <= 0 or port_p_minus_1 <= 0:
+        raise ValueError("a probe without an observed port cannot be classified")
+    return ASYMMETRIC if port_p == port_p_minus_1 else SYMMETRIC
+
+
+def backoff_delays(cap: float = BACKOFF_CAP) -> Iterator[float]:
+    """1, 3, 7, 15, ... seconds (2**n - 1), never more than C{cap}."""
+    n = 1
+    while True:
+        yield min(float(2**n - 1), cap)
+        n += 1
+
+
+def wildcard_for(host: str) -> str:
+    return "::" if ":" in host else "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class NatProbe:
+    """One finished NAT test."""
+
+    nat_type: int
+    local: Address  # the local address of the probe sockets (L)
+    ports: tuple[int, int]  # public ports the server saw on P and P-1
+
+
+async def _ask_port(
+    reactor: Any, local: Address, server: Address, serial: int, timeout: float
+) -> tuple[int, Address]:
+    link = RendezvousLink()
+    try:
+        await connect_from(reactor, local, server, link, timeout)
+    except ConnectFailed as e:
+        raise LinkError(f"NAT test: {e}") from None
+    try:
+        assert link.transport is not None
+        bound = local_port_of(link.transport)
+        link.send(rz.RendezvousMessage(test_nat_request=rz.TestNatRequest(serial=serial)))
+        while True:
+            msg = await link.next_message(reactor, timeout)
+            if msg.WhichOneof("union") == "test_nat_response":
+                return int(msg.test_nat_response.port), bound
+    finally:
+        link.close()
+
+
+async def probe_nat_type(
+    reactor: Any, server: Address, serial: int = 0, timeout: float = PROBE_TIMEOUT
+) -> NatProbe:
+    """Run the two-port test once against an IP-literal C{server} (P and P-1).
+
+    Raises L{LinkError} when either probe gets no answer.
+    """
+    host, port = server
+    first, bound = await _ask_port(reactor, (wildcard_for(host), 0), server, serial, timeout)
+    second, _ = await _ask_port(
+        reactor, (wildcard_for(host), bound[1]), (host, port - 1), serial, timeout
+    )
+    nat = classify(first, second)
+    _log.info(
+        "NAT test from port {port}: {a} / {b} -> {nat}",
+        port=bound[1],
+        a=first,
+        b=second,
+        nat=NAMES[nat],
+    )
+    return NatProbe(nat, bound, (first, second))
+
+
+def resolve_ip(host: str, port: int) -> str:
+    """The first address of C{host} (an IP literal is returned unchanged)."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return str(info[0][4][0])
+
+
+class NatTypeMonitor:
+    """Keeps testing until the NAT type is known; C{nat_type} is UNKNOWN until then.
+
+    C{probe} is injected (tests pass a fake); C{clock} schedules the retries.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        probe: Callable[[], Deferred[NatProbe]],
+        cap: float = BACKOFF_CAP,
+    ) -> None:
+        self.clock = clock
+        self.probe = probe
+        self.nat_type: int = UNKNOWN
+        self.last: NatProbe | None = None
+        self._delays = backoff_delays(cap)
+        self._call: Any = None
+        self._running = False
+        self._waiters: list[Deferred[int]] = []
+
+    def start(self) -> None:
+        self._running = True
+        self._attempt()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def known(self) -> Deferred[int]:
+        """Fires with the NAT type once one is known."""
+        if self.nat_type != UNKNOWN:
+            return Deferred.fromCoroutine(self._now())
+        d: Deferred[int] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    async def _now(self) -> int:
+        return self.nat_type
+
+    def _attempt(self) -> None:
+        self._call = None
+        if not self._running:
+            return
+        d = self.probe()
+        d.addCallbacks(self._done, self._failed)
+
+    def _done(self, result: NatProbe) -> None:
+        self.last = result
+        self.nat_type = result.nat_type
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w.callback(self.nat_type)
+
+    def _failed(self, failure: Any) -> None:
+        delay = next(self._delays)
+        _log.warn(
+            "NAT test failed ({error}); again in {delay} s",
+            error=failure.getErrorMessage(),
+            delay=delay,
+        )
+        if self._running:
+            self._call = self.clock.callLater(delay, self._attempt)
+
+
+def monitor_for(reactor: Any, server: Address) -> NatTypeMonitor:
+    """A monitor probing C{server} (host, P) over the network."""
+
+    def probe() -> Deferred[NatProbe]:
+        async def run() -> NatProbe:
+            ip = resolve_ip(*server)
+            return await probe_nat_type(reactor, (ip, server[1]))
+
+        return ensureDeferred(run())
+
+    return NatTypeMonitor(reactor, probe)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """C{python -m litedesk.nat.nattype HOST[:PORT]}: run the test once, print JSON."""
+    import argparse
+    import json
+    import sys
+
+    from twisted.internet.task import react
+
+    from litedesk.host.rendezvous_client import parse_server
+
+    p = argparse.ArgumentParser(prog="python -m litedesk.nat.nattype")
+    p.add_argument("server", help="rendezvous server HOST[:PORT] (the NAT test uses PORT-1 too)")
+    args = p.parse_args(argv)
+    server = parse_server(args.server)
+
+    async def run(reactor: Any) -> None:
+        try:
+            r = await probe_nat_type(reactor, (resolve_ip(*server), server[1]))
+        except (LinkError, OSError) as e:
+            print(f"NAT test failed: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        print(
+            json.dumps(
+                {"nat_type": NAMES[r.nat_type], "local": list(r.local), "ports": list(r.ports)}
+            )
+        )
+
+    react(lambda reactor: ensureDeferred(run(reactor)))
+
+
+if __name__ == "__main__":
+    main()

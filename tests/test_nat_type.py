@@ -1,0 +1,76 @@
+"""The NAT type test's decision and retry schedule (no network)."""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from litedesk.nat.nattype import (
+    ASYMMETRIC,
+    SYMMETRIC,
+    UNKNOWN,
+    NatProbe,
+    NatTypeMonitor,
+    backoff_delays,
+    classify,
+)
+from litedesk.session.links import LinkError
+
+
+class ClassifyTests(SynchronousTestCase):
+    def test_same_port_is_asymmetric(self) -> None:
+        """Both server ports saw one public port: the NAT is punchable (ASYMMETRIC)."""
+        self.assertEqual(classify(40000, 40000), ASYMMETRIC)
+
+    def test_different_ports_are_symmetric(self) -> None:
+        """A new public port per destination means SYMMETRIC (go to the relay)."""
+        self.assertEqual(classify(40000, 51234), SYMMETRIC)
+
+    def test_missing_port_is_refused(self) -> None:
+        """A probe that observed no port cannot decide anything."""
+        self.assertRaises(ValueError, classify, 0, 40000)
+
+    def test_backoff_schedule(self) -> None:
+        """Retries wait 1, 3, 7, 15 ... seconds, capped."""
+        self.assertEqual(list(islice(backoff_delays(), 5)), [1, 3, 7, 15, 31])
+        self.assertEqual(list(islice(backoff_delays(cap=10), 5)), [1, 3, 7, 10, 10])
+
+
+class MonitorTests(SynchronousTestCase):
+    def test_retries_until_known(self) -> None:
+        """Failed tests are repeated after 1, 3, 7 s; the first answer sets the type."""
+        clock = Clock()
+        outcomes: list[Deferred[NatProbe]] = [
+            fail(LinkError("no answer")),
+            fail(LinkError("no answer")),
+            succeed(NatProbe(SYMMETRIC, ("10.0.0.2", 4000), (1, 2))),
+        ]
+        calls: list[float] = []
+
+        def probe() -> Deferred[NatProbe]:
+            calls.append(clock.seconds())
+            return outcomes.pop(0)
+
+        m = NatTypeMonitor(clock, probe)
+        got: list[int] = []
+        m.known().addCallback(got.append)
+        m.start()
+        self.assertEqual(m.nat_type, UNKNOWN)
+        clock.advance(1)
+        self.assertEqual(m.nat_type, UNKNOWN)
+        clock.advance(3)
+        self.assertEqual(m.nat_type, SYMMETRIC)
+        self.assertEqual(calls, [0, 1, 4])
+        self.assertEqual(got, [SYMMETRIC])
+        self.assertEqual(self.successResultOf(m.known()), SYMMETRIC)
+
+    def test_stop_cancels_retry(self) -> None:
+        """A stopped monitor schedules nothing more."""
+        clock = Clock()
+        m = NatTypeMonitor(clock, lambda: fail(LinkError("down")))
+        m.start()
+        m.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
