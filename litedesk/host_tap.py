@@ -64,6 +64,12 @@ class Options(usage.Options):
     )
     optFlags: list[list[Any]] = [
         ["view-only", None, "Show the screen but refuse all input and clipboard changes."],
+        [
+            "force-relay",
+            None,
+            "Never hole-punch: answer every viewer through the relay (LAN path stays).",
+        ],
+        ["no-nat-test", None, "Skip the NAT type test; answer viewers through the relay."],
     ]
     optParameters: list[list[Any]] = [
         [
@@ -294,6 +300,13 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     paths = None
     if config["rendezvous"] is not None:
         server = config.server
+        nat_type = None
+        if not config["no-nat-test"]:
+            from litedesk.nat.nattype import NatTypeService, monitor_for
+
+            monitor = monitor_for(reactor, server)
+            NatTypeService(monitor).setServiceParent(top)
+            nat_type = lambda: monitor.nat_type  # noqa: E731
         paths = HostPaths(
             reactor,
             identity.peer_id,
@@ -301,6 +314,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             config["key"],
             make_session,
             on_event=_registration_logger(identity, config["rendezvous"]),
+            nat_type=nat_type,
+            force_relay=bool(config["force-relay"]),
         )
         reg = Registration(identity.peer_id, identity.uuid, identity.public_key)
         client = RendezvousClient(reg, server, paths, reactor)

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .xvfb import _die_with_parent
+from .xvfb import Xvfb, _die_with_parent
 
 ROLES = ("pub", "r1", "r2", "h1", "v1", "v2")
 PUB_V4 = "198.51.100.1"
@@ -328,6 +328,7 @@ class LiteDeskLab:
         self.key = ""
         self.server_proc: subprocess.Popen[bytes] | None = None
         self.hosts: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+        self.xvfb: Xvfb | None = None
         self._count = 0
 
     def up(self) -> LiteDeskLab:
@@ -430,6 +431,16 @@ class LiteDeskLab:
                 break
             time.sleep(0.1)
         raise LabError(f"host in {role} did not register; see {log}")
+
+    def stop_host(self, peer_id: str) -> None:
+        _, proc = self.hosts[peer_id]
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def host_log(self, peer_id: str) -> str:
         name, _ = self.hosts[peer_id]

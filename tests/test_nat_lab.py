@@ -13,9 +13,14 @@ import os
 import tempfile
 from pathlib import Path
 
+from PIL import Image, ImageChops, ImageDraw, ImageStat
 from twisted.trial.unittest import SynchronousTestCase
 
 from .natlab import PYTHON, LiteDeskLab, skip_reason
+from .xvfb import Xvfb, set_root_image
+from .xvfb import skip_reason as x_skip_reason
+
+SKIP_X = x_skip_reason("xclip", "display")
 
 NAT_TEST = "from litedesk.nat.nattype import main; main()"
 
@@ -23,15 +28,40 @@ NAT_TEST = "from litedesk.nat.nattype import main; main()"
 _lab: LiteDeskLab | None = None
 
 
-def shared_lab() -> LiteDeskLab:
-    """One lab (server running) for the module; removed when the test process exits."""
+def shared_lab(with_display: bool = False) -> LiteDeskLab:
+    """One lab (server running) for the module; removed when the test process exits.
+
+    With C{with_display}, one Xvfb in the root namespace serves every host
+    and viewer in the lab (X clients in a namespace use its filesystem socket).
+    """
     global _lab
     if _lab is None:
         workdir = Path(tempfile.mkdtemp(prefix="litedesk-natlab-"))
         _lab = LiteDeskLab(workdir, dict(os.environ))
         atexit.register(_lab.down)
         _lab.up()
+    if with_display and _lab.xvfb is None:
+        _lab.xvfb = Xvfb(1920, 1080, 24).start()
+        atexit.register(_lab.xvfb.stop)
+        _lab.env["DISPLAY"] = str(_lab.xvfb.display)
     return _lab
+
+
+def screen_image(path: Path) -> Image.Image:
+    im = Image.new("RGB", (1920, 1080), (24, 48, 80))
+    d = ImageDraw.Draw(im)
+    for i in range(0, 1920, 160):
+        d.rectangle([i, 0, i + 80, 1080], fill=(220, (i // 3) % 256, 60))
+    for j in range(0, 1080, 135):
+        d.rectangle([0, j, 1920, j + 20], fill=(250, 250, 250))
+    d.text((300, 300), "NAT-LAB-MARKER", fill=(0, 0, 0))
+    im.save(path)
+    return im
+
+
+def mean_error(a: Image.Image, b: Image.Image) -> float:
+    stat = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
+    return float(sum(stat.mean) / 3)
 
 
 class NatTypeLabTests(SynchronousTestCase):
@@ -53,3 +83,66 @@ class NatTypeLabTests(SynchronousTestCase):
     def test_symmetric_nat_is_symmetric(self) -> None:
         """Behind MASQUERADE --random-fully the NAT test says SYMMETRIC."""
         self.assertEqual(self._nat_type("v2"), "SYMMETRIC")
+
+
+class PathLabTests(SynchronousTestCase):
+    """Which path a real session takes through real NATs, and that it works."""
+
+    skip = skip_reason() or SKIP_X
+
+    def setUp(self) -> None:
+        self.lab = shared_lab(with_display=True)
+        self.tmp = Path(self.mktemp())
+        self.tmp.mkdir()
+
+    def start_host(self, role: str, *extra: str) -> str:
+        peer = self.lab.host(role, *extra)
+        self.addCleanup(self.lab.stop_host, peer)
+        return peer
+
+    def connect(self, role: str, peer: str, *args: str) -> dict[str, object]:
+        out = self.lab.viewer(role, peer, "--stats-json", "--verbose", *args)
+        self.assertEqual(out.returncode, 0, f"viewer failed: {out.stderr[-3000:]}")
+        stats: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+        return stats
+
+    def assert_screen(self, role: str, peer: str, path: str) -> None:
+        """Connect from C{role}; the path is C{path} and the screenshot is the host's screen."""
+        expected = screen_image(self.tmp / "expected.png")
+        assert self.lab.xvfb is not None
+        set_root_image(self.lab.xvfb, str(self.tmp / "expected.png"))
+        shot = self.tmp / "shot.png"
+        stats = self.connect(role, peer, "--screenshot", str(shot))
+        self.assertEqual(stats["path"], path)
+        got = Image.open(shot)
+        self.assertEqual(got.size, expected.size)
+        self.assertLess(mean_error(expected, got), 6.0)
+
+    def nat(self, r1: str, r2: str) -> None:
+        self.lab.net.set_nat("r1", r1)
+        self.lab.net.set_nat("r2", r2)
+
+    def test_cone_cone_is_punched_and_screen_matches(self) -> None:
+        """Both behind cone NATs: the session is hole-punched (path direct) and shows the screen."""
+        self.nat("cone", "cone")
+        peer = self.start_host("h1")
+        self.assert_screen("v2", peer, "direct")
+
+    def test_symmetric_host_side_uses_relay(self) -> None:
+        """Host behind a symmetric NAT: no punch, the session goes through the relay and works."""
+        self.nat("symmetric", "cone")
+        peer = self.start_host("h1")
+        self.assert_screen("v2", peer, "relay")
+
+    def test_symmetric_viewer_side_uses_relay(self) -> None:
+        """Viewer behind a symmetric NAT: the session goes through the relay and works."""
+        self.nat("cone", "symmetric")
+        peer = self.start_host("h1")
+        self.assert_screen("v2", peer, "relay")
+
+    def test_same_router_uses_lan(self) -> None:
+        """Host and viewer behind the same router connect over the LAN address."""
+        self.nat("cone", "cone")
+        peer = self.start_host("h1")
+        stats = self.connect("v1", peer)
+        self.assertEqual(stats["path"], "lan")

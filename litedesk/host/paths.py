@@ -3,9 +3,14 @@
 RustDesk hosts react to pushes as described in
 ../shared/docs/rustdesk-protocol.md section 7.2:
 
-- C{PunchHole}: hole punching is a later step, so the host opens a relay
-  itself ("host-initiated relay": C{RelayResponse} with a new uuid through
-  the rendezvous server, then the relay leg);
+- C{PunchHole}: when neither side is behind a symmetric NAT (and no relay
+  is forced), TCP hole punching (L{litedesk.nat.punch}): from a fresh local
+  port L, tell the server C{PunchHoleSent}, connect out from L to the
+  viewer's public address and listen on L; the first stream wins.
+  Otherwise the host opens a relay itself ("host-initiated relay":
+  C{RelayResponse} with a new uuid through the rendezvous server, then the
+  relay leg).  Hosts built without a NAT type source (C{nat_type=None})
+  always take the relay, as before hole punching existed;
 - C{FetchLocalAddr} (viewer behind the same public IP): listen on a LAN
   port, tell the server with C{LocalAddr}, accept one connection;
 - C{RequestRelay}: acknowledge with C{RelayResponse}, then join the
@@ -27,12 +32,22 @@ from twisted.internet.interfaces import IListeningPort, IProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from litedesk.nat.nattype import NAMES, SYMMETRIC, resolve_ip, wildcard_for
+from litedesk.nat.punch import (
+    Gate,
+    GatedFactory,
+    adopt_if_first,
+    open_rendezvous_from,
+    punch_connect,
+)
+from litedesk.nat.sockets import listen_on
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.links import LinkError, connect_relay, open_rendezvous, split_relay
 from litedesk.wire import addrmangle
 
 VERSION = "1.4.9"
 LAN_ACCEPT_WINDOW = 18.0  # RustDesk hosts listen this long for the viewer
+PUNCH_WINDOW = 18.0  # and accept/punch this long after PunchHoleSent
 
 
 def local_address_towards(host: str, port: int) -> str:
@@ -73,6 +88,8 @@ class HostPaths:
         licence_key: str,
         make_session: Callable[[], IProtocol],
         on_event: Callable[[Any], None] | None = None,
+        nat_type: Callable[[], int] | None = None,
+        force_relay: bool = False,
     ) -> None:
         self.reactor = reactor
         self.peer_id = peer_id
@@ -80,6 +97,8 @@ class HostPaths:
         self.licence_key = licence_key
         self.make_session = make_session
         self.on_event = on_event
+        self.nat_type = nat_type
+        self.force_relay = force_relay
         self.listeners: list[IListeningPort] = []
         self._timers: list[Any] = []
 
@@ -91,8 +110,30 @@ class HostPaths:
 
     def punch_hole(self, msg: rz.PunchHole) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
-        self._log.info("Viewer {ip} asks to connect; opening a relay", ip=viewer[0])
-        self._track(self._host_initiated_relay(msg.socket_addr, msg.relay_server))
+        own = self.nat_type() if self.nat_type is not None else None
+        why = ""
+        if own is None:
+            why = "no NAT test"
+        elif self.force_relay or msg.force_relay:
+            why = "relay forced"
+        elif msg.nat_type == SYMMETRIC:
+            why = "viewer behind a symmetric NAT"
+        elif own == SYMMETRIC:
+            why = "we are behind a symmetric NAT"
+        if why:
+            self._log.info(
+                "Viewer {ip} asks to connect; opening a relay ({why})", ip=viewer[0], why=why
+            )
+            self._track(self._host_initiated_relay(msg.socket_addr, msg.relay_server))
+            return
+        assert own is not None
+        self._log.info(
+            "Viewer {ip} asks to connect ({vnat}, we are {nat}); punching",
+            ip=viewer[0],
+            vnat=NAMES.get(msg.nat_type, "?"),
+            nat=NAMES.get(own, "?"),
+        )
+        self._track(self._punch(msg, own))
 
     def request_relay(self, msg: rz.RequestRelay) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
@@ -144,6 +185,68 @@ class HostPaths:
             )
         )
         await connect_relay(self.reactor, relay, uuid, self.licence_key, self.make_session())
+
+    async def _punch(self, msg: rz.PunchHole, own_nat: int) -> None:
+        viewer = addrmangle.normalize(addrmangle.decode(msg.socket_addr))
+        server = (resolve_ip(*self.server), self.server[1])
+        link, local = await open_rendezvous_from(self.reactor, server)
+        shared = (wildcard_for(server[0]), local[1])
+        gate = Gate()
+        listening: list[IListeningPort] = []
+        try:
+            port_obj = listen_on(self.reactor, shared, GatedFactory(gate, self.make_session))
+            listening.append(port_obj)
+            self.listeners.append(port_obj)
+        except OSError as e:
+            self._log.warn("Cannot listen on port {port}: {error}", port=local[1], error=e)
+        t0 = self.reactor.seconds()
+
+        async def connect_out() -> None:
+            sock = await punch_connect(self.reactor, shared, viewer, PUNCH_WINDOW, gate)
+            adopt_if_first(self.reactor, sock, gate, "connected", self.make_session)
+
+        connecting = ensureDeferred(connect_out())
+        link.send(
+            rz.RendezvousMessage(
+                punch_hole_sent=rz.PunchHoleSent(
+                    socket_addr=msg.socket_addr,
+                    id=self.peer_id,
+                    relay_server=msg.relay_server,
+                    nat_type=own_nat,  # type: ignore[arg-type]
+                    version=VERSION,
+                )
+            )
+        )
+        closed = link.closed
+        closed.addTimeout(5, self.reactor)
+
+        def stop(_: object = None) -> None:
+            for p in listening:
+                if p in self.listeners:
+                    self.listeners.remove(p)
+                p.stopListening()
+            listening.clear()
+
+        timer = self.reactor.callLater(PUNCH_WINDOW, stop)
+        self._timers.append(timer)
+        try:
+            await closed
+        except Exception:
+            link.close()
+        await connecting
+        if gate.winner is not None:
+            self._log.info(
+                "Punched stream to {ip}:{port} ({how}) after {ms} ms",
+                ip=viewer[0],
+                port=viewer[1],
+                how=gate.winner,
+                ms=int((self.reactor.seconds() - t0) * 1000),
+            )
+            if timer.active():
+                timer.cancel()
+            if timer in self._timers:
+                self._timers.remove(timer)
+            stop()
 
     async def _join_relay(self, msg: rz.RequestRelay) -> None:
         await self._tell_server(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -191,6 +192,21 @@ def monitor_for(reactor: Any, server: Address) -> NatTypeMonitor:
         return ensureDeferred(run())
 
     return NatTypeMonitor(reactor, probe)
+
+
+class NatTypeService(Service):
+    """Runs a L{NatTypeMonitor} while the service runs (the host's NAT test)."""
+
+    def __init__(self, monitor: NatTypeMonitor) -> None:
+        self.monitor = monitor
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.monitor.start()
+
+    def stopService(self) -> Deferred[None] | None:
+        self.monitor.stop()
+        return super().stopService()  # type: ignore[no-any-return,no-untyped-call]
 
 
 def main(argv: list[str] | None = None) -> None:

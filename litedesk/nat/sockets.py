@@ -121,14 +121,10 @@ class _PendingConnect:
         self.sock.close()
 
 
-async def connect_from(
-    reactor: Any,
-    local: Address,
-    remote: Address,
-    protocol: IProtocol,
-    timeout: float,
-) -> IProtocol:
-    """Connect from C{local} (shared port) to C{remote}; run C{protocol} on the stream.
+async def connect_socket(
+    reactor: Any, local: Address, remote: Address, timeout: float
+) -> socket.socket:
+    """A socket bound to C{local} (shared port) and connected to C{remote}, not adopted.
 
     Raises L{ConnectFailed} on refusal, unreachability or after C{timeout}.
     """
@@ -139,14 +135,30 @@ async def connect_from(
         raise ConnectFailed(remote, f"bind {local[0]}:{local[1]}: {e.strerror}") from None
     pending = _PendingConnect(reactor, sock, remote)
     try:
-        connected = await pending.start(timeout)
+        return await pending.start(timeout)
     except (CancelledError, DeferTimeout, TimeoutError):
         raise ConnectFailed(remote, "timed out") from None
+
+
+def adopt(reactor: Any, sock: socket.socket, protocol: IProtocol) -> IProtocol:
+    """Hand a connected socket to the reactor, running C{protocol} on it."""
     try:
-        reactor.adoptStreamConnection(connected.fileno(), family, _OneProtocol(protocol))
+        reactor.adoptStreamConnection(sock.fileno(), sock.family, _OneProtocol(protocol))
     finally:
-        connected.close()  # the reactor holds its own duplicate
+        sock.close()  # the reactor holds its own duplicate
     return protocol
+
+
+async def connect_from(
+    reactor: Any,
+    local: Address,
+    remote: Address,
+    protocol: IProtocol,
+    timeout: float,
+) -> IProtocol:
+    """Connect from C{local} (shared port) to C{remote}; run C{protocol} on the stream."""
+    sock = await connect_socket(reactor, local, remote, timeout)
+    return adopt(reactor, sock, protocol)
 
 
 def listen_on(reactor: Any, local: Address, factory: IProtocolFactory) -> IListeningPort:

@@ -27,7 +27,7 @@ from litedesk.proto import message_pb2 as pb
 from litedesk.session.links import LinkError, connect_relay
 from litedesk.session.tls import KnownHosts, viewer_context_factory, wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
-from litedesk.viewer.route import ConnectError, Route, find_host
+from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host
 
 LOGIN_TIMEOUT = 20.0
 SETTLE = 0.5  # let the host's screen catch up with our input before the screenshot
@@ -128,6 +128,8 @@ async def _connect(reactor: Any, args: argparse.Namespace, session: ViewerSessio
     route: Route = await find_host(reactor, server, args.key, args.target, args.force_relay)
     creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
     tls = wrap_client(session, creator)
+    if route.path == "punch":  # hole punching, relay when it fails
+        return await connect_punched(reactor, route, server, args.key, args.target, tls)
     if route.path == "relay":
         assert route.relay is not None
         try:

@@ -1,10 +1,13 @@
 """How the viewer reaches a host through the rendezvous server.
 
 RustDesk's C{Client::_start} (../shared/docs/rustdesk-protocol.md section
-7.3), minus hole punching (a later step): send C{PunchHoleRequest}; the
-server answers directly (failure, or the host's LAN address when both sides
-share a public IP) or the host answers with C{RelayResponse} when it opened
-a relay for us.  Otherwise ask for a relay explicitly with C{RequestRelay}.
+7.3): test our NAT type (section 7.4), send C{PunchHoleRequest} from a
+shared (SO_REUSEPORT) local port; the server answers directly (failure, or
+the host's LAN address when both sides share a public IP), the host answers
+with C{RelayResponse} when it opened a relay for us, or with
+C{PunchHoleSent}, which the server turns into a C{PunchHoleResponse} with
+the host's public address: then punch (L{connect_punched}), connecting from
+the same local port, and fall back to C{RequestRelay} when that fails.
 
 The host's public key must arrive signed by the server key the viewer was
 configured with; without that signature there is no session, because the
@@ -19,16 +22,38 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 
+from litedesk.nat.nattype import (
+    NAMES,
+    SYMMETRIC,
+    UNKNOWN,
+    probe_nat_type,
+    resolve_ip,
+)
+from litedesk.nat.punch import (
+    Gate,
+    adopt_if_first,
+    direct_timeout,
+    open_rendezvous_from,
+    punch_connect,
+)
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.session.links import LinkError, RendezvousLink, open_rendezvous, split_relay
+from litedesk.session.links import (
+    LinkError,
+    RendezvousLink,
+    connect_relay,
+    open_rendezvous,
+    split_relay,
+)
 from litedesk.session.tls import UnverifiedHostKey, host_key_from_signed_id_pk
 from litedesk.wire import addrmangle
 
 VERSION = "1.4.9"  # what we claim to be: servers only sign keys for versioned clients
 PUNCH_WAITS = (3.0, 6.0, 9.0)
 RELAY_WAIT = 18.0
+NAT_TEST_TIMEOUT = 1.5
 
 _log = Logger(namespace="litedesk.viewer.route")
 
@@ -45,11 +70,16 @@ class ConnectError(Exception):
 class Route:
     """Where the host is and which key it must present."""
 
-    path: str  # "lan" or "relay"
+    path: str  # "lan", "relay" or "punch" (then L{connect_punched})
     host_pk: bytes
     addr: tuple[str, int] | None = None
     relay: tuple[str, int] | None = None
     uuid: str = ""
+    local: tuple[str, int] | None = None  # our shared port (punch)
+    relay_server: str = ""
+    peer_nat: int = UNKNOWN
+    own_nat: int = UNKNOWN
+    punch_time: float = 0.0
 
 
 _FAILURES = {
@@ -87,12 +117,14 @@ async def _exchange(
     msg: rz.RendezvousMessage,
     waits: tuple[float, ...],
     want: tuple[str, ...],
+    link: RendezvousLink | None = None,
 ) -> rz.RendezvousMessage:
     """Send C{msg} (again after each wait) until an answer of a wanted kind."""
-    try:
-        link: RendezvousLink = await open_rendezvous(reactor, *server)
-    except LinkError as e:
-        raise ConnectError("cannot reach rendezvous server", str(e)) from None
+    if link is None:
+        try:
+            link = await open_rendezvous(reactor, *server)
+        except LinkError as e:
+            raise ConnectError("cannot reach rendezvous server", str(e)) from None
     try:
         for wait in waits:
             link.send(msg)
@@ -109,6 +141,22 @@ async def _exchange(
         link.close()
 
 
+async def own_nat_type(reactor: Any, server: tuple[str, int]) -> int:
+    """Our NAT type (section 7.4), or UNKNOWN_NAT when the test gets no answer."""
+    t0 = reactor.seconds()
+    try:
+        probe = await probe_nat_type(reactor, server, timeout=NAT_TEST_TIMEOUT)
+    except (LinkError, OSError) as e:
+        _log.info("NAT test failed after {ms} ms: {error}", ms=_ms(reactor, t0), error=e)
+        return UNKNOWN
+    _log.info("NAT test: {nat} ({ms} ms)", nat=NAMES[probe.nat_type], ms=_ms(reactor, t0))
+    return probe.nat_type
+
+
+def _ms(reactor: Any, t0: float) -> int:
+    return int((reactor.seconds() - t0) * 1000)
+
+
 async def find_host(
     reactor: Any,
     server: tuple[str, int],
@@ -117,24 +165,40 @@ async def find_host(
     force_relay: bool = False,
     waits: tuple[float, ...] = PUNCH_WAITS,
     relay_wait: float = RELAY_WAIT,
+    nat_test: bool = True,
 ) -> Route:
     """Ask the rendezvous server for C{peer_id}; return how to reach it."""
     server_pk = server_key_bytes(server_key)
+    try:
+        server_ip = (resolve_ip(*server), server[1])
+    except OSError as e:
+        raise ConnectError("cannot reach rendezvous server", f"{server[0]}: {e}") from None
+    own_nat: int
+    if force_relay:
+        own_nat = SYMMETRIC  # as RustDesk encodes it: the host goes to the relay
+    elif nat_test:
+        own_nat = await own_nat_type(reactor, server_ip)
+    else:
+        own_nat = UNKNOWN
     request = rz.RendezvousMessage(
         punch_hole_request=rz.PunchHoleRequest(
             id=peer_id,
             licence_key=server_key,
-            # Until hole punching exists, claim a symmetric NAT: the host then
-            # opens a relay itself instead of waiting for a punch.
-            nat_type=rz.SYMMETRIC,
+            nat_type=own_nat,  # type: ignore[arg-type]
             conn_type=rz.DEFAULT_CONN,
             version=VERSION,
             force_relay=force_relay,
         )
     )
+    try:
+        link, local = await open_rendezvous_from(reactor, server_ip)
+    except LinkError as e:
+        raise ConnectError("cannot reach rendezvous server", str(e)) from None
+    t0 = reactor.seconds()
     answer = await _exchange(
-        reactor, server, request, waits, ("punch_hole_response", "relay_response")
+        reactor, server, request, waits, ("punch_hole_response", "relay_response"), link
     )
+    punch_time = reactor.seconds() - t0
     kind = answer.WhichOneof("union")
     if kind == "relay_response":
         rr = answer.relay_response
@@ -142,6 +206,7 @@ async def find_host(
             raise ConnectError("relay refused", rr.refuse_reason)
         host_pk = _host_key(server_pk, rr.pk, peer_id)
         relay = split_relay(rr.relay_server, *server)
+        _log.info("The host opened a relay for us ({ms} ms)", ms=int(punch_time * 1000))
         return Route("relay", host_pk, relay=relay, uuid=rr.uuid)
     ph = answer.punch_hole_response
     if not ph.socket_addr:
@@ -149,10 +214,65 @@ async def find_host(
             raise ConnectError(ph.other_failure)
         raise ConnectError(_FAILURES.get(ph.failure, "punch hole failed"))
     host_pk = _host_key(server_pk, ph.pk, peer_id)
+    addr = addrmangle.normalize(addrmangle.decode(ph.socket_addr))
     if ph.is_local and not force_relay:
-        addr = addrmangle.normalize(addrmangle.decode(ph.socket_addr))
         return Route("lan", host_pk, addr=addr)
-    return await request_relay(reactor, server, peer_id, host_pk, ph.relay_server, relay_wait)
+    peer_nat = ph.nat_type if ph.WhichOneof("union") == "nat_type" else UNKNOWN
+    if force_relay or SYMMETRIC in (own_nat, peer_nat):
+        return await request_relay(reactor, server, peer_id, host_pk, ph.relay_server, relay_wait)
+    return Route(
+        "punch",
+        host_pk,
+        addr=addr,
+        local=local,
+        relay_server=ph.relay_server,
+        peer_nat=peer_nat,
+        own_nat=own_nat,
+        punch_time=punch_time,
+    )
+
+
+async def connect_punched(
+    reactor: Any,
+    route: Route,
+    server: tuple[str, int],
+    licence_key: str,
+    peer_id: str,
+    protocol: IProtocol,
+    relay_wait: float = RELAY_WAIT,
+) -> str:
+    """Punch to the host from our shared port; on failure go through the relay.
+
+    Returns the path used: C{"direct"} or C{"relay"}.
+    """
+    assert route.addr is not None and route.local is not None
+    window = direct_timeout(False, route.peer_nat, route.own_nat, True, route.punch_time)
+    gate = Gate()
+    t0 = reactor.seconds()
+    sock = await punch_connect(reactor, route.local, route.addr, window, gate)
+    if adopt_if_first(reactor, sock, gate, "connected", lambda: protocol):
+        _log.info(
+            "Direct (punched) connection to {ip}:{port}: ok in {ms} ms",
+            ip=route.addr[0],
+            port=route.addr[1],
+            ms=_ms(reactor, t0),
+        )
+        return "direct"
+    _log.info(
+        "Direct (punched) connection to {ip}:{port}: failed after {ms} ms; trying the relay",
+        ip=route.addr[0],
+        port=route.addr[1],
+        ms=_ms(reactor, t0),
+    )
+    relayed = await request_relay(
+        reactor, server, peer_id, route.host_pk, route.relay_server, relay_wait
+    )
+    assert relayed.relay is not None
+    try:
+        await connect_relay(reactor, relayed.relay, relayed.uuid, licence_key, protocol)
+    except LinkError as e:
+        raise ConnectError("cannot reach relay", str(e)) from None
+    return "relay"
 
 
 async def request_relay(
