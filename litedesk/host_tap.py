@@ -65,6 +65,12 @@ class Options(usage.Options):
     optFlags: list[list[Any]] = [
         ["view-only", None, "Show the screen but refuse all input and clipboard changes."],
         [
+            "discoverable",
+            None,
+            "List this host for 'Browse' in viewers: register with the server's LiteDesk v1 "
+            "discovery listener (when it runs one) and answer LAN discovery pings.",
+        ],
+        [
             "force-relay",
             None,
             "Never hole-punch: answer every viewer through the relay (LAN path stays).",
@@ -98,6 +104,20 @@ class Options(usage.Options):
             "(e.g. tcp:21118), for 'litedesk-viewer HOST:PORT' without a server.",
         ],
         [
+            "discovery-server",
+            None,
+            None,
+            "With --discoverable: the discovery listener HOST[:PORT] "
+            "(default: the rendezvous server's host, port 8877).",
+        ],
+        [
+            "lan-discovery-port",
+            None,
+            "21119",
+            "With --discoverable: UDP port for LAN discovery pings (0 = off).",
+            _positive_int,
+        ],
+        [
             "codec",
             None,
             "h264",
@@ -127,6 +147,16 @@ class Options(usage.Options):
                 self.server = parse_server(self["rendezvous"])
             except ValueError:
                 raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}") from None
+        self.discovery_server: tuple[str, int] | None = None
+        if self["discovery-server"] is not None:
+            try:
+                self.discovery_server = parse_server(self["discovery-server"], 8877)
+            except ValueError:
+                raise usage.UsageError(
+                    f"bad --discovery-server {self['discovery-server']!r}"
+                ) from None
+        elif self["rendezvous"] is not None:
+            self.discovery_server = (self.server[0], 8877)
         if self["codec"] not in ("h264", "vp9"):
             raise usage.UsageError("--codec must be h264 or vp9")
         if self["display"] is None:
@@ -338,6 +368,15 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         svc._raiseSynchronously = True
         svc.setServiceParent(top)
     _HostRuntime(ctx, paths, watcher, worker, cursor).setServiceParent(top)
+    if config["discoverable"]:
+        from litedesk.viewer.browse import DiscoverableService
+
+        DiscoverableService(
+            reactor,
+            identity.peer_id,
+            config.discovery_server,
+            lan_port=int(config["lan-discovery-port"]),
+        ).setServiceParent(top)
     top.ctx = ctx  # type: ignore[attr-defined]  # for tests
     top.identity = identity  # type: ignore[attr-defined]
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=LOGIN_TIMEOUT, help="seconds to wait for the login"
     )
     p.add_argument("--verbose", "-v", action="store_true", help="log to stderr")
+    w = p.add_argument_group("window (without --headless)")
+    w.add_argument("--config", type=Path, default=None, help="viewer config file")
+    w.add_argument("--host-key", default=None, help="key that opens the viewer menu (F8)")
+    w.add_argument("--scale", choices=("fit", "1:1"), default=None, help="initial scaling")
+    w.add_argument(
+        "--quality", choices=("speed", "balanced", "best"), default=None, help="image quality"
+    )
+    w.add_argument("--fps", type=int, default=None, help="frame-rate cap (0 = host default)")
+    w.add_argument("--screenshot-dir", default=None, help="where the Screenshot entry saves")
+    w.add_argument(
+        "--discovery",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="LiteDesk v1 discovery listener for Browse (default: the server, port 8877)",
+    )
+    w.add_argument("--geometry", default=None, help="initial window geometry (WxH+X+Y)")
+    w.add_argument("--log-file", default=None, help="write the log to this file")
     return p
 
 
@@ -110,9 +128,24 @@ def key_event(k: KeyInput) -> pb.KeyEvent:
     return ev
 
 
-async def _connect(reactor: Any, args: argparse.Namespace, session: ViewerSession) -> str:
-    """Open the stream to the host and start TLS; returns the path used."""
+async def _connect(
+    reactor: Any,
+    args: argparse.Namespace,
+    session: ViewerSession,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """Open the stream to the host and start TLS; returns the path used.
+
+    Shared by the headless mode and the window; C{progress} hears what is
+    being done ("rendezvous", "relay", "lan", "direct") for a status bar.
+    """
+
+    def step(what: str) -> None:
+        if progress is not None:
+            progress(what)
+
     if _is_direct(args.target):
+        step("direct")
         host, port = parse_server(args.target, 21118)
         kh = KnownHosts(args.known_hosts or _default_known_hosts())
         creator = kh.context_factory(f"{host}:{port}")
@@ -125,19 +158,23 @@ async def _connect(reactor: Any, args: argparse.Namespace, session: ViewerSessio
     if not args.rendezvous or not args.key:
         raise UsageFailure("--rendezvous and --key are needed to connect by id")
     server = parse_server(args.rendezvous)
+    step("rendezvous")
     route: Route = await find_host(reactor, server, args.key, args.target, args.force_relay)
     creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
     tls = wrap_client(session, creator)
     if route.path == "punch":  # hole punching, relay when it fails
+        step("punch")
         return await connect_punched(reactor, route, server, args.key, args.target, tls)
     if route.path == "relay":
         assert route.relay is not None
+        step("relay")
         try:
             await connect_relay(reactor, route.relay, route.uuid, args.key, tls)
         except LinkError as e:
             raise ConnectError("cannot reach relay", str(e)) from None
         return "relay"
     assert route.addr is not None
+    step("lan")
     ep = HostnameEndpoint(reactor, route.addr[0], route.addr[1], timeout=5)
     try:
         await connectProtocol(ep, tls)
@@ -252,14 +289,13 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.headless:
+        from litedesk.viewer.window import run_window
+
+        del _reactor
+        raise SystemExit(run_window(args))
     if not args.target:
         parser.error("a host id or HOST:PORT is required")
-    if not args.headless:
-        print(
-            "litedesk-viewer: the window is not available yet; use --headless",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
     if args.verbose:
         from twisted.logger import globalLogBeginner, textFileLogObserver
 

@@ -1,0 +1,363 @@
+"""End to end: the viewer window, driven with xdotool like a person would.
+
+Server and host agent run as in L{tests.test_e2e_session} (the host on the
+lab's Xvfb, display A).  The windowed viewer runs on a second, smaller Xvfb
+(display B, 1280x900), for three reasons:
+
+  - keyboard input injected on the host would go to whatever window has the
+    X focus on that display; with the viewer on the host's own display that
+    could be the viewer itself, which would send it back: a feedback loop;
+  - the viewer would show itself inside itself, so screenshot comparisons
+    would depend on timing;
+  - a screen smaller than the host's makes the window scale the picture
+    (0.625 here), so clicks exercise the mapping through scaling.
+
+xdotool drives display B (click, type, F8 menu); the input recorder from
+L{tests.test_input_support} on display A sees what arrived on the host.
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageChops, ImageDraw, ImageStat
+from twisted.trial.unittest import SynchronousTestCase
+
+from .e2e_lab import SKIP, VIEWER, Lab, lab
+from .test_input_support import Recorder, tk_skip_reason
+from .xvfb import Xvfb, _die_with_parent, set_root_image, skip_reason
+
+WINDOW_SKIP = SKIP or skip_reason("xdotool", "import") or tk_skip_reason()
+SHOWING = re.compile(
+    r"Showing (\d+)x(\d+) at scale ([\d.]+), offset ([-\d.]+),([-\d.]+); "
+    r"canvas at (-?\d+),(-?\d+) size (\d+)x(\d+)"
+)
+
+
+def _mean_error(a: Image.Image, b: Image.Image) -> float:
+    stat = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
+    return sum(stat.mean) / 3
+
+
+def _pattern(path: Path) -> None:
+    """A host desktop with large, distinct shapes (survives scaling and H.264)."""
+    im = Image.new("RGB", (1920, 1080), (30, 60, 110))
+    d = ImageDraw.Draw(im)
+    for i in range(0, 1920, 240):
+        d.rectangle([i, 0, i + 120, 1080], fill=(230, (i // 4) % 256, 40))
+    for j in range(0, 1080, 180):
+        d.rectangle([0, j, 1920, j + 40], fill=(245, 245, 245))
+    d.ellipse([1300, 600, 1700, 1000], fill=(20, 200, 90))
+    im.save(path)
+
+
+class ViewerProcess:
+    """One windowed viewer on display B, with its log file."""
+
+    def __init__(self, the_lab: Lab, xvfb: Xvfb, tmp: Path, peer: str, *extra: str) -> None:
+        self.env = dict(xvfb.env)
+        self.log = tmp / "viewer.log"
+        self.log.write_text("")
+        self.shots = tmp / "shots"
+        argv = [
+            *VIEWER,
+            peer,
+            "--rendezvous",
+            f"127.0.0.1:{the_lab.port}",
+            "--key",
+            the_lab.key,
+            "--geometry",
+            "1200x800+0+0",
+            "--log-file",
+            str(self.log),
+            "--config",
+            str(tmp / "viewer.json"),
+            "--screenshot-dir",
+            str(self.shots),
+            *extra,
+        ]
+        out = open(tmp / "viewer.out", "wb")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            preexec_fn=_die_with_parent,
+        )
+        out.close()
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_log(self, pattern: str, timeout: float = 20.0, start: int = 0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.compile(pattern).search(self.text(), start)
+            if m is not None:
+                return m
+            if self.proc.poll() is not None:
+                raise AssertionError(f"viewer exited ({self.proc.returncode}):\n{self.text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} in the viewer log:\n{self.text()}")
+            time.sleep(0.1)
+
+    def xdotool(self, *args: str) -> str:
+        return subprocess.run(
+            ["xdotool", *args], env=self.env, check=True, capture_output=True, text=True, timeout=10
+        ).stdout
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _capture(env: dict[str, str], window: str, path: Path) -> Image.Image:
+    subprocess.run(["import", "-window", window, str(path)], env=env, check=True, timeout=30)
+    return Image.open(path).convert("RGB")
+
+
+class _Shared:
+    """One host, recorder and windowed viewer for the tests that share them.
+
+    trial has no class fixtures, and starting a viewer costs seconds, so the
+    first test starts them and the process exit stops them.
+    """
+
+    def __init__(self) -> None:
+        self.lab = lab()
+        self.tmp = Path(self.lab.dir) / "viewer-window"
+        self.tmp.mkdir(exist_ok=True)
+        self.peer = self.lab.host("main")
+        _pattern(self.tmp / "desk.png")
+        set_root_image(self.lab.xvfb, str(self.tmp / "desk.png"))
+        self.xb = Xvfb(1280, 900, 24).start()
+        self.viewer = ViewerProcess(
+            self.lab, self.xb, self.tmp, self.peer, "--password", "e2e-password", "--force-relay"
+        )
+        atexit.register(self.stop)
+        m = self.viewer.wait_log(SHOWING.pattern, timeout=30)
+        w, h, scale, ox, oy, cx, cy, cw, ch = m.groups()
+        self.scale = float(scale)
+        self.offset = (float(ox), float(oy))
+        self.canvas = (int(cx), int(cy))
+
+    def stop(self) -> None:
+        self.viewer.stop()
+        self.xb.stop()
+
+
+_shared: _Shared | None = None
+_runs_left = 4  # test methods in ViewerWindowTests
+
+
+def _release_shared() -> None:
+    global _runs_left, _shared
+    _runs_left -= 1
+    if _runs_left == 0 and _shared is not None:
+        _shared.stop()
+        _shared = None
+
+
+class ViewerWindowTests(SynchronousTestCase):
+    skip = WINDOW_SKIP
+
+    def setUp(self) -> None:
+        global _shared
+        if _shared is None:
+            _shared = _Shared()
+        sh = _shared
+        # Stop the shared viewer after this class's last test, so that it
+        # does not stream to the host while other modules' tests run.
+        self.addCleanup(_release_shared)
+        self.lab, self.tmp, self.peer = sh.lab, sh.tmp, sh.peer
+        self.viewer, self.scale, self.offset, self.canvas = (
+            sh.viewer,
+            sh.scale,
+            sh.offset,
+            sh.canvas,
+        )
+
+    def recorder(self) -> Recorder:
+        """The input recorder on the host display, at (0,0)-(1000,800), for this test."""
+        rec = Recorder(self.lab.env)
+        self.addCleanup(rec.stop)
+        return rec
+
+    def to_viewer(self, rx: int, ry: int) -> tuple[int, int]:
+        """Root coordinates on display B where remote pixel (rx, ry) is drawn."""
+        lx = self.offset[0] + (rx + 0.5) * self.scale - 0.5
+        ly = self.offset[1] + (ry + 0.5) * self.scale - 0.5
+        return self.canvas[0] + round(lx), self.canvas[1] + round(ly)
+
+    def test_a_window_shows_remote_screen(self) -> None:
+        """A screenshot of the viewer window shows the host's screen, scaled to fit:
+        the picture region matches a capture of the host display, and the letterbox
+        bands around it do not."""
+        self.assertAlmostEqual(self.scale, 1200 / 1920, places=3)
+        time.sleep(1.0)  # let the picture settle after the recorder appeared
+        host = _capture(self.lab.env, "root", self.tmp / "host.png")
+        wid = self.viewer.xdotool("search", "--name", f"^{self.peer} - LiteDesk$").split()[0]
+        shot = _capture(self.viewer.env, wid, self.tmp / "window.png")
+        geo = self.viewer.xdotool("getwindowgeometry", "--shell", wid)
+        wx = int(re.search(r"X=(-?\d+)", geo).group(1))  # type: ignore[union-attr]
+        wy = int(re.search(r"Y=(-?\d+)", geo).group(1))  # type: ignore[union-attr]
+        left = self.canvas[0] - wx + round(self.offset[0])
+        top = self.canvas[1] - wy + round(self.offset[1])
+        size = (round(1920 * self.scale), round(1080 * self.scale))
+        picture = shot.crop((left, top, left + size[0], top + size[1]))
+        expected = host.resize(size, Image.Resampling.BILINEAR)
+        err = _mean_error(picture, expected)
+        self.assertLess(err, 12.0, f"window picture differs from the host screen ({err:.1f})")
+        # Sanity: the comparison can fail: shifted by 40 px it no longer matches.
+        shifted = shot.crop((left + 40, top, left + 40 + size[0], top + size[1]))
+        self.assertGreater(_mean_error(shifted, expected), err + 10)
+        # Regions: the green disc (host 1300-1700, 600-1000) is green in the window.
+        gx, gy = self.to_viewer(1500, 800)
+        px: Any = shot.getpixel((gx - wx, gy - wy))
+        self.assertLess(abs(px[1] - 200) + abs(px[0] - 20) + abs(px[2] - 90), 60, px)
+
+    def test_b_click_and_typing_reach_host(self) -> None:
+        """A click inside the remote screen lands on the same host pixel (through
+        the 0.625 scaling); typed text, Ctrl+A and Return reach the focused host window."""
+        rec = self.recorder()
+        ready = rec.ready
+        rec.command("clear")
+        start = rec.mark()
+        rx, ry = ready["canvas_x"] + 400, ready["canvas_y"] + 300
+        vx, vy = self.to_viewer(rx, ry)
+        self.viewer.xdotool("mousemove", "--sync", str(vx), str(vy))
+        self.viewer.xdotool("click", "1")
+        press = rec.wait_for(lambda e: e["ev"] == "ButtonPress", start=start, timeout=10)
+        tol = int(1 / self.scale) + 1
+        self.assertEqual(press["num"], 1)
+        self.assertLessEqual(abs(press["x_root"] - rx), tol, (press, rx, ry))
+        self.assertLessEqual(abs(press["y_root"] - ry), tol, (press, rx, ry))
+        # No window manager on the host: give the entry the focus back.
+        rec.command("clear")
+        start = rec.mark()
+        self.viewer.xdotool("type", "--delay", "40", "Hello LiteDesk 123")
+        deadline = time.monotonic() + 10
+        state = rec.sync(0.3)
+        while state["text"] != "Hello LiteDesk 123" and time.monotonic() < deadline:
+            state = rec.sync(0.3)
+        self.assertEqual(state["text"], "Hello LiteDesk 123")
+        self.viewer.xdotool("key", "--delay", "60", "ctrl+a", "Return")
+        sel = rec.wait_for(lambda e: e["ev"] == "selectall", start=start, timeout=10)
+        self.assertEqual(sel["selection"], "Hello LiteDesk 123")
+        submit = rec.wait_for(lambda e: e["ev"] == "submit", start=start, timeout=10)
+        self.assertEqual(submit["text"], "Hello LiteDesk 123")
+
+    def test_c_host_key_menu_quality_and_screenshot(self) -> None:
+        """F8 opens the menu without reaching the host; Quality > Best makes the host
+        send a new key frame; Screenshot saves the remote screen at full size."""
+        rec = self.recorder()
+        start = rec.mark()
+        log_start = len(self.viewer.text())
+        self.viewer.xdotool("key", "F8")
+        time.sleep(0.3)
+        self.viewer.xdotool("key", "q")
+        time.sleep(0.2)
+        self.viewer.xdotool("key", "t")
+        self.viewer.wait_log(r"Quality set to best", start=log_start)
+        kf = self.viewer.wait_log(r"Key frames received: (\d+)", start=log_start, timeout=10)
+        self.assertGreaterEqual(int(kf.group(1)), 2)
+        self.viewer.xdotool("key", "F8")
+        time.sleep(0.3)
+        self.viewer.xdotool("key", "s")
+        saved = self.viewer.wait_log(r"Screenshot saved to (\S+\.png)", start=log_start)
+        got = Image.open(saved.group(1)).convert("RGB")
+        self.assertEqual(got.size, (1920, 1080))
+        host = _capture(self.lab.env, "root", self.tmp / "host2.png")
+        err = _mean_error(got, host)
+        self.assertLess(err, 8.0, f"screenshot differs from the host screen ({err:.1f})")
+        # The host key and the menu letters never reached the host.
+        rec.sync(0.3)
+        keys = [e for e in rec.since(start) if e["ev"] in ("KeyPress", "KeyRelease")]
+        self.assertEqual(keys, [])
+
+    def test_d_status_bar_and_config(self) -> None:
+        """After connecting, the host is in the recent list of the 0600 config file,
+        with the server and key remembered; the password is not stored."""
+        import json
+        import os
+        import stat
+
+        cfg_path = self.tmp / "viewer.json"
+        deadline = time.monotonic() + 10
+        while not cfg_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cfg = json.loads(cfg_path.read_text())
+        self.assertEqual(cfg["recent"][0]["peer_id"], self.peer)
+        self.assertEqual(cfg["server"], f"127.0.0.1:{self.lab.port}")
+        self.assertEqual(cfg["key"], self.lab.key)
+        self.assertNotIn("e2e-password", cfg_path.read_text())
+        self.assertEqual(stat.S_IMODE(os.stat(cfg_path).st_mode), 0o600)
+
+
+class ViewerWindowErrorTests(SynchronousTestCase):
+    skip = WINDOW_SKIP
+
+    def test_wrong_password_dialog(self) -> None:
+        """A wrong password opens an error window titled with the headless mode's
+        reason ("wrong password"), and the viewer does not retry on its own."""
+        the_lab = lab()
+        peer = the_lab.host("winpw")
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        xb = Xvfb(1280, 900, 24).start()
+        self.addCleanup(xb.stop)
+        v = ViewerProcess(the_lab, xb, tmp, peer, "--password", "not-it", "--force-relay")
+        self.addCleanup(v.stop)
+        v.wait_log(r"Connection failed: wrong password", timeout=30)
+        out = v.xdotool("search", "--sync", "--name", "^LiteDesk: wrong password$")
+        self.assertTrue(out.split())
+        time.sleep(2.5)
+        self.assertEqual(v.text().count("Connection failed"), 1)
+
+    def test_reconnect_countdown_after_drop(self) -> None:
+        """When the host goes away the window counts down and reconnects by itself
+        once the host is back."""
+        from .test_relay_process import free_port_pair
+
+        the_lab = lab()
+        port = free_port_pair()
+        the_lab.host("winre", "--listen", f"tcp:{port}:interface=127.0.0.1")
+        host_proc = the_lab.procs[-1]
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        xb = Xvfb(1280, 900, 24).start()
+        self.addCleanup(xb.stop)
+        v = ViewerProcess(
+            the_lab,
+            xb,
+            tmp,
+            f"127.0.0.1:{port}",
+            "--password",
+            "e2e-password",
+            "--known-hosts",
+            str(tmp / "known_hosts"),
+        )
+        self.addCleanup(v.stop)
+        v.wait_log(r"Connected to 127\.0\.0\.1:\d+ via direct", timeout=30)
+        argv = list(host_proc.args)  # type: ignore[arg-type]
+        host_proc.terminate()
+        host_proc.wait(10)
+        v.wait_log(r"Reconnecting in \d+ s", timeout=15)
+        # Bring the same host (same config dir, so the same key) back.
+        the_lab._spawn("host-winre-2", argv)
+        n = v.text().count("via direct")
+        deadline = time.monotonic() + 40
+        while v.text().count("via direct") == n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(v.text().count("via direct"), n + 1, v.text())
