@@ -152,6 +152,8 @@ class NatLab:
         self._ip("pub", "addr", "add", f"{PUB_V4}/24", "dev", "br0")
         self._ip("pub", "addr", "add", f"{PUB_V6}/64", "dev", "br0", "nodad")
         self._ip("pub", "link", "set", "br0", "up")
+        # pub is the internet's core for IPv6: it routes between the LAN prefixes.
+        self.x("pub", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
         for r in ("r1", "r2"):
             net = _LAN_NET[r]
             self._ip(
@@ -257,6 +259,14 @@ class NatLab:
         if shutil.which("conntrack"):
             self.x(router, "conntrack", "-F", check=False)
         self.nat[router] = mode
+
+    def set_ipv6(self, on: bool) -> None:
+        """Give the LAN hosts an IPv6 default route (on) or none (IPv4-only hosts)."""
+        for h, r in ROUTER_OF.items():
+            self.x(h, "ip", "-6", "route", "del", "default", check=False)
+            if on:
+                gw = f"2001:db8:{_LAN_NET[r]}::1"
+                self.x(h, "ip", "-6", "route", "add", "default", "via", gw)
 
     # -- processes ---------------------------------------------------------------
 
@@ -387,9 +397,10 @@ class LiteDeskLab:
             self.wait_tcp("pub", PUB_V4, port)
         self.key = (data / "id_ed25519.pub").read_text().strip()
 
-    def stop_server(self) -> None:
+    def stop_server(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server (C{signal.SIGKILL}: as if it crashed)."""
         if self.server_proc is not None and self.server_proc.poll() is None:
-            self.server_proc.terminate()
+            self.server_proc.send_signal(sig)
             self.server_proc.wait(10)
         self.server_proc = None
 
@@ -446,16 +457,8 @@ class LiteDeskLab:
         name, _ = self.hosts[peer_id]
         return (self.dir / f"{name}.log").read_text()
 
-    def viewer(
-        self,
-        role: str,
-        peer_id: str,
-        *args: str,
-        password: str = "lab-password",
-        timeout: float = 60,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run C{litedesk-viewer --headless} in C{role}'s namespace."""
-        argv = [
+    def viewer_argv(self, role: str, peer_id: str, *args: str, password: str) -> list[str]:
+        return [
             "ip",
             "netns",
             "exec",
@@ -471,11 +474,37 @@ class LiteDeskLab:
             "--headless",
             *args,
         ]
+
+    def viewer(
+        self,
+        role: str,
+        peer_id: str,
+        *args: str,
+        password: str = "lab-password",
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run C{litedesk-viewer --headless} in C{role}'s namespace to completion."""
         return subprocess.run(
-            argv,
+            self.viewer_argv(role, peer_id, *args, password=password),
             env=self.env,
             capture_output=True,
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
+
+    def viewer_popen(
+        self, role: str, peer_id: str, *args: str, password: str = "lab-password"
+    ) -> subprocess.Popen[str]:
+        """Start a headless viewer in the background (stdout/stderr piped)."""
+        proc = subprocess.Popen(
+            self.viewer_argv(role, peer_id, *args, password=password),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.net.procs.append(proc)  # type: ignore[arg-type]
+        return proc

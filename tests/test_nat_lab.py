@@ -10,7 +10,9 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw, ImageStat
@@ -22,6 +24,7 @@ from .xvfb import skip_reason as x_skip_reason
 
 SKIP_X = x_skip_reason("xclip", "display")
 
+HEARTBEAT = 15.0  # the host's registration interval (REG_INTERVAL)
 NAT_TEST = "from litedesk.nat.nattype import main; main()"
 
 
@@ -92,6 +95,7 @@ class PathLabTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.lab = shared_lab(with_display=True)
+        self.lab.net.set_ipv6(False)  # IPv4 only unless a test says otherwise
         self.tmp = Path(self.mktemp())
         self.tmp.mkdir()
 
@@ -102,6 +106,7 @@ class PathLabTests(SynchronousTestCase):
 
     def connect(self, role: str, peer: str, *args: str) -> dict[str, object]:
         out = self.lab.viewer(role, peer, "--stats-json", "--verbose", *args)
+        self.last_stderr = out.stderr
         self.assertEqual(out.returncode, 0, f"viewer failed: {out.stderr[-3000:]}")
         stats: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
         return stats
@@ -113,7 +118,7 @@ class PathLabTests(SynchronousTestCase):
         set_root_image(self.lab.xvfb, str(self.tmp / "expected.png"))
         shot = self.tmp / "shot.png"
         stats = self.connect(role, peer, "--screenshot", str(shot))
-        self.assertEqual(stats["path"], path)
+        self.assertEqual(stats["path"], path, f"viewer log: {self.last_stderr[-3000:]}")
         got = Image.open(shot)
         self.assertEqual(got.size, expected.size)
         self.assertLess(mean_error(expected, got), 6.0)
@@ -140,9 +145,68 @@ class PathLabTests(SynchronousTestCase):
         peer = self.start_host("h1")
         self.assert_screen("v2", peer, "relay")
 
+    def test_ipv6_without_nat_is_direct(self) -> None:
+        """Both sides with routed IPv6 (no NAT, stateful firewalls): a direct IPv6 session."""
+        self.nat("cone", "cone")
+        self.lab.net.set_ipv6(True)
+        peer = self.start_host("h1")
+        self.assert_screen("v2", peer, "ipv6")
+        # The host saw the viewer's own (untranslated) IPv6 address.
+        self.assertIn("logged in from 2001:db8:2::20", self.lab.host_log(peer))
+
     def test_same_router_uses_lan(self) -> None:
         """Host and viewer behind the same router connect over the LAN address."""
         self.nat("cone", "cone")
         peer = self.start_host("h1")
         stats = self.connect("v1", peer)
         self.assertEqual(stats["path"], "lan")
+
+
+class ServerLossLabTests(SynchronousTestCase):
+    """What users see when the rendezvous server dies and comes back."""
+
+    skip = skip_reason() or SKIP_X
+
+    def test_server_killed_during_session(self) -> None:
+        """A running session outlives the server; new viewers get a clear error; after a
+        restart the host is reachable again within one heartbeat."""
+        lab = shared_lab(with_display=True)
+        lab.net.set_ipv6(False)
+        lab.net.set_nat("r1", "cone")
+        lab.net.set_nat("r2", "cone")
+        peer = lab.host("h1")
+        self.addCleanup(lab.stop_host, peer)
+
+        def restart() -> None:
+            if lab.server_proc is None:
+                lab.start_server()
+
+        self.addCleanup(restart)
+        running = lab.viewer_popen("v2", peer, "--duration", "6", "--stats-json")
+        # Wait (bounded) for that session to log in before pulling the server.
+        for _ in range(300):
+            if "logged in from" in lab.host_log(peer) or running.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.assertIn("logged in from", lab.host_log(peer))
+        lab.stop_server(signal.SIGKILL)
+
+        refused = lab.viewer("v2", peer)
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("cannot reach rendezvous server", refused.stderr)
+
+        out, err = running.communicate(timeout=60)
+        self.assertEqual(running.returncode, 0, f"session died with the server: {err[-2000:]}")
+        stats = json.loads(out.strip().splitlines()[-1])
+        self.assertEqual(stats["path"], "direct")
+        self.assertGreaterEqual(stats["frames"], 1)
+
+        lab.start_server()
+        # The host re-registers on its next heartbeat (a retry every 3 s while
+        # the server is away, 15 s at most when it was not noticed).
+        deadline = time.monotonic() + HEARTBEAT + 5
+        result = lab.viewer("v2", peer, "--stats-json")
+        while result.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            result = lab.viewer("v2", peer, "--stats-json")
+        self.assertEqual(result.returncode, 0, f"host unreachable after restart: {result.stderr}")

@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from litedesk.nat.ipv6 import free_port, own_ipv6
 from litedesk.nat.nattype import NAMES, SYMMETRIC, resolve_ip, wildcard_for
 from litedesk.nat.punch import (
     Gate,
@@ -40,7 +41,7 @@ from litedesk.nat.punch import (
     open_rendezvous_from,
     punch_connect,
 )
-from litedesk.nat.sockets import listen_on
+from litedesk.nat.sockets import Address, listen_on
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.links import LinkError, connect_relay, open_rendezvous, split_relay
 from litedesk.wire import addrmangle
@@ -190,22 +191,35 @@ class HostPaths:
         viewer = addrmangle.normalize(addrmangle.decode(msg.socket_addr))
         server = (resolve_ip(*self.server), self.server[1])
         link, local = await open_rendezvous_from(self.reactor, server)
-        shared = (wildcard_for(server[0]), local[1])
+        # (label, our shared local endpoint, the viewer's endpoint)
+        candidates = [("ipv4", (wildcard_for(server[0]), local[1]), viewer)]
+        socket_addr_v6 = b""
+        if msg.socket_addr_v6:
+            viewer6 = addrmangle.decode(msg.socket_addr_v6)
+            own6 = own_ipv6(viewer6)
+            if own6 is not None:
+                local6 = (own6, free_port(own6))
+                candidates.append(("ipv6", local6, viewer6))
+                socket_addr_v6 = addrmangle.encode(local6)
         gate = Gate()
         listening: list[IListeningPort] = []
-        try:
-            port_obj = listen_on(self.reactor, shared, GatedFactory(gate, self.make_session))
+        for label, shared, _ in candidates:
+            try:
+                port_obj = listen_on(
+                    self.reactor, shared, GatedFactory(gate, self.make_session, label)
+                )
+            except OSError as e:
+                self._log.warn("Cannot listen on {addr}: {error}", addr=shared, error=e)
+                continue
             listening.append(port_obj)
             self.listeners.append(port_obj)
-        except OSError as e:
-            self._log.warn("Cannot listen on port {port}: {error}", port=local[1], error=e)
         t0 = self.reactor.seconds()
 
-        async def connect_out() -> None:
-            sock = await punch_connect(self.reactor, shared, viewer, PUNCH_WINDOW, gate)
-            adopt_if_first(self.reactor, sock, gate, "connected", self.make_session)
+        async def connect_out(label: str, shared: Address, remote: Address) -> None:
+            sock = await punch_connect(self.reactor, shared, remote, PUNCH_WINDOW, gate)
+            adopt_if_first(self.reactor, sock, gate, label, self.make_session)
 
-        connecting = ensureDeferred(connect_out())
+        connecting = [ensureDeferred(connect_out(*c)) for c in candidates]
         link.send(
             rz.RendezvousMessage(
                 punch_hole_sent=rz.PunchHoleSent(
@@ -214,6 +228,7 @@ class HostPaths:
                     relay_server=msg.relay_server,
                     nat_type=own_nat,  # type: ignore[arg-type]
                     version=VERSION,
+                    socket_addr_v6=socket_addr_v6,
                 )
             )
         )
@@ -233,12 +248,12 @@ class HostPaths:
             await closed
         except Exception:
             link.close()
-        await connecting
+        for d in connecting:
+            await d
         if gate.winner is not None:
             self._log.info(
-                "Punched stream to {ip}:{port} ({how}) after {ms} ms",
+                "Punched stream with viewer {ip} ({how}) after {ms} ms",
                 ip=viewer[0],
-                port=viewer[1],
                 how=gate.winner,
                 ms=int((self.reactor.seconds() - t0) * 1000),
             )

@@ -279,7 +279,12 @@ class RendezvousServer:
         else:
             out = rz.RendezvousMessage(
                 punch_hole=rz.PunchHole(
-                    socket_addr=socket_addr, relay_server=relay, nat_type=nat_type
+                    socket_addr=socket_addr,
+                    relay_server=relay,
+                    nat_type=nat_type,
+                    # The viewer's own IPv6 endpoint, for a direct IPv6 path
+                    # (OSS hbbs drops it; LiteDesk hosts and viewers use it).
+                    socket_addr_v6=ph.socket_addr_v6,
                 )
             )
         self._send_udp(out, peer.addr)
@@ -308,6 +313,7 @@ class RendezvousServer:
             pk=self._signed_pk(phs.version, phs.id),
             relay_server=phs.relay_server,
             nat_type=phs.nat_type,
+            socket_addr_v6=phs.socket_addr_v6,
         )
         self._deliver(phs.socket_addr, rz.RendezvousMessage(punch_hole_response=resp), "Punch")
 

@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 
+from litedesk.nat.ipv6 import free_port, own_ipv6
 from litedesk.nat.nattype import (
     NAMES,
     SYMMETRIC,
@@ -54,6 +55,7 @@ VERSION = "1.4.9"  # what we claim to be: servers only sign keys for versioned c
 PUNCH_WAITS = (3.0, 6.0, 9.0)
 RELAY_WAIT = 18.0
 NAT_TEST_TIMEOUT = 1.5
+IPV6_WINDOW = 1.0  # no NAT to get through: like RustDesk's 1 s for a local address
 
 _log = Logger(namespace="litedesk.viewer.route")
 
@@ -80,6 +82,8 @@ class Route:
     peer_nat: int = UNKNOWN
     own_nat: int = UNKNOWN
     punch_time: float = 0.0
+    addr6: tuple[str, int] | None = None  # the host's IPv6 endpoint, if it has one
+    local6: tuple[str, int] | None = None  # ours
 
 
 _FAILURES = {
@@ -180,6 +184,11 @@ async def find_host(
         own_nat = await own_nat_type(reactor, server_ip)
     else:
         own_nat = UNKNOWN
+    local6 = None
+    if not force_relay:
+        own6 = own_ipv6()
+        if own6 is not None:
+            local6 = (own6, free_port(own6))
     request = rz.RendezvousMessage(
         punch_hole_request=rz.PunchHoleRequest(
             id=peer_id,
@@ -188,6 +197,7 @@ async def find_host(
             conn_type=rz.DEFAULT_CONN,
             version=VERSION,
             force_relay=force_relay,
+            socket_addr_v6=addrmangle.encode(local6) if local6 is not None else b"",
         )
     )
     try:
@@ -229,6 +239,8 @@ async def find_host(
         peer_nat=peer_nat,
         own_nat=own_nat,
         punch_time=punch_time,
+        addr6=addrmangle.decode(ph.socket_addr_v6) if ph.socket_addr_v6 else None,
+        local6=local6 if ph.socket_addr_v6 else None,
     )
 
 
@@ -243,11 +255,27 @@ async def connect_punched(
 ) -> str:
     """Punch to the host from our shared port; on failure go through the relay.
 
-    Returns the path used: C{"direct"} or C{"relay"}.
+    Both sides with a routable IPv6 address try that first (path C{"ipv6"}):
+    no NAT, only stateful firewalls the two connects open for each other.
+
+    Returns the path used: C{"ipv6"}, C{"direct"} or C{"relay"}.
     """
     assert route.addr is not None and route.local is not None
-    window = direct_timeout(False, route.peer_nat, route.own_nat, True, route.punch_time)
     gate = Gate()
+    if route.addr6 is not None and route.local6 is not None:
+        t0 = reactor.seconds()
+        sock = await punch_connect(reactor, route.local6, route.addr6, IPV6_WINDOW, gate)
+        ok = adopt_if_first(reactor, sock, gate, "ipv6", lambda: protocol)
+        _log.info(
+            "Direct IPv6 connection to [{ip}]:{port}: {outcome} after {ms} ms",
+            ip=route.addr6[0],
+            port=route.addr6[1],
+            outcome="ok" if ok else "failed",
+            ms=_ms(reactor, t0),
+        )
+        if ok:
+            return "ipv6"
+    window = direct_timeout(False, route.peer_nat, route.own_nat, True, route.punch_time)
     t0 = reactor.seconds()
     sock = await punch_connect(reactor, route.local, route.addr, window, gate)
     if adopt_if_first(reactor, sock, gate, "connected", lambda: protocol):
