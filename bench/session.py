@@ -83,6 +83,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from struct import unpack
 from typing import Any, Protocol
@@ -286,7 +287,9 @@ def start_xvfb(procs: Processes, timeout: float = 15.0) -> tuple[subprocess.Pope
 def free_port_pair() -> int:
     """A port P with P-1, P (TCP and UDP) and P+1 free: litedesk-relay's set."""
     for _ in range(200):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+        # Below Linux's ephemeral range (32768-60999), where outgoing
+        # connections of other processes could take a port after our check.
+        base = 20000 + int.from_bytes(os.urandom(2), "big") % 12000
         socks = []
         try:
             for port, kind in (
@@ -330,6 +333,13 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _server_settled(proc: subprocess.Popen[bytes], pub: Path, port: int) -> bool:
+    """litedesk-relay exited, or it is up (key written, TCP ports open)."""
+    if proc.poll() is not None:
+        return True
+    return pub.exists() and tcp_open(port) and tcp_open(port + 1)
 
 
 def tcp_open(port: int) -> bool:
@@ -456,6 +466,8 @@ class Counters:
 class Viewer(Protocol):
     probe: Probe
     rtts_ms: list[float]
+    rtt_times: list[float]
+    frame_times: list[float]
 
     def counters(self) -> Counters: ...
 
@@ -468,17 +480,21 @@ class LiteDeskViewer:
     """An in-process LiteDesk viewer: the headless viewer's connect, plus
     a frame callback that samples the target pixel."""
 
-    def __init__(self, reactor: Any, peer_id: str = PEER_ID) -> None:
+    def __init__(self, reactor: Any, peer_id: str = PEER_ID, custom_fps: int = 0) -> None:
         self.reactor = reactor
         self.peer_id = peer_id
         self.probe = Probe(reactor)
         self.wire_bytes = 0
         self.path = ""
-        self.session = ViewerSession(reactor, peer_id, PASSWORD, on_frame=self._frame)
+        self.session = ViewerSession(
+            reactor, peer_id, PASSWORD, custom_fps=custom_fps, on_frame=self._frame
+        )
         # The host measures the round trip of its TestDelay pings and sends
         # the last one back in the next ping: the RTT its adaptive controller
         # sees (a queueing delay above 100 ms lowers the frame rate).
         self.rtts_ms: list[float] = []
+        self.rtt_times: list[float] = []
+        self.frame_times: list[float] = []
         echo = self.session._test_delay
 
         def record(msg: pb.Message) -> None:
@@ -486,10 +502,12 @@ class LiteDeskViewer:
             td = msg.test_delay
             if not td.from_client and td.last_delay:
                 self.rtts_ms.append(float(td.last_delay))
+                self.rtt_times.append(self.reactor.seconds())
 
         self.session._test_delay = record  # type: ignore[method-assign]
 
     def _frame(self, frame: DecodedFrame) -> None:
+        self.frame_times.append(self.reactor.seconds())
         px = frame.image.getpixel(SAMPLE)
         assert isinstance(px, tuple)
         self.probe.observe((int(px[0]), int(px[1]), int(px[2])))
@@ -558,9 +576,12 @@ class CountingRFBClient(RFBClient):  # type: ignore[misc]
     outstanding, counting bytes and pixel-carrying updates, and decoding
     only what covers the sampled pixel."""
 
-    def __init__(self, probe: Probe, ready: Deferred[CountingRFBClient]) -> None:
+    def __init__(
+        self, probe: Probe, ready: Deferred[CountingRFBClient], frame_times: list[float]
+    ) -> None:
         super().__init__()
         self.probe = probe
+        self.frame_times = frame_times
         self.ready = ready
         self.wire_bytes = 0
         self.updates = 0
@@ -613,6 +634,7 @@ class CountingRFBClient(RFBClient):  # type: ignore[misc]
     def commitUpdate(self, rectangles: list[tuple[int, int, int, int]] | None = None) -> None:
         if self._pixels:
             self.updates += 1
+            self.frame_times.append(self.probe.clock.seconds())
             self._pixels = False
         self.framebufferUpdateRequest(incremental=True)
 
@@ -622,19 +644,22 @@ class VncViewer:
         self.reactor = reactor
         self.probe = Probe(reactor)
         self.rtts_ms: list[float] = []  # RFB has no round-trip measurement
+        self.rtt_times: list[float] = []
+        self.frame_times: list[float] = []
         self.client: CountingRFBClient | None = None
 
     async def connect(self, port: int) -> float:
         t0 = self.reactor.seconds()
         ready: Deferred[CountingRFBClient] = Deferred()
         probe = self.probe
+        frame_times = self.frame_times
 
         class Factory(ClientFactory):
             password = None
             shared = True
 
             def buildProtocol(self, addr: Any) -> CountingRFBClient:
-                p = CountingRFBClient(probe, ready)
+                p = CountingRFBClient(probe, ready, frame_times)
                 p.factory = self
                 return p
 
@@ -688,6 +713,10 @@ class PhaseResult:
     # Each latency split at the moment the target flipped on the host.
     input_ms: list[float] = field(default_factory=list, repr=False)
     display_ms: list[float] = field(default_factory=list, repr=False)
+    # Pictures delivered in each second of the phase, and (seconds into the
+    # phase, RTT ms) of each round trip the LiteDesk host reported.
+    fps_timeline: list[int] = field(default_factory=list, repr=False)
+    rtt_timeline: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     @property
     def mbps(self) -> float:
@@ -765,6 +794,16 @@ async def run_phase(
     frames = c1.frames - c0.frames
     wire = c1.wire_bytes - c0.wire_bytes
     input_ms, display_ms = split_latencies(viewer.probe.clicks[n0:], workload.flips())
+    fps_timeline = [0] * max(1, int(elapsed))
+    for t in viewer.frame_times:
+        i = int(t - t0)
+        if t >= t0 and i < len(fps_timeline):
+            fps_timeline[i] += 1
+    rtt_timeline = [
+        (round(t - t0, 2), v)
+        for t, v in zip(viewer.rtt_times, viewer.rtts_ms, strict=True)
+        if t0 <= t <= t1
+    ]
     return PhaseResult(
         system=system,
         phase=label or phase,
@@ -784,6 +823,8 @@ async def run_phase(
         host_rtts_ms=viewer.rtts_ms[c0.rtts : c1.rtts],
         input_ms=input_ms,
         display_ms=display_ms,
+        fps_timeline=fps_timeline,
+        rtt_timeline=rtt_timeline,
     )
 
 
@@ -865,6 +906,7 @@ class Bench:
         self.procs = Processes(self.workdir)
         self.results: list[PhaseResult] = []
         self.info: dict[str, Any] = {}
+        self.idle_cpu: dict[str, tuple[float, float]] = {}  # name: (CPU s, wall s)
 
     async def run(self) -> None:
         xvfb, display = start_xvfb(self.procs)
@@ -873,33 +915,129 @@ class Bench:
         self.info["display"] = display
         self.workload = Workload(self.procs, self.env, self.reactor)
         await self.workload.ready()
-        port = free_port_pair()
-        relay, key = self.start_litedesk_server(port)
-        host = self.start_litedesk_host(port, key)
-        await self.litedesk("litedesk-relay", port, key, host.pid, relay.pid, force_relay=True)
-        if self.cfg.lan:
-            await self.litedesk("litedesk-lan", port, key, host.pid, None, force_relay=False)
-        self.procs.stop(host)
+        relay, self.key = self.start_litedesk_server()
+        self.relay_pid = relay.pid
+        self.host_pids = {PEER_ID: self.start_litedesk_host(self.port, self.key).pid}
         if self.cfg.nodelay:
-            host = self.start_litedesk_host(port, key, nodelay=True)
-            await self.litedesk(
-                "ld-relay-nodelay", port, key, host.pid, relay.pid, force_relay=True, nodelay=True
-            )
-            self.procs.stop(host)
-        self.procs.stop(relay)
-        await self.vnc()
+            host = self.start_litedesk_host(self.port, self.key, nodelay=True)
+            self.host_pids[PEER_ID_NODELAY] = host.pid
+        self.vnc_port = free_port()
+        argv = ["x11vnc", "-display", display, "-rfbport", str(self.vnc_port), *X11VNC_FLAGS]
+        self.info["x11vnc"] = " ".join(argv[1:])
+        self.x11vnc_pid = self.procs.spawn("x11vnc", argv, self.env).pid
+        wait_for(lambda: tcp_open(self.vnc_port), 30, "x11vnc")
+        systems = self.systems()
+        # Interleaved: each phase is measured on every system in turn, and the
+        # order flips from phase to phase, so a change in the machine's load
+        # during the run hits both systems alike.  Every measurement starts
+        # from the same screen (the workload restarts the phase) and a fresh
+        # connection; the agent that is not measured has no viewer.
+        for i, phase in enumerate(PHASES):
+            for system in systems if i % 2 == 0 else systems[::-1]:
+                await self.measure(system, phase, self.cfg.seed + i)
+        await self.measure("litedesk-relay", "moving", self.cfg.seed + len(PHASES), CAPACITY)
         await self.workload.phase("idle")
+        self.info["idle_cpu_pct"] = {
+            name: round(100 * cpu / max(1e-9, secs), 2)
+            for name, (cpu, secs) in self.idle_cpu.items()
+        }
 
-    def start_litedesk_server(self, port: int) -> tuple[subprocess.Popen[bytes], str]:
+    def systems(self) -> list[str]:
+        return [
+            "litedesk-relay",
+            *(["litedesk-lan"] if self.cfg.lan else []),
+            *(["ld-relay-nodelay"] if self.cfg.nodelay else []),
+            "vnc",
+        ]
+
+    async def open(self, system: str, custom_fps: int) -> tuple[Viewer, dict[str, int]]:
+        if system == "vnc":
+            vnc = VncViewer(self.reactor)
+            self.info[f"{system}_connect_s"] = round(await vnc.connect(self.vnc_port), 3)
+            await wait_probe(self.reactor, vnc.probe)
+            return vnc, {"host": self.x11vnc_pid, "xvfb": self.xvfb_pid}
+        nodelay = system == "ld-relay-nodelay"
+        peer_id = PEER_ID_NODELAY if nodelay else PEER_ID
+        ld = LiteDeskViewer(self.reactor, peer_id, custom_fps)
+        relayed = system != "litedesk-lan"
+        connect = await ld.connect(("127.0.0.1", self.port), self.key, relayed, nodelay)
+        self.info[f"{system}_path"] = ld.path
+        self.info[f"{system}_connect_s"] = round(connect, 3)
+        await wait_probe(self.reactor, ld.probe)
+        pids = {"host": self.host_pids[peer_id], "xvfb": self.xvfb_pid}
+        if ld.path == "relay":
+            pids["relay"] = self.relay_pid
+        return ld, pids
+
+    async def close(self, viewer: Viewer) -> None:
+        if isinstance(viewer, LiteDeskViewer):
+            st = viewer.session.stats
+            self.info["decode_errors"] = self.info.get("decode_errors", 0) + st.decode_errors
+            ended = viewer.close()
+            ended.addTimeout(5, self.reactor)
+            await ended
+        else:
+            viewer.close()
+            await sleep(self.reactor, 0.2)
+
+    async def measure(self, system: str, phase: str, seed: int, label: str | None = None) -> None:
+        viewer, pids = await self.open(system, 60 if label == CAPACITY else 0)
+        spy = None
+        if self.cfg.profile is not None and system == "litedesk-relay" and phase == "moving":
+            if label is None:
+                spy = self.start_profile(pids["host"])
+        # The agents that are up but have no viewer now: their idle CPU.
+        idle = {"x11vnc": self.x11vnc_pid, **{f"host {k}": v for k, v in self.host_pids.items()}}
+        idle = {k: v for k, v in idle.items() if v not in pids.values()}
+        idle0 = {k: cpu_seconds(v) for k, v in idle.items()}
+        t0 = time.monotonic()
+        r = await run_phase(
+            self.reactor,
+            system,
+            phase,
+            viewer,
+            self.workload,
+            pids,
+            self.cfg.seconds,
+            self.cfg.warmup,
+            seed,
+            label=label,
+        )
+        secs = time.monotonic() - t0
+        for k, v in idle.items():
+            cpu, total = self.idle_cpu.get(k, (0.0, 0.0))
+            self.idle_cpu[k] = (cpu + cpu_seconds(v) - idle0[k], total + secs)
+        if spy is not None:
+            self.stop_profile(spy)
+        await self.close(viewer)
+        self.results.append(r)
+        print(f"  {system:16s} {r.phase:12s} {brief(r)}", flush=True)
+
+    def start_litedesk_server(self) -> tuple[subprocess.Popen[bytes], str]:
+        """litedesk-relay on a free port set (retried if a port was taken meanwhile)."""
+        for attempt in range(3):
+            self.port = free_port_pair()
+            relay = self._spawn_server(self.port, attempt)
+            pub = self.workdir / "server" / "id_ed25519.pub"
+            try:
+                wait_for(partial(_server_settled, relay, pub, self.port), 30, "litedesk-relay")
+            except RuntimeError:
+                pass
+            if relay.poll() is None and tcp_open(self.port) and tcp_open(self.port + 1):
+                return relay, pub.read_text().strip()
+            self.procs.stop(relay)
+        raise RuntimeError(f"litedesk-relay did not start; see {self.workdir}")
+
+    def _spawn_server(self, port: int, attempt: int) -> subprocess.Popen[bytes]:
         data = self.workdir / "server"
-        relay = self.procs.spawn(
-            "relay",
+        return self.procs.spawn(
+            f"relay-{attempt}",
             [
                 *TWISTD,
                 "-n",
                 "--pidfile=",
                 "--logfile",
-                str(self.workdir / "relay.log"),
+                str(self.workdir / f"relay-{attempt}.log"),
                 "litedesk-relay",
                 "--data-dir",
                 str(data),
@@ -912,9 +1050,6 @@ class Bench:
             ],
             self.env,
         )
-        pub = data / "id_ed25519.pub"
-        wait_for(lambda: pub.exists() and tcp_open(port + 1), 30, "litedesk-relay")
-        return relay, pub.read_text().strip()
 
     def start_litedesk_host(
         self, port: int, key: str, *, nodelay: bool = False
@@ -955,55 +1090,8 @@ class Bench:
         )
         return host
 
-    async def litedesk(
-        self,
-        system: str,
-        port: int,
-        key: str,
-        host_pid: int,
-        relay_pid: int | None,
-        *,
-        force_relay: bool,
-        nodelay: bool = False,
-    ) -> None:
-        viewer = LiteDeskViewer(self.reactor, PEER_ID_NODELAY if nodelay else PEER_ID)
-        connect = await viewer.connect(("127.0.0.1", port), key, force_relay, nodelay)
-        self.info[f"{system}_path"] = viewer.path
-        self.info[f"{system}_connect_s"] = round(connect, 3)
-        await wait_probe(self.reactor, viewer.probe)
-        spy = None
-        if self.cfg.profile is not None and system == "litedesk-relay":
-            spy = self.start_profile(host_pid)
-        pids = {"host": host_pid, "xvfb": self.xvfb_pid}
-        if relay_pid is not None and viewer.path == "relay":
-            pids["relay"] = relay_pid
-        await self.phases(system, viewer, pids)
-        if spy is not None:
-            self.stop_profile(spy)
-        if system == "litedesk-relay":
-            viewer.session.set_option(custom_fps=60)
-            r = await run_phase(
-                self.reactor,
-                system,
-                "moving",
-                viewer,
-                self.workload,
-                pids,
-                self.cfg.seconds,
-                self.cfg.warmup,
-                self.cfg.seed + len(PHASES),
-                label=CAPACITY,
-            )
-            self.results.append(r)
-            print(f"  {system:15s} {CAPACITY:10s} {brief(r)}", flush=True)
-        self.info[f"{system}_key_frames"] = viewer.session.stats.key_frames
-        self.info[f"{system}_decode_errors"] = viewer.session.stats.decode_errors
-        ended = viewer.close()
-        ended.addTimeout(5, self.reactor)
-        await ended
-
     def start_profile(self, pid: int) -> subprocess.Popen[bytes]:
-        """py-spy on the host agent (all threads, native frames) until stopped."""
+        """py-spy on the host agent (all threads, Python frames, active samples only)."""
         assert self.cfg.profile is not None
         argv = [
             str(Path(sys.executable).parent / "py-spy"),
@@ -1013,7 +1101,6 @@ class Bench:
             "--rate",
             "50",
             "--threads",
-            "--native",
             "--format",
             "raw",
             "--output",
@@ -1030,36 +1117,6 @@ class Bench:
         assert self.cfg.profile is not None
         if self.cfg.profile.exists():
             print_profile(self.cfg.profile)
-
-    async def vnc(self) -> None:
-        port = free_port()
-        argv = ["x11vnc", "-display", self.env["DISPLAY"], "-rfbport", str(port), *X11VNC_FLAGS]
-        self.info["x11vnc"] = " ".join(argv[1:])
-        x11vnc = self.procs.spawn("x11vnc", argv, self.env)
-        wait_for(lambda: tcp_open(port), 30, "x11vnc")
-        viewer = VncViewer(self.reactor)
-        self.info["vnc_connect_s"] = round(await viewer.connect(port), 3)
-        await wait_probe(self.reactor, viewer.probe)
-        await self.phases("vnc", viewer, {"host": x11vnc.pid, "xvfb": self.xvfb_pid})
-        viewer.close()
-        await sleep(self.reactor, 0.2)
-        self.procs.stop(x11vnc)
-
-    async def phases(self, system: str, viewer: Viewer, pids: dict[str, int]) -> None:
-        for i, phase in enumerate(PHASES):
-            r = await run_phase(
-                self.reactor,
-                system,
-                phase,
-                viewer,
-                self.workload,
-                pids,
-                self.cfg.seconds,
-                self.cfg.warmup,
-                self.cfg.seed + i,
-            )
-            self.results.append(r)
-            print(f"  {system:15s} {phase:10s} {brief(r)}", flush=True)
 
 
 def print_profile(path: Path, top: int = 15) -> None:
@@ -1109,8 +1166,9 @@ def brief(r: PhaseResult) -> str:
             f" = input {statistics.median(r.input_ms):.0f} + "
             f"display {statistics.median(r.display_ms):.0f} (medians)"
         )
+    worst = f" (worst second {min(r.fps_timeline)})" if r.fps_timeline else ""
     return (
-        f"{r.fps:5.1f} fps  {r.mbps:6.2f} Mb/s  host CPU {r.host_cpu_pct:5.1f}%  "
+        f"{r.fps:5.1f} fps{worst}  {r.mbps:6.2f} Mb/s  host CPU {r.host_cpu_pct:5.1f}%  "
         f"viewer CPU {r.viewer_cpu_pct:5.1f}%  p50/p99 {lat}{split} "
         f"({r.clicks - r.missed}/{r.clicks} clicks){rtt}"
     )
@@ -1288,6 +1346,10 @@ def main() -> None:
         verdicts = goals(bench.results)
         wall = time.monotonic() - started
         print(f"\nx11vnc {bench.info.get('x11vnc', '')}")
+        idle = bench.info.get("idle_cpu_pct", {})
+        if idle:
+            shown = ", ".join(f"{k} {v:.1f}%" for k, v in idle.items())
+            print(f"CPU of the agents while another system was measured (no viewer): {shown}")
         print(
             f"load average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; "
             f"run time {wall:.0f} s; logs in {bench.workdir}"
