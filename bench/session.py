@@ -73,6 +73,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -109,7 +110,7 @@ from litedesk.viewer.route import find_host  # noqa: E402
 # vncdotool warns that subclasses overriding updateRectangle/fillRectangle may
 # break in a later release; this benchmark pins nothing and accepts that.
 warnings.filterwarnings("ignore", category=FutureWarning, module=__name__)
-from vncdotool.rfb import Encoding, PixelFormat, RFBClient  # type: ignore[import-untyped]  # noqa: E402
+from vncdotool.rfb import Encoding, PixelFormat, RFBClient  # noqa: E402
 
 W, H = 1920, 1080
 WORKLOAD = REPO / "bench" / "session_workload.py"
@@ -1310,6 +1311,11 @@ def main() -> None:
         help="experiment: LiteDesk again with TCP_NODELAY on the host's and the viewer's "
         "sockets (the host's twistd is patched at start-up; litedesk/ is unchanged)",
     )
+    p.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the temporary directory with every process's log (kept anyway on failure)",
+    )
     args = p.parse_args()
     seconds = args.seconds or (5.0 if args.quick else 15.0)
     cfg = Config(
@@ -1333,6 +1339,9 @@ def main() -> None:
         bench = Bench(reactor, cfg)
         try:
             await bench.run()
+        except BaseException:
+            print(f"bench/session.py failed; logs kept in {bench.workdir}", file=sys.stderr)
+            raise
         finally:
             bench.procs.stop_all()
         load1 = os.getloadavg()
@@ -1350,9 +1359,14 @@ def main() -> None:
         if idle:
             shown = ", ".join(f"{k} {v:.1f}%" for k, v in idle.items())
             print(f"CPU of the agents while another system was measured (no viewer): {shown}")
+        if args.keep_logs:
+            where = f"logs in {bench.workdir}"
+        else:
+            shutil.rmtree(bench.workdir, ignore_errors=True)
+            where = "logs removed (--keep-logs keeps them)"
         print(
             f"load average at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; "
-            f"run time {wall:.0f} s; logs in {bench.workdir}"
+            f"run time {wall:.0f} s; {where}"
         )
         if args.json:
             args.json.write_text(
