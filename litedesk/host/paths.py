@@ -59,6 +59,22 @@ def local_address_towards(host: str, port: int) -> str:
         return str(s.getsockname()[0])
 
 
+def host_path_choice(own_nat: int | None, viewer_nat: int, force_relay: bool) -> str:
+    """Why the host must answer a C{PunchHole} through the relay; "" means punch.
+
+    C{own_nat} is None when the host runs no NAT test (then always relay).
+    """
+    if own_nat is None:
+        return "no NAT test"
+    if force_relay:
+        return "relay forced"
+    if viewer_nat == SYMMETRIC:
+        return "viewer behind a symmetric NAT"
+    if own_nat == SYMMETRIC:
+        return "we are behind a symmetric NAT"
+    return ""
+
+
 class _OneShotFactory(Factory):
     """Hands the first accepted connection to the session, then stops listening."""
 
@@ -102,6 +118,8 @@ class HostPaths:
         self.force_relay = force_relay
         self.listeners: list[IListeningPort] = []
         self._timers: list[Any] = []
+        self._pending: set[Deferred[None]] = set()
+        self._gates: list[Gate] = []
 
     # -- IPushHandler ----------------------------------------------------------
 
@@ -112,15 +130,7 @@ class HostPaths:
     def punch_hole(self, msg: rz.PunchHole) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
         own = self.nat_type() if self.nat_type is not None else None
-        why = ""
-        if own is None:
-            why = "no NAT test"
-        elif self.force_relay or msg.force_relay:
-            why = "relay forced"
-        elif msg.nat_type == SYMMETRIC:
-            why = "viewer behind a symmetric NAT"
-        elif own == SYMMETRIC:
-            why = "we are behind a symmetric NAT"
+        why = host_path_choice(own, msg.nat_type, self.force_relay or msg.force_relay)
         if why:
             self._log.info(
                 "Viewer {ip} asks to connect; opening a relay ({why})", ip=viewer[0], why=why
@@ -158,6 +168,21 @@ class HostPaths:
                 self._log.failure("Connection path failed", f)
 
         d.addErrback(failed)
+        self._pending.add(d)
+
+        def forget(_: object) -> None:
+            self._pending.discard(d)
+
+        d.addBoth(forget)
+
+    def idle(self) -> Deferred[object]:
+        """Fires when every path handler that is running now has finished."""
+        return Deferred.fromCoroutine(self._wait_pending())
+
+    async def _wait_pending(self) -> object:
+        for d in list(self._pending):
+            await d
+        return None
 
     async def _tell_server(self, msg: rz.RendezvousMessage) -> None:
         link = await open_rendezvous(self.reactor, *self.server)
@@ -202,6 +227,7 @@ class HostPaths:
                 candidates.append(("ipv6", local6, viewer6))
                 socket_addr_v6 = addrmangle.encode(local6)
         gate = Gate()
+        self._gates.append(gate)
         listening: list[IListeningPort] = []
         for label, shared, _ in candidates:
             try:
@@ -250,6 +276,8 @@ class HostPaths:
             link.close()
         for d in connecting:
             await d
+        if gate in self._gates:
+            self._gates.remove(gate)
         if gate.winner is not None:
             self._log.info(
                 "Punched stream with viewer {ip} ({how}) after {ms} ms",
@@ -317,6 +345,9 @@ class HostPaths:
         )
 
     def stop(self) -> None:
+        for gate in self._gates:
+            gate.claim("stopped")  # punch loops end at their next attempt
+        self._gates.clear()
         for t in self._timers:
             if t.active():
                 t.cancel()
