@@ -462,6 +462,7 @@ class Counters:
     wire_bytes: int = 0
     video_bytes: int = 0
     rtts: int = 0
+    decodes: int = 0
 
 
 class Viewer(Protocol):
@@ -506,6 +507,17 @@ class LiteDeskViewer:
                 self.rtt_times.append(self.reactor.seconds())
 
         self.session._test_delay = record  # type: ignore[method-assign]
+        # Time the viewer spends per VideoFrame message (H.264 decode and the
+        # conversion to an RGB image), part of every "display" latency.
+        self.decode_ms: list[float] = []
+        video = self.session._video
+
+        def timed(vf: pb.VideoFrame) -> None:
+            t = time.perf_counter()
+            video(vf)
+            self.decode_ms.append((time.perf_counter() - t) * 1000)
+
+        self.session._video = timed  # type: ignore[method-assign]
 
     def _frame(self, frame: DecodedFrame) -> None:
         self.frame_times.append(self.reactor.seconds())
@@ -545,7 +557,9 @@ class LiteDeskViewer:
 
     def counters(self) -> Counters:
         st = self.session.stats
-        return Counters(st.frames, self.wire_bytes, st.video_bytes, len(self.rtts_ms))
+        return Counters(
+            st.frames, self.wire_bytes, st.video_bytes, len(self.rtts_ms), len(self.decode_ms)
+        )
 
     def click(self, x: int, y: int) -> None:
         s = self.session
@@ -717,6 +731,7 @@ class PhaseResult:
     # Pictures delivered in each second of the phase, and (seconds into the
     # phase, RTT ms) of each round trip the LiteDesk host reported.
     fps_timeline: list[int] = field(default_factory=list, repr=False)
+    decode_ms: list[float] = field(default_factory=list, repr=False)
     rtt_timeline: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     @property
@@ -826,6 +841,7 @@ async def run_phase(
         display_ms=display_ms,
         fps_timeline=fps_timeline,
         rtt_timeline=rtt_timeline,
+        decode_ms=getattr(viewer, "decode_ms", [])[c0.decodes : c1.decodes],
     )
 
 
@@ -1167,6 +1183,8 @@ def brief(r: PhaseResult) -> str:
             f" = input {statistics.median(r.input_ms):.0f} + "
             f"display {statistics.median(r.display_ms):.0f} (medians)"
         )
+    if r.decode_ms:
+        split += f" [viewer decode {statistics.median(r.decode_ms):.1f} ms/frame]"
     worst = f" (worst second {min(r.fps_timeline)})" if r.fps_timeline else ""
     return (
         f"{r.fps:5.1f} fps{worst}  {r.mbps:6.2f} Mb/s  host CPU {r.host_cpu_pct:5.1f}%  "
