@@ -350,7 +350,7 @@ class ViewerWindowErrorTests(SynchronousTestCase):
         )
         self.addCleanup(v.stop)
         v.wait_log(r"Connected to 127\.0\.0\.1:\d+ via direct", timeout=30)
-        argv = list(host_proc.args)  # type: ignore[arg-type]
+        argv = [str(a) for a in host_proc.args]  # type: ignore[union-attr]
         host_proc.terminate()
         host_proc.wait(10)
         v.wait_log(r"Reconnecting in \d+ s", timeout=15)
@@ -361,3 +361,121 @@ class ViewerWindowErrorTests(SynchronousTestCase):
         while v.text().count("via direct") == n and time.monotonic() < deadline:
             time.sleep(0.2)
         self.assertEqual(v.text().count("via direct"), n + 1, v.text())
+
+
+class ConnectDialogTests(SynchronousTestCase):
+    skip = WINDOW_SKIP
+
+    def test_dialog_browse_and_connect(self) -> None:
+        """Started without id and password, the viewer opens the connect dialog; Browse
+        lists a --discoverable host from the server's discovery listener; typing the id
+        and the (hidden) password and pressing Return connects, and the config then
+        remembers server, key and the host as recent."""
+        import json
+        import socket
+
+        from .test_relay_process import TWISTD, free_port_pair
+
+        the_lab = lab()
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        # A second server, only for its LiteDesk v1 discovery listener.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dport = s.getsockname()[1]
+        sport = free_port_pair()
+        disco = the_lab._spawn(
+            "discovery",
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                str(tmp / "discovery.log"),
+                "litedesk-relay",
+                "--data-dir",
+                str(tmp / "disco"),
+                "--port",
+                str(sport),
+                "--interface",
+                "127.0.0.1",
+                "--no-relay",
+                "--discovery",
+                "--discovery-endpoint",
+                f"tcp:{dport}:interface=127.0.0.1",
+            ],
+        )
+        self.addCleanup(disco.terminate)
+        peer = the_lab.host(
+            "disco",
+            "--discoverable",
+            "--discovery-server",
+            f"127.0.0.1:{dport}",
+            "--lan-discovery-port",
+            "0",
+        )
+        deadline = time.monotonic() + 20
+        host_log = Path(the_lab.dir) / "host-disco.log"
+        while "listed by the discovery server" not in host_log.read_text():
+            self.assertLess(time.monotonic(), deadline, host_log.read_text())
+            time.sleep(0.1)
+        xb = Xvfb(1280, 900, 24).start()
+        self.addCleanup(xb.stop)
+        env_pw = dict(xb.env)
+        env_pw.pop("LITEDESK_PASSWORD", None)
+        log = tmp / "viewer.log"
+        log.write_text("")
+        out = open(tmp / "viewer.out", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                *VIEWER,
+                "--rendezvous",
+                f"127.0.0.1:{the_lab.port}",
+                "--key",
+                the_lab.key,
+                "--discovery",
+                f"127.0.0.1:{dport}",
+                "--log-file",
+                str(log),
+                "--config",
+                str(tmp / "viewer.json"),
+                "--force-relay",
+            ],
+            env=env_pw,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            preexec_fn=_die_with_parent,
+        )
+        out.close()
+
+        def stop_viewer() -> None:
+            proc.terminate()
+            proc.wait(10)
+
+        self.addCleanup(stop_viewer)
+
+        def xdo(*args: str) -> str:
+            return subprocess.run(
+                ["xdotool", *args], env=xb.env, check=True, capture_output=True, text=True
+            ).stdout
+
+        xdo("search", "--sync", "--name", "^LiteDesk: connect$")
+        deadline = time.monotonic() + 15
+        while "Browse found" not in log.read_text():
+            self.assertLess(time.monotonic(), deadline, log.read_text())
+            time.sleep(0.1)
+        self.assertIn(f"{peer} [server]", log.read_text())
+        # The id field has the focus; Tab moves to the password field.
+        xdo("type", "--delay", "30", peer)
+        xdo("key", "Tab")
+        xdo("type", "--delay", "30", "e2e-password")
+        xdo("key", "Return")
+        deadline = time.monotonic() + 30
+        while f"Connected to {peer}" not in log.read_text():
+            self.assertLess(time.monotonic(), deadline, log.read_text())
+            time.sleep(0.1)
+        cfg = json.loads((tmp / "viewer.json").read_text())
+        self.assertEqual(cfg["recent"][0]["peer_id"], peer)
+        self.assertEqual(cfg["key"], the_lab.key)
+        self.assertNotIn("e2e-password", (tmp / "viewer.json").read_text())

@@ -162,6 +162,12 @@ class ConnectDialog:
             notes.append(f"{len(lan)} on the LAN")
         except OSError as e:
             notes.append(f"no LAN search ({e})")
+        _log.info(
+            "Browse found {n} host(s): {ids} ({notes})",
+            n=len(found),
+            ids=", ".join(f"{h.peer_id} [{h.source}]" for h in found) or "none",
+            notes="; ".join(notes),
+        )
         if not self.alive():
             return
         self._fill(found)

@@ -1,0 +1,276 @@
+"""Viewer window figures (issue 6): redraw rate, input latency, CPU at 30 fps.
+
+Runs the real window (L{litedesk.viewer.window.ViewerApp}, tksupport, one
+thread) on a private Xvfb and feeds it real H.264 frames of a 1920x1080
+desktop-like picture through the real decode path (C{ViewerSession._video}),
+without a network: what is measured is the window, not the link.
+
+  - B{redraw}: frames received (decoded) vs frames shown per second, for
+    "fit" (1280x800 window, picture scaled by 0.625) and "1:1" (1920x1080
+    canvas), at 30 and 60 fps offered and at "max" (next frame as soon as
+    the reactor is free);
+  - B{CPU} of the viewer process (decode + scale + paste + Tk) and of the X
+    server, while showing 30 fps;
+  - B{input latency}: an XTEST pointer move injected from another X
+    connection (in a thread) until the window calls C{send_mouse} with the
+    mapped coordinates; idle and while showing 30 fps.
+
+Usage: C{python bench/viewer_window.py [--seconds 6] [--json]}.  Numbers
+vary up to 2x between runs on a 2-core box (the X server shares the cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from PIL import Image, ImageDraw  # noqa: E402
+
+from litedesk.proto import message_pb2 as pb  # noqa: E402
+from litedesk.screen.encode import VideoEncoder  # noqa: E402
+from tests.xvfb import Xvfb  # noqa: E402
+
+
+def make_frames(n: int, fps: float) -> list[pb.VideoFrame]:
+    """n H.264 frames of a desktop with a moving window and scrolling text."""
+    base = Image.new("RGB", (1920, 1080), (40, 70, 120))
+    d = ImageDraw.Draw(base)
+    for i in range(0, 1920, 240):
+        d.rectangle([i, 0, i + 120, 1080], fill=(220, (i // 4) % 256, 60))
+    d.rectangle([100, 100, 1100, 900], fill=(250, 250, 250))
+    enc = VideoEncoder("h264", bitrate=8_000_000, fps=fps)
+    out: list[pb.VideoFrame] = []
+    for k in range(n):
+        im = base.copy()
+        dd = ImageDraw.Draw(im)
+        for line in range(40):
+            y = 110 + ((line * 20 + k * 6) % 780)
+            dd.text((120, y), f"line {line:02d} frame {k:04d} the quick brown fox", fill=(0, 0, 0))
+        x = 1150 + (k * 9) % 600
+        dd.rectangle([x, 300, x + 300, 600], fill=(30, 180, 90), outline=(0, 0, 0))
+        bgra = im.convert("RGBA").tobytes("raw", "BGRA")
+        ef = enc.encode(bgra, 1920, 1080, int(k * 1000 / fps), keyframe=(k == 0))
+        vf = pb.VideoFrame(display=0)
+        vf.h264s.frames.append(pb.EncodedVideoFrame(data=ef.data, key=ef.key, pts=ef.pts))
+        out.append(vf)
+    return out
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Bench:
+    def __init__(self, xvfb: Xvfb, frames: list[pb.VideoFrame]) -> None:
+        import tkinter as tk
+
+        from twisted.internet import reactor, tksupport
+
+        from litedesk.viewer import cli
+        from litedesk.viewer.config import ViewerConfig
+        from litedesk.viewer.window import ViewerApp, WindowSession
+
+        self.reactor: Any = reactor
+        self.xvfb = xvfb
+        self.frames = frames
+        self.root = tk.Tk()
+        args = cli.build_parser().parse_args(["bench", "--geometry", "1280x800+0+0"])
+        self.app = ViewerApp(reactor, self.root, args, ViewerConfig(), Path("/dev/null"))
+        s = WindowSession(reactor, "bench", "", on_frame=self.app.on_frame, listener=self.app)
+        s.peer_info = pb.PeerInfo(displays=[pb.DisplayInfo(x=0, y=0, width=1920, height=1080)])
+        self.session = s
+        self.app.session = s
+        self.app.connected = True
+        self.sent: list[tuple[float, int, int]] = []
+
+        def record(mask: int, x: int, y: int, modifiers: list[int] | None = None) -> None:
+            # No transport: record when the window would have sent it.
+            self.sent.append((time.perf_counter(), x, y))
+
+        s.send_mouse = record  # type: ignore[method-assign]
+        tksupport.install(self.root, ms=5)  # type: ignore[no-untyped-call]
+        self.i = 0
+        self.xpid = self._xvfb_pid()
+
+    def _xvfb_pid(self) -> int:
+        return self.xvfb._proc.pid  # type: ignore[union-attr]
+
+    def feed(self) -> None:
+        self.session._video(self.frames[self.i % len(self.frames)])
+        self.i += 1
+
+    async def run_for(self, seconds: float) -> None:
+        from twisted.internet.task import deferLater
+
+        await deferLater(self.reactor, seconds, lambda: None)
+
+    def geometry(self, spec: str, mode: str) -> None:
+        self.root.geometry(spec)
+        self.app.scale_var.set(mode)
+        self.app._apply_scale_mode()
+        self.root.update()
+
+    async def redraw(
+        self, mode: str, geometry: str, fps: float | None, seconds: float
+    ) -> dict[str, Any]:
+        from twisted.internet.task import LoopingCall
+
+        self.geometry(geometry, mode)
+        # Warm up (key frame, PhotoImage creation), then measure.
+        self.i = 0
+        warm = LoopingCall(self.feed)
+        warm.start(1 / 30)
+        await self.run_for(1.0)
+        warm.stop()
+        c = self.app.counters
+        r0, s0, d0 = c.received, c.shown, c.draw_seconds
+        cpu0, x0, t0 = time.process_time(), proc_cpu(self.xpid), time.perf_counter()
+        if fps is None:
+            stop = [False]
+
+            def again() -> None:
+                if not stop[0]:
+                    self.feed()
+                    self.reactor.callLater(0, again)
+
+            self.reactor.callLater(0, again)
+            await self.run_for(seconds)
+            stop[0] = True
+        else:
+            loop = LoopingCall(self.feed)
+            loop.start(1 / fps)
+            await self.run_for(seconds)
+            loop.stop()
+        wall = time.perf_counter() - t0
+        shown = c.shown - s0
+        return {
+            "mode": mode,
+            "offered_fps": fps or "max",
+            "received_fps": round((c.received - r0) / wall, 1),
+            "shown_fps": round(shown / wall, 1),
+            "draw_ms": round(1000 * (c.draw_seconds - d0) / max(1, shown), 2),
+            "viewer_cpu_pct": round(100 * (time.process_time() - cpu0) / wall, 1),
+            "xvfb_cpu_pct": round(100 * (proc_cpu(self.xpid) - x0) / wall, 1),
+        }
+
+    async def latency(self, streaming: bool, samples: int) -> dict[str, Any]:
+        from twisted.internet.task import LoopingCall
+        from Xlib import X, display
+        from Xlib.ext import xtest
+
+        self.geometry("1280x800+0+0", "fit")
+        self.i = 0
+        self.feed()  # draw once so the mapping is the fit one
+        await self.run_for(0.5)
+        cx, cy = self.app.canvas.winfo_rootx(), self.app.canvas.winfo_rooty()
+        injected: list[tuple[float, int, int]] = []
+        m = self.app.mapping
+        assert m is not None
+        self.sent.clear()
+        done = threading.Event()
+
+        def inject() -> None:
+            d = display.Display(self.xvfb.display)
+            time.sleep(0.5)
+            for k in range(samples):
+                # A distinct point per sample, so each send is matched to
+                # its own injection (Tk merges queued motions, and the
+                # window drops moves that map to the same remote pixel).
+                x = cx + 50 + (k * 5) % 1000
+                y = cy + 100 + (k // 200) * 40
+                rx, ry = m.to_remote(x - cx, y - cy)
+                injected.append((time.perf_counter(), rx, ry))
+                xtest.fake_input(d, X.MotionNotify, x=x, y=y)
+                d.sync()
+                time.sleep(0.02)
+            d.close()
+            done.set()
+
+        loop = None
+        if streaming:
+            loop = LoopingCall(self.feed)
+            loop.start(1 / 30)
+        t = threading.Thread(target=inject, daemon=True)
+        t.start()
+
+        while not done.is_set():
+            await self.run_for(0.1)
+        await self.run_for(0.2)
+        if loop is not None:
+            loop.stop()
+        # Match each injection to the send with its coordinates.
+        sent_at = {(x, y): t for t, x, y in reversed(self.sent)}
+        lat = sorted(
+            (sent_at[(rx, ry)] - t_in) * 1000
+            for t_in, rx, ry in injected
+            if sent_at.get((rx, ry), 0.0) >= t_in
+        )
+        return {
+            "streaming_30fps": streaming,
+            "injected": len(injected),
+            "matched": len(lat),
+            "p50_ms": round(statistics.median(lat), 2) if lat else None,
+            "p90_ms": round(lat[int(len(lat) * 0.9)], 2) if lat else None,
+            "max_ms": round(lat[-1], 2) if lat else None,
+        }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--samples", type=int, default=150)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args()
+    t = time.perf_counter()
+    frames = make_frames(90, 30.0)
+    enc_s = time.perf_counter() - t
+    xvfb = Xvfb(2200, 1300, 24).start()
+    os.environ["DISPLAY"] = xvfb.display or ""
+    results: dict[str, Any] = {"frames": len(frames), "encode_s": round(enc_s, 1)}
+    try:
+        b = Bench(xvfb, frames)
+
+        async def run() -> None:
+            red = []
+            for mode, geo in (("fit", "1280x800+0+0"), ("1:1", "1960x1160+0+0")):
+                for fps in (30.0, 60.0, None):
+                    red.append(await b.redraw(mode, geo, fps, a.seconds))
+                    if not a.json:
+                        print(red[-1], flush=True)
+            results["redraw"] = red
+            lat = [await b.latency(False, a.samples), await b.latency(True, a.samples)]
+            if not a.json:
+                for r in lat:
+                    print(r, flush=True)
+            results["latency"] = lat
+
+        from twisted.internet.defer import ensureDeferred
+        from twisted.python.failure import Failure
+
+        d = ensureDeferred(run())
+
+        def report(f: Failure) -> None:
+            print(f.getTraceback(), file=sys.stderr)
+
+        d.addErrback(report)
+        d.addBoth(lambda _: b.reactor.stop())
+        b.reactor.run()
+        if a.json:
+            print(json.dumps(results))
+    finally:
+        xvfb.stop()
+
+
+if __name__ == "__main__":
+    main()
