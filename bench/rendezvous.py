@@ -356,6 +356,7 @@ class RegStats:
     addresses: int = 0
     seconds: float = 0.0
     server_cpu_seconds: float = 0.0
+    max_ack_ms: float = 0.0  # slowest acknowledgement (from the last try)
 
     @property
     def cpu_us_per_id(self) -> float:
@@ -368,6 +369,7 @@ class RegStats:
 
 @dataclass
 class _Slot:
+    src: str
     sock: socket.socket
     payloads: list[bytes]
     pos: int = 0
@@ -392,7 +394,9 @@ def register_range(
     Up to C{window} source sockets are active at once, each with exactly one
     RegisterPk outstanding, so every reply belongs to that socket's current id.
     A request unanswered after C{timeout} s is sent again (the server answers
-    a repeated one "unchanged", OK) up to C{max_tries} times in all.
+    a repeated one "unchanged", OK) up to C{max_tries} times in all, from a
+    new socket on the same address, so that a late reply to the first try
+    cannot be taken for the answer to the next id.
     """
     port = server.udp
     stats = RegStats(ids=count)
@@ -417,17 +421,26 @@ def register_range(
             slot.sock.close()
             del active[fd]
 
+    def add(slot: _Slot) -> None:
+        active[slot.sock.fileno()] = slot
+        ep.register(slot.sock.fileno(), select.EPOLLIN)
+        send(slot)
+
     def refill() -> None:
         while len(active) < window:
             group = next(groups, None)
             if group is None:
                 return
             src, payloads = group
-            slot = _Slot(udp_socket(src, port, rcvbuf=1 << 16), payloads)
             stats.addresses += 1
-            active[slot.sock.fileno()] = slot
-            ep.register(slot.sock.fileno(), select.EPOLLIN)
-            send(slot)
+            add(_Slot(src, udp_socket(src, port, rcvbuf=1 << 16), payloads))
+
+    def retry(fd: int, slot: _Slot) -> None:
+        ep.unregister(fd)
+        slot.sock.close()
+        del active[fd]
+        slot.sock = udp_socket(slot.src, port, rcvbuf=1 << 16)
+        add(slot)
 
     try:
         refill()
@@ -443,6 +456,7 @@ def register_range(
                     stats.ok += 1
                 else:
                     stats.refused += 1
+                stats.max_ack_ms = max(stats.max_ack_ms, (time.monotonic() - slot.sent_at) * 1e3)
                 advance(fd, slot)
             now = time.monotonic()
             if now - last_scan > timeout / 4:
@@ -454,7 +468,7 @@ def register_range(
                             advance(fd, slot)
                         else:
                             stats.retries += 1
-                            send(slot)
+                            retry(fd, slot)
             refill()
     finally:
         for slot in active.values():
@@ -1083,9 +1097,11 @@ def memory_point(
     print(
         f"  {target:>9,} ids: registered {reg.ok:,} in {reg.seconds:.1f} s "
         f"({reg.rate:,.0f}/s, {reg.cpu_us_per_id:.0f} us server CPU each; "
-        f"{reg.addresses:,} addresses, {reg.retries} retries, "
-        f"{reg.refused} refused, {reg.failed} failed); {rows:,} rows in SQLite"
+        f"{reg.addresses:,} addresses, {reg.retries} retries, {reg.refused} refused, "
+        f"{reg.failed} failed, slowest ack {reg.max_ack_ms:,.0f} ms); {rows:,} rows in SQLite"
     )
+    if rows != target:
+        print(f"  WARNING: {target - rows:,} ids acknowledged or retried but missing from SQLite")
     print(
         f"  {'':>9}      RSS {rss / 2**20:.1f} MiB -> {per_peer:,.0f} bytes/peer "
         f"= {per_peer / 1024:.2f} KiB (goal <= 1 KiB: ratio {per_peer / 1024:.2f}); "
