@@ -15,7 +15,7 @@ from typing import Any
 from nacl.signing import SigningKey
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire import addrmangle
@@ -643,3 +643,17 @@ class DualStackTests(RendezvousTestBase):
         )
         data, addr = yield host.recv()
         self.assertEqual(data[:1], b"\x4a")
+
+
+class UdpBufferTests(RendezvousTestBase):
+    extra_args = RendezvousTestBase.extra_args + ("--udp-rcvbuf", "4194304")
+
+    def test_receive_buffer_raised(self) -> None:
+        """--udp-rcvbuf enlarges the kernel queue that absorbs heartbeat bursts."""
+        import socket
+
+        sock = self.svc.getServiceNamed("rendezvous-udp").listening.getHandle()
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        if os.geteuid() != 0 and got < 4194304:
+            raise SkipTest("needs root (or a large net.core.rmem_max) to raise the buffer")
+        self.assertGreaterEqual(got, 4194304)

@@ -24,6 +24,7 @@ from litedesk.wire.addrmangle import Address, normalize, normalize_host
 from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
 
 DEFAULT_MAX_FRAME = 64 * 1024
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux
 READ_TIMEOUT = 30.0
 
 
@@ -39,15 +40,31 @@ class RendezvousDatagramProtocol(DatagramProtocol):
     _log = Logger()
     noisy = False
 
-    def __init__(self, server: RendezvousServer, guard: FloodGuard) -> None:
+    def __init__(self, server: RendezvousServer, guard: FloodGuard, rcvbuf: int = 0) -> None:
         self.server = server
         self.guard = guard
+        self.rcvbuf = rcvbuf
         self._v6_socket = False
 
     def startProtocol(self) -> None:
         assert self.transport is not None
         sock = self.transport.getHandle()  # type: ignore[attr-defined]
         self._v6_socket = sock.family == socket.AF_INET6
+        if self.rcvbuf:
+            # hbbs' -M/RMEM: a bigger kernel queue rides out pauses (a GC, a
+            # burst of registrations) instead of dropping heartbeats.
+            try:
+                # Root (CAP_NET_ADMIN) may exceed net.core.rmem_max.
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            if got < self.rcvbuf:
+                self._log.warn(
+                    "UDP receive buffer is {got} bytes, not {wanted}: raise net.core.rmem_max",
+                    got=got,
+                    wanted=self.rcvbuf,
+                )
         self.server.udp = self
 
     def stopProtocol(self) -> None:

@@ -31,6 +31,15 @@ from litedesk.wire.messages import parse_rendezvous
 Failure_ = rz.PunchHoleResponse.Failure
 
 
+# The answer to nearly every datagram is one of these two: build them once.
+_RPR = {
+    flag: rz.RendezvousMessage(
+        register_peer_response=rz.RegisterPeerResponse(request_pk=flag)
+    ).SerializeToString()
+    for flag in (False, True)
+}
+
+
 class ReplySink(TypingProtocol):
     """A viewer's TCP connection as the controller sees it."""
 
@@ -121,10 +130,8 @@ class RendezvousServer:
         outcome = self.registry.register_peer(rp.id, rp.serial, source, self._now())
         if outcome is None:
             return
-        reply = rz.RendezvousMessage(
-            register_peer_response=rz.RegisterPeerResponse(request_pk=outcome.request_pk)
-        )
-        self._send_udp(reply, source)
+        if self.udp is not None:
+            self.udp.send_datagram(_RPR[outcome.request_pk], source)
         if outcome.send_config_update:
             self._send_udp(rz.RendezvousMessage(configure_update=self._config_update()), source)
 

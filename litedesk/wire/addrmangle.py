@@ -8,6 +8,7 @@ host is the text form that C{ipaddress} produces, after L{normalize_host}.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Callable
@@ -24,7 +25,21 @@ def normalize_host(host: str) -> str:
     Dual-stack listeners report IPv4 peers as C{::ffff:a.b.c.d}; RustDesk keys
     its maps by the IPv4 form (Rust's C{to_ipv4}, loopback C{::1} excluded),
     and so must we.  Scope ids (C{fe80::1%eth0}) are dropped.
+
+    This runs for every datagram the rendezvous server receives, so the two
+    forms sockets actually produce (C{a.b.c.d} and C{::ffff:a.b.c.d}, both
+    canonical as the kernel writes them) skip the C{ipaddress} parse.
     """
+    if ":" not in host:
+        if host.count(".") == 3 and host.replace(".", "").isdigit():
+            return host
+    elif host.startswith("::ffff:") and host.count(".") == 3 and ":" not in host[7:]:
+        return host[7:]
+    return _normalize_slow(host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize_slow(host: str) -> str:
     bare = host.split("%", 1)[0]
     try:
         ip = ipaddress.ip_address(bare)
