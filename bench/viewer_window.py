@@ -103,6 +103,43 @@ class Bench:
         self.i = 0
         self.xpid = self._xvfb_pid()
 
+    def components(self) -> dict[str, float]:
+        """Per-frame costs on the Tk thread and in the scaler, best of the run (ms)."""
+        from PIL import ImageTk
+
+        from litedesk.screen.encode import VideoDecoder
+
+        dec = VideoDecoder("h264")
+        times: list[float] = []
+        images = []
+        for vf in self.frames:
+            ef = vf.h264s.frames[0]
+            t = time.perf_counter()
+            out = dec.decode(ef.data, ef.key, ef.pts, 1920, 1080)
+            times.append(time.perf_counter() - t)
+            if out is not None:
+                images.append(out.image)
+        im = images[-1]
+
+        def best(f: Any, n: int = 10) -> float:
+            r = []
+            for _ in range(n):
+                t = time.perf_counter()
+                f()
+                r.append(time.perf_counter() - t)
+            return round(min(r) * 1000, 2)
+
+        small = im.resize((1200, 675), Image.Resampling.BOX)
+        p_small = ImageTk.PhotoImage(small)
+        p_full = ImageTk.PhotoImage(im)
+        return {
+            "decode_ms_median": round(statistics.median(times) * 1000, 2),
+            "scale_box_ms": best(lambda: im.resize((1200, 675), Image.Resampling.BOX)),
+            "scale_bilinear_ms": best(lambda: im.resize((1200, 675), Image.Resampling.BILINEAR)),
+            "paste_1200x675_ms": best(lambda: p_small.paste(small)),
+            "paste_1920x1080_ms": best(lambda: p_full.paste(im)),
+        }
+
     def _xvfb_pid(self) -> int:
         return self.xvfb._proc.pid  # type: ignore[union-attr]
 
@@ -254,6 +291,9 @@ def main() -> None:
                 for r in lat:
                     print(r, flush=True)
             results["latency"] = lat
+            results["components"] = b.components()
+            if not a.json:
+                print(results["components"], flush=True)
 
         from twisted.internet.defer import ensureDeferred
         from twisted.python.failure import Failure

@@ -479,3 +479,53 @@ class ConnectDialogTests(SynchronousTestCase):
         self.assertEqual(cfg["recent"][0]["peer_id"], peer)
         self.assertEqual(cfg["key"], the_lab.key)
         self.assertNotIn("e2e-password", (tmp / "viewer.json").read_text())
+
+
+class ClipboardSyncTests(SynchronousTestCase):
+    skip = WINDOW_SKIP or skip_reason("xclip")
+
+    def test_clipboard_both_ways(self) -> None:
+        """With clipboard sync on, text copied on the viewer's desktop reaches the host
+        clipboard when the pointer comes back over the picture, and text copied on the
+        host arrives on the viewer's desktop clipboard."""
+        the_lab = lab()
+        peer = the_lab.host("main")
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        xb = Xvfb(1280, 900, 24).start()
+        self.addCleanup(xb.stop)
+        v = ViewerProcess(the_lab, xb, tmp, peer, "--password", "e2e-password")
+        self.addCleanup(v.stop)
+        v.wait_log(SHOWING.pattern, timeout=30)
+
+        def put(env: dict[str, str], text: str) -> None:
+            owner = subprocess.Popen(
+                ["xclip", "-i", "-selection", "clipboard"], env=env, stdin=subprocess.PIPE
+            )
+            assert owner.stdin is not None
+            owner.stdin.write(text.encode())
+            owner.stdin.close()
+            owner.wait(10)
+
+        def get(env: dict[str, str], want: str) -> str:
+            deadline = time.monotonic() + 10
+            text = ""
+            while time.monotonic() < deadline:
+                text = subprocess.run(
+                    ["xclip", "-o", "-selection", "clipboard"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
+                if text == want:
+                    break
+                time.sleep(0.2)
+            return text
+
+        put(v.env, "copied on the viewer ✓")
+        v.xdotool("mousemove", "--sync", "1250", "880")  # off the picture (outside the window)
+        v.xdotool("mousemove", "--sync", "600", "400")  # and back over it
+        self.assertEqual(get(the_lab.env, "copied on the viewer ✓"), "copied on the viewer ✓")
+        put(the_lab.env, "copied on the host é")
+        self.assertEqual(get(v.env, "copied on the host é"), "copied on the host é")

@@ -405,6 +405,7 @@ class ViewerApp:
         c.bind("<FocusOut>", self._on_focus_out)
         c.bind("<FocusIn>", self._on_focus_in)
         c.bind("<Leave>", self._on_leave)
+        c.bind("<Enter>", self._on_enter)
         self._apply_scale_mode()
 
     def _on_configure(self, e: tk.Event[Any]) -> None:
@@ -758,6 +759,11 @@ class ViewerApp:
     def _on_focus_in(self, e: tk.Event[Any]) -> None:
         self._push_local_clipboard()
 
+    def _on_enter(self, e: tk.Event[Any]) -> None:
+        # Coming back from another window (where something may have been
+        # copied) usually passes the pointer over the picture first.
+        self._push_local_clipboard()
+
     def _on_leave(self, e: tk.Event[Any]) -> None:
         self._local_pointer = None
         self._draw_cursor()
@@ -880,6 +886,7 @@ class ViewerApp:
         self._last_clip_local = text  # do not echo it back
         self.root.clipboard_clear()
         self.root.clipboard_append(text)
+        _log.info("Clipboard from the host ({n} characters)", n=len(text))
 
     def _push_local_clipboard(self) -> None:
         if self.session is None or not self.connected or not self.clip_var.get():
@@ -891,6 +898,7 @@ class ViewerApp:
         if text and text != self._last_clip_local:
             self._last_clip_local = text
             self.session.set_clipboard(text)
+            _log.info("Clipboard sent to the host ({n} characters)", n=len(text))
 
     def notice_changed(self) -> None:
         s = self.session
