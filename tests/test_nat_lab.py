@@ -154,6 +154,13 @@ class PathLabTests(SynchronousTestCase):
         # The host saw the viewer's own (untranslated) IPv6 address.
         self.assertIn("logged in from 2001:db8:2::20", self.lab.host_log(peer))
 
+    def test_ipv6_direct_behind_symmetric_nat(self) -> None:
+        """Symmetric IPv4 NATs on both sides but routed IPv6: still a direct IPv6 session."""
+        self.nat("symmetric", "symmetric")
+        self.lab.net.set_ipv6(True)
+        peer = self.start_host("h1")
+        self.assert_screen("v2", peer, "ipv6")
+
     def test_same_router_uses_lan(self) -> None:
         """Host and viewer behind the same router connect over the LAN address."""
         self.nat("cone", "cone")

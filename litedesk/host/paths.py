@@ -130,7 +130,16 @@ class HostPaths:
     def punch_hole(self, msg: rz.PunchHole) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
         own = self.nat_type() if self.nat_type is not None else None
-        why = host_path_choice(own, msg.nat_type, self.force_relay or msg.force_relay)
+        forced = self.force_relay or msg.force_relay
+        why = host_path_choice(own, msg.nat_type, forced)
+        if why and own is not None and not forced and msg.socket_addr_v6:
+            # IPv4 needs the relay, but IPv6 has no NAT: offer a direct IPv6
+            # stream (the viewer asks for a relay if that fails).
+            self._log.info(
+                "Viewer {ip} asks to connect ({why}); trying IPv6 only", ip=viewer[0], why=why
+            )
+            self._track(self._punch(msg, own, ipv4=False))
+            return
         if why:
             self._log.info(
                 "Viewer {ip} asks to connect; opening a relay ({why})", ip=viewer[0], why=why
@@ -212,12 +221,14 @@ class HostPaths:
         )
         await connect_relay(self.reactor, relay, uuid, self.licence_key, self.make_session())
 
-    async def _punch(self, msg: rz.PunchHole, own_nat: int) -> None:
+    async def _punch(self, msg: rz.PunchHole, own_nat: int, ipv4: bool = True) -> None:
         viewer = addrmangle.normalize(addrmangle.decode(msg.socket_addr))
         server = (resolve_ip(*self.server), self.server[1])
         link, local = await open_rendezvous_from(self.reactor, server)
         # (label, our shared local endpoint, the viewer's endpoint)
-        candidates = [("ipv4", (wildcard_for(server[0]), local[1]), viewer)]
+        candidates: list[tuple[str, Address, Address]] = []
+        if ipv4:
+            candidates.append(("ipv4", (wildcard_for(server[0]), local[1]), viewer))
         socket_addr_v6 = b""
         if msg.socket_addr_v6:
             viewer6 = addrmangle.decode(msg.socket_addr_v6)

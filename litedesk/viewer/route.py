@@ -84,6 +84,7 @@ class Route:
     punch_time: float = 0.0
     addr6: tuple[str, int] | None = None  # the host's IPv6 endpoint, if it has one
     local6: tuple[str, int] | None = None  # ours
+    try_v4: bool = True  # False: IPv4 needs the relay, only IPv6 may go direct
 
 
 _FAILURES = {
@@ -228,7 +229,8 @@ async def find_host(
     if ph.is_local and not force_relay:
         return Route("lan", host_pk, addr=addr)
     peer_nat = ph.nat_type if ph.WhichOneof("union") == "nat_type" else UNKNOWN
-    if force_relay or SYMMETRIC in (own_nat, peer_nat):
+    try_v4 = not (force_relay or SYMMETRIC in (own_nat, peer_nat))
+    if not try_v4 and not (ph.socket_addr_v6 and local6 is not None):
         return await request_relay(reactor, server, peer_id, host_pk, ph.relay_server, relay_wait)
     return Route(
         "punch",
@@ -241,6 +243,7 @@ async def find_host(
         punch_time=punch_time,
         addr6=addrmangle.decode(ph.socket_addr_v6) if ph.socket_addr_v6 else None,
         local6=local6 if ph.socket_addr_v6 else None,
+        try_v4=try_v4,
     )
 
 
@@ -277,7 +280,9 @@ async def connect_punched(
             return "ipv6"
     window = direct_timeout(False, route.peer_nat, route.own_nat, True, route.punch_time)
     t0 = reactor.seconds()
-    sock = await punch_connect(reactor, route.local, route.addr, window, gate)
+    sock = None
+    if route.try_v4:
+        sock = await punch_connect(reactor, route.local, route.addr, window, gate)
     if adopt_if_first(reactor, sock, gate, "connected", lambda: protocol):
         _log.info(
             "Direct (punched) connection to {ip}:{port}: ok in {ms} ms",
@@ -286,12 +291,13 @@ async def connect_punched(
             ms=_ms(reactor, t0),
         )
         return "direct"
-    _log.info(
-        "Direct (punched) connection to {ip}:{port}: failed after {ms} ms; trying the relay",
-        ip=route.addr[0],
-        port=route.addr[1],
-        ms=_ms(reactor, t0),
-    )
+    if route.try_v4:
+        _log.info(
+            "Direct (punched) connection to {ip}:{port}: failed after {ms} ms; trying the relay",
+            ip=route.addr[0],
+            port=route.addr[1],
+            ms=_ms(reactor, t0),
+        )
     relayed = await request_relay(
         reactor, server, peer_id, route.host_pk, route.relay_server, relay_wait
     )
