@@ -164,7 +164,7 @@ class PairingTable(Generic[H]):
         self._handshaking: dict[Conn[H], None] = {}
         self.pairs: set[Pair[H]] = set()
         self.per_ip: dict[str, int] = {}
-        self.open: set[Conn[H]] = set()
+        self.connections = 0
         self.unpaired = 0
         self.bytes_finished = 0
         self.pairs_finished = 0
@@ -246,7 +246,7 @@ class PairingTable(Generic[H]):
         """Register a connection that passed L{check_accept}; arm its first-frame deadline."""
         conn = Conn(handle, ip, self.clock.seconds())
         self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
-        self.open.add(conn)
+        self.connections += 1
         self.unpaired += 1
         self._handshaking[conn] = None
         return conn
@@ -264,6 +264,7 @@ class PairingTable(Generic[H]):
             conn.since = now
             self.waiting[uuid] = conn
             return None
+        conn.uuid = uuid = other.uuid  # one copy of the string per pair
         pair = Pair(uuid, other, conn, now)
         other.phase = conn.phase = Phase.PAIRED
         other.pair = conn.pair = pair
@@ -283,7 +284,7 @@ class PairingTable(Generic[H]):
             return None
         conn.phase = Phase.CLOSED
         conn.gen += 1
-        self.open.discard(conn)
+        self.connections -= 1
         n = self.per_ip[conn.ip] - 1
         if n:
             self.per_ip[conn.ip] = n
@@ -319,11 +320,11 @@ class PairingTable(Generic[H]):
         wanted = set(ips) & self.per_ip.keys()
         if not wanted:
             return []
-        return [c for c in self.open if c.ip in wanted]
-
-    @property
-    def connections(self) -> int:
-        return len(self.open)
+        out = [c for c in self._handshaking if c.ip in wanted]
+        out.extend(c for c in self.waiting.values() if c.ip in wanted)
+        for pair in self.pairs:
+            out.extend(c for c in (pair.a, pair.b) if c.ip in wanted and c.phase is Phase.PAIRED)
+        return out
 
     @property
     def waiting_count(self) -> int:
