@@ -32,8 +32,11 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual([m.WhichOneof("union") for m in out.send], ["register_pk"])
         out = reg.received(pkr(rz.RegisterPkResponse.OK), 0.1)
         self.assertEqual([e.kind for e in out.events], ["registered"])
+        # A heartbeat right away, so the server learns this socket's address.
+        self.assertEqual([m.WhichOneof("union") for m in out.send], ["register_peer"])
+        reg.received(rpr(False), 0.2)
         self.assertEqual(reg.tick(10).send, [])
-        hb = reg.tick(15.1).send
+        hb = reg.tick(15.3).send
         self.assertEqual([m.WhichOneof("union") for m in hb], ["register_peer"])
         self.assertEqual(hb[0].register_peer.serial, 3)
 

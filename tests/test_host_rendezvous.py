@@ -166,3 +166,30 @@ class HostRegistrationTests(TestCase):
         stranger.write(push.SerializeToString(), ("127.0.0.2", client.transport.getHost().port))
         yield sleep(0.2)
         self.assertEqual(rec.pushes, [])
+
+
+class AgentRestartTests(HostRegistrationTests):
+    """Kept apart so the restart scenario reads on its own."""
+
+    @inlineCallbacks
+    def test_restarted_agent_reachable_at_once(self) -> Any:
+        """An agent restarted on a new UDP port gets pushes there right away, not 15 s later."""
+        svc = self.start_server()
+        udp = svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        key = SigningKey.generate()
+
+        def agent() -> tuple[Any, Recorder, Any]:
+            reg = Registration("123456789", b"host-uuid", bytes(key.verify_key))
+            rec = Recorder()
+            client = RendezvousClient(reg, ("127.0.0.1", udp), rec, reactor, tick=0.05)
+            return client, rec, reactor.listenUDP(0, client, interface="127.0.0.2")
+
+        first, _, port1 = agent()
+        yield self.wait_for(lambda: first.registration.state is RegState.REGISTERED)
+        yield port1.stopListening()
+        second, rec, port2 = agent()
+        self.addCleanup(port2.stopListening)
+        yield self.wait_for(lambda: second.registration.state is RegState.REGISTERED)
+        peer = svc.server.registry.get("123456789")
+        ok = yield self.wait_for(lambda: peer.addr[1] == port2.getHost().port, timeout=1.0)
+        self.assertTrue(ok)

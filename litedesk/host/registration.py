@@ -151,6 +151,13 @@ class Registration:
             first = not self.key_confirmed
             self.key_confirmed = True
             self.refusal = ""
+            if first:
+                # hbbs does not take a RegisterPk that changes nothing as a new
+                # address; a heartbeat does.  Send one now, or after an agent
+                # restart (new UDP port) the server would push to the old port
+                # until the next heartbeat, up to 15 s later.
+                out.send.append(self._register_peer())
+                self.outstanding_since = now
             if self.state is not RegState.REGISTERED:
                 self.state = RegState.REGISTERED
                 out.events.append(Event("registered"))
