@@ -158,7 +158,7 @@ class _Shared:
 
 
 _shared: _Shared | None = None
-_runs_left = 4  # test methods in ViewerWindowTests
+_runs_left = 5  # test methods in ViewerWindowTests
 
 
 def _release_shared() -> None:
@@ -257,6 +257,36 @@ class ViewerWindowTests(SynchronousTestCase):
         self.assertEqual(sel["selection"], "Hello LiteDesk 123")
         submit = rec.wait_for(lambda e: e["ev"] == "submit", start=start, timeout=10)
         self.assertEqual(submit["text"], "Hello LiteDesk 123")
+
+    def test_b2_wheel_and_drag_reach_host(self) -> None:
+        """The wheel scrolls on the host (button 4 up, 5 down), and a drag in the window
+        is a press, moves with the button held, and a release at the mapped end point."""
+        rec = self.recorder()
+        ready = rec.ready
+        start = rec.mark()
+        rx, ry = ready["canvas_x"] + 300, ready["canvas_y"] + 200
+        vx, vy = self.to_viewer(rx, ry)
+        self.viewer.xdotool("mousemove", "--sync", str(vx), str(vy))
+        self.viewer.xdotool("click", "4")
+        self.viewer.xdotool("click", "5")
+        up = rec.wait_for(lambda e: e["ev"] == "ButtonPress" and e["num"] == 4, start=start)
+        down = rec.wait_for(lambda e: e["ev"] == "ButtonPress" and e["num"] == 5, start=start)
+        self.assertLess(rec.events.index(up), rec.events.index(down))
+        start = rec.mark()
+        ex, ey = ready["canvas_x"] + 600, ready["canvas_y"] + 450
+        self.viewer.xdotool("mousedown", "1")
+        for k in range(1, 6):
+            px, py = self.to_viewer(rx + (ex - rx) * k // 5, ry + (ey - ry) * k // 5)
+            self.viewer.xdotool("mousemove", "--sync", str(px), str(py))
+            time.sleep(0.05)
+        self.viewer.xdotool("mouseup", "1")
+        release = rec.wait_for(lambda e: e["ev"] == "ButtonRelease", start=start, timeout=10)
+        tol = int(1 / self.scale) + 1
+        self.assertLessEqual(abs(release["x_root"] - ex), tol, release)
+        self.assertLessEqual(abs(release["y_root"] - ey), tol, release)
+        drags = rec.since(start, "Motion")
+        self.assertGreaterEqual(len(drags), 3)  # moves with button 1 held (state bit 0x100)
+        self.assertTrue(all(e["state"] & 0x100 for e in drags))
 
     def test_c_host_key_menu_quality_and_screenshot(self) -> None:
         """F8 opens the menu without reaching the host; Quality > Best makes the host
