@@ -23,6 +23,7 @@ Scenarios (r1 = host's router, r2 = viewer's router):
 
   - C{cone/cone}: hole punched, expected path C{direct};
   - C{cone/cone-ipv6}: both sides with routed IPv6, expected C{ipv6};
+  - C{sym/sym-ipv6}: symmetric IPv4 NATs but routed IPv6, expected C{ipv6};
   - C{same-lan}: viewer behind r1 too, expected C{lan};
   - C{cone/sym}, C{sym/cone}, C{sym/sym}: the NAT test sends both to the
     relay at once, expected C{relay};
@@ -97,6 +98,7 @@ class Scenario:
 SCENARIOS = [
     Scenario("cone/cone", "cone", "cone", "v2", "direct"),
     Scenario("cone/cone-ipv6", "cone", "cone", "v2", "ipv6", ipv6=True),
+    Scenario("sym/sym-ipv6", "symmetric", "symmetric", "v2", "ipv6", ipv6=True),
     Scenario("same-lan", "cone", "cone", "v1", "lan"),
     Scenario("cone/sym", "cone", "symmetric", "v2", "relay"),
     Scenario("sym/cone", "symmetric", "cone", "v2", "relay"),
