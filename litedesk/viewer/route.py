@@ -319,6 +319,7 @@ async def request_relay(
 ) -> Route:
     """Ask the host, through the server, to meet us on a relay (fresh uuid)."""
     uuid = str(uuidlib.uuid4())
+    t0 = reactor.seconds()
     msg = rz.RendezvousMessage(
         request_relay=rz.RequestRelay(
             id=peer_id,
@@ -333,4 +334,10 @@ async def request_relay(
     if rr.refuse_reason:
         raise ConnectError("relay refused", rr.refuse_reason)
     relay = split_relay(rr.relay_server or relay_server, *server)
+    _log.info(
+        "Relay {host}:{port} agreed with the host in {ms} ms",
+        host=relay[0],
+        port=relay[1],
+        ms=_ms(reactor, t0),
+    )
     return Route("relay", host_pk, relay=relay, uuid=rr.uuid or uuid)
