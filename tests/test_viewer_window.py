@@ -229,7 +229,8 @@ class ViewerWindowTests(SynchronousTestCase):
 
     def test_b_click_and_typing_reach_host(self) -> None:
         """A click inside the remote screen lands on the same host pixel (through
-        the 0.625 scaling); typed text, Ctrl+A and Return reach the focused host window."""
+        the 0.625 scaling); typed text, Ctrl+A, Return and non-ASCII characters reach
+        the focused host window."""
         rec = self.recorder()
         ready = rec.ready
         rec.command("clear")
@@ -257,6 +258,15 @@ class ViewerWindowTests(SynchronousTestCase):
         self.assertEqual(sel["selection"], "Hello LiteDesk 123")
         submit = rec.wait_for(lambda e: e["ev"] == "submit", start=start, timeout=10)
         self.assertEqual(submit["text"], "Hello LiteDesk 123")
+        # Characters outside the viewer's keymap (xdotool borrows a keycode for
+        # them) travel as unicode and are typed on the host.
+        rec.command("clear")
+        self.viewer.xdotool("type", "--delay", "80", "é€ß")
+        deadline = time.monotonic() + 10
+        state = rec.sync(0.3)
+        while state["text"] != "é€ß" and time.monotonic() < deadline:
+            state = rec.sync(0.3)
+        self.assertEqual(state["text"], "é€ß")
 
     def test_b2_wheel_and_drag_reach_host(self) -> None:
         """The wheel scrolls on the host (button 4 up, 5 down), and a drag in the window

@@ -400,6 +400,7 @@ class ViewerApp:
         c.bind("<Motion>", self._on_motion)
         c.bind("<ButtonPress>", self._on_press)
         c.bind("<ButtonRelease>", self._on_release)
+        c.bind("<MouseWheel>", self._on_mouse_wheel)
         c.bind("<KeyPress>", self._on_key_press)
         c.bind("<KeyRelease>", self._on_key_release)
         c.bind("<FocusOut>", self._on_focus_out)
@@ -720,6 +721,15 @@ class ViewerApp:
             self._send_mouse(
                 mouse_events("release", int(e.num), self.mapping, lx, ly, int(e.state))
             )
+        return "break"
+
+    def _on_mouse_wheel(self, e: tk.Event[Any]) -> str:
+        # Windows and macOS Tk report the wheel as <MouseWheel> with a delta
+        # (120 per notch on Windows, 1 on macOS); X11 uses buttons 4-7.
+        if self._input_allowed() and e.delta:
+            assert self.session is not None
+            step = e.delta // 120 if abs(e.delta) >= 120 else e.delta
+            self.session.send_mouse(encode_mask(MouseType.WHEEL), 0, step)
         return "break"
 
     def _on_key_press(self, e: tk.Event[Any]) -> str:
