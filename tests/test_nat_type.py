@@ -54,7 +54,7 @@ class MonitorTests(SynchronousTestCase):
             calls.append(clock.seconds())
             return outcomes.pop(0)
 
-        m = NatTypeMonitor(clock, probe)
+        m = NatTypeMonitor(clock, probe, refresh=None)
         got: list[int] = []
         m.known().addCallback(got.append)
         m.start()
@@ -74,3 +74,34 @@ class MonitorTests(SynchronousTestCase):
         m.start()
         m.stop()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_known_type_is_retested(self) -> None:
+        """A known type is tested again after the refresh interval and may change."""
+        clock = Clock()
+        answers = [ASYMMETRIC, SYMMETRIC]
+
+        def probe() -> Deferred[NatProbe]:
+            return succeed(NatProbe(answers.pop(0), ("10.0.0.2", 4000), (1, 1)))
+
+        m = NatTypeMonitor(clock, probe, refresh=600)
+        m.start()
+        self.assertEqual(m.nat_type, ASYMMETRIC)
+        clock.advance(599)
+        self.assertEqual(m.nat_type, ASYMMETRIC)
+        clock.advance(1)
+        self.assertEqual(m.nat_type, SYMMETRIC)
+        m.stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_failed_retest_keeps_the_type(self) -> None:
+        """When a re-test fails the last known type stays in use."""
+        clock = Clock()
+        outcomes: list[Deferred[NatProbe]] = [
+            succeed(NatProbe(ASYMMETRIC, ("10.0.0.2", 4000), (1, 1))),
+            fail(LinkError("server away")),
+        ]
+        m = NatTypeMonitor(clock, lambda: outcomes.pop(0), refresh=600)
+        m.start()
+        clock.advance(600)
+        self.assertEqual(m.nat_type, ASYMMETRIC)
+        m.stop()

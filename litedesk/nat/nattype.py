@@ -32,6 +32,7 @@ ASYMMETRIC = rz.ASYMMETRIC
 SYMMETRIC = rz.SYMMETRIC
 NAMES: dict[int, str] = {UNKNOWN: "UNKNOWN_NAT", ASYMMETRIC: "ASYMMETRIC", SYMMETRIC: "SYMMETRIC"}
 BACKOFF_CAP = 300.0
+REFRESH = 600.0  # re-test a known NAT type this often (the network may change)
 PROBE_TIMEOUT = 3.0
 
 _log = Logger(namespace="litedesk.nat.nattype")
@@ -117,7 +118,10 @@ def resolve_ip(host: str, port: int) -> str:
 class NatTypeMonitor:
     """Keeps testing until the NAT type is known; C{nat_type} is UNKNOWN until then.
 
-    C{probe} is injected (tests pass a fake); C{clock} schedules the retries.
+    Once known, the test runs again every C{refresh} seconds (None: never),
+    so a host that moved to another network notices; a failed re-test keeps
+    the last known type and retries with backoff.  C{probe} is injected
+    (tests pass a fake); C{clock} schedules the retries.
     """
 
     def __init__(
@@ -125,9 +129,12 @@ class NatTypeMonitor:
         clock: IReactorTime,
         probe: Callable[[], Deferred[NatProbe]],
         cap: float = BACKOFF_CAP,
+        refresh: float | None = REFRESH,
     ) -> None:
         self.clock = clock
         self.probe = probe
+        self.cap = cap
+        self.refresh = refresh
         self.nat_type: int = UNKNOWN
         self.last: NatProbe | None = None
         self._delays = backoff_delays(cap)
@@ -164,11 +171,20 @@ class NatTypeMonitor:
         d.addCallbacks(self._done, self._failed)
 
     def _done(self, result: NatProbe) -> None:
+        if self.nat_type not in (UNKNOWN, result.nat_type):
+            _log.info(
+                "NAT type changed: {old} -> {new}",
+                old=NAMES[self.nat_type],
+                new=NAMES[result.nat_type],
+            )
         self.last = result
         self.nat_type = result.nat_type
+        self._delays = backoff_delays(self.cap)
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             w.callback(self.nat_type)
+        if self._running and self.refresh is not None:
+            self._call = self.clock.callLater(self.refresh, self._attempt)
 
     def _failed(self, failure: Any) -> None:
         delay = next(self._delays)
