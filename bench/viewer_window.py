@@ -286,6 +286,13 @@ def main() -> None:
                     if not a.json:
                         print(red[-1], flush=True)
             results["redraw"] = red
+            # Idle: connected, nothing changing (tksupport polls Tk every 5 ms).
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            await b.run_for(a.seconds)
+            idle = round(100 * (time.process_time() - cpu0) / (time.perf_counter() - t0), 1)
+            results["idle_viewer_cpu_pct"] = idle
+            if not a.json:
+                print({"idle_viewer_cpu_pct": idle}, flush=True)
             lat = [await b.latency(False, a.samples), await b.latency(True, a.samples)]
             if not a.json:
                 for r in lat:
