@@ -365,6 +365,29 @@ class ViewerWindowErrorTests(SynchronousTestCase):
         time.sleep(2.5)
         self.assertEqual(v.text().count("Connection failed"), 1)
 
+    def test_view_only_indicator(self) -> None:
+        """Against a --view-only host the picture is shown, and the first input is
+        answered by the host's notice, which the window shows as VIEW ONLY."""
+        the_lab = lab()
+        peer = the_lab.host("viewonly", "--view-only")
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        xb = Xvfb(1280, 900, 24).start()
+        self.addCleanup(xb.stop)
+        v = ViewerProcess(the_lab, xb, tmp, peer, "--password", "e2e-password")
+        self.addCleanup(v.stop)
+        v.wait_log(SHOWING.pattern, timeout=30)
+        v.xdotool("mousemove", "--sync", "600", "400")
+        v.xdotool("click", "1")
+        v.wait_log(r"View only: view only", timeout=10)
+        wid = v.xdotool("search", "--name", f"^{peer} - LiteDesk$").split()[0]
+        shot = _capture(v.env, wid, tmp / "window.png")
+        # The red VIEW ONLY label sits in the status bar (bottom 30 px).
+        bar = shot.crop((0, shot.height - 30, shot.width, shot.height))
+        pixels: list[Any] = list(bar.getdata())
+        reds = [p for p in pixels if p[0] > 150 and p[1] < 80 and p[2] < 80]
+        self.assertGreater(len(reds), 50)
+
     def test_reconnect_countdown_after_drop(self) -> None:
         """When the host goes away the window counts down and reconnects by itself
         once the host is back."""

@@ -280,6 +280,7 @@ class ViewerApp:
         self._shown: DecodedFrame | None = None
         self._draw_call: IDelayedCall | None = None
         self._scaling = False
+        self._view_only_shown = False
         self._photo: ImageTk.PhotoImage | None = None
         self._photo_size = (0, 0)
         self._cursor_photo: ImageTk.PhotoImage | None = None
@@ -912,8 +913,11 @@ class ViewerApp:
 
     def notice_changed(self) -> None:
         s = self.session
-        if s is not None and s.view_only_notice:
+        if s is not None and s.view_only_notice and not self._view_only_shown:
+            self._view_only_shown = True
             self.view_only_label.pack(side="right", padx=4)
+            self.flash(f"Host: {s.view_only_notice}")
+            _log.info("View only: {notice}", notice=s.view_only_notice)
 
     # -- connecting ----------------------------------------------------------
 
@@ -983,6 +987,7 @@ class ViewerApp:
         self.session = session
         self.connected = False
         self.view_only_label.pack_forget()
+        self._view_only_shown = False
         d = ensureDeferred(self._attempt(session))
         d.addErrback(lambda f: _log.failure("Connection attempt crashed", f))
 
