@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from itertools import islice
+from typing import Any
+from unittest import SkipTest
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, ensureDeferred, fail, inlineCallbacks, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from litedesk.nat.nattype import (
     ASYMMETRIC,
@@ -16,8 +22,13 @@ from litedesk.nat.nattype import (
     NatTypeMonitor,
     backoff_delays,
     classify,
+    probe_nat_type,
 )
+from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.links import LinkError
+from litedesk.wire.bytescodec import encode_frame
+
+reactor: Any = _reactor
 
 
 class ClassifyTests(SynchronousTestCase):
@@ -105,3 +116,53 @@ class MonitorTests(SynchronousTestCase):
         clock.advance(600)
         self.assertEqual(m.nat_type, ASYMMETRIC)
         m.stop()
+
+
+class _Answer(Protocol):
+    """Answers one TestNatRequest with the source port it came from."""
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        port = self.transport.getPeer().port  # type: ignore[attr-defined]
+        resp = rz.RendezvousMessage(test_nat_response=rz.TestNatResponse(port=port))
+        self.transport.write(encode_frame(resp.SerializeToString()))
+
+
+class LoopbackProbeTests(TestCase):
+    def _listen_pair(self) -> int:
+        """Listen on P and P-1 (loopback); return P."""
+        for _ in range(50):
+            p = reactor.listenTCP(0, Factory.forProtocol(_Answer), interface="127.0.0.1")
+            port = int(p.getHost().port)
+            try:
+                q = reactor.listenTCP(port - 1, Factory.forProtocol(_Answer), interface="127.0.0.1")
+            except CannotListenError:
+                p.stopListening()
+                continue
+            self.addCleanup(p.stopListening)
+            self.addCleanup(q.stopListening)
+            return port
+        raise RuntimeError("no free port pair")
+
+    @inlineCallbacks
+    def test_probe_without_nat(self) -> Any:
+        """Without a NAT both server ports see our own port: ASYMMETRIC (punchable)."""
+        port = self._listen_pair()
+        result = yield ensureDeferred(probe_nat_type(reactor, ("127.0.0.1", port)))
+        self.assertEqual(result.nat_type, ASYMMETRIC)
+        self.assertEqual(result.ports, (result.local[1], result.local[1]))
+
+    @inlineCallbacks
+    def test_probe_fails_without_second_port(self) -> Any:
+        """A server without the P-1 listener gives a LinkError, not a guess."""
+        p = reactor.listenTCP(0, Factory.forProtocol(_Answer), interface="127.0.0.1")
+        self.addCleanup(p.stopListening)
+        port = int(p.getHost().port)
+        blocker = socket.socket()
+        try:
+            blocker.bind(("127.0.0.1", port - 1))  # bound, not listening: refused
+        except OSError:
+            raise SkipTest("P-1 is in use") from None
+        self.addCleanup(blocker.close)
+        with self.assertRaises(LinkError):
+            yield ensureDeferred(probe_nat_type(reactor, ("127.0.0.1", port)))

@@ -19,11 +19,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, FirstError, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from litedesk.nat.sockets import Address, ConnectFailed, connect_from, local_port_of
+from litedesk.nat.sockets import (
+    Address,
+    ConnectFailed,
+    connect_from,
+    family_of,
+    local_port_of,
+    reuse_socket,
+)
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.links import LinkError, RendezvousLink
 
@@ -84,6 +91,12 @@ async def _ask_port(
                 return int(msg.test_nat_response.port), bound
     finally:
         link.close()
+        closed = link.closed
+        closed.addTimeout(1.0, reactor)
+        try:
+            await closed
+        except Exception:
+            pass
 
 
 async def probe_nat_type(
@@ -91,13 +104,39 @@ async def probe_nat_type(
 ) -> NatProbe:
     """Run the two-port test once against an IP-literal C{server} (P and P-1).
 
-    Raises L{LinkError} when either probe gets no answer.
+    Both probes leave from one reserved local port at the same time (the
+    spec runs them one after the other; in parallel the test costs one
+    round trip less and decides the same).  Raises L{LinkError} when either
+    probe gets no answer.
     """
     host, port = server
-    first, bound = await _ask_port(reactor, (wildcard_for(host), 0), server, serial, timeout)
-    second, _ = await _ask_port(
-        reactor, (wildcard_for(host), bound[1]), (host, port - 1), serial, timeout
-    )
+    wildcard = wildcard_for(host)
+    try:
+        reservation = reuse_socket(family_of(host), (wildcard, 0))
+    except OSError as e:
+        raise LinkError(f"NAT test: no local port ({e})") from None
+    local = (wildcard, int(reservation.getsockname()[1]))
+    probes = [
+        ensureDeferred(_ask_port(reactor, local, server, serial, timeout)),
+        ensureDeferred(_ask_port(reactor, local, (host, port - 1), serial, timeout)),
+    ]
+    try:
+        answers = await gatherResults(probes, consumeErrors=True)
+    except FirstError as e:
+        for d in probes:  # the other probe cannot help any more
+            d.cancel()
+        for d in probes:
+            try:
+                await d
+            except Exception:
+                pass
+        error = e.subFailure.value
+        if isinstance(error, LinkError):
+            raise error from None
+        raise LinkError(f"NAT test: {error}") from None
+    finally:
+        reservation.close()
+    (first, bound), (second, _) = answers
     nat = classify(first, second)
     _log.info(
         "NAT test from port {port}: {a} / {b} -> {nat}",

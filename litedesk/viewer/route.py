@@ -22,6 +22,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 
@@ -179,12 +180,22 @@ async def find_host(
     except OSError as e:
         raise ConnectError("cannot reach rendezvous server", f"{server[0]}: {e}") from None
     own_nat: int
+    # The NAT test runs while we connect to the rendezvous server.
+    nat_d: Deferred[int] | None = None
     if force_relay:
         own_nat = SYMMETRIC  # as RustDesk encodes it: the host goes to the relay
     elif nat_test:
-        own_nat = await own_nat_type(reactor, server_ip)
+        nat_d = ensureDeferred(own_nat_type(reactor, server_ip))
     else:
         own_nat = UNKNOWN
+    try:
+        link, local = await open_rendezvous_from(reactor, server_ip)
+    except LinkError as e:
+        if nat_d is not None:
+            await nat_d
+        raise ConnectError("cannot reach rendezvous server", str(e)) from None
+    if nat_d is not None:
+        own_nat = await nat_d
     local6 = None
     if not force_relay:
         own6 = own_ipv6()
@@ -201,10 +212,6 @@ async def find_host(
             socket_addr_v6=addrmangle.encode(local6) if local6 is not None else b"",
         )
     )
-    try:
-        link, local = await open_rendezvous_from(reactor, server_ip)
-    except LinkError as e:
-        raise ConnectError("cannot reach rendezvous server", str(e)) from None
     t0 = reactor.seconds()
     answer = await _exchange(
         reactor, server, request, waits, ("punch_hole_response", "relay_response"), link
