@@ -157,7 +157,10 @@ async def _connect(
         return "direct"
     if not args.rendezvous or not args.key:
         raise UsageFailure("--rendezvous and --key are needed to connect by id")
-    server = parse_server(args.rendezvous)
+    try:
+        server = parse_server(args.rendezvous)
+    except ValueError:
+        raise UsageFailure(f"bad rendezvous server address {args.rendezvous!r}") from None
     step("rendezvous")
     route: Route = await find_host(reactor, server, args.key, args.target, args.force_relay)
     creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")

@@ -1009,6 +1009,13 @@ class ViewerApp:
             if session is self.session:
                 self._attempt_failed(e)
             return
+        except Exception as e:
+            # Anything else (a bad server address, a socket error) must still
+            # end in a dialog, not in "Connecting…" forever.
+            _log.failure("Unexpected error while connecting")
+            if session is self.session:
+                self._attempt_failed(ConnectError("cannot connect", f"{type(e).__name__}: {e}"))
+            return
         if session is not self.session:
             return
         self.connected = True
