@@ -158,7 +158,7 @@ class _Shared:
 
 
 _shared: _Shared | None = None
-_runs_left = 5  # test methods in ViewerWindowTests
+_runs_left = 6  # test methods in ViewerWindowTests
 
 
 def _release_shared() -> None:
@@ -343,6 +343,36 @@ class ViewerWindowTests(SynchronousTestCase):
         self.assertEqual(cfg["key"], self.lab.key)
         self.assertNotIn("e2e-password", cfg_path.read_text())
         self.assertEqual(stat.S_IMODE(os.stat(cfg_path).st_mode), 0o600)
+
+    def test_e_one_to_one_toggle(self) -> None:
+        """View > 1:1 (from the F8 menu) shows the remote screen unscaled with scroll
+        bars, and clicks then land on exactly the pixel under the pointer; Scale to
+        fit restores the scaled view."""
+        rec = self.recorder()
+        ready = rec.ready
+        log_start = len(self.viewer.text())
+        self.viewer.xdotool("key", "F8")
+        time.sleep(0.3)
+        self.viewer.xdotool("key", "v")
+        time.sleep(0.2)
+        self.viewer.xdotool("key", "1")
+        self.viewer.wait_log(
+            r"Showing 1920x1080 at scale 1\.00000, offset 0\.0,0\.0", start=log_start
+        )
+        start = rec.mark()
+        rx, ry = ready["canvas_x"] + 300, ready["canvas_y"] + 200
+        vx, vy = self.canvas[0] + rx, self.canvas[1] + ry
+        self.viewer.xdotool("mousemove", "--sync", str(vx), str(vy))
+        self.viewer.xdotool("click", "1")
+        press = rec.wait_for(lambda e: e["ev"] == "ButtonPress", start=start, timeout=10)
+        self.assertEqual((press["x_root"], press["y_root"]), (rx, ry))
+        log_start = len(self.viewer.text())
+        self.viewer.xdotool("key", "F8")
+        time.sleep(0.3)
+        self.viewer.xdotool("key", "v")
+        time.sleep(0.2)
+        self.viewer.xdotool("key", "s")
+        self.viewer.wait_log(r"Showing 1920x1080 at scale 0\.62500", start=log_start)
 
 
 class ViewerWindowErrorTests(SynchronousTestCase):

@@ -105,8 +105,8 @@ def view_mapping(
     """
     if mode == "fit":
         return ViewMapping.fit(remote, max(1, view_w), max(1, view_h))
-    ox = (view_w - remote.width) / 2 if remote.width < view_w else -scroll_x
-    oy = (view_h - remote.height) / 2 if remote.height < view_h else -scroll_y
+    ox = (view_w - remote.width) / 2 if remote.width < view_w else 0.0 - scroll_x
+    oy = (view_h - remote.height) / 2 if remote.height < view_h else 0.0 - scroll_y
     return ViewMapping(remote, 1.0, ox, oy)
 
 
