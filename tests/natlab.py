@@ -3,9 +3,11 @@
 The topology follows ../shared/docs/test-lab.md section A::
 
     [h1 10.0.1.10]--+                                        +--[v2 10.0.2.20]
-                    br-lan [r1] wan 198.51.100.11 --+        |
+    [h2 10.0.1.11]--br-lan [r1] wan 198.51.100.11 --+        |
     [v1 10.0.1.20]--+   NAT+fw                      |  br-lan [r2] wan 198.51.100.12
                                         [pub br0 198.51.100.1]      NAT+fw
+
+(h2 is a second LAN host next to h1 and v1, e.g. for LAN discovery of two hosts.)
 
 IPv6 is routed without NAT: pub 2001:db8::1, routers 2001:db8::11 / ::12,
 LANs 2001:db8:1::/64 and 2001:db8:2::/64, every address with C{nodad}; the
@@ -39,14 +41,19 @@ from pathlib import Path
 
 from .xvfb import Xvfb, _die_with_parent
 
-ROLES = ("pub", "r1", "r2", "h1", "v1", "v2")
+ROLES = ("pub", "r1", "r2", "h1", "h2", "v1", "v2")
 PUB_V4 = "198.51.100.1"
 PUB_V6 = "2001:db8::1"
 WAN_V4 = {"r1": "198.51.100.11", "r2": "198.51.100.12"}
 WAN_V6 = {"r1": "2001:db8::11", "r2": "2001:db8::12"}
-LAN_V4 = {"h1": "10.0.1.10", "v1": "10.0.1.20", "v2": "10.0.2.20"}
-LAN_V6 = {"h1": "2001:db8:1::10", "v1": "2001:db8:1::20", "v2": "2001:db8:2::20"}
-ROUTER_OF = {"h1": "r1", "v1": "r1", "v2": "r2"}
+LAN_V4 = {"h1": "10.0.1.10", "h2": "10.0.1.11", "v1": "10.0.1.20", "v2": "10.0.2.20"}
+LAN_V6 = {
+    "h1": "2001:db8:1::10",
+    "h2": "2001:db8:1::11",
+    "v1": "2001:db8:1::20",
+    "v2": "2001:db8:2::20",
+}
+ROUTER_OF = {"h1": "r1", "h2": "r1", "v1": "r1", "v2": "r2"}
 _LAN_NET = {"r1": "1", "r2": "2"}
 NAT_MODES = ("cone", "symmetric", "none")
 _NAME = re.compile(r"^nl(\d+)-[a-z0-9]+$")

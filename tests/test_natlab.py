@@ -8,7 +8,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .natlab import LAN_V6, PUB_V4, PUB_V6, WAN_V4, NatLab, remove_leftovers, skip_reason
+from .natlab import LAN_V6, PUB_V4, PUB_V6, ROLES, WAN_V4, NatLab, remove_leftovers, skip_reason
 
 # Accepts one TCP connection and prints the peer's address.
 _ECHO_PEER = """
@@ -79,7 +79,7 @@ class NatLabTests(SynchronousTestCase):
 
     def test_teardown_and_leftovers(self) -> None:
         """down() removes every namespace; a dead run's namespaces are removed by the next."""
-        self.assertEqual(len(self.lab.namespaces()), 6)
+        self.assertEqual(len(self.lab.namespaces()), len(ROLES))
         self.lab.down()
         self.assertEqual(self.lab.namespaces(), [])
         self.lab.down()  # idempotent
@@ -94,5 +94,5 @@ class NatLabTests(SynchronousTestCase):
         # Our own (live pid) lab is not a leftover.
         self.lab.up()
         remove_leftovers()
-        self.assertEqual(len(self.lab.namespaces()), 6)
+        self.assertEqual(len(self.lab.namespaces()), len(ROLES))
         self.assertNotEqual(os.getpid(), dead.pid)
