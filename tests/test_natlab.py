@@ -87,6 +87,8 @@ class NatLabTests(SynchronousTestCase):
         dead = subprocess.Popen(["true"])
         dead.wait()
         stale = NatLab(prefix=f"nl{dead.pid}")
+        # A dead pid's number may have been used by an earlier aborted run too.
+        subprocess.run(["ip", "netns", "del", stale.ns("pub")], capture_output=True)
         subprocess.run(["ip", "netns", "add", stale.ns("pub")], check=True)
         self.addCleanup(stale.down)
         self.assertIn(stale.ns("pub"), remove_leftovers())

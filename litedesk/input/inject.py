@@ -71,10 +71,12 @@ MAX_WHEEL_STEPS: Final = 20
 #: Trackpad scroll deltas are pixels; this many make one wheel notch.
 TRACKPAD_UNITS_PER_STEP: Final = 40
 #: Pause after mapping a spare keycode to a character not on the keyboard,
-#: before the first key event on it (see L{_XTestTyper._borrow}).
-BORROW_SETTLE_SECONDS: Final = 0.05
+#: before the first key event on it (see L{_XTestTyper._borrow}).  With 0.05 s
+#: a loaded 2-core machine lost a character now and then; 0.15 s is a wider
+#: margin, not a guarantee.
+BORROW_SETTLE_SECONDS: Final = 0.15
 #: A borrowed keycode is not remapped until this long after its last use.
-EVICT_GUARD_SECONDS: Final = 0.25
+EVICT_GUARD_SECONDS: Final = 0.6
 #: More modifiers than this in one event is not a keyboard.
 MAX_MODIFIERS: Final = 16
 
