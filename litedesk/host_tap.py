@@ -29,6 +29,7 @@ from litedesk.host.identity import (
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Event, Registration
 from litedesk.host.rendezvous_client import RendezvousClient, parse_server
+from litedesk.option_types import nonneg_int
 from litedesk.rendezvous.service import UDPListenerService
 from litedesk.session.host_session import Display, HostContext, HostSession
 from litedesk.session.login import LoginVerifier, StoredPassword
@@ -43,16 +44,6 @@ def _default_config_dir() -> str:
     if os.geteuid() == 0:
         return "/var/lib/litedesk-host"
     return str(Path.home() / ".config" / "litedesk-host")
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise usage.UsageError(f"not a whole number: {value!r}") from None
-    if n < 0:
-        raise usage.UsageError(f"must not be negative: {n}")
-    return n
 
 
 class Options(usage.Options):
@@ -95,7 +86,7 @@ class Options(usage.Options):
             "File holding the permanent password; only a salted hash of it is kept in CONFIG_DIR.",
         ],
         ["display", None, None, "X display to capture and control (default $DISPLAY)."],
-        ["max-viewers", None, "4", "Concurrent logged-in viewers (0 = unlimited).", _positive_int],
+        ["max-viewers", None, "4", "Concurrent logged-in viewers (0 = unlimited).", nonneg_int],
         [
             "listen",
             None,
@@ -115,7 +106,7 @@ class Options(usage.Options):
             None,
             "21119",
             "With --discoverable: UDP port for LAN discovery pings (0 = off).",
-            _positive_int,
+            nonneg_int,
         ],
         [
             "codec",

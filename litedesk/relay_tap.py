@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
+from litedesk.option_types import nonneg_int, port_number
 from litedesk.relay.service import (
     RELAY_OPT_FLAGS,
     RELAY_OPT_PARAMETERS,
@@ -65,26 +66,6 @@ def udp_endpoint(port: int, interface: str) -> str:
     return f"udp:{port}:interface={_escape(interface)}"
 
 
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise usage.UsageError(f"not a port number: {value!r}") from None
-    if not 1 <= port <= 65534:
-        raise usage.UsageError(f"port out of range: {port}")
-    return port
-
-
-def _nonneg_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise usage.UsageError(f"not a whole number: {value!r}") from None
-    if n < 0:
-        raise usage.UsageError(f"must not be negative: {n}")
-    return n
-
-
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -125,7 +106,7 @@ class Options(usage.Options):
             "p",
             str(DEFAULT_PORT),
             "Rendezvous port P: UDP+TCP P, NAT test TCP P-1, relay TCP P+1.",
-            _port,
+            port_number,
         ],
         ["interface", "i", "::", "Address to listen on ('::' = all, IPv4 and IPv6)."],
         [
@@ -156,7 +137,7 @@ class Options(usage.Options):
             "s",
             "0",
             "Configuration serial; clients with an older one get ConfigUpdate.",
-            _nonneg_int,
+            nonneg_int,
         ],
         [
             "udp-endpoint",
@@ -182,7 +163,7 @@ class Options(usage.Options):
             None,
             "Relay TCP listener endpoint string (default port P+1, or --relay-port).",
         ],
-        ["relay-port", None, None, "Relay TCP port (default P+1).", _port],
+        ["relay-port", None, None, "Relay TCP port (default P+1).", port_number],
         [
             "discovery-endpoint",
             None,
@@ -194,7 +175,7 @@ class Options(usage.Options):
             None,
             str(DEFAULT_MAX_FRAME),
             "Largest TCP frame accepted on the rendezvous ports, bytes.",
-            _nonneg_int,
+            nonneg_int,
         ],
         [
             "udp-rate-per-ip",
@@ -202,14 +183,14 @@ class Options(usage.Options):
             "500",
             "UDP datagrams per second accepted from one source "
             "IP, bursts of twice that (0 = unlimited). A host sends one every 15 s.",
-            _nonneg_int,
+            nonneg_int,
         ],
         [
             "udp-rcvbuf",
             "M",
             "0",
             "UDP receive buffer in bytes (hbbs -M/RMEM; 0 = the system default).",
-            _nonneg_int,
+            nonneg_int,
         ],
         *RELAY_OPT_PARAMETERS,
     ]

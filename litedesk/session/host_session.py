@@ -31,6 +31,7 @@ from litedesk.proto import message_pb2 as pb
 from litedesk.screen.cursor import CursorShape, shape_colors
 from litedesk.screen.encode import EncodedFrame
 from litedesk.session.framing import MessageProtocol
+from litedesk.session.input_messages import key_from_proto, mouse_from_proto
 from litedesk.session.login import LoginVerifier
 
 VERSION = "1.4.9"
@@ -118,24 +119,6 @@ class HostContext:
 
 def _now_ms(clock: IReactorTime) -> int:
     return int(clock.seconds() * 1000)
-
-
-def mouse_from_proto(ev: pb.MouseEvent) -> MouseInput:
-    return MouseInput(ev.mask, ev.x, ev.y, list(ev.modifiers))
-
-
-def key_from_proto(ev: pb.KeyEvent) -> KeyInput:
-    which = ev.WhichOneof("union")
-    return KeyInput(
-        down=ev.down,
-        press=ev.press,
-        control_key=ev.control_key if which == "control_key" else None,
-        chr=ev.chr if which == "chr" else None,
-        unicode=ev.unicode if which == "unicode" else None,
-        seq=ev.seq if which == "seq" else None,
-        modifiers=list(ev.modifiers),
-        mode=ev.mode,
-    )
 
 
 def pick_codec(option: pb.OptionMessage, default: str) -> str:

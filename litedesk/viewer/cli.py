@@ -22,9 +22,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from litedesk.host.rendezvous_client import parse_server
-from litedesk.input.keys import KeyInput, parse_key_list, text_input
+from litedesk.input.keys import parse_key_list, text_input
 from litedesk.input.mouse import MouseButton, encode_mask
-from litedesk.proto import message_pb2 as pb
+from litedesk.session.input_messages import key_to_proto
 from litedesk.session.links import LinkError, connect_relay
 from litedesk.session.tls import KnownHosts, viewer_context_factory, wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
@@ -113,19 +113,6 @@ def _is_direct(target: str) -> bool:
     if target.startswith("["):
         return True
     return ":" in target or any(c == "." for c in target)
-
-
-def key_event(k: KeyInput) -> pb.KeyEvent:
-    ev = pb.KeyEvent(down=k.down, press=k.press, modifiers=k.modifiers)  # type: ignore[arg-type]
-    if k.control_key is not None:
-        ev.control_key = k.control_key  # type: ignore[assignment]
-    elif k.chr is not None:
-        ev.chr = k.chr
-    elif k.unicode is not None:
-        ev.unicode = k.unicode
-    elif k.seq is not None:
-        ev.seq = k.seq
-    return ev
 
 
 async def _connect(
@@ -224,7 +211,7 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
         session.send_mouse(encode_mask(2, MouseButton.LEFT), x, y)
         acted = True
     if args.type_text:
-        session.send_key(key_event(text_input(args.type_text)))
+        session.send_key(key_to_proto(text_input(args.type_text)))
         acted = True
     if args.keys:
         try:
@@ -232,7 +219,7 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
         except ValueError as e:
             raise UsageFailure(f"--keys: {e}") from None
         for k in combos:
-            session.send_key(key_event(k))
+            session.send_key(key_to_proto(k))
         acted = True
     if args.clipboard_set is not None:
         session.set_clipboard(args.clipboard_set)

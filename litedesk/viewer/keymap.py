@@ -21,6 +21,7 @@ from litedesk.input.keys import (
     parse_combo,
 )
 from litedesk.proto import message_pb2 as pb
+from litedesk.session.input_messages import key_to_proto as to_key_event
 
 # X11 modifier bits as Tk reports them in event.state.
 STATE_SHIFT: Final = 0x0001
@@ -59,20 +60,6 @@ MODIFIER_KEYSYMS: Final[frozenset[str]] = frozenset(
 def modifiers_for_state(state: int) -> list[int]:
     """ControlKey numbers for the modifiers held according to C{event.state}."""
     return [int(ck) for bit, ck in _STATE_MODIFIERS if state & bit]
-
-
-def to_key_event(k: KeyInput) -> pb.KeyEvent:
-    """The protobuf C{KeyEvent} for a L{KeyInput} (same as the headless CLI's)."""
-    ev = pb.KeyEvent(down=k.down, press=k.press, modifiers=k.modifiers)  # type: ignore[arg-type]
-    if k.control_key is not None:
-        ev.control_key = k.control_key  # type: ignore[assignment]
-    elif k.chr is not None:
-        ev.chr = k.chr
-    elif k.unicode is not None:
-        ev.unicode = k.unicode
-    elif k.seq is not None:
-        ev.seq = k.seq
-    return ev
 
 
 def key_for_tk_event(

@@ -44,6 +44,7 @@ from litedesk.input.mouse import x_button as mouse_x_button
 from litedesk.input.mouse import x_wheel as mouse_x_wheel
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.encode import DecodedFrame
+from litedesk.session.input_messages import key_to_proto as to_key_event
 from litedesk.session.viewer_session import SessionError, ViewerSession
 from litedesk.viewer import cli
 from litedesk.viewer.config import ViewerConfig, load_config, save_config
@@ -54,7 +55,6 @@ from litedesk.viewer.keymap import (
     combo_event,
     key_for_tk_event,
     modifiers_for_state,
-    to_key_event,
 )
 from litedesk.viewer.route import ConnectError
 
