@@ -57,6 +57,7 @@ class FoundHost:
     source: str
     address: str = ""
     name: str = ""
+    platform: str = ""
 
 
 class _JsonClient(Int32StringReceiver):
@@ -278,7 +279,7 @@ class _LanSearch(DatagramProtocol):
             return
         pd = msg.peer_discovery
         if pd.cmd == "pong" and pd.id:
-            self.found[pd.id] = FoundHost(pd.id, "lan", addr[0], pd.hostname)
+            self.found[pd.id] = FoundHost(pd.id, "lan", addr[0], pd.hostname, pd.platform)
 
 
 async def lan_search(

@@ -78,6 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=LOGIN_TIMEOUT, help="seconds to wait for the login"
     )
     p.add_argument("--verbose", "-v", action="store_true", help="log to stderr")
+    p.add_argument(
+        "--discover-lan",
+        action="store_true",
+        help="list hosts on this LAN that answer discovery (id, hostname, "
+        "platform, address; JSON with --stats-json) and exit",
+    )
+    p.add_argument(
+        "--discover-wait",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how long --discover-lan waits for answers",
+    )
+    p.add_argument("--lan-port", type=int, default=0, help="LAN discovery UDP port (21119)")
+    p.add_argument(
+        "--discover-to",
+        action="append",
+        metavar="ADDR",
+        help="send the discovery ping here instead of broadcasting (repeatable)",
+    )
     w = p.add_argument_group("window (without --headless)")
     w.add_argument("--config", type=Path, default=None, help="viewer config file")
     w.add_argument("--host-key", default=None, help="key that opens the viewer menu (F8)")
@@ -273,12 +293,43 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
     return stats
 
 
+async def _discover_lan(reactor: Any, args: argparse.Namespace) -> None:
+    """Print the hosts that answer a LAN discovery ping (spec 7.5)."""
+    from litedesk.viewer.browse import LAN_PORT, lan_search
+
+    targets = tuple(args.discover_to or ("255.255.255.255",))
+    hosts = await lan_search(
+        reactor, args.lan_port or LAN_PORT, wait=args.discover_wait, targets=targets
+    )
+    if args.stats_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": h.peer_id,
+                        "hostname": h.name,
+                        "platform": h.platform,
+                        "address": h.address,
+                    }
+                    for h in hosts
+                ]
+            )
+        )
+        return
+    for h in hosts:
+        print(f"{h.peer_id}\t{h.name}\t{h.platform}\t{h.address}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor as _reactor
     from twisted.internet.task import react
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.discover_lan:
+        del _reactor
+        react(lambda reactor: ensureDeferred(_discover_lan(reactor, args)))
+        return
     if not args.headless:
         from litedesk.viewer.window import run_window
 
