@@ -20,7 +20,7 @@ class DiscoverLanTests(TestCase):
     @inlineCallbacks
     def test_lists_two_hosts_as_json_and_text(self) -> Any:
         """Two answering hosts are listed with id, hostname and platform."""
-        ports = []
+        ports: list[Any] = []
         for peer_id, name in (("111111111", "office-pc"), ("222222222", "lab-pc")):
             # Each on its own loopback address, both on the same port, like
             # two machines on one LAN.
