@@ -76,6 +76,22 @@ class EndToEndTests(SynchronousTestCase):
         out = self.ok(self.lab.viewer(peer, "--stats-json"))
         self.assertEqual(json.loads(out.stdout.strip().splitlines()[-1])["path"], "lan")
 
+    def test_connection_quality_reported(self) -> None:
+        """Both ends report the session's quality: the viewer as JSON, the host in its log."""
+        peer = self.lab.host("main")
+        out = self.ok(self.lab.viewer(peer, "--force-relay", "--stats-json", "--duration", "2.5"))
+        stats = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertIsNotNone(stats["rtt_ms"])
+        self.assertGreater(stats["throughput_kbps"], 0)
+        self.assertEqual(stats["frames_lost"], 0)
+        log = self.lab.dir / "host-main.log"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "round trip avg" not in log.read_text():
+            time.sleep(0.1)
+        summary = [line for line in log.read_text().splitlines() if "round trip avg" in line]
+        self.assertTrue(summary)
+        self.assertIn("frames", summary[-1])
+
     def test_typing_keys_and_click_arrive(self) -> None:
         """Typed text, ctrl+a and Return reach a window on the host; a click lands in place."""
         peer = self.lab.host("main")

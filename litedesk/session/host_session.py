@@ -163,6 +163,8 @@ class HostSession(MessageProtocol):
         self._told_view_only = False
         self._login_timer: Any = None
         self.display_index = 0
+        self._rtts: list[int] = []
+        self._started = ctx.clock.seconds()
 
     # -- connection --------------------------------------------------------
 
@@ -196,6 +198,7 @@ class HostSession(MessageProtocol):
         self.ctx.sessions.discard(self)
         if self._ping is not None and self._ping.running:
             self._ping.stop()
+        stats = getattr(self.streamer, "stats", None)
         if self.streamer is not None:
             self.streamer.stop()
             self.streamer = None
@@ -205,11 +208,23 @@ class HostSession(MessageProtocol):
                 # gone.  The injector is shared, so while another viewer is
                 # still connected its held keys are left alone.
                 self.ctx.input.release_all()
+            duration = max(1e-6, self.ctx.clock.seconds() - self._started)
+            rtts = self._rtts
             self._log.info(
-                "Session with {viewer} ({peer}) ended: {reason}",
+                "Session with {viewer} ({peer}) ended after {duration:.0f} s: {reason}; "
+                "{frames} frames ({fps:.1f} fps), {mbps:.2f} Mb/s, {dropped} dropped, "
+                "round trip avg {rtt_avg} ms max {rtt_max} ms",
                 viewer=self.viewer_id or "viewer",
                 peer=self.peer,
                 reason=reason.getErrorMessage(),
+                duration=duration,
+                frames=getattr(stats, "frames", 0),
+                fps=getattr(stats, "frames", 0) / duration,
+                mbps=getattr(stats, "bytes", 0) * 8 / duration / 1e6,
+                dropped=getattr(stats, "dropped", 0),
+                rtt_avg=round(sum(rtts) / len(rtts)) if rtts else None,
+                rtt_max=max(rtts) if rtts else None,
+                session_summary=True,
             )
         self.state = "closed"
 
@@ -266,6 +281,7 @@ class HostSession(MessageProtocol):
             return
         self.viewer_id = req.my_id or req.my_name
         self.state = "active"
+        self._started = self.ctx.clock.seconds()
         self.ctx.sessions.add(self)
         self.send_message(pb.Message(login_response=pb.LoginResponse(peer_info=self._peer_info())))
         self._log.info(
@@ -353,6 +369,9 @@ class HostSession(MessageProtocol):
             rtt = max(0, _now_ms(self.ctx.clock) - td.time)
             self.last_delay = rtt
             self._ping_outstanding = None
+            self._rtts.append(rtt)
+            if len(self._rtts) > 3600:
+                del self._rtts[:1800]
             if self.streamer is not None:
                 self.streamer.on_rtt(rtt / 1000.0)
 

@@ -279,6 +279,11 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
         "rtt_ms": st.rtt_ms,
         "key_frames": st.key_frames,
         "decode_errors": st.decode_errors,
+        "duration": round(reactor.seconds() - t0 - connect_time, 3),
+        "throughput_kbps": round(
+            st.bytes * 8 / 1000 / max(1e-6, reactor.seconds() - t0 - connect_time), 1
+        ),
+        "frames_lost": st.decode_errors + session.decoder.skipped,
         "cursor": list(session.cursor) if session.cursor is not None else None,
         "cursor_shape": (
             [session.cursor_shape.width, session.cursor_shape.height]
