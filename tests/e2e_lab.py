@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -220,6 +221,7 @@ class Lab:
                 p.wait()
         self.proxy.close()
         self.xvfb.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 _lab: Lab | None = None

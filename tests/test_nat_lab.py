@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 from twisted.trial.unittest import SynchronousTestCase
 
-from .natlab import PYTHON, LiteDeskLab, skip_reason
+from .natlab import PYTHON, VIEWER, LiteDeskLab, skip_reason
 from .xvfb import Xvfb, set_root_image
 from .xvfb import skip_reason as x_skip_reason
 
@@ -160,6 +160,23 @@ class PathLabTests(SynchronousTestCase):
         self.lab.net.set_ipv6(True)
         peer = self.start_host("h1")
         self.assert_screen("v2", peer, "ipv6")
+
+    def test_two_hosts_found_by_lan_discovery(self) -> None:
+        """Two --discoverable hosts on one LAN are both listed by --discover-lan there."""
+        self.nat("cone", "cone")
+        first = self.start_host("h1", "--discoverable")
+        second = self.start_host("h2", "--discoverable")
+        out = self.lab.net.x(
+            "v1", *VIEWER, "--discover-lan", "--stats-json", "--discover-wait", "1.5"
+        )
+        found = {h["id"]: h for h in json.loads(out.stdout)}
+        self.assertEqual(set(found), {first, second})
+        self.assertTrue(all(h["platform"] for h in found.values()))
+        # A viewer behind the other router (another LAN) finds neither.
+        out = self.lab.net.x(
+            "v2", *VIEWER, "--discover-lan", "--stats-json", "--discover-wait", "1.0"
+        )
+        self.assertEqual(json.loads(out.stdout), [])
 
     def test_same_router_uses_lan(self) -> None:
         """Host and viewer behind the same router connect over the LAN address."""
