@@ -66,7 +66,12 @@ class Marker(Protocol):
             self.lost.callback(None)
 
 
-class PathTests(TestCase):
+class PathFixture(TestCase):
+    """A real server and relay on loopback, and a host's push handlers; no tests."""
+
+    #: Extra keyword arguments for the host's HostPaths.
+    host_paths_options: dict[str, Any] = {}
+
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
         self.svc = start_server(Path(self.mktemp()))
@@ -87,7 +92,12 @@ class PathTests(TestCase):
             return wrap_server(m, host_context_factory(self.host_key, HOST_ID))
 
         self.paths = HostPaths(
-            reactor, HOST_ID, ("127.0.0.1", self.tcp), self.server_key, make_session
+            reactor,
+            HOST_ID,
+            ("127.0.0.1", self.tcp),
+            self.server_key,
+            make_session,
+            **self.host_paths_options,
         )
         self.addCleanup(self.paths.stop)
 
@@ -117,6 +127,8 @@ class PathTests(TestCase):
             yield connectProtocol(ep, tls)
         return marker
 
+
+class PathTests(PathFixture):
     @inlineCallbacks
     def test_relay_path(self) -> Any:
         """Different public IPs: the host opens a relay; pinned TLS runs over it."""

@@ -8,32 +8,23 @@ tests/test_nat_lab.py proves the traversal itself on real NATs.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import ensureDeferred, inlineCallbacks
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from litedesk.host.paths import HostPaths, host_path_choice
-from litedesk.host.registration import Registration, RegState
-from litedesk.host.rendezvous_client import RendezvousClient
+from litedesk.host.paths import host_path_choice
 from litedesk.nat.nattype import ASYMMETRIC, SYMMETRIC, UNKNOWN
-from litedesk.rendezvous.relaylist import RelayList
 from litedesk.session.tls import (
-    host_context_factory,
     viewer_context_factory,
     wrap_client,
-    wrap_server,
 )
 from litedesk.viewer.route import Route, connect_punched, find_host
 
-from .rendezvous_harness import sleep, start_server
-from .test_host_paths import Marker
+from .test_host_paths import HOST_ID, Marker, PathFixture
 
 reactor: Any = _reactor
-HOST_ID = "223456789"
 
 
 class ChoiceTests(SynchronousTestCase):
@@ -47,45 +38,14 @@ class ChoiceTests(SynchronousTestCase):
         self.assertEqual(host_path_choice(None, ASYMMETRIC, False), "no NAT test")
 
 
-class LoopbackPunchTests(TestCase):
+class LoopbackPunchTests(PathFixture):
+    host_paths_options = {"nat_type": lambda: ASYMMETRIC}
+
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
-        self.svc = start_server(Path(self.mktemp()))
-        self.addCleanup(self.svc.stopService)
-        yield sleep(0)
-        server = self.svc.server
-        self.server_key = server.key.public_key
-        relay_port = (yield self.svc.getServiceNamed("relay").when_listening()).getHost().port
-        server.relays = RelayList([f"127.0.0.1:{relay_port}"])
-        self.udp = self.svc.getServiceNamed("rendezvous-udp").listening.getHost().port
-        self.tcp = self.svc.getServiceNamed("rendezvous-tcp").listening.getHost().port
-        self.host_key = SigningKey.generate()
-        self.host_sessions: list[Marker] = []
-
-        def make_session() -> Any:
-            m = Marker(b"hello from host\n")
-            self.host_sessions.append(m)
-            return wrap_server(m, host_context_factory(self.host_key, HOST_ID))
-
-        self.paths = HostPaths(
-            reactor,
-            HOST_ID,
-            ("127.0.0.1", self.tcp),
-            self.server_key,
-            make_session,
-            nat_type=lambda: ASYMMETRIC,
-        )
-        self.addCleanup(self.paths.stop)
-        reg = Registration(HOST_ID, b"uuid-2", bytes(self.host_key.verify_key))
-        client = RendezvousClient(reg, ("127.0.0.1", self.udp), self.paths, reactor, tick=0.05)
+        yield super().setUp()
         # A different "public IP" than the viewer's 127.0.0.1: PunchHole, not FetchLocalAddr.
-        port = reactor.listenUDP(0, client, interface="127.0.0.2")
-        self.addCleanup(port.stopListening)
-        for _ in range(200):
-            if reg.state is RegState.REGISTERED:
-                break
-            yield sleep(0.02)
-        self.assertEqual(reg.state, RegState.REGISTERED)
+        yield self.register("127.0.0.2")
 
     @inlineCallbacks
     def test_punched_session(self) -> Any:
