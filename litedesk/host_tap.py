@@ -2,13 +2,15 @@
 
 It keeps the host's id and Ed25519 key registered with a rendezvous server,
 answers the server's pushes (LAN address, relay), accepts direct connections
-when C{--listen} is given, and serves sessions: pinned TLS, password login,
-screen out (mss + H.264/VP9), input and clipboard in (pynput, xclip).
+when C{--listen} is given, maps a session port on the gateway with C{--upnp},
+and serves sessions: pinned TLS, password login, screen out (mss + H.264/VP9),
+input and clipboard in (pynput, xclip).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from litedesk.session.tls import host_context_factory, tls_server_factory, wrap_
 from litedesk.viewer.route import ConnectError, server_key_bytes
 
 PASSWORD_FILE = "password"
+UPNP_LOCAL_PORT = 21118  # RustDesk's direct-access port
 _log = Logger(namespace="litedesk.host")
 
 
@@ -67,6 +70,13 @@ class Options(usage.Options):
             "Never hole-punch: answer every viewer through the relay (LAN path stays).",
         ],
         ["no-nat-test", None, "Skip the NAT type test; answer viewers through the relay."],
+        [
+            "upnp",
+            None,
+            "Map a port on the Internet gateway (UPnP IGD, needs miniupnpc) to a session "
+            f"listener (the --listen port, else TCP {UPNP_LOCAL_PORT}) and advertise it "
+            "to viewers; the mapping is renewed and removed on shutdown.",
+        ],
     ]
     optParameters: list[list[Any]] = [
         [
@@ -152,6 +162,12 @@ class Options(usage.Options):
             raise usage.UsageError("--codec must be h264 or vp9")
         if self["display"] is None:
             self["display"] = os.environ.get("DISPLAY")
+        self.upnp_listen_port = UPNP_LOCAL_PORT
+        if self["upnp"] and self["listen"] is not None:
+            m = re.match(r"tcp6?:(?:port=)?(\d+)(?::|$)", self["listen"])
+            if m is None or int(m.group(1)) == 0:
+                raise usage.UsageError("--upnp with --listen needs a fixed TCP port (tcp:PORT)")
+            self.upnp_listen_port = int(m.group(1))
 
 
 def load_password(config_dir: Path, password_file: str | None) -> StoredPassword | None:
@@ -233,6 +249,38 @@ class _HostRuntime(Service):
         if self.worker is not None:
             return self.worker.stop()
         return None
+
+
+class _UpnpService(Service):
+    """C{--upnp}: a session listener on a fixed port (unless C{--listen} is it), mapped."""
+
+    def __init__(self, reactor: Any, mapper: Any, factory: Any) -> None:
+        self.reactor = reactor
+        self.mapper = mapper
+        self.factory = factory
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self.factory is not None:
+            try:
+                self.port = self.reactor.listenTCP(self.mapper.internal_port, self.factory)
+            except Exception as e:
+                _log.error(
+                    "UPnP: cannot listen on TCP {port}: {error}",
+                    port=self.mapper.internal_port,
+                    error=e,
+                )
+                return
+        d = self.mapper.start()
+        d.addErrback(lambda f: _log.failure("UPnP: port mapping failed", f))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+        return self.mapper.stop()
 
 
 def _registration_logger(identity: HostIdentity, server: str) -> Any:
@@ -319,6 +367,18 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
     top = MultiService()
     paths = None
+    upnp_port = None
+    if config["upnp"]:
+        from litedesk.nat.upnp import UpnpMapper
+
+        mapper = UpnpMapper(reactor, config.upnp_listen_port)
+        upnp_factory = None
+        if config["listen"] is None:
+            upnp_factory = tls_server_factory(
+                Factory.forProtocol(lambda: HostSession(ctx, config["codec"])), tls_options
+            )
+        _UpnpService(reactor, mapper, upnp_factory).setServiceParent(top)
+        upnp_port = lambda: mapper.mapped_port  # noqa: E731
     if config["rendezvous"] is not None:
         server = config.server
         nat_type = None
@@ -337,6 +397,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             on_event=_registration_logger(identity, config["rendezvous"]),
             nat_type=nat_type,
             force_relay=bool(config["force-relay"]),
+            upnp_port=upnp_port,
         )
         reg = Registration(identity.peer_id, identity.uuid, identity.public_key)
         client = RendezvousClient(reg, server, paths, reactor)

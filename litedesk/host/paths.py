@@ -11,6 +11,11 @@ RustDesk hosts react to pushes as described in
   C{RelayResponse} with a new uuid through the rendezvous server, then the
   relay leg).  Hosts built without a NAT type source (C{nat_type=None})
   always take the relay, as before hole punching existed;
+- with C{--upnp} (L{litedesk.nat.upnp}) every answer advertises the
+  mapped external port as C{upnp_port}; when punching is impossible the
+  host still answers C{PunchHoleSent} (without punching) so that the viewer
+  learns our public address and can try that port before asking for a
+  relay;
 - C{FetchLocalAddr} (viewer behind the same public IP): listen on a LAN
   port, tell the server with C{LocalAddr}, accept one connection;
 - C{RequestRelay}: acknowledge with C{RelayResponse}, then join the
@@ -107,6 +112,7 @@ class HostPaths:
         on_event: Callable[[Any], None] | None = None,
         nat_type: Callable[[], int] | None = None,
         force_relay: bool = False,
+        upnp_port: Callable[[], int] | None = None,
     ) -> None:
         self.reactor = reactor
         self.peer_id = peer_id
@@ -116,6 +122,7 @@ class HostPaths:
         self.on_event = on_event
         self.nat_type = nat_type
         self.force_relay = force_relay
+        self.upnp_port = upnp_port or (lambda: 0)
         self.listeners: list[IListeningPort] = []
         self._timers: list[Any] = []
         self._pending: set[Deferred[None]] = set()
@@ -132,11 +139,18 @@ class HostPaths:
         own = self.nat_type() if self.nat_type is not None else None
         forced = self.force_relay or msg.force_relay
         why = host_path_choice(own, msg.nat_type, forced)
-        if why and own is not None and not forced and msg.socket_addr_v6:
-            # IPv4 needs the relay, but IPv6 has no NAT: offer a direct IPv6
-            # stream (the viewer asks for a relay if that fails).
+        upnp = self.upnp_port()
+        if why and own is not None and not forced and (msg.socket_addr_v6 or upnp):
+            # IPv4 cannot be punched, but IPv6 has no NAT, and a UPnP mapping
+            # needs no punching: offer those (the viewer asks for a relay if
+            # they fail).
             self._log.info(
-                "Viewer {ip} asks to connect ({why}); trying IPv6 only", ip=viewer[0], why=why
+                "Viewer {ip} asks to connect ({why}); offering {what} only",
+                ip=viewer[0],
+                why=why,
+                what=" and ".join(
+                    w for w, on in (("IPv6", msg.socket_addr_v6), ("UPnP", upnp)) if on
+                ),
             )
             self._track(self._punch(msg, own, ipv4=False))
             return
@@ -216,6 +230,7 @@ class HostPaths:
                     relay_server=relay_server or f"{relay[0]}:{relay[1]}",
                     id=self.peer_id,
                     version=VERSION,
+                    upnp_port=self.upnp_port(),
                 )
             )
         )
@@ -266,6 +281,7 @@ class HostPaths:
                     nat_type=own_nat,  # type: ignore[arg-type]
                     version=VERSION,
                     socket_addr_v6=socket_addr_v6,
+                    upnp_port=self.upnp_port(),
                 )
             )
         )
@@ -305,7 +321,9 @@ class HostPaths:
     async def _join_relay(self, msg: rz.RequestRelay) -> None:
         await self._tell_server(
             rz.RendezvousMessage(
-                relay_response=rz.RelayResponse(socket_addr=msg.socket_addr, version=VERSION)
+                relay_response=rz.RelayResponse(
+                    socket_addr=msg.socket_addr, version=VERSION, upnp_port=self.upnp_port()
+                )
             )
         )
         relay = split_relay(msg.relay_server, *self.server)

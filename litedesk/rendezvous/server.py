@@ -321,6 +321,9 @@ class RendezvousServer:
             relay_server=phs.relay_server,
             nat_type=phs.nat_type,
             socket_addr_v6=phs.socket_addr_v6,
+            # LiteDesk extension (hbbs does not copy it): the host's UPnP
+            # port; RustDesk clients ignore it or try it.
+            upnp_port=phs.upnp_port,
         )
         self._deliver(phs.socket_addr, rz.RendezvousMessage(punch_hole_response=resp), "Punch")
 

@@ -33,6 +33,7 @@ from litedesk.nat.nattype import (
     UNKNOWN,
     probe_nat_type,
     resolve_ip,
+    wildcard_for,
 )
 from litedesk.nat.punch import (
     Gate,
@@ -57,6 +58,7 @@ PUNCH_WAITS = (3.0, 6.0, 9.0)
 RELAY_WAIT = 18.0
 NAT_TEST_TIMEOUT = 1.5
 IPV6_WINDOW = 1.0  # no NAT to get through: like RustDesk's 1 s for a local address
+UPNP_WINDOW = 1.0  # a port mapped on the host's gateway answers at once or not at all
 
 _log = Logger(namespace="litedesk.viewer.route")
 
@@ -73,7 +75,7 @@ class ConnectError(Exception):
 class Route:
     """Where the host is and which key it must present."""
 
-    path: str  # "lan", "relay" or "punch" (then L{connect_punched})
+    path: str  # "lan", "relay" or "punch" (then L{connect_punched}, which may use UPnP)
     host_pk: bytes
     addr: tuple[str, int] | None = None
     relay: tuple[str, int] | None = None
@@ -86,6 +88,7 @@ class Route:
     addr6: tuple[str, int] | None = None  # the host's IPv6 endpoint, if it has one
     local6: tuple[str, int] | None = None  # ours
     try_v4: bool = True  # False: IPv4 needs the relay, only IPv6 may go direct
+    upnp: tuple[str, int] | None = None  # the host's public IP and UPnP-mapped port
 
 
 _FAILURES = {
@@ -237,7 +240,10 @@ async def find_host(
         return Route("lan", host_pk, addr=addr)
     peer_nat = ph.nat_type if ph.WhichOneof("union") == "nat_type" else UNKNOWN
     try_v4 = not (force_relay or SYMMETRIC in (own_nat, peer_nat))
-    if not try_v4 and not (ph.socket_addr_v6 and local6 is not None):
+    upnp = None
+    if ph.upnp_port > 0 and not force_relay:
+        upnp = (addr[0], int(ph.upnp_port))
+    if not try_v4 and not (ph.socket_addr_v6 and local6 is not None) and upnp is None:
         return await request_relay(reactor, server, peer_id, host_pk, ph.relay_server, relay_wait)
     return Route(
         "punch",
@@ -251,6 +257,7 @@ async def find_host(
         addr6=addrmangle.decode(ph.socket_addr_v6) if ph.socket_addr_v6 else None,
         local6=local6 if ph.socket_addr_v6 else None,
         try_v4=try_v4,
+        upnp=upnp,
     )
 
 
@@ -268,10 +275,27 @@ async def connect_punched(
     Both sides with a routable IPv6 address try that first (path C{"ipv6"}):
     no NAT, only stateful firewalls the two connects open for each other.
 
-    Returns the path used: C{"ipv6"}, C{"direct"} or C{"relay"}.
+    A host with a UPnP port mapping (C{route.upnp}) is tried before
+    anything else (path C{"upnp"}): a plain connect to its public address.
+
+    Returns the path used: C{"upnp"}, C{"ipv6"}, C{"direct"} or C{"relay"}.
     """
     assert route.addr is not None and route.local is not None
     gate = Gate()
+    if route.upnp is not None:
+        t0 = reactor.seconds()
+        any_port = (wildcard_for(route.upnp[0]), 0)
+        sock = await punch_connect(reactor, any_port, route.upnp, UPNP_WINDOW, gate)
+        ok = adopt_if_first(reactor, sock, gate, "upnp", lambda: protocol)
+        _log.info(
+            "Direct connection to the host's UPnP port {ip}:{port}: {outcome} after {ms} ms",
+            ip=route.upnp[0],
+            port=route.upnp[1],
+            outcome="ok" if ok else "failed",
+            ms=_ms(reactor, t0),
+        )
+        if ok:
+            return "upnp"
     if route.addr6 is not None and route.local6 is not None:
         t0 = reactor.seconds()
         sock = await punch_connect(reactor, route.local6, route.addr6, IPV6_WINDOW, gate)

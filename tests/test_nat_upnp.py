@@ -1,0 +1,375 @@
+"""UPnP IGD port mapping (C{litedesk-host --upnp}).
+
+- L{UpnpMapper} against a fake gateway client (no network): mapping, lease
+  fallback, port conflicts, renewal, removal, "no gateway" logging;
+- the rendezvous server copies C{upnp_port} from C{PunchHoleSent} into
+  C{PunchHoleResponse} (a LiteDesk extension; hbbs drops it);
+- in the NAT lab, a real miniupnpd on router r1: a host in h1 with C{--upnp}
+  gets a real mapping, a viewer behind a symmetric NAT (no punching possible)
+  connects on path C{upnp} instead of the relay, and the mapping is gone once
+  the host stops.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, cast
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from litedesk.host_tap import Options
+from litedesk.nat.upnp import UpnpError, UpnpMapper
+from litedesk.proto import rendezvous_pb2 as rz
+
+from .natlab import WAN_V4, skip_reason
+from .test_rendezvous_integration import ID, SERVER_PK_B64, RendezvousTestBase
+
+reactor: Any = _reactor
+
+
+class FakeIgd:
+    """An L{IgdClient} that records calls; refuses what it is told to refuse."""
+
+    def __init__(
+        self,
+        present: bool = True,
+        permanent_only: bool = False,
+        taken: tuple[int, ...] = (),
+    ) -> None:
+        self.present = present
+        self.permanent_only = permanent_only
+        self.taken = set(taken)
+        self.mappings: dict[int, tuple[str, int, int]] = {}
+        self.adds: list[tuple[int, int]] = []
+        self.deletes: list[int] = []
+        self.threads: set[str] = set()
+
+    def discover(self, timeout: float) -> str:
+        self.threads.add(threading.current_thread().name)
+        if not self.present:
+            raise UpnpError("no UPnP gateway found")
+        return "10.0.1.10"
+
+    def external_ip(self) -> str:
+        return "198.51.100.11"
+
+    def add(
+        self, external_port: int, internal_ip: str, internal_port: int, desc: str, lease: int
+    ) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.adds.append((external_port, lease))
+        if external_port in self.taken:
+            raise UpnpError("ConflictInMappingEntry")
+        if lease and self.permanent_only:
+            raise UpnpError("OnlyPermanentLeasesSupported")
+        self.mappings[external_port] = (internal_ip, internal_port, lease)
+
+    def delete(self, external_port: int) -> None:
+        self.deletes.append(external_port)
+        self.mappings.pop(external_port, None)
+
+
+class UpnpMapperTests(TestCase):
+    def setUp(self) -> None:
+        self.logged: list[str] = []
+
+        def observe(event: Any) -> None:
+            text = formatEvent(event)
+            if text:
+                self.logged.append(text)
+
+        observer = cast(ILogObserver, observe)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def mapper(self, igd: FakeIgd, **kw: Any) -> UpnpMapper:
+        m = UpnpMapper(reactor, 21118, client=igd, **kw)
+        self.addCleanup(m.stop)
+        return m
+
+    @inlineCallbacks
+    def test_maps_session_port_with_lease_off_the_reactor_thread(self) -> Any:
+        """--upnp maps the same external port to our LAN address with a lease, and says so."""
+        igd = FakeIgd()
+        m = self.mapper(igd)
+        port = yield m.start()
+        self.assertEqual(port, 21118)
+        self.assertEqual(m.mapped_port, 21118)
+        self.assertEqual(igd.mappings, {21118: ("10.0.1.10", 21118, 3600)})
+        self.assertNotIn(threading.current_thread().name, igd.threads)
+        self.assertTrue(
+            any("UPnP: mapped 198.51.100.11:21118 -> 10.0.1.10:21118" in t for t in self.logged)
+        )
+
+    @inlineCallbacks
+    def test_no_gateway_is_logged_and_nothing_advertised(self) -> Any:
+        """Without a gateway the host logs "no UPnP gateway found" and advertises no port."""
+        m = self.mapper(FakeIgd(present=False))
+        port = yield m.start()
+        self.assertIsNone(port)
+        self.assertEqual(m.mapped_port, 0)
+        self.assertTrue(any("no UPnP gateway found" in t for t in self.logged), self.logged)
+
+    @inlineCallbacks
+    def test_gateway_refusing_leases_gets_a_permanent_mapping(self) -> Any:
+        """A gateway that only takes permanent mappings still gets one (lease 0, no renewal)."""
+        igd = FakeIgd(permanent_only=True)
+        m = self.mapper(igd)
+        port = yield m.start()
+        self.assertEqual(port, 21118)
+        self.assertEqual(igd.mappings[21118][2], 0)
+        self.assertIsNone(m._renew_call)
+
+    @inlineCallbacks
+    def test_taken_external_port_falls_back_to_another(self) -> Any:
+        """When another machine holds our port on the gateway, another external port is mapped."""
+        igd = FakeIgd(taken=(21118,))
+        m = self.mapper(igd)
+        port = yield m.start()
+        self.assertIsNotNone(port)
+        self.assertNotEqual(port, 21118)
+        self.assertEqual(igd.mappings[port], ("10.0.1.10", 21118, 3600))
+
+    @inlineCallbacks
+    def test_mapping_is_renewed_at_half_its_lease(self) -> Any:
+        """The mapping is refreshed before its lease runs out (at half of it)."""
+        igd = FakeIgd()
+        m = self.mapper(igd, lease=1)
+        yield m.start()
+        yield deferLater(reactor, 1.3, lambda: None)
+        self.assertGreaterEqual(len(igd.adds), 3, igd.adds)
+        self.assertEqual({a for a in igd.adds}, {(21118, 1)})
+
+    @inlineCallbacks
+    def test_stop_removes_the_mapping(self) -> Any:
+        """Stopping the host removes its mapping from the gateway."""
+        igd = FakeIgd()
+        m = self.mapper(igd)
+        yield m.start()
+        yield m.stop()
+        self.assertEqual(igd.mappings, {})
+        self.assertEqual(igd.deletes, [21118])
+        self.assertEqual(m.mapped_port, 0)
+        self.assertTrue(any("removed the mapping of port 21118" in t for t in self.logged))
+
+    @inlineCallbacks
+    def test_stop_during_start_leaves_no_mapping(self) -> Any:
+        """A host stopped while it is still mapping leaves nothing behind on the gateway."""
+        igd = FakeIgd()
+        m = UpnpMapper(reactor, 21118, client=igd)
+        d: Deferred[Any] = m.start()
+        yield m.stop()
+        yield d
+        self.assertEqual(igd.mappings, {})
+
+
+class UpnpOptionTests(SynchronousTestCase):
+    def parse(self, *args: str) -> Options:
+        opts = Options()
+        opts.parseOptions(["--listen", "tcp:21118", "--config-dir", self.mktemp(), *args])
+        return opts
+
+    def test_upnp_maps_the_listen_port(self) -> None:
+        """--upnp with --listen tcp:PORT maps that port (no second listener)."""
+        self.assertEqual(self.parse("--upnp", "--listen", "tcp:21200").upnp_listen_port, 21200)
+        self.assertEqual(self.parse("--upnp").upnp_listen_port, 21118)
+
+    def test_upnp_needs_a_fixed_listen_port(self) -> None:
+        """--upnp with a --listen endpoint whose port is not fixed is refused with a message."""
+        with self.assertRaises(UsageError) as e:
+            self.parse("--upnp", "--listen", "tcp:0")
+        self.assertIn("--upnp with --listen needs a fixed TCP port", str(e.exception))
+
+    def test_without_upnp_flag_off(self) -> None:
+        """Without --upnp the option is off (nothing changes for existing hosts)."""
+        self.assertFalse(self.parse()["upnp"])
+
+
+class UpnpPortServerTests(RendezvousTestBase):
+    @inlineCallbacks
+    def test_upnp_port_reaches_the_viewer(self) -> Any:
+        """The host's upnp_port in PunchHoleSent is passed on in the viewer's PunchHoleResponse."""
+        host = yield self.register_host()
+        viewer = yield self.tcp()
+        req = rz.PunchHoleRequest(id=ID, licence_key=SERVER_PK_B64, nat_type=rz.SYMMETRIC)
+        viewer.send_msg(rz.RendezvousMessage(punch_hole_request=req))
+        data, _ = yield host.recv()
+        push = rz.RendezvousMessage()
+        push.ParseFromString(data)
+        host_tcp = yield self.tcp("127.0.0.2")
+        sent = rz.PunchHoleSent(
+            socket_addr=push.punch_hole.socket_addr,
+            id=ID,
+            nat_type=rz.ASYMMETRIC,
+            version="1.4.9",
+            upnp_port=31118,
+        )
+        host_tcp.send_msg(rz.RendezvousMessage(punch_hole_sent=sent))
+        frame = yield viewer.recv()
+        resp = rz.RendezvousMessage()
+        resp.ParseFromString(frame)
+        self.assertEqual(resp.punch_hole_response.upnp_port, 31118)
+        self.assertTrue(resp.punch_hole_response.socket_addr)
+        yield host_tcp.closed
+
+
+# -- the NAT lab with a real miniupnpd on r1 ----------------------------------------
+
+MINIUPNPD = shutil.which("miniupnpd") or "/usr/sbin/miniupnpd"
+UPNP_TABLE = "ldupnp"
+# The lab's WAN addresses are in TEST-NET-2, which miniupnpd treats as
+# reserved ("port forwarding is impossible") unless told a public address
+# (-o); the DNAT rule it installs matches the WAN interface, not that address.
+DECLARED_EXT_IP = "11.0.0.11"
+
+NFT_RULESET = f"""table inet {UPNP_TABLE} {{
+  chain forward {{ type filter hook forward priority 0; policy accept; jump miniupnpd; }}
+  chain miniupnpd {{ }}
+  chain prerouting {{ type nat hook prerouting priority -100; policy accept;
+    jump prerouting_miniupnpd; }}
+  chain prerouting_miniupnpd {{ }}
+  chain postrouting {{ type nat hook postrouting priority 100; policy accept;
+    jump postrouting_miniupnpd; }}
+  chain postrouting_miniupnpd {{ }}
+}}
+"""
+
+MINIUPNPD_CONF = f"""ext_ifname=wan
+listening_ip=br-lan
+port=0
+enable_upnp=yes
+enable_natpmp=no
+secure_mode=yes
+system_uptime=yes
+uuid=6c1a1e52-5d1b-4c1e-9b55-4c17e5d0a1de
+upnp_table_name={UPNP_TABLE}
+upnp_nat_table_name={UPNP_TABLE}
+allow 1024-65535 10.0.0.0/8 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+"""
+
+
+def _upnp_skip() -> str | None:
+    reason = skip_reason()
+    if reason:
+        return reason
+    if not Path(MINIUPNPD).exists():
+        return "the UPnP lab test needs miniupnpd (apt-get install miniupnpd)"
+    if shutil.which("nft") is None:
+        return "the UPnP lab test needs nft (apt-get install nftables)"
+    try:
+        import miniupnpc  # noqa: F401
+    except ImportError:
+        return "the UPnP lab test needs miniupnpc (pip install miniupnpc)"
+    from .xvfb import skip_reason as x_skip_reason
+
+    return x_skip_reason("xclip", "display")
+
+
+class UpnpLabTests(SynchronousTestCase):
+    """A real IGD (miniupnpd) on the host's router."""
+
+    skip = _upnp_skip()
+
+    def setUp(self) -> None:
+        from .test_nat_lab import shared_lab
+
+        self.lab = shared_lab(with_display=True)
+        self.lab.net.set_ipv6(False)
+        self.tmp = Path(self.mktemp())
+        self.tmp.mkdir(parents=True)
+        net = self.lab.net
+        net.x("r1", "nft", "delete", "table", "inet", UPNP_TABLE, check=False)
+        (self.tmp / "upnp.nft").write_text(NFT_RULESET)
+        net.x("r1", "nft", "-f", str(self.tmp / "upnp.nft"))
+        self.addCleanup(net.x, "r1", "nft", "delete", "table", "inet", UPNP_TABLE, check=False)
+        (self.tmp / "miniupnpd.conf").write_text(MINIUPNPD_CONF)
+        self.igd_log = self.tmp / "miniupnpd.log"
+        with open(self.igd_log, "wb") as log:
+            self.igd = net.popen(
+                "r1",
+                [
+                    MINIUPNPD,
+                    "-d",
+                    "-f",
+                    str(self.tmp / "miniupnpd.conf"),
+                    "-P",
+                    str(self.tmp / "miniupnpd.pid"),
+                    "-o",
+                    DECLARED_EXT_IP,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.addCleanup(self._stop_igd)
+        deadline = time.monotonic() + 10
+        while "starting UPnP-IGD" not in self.igd_log.read_text(errors="replace"):
+            if self.igd.poll() is not None or time.monotonic() > deadline:
+                self.fail(f"miniupnpd did not start: {self.igd_log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def _stop_igd(self) -> None:
+        if self.igd.poll() is None:
+            self.igd.terminate()
+            try:
+                self.igd.wait(10)
+            except subprocess.TimeoutExpired:
+                self.igd.kill()
+                self.igd.wait()
+
+    def redirects(self) -> str:
+        out = self.lab.net.x(
+            "r1", "nft", "list", "chain", "inet", UPNP_TABLE, "prerouting_miniupnpd"
+        )
+        return out.stdout
+
+    def wait_log(self, peer: str, text: str, timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.lab.host_log(peer)
+            if text in log or time.monotonic() > deadline:
+                return log
+            time.sleep(0.1)
+
+    def test_symmetric_viewer_connects_through_upnp_mapping(self) -> None:
+        """Viewer behind a symmetric NAT, host with --upnp behind a real IGD: the session
+        uses the mapped port (path upnp, not relay), and the mapping is gone after the host stops.
+        """
+        self.lab.net.set_nat("r1", "cone")
+        self.lab.net.set_nat("r2", "symmetric")
+        peer = self.lab.host("h1", "--upnp")
+        self.addCleanup(self.lab.stop_host, peer)
+        log = self.wait_log(peer, "UPnP: mapped")
+        self.assertIn(f"UPnP: mapped {DECLARED_EXT_IP}:21118 -> 10.0.1.10:21118", log)
+        self.assertIn("dport 21118", self.redirects())
+        out = self.lab.viewer("v2", peer, "--stats-json", "--verbose", "--duration", "1")
+        self.assertEqual(out.returncode, 0, f"viewer failed: {out.stderr[-3000:]}")
+        stats = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertEqual(stats["path"], "upnp", out.stderr[-3000:])
+        self.assertIn(f"UPnP port {WAN_V4['r1']}:21118: ok", out.stderr)
+        self.lab.stop_host(peer)
+        self.assertIn("UPnP: removed the mapping of port 21118", self.lab.host_log(peer))
+        self.assertNotIn("dport 21118", self.redirects())
+
+    def test_without_upnp_flag_nothing_is_mapped(self) -> None:
+        """Without --upnp nothing is mapped even with an IGD present; the viewer uses the relay."""
+        self.lab.net.set_nat("r1", "cone")
+        self.lab.net.set_nat("r2", "symmetric")
+        peer = self.lab.host("h1")
+        self.addCleanup(self.lab.stop_host, peer)
+        out = self.lab.viewer("v2", peer, "--stats-json", "--duration", "1")
+        self.assertEqual(out.returncode, 0, f"viewer failed: {out.stderr[-3000:]}")
+        self.assertEqual(json.loads(out.stdout.strip().splitlines()[-1])["path"], "relay")
+        self.assertNotIn("UPnP", self.lab.host_log(peer))
+        self.assertNotIn("dport", self.redirects())
