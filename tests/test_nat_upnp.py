@@ -21,17 +21,22 @@ from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from litedesk.host_tap import Options
+from litedesk.nat.nattype import SYMMETRIC
 from litedesk.nat.upnp import UpnpError, UpnpMapper
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.session.tls import viewer_context_factory, wrap_client
+from litedesk.viewer.route import Route, connect_punched, find_host
 
 from .natlab import WAN_V4, skip_reason
+from .test_host_paths import HOST_ID, Marker, PathFixture
 from .test_rendezvous_integration import ID, SERVER_PK_B64, RendezvousTestBase
 
 reactor: Any = _reactor
@@ -193,6 +198,70 @@ class UpnpOptionTests(SynchronousTestCase):
     def test_without_upnp_flag_off(self) -> None:
         """Without --upnp the option is off (nothing changes for existing hosts)."""
         self.assertFalse(self.parse()["upnp"])
+
+
+class _SessionFactory(Factory):
+    def __init__(self, make_session: Any) -> None:
+        self.make_session = make_session
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return self.make_session()
+
+
+class LoopbackUpnpTests(PathFixture):
+    """Host and viewer wiring over the real server on loopback (the "mapping" is a listener)."""
+
+    host_paths_options = {"nat_type": lambda: SYMMETRIC}
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        yield super().setUp()
+        # What the gateway would forward to: the host's session listener.
+        self.listener = reactor.listenTCP(
+            0, _SessionFactory(self.paths.make_session), interface="127.0.0.1"
+        )
+        self.addCleanup(self.listener.stopListening)
+        self.upnp = self.listener.getHost().port
+        self.paths.upnp_port = lambda: self.upnp
+        yield self.register("127.0.0.2")  # another "public IP": PunchHole, not LAN
+
+    def find(self) -> Deferred[Route]:
+        return ensureDeferred(
+            find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID, nat_test=False)
+        )
+
+    @inlineCallbacks
+    def connect(self, route: Route) -> Any:
+        marker = Marker(b"hello from viewer\n")
+        tls = wrap_client(marker, viewer_context_factory(route.host_pk))
+        path = yield ensureDeferred(
+            connect_punched(reactor, route, ("127.0.0.1", self.tcp), self.server_key, HOST_ID, tls)
+        )
+        got = yield marker.got.addTimeout(10, reactor)
+        self.assertEqual(got, b"hello from host\n")
+        marker.transport.loseConnection()  # type: ignore[union-attr]
+        yield marker.lost
+        return path
+
+    @inlineCallbacks
+    def test_symmetric_host_with_upnp_is_reached_on_the_mapped_port(self) -> Any:
+        """A host behind a symmetric NAT with a UPnP port: the viewer connects there (path upnp)."""
+        route: Route = yield self.find()
+        self.assertEqual(route.path, "punch")
+        self.assertFalse(route.try_v4)
+        self.assertEqual(route.upnp, ("127.0.0.1", self.upnp))
+        path = yield self.connect(route)
+        self.assertEqual(path, "upnp")
+        yield self.paths.idle()
+
+    @inlineCallbacks
+    def test_dead_upnp_port_falls_back_to_relay(self) -> Any:
+        """When the advertised UPnP port does not answer, the viewer ends up on the relay."""
+        yield self.listener.stopListening()
+        route: Route = yield self.find()
+        path = yield self.connect(route)
+        self.assertEqual(path, "relay")
+        yield self.paths.idle()
 
 
 class UpnpPortServerTests(RendezvousTestBase):
