@@ -21,6 +21,7 @@ from pathlib import Path
 
 from litedesk.proto import rendezvous_pb2 as rz
 
+from .processes import stop_all
 from .test_relay_process import TWISTD, free_port_pair, udp_exchange
 from .xvfb import Xvfb, _die_with_parent, skip_reason
 
@@ -210,15 +211,7 @@ class Lab:
         )
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(self.procs)
         self.proxy.close()
         self.xvfb.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .processes import stop_all
 from .xvfb import Xvfb, _die_with_parent
 
 ROLES = ("pub", "r1", "r2", "h1", "h2", "v1", "v2")
@@ -286,15 +287,7 @@ class NatLab:
         return proc
 
     def stop_processes(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all(self.procs)
         self.procs.clear()
 
     def namespaces(self) -> list[str]:
@@ -452,13 +445,7 @@ class LiteDeskLab:
 
     def stop_host(self, peer_id: str) -> None:
         _, proc = self.hosts[peer_id]
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all([proc])
 
     def host_log(self, peer_id: str) -> str:
         name, _ = self.hosts[peer_id]

@@ -19,6 +19,8 @@ from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from litedesk.wire.keys import verify_id_pk
 
+from .processes import stop_all
+
 ID = "123456789"
 UUID = b"0123456789abcdef0123456789abcdef"
 PK = bytes([7]) * 32
@@ -113,13 +115,7 @@ class RelayProcess:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_all([self.proc])
         if self.proc.stderr:
             self.proc.stderr.close()
 
