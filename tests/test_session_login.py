@@ -23,6 +23,7 @@ from litedesk.session.login import (
     ERROR_WRONG_PASSWORD,
     FailureLimiter,
     LoginVerifier,
+    RelayedLoginThrottle,
     StoredPassword,
     challenge_response,
     login_password,
@@ -323,6 +324,292 @@ class LimiterTests(SynchronousTestCase):
         self.assertLessEqual(len(limiter), 100)
 
 
+RELAY = "127.0.0.1"  # the address every relayed viewer appears from
+
+
+def _advance(clock: Clock, seconds: float) -> None:
+    """Let C{seconds} pass, stopping at each scheduled call on time (as a reactor would)."""
+    end = clock.seconds() + seconds
+    while True:
+        due = [c.getTime() for c in clock.getDelayedCalls() if c.getTime() <= end]
+        if not due:
+            clock.advance(max(0.0, end - clock.seconds()))
+            return
+        # A hair past the call, so that float rounding cannot leave it unrun.
+        clock.advance(max(0.0, min(due) - clock.seconds()) + 1e-9)
+
+
+class _Attempts:
+    """Relayed login attempts through a verifier's throttle, as sessions make them."""
+
+    def __init__(self, clock: Clock, verifier: LoginVerifier) -> None:
+        self.clock = clock
+        self.verifier = verifier
+        self.results: list[tuple[str, float, float, login.LoginResult | None]] = []
+        self.checked_at: list[float] = []
+
+    def submit(self, password: str, alive: Any = lambda: True) -> int:
+        """Start one attempt; returns its index in C{results}."""
+        index = len(self.results)
+        self.results.append((password, self.clock.seconds(), -1.0, None))
+
+        def check() -> None:
+            now = self.clock.seconds()
+            self.checked_at.append(now)
+            answer = _answer(self.verifier, password, "c")
+            result = self.verifier.verify(RELAY, "c", answer, relayed=True)
+            self.results[index] = (password, self.results[index][1], now, result)
+
+        if not self.verifier.relayed_throttle.submit(check, alive, RELAY):
+            refused = login.LoginResult(False, ERROR_TRY_LATER)
+            self.results[index] = (password, self.clock.seconds(), self.clock.seconds(), refused)
+        return index
+
+    def result(self, index: int) -> login.LoginResult | None:
+        return self.results[index][3]
+
+    def step(self, seconds: float) -> None:
+        _advance(self.clock, seconds)
+
+
+class RelayedThrottleTests(SynchronousTestCase):
+    """Relayed viewers share the relay's address: paced host-wide, never locked out."""
+
+    def test_burst_then_right_password_within_20_s(self) -> None:
+        """
+        30 wrong passwords through the relay within a second, then the
+        right one, retried whenever it is told to try later (as a user
+        would): it logs in less than 20 s after the burst began, and the
+        relay's address is never locked out.
+        """
+        clock = Clock()
+        verifier, _ = _verifier(clock)
+        attempts = _Attempts(clock, verifier)
+        for _ in range(30):
+            attempts.submit("guess")
+            attempts.step(1 / 30)
+        right = attempts.submit(PASSWORD)
+        while True:
+            result = attempts.result(right)
+            if result is not None and result.error == ERROR_TRY_LATER:
+                attempts.step(1.0)  # the user clicks "connect" again
+                right = attempts.submit(PASSWORD)
+                continue
+            if result is not None or clock.seconds() > 60:
+                break
+            attempts.step(0.1)
+        result = attempts.result(right)
+        assert result is not None
+        self.assertTrue(result.ok, result)
+        self.assertLess(attempts.results[right][2], 20.0)
+        wrong = [r[3] for r in attempts.results if r[0] == "guess"]
+        self.assertEqual(
+            {r.error for r in wrong if r is not None}, {ERROR_WRONG_PASSWORD, ERROR_TRY_LATER}
+        )
+        self.assertIsNone(verifier.limiter.refusal(RELAY))
+
+    def test_accepted_attempt_is_checked_within_16_s(self) -> None:
+        """
+        However many wrong passwords came before, an attempt that is not
+        refused at once is checked within 4 waiting slots of 4 s.
+        """
+        clock = Clock()
+        verifier, _ = _verifier(clock)
+        attempts = _Attempts(clock, verifier)
+        for _ in range(20):
+            attempts.submit("guess")
+            attempts.step(0.5)
+        self.assertEqual(verifier.relayed_throttle.spacing(), 4.0)
+        for _ in range(200):
+            attempts.submit("guess")
+            attempts.step(0.25)
+        attempts.step(20)
+        waits = [checked - sent for _, sent, checked, r in attempts.results if r is not None]
+        self.assertEqual(len(waits), 220)
+        self.assertLessEqual(max(waits), 16.0 + 1e-6)
+        self.assertGreater(max(waits), 12.0)  # the line was full: this bound was reached
+
+    def test_guessing_rate_bounded(self) -> None:
+        """
+        An attacker keeping the waiting line full for ten minutes gets at
+        most 3 free guesses and then one every 4 s (about 15 a minute).
+        """
+        clock = Clock()
+        verifier, _ = _verifier(clock)
+        attempts = _Attempts(clock, verifier)
+        throttle = verifier.relayed_throttle
+        for _ in range(6000):  # 600 s in steps of 0.1 s
+            while throttle.waiting < throttle.max_waiting:
+                attempts.submit("guess")
+            attempts.step(0.1)
+        checked = len(attempts.checked_at)
+        self.assertLessEqual(checked, 3 + 4 + 600 / 4)  # free, the ramp up to 4 s, the cap
+        self.assertGreater(checked, 600 / 4 - 5)  # and the line does keep moving
+        times = attempts.checked_at[7:]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        self.assertGreaterEqual(min(gaps), 4.0 - 1e-6)
+
+    def test_waiting_line_bounded(self) -> None:
+        """
+        Twenty relayed attempts at once: the 3 free ones are checked, 4 wait,
+        the other 13 are refused at once with "Please try 1 minute later",
+        each refusal logged with the relay's address.
+        """
+        events = _observe(self)
+        clock = Clock()
+        verifier, _ = _verifier(clock)
+        attempts = _Attempts(clock, verifier)
+        for _ in range(20):
+            attempts.submit("guess")
+        errors = [r[3].error if r[3] is not None else None for r in attempts.results]
+        self.assertEqual(errors[:3], [ERROR_WRONG_PASSWORD] * 3)
+        self.assertEqual(errors[3:7], [None] * 4)
+        self.assertEqual(errors[7:], [ERROR_TRY_LATER] * 13)
+        self.assertEqual(verifier.relayed_throttle.waiting, 4)
+        refusals = [e for e in events if e.get("relayed_login") == "refused"]
+        self.assertEqual(len(refusals), 13)
+        self.assertTrue(all(e["peer"] == RELAY and e["waiting"] == 4 for e in refusals))
+        delays = [e for e in events if e.get("relayed_login") == "delayed"]
+        self.assertEqual([round(e["delay"], 1) for e in delays], [0.5, 1.0, 1.5, 2.0])
+        attempts.step(20)
+        self.assertEqual(verifier.relayed_throttle.waiting, 0)
+        self.assertEqual(len(attempts.checked_at), 7)
+        for got, expected in zip(attempts.checked_at[3:], [0.5, 1.5, 3.5, 7.5], strict=True):
+            self.assertAlmostEqual(got, expected, places=6)
+
+    def test_closed_while_waiting(self) -> None:
+        """
+        An attempt whose connection closes while it waits is never checked
+        nor counted, and does not keep its place: the next one moves up.
+        """
+        clock = Clock()
+        verifier, _ = _verifier(clock)
+        attempts = _Attempts(clock, verifier)
+        for _ in range(5):
+            attempts.submit("guess")
+        self.assertEqual(verifier.relayed_throttle.spacing(), 0.5)
+        open_ = {"gone": False}
+        gone = attempts.submit("guess", alive=lambda: not open_["gone"])
+        attempts.submit("guess")
+        open_["gone"] = True
+        attempts.step(30)
+        self.assertIsNone(attempts.result(gone))
+        self.assertEqual(len(attempts.checked_at), 6)
+        self.assertEqual(verifier.consecutive_failures, 6)
+        # Dead waiters do not fill the line either.
+        for _ in range(4):
+            attempts.submit("guess", alive=lambda: False)
+        right = attempts.submit(PASSWORD)
+        attempts.step(5)
+        result = attempts.result(right)
+        self.assertTrue(result is not None and result.ok)
+
+    def test_quiet_and_success_start_over(self) -> None:
+        """A minute without relayed wrong passwords, or a right one, removes the delay."""
+        clock = Clock()
+        verifier, _ = _verifier(clock)
+        attempts = _Attempts(clock, verifier)
+        throttle = verifier.relayed_throttle
+        for _ in range(6):
+            attempts.submit("guess")
+            attempts.step(5)
+        self.assertEqual(throttle.spacing(), 4.0)
+        attempts.step(60)
+        self.assertEqual((throttle.failures, throttle.spacing()), (0, 0.0))
+        for _ in range(6):
+            attempts.submit("guess")
+            attempts.step(5)
+        right = attempts.submit(PASSWORD)
+        attempts.step(5)
+        self.assertTrue(attempts.result(right).ok)  # type: ignore[union-attr]
+        self.assertEqual(throttle.spacing(), 0.0)
+        self.assertEqual(throttle.failures, 0)
+
+    def test_direct_sources_still_locked(self) -> None:
+        """
+        Relayed wrong passwords never lock anyone out, while a direct source
+        is still refused after its 6th wrong password in a minute, even
+        when it shares the relay's address.
+        """
+        clock = Clock()
+        verifier, _ = _verifier(clock)
+        attempts = _Attempts(clock, verifier)
+        for _ in range(12):
+            attempts.submit("guess")
+            attempts.step(5)
+        right = _answer(verifier, PASSWORD, "c")
+        for _ in range(6):
+            self.assertEqual(verifier.verify(RELAY, "c", b"w" * 32).error, ERROR_WRONG_PASSWORD)
+        self.assertEqual(verifier.verify(RELAY, "c", right).error, ERROR_TRY_LATER)
+        index = attempts.submit(PASSWORD)
+        attempts.step(5)
+        self.assertTrue(attempts.result(index).ok)  # type: ignore[union-attr]
+        self.assertEqual(verifier.verify(RELAY, "c", right).error, ERROR_TRY_LATER)
+
+    def test_rotation_counts_relayed_failures(self) -> None:
+        """Ten relayed wrong passwords in a row still replace the one-time password."""
+        clock = Clock()
+        verifier, rotated = _verifier(clock, password=None)
+        attempts = _Attempts(clock, verifier)
+        for _ in range(10):
+            attempts.submit("guess")
+            attempts.step(5)
+        self.assertEqual(len(rotated), 1)
+
+    @given(
+        ops=st.lists(
+            st.tuples(
+                st.sampled_from(["submit", "wait", "close", "right"]),
+                st.floats(min_value=0, max_value=6, allow_nan=False),
+            ),
+            max_size=80,
+        )
+    )
+    def test_throttle_invariants(self, ops: Any) -> None:
+        """
+        Whatever arrives, closes and waits, in any rhythm: the line never
+        exceeds its bound, a closed attempt is never checked, every checked
+        attempt was checked within 16 s of arriving, and consecutive checks
+        keep the spacing that was due when each slot came.
+        """
+        clock = Clock()
+        throttle = RelayedLoginThrottle(clock)
+        open_: list[bool] = []
+        log: list[tuple[int, float, float]] = []  # (attempt, submitted, checked)
+        last_check: list[float] = []
+
+        def make(i: int, ok: bool) -> tuple[Any, Any]:
+            submitted = clock.seconds()
+
+            def check() -> None:
+                self.assertTrue(open_[i])
+                if last_check:
+                    self.assertGreaterEqual(clock.seconds() + 1e-9, last_check[-1])
+                last_check.append(clock.seconds())
+                log.append((i, submitted, clock.seconds()))
+                if ok:
+                    throttle.succeeded()
+                else:
+                    throttle.failed()
+
+            return check, lambda: open_[i]
+
+        for op, value in ops:
+            if op in ("submit", "right"):
+                open_.append(True)
+                check, alive = make(len(open_) - 1, op == "right")
+                throttle.submit(check, alive, "relay")
+            elif op == "close" and open_:
+                open_[int(value * 1000) % len(open_)] = False
+            else:
+                _advance(clock, value)
+            self.assertLessEqual(throttle.waiting, throttle.max_waiting)
+        _advance(clock, 20)
+        self.assertEqual(throttle.waiting, 0)
+        for _, submitted, checked in log:
+            self.assertLessEqual(checked - submitted, 16.0 + 1e-6)
+
+
 class OneTimeRotationTests(SynchronousTestCase):
     def test_rotates_after_ten(self) -> None:
         """
@@ -378,6 +665,7 @@ class FuzzTests(SynchronousTestCase):
                 st.text(max_size=40),
                 st.binary(max_size=80),
                 st.floats(min_value=0, max_value=400, allow_nan=False),
+                st.booleans(),
             ),
             max_size=40,
         ),
@@ -405,8 +693,8 @@ class FuzzTests(SynchronousTestCase):
             ERROR_EMPTY_PASSWORD,
             ERROR_NO_PASSWORD_ACCESS,
         }
-        for source, challenge, password, delay in attempts:
+        for source, challenge, password, delay, relayed in attempts:
             clock.advance(delay)
-            result = verifier.verify(source, challenge, password)
+            result = verifier.verify(source, challenge, password, relayed=relayed)
             self.assertIn(result.error, allowed)
             self.assertEqual(result.ok, result.error == "")

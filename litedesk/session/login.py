@@ -17,11 +17,27 @@ private as a password; what storing C{h1} buys is that the plain password,
 which people reuse elsewhere, is not on disk.
 
 L{LoginVerifier} checks a C{LoginRequest}'s password against the permanent
-password and the current one-time password, with a per-source
-L{FailureLimiter} (6 wrong passwords within a minute from one source: that
-source is refused for a minute) and rotation of the one-time password after
-10 consecutive failures from anywhere.  Time comes from an injected
-L{IReactorTime}; nothing here does I/O.
+password and the current one-time password, and rotates the one-time
+password after 10 consecutive failures from anywhere (as RustDesk does).
+How wrong passwords are limited depends on how the viewer arrived:
+
+- Direct sources (punched, LAN, C{--listen}, UPnP): the host sees the
+  viewer's own address, so RustDesk's per-source L{FailureLimiter} applies
+  (6 wrong passwords within a minute from one source: that source is refused
+  for a minute; 30 without a success: refused until an hour of quiet).
+- Relayed viewers: the host sees only the relay's address, which everyone on
+  that relay (or behind one NAT) shares, so a per-source lock would let one
+  guesser lock every relayed viewer out.  Instead L{RelayedLoginThrottle}
+  paces relayed password checks host-wide: the first 3 wrong passwords cost
+  nothing, then the checks are spaced 0.5, 1, 2 and at most 4 seconds apart
+  (at most 15 relayed guesses a minute, whoever sends them); a minute without
+  a relayed wrong password, or a right one, starts over.  At most 4 checks
+  wait for a slot; more are refused at once with "Please try 1 minute later"
+  (RustDesk's answer to a busy login gate too).  So after any burst the right
+  password is checked within 4 x 4 = 16 seconds.
+
+Time comes from an injected L{IReactorTime}; nothing here does I/O (the
+throttle schedules its checks with the clock's C{callLater}).
 """
 
 from __future__ import annotations
@@ -35,7 +51,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from litedesk.proto import message_pb2
@@ -53,6 +69,7 @@ __all__ = [
     "FailureLimiter",
     "LoginResult",
     "LoginVerifier",
+    "RelayedLoginThrottle",
     "StoredPassword",
     "challenge_response",
     "login_password",
@@ -336,11 +353,189 @@ class FailureLimiter:
         return len(self._records)
 
 
+@dataclass
+class _Waiter:
+    check: Callable[[], object]
+    alive: Callable[[], bool]
+    peer: str
+    since: float
+
+
+class RelayedLoginThrottle:
+    """Host-wide pacing of the password checks of relayed viewers.
+
+    Every relayed check takes a slot.  Slots follow one another at least
+    L{spacing} seconds apart: 0 while fewer than C{free_failures} relayed
+    wrong passwords are remembered, then C{base_delay} doubling with each
+    further one up to C{max_delay}.  Wrong passwords are forgotten after
+    C{quiet} seconds without one, and by a right password.  At most
+    C{max_waiting} checks wait for a slot; L{submit} refuses more, so a check
+    that is accepted runs within C{max_waiting * max_delay} seconds however
+    many wrong passwords came before it.
+
+    The throttle does not see passwords: the session hands it a C{check}
+    callable, and L{LoginVerifier.verify} reports the outcome with L{failed}
+    and L{succeeded}.  A check whose C{alive()} is false when its slot comes
+    (the connection closed while it waited) is dropped without running and
+    without using the slot.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        free_failures: int = 3,
+        base_delay: float = 0.5,
+        max_delay: float = 4.0,
+        quiet: float = 60.0,
+        max_waiting: int = 4,
+    ) -> None:
+        self.clock = clock
+        self.free_failures = free_failures
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.quiet = quiet
+        self.max_waiting = max_waiting
+        self._failures = 0
+        self._last_failure = 0.0
+        self._last_check: float | None = None
+        self._waiting: deque[_Waiter] = deque()
+        self._timer: IDelayedCall | None = None
+
+    @property
+    def failures(self) -> int:
+        """Relayed wrong passwords remembered now."""
+        self._forget_if_quiet()
+        return self._failures
+
+    @property
+    def waiting(self) -> int:
+        """Checks waiting for a slot (including any whose connection is gone)."""
+        return len(self._waiting)
+
+    def spacing(self) -> float:
+        """Seconds between the last check and the next one, as things stand."""
+        extra = self.failures - self.free_failures
+        if extra < 0:
+            return 0.0
+        # Capped before exponentiating so a long attack cannot overflow.
+        return float(min(self.max_delay, self.base_delay * 2.0 ** min(extra, 60)))
+
+    def submit(self, check: Callable[[], object], alive: Callable[[], bool], peer: str) -> bool:
+        """Run C{check} in the next free slot (now, if it is free).
+
+        @param alive: whether the connection still wants its check; asked
+            again when the slot comes and when counting waiting checks.
+        @param peer: for the log (the relay's address, as the host sees it).
+        @return: False if too many checks are waiting already: the caller
+            refuses the login (L{ERROR_TRY_LATER}) without checking it.
+        """
+        self._drop_dead()
+        if len(self._waiting) >= self.max_waiting:
+            _log.warn(
+                "Refused a relayed login attempt from {peer}: {waiting} already wait for a "
+                "password check ({failures} recent relayed wrong passwords)",
+                peer=peer,
+                waiting=len(self._waiting),
+                failures=self.failures,
+                relayed_login="refused",
+            )
+            return False
+        self._waiting.append(_Waiter(check, alive, peer, self.clock.seconds()))
+        self._run_due()
+        if self._waiting and self._waiting[-1].check is check:
+            _log.info(
+                "Relayed login attempt from {peer} waits {delay:.1f} s for a password check "
+                "({failures} recent relayed wrong passwords, {waiting} waiting)",
+                peer=peer,
+                delay=self._wait_for_last(),
+                failures=self.failures,
+                waiting=len(self._waiting),
+                relayed_login="delayed",
+            )
+        return True
+
+    def failed(self) -> None:
+        """A relayed check found a wrong password: slow the next ones down."""
+        self._forget_if_quiet()
+        self._failures += 1
+        self._last_failure = self.clock.seconds()
+
+    def succeeded(self) -> None:
+        """A relayed check found the right password: start over."""
+        self._failures = 0
+
+    def stop(self) -> None:
+        """Cancel the pending slot and drop every waiting check (host shutdown)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._waiting.clear()
+
+    def _forget_if_quiet(self) -> None:
+        if self._failures and self.clock.seconds() - self._last_failure >= self.quiet:
+            self._failures = 0
+
+    def _drop_dead(self) -> None:
+        self._waiting = deque(w for w in self._waiting if _alive(w))
+
+    def _wait_for_last(self) -> float:
+        # Only for the log: the spacing may still grow with the outcomes of
+        # the checks ahead, so this is the least the newcomer will wait.
+        now = self.clock.seconds()
+        start = self._last_check if self._last_check is not None else now
+        return max(0.0, start + self.spacing() - now) + self.spacing() * (len(self._waiting) - 1)
+
+    def _next_slot(self) -> float:
+        if self._last_check is None:
+            return self.clock.seconds()
+        return self._last_check + self.spacing()
+
+    def _run_due(self) -> None:
+        if self._timer is not None and self._timer.active():
+            return
+        self._timer = None
+        while self._waiting:
+            head = self._waiting[0]
+            if not _alive(head):
+                # Gone while waiting: never checked, never counted.
+                self._waiting.popleft()
+                continue
+            now = self.clock.seconds()
+            due = self._next_slot()
+            if due > now:
+                self._timer = self.clock.callLater(due - now, self._slot)
+                return
+            self._waiting.popleft()
+            # Spacing counts from when the slot was due (or from the arrival
+            # of a check that found the slot free), not from when the
+            # reactor got round to it: late timers must not add up.
+            self._last_check = max(due, head.since)
+            try:
+                head.check()
+            except Exception:
+                _log.failure("A relayed password check failed")
+
+    def _slot(self) -> None:
+        self._timer = None
+        self._run_due()
+
+
+def _alive(waiter: _Waiter) -> bool:
+    try:
+        return bool(waiter.alive())
+    except Exception:
+        return False
+
+
 class LoginVerifier:
     """The host's password check for C{LoginRequest}s.
 
     @ivar permanent: the stored permanent password, or None.
-    @ivar limiter: the per-source L{FailureLimiter}.
+    @ivar limiter: the per-source L{FailureLimiter} (direct sources).
+    @ivar relayed_throttle: the host-wide L{RelayedLoginThrottle} that
+        sessions of relayed viewers take a slot from before calling
+        L{verify} with C{relayed=True}.
     """
 
     def __init__(
@@ -352,6 +547,7 @@ class LoginVerifier:
         one_time_length: int = 6,
         rotate_after: int = 10,
         limiter: FailureLimiter | None = None,
+        relayed_throttle: RelayedLoginThrottle | None = None,
         on_one_time_rotated: Callable[[str], object] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -368,6 +564,9 @@ class LoginVerifier:
         self.clock = clock
         self.permanent = permanent
         self.limiter = limiter if limiter is not None else FailureLimiter(clock)
+        self.relayed_throttle = (
+            relayed_throttle if relayed_throttle is not None else RelayedLoginThrottle(clock)
+        )
         self.rotate_after = rotate_after
         self._one_time_length = one_time_length
         self._rng = rng
@@ -409,7 +608,9 @@ class LoginVerifier:
                 _log.failure("Reporting the new one-time password failed")
         return self._one_time
 
-    def verify(self, source: str, challenge: str, password: bytes) -> LoginResult:
+    def verify(
+        self, source: str, challenge: str, password: bytes, *, relayed: bool = False
+    ) -> LoginResult:
         """Check C{LoginRequest.password} from C{source} for C{challenge}.
 
         Never raises, whatever the input: it is fed straight from the
@@ -418,16 +619,21 @@ class LoginVerifier:
         @param source: the peer's address (see L{source_key}).
         @param challenge: the challenge this connection was sent.
         @param password: C{LoginRequest.password}.
+        @param relayed: the viewer came through a relay, so C{source} is the
+            relay's address: the per-source lock does not apply and the
+            outcome goes to L{relayed_throttle} (whose slot the caller took).
         """
         try:
-            return self._verify(source, challenge, password)
+            return self._verify(source, challenge, password, relayed)
         except Exception:
             _log.failure("Password check failed on unexpected input")
             return LoginResult(False, ERROR_WRONG_PASSWORD)
 
-    def _verify(self, source: str, challenge: str, password: bytes) -> LoginResult:
+    def _verify(self, source: str, challenge: str, password: bytes, relayed: bool) -> LoginResult:
         source = str(source)
-        refusal = self.limiter.refusal(source)
+        # The relay's address is everyone's: locking it would lock out every
+        # relayed viewer, so relayed checks are paced instead (see module doc).
+        refusal = None if relayed else self.limiter.refusal(source)
         if refusal is not None:
             # Not even checked: a locked-out source learns nothing.
             _log.info(
@@ -456,21 +662,29 @@ class LoginVerifier:
             expected = login_password(self._one_time, self.salt, challenge)
             one_time_ok = hmac.compare_digest(expected, password)
         if permanent_ok or one_time_ok:
-            self.limiter.succeeded(source)
+            if relayed:
+                self.relayed_throttle.succeeded()
+            else:
+                self.limiter.succeeded(source)
             self._consecutive_failures = 0
             method = "permanent" if permanent_ok else "one-time"
             _log.info(
                 "Login from {source} with the {method} password",
                 source=source_key(source),
                 method=method,
+                relayed=relayed,
             )
             return LoginResult(True, "", method)
-        self.limiter.failed(source)
+        if relayed:
+            self.relayed_throttle.failed()
+        else:
+            self.limiter.failed(source)
         self._consecutive_failures += 1
         _log.info(
             "Wrong password from {source} ({consecutive} in a row)",
             source=source_key(source),
             consecutive=self._consecutive_failures,
+            relayed=relayed,
         )
         if self._one_time is not None and self._consecutive_failures >= self.rotate_after:
             self._consecutive_failures = 0
