@@ -186,6 +186,15 @@ class Options(usage.Options):
             nonneg_int,
         ],
         [
+            "request-rate-per-ip",
+            None,
+            "2",
+            "Punch/relay requests per second accepted from one source IP on the "
+            "rendezvous TCP port, bursts of ten times that (0 = unlimited). Each makes a "
+            "host act; a viewer needs at most 6 per connection attempt.",
+            nonneg_int,
+        ],
+        [
             "udp-rcvbuf",
             "M",
             "0",
@@ -322,7 +331,16 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         store=store,
         rendezvous_servers=parse_relay_list(config["rendezvous-servers"]),
         always_use_relay=bool(config["always-use-relay"]),
+        request_guard=FloodGuard(
+            float(config["request-rate-per-ip"]), 10.0 * float(config["request-rate-per-ip"])
+        ),
     )
+    if not config["no-relay"]:
+        # Viewers may name this process's own relay (clients derive host:port+1).
+        def own_relay(port: Any) -> None:
+            server.own_relay_port = int(port.getHost().port)
+
+        relay.when_listening().addCallback(own_relay)
     top.server = server  # type: ignore[attr-defined]  # for tests and the status page
 
     guard = FloodGuard(float(config["udp-rate-per-ip"]))

@@ -183,14 +183,29 @@ class ConfigUpdateTests(RendezvousTestBase):
     )
 
     @inlineCallbacks
-    def test_config_update_sent_to_older_serial(self) -> Any:
-        """A client with serial 3 gets ConfigUpdate with the server serial and list (9)."""
+    def test_config_update_not_sent_by_udp_when_larger(self) -> Any:
+        """A client with serial 3 gets no ConfigUpdate by UDP: it is larger than the request.
+
+        hbbs sends it (an amplifier: 5 bytes in, 399 out with 12 servers); it reaches
+        clients in the TCP TestNatResponse instead (the next test).
+        """
         host = self.udp("127.0.0.2")
         host.send(REGISTER_PEER, self.udp_port)
         first, _ = yield host.recv()
-        second, _ = yield host.recv()
         self.assertEqual(first.hex(), "3a021001")
-        self.assertEqual(second[:1], b"\x72")
+        quiet = yield host.nothing_within(0.3)
+        self.assertTrue(quiet)
+        self.assertEqual(self.svc.server.counters["udp_reply_too_large"], 1)
+
+    @inlineCallbacks
+    def test_config_update_sent_when_it_fits(self) -> Any:
+        """A RegisterPeer at least as large as the ConfigUpdate still gets it by UDP."""
+        host = self.udp("127.0.0.2")
+        padded = rz.RendezvousMessage(register_peer=rz.RegisterPeer(id="x" * 60, serial=3))
+        host.send(padded.SerializeToString(), self.udp_port)
+        yield host.recv()
+        second, _ = yield host.recv()
+        self.assertLessEqual(len(second), len(padded.SerializeToString()))
         msg = rz.RendezvousMessage()
         msg.ParseFromString(second)
         self.assertEqual(msg.configure_update.serial, 7)

@@ -103,6 +103,7 @@ class _FramedRendezvousProtocol(Protocol):
 
     def __init__(self) -> None:
         self.addr: Address = ("0.0.0.0", 0)
+        self.local: Address = ("0.0.0.0", 0)
         self._decoder: FrameDecoder | None = None
         self._closing = False
         self._timer: IDelayedCall | None = None
@@ -118,6 +119,7 @@ class _FramedRendezvousProtocol(Protocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.addr = peer_address(self.transport.getPeer())
+        self.local = peer_address(self.transport.getHost())
         self._decoder = FrameDecoder(self.factory.max_frame)
         if not self.factory.connection_opened(self):
             self._log.warn(

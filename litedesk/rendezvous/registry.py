@@ -27,6 +27,14 @@ REG_PK_WINDOW = 6.0
 REG_PK_COUNT = 2
 MIN_ID_LENGTH = 6
 MAX_ID_LENGTH = 100  # the SQLite column is VARCHAR(100)
+#: After a heartbeat from a new port on the same IP, pushes also go to the
+#: previous port as long as its last heartbeat would still count as online.
+#: A RegisterPeer is unauthenticated, so anyone behind the host's public IP
+#: (carrier-grade NAT, a shared office) can move a host's address with one
+#: datagram, as in hbbs; pushing to both keeps the real host reachable while
+#: a legitimate port change (NAT rebinding) costs one extra datagram to a
+#: dead port for a while.  Hosts drop the duplicate a double push can cause.
+PREV_ADDR_WINDOW = REG_TIMEOUT
 
 Result = rz.RegisterPkResponse.Result
 
@@ -44,6 +52,8 @@ class Peer:
         "last_reg",
         "reg_pk_count",
         "reg_pk_time",
+        "prev_addr",
+        "prev_reg",
     )
 
     def __init__(
@@ -64,6 +74,8 @@ class Peer:
         self.last_reg: float | None = None
         self.reg_pk_count = 0
         self.reg_pk_time = float("-inf")
+        self.prev_addr: Address | None = None  # the port this IP used before (see PREV_ADDR_WINDOW)
+        self.prev_reg = float("-inf")
 
     def online(self, now: float) -> bool:
         return self.last_reg is not None and now - self.last_reg < REG_TIMEOUT
@@ -149,6 +161,13 @@ class Registry:
             ip_change = ip != peer.addr[0] and not _is_loopback(ip)
             request_pk = not peer.pk or ip_change
             if not request_pk:
+                if (
+                    source != peer.addr
+                    and peer.last_reg is not None
+                    and now - peer.last_reg < PREV_ADDR_WINDOW
+                ):
+                    # A host and whoever spoofs it alternate: both get pushes.
+                    peer.prev_addr, peer.prev_reg = peer.addr, peer.last_reg
                 peer.addr = source
                 peer.last_reg = now
         return RegisterPeerOutcome(request_pk, self.server_serial > serial)
@@ -217,6 +236,16 @@ class Registry:
         if not peer.online(now) or peer.addr is None:
             return PunchTarget.OFFLINE, peer
         return PunchTarget.ONLINE, peer
+
+    def push_addresses(self, peer: Peer, now: float) -> list[Address]:
+        """Where a push for C{peer} goes: its address, and its previous port while fresh."""
+        if peer.addr is None:
+            return []
+        out = [peer.addr]
+        prev = peer.prev_addr
+        if prev is not None and prev != peer.addr and now - peer.prev_reg < PREV_ADDR_WINDOW:
+            out.append(prev)
+        return out
 
     def relay_target(self, peer_id: str) -> Peer | None:
         """hbbs forwards C{RequestRelay} to any id it holds in memory, online or not."""
