@@ -1,4 +1,4 @@
-"""Bandwidth limits as hbbr 1.1.17 applies them, without any I/O.
+"""Bandwidth limits as hbbr 1.1.17 applies them, and the early-data budget, without any I/O.
 
 hbbr gives every pair one limiter shared by both directions (C{SINGLE_BANDWIDTH})
 and all pairs one global limiter (C{TOTAL_BANDWIDTH}).  A pair is throttled to
@@ -16,9 +16,13 @@ rather than refusing, because a chunk that has been read is always forwarded.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 BYTES_PER_MBIT = 1024 * 1024 // 8
+
+H = TypeVar("H", bound=Hashable)
 
 # A bucket holds at most this many seconds' worth of tokens (and at least
 # MIN_BURST bytes), so a quiet pair cannot burst far above its rate.
@@ -138,3 +142,85 @@ class PairLimiter:
         a = self.bucket.consume(nbytes, now)
         b = self.total.consume(nbytes, now)
         return a if a > b else b
+
+
+class EarlyBudget(Generic[H]):
+    """The process-wide allowance of early bytes that unpaired legs may hold.
+
+    A leg that has not been paired yet holds what its peer sent before the
+    partner arrived (and, before that, its first frame).  Each leg may always
+    hold a small reserve; beyond that it asks here for grants of a few KiB at
+    a time.  Grants never exceed C{limit} in total, so the relay's memory for
+    early data is at most C{limit} plus one reserve per unpaired leg, however
+    many legs there are.  A leg whose request cannot be granted waits in a
+    queue (its reader paused: the bytes stay in the kernel, nothing is lost)
+    and is granted, in the order it asked, when another leg gives its grants
+    back (paired or closed).
+
+    @ivar limit: bytes that may be granted at once; 0 means no limit.
+    @ivar granted: bytes granted now.
+    @ivar exhausted: how many requests had to wait so far.
+    """
+
+    __slots__ = ("limit", "granted", "exhausted", "_queue")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.granted = 0
+        self.exhausted = 0
+        # Insertion-ordered: the wait queue, with O(1) removal of a leg that
+        # is paired or closed while it waits.
+        self._queue: dict[H, int] = {}
+
+    def request(self, leg: H, n: int) -> int:
+        """Grant up to C{n} more bytes to C{leg} now, or queue the request.
+
+        A request larger than the whole budget is cut to the budget (it could
+        never be granted otherwise).  A leg that is already queued stays in
+        its place: it never jumps ahead of legs that asked earlier, and
+        neither does a new request while others wait.
+
+        @return: the bytes granted, 0 if the request was queued.
+        """
+        if self.limit:
+            n = min(n, self.limit)
+        if leg in self._queue:
+            return 0
+        if not self._queue and self._fits(n):
+            self.granted += n
+            return n
+        self._queue[leg] = n
+        self.exhausted += 1
+        return 0
+
+    def release(self, leg: H, n: int) -> list[tuple[H, int]]:
+        """C{leg} gives back C{n} granted bytes and leaves the queue.
+
+        @return: the queued legs granted now, in the order they asked, each
+            with the bytes it was granted.
+        """
+        self._queue.pop(leg, None)
+        self.granted -= n
+        if self.granted < 0:
+            raise ValueError("released more than was granted")
+        woken: list[tuple[H, int]] = []
+        while self._queue:
+            head = next(iter(self._queue))
+            want = self._queue[head]
+            if not self._fits(want):
+                break
+            del self._queue[head]
+            self.granted += want
+            woken.append((head, want))
+        return woken
+
+    def _fits(self, n: int) -> bool:
+        return not self.limit or self.granted + n <= self.limit
+
+    @property
+    def waiting(self) -> int:
+        """Legs paused until the budget frees."""
+        return len(self._queue)
+
+    def is_waiting(self, leg: H) -> bool:
+        return leg in self._queue

@@ -15,8 +15,19 @@ closed without a reply, and the reason is logged.
 Backpressure: each leg is registered as a streaming producer on its partner's
 transport, so a partner whose write buffer passes C{bufferSize} pauses the
 leg's reading, and TCP flow control carries the stall back to the sender.
-A leg pauses for three independent reasons (partner's buffer full, bandwidth
-limit, early-byte buffer full while waiting) and reads only when none holds.
+A leg pauses for four independent reasons (partner's buffer full, bandwidth
+limit, its own early-byte buffer full while waiting, the process-wide
+early-data budget spent) and reads only when none holds.
+
+Early data: until it is paired a leg reads in small pieces and holds at most
+C{early_buffer} bytes (its first frame, then what its peer sends before the
+partner arrives).  Every leg may hold a small reserve, enough for a first frame
+and a TLS ClientHello; beyond it, it draws grants from one L{EarlyBudget} for
+the whole process, so memory for early data stays bounded however many legs
+wait.  A leg that gets no grant stops reading (its bytes stay in the kernel,
+nothing is dropped) and is resumed, in the order the legs asked, when another
+leg's grants come back (paired or closed) or when its own partner arrives.
+Paired legs read C{read_size} bytes at a time.
 
 When one leg ends, the other stops reading, flushes what it already holds
 and closes; if that flush does not finish within the drain deadline it is
@@ -41,7 +52,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from litedesk.relay.limiter import BandwidthSettings, PairLimiter, TokenBucket, mbps_to_bytes
+from litedesk.relay.limiter import (
+    BandwidthSettings,
+    EarlyBudget,
+    PairLimiter,
+    TokenBucket,
+    mbps_to_bytes,
+)
 from litedesk.relay.table import (
     Conn,
     ConnectionLimits,
@@ -123,6 +140,13 @@ _LATE_ATTRS = (
 _PAUSE_CONSUMER = 1
 _PAUSE_LIMIT = 2
 _PAUSE_WAIT = 4
+_PAUSE_BUDGET = 8
+
+# A leg in its first frame may hold the frame and its length header.
+_MAX_HEADER = 4
+# At most one "early-data budget exhausted" warning per this many seconds: a
+# flood would otherwise write one line per paused connection.
+EXHAUSTED_LOG_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +157,16 @@ class RelaySettings:
         leg pauses its partner; the relay holds at most about twice this per
         direction.
     @ivar early_buffer: bytes kept from a waiting connection before it is
-        paused until its partner arrives.
+        paused until its partner arrives (RustDesk and LiteDesk peers send at
+        most a TLS ClientHello or a few messages before that).
+    @ivar early_budget: early bytes all unpaired legs together may hold beyond
+        their reserves; a leg that would exceed it is paused until it frees
+        (0: no limit).
+    @ivar early_reserve: early bytes every unpaired leg may hold whatever the
+        budget: its first frame and a ClientHello get through a flood.
+    @ivar unpaired_read: bytes per C{recv} until a leg is paired (also the
+        size of each grant from the budget); small so that a waiting leg never
+        allocates a C{read_size} buffer.
     @ivar max_first_frame: largest first-frame payload accepted.
     @ivar fast_write: send straight to the socket when its buffer is empty
         instead of waiting a reactor turn.
@@ -155,7 +188,10 @@ class RelaySettings:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     bandwidth: BandwidthSettings = field(default_factory=BandwidthSettings)
     read_size: int = 256 * 1024
-    early_buffer: int = 256 * 1024
+    early_buffer: int = 64 * 1024
+    early_budget: int = 16 * 1024 * 1024
+    early_reserve: int = 4 * 1024
+    unpaired_read: int = 16 * 1024
     max_first_frame: int = 64 * 1024
     fast_write: bool = True
     read_mode: str = "auto"
@@ -196,6 +232,7 @@ class RelayProtocol(Protocol):
         "_aborted",
         "_bulk",
         "_mode",
+        "_credit",
         "reason",
     )
 
@@ -217,6 +254,9 @@ class RelayProtocol(Protocol):
         self._aborted = False
         self._bulk = False
         self._mode = 0
+        # Early bytes this leg may hold until it is paired: the reserve plus
+        # what the budget granted; 0 once paired or closed.
+        self._credit = relay.early_reserve
         self.reason = ""
 
     @property
@@ -236,7 +276,9 @@ class RelayProtocol(Protocol):
             # later, always in this order: CPython then keeps the instance
             # dicts in their compact shared-key form (about 0.8 KiB less each).
             # (Reading t.__dict__ would itself allocate a dict per transport.)
-            t.bufferSize = self._relay.settings.read_size
+            # Small reads until paired (see _fit_unpaired_read); the pairing
+            # sets read_size.
+            t.bufferSize = min(self._relay.settings.unpaired_read, self._credit)
             for name in _LATE_ATTRS:
                 setattr(t, name, getattr(t, name))
             try:
@@ -258,12 +300,9 @@ class RelayProtocol(Protocol):
         if conn.phase is Phase.HANDSHAKE:
             self._handshake(data)
         elif conn.phase is Phase.WAITING:
-            if self._buf is None:
-                self._buf = bytearray(data)
-            else:
-                self._buf += data
-            if len(self._buf) >= self._relay.settings.early_buffer:
-                self._pause(_PAUSE_WAIT)
+            self._keep_early(data)
+        if self._partner is None and not self._aborted:
+            self._account_early()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._resume_call is not None and self._resume_call.active():
@@ -319,6 +358,50 @@ class RelayProtocol(Protocol):
         data = bytes(self._buf) if self._buf else b""
         self._buf = None
         return data
+
+    # -- early data (unpaired legs) ---------------------------------------------
+
+    def _keep_early(self, data: bytes) -> None:
+        if self._buf is None:
+            self._buf = bytearray(data)
+        else:
+            self._buf += data
+
+    def held(self) -> int:
+        """Early bytes (first frame included) this leg holds now."""
+        return len(self._buf) if self._buf is not None else 0
+
+    def _account_early(self) -> None:
+        """After a read while unpaired: ask for more room, or stop reading."""
+        held = self.held()
+        relay = self._relay
+        conn = self.conn
+        cap = relay.early_cap(conn.phase if conn is not None else Phase.WAITING)
+        while held >= self._credit:
+            if self._credit >= cap:
+                self._pause(_PAUSE_WAIT)
+                return
+            want = min(relay.settings.unpaired_read, cap - self._credit)
+            granted = relay.early_request(self, want)
+            if not granted:
+                self._pause(_PAUSE_BUDGET)
+                return
+            self._credit += granted
+        self._fit_unpaired_read(held)
+
+    def _fit_unpaired_read(self, held: int) -> None:
+        """Never read more than this leg may still hold (one C{recv} is one allocation)."""
+        t = self._tcp
+        room = self._credit - held
+        if t is not None and room > 0:
+            t.bufferSize = min(self._relay.settings.unpaired_read, room)
+
+    def _granted(self, n: int) -> None:
+        """The budget granted a queued request: read again."""
+        self._credit += n
+        self._unpause(_PAUSE_BUDGET)
+        if not self._paused:
+            self._account_early()
 
     # -- data path --------------------------------------------------------
 
@@ -618,7 +701,15 @@ class RelayServerTransport(tcp.Server):
 
 @dataclass(frozen=True)
 class RelayStats:
-    """Live counters."""
+    """Live counters.
+
+    @ivar early_bytes: bytes held now by legs not yet paired (first frames
+        and early data).
+    @ivar early_granted: bytes of the early-data budget granted now.
+    @ivar early_budget: the budget (0: no limit).
+    @ivar early_paused: legs not reading until the budget frees.
+    @ivar early_exhausted: times a leg had to wait for the budget, so far.
+    """
 
     connections: int
     handshaking: int
@@ -626,6 +717,11 @@ class RelayStats:
     active_pairs: int
     pairs_finished: int
     bytes_relayed: int
+    early_bytes: int = 0
+    early_granted: int = 0
+    early_budget: int = 0
+    early_paused: int = 0
+    early_exhausted: int = 0
 
 
 class Relay:
@@ -650,6 +746,11 @@ class Relay:
         self.blacklist: frozenset[str] = frozenset()
         b = settings.bandwidth
         self._limits_active = bool(b.single_bandwidth or b.total_bandwidth or b.limit_speed)
+        self.early: EarlyBudget[RelayProtocol] = EarlyBudget(settings.early_budget)
+        self.early_reserve = min(settings.early_reserve, settings.early_buffer)
+        self._handshake_cap = max(settings.early_buffer, settings.max_first_frame + _MAX_HEADER)
+        self._exhausted_logged = float("-inf")
+        self._exhausted_unlogged = 0
 
     # -- accept -----------------------------------------------------------
 
@@ -685,11 +786,15 @@ class Relay:
         pair = self.table.first_frame(conn, uuid)
         if pair is None:
             if rest:
-                proto.dataReceived(rest)
+                proto._keep_early(rest)
             return
         a, b = pair.a.handle, pair.b.handle
         a._attach(b, pair, True)
         b._attach(a, pair, False)
+        read_size = self.settings.read_size
+        for leg in (a, b):
+            if leg._tcp is not None:
+                leg._tcp.bufferSize = read_size
         a._use_read_mode(b)
         b._use_read_mode(a)
         ta, tb = a.transport, b.transport
@@ -717,7 +822,56 @@ class Relay:
             a._forward(early, b)
         if rest:
             b._forward(rest, a)
-        a._unpause(_PAUSE_WAIT)
+        # Both legs' grants go back to the budget only now that the early
+        # bytes have left the buffer.
+        self._early_done(a)
+        self._early_done(b)
+        a._unpause(_PAUSE_WAIT | _PAUSE_BUDGET)
+        b._unpause(_PAUSE_WAIT | _PAUSE_BUDGET)
+
+    # -- early data -------------------------------------------------------
+
+    def early_cap(self, phase: Phase) -> int:
+        """Most early bytes one leg may hold in C{phase} (its whole first frame fits)."""
+        return self._handshake_cap if phase is Phase.HANDSHAKE else self.settings.early_buffer
+
+    def early_request(self, proto: RelayProtocol, n: int) -> int:
+        """Grant C{proto} up to C{n} more early bytes, or queue it (0) and say so."""
+        granted = self.early.request(proto, n)
+        if not granted:
+            self._exhausted(proto)
+        return granted
+
+    def _exhausted(self, proto: RelayProtocol) -> None:
+        now = self.seconds()
+        if now - self._exhausted_logged < EXHAUSTED_LOG_INTERVAL:
+            self._exhausted_unlogged += 1
+            return
+        self._log.warn(
+            "relay early-data budget of {limit} bytes exhausted: {peer} and {others} other "
+            "waiting connections stop reading until it frees (their bytes stay in the "
+            "kernel); {suppressed} more pauses since the last warning",
+            limit=self.early.limit,
+            peer=proto.peer,
+            others=self.early.waiting - 1,
+            granted=self.early.granted,
+            suppressed=self._exhausted_unlogged,
+            relay_event="early_budget_exhausted",
+        )
+        self._exhausted_logged = now
+        self._exhausted_unlogged = 0
+
+    def _early_done(self, proto: RelayProtocol) -> None:
+        """C{proto} was paired or is gone: its grants go to the legs waiting for them."""
+        credit = proto._credit
+        if not credit:
+            return
+        proto._credit = 0
+        extra = credit - self.early_reserve
+        if extra <= 0 and not self.early.is_waiting(proto):
+            return
+        for leg, n in self.early.release(proto, max(extra, 0)):
+            leg._granted(n)
 
     def _fit_reads(self, pair: Pair[RelayProtocol], lim: PairLimiter) -> None:
         """Read in pieces of about 50 ms at the pair's rate, so a limit is smooth."""
@@ -781,6 +935,7 @@ class Relay:
         self.lost(proto, reason)
 
     def lost(self, proto: RelayProtocol, reason: str) -> None:
+        self._early_done(proto)
         conn = proto.conn
         if conn is None:
             return
@@ -846,6 +1001,11 @@ class Relay:
             active_pairs=len(t.pairs),
             pairs_finished=t.pairs_finished,
             bytes_relayed=t.bytes_relayed(),
+            early_bytes=sum(c.handle.held() for c in t.unpaired_conns()),
+            early_granted=self.early.granted,
+            early_budget=self.early.limit,
+            early_paused=self.early.waiting,
+            early_exhausted=self.early.exhausted,
         )
 
     def max_buffered(self) -> int:

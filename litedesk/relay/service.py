@@ -92,6 +92,17 @@ _OTHER: list[tuple[str, float, str]] = [
     ("relay-drain-timeout", 30.0, "seconds to flush to one side after the other ended"),
     ("relay-read-size", 256 * 1024, "bytes per read and per-direction buffer before pausing"),
     ("relay-max-first-frame", 64 * 1024, "largest RequestRelay frame accepted, bytes"),
+    (
+        "relay-early-buffer",
+        64 * 1024,
+        "bytes kept from a connection before its partner arrives; then it stops reading",
+    ),
+    (
+        "relay-early-budget",
+        16 * 1024 * 1024,
+        "bytes all waiting connections together may keep; beyond it they stop reading "
+        "until it frees; 0 = unlimited",
+    ),
 ]
 
 RELAY_OPT_PARAMETERS: list[list[Any]] = [
@@ -147,10 +158,16 @@ def relay_settings_from_options(
     other: dict[str, float] = {}
     for name, default, _ in _OTHER:
         raw = config.get(name)
-        integer = name.startswith("max") or name in ("relay-read-size",)
+        integer = name.startswith("max") or name in (
+            "relay-read-size",
+            "relay-early-buffer",
+            "relay-early-budget",
+        )
         other[name] = default if raw is None else _number(name, raw, integer)
     if other["relay-read-size"] < 4096:
         raise UsageError("--relay-read-size: at least 4096")
+    if other["relay-early-buffer"] < 1024:
+        raise UsageError("--relay-early-buffer: at least 1024")
     mode = str(config.get("relay-read-mode") or "auto")
     if mode not in READ_MODES:
         raise UsageError(f"--relay-read-mode: one of {', '.join(READ_MODES)}, not {mode!r}")
@@ -173,7 +190,8 @@ def relay_settings_from_options(
             downgrade_start_check=bw["downgrade-start-check"],
         ),
         read_size=int(other["relay-read-size"]),
-        early_buffer=int(other["relay-read-size"]),
+        early_buffer=int(other["relay-early-buffer"]),
+        early_budget=int(other["relay-early-budget"]),
         max_first_frame=int(other["relay-max-first-frame"]),
         fast_write=not config.get("relay-no-fast-write"),
         read_mode=mode,

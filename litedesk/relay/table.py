@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -325,6 +325,11 @@ class PairingTable(Generic[H]):
         for pair in self.pairs:
             out.extend(c for c in (pair.a, pair.b) if c.ip in wanted and c.phase is Phase.PAIRED)
         return out
+
+    def unpaired_conns(self) -> Iterator[Conn[H]]:
+        """Connections still handshaking or waiting for their partner."""
+        yield from self._handshaking
+        yield from self.waiting.values()
 
     @property
     def waiting_count(self) -> int:
