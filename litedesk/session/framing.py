@@ -13,6 +13,21 @@ closes the connection with a logged reason, and nothing after it in the
 stream is delivered.  Unknown fields and oneof members (newer RustDesk peers)
 are not garbage: they parse, and C{WhichOneof("union")} is None for a member
 LiteDesk does not declare.
+
+A closed session is closed, whatever the peer does:
+
+- before the TLS handshake has completed, L{MessageProtocol.close} aborts the
+  connection and sends nothing: Twisted's C{TLSMemoryBIOProtocol} with
+  application data queued before the handshake neither sends it nor closes
+  on C{loseConnection}, so a "graceful" close of a peer that never finishes
+  the handshake would hold its socket for ever;
+- L{MessageProtocol.handshake_timeout} is an absolute deadline from the
+  connection to the end of the handshake (handshake bytes never reach the
+  protocol, so the idle timer cannot see a byte-a-second handshake either
+  way);
+- after any close, a peer that does not read what is still queued (the TLS
+  close alert, a last message) is aborted L{MessageProtocol.abort_timeout}
+  seconds later.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -71,27 +86,76 @@ class MessageProtocol(Protocol):
     @ivar idle_timeout: seconds without any received byte after which the
         connection is closed with reason C{"Timeout"}; None (the default)
         for no timeout.
-    @ivar clock: schedules the idle timeout; the global reactor by default.
+    @ivar handshake_timeout: over TLS, seconds from the connection until
+        the handshake must have completed, however busy the peer keeps it;
+        None (the default) for no deadline.
+    @ivar abort_timeout: seconds after L{close} after which a connection
+        that is still open (its peer does not read the data still queued)
+        is aborted.
+    @ivar clock: schedules the timeouts; the global reactor by default.
+
+    Over TLS the protocol must learn of the handshake's end: subclasses that
+    implement C{IHandshakeListener.handshakeCompleted} call this class's
+    L{handshakeCompleted} too.  (Application data arriving also proves it.)
     """
 
     max_frame_length: int = MAX_FRAME_LENGTH
     idle_timeout: float | None = None
+    handshake_timeout: float | None = None
+    abort_timeout: float = 5.0
     clock: IReactorTime | None = None
 
     _log = Logger()
     _decoder: FrameDecoder | None = None
     _closing = False
     _idle_call: Any = None
+    _handshake_call: Any = None
+    _abort_call: Any = None
+    # True while a TLS transport has not completed its handshake: only then
+    # does close() abort instead of closing gracefully.
+    _handshake_pending = False
 
     def connectionMade(self) -> None:
         self._decoder = FrameDecoder(self.max_frame_length)
+        self._handshake_pending = _is_tls(self.transport)
+        if self._handshake_pending and self.handshake_timeout is not None:
+            self._handshake_call = self._time_source().callLater(
+                self.handshake_timeout, self._handshake_timed_out
+            )
         self._arm_idle_timer()
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake completed; from now on a close is graceful."""
+        self._tls_established()
+
+    def _tls_established(self) -> None:
+        self._handshake_pending = False
+        self._cancel_call("_handshake_call")
+
+    @property
+    def handshake_pending(self) -> bool:
+        """Over TLS, the handshake has not completed yet."""
+        return self._handshake_pending
+
+    def set_max_frame_length(self, limit: int) -> None:
+        """Change the frame limit, also for a frame already announced.
+
+        For example from a small limit before login to L{MAX_FRAME_LENGTH}
+        after it.
+        """
+        self.max_frame_length = limit
+        if self._decoder is not None:
+            self._decoder.max_length = limit
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             # After close() nothing more is delivered: a peer must not get a
             # message handled after it was told to go away.
             return
+        if self._handshake_pending:
+            # TLS delivers application data only after its handshake (and a
+            # subclass's handshakeCompleted must not run twice).
+            self._tls_established()
         self._arm_idle_timer()
         decoder = self._decoder
         if decoder is None:
@@ -147,8 +211,6 @@ class MessageProtocol(Protocol):
         """
         if self._closing:
             return
-        self._closing = True
-        self._cancel_idle_timer()
         peer = self.transport.getPeer() if self.transport is not None else None
         self._log.warn(
             "Closing session with {peer}: {reason}",
@@ -156,12 +218,68 @@ class MessageProtocol(Protocol):
             reason=reason,
             **fields,
         )
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._shut(abort=self._handshake_pending)
+
+    def abort(self) -> None:
+        """Stop delivering messages and drop the connection at once, sending
+        nothing and logging nothing (for refusals the caller logs itself,
+        rate-limited, so that a flood does not flood the log)."""
+        if self._closing:
+            return
+        self._shut(abort=True)
+
+    def _shut(self, abort: bool) -> None:
+        self._closing = True
+        self._cancel_idle_timer()
+        self._cancel_call("_handshake_call")
+        transport = self.transport
+        if transport is None:
+            return
+        if abort:
+            _abort(transport)
+            return
+        # A graceful close still has to send what is queued and the TLS close
+        # alert; a peer that never reads would keep the socket open for as
+        # long as it likes, so it gets abort_timeout seconds.
+        self._abort_call = self._time_source().callLater(self.abort_timeout, self._hard_abort)
+        transport.loseConnection()
+
+    def _hard_abort(self) -> None:
+        self._abort_call = None
+        if self.transport is None:
+            return
+        self._log.info(
+            "Aborting session with {peer}: still open {abort_timeout} s after closing",
+            peer=str(self.transport.getPeer()),
+            abort_timeout=self.abort_timeout,
+        )
+        _abort(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
         self._cancel_idle_timer()
+        self._cancel_call("_handshake_call")
+        self._cancel_call("_abort_call")
+
+    def _time_source(self) -> IReactorTime:
+        clock = self.clock
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        assert clock is not None
+        return clock
+
+    def _cancel_call(self, name: str) -> None:
+        call = getattr(self, name)
+        if call is not None and call.active():
+            call.cancel()
+        setattr(self, name, None)
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_call = None
+        if self._handshake_pending:
+            self.close("TLS handshake not completed", handshake_timeout=self.handshake_timeout)
 
     def _arm_idle_timer(self) -> None:
         if self.idle_timeout is None:
@@ -169,18 +287,10 @@ class MessageProtocol(Protocol):
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.reset(self.idle_timeout)
             return
-        clock = self.clock
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor
-        assert clock is not None
-        self._idle_call = clock.callLater(self.idle_timeout, self._idle_timed_out)
+        self._idle_call = self._time_source().callLater(self.idle_timeout, self._idle_timed_out)
 
     def _cancel_idle_timer(self) -> None:
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None
+        self._cancel_call("_idle_call")
 
     def _idle_timed_out(self) -> None:
         self._idle_call = None
@@ -193,3 +303,28 @@ class MessageProtocol(Protocol):
         C{Misc{close_reason: "Timeout"}}).
         """
         self.close("Timeout", idle_timeout=self.idle_timeout)
+
+
+def _is_tls(transport: ITransport | None) -> bool:
+    """Whether C{transport} is a TLS layer that has a handshake to complete.
+
+    Twisted's C{TLSMemoryBIOProtocol} hands its C{SSL.Connection} out through
+    C{getHandle}; a plain TCP transport hands out a socket.
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    if get_handle is None:
+        return False
+    from OpenSSL import SSL
+
+    try:
+        return isinstance(get_handle(), SSL.Connection)
+    except Exception:
+        return False
+
+
+def _abort(transport: ITransport) -> None:
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()

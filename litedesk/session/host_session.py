@@ -7,6 +7,15 @@ with a C{LoginRequest} whose password is SHA256(SHA256(pw||salt)||challenge)
 C{LoginResponse{peer_info}} and streams C{VideoFrame}s, C{CursorPosition}s
 and clipboard changes; it applies C{MouseEvent}/C{KeyEvent}s and answers
 C{TestDelay} pings.  Nothing is accepted before the login succeeds.
+
+Before the login the peer is anyone who can open a TCP connection, so what
+it can make the host hold is bounded (issue 9): frames of at most
+L{PRELOGIN_MAX_FRAME} bytes (L{MAX_FRAME_LENGTH} once logged in), a TLS
+handshake within L{HANDSHAKE_TIMEOUT} seconds, a login within
+L{LOGIN_TIMEOUT}, C{TestDelay} echoes only as fresh messages with the known
+fields and only while little is queued for the peer (a peer that never
+reads is closed once L{PRELOGIN_MAX_BACKLOG} bytes wait for it), and the
+number of such sessions per source and in total (L{HostContext.admission}).
 """
 
 from __future__ import annotations
@@ -28,9 +37,11 @@ from zope.interface import implementer
 from litedesk.input.keys import KeyInput
 from litedesk.input.mouse import MouseInput
 from litedesk.proto import message_pb2 as pb
+from litedesk.screen.backpressure import transport_buffered
 from litedesk.screen.cursor import CursorShape, shape_colors
 from litedesk.screen.encode import EncodedFrame
-from litedesk.session.framing import MessageProtocol
+from litedesk.session.admission import Admission
+from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.input_messages import key_from_proto, mouse_from_proto
 from litedesk.session.login import LoginVerifier
 
@@ -39,6 +50,18 @@ SESSION_IDLE_TIMEOUT = 30.0  # RustDesk hosts close a session silent for 30 s
 TEST_DELAY_INTERVAL = 1.0
 LOGIN_TIMEOUT = 30.0
 MAX_CLIPBOARD = 1 << 20
+# A TLS handshake takes a few round trips; 10 s covers slow links, and the
+# deadline is absolute, so trickling bytes cannot stretch it.
+HANDSHAKE_TIMEOUT = 10.0
+# The largest message before login is a LoginRequest (a few hundred bytes,
+# RustDesk's with all options well under 4 KiB); 64 KiB leaves ample room.
+PRELOGIN_MAX_FRAME = 64 * 1024
+# Before login the host only replies to what it reads (Hash, TestDelay,
+# LoginResponse): with more than this queued the peer is not reading...
+PRELOGIN_QUIET_BACKLOG = 16 * 1024
+# ...and with this much it is closed (it can make the host queue at most
+# about this much plus one reply).
+PRELOGIN_MAX_BACKLOG = 64 * 1024
 
 _CODEC_FIELD = {"h264": "h264s", "vp9": "vp9s", "h265": "h265s", "vp8": "vp8s", "av1": "av1s"}
 
@@ -100,6 +123,13 @@ class HostContext:
     read_clipboard: Callable[[], Any] | None = None
     cursor_position: tuple[int, int] | None = None
     cursor_shape: CursorShape | None = None
+    # Unauthenticated sessions per source and in total; one with the default
+    # limits is made when none is given, so no session path goes unbounded.
+    admission: Admission | None = None
+
+    def __post_init__(self) -> None:
+        if self.admission is None:
+            self.admission = Admission(self.clock)
 
     def cursor_moved(self, x: int, y: int) -> None:
         self.cursor_position = (x, y)
@@ -140,16 +170,33 @@ def pick_codec(option: pb.OptionMessage, default: str) -> str:
 
 @implementer(IHandshakeListener)
 class HostSession(MessageProtocol):
-    """One viewer's session on this host."""
+    """One viewer's session on this host.
+
+    @ivar relayed: the session runs over a relay leg the host opened (its
+        peer address is the relay's, shared by every relayed viewer).
+    @ivar state: C{"handshake"}, C{"login"}, C{"active"}, C{"refused"} or
+        C{"closed"}; leaving the first two ends the session's unauthenticated
+        accounting (L{HostContext.admission}).
+    """
 
     _log = Logger()
     idle_timeout = SESSION_IDLE_TIMEOUT
+    handshake_timeout: float | None = HANDSHAKE_TIMEOUT
+    max_frame_length = PRELOGIN_MAX_FRAME
+    _state = "handshake"
 
-    def __init__(self, ctx: HostContext, default_codec: str = "h264", direct: bool = False) -> None:
+    def __init__(
+        self,
+        ctx: HostContext,
+        default_codec: str = "h264",
+        direct: bool = False,
+        relayed: bool = False,
+    ) -> None:
         self.ctx = ctx
         # Direct (--listen) viewers name the host by the address they dialled,
         # as RustDesk's direct IP access does, not by its id.
         self.direct = direct
+        self.relayed = relayed
         self.clock = ctx.clock
         self.default_codec = default_codec
         self.state = "handshake"
@@ -166,14 +213,39 @@ class HostSession(MessageProtocol):
         self._rtts: list[int] = []
         self._started = ctx.clock.seconds()
 
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        # Hooked here rather than in _login so that every way out of the
+        # unauthenticated states (login, refusal, close) is covered at once.
+        self._state = value
+        if value == "active":
+            # Logged in: video, clipboard and file messages may be large.
+            self.set_max_frame_length(MAX_FRAME_LENGTH)
+        if value not in ("handshake", "login") and self.ctx.admission is not None:
+            self.ctx.admission.leave(self)
+
     # -- connection --------------------------------------------------------
 
     def connectionMade(self) -> None:
         super().connectionMade()
         assert self.transport is not None
         self.peer = str(getattr(self.transport.getPeer(), "host", "?"))
+        admission = self.ctx.admission
+        if admission is not None and not admission.admit(self, self.peer, shared=self.relayed):
+            # Refused before anything was read or sent; the admission logs it
+            # (rate-limited), so no per-connection line here.
+            self.abort()
+
+    def evict(self, reason: str) -> None:
+        """Called by the admission to make room: drop at once, send nothing."""
+        self.abort()
 
     def handshakeCompleted(self) -> None:
+        super().handshakeCompleted()
         if self.closing:
             return
         challenge = self.ctx.verifier.new_challenge()
@@ -229,8 +301,24 @@ class HostSession(MessageProtocol):
         self.state = "closed"
 
     def timed_out(self) -> None:
-        self._misc_close("Timeout")
+        if not self.handshake_pending:
+            # Before the handshake there is no one to tell (and anything
+            # queued there would only wait for a handshake that never comes).
+            self._misc_close("Timeout")
         self.close("Timeout", idle_timeout=self.idle_timeout)
+
+    def _backlog_allows_reply(self) -> bool:
+        """Before login: whether a reply may be queued now.
+
+        A peer that does not read must not make the host queue replies for
+        it: above L{PRELOGIN_QUIET_BACKLOG} nothing more is queued, and above
+        L{PRELOGIN_MAX_BACKLOG} the peer is closed.
+        """
+        backlog = transport_buffered(self.transport)
+        if backlog > PRELOGIN_MAX_BACKLOG:
+            self.close("peer does not read before login", backlog=backlog)
+            return False
+        return backlog <= PRELOGIN_QUIET_BACKLOG
 
     def _misc_close(self, reason: str) -> None:
         self.send_message(pb.Message(misc=pb.Misc(close_reason=reason)))
@@ -243,7 +331,8 @@ class HostSession(MessageProtocol):
             if kind == "login_request":
                 self._login(msg.login_request)
             elif kind == "test_delay" and msg.test_delay.from_client:
-                self.send_message(msg)
+                if self._backlog_allows_reply():
+                    self._echo_test_delay(msg.test_delay)
             return
         if self.state != "active":
             return
@@ -335,8 +424,6 @@ class HostSession(MessageProtocol):
     # -- streaming ---------------------------------------------------------
 
     def _buffered(self) -> int:
-        from litedesk.screen.backpressure import transport_buffered
-
         return transport_buffered(self.transport)
 
     def _send_frame(self, frame: EncodedFrame) -> None:
@@ -361,9 +448,24 @@ class HostSession(MessageProtocol):
             )
         )
 
+    def _echo_test_delay(self, td: pb.TestDelay) -> None:
+        # A fresh message with the fields LiteDesk knows: echoing the peer's
+        # message would send back (and queue) whatever unknown fields it
+        # stuffed into it.
+        self.send_message(
+            pb.Message(
+                test_delay=pb.TestDelay(
+                    time=td.time,
+                    from_client=td.from_client,
+                    last_delay=td.last_delay,
+                    target_bitrate=td.target_bitrate,
+                )
+            )
+        )
+
     def _test_delay(self, td: pb.TestDelay) -> None:
         if td.from_client:
-            self.send_message(pb.Message(test_delay=td))
+            self._echo_test_delay(td)
             return
         if self._ping_outstanding is not None and td.time == self._ping_outstanding:
             rtt = max(0, _now_ms(self.ctx.clock) - td.time)

@@ -111,6 +111,7 @@ class ViewerSession(MessageProtocol):
     # -- connection ----------------------------------------------------------
 
     def handshakeCompleted(self) -> None:
+        super().handshakeCompleted()
         self._log.debug("TLS handshake with the host completed")
 
     def dataReceived(self, data: bytes) -> None:
