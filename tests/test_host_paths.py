@@ -85,10 +85,13 @@ class PathFixture(TestCase):
         self.tcp = self.svc.getServiceNamed("rendezvous-tcp").listening.getHost().port
         self.host_key = SigningKey.generate()
         self.host_sessions: list[Marker] = []
+        #: relayed= of each session the host created, in order.
+        self.host_relayed: list[bool] = []
 
-        def make_session() -> Any:
+        def make_session(relayed: bool = False) -> Any:
             m = Marker(b"hello from host\n")
             self.host_sessions.append(m)
+            self.host_relayed.append(relayed)
             return wrap_server(m, host_context_factory(self.host_key, HOST_ID))
 
         self.paths = HostPaths(
@@ -143,6 +146,7 @@ class PathTests(PathFixture):
         self.assertEqual(got, b"hello from host\n")
         host_got = yield self.host_sessions[0].got.addTimeout(5, reactor)
         self.assertEqual(host_got, b"hello from viewer\n")
+        self.assertEqual(self.host_relayed, [True])
         marker.transport.loseConnection()
         yield marker.lost
 
@@ -158,6 +162,7 @@ class PathTests(PathFixture):
         marker = yield self.viewer(route)
         got = yield marker.got.addTimeout(5, reactor)
         self.assertEqual(got, b"hello from host\n")
+        self.assertEqual(self.host_relayed, [False])
         marker.transport.loseConnection()
         yield marker.lost
         yield sleep(0.05)
@@ -233,7 +238,7 @@ class PathTests(PathFixture):
         """
         impostor = SigningKey.generate()
 
-        def make_session() -> Any:
+        def make_session(relayed: bool = False) -> Any:
             m = Marker(b"impostor\n")
             return wrap_server(m, host_context_factory(impostor, HOST_ID))
 

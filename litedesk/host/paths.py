@@ -22,12 +22,19 @@ RustDesk hosts react to pushes as described in
   viewer's uuid on the relay.
 
 Every accepted stream is handed to the session factory (TLS server).
+
+Pushes are unauthenticated requests from whoever reached the server, so the
+host bounds what they can make it do: at most L{MAX_JOBS_PER_IP} relay legs,
+punches and LAN listeners at a time for one requester IP and L{MAX_JOBS} in
+all (a relay leg counts until it closes), and a C{RequestRelay} naming a
+relay the host was not told about goes to the host's own default relay.
 """
 
 from __future__ import annotations
 
 import socket
 import uuid as uuidlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +43,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from litedesk.nat.ipv6 import free_port, own_ipv6
 from litedesk.nat.nattype import NAMES, SYMMETRIC, resolve_ip, wildcard_for
@@ -48,12 +56,22 @@ from litedesk.nat.punch import (
 )
 from litedesk.nat.sockets import Address, listen_on
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.server import valid_v6_endpoint
 from litedesk.session.links import LinkError, connect_relay, open_rendezvous, split_relay
 from litedesk.wire import addrmangle
+from litedesk.wire.addrmangle import normalize_host
 
 VERSION = "1.4.9"
 LAN_ACCEPT_WINDOW = 18.0  # RustDesk hosts listen this long for the viewer
 PUNCH_WINDOW = 18.0  # and accept/punch this long after PunchHoleSent
+#: Concurrent outgoing jobs (relay legs until they close, punches, LAN
+#: listeners) for one requester IP, and in all.  A viewer needs one; a few
+#: more allow retries and several viewers behind one NAT.  The total stays
+#: far below the file limit so that floods cannot exhaust descriptors.
+MAX_JOBS_PER_IP = 4
+MAX_JOBS = 32
+DROP_LOG_INTERVAL = 10.0  # at most one "dropped" line per interval
+KNOWN_RELAYS = 16  # relays remembered from the server's own pushes
 
 
 def local_address_towards(host: str, port: int) -> str:
@@ -78,6 +96,21 @@ def host_path_choice(own_nat: int | None, viewer_nat: int, force_relay: bool) ->
     if own_nat == SYMMETRIC:
         return "we are behind a symmetric NAT"
     return ""
+
+
+class _Slot:
+    """One running job of a requester IP; releasing it twice is harmless."""
+
+    def __init__(self, paths: HostPaths, ip: str) -> None:
+        self.paths = paths
+        self.ip = ip
+        self.held = True
+
+    def release(self, _: object = None) -> object:
+        if self.held:
+            self.held = False
+            self.paths._release(self.ip)
+        return _
 
 
 class _OneShotFactory(Factory):
@@ -108,11 +141,14 @@ class HostPaths:
         peer_id: str,
         server: tuple[str, int],
         licence_key: str,
-        make_session: Callable[[], IProtocol],
+        make_session: Callable[..., IProtocol],
         on_event: Callable[[Any], None] | None = None,
         nat_type: Callable[[], int] | None = None,
         force_relay: bool = False,
         upnp_port: Callable[[], int] | None = None,
+        relay_server: str = "",
+        max_jobs_per_ip: int = MAX_JOBS_PER_IP,
+        max_jobs: int = MAX_JOBS,
     ) -> None:
         self.reactor = reactor
         self.peer_id = peer_id
@@ -127,6 +163,19 @@ class HostPaths:
         self._timers: list[Any] = []
         self._pending: set[Deferred[None]] = set()
         self._gates: list[Gate] = []
+        #: --relay-server: used (as RustDesk's relay-server option) before the
+        #: rendezvous host:port+1 default.
+        self.relay_server = relay_server.strip()
+        self.max_jobs_per_ip = max_jobs_per_ip
+        self.max_jobs = max_jobs
+        self.jobs: dict[str, int] = {}  # requester IP -> running jobs
+        self.jobs_total = 0
+        self.dropped = 0
+        self.relays_replaced = 0
+        self._dropped_unlogged = 0
+        self._last_drop_log = float("-inf")
+        # Relays the server chose itself (its PunchHole/FetchLocalAddr pushes).
+        self._server_relays: deque[tuple[str, int]] = deque(maxlen=KNOWN_RELAYS)
 
     # -- IPushHandler ----------------------------------------------------------
 
@@ -136,6 +185,20 @@ class HostPaths:
 
     def punch_hole(self, msg: rz.PunchHole) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
+        slot = self._acquire(viewer[0], "punch")
+        if slot is None:
+            return
+        self._remember_relay(msg.relay_server)
+        if msg.socket_addr_v6 and not valid_v6_endpoint(msg.socket_addr_v6):
+            host6, port6 = addrmangle.decode(msg.socket_addr_v6)
+            self._log.warn(
+                "Viewer {ip} offers IPv6 endpoint [{addr}]:{port}, which is not a routable "
+                "IPv6 endpoint; ignoring it",
+                ip=viewer[0],
+                addr=host6,
+                port=port6,
+            )
+            msg.socket_addr_v6 = b""
         own = self.nat_type() if self.nat_type is not None else None
         forced = self.force_relay or msg.force_relay
         why = host_path_choice(own, msg.nat_type, forced)
@@ -152,13 +215,17 @@ class HostPaths:
                     w for w, on in (("IPv6", msg.socket_addr_v6), ("UPnP", upnp)) if on
                 ),
             )
-            self._track(self._punch(msg, own, ipv4=False))
+            self._track(self._punch(msg, own, ipv4=False), slot)
             return
         if why:
             self._log.info(
                 "Viewer {ip} asks to connect; opening a relay ({why})", ip=viewer[0], why=why
             )
-            self._track(self._host_initiated_relay(msg.socket_addr, msg.relay_server))
+            self._track(
+                self._host_initiated_relay(msg.socket_addr, msg.relay_server, slot),
+                slot,
+                holds=True,
+            )
             return
         assert own is not None
         self._log.info(
@@ -167,22 +234,121 @@ class HostPaths:
             vnat=NAMES.get(msg.nat_type, "?"),
             nat=NAMES.get(own, "?"),
         )
-        self._track(self._punch(msg, own))
+        self._track(self._punch(msg, own), slot)
 
     def request_relay(self, msg: rz.RequestRelay) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
+        slot = self._acquire(viewer[0], "relay")
+        if slot is None:
+            return
         self._log.info("Viewer {ip} asks for a relay ({uuid})", ip=viewer[0], uuid=msg.uuid)
-        self._track(self._join_relay(msg))
+        if not self.relay_allowed(msg.relay_server):
+            # The viewer names the relay; a relay we never heard of is where an
+            # attacker wants us to connect.  Our default relay is where an
+            # honest viewer's relay most likely is anyway.
+            self.relays_replaced += 1
+            host, port = self.default_relay()
+            self._log.warn(
+                "Viewer {ip} names relay {relay}, which we were not told about; "
+                "using {host}:{port} instead",
+                ip=viewer[0],
+                relay=msg.relay_server[:100],
+                host=host,
+                port=port,
+            )
+            msg.relay_server = ""
+        self._track(self._join_relay(msg, slot), slot, holds=True)
 
     def fetch_local_addr(self, msg: rz.FetchLocalAddr) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
+        slot = self._acquire(viewer[0], "LAN")
+        if slot is None:
+            return
+        self._remember_relay(msg.relay_server)
         self._log.info("Viewer {ip} is on our public IP; offering a LAN address", ip=viewer[0])
-        self._track(self._offer_lan(msg))
+        self._track(self._offer_lan(msg, slot), slot, holds=True)
+
+    # -- bounds ----------------------------------------------------------------
+
+    def _norm_relay(self, entry: str) -> tuple[str, int] | None:
+        try:
+            host, port = split_relay(entry, *self.server)
+        except ValueError:
+            return None
+        return normalize_host(host.strip().rstrip(".").lower()), port
+
+    def default_relay(self) -> tuple[str, int]:
+        """Where a relay leg goes when no (known) relay is named."""
+        return split_relay(self.relay_server, *self.server)
+
+    def _remember_relay(self, relay_server: str) -> None:
+        relay = self._norm_relay(relay_server) if relay_server.strip() else None
+        if relay is not None and relay not in self._server_relays:
+            self._server_relays.append(relay)
+
+    def relay_allowed(self, relay_server: str) -> bool:
+        """Empty, our default, our --relay-server, or one the server itself pushed."""
+        if not relay_server.strip():
+            return True
+        want = self._norm_relay(relay_server)
+        if want is None:
+            return False
+        known = {self._norm_relay(""), self._norm_relay(self.relay_server)}
+        return want in known or want in self._server_relays
+
+    def _acquire(self, ip: str, what: str) -> _Slot | None:
+        """Take a job slot for requester C{ip}; None (and a rate-limited log line) if full."""
+        ip = normalize_host(ip)
+        n = self.jobs.get(ip, 0)
+        if n < self.max_jobs_per_ip and self.jobs_total < self.max_jobs:
+            self.jobs[ip] = n + 1
+            self.jobs_total += 1
+            return _Slot(self, ip)
+        self.dropped += 1
+        self._dropped_unlogged += 1
+        now = self.reactor.seconds()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+            self._log.warn(
+                "Dropped {n} connection request(s) ({what} for {ip} the latest): "
+                "{running} running for that IP (limit {per_ip}), {total} in all "
+                "(limit {limit})",
+                n=self._dropped_unlogged,
+                what=what,
+                ip=ip,
+                running=n,
+                per_ip=self.max_jobs_per_ip,
+                total=self.jobs_total,
+                limit=self.max_jobs,
+            )
+            self._last_drop_log = now
+            self._dropped_unlogged = 0
+        return None
+
+    def _release(self, ip: str) -> None:
+        ip = normalize_host(ip)
+        n = self.jobs.get(ip, 0) - 1
+        if n > 0:
+            self.jobs[ip] = n
+        else:
+            self.jobs.pop(ip, None)
+        self.jobs_total = max(0, self.jobs_total - 1)
 
     # -- paths -----------------------------------------------------------------
 
-    def _track(self, coro: Any) -> None:
+    def _track(self, coro: Any, slot: _Slot, holds: bool = False) -> None:
+        """Run a path handler in the job slot of C{ip}.
+
+        C{holds}: on success the coroutine hands its slot to what it opened
+        (a relay leg, a LAN listener), which releases it when it closes.
+        """
         d: Deferred[None] = ensureDeferred(coro)
+
+        def release(result: object) -> object:
+            if not holds or isinstance(result, Failure):
+                slot.release()
+            return result
+
+        d.addBoth(release)
 
         def failed(f: Any) -> None:
             if f.check(LinkError):
@@ -219,22 +385,32 @@ class HostPaths:
         except Exception:
             link.close()
 
-    async def _host_initiated_relay(self, socket_addr: bytes, relay_server: str) -> None:
+    async def _host_initiated_relay(
+        self, socket_addr: bytes, relay_server: str, slot: _Slot
+    ) -> None:
         uuid = str(uuidlib.uuid4())
-        relay = split_relay(relay_server, *self.server)
+        # The server chose this relay (RustDesk: the relay-server option first).
+        relay = split_relay(self.relay_server or relay_server, *self.server)
         await self._tell_server(
             rz.RendezvousMessage(
                 relay_response=rz.RelayResponse(
                     socket_addr=socket_addr,
                     uuid=uuid,
-                    relay_server=relay_server or f"{relay[0]}:{relay[1]}",
+                    relay_server=self.relay_server or relay_server or f"{relay[0]}:{relay[1]}",
                     id=self.peer_id,
                     version=VERSION,
                     upnp_port=self.upnp_port(),
                 )
             )
         )
-        await connect_relay(self.reactor, relay, uuid, self.licence_key, self.make_session())
+        await self._relay_leg(relay, uuid, slot)
+
+    async def _relay_leg(self, relay: tuple[str, int], uuid: str, slot: _Slot) -> None:
+        """Open the relay leg; its job slot is released when the leg closes."""
+        leg = await connect_relay(
+            self.reactor, relay, uuid, self.licence_key, self.make_session(relayed=True)
+        )
+        leg.lost.addBoth(slot.release)
 
     async def _punch(self, msg: rz.PunchHole, own_nat: int, ipv4: bool = True) -> None:
         viewer = addrmangle.normalize(addrmangle.decode(msg.socket_addr))
@@ -318,7 +494,7 @@ class HostPaths:
                 self._timers.remove(timer)
             stop()
 
-    async def _join_relay(self, msg: rz.RequestRelay) -> None:
+    async def _join_relay(self, msg: rz.RequestRelay, slot: _Slot) -> None:
         await self._tell_server(
             rz.RendezvousMessage(
                 relay_response=rz.RelayResponse(
@@ -326,10 +502,10 @@ class HostPaths:
                 )
             )
         )
-        relay = split_relay(msg.relay_server, *self.server)
-        await connect_relay(self.reactor, relay, msg.uuid, self.licence_key, self.make_session())
+        relay = split_relay(msg.relay_server or self.relay_server, *self.server)
+        await self._relay_leg(relay, msg.uuid, slot)
 
-    async def _offer_lan(self, msg: rz.FetchLocalAddr) -> None:
+    async def _offer_lan(self, msg: rz.FetchLocalAddr, slot: _Slot) -> None:
         host, port = self.server
         try:
             local_ip = local_address_towards(host, port)
@@ -349,6 +525,7 @@ class HostPaths:
                     self.listeners.remove(p)
                 p.stopListening()
             listening.clear()
+            slot.release()
 
         factory = _OneShotFactory(self.make_session, lambda: self.reactor.callLater(0, stop))
         endpoint_class = TCP6ServerEndpoint if ":" in local_ip else TCP4ServerEndpoint

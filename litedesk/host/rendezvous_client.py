@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from litedesk.host.registration import Event, Output, Registration
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.wire.addrmangle import normalize_host
+from litedesk.wire.addrmangle import decode, normalize, normalize_host
 from litedesk.wire.messages import parse_rendezvous
 
 DEFAULT_RENDEZVOUS_PORT = 21116
@@ -47,6 +47,23 @@ def parse_server(text: str, default_port: int = DEFAULT_RENDEZVOUS_PORT) -> tupl
     return text, default_port
 
 
+def duplicate_key(msg: rz.RendezvousMessage) -> tuple[str, str]:
+    """What identifies a push, for the duplicate filter.
+
+    A C{RequestRelay} is one viewer's relay attempt: its uuid.  Other pushes
+    name the requester by its mangled address, whose IPv4 form embeds a
+    microsecond timestamp (AddrMangle), so the raw bytes of two copies of
+    one request never match: key on the decoded address instead.
+    """
+    kind = msg.WhichOneof("union") or ""
+    if kind == "request_relay":
+        return kind, msg.request_relay.uuid
+    inner = getattr(msg, kind, None)
+    raw = bytes(getattr(inner, "socket_addr", b""))
+    host, port = normalize(decode(raw))
+    return kind, f"{host}|{port}"
+
+
 class RendezvousClient(DatagramProtocol):
     """Keeps one host registered with one server and receives its pushes."""
 
@@ -68,7 +85,7 @@ class RendezvousClient(DatagramProtocol):
         self._tick_interval = tick
         self._loop: LoopingCall | None = None
         self._server_addr: tuple[str, int] | None = None
-        self._recent: dict[tuple[str, bytes], float] = {}
+        self._recent: dict[tuple[str, str], float] = {}
 
     def startProtocol(self) -> None:
         self._loop = LoopingCall(self._tick)
@@ -145,8 +162,7 @@ class RendezvousClient(DatagramProtocol):
             return
         if kind not in ("punch_hole", "fetch_local_addr", "request_relay"):
             return
-        inner = getattr(msg, kind)
-        key = (kind, bytes(inner.socket_addr))
+        key = duplicate_key(msg)
         last = self._recent.get(key)
         self._recent = {k: t for k, t in self._recent.items() if now - t < DUPLICATE_WINDOW}
         if last is not None and now - last < DUPLICATE_WINDOW:
