@@ -22,6 +22,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python import usage
 
+from litedesk.fdlimit import raise_nofile_limit
 from litedesk.host.identity import (
     HostIdentity,
     IdentityError,
@@ -33,6 +34,7 @@ from litedesk.host.registration import Event, Registration
 from litedesk.host.rendezvous_client import RendezvousClient, parse_server
 from litedesk.option_types import nonneg_int
 from litedesk.rendezvous.service import UDPListenerService
+from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admission
 from litedesk.session.host_session import Display, HostContext, HostSession
 from litedesk.session.login import LoginVerifier, StoredPassword
 from litedesk.session.tls import host_context_factory, tls_server_factory, wrap_server
@@ -87,13 +89,6 @@ class Options(usage.Options):
             "(default /var/lib/litedesk-host as root, else ~/.config/litedesk-host).",
         ],
         ["rendezvous", "r", None, "Rendezvous server HOST[:PORT] (port 21116 by default)."],
-        [
-            "relay-server",
-            None,
-            "",
-            "Relay HOST[:PORT] for relay legs instead of the one the server names or "
-            "rendezvous host:port+1 (RustDesk's relay-server option); viewers may also name it.",
-        ],
         ["key", "k", None, "The rendezvous server's public key (its id_ed25519.pub)."],
         ["id", None, None, "Use this id instead of the stored or generated one."],
         [
@@ -346,6 +341,19 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     def make_streamer(deliver: Any, buffered: Any, codec: str) -> Any:
         return ScreenStreamer(reactor, deliver, buffered, display=display, codec=codec)
 
+    # Like the relay: the soft open-file limit up to the hard one, and the
+    # unauthenticated sessions (one descriptor each) to a quarter of it, so
+    # that a flood of them never starves the logged-in sessions, X, the
+    # rendezvous socket and the relay legs of descriptors.
+    nofile = raise_nofile_limit()
+    unauthenticated = DEFAULT_TOTAL if nofile < 0 else max(16, min(DEFAULT_TOTAL, nofile // 4))
+    _log.info(
+        "Open-file limit {nofile}; at most {total} unauthenticated connections, "
+        "{per_source} per source",
+        nofile=nofile,
+        total=unauthenticated,
+        per_source=DEFAULT_PER_SOURCE,
+    )
     ctx = HostContext(
         peer_id=identity.peer_id,
         verifier=verifier,
@@ -355,6 +363,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         input=worker,
         view_only=bool(config["view-only"]),
         max_viewers=int(config["max-viewers"]),
+        admission=Admission(reactor, total=unauthenticated),
     )
     watcher = None
     if not config["view-only"]:
@@ -369,8 +378,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     cursor = CursorTracker(reactor, display, ctx.cursor_moved, ctx.cursor_changed)
     tls_options = host_context_factory(identity.signing_key, identity.peer_id)
 
-    def make_session(relayed: bool = False) -> Any:
-        return wrap_server(HostSession(ctx, config["codec"], relayed=relayed), tls_options)
+    def make_session() -> Any:
+        return wrap_server(HostSession(ctx, config["codec"]), tls_options)
 
     top = MultiService()
     paths = None
@@ -404,7 +413,6 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             on_event=_registration_logger(identity, config["rendezvous"]),
             nat_type=nat_type,
             force_relay=bool(config["force-relay"]),
-            relay_server=config["relay-server"],
             upnp_port=upnp_port,
         )
         reg = Registration(identity.peer_id, identity.uuid, identity.public_key)

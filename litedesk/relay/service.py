@@ -343,17 +343,9 @@ def raise_nofile_limit() -> int:
 
     @return: the soft limit now in force.
     """
-    try:
-        import resource
-    except ImportError:  # pragma: no cover (not POSIX)
-        return -1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
+    from litedesk.fdlimit import raise_nofile_limit as raise_limit
+
+    soft = raise_limit()
     RelayService._log.info(
         "relay open-file limit {limit} (about {pairs} pairs)", limit=soft, pairs=soft // 2
     )
