@@ -89,6 +89,13 @@ class Options(usage.Options):
             "(default /var/lib/litedesk-host as root, else ~/.config/litedesk-host).",
         ],
         ["rendezvous", "r", None, "Rendezvous server HOST[:PORT] (port 21116 by default)."],
+        [
+            "relay-server",
+            None,
+            "",
+            "Relay HOST[:PORT] for relay legs instead of the one the server names or "
+            "rendezvous host:port+1 (RustDesk's relay-server option); viewers may also name it.",
+        ],
         ["key", "k", None, "The rendezvous server's public key (its id_ed25519.pub)."],
         ["id", None, None, "Use this id instead of the stored or generated one."],
         [
@@ -378,8 +385,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     cursor = CursorTracker(reactor, display, ctx.cursor_moved, ctx.cursor_changed)
     tls_options = host_context_factory(identity.signing_key, identity.peer_id)
 
-    def make_session() -> Any:
-        return wrap_server(HostSession(ctx, config["codec"]), tls_options)
+    def make_session(relayed: bool = False) -> Any:
+        return wrap_server(HostSession(ctx, config["codec"], relayed=relayed), tls_options)
 
     top = MultiService()
     paths = None
@@ -413,6 +420,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             on_event=_registration_logger(identity, config["rendezvous"]),
             nat_type=nat_type,
             force_relay=bool(config["force-relay"]),
+            relay_server=config["relay-server"],
             upnp_port=upnp_port,
         )
         reg = Registration(identity.peer_id, identity.uuid, identity.public_key)
