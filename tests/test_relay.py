@@ -6,6 +6,8 @@ the protocol over C{StringTransport}.  Socket tests are in C{test_relay_net}.
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -13,12 +15,19 @@ from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.relay.limiter import BandwidthSettings, PairLimiter, TokenBucket, mbps_to_bytes
-from litedesk.relay.server import Relay, RelayProtocol, RelaySettings
+from litedesk.relay.limiter import (
+    BandwidthSettings,
+    EarlyBudget,
+    PairLimiter,
+    TokenBucket,
+    mbps_to_bytes,
+)
+from litedesk.relay.server import EXHAUSTED_LOG_INTERVAL, Relay, RelayProtocol, RelaySettings
 from litedesk.relay.service import (
     RELAY_OPT_FLAGS,
     RELAY_OPT_PARAMETERS,
@@ -369,6 +378,19 @@ class OptionsTests(unittest.SynchronousTestCase):
         self.assertIn("LIMIT_SPEED", str(e))
         self.assertRaises(UsageError, relay_settings_from_options, {"max-unpaired": "1.5"}, {})
         self.assertRaises(UsageError, relay_settings_from_options, {"relay-read-mode": "x"}, {})
+        for name, value in (("relay-early-buffer", "100"), ("relay-early-budget", "1.5")):
+            e = self.assertRaises(UsageError, relay_settings_from_options, {name: value}, {})
+            self.assertIn(name, str(e))
+
+    def test_early_data_options(self) -> None:
+        """Early data is bounded by default (64 KiB a leg, 16 MiB in all) and both bounds
+        can be set; the budget can be lifted with 0."""
+        s = relay_settings_from_options({}, {})
+        self.assertEqual((s.early_buffer, s.early_budget), (64 * 1024, 16 * 1024 * 1024))
+        s = relay_settings_from_options(
+            {"relay-early-buffer": "32768", "relay-early-budget": "0"}, {}
+        )
+        self.assertEqual((s.early_buffer, s.early_budget), (32768, 0))
 
     def test_usage_options_format(self) -> None:
         """The option lists plug into twisted usage.Options and parse."""
@@ -560,3 +582,296 @@ class ProtocolTests(unittest.SynchronousTestCase):
         self.assertEqual(t.value(), b"")
         p.connectionLost()
         self.assertEqual(self.relay.stats().connections, 0)
+
+
+# -- early data: per-leg bound and process-wide budget --------------------------------------
+
+
+class EarlyBudgetTests(unittest.SynchronousTestCase):
+    """The early-data budget on its own."""
+
+    def test_grants_then_queues_in_order(self) -> None:
+        """Requests are granted until the budget is spent; later ones wait, keep their place
+        and are granted in the order they asked as grants come back."""
+        b: EarlyBudget[str] = EarlyBudget(3000)
+        self.assertEqual(b.request("a", 1000), 1000)
+        self.assertEqual(b.request("b", 1000), 1000)
+        self.assertEqual(b.request("c", 1500), 0)
+        # d's request would fit, but c asked first: no jumping the queue.
+        self.assertEqual(b.request("d", 500), 0)
+        self.assertEqual(b.request("c", 1500), 0)
+        self.assertEqual((b.granted, b.waiting, b.exhausted), (2000, 2, 2))
+        self.assertEqual(b.release("a", 1000), [("c", 1500), ("d", 500)])
+        self.assertEqual((b.granted, b.waiting), (3000, 0))
+        self.assertEqual(b.release("b", 1000), [])
+        self.assertEqual(b.granted, 2000)
+
+    def test_leg_that_leaves_the_queue_is_never_granted(self) -> None:
+        """A queued leg that is closed (released) leaves the queue; the next one gets its turn."""
+        b: EarlyBudget[str] = EarlyBudget(1000)
+        b.request("a", 1000)
+        b.request("b", 600)
+        b.request("c", 600)
+        self.assertEqual(b.release("b", 0), [])
+        self.assertEqual(b.release("a", 1000), [("c", 600)])
+
+    def test_oversize_request_and_no_limit(self) -> None:
+        """A request larger than the budget is cut to it; a budget of 0 grants everything."""
+        b: EarlyBudget[str] = EarlyBudget(1000)
+        self.assertEqual(b.request("a", 5000), 1000)
+        unlimited: EarlyBudget[str] = EarlyBudget(0)
+        self.assertEqual(unlimited.request("a", 10**9), 10**9)
+        self.assertEqual(unlimited.waiting, 0)
+
+    @HYP
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["request", "release"]),
+                st.integers(0, 5),
+                st.integers(1, 1200),
+            ),
+            max_size=60,
+        )
+    )
+    def test_model(self, ops: list[tuple[str, int, int]]) -> None:
+        """Grants never exceed the limit and add up to what legs hold; queued legs are granted
+        in the order they asked; nobody waits while the budget could serve the first in line."""
+        limit = 1000
+        b: EarlyBudget[int] = EarlyBudget(limit)
+        held: dict[int, int] = {}
+        queue: list[tuple[int, int]] = []
+        for kind, leg, n in ops:
+            if kind == "request":
+                got = b.request(leg, n)
+                if got:
+                    self.assertEqual(got, min(n, limit))
+                    held[leg] = held.get(leg, 0) + got
+                elif leg not in [q for q, _ in queue]:
+                    queue.append((leg, min(n, limit)))
+            else:
+                woken = b.release(leg, held.pop(leg, 0))
+                queue = [q for q in queue if q[0] != leg]
+                self.assertEqual(woken, queue[: len(woken)])
+                del queue[: len(woken)]
+                for w, g in woken:
+                    held[w] = held.get(w, 0) + g
+            self.assertLessEqual(b.granted, limit)
+            self.assertEqual(b.granted, sum(held.values()))
+            self.assertEqual(b.waiting, len(queue))
+            if queue:
+                self.assertGreater(b.granted + queue[0][1], limit)
+
+
+class Kernel:
+    """The bytes peers sent that the relay has not read yet, handed over as legs read.
+
+    Like a socket, it gives a leg at most what the leg asks for per read
+    (L{RelayProtocol.read_allowance}) and nothing while the leg is paused.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[RelayProtocol, bytearray] = {}
+
+    def send(self, proto: RelayProtocol, data: bytes) -> None:
+        self.pending.setdefault(proto, bytearray()).extend(data)
+
+    def pump(self) -> None:
+        """Round-robin reads until no leg can read any more."""
+        for _ in range(100_000):
+            progress = False
+            for proto, buf in list(self.pending.items()):
+                t = proto.transport
+                if not buf or t is None or t.disconnecting:  # type: ignore[attr-defined]
+                    continue
+                n = proto.read_allowance()
+                if n:
+                    chunk = bytes(buf[:n])
+                    del buf[:n]
+                    proto.dataReceived(chunk)
+                    progress = True
+            if not progress:
+                return
+        raise AssertionError("pump did not settle")
+
+    def unread(self, proto: RelayProtocol) -> int:
+        return len(self.pending.get(proto, b""))
+
+
+def _early(i: int, n: int = 3000) -> bytes:
+    return random.Random(i).randbytes(n)
+
+
+class EarlyDataTests(unittest.SynchronousTestCase):
+    """Unpaired legs over StringTransports: per-leg bound, budget, pause and resume order."""
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self._observe)  # type: ignore[arg-type]
+        self.addCleanup(globalLogPublisher.removeObserver, self._observe)  # type: ignore[arg-type]
+        self.fresh()
+
+    def fresh(self) -> None:
+        self.clock = task.Clock()
+        # Budget of two grants of 1 KiB, 1 KiB reserve per leg.
+        self.relay = Relay(
+            self.clock,
+            RelaySettings(
+                deadlines=Deadlines(60, 60, 60, 60),
+                bandwidth=BandwidthSettings(0, 0, 0),
+                early_buffer=4096,
+                early_reserve=1024,
+                unpaired_read=1024,
+                early_budget=2048,
+            ),
+        )
+        self.kernel = Kernel()
+        self.n = 0
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        if event.get("relay_event") == "early_budget_exhausted":
+            self.events.append(event)
+
+    def leg(self, first: bytes = b"") -> tuple[RelayProtocol, StringTransport]:
+        self.n += 1
+        addr = IPv4Address("TCP", "10.0.0.2", 1000 + self.n)
+        proto = self.relay.build(addr)
+        assert proto is not None
+        t = StringTransport(peerAddress=addr)
+        proto.makeConnection(t)
+        if first:
+            self.kernel.send(proto, first)
+        return proto, t
+
+    def flood(self, n: int) -> list[tuple[RelayProtocol, StringTransport]]:
+        legs = [self.leg(request_relay(f"u{i}") + _early(i)) for i in range(n)]
+        self.kernel.pump()
+        return legs
+
+    def test_budget_pauses_legs_and_resumes_them_in_order(self) -> None:
+        """Five legs each sending 3,000 early bytes into a 2 KiB budget: all stop reading with
+        the relay holding at most budget + reserves; each leg's grants, when it goes, let the
+        first leg in line read again, then the next."""
+        legs = self.flood(5)
+        self.assertEqual([t.producerState for _, t in legs], ["paused"] * 5)
+        s = self.relay.stats()
+        self.assertEqual((s.early_granted, s.early_budget, s.early_paused), (2048, 2048, 5))
+        self.assertLessEqual(s.early_bytes, 2048 + 5 * 1024)
+        self.assertEqual(s.early_bytes, sum(p.held() for p, _ in legs))
+        # Legs 0 and 1 got the two grants; 2, 3 and 4 asked next, then 0 and 1 again:
+        # each grant that comes back goes to the first leg in line.
+        legs[0][0].connectionLost()
+        self.assertEqual([t.producerState for _, t in legs[2:]], ["producing", "paused", "paused"])
+        self.kernel.pump()  # leg 2 fills its new grant and queues again, behind 3 and 4
+        legs[1][0].connectionLost()
+        self.assertEqual([t.producerState for _, t in legs[2:]], ["paused", "producing", "paused"])
+        self.kernel.pump()
+        self.assertLessEqual(self.relay.stats().early_granted, 2048)
+
+    def test_partner_arrival_resumes_and_nothing_is_lost(self) -> None:
+        """A leg stopped by the budget reads again when its partner arrives, and the partner
+        gets every early byte, in order, whatever part the relay held and the kernel kept."""
+        legs = self.flood(5)
+        self.assertTrue(all(self.kernel.unread(p) for p, _ in legs))
+        for i in (2, 4, 0, 3, 1):
+            t = legs[i][1]
+            pt = self.leg(request_relay(f"u{i}"))[1]
+            self.kernel.pump()
+            self.assertEqual(pt.value(), _early(i), i)
+            self.assertEqual(t.producerState, "producing")
+        s = self.relay.stats()
+        self.assertEqual((s.early_granted, s.early_paused, s.early_bytes), (0, 0, 0))
+        self.assertEqual(s.active_pairs, 5)
+
+    def test_per_leg_bound(self) -> None:
+        """With the budget to spare, a waiting leg still keeps no more than early-buffer."""
+        self.relay = Relay(
+            self.clock, replace(self.relay.settings, early_budget=0, early_buffer=2500)
+        )
+        [(p, t)] = self.flood(1)
+        self.assertEqual(t.producerState, "paused")
+        self.assertEqual(p.held(), 2500)
+        self.assertEqual(self.kernel.unread(p), 500)
+        self.assertEqual(self.relay.stats().early_paused, 0)
+
+    def test_exhausted_warning_is_rate_limited(self) -> None:
+        """The first pause for the budget is logged with the limit; the next within the interval
+        are only counted, and the next warning says how many there were."""
+        self.flood(5)
+        self.assertEqual(len(self.events), 1)
+        self.assertEqual(self.events[0]["limit"], 2048)
+        exhausted = self.relay.stats().early_exhausted
+        self.assertGreaterEqual(exhausted, 5)
+        self.clock.advance(EXHAUSTED_LOG_INTERVAL)
+        self.leg(request_relay("late") + _early(9))
+        self.kernel.pump()
+        self.assertEqual(len(self.events), 2)
+        self.assertEqual(self.events[1]["suppressed"], exhausted - 1)
+        self.assertEqual(self.relay.stats().early_exhausted, exhausted + 1)
+
+    def test_big_first_frame_draws_on_the_budget(self) -> None:
+        """A first frame larger than the reserve needs grants too, and still pairs."""
+        frame = encode_frame(
+            rz.RendezvousMessage(
+                request_relay=rz.RequestRelay(uuid="big", licence_key="k" * 3000)
+            ).SerializeToString()
+        )
+        legs = self.flood(5)  # the budget is spent
+        p, t = self.leg(frame)
+        self.kernel.pump()
+        assert p.conn is not None
+        self.assertEqual((p.conn.phase, t.producerState), (Phase.HANDSHAKE, "paused"))
+        for leg, _ in legs:
+            leg.connectionLost()
+        self.kernel.pump()
+        self.assertEqual(p.conn.phase, Phase.WAITING)
+
+    @HYP
+    @given(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("send"), st.integers(0, 5), st.integers(1, 5000)),
+                st.tuples(st.just("partner"), st.integers(0, 5), st.just(0)),
+                st.tuples(st.just("close"), st.integers(0, 5), st.just(0)),
+            ),
+            max_size=25,
+        )
+    )
+    def test_any_order_loses_nothing(self, ops: list[tuple[str, int, int]]) -> None:
+        """Whatever legs send, and whenever partners arrive or legs close, grants stay within
+        the budget, each leg holds at most early-buffer, and every paired partner receives
+        exactly the bytes its leg sent, in order."""
+        self.fresh()
+        legs = [self.leg(request_relay(f"m{i}")) for i in range(6)]
+        sent = [bytearray() for _ in legs]
+        partners: dict[int, StringTransport] = {}
+        closed: set[int] = set()
+        for kind, i, n in ops:
+            p, _ = legs[i]
+            if i in closed:
+                continue
+            if kind == "send":
+                data = random.Random(n * 7 + i).randbytes(n)
+                sent[i] += data
+                self.kernel.send(p, data)
+            elif kind == "partner" and i not in partners:
+                partners[i] = self.leg(request_relay(f"m{i}"))[1]
+            elif kind == "close" and i not in partners:
+                p.connectionLost()
+                self.kernel.pending.pop(p, None)
+                closed.add(i)
+            self.kernel.pump()
+            s = self.relay.stats()
+            self.assertLessEqual(s.early_granted, 2048)
+            for j, (q, _) in enumerate(legs):
+                if j not in closed:
+                    self.assertLessEqual(q.held(), 4096)
+        for i, pt in partners.items():
+            self.assertEqual(pt.value(), bytes(sent[i]))
+        for i in range(6):
+            if i not in partners and i not in closed:
+                partners[i] = self.leg(request_relay(f"m{i}"))[1]
+        self.kernel.pump()
+        for i, pt in partners.items():
+            self.assertEqual(pt.value(), bytes(sent[i]), i)
+        self.assertEqual(self.relay.stats().early_granted, 0)

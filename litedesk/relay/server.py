@@ -389,6 +389,14 @@ class RelayProtocol(Protocol):
             self._credit += granted
         self._fit_unpaired_read(held)
 
+    def read_allowance(self) -> int:
+        """Bytes this leg takes in its next read (0 while it must not read)."""
+        if self._paused:
+            return 0
+        if self._partner is not None:
+            return self._relay.settings.read_size
+        return max(0, min(self._relay.settings.unpaired_read, self._credit - self.held()))
+
     def _fit_unpaired_read(self, held: int) -> None:
         """Never read more than this leg may still hold (one C{recv} is one allocation)."""
         t = self._tcp
