@@ -150,9 +150,11 @@ class RendezvousServer:
         self.store = store
         self.rendezvous_servers = list(rendezvous_servers)
         self.always_use_relay = always_use_relay
-        self.request_guard = request_guard or FloodGuard(
-            DEFAULT_REQUEST_RATE, DEFAULT_REQUEST_RATE * REQUEST_BURST_FACTOR
-        )
+        if request_guard is None:  # (not `or`: an empty FloodGuard is falsy)
+            request_guard = FloodGuard(
+                DEFAULT_REQUEST_RATE, DEFAULT_REQUEST_RATE * REQUEST_BURST_FACTOR
+            )
+        self.request_guard = request_guard
         #: The TCP port of the relay running in this process (0: none).
         self.own_relay_port = own_relay_port
         self.udp: DatagramSink | None = None
