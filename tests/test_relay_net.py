@@ -11,7 +11,7 @@ from twisted.internet import reactor, task
 from twisted.trial import unittest
 
 from litedesk.relay.limiter import BandwidthSettings
-from litedesk.relay.server import _MODES, RelayServerTransport, RelaySettings
+from litedesk.relay.server import _MODES, RelayProtocol, RelayServerTransport, RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
 from tests.test_relay_support import Peer, RelayFixture, Source, request_relay, wait_until
 
@@ -173,6 +173,70 @@ class BackpressureTests(RelayNetTestCase):
         b.transport.resumeProducing()  # type: ignore[attr-defined]
         await wait_until(lambda: b.count >= src.total, limit=120)
         self.assertEqual(b.sha.hexdigest(), src.sha.hexdigest())
+
+
+class EarlyDataNetTests(RelayNetTestCase):
+    """Early data over real sockets: small reads until paired, the budget, nothing lost."""
+
+    settings = RelaySettings(
+        deadlines=LONG,
+        bandwidth=UNLIMITED,
+        early_buffer=32 * 1024,
+        early_budget=64 * 1024,
+    )
+
+    def waiting_legs(self, fx: RelayFixture) -> list[RelayProtocol]:
+        return [c.handle for c in fx.service.relay.table.waiting.values()]
+
+    async def test_small_reads_until_paired(self) -> None:
+        """A waiting leg keeps early-buffer bytes read in small pieces and stops; once paired
+        both legs read read_size at a time and all early bytes arrive intact."""
+        fx = await self.start()
+        early = os.urandom(200 * 1024)
+        await fx.connect(request_relay("E") + early)
+        await wait_until(lambda: any(p._paused for p in self.waiting_legs(fx)))
+        [leg] = self.waiting_legs(fx)
+        assert leg._tcp is not None
+        self.assertEqual(leg.held(), self.settings.early_buffer)
+        self.assertLessEqual(leg._tcp.bufferSize, self.settings.unpaired_read)
+        self.assertEqual(fx.service.stats().early_bytes, self.settings.early_buffer)
+        b = await fx.connect(request_relay("E"), keep=False)
+        await wait_until(lambda: b.count >= len(early))
+        self.assertEqual(b.sha.digest(), hashlib.sha256(early).digest())
+        [pair] = fx.service.relay.table.pairs
+        sizes = [c.handle._tcp.bufferSize for c in (pair.a, pair.b) if c.handle._tcp is not None]
+        self.assertEqual(sizes, [self.settings.read_size] * 2)
+        self.assertEqual(fx.service.stats().early_bytes, 0)
+
+    async def test_budget_exhausted_nothing_lost(self) -> None:
+        """Twelve legs each sending 100 KiB early into a 64 KiB budget: the relay stops reading
+        them with at most budget + reserves held and says so once; when partners arrive, in
+        any order, each gets its leg's bytes complete and in order."""
+        fx = await self.start()
+        early = [os.urandom(100 * 1024) for _ in range(12)]
+        for i, data in enumerate(early):
+            await fx.connect(request_relay(f"B{i}") + data)
+        await wait_until(
+            lambda: (
+                len(self.waiting_legs(fx)) == 12 and all(p._paused for p in self.waiting_legs(fx))
+            )
+        )
+        s = fx.service.stats()
+        # Spent, up to less than one grant that no request fits into.
+        self.assertLessEqual(s.early_granted, s.early_budget)
+        self.assertGreater(s.early_granted, s.early_budget - self.settings.unpaired_read)
+        self.assertGreater(s.early_paused, 0)
+        self.assertLessEqual(s.early_bytes, s.early_budget + 12 * self.settings.early_reserve)
+        [warning] = fx.named("early_budget_exhausted")
+        self.assertEqual(warning["limit"], self.settings.early_budget)
+        partners = {}
+        for i in (11, 0, 5, 3, 9, 1, 2, 4, 6, 7, 8, 10):
+            partners[i] = await fx.connect(request_relay(f"B{i}"), keep=False)
+        await wait_until(lambda: all(p.count >= 100 * 1024 for p in partners.values()))
+        for i, p in partners.items():
+            self.assertEqual(p.sha.digest(), hashlib.sha256(early[i]).digest(), i)
+        s = fx.service.stats()
+        self.assertEqual((s.early_granted, s.early_paused, s.active_pairs), (0, 0, 12))
 
 
 class DeadlineTests(RelayNetTestCase):
