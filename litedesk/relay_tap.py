@@ -269,7 +269,10 @@ class Options(usage.Options):
             self["nat-endpoint"] = tcp_endpoint(p - 1, iface)
         if self["relay-endpoint"] is None:
             relay_port = self["relay-port"] if self["relay-port"] is not None else p + 1
-            self["relay-endpoint"] = tcp_endpoint(int(relay_port), iface)
+            # Twisted's default listen backlog of 50 overflows under a burst of
+            # connections (a flood, or every peer reconnecting at once): the
+            # kernel then drops or resets them, legitimate ones included.
+            self["relay-endpoint"] = tcp_endpoint(int(relay_port), iface) + ":backlog=4096"
         if self["no-relay"] and self["relay-only"]:
             raise usage.UsageError("--no-relay and --relay-only exclude each other")
         self.relay_settings = relay_settings_from_options(self, os.environ)
