@@ -16,11 +16,15 @@ Log events (C{twisted.logger}; every event carries C{relay_event}):
 - C{paired}: C{uuid}, C{a_peer} (waited), C{b_peer} (arrived second);
 - C{throttled}: C{limit} is C{blacklist} or C{downgrade-threshold}, with
   C{limit_speed} and the values that triggered it;
+- C{early_budget_exhausted}: waiting connections stopped reading because the
+  early-data budget (C{limit} bytes) is spent; at most one per 10 s, with
+  C{suppressed} (pauses since the last one);
 - C{pair_finished}: one per pair: C{uuid}, C{a_peer}, C{b_peer}, C{a_to_b},
   C{b_to_a} (bytes), C{duration} (s), C{reason} (first cause and whose side),
   C{throttled}.
 
 Live counters: C{RelayService.stats()} returns L{server.RelayStats}
 (connections, handshaking, waiting, active_pairs, pairs_finished,
-bytes_relayed).
+bytes_relayed, and early data: early_bytes held, early_granted of early_budget,
+early_paused, early_exhausted).
 """
