@@ -32,6 +32,7 @@ from litedesk.host.identity import (
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Event, Registration
 from litedesk.host.rendezvous_client import RendezvousClient, parse_server
+from litedesk.logfiles import make_twistd_log_private
 from litedesk.option_types import nonneg_int
 from litedesk.rendezvous.service import UDPListenerService
 from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admission
@@ -41,6 +42,9 @@ from litedesk.session.tls import host_context_factory, tls_server_factory, wrap_
 from litedesk.viewer.route import ConnectError, server_key_bytes
 
 PASSWORD_FILE = "password"
+# Without --password-file the current one-time password is here (0600),
+# never in the log: twistd logs may be read by others or shipped elsewhere.
+ONE_TIME_PASSWORD_FILE = "one-time-password"
 UPNP_LOCAL_PORT = 21118  # RustDesk's direct-access port
 _log = Logger(namespace="litedesk.host")
 
@@ -56,7 +60,8 @@ class Options(usage.Options):
     longdesc = (
         "Make this desktop reachable: register with a LiteDesk (or RustDesk) rendezvous "
         "server and serve viewers.  The id is written to CONFIG_DIR/id and logged; with "
-        "no --password-file a one-time password is generated and logged."
+        "no --password-file a one-time password is generated and written to "
+        f"CONFIG_DIR/{ONE_TIME_PASSWORD_FILE} (mode 0600; the log says where, never what)."
     )
     optFlags: list[list[Any]] = [
         ["view-only", None, "Show the screen but refuse all input and clipboard changes."],
@@ -326,11 +331,17 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         identity = load_or_create_identity(config_dir, config["id"])
     except IdentityError as e:
         raise SystemExit(f"litedesk-host: {e}") from None
+    make_twistd_log_private(config)
     permanent = load_password(config_dir, config["password-file"])
     display = config["display"]
+    one_time_path = config_dir / ONE_TIME_PASSWORD_FILE
+    if permanent is not None:
+        # A one-time password left from a run without --password-file no
+        # longer logs in: do not leave it lying around.
+        one_time_path.unlink(missing_ok=True)
 
     def rotated(pw: str) -> None:
-        _log.warn("New one-time password: {password}", password=pw)
+        _publish_one_time_password(one_time_path, pw, "replaced after wrong passwords")
 
     verifier = LoginVerifier(
         reactor, permanent, one_time=permanent is None, on_one_time_rotated=rotated
@@ -464,12 +475,26 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         n=len(displays),
         view_only=", view only" if config["view-only"] else "",
     )
-    if permanent is None:
-        _log.warn(
-            "No permanent password (--password-file): one-time password {password}",
-            password=verifier.one_time_password,
+    if permanent is None and verifier.one_time_password is not None:
+        _publish_one_time_password(
+            one_time_path, verifier.one_time_password, "no permanent password (--password-file)"
         )
     return top
+
+
+def _publish_one_time_password(path: Path, password: str, why: str) -> None:
+    """Write the one-time password to its 0600 file and log only where it is."""
+    try:
+        write_private(path, password + "\n")
+    except OSError as e:
+        _log.error("Cannot write the one-time password to {path}: {error}", path=str(path), error=e)
+        return
+    _log.warn(
+        "One-time password ({why}): read it from {path}",
+        why=why,
+        path=str(path),
+        one_time_password_file=str(path),
+    )
 
 
 def _needs_ipv6(host: str) -> bool:

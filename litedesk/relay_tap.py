@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
+from litedesk.logfiles import make_twistd_log_private
 from litedesk.option_types import nonneg_int, port_number
 from litedesk.relay.service import (
     RELAY_OPT_FLAGS,
@@ -293,6 +294,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    make_twistd_log_private(config)
     data_dir = Path(config["data-dir"])
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:

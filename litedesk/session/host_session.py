@@ -43,7 +43,7 @@ from litedesk.screen.encode import EncodedFrame
 from litedesk.session.admission import Admission
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.input_messages import key_from_proto, mouse_from_proto
-from litedesk.session.login import LoginVerifier
+from litedesk.session.login import ERROR_TRY_LATER, LoginVerifier
 
 VERSION = "1.4.9"
 SESSION_IDLE_TIMEOUT = 30.0  # RustDesk hosts close a session silent for 30 s
@@ -350,7 +350,13 @@ class HostSession(MessageProtocol):
         elif kind == "misc":
             self._misc(msg.misc)
 
-    def _login(self, req: pb.LoginRequest) -> None:
+    # A relayed login waiting for its slot in the host-wide throttle: one
+    # password check per session, so LoginRequests after it are ignored.
+    _login_queued = False
+
+    def _login(self, req: pb.LoginRequest, slot: bool = False) -> None:
+        if self._login_queued and not slot:
+            return
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         self._login_timer = None
@@ -361,7 +367,20 @@ class HostSession(MessageProtocol):
             # RustDesk answers a login for another id with "Offline".
             self._refuse("Offline", "login for another id")
             return
-        result = self.ctx.verifier.verify(self.peer, self.challenge, req.password)
+        if self.relayed and not slot:
+            # Our peer address is the relay's, everyone's: no per-source lock,
+            # the check waits for a host-wide slot instead (login.py's doc).
+            self._login_queued = True
+            if not self.ctx.verifier.relayed_throttle.submit(
+                lambda: self._relayed_slot(req),
+                lambda: self.state == "login" and not self.closing,
+                self.peer,
+            ):
+                self._refuse(ERROR_TRY_LATER, "too many relayed logins waiting")
+            return
+        result = self.ctx.verifier.verify(
+            self.peer, self.challenge, req.password, relayed=self.relayed
+        )
         if not result.ok:
             self._refuse(result.error, "login refused")
             return
@@ -395,6 +414,16 @@ class HostSession(MessageProtocol):
         self._ping = LoopingCall(self._send_ping)
         self._ping.clock = self.ctx.clock
         self._ping.start(TEST_DELAY_INTERVAL, now=True)
+
+    def _relayed_slot(self, req: pb.LoginRequest) -> None:
+        # The throttle runs this later, outside dataReceived's safety net.
+        if self.state != "login" or self.closing:
+            return  # gone while waiting: never answered nor counted
+        try:
+            self._login(req, slot=True)
+        except Exception:
+            self._log.failure("Handling a relayed login failed; closing the session")
+            self.close("internal error")
 
     def _refuse(self, error: str, why: str) -> None:
         self._log.info(

@@ -415,7 +415,10 @@ class RelayedLoginThrottle:
 
     def spacing(self) -> float:
         """Seconds between the last check and the next one, as things stand."""
-        extra = self.failures - self.free_failures
+        return self._spacing_for(self.failures)
+
+    def _spacing_for(self, failures: int) -> float:
+        extra = failures - self.free_failures
         if extra < 0:
             return 0.0
         # Capped before exponentiating so a long attack cannot overflow.
@@ -445,8 +448,8 @@ class RelayedLoginThrottle:
         self._run_due()
         if self._waiting and self._waiting[-1].check is check:
             _log.info(
-                "Relayed login attempt from {peer} waits {delay:.1f} s for a password check "
-                "({failures} recent relayed wrong passwords, {waiting} waiting)",
+                "Relayed login attempt from {peer} waits up to {delay:.1f} s for a password "
+                "check ({failures} recent relayed wrong passwords, {waiting} waiting)",
                 peer=peer,
                 delay=self._wait_for_last(),
                 failures=self.failures,
@@ -480,15 +483,19 @@ class RelayedLoginThrottle:
         self._waiting = deque(w for w in self._waiting if _alive(w))
 
     def _wait_for_last(self) -> float:
-        # Only for the log: the spacing may still grow with the outcomes of
-        # the checks ahead, so this is the least the newcomer will wait.
+        # For the log: the newcomer's wait if every check ahead of it finds
+        # a wrong password (a right one makes it shorter).
         now = self.clock.seconds()
-        start = self._last_check if self._last_check is not None else now
-        return max(0.0, start + self.spacing() - now) + self.spacing() * (len(self._waiting) - 1)
+        slot = self._last_check if self._last_check is not None else now
+        failures = self.failures
+        for _ in self._waiting:
+            slot += self._spacing_for(failures)
+            failures += 1
+        return max(0.0, slot - now)
 
-    def _next_slot(self) -> float:
+    def _next_slot(self, now: float) -> float:
         if self._last_check is None:
-            return self.clock.seconds()
+            return now
         return self._last_check + self.spacing()
 
     def _run_due(self) -> None:
@@ -502,7 +509,7 @@ class RelayedLoginThrottle:
                 self._waiting.popleft()
                 continue
             now = self.clock.seconds()
-            due = self._next_slot()
+            due = self._next_slot(now)
             if due > now:
                 self._timer = self.clock.callLater(due - now, self._slot)
                 return

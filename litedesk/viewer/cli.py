@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="host id, or HOST:PORT for a direct connection")
     p.add_argument("--rendezvous", "-r", help="rendezvous server HOST[:PORT]")
     p.add_argument("--key", "-k", help="the rendezvous server's public key")
-    p.add_argument("--password", "-p", help="the host's password (or LITEDESK_PASSWORD)")
+    p.add_argument(
+        "--password",
+        "-p",
+        help="the host's password; visible to other local users (ps): prefer "
+        "--password-file or LITEDESK_PASSWORD",
+    )
     p.add_argument("--password-file", help="read the password from this file")
     p.add_argument("--force-relay", action="store_true", help="always go through the relay")
     p.add_argument("--headless", action="store_true", help="no window: scripted session")
@@ -126,7 +131,22 @@ def _password(args: argparse.Namespace) -> str:
     env = os.environ.get("LITEDESK_PASSWORD")
     if env is not None:
         return env
-    raise UsageFailure("a password is needed: --password, --password-file or LITEDESK_PASSWORD")
+    raise UsageFailure("a password is needed: --password-file, LITEDESK_PASSWORD or --password")
+
+
+PASSWORD_ARGV_WARNING = (
+    "litedesk-viewer: warning: a password given with --password is visible to other "
+    "local users (ps, /proc/PID/cmdline); use --password-file FILE or the "
+    "LITEDESK_PASSWORD environment variable instead"
+)
+
+
+def _warn_password_in_argv(args: argparse.Namespace) -> None:
+    # Only a warning: scripts that pass --password keep working.  The
+    # command line of a process is world-readable on Linux, its environment
+    # and a 0600 file are not.
+    if args.password is not None:
+        print(PASSWORD_ARGV_WARNING, file=sys.stderr)
 
 
 def _is_direct(target: str) -> bool:
@@ -331,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    _warn_password_in_argv(args)
     if args.discover_lan:
         del _reactor
         react(lambda reactor: ensureDeferred(_discover_lan(reactor, args)))
