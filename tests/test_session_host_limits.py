@@ -242,8 +242,9 @@ class PreLoginLimitTests(SynchronousTestCase):
         self.assertNotIn(b"uuuu", transport.value())
 
     def test_peer_that_never_reads_cannot_make_the_host_queue(self) -> None:
-        """A flood of TestDelays from a peer that never reads gets answers only
-        until 16 KiB are queued; with 64 KiB queued it is closed."""
+        """Before login, with more than 16 KiB queued for a peer that does not
+        read, its TestDelays get no answer; with more than 64 KiB queued it
+        is closed."""
         events = _observe(self)
         clock = Clock()
         session, transport = _session(clock)
@@ -251,14 +252,36 @@ class PreLoginLimitTests(SynchronousTestCase):
         ping = encode_frame(
             pb.Message(test_delay=pb.TestDelay(time=1, from_client=True)).SerializeToString()
         )
-        for _ in range(5000):
+        session.dataReceived(ping)
+        answered = len(transport.value())
+        transport.write(b"\0" * (17 * 1024 - answered))  # e.g. replies it did not read
+        queued = len(transport.value())
+        for _ in range(10):
             session.dataReceived(ping)
-        self.assertLess(len(transport.value()), 17 * 1024)
+        self.assertEqual(len(transport.value()), queued)
         self.assertFalse(session.closing)
-        transport.write(b"\0" * 64 * 1024)  # e.g. a LoginResponse it did not read
+        transport.write(b"\0" * 48 * 1024)
         session.dataReceived(ping)
         self.assertTrue(session.closing)
         self.assertIn("peer does not read before login", _warn_reasons(events))
+
+    def test_message_flood_before_login_closes(self) -> None:
+        """A peer that sends more messages than any viewer does before login
+        (here 65 TestDelays) is closed; 64 are answered."""
+        events = _observe(self)
+        clock = Clock()
+        session, transport = _session(clock)
+        session.handshakeCompleted()
+        transport.clear()
+        ping = encode_frame(
+            pb.Message(test_delay=pb.TestDelay(time=1, from_client=True)).SerializeToString()
+        )
+        session.dataReceived(ping * 64)
+        self.assertFalse(session.closing)
+        self.assertEqual(len(_replies(transport)), 64)
+        session.dataReceived(ping)
+        self.assertTrue(session.closing)
+        self.assertIn("too many messages before login", _warn_reasons(events))
 
     @given(
         st.lists(st.integers(0, 2 * PRELOGIN_MAX_FRAME), min_size=1, max_size=6),

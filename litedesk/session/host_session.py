@@ -62,6 +62,10 @@ PRELOGIN_QUIET_BACKLOG = 16 * 1024
 # ...and with this much it is closed (it can make the host queue at most
 # about this much plus one reply).
 PRELOGIN_MAX_BACKLOG = 64 * 1024
+# A viewer sends a LoginRequest and perhaps a few TestDelays (and another
+# LoginRequest after a wrong password) before it is in; a peer sending
+# thousands only makes the host work for nothing.
+PRELOGIN_MAX_MESSAGES = 64
 
 _CODEC_FIELD = {"h264": "h264s", "vp9": "vp9s", "h265": "h265s", "vp8": "vp8s", "av1": "av1s"}
 
@@ -184,6 +188,7 @@ class HostSession(MessageProtocol):
     handshake_timeout: float | None = HANDSHAKE_TIMEOUT
     max_frame_length = PRELOGIN_MAX_FRAME
     _state = "handshake"
+    _prelogin_messages = 0
 
     def __init__(
         self,
@@ -328,6 +333,12 @@ class HostSession(MessageProtocol):
     def message_received(self, msg: pb.Message) -> None:
         kind = msg.WhichOneof("union")
         if self.state == "login":
+            self._prelogin_messages += 1
+            if self._prelogin_messages > PRELOGIN_MAX_MESSAGES:
+                # Parsing and answering costs the host CPU that logged-in
+                # viewers need; a real client sends a handful of messages.
+                self.close("too many messages before login", limit=PRELOGIN_MAX_MESSAGES)
+                return
             if kind == "login_request":
                 self._login(msg.login_request)
             elif kind == "test_delay" and msg.test_delay.from_client:
