@@ -26,6 +26,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from litedesk.host import paths as paths_module
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Registration, RegState
 from litedesk.host.rendezvous_client import RendezvousClient, duplicate_key
@@ -395,15 +396,16 @@ class HostRulesTests(SynchronousTestCase):
 
     def test_job_caps(self) -> None:
         paths = self.paths()
-        slots = [paths._acquire("192.0.2.66", "relay") for _ in range(5)]
-        self.assertIsNone(slots[4])
+        per_ip, total = paths_module.MAX_JOBS_PER_IP, paths_module.MAX_JOBS
+        slots = [paths._acquire("192.0.2.66", "relay") for _ in range(per_ip + 1)]
+        self.assertIsNone(slots[per_ip])
         self.assertEqual(paths.dropped, 1)
-        other = [paths._acquire(f"203.0.113.{i}", "relay") for i in range(40)]
-        self.assertEqual(sum(s is not None for s in other), 32 - 4)
+        other = [paths._acquire(f"203.0.113.{i}", "relay") for i in range(total + 8)]
+        self.assertEqual(sum(s is not None for s in other), total - per_ip)
         held = [s for s in slots if s is not None]
         held[0].release()
         held[0].release()  # twice is harmless
-        self.assertEqual(paths.jobs_total, 31)
+        self.assertEqual(paths.jobs_total, total - 1)
         self.assertIsNotNone(paths._acquire("192.0.2.66", "relay"))
 
     def test_relays_the_host_accepts(self) -> None:
@@ -547,8 +549,8 @@ class RelayFloodTests(ProcessFixture):
     def test_host_alone_against_a_forwarding_server(self) -> Any:
         """Were a server (stock hbbs) to forward all 300, the host still never connects.
 
-        And an attacker IP gets at most 4 running jobs, so a viewer from
-        another IP is still served.
+        And an attacker IP gets at most MAX_JOBS_PER_IP running jobs, so a
+        viewer from another IP is still served.
         """
         for i in range(300):
             self.paths.request_relay(
@@ -558,14 +560,15 @@ class RelayFloodTests(ProcessFixture):
                     relay_server=self.attacker_relay,
                 )
             )
-        self.assertEqual(self.paths.jobs.get("127.0.0.2"), 4)
-        self.assertEqual(self.paths.dropped, 296)
+        per_ip = paths_module.MAX_JOBS_PER_IP
+        self.assertEqual(self.paths.jobs.get("127.0.0.2"), per_ip)
+        self.assertEqual(self.paths.dropped, 300 - per_ip)
         got = yield self.legit_viewer()
         self.assertEqual(got, b"hello from host\n")
         done = yield poll(lambda: not self.paths._pending)
         self.assertTrue(done)
         self.assertEqual(Listener.accepted, 0)
-        self.assertEqual(self.paths.relays_replaced, 4)
+        self.assertEqual(self.paths.relays_replaced, per_ip)
 
 
 class SocketAddrV6ProcessTests(ProcessFixture):

@@ -66,10 +66,11 @@ LAN_ACCEPT_WINDOW = 18.0  # RustDesk hosts listen this long for the viewer
 PUNCH_WINDOW = 18.0  # and accept/punch this long after PunchHoleSent
 #: Concurrent outgoing jobs (relay legs until they close, punches, LAN
 #: listeners) for one requester IP, and in all.  A viewer needs one; a few
-#: more allow retries and several viewers behind one NAT.  The total stays
+#: more allow retries (a LAN listener a viewer did not use holds its slot for
+#: LAN_ACCEPT_WINDOW) and several viewers behind one NAT.  The total stays
 #: far below the file limit so that floods cannot exhaust descriptors.
-MAX_JOBS_PER_IP = 4
-MAX_JOBS = 32
+MAX_JOBS_PER_IP = 8
+MAX_JOBS = 64
 DROP_LOG_INTERVAL = 10.0  # at most one "dropped" line per interval
 KNOWN_RELAYS = 16  # relays remembered from the server's own pushes
 
