@@ -357,7 +357,7 @@ def _shared_host() -> HostProcess:
 class HostileHostTests(SynchronousTestCase):
     """One host agent for all; the attacks run one after another."""
 
-    skip = skip_reason("display")
+    skip = skip_reason()
 
     def setUp(self) -> None:
         self.host = _shared_host()
