@@ -307,7 +307,8 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertEqual([e["reason"] for e in _warnings(events)], ["Timeout"])
         # The idle timer is gone; what is left is the hard abort for a peer
         # that would not read the close.
-        self.assertEqual([c.func.__name__ for c in clock.getDelayedCalls()], ["_hard_abort"])
+        (pending,) = clock.getDelayedCalls()
+        self.assertEqual(pending.getTime(), 59 + protocol.abort_timeout)
 
     def test_no_timer_by_default(self) -> None:
         """Without an idle timeout nothing is scheduled."""
