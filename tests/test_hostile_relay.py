@@ -9,7 +9,7 @@ until the partner arrives (../shared/docs/rustdesk-protocol.md, section 6).
 
 The attacker lives in a child process bound to 127.0.0.2-127.0.0.6 (250
 connections per address, under the default max-connections-per-ip of 256), so
-the legitimate peers on 127.0.0.1 meet no per-source limit.  Takes about 15 s.
+the legitimate peers on 127.0.0.1 meet no per-source limit.  Takes a few seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire.bytescodec import encode_frame
 
 from .test_relay_process import RelayProcess, free_port_pair
+from .test_relay_support import raise_nofile
 
 LEGS = 1024
 EARLY = 256 * 1024
@@ -158,7 +159,8 @@ def recv_exact(s: socket.socket, n: int) -> bytes:
 
 
 def relay_pair(port: int, uuid: str, early: bytes, a_to_b: bytes, b_to_a: bytes) -> None:
-    """A legitimate pair: A waits with C{early} bytes, B joins, both exchange data.
+    """A legitimate pair: A sends C{early} bytes behind its first frame, B joins right
+    away (whichever first frame the relay reads first waits), both exchange data.
 
     @raise AssertionError: anything arrives changed, short or out of order.
     """
@@ -187,13 +189,12 @@ class EarlyDataFloodTests(SynchronousTestCase):
     """1,024 unpaired legs with 256 KiB of early data each against the real relay process."""
 
     def setUp(self) -> None:
-        # The relay raises its own limit; this process holds only a few sockets,
-        # the flooding child raises its own (soft to hard) and says if it cannot.
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        if hard != resource.RLIM_INFINITY and hard < LEGS + 64:
-            self.fail(f"RLIMIT_NOFILE hard limit {hard} is below the {LEGS + 64} the flood needs")
+        # The relay raises its own limit; the flooding child inherits this
+        # process's, raised here (root may raise the hard limit too).
+        raise_nofile(LEGS + 64)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < LEGS + 64:
+            self.fail(f"RLIMIT_NOFILE {soft} is below the {LEGS + 64} the flood needs")
         tmp = Path(self.mktemp())
         tmp.mkdir()
         self.log = tmp / "relay.log"
