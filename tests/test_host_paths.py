@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from litedesk.host import paths as paths_module
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Registration, RegState
 from litedesk.host.rendezvous_client import RendezvousClient
@@ -167,6 +168,31 @@ class PathTests(PathFixture):
         yield marker.lost
         yield sleep(0.05)
         self.assertEqual(self.paths.listeners, [])
+
+    @inlineCallbacks
+    def test_unused_lan_offers_do_not_lock_out_a_retrying_viewer(self) -> Any:
+        """A viewer on our IP that never uses its LAN address is answered every time.
+
+        Each unused LAN listener would hold one of the requester's job slots
+        for LAN_ACCEPT_WINDOW; a new request from that address closes the
+        oldest one instead of being dropped.
+        """
+        yield self.register("127.0.0.1")
+        per_ip = paths_module.MAX_JOBS_PER_IP
+        for _ in range(per_ip + 3):
+            route = yield ensureDeferred(
+                find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID)
+            )
+            self.assertEqual(route.path, "lan")
+            self.assertLessEqual(len(self.paths.listeners), per_ip)
+        self.assertEqual(self.paths.dropped, 0)
+        self.assertLessEqual(self.paths.jobs.get("127.0.0.1", 0), per_ip)
+        # The newest offer still works.
+        marker = yield self.viewer(route)
+        got = yield marker.got.addTimeout(5, reactor)
+        self.assertEqual(got, b"hello from host\n")
+        marker.transport.loseConnection()
+        yield marker.lost
 
     @inlineCallbacks
     def test_force_relay_on_lan(self) -> Any:

@@ -170,6 +170,9 @@ class HostPaths:
         self.max_jobs_per_ip = max_jobs_per_ip
         self.max_jobs = max_jobs
         self.jobs: dict[str, int] = {}  # requester IP -> running jobs
+        # requester IP -> stop() of its LAN listeners nobody connected to yet,
+        # oldest first (see _acquire).
+        self._lan_offers: dict[str, list[Callable[[], None]]] = {}
         self.jobs_total = 0
         self.dropped = 0
         self.relays_replaced = 0
@@ -301,6 +304,14 @@ class HostPaths:
         """Take a job slot for requester C{ip}; None (and a rate-limited log line) if full."""
         ip = normalize_host(ip)
         n = self.jobs.get(ip, 0)
+        offers = self._lan_offers.get(ip)
+        if offers and (n >= self.max_jobs_per_ip or self.jobs_total >= self.max_jobs):
+            # A viewer that asks again has given up on the LAN address it was
+            # offered (a --force-relay viewer never uses it): its listener
+            # would hold a slot for LAN_ACCEPT_WINDOW, so a user retrying from
+            # one address would soon be refused.  Close the oldest instead.
+            offers[0]()
+            n = self.jobs.get(ip, 0)
         if n < self.max_jobs_per_ip and self.jobs_total < self.max_jobs:
             self.jobs[ip] = n + 1
             self.jobs_total += 1
@@ -516,6 +527,11 @@ class HostPaths:
         timers: list[Any] = []
 
         def stop() -> None:
+            offers = self._lan_offers.get(slot.ip, [])
+            if stop in offers:
+                offers.remove(stop)
+                if not offers:
+                    del self._lan_offers[slot.ip]
             for t in timers:
                 if t.active():
                     t.cancel()
@@ -537,6 +553,7 @@ class HostPaths:
         timer = self.reactor.callLater(LAN_ACCEPT_WINDOW, stop)
         timers.append(timer)
         self._timers.append(timer)
+        self._lan_offers.setdefault(slot.ip, []).append(stop)
         bound: Any = port_obj.getHost()
         local = (local_ip, int(bound.port))
         await self._tell_server(
