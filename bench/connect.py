@@ -9,10 +9,10 @@ namespace, host agent behind router r1, viewers behind r1 or r2), one Xvfb
 in the root namespace for the host, and for every scenario starts a fresh
 host agent, then runs the viewer C{--runs} times.  Each run is a separate
 process in the viewer's namespace (L{DRIVER}) that does exactly what
-C{litedesk-viewer --headless} does (the CLI's own C{_connect}: NAT test,
+C{litedesk-viewer --headless} does (the viewer's C{connection.connect}: NAT test,
 rendezvous, LAN / IPv6 / punch / relay) and reports:
 
-  - C{first_frame}: seconds from the start of C{_connect} (interpreter and
+  - C{first_frame}: seconds from the start of C{connect} (interpreter and
     imports already done) to the first decoded video frame;
   - C{login}: the same to the end of the login;
   - C{wall}: the whole viewer process, spawn to exit (includes Python start
@@ -61,7 +61,7 @@ import json, sys, time
 t_start = time.time()
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
-from litedesk.viewer import cli
+from litedesk.viewer import cli, connection
 from litedesk.session.viewer_session import ViewerSession
 
 args = cli.build_parser().parse_args(sys.argv[1:])
@@ -70,7 +70,7 @@ async def run(reactor):
     t0 = reactor.seconds()  # wall clock, like time.time()
     session = ViewerSession(reactor, args.target, args.password, codec=args.codec)
     first_frame = session.next_frame(0)
-    path = await cli._connect(reactor, args, session)
+    path = await connection.connect(reactor, args, session)
     await session.logged_in
     login = reactor.seconds() - t0
     await first_frame

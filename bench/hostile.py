@@ -118,8 +118,8 @@ GOAL_FIRST_FRAME_RATIO = 2.0
 GOAL_PASSWORD_S = 20.0
 PR_SET_PDEATHSIG = 1
 
-# The legitimate viewer: what `litedesk-viewer --headless` does (the CLI's own
-# _connect), timed from the start of the connect to the first decoded frame,
+# The legitimate viewer: what `litedesk-viewer --headless` does (the viewer's
+# connection.connect), timed from the start of the connect to the first decoded frame,
 # so the figure excludes interpreter start-up and imports (about 0.5 s here,
 # and the part most sensitive to the CPU the attack itself takes from the
 # 2 cores).  Any failure is one JSON line with the error.
@@ -128,7 +128,7 @@ import json, sys, time
 t_start = time.monotonic()
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
-from litedesk.viewer import cli
+from litedesk.viewer import cli, connection
 from litedesk.session.viewer_session import ViewerSession
 
 args = cli.build_parser().parse_args(sys.argv[1:])
@@ -137,12 +137,13 @@ async def run(reactor):
     t0 = reactor.seconds()
     out = {"imports": time.monotonic() - t_start}
     try:
-        session = ViewerSession(reactor, args.target, cli._password(args), codec=args.codec)
+        password = connection.read_password(args)
+        session = ViewerSession(reactor, args.target, password, codec=args.codec)
         first = session.next_frame(0)
-        out["path"] = await cli._connect(reactor, args, session)
-        await cli._with_timeout(reactor, session.logged_in, args.timeout, "the login")
+        out["path"] = await connection.connect(reactor, args, session)
+        await connection.with_timeout(reactor, session.logged_in, args.timeout, "the login")
         out["login"] = reactor.seconds() - t0
-        await cli._with_timeout(reactor, first, 10.0, "a frame")
+        await connection.with_timeout(reactor, first, 10.0, "a frame")
         out["first_frame"] = reactor.seconds() - t0
         session.disconnect()
     except BaseException as e:

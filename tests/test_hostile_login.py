@@ -37,7 +37,7 @@ from litedesk.session.login import (
     StoredPassword,
     login_password,
 )
-from litedesk.viewer.cli import PASSWORD_ARGV_WARNING
+from litedesk.viewer.connection import PASSWORD_ARGV_WARNING
 from litedesk.wire.bytescodec import FrameDecoder
 
 from .e2e_lab import SKIP, VIEWER, lab

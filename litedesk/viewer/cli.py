@@ -10,37 +10,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from litedesk.host.rendezvous_client import parse_server
 from litedesk.input.keys import parse_key_list, text_input
 from litedesk.input.mouse import MouseButton, encode_mask
 from litedesk.session.input_messages import key_to_proto
-from litedesk.session.links import LinkError, connect_relay
-from litedesk.session.tls import KnownHosts, viewer_context_factory, wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
-from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host
+from litedesk.viewer.connection import (
+    LOGIN_TIMEOUT,
+    UsageFailure,
+    connect,
+    read_password,
+    warn_password_in_argv,
+    with_timeout,
+)
+from litedesk.viewer.route import ConnectError
 
-LOGIN_TIMEOUT = 20.0
 SETTLE = 0.5  # let the host's screen catch up with our input before the screenshot
 _log = Logger(namespace="litedesk.viewer")
-
-
-class UsageFailure(Exception):
-    pass
-
-
-def _default_known_hosts() -> Path:
-    return Path.home() / ".config" / "litedesk" / "known_hosts"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,116 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _password(args: argparse.Namespace) -> str:
-    if args.password is not None:
-        return str(args.password)
-    if args.password_file:
-        return Path(args.password_file).read_text().strip("\r\n")
-    env = os.environ.get("LITEDESK_PASSWORD")
-    if env is not None:
-        return env
-    raise UsageFailure("a password is needed: --password-file, LITEDESK_PASSWORD or --password")
-
-
-PASSWORD_ARGV_WARNING = (
-    "litedesk-viewer: warning: a password given with --password is visible to other "
-    "local users (ps, /proc/PID/cmdline); use --password-file FILE or the "
-    "LITEDESK_PASSWORD environment variable instead"
-)
-
-
-def _warn_password_in_argv(args: argparse.Namespace) -> None:
-    # Only a warning: scripts that pass --password keep working.  The
-    # command line of a process is world-readable on Linux, its environment
-    # and a 0600 file are not.
-    if args.password is not None:
-        print(PASSWORD_ARGV_WARNING, file=sys.stderr)
-
-
-def _is_direct(target: str) -> bool:
-    if target.startswith("["):
-        return True
-    return ":" in target or any(c == "." for c in target)
-
-
-async def _connect(
-    reactor: Any,
-    args: argparse.Namespace,
-    session: ViewerSession,
-    progress: Callable[[str], None] | None = None,
-) -> str:
-    """Open the stream to the host and start TLS; returns the path used.
-
-    Shared by the headless mode and the window; C{progress} hears what is
-    being done ("rendezvous", "relay", "lan", "direct") for a status bar.
-    """
-
-    def step(what: str) -> None:
-        if progress is not None:
-            progress(what)
-
-    if _is_direct(args.target):
-        step("direct")
-        host, port = parse_server(args.target, 21118)
-        kh = KnownHosts(args.known_hosts or _default_known_hosts())
-        creator = kh.context_factory(f"{host}:{port}")
-        ep = HostnameEndpoint(reactor, host, port, timeout=5)
-        try:
-            await connectProtocol(ep, wrap_client(session, creator))
-        except Exception as e:
-            raise ConnectError("cannot reach host", f"{host}:{port} ({e})") from None
-        return "direct"
-    if not args.rendezvous or not args.key:
-        raise UsageFailure("--rendezvous and --key are needed to connect by id")
-    try:
-        server = parse_server(args.rendezvous)
-    except ValueError:
-        raise UsageFailure(f"bad rendezvous server address {args.rendezvous!r}") from None
-    step("rendezvous")
-    route: Route = await find_host(reactor, server, args.key, args.target, args.force_relay)
-    creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
-    tls = wrap_client(session, creator)
-    if route.path == "punch":  # hole punching, relay when it fails
-        step("punch")
-        return await connect_punched(reactor, route, server, args.key, args.target, tls)
-    if route.path == "relay":
-        assert route.relay is not None
-        step("relay")
-        try:
-            await connect_relay(reactor, route.relay, route.uuid, args.key, tls)
-        except LinkError as e:
-            raise ConnectError("cannot reach relay", str(e)) from None
-        return "relay"
-    assert route.addr is not None
-    step("lan")
-    ep = HostnameEndpoint(reactor, route.addr[0], route.addr[1], timeout=5)
-    try:
-        await connectProtocol(ep, tls)
-    except Exception as e:
-        raise ConnectError("cannot reach host on the LAN", str(e)) from None
-    return "lan"
-
-
-async def _with_timeout(reactor: Any, d: Deferred[Any], seconds: float, what: str) -> Any:
-    d.addTimeout(seconds, reactor)
-    try:
-        return await d
-    except SessionError:
-        raise
-    except Exception as e:
-        from twisted.internet.defer import CancelledError, TimeoutError
-
-        if isinstance(e, CancelledError | TimeoutError):
-            raise SessionError(f"timed out waiting for {what}") from None
-        raise
-
-
 async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
-    password = _password(args)
+    password = read_password(args)
     t0 = reactor.seconds()
     session = ViewerSession(reactor, args.target, password, codec=args.codec)
-    path = await _connect(reactor, args, session)
-    info = await _with_timeout(reactor, session.logged_in, args.timeout, "the login")
+    path = await connect(reactor, args, session)
+    info = await with_timeout(reactor, session.logged_in, args.timeout, "the login")
     connect_time = reactor.seconds() - t0
     origin = (0, 0)
     if info.displays:
@@ -272,13 +161,13 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
     if args.clipboard_get:
         clipboard = session.remote_clipboard
         if clipboard is None:
-            clipboard = await _with_timeout(
+            clipboard = await with_timeout(
                 reactor, session.next_clipboard(), 5.0, "the host clipboard"
             )
     if args.screenshot:
         after = reactor.seconds()
         session.refresh()
-        frame = await _with_timeout(reactor, session.next_frame(after), 10.0, "a frame")
+        frame = await with_timeout(reactor, session.next_frame(after), 10.0, "a frame")
         frame.image.save(args.screenshot, "PNG")
     if args.duration > 0:
         end = reactor.seconds() + args.duration
@@ -312,7 +201,7 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
         ),
     }
     session.disconnect()
-    await _with_timeout(reactor, session.ended, 5.0, "the disconnect")
+    await with_timeout(reactor, session.ended, 5.0, "the disconnect")
     if clipboard is not None:
         stats["clipboard"] = clipboard
     return stats
@@ -351,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    _warn_password_in_argv(args)
+    warn_password_in_argv(args)
     if args.discover_lan:
         del _reactor
         react(lambda reactor: ensureDeferred(_discover_lan(reactor, args)))

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from litedesk.host.rendezvous_client import parse_server
 from litedesk.viewer.browse import DISCOVERY_PORT, FoundHost, lan_search, list_hosts
+from litedesk.viewer.connection import is_direct
 
 if TYPE_CHECKING:
     from litedesk.viewer.window import ViewerApp
@@ -180,12 +181,10 @@ class ConnectDialog:
         password = self.pw_var.get()
         server = self.server_var.get().strip()
         key = self.key_var.get().strip()
-        from litedesk.viewer.cli import _is_direct
-
         if not target:
             self.browse_status.configure(text="Enter a host id, or pick one from the list.")
             return
-        if not _is_direct(target) and not (server and key):
+        if not is_direct(target) and not (server and key):
             self.browse_status.configure(text="Connecting by id needs the server and its key.")
             return
         if not password:

@@ -11,7 +11,7 @@ the network, so nothing here blocks: dialogs are non-modal Toplevels, frames
 that arrive while one is being drawn replace each other (only the newest is
 drawn), and the only blocking call is the "Save screenshot as" file dialog.
 
-The connection code is the headless mode's (L{litedesk.viewer.cli._connect}),
+The connection code is the headless mode's (L{litedesk.viewer.connection.connect}),
 and the session is L{ViewerSession} with a thin subclass that tells the
 window about cursor, clipboard and notices as they arrive.
 """
@@ -46,7 +46,7 @@ from litedesk.proto import message_pb2 as pb
 from litedesk.screen.encode import DecodedFrame
 from litedesk.session.input_messages import key_to_proto as to_key_event
 from litedesk.session.viewer_session import SessionError, ViewerSession
-from litedesk.viewer import cli
+from litedesk.viewer import connection
 from litedesk.viewer.config import ViewerConfig, load_config, save_config
 from litedesk.viewer.keymap import (
     SEND_KEYS,
@@ -924,18 +924,20 @@ class ViewerApp:
     def start(self) -> None:
         """Connect if the command line says to whom, else ask."""
         a = self.args
-        if not a.rendezvous and self.cfg.server and a.target and not cli._is_direct(a.target):
+        if not a.rendezvous and self.cfg.server and a.target and not connection.is_direct(a.target):
             a.rendezvous = self.cfg.server
         if not a.key and self.cfg.key:
             a.key = self.cfg.key
         try:
-            self.password = cli._password(a)
-        except cli.UsageFailure:
+            self.password = connection.read_password(a)
+        except connection.UsageFailure:
             self.password = ""
         except OSError as e:
             self.show_error("cannot read the password file", str(e), final=True)
             return
-        needs_server = a.target and not cli._is_direct(a.target) and not (a.rendezvous and a.key)
+        needs_server = (
+            a.target and not connection.is_direct(a.target) and not (a.rendezvous and a.key)
+        )
         if not a.target or not self.password or needs_server:
             self.show_connect_dialog()
             return
@@ -973,7 +975,7 @@ class ViewerApp:
         a = self.args
         self.root.title(f"{a.target} - {TITLE}")
         self._attempt_started = self.reactor.seconds()
-        self.phase("rendezvous" if not cli._is_direct(a.target) else "direct")
+        self.phase("rendezvous" if not connection.is_direct(a.target) else "direct")
         session = WindowSession(
             self.reactor,
             a.target,
@@ -999,13 +1001,15 @@ class ViewerApp:
     async def _attempt(self, session: WindowSession) -> None:
         a = self.args
         try:
-            self.path = await cli._connect(self.reactor, a, session, progress=self.phase)
+            self.path = await connection.connect(self.reactor, a, session, progress=self.phase)
             if session is not self.session:
                 session.disconnect()
                 return
             self.phase("tls")
-            info = await cli._with_timeout(self.reactor, session.logged_in, a.timeout, "the login")
-        except (ConnectError, SessionError, cli.UsageFailure) as e:
+            info = await connection.with_timeout(
+                self.reactor, session.logged_in, a.timeout, "the login"
+            )
+        except (ConnectError, SessionError, connection.UsageFailure) as e:
             if session is self.session:
                 self._attempt_failed(e)
             return

@@ -1,0 +1,230 @@
+"""How the viewer opens a session: the password, the path to the host, timeouts.
+
+Shared by the headless mode (L{litedesk.viewer.cli}), the window's
+connection controller (L{litedesk.viewer.controller}) and the benchmarks,
+so it depends on neither: no argument parsing, no Tk.  Failures are
+L{ConnectError} (from the route), L{SessionError} (from the session) or
+L{UsageFailure} (what the person asked for cannot work); each carries a
+short phrase, and L{failure_reason} names it with a L{FailureReason} so
+that callers decide by kind instead of by matching text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+
+from litedesk.host.rendezvous_client import parse_server
+from litedesk.session.links import LinkError, connect_relay
+from litedesk.session.tls import KnownHosts, viewer_context_factory, wrap_client
+from litedesk.session.viewer_session import SessionError, ViewerSession
+from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host
+
+LOGIN_TIMEOUT = 20.0
+DIRECT_PORT = 21118  # what a host's --listen uses unless told otherwise
+
+
+class UsageFailure(Exception):
+    """What was asked for cannot work (a missing password, server or key)."""
+
+
+class FailureReason(enum.StrEnum):
+    """Why a connection attempt or a session failed, by kind.
+
+    The values are the leading phrases of the errors' messages (which the
+    headless mode prints unchanged); L{failure_reason} maps an error to its
+    member.
+    """
+
+    UNKNOWN_ID = "unknown id"
+    HOST_OFFLINE = "host offline"
+    KEY_MISMATCH = "key mismatch"
+    KEY_OVERUSE = "key overuse"
+    BAD_SERVER_KEY = "bad server key"
+    HOST_KEY_MISMATCH = "host key mismatch"
+    WRONG_PASSWORD = "wrong password"  # also "wrong password (too many attempts, …)"
+    NO_PASSWORD_ACCESS = "the host accepts no password"
+    LOGIN_REFUSED = "login refused"
+    TOO_MANY_VIEWERS = "too many viewers"
+    VIEW_ONLY = "view only"
+    RENDEZVOUS_UNREACHABLE = "cannot reach rendezvous server"
+    RENDEZVOUS_CLOSED = "rendezvous server closed the connection"
+    RENDEZVOUS_SILENT = "no answer from rendezvous server"
+    PUNCH_FAILED = "punch hole failed"
+    RELAY_REFUSED = "relay refused"
+    RELAY_UNREACHABLE = "cannot reach relay"
+    HOST_UNREACHABLE = "cannot reach host"  # also "cannot reach host on the LAN"
+    TIMED_OUT = "timed out waiting for"
+    LOST_BEFORE_LOGIN = "connection lost before login"
+    CLOSED_BY_HOST = "closed by host"
+    DISCONNECTED = "disconnected"
+    CANNOT_CONNECT = "cannot connect"
+    USAGE = "usage"
+    OTHER = "other"
+
+    @property
+    def final(self) -> bool:
+        """Trying again cannot help: ask the person instead of reconnecting."""
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        FailureReason.WRONG_PASSWORD,
+        FailureReason.HOST_KEY_MISMATCH,
+        FailureReason.KEY_MISMATCH,
+        FailureReason.BAD_SERVER_KEY,
+        FailureReason.UNKNOWN_ID,
+        FailureReason.NO_PASSWORD_ACCESS,
+        FailureReason.RELAY_REFUSED,
+    }
+)
+# Longest phrase first, so that a phrase that begins with a shorter one
+# (none do today) still finds its own member.
+_BY_PHRASE = sorted(
+    (r for r in FailureReason if r not in (FailureReason.USAGE, FailureReason.OTHER)),
+    key=lambda r: -len(r.value),
+)
+
+
+def reason_phrase(error: BaseException) -> str:
+    """The short phrase an error carries (its C{reason}), else its message."""
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) and reason else str(error)
+
+
+def failure_reason(error: BaseException) -> FailureReason:
+    """The kind of failure C{error} reports."""
+    if isinstance(error, UsageFailure):
+        return FailureReason.USAGE
+    phrase = reason_phrase(error)
+    for r in _BY_PHRASE:
+        if phrase.startswith(r.value):
+            return r
+    return FailureReason.OTHER
+
+
+# -- the password ---------------------------------------------------------------
+
+PASSWORD_ARGV_WARNING = (
+    "litedesk-viewer: warning: a password given with --password is visible to other "
+    "local users (ps, /proc/PID/cmdline); use --password-file FILE or the "
+    "LITEDESK_PASSWORD environment variable instead"
+)
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """The password from --password, --password-file or LITEDESK_PASSWORD.
+
+    Raises L{UsageFailure} when none is given and C{OSError} when the file
+    cannot be read.
+    """
+    if args.password is not None:
+        return str(args.password)
+    if args.password_file:
+        return Path(args.password_file).read_text().strip("\r\n")
+    env = os.environ.get("LITEDESK_PASSWORD")
+    if env is not None:
+        return env
+    raise UsageFailure("a password is needed: --password-file, LITEDESK_PASSWORD or --password")
+
+
+def warn_password_in_argv(args: argparse.Namespace) -> None:
+    # Only a warning: scripts that pass --password keep working.  The
+    # command line of a process is world-readable on Linux, its environment
+    # and a 0600 file are not.
+    if args.password is not None:
+        print(PASSWORD_ARGV_WARNING, file=sys.stderr)
+
+
+# -- reaching the host ------------------------------------------------------------
+
+
+def default_known_hosts() -> Path:
+    return Path.home() / ".config" / "litedesk" / "known_hosts"
+
+
+def is_direct(target: str) -> bool:
+    """Whether C{target} is a HOST:PORT (or IP) to dial rather than a host id."""
+    if target.startswith("["):
+        return True
+    return ":" in target or any(c == "." for c in target)
+
+
+async def connect(
+    reactor: Any,
+    args: argparse.Namespace,
+    session: ViewerSession,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """Open the stream to the host and start TLS; returns the path used.
+
+    C{args} carries C{target}, C{rendezvous}, C{key}, C{force_relay} and
+    C{known_hosts} as the command line names them.  C{progress} hears what
+    is being done ("rendezvous", "punch", "relay", "lan", "direct") for a
+    status bar.
+    """
+
+    def step(what: str) -> None:
+        if progress is not None:
+            progress(what)
+
+    if is_direct(args.target):
+        step("direct")
+        host, port = parse_server(args.target, DIRECT_PORT)
+        kh = KnownHosts(args.known_hosts or default_known_hosts())
+        creator = kh.context_factory(f"{host}:{port}")
+        ep = HostnameEndpoint(reactor, host, port, timeout=5)
+        try:
+            await connectProtocol(ep, wrap_client(session, creator))
+        except Exception as e:
+            raise ConnectError("cannot reach host", f"{host}:{port} ({e})") from None
+        return "direct"
+    if not args.rendezvous or not args.key:
+        raise UsageFailure("--rendezvous and --key are needed to connect by id")
+    try:
+        server = parse_server(args.rendezvous)
+    except ValueError:
+        raise UsageFailure(f"bad rendezvous server address {args.rendezvous!r}") from None
+    step("rendezvous")
+    route: Route = await find_host(reactor, server, args.key, args.target, args.force_relay)
+    creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
+    tls = wrap_client(session, creator)
+    if route.path == "punch":  # hole punching, relay when it fails
+        step("punch")
+        return await connect_punched(reactor, route, server, args.key, args.target, tls)
+    if route.path == "relay":
+        assert route.relay is not None
+        step("relay")
+        try:
+            await connect_relay(reactor, route.relay, route.uuid, args.key, tls)
+        except LinkError as e:
+            raise ConnectError("cannot reach relay", str(e)) from None
+        return "relay"
+    assert route.addr is not None
+    step("lan")
+    ep = HostnameEndpoint(reactor, route.addr[0], route.addr[1], timeout=5)
+    try:
+        await connectProtocol(ep, tls)
+    except Exception as e:
+        raise ConnectError("cannot reach host on the LAN", str(e)) from None
+    return "lan"
+
+
+async def with_timeout(reactor: Any, d: Deferred[Any], seconds: float, what: str) -> Any:
+    """C{await d}, failing with C{SessionError("timed out waiting for WHAT")}."""
+    d.addTimeout(seconds, reactor)
+    try:
+        return await d
+    except SessionError:
+        raise
+    except (CancelledError, TimeoutError):
+        raise SessionError(f"timed out waiting for {what}") from None
