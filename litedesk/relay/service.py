@@ -106,9 +106,9 @@ _OTHER: list[tuple[str, float, str]] = [
 ]
 
 RELAY_OPT_PARAMETERS: list[list[Any]] = [
-    [name, None, None, f"{text} [default: {default:g}; env {env}]"]
+    [name, None, None, f"{text} [default: {default:.10g}; env {env}]"]
     for name, env, default, text in _BANDWIDTH
-] + [[name, None, None, f"{text} [default: {default:g}]"] for name, default, text in _OTHER]
+] + [[name, None, None, f"{text} [default: {default:.10g}]"] for name, default, text in _OTHER]
 
 READ_MODES = ("auto", "splice", "recv_into", "twisted")
 
