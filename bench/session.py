@@ -103,7 +103,8 @@ from litedesk.input.mouse import MouseButton, encode_mask  # noqa: E402
 from litedesk.proto import message_pb2 as pb  # noqa: E402
 from litedesk.screen.encode import DecodedFrame  # noqa: E402
 from litedesk.session.links import connect_relay  # noqa: E402
-from litedesk.session.tls import viewer_context_factory, wrap_client  # noqa: E402
+from litedesk.session.pinning import viewer_context_factory  # noqa: E402
+from litedesk.session.tls import wrap_client  # noqa: E402
 from litedesk.session.viewer_session import ViewerSession  # noqa: E402
 from litedesk.viewer.route import find_host  # noqa: E402
 

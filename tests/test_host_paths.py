@@ -24,14 +24,11 @@ from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Registration, RegState
 from litedesk.host.rendezvous_client import RendezvousClient
 from litedesk.rendezvous.relaylist import RelayList
+from litedesk.session.host_certificate import host_context_factory
+from litedesk.session.host_key import HostKeyMismatch
 from litedesk.session.links import connect_relay
-from litedesk.session.tls import (
-    HostKeyMismatch,
-    host_context_factory,
-    viewer_context_factory,
-    wrap_client,
-    wrap_server,
-)
+from litedesk.session.pinning import viewer_context_factory
+from litedesk.session.tls import wrap_client, wrap_server
 from litedesk.viewer.route import ConnectError, find_host
 from litedesk.wire.keys import public_b64
 

@@ -41,7 +41,8 @@ from litedesk.rendezvous.server import (
     normalize_relay,
     valid_v6_endpoint,
 )
-from litedesk.session.tls import host_context_factory, wrap_server
+from litedesk.session.host_certificate import host_context_factory
+from litedesk.session.tls import wrap_server
 from litedesk.viewer.route import find_host
 from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import encode_frame
@@ -504,7 +505,8 @@ class ProcessFixture(TestCase):
         )
         marker = Marker(b"hello from viewer\n")
         from litedesk.session.links import connect_relay
-        from litedesk.session.tls import viewer_context_factory, wrap_client
+        from litedesk.session.pinning import viewer_context_factory
+        from litedesk.session.tls import wrap_client
 
         tls = wrap_client(marker, viewer_context_factory(route.host_pk))
         yield ensureDeferred(connect_relay(reactor, route.relay, route.uuid, self.key, tls))

@@ -16,10 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.host.paths import host_path_choice
 from litedesk.nat.nattype import ASYMMETRIC, SYMMETRIC, UNKNOWN
-from litedesk.session.tls import (
-    viewer_context_factory,
-    wrap_client,
-)
+from litedesk.session.pinning import viewer_context_factory
+from litedesk.session.tls import wrap_client
 from litedesk.viewer.route import Route, connect_punched, find_host
 
 from .test_host_paths import HOST_ID, Marker, PathFixture

@@ -32,7 +32,8 @@ from litedesk.host_tap import Options
 from litedesk.nat.nattype import SYMMETRIC
 from litedesk.nat.upnp import UpnpError, UpnpMapper
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.session.tls import viewer_context_factory, wrap_client
+from litedesk.session.pinning import viewer_context_factory
+from litedesk.session.tls import wrap_client
 from litedesk.viewer.route import Route, connect_punched, find_host
 
 from .natlab import WAN_V4, skip_reason

@@ -34,20 +34,17 @@ from zope.interface import implementer
 from litedesk.proto import message_pb2 as m
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.framing import MessageProtocol, kind
+from litedesk.session.host_certificate import host_certificate, host_context_factory
+from litedesk.session.host_key import HostKeyMismatch, UnverifiedHostKey, host_key_from_signed_id_pk
+from litedesk.session.known_hosts import KnownHosts
 from litedesk.session.login import LoginVerifier, StoredPassword, login_password
+from litedesk.session.pinning import viewer_context_factory
+from litedesk.session.switching import SwitchingProtocol
 from litedesk.session.tls import (
-    HostKeyMismatch,
-    KnownHosts,
-    SwitchingProtocol,
-    UnverifiedHostKey,
-    host_certificate,
-    host_context_factory,
-    host_key_from_signed_id_pk,
     peer_host_key,
     tls_client_factory,
     tls_server_factory,
     tls_version,
-    viewer_context_factory,
     wrap_client,
     wrap_server,
 )

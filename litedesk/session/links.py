@@ -17,7 +17,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.session.tls import SwitchingProtocol
+from litedesk.session.switching import SwitchingProtocol
 from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
 from litedesk.wire.messages import parse_rendezvous
 

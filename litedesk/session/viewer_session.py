@@ -24,8 +24,8 @@ from zope.interface import implementer
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.encode import DecodedFrame, VideoDecoder
 from litedesk.session.framing import MessageProtocol
+from litedesk.session.host_key import HostKeyMismatch
 from litedesk.session.login import login_password
-from litedesk.session.tls import HostKeyMismatch
 
 VERSION = "1.4.9"
 IDLE_TIMEOUT = 30.0

@@ -23,8 +23,10 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 
 from litedesk.host.rendezvous_client import parse_server
+from litedesk.session.known_hosts import KnownHosts
 from litedesk.session.links import LinkError, connect_relay
-from litedesk.session.tls import KnownHosts, viewer_context_factory, wrap_client
+from litedesk.session.pinning import viewer_context_factory
+from litedesk.session.tls import wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
 from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host
 

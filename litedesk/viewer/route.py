@@ -43,6 +43,7 @@ from litedesk.nat.punch import (
     punch_connect,
 )
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.session.host_key import UnverifiedHostKey, host_key_from_signed_id_pk
 from litedesk.session.links import (
     LinkError,
     RendezvousLink,
@@ -50,7 +51,6 @@ from litedesk.session.links import (
     open_rendezvous,
     split_relay,
 )
-from litedesk.session.tls import UnverifiedHostKey, host_key_from_signed_id_pk
 from litedesk.wire import addrmangle
 
 VERSION = "1.4.9"  # what we claim to be: servers only sign keys for versioned clients
