@@ -103,15 +103,11 @@ class ExampleConfigTests(SynchronousTestCase):
             "relay-endpoint": "tcp6:21117:interface=::",
             "relay-port": "21117",
         }
-        stated = {}
+        stated: dict[str, str | None] = {f[0]: "no" for f in Options.optFlags}
         for name, _short, default, doc, *_ in Options.optParameters:
             help_default = re.search(r"\[default: ([^];]*)", doc or "")
-            stated[name] = str(default) if default is not None else None
-            if help_default:
-                stated[name] = help_default.group(1).strip()
-            if stated[name] is not None:
-                stated[name] = stated[name].replace("\\:", ":")
-        stated.update({f[0]: "no" for f in Options.optFlags})
+            text = help_default.group(1).strip() if help_default else default
+            stated[name] = None if text is None else str(text).replace("\\:", ":")
         settings = re.findall(r"^#([a-z][a-z_-]*)\s*=\s*(.*?)\s*$", EXAMPLE.read_text(), re.M)
         self.assertTrue(settings)
         for name, value in settings:
@@ -119,12 +115,11 @@ class ExampleConfigTests(SynchronousTestCase):
                 continue
             # The file escapes ':' inside endpoint strings.
             value = value.replace("\\:", ":")
-            if name in derived:
-                self.assertEqual(value, derived[name], name)
-            elif stated[name] is not None and _is_number(stated[name]):
-                self.assertEqual(float(value), float(stated[name]), name)
+            want = derived.get(name, stated[name])
+            if want is not None and _is_number(want):
+                self.assertEqual(float(value), float(want), name)
             else:
-                self.assertEqual(value, stated[name], name)
+                self.assertEqual(value, want, name)
 
 
 def _is_number(text: str) -> bool:
