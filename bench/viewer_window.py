@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from litedesk.proto import message_pb2 as pb  # noqa: E402
 from litedesk.screen.encode import VideoEncoder  # noqa: E402
-from tests.xvfb import Xvfb  # noqa: E402
+from tests.support.xvfb import Xvfb  # noqa: E402
 
 
 def make_frames(n: int, fps: float) -> list[pb.VideoFrame]:
@@ -79,7 +79,8 @@ class Bench:
 
         from litedesk.viewer import cli
         from litedesk.viewer.config import ViewerConfig
-        from litedesk.viewer.window import ViewerApp, WindowSession
+        from litedesk.viewer.window import ViewerApp
+        from litedesk.viewer.window_session import WindowSession
 
         self.reactor: Any = reactor
         self.xvfb = xvfb
@@ -90,8 +91,8 @@ class Bench:
         s = WindowSession(reactor, "bench", "", on_frame=self.app.on_frame, listener=self.app)
         s.peer_info = pb.PeerInfo(displays=[pb.DisplayInfo(x=0, y=0, width=1920, height=1080)])
         self.session = s
-        self.app.session = s
-        self.app.connected = True
+        self.app.conn.session = s
+        self.app.conn.connected = True
         self.sent: list[tuple[float, int, int]] = []
 
         def record(mask: int, x: int, y: int, modifiers: list[int] | None = None) -> None:
@@ -155,7 +156,7 @@ class Bench:
     def geometry(self, spec: str, mode: str) -> None:
         self.root.geometry(spec)
         self.app.scale_var.set(mode)
-        self.app._apply_scale_mode()
+        self.app.apply_scale_mode()
         self.root.update()
 
     async def redraw(
@@ -170,7 +171,7 @@ class Bench:
         warm.start(1 / 30)
         await self.run_for(1.0)
         warm.stop()
-        c = self.app.counters
+        c = self.app.frames.counters
         r0, s0, d0 = c.received, c.shown, c.draw_seconds
         cpu0, x0, t0 = time.process_time(), proc_cpu(self.xpid), time.perf_counter()
         if fps is None:
@@ -212,7 +213,7 @@ class Bench:
         await self.run_for(0.5)
         cx, cy = self.app.canvas.winfo_rootx(), self.app.canvas.winfo_rooty()
         injected: list[tuple[float, int, int]] = []
-        m = self.app.mapping
+        m = self.app.frames.mapping
         assert m is not None
         self.sent.clear()
         done = threading.Event()

@@ -9,12 +9,28 @@ import stat
 from pathlib import Path
 
 import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.input.keys import ControlKey, KeyInput
 from litedesk.input.mouse import MouseButton, MouseType, Rect, decode_mask, encode_mask
 from litedesk.proto import message_pb2 as pb
+from litedesk.session.viewer_session import SessionError
 from litedesk.viewer.config import MAX_RECENT, ViewerConfig, load_config, save_config
+from litedesk.viewer.connection import (
+    FailureReason,
+    failure_reason,
+    is_direct,
+    reason_phrase,
+)
+from litedesk.viewer.geometry import (
+    canvas_mapping,
+    cursor_scale,
+    drawn_size,
+    monitor_rect,
+    view_mapping,
+)
 from litedesk.viewer.keymap import (
     SEND_KEYS,
     HeldKeys,
@@ -23,7 +39,15 @@ from litedesk.viewer.keymap import (
     key_for_tk_event,
     modifiers_for_state,
 )
-from litedesk.viewer.window import decode_cursor, drawn_size, is_final, mouse_events, view_mapping
+from litedesk.viewer.pointer import mouse_events, wheel_step
+from litedesk.viewer.remote_cursor import (
+    LOCAL_CURSOR_HOLD,
+    cursor_corner,
+    cursor_spot,
+    decode_cursor,
+)
+from litedesk.viewer.route import ConnectError
+from litedesk.viewer.status_bar import RateMeter, fmt_rate
 
 FHD = Rect(0, 0, 1920, 1080)
 
@@ -215,10 +239,14 @@ class KeyMapTests(SynchronousTestCase):
 class MiscTests(SynchronousTestCase):
     def test_final_reasons(self) -> None:
         """Wrong password and key mismatches are not retried; a drop is."""
-        self.assertTrue(is_final("wrong password (too many attempts, try later)"))
-        self.assertTrue(is_final("host key mismatch"))
-        self.assertFalse(is_final("disconnected"))
-        self.assertFalse(is_final("cannot reach relay"))
+
+        def final(phrase: str) -> bool:
+            return failure_reason(SessionError(phrase)).final
+
+        self.assertTrue(final("wrong password (too many attempts, try later)"))
+        self.assertTrue(final("host key mismatch"))
+        self.assertFalse(final("disconnected"))
+        self.assertFalse(final("cannot reach relay"))
 
     def test_decode_cursor(self) -> None:
         """A zstd RGBA CursorData becomes an RGBA image; damaged data gives None."""
@@ -260,3 +288,110 @@ class ConfigTests(SynchronousTestCase):
         path.write_text('{"server": 5, "fps": -3, "recent": [{"peer_id": "x"}, 7]}')
         cfg = load_config(path)
         self.assertEqual((cfg.server, cfg.fps, [r.peer_id for r in cfg.recent]), ("", 0, ["x"]))
+
+
+class GeometryTests(SynchronousTestCase):
+    def test_monitor_rect_from_the_host_list(self) -> None:
+        """The shown monitor's origin comes from the host's list (the first one when
+        the index is stale), its size from the frame."""
+        mons = [pb.DisplayInfo(x=0, y=0, width=1920, height=1080), pb.DisplayInfo(x=1920, y=0)]
+        self.assertEqual(monitor_rect(mons, 1, 1280, 1024), Rect(1920, 0, 1280, 1024))
+        self.assertEqual(monitor_rect(mons, 7, 800, 600), Rect(0, 0, 800, 600))
+        self.assertEqual(monitor_rect([], 0, 800, 600), Rect(0, 0, 800, 600))
+
+    def test_canvas_mapping_fit_and_one_to_one(self) -> None:
+        """Fit scales into the canvas; 1:1 keeps scale 1 at the canvas origin when the
+        picture is larger (the canvas scrolls), and centres a smaller picture."""
+        fit = canvas_mapping(FHD, "fit", 1200, 777)
+        self.assertAlmostEqual(fit.scale, 0.625)
+        big = canvas_mapping(FHD, "1:1", 1200, 777)
+        self.assertEqual((big.scale, big.offset_x, big.offset_y), (1.0, 0.0, 0.0))
+        self.assertEqual(big.to_remote(1919, 1079), (1919, 1079))
+        small = canvas_mapping(Rect(0, 0, 800, 600), "1:1", 1000, 800)
+        self.assertEqual((small.offset_x, small.offset_y), (100.0, 100.0))
+
+    def test_cursor_follows_local_pointer_then_host(self) -> None:
+        """The cursor is drawn at the local pointer for half a second after it moved,
+        then where the host reports it, hot spot included, shrunk with the picture."""
+        m = view_mapping(FHD, "fit", 960, 540)  # scale 0.5
+        self.assertEqual(cursor_scale(m), 0.5)
+        self.assertEqual(cursor_scale(view_mapping(FHD, "fit", 3840, 2160)), 1.0)
+        spot = cursor_spot(m, 10.0, (30.0, 40.0), 10.0 - LOCAL_CURSOR_HOLD / 2, (200, 100))
+        self.assertEqual(spot, (30.0, 40.0))
+        spot = cursor_spot(m, 10.0, (30.0, 40.0), 10.0 - LOCAL_CURSOR_HOLD, (200, 100))
+        self.assertEqual(spot, m.to_local(200, 100))
+        self.assertIsNone(cursor_spot(m, 10.0, None, 0.0, None))
+        shape = pb.CursorData(hotx=10, hoty=4)
+        self.assertEqual(cursor_corner((100.0, 50.0), shape, 0.5), (95, 48))
+
+    def test_wheel_step(self) -> None:
+        """Windows reports 120 per notch, macOS 1."""
+        self.assertEqual([wheel_step(d) for d in (120, -240, 1, -3)], [1, -2, 1, -3])
+
+
+class FailureReasonTests(SynchronousTestCase):
+    def test_every_phrase_the_lower_layers_use(self) -> None:
+        """The route's and the session's phrases (as the headless mode prints them)
+        name their kind; unknown text is OTHER, never a final reason."""
+        cases = [
+            (ConnectError("unknown id"), FailureReason.UNKNOWN_ID),
+            (ConnectError("host offline"), FailureReason.HOST_OFFLINE),
+            (ConnectError("key mismatch", "unsigned"), FailureReason.KEY_MISMATCH),
+            (SessionError("host key mismatch", "x"), FailureReason.HOST_KEY_MISMATCH),
+            (SessionError("wrong password", "Wrong Password"), FailureReason.WRONG_PASSWORD),
+            (
+                SessionError("wrong password (too many attempts, try in a minute)"),
+                FailureReason.WRONG_PASSWORD,
+            ),
+            (SessionError("view only", "no input"), FailureReason.VIEW_ONLY),
+            (
+                ConnectError("cannot reach rendezvous server", "refused"),
+                FailureReason.RENDEZVOUS_UNREACHABLE,
+            ),
+            (ConnectError("cannot reach host on the LAN", "t"), FailureReason.HOST_UNREACHABLE),
+            (SessionError("timed out waiting for the login"), FailureReason.TIMED_OUT),
+            (ConnectError("relay refused", "busy"), FailureReason.RELAY_REFUSED),
+            (SessionError("disconnected", "gone"), FailureReason.DISCONNECTED),
+            (ConnectError("Some server text"), FailureReason.OTHER),
+        ]
+        for err, want in cases:
+            self.assertEqual(failure_reason(err), want, str(err))
+        self.assertEqual(reason_phrase(ConnectError("relay refused", "busy")), "relay refused")
+        self.assertEqual(reason_phrase(ValueError("plain")), "plain")
+
+    @given(st.sampled_from(list(FailureReason)), st.text(max_size=40))
+    def test_phrase_with_any_detail(self, reason: FailureReason, detail: str) -> None:
+        """An error built from a reason's phrase and any detail maps back to that reason."""
+        if reason in (FailureReason.USAGE, FailureReason.OTHER):
+            return
+        self.assertEqual(failure_reason(SessionError(reason.value, detail)), reason)
+        self.assertEqual(failure_reason(ConnectError(reason.value + detail)), reason)
+
+    @given(st.text(max_size=60))
+    def test_any_text_is_classified(self, text: str) -> None:
+        """Any message gets a reason; only known phrases are final."""
+        r = failure_reason(Exception(text))
+        if r.final:
+            self.assertTrue(text.startswith(r.value))
+
+    @given(st.text(alphabet="0123456789abcdef-", min_size=1, max_size=20))
+    def test_ids_are_not_direct(self, peer: str) -> None:
+        """A host id (no dot, colon or bracket) goes through the server; HOST:PORT,
+        an IP or [v6] is dialled."""
+        self.assertFalse(is_direct(peer))
+        self.assertTrue(is_direct(peer + ":21118"))
+        self.assertTrue(is_direct("[::1]:5"))
+        self.assertTrue(is_direct("10.0.0.1"))
+
+
+class RateTests(SynchronousTestCase):
+    def test_rates_per_second(self) -> None:
+        """Received and shown frame rates and bit rate are measured over at least a
+        second, and formatted in kbit/s or Mbit/s."""
+        meter = RateMeter()
+        meter.sample(0.0, 0, 0, 0)
+        meter.sample(0.5, 15, 10, 50_000)
+        self.assertEqual(meter.rates, (0.0, 0.0, 0.0))
+        meter.sample(1.0, 30, 20, 125_000)
+        self.assertEqual(meter.rates, (30.0, 20.0, 1_000_000.0))
+        self.assertEqual((fmt_rate(1_000_000.0), fmt_rate(640_000.0)), ("1.0 Mbit/s", "640 kbit/s"))

@@ -9,29 +9,44 @@ discovery ping (L{litedesk.viewer.browse}); picking a host fills the id.
 
 from __future__ import annotations
 
+import argparse
 import tkinter as tk
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from litedesk.host.rendezvous_client import parse_server
 from litedesk.viewer.browse import DISCOVERY_PORT, FoundHost, lan_search, list_hosts
+from litedesk.viewer.config import ViewerConfig
 from litedesk.viewer.connection import is_direct
-
-if TYPE_CHECKING:
-    from litedesk.viewer.window import ViewerApp
 
 _log = Logger(namespace="litedesk.viewer.connect_dialog")
 
 OnConnect = Callable[[str, str, str, str, bool], None]
 
 
+class DialogOwner(Protocol):
+    """What the dialog needs of the window that opens it."""
+
+    reactor: Any
+    root: tk.Tk
+    args: argparse.Namespace
+    cfg: ViewerConfig
+    password: str
+
+    @property
+    def session(self) -> object | None:
+        """The current session, if any (cancelling without one quits)."""
+
+    def quit(self) -> None: ...
+
+
 class ConnectDialog:
     """Ask for id, password, server and key; call C{on_connect} with them."""
 
-    def __init__(self, app: ViewerApp, on_connect: OnConnect) -> None:
+    def __init__(self, app: DialogOwner, on_connect: OnConnect) -> None:
         self.app = app
         self.on_connect = on_connect
         cfg = app.cfg
