@@ -38,7 +38,8 @@ from litedesk.rendezvous.service import UDPListenerService
 from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admission
 from litedesk.session.host_certificate import host_context_factory
 from litedesk.session.host_session import Display, HostContext, HostSession
-from litedesk.session.login import LoginVerifier, StoredPassword
+from litedesk.session.login import LoginVerifier
+from litedesk.session.password import StoredPassword
 from litedesk.session.tls import tls_server_factory, wrap_server
 from litedesk.viewer.route import ConnectError, server_key_bytes
 

@@ -23,7 +23,8 @@ from litedesk.session.host_session import (
     HostContext,
     HostSession,
 )
-from litedesk.session.login import LoginVerifier, StoredPassword, login_password
+from litedesk.session.login import LoginVerifier
+from litedesk.session.password import StoredPassword, login_password
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header
 
 from .strategies import chunked

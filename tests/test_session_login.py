@@ -14,16 +14,17 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.session import login
-from litedesk.session.login import (
-    ALPHABET,
+from litedesk.session.failure_limit import FailureLimiter, source_key
+from litedesk.session.login import LoginVerifier
+from litedesk.session.login_errors import (
     ERROR_EMPTY_PASSWORD,
     ERROR_NO_PASSWORD_ACCESS,
     ERROR_TOO_MANY_ATTEMPTS,
     ERROR_TRY_LATER,
     ERROR_WRONG_PASSWORD,
-    FailureLimiter,
-    LoginVerifier,
-    RelayedLoginThrottle,
+)
+from litedesk.session.password import (
+    ALPHABET,
     StoredPassword,
     challenge_response,
     login_password,
@@ -31,8 +32,8 @@ from litedesk.session.login import (
     new_one_time_password,
     new_salt,
     password_h1,
-    source_key,
 )
+from litedesk.session.relayed_throttle import RelayedLoginThrottle
 
 H1 = "8fa0acf6233b92d2d48a30a315cd213748d48f28eaa63d7590509392316b3016"
 H2 = "c181c1f3c745e5865679944f88d90905dd2a6e091739a3ba12a7edc4c0d6d786"

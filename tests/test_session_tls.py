@@ -37,7 +37,8 @@ from litedesk.session.framing import MessageProtocol, kind
 from litedesk.session.host_certificate import host_certificate, host_context_factory
 from litedesk.session.host_key import HostKeyMismatch, UnverifiedHostKey, host_key_from_signed_id_pk
 from litedesk.session.known_hosts import KnownHosts
-from litedesk.session.login import LoginVerifier, StoredPassword, login_password
+from litedesk.session.login import LoginVerifier
+from litedesk.session.password import StoredPassword, login_password
 from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.switching import SwitchingProtocol
 from litedesk.session.tls import (

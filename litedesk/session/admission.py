@@ -6,7 +6,7 @@ UPnP listener, relay legs) costs a file descriptor and some memory before
 anyone has proven anything.  L{Admission} bounds that: a session registers
 when its connection is made and leaves when it logs in or closes.
 
-- Per source (L{litedesk.session.login.source_key}: an IPv4 address, an
+- Per source (L{litedesk.session.failure_limit.source_key}: an IPv4 address, an
   IPv6 /64): a newcomer beyond C{per_source} is refused.  One address can
   then hold at most C{per_source} slots, and a viewer from any other address
   is not affected.  A I{shared} source (the relay, through which every
@@ -34,7 +34,7 @@ from typing import Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from litedesk.session.login import source_key
+from litedesk.session.failure_limit import source_key
 
 __all__ = ["DEFAULT_PER_SOURCE", "DEFAULT_TOTAL", "Admission", "Member"]
 

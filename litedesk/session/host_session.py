@@ -43,7 +43,8 @@ from litedesk.screen.encode import EncodedFrame
 from litedesk.session.admission import Admission
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.input_messages import key_from_proto, mouse_from_proto
-from litedesk.session.login import ERROR_TRY_LATER, LoginVerifier
+from litedesk.session.login import LoginVerifier
+from litedesk.session.login_errors import ERROR_TRY_LATER
 
 VERSION = "1.4.9"
 SESSION_IDLE_TIMEOUT = 30.0  # RustDesk hosts close a session silent for 30 s

@@ -19,7 +19,9 @@ from litedesk.session.pinning import PinnedHostCreator, viewer_context_factory
 
 __all__ = ["KnownHosts"]
 
-_log = Logger(namespace="litedesk.session.known_hosts")
+# Key refusals and trust-on-first-use stay under the namespace they always
+# had, so that log filters written for TLS events keep matching.
+_log = Logger(namespace="litedesk.session.tls")
 
 
 class KnownHosts:

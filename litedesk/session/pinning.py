@@ -39,7 +39,9 @@ from litedesk.session.host_key import (
 
 __all__ = ["PinnedHostCreator", "viewer_context_factory"]
 
-_log = Logger(namespace="litedesk.session.pinning")
+# Key refusals and trust-on-first-use stay under the namespace they always
+# had, so that log filters written for TLS events keep matching.
+_log = Logger(namespace="litedesk.session.tls")
 
 
 class _PinCheck:

@@ -25,7 +25,7 @@ from litedesk.proto import message_pb2 as pb
 from litedesk.screen.encode import DecodedFrame, VideoDecoder
 from litedesk.session.framing import MessageProtocol
 from litedesk.session.host_key import HostKeyMismatch
-from litedesk.session.login import login_password
+from litedesk.session.password import login_password
 
 VERSION = "1.4.9"
 IDLE_TIMEOUT = 30.0

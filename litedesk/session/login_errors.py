@@ -1,0 +1,23 @@
+"""The strings a host answers a refused login with (C{LoginResponse.error}).
+
+They are RustDesk's own, which RustDesk viewers recognise (for example to ask
+for the password again).  They have a module of their own because the
+per-source limiter, the relayed-login throttle's callers and the verifier all
+answer with them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ERROR_EMPTY_PASSWORD",
+    "ERROR_NO_PASSWORD_ACCESS",
+    "ERROR_TOO_MANY_ATTEMPTS",
+    "ERROR_TRY_LATER",
+    "ERROR_WRONG_PASSWORD",
+]
+
+ERROR_WRONG_PASSWORD = "Wrong Password"
+ERROR_TRY_LATER = "Please try 1 minute later"
+ERROR_TOO_MANY_ATTEMPTS = "Too many wrong attempts"
+ERROR_EMPTY_PASSWORD = "Empty Password"
+ERROR_NO_PASSWORD_ACCESS = "No Password Access"
