@@ -8,7 +8,7 @@ And a host without --password-file wrote its one-time password into a
 0644 log, and ``--password`` showed the password to every local user.
 
 The session tests drive L{HostSession} over a StringTransport with a Clock;
-the lab tests run the real server, host and viewers (tests/support/e2e_lab.py).
+the lab tests run the real server, host and viewers (tests/e2e_lab.py).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from litedesk.session.password import StoredPassword, login_password
 from litedesk.viewer.connection import PASSWORD_ARGV_WARNING
 from litedesk.wire.bytescodec import FrameDecoder
 
-from .support.e2e_lab import SKIP, VIEWER, lab
-from .support.processes import TWISTD
+from .e2e_lab import SKIP, VIEWER, lab
+from .test_relay_process import TWISTD
 
 # A headless viewer whose TCP connections leave from the loopback address
 # given as its first argument: each attacker then appears to the server (and
