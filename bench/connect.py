@@ -4,7 +4,7 @@ Run as root from the repository root::
 
     .venv/bin/python bench/connect.py [--runs 20] [--json FILE] [--only NAME ...]
 
-It builds the namespace lab of tests/natlab.py (server in the public
+It builds the namespace lab of tests/support/natlab.py (server in the public
 namespace, host agent behind router r1, viewers behind r1 or r2), one Xvfb
 in the root namespace for the host, and for every scenario starts a fresh
 host agent, then runs the viewer C{--runs} times.  Each run is a separate
@@ -53,8 +53,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.natlab import PYTHON, WAN_V4, LiteDeskLab, skip_reason  # noqa: E402
-from tests.xvfb import Xvfb  # noqa: E402
+from tests.support.natlab import PYTHON, WAN_V4, LiteDeskLab  # noqa: E402
+from tests.support.skips import missing  # noqa: E402
+from tests.support.xvfb import Xvfb  # noqa: E402
 
 DRIVER = r"""
 import json, sys, time
@@ -189,7 +190,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument("--only", nargs="*", help="scenario names to run")
     args = p.parse_args()
-    why = skip_reason()
+    why = missing("netns")
     if why:
         raise SystemExit(f"bench/connect.py: {why}")
     workdir = Path(tempfile.mkdtemp(prefix="litedesk-bench-connect-"))

@@ -105,7 +105,7 @@ if str(ROOT) not in sys.path:
 from litedesk.proto import message_pb2 as pb  # noqa: E402
 from litedesk.proto import rendezvous_pb2 as rz  # noqa: E402
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header  # noqa: E402
-from tests.xvfb import Xvfb  # noqa: E402
+from tests.support.xvfb import Xvfb  # noqa: E402
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 LOCAL = "127.0.0.1"  # servers, host and the legitimate viewer

@@ -4,7 +4,7 @@ Run from the repository root (needs Xvfb and tkinter)::
 
     .venv/bin/python bench/input_latency.py [--n 200] [--json FILE]
 
-Starts an Xvfb (1920x1080, tests/xvfb.py) and the Tk event recorder used by the
+Starts an Xvfb (1920x1080, tests/support/xvfb.py) and the Tk event recorder used by the
 input tests, then measures, for each kind of event, the time from just before
 C{InputInjector.apply()} to the moment the recorder has printed the X event
 (read from its stdout), which includes Tk's event handling and a pipe hop:
@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from litedesk.input import mouse  # noqa: E402
 from litedesk.input.inject import InputInjector  # noqa: E402
 from litedesk.input.keys import ControlKey, KeyInput  # noqa: E402
-from tests.test_input_support import Recorder, start_xvfb  # noqa: E402
+from tests.support.recorder import Recorder, start_xvfb  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:

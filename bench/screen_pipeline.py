@@ -60,7 +60,7 @@ from litedesk.screen import (  # noqa: E402
     quality_profile,
 )
 from litedesk.screen.testpattern import desktop_image  # noqa: E402
-from tests.xvfb import Xvfb, set_root_image  # noqa: E402
+from tests.support.xvfb import Xvfb, set_root_image  # noqa: E402
 
 W, H = 1920, 1080
 

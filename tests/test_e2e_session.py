@@ -14,37 +14,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from PIL import Image, ImageChops, ImageDraw, ImageStat
+from PIL import Image
 from twisted.trial.unittest import SynchronousTestCase
 
-from .e2e_lab import SKIP, lab
-from .test_input_support import Recorder
-from .xvfb import set_root_image
+from .support.e2e_lab import NEEDS, lab
+from .support.images import mean_error, paint_test_screen
+from .support.recorder import Recorder
+from .support.skips import requires
+from .support.xvfb import set_root_image
 
 TYPED_MARKER = "Zq7-typed-marker-Kx"
 SCREEN_MARKER = "SCREEN-MARKER-W9"
 
 
-def _test_image(path: Path) -> Image.Image:
-    im = Image.new("RGB", (1920, 1080), (24, 48, 80))
-    d = ImageDraw.Draw(im)
-    for i in range(0, 1920, 160):
-        d.rectangle([i, 0, i + 80, 1080], fill=(220, (i // 3) % 256, 60))
-    for j in range(0, 1080, 135):
-        d.rectangle([0, j, 1920, j + 20], fill=(250, 250, 250))
-    d.text((300, 300), SCREEN_MARKER, fill=(0, 0, 0))
-    im.save(path)
-    return im
-
-
-def _mean_error(a: Image.Image, b: Image.Image) -> float:
-    stat = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
-    return sum(stat.mean) / 3
-
-
 class EndToEndTests(SynchronousTestCase):
-    skip = SKIP
-
     def setUp(self) -> None:
         self.lab = lab()
         self.tmp = Path(self.mktemp())
@@ -57,7 +40,7 @@ class EndToEndTests(SynchronousTestCase):
     def test_screenshot_matches_host_screen(self) -> None:
         """The viewer's screenshot (through the relay) is the image on the host display."""
         peer = self.lab.host("main")
-        expected = _test_image(self.tmp / "expected.png")
+        expected = paint_test_screen(self.tmp / "expected.png", SCREEN_MARKER)
         set_root_image(self.lab.xvfb, str(self.tmp / "expected.png"))
         shot = self.tmp / "shot.png"
         out = self.ok(
@@ -68,7 +51,7 @@ class EndToEndTests(SynchronousTestCase):
         self.assertGreaterEqual(stats["frames"], 1)
         got = Image.open(shot)
         self.assertEqual(got.size, (1920, 1080))
-        self.assertLess(_mean_error(expected, got), 6.0)
+        self.assertLess(mean_error(expected, got), 6.0)
 
     def test_lan_path(self) -> None:
         """Viewer and host behind one public IP connect directly (path lan)."""
@@ -212,16 +195,15 @@ class EndToEndTests(SynchronousTestCase):
         self.assertIn("unknown id", r.stderr)
 
 
+@requires(*NEEDS)
 class DirectConnectionTests(SynchronousTestCase):
-    skip = SKIP
-
     def test_direct_with_known_hosts(self) -> None:
         """--listen serves viewers without a server; the key is trusted on first use.
 
         A later connection that meets another key (a different host behind the same
         address) is refused with "host key mismatch" and names the known_hosts line.
         """
-        from .test_relay_process import free_port_pair
+        from .support.ports import free_port_pair
 
         the_lab = lab()
         port = free_port_pair()
@@ -235,7 +217,7 @@ class DirectConnectionTests(SynchronousTestCase):
             str(known),
             "--stats-json",
         ]
-        from .e2e_lab import VIEWER
+        from .support.e2e_lab import VIEWER
 
         def run() -> subprocess.CompletedProcess[str]:
             return subprocess.run(

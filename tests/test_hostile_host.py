@@ -40,10 +40,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from litedesk.proto import message_pb2 as pb
 from litedesk.wire.bytescodec import encode_frame, encode_header
 
-from .e2e_lab import VIEWER
-from .processes import stop_all
-from .test_relay_process import TWISTD, free_port_pair
-from .xvfb import Xvfb, _die_with_parent, skip_reason
+from .support.e2e_lab import VIEWER
+from .support.ports import free_port_pair
+from .support.processes import TWISTD, stop_all
+from .support.skips import requires
+from .support.xvfb import Xvfb, _die_with_parent
 
 HOST_NOFILE = 1024
 PASSWORD = "hostile-host-password"
@@ -354,10 +355,9 @@ def _shared_host() -> HostProcess:
     return _host
 
 
+@requires("Xvfb")
 class HostileHostTests(SynchronousTestCase):
     """One host agent for all; the attacks run one after another."""
-
-    skip = skip_reason()
 
     def setUp(self) -> None:
         self.host = _shared_host()

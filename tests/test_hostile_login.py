@@ -8,7 +8,7 @@ And a host without --password-file wrote its one-time password into a
 0644 log, and ``--password`` showed the password to every local user.
 
 The session tests drive L{HostSession} over a StringTransport with a Clock;
-the lab tests run the real server, host and viewers (tests/e2e_lab.py).
+the lab tests run the real server, host and viewers (tests/support/e2e_lab.py).
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from litedesk.session.password import StoredPassword, login_password
 from litedesk.viewer.connection import PASSWORD_ARGV_WARNING
 from litedesk.wire.bytescodec import FrameDecoder
 
-from .e2e_lab import SKIP, VIEWER, lab
-from .test_relay_process import TWISTD
+from .support.e2e_lab import NEEDS, VIEWER, lab
+from .support.fakes import FakeStreamer
+from .support.processes import TWISTD
+from .support.skips import requires
 
 # A headless viewer whose TCP connections leave from the loopback address
 # given as its first argument: each attacker then appears to the server (and
@@ -78,39 +80,13 @@ PASSWORD = "right horse battery"
 RELAY = "127.0.0.1"  # every relayed session's peer address
 
 
-class _Streamer:
-    def __init__(self) -> None:
-        self.started = False
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        pass
-
-    def force_keyframe(self) -> None:
-        pass
-
-    def switch_display(self, index: int) -> None:
-        pass
-
-    def set_quality(self, quality: int) -> None:
-        pass
-
-    def set_custom_fps(self, fps: int | float | None) -> None:
-        pass
-
-    def on_rtt(self, rtt: float) -> None:
-        pass
-
-
 def _context(clock: Clock) -> HostContext:
     verifier = LoginVerifier(clock, StoredPassword.create(PASSWORD), one_time=False)
     return HostContext(
         peer_id=PEER_ID,
         verifier=verifier,
         clock=clock,
-        make_streamer=lambda deliver, buffered, codec: _Streamer(),
+        make_streamer=lambda deliver, buffered, codec: FakeStreamer(),
         displays=[],
         hostname="test-host",
         username="tester",
@@ -364,10 +340,9 @@ class ViewerPasswordWarningTests(SynchronousTestCase):
         self.assertIn("cannot reach host", env_only.stderr)
 
 
+@requires(*NEEDS)
 class HostileLoginLabTests(SynchronousTestCase):
     """Real server, relay, host on Xvfb and headless viewers."""
-
-    skip = SKIP
 
     def setUp(self) -> None:
         self.lab = lab()

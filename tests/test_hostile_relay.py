@@ -31,8 +31,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire.bytescodec import encode_frame
 
-from .test_relay_process import RelayProcess, free_port_pair
-from .test_relay_support import raise_nofile
+from .support.ports import free_port_pair
+from .support.processes import RelayProcess
+from .support.relay import raise_nofile
 
 LEGS = 1024
 EARLY = 256 * 1024

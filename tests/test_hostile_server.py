@@ -49,8 +49,9 @@ from litedesk.wire.bytescodec import encode_frame
 from litedesk.wire.keys import ServerKey, public_b64
 
 from .rendezvous_harness import TCPClient, sleep, tcp_client
+from .support.ports import free_port_pair
+from .support.processes import RelayProcess
 from .test_host_paths import Marker
-from .test_relay_process import RelayProcess, free_port_pair
 from .test_rendezvous_protocols import Datagrams, frames
 
 reactor: Any = _reactor
@@ -626,7 +627,7 @@ class AmplificationProbeTests(TestCase):
         tcp.sendall(encode_frame(req.SerializeToString()))
         from litedesk.wire.bytescodec import FrameDecoder
 
-        from .test_relay_process import recv_frame
+        from .support.processes import recv_frame
 
         answer = rz.RendezvousMessage()
         answer.ParseFromString(recv_frame(tcp, FrameDecoder()))

@@ -18,9 +18,8 @@ from litedesk.input.clipboard import (
     decode_clipboard,
     encode_clipboard,
 )
-from tests.test_input_support import start_xvfb, xvfb_skip_reason
-
-_SKIP = xvfb_skip_reason("xclip")
+from tests.support.recorder import start_xvfb
+from tests.support.skips import requires
 
 
 class CodecTests(unittest.SynchronousTestCase):
@@ -108,9 +107,8 @@ class _ClipboardFixture:
             time.sleep(0.05)
 
 
+@requires("Xvfb", "xclip")
 class XClipboardTests(_ClipboardFixture, unittest.TestCase):
-    skip = _SKIP
-
     @defer.inlineCallbacks
     def test_set_text_is_pasteable_by_other_clients(self):
         """Text set on the host clipboard (from the peer) is what another
@@ -158,9 +156,8 @@ class XClipboardTests(_ClipboardFixture, unittest.TestCase):
         self.assertEqual(self.xclip_out(), "")
 
 
+@requires("Xvfb", "xclip")
 class WatcherTests(_ClipboardFixture, unittest.TestCase):
-    skip = _SKIP
-
     def watch(self, **kw: Any) -> tuple[ClipboardWatcher, list[str]]:
         seen: list[str] = []
         w = ClipboardWatcher(self.clip, seen.append, display=self.xvfb.display, **kw)

@@ -15,18 +15,15 @@ from litedesk.input import mouse
 from litedesk.input.inject import InjectResult, InputInjector, InputWorker
 from litedesk.input.keys import ControlKey, KeyInput, parse_combo, parse_key_list, text_input
 from litedesk.input.mouse import MouseButton
-from tests.test_input_support import (
+from tests.support.recorder import (
     Recorder,
     _xlib_display,
     pointer_position,
     pressed_keycodes,
     start_xvfb,
-    tk_skip_reason,
-    xvfb_skip_reason,
 )
-from tests.xvfb import Xvfb
-
-_SKIP = xvfb_skip_reason() or tk_skip_reason()
+from tests.support.skips import requires
+from tests.support.xvfb import Xvfb
 
 
 class _X11Case:
@@ -56,9 +53,8 @@ class _X11Case:
         return [e["keysym"] for e in self.rec.since(start, ev)]
 
 
+@requires("Xvfb", "tkinter")
 class KeyboardTests(_X11Case, unittest.SynchronousTestCase):
-    skip = _SKIP
-
     def test_typed_text_arrives_including_unicode_and_capitals(self) -> None:
         """Text from the viewer's --type (KeyEvent.seq) appears verbatim in
         the focused text field, with capitals, punctuation and characters
@@ -200,9 +196,8 @@ class KeyboardTests(_X11Case, unittest.SynchronousTestCase):
         self.assertEqual(self.rec.since(start, "KeyPress"), [])
 
 
+@requires("Xvfb", "tkinter")
 class MouseTests(_X11Case, unittest.SynchronousTestCase):
-    skip = _SKIP
-
     def presses(self, start: int) -> list[tuple[int, int, int]]:
         return [(e["num"], e["x_root"], e["y_root"]) for e in self.rec.since(start, "ButtonPress")]
 
@@ -295,9 +290,8 @@ class MouseTests(_X11Case, unittest.SynchronousTestCase):
         self.assertEqual(pressed_keycodes(self.xvfb.display), [])
 
 
+@requires("Xvfb", "tkinter")
 class ViewOnlyTests(_X11Case, unittest.SynchronousTestCase):
-    skip = _SKIP
-
     def test_view_only_refuses_everything(self) -> None:
         """A view-only session injects nothing: clicks, keys and text are
         refused with the reason "view-only" and the pointer does not move."""
@@ -322,9 +316,8 @@ class ViewOnlyTests(_X11Case, unittest.SynchronousTestCase):
         self.assertEqual(pointer_position(self.xvfb.display), before)
 
 
+@requires("Xvfb", "tkinter")
 class WorkerTests(_X11Case, unittest.TestCase):
-    skip = _SKIP
-
     @defer.inlineCallbacks
     def test_worker_injects_in_order_off_the_reactor_and_releases_on_stop(self):
         """Through the InputWorker (the session's path), events are injected

@@ -28,7 +28,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from litedesk.proto import rendezvous_pb2 as rz
 
-from .test_relay_process import free_port_pair
+from .support.ports import free_port_pair
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "conf" / "install-server.sh"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import message_pb2 as m
 
@@ -354,8 +354,6 @@ class CrossCheckTests(SynchronousTestCase):
         import protobuf) has exactly the wire enum's names and numbers, so a
         KeyEvent's control_key converts with ControlKey(n).
         """
-        try:
-            from litedesk.input.keys import ControlKey
-        except ImportError as e:  # pragma: no cover - optional layer missing
-            raise SkipTest(f"litedesk.input is not importable: {e}") from None
+        from litedesk.input.keys import ControlKey
+
         self.assertEqual({k.name: k.value for k in ControlKey}, dict(m.ControlKey.items()))

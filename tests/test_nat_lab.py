@@ -1,4 +1,4 @@
-"""NAT traversal proven on real (namespace) NATs: see tests/natlab.py.
+"""NAT traversal proven on real (namespace) NATs: see tests/support/natlab.py.
 
 Runs the real server in the lab's public namespace, host agents and headless
 viewers behind cone (MASQUERADE) and symmetric (MASQUERADE --random-fully)
@@ -15,14 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image, ImageChops, ImageDraw, ImageStat
+from PIL import Image
 from twisted.trial.unittest import SynchronousTestCase
 
-from .natlab import PYTHON, VIEWER, LiteDeskLab, skip_reason
-from .xvfb import Xvfb, set_root_image
-from .xvfb import skip_reason as x_skip_reason
-
-SKIP_X = x_skip_reason("xclip", "display")
+from .support.images import mean_error, paint_test_screen
+from .support.natlab import PYTHON, VIEWER, LiteDeskLab
+from .support.skips import requires
+from .support.xvfb import Xvfb, set_root_image
 
 HEARTBEAT = 15.0  # the host's registration interval (REG_INTERVAL)
 NAT_TEST = "from litedesk.nat.nattype import main; main()"
@@ -50,26 +49,8 @@ def shared_lab(with_display: bool = False) -> LiteDeskLab:
     return _lab
 
 
-def screen_image(path: Path) -> Image.Image:
-    im = Image.new("RGB", (1920, 1080), (24, 48, 80))
-    d = ImageDraw.Draw(im)
-    for i in range(0, 1920, 160):
-        d.rectangle([i, 0, i + 80, 1080], fill=(220, (i // 3) % 256, 60))
-    for j in range(0, 1080, 135):
-        d.rectangle([0, j, 1920, j + 20], fill=(250, 250, 250))
-    d.text((300, 300), "NAT-LAB-MARKER", fill=(0, 0, 0))
-    im.save(path)
-    return im
-
-
-def mean_error(a: Image.Image, b: Image.Image) -> float:
-    stat = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
-    return float(sum(stat.mean) / 3)
-
-
+@requires("netns")
 class NatTypeLabTests(SynchronousTestCase):
-    skip = skip_reason()
-
     def setUp(self) -> None:
         self.lab = shared_lab()
         self.lab.net.set_nat("r1", "cone")
@@ -88,10 +69,9 @@ class NatTypeLabTests(SynchronousTestCase):
         self.assertEqual(self._nat_type("v2"), "SYMMETRIC")
 
 
+@requires("netns", "Xvfb", "xclip", "display")
 class PathLabTests(SynchronousTestCase):
     """Which path a real session takes through real NATs, and that it works."""
-
-    skip = skip_reason() or SKIP_X
 
     def setUp(self) -> None:
         self.lab = shared_lab(with_display=True)
@@ -113,7 +93,7 @@ class PathLabTests(SynchronousTestCase):
 
     def assert_screen(self, role: str, peer: str, path: str) -> None:
         """Connect from C{role}; the path is C{path} and the screenshot is the host's screen."""
-        expected = screen_image(self.tmp / "expected.png")
+        expected = paint_test_screen(self.tmp / "expected.png", "NAT-LAB-MARKER")
         assert self.lab.xvfb is not None
         set_root_image(self.lab.xvfb, str(self.tmp / "expected.png"))
         shot = self.tmp / "shot.png"
@@ -186,10 +166,9 @@ class PathLabTests(SynchronousTestCase):
         self.assertEqual(stats["path"], "lan")
 
 
+@requires("netns", "Xvfb", "xclip", "display")
 class ServerLossLabTests(SynchronousTestCase):
     """What users see when the rendezvous server dies and comes back."""
-
-    skip = skip_reason() or SKIP_X
 
     def test_server_killed_during_session(self) -> None:
         """A running session outlives the server; new viewers get a clear error; after a

@@ -36,7 +36,8 @@ from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.viewer.route import Route, connect_punched, find_host
 
-from .natlab import WAN_V4, skip_reason
+from .support.natlab import WAN_V4
+from .support.skips import requires
 from .test_host_paths import HOST_ID, Marker, PathFixture
 from .test_rendezvous_integration import ID, SERVER_PK_B64, RendezvousTestBase
 
@@ -329,27 +330,9 @@ deny 0-65535 0.0.0.0/0 0-65535
 """
 
 
-def _upnp_skip() -> str | None:
-    reason = skip_reason()
-    if reason:
-        return reason
-    if not Path(MINIUPNPD).exists():
-        return "the UPnP lab test needs miniupnpd (apt-get install miniupnpd)"
-    if shutil.which("nft") is None:
-        return "the UPnP lab test needs nft (apt-get install nftables)"
-    try:
-        import miniupnpc  # noqa: F401
-    except ImportError:
-        return "the UPnP lab test needs miniupnpc (pip install miniupnpc)"
-    from .xvfb import skip_reason as x_skip_reason
-
-    return x_skip_reason("xclip", "display")
-
-
+@requires("netns", "miniupnpd", "nft", "miniupnpc", "Xvfb", "xclip", "display")
 class UpnpLabTests(SynchronousTestCase):
     """A real IGD (miniupnpd) on the host's router."""
-
-    skip = _upnp_skip()
 
     def setUp(self) -> None:
         from .test_nat_lab import shared_lab

@@ -8,7 +8,16 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .natlab import LAN_V6, PUB_V4, PUB_V6, ROLES, WAN_V4, NatLab, remove_leftovers, skip_reason
+from .support.natlab import (
+    LAN_V6,
+    PUB_V4,
+    PUB_V6,
+    ROLES,
+    WAN_V4,
+    NatLab,
+    remove_leftovers,
+)
+from .support.skips import requires
 
 # Accepts one TCP connection and prints the peer's address.
 _ECHO_PEER = """
@@ -31,9 +40,8 @@ print(data.decode())
 """
 
 
+@requires("netns")
 class NatLabTests(SynchronousTestCase):
-    skip = skip_reason()
-
     def setUp(self) -> None:
         self.lab = NatLab().up()
         self.addCleanup(self.lab.down)

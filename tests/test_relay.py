@@ -46,7 +46,7 @@ from litedesk.relay.table import (
     check_first_frame,
 )
 from litedesk.wire.bytescodec import encode_frame
-from tests.test_relay_support import request_relay
+from tests.support.relay import request_relay
 
 HYP = settings(
     deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True, max_examples=300

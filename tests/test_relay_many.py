@@ -16,7 +16,7 @@ from twisted.trial import unittest
 from litedesk.relay.limiter import BandwidthSettings
 from litedesk.relay.server import RelayProtocol, RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
-from tests.test_relay_support import RelayFixture, request_relay, wait_until
+from tests.support.relay import RelayFixture, request_relay, wait_until
 
 N = 10_000
 

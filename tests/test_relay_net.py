@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from litedesk.relay.limiter import BandwidthSettings
 from litedesk.relay.server import _MODES, RelayProtocol, RelayServerTransport, RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
-from tests.test_relay_support import Peer, RelayFixture, Source, request_relay, wait_until
+from tests.support.relay import Peer, RelayFixture, Source, request_relay, wait_until
 
 UNLIMITED = BandwidthSettings(0, 0, 0)
 SHORT = Deadlines(first_frame=0.4, partner=0.4, idle=0.4, drain=0.4)

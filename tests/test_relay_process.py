@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import base64
-import os
-import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,105 +16,12 @@ from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from litedesk.wire.keys import verify_id_pk
 
-from .processes import stop_all
+from .support.ports import free_port_pair
+from .support.processes import TWISTD, RelayProcess, recv_frame, udp_exchange
 
 ID = "123456789"
 UUID = b"0123456789abcdef0123456789abcdef"
 PK = bytes([7]) * 32
-
-
-def free_port_pair() -> int:
-    """A port P with P-1 free for TCP and P free for TCP and UDP (P+1 for the relay too)."""
-    for _ in range(200):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
-        socks = []
-        try:
-            for port, kind in (
-                (base - 1, socket.SOCK_STREAM),
-                (base, socket.SOCK_STREAM),
-                (base, socket.SOCK_DGRAM),
-                (base + 1, socket.SOCK_STREAM),
-            ):
-                s = socket.socket(socket.AF_INET, kind)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
-
-
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def udp_exchange(data: bytes, port: int, source: str, timeout: float = 3.0) -> bytes:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((source, 0))
-    s.settimeout(timeout)
-    try:
-        s.sendto(data, ("127.0.0.1", port))
-        return s.recvfrom(65536)[0]
-    finally:
-        s.close()
-
-
-def recv_frame(s: socket.socket, decoder: FrameDecoder) -> bytes:
-    while True:
-        data = s.recv(65536)
-        if not data:
-            raise ConnectionError("closed")
-        frames = decoder.feed(data)
-        if frames:
-            return frames[0]
-
-
-class RelayProcess:
-    def __init__(self, data_dir: Path, port: int, log: Path, *extra: str) -> None:
-        self.port = port
-        args = [
-            *TWISTD,
-            "-n",
-            "--pidfile=",
-            "--logfile",
-            str(log),
-            "litedesk-relay",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-            "--interface",
-            "127.0.0.1",
-            *extra,
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                udp_exchange(
-                    rz.RendezvousMessage(
-                        register_peer=rz.RegisterPeer(id="(:probe:)")
-                    ).SerializeToString(),
-                    port,
-                    "127.0.0.1",
-                    timeout=0.2,
-                )
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"litedesk-relay did not start: {err}") from None
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        stop_all([self.proc])
-        if self.proc.stderr:
-            self.proc.stderr.close()
 
 
 class RestartTests(SynchronousTestCase):

@@ -26,7 +26,8 @@ from litedesk.screen import (
     list_displays,
 )
 from litedesk.screen.testpattern import desktop_image, image_to_bgra
-from tests.xvfb import set_root_image, shared_xvfb, skip_reason
+from tests.support.skips import requires
+from tests.support.xvfb import set_root_image, shared_xvfb
 
 _tmp = tempfile.mkdtemp(prefix="litedesk-screen-")
 
@@ -57,9 +58,8 @@ def mae(a: Image.Image, b: Image.Image) -> float:
     return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
 
 
+@requires("Xvfb", "display")
 class XvfbTestCase(unittest.TestCase):
-    skip = skip_reason("display")
-
     @property
     def display(self) -> str:
         display = shared_xvfb().display

@@ -28,6 +28,7 @@ from litedesk.session.password import StoredPassword, login_password
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header
 
 from .strategies import chunked
+from .support.fakes import FakeStreamer
 
 PASSWORD = "limits-test-pw"
 
@@ -54,32 +55,6 @@ class TLSLikeTransport(StringTransport):
     @property
     def dataBuffer(self) -> bytes:
         return bytes(self.value())
-
-
-class FakeStreamer:
-    def __init__(self) -> None:
-        self.started = False
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        pass
-
-    def force_keyframe(self) -> None:
-        pass
-
-    def switch_display(self, index: int) -> None:
-        pass
-
-    def set_quality(self, quality: int) -> None:
-        pass
-
-    def set_custom_fps(self, fps: int | float | None) -> None:
-        pass
-
-    def on_rtt(self, rtt: float) -> None:
-        pass
 
 
 def _context(clock: Clock, admission: Admission | None = None) -> HostContext:

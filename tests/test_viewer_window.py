@@ -25,35 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageChops, ImageDraw, ImageStat
+from PIL import Image
 from twisted.trial.unittest import SynchronousTestCase
 
-from .e2e_lab import SKIP, VIEWER, Lab, lab
-from .test_input_support import Recorder, tk_skip_reason
-from .xvfb import Xvfb, _die_with_parent, set_root_image, skip_reason
+from .support.e2e_lab import NEEDS, VIEWER, Lab, lab
+from .support.images import mean_error, paint_test_screen
+from .support.recorder import Recorder
+from .support.skips import requires
+from .support.xvfb import Xvfb, _die_with_parent, set_root_image
 
-WINDOW_SKIP = SKIP or skip_reason("xdotool", "import") or tk_skip_reason()
+WINDOW_NEEDS = (*NEEDS, "import", "tkinter")
 SHOWING = re.compile(
     r"Showing (\d+)x(\d+) at scale ([\d.]+), offset ([-\d.]+),([-\d.]+); "
     r"canvas at (-?\d+),(-?\d+) size (\d+)x(\d+)"
 )
-
-
-def _mean_error(a: Image.Image, b: Image.Image) -> float:
-    stat = ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB")))
-    return sum(stat.mean) / 3
-
-
-def _pattern(path: Path) -> None:
-    """A host desktop with large, distinct shapes (survives scaling and H.264)."""
-    im = Image.new("RGB", (1920, 1080), (30, 60, 110))
-    d = ImageDraw.Draw(im)
-    for i in range(0, 1920, 240):
-        d.rectangle([i, 0, i + 120, 1080], fill=(230, (i // 4) % 256, 40))
-    for j in range(0, 1080, 180):
-        d.rectangle([0, j, 1920, j + 40], fill=(245, 245, 245))
-    d.ellipse([1300, 600, 1700, 1000], fill=(20, 200, 90))
-    im.save(path)
 
 
 class ViewerProcess:
@@ -139,7 +124,7 @@ class _Shared:
         self.tmp = Path(self.lab.dir) / "viewer-window"
         self.tmp.mkdir(exist_ok=True)
         self.peer = self.lab.host("main")
-        _pattern(self.tmp / "desk.png")
+        paint_test_screen(self.tmp / "desk.png")
         set_root_image(self.lab.xvfb, str(self.tmp / "desk.png"))
         self.xb = Xvfb(1280, 900, 24).start()
         self.viewer = ViewerProcess(
@@ -169,9 +154,8 @@ def _release_shared() -> None:
         _shared = None
 
 
+@requires(*WINDOW_NEEDS)
 class ViewerWindowTests(SynchronousTestCase):
-    skip = WINDOW_SKIP
-
     def setUp(self) -> None:
         global _shared
         if _shared is None:
@@ -217,11 +201,11 @@ class ViewerWindowTests(SynchronousTestCase):
         size = (round(1920 * self.scale), round(1080 * self.scale))
         picture = shot.crop((left, top, left + size[0], top + size[1]))
         expected = host.resize(size, Image.Resampling.BILINEAR)
-        err = _mean_error(picture, expected)
+        err = mean_error(picture, expected)
         self.assertLess(err, 12.0, f"window picture differs from the host screen ({err:.1f})")
         # Sanity: the comparison can fail: shifted by 40 px it no longer matches.
         shifted = shot.crop((left + 40, top, left + 40 + size[0], top + size[1]))
-        self.assertGreater(_mean_error(shifted, expected), err + 10)
+        self.assertGreater(mean_error(shifted, expected), err + 10)
         # Regions: the green disc (host 1300-1700, 600-1000) is green in the window.
         gx, gy = self.to_viewer(1500, 800)
         px: Any = shot.getpixel((gx - wx, gy - wy))
@@ -319,7 +303,7 @@ class ViewerWindowTests(SynchronousTestCase):
         got = Image.open(saved.group(1)).convert("RGB")
         self.assertEqual(got.size, (1920, 1080))
         host = _capture(self.lab.env, "root", self.tmp / "host2.png")
-        err = _mean_error(got, host)
+        err = mean_error(got, host)
         self.assertLess(err, 8.0, f"screenshot differs from the host screen ({err:.1f})")
         # The host key and the menu letters never reached the host.
         rec.sync(0.3)
@@ -375,9 +359,8 @@ class ViewerWindowTests(SynchronousTestCase):
         self.viewer.wait_log(r"Showing 1920x1080 at scale 0\.62500", start=log_start)
 
 
+@requires(*WINDOW_NEEDS)
 class ViewerWindowErrorTests(SynchronousTestCase):
-    skip = WINDOW_SKIP
-
     def test_wrong_password_dialog(self) -> None:
         """A wrong password opens an error window titled with the headless mode's
         reason ("wrong password"), and the viewer does not retry on its own."""
@@ -421,7 +404,7 @@ class ViewerWindowErrorTests(SynchronousTestCase):
     def test_reconnect_countdown_after_drop(self) -> None:
         """When the host goes away the window counts down and reconnects by itself
         once the host is back."""
-        from .test_relay_process import free_port_pair
+        from .support.ports import free_port_pair
 
         the_lab = lab()
         port = free_port_pair()
@@ -456,9 +439,8 @@ class ViewerWindowErrorTests(SynchronousTestCase):
         self.assertEqual(v.text().count("via direct"), n + 1, v.text())
 
 
+@requires(*WINDOW_NEEDS)
 class ConnectDialogTests(SynchronousTestCase):
-    skip = WINDOW_SKIP
-
     def test_dialog_browse_and_connect(self) -> None:
         """Started without id and password, the viewer opens the connect dialog; Browse
         lists a --discoverable host from the server's discovery listener; typing the id
@@ -467,7 +449,8 @@ class ConnectDialogTests(SynchronousTestCase):
         import json
         import socket
 
-        from .test_relay_process import TWISTD, free_port_pair
+        from .support.ports import free_port_pair
+        from .support.processes import TWISTD
 
         the_lab = lab()
         tmp = Path(self.mktemp())
@@ -574,9 +557,8 @@ class ConnectDialogTests(SynchronousTestCase):
         self.assertNotIn("e2e-password", (tmp / "viewer.json").read_text())
 
 
+@requires(*WINDOW_NEEDS)
 class ClipboardSyncTests(SynchronousTestCase):
-    skip = WINDOW_SKIP or skip_reason("xclip")
-
     def test_clipboard_both_ways(self) -> None:
         """With clipboard sync on, text copied on the viewer's desktop reaches the host
         clipboard when the pointer comes back over the picture, and text copied on the

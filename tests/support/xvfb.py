@@ -3,17 +3,14 @@
 Reusable by any test module that needs an X display (screen capture, input
 injection, the end-to-end session tests)::
 
-    from tests.xvfb import Xvfb, skip_reason
+    from tests.support.skips import requires
+    from tests.support.xvfb import Xvfb
 
+    @requires("Xvfb")                  # skips without Xvfb (fails in CI)
     class MyTests(unittest.TestCase):
-        skip = skip_reason()           # trial skips the class without Xvfb
-
-        @classmethod
-        def setUpClass(cls):
-            cls.xvfb = Xvfb().start()  # one server per test class
-        @classmethod
-        def tearDownClass(cls):
-            cls.xvfb.stop()
+        def setUp(self):
+            self.xvfb = Xvfb().start()
+            self.addCleanup(self.xvfb.stop)
 
         def test_x(self):
             subprocess.run(["xdpyinfo"], env=self.xvfb.env, check=True)
@@ -43,22 +40,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-__all__ = ["Xvfb", "XvfbError", "set_root_image", "shared_xvfb", "skip_reason"]
+__all__ = ["Xvfb", "XvfbError", "set_root_image", "shared_xvfb"]
 
 
 class XvfbError(Exception):
     """Xvfb could not be started."""
-
-
-def skip_reason(*tools: str) -> str | None:
-    """A trial C{skip} message when Xvfb (or one of C{tools}) is not installed."""
-    missing = [t for t in ("Xvfb", *tools) if shutil.which(t) is None]
-    if not missing:
-        return None
-    return (
-        f"{', '.join(missing)} not installed (Debian: apt-get install xvfb x11-utils "
-        "xdotool imagemagick; see tests/apt-packages.txt)"
-    )
 
 
 def _die_with_parent() -> None:

@@ -21,11 +21,13 @@ from pathlib import Path
 
 from litedesk.proto import rendezvous_pb2 as rz
 
-from .processes import stop_all
-from .test_relay_process import TWISTD, free_port_pair, udp_exchange
-from .xvfb import Xvfb, _die_with_parent, skip_reason
+from .ports import free_port_pair
+from .processes import TWISTD, stop_all, udp_exchange
+from .xvfb import Xvfb, _die_with_parent
 
-SKIP = skip_reason("xclip", "display", "xdotool")
+#: What the lab needs (for L{tests.support.skips.requires}): an X server for
+#: the hosts, xclip (their clipboard), ImageMagick (test images) and xdotool.
+NEEDS = ("Xvfb", "xclip", "display", "xdotool")
 PROBE = rz.RendezvousMessage(register_peer=rz.RegisterPeer(id="(:probe:)")).SerializeToString()
 VIEWER = [sys.executable, "-c", "from litedesk.viewer.cli import main; main()"]
 

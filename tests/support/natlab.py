@@ -60,20 +60,6 @@ NAT_MODES = ("cone", "symmetric", "none")
 _NAME = re.compile(r"^nl(\d+)-[a-z0-9]+$")
 
 
-def skip_reason() -> str | None:
-    """Why the lab cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "the NAT lab needs root (network namespaces, iptables)"
-    for tool in ("ip", "iptables", "ip6tables"):
-        if shutil.which(tool) is None:
-            return f"the NAT lab needs {tool} (apt-get install iproute2 iptables)"
-    try:
-        subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"'ip netns' is not available: {e}"
-    return None
-
-
 def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
     if check and proc.returncode != 0:

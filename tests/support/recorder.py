@@ -1,7 +1,7 @@
 """Helpers for the input tests: a private Xvfb and an X event recorder.
 
 This module holds no tests.  It is also the recorder program itself:
-C{python tests/test_input_support.py} opens a Tk window (an Entry on top of a
+C{python tests/support/recorder.py} opens a Tk window (an Entry on top of a
 Canvas) at the root window's top-left corner, forces the X input focus onto
 it, and writes every key, button, motion and wheel event as one JSON line on
 stdout.  It reads commands, one per line, on stdin: C{state} (reply with the
@@ -18,14 +18,13 @@ import importlib
 import json
 import os
 import select
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.xvfb import Xvfb
+from .xvfb import Xvfb
 
 RECORDER_TITLE = "litedesk-input-recorder"
 #: The recorder's window geometry: the canvas starts below the entry.
@@ -35,22 +34,6 @@ WINDOW_W, WINDOW_H = 1000, 800
 def start_xvfb() -> Xvfb:
     """A fresh 1920x1080 Xvfb (shared helper; C{-displayfd}, C{-noreset})."""
     return Xvfb(1920, 1080).start()
-
-
-def xvfb_skip_reason(*tools: str) -> str | None:
-    """Why X tests cannot run here, or C{None}."""
-    missing = [t for t in ("Xvfb", *tools) if shutil.which(t) is None]
-    if missing:
-        return f"{', '.join(missing)} not installed (Debian: apt-get install xvfb xclip)"
-    return None
-
-
-def tk_skip_reason() -> str | None:
-    try:
-        import tkinter  # noqa: F401
-    except ImportError:
-        return "tkinter is not available (Debian: apt-get install python3-tk tk)"
-    return None
 
 
 class Recorder:

@@ -1,0 +1,22 @@
+"""Fixtures shared by the test modules; this package holds no tests.
+
+Kept apart from the C{test_*} modules so that trial never collects a helper
+as a test module and a test module never imports another one for its
+helpers.  Each module holds one kind of fixture:
+
+  - L{tests.support.skips}: the one skip helper (L{requires}): skip outside
+    CI, fail in CI, when a test class needs a tool this machine lacks;
+  - L{tests.support.polling}: wait for a state with a deadline, blocking
+    (L{wait_until}) or as a Deferred (L{until});
+  - L{tests.support.ports}: free loopback ports for real server processes;
+  - L{tests.support.images}: the test screen and the mean image error;
+  - L{tests.support.fakes}: stand-ins for the host's collaborators;
+  - L{tests.support.processes}: twistd, a running litedesk-relay, stopping
+    processes, socket exchanges with them;
+  - L{tests.support.xvfb}: a real Xvfb X server;
+  - L{tests.support.recorder}: an X event recorder window (also a program);
+  - L{tests.support.relay}: an in-process relay and its test peers;
+  - L{tests.support.e2e_lab}: server, hosts and viewers as real processes
+    on loopback;
+  - L{tests.support.natlab}: the NAT lab in network namespaces.
+"""

@@ -1,0 +1,38 @@
+"""Stand-ins for the host's collaborators in sans-IO session tests.
+
+L{HostSession} needs a screen streamer only after login; the session tests
+(login throttling, pre-login limits) never look at frames, so they share
+this recorder instead of each defining a do-nothing class.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FakeStreamer"]
+
+
+class FakeStreamer:
+    """A screen streamer that streams nothing and remembers whether it was started."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        pass
+
+    def force_keyframe(self) -> None:
+        pass
+
+    def switch_display(self, index: int) -> None:
+        pass
+
+    def set_quality(self, quality: int) -> None:
+        pass
+
+    def set_custom_fps(self, fps: int | float | None) -> None:
+        pass
+
+    def on_rtt(self, rtt: float) -> None:
+        pass
