@@ -1,0 +1,119 @@
+"""Services that bind the rendezvous server's listeners and own its resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IReactorUDP, IStreamServerEndpoint
+from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.python import usage
+
+
+def parse_udp_endpoint(description: str) -> tuple[int, str]:
+    """C{udp:PORT[:interface=ADDR]} (Twisted has no UDP endpoint strings).
+
+    Colons inside the interface are backslash-escaped as in Twisted's
+    C{tcp:} strings, e.g. C{udp:21116:interface=\\:\\:}.
+    """
+    parts: list[str] = []
+    cur = ""
+    escaped = False
+    for ch in description:
+        if escaped:
+            cur += ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ":":
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    if not parts or parts[0] != "udp" or len(parts) < 2:
+        raise usage.UsageError(f"not a UDP endpoint (udp:PORT[:interface=ADDR]): {description}")
+    port: int | None = None
+    interface = ""
+    for p in parts[1:]:
+        key, eq, value = p.partition("=")
+        if not eq:
+            key, value = "port", p
+        if key == "port":
+            try:
+                port = int(value)
+            except ValueError:
+                raise usage.UsageError(f"bad UDP port in {description!r}") from None
+        elif key == "interface":
+            interface = value
+        else:
+            raise usage.UsageError(f"unknown UDP endpoint option {key!r} in {description!r}")
+    if port is None or not 0 <= port < 65536:
+        raise usage.UsageError(f"bad UDP port in {description!r}")
+    return port, interface
+
+
+class UDPListenerService(Service):
+    """Binds a UDP port in C{privilegedStartService}, like StreamServerEndpointService."""
+
+    def __init__(
+        self, name: str, reactor: IReactorUDP, description: str, protocol: DatagramProtocol
+    ) -> None:
+        self.setName(name)
+        self.reactor = reactor
+        self.port, self.interface = parse_udp_endpoint(description)
+        self.protocol = protocol
+        self.listening: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        self.listening = self.reactor.listenUDP(self.port, self.protocol, self.interface, 65535)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if self.listening is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        listening, self.listening = self.listening, None
+        if listening is None:
+            return Deferred.fromCoroutine(_nothing())
+        return maybeDeferred(listening.stopListening)
+
+
+async def _nothing() -> None:
+    return None
+
+
+class EndpointService(StreamServerEndpointService):
+    """A named stream listener that remembers its listening port once bound."""
+
+    def __init__(self, name: str, endpoint: IStreamServerEndpoint, factory: Factory[Any]) -> None:
+        super().__init__(endpoint, factory)
+        self.setName(name)
+        # Fail twistd's start-up on a bind error instead of logging and running half-deaf.
+        self._raiseSynchronously = True
+        self.listening: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self._waitingForPort is not None:
+            self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port: IListeningPort) -> IListeningPort:
+        self.listening = port
+        return port
+
+
+class CloseOnStop(Service):
+    """Runs a cleanup (closing the peer store) when the application stops."""
+
+    def __init__(self, close: Any) -> None:
+        self._close = close
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return maybeDeferred(self._close)
