@@ -94,8 +94,8 @@ def serve_litedesk(
     globalLogBeginner.beginLoggingTo([textFileLogObserver(open(os.devnull, "w"))])
 
     from litedesk.relay.limiter import BandwidthSettings
-    from litedesk.relay.server import RelaySettings
     from litedesk.relay.service import make_relay_service
+    from litedesk.relay.settings import RelaySettings
     from litedesk.relay.table import ConnectionLimits, Deadlines
 
     settings = RelaySettings(
@@ -628,7 +628,7 @@ def targets(variants: bool, fast: bool) -> list[Target]:
             litedesk_target("litedesk auto 4 reads/turn", 262144, "auto", True, None, 4),
             litedesk_target("litedesk auto splice<=1M", 262144, "auto", True, None, 1, 1 << 20),
         ]
-    from litedesk.relay.server import RelaySettings
+    from litedesk.relay.settings import RelaySettings
 
     d = RelaySettings()
     out.append(

@@ -20,6 +20,7 @@ from twisted.python.usage import UsageError
 from twisted.trial import unittest
 
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.relay.leg import RelayProtocol
 from litedesk.relay.limiter import (
     BandwidthSettings,
     EarlyBudget,
@@ -27,13 +28,14 @@ from litedesk.relay.limiter import (
     TokenBucket,
     mbps_to_bytes,
 )
-from litedesk.relay.server import EXHAUSTED_LOG_INTERVAL, Relay, RelayProtocol, RelaySettings
+from litedesk.relay.server import EXHAUSTED_LOG_INTERVAL, Relay
 from litedesk.relay.service import (
     RELAY_OPT_FLAGS,
     RELAY_OPT_PARAMETERS,
     read_address_list,
     relay_settings_from_options,
 )
+from litedesk.relay.settings import RelaySettings
 from litedesk.relay.table import (
     REASON_DRAIN,
     REASON_FIRST_FRAME_TIMEOUT,

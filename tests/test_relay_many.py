@@ -13,8 +13,9 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from litedesk.relay.leg import RelayProtocol
 from litedesk.relay.limiter import BandwidthSettings
-from litedesk.relay.server import RelayProtocol, RelaySettings
+from litedesk.relay.settings import RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
 from tests.support.relay import RelayFixture, request_relay, wait_until
 

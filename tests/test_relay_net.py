@@ -10,9 +10,11 @@ from pathlib import Path
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
+from litedesk.relay.leg import RelayProtocol
 from litedesk.relay.limiter import BandwidthSettings
-from litedesk.relay.server import _MODES, RelayProtocol, RelayServerTransport, RelaySettings
+from litedesk.relay.settings import MODES, RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
+from litedesk.relay.transport import RelayServerTransport
 from tests.support.relay import Peer, RelayFixture, Source, request_relay, wait_until
 
 UNLIMITED = BandwidthSettings(0, 0, 0)
@@ -65,7 +67,7 @@ class PipeTests(RelayNetTestCase):
         fx = await self.start()
         await self.pair(fx, "M")
         [pair] = fx.service.relay.table.pairs
-        expected = _MODES[self.settings.read_mode] if self.settings.fast_write else 0
+        expected = MODES[self.settings.read_mode] if self.settings.fast_write else 0
         for conn in (pair.a, pair.b):
             self.assertIsInstance(conn.handle.transport, RelayServerTransport)
             self.assertEqual(conn.handle._mode, expected)

@@ -2,7 +2,12 @@
 
 - L{litedesk.relay.table}: pairing table and deadlines (sans-IO, injected clock);
 - L{litedesk.relay.limiter}: hbbr's bandwidth limits as token buckets (sans-IO);
-- L{litedesk.relay.server}: the protocol (wire only) and the L{Relay} controller;
+- L{litedesk.relay.settings}: L{RelaySettings}, everything that tunes the relay;
+- L{litedesk.relay.leg}: one leg's protocol (wire only): first frame, early data, pausing;
+- L{litedesk.relay.fastread}, L{litedesk.relay.sharedio}: a paired leg's
+  C{recv_into}/C{splice} reads through one process-wide buffer and pipe;
+- L{litedesk.relay.transport}: the C{tcp.Server} subclass the relay's port builds;
+- L{litedesk.relay.server}: the L{Relay} controller (pairing, limits, logging) and its factory;
 - L{litedesk.relay.service}: options, settings and the twistd service tree.
 
 Log events (C{twisted.logger}; every event carries C{relay_event}):

@@ -28,7 +28,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
-from twisted.internet import endpoints, tcp
+from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -36,14 +36,11 @@ from twisted.python.usage import UsageError
 from zope.interface import implementer
 
 from litedesk.relay.limiter import BandwidthSettings
-from litedesk.relay.server import (
-    Relay,
-    RelayFactory,
-    RelayServerTransport,
-    RelaySettings,
-    RelayStats,
-)
+from litedesk.relay.server import Relay, RelayFactory, RelayStats
+from litedesk.relay.settings import RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
+from litedesk.relay.transport import RelayServerTransport
+from litedesk.twisted_internals import install_connection_class, raise_listen_failures
 from litedesk.wire.addrmangle import normalize_host
 
 __all__ = [
@@ -256,8 +253,7 @@ class _RecordingEndpoint:
             self.port = port
             # Plain TCP ports build RelayServerTransport instead of tcp.Server
             # (unix ports, whose transport subclasses tcp.Server, keep theirs).
-            if getattr(port, "transport", None) is tcp.Server:
-                port.transport = RelayServerTransport  # type: ignore[attr-defined]
+            install_connection_class(port, RelayServerTransport)
             waiters, self._waiters = self._waiters, []
             for w in waiters:
                 w.callback(port)
@@ -290,7 +286,7 @@ class RelayService(MultiService):
         self._endpoint = endpoint
         self.factory = RelayFactory(relay)
         listener = StreamServerEndpointService(endpoint, self.factory)
-        listener._raiseSynchronously = True
+        raise_listen_failures(listener)
         listener.setServiceParent(self)
         d = relay.settings.deadlines
         shortest = min([x for x in (d.first_frame, d.partner, d.idle, d.drain) if x] or [10.0])

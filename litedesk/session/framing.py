@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from litedesk.proto import message_pb2
+from litedesk.twisted_internals import close_tcp_under_tls
 from litedesk.wire.bytescodec import FrameDecoder, FrameError, FrameTooLarge, encode_frame
 
 __all__ = ["MAX_FRAME_LENGTH", "MessageProtocol", "kind", "parse_message", "serialize_message"]
@@ -243,14 +244,14 @@ class MessageProtocol(Protocol):
         # long as it likes, so it gets abort_timeout seconds.
         self._abort_call = self._time_source().callLater(self.abort_timeout, self._hard_abort)
         transport.loseConnection()
-        inner = getattr(transport, "transport", None)
-        if inner is not None and _is_tls(transport):
+        if _is_tls(transport):
             # Twisted's TLS then waits for the peer's close_notify before it
             # closes TCP, reading and decrypting whatever the peer sends in the
             # meantime; RFC 8446 6.1 lets the closing side go without waiting.
             # Our last messages and close_notify are already in TCP's buffer,
-            # which TCP's loseConnection still sends before closing.
-            inner.loseConnection()
+            # which TCP's loseConnection still sends before closing.  (If the TCP
+            # transport cannot be reached, _hard_abort ends it after abort_timeout.)
+            close_tcp_under_tls(transport)
 
     def _hard_abort(self) -> None:
         self._abort_call = None

@@ -17,8 +17,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.relay.server import RelaySettings
 from litedesk.relay.service import RelayService, make_relay_service
+from litedesk.relay.settings import RelaySettings
 from litedesk.wire.bytescodec import encode_frame
 
 
