@@ -24,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import rendezvous_pb2 as rz
 
 from .support.ports import free_port_pair
+from .support.skips import requires
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "conf" / "install-server.sh"
@@ -37,12 +38,6 @@ UNIT = REPO / "conf" / "litedesk-relay.service"
 # A python3 that must never be used: the script's default is the distribution's
 # interpreter, not the first one on PATH.
 DECOY_PYTHON = "#!/bin/sh\necho 'decoy python3 on PATH was used' >&2\nexit 97\n"
-
-
-def _require_root() -> None:
-    # CI runs as root; the script creates a system user and uses runuser.
-    if os.geteuid() != 0:
-        raise SkipTest("needs root: the installer creates a system user")
 
 
 class InstallerRun:
@@ -156,6 +151,8 @@ class StagedInstallTests(SynchronousTestCase):
         self.assertIn("--relay-read-mode", help_text)
 
 
+# The script creates a system user and runs the server with runuser.
+@requires("root")
 class ServiceUserTests(SynchronousTestCase):
     def test_server_runs_as_the_service_user(self) -> None:
         """The case that failed: a venv left by an earlier run on an interpreter the
@@ -163,7 +160,6 @@ class ServiceUserTests(SynchronousTestCase):
         rebuilds the venv on /usr/bin/python3, creates the service user, writes
         the unit with the paths in use, and --foreground starts a server that
         answers a RegisterPeer and owns its key files."""
-        _require_root()
         run = InstallerRun(self, user=_service_user_name("s"))
         assert run.user is not None
         # The broken venv the old script built: based on an interpreter inside a
@@ -236,7 +232,6 @@ class ServiceUserTests(SynchronousTestCase):
         home): the script stops right after building the venv, says that the
         service user cannot run it and how to fix it, and installs no unit and no
         configuration."""
-        _require_root()
         run = InstallerRun(self, user=_service_user_name("r"))
         private = run.root / "root-home"
         (private / "bin").mkdir(parents=True)
