@@ -13,8 +13,9 @@ from twisted.trial.unittest import TestCase
 
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
+from litedesk.host.discoverable import DiscoverableService, LanResponder
 from litedesk.host_tap import Options
-from litedesk.viewer.browse import DiscoverableService, LanResponder, lan_search, list_hosts
+from litedesk.viewer.browse import lan_search, list_hosts
 
 
 class DiscoveryListTests(TestCase):

@@ -11,7 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from litedesk.viewer.browse import LanResponder
+from litedesk.host.discoverable import LanResponder
 
 reactor: Any = _reactor
 

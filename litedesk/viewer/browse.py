@@ -6,8 +6,8 @@ Two ways to find a host to connect to, both optional:
   - B{Server list.}  A host agent started with C{--discoverable} keeps one
     connection to the server's LiteDesk v1 JSON discovery listener (see
     L{litedesk.discovery.protocol}) registered as C{{"peer_id": ID,
-    "peer_type": "host"}}; L{DiscoverableService} does that, reconnecting
-    with backoff.  The viewer's connect dialog asks the same listener for
+    "peer_type": "host"}}; L{litedesk.host.discoverable} does that,
+    reconnecting with backoff.  The viewer's connect dialog asks the same listener for
     C{list_peers} (L{list_hosts}) and shows the entries whose type is
     C{"host"}.  The server only runs this listener with C{--discovery}; a
     refused connection just means "no list".
@@ -15,36 +15,24 @@ Two ways to find a host to connect to, both optional:
     C{PeerDiscovery{cmd: "ping"}} (a bare rendezvous protobuf in one UDP
     datagram) to port 21119 and listening hosts answer
     C{PeerDiscovery{cmd: "pong", id, hostname, platform}}
-    (L{LanResponder}, L{lan_search}).
+    (the host's L{litedesk.host.discoverable.LanResponder}; L{lan_search}
+    here).
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
-from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
-from twisted.internet.task import LoopingCall
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
+from litedesk.discovery.client import DISCOVERY_PORT, HOST_TYPE, LAN_PORT, JsonClient
 from litedesk.proto import rendezvous_pb2 as rz
-
-DISCOVERY_PORT = 8877
-LAN_PORT = 21119
-PING_INTERVAL = 30.0
-HOST_TYPE = "host"
 
 _log = Logger(namespace="litedesk.viewer.browse")
 
@@ -58,39 +46,6 @@ class FoundHost:
     address: str = ""
     name: str = ""
     platform: str = ""
-
-
-class _JsonClient(Int32StringReceiver):
-    """A discovery connection: send JSON objects, hand replies to a callback."""
-
-    MAX_LENGTH = 16 * 1024 * 1024  # a peer_list of many peers is large
-
-    def __init__(self, on_message: Callable[[dict[str, Any]], None]) -> None:
-        self.on_message = on_message
-        self.on_connect: Callable[[_JsonClient], None] | None = None
-        self.on_lost: Callable[[Failure], None] | None = None
-
-    def send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode("utf-8")
-        self.sendString(data)  # type: ignore[no-untyped-call]
-
-    def connectionMade(self) -> None:
-        if self.on_connect is not None:
-            self.on_connect(self)
-
-    def stringReceived(self, data: bytes) -> None:
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            _log.warn("Discovery server sent something that is not JSON")
-            self.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        if isinstance(obj, dict):
-            self.on_message(obj)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.on_lost is not None:
-            self.on_lost(reason)
 
 
 async def list_hosts(
@@ -107,7 +62,7 @@ async def list_hosts(
         if msg.get("type") in ("peer_list", "error") and not answer.called:
             answer.callback(msg)
 
-    client = _JsonClient(got)
+    client = JsonClient(got)
     ep = HostnameEndpoint(reactor, host, port, timeout=timeout)
     from twisted.internet.endpoints import connectProtocol
 
@@ -143,122 +98,6 @@ async def list_hosts(
             ip, pport = p.get("public_ip", ""), p.get("public_port", "")
             found.append(FoundHost(pid, "server", f"{ip}:{pport}" if ip else ""))
     return found
-
-
-class _RegisterFactory(Factory):
-    """Builds connections that register the host and keep pinging."""
-
-    def __init__(self, reactor: Any, peer_id: str, name: str) -> None:
-        self.reactor = reactor
-        self.peer_id = peer_id
-        self.name = name
-        self.registered = False
-
-    def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        proto = _JsonClient(self._message)
-        pinger = LoopingCall(lambda: proto.send({"type": "ping"}))
-        pinger.clock = self.reactor
-
-        def connected(p: _JsonClient) -> None:
-            # "name" is our own field: the server ignores unknown fields.
-            p.send(
-                {
-                    "type": "register",
-                    "peer_id": self.peer_id,
-                    "peer_type": HOST_TYPE,
-                    "name": self.name,
-                }
-            )
-            pinger.start(PING_INTERVAL, now=False)
-
-        def lost(reason: Failure) -> None:
-            self.registered = False
-            if pinger.running:
-                pinger.stop()
-
-        proto.on_connect = connected
-        proto.on_lost = lost
-        return proto
-
-    def _message(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "registered":
-            if not self.registered:
-                _log.info(
-                    "Discoverable: listed by the discovery server as {peer_id}",
-                    peer_id=self.peer_id,
-                )
-            self.registered = True
-        elif kind == "error":
-            _log.warn("Discovery server refused the listing: {reason}", reason=msg.get("reason"))
-
-
-class DiscoverableService(MultiService):
-    """Keep the host listed with the server's discovery listener (and on the LAN).
-
-    @param lan_port: answer LAN discovery pings on this UDP port; 0 = no.
-    """
-
-    def __init__(
-        self,
-        reactor: Any,
-        peer_id: str,
-        server: tuple[str, int] | None,
-        lan_port: int = 0,
-        name: str = "",
-    ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.setName("discoverable")  # type: ignore[no-untyped-call]
-        self.reactor = reactor
-        self.factory = _RegisterFactory(reactor, peer_id, name or socket.gethostname())
-        self.lan_port = lan_port
-        self.peer_id = peer_id
-        self._udp: Any = None
-        if server is not None:
-            ep = HostnameEndpoint(reactor, server[0], server[1], timeout=10)
-            ClientService(
-                ep, self.factory, retryPolicy=backoffPolicy(maxDelay=60.0), clock=reactor
-            ).setServiceParent(self)
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        if self.lan_port:
-            try:
-                self._udp = self.reactor.listenUDP(
-                    self.lan_port, LanResponder(self.peer_id, self.factory.name)
-                )
-            except CannotListenError as e:
-                _log.warn("LAN discovery is off: {error}", error=e)
-
-    def stopService(self) -> Any:
-        if self._udp is not None:
-            self._udp.stopListening()
-            self._udp = None
-        return super().stopService()  # type: ignore[no-untyped-call]
-
-
-class LanResponder(DatagramProtocol):
-    """Answer RustDesk LAN discovery pings with this host's id."""
-
-    def __init__(self, peer_id: str, name: str) -> None:
-        self.peer_id = peer_id
-        self.name = name
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        msg = rz.RendezvousMessage()
-        try:
-            msg.ParseFromString(data)
-        except Exception:
-            return  # not ours; never answer garbage
-        if msg.WhichOneof("union") != "peer_discovery" or msg.peer_discovery.cmd != "ping":
-            return
-        pong = rz.RendezvousMessage(
-            peer_discovery=rz.PeerDiscovery(
-                cmd="pong", id=self.peer_id, hostname=self.name, platform=platform.system()
-            )
-        )
-        assert self.transport is not None
-        self.transport.write(pong.SerializeToString(), addr)
 
 
 class _LanSearch(DatagramProtocol):

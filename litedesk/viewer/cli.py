@@ -209,7 +209,8 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
 
 async def _discover_lan(reactor: Any, args: argparse.Namespace) -> None:
     """Print the hosts that answer a LAN discovery ping (spec 7.5)."""
-    from litedesk.viewer.browse import LAN_PORT, lan_search
+    from litedesk.discovery.client import LAN_PORT
+    from litedesk.viewer.browse import lan_search
 
     targets = tuple(args.discover_to or ("255.255.255.255",))
     hosts = await lan_search(

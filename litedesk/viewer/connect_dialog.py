@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
+from litedesk.discovery.client import DISCOVERY_PORT
 from litedesk.host.rendezvous_client import parse_server
-from litedesk.viewer.browse import DISCOVERY_PORT, FoundHost, lan_search, list_hosts
+from litedesk.viewer.browse import FoundHost, lan_search, list_hosts
 from litedesk.viewer.config import ViewerConfig
 from litedesk.viewer.connection import is_direct
 

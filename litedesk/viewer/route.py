@@ -16,8 +16,6 @@ TLS pin would be meaningless.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +50,7 @@ from litedesk.session.links import (
     split_relay,
 )
 from litedesk.wire import addrmangle
+from litedesk.wire.keys import BadPublicKey, server_key_bytes
 
 VERSION = "1.4.9"  # what we claim to be: servers only sign keys for versioned clients
 PUNCH_WAITS = (3.0, 6.0, 9.0)
@@ -99,14 +98,11 @@ _FAILURES = {
 }
 
 
-def server_key_bytes(server_key: str) -> bytes:
+def _server_key(server_key: str) -> bytes:
     try:
-        raw = base64.b64decode(server_key, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise ConnectError("bad server key", "expected the base64 Ed25519 public key")
-    return raw
+        return server_key_bytes(server_key)
+    except BadPublicKey as e:
+        raise ConnectError("bad server key", str(e)) from None
 
 
 def _host_key(server_pk: bytes, signed: bytes, peer_id: str) -> bytes:
@@ -177,7 +173,7 @@ async def find_host(
     nat_test: bool = True,
 ) -> Route:
     """Ask the rendezvous server for C{peer_id}; return how to reach it."""
-    server_pk = server_key_bytes(server_key)
+    server_pk = _server_key(server_key)
     try:
         server_ip = (resolve_ip(*server), server[1])
     except OSError as e:

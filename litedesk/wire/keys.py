@@ -32,6 +32,26 @@ class KeyFileError(Exception):
     """A key file exists but does not hold a usable key."""
 
 
+class BadPublicKey(ValueError):
+    """A configured server public key is not base64 of 32 bytes."""
+
+
+def server_key_bytes(server_key: str) -> bytes:
+    """The 32 raw bytes of a server's base64 Ed25519 public key (its id_ed25519.pub).
+
+    Hosts and viewers both check a C{--key} with it before using it.
+
+    @raise BadPublicKey: when C{server_key} is not base64 of 32 bytes.
+    """
+    try:
+        raw = base64.b64decode(server_key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise BadPublicKey("expected the base64 Ed25519 public key")
+    return raw
+
+
 def public_b64(key: SigningKey) -> str:
     return base64.b64encode(bytes(key.verify_key)).decode("ascii")
 

@@ -1,4 +1,12 @@
-"""Services that bind the rendezvous server's listeners and own its resources."""
+"""Twisted services both daemons build on: named listeners and a cleanup on stop.
+
+The server assembly (L{litedesk.server.assembly}) and the host agent
+(L{litedesk.host.agent}) both bind UDP ports (Twisted has no UDP endpoint
+strings, hence L{parse_udp_endpoint} and L{UDPListenerService}) and stream
+endpoints that must fail twistd's start-up when they cannot bind
+(L{EndpointService}); they live here so that neither daemon imports the
+other's package for them.
+"""
 
 from __future__ import annotations
 

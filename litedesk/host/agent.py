@@ -1,0 +1,373 @@
+"""The host agent: every service C{twistd litedesk-host} runs, assembled.
+
+L{build_host_agent} turns the parsed options into a L{HostAgent}, a named
+C{MultiService} whose attributes (C{identity}, C{ctx}, C{paths}, C{listen},
+...) are the objects it built, so tests and tools reach them by name instead
+of by walking services.  The agent keeps the host's id and Ed25519 key
+registered with a rendezvous server, answers the server's pushes (LAN
+address, relay), accepts direct connections when C{--listen} is given, maps
+a session port on the gateway with C{--upnp}, and serves sessions: pinned
+TLS, password login, screen out (mss + H.264/VP9), input and clipboard in
+(pynput, xclip).
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from litedesk.fdlimit import raise_nofile_limit
+from litedesk.host.discoverable import DiscoverableService
+from litedesk.host.identity import HostIdentity, IdentityError, load_or_create_identity
+from litedesk.host.options import HostOptions
+from litedesk.host.passwords import (
+    ONE_TIME_PASSWORD_FILE,
+    load_password,
+    publish_one_time_password,
+)
+from litedesk.host.paths import HostPaths
+from litedesk.host.registration import Event, Registration
+from litedesk.host.rendezvous_client import RendezvousClient
+from litedesk.logfiles import make_twistd_log_private
+from litedesk.services import EndpointService, UDPListenerService
+from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admission
+from litedesk.session.host_certificate import host_context_factory
+from litedesk.session.host_session import Display, HostContext, HostSession
+from litedesk.session.login import LoginVerifier
+from litedesk.session.tls import tls_server_factory, wrap_server
+
+__all__ = ["HostAgent", "HostRuntime", "UpnpService", "build_host_agent"]
+
+_log = Logger(namespace="litedesk.host")
+
+
+class HostAgent(MultiService):
+    """The running host: its identity, the sessions' shared context, and its services.
+
+    Attributes are C{None} where the options did not ask for that part
+    (no C{--rendezvous}: no C{paths} nor C{rendezvous_udp}; no C{--listen}:
+    no C{listen}; and so on).
+    """
+
+    def __init__(self, identity: HostIdentity, ctx: HostContext, verifier: LoginVerifier) -> None:
+        super().__init__()
+        self.identity = identity
+        self.ctx = ctx
+        self.verifier = verifier
+        self.paths: HostPaths | None = None
+        self.rendezvous_udp: UDPListenerService | None = None
+        self.listen: EndpointService | None = None
+        self.upnp: UpnpService | None = None
+        self.nat_test: Service | None = None
+        self.discoverable: DiscoverableService | None = None
+        self.runtime: HostRuntime | None = None
+
+
+class HostRuntime(Service):
+    """Starts and stops what the sessions share (input thread, clipboard watcher)."""
+
+    def __init__(
+        self, ctx: HostContext, paths: HostPaths | None, watcher: Any, worker: Any, cursor: Any
+    ) -> None:
+        self.cursor = cursor
+        self.ctx = ctx
+        self.paths = paths
+        self.watcher = watcher
+        self.worker = worker
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            self.cursor.start()
+        except Exception as e:
+            _log.warn("Cursor tracking is off: {error}", error=e)
+        if self.watcher is not None:
+            try:
+                self.watcher.start()
+            except Exception as e:
+                _log.warn("Clipboard sync is off: {error}", error=e)
+                self.watcher = None
+                self.ctx.clipboard = None
+
+    def stopService(self) -> Any:
+        super().stopService()
+        for s in list(self.ctx.sessions):
+            if s.transport is not None:
+                s.transport.loseConnection()
+        self.cursor.stop()
+        if self.paths is not None:
+            self.paths.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
+            # The clipboard's xclip owner process would outlive the agent.
+            self.watcher.clipboard.stop()
+        if self.worker is not None:
+            return self.worker.stop()
+        return None
+
+
+class UpnpService(Service):
+    """C{--upnp}: a session listener on a fixed port (unless C{--listen} is it), mapped."""
+
+    def __init__(self, reactor: Any, mapper: Any, factory: Any) -> None:
+        self.reactor = reactor
+        self.mapper = mapper
+        self.factory = factory
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self.factory is not None:
+            try:
+                self.port = self.reactor.listenTCP(self.mapper.internal_port, self.factory)
+            except Exception as e:
+                _log.error(
+                    "UPnP: cannot listen on TCP {port}: {error}",
+                    port=self.mapper.internal_port,
+                    error=e,
+                )
+                return
+        d = self.mapper.start()
+        d.addErrback(lambda f: _log.failure("UPnP: port mapping failed", f))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+        return self.mapper.stop()
+
+
+def _registration_logger(identity: HostIdentity, server: str) -> Callable[[Event], None]:
+    def log(event: Event) -> None:
+        if event.kind == "registered":
+            _log.info(
+                "Registered with {server} as id {peer_id}", server=server, peer_id=identity.peer_id
+            )
+        elif event.kind == "refused":
+            _log.error(
+                "Registration refused by {server}: {detail}", server=server, detail=event.detail
+            )
+        elif event.kind == "unreachable":
+            _log.warn(
+                "Rendezvous server {server} is not answering ({detail}); retrying",
+                server=server,
+                detail=event.detail,
+            )
+        elif event.kind == "reachable":
+            _log.info("Rendezvous server {server} answers again", server=server)
+        else:
+            _log.info("Registration: {kind} {detail}", kind=event.kind, detail=event.detail)
+
+    return log
+
+
+def _displays(display: str | None) -> list[Display]:
+    from litedesk.screen.capture import CaptureError, list_displays
+
+    try:
+        found = list_displays(display)
+    except CaptureError as e:
+        raise SystemExit(f"litedesk-host: cannot open display {display}: {e}") from None
+    return [Display(d.x, d.y, d.width, d.height, d.name, d.primary) for d in found]
+
+
+def _needs_ipv6(host: str) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return all(i[0] == socket.AF_INET6 for i in infos)
+
+
+def _unauthenticated_limit() -> int:
+    # Like the relay: the soft open-file limit up to the hard one, and the
+    # unauthenticated sessions (one descriptor each) to a quarter of it, so
+    # that a flood of them never starves the logged-in sessions, X, the
+    # rendezvous socket and the relay legs of descriptors.
+    nofile = raise_nofile_limit()
+    unauthenticated = DEFAULT_TOTAL if nofile < 0 else max(16, min(DEFAULT_TOTAL, nofile // 4))
+    _log.info(
+        "Open-file limit {nofile}; at most {total} unauthenticated connections, "
+        "{per_source} per source",
+        nofile=nofile,
+        total=unauthenticated,
+        per_source=DEFAULT_PER_SOURCE,
+    )
+    return unauthenticated
+
+
+def build_host_agent(config: HostOptions, reactor: Any = None) -> HostAgent:
+    """Build (not start) the agent the parsed options describe.
+
+    @raise SystemExit: with the reason, when the identity, the password file
+        or the display cannot be used.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    config_dir = Path(config["config-dir"])
+    try:
+        identity = load_or_create_identity(config_dir, config["id"])
+    except IdentityError as e:
+        raise SystemExit(f"litedesk-host: {e}") from None
+    make_twistd_log_private(config)
+    permanent = load_password(config_dir, config["password-file"])
+    display = config["display"]
+    one_time_path = config_dir / ONE_TIME_PASSWORD_FILE
+    if permanent is not None:
+        # A one-time password left from a run without --password-file no
+        # longer logs in: do not leave it lying around.
+        one_time_path.unlink(missing_ok=True)
+
+    def rotated(pw: str) -> None:
+        publish_one_time_password(one_time_path, pw, "replaced after wrong passwords")
+
+    verifier = LoginVerifier(
+        reactor, permanent, one_time=permanent is None, on_one_time_rotated=rotated
+    )
+    displays = _displays(display)
+    agent = _assemble(config, reactor, identity, verifier, displays)
+    _log.info(
+        "LiteDesk host id {peer_id}, key {pk}, display {display} ({n} monitor(s)){view_only}",
+        peer_id=identity.peer_id,
+        pk=base64.b64encode(identity.public_key).decode(),
+        display=display,
+        n=len(displays),
+        view_only=", view only" if config["view-only"] else "",
+    )
+    if permanent is None and verifier.one_time_password is not None:
+        publish_one_time_password(
+            one_time_path, verifier.one_time_password, "no permanent password (--password-file)"
+        )
+    return agent
+
+
+def _assemble(
+    config: HostOptions,
+    reactor: Any,
+    identity: HostIdentity,
+    verifier: LoginVerifier,
+    displays: list[Display],
+) -> HostAgent:
+    from litedesk.input.clipboard import ClipboardWatcher, XClipboard
+    from litedesk.input.inject import InputInjector, InputWorker
+    from litedesk.screen.cursor import CursorTracker
+    from litedesk.screen.streamer import ScreenStreamer
+
+    display = config["display"]
+    codec = config["codec"]
+    worker = None
+    if not config["view-only"]:
+        worker = InputWorker(InputInjector(display=display), reactor)
+
+    def make_streamer(deliver: Any, buffered: Any, codec: str) -> Any:
+        return ScreenStreamer(reactor, deliver, buffered, display=display, codec=codec)
+
+    ctx = HostContext(
+        peer_id=identity.peer_id,
+        verifier=verifier,
+        clock=reactor,
+        make_streamer=make_streamer,
+        displays=displays,
+        input=worker,
+        view_only=bool(config["view-only"]),
+        max_viewers=int(config["max-viewers"]),
+        admission=Admission(reactor, total=_unauthenticated_limit()),
+    )
+    watcher = None
+    if not config["view-only"]:
+        clipboard = XClipboard(display=display, reactor=reactor)
+        watcher = ClipboardWatcher(
+            clipboard, ctx.clipboard_changed, display=display, reactor=reactor
+        )
+        ctx.clipboard = watcher
+        ctx.read_clipboard = clipboard.get_text
+    cursor = CursorTracker(reactor, display, ctx.cursor_moved, ctx.cursor_changed)
+    tls_options = host_context_factory(identity.signing_key, identity.peer_id)
+
+    def make_session(relayed: bool = False) -> Any:
+        return wrap_server(HostSession(ctx, codec, relayed=relayed), tls_options)
+
+    agent = HostAgent(identity, ctx, verifier)
+    upnp_port = None
+    if config["upnp"]:
+        from litedesk.nat.upnp import UpnpMapper
+
+        mapper = UpnpMapper(reactor, config.upnp_listen_port)
+        upnp_factory = None
+        if config["listen"] is None:
+            upnp_factory = tls_server_factory(
+                Factory.forProtocol(lambda: HostSession(ctx, codec)), tls_options
+            )
+        agent.upnp = UpnpService(reactor, mapper, upnp_factory)
+        agent.upnp.setServiceParent(agent)
+        upnp_port = lambda: mapper.mapped_port  # noqa: E731
+    if config["rendezvous"] is not None:
+        _add_rendezvous(agent, config, reactor, make_session, upnp_port)
+    if config["listen"] is not None:
+        factory = tls_server_factory(
+            Factory.forProtocol(lambda: HostSession(ctx, codec, direct=True)), tls_options
+        )
+        ep = endpoints.serverFromString(reactor, config["listen"])
+        agent.listen = EndpointService("listen", ep, factory)
+        agent.listen.setServiceParent(agent)
+    agent.runtime = HostRuntime(ctx, agent.paths, watcher, worker, cursor)
+    agent.runtime.setServiceParent(agent)
+    if config["discoverable"]:
+        agent.discoverable = DiscoverableService(
+            reactor,
+            identity.peer_id,
+            config.discovery_server,
+            lan_port=int(config["lan-discovery-port"]),
+        )
+        agent.discoverable.setServiceParent(agent)
+    return agent
+
+
+def _add_rendezvous(
+    agent: HostAgent,
+    config: HostOptions,
+    reactor: Any,
+    make_session: Callable[..., Any],
+    upnp_port: Callable[[], int] | None,
+) -> None:
+    """Registration with the rendezvous server, the NAT test, and the paths it pushes."""
+    server = config.server
+    nat_type = None
+    if not config["no-nat-test"]:
+        from litedesk.nat.nattype import NatTypeService, monitor_for
+
+        monitor = monitor_for(reactor, server)
+        agent.nat_test = NatTypeService(monitor)
+        agent.nat_test.setServiceParent(agent)
+        nat_type = lambda: monitor.nat_type  # noqa: E731
+    identity = agent.identity
+    agent.paths = HostPaths(
+        reactor,
+        identity.peer_id,
+        server,
+        config["key"],
+        make_session,
+        on_event=_registration_logger(identity, config["rendezvous"]),
+        nat_type=nat_type,
+        force_relay=bool(config["force-relay"]),
+        relay_server=config["relay-server"],
+        upnp_port=upnp_port,
+    )
+    reg = Registration(identity.peer_id, identity.uuid, identity.public_key)
+    client = RendezvousClient(reg, server, agent.paths, reactor)
+    iface = "::" if _needs_ipv6(server[0]) else "0.0.0.0"
+    agent.rendezvous_udp = UDPListenerService(
+        "rendezvous-udp", reactor, f"udp:0:interface={iface.replace(':', chr(92) + ':')}", client
+    )
+    agent.rendezvous_udp.setServiceParent(agent)

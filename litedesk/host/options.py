@@ -1,0 +1,163 @@
+"""The host agent's options: what C{twistd litedesk-host --help} shows and checks.
+
+Apart from the agent's assembly (L{litedesk.host.agent}) because the option
+table is long and is read on its own (by C{--help}, by the tests of each
+option's check); C{litedesk.host_tap} re-exports it as C{Options}, the name
+twistd looks for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from twisted.python import usage
+
+from litedesk.discovery.client import DISCOVERY_PORT
+from litedesk.host.passwords import ONE_TIME_PASSWORD_FILE
+from litedesk.host.rendezvous_client import parse_server
+from litedesk.option_types import nonneg_int
+from litedesk.wire.keys import BadPublicKey, server_key_bytes
+
+__all__ = ["UPNP_LOCAL_PORT", "HostOptions"]
+
+UPNP_LOCAL_PORT = 21118  # RustDesk's direct-access port
+
+
+def _default_config_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/litedesk-host"
+    return str(Path.home() / ".config" / "litedesk-host")
+
+
+class HostOptions(usage.Options):
+    """C{twistd litedesk-host}'s command line (C{litedesk.host_tap.Options})."""
+
+    synopsis = "--rendezvous HOST[:PORT] --key SERVER_PUBKEY [options]"
+    longdesc = (
+        "Make this desktop reachable: register with a LiteDesk (or RustDesk) rendezvous "
+        "server and serve viewers.  The id is written to CONFIG_DIR/id and logged; with "
+        "no --password-file a one-time password is generated and written to "
+        f"CONFIG_DIR/{ONE_TIME_PASSWORD_FILE} (mode 0600; the log says where, never what)."
+    )
+    optFlags: list[list[Any]] = [
+        ["view-only", None, "Show the screen but refuse all input and clipboard changes."],
+        [
+            "discoverable",
+            None,
+            "List this host for 'Browse' in viewers: register with the server's LiteDesk v1 "
+            "discovery listener (when it runs one) and answer LAN discovery pings.",
+        ],
+        [
+            "force-relay",
+            None,
+            "Never hole-punch: answer every viewer through the relay (LAN path stays).",
+        ],
+        ["no-nat-test", None, "Skip the NAT type test; answer viewers through the relay."],
+        [
+            "upnp",
+            None,
+            "Map a port on the Internet gateway (UPnP IGD, needs miniupnpc) to a session "
+            f"listener (the --listen port, else TCP {UPNP_LOCAL_PORT}) and advertise it "
+            "to viewers; the mapping is renewed and removed on shutdown.",
+        ],
+    ]
+    optParameters: list[list[Any]] = [
+        [
+            "config-dir",
+            "c",
+            None,
+            "Where id, uuid, key and password hash live "
+            "(default /var/lib/litedesk-host as root, else ~/.config/litedesk-host).",
+        ],
+        ["rendezvous", "r", None, "Rendezvous server HOST[:PORT] (port 21116 by default)."],
+        [
+            "relay-server",
+            None,
+            "",
+            "Relay HOST[:PORT] for relay legs instead of the one the server names or "
+            "rendezvous host:port+1 (RustDesk's relay-server option); viewers may also name it.",
+        ],
+        ["key", "k", None, "The rendezvous server's public key (its id_ed25519.pub)."],
+        ["id", None, None, "Use this id instead of the stored or generated one."],
+        [
+            "password-file",
+            None,
+            None,
+            "File holding the permanent password; only a salted hash of it is kept in CONFIG_DIR.",
+        ],
+        ["display", None, None, "X display to capture and control (default $DISPLAY)."],
+        ["max-viewers", None, "4", "Concurrent logged-in viewers (0 = unlimited).", nonneg_int],
+        [
+            "listen",
+            None,
+            None,
+            "Also accept direct connections on this endpoint "
+            "(e.g. tcp:21118), for 'litedesk-viewer HOST:PORT' without a server.",
+        ],
+        [
+            "discovery-server",
+            None,
+            None,
+            "With --discoverable: the discovery listener HOST[:PORT] "
+            "(default: the rendezvous server's host, port 8877).",
+        ],
+        [
+            "lan-discovery-port",
+            None,
+            "21119",
+            "With --discoverable: UDP port for LAN discovery pings (0 = off).",
+            nonneg_int,
+        ],
+        [
+            "codec",
+            None,
+            "h264",
+            "Default video codec: h264 or vp9 (viewers may ask for the other).",
+        ],
+    ]
+
+    def parseArgs(self) -> None:
+        pass
+
+    def postOptions(self) -> None:
+        if self["config-dir"] is None:
+            self["config-dir"] = _default_config_dir()
+        if self["rendezvous"] is None and self["listen"] is None:
+            raise usage.UsageError("give --rendezvous (and --key), or --listen, or both")
+        if self["rendezvous"] is not None:
+            if not self["key"]:
+                raise usage.UsageError(
+                    "--key is required with --rendezvous: without the server's public key "
+                    "viewers could not verify this host"
+                )
+            try:
+                server_key_bytes(self["key"])
+            except BadPublicKey:
+                raise usage.UsageError("--key must be the server's base64 public key") from None
+            try:
+                self.server = parse_server(self["rendezvous"])
+            except ValueError:
+                raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}") from None
+        self.discovery_server: tuple[str, int] | None = None
+        if self["discovery-server"] is not None:
+            try:
+                self.discovery_server = parse_server(self["discovery-server"], DISCOVERY_PORT)
+            except ValueError:
+                raise usage.UsageError(
+                    f"bad --discovery-server {self['discovery-server']!r}"
+                ) from None
+        elif self["rendezvous"] is not None:
+            self.discovery_server = (self.server[0], DISCOVERY_PORT)
+        if self["codec"] not in ("h264", "vp9"):
+            raise usage.UsageError("--codec must be h264 or vp9")
+        if self["display"] is None:
+            self["display"] = os.environ.get("DISPLAY")
+        self.upnp_listen_port = UPNP_LOCAL_PORT
+        if self["upnp"] and self["listen"] is not None:
+            m = re.match(r"tcp6?:(?:port=)?(\d+)(?::|$)", self["listen"])
+            if m is None or int(m.group(1)) == 0:
+                raise usage.UsageError("--upnp with --listen needs a fixed TCP port (tcp:PORT)")
+            self.upnp_listen_port = int(m.group(1))

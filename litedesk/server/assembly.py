@@ -1,0 +1,232 @@
+"""The server: every service C{twistd litedesk-relay} runs, assembled.
+
+L{build_server} turns the parsed options into a L{LiteDeskServer}, a named
+C{MultiService} whose attributes are what it built: the rendezvous server
+(C{server}, its C{registry} and C{store}), the relay (C{relay}), and each
+listener by name (C{rendezvous_udp}, C{rendezvous_tcp}, C{nat_test},
+C{discovery}), so tests and tools reach them by name.
+
+Ports follow hbbs/hbbr: with C{--port P} the NAT test listens on P-1 (TCP),
+rendezvous on P (UDP + TCP) and the relay on P+1 (TCP).  Every listener can
+be replaced by an endpoint string.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+from twisted.internet import endpoints
+from twisted.logger import Logger
+
+from litedesk.discovery.protocol import DiscoveryFactory
+from litedesk.discovery.state import DiscoveryRegistry
+from litedesk.logfiles import make_twistd_log_private
+from litedesk.relay.service import RelayService, make_relay_service
+from litedesk.rendezvous.floodguard import FloodGuard
+from litedesk.rendezvous.protocols import (
+    NatTestProtocol,
+    RendezvousDatagramProtocol,
+    RendezvousStreamFactory,
+    RendezvousStreamProtocol,
+)
+from litedesk.rendezvous.registry import Registry
+from litedesk.rendezvous.relaylist import RelayList, parse_relay_list
+from litedesk.rendezvous.server import RendezvousServer
+from litedesk.rendezvous.store import PeerStore
+from litedesk.server.options import DEFAULT_PORT, ServerOptions
+from litedesk.services import CloseOnStop, EndpointService, UDPListenerService
+from litedesk.wire.keys import KeyFileError, ServerKey, resolve_key_option
+
+__all__ = ["DB_FILE", "LiteDeskServer", "build_server", "client_settings"]
+
+DB_FILE = "db_v2.sqlite3"
+
+# The namespace the plugin logged under before the assembly moved here:
+# operators' log filters keep working.
+_log = Logger(namespace="litedesk.relay_tap")
+
+
+class LiteDeskServer(MultiService):
+    """The running server: rendezvous (hbbs), relay (hbbr) and discovery.
+
+    Attributes are C{None} for the parts the options left out
+    (C{--relay-only}: no rendezvous parts; C{--no-relay}: no C{relay};
+    no C{--discovery}: no C{discovery}).
+    """
+
+    def __init__(self, key: ServerKey) -> None:
+        super().__init__()
+        self.key = key
+        self.relay: RelayService | None = None
+        self.server: RendezvousServer | None = None
+        self.registry: Registry | None = None
+        self.store: PeerStore | None = None
+        self.rendezvous_udp: UDPListenerService | None = None
+        self.rendezvous_tcp: EndpointService | None = None
+        self.nat_test: EndpointService | None = None
+        self.discovery: EndpointService | None = None
+
+
+def client_settings(key: ServerKey) -> str:
+    if key.signing_key is not None and key.licence:
+        return f"Key = {key.public_key}"
+    if key.signing_key is not None:
+        return f"Key = {key.public_key} (optional: the server requires no key)"
+    return f"Key = {key.licence} (a licence string: sessions are not end-to-end verified)"
+
+
+def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
+    """Build (not start) the server the parsed options describe.
+
+    @raise SystemExit: with the reason, when the key files cannot be used.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    make_twistd_log_private(config)
+    data_dir = Path(config["data-dir"])
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        key = resolve_key_option(config["key"], data_dir)
+    except KeyFileError as e:
+        raise SystemExit(f"litedesk-relay: {e}") from None
+
+    top = LiteDeskServer(key)
+    if not config["no-relay"]:
+        top.relay = make_relay_service(
+            reactor, config["relay-endpoint"], config.relay_settings, key.licence, data_dir
+        )
+        top.relay.setName("relay")
+        top.relay.setServiceParent(top)
+        _log.info(
+            "Relay on {endpoint}; licence check {check}",
+            endpoint=config["relay-endpoint"],
+            check="on" if key.licence else "off",
+        )
+    if config["relay-only"]:
+        return top
+    relays, loaded = _add_rendezvous(top, config, reactor, data_dir)
+    if config["discovery"]:
+        discovery = DiscoveryFactory(DiscoveryRegistry(), reactor)
+        ep = endpoints.serverFromString(reactor, config["discovery-endpoint"])
+        top.discovery = EndpointService("discovery", ep, discovery)
+        top.discovery.setServiceParent(top)
+        _log.info("LiteDesk v1 discovery on {endpoint}", endpoint=config["discovery-endpoint"])
+    _log_start(config, key, relays, loaded, data_dir)
+    return top
+
+
+def _add_rendezvous(
+    top: LiteDeskServer, config: ServerOptions, reactor: Any, data_dir: Path
+) -> tuple[RelayList, int]:
+    """The rendezvous server (hbbs): its peers, listeners and periodic jobs.
+
+    @return: the relay list handed to peers and how many peers were loaded.
+    """
+    key = top.key
+    db_path = data_dir / DB_FILE
+    if not db_path.exists():
+        # SQLite gives the -wal/-shm files the database's mode: keep all 0600.
+        os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+    store = top.store = PeerStore(db_path, reactor)
+    registry = top.registry = Registry(server_serial=int(config["serial"]))
+    loaded = registry.load(store.load_all())
+    # The loaded peers live as long as the process: keep them out of every
+    # future collection (a full GC over a million peers pauses ~0.5 s).
+    gc.collect()
+    gc.freeze()
+    relays = RelayList(parse_relay_list(config["relay-servers"]))
+    server = top.server = RendezvousServer(
+        clock=reactor,
+        registry=registry,
+        key=key,
+        relays=relays,
+        store=store,
+        rendezvous_servers=parse_relay_list(config["rendezvous-servers"]),
+        always_use_relay=bool(config["always-use-relay"]),
+        request_guard=FloodGuard(
+            float(config["request-rate-per-ip"]), 10.0 * float(config["request-rate-per-ip"])
+        ),
+    )
+    if top.relay is not None:
+        # Viewers may name this process's own relay (clients derive host:port+1).
+        def own_relay(port: Any) -> None:
+            server.own_relay_port = int(port.getHost().port)
+
+        top.relay.when_listening().addCallback(own_relay)
+
+    guard = FloodGuard(float(config["udp-rate-per-ip"]))
+    top.rendezvous_udp = UDPListenerService(
+        "rendezvous-udp",
+        reactor,
+        config["udp-endpoint"],
+        RendezvousDatagramProtocol(server, guard, int(config["udp-rcvbuf"])),
+    )
+    top.rendezvous_udp.setServiceParent(top)
+    # One --max-connections-per-ip (declared with the relay's options) caps
+    # each TCP port: the relay's and both rendezvous ports.
+    per_ip = config.relay_settings.limits.max_per_ip
+    listeners: list[EndpointService] = []
+    for name, description, proto in (
+        ("rendezvous-tcp", config["tcp-endpoint"], RendezvousStreamProtocol),
+        ("nat-test", config["nat-endpoint"], NatTestProtocol),
+    ):
+        factory = RendezvousStreamFactory(
+            server,
+            proto,
+            clock=reactor,
+            max_frame=int(config["max-frame"]),
+            max_per_ip=per_ip,
+        )
+        ep = endpoints.serverFromString(reactor, description)
+        listener = EndpointService(name, ep, factory)
+        listener.setServiceParent(top)
+        listeners.append(listener)
+    top.rendezvous_tcp, top.nat_test = listeners
+
+    if len(relays.configured) > 1:
+        TimerService(3.0, _guarded(relays.check, reactor)).setServiceParent(top)
+    TimerService(
+        3600.0, _guarded(lambda now: registry.ip_blocker.prune(now), reactor.seconds)
+    ).setServiceParent(top)
+    CloseOnStop(store.close).setServiceParent(top)
+    return relays, loaded
+
+
+def _log_start(
+    config: ServerOptions, key: ServerKey, relays: RelayList, loaded: int, data_dir: Path
+) -> None:
+    _log.info(
+        "LiteDesk rendezvous server: {peers} peers loaded from {db}; public key {pk}; "
+        "licence check {check}",
+        peers=loaded,
+        db=str(data_dir / DB_FILE),
+        pk=key.public_key or "(none: not signing)",
+        check="on" if key.licence else "off",
+    )
+    _log.info(
+        "Client settings: ID server = this host{port}, Relay server = {relay}, {key}",
+        port="" if int(config["port"]) == DEFAULT_PORT else f":{config['port']}",
+        relay=relays.configured[0] if relays.configured else "(derived by clients: port + 1)",
+        key=client_settings(key),
+    )
+
+
+def _guarded(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:
+    """Wrap a periodic job so an exception is logged and the timer keeps running."""
+
+    def run() -> Any:
+        try:
+            return fn(arg() if callable(arg) else arg)
+        except Exception:
+            _log.failure("Periodic job {job} failed", job=getattr(fn, "__name__", fn))
+            return None
+
+    return run

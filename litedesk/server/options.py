@@ -1,0 +1,212 @@
+"""The server's options: what C{twistd litedesk-relay --help} shows and checks.
+
+Apart from the assembly (L{litedesk.server.assembly}) because the option
+table is long and is read on its own (by C{--help}, by the configuration
+example's test); C{litedesk.relay_tap} re-exports it as C{Options}, the name
+twistd looks for.  C{--config FILE} is read by L{litedesk.config_file}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.python import usage
+
+from litedesk.config_file import ConfigFileOptions
+from litedesk.option_types import nonneg_int, port_number
+from litedesk.relay.service import (
+    RELAY_OPT_FLAGS,
+    RELAY_OPT_PARAMETERS,
+    relay_settings_from_options,
+)
+from litedesk.rendezvous.protocols import DEFAULT_MAX_FRAME
+from litedesk.services import parse_udp_endpoint
+
+__all__ = ["DEFAULT_PORT", "ServerOptions", "tcp_endpoint", "udp_endpoint"]
+
+DEFAULT_PORT = 21116
+
+
+def _escape(interface: str) -> str:
+    return interface.replace(":", "\\:")
+
+
+def tcp_endpoint(port: int, interface: str) -> str:
+    kind = "tcp6" if ":" in interface else "tcp"
+    return f"{kind}:{port}:interface={_escape(interface)}"
+
+
+def udp_endpoint(port: int, interface: str) -> str:
+    return f"udp:{port}:interface={_escape(interface)}"
+
+
+class ServerOptions(ConfigFileOptions):
+    """C{twistd litedesk-relay}'s command line (C{litedesk.relay_tap.Options})."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a LiteDesk server: a RustDesk-compatible rendezvous/ID server (hbbs: UDP+TCP "
+        "on --port, NAT test on --port - 1) and relay (hbbr: --port + 1).  Unmodified "
+        "RustDesk clients can use it: set their ID server to this host and their Key to the "
+        "public key logged at start-up.  Options can also be read from an INI-style file "
+        "given with --config (one 'name = value' per line, names as the long options)."
+    )
+
+    optFlags: list[list[Any]] = [
+        [
+            "always-use-relay",
+            None,
+            "Tell hosts to use the relay instead of hole punching (hbbs ALWAYS_USE_RELAY=Y).",
+        ],
+        [
+            "discovery",
+            None,
+            "Serve the LiteDesk v1 JSON discovery protocol "
+            "(--discovery-endpoint, TCP 8877 by default).",
+        ],
+        ["no-relay", None, "Run only the rendezvous server (hbbs), no relay."],
+        ["relay-only", None, "Run only the relay (hbbr), no rendezvous server."],
+        *RELAY_OPT_FLAGS,
+    ]
+
+    optParameters: list[list[Any]] = [
+        ["config", "c", None, "Read options from this file first (command line wins)."],
+        [
+            "data-dir",
+            "d",
+            ".",
+            "Directory for id_ed25519, id_ed25519.pub and db_v2.sqlite3 (created 0700 if missing).",
+        ],
+        [
+            "port",
+            "p",
+            str(DEFAULT_PORT),
+            "Rendezvous port P: UDP+TCP P, NAT test TCP P-1, relay TCP P+1.",
+            port_number,
+        ],
+        ["interface", "i", "::", "Address to listen on ('::' = all, IPv4 and IPv6)."],
+        [
+            "key",
+            "k",
+            "-",
+            "hbbs -k: '-' (default) loads or creates id_ed25519 and requires "
+            "its public key from clients; '' loads or creates it and requires nothing; a base64 "
+            "64-byte secret key is used as the key pair; anything else is a literal licence "
+            "string (no signing).",
+        ],
+        [
+            "relay-servers",
+            "r",
+            "",
+            "Comma-separated relay servers (host[:port]) handed to "
+            "peers, round robin over those passing a TCP health check every 3 s.",
+        ],
+        [
+            "rendezvous-servers",
+            "R",
+            "",
+            "Comma-separated rendezvous servers sent to clients "
+            "in ConfigUpdate when --serial is newer than theirs.",
+        ],
+        [
+            "serial",
+            "s",
+            "0",
+            "Configuration serial; clients with an older one get ConfigUpdate.",
+            nonneg_int,
+        ],
+        [
+            "udp-endpoint",
+            None,
+            None,
+            "Rendezvous UDP listener, udp:PORT[:interface=ADDR] (default from --port/--interface).",
+        ],
+        [
+            "tcp-endpoint",
+            None,
+            None,
+            "Rendezvous TCP listener endpoint string (default tcp6:P:interface=\\:\\:).",
+        ],
+        [
+            "nat-endpoint",
+            None,
+            None,
+            "NAT-test/online-query TCP listener endpoint string (default port P-1).",
+        ],
+        [
+            "relay-endpoint",
+            None,
+            None,
+            "Relay TCP listener endpoint string (default port P+1, or --relay-port).",
+        ],
+        ["relay-port", None, None, "Relay TCP port (default P+1).", port_number],
+        [
+            "discovery-endpoint",
+            None,
+            "tcp6:8877:interface=\\:\\:",
+            "LiteDesk v1 discovery listener (with --discovery).",
+        ],
+        [
+            "max-frame",
+            None,
+            str(DEFAULT_MAX_FRAME),
+            "Largest TCP frame accepted on the rendezvous ports, bytes.",
+            nonneg_int,
+        ],
+        [
+            "udp-rate-per-ip",
+            None,
+            "500",
+            "UDP datagrams per second accepted from one source "
+            "IP, bursts of twice that (0 = unlimited). A host sends one every 15 s.",
+            nonneg_int,
+        ],
+        [
+            "request-rate-per-ip",
+            None,
+            "2",
+            "Punch/relay requests per second accepted from one source IP on the "
+            "rendezvous TCP port, bursts of ten times that (0 = unlimited). Each makes a "
+            "host act; a viewer needs at most 6 per connection attempt.",
+            nonneg_int,
+        ],
+        [
+            "udp-rcvbuf",
+            "M",
+            "0",
+            "UDP receive buffer in bytes (hbbs -M/RMEM; 0 = the system default).",
+            nonneg_int,
+        ],
+        *RELAY_OPT_PARAMETERS,
+    ]
+
+    def parseArgs(self) -> None:
+        pass
+
+    def postOptions(self) -> None:
+        # The file fills what the command line did not set, then every
+        # parameter is coerced (usage.Options skips defaults and file values).
+        super().postOptions()
+        if os.environ.get("ALWAYS_USE_RELAY", "").upper().startswith("Y"):
+            self["always-use-relay"] = 1
+        p = int(self["port"])
+        iface = self["interface"]
+        if self["udp-endpoint"] is None:
+            self["udp-endpoint"] = udp_endpoint(p, iface)
+        parse_udp_endpoint(self["udp-endpoint"])
+        if self["tcp-endpoint"] is None:
+            self["tcp-endpoint"] = tcp_endpoint(p, iface)
+        if self["nat-endpoint"] is None:
+            self["nat-endpoint"] = tcp_endpoint(p - 1, iface)
+        if self["relay-endpoint"] is None:
+            relay_port = self["relay-port"] if self["relay-port"] is not None else p + 1
+            # Twisted's default listen backlog of 50 overflows under a burst of
+            # connections (a flood, or every peer reconnecting at once): the
+            # kernel then drops or resets them, legitimate ones included.
+            self["relay-endpoint"] = tcp_endpoint(int(relay_port), iface) + ":backlog=4096"
+        if self["no-relay"] and self["relay-only"]:
+            raise usage.UsageError("--no-relay and --relay-only exclude each other")
+        self.relay_settings = relay_settings_from_options(self, os.environ)
+        if self["max-frame"] < 64:
+            raise usage.UsageError("--max-frame must be at least 64 bytes")
