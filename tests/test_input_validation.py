@@ -17,16 +17,13 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial import unittest
 
 from litedesk.input import mouse
-from litedesk.input.inject import (
-    MAX_SEQ_CHARS,
-    InjectResult,
-    InputInjector,
-    InputWorker,
-    KeyRef,
-    PynputBackend,
-)
+from litedesk.input.inject import InputInjector
 from litedesk.input.keys import ControlKey, KeyInput, parse_combo, text_input
 from litedesk.input.mouse import MouseButton, MouseInput, Rect
+from litedesk.input.pynput_backend import PynputBackend
+from litedesk.input.results import InjectResult
+from litedesk.input.validation import MAX_SEQ_CHARS, KeyRef
+from litedesk.input.worker import InputWorker
 
 
 class RecordingBackend:
@@ -361,7 +358,8 @@ class NoDisplayTests(unittest.SynchronousTestCase):
         import pynput, which would fail there."""
         env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "PYNPUT_BACKEND")}
         code = (
-            "import sys, litedesk.input, litedesk.input.inject, litedesk.input.clipboard;"
+            "import sys, litedesk.input, litedesk.input.inject, litedesk.input.worker,"
+            " litedesk.input.clipboard;"
             "assert not [m for m in sys.modules if m.startswith(('pynput', 'Xlib'))], sys.modules"
         )
         result = subprocess.run(

@@ -12,9 +12,11 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from litedesk.input import mouse
-from litedesk.input.inject import InjectResult, InputInjector, InputWorker
+from litedesk.input.inject import InputInjector
 from litedesk.input.keys import ControlKey, KeyInput, parse_combo, parse_key_list, text_input
 from litedesk.input.mouse import MouseButton
+from litedesk.input.results import InjectResult
+from litedesk.input.worker import InputWorker
 from tests.support.recorder import (
     Recorder,
     _xlib_display,

@@ -260,7 +260,8 @@ def _assemble(
     displays: list[Display],
 ) -> HostAgent:
     from litedesk.input.clipboard import ClipboardWatcher, XClipboard
-    from litedesk.input.inject import InputInjector, InputWorker
+    from litedesk.input.inject import InputInjector
+    from litedesk.input.worker import InputWorker
     from litedesk.screen.cursor import CursorTracker
     from litedesk.screen.streamer import ScreenStreamer
 

@@ -4,8 +4,12 @@
   keysym mappings in both directions and C{"ctrl+a,Return"} parsing.
 * L{litedesk.input.mouse}: the C{MouseEvent.mask} encoding, L{MouseInput}
   and the viewer's window -> remote-desktop coordinate mapping.
-* L{litedesk.input.inject}: the host's injector (pynput, imported lazily)
-  with validation, view-only mode and stuck-key safety.
+* L{litedesk.input.inject}: the host's injector with view-only mode and
+  stuck-key safety, on L{litedesk.input.validation} (untrusted events into
+  actions or L{litedesk.input.results}), the X backend
+  L{litedesk.input.pynput_backend} (pynput, imported lazily) with
+  L{litedesk.input.xtest_typer}, and L{litedesk.input.worker} (the input
+  thread).
 * L{litedesk.input.clipboard}: the host's X clipboard (xclip) and its
   change watcher.
 
