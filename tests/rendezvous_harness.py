@@ -20,7 +20,12 @@ reactor: Any = _reactor  # the global reactor provides far more than its declare
 
 
 def start_server(data_dir: Path, *extra: str, host: str = "127.0.0.1") -> Any:
-    """Start litedesk-relay's services on ephemeral loopback ports."""
+    """Start litedesk-relay's services on ephemeral loopback ports.
+
+    @return: the L{litedesk.server.assembly.LiteDeskServer}; tests reach its
+        parts by name (C{server}, C{relay}, C{rendezvous_udp}, ...).  Typed
+        C{Any} because they are C{None} only for options these tests never give.
+    """
     esc = host.replace(":", "\\:")
     kind = "tcp6" if ":" in host else "tcp"
     opts = Options()
@@ -47,9 +52,9 @@ def start_server(data_dir: Path, *extra: str, host: str = "127.0.0.1") -> Any:
 
 def ports(svc: Any) -> dict[str, int]:
     return {
-        "udp": svc.getServiceNamed("rendezvous-udp").listening.getHost().port,
-        "tcp": svc.getServiceNamed("rendezvous-tcp").listening.getHost().port,
-        "nat": svc.getServiceNamed("nat-test").listening.getHost().port,
+        "udp": svc.rendezvous_udp.listening.getHost().port,
+        "tcp": svc.rendezvous_tcp.listening.getHost().port,
+        "nat": svc.nat_test.listening.getHost().port,
     }
 
 

@@ -77,10 +77,10 @@ class PathFixture(TestCase):
         yield sleep(0)
         server = self.svc.server
         self.server_key = server.key.public_key
-        relay_port = (yield self.svc.getServiceNamed("relay").when_listening()).getHost().port
+        relay_port = (yield self.svc.relay.when_listening()).getHost().port
         server.relays = RelayList([f"127.0.0.1:{relay_port}"])
-        self.udp = self.svc.getServiceNamed("rendezvous-udp").listening.getHost().port
-        self.tcp = self.svc.getServiceNamed("rendezvous-tcp").listening.getHost().port
+        self.udp = self.svc.rendezvous_udp.listening.getHost().port
+        self.tcp = self.svc.rendezvous_tcp.listening.getHost().port
         self.host_key = SigningKey.generate()
         self.host_sessions: list[Marker] = []
         #: relayed= of each session the host created, in order.

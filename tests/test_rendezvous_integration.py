@@ -43,15 +43,15 @@ class RendezvousTestBase(TestCase):
         self.data_dir = Path(self.mktemp())
         self.svc = start_server(self.data_dir, *self.extra_args)
         self.server = self.svc.server
-        self.udp_port = self.svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        self.udp_port = self.svc.rendezvous_udp.listening.getHost().port
         self._clients: list[Any] = []
         return self._ports()
 
     @inlineCallbacks
     def _ports(self) -> Any:
         yield sleep(0)
-        self.tcp_port = self.svc.getServiceNamed("rendezvous-tcp").listening.getHost().port
-        self.nat_port = self.svc.getServiceNamed("nat-test").listening.getHost().port
+        self.tcp_port = self.svc.rendezvous_tcp.listening.getHost().port
+        self.nat_port = self.svc.nat_test.listening.getHost().port
 
     @inlineCallbacks
     def tearDown(self) -> Any:  # type: ignore[override]
@@ -551,7 +551,7 @@ class RobustnessTests(RendezvousTestBase):
     @inlineCallbacks
     def test_udp_flood_from_one_ip_does_not_starve_others(self) -> Any:
         """A datagram flood from one IP is capped per IP; another host still registers."""
-        guard = self.svc.getServiceNamed("rendezvous-udp").protocol.guard
+        guard = self.svc.rendezvous_udp.protocol.guard
         attacker = self.udp("127.0.0.8")
         for _ in range(40):
             for _ in range(100):
@@ -566,7 +566,7 @@ class RobustnessTests(RendezvousTestBase):
     @inlineCallbacks
     def test_connection_cap_per_ip(self) -> Any:
         """Past --max-connections-per-ip, new TCP connections from that IP are closed."""
-        self.svc.getServiceNamed("rendezvous-tcp").factory.max_per_ip = 3
+        self.svc.rendezvous_tcp.factory.max_per_ip = 3
         kept = []
         for _ in range(3):
             c = yield self.tcp("127.0.0.10")
@@ -594,7 +594,7 @@ class DiscoveryWiringTests(RendezvousTestBase):
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
         from twisted.internet.protocol import Protocol
 
-        port = self.svc.getServiceNamed("discovery").listening.getHost().port
+        port = self.svc.discovery.listening.getHost().port
         got: list[bytes] = []
 
         class Client(Protocol):
@@ -623,7 +623,7 @@ class DualStackTests(RendezvousTestBase):
         self.data_dir = Path(self.mktemp())
         self.svc = start_server(self.data_dir, *self.extra_args, host="::")
         self.server = self.svc.server
-        self.udp_port = self.svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        self.udp_port = self.svc.rendezvous_udp.listening.getHost().port
         self._clients = []
         return self._ports()
 
@@ -667,7 +667,7 @@ class UdpBufferTests(RendezvousTestBase):
         """--udp-rcvbuf enlarges the kernel queue that absorbs heartbeat bursts."""
         import socket
 
-        sock = self.svc.getServiceNamed("rendezvous-udp").listening.getHandle()
+        sock = self.svc.rendezvous_udp.listening.getHandle()
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         if os.geteuid() != 0 and got < 4194304:
             raise SkipTest("needs root (or a large net.core.rmem_max) to raise the buffer")
