@@ -8,10 +8,15 @@
 #   3. pip: installs the project with "pip install -e .[test,dev]", skipped when
 #      setup.cfg and pyproject.toml have not changed since the last run;
 #   4. ruff check, ruff format --check, mypy and trial, all of them even when one
-#      fails; the exit status is non-zero if any failed.
+#      fails; the exit status is non-zero if any failed.  After trial it prints
+#      how many tests ran and how many were skipped (with CI=true any skip fails
+#      the run; tests/support/skips.py already fails such tests), then the line
+#      coverage per package of litedesk, measured in trial's workers and in every
+#      Python process the tests start (a figure, no threshold).
 #
 # Environment: PYTHON (interpreter for the venv, default python3), TRIAL_JOBS
-# (trial -j, default 2), TRIAL_TIMEOUT (seconds, default 1200).
+# (trial -j, default 2), TRIAL_TIMEOUT (seconds, default 1200), CI (true: a
+# skipped test is a failure), COVERAGE (0: run without coverage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -79,8 +84,42 @@ compgen -G 'bench/*.py' >/dev/null && src+=(bench)
 check "ruff check" "$py" -m ruff check "${src[@]}"
 check "ruff format --check" "$py" -m ruff format --check "${src[@]}"
 check "mypy" "$py" -m mypy "${src[@]}"
-check "trial -j${TRIAL_JOBS:-2} tests" timeout -s INT -k 30 "${TRIAL_TIMEOUT:-1200}" \
-    "$py" -m twisted.trial -j "${TRIAL_JOBS:-2}" tests
+
+# Coverage of subprocesses: a .pth file in the venv starts coverage in every
+# Python process that has COVERAGE_PROCESS_START in its environment (trial's -j
+# workers, twistd, viewers); each writes its own data file under $cov_data,
+# named by an absolute path because the processes run in other directories.
+cov_data=$PWD/.coverage-data
+if [ "${COVERAGE:-1}" != 0 ]; then
+    rm -rf "$cov_data"
+    mkdir -p "$cov_data"
+    site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo 'import os; exec("try:\n import coverage\nexcept ImportError:\n pass\nelse:\n coverage.process_startup()") if os.environ.get("COVERAGE_PROCESS_START") else None' \
+        >"$site/litedesk-test-coverage.pth"
+    export COVERAGE_PROCESS_START=$PWD/setup.cfg COVERAGE_FILE=$cov_data/data
+fi
+
+# Count what ran and what was skipped from trial's summary; in CI any skip fails
+# the run (tests/support/trial_summary.py).
+trial_log=$(mktemp)
+trap 'rm -f "$trial_log"' EXIT
+run_trial() {
+    local status=0
+    timeout -s INT -k 30 "${TRIAL_TIMEOUT:-1200}" \
+        "$py" -m twisted.trial -j "${TRIAL_JOBS:-2}" tests 2>&1 | tee "$trial_log" ||
+        status=$?
+    env -u COVERAGE_PROCESS_START "$py" -m tests.support.trial_summary "$trial_log" || status=1
+    return "$status"
+}
+check "trial -j${TRIAL_JOBS:-2} tests" run_trial
+
+if [ "${COVERAGE:-1}" != 0 ]; then
+    say "line coverage per package"
+    unset COVERAGE_PROCESS_START
+    "$py" -m coverage combine -q "$cov_data" &&
+        "$py" -m tests.support.coverage_table "$cov_data/data" ||
+        echo "tests/run.sh: no coverage figures (see above)" >&2
+fi
 
 if ((${#failed[@]})); then
     printf 'tests/run.sh: FAILED: %s\n' "$(IFS=,; echo "${failed[*]}")" >&2

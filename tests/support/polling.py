@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -57,7 +57,7 @@ def pause(seconds: float, clock: IReactorTime | None = None) -> Deferred[None]:
     For the few waits that are the behaviour under test (time must pass);
     C{pause(0)} lets the reactor run one iteration.
     """
-    return deferLater(clock or reactor, seconds, lambda: None)
+    return deferLater(clock or cast(IReactorTime, reactor), seconds, lambda: None)
 
 
 @inlineCallbacks
@@ -69,12 +69,17 @@ def until(
     clock: IReactorTime | None = None,
 ) -> Generator[Deferred[Any], Any, object]:
     """Fire with C{predicate()}'s first truthy value, letting the reactor run
-    in between; fail with L{WaitTimeout} after C{timeout} seconds."""
-    deadline = time.monotonic() + timeout
+    in between; fail with L{WaitTimeout} after C{timeout} seconds.
+
+    Time is C{clock}'s (the global reactor by default), so a test on a
+    L{twisted.internet.task.Clock} decides when the deadline passes.
+    """
+    clk = clock or cast(IReactorTime, reactor)
+    deadline = clk.seconds() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        if time.monotonic() >= deadline:
+        if clk.seconds() >= deadline:
             raise WaitTimeout(f"timed out after {timeout} s waiting for {message}")
-        yield pause(interval, clock)
+        yield pause(interval, clk)
