@@ -11,17 +11,10 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from litedesk.rendezvous.relaylist import RelayList, parse_relay_list, split_host_port
+from litedesk.rendezvous.relaylist import RelayList, parse_relay_list
 
 
 class ParsingTests(SynchronousTestCase):
-    def test_split(self) -> None:
-        """Entries may be host, host:port, [v6]:port or a bare IPv6 address."""
-        self.assertEqual(split_host_port("relay.example.com", 21117), ("relay.example.com", 21117))
-        self.assertEqual(split_host_port("10.0.0.1:9000", 21117), ("10.0.0.1", 9000))
-        self.assertEqual(split_host_port("[2001:db8::1]:9000", 21117), ("2001:db8::1", 9000))
-        self.assertEqual(split_host_port("2001:db8::1", 21117), ("2001:db8::1", 21117))
-
     def test_bad_entries_dropped(self) -> None:
         """Unparseable entries in --relay-servers are dropped, as hbbs does."""
         self.assertEqual(

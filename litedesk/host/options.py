@@ -17,8 +17,8 @@ from twisted.python import usage
 
 from litedesk.discovery.client import DISCOVERY_PORT
 from litedesk.host.passwords import ONE_TIME_PASSWORD_FILE
-from litedesk.host.rendezvous_client import parse_server
 from litedesk.option_types import nonneg_int
+from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
 
 __all__ = ["UPNP_LOCAL_PORT", "HostOptions"]
@@ -138,13 +138,13 @@ class HostOptions(usage.Options):
             except BadPublicKey:
                 raise usage.UsageError("--key must be the server's base64 public key") from None
             try:
-                self.server = parse_server(self["rendezvous"])
+                self.server = parse_host_port(self["rendezvous"], DEFAULT_RENDEZVOUS_PORT)
             except ValueError:
                 raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}") from None
         self.discovery_server: tuple[str, int] | None = None
         if self["discovery-server"] is not None:
             try:
-                self.discovery_server = parse_server(self["discovery-server"], DISCOVERY_PORT)
+                self.discovery_server = parse_host_port(self["discovery-server"], DISCOVERY_PORT)
             except ValueError:
                 raise usage.UsageError(
                     f"bad --discovery-server {self['discovery-server']!r}"

@@ -54,11 +54,12 @@ from litedesk.nat.punch import (
     open_rendezvous_from,
     punch_connect,
 )
-from litedesk.nat.sockets import Address, listen_on
+from litedesk.nat.sockets import listen_on
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.server import valid_v6_endpoint
 from litedesk.session.links import LinkError, connect_relay, open_rendezvous, split_relay
 from litedesk.wire import addrmangle
+from litedesk.wire.address import Address
 from litedesk.wire.addrmangle import normalize_host
 
 VERSION = "1.4.9"

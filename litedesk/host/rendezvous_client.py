@@ -21,7 +21,6 @@ from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire.addrmangle import decode, normalize, normalize_host
 from litedesk.wire.messages import parse_rendezvous
 
-DEFAULT_RENDEZVOUS_PORT = 21116
 DUPLICATE_WINDOW = 0.1  # RustDesk ignores a repeated push from one requester within 100 ms
 
 
@@ -33,18 +32,6 @@ class IPushHandler(TypingProtocol):
     def request_relay(self, msg: rz.RequestRelay) -> None: ...
 
     def registration_event(self, event: Event) -> None: ...
-
-
-def parse_server(text: str, default_port: int = DEFAULT_RENDEZVOUS_PORT) -> tuple[str, int]:
-    """C{host}, C{host:port}, C{[v6]:port} or a bare IPv6 address."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, default_port
 
 
 def duplicate_key(msg: rz.RendezvousMessage) -> tuple[str, str]:

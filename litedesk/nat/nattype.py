@@ -24,7 +24,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from litedesk.nat.sockets import (
-    Address,
     ConnectFailed,
     connect_from,
     family_of,
@@ -33,6 +32,7 @@ from litedesk.nat.sockets import (
 )
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.links import LinkError, RendezvousLink
+from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, Address, parse_host_port
 
 UNKNOWN = rz.UNKNOWN_NAT
 ASYMMETRIC = rz.ASYMMETRIC
@@ -272,12 +272,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet.task import react
 
-    from litedesk.host.rendezvous_client import parse_server
-
     p = argparse.ArgumentParser(prog="python -m litedesk.nat.nattype")
     p.add_argument("server", help="rendezvous server HOST[:PORT] (the NAT test uses PORT-1 too)")
     args = p.parse_args(argv)
-    server = parse_server(args.server)
+    server = parse_host_port(args.server, DEFAULT_RENDEZVOUS_PORT)
 
     async def run(reactor: Any) -> None:
         try:

@@ -27,7 +27,6 @@ from twisted.logger import Logger
 
 from litedesk.nat.nattype import ASYMMETRIC, SYMMETRIC, wildcard_for
 from litedesk.nat.sockets import (
-    Address,
     ConnectFailed,
     adopt,
     connect_from,
@@ -35,6 +34,7 @@ from litedesk.nat.sockets import (
     local_port_of,
 )
 from litedesk.session.links import LinkError, RendezvousLink
+from litedesk.wire.address import Address
 
 ATTEMPT_TIMEOUT = 0.5  # a fresh SYN this often (the kernel's first retransmit is at 1 s)
 RETRY_DELAY = 0.05  # after a refusal (RST) or an unreachable error

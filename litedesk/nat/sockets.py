@@ -20,9 +20,9 @@ from twisted.internet.interfaces import IListeningPort, IProtocol, IProtocolFact
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-_log = Logger(namespace="litedesk.nat.sockets")
+from litedesk.wire.address import Address
 
-Address = tuple[str, int]
+_log = Logger(namespace="litedesk.nat.sockets")
 
 
 class ConnectFailed(Exception):

@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.server import RendezvousServer
-from litedesk.wire.addrmangle import Address, normalize, normalize_host
+from litedesk.wire.address import Address
+from litedesk.wire.addrmangle import normalize, normalize_host
 from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
 
 DEFAULT_MAX_FRAME = 64 * 1024

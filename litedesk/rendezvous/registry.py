@@ -20,7 +20,8 @@ from enum import Enum
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.ipblocker import IpBlocker
 from litedesk.rendezvous.store import PeerRecord
-from litedesk.wire.addrmangle import Address, normalize_host
+from litedesk.wire.address import Address
+from litedesk.wire.addrmangle import normalize_host
 
 REG_TIMEOUT = 30.0
 REG_PK_WINDOW = 6.0

@@ -15,20 +15,9 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from litedesk.wire.address import parse_host_port
+
 DEFAULT_RELAY_PORT = 21117
-
-
-def split_host_port(entry: str, default_port: int) -> tuple[str, int]:
-    """C{host}, C{host:port}, C{[v6]:port} or a bare IPv6 address."""
-    entry = entry.strip()
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-        return host, int(port) if port else default_port
-    if entry.count(":") == 1:
-        host, port = entry.split(":")
-        return host, int(port)
-    return entry, default_port
 
 
 def parse_relay_list(text: str) -> list[str]:
@@ -39,11 +28,10 @@ def parse_relay_list(text: str) -> list[str]:
         if not item:
             continue
         try:
-            host, port = split_host_port(item, DEFAULT_RELAY_PORT)
+            parse_host_port(item, DEFAULT_RELAY_PORT)
         except ValueError:
             continue
-        if host and 0 < port < 65536:
-            out.append(item)
+        out.append(item)
     return out
 
 
@@ -91,7 +79,7 @@ class RelayList:
         for entry in self.configured:
             d: Deferred[bool] = Deferred()
             try:
-                host, port = split_host_port(entry, DEFAULT_RELAY_PORT)
+                host, port = parse_host_port(entry, DEFAULT_RELAY_PORT)
                 reactor.connectTCP(host, port, _ProbeFactory(d), timeout=self.timeout)
             except Exception:
                 d.callback(False)

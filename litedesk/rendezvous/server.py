@@ -24,10 +24,11 @@ from litedesk.nat.ipv6 import is_routable_v6
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.registry import PunchTarget, Registry
-from litedesk.rendezvous.relaylist import DEFAULT_RELAY_PORT, RelayList, split_host_port
+from litedesk.rendezvous.relaylist import DEFAULT_RELAY_PORT, RelayList
 from litedesk.rendezvous.store import PeerRecord
 from litedesk.wire import addrmangle
-from litedesk.wire.addrmangle import Address, normalize_host
+from litedesk.wire.address import Address, parse_host_port
+from litedesk.wire.addrmangle import normalize_host
 from litedesk.wire.keys import ServerKey, sign_id_pk
 from litedesk.wire.messages import parse_rendezvous
 
@@ -61,11 +62,11 @@ def normalize_relay(entry: str) -> tuple[str, int] | None:
     (RustDesk C{check_port(relay_server, RELAY_PORT)}).
     """
     try:
-        host, port = split_host_port(entry, DEFAULT_RELAY_PORT)
+        host, port = parse_host_port(entry, DEFAULT_RELAY_PORT)
     except ValueError:
         return None
     host = host.strip().rstrip(".").lower()
-    if not host or not 0 < port < 65536:
+    if not host:
         return None
     return normalize_host(host), port
 

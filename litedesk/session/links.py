@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.switching import SwitchingProtocol
+from litedesk.wire.address import parse_host_port
 from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
 from litedesk.wire.messages import parse_rendezvous
 
@@ -123,10 +124,8 @@ class RelayLeg(SwitchingProtocol):
 
 def split_relay(relay_server: str, rendezvous_host: str, rendezvous_port: int) -> tuple[str, int]:
     """Where to find the relay: as given, else the rendezvous host on port + 1."""
-    from litedesk.rendezvous.relaylist import split_host_port
-
     if relay_server.strip():
-        return split_host_port(relay_server, rendezvous_port + 1)
+        return parse_host_port(relay_server, rendezvous_port + 1)
     return rendezvous_host, rendezvous_port + 1
 
 

@@ -18,10 +18,10 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from litedesk.discovery.client import DISCOVERY_PORT
-from litedesk.host.rendezvous_client import parse_server
 from litedesk.viewer.browse import FoundHost, lan_search, list_hosts
 from litedesk.viewer.config import ViewerConfig
 from litedesk.viewer.connection import is_direct
+from litedesk.wire.address import parse_host_port
 
 _log = Logger(namespace="litedesk.viewer.connect_dialog")
 
@@ -165,7 +165,7 @@ class ConnectDialog:
         target = self.app.args.discovery or self.server_var.get().strip()
         if target:
             try:
-                host, port = parse_server(target, DISCOVERY_PORT)
+                host, port = parse_host_port(target, DISCOVERY_PORT)
                 if not self.app.args.discovery:
                     port = DISCOVERY_PORT  # the rendezvous port is not the discovery port
                 listed = await list_hosts(reactor, host, port, timeout=3.0)

@@ -22,13 +22,13 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 
-from litedesk.host.rendezvous_client import parse_server
 from litedesk.session.known_hosts import KnownHosts
 from litedesk.session.links import LinkError, connect_relay
 from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
 from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host
+from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 
 LOGIN_TIMEOUT = 20.0
 DIRECT_PORT = 21118  # what a host's --listen uses unless told otherwise
@@ -181,7 +181,7 @@ async def connect(
 
     if is_direct(args.target):
         step("direct")
-        host, port = parse_server(args.target, DIRECT_PORT)
+        host, port = parse_host_port(args.target, DIRECT_PORT)
         kh = KnownHosts(args.known_hosts or default_known_hosts())
         creator = kh.context_factory(f"{host}:{port}")
         ep = HostnameEndpoint(reactor, host, port, timeout=5)
@@ -193,7 +193,7 @@ async def connect(
     if not args.rendezvous or not args.key:
         raise UsageFailure("--rendezvous and --key are needed to connect by id")
     try:
-        server = parse_server(args.rendezvous)
+        server = parse_host_port(args.rendezvous, DEFAULT_RENDEZVOUS_PORT)
     except ValueError:
         raise UsageFailure(f"bad rendezvous server address {args.rendezvous!r}") from None
     step("rendezvous")

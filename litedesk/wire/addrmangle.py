@@ -13,7 +13,7 @@ import ipaddress
 import time
 from collections.abc import Callable
 
-Address = tuple[str, int]
+from litedesk.wire.address import Address
 
 _MASK32 = 0xFFFFFFFF
 _MASK128 = (1 << 128) - 1
