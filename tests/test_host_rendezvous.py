@@ -11,7 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from litedesk.host.registration import Registration, RegState
-from litedesk.host.rendezvous_client import RendezvousClient, parse_server
+from litedesk.host.rendezvous_client import RendezvousClient
 from litedesk.proto import rendezvous_pb2 as rz
 
 from .rendezvous_harness import sleep, start_server, tcp_client
@@ -35,15 +35,6 @@ class Recorder:
 
     def registration_event(self, event: Any) -> None:
         self.events.append(event)
-
-
-class ParseServerTests(TestCase):
-    def test_forms(self) -> None:
-        """--rendezvous accepts host, host:port and [v6]:port, defaulting to 21116."""
-        self.assertEqual(parse_server("rd.example.com"), ("rd.example.com", 21116))
-        self.assertEqual(parse_server("rd.example.com:4000"), ("rd.example.com", 4000))
-        self.assertEqual(parse_server("[2001:db8::1]:4000"), ("2001:db8::1", 4000))
-        self.assertEqual(parse_server("2001:db8::1"), ("2001:db8::1", 21116))
 
 
 class HostRegistrationTests(TestCase):
