@@ -43,7 +43,9 @@ class Recorder:
         self.events: list[dict[str, Any]] = []
         self._buf = b""
         self._proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__)],
+            # As a module of the tests package: its relative imports need it.
+            [sys.executable, "-m", "tests.support.recorder"],
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
