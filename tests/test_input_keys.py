@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from litedesk.input.keys import (
+from litedesk.input.key_combos import describe, parse_combo, parse_key_list, text_input
+from litedesk.input.keys import ControlKey, KeyInput, is_typeable
+from litedesk.input.keysyms import (
     CONTROL_KEY_MAP,
     KEYSYM_TO_CONTROL_KEY,
     MODIFIER_KEYS,
-    ControlKey,
-    KeyInput,
-    describe,
-    is_typeable,
     key_input_for_tk,
     keysym_to_unicode,
-    parse_combo,
-    parse_key_list,
-    text_input,
 )
 
 # message.proto's ControlKey, written out from the specification

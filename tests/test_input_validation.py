@@ -18,7 +18,8 @@ from twisted.trial import unittest
 
 from litedesk.input import mouse
 from litedesk.input.inject import InputInjector
-from litedesk.input.keys import ControlKey, KeyInput, parse_combo, text_input
+from litedesk.input.key_combos import parse_combo, text_input
+from litedesk.input.keys import ControlKey, KeyInput
 from litedesk.input.mouse import MouseButton, MouseInput, Rect
 from litedesk.input.pynput_backend import PynputBackend
 from litedesk.input.results import InjectResult

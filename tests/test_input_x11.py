@@ -13,7 +13,8 @@ from twisted.trial import unittest
 
 from litedesk.input import mouse
 from litedesk.input.inject import InputInjector
-from litedesk.input.keys import ControlKey, KeyInput, parse_combo, parse_key_list, text_input
+from litedesk.input.key_combos import parse_combo, parse_key_list, text_input
+from litedesk.input.keys import ControlKey, KeyInput
 from litedesk.input.mouse import MouseButton
 from litedesk.input.results import InjectResult
 from litedesk.input.worker import InputWorker

@@ -1,7 +1,8 @@
 """Remote input for LiteDesk: keys, mouse, injection on the host, clipboard.
 
-* L{litedesk.input.keys}: RustDesk's ControlKey numbering, L{KeyInput},
-  keysym mappings in both directions and C{"ctrl+a,Return"} parsing.
+* L{litedesk.input.keys}: RustDesk's ControlKey numbering and L{KeyInput};
+  L{litedesk.input.keysyms}: X keysym mappings in both directions;
+  L{litedesk.input.key_combos}: C{"ctrl+a,Return"} parsing.
 * L{litedesk.input.mouse}: the C{MouseEvent.mask} encoding, L{MouseInput}
   and the viewer's window -> remote-desktop coordinate mapping.
 * L{litedesk.input.inject}: the host's injector with view-only mode and
@@ -16,7 +17,8 @@
 Importing this package needs no X display.
 """
 
-from litedesk.input.keys import ControlKey, KeyInput, parse_combo, parse_key_list, text_input
+from litedesk.input.key_combos import parse_combo, parse_key_list, text_input
+from litedesk.input.keys import ControlKey, KeyInput
 from litedesk.input.mouse import MouseButton, MouseInput, MouseType, Rect, ViewMapping
 
 __all__ = [

@@ -15,7 +15,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from litedesk.input.keys import CONTROL_KEY_MAP, ControlKey
+from litedesk.input.keys import ControlKey
+from litedesk.input.keysyms import CONTROL_KEY_MAP
 from litedesk.input.mouse import MouseButton, Rect
 from litedesk.input.results import InputUnavailable, unsupported
 from litedesk.input.validation import KeyRef

@@ -13,16 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from litedesk.input.keys import (
-    CONTROL_KEY_MAP,
-    CTRL_ALT_DEL,
-    LOCK_KEYS,
-    MODIFIER_KEYS,
-    ControlKey,
-    KeyboardMode,
-    KeyInput,
-    is_typeable,
-)
+from litedesk.input.keys import ControlKey, KeyboardMode, KeyInput, is_typeable
+from litedesk.input.keysyms import CONTROL_KEY_MAP, CTRL_ALT_DEL, LOCK_KEYS, MODIFIER_KEYS
 from litedesk.input.mouse import ALL_BUTTONS, MouseButton, MouseInput, MouseType
 from litedesk.input.results import invalid, unsupported
 

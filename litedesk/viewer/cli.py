@@ -18,7 +18,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from litedesk.input.keys import parse_key_list, text_input
+from litedesk.input.key_combos import parse_key_list, text_input
 from litedesk.input.mouse import MouseButton, encode_mask
 from litedesk.session.input_messages import key_to_proto
 from litedesk.session.viewer_session import SessionError, ViewerSession

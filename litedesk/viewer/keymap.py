@@ -13,13 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from litedesk.input.keys import (
-    ControlKey,
-    KeyInput,
-    control_key_for_keysym,
-    key_input_for_tk,
-    parse_combo,
-)
+from litedesk.input.key_combos import parse_combo
+from litedesk.input.keys import ControlKey, KeyInput
+from litedesk.input.keysyms import control_key_for_keysym, key_input_for_tk
 from litedesk.proto import message_pb2 as pb
 from litedesk.session.input_messages import key_to_proto as to_key_event
 
@@ -138,7 +134,7 @@ class HostKey:
         return KeyInput(press=True, chr=ord(self.keysym))
 
 
-#: "Send keys" menu: label, combo (see L{litedesk.input.keys.parse_combo}).
+#: "Send keys" menu: label, combo (see L{litedesk.input.key_combos.parse_combo}).
 #: Ctrl+Alt+Del is RustDesk's C{CtrlAltDel} request, which the host turns
 #: into the real combination.
 SEND_KEYS: Final[tuple[tuple[str, str], ...]] = (
