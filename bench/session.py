@@ -101,7 +101,7 @@ sys.path.insert(0, str(REPO))
 
 from litedesk.input.mouse import MouseButton, encode_mask  # noqa: E402
 from litedesk.proto import message_pb2 as pb  # noqa: E402
-from litedesk.screen.encode import DecodedFrame  # noqa: E402
+from litedesk.screen.decode import DecodedFrame  # noqa: E402
 from litedesk.session.links import connect_relay  # noqa: E402
 from litedesk.session.pinning import viewer_context_factory  # noqa: E402
 from litedesk.session.tls import wrap_client  # noqa: E402

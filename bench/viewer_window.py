@@ -108,7 +108,7 @@ class Bench:
         """Per-frame costs on the Tk thread and in the scaler, best of the run (ms)."""
         from PIL import ImageTk
 
-        from litedesk.screen.encode import VideoDecoder
+        from litedesk.screen.decode import VideoDecoder
 
         dec = VideoDecoder("h264")
         times: list[float] = []

@@ -19,7 +19,8 @@ from litedesk.screen.backpressure import (
     limit_kernel_buffering,
     transport_buffered,
 )
-from litedesk.screen.encode import EncodedFrame, VideoDecoder
+from litedesk.screen.codec import EncodedFrame
+from litedesk.screen.decode import VideoDecoder
 from litedesk.screen.streamer import ScreenStreamer
 from tests.test_screen_pipeline import ScriptedSource
 

@@ -1,4 +1,4 @@
-"""Video encoder and decoder (litedesk.screen.encode): round trips, key frames,
+"""Video encoder and decoder (litedesk.screen.encode, .decode, .codec): round trips, key frames,
 odd sizes, bitrate changes and garbage input.  No X needed."""
 
 from __future__ import annotations
@@ -9,14 +9,9 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageChops, ImageStat
 from twisted.trial import unittest
 
-from litedesk.screen.encode import (
-    Codec,
-    EncodedFrame,
-    VideoDecoder,
-    VideoEncoder,
-    is_key_frame,
-    pad_to_even,
-)
+from litedesk.screen.codec import Codec, EncodedFrame, is_key_frame, pad_to_even
+from litedesk.screen.decode import VideoDecoder
+from litedesk.screen.encode import VideoEncoder
 from litedesk.screen.pipeline import ImageQuality, base_bitrate, quality_profile
 from litedesk.screen.testpattern import desktop_image, image_to_bgra, moving_window_frames
 

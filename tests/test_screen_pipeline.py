@@ -11,7 +11,8 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from litedesk.screen.capture import DisplayInfo, Frame
-from litedesk.screen.encode import EncodedFrame, VideoDecoder
+from litedesk.screen.codec import EncodedFrame
+from litedesk.screen.decode import VideoDecoder
 from litedesk.screen.pipeline import (
     AdaptiveController,
     DropPolicy,

@@ -7,7 +7,8 @@ adapted from round trips and buffer levels.
 
   - L{capture}: L{DisplayInfo}, L{list_displays}, L{Capturer};
   - L{change}: L{detect_change}, L{changed_tiles};
-  - L{encode}: L{VideoEncoder}, L{VideoDecoder}, L{EncodedFrame};
+  - L{codec}: L{Codec}, L{EncodedFrame}, L{is_key_frame};
+  - L{encode}: L{VideoEncoder}; L{decode}: L{VideoDecoder} (the viewer's);
   - L{pipeline}: sans-IO L{FramePacer}, L{DropPolicy}, L{AdaptiveController},
     L{ImageQuality};
   - L{streamer}: L{ScreenStreamer}, the Twisted-facing loop;
@@ -21,7 +22,9 @@ from __future__ import annotations
 from .backpressure import PauseTracker, limit_kernel_buffering, transport_buffered
 from .capture import CaptureError, Capturer, DisplayInfo, Frame, bgra_to_image, list_displays
 from .change import Change, Rect, changed_tiles, detect_change
-from .encode import Codec, DecodedFrame, EncodedFrame, VideoDecoder, VideoEncoder, is_key_frame
+from .codec import Codec, EncodedFrame, is_key_frame
+from .decode import DecodedFrame, VideoDecoder
+from .encode import VideoEncoder
 from .pipeline import (
     AdaptiveController,
     DropPolicy,

@@ -1,8 +1,7 @@
-"""Video encoding (host) and decoding (viewer) over PyAV.
+"""Video encoding on the host over PyAV.
 
-The wire format is RustDesk's C{EncodedVideoFrame}: C{data} is what the
-encoder produced for one input frame, C{key} says whether a decoder can start
-there, C{pts} is a timestamp in milliseconds.
+The wire format (C{EncodedVideoFrame}) and what the decoder relies on are in
+L{litedesk.screen.codec}; the viewer's decoder is L{litedesk.screen.decode}.
 
 H.264 (libx264, default):
   - C{preset=ultrafast}, C{tune=zerolatency}: no look-ahead, no B-frames,
@@ -41,127 +40,28 @@ point-sampled chroma, measured about three times faster than its default
 bilinear filter at 1080p for a difference too small to see on desktop content.
 yuv420p needs even dimensions: an odd width or height is padded by repeating
 the last column or row, and the decoder crops back to the size in the
-L{EncodedFrame}.
+L{litedesk.screen.codec.EncodedFrame}.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
 import av
-from PIL import Image
 from twisted.logger import Logger
 
-__all__ = [
-    "Codec",
-    "DecodedFrame",
-    "EncodedFrame",
-    "VideoDecoder",
-    "VideoEncoder",
-    "is_key_frame",
-    "pad_to_even",
-]
+from litedesk.screen.codec import TIME_BASE, Codec, EncodedFrame, pad_to_even
+
+__all__ = ["H264_QMIN", "VideoEncoder"]
 
 _log = Logger()
 
-_TIME_BASE = Fraction(1, 1000)
 H264_QMIN = 24
 
-
-class Codec(StrEnum):
-    """Codec names as used in L{EncodedFrame.codec}; they match the C{VideoFrame}
-    union member minus the trailing C{s} (C{h264s}, C{vp9s})."""
-
-    H264 = "h264"
-    VP9 = "vp9"
-
-
 _ENCODERS = {Codec.H264: "libx264", Codec.VP9: "libvpx-vp9"}
-# FFmpeg's native decoders: the h264 one is the only H.264 decoder in PyAV's
-# wheel, and the native VP9 decoder is faster than libvpx's.
-_DECODERS = {Codec.H264: "h264", Codec.VP9: "vp9"}
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    """One encoded video frame, ready to be put in an C{EncodedVideoFrame}.
-
-    @ivar data: the bitstream (Annex-B access unit for H.264, a VP9 frame or
-        superframe).
-    @ivar key: a decoder can start decoding here.
-    @ivar pts: milliseconds, increasing.
-    @ivar width: the captured size; the coded size may be one pixel larger
-        in either direction (see L{pad_to_even}).
-    """
-
-    data: bytes
-    key: bool
-    pts: int
-    codec: str
-    width: int
-    height: int
-
-
-def pad_to_even(data: bytes, width: int, height: int, bpp: int = 4) -> tuple[bytes, int, int]:
-    """Pad a packed image to even dimensions by repeating its last column/row.
-
-    Repeating edge pixels (rather than adding black) keeps the padding cheap
-    to code and invisible at the edge once the decoder crops it away.
-    """
-    if width % 2 == 0 and height % 2 == 0:
-        return data, width, height
-    stride = width * bpp
-    rows = [data[y * stride : (y + 1) * stride] for y in range(height)]
-    if width % 2:
-        rows = [r + r[-bpp:] for r in rows]
-        width += 1
-    if height % 2:
-        rows.append(rows[-1])
-        height += 1
-    return b"".join(rows), width, height
-
-
-def is_key_frame(codec: str, data: bytes) -> bool:
-    """Whether C{data} starts a decodable sequence, from the bitstream alone.
-
-    H.264: an Annex-B stream containing an IDR slice (NAL type 5).  VP9: the
-    uncompressed header says C{frame_type == KEY_FRAME} and carries the sync
-    code.  Garbage is not a key frame.
-    """
-    if codec == Codec.H264:
-        i = data.find(b"\x00\x00\x01")
-        while i >= 0 and i + 3 < len(data):
-            if data[i + 3] & 0x1F == 5:
-                return True
-            i = data.find(b"\x00\x00\x01", i + 3)
-        return False
-    if codec == Codec.VP9:
-        if len(data) < 4:
-            return False
-        b = data[0]
-        if b >> 6 != 0b10:  # frame_marker
-            return False
-        profile = ((b >> 5) & 1) | (((b >> 4) & 1) << 1)
-        bit = 4 if profile < 3 else 5  # profile 3 has a reserved zero bit
-        show_existing = (b >> (7 - bit)) & 1
-        if show_existing:
-            return False
-        bit += 1
-        frame_type = (b >> (7 - bit)) & 1 if bit < 8 else data[1] >> 7
-        if frame_type != 0:
-            return False
-        # The key-frame header continues with show_frame, error_resilient and
-        # the 24-bit sync code 0x49 0x83 0x42, bit-aligned after them.
-        pos = bit + 3
-        bits = int.from_bytes(data[:5].ljust(5, b"\x00"), "big")
-        sync = (bits >> (40 - pos - 24)) & 0xFFFFFF
-        return sync == 0x498342
-    return False
 
 
 def _bps_to_option(bps: float) -> str:
@@ -278,7 +178,7 @@ class VideoEncoder:
         ctx.width = width
         ctx.height = height
         ctx.pix_fmt = "yuv420p"
-        ctx.time_base = _TIME_BASE
+        ctx.time_base = TIME_BASE
         ctx.framerate = Fraction(round(self._fps * 1000), 1000)
         ctx.bit_rate = self._bitrate
         self._opened_fps = self._fps
@@ -375,7 +275,7 @@ class VideoEncoder:
         pts = max(int(pts), self._last_pts + 1)
         self._last_pts = pts
         frame.pts = pts
-        frame.time_base = _TIME_BASE
+        frame.time_base = TIME_BASE
         want_key = keyframe or self._force_key
         self._force_key = False
         _pt = av.video.frame.PictureType
@@ -397,153 +297,3 @@ class VideoEncoder:
         """Drop the codec context (the next frame reopens it with a key frame)."""
         self._close_ctx()
         self._force_key = True
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedFrame:
-    """A decoded picture, cropped to the captured size."""
-
-    image: Image.Image
-    pts: int
-
-    @property
-    def width(self) -> int:
-        return self.image.width
-
-    @property
-    def height(self) -> int:
-        return self.image.height
-
-    def rgb(self) -> bytes:
-        """Packed RGB bytes, 3 per pixel, row-major."""
-        return self.image.tobytes()
-
-
-class VideoDecoder:
-    """Decode L{EncodedFrame}s (or raw C{data}) to Pillow RGB images.
-
-    Never raises on bad input: a frame that does not decode is counted in
-    L{errors}, described in L{last_error}, logged, and the decoder then
-    ignores everything until the next key frame (frames predicted from a
-    broken picture would only spread the damage).  It also waits for a key
-    frame at the start, so a viewer that joins mid-stream shows nothing
-    rather than grey smears.
-
-    @ivar errors: frames that failed to decode.
-    @ivar skipped: frames ignored while waiting for a key frame.
-    @ivar waiting_for_key: the next non-key frame will be skipped.
-    """
-
-    def __init__(
-        self, codec: str = Codec.H264, on_error: Callable[[str], None] | None = None
-    ) -> None:
-        self._codec = Codec(codec)
-        self._on_error = on_error
-        self._ctx: Any = None
-        self.errors = 0
-        self.skipped = 0
-        self.last_error: str | None = None
-        self.waiting_for_key = True
-
-    @property
-    def codec(self) -> str:
-        return str(self._codec)
-
-    def _new_ctx(self) -> Any:
-        ctx = av.CodecContext.create(_DECODERS[self._codec], "r")
-        # Fail loudly on damaged input instead of concealing it: a concealed
-        # frame looks like a valid one and poisons the frames that follow.
-        ctx.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
-        ctx.thread_count = 1  # frame threading would add a frame of delay
-        ctx.open()
-        return ctx
-
-    def reset(self, codec: str | None = None) -> None:
-        """Forget all decoder state (new stream, display switch, codec change)."""
-        if codec is not None:
-            self._codec = Codec(codec)
-        self._ctx = None
-        self.waiting_for_key = True
-
-    def decode_frame(self, frame: EncodedFrame) -> DecodedFrame | None:
-        """Decode one L{EncodedFrame} (switching codec if it changed)."""
-        if frame.codec != self._codec:
-            try:
-                self.reset(frame.codec)
-            except ValueError:
-                self._fail(f"unknown codec {frame.codec!r}")
-                return None
-        return self.decode(frame.data, frame.key, frame.pts, frame.width, frame.height)
-
-    def decode(
-        self,
-        data: bytes,
-        key: bool | None = None,
-        pts: int = 0,
-        width: int | None = None,
-        height: int | None = None,
-    ) -> DecodedFrame | None:
-        """Decode one frame's data; C{None} when nothing can be shown (yet).
-
-        @param key: the sender's key-frame flag; C{None} to look at the data.
-            A frame the flag calls key but whose data says otherwise is not
-            trusted as an entry point.
-        @param width: crop the picture to this width (the padded coded size
-            of an odd-sized display is one pixel larger).
-        """
-        try:
-            return self._decode(data, key, pts, width, height)
-        except Exception as e:  # PyAV raises many types; none may escape
-            self._fail(f"{type(e).__name__}: {e}")
-            return None
-
-    def _decode(
-        self, data: bytes, key: bool | None, pts: int, width: int | None, height: int | None
-    ) -> DecodedFrame | None:
-        is_key = is_key_frame(self._codec, data)
-        if key is False:
-            is_key = False
-        if self.waiting_for_key:
-            if not is_key:
-                self.skipped += 1
-                return None
-            self._ctx = None  # start from clean state at the key frame
-        if self._ctx is None:
-            self._ctx = self._new_ctx()
-        frames = self._ctx.decode(av.Packet(data))
-        if not frames:
-            # zero-delay streams give one picture per frame; nothing here
-            # means the decoder could not make sense of it.
-            self._fail("no picture in frame")
-            return None
-        picture = frames[-1]
-        if getattr(picture, "is_corrupt", False):
-            self._fail("corrupt picture")
-            return None
-        self.waiting_for_key = False
-        # Faster than PyAV's to_image() (which fills a new Pillow image first,
-        # measured about twice as slow at 1080p) and the same pixels: convert
-        # with libswscale, copy the plane once, let Pillow read it in place.
-        rgb = picture.reformat(format="rgb24", interpolation="POINT")
-        plane = rgb.planes[0]
-        image = Image.frombuffer(
-            "RGB", (rgb.width, rgb.height), bytes(plane), "raw", "RGB", plane.line_size, 1
-        )
-        w = image.width if width is None else min(width, image.width)
-        h = image.height if height is None else min(height, image.height)
-        if (w, h) != image.size:
-            image = image.crop((0, 0, w, h))
-        return DecodedFrame(image, pts)
-
-    def _fail(self, reason: str) -> None:
-        self.errors += 1
-        self.last_error = reason
-        self.waiting_for_key = True
-        self._ctx = None
-        _log.warn(
-            "{codec} frame did not decode ({reason}); waiting for a key frame",
-            codec=str(self._codec),
-            reason=reason,
-        )
-        if self._on_error is not None:
-            self._on_error(reason)

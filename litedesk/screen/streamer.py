@@ -30,7 +30,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from .capture import Capturer, DisplayInfo, Frame
-from .encode import Codec, EncodedFrame, VideoEncoder
+from .codec import Codec, EncodedFrame
+from .encode import VideoEncoder
 from .pipeline import (
     AdaptiveController,
     DropPolicy,

@@ -38,8 +38,8 @@ from litedesk.input.keys import KeyInput
 from litedesk.input.mouse import MouseInput
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.backpressure import transport_buffered
+from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.cursor import CursorShape, shape_colors
-from litedesk.screen.encode import EncodedFrame
 from litedesk.session.admission import Admission
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.input_messages import key_from_proto, mouse_from_proto

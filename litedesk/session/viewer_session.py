@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from litedesk.proto import message_pb2 as pb
-from litedesk.screen.encode import DecodedFrame, VideoDecoder
+from litedesk.screen.decode import DecodedFrame, VideoDecoder
 from litedesk.session.framing import MessageProtocol
 from litedesk.session.host_key import HostKeyMismatch
 from litedesk.session.password import login_password

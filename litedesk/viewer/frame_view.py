@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from litedesk.input.mouse import ViewMapping
-from litedesk.screen.encode import DecodedFrame
+from litedesk.screen.decode import DecodedFrame
 from litedesk.viewer.controller import ConnectionController
 from litedesk.viewer.geometry import (
     ONE_TO_ONE,

@@ -14,7 +14,7 @@ from tkinter import filedialog
 
 from twisted.logger import Logger
 
-from litedesk.screen.encode import DecodedFrame
+from litedesk.screen.decode import DecodedFrame
 
 _log = Logger(namespace="litedesk.viewer.window")
 

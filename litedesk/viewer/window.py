@@ -34,7 +34,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from litedesk.proto import message_pb2 as pb
-from litedesk.screen.encode import DecodedFrame
+from litedesk.screen.decode import DecodedFrame
 from litedesk.session.viewer_session import ViewerSession
 from litedesk.viewer import connection
 from litedesk.viewer.clipboard_sync import ClipboardSync
