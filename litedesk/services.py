@@ -10,14 +10,23 @@ other's package for them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IListeningPort, IReactorUDP, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorUDP,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.python import usage
+from zope.interface import implementer
+
+from litedesk.twisted_internals import raise_listen_failures
 
 
 def parse_udp_endpoint(description: str) -> tuple[int, str]:
@@ -96,24 +105,38 @@ async def _nothing() -> None:
     return None
 
 
+@implementer(IStreamServerEndpoint)
+class _RecordingEndpoint:
+    """Hands the port an endpoint listens on to a callback (public API only)."""
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, bound: Callable[[IListeningPort], None]
+    ) -> None:
+        self._endpoint = endpoint
+        self._bound = bound
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        d = self._endpoint.listen(factory)
+
+        def record(port: IListeningPort) -> IListeningPort:
+            self._bound(port)
+            return port
+
+        return d.addCallback(record)
+
+
 class EndpointService(StreamServerEndpointService):
     """A named stream listener that remembers its listening port once bound."""
 
     def __init__(self, name: str, endpoint: IStreamServerEndpoint, factory: Factory[Any]) -> None:
-        super().__init__(endpoint, factory)
+        super().__init__(_RecordingEndpoint(endpoint, self._bound), factory)
         self.setName(name)
         # Fail twistd's start-up on a bind error instead of logging and running half-deaf.
-        self._raiseSynchronously = True
+        raise_listen_failures(self)
         self.listening: IListeningPort | None = None
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        if self._waitingForPort is not None:
-            self._waitingForPort.addCallback(self._bound)
-
-    def _bound(self, port: IListeningPort) -> IListeningPort:
+    def _bound(self, port: IListeningPort) -> None:
         self.listening = port
-        return port
 
 
 class CloseOnStop(Service):
