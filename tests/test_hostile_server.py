@@ -30,17 +30,14 @@ from litedesk.host import paths as paths_module
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Registration, RegState
 from litedesk.host.rendezvous_client import RendezvousClient, duplicate_key
+from litedesk.nat.ipv6 import valid_v6_endpoint
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.admission import MAX_PUNCH_REPEATS
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.registry import PREV_ADDR_WINDOW, Registry
+from litedesk.rendezvous.relay_vouch import VOUCH_WINDOW, normalize_relay
 from litedesk.rendezvous.relaylist import RelayList
-from litedesk.rendezvous.server import (
-    MAX_PUNCH_REPEATS,
-    VOUCH_WINDOW,
-    RendezvousServer,
-    normalize_relay,
-    valid_v6_endpoint,
-)
+from litedesk.rendezvous.server import RendezvousServer
 from litedesk.session.host_certificate import host_context_factory
 from litedesk.session.tls import wrap_server
 from litedesk.viewer.route import find_host
@@ -166,7 +163,7 @@ class OneRequestPerConnectionTests(SynchronousTestCase):
         conn = Conn(VIEWER)
         server.handle_stream_message(conn, relay(""))
         server.connection_closed(conn)
-        self.assertEqual(server._requests, {})
+        self.assertEqual(server.admission.requests, {})
 
 
 class RequestRateTests(SynchronousTestCase):

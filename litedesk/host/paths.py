@@ -45,7 +45,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from litedesk.nat.ipv6 import free_port, own_ipv6
+from litedesk.nat.ipv6 import free_port, own_ipv6, valid_v6_endpoint
 from litedesk.nat.nattype import NAMES, SYMMETRIC, resolve_ip, wildcard_for
 from litedesk.nat.punch import (
     Gate,
@@ -56,7 +56,6 @@ from litedesk.nat.punch import (
 )
 from litedesk.nat.sockets import listen_on
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.rendezvous.server import valid_v6_endpoint
 from litedesk.session.links import LinkError, connect_relay, open_rendezvous, split_relay
 from litedesk.wire import addrmangle
 from litedesk.wire.address import Address

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+from litedesk.wire import addrmangle
+
 # Used only to ask the kernel which source address it would choose; a UDP
 # connect() sends nothing.
 _PROBE = ("2001:4860:4860::8888", 53)
@@ -57,3 +59,22 @@ def free_port(addr: str) -> int:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         s.bind((addr, 0))
         return int(s.getsockname()[1])
+
+
+def valid_v6_endpoint(data: bytes) -> bool:
+    """Is C{data} an AddrMangle IPv6 endpoint another host could be sent to?
+
+    Well formed (16 address bytes and a little-endian port), a routable
+    address (L{is_routable_v6}: not loopback, link-local, ULA, multicast,
+    v4-mapped...) and a port in 1..65535.  That is all the server can check:
+    the requester names an address of its own choosing and the server has no
+    way to prove the requester owns it (the request usually arrives over
+    IPv4, and even over IPv6 a client may use another (privacy) address for
+    its punch socket), short of a round trip to that address, which would
+    itself be the unsolicited packet we want to avoid.  What this excludes is
+    aiming hosts at their own machine or LAN (loopback, link-local, ULA).
+    """
+    if len(data) != 18:
+        return False
+    host, port = addrmangle.decode(data)
+    return 0 < port < 65536 and is_routable_v6(host)

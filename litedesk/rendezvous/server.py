@@ -5,128 +5,38 @@ C{handle_*} methods here; the rules about registrations live in
 L{litedesk.rendezvous.registry.Registry}.  This module owns what ties
 connections together: the viewers' parked TCP connections awaiting a reply
 (hbbs' C{tcp_punch}), the UDP socket used to push to hosts, the server key
-and the relay list.  Behaviour follows hbbs 1.1.17
+and the relay list.  The UDP registration half is the base class
+(L{litedesk.rendezvous.udp_registrations}); which requests reach a host is
+L{litedesk.rendezvous.admission}, which relays they may name
+L{litedesk.rendezvous.relay_vouch}.  Behaviour follows hbbs 1.1.17
 (../shared/docs/rustdesk-protocol.md sections 5.3-5.8).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol as TypingProtocol
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from litedesk.nat.ipv6 import is_routable_v6
+from litedesk.nat.ipv6 import valid_v6_endpoint
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.admission import RequestAdmission
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.registry import PunchTarget, Registry
-from litedesk.rendezvous.relaylist import DEFAULT_RELAY_PORT, RelayList
-from litedesk.rendezvous.store import PeerRecord
+from litedesk.rendezvous.relay_vouch import RelayVouchers
+from litedesk.rendezvous.relaylist import RelayList
+from litedesk.rendezvous.sinks import DatagramSink, PeerStoreLike, ReplySink
+from litedesk.rendezvous.udp_registrations import UdpRegistrations
 from litedesk.wire import addrmangle
-from litedesk.wire.address import Address, parse_host_port
-from litedesk.wire.addrmangle import normalize_host
+from litedesk.wire.address import Address
 from litedesk.wire.keys import ServerKey, sign_id_pk
 from litedesk.wire.messages import parse_rendezvous
 
 Failure_ = rz.PunchHoleResponse.Failure
 
-#: A stock RustDesk client resends an unanswered PunchHoleRequest on the same
-#: TCP connection, three times in all (src/client.rs _start_inner,
-#: "for i in 1..=3"); every RequestRelay attempt opens a new connection
-#: (client.rs request_relay: "use different socket ... for each attempt").
-#: So one connection carries at most three identical PunchHoleRequests or
-#: exactly one RequestRelay, never both.
-MAX_PUNCH_REPEATS = 3
-#: Punch/relay requests per second from one source IP, and the burst.  One
-#: connect costs a stock client at most 3 + 3 requests.
-DEFAULT_REQUEST_RATE = 2.0
-REQUEST_BURST_FACTOR = 10.0
-#: How long a relay a host named in its answer stays usable by that viewer:
-#: a stock client asks for the relay after failing the direct path (up to
-#: 18 s) and retries 3 times with 18 s each.
-VOUCH_WINDOW = 120.0
-MAX_VOUCHED = 10_000
 
-_TOO_MANY = "Too many connection requests from your address; try again in a few seconds"
-
-
-def normalize_relay(entry: str) -> tuple[str, int] | None:
-    """A relay entry as C{(host, port)} for comparison; None if it does not parse.
-
-    Host names compare case-insensitively, IP addresses in their normal form
-    (C{::ffff:1.2.3.4} is C{1.2.3.4}); the port defaults to 21117 as clients do
-    (RustDesk C{check_port(relay_server, RELAY_PORT)}).
-    """
-    try:
-        host, port = parse_host_port(entry, DEFAULT_RELAY_PORT)
-    except ValueError:
-        return None
-    host = host.strip().rstrip(".").lower()
-    if not host:
-        return None
-    return normalize_host(host), port
-
-
-def valid_v6_endpoint(data: bytes) -> bool:
-    """Is C{data} an AddrMangle IPv6 endpoint another host could be sent to?
-
-    Well formed (16 address bytes and a little-endian port), a routable
-    address (L{is_routable_v6}: not loopback, link-local, ULA, multicast,
-    v4-mapped...) and a port in 1..65535.  That is all the server can check:
-    the requester names an address of its own choosing and the server has no
-    way to prove the requester owns it (the request usually arrives over
-    IPv4, and even over IPv6 a client may use another (privacy) address for
-    its punch socket), short of a round trip to that address, which would
-    itself be the unsolicited packet we want to avoid.  What this excludes is
-    aiming hosts at their own machine or LAN (loopback, link-local, ULA).
-    """
-    if len(data) != 18:
-        return False
-    host, port = addrmangle.decode(data)
-    return 0 < port < 65536 and is_routable_v6(host)
-
-
-@dataclass(slots=True)
-class _ConnRequests:
-    """What one TCP connection has asked for so far."""
-
-    kind: str
-    peer_id: str
-    count: int = 1
-
-
-# The answer to nearly every datagram is one of these two: build them once.
-_RPR = {
-    flag: rz.RendezvousMessage(
-        register_peer_response=rz.RegisterPeerResponse(request_pk=flag)
-    ).SerializeToString()
-    for flag in (False, True)
-}
-
-
-class ReplySink(TypingProtocol):
-    """A viewer's TCP connection as the controller sees it."""
-
-    addr: Address
-    #: The local address the connection arrived on (our own relay's IP).
-    local: Address
-
-    def send_message(self, msg: rz.RendezvousMessage) -> None: ...
-
-
-class DatagramSink(TypingProtocol):
-    def send_datagram(self, data: bytes, addr: Address) -> None: ...
-
-
-class PeerStoreLike(TypingProtocol):
-    def save(self, record: PeerRecord) -> Deferred[bytes]: ...
-
-
-class RendezvousServer:
+class RendezvousServer(UdpRegistrations):
     """Shared state of one rendezvous server (UDP + TCP + NAT-test ports)."""
 
     _log = Logger()
@@ -151,18 +61,8 @@ class RendezvousServer:
         self.store = store
         self.rendezvous_servers = list(rendezvous_servers)
         self.always_use_relay = always_use_relay
-        if request_guard is None:  # (not `or`: an empty FloodGuard is falsy)
-            request_guard = FloodGuard(
-                DEFAULT_REQUEST_RATE, DEFAULT_REQUEST_RATE * REQUEST_BURST_FACTOR
-            )
-        self.request_guard = request_guard
-        #: The TCP port of the relay running in this process (0: none).
-        self.own_relay_port = own_relay_port
         self.udp: DatagramSink | None = None
         self._parked: dict[Address, ReplySink] = {}
-        self._requests: dict[ReplySink, _ConnRequests] = {}
-        # (host id, viewer IP) -> (relay the host itself named, expiry)
-        self._vouched: dict[tuple[str, str], tuple[tuple[str, int], float]] = {}
         self.counters: dict[str, int] = {
             "udp_datagrams": 0,
             "udp_garbage": 0,
@@ -177,136 +77,18 @@ class RendezvousServer:
             "addr_v6_dropped": 0,
             "udp_reply_too_large": 0,
         }
-
-    def _now(self) -> float:
-        return self.clock.seconds()
-
-    def _now_us(self) -> int:
-        return int(self.clock.seconds() * 1_000_000)
+        self.admission = RequestAdmission(request_guard, self.counters)
+        self.vouchers = RelayVouchers(relays, own_relay_port)
 
     def _mangle(self, addr: Address) -> bytes:
         return addrmangle.encode(addr, now_us=self._now_us)
-
-    # -- UDP 21116 -----------------------------------------------------------
-
-    def handle_datagram(self, data: bytes, source: Address) -> None:
-        self.counters["udp_datagrams"] += 1
-        msg = parse_rendezvous(data)
-        kind = msg.WhichOneof("union") if msg is not None else None
-        if msg is None or kind is None:
-            self.counters["udp_garbage"] += 1
-            return
-        if kind == "register_peer":
-            self._register_peer(msg.register_peer, source, len(data))
-        elif kind == "register_pk":
-            self._register_pk(msg.register_pk, source, len(data))
-        # Everything else by UDP is ignored: PunchHoleRequest, PunchHoleSent and
-        # LocalAddr since hbbs' 2026 reflection hardening (CVE-2026-30784),
-        # ConfigureUpdate because no port has an admin console here.
-
-    def _send_udp(self, msg: rz.RendezvousMessage, addr: Address) -> None:
-        """A push to a registered host (not a reply: no size rule)."""
-        if self.udp is not None:
-            self.udp.send_datagram(msg.SerializeToString(), addr)
-
-    def _reply_udp(self, data: bytes, addr: Address, request_size: int) -> bool:
-        """Answer a datagram of C{request_size} bytes with at most that many bytes.
-
-        UDP sources are not authenticated: a reply larger than its request
-        would make this server an amplifier towards whoever's address the
-        request was forged with.  Larger replies are not sent (and counted);
-        what they carried has another way (ConfigUpdate: TCP TestNatResponse).
-        """
-        if len(data) > request_size:
-            self.counters["udp_reply_too_large"] += 1
-            self._log.debug(
-                "Not sending a {size}-byte reply to a {request}-byte datagram from {ip}",
-                size=len(data),
-                request=request_size,
-                ip=addr[0],
-            )
-            return False
-        if self.udp is not None:
-            self.udp.send_datagram(data, addr)
-        return True
-
-    def _config_update(self) -> rz.ConfigUpdate:
-        return rz.ConfigUpdate(
-            serial=self.registry.server_serial, rendezvous_servers=self.rendezvous_servers
-        )
-
-    def _register_peer(self, rp: rz.RegisterPeer, source: Address, size: int) -> None:
-        outcome = self.registry.register_peer(rp.id, rp.serial, source, self._now())
-        if outcome is None:
-            return
-        self._reply_udp(_RPR[outcome.request_pk], source, size)
-        if outcome.send_config_update:
-            # hbbs sends it here by UDP to any sender (399 bytes for a 5-byte
-            # request with 12 servers listed).  It goes out only if it fits the
-            # request; stock clients get it anyway from the TCP TestNatResponse
-            # of their NAT test (RustDesk src/common.rs test_nat_type_: "if
-            # let Some(cu) = tnr.cu" sets rendezvous-servers and the serial).
-            cu = rz.RendezvousMessage(configure_update=self._config_update())
-            self._reply_udp(cu.SerializeToString(), source, size)
-
-    def _register_pk(self, rk: rz.RegisterPk, source: Address, size: int) -> None:
-        outcome = self.registry.register_pk(rk.id, rk.uuid, rk.pk, source, self._now())
-        if outcome.result is None:
-            self._log.debug(
-                "Ignored RegisterPk for {peer_id} from {ip}: {reason}",
-                peer_id=rk.id,
-                ip=source[0],
-                reason=outcome.reason,
-            )
-            return
-        if outcome.result != rz.RegisterPkResponse.OK:
-            self.counters["register_pk_refused"] += 1
-            self._log.warn(
-                "Refused RegisterPk for {peer_id} from {ip}: {result} ({reason})",
-                peer_id=rk.id,
-                ip=source[0],
-                result=rz.RegisterPkResponse.Result.Name(outcome.result),
-                reason=outcome.reason,
-            )
-            self._reply_register_pk(outcome.result, source, size)
-            return
-        self.counters["register_pk_ok"] += 1
-        snap = outcome.persist
-        if snap is None:
-            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
-            return
-        self._log.info(
-            "Peer {peer_id} {reason} from {ip}",
-            peer_id=rk.id,
-            reason=outcome.reason,
-            ip=source[0],
-        )
-        if self.store is None:
-            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
-            return
-
-        # Acknowledge only once the registration is on disk: a restart, even
-        # kill -9, must never lose a key we told the host we accepted.
-        def saved(guid: bytes) -> None:
-            self.registry.set_guid(snap.id, guid)
-            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
-
-        def failed(f: Failure) -> None:
-            self._log.failure("Could not store peer {peer_id}", f, peer_id=snap.id)
-            self._reply_register_pk(rz.RegisterPkResponse.SERVER_ERROR, source, size)
-
-        self.store.save(snap).addCallbacks(saved, failed)
-
-    def _reply_register_pk(self, result: int, addr: Address, size: int) -> None:
-        reply = rz.RendezvousMessage(register_pk_response=rz.RegisterPkResponse(result=result))  # type: ignore[arg-type]
-        self._reply_udp(reply.SerializeToString(), addr, size)
 
     # -- TCP 21116 -----------------------------------------------------------
 
     def connection_closed(self, conn: ReplySink) -> None:
         if self._parked.get(conn.addr) is conn:
             del self._parked[conn.addr]
-        self._requests.pop(conn, None)
+        self.admission.forget(conn)
 
     def _park(self, conn: ReplySink) -> None:
         self._parked[conn.addr] = conn
@@ -318,13 +100,13 @@ class RendezvousServer:
         """Handle one message from TCP 21116; False means close the connection."""
         kind = msg.WhichOneof("union")
         if kind == "punch_hole_request":
-            if not self._admit(conn, kind, msg.punch_hole_request.id):
+            if not self.admission.admit(conn, kind, msg.punch_hole_request.id, self._now()):
                 return False
             self._park(conn)
             self._punch_hole_request(conn, msg.punch_hole_request)
             return True
         if kind == "request_relay":
-            if not self._admit(conn, kind, msg.request_relay.id):
+            if not self.admission.admit(conn, kind, msg.request_relay.id, self._now()):
                 return False
             self._park(conn)
             self._request_relay(conn, msg.request_relay)
@@ -355,54 +137,6 @@ class RendezvousServer:
             )
         return False
 
-    def _admit(self, conn: ReplySink, kind: str, peer_id: str) -> bool:
-        """May this punch/relay request go to a host?  False: refused, close.
-
-        Each request makes an online host act (open a relay leg, punch, listen),
-        so a connection gets what a stock client needs and no more
-        (L{MAX_PUNCH_REPEATS}), and one source IP gets a token bucket.
-        """
-        seen = self._requests.get(conn)
-        if seen is not None:
-            repeat = kind == seen.kind == "punch_hole_request" and peer_id == seen.peer_id
-            if not repeat or seen.count >= MAX_PUNCH_REPEATS:
-                self.counters["requests_refused_connection"] += 1
-                self._log.warn(
-                    "Refused {kind} for {peer_id} from {ip}: request {n} on one TCP "
-                    "connection after {first} for {first_id}; closing",
-                    kind=kind,
-                    peer_id=peer_id,
-                    ip=conn.addr[0],
-                    n=seen.count + 1,
-                    first=seen.kind,
-                    first_id=seen.peer_id,
-                )
-                return False
-        if not self.request_guard.allow(conn.addr[0], self._now()):
-            self.counters["requests_refused_rate"] += 1
-            self._log.warn(
-                "Refused {kind} for {peer_id} from {ip}: more than {rate}/s punch/relay "
-                "requests from this IP; closing",
-                kind=kind,
-                peer_id=peer_id,
-                ip=conn.addr[0],
-                rate=self.request_guard.rate,
-            )
-            # Stock clients show these texts as the reason (client.rs bails
-            # with other_failure / refuse_reason).
-            if kind == "punch_hole_request":
-                resp = rz.PunchHoleResponse(other_failure=_TOO_MANY)
-                conn.send_message(rz.RendezvousMessage(punch_hole_response=resp))
-            else:
-                rr = rz.RelayResponse(refuse_reason=_TOO_MANY)
-                conn.send_message(rz.RendezvousMessage(relay_response=rr))
-            return False
-        if seen is None:
-            self._requests[conn] = _ConnRequests(kind, peer_id)
-        else:
-            seen.count += 1
-        return True
-
     def _checked_v6(self, data: bytes, conn: ReplySink, what: str) -> bytes:
         """C{data} if it is a valid IPv6 endpoint (L{valid_v6_endpoint}), else b""."""
         if not data or valid_v6_endpoint(data):
@@ -419,49 +153,23 @@ class RendezvousServer:
         )
         return b""
 
-    def relay_known(self, relay_server: str, conn: ReplySink, peer_id: str) -> bool:
-        """Is C{relay_server} one a stock viewer of C{peer_id} can legitimately name?
+    @property
+    def own_relay_port(self) -> int:
+        """The TCP port of the relay running in this process (0: none)."""
+        return self.vouchers.own_relay_port
 
-        The viewer takes it from the host's answer (PunchHoleResponse.relay_server,
-        RustDesk client.rs _start_inner), which the host took from our push or
-        from its own relay-server option or derived (rendezvous host:port+1,
-        rendezvous_mediator.rs get_relay_server).  So: empty (host's default),
-        a relay we announce, our own relay on the address this request came
-        to, or a relay the registered host itself named to this viewer's IP.
-        """
-        if not relay_server.strip():
-            return True
-        want = normalize_relay(relay_server)
-        if want is None:
-            return False
-        for entry in self.relays.configured:
-            if normalize_relay(entry) == want:
-                return True
-        if self.own_relay_port and want == (normalize_host(conn.local[0]), self.own_relay_port):
-            return True
-        vouched = self._vouched.get((peer_id, conn.addr[0]))
-        return vouched is not None and vouched[0] == want and vouched[1] > self._now()
+    @own_relay_port.setter
+    def own_relay_port(self, port: int) -> None:
+        self.vouchers.own_relay_port = port
+
+    def relay_known(self, relay_server: str, conn: ReplySink, peer_id: str) -> bool:
+        """Is C{relay_server} one a stock viewer of C{peer_id} can legitimately name?"""
+        return self.vouchers.known(relay_server, conn.local[0], conn.addr[0], peer_id, self._now())
 
     def _vouch(self, conn: ReplySink, peer_id: str, relay_server: str, viewer: Address) -> None:
-        """Remember the relay a host named in its answer to C{viewer}, if it is the host.
-
-        Only an answer from the registered host's IP counts: anyone can send a
-        PunchHoleSent naming any id.
-        """
-        if not relay_server.strip():
-            return
         peer = self.registry.get(peer_id)
-        relay = normalize_relay(relay_server)
-        if peer is None or peer.addr is None or relay is None:
-            return
-        if normalize_host(peer.addr[0]) != normalize_host(conn.addr[0]):
-            return
-        if len(self._vouched) >= MAX_VOUCHED:
-            now = self._now()
-            self._vouched = {k: v for k, v in self._vouched.items() if v[1] > now}
-            while len(self._vouched) >= MAX_VOUCHED:
-                del self._vouched[next(iter(self._vouched))]
-        self._vouched[(peer_id, viewer[0])] = (relay, self._now() + VOUCH_WINDOW)
+        host_ip = peer.addr[0] if peer is not None and peer.addr is not None else None
+        self.vouchers.vouch(host_ip, conn.addr[0], peer_id, relay_server, viewer[0], self._now())
 
     def _signed_pk(self, version: str, peer_id: str) -> bytes:
         if not version or self.key.signing_key is None:

@@ -1,0 +1,158 @@
+"""The rendezvous server's UDP 21116 half: host registrations and their replies.
+
+L{UdpRegistrations} is the base of L{litedesk.rendezvous.server.RendezvousServer}
+(which adds the TCP half): one object, as the protocols see it, in two files
+along the transport seam.  Replies are never larger than their request (no
+amplification towards a forged source).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.registry import Registry
+from litedesk.rendezvous.sinks import DatagramSink, PeerStoreLike
+from litedesk.wire.address import Address
+from litedesk.wire.messages import parse_rendezvous
+
+# The answer to nearly every datagram is one of these two: build them once.
+_RPR = {
+    flag: rz.RendezvousMessage(
+        register_peer_response=rz.RegisterPeerResponse(request_pk=flag)
+    ).SerializeToString()
+    for flag in (False, True)
+}
+
+
+class UdpRegistrations:
+    """Host registrations over UDP (RegisterPeer, RegisterPk) and their replies."""
+
+    _log = Logger(namespace="litedesk.rendezvous.server.RendezvousServer")
+
+    clock: IReactorTime
+    registry: Registry
+    store: PeerStoreLike | None
+    rendezvous_servers: list[str]
+    udp: DatagramSink | None
+    counters: dict[str, int]
+
+    def _now(self) -> float:
+        return self.clock.seconds()
+
+    def _now_us(self) -> int:
+        return int(self.clock.seconds() * 1_000_000)
+
+    def handle_datagram(self, data: bytes, source: Address) -> None:
+        self.counters["udp_datagrams"] += 1
+        msg = parse_rendezvous(data)
+        kind = msg.WhichOneof("union") if msg is not None else None
+        if msg is None or kind is None:
+            self.counters["udp_garbage"] += 1
+            return
+        if kind == "register_peer":
+            self._register_peer(msg.register_peer, source, len(data))
+        elif kind == "register_pk":
+            self._register_pk(msg.register_pk, source, len(data))
+        # Everything else by UDP is ignored: PunchHoleRequest, PunchHoleSent and
+        # LocalAddr since hbbs' 2026 reflection hardening (CVE-2026-30784),
+        # ConfigureUpdate because no port has an admin console here.
+
+    def _send_udp(self, msg: rz.RendezvousMessage, addr: Address) -> None:
+        """A push to a registered host (not a reply: no size rule)."""
+        if self.udp is not None:
+            self.udp.send_datagram(msg.SerializeToString(), addr)
+
+    def _reply_udp(self, data: bytes, addr: Address, request_size: int) -> bool:
+        """Answer a datagram of C{request_size} bytes with at most that many bytes.
+
+        UDP sources are not authenticated: a reply larger than its request
+        would make this server an amplifier towards whoever's address the
+        request was forged with.  Larger replies are not sent (and counted);
+        what they carried has another way (ConfigUpdate: TCP TestNatResponse).
+        """
+        if len(data) > request_size:
+            self.counters["udp_reply_too_large"] += 1
+            self._log.debug(
+                "Not sending a {size}-byte reply to a {request}-byte datagram from {ip}",
+                size=len(data),
+                request=request_size,
+                ip=addr[0],
+            )
+            return False
+        if self.udp is not None:
+            self.udp.send_datagram(data, addr)
+        return True
+
+    def _config_update(self) -> rz.ConfigUpdate:
+        return rz.ConfigUpdate(
+            serial=self.registry.server_serial, rendezvous_servers=self.rendezvous_servers
+        )
+
+    def _register_peer(self, rp: rz.RegisterPeer, source: Address, size: int) -> None:
+        outcome = self.registry.register_peer(rp.id, rp.serial, source, self._now())
+        if outcome is None:
+            return
+        self._reply_udp(_RPR[outcome.request_pk], source, size)
+        if outcome.send_config_update:
+            # hbbs sends it here by UDP to any sender (399 bytes for a 5-byte
+            # request with 12 servers listed).  It goes out only if it fits the
+            # request; stock clients get it anyway from the TCP TestNatResponse
+            # of their NAT test (RustDesk src/common.rs test_nat_type_: "if
+            # let Some(cu) = tnr.cu" sets rendezvous-servers and the serial).
+            cu = rz.RendezvousMessage(configure_update=self._config_update())
+            self._reply_udp(cu.SerializeToString(), source, size)
+
+    def _register_pk(self, rk: rz.RegisterPk, source: Address, size: int) -> None:
+        outcome = self.registry.register_pk(rk.id, rk.uuid, rk.pk, source, self._now())
+        if outcome.result is None:
+            self._log.debug(
+                "Ignored RegisterPk for {peer_id} from {ip}: {reason}",
+                peer_id=rk.id,
+                ip=source[0],
+                reason=outcome.reason,
+            )
+            return
+        if outcome.result != rz.RegisterPkResponse.OK:
+            self.counters["register_pk_refused"] += 1
+            self._log.warn(
+                "Refused RegisterPk for {peer_id} from {ip}: {result} ({reason})",
+                peer_id=rk.id,
+                ip=source[0],
+                result=rz.RegisterPkResponse.Result.Name(outcome.result),
+                reason=outcome.reason,
+            )
+            self._reply_register_pk(outcome.result, source, size)
+            return
+        self.counters["register_pk_ok"] += 1
+        snap = outcome.persist
+        if snap is None:
+            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
+            return
+        self._log.info(
+            "Peer {peer_id} {reason} from {ip}",
+            peer_id=rk.id,
+            reason=outcome.reason,
+            ip=source[0],
+        )
+        if self.store is None:
+            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
+            return
+
+        # Acknowledge only once the registration is on disk: a restart, even
+        # kill -9, must never lose a key we told the host we accepted.
+        def saved(guid: bytes) -> None:
+            self.registry.set_guid(snap.id, guid)
+            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
+
+        def failed(f: Failure) -> None:
+            self._log.failure("Could not store peer {peer_id}", f, peer_id=snap.id)
+            self._reply_register_pk(rz.RegisterPkResponse.SERVER_ERROR, source, size)
+
+        self.store.save(snap).addCallbacks(saved, failed)
+
+    def _reply_register_pk(self, result: int, addr: Address, size: int) -> None:
+        reply = rz.RendezvousMessage(register_pk_response=rz.RegisterPkResponse(result=result))  # type: ignore[arg-type]
+        self._reply_udp(reply.SerializeToString(), addr, size)
