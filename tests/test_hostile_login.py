@@ -29,7 +29,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from litedesk.logfiles import make_twistd_log_private, twistd_log_path
 from litedesk.proto import message_pb2 as pb
 from litedesk.session.framing import serialize_message
-from litedesk.session.host_session import HostContext, HostSession
+from litedesk.session.host_context import HostContext
+from litedesk.session.host_session import HostSession
 from litedesk.session.login import LoginVerifier
 from litedesk.session.login_errors import ERROR_TRY_LATER, ERROR_WRONG_PASSWORD
 from litedesk.session.password import StoredPassword, login_password

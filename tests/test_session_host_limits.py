@@ -17,12 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from litedesk.proto import message_pb2 as pb
 from litedesk.session.admission import Admission
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol, parse_message
-from litedesk.session.host_session import (
-    HANDSHAKE_TIMEOUT,
-    PRELOGIN_MAX_FRAME,
-    HostContext,
-    HostSession,
-)
+from litedesk.session.host_context import HostContext
+from litedesk.session.host_session import HANDSHAKE_TIMEOUT, PRELOGIN_MAX_FRAME, HostSession
 from litedesk.session.login import LoginVerifier
 from litedesk.session.password import StoredPassword, login_password
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header

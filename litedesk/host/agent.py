@@ -40,7 +40,8 @@ from litedesk.logfiles import make_twistd_log_private
 from litedesk.services import EndpointService, UDPListenerService
 from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admission
 from litedesk.session.host_certificate import host_context_factory
-from litedesk.session.host_session import Display, HostContext, HostSession
+from litedesk.session.host_context import Display, HostContext
+from litedesk.session.host_session import HostSession
 from litedesk.session.login import LoginVerifier
 from litedesk.session.tls import tls_server_factory, wrap_server
 

@@ -16,16 +16,14 @@ L{LOGIN_TIMEOUT}, C{TestDelay} echoes only as fresh messages with the known
 fields and only while little is queued for the peer (a peer that never
 reads is closed once L{PRELOGIN_MAX_BACKLOG} bytes wait for it), and the
 number of such sessions per source and in total (L{HostContext.admission}).
+
+What all sessions of one host share is in L{litedesk.session.host_context};
+the messages the host builds are in L{litedesk.session.host_messages}.
 """
 
 from __future__ import annotations
 
-import getpass
-import platform
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -39,11 +37,11 @@ from litedesk.input.mouse import MouseInput
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.backpressure import transport_buffered
 from litedesk.screen.codec import EncodedFrame
-from litedesk.screen.cursor import CursorShape, shape_colors
-from litedesk.session.admission import Admission
+from litedesk.screen.cursor import CursorShape
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
+from litedesk.session.host_context import HostContext, StreamerLike
+from litedesk.session.host_messages import cursor_data, peer_info, pick_codec, video_frame
 from litedesk.session.input_messages import key_from_proto, mouse_from_proto
-from litedesk.session.login import LoginVerifier
 from litedesk.session.login_errors import ERROR_TRY_LATER
 
 VERSION = "1.4.9"
@@ -68,109 +66,9 @@ PRELOGIN_MAX_BACKLOG = 64 * 1024
 # thousands only makes the host work for nothing.
 PRELOGIN_MAX_MESSAGES = 64
 
-_CODEC_FIELD = {"h264": "h264s", "vp9": "vp9s", "h265": "h265s", "vp8": "vp8s", "av1": "av1s"}
-
-
-class StreamerLike(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> Any: ...
-    def force_keyframe(self) -> None: ...
-    def switch_display(self, index: int) -> None: ...
-    def set_quality(self, quality: int) -> None: ...
-    def set_custom_fps(self, fps: int | float | None) -> None: ...
-    def on_rtt(self, rtt: float) -> None: ...
-
-
-class InputLike(Protocol):
-    def submit(self, ev: object) -> Any: ...
-    def release_all(self) -> Any: ...
-
-
-class ClipboardLike(Protocol):
-    def set_from_peer(self, text: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Display:
-    x: int
-    y: int
-    width: int
-    height: int
-    name: str = ""
-    primary: bool = False
-
-
-@dataclass
-class HostContext:
-    """What every session of one host agent shares.
-
-    @ivar make_streamer: builds a streamer for one session:
-        C{make_streamer(deliver, buffered, codec)}.
-    @ivar displays: the monitors (from the capturer at start-up).
-    @ivar input: the host's serialised injector, or None (no input at all).
-    @ivar clipboard: the host clipboard watcher, or None.
-    @ivar sessions: the live logged-in sessions (for --max-viewers and the
-        clipboard fan-out).
-    """
-
-    peer_id: str
-    verifier: LoginVerifier
-    clock: IReactorTime
-    make_streamer: Callable[[Callable[[EncodedFrame], None], Callable[[], int], str], StreamerLike]
-    displays: list[Display]
-    input: InputLike | None = None
-    clipboard: ClipboardLike | None = None
-    view_only: bool = False
-    max_viewers: int = 0
-    hostname: str = field(default_factory=socket.gethostname)
-    username: str = field(default_factory=getpass.getuser)
-    sessions: set[HostSession] = field(default_factory=set)
-    read_clipboard: Callable[[], Any] | None = None
-    cursor_position: tuple[int, int] | None = None
-    cursor_shape: CursorShape | None = None
-    # Unauthenticated sessions per source and in total; one with the default
-    # limits is made when none is given, so no session path goes unbounded.
-    admission: Admission | None = None
-
-    def __post_init__(self) -> None:
-        if self.admission is None:
-            self.admission = Admission(self.clock)
-
-    def cursor_moved(self, x: int, y: int) -> None:
-        self.cursor_position = (x, y)
-        for s in list(self.sessions):
-            s.send_cursor_position(x, y)
-
-    def cursor_changed(self, shape: CursorShape) -> None:
-        self.cursor_shape = shape
-        for s in list(self.sessions):
-            s.send_cursor_shape(shape)
-
-    def clipboard_changed(self, text: str) -> None:
-        """The host's clipboard changed: tell every logged-in viewer."""
-        for s in list(self.sessions):
-            s.send_clipboard(text)
-
 
 def _now_ms(clock: IReactorTime) -> int:
     return int(clock.seconds() * 1000)
-
-
-def pick_codec(option: pb.OptionMessage, default: str) -> str:
-    """The viewer's preference if it can decode it, else what it can decode."""
-    dec = option.supported_decoding
-    prefer = dec.prefer
-    if prefer == pb.SupportedDecoding.H264 and dec.ability_h264 > 0:
-        return "h264"
-    if prefer == pb.SupportedDecoding.VP9 and dec.ability_vp9 > 0:
-        return "vp9"
-    if default == "vp9" and dec.ability_vp9 > 0:
-        return "vp9"
-    if dec.ability_h264 > 0:
-        return "h264"
-    if dec.ability_vp9 > 0:
-        return "vp9"
-    return default
 
 
 @implementer(IHandshakeListener)
@@ -446,21 +344,13 @@ class HostSession(MessageProtocol):
         self.close(why)
 
     def _peer_info(self) -> pb.PeerInfo:
-        info = pb.PeerInfo(
+        return peer_info(
             username=self.ctx.username,
             hostname=self.ctx.hostname,
-            platform=platform.system(),
-            current_display=self.display_index,
             version=VERSION,
-            encoding=pb.SupportedEncoding(h264=True),
+            current_display=self.display_index,
+            displays=self.ctx.displays,
         )
-        for d in self.ctx.displays:
-            info.displays.append(
-                pb.DisplayInfo(
-                    x=d.x, y=d.y, width=d.width, height=d.height, name=d.name, online=True
-                )
-            )
-        return info
 
     # -- streaming ---------------------------------------------------------
 
@@ -470,12 +360,7 @@ class HostSession(MessageProtocol):
     def _send_frame(self, frame: EncodedFrame) -> None:
         if self.state != "active":
             return
-        frames = pb.EncodedVideoFrames(
-            frames=[pb.EncodedVideoFrame(data=frame.data, key=frame.key, pts=frame.pts)]
-        )
-        vf = pb.VideoFrame(display=self.display_index)
-        getattr(vf, _CODEC_FIELD.get(str(frame.codec), "h264s")).CopyFrom(frames)
-        self.send_message(pb.Message(video_frame=vf))
+        self.send_message(video_frame(frame, self.display_index))
 
     def _send_ping(self) -> None:
         # Like RustDesk: one outstanding ping at a time; the echo gives the RTT.
@@ -554,15 +439,7 @@ class HostSession(MessageProtocol):
     def send_cursor_shape(self, shape: CursorShape) -> None:
         if self.state != "active":
             return
-        data = pb.CursorData(
-            id=shape.serial,
-            hotx=shape.hotx,
-            hoty=shape.hoty,
-            width=shape.width,
-            height=shape.height,
-            colors=shape_colors(shape),
-        )
-        self.send_message(pb.Message(cursor_data=data))
+        self.send_message(cursor_data(shape))
 
     def _send_current_clipboard(self) -> None:
         # A new viewer gets the host's clipboard as it is now; later changes
