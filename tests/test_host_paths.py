@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from litedesk.host import paths as paths_module
+from litedesk.host import job_slots
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Registration, RegState
 from litedesk.host.rendezvous_client import RendezvousClient
@@ -175,15 +175,15 @@ class PathTests(PathFixture):
         oldest one instead of being dropped.
         """
         yield self.register("127.0.0.1")
-        per_ip = paths_module.MAX_JOBS_PER_IP
+        per_ip = job_slots.MAX_JOBS_PER_IP
         for _ in range(per_ip + 3):
             route = yield ensureDeferred(
                 find_host(reactor, ("127.0.0.1", self.tcp), self.server_key, HOST_ID)
             )
             self.assertEqual(route.path, "lan")
             self.assertLessEqual(len(self.paths.listeners), per_ip)
-        self.assertEqual(self.paths.dropped, 0)
-        self.assertLessEqual(self.paths.jobs.get("127.0.0.1", 0), per_ip)
+        self.assertEqual(self.paths.slots.dropped, 0)
+        self.assertLessEqual(self.paths.slots.jobs.get("127.0.0.1", 0), per_ip)
         # The newest offer still works.
         marker = yield self.viewer(route)
         got = yield marker.got.addTimeout(5, reactor)

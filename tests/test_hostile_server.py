@@ -26,7 +26,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from litedesk.host import paths as paths_module
+from litedesk.host import job_slots
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Registration, RegState
 from litedesk.host.rendezvous_client import RendezvousClient, duplicate_key
@@ -395,29 +395,29 @@ class HostRulesTests(SynchronousTestCase):
 
     def test_job_caps(self) -> None:
         paths = self.paths()
-        per_ip, total = paths_module.MAX_JOBS_PER_IP, paths_module.MAX_JOBS
-        slots = [paths._acquire("192.0.2.66", "relay") for _ in range(per_ip + 1)]
+        per_ip, total = job_slots.MAX_JOBS_PER_IP, job_slots.MAX_JOBS
+        slots = [paths.slots.acquire("192.0.2.66", "relay") for _ in range(per_ip + 1)]
         self.assertIsNone(slots[per_ip])
-        self.assertEqual(paths.dropped, 1)
-        other = [paths._acquire(f"203.0.113.{i}", "relay") for i in range(total + 8)]
+        self.assertEqual(paths.slots.dropped, 1)
+        other = [paths.slots.acquire(f"203.0.113.{i}", "relay") for i in range(total + 8)]
         self.assertEqual(sum(s is not None for s in other), total - per_ip)
         held = [s for s in slots if s is not None]
         held[0].release()
         held[0].release()  # twice is harmless
-        self.assertEqual(paths.jobs_total, total - 1)
-        self.assertIsNotNone(paths._acquire("192.0.2.66", "relay"))
+        self.assertEqual(paths.slots.total, total - 1)
+        self.assertIsNotNone(paths.slots.acquire("192.0.2.66", "relay"))
 
     def test_relays_the_host_accepts(self) -> None:
         paths = self.paths()
         for name in ("", "rz.example.com", "RZ.example.com:21117", "rz.example.com."):
-            self.assertTrue(paths.relay_allowed(name), name)
+            self.assertTrue(paths.relays.allowed(name), name)
         for name in ("rz.example.com:9999", "192.0.2.66:21117", "[::1]:22", "x:y"):
-            self.assertFalse(paths.relay_allowed(name), name)
-        paths._remember_relay("relay.example.org:4000")
-        self.assertTrue(paths.relay_allowed("Relay.Example.org:4000"))
+            self.assertFalse(paths.relays.allowed(name), name)
+        paths.relays.remember("relay.example.org:4000")
+        self.assertTrue(paths.relays.allowed("Relay.Example.org:4000"))
         paths.relay_server = "mine.example.net"
-        self.assertTrue(paths.relay_allowed("mine.example.net:21117"))
-        self.assertEqual(paths.default_relay(), ("mine.example.net", 21117))
+        self.assertTrue(paths.relays.allowed("mine.example.net:21117"))
+        self.assertEqual(paths.relays.default(), ("mine.example.net", 21117))
 
 
 # -- against a real litedesk-relay process -----------------------------------------
@@ -560,9 +560,9 @@ class RelayFloodTests(ProcessFixture):
                     relay_server=self.attacker_relay,
                 )
             )
-        per_ip = paths_module.MAX_JOBS_PER_IP
-        self.assertEqual(self.paths.jobs.get("127.0.0.2"), per_ip)
-        self.assertEqual(self.paths.dropped, 300 - per_ip)
+        per_ip = job_slots.MAX_JOBS_PER_IP
+        self.assertEqual(self.paths.slots.jobs.get("127.0.0.2"), per_ip)
+        self.assertEqual(self.paths.slots.dropped, 300 - per_ip)
         got = yield self.legit_viewer()
         self.assertEqual(got, b"hello from host\n")
         done = yield poll(lambda: not self.paths._pending)

@@ -14,7 +14,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import ensureDeferred, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase
 
-from litedesk.host.paths import host_path_choice
+from litedesk.host.path_policy import host_path_choice
 from litedesk.nat.nattype import ASYMMETRIC, SYMMETRIC, UNKNOWN
 from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client

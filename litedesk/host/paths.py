@@ -26,27 +26,28 @@ Every accepted stream is handed to the session factory (TLS server).
 Pushes are unauthenticated requests from whoever reached the server, so the
 host bounds what they can make it do: at most L{MAX_JOBS_PER_IP} relay legs,
 punches and LAN listeners at a time for one requester IP and L{MAX_JOBS} in
-all (a relay leg counts until it closes), and a C{RequestRelay} naming a
-relay the host was not told about goes to the host's own default relay.
+all (a relay leg counts until it closes; L{litedesk.host.job_slots}), and a
+C{RequestRelay} naming a relay the host was not told about goes to the host's
+own default relay (L{litedesk.host.path_policy}).
 """
 
 from __future__ import annotations
 
-import socket
 import uuid as uuidlib
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IProtocol
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from litedesk.host.job_slots import MAX_JOBS, MAX_JOBS_PER_IP, JobSlots, Slot
+from litedesk.host.lan_listener import OneShotFactory, local_address_towards
+from litedesk.host.path_policy import RelayChoice, host_path_choice
 from litedesk.nat.ipv6 import free_port, own_ipv6, valid_v6_endpoint
-from litedesk.nat.nattype import NAMES, SYMMETRIC, resolve_ip, wildcard_for
+from litedesk.nat.nattype import NAMES, resolve_ip, wildcard_for
 from litedesk.nat.punch import (
     Gate,
     GatedFactory,
@@ -59,76 +60,10 @@ from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.links import LinkError, connect_relay, open_rendezvous, split_relay
 from litedesk.wire import addrmangle
 from litedesk.wire.address import Address
-from litedesk.wire.addrmangle import normalize_host
 
 VERSION = "1.4.9"
 LAN_ACCEPT_WINDOW = 18.0  # RustDesk hosts listen this long for the viewer
 PUNCH_WINDOW = 18.0  # and accept/punch this long after PunchHoleSent
-#: Concurrent outgoing jobs (relay legs until they close, punches, LAN
-#: listeners) for one requester IP, and in all.  A viewer needs one; a few
-#: more allow retries (a LAN listener a viewer did not use holds its slot for
-#: LAN_ACCEPT_WINDOW) and several viewers behind one NAT.  The total stays
-#: far below the file limit so that floods cannot exhaust descriptors.
-MAX_JOBS_PER_IP = 8
-MAX_JOBS = 64
-DROP_LOG_INTERVAL = 10.0  # at most one "dropped" line per interval
-KNOWN_RELAYS = 16  # relays remembered from the server's own pushes
-
-
-def local_address_towards(host: str, port: int) -> str:
-    """The local IP this machine would use to reach C{host} (no packet is sent)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.connect((host, port))
-        return str(s.getsockname()[0])
-
-
-def host_path_choice(own_nat: int | None, viewer_nat: int, force_relay: bool) -> str:
-    """Why the host must answer a C{PunchHole} through the relay; "" means punch.
-
-    C{own_nat} is None when the host runs no NAT test (then always relay).
-    """
-    if own_nat is None:
-        return "no NAT test"
-    if force_relay:
-        return "relay forced"
-    if viewer_nat == SYMMETRIC:
-        return "viewer behind a symmetric NAT"
-    if own_nat == SYMMETRIC:
-        return "we are behind a symmetric NAT"
-    return ""
-
-
-class _Slot:
-    """One running job of a requester IP; releasing it twice is harmless."""
-
-    def __init__(self, paths: HostPaths, ip: str) -> None:
-        self.paths = paths
-        self.ip = ip
-        self.held = True
-
-    def release(self, _: object = None) -> object:
-        if self.held:
-            self.held = False
-            self.paths._release(self.ip)
-        return _
-
-
-class _OneShotFactory(Factory):
-    """Hands the first accepted connection to the session, then stops listening."""
-
-    def __init__(self, make_session: Callable[[], IProtocol], done: Callable[[], None]) -> None:
-        self.make_session = make_session
-        self.done = done
-        self.used = False
-
-    def buildProtocol(self, addr: Any) -> Protocol | None:
-        if self.used:
-            return None
-        self.used = True
-        self.done()
-        proto: Any = self.make_session()
-        return proto  # type: ignore[no-any-return]
 
 
 class HostPaths:
@@ -164,22 +99,21 @@ class HostPaths:
         self._timers: list[Any] = []
         self._pending: set[Deferred[None]] = set()
         self._gates: list[Gate] = []
-        #: --relay-server: used (as RustDesk's relay-server option) before the
-        #: rendezvous host:port+1 default.
-        self.relay_server = relay_server.strip()
-        self.max_jobs_per_ip = max_jobs_per_ip
-        self.max_jobs = max_jobs
-        self.jobs: dict[str, int] = {}  # requester IP -> running jobs
-        # requester IP -> stop() of its LAN listeners nobody connected to yet,
-        # oldest first (see _acquire).
-        self._lan_offers: dict[str, list[Callable[[], None]]] = {}
-        self.jobs_total = 0
-        self.dropped = 0
+        #: Job slots per requester IP and in all (what pushes can make us hold).
+        self.slots = JobSlots(reactor, max_jobs_per_ip, max_jobs)
+        #: Where relay legs go and which relays a push may name.
+        self.relays = RelayChoice(server, relay_server)
         self.relays_replaced = 0
-        self._dropped_unlogged = 0
-        self._last_drop_log = float("-inf")
-        # Relays the server chose itself (its PunchHole/FetchLocalAddr pushes).
-        self._server_relays: deque[tuple[str, int]] = deque(maxlen=KNOWN_RELAYS)
+
+    @property
+    def relay_server(self) -> str:
+        """--relay-server: used (as RustDesk's relay-server option) before the
+        rendezvous host:port+1 default."""
+        return self.relays.relay_server
+
+    @relay_server.setter
+    def relay_server(self, value: str) -> None:
+        self.relays.relay_server = value.strip()
 
     # -- IPushHandler ----------------------------------------------------------
 
@@ -189,10 +123,10 @@ class HostPaths:
 
     def punch_hole(self, msg: rz.PunchHole) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
-        slot = self._acquire(viewer[0], "punch")
+        slot = self.slots.acquire(viewer[0], "punch")
         if slot is None:
             return
-        self._remember_relay(msg.relay_server)
+        self.relays.remember(msg.relay_server)
         if msg.socket_addr_v6 and not valid_v6_endpoint(msg.socket_addr_v6):
             host6, port6 = addrmangle.decode(msg.socket_addr_v6)
             self._log.warn(
@@ -242,16 +176,16 @@ class HostPaths:
 
     def request_relay(self, msg: rz.RequestRelay) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
-        slot = self._acquire(viewer[0], "relay")
+        slot = self.slots.acquire(viewer[0], "relay")
         if slot is None:
             return
         self._log.info("Viewer {ip} asks for a relay ({uuid})", ip=viewer[0], uuid=msg.uuid)
-        if not self.relay_allowed(msg.relay_server):
+        if not self.relays.allowed(msg.relay_server):
             # The viewer names the relay; a relay we never heard of is where an
             # attacker wants us to connect.  Our default relay is where an
             # honest viewer's relay most likely is anyway.
             self.relays_replaced += 1
-            host, port = self.default_relay()
+            host, port = self.relays.default()
             self._log.warn(
                 "Viewer {ip} names relay {relay}, which we were not told about; "
                 "using {host}:{port} instead",
@@ -265,89 +199,16 @@ class HostPaths:
 
     def fetch_local_addr(self, msg: rz.FetchLocalAddr) -> None:
         viewer = addrmangle.decode(msg.socket_addr)
-        slot = self._acquire(viewer[0], "LAN")
+        slot = self.slots.acquire(viewer[0], "LAN")
         if slot is None:
             return
-        self._remember_relay(msg.relay_server)
+        self.relays.remember(msg.relay_server)
         self._log.info("Viewer {ip} is on our public IP; offering a LAN address", ip=viewer[0])
         self._track(self._offer_lan(msg, slot), slot, holds=True)
 
-    # -- bounds ----------------------------------------------------------------
-
-    def _norm_relay(self, entry: str) -> tuple[str, int] | None:
-        try:
-            host, port = split_relay(entry, *self.server)
-        except ValueError:
-            return None
-        return normalize_host(host.strip().rstrip(".").lower()), port
-
-    def default_relay(self) -> tuple[str, int]:
-        """Where a relay leg goes when no (known) relay is named."""
-        return split_relay(self.relay_server, *self.server)
-
-    def _remember_relay(self, relay_server: str) -> None:
-        relay = self._norm_relay(relay_server) if relay_server.strip() else None
-        if relay is not None and relay not in self._server_relays:
-            self._server_relays.append(relay)
-
-    def relay_allowed(self, relay_server: str) -> bool:
-        """Empty, our default, our --relay-server, or one the server itself pushed."""
-        if not relay_server.strip():
-            return True
-        want = self._norm_relay(relay_server)
-        if want is None:
-            return False
-        known = {self._norm_relay(""), self._norm_relay(self.relay_server)}
-        return want in known or want in self._server_relays
-
-    def _acquire(self, ip: str, what: str) -> _Slot | None:
-        """Take a job slot for requester C{ip}; None (and a rate-limited log line) if full."""
-        ip = normalize_host(ip)
-        n = self.jobs.get(ip, 0)
-        offers = self._lan_offers.get(ip)
-        if offers and (n >= self.max_jobs_per_ip or self.jobs_total >= self.max_jobs):
-            # A viewer that asks again has given up on the LAN address it was
-            # offered (a --force-relay viewer never uses it): its listener
-            # would hold a slot for LAN_ACCEPT_WINDOW, so a user retrying from
-            # one address would soon be refused.  Close the oldest instead.
-            offers[0]()
-            n = self.jobs.get(ip, 0)
-        if n < self.max_jobs_per_ip and self.jobs_total < self.max_jobs:
-            self.jobs[ip] = n + 1
-            self.jobs_total += 1
-            return _Slot(self, ip)
-        self.dropped += 1
-        self._dropped_unlogged += 1
-        now = self.reactor.seconds()
-        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
-            self._log.warn(
-                "Dropped {n} connection request(s) ({what} for {ip} the latest): "
-                "{running} running for that IP (limit {per_ip}), {total} in all "
-                "(limit {limit})",
-                n=self._dropped_unlogged,
-                what=what,
-                ip=ip,
-                running=n,
-                per_ip=self.max_jobs_per_ip,
-                total=self.jobs_total,
-                limit=self.max_jobs,
-            )
-            self._last_drop_log = now
-            self._dropped_unlogged = 0
-        return None
-
-    def _release(self, ip: str) -> None:
-        ip = normalize_host(ip)
-        n = self.jobs.get(ip, 0) - 1
-        if n > 0:
-            self.jobs[ip] = n
-        else:
-            self.jobs.pop(ip, None)
-        self.jobs_total = max(0, self.jobs_total - 1)
-
     # -- paths -----------------------------------------------------------------
 
-    def _track(self, coro: Any, slot: _Slot, holds: bool = False) -> None:
+    def _track(self, coro: Any, slot: Slot, holds: bool = False) -> None:
         """Run a path handler in the job slot of C{ip}.
 
         C{holds}: on success the coroutine hands its slot to what it opened
@@ -398,7 +259,7 @@ class HostPaths:
             link.close()
 
     async def _host_initiated_relay(
-        self, socket_addr: bytes, relay_server: str, slot: _Slot
+        self, socket_addr: bytes, relay_server: str, slot: Slot
     ) -> None:
         uuid = str(uuidlib.uuid4())
         # The server chose this relay (RustDesk: the relay-server option first).
@@ -417,7 +278,7 @@ class HostPaths:
         )
         await self._relay_leg(relay, uuid, slot)
 
-    async def _relay_leg(self, relay: tuple[str, int], uuid: str, slot: _Slot) -> None:
+    async def _relay_leg(self, relay: tuple[str, int], uuid: str, slot: Slot) -> None:
         """Open the relay leg; its job slot is released when the leg closes."""
         leg = await connect_relay(
             self.reactor, relay, uuid, self.licence_key, self.make_session(relayed=True)
@@ -506,7 +367,7 @@ class HostPaths:
                 self._timers.remove(timer)
             stop()
 
-    async def _join_relay(self, msg: rz.RequestRelay, slot: _Slot) -> None:
+    async def _join_relay(self, msg: rz.RequestRelay, slot: Slot) -> None:
         await self._tell_server(
             rz.RendezvousMessage(
                 relay_response=rz.RelayResponse(
@@ -517,7 +378,7 @@ class HostPaths:
         relay = split_relay(msg.relay_server or self.relay_server, *self.server)
         await self._relay_leg(relay, msg.uuid, slot)
 
-    async def _offer_lan(self, msg: rz.FetchLocalAddr, slot: _Slot) -> None:
+    async def _offer_lan(self, msg: rz.FetchLocalAddr, slot: Slot) -> None:
         host, port = self.server
         try:
             local_ip = local_address_towards(host, port)
@@ -527,11 +388,7 @@ class HostPaths:
         timers: list[Any] = []
 
         def stop() -> None:
-            offers = self._lan_offers.get(slot.ip, [])
-            if stop in offers:
-                offers.remove(stop)
-                if not offers:
-                    del self._lan_offers[slot.ip]
+            self.slots.withdraw_offer(slot.ip, stop)
             for t in timers:
                 if t.active():
                     t.cancel()
@@ -544,7 +401,7 @@ class HostPaths:
             listening.clear()
             slot.release()
 
-        factory = _OneShotFactory(self.make_session, lambda: self.reactor.callLater(0, stop))
+        factory = OneShotFactory(self.make_session, lambda: self.reactor.callLater(0, stop))
         endpoint_class = TCP6ServerEndpoint if ":" in local_ip else TCP4ServerEndpoint
         endpoint: Any = endpoint_class(self.reactor, 0, interface=local_ip)
         port_obj: IListeningPort = await endpoint.listen(factory)
@@ -553,7 +410,7 @@ class HostPaths:
         timer = self.reactor.callLater(LAN_ACCEPT_WINDOW, stop)
         timers.append(timer)
         self._timers.append(timer)
-        self._lan_offers.setdefault(slot.ip, []).append(stop)
+        self.slots.offer(slot.ip, stop)
         bound: Any = port_obj.getHost()
         local = (local_ip, int(bound.port))
         await self._tell_server(

@@ -1,0 +1,38 @@
+"""The pieces of the host's LAN offer (its answer to C{FetchLocalAddr}) that
+need no host state: which local address faces the server, and a listener
+factory that takes one connection.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IProtocol
+from twisted.internet.protocol import Factory, Protocol
+
+
+def local_address_towards(host: str, port: int) -> str:
+    """The local IP this machine would use to reach C{host} (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        return str(s.getsockname()[0])
+
+
+class OneShotFactory(Factory):
+    """Hands the first accepted connection to the session, then stops listening."""
+
+    def __init__(self, make_session: Callable[[], IProtocol], done: Callable[[], None]) -> None:
+        self.make_session = make_session
+        self.done = done
+        self.used = False
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        if self.used:
+            return None
+        self.used = True
+        self.done()
+        proto: Any = self.make_session()
+        return proto  # type: ignore[no-any-return]
