@@ -22,7 +22,10 @@ gives the same result or a correct, slower one (tests force each fallback):
   failure known at once out of C{listen()};
 - the TCP transport under a TLS transport (C{TLSMemoryBIOProtocol.transport}),
   to close TCP without waiting for the peer's close_notify; fallback: none is
-  closed and the caller's own abort timer ends the connection.
+  closed and the caller's own abort timer ends the connection;
+- bytes queued in each layer of a transport stack (TLS aggregator and
+  handshake buffer, the socket's write buffer) for the video backpressure;
+  fallback: 0 for a layer without them (streaming goes on without drops).
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ __all__ = [
     "WRITE_BUFFER_INTERNALS",
     "buffered_bytes",
     "close_tcp_under_tls",
+    "inner_transport",
     "install_connection_class",
     "log_prefix",
     "output_idle",
     "port_number",
+    "queued_in_layer",
     "raise_listen_failures",
     "settle_attributes",
 ]
@@ -189,14 +194,45 @@ def _raise_via_endpoint(svc: StreamServerEndpointService) -> None:
     svc.endpoint = _ListenNow(svc.endpoint)
 
 
+def queued_in_layer(t: object) -> tuple[int, bool]:
+    """Bytes written to transport layer C{t} and still queued in it, and whether
+    C{t} is the bottom layer (the one that writes to the socket).
+
+    Reads C{BufferingTLSTransport}'s aggregator, C{TLSMemoryBIOProtocol}'s
+    cleartext queued before the handshake ends, and a C{FileDescriptor}'s
+    write buffer.  Fallback, for layers without them: (0, False): unknown,
+    and the caller goes on to the layer below.
+    """
+    total = 0
+    aggregator = getattr(t, "_aggregator", None)
+    pending = getattr(aggregator, "_buffer", None)
+    if isinstance(pending, list):
+        total += sum(len(b) for b in pending)
+    app = getattr(t, "_appSendBuffer", None)
+    if isinstance(app, list):
+        total += sum(len(b) for b in app)
+    data = getattr(t, "dataBuffer", None)
+    if isinstance(data, bytes | bytearray):
+        offset = getattr(t, "offset", 0)
+        temp = getattr(t, "_tempDataLen", 0)
+        total += len(data) - (offset if isinstance(offset, int) else 0)
+        total += temp if isinstance(temp, int) else 0
+        return total, True
+    return total, False
+
+
+def inner_transport(wrapper: object) -> object | None:
+    """The transport under a wrapping one (TLS over TCP); None at the bottom."""
+    return getattr(wrapper, "transport", None)
+
+
 def close_tcp_under_tls(tls: object) -> bool:
     """Close the TCP connection under a TLS transport now, without waiting for
     the peer's close_notify (call after C{tls.loseConnection()}).
 
     @return: whether there was one to close.
     """
-    inner = getattr(tls, "transport", None)
-    lose = getattr(inner, "loseConnection", None)
+    lose = getattr(inner_transport(tls), "loseConnection", None)
     if lose is None:
         return False
     lose()

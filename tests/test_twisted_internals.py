@@ -35,6 +35,7 @@ from litedesk.relay.limiter import BandwidthSettings
 from litedesk.relay.settings import MODES, RelaySettings
 from litedesk.relay.table import Deadlines
 from litedesk.relay.transport import RelayServerTransport
+from litedesk.screen.backpressure import transport_buffered
 from litedesk.wire.bytescodec import encode_frame
 
 
@@ -270,3 +271,41 @@ class TlsCloseTests(unittest.TestCase):
             optionsForClientTLS("example.invalid"), True, Factory.forProtocol(Protocol)
         ).buildProtocol(None)
         self.assertFalse(ti.close_tcp_under_tls(tls))
+
+
+class QueuedBytesTests(unittest.TestCase):
+    """What the video backpressure reads from each transport layer."""
+
+    def test_socket_layer(self) -> None:
+        fd = _fd()
+        fd.write(b"x" * 1000)
+        self.assertEqual(ti.queued_in_layer(fd), (1000, True))
+
+    def test_tls_before_handshake(self) -> None:
+        """Cleartext written before the handshake ends waits in the TLS layer."""
+        factory = TLSMemoryBIOFactory(
+            optionsForClientTLS("example.invalid"), True, Factory.forProtocol(Protocol)
+        )
+        tls = factory.buildProtocol(None)
+        tcp = StringTransport()
+        tls.makeConnection(tcp)
+        tls.write(b"y" * 500)
+        queued, bottom = ti.queued_in_layer(tls)
+        self.assertFalse(bottom)
+        self.assertEqual(queued, 500)
+        self.assertIs(ti.inner_transport(tls), tcp)
+
+    def test_fallback_unknown_layer(self) -> None:
+        """A layer without the internals counts 0 and is not the bottom; a
+        stack of them reads 0 (streaming goes on without drops)."""
+
+        class Renamed:
+            def __init__(self, below: object | None) -> None:
+                self.transport = below
+                self.pending = [b"z" * 100]
+
+        self.assertEqual(ti.queued_in_layer(Renamed(None)), (0, False))
+        self.assertEqual(transport_buffered(Renamed(Renamed(None))), 0)
+        fd = _fd()
+        fd.write(b"w" * 300)
+        self.assertEqual(transport_buffered(Renamed(fd)), 300)

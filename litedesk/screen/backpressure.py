@@ -13,10 +13,11 @@ walking down a stack of wrappers:
   - C{FileDescriptor} (TCP, Unix): C{dataBuffer} from C{offset}, plus the
     not-yet-joined C{_tempDataBuffer}.
 
-These are private attributes (checked against Twisted 26.10); if a future
-Twisted renames them the function returns 0, so streaming goes on without
-drops instead of stopping, and the real-socket test in
-C{tests/test_screen_pipeline.py} fails to say so.
+These are private attributes (checked against Twisted 26.10), read in
+L{litedesk.twisted_internals.queued_in_layer}; if a future Twisted renames
+them the function returns 0, so streaming goes on without drops instead of
+stopping, and the real-socket test in C{tests/test_screen_pipeline.py} fails
+to say so.
 
 L{PauseTracker} is the public-API alternative for a session that can give
 the video its own producer registration.
@@ -39,6 +40,8 @@ import socket
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
+
+from litedesk.twisted_internals import inner_transport, queued_in_layer
 
 __all__ = ["PauseTracker", "limit_kernel_buffering", "transport_buffered"]
 
@@ -80,21 +83,11 @@ def transport_buffered(transport: object, max_depth: int = 8) -> int:
     for _ in range(max_depth):
         if t is None:
             break
-        aggregator = getattr(t, "_aggregator", None)
-        pending = getattr(aggregator, "_buffer", None)
-        if isinstance(pending, list):
-            total += sum(len(b) for b in pending)
-        app = getattr(t, "_appSendBuffer", None)
-        if isinstance(app, list):
-            total += sum(len(b) for b in app)
-        data = getattr(t, "dataBuffer", None)
-        if isinstance(data, bytes | bytearray):
-            offset = getattr(t, "offset", 0)
-            temp = getattr(t, "_tempDataLen", 0)
-            total += len(data) - (offset if isinstance(offset, int) else 0)
-            total += temp if isinstance(temp, int) else 0
+        queued, bottom = queued_in_layer(t)
+        total += queued
+        if bottom:
             break
-        t = getattr(t, "transport", None)
+        t = inner_transport(t)
     return total
 
 
