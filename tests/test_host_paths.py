@@ -33,6 +33,7 @@ from litedesk.viewer.route import ConnectError, find_host
 from litedesk.wire.keys import public_b64
 
 from .rendezvous_harness import sleep, start_server
+from .support.polling import until
 
 reactor: Any = _reactor
 HOST_ID = "123456789"
@@ -108,11 +109,7 @@ class PathFixture(TestCase):
         client = RendezvousClient(reg, ("127.0.0.1", self.udp), self.paths, reactor, tick=0.05)
         port = reactor.listenUDP(0, client, interface=interface)
         self.addCleanup(port.stopListening)
-        for _ in range(200):
-            if reg.state is RegState.REGISTERED:
-                break
-            yield sleep(0.02)
-        self.assertEqual(reg.state, RegState.REGISTERED)
+        yield until(lambda: reg.state is RegState.REGISTERED, 4, 0.02, "the host to register")
 
     @inlineCallbacks
     def viewer(self, route: Any, pin: bytes | None = None) -> Any:
@@ -163,8 +160,7 @@ class PathTests(PathFixture):
         self.assertEqual(self.host_relayed, [False])
         marker.transport.loseConnection()
         yield marker.lost
-        yield sleep(0.05)
-        self.assertEqual(self.paths.listeners, [])
+        yield until(lambda: self.paths.listeners == [], 5, message="the LAN listener to close")
 
     @inlineCallbacks
     def test_unused_lan_offers_do_not_lock_out_a_retrying_viewer(self) -> Any:

@@ -6,8 +6,6 @@ no state (held keys, keymap changes, focus) leaks between tests.
 
 from __future__ import annotations
 
-import time
-
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -336,8 +334,7 @@ class WorkerTests(_X11Case, unittest.TestCase):
         results: list[InjectResult] = yield defer.gatherResults(ds)
         self.assertTrue(all(r.ok for r in results), results)
         yield worker.stop()
-        time.sleep(0.15)
-        self.rec.command("state")
+        self.rec.wait_for(lambda e: e["ev"] == "KeyRelease" and e["keysym"] == "Shift_R", 5, start)
         self.assertEqual(self.keysyms(start), ["a", "b", "c", "Shift_R"])
         self.assertEqual(self.keysyms(start, "KeyRelease")[-1], "Shift_R")
         self.assertEqual(self.rec.since(start, "ButtonPress")[0]["x_root"], self.cx)

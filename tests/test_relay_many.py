@@ -17,7 +17,8 @@ from litedesk.relay.leg import RelayProtocol
 from litedesk.relay.limiter import BandwidthSettings
 from litedesk.relay.settings import RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
-from tests.support.relay import RelayFixture, request_relay, wait_until
+from tests.support.polling import until
+from tests.support.relay import RelayFixture, request_relay
 
 N = 10_000
 
@@ -90,9 +91,9 @@ class ManySilentTests(unittest.TestCase):
         await fx.start()
         self.addCleanup(fx.stop)
         a = await fx.connect(request_relay("live"))
-        await wait_until(lambda: "live" in fx.service.relay.table.waiting)
+        await until(lambda: "live" in fx.service.relay.table.waiting)
         b = await fx.connect(request_relay("live"))
-        await wait_until(lambda: fx.service.stats().active_pairs == 1)
+        await until(lambda: fx.service.stats().active_pairs == 1)
 
         child = _Child()
         reactor.spawnProcess(
@@ -102,7 +103,7 @@ class ManySilentTests(unittest.TestCase):
             env=None,
         )
         self.addCleanup(child.kill)
-        await wait_until(lambda: "connected" in child.lines, limit=60)
+        await until(lambda: "connected" in child.lines, timeout=60)
         peak = 0
 
         def all_held() -> bool:
@@ -110,15 +111,15 @@ class ManySilentTests(unittest.TestCase):
             peak = max(peak, fx.service.stats().handshaking)
             return peak >= N
 
-        await wait_until(all_held, limit=30)
+        await until(all_held, timeout=30)
         self.assertEqual(fx.service.stats().connections, N + 2)
 
         # The pair keeps working while the flood sits there.
         assert a.transport is not None
         a.transport.write(b"during")
-        await wait_until(lambda: b.count >= 6)
+        await until(lambda: b.count >= 6)
 
-        await wait_until(lambda: fx.service.stats().handshaking == 0, limit=30)
+        await until(lambda: fx.service.stats().handshaking == 0, timeout=30)
         await child.done
         self.assertIn(f"closed {N}", child.lines)
         reasons = [e["reason"] for e in fx.named("closed")]
@@ -126,7 +127,7 @@ class ManySilentTests(unittest.TestCase):
         self.assertEqual(set(reasons), {"first-frame timeout"})
 
         a.transport.write(b"after")
-        await wait_until(lambda: b.count >= 11)
+        await until(lambda: b.count >= 11)
         self.assertEqual(bytes(b.received), b"duringafter")
         self.assertEqual(fx.service.stats().connections, 2)
 

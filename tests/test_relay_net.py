@@ -15,7 +15,8 @@ from litedesk.relay.limiter import BandwidthSettings
 from litedesk.relay.settings import MODES, RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
 from litedesk.relay.transport import RelayServerTransport
-from tests.support.relay import Peer, RelayFixture, Source, request_relay, wait_until
+from tests.support.polling import until
+from tests.support.relay import Peer, RelayFixture, Source, request_relay
 
 UNLIMITED = BandwidthSettings(0, 0, 0)
 SHORT = Deadlines(first_frame=0.4, partner=0.4, idle=0.4, drain=0.4)
@@ -38,9 +39,9 @@ class RelayNetTestCase(unittest.TestCase):
 
     async def pair(self, fx: RelayFixture, uuid: str = "U", keep: bool = True) -> tuple[Peer, Peer]:
         a = await fx.connect(request_relay(uuid), keep)
-        await wait_until(lambda: uuid in fx.service.relay.table.waiting)
+        await until(lambda: uuid in fx.service.relay.table.waiting)
         b = await fx.connect(request_relay(uuid), keep)
-        await wait_until(lambda: fx.service.stats().active_pairs >= 1)
+        await until(lambda: fx.service.stats().active_pairs >= 1)
         return a, b
 
 
@@ -56,7 +57,7 @@ class PipeTests(RelayNetTestCase):
         block_b = os.urandom(256 * 1024)
         sa = Source(a.transport, block_a, total)
         sb = Source(b.transport, block_b, total)
-        await wait_until(lambda: a.count >= total and b.count >= total, limit=120)
+        await until(lambda: a.count >= total and b.count >= total, timeout=120)
         self.assertEqual((b.count, a.count), (total, total))
         self.assertEqual(b.sha.hexdigest(), sa.sha.hexdigest())
         self.assertEqual(a.sha.hexdigest(), sb.sha.hexdigest())
@@ -76,14 +77,14 @@ class PipeTests(RelayNetTestCase):
         """Bytes sent right behind the first frame, before the partner exists, arrive first."""
         fx = await self.start()
         a = await fx.connect(request_relay("E") + b"a-early-1")
-        await wait_until(lambda: "E" in fx.service.relay.table.waiting)
+        await until(lambda: "E" in fx.service.relay.table.waiting)
         assert a.transport is not None
         a.transport.write(b"a-early-2")
         await task.deferLater(reactor, 0.05)
         b = await fx.connect(request_relay("E") + b"b-early")
-        await wait_until(lambda: len(b.received) >= 18 and len(a.received) >= 7)
+        await until(lambda: len(b.received) >= 18 and len(a.received) >= 7)
         a.transport.write(b"a-late")
-        await wait_until(lambda: len(b.received) >= 24)
+        await until(lambda: len(b.received) >= 24)
         self.assertEqual(bytes(b.received), b"a-early-1a-early-2a-late")
         self.assertEqual(bytes(a.received), b"b-early")
 
@@ -97,7 +98,7 @@ class PipeTests(RelayNetTestCase):
         await task.deferLater(reactor, 0.05)
         a.transport.write(frame[3:] + b"\x08ABCD")
         b = await fx.connect(request_relay("S"))
-        await wait_until(lambda: len(b.received) >= 5)
+        await until(lambda: len(b.received) >= 5)
         self.assertEqual(bytes(b.received), b"\x08ABCD")
 
     async def test_close_flushes_then_closes_partner(self) -> None:
@@ -110,7 +111,7 @@ class PipeTests(RelayNetTestCase):
         a.transport.loseConnection()
         await b.lost
         self.assertEqual(hashlib.sha256(b.received).digest(), hashlib.sha256(payload).digest())
-        await wait_until(lambda: bool(fx.named("pair_finished")))
+        await until(lambda: bool(fx.named("pair_finished")))
         rec = fx.named("pair_finished")[0]
         self.assertEqual((rec["uuid"], rec["a_to_b"], rec["b_to_a"]), ("U", len(payload), 0))
         self.assertIn("closed by peer", rec["reason"])
@@ -124,11 +125,11 @@ class PipeTests(RelayNetTestCase):
         c, d = await self.pair(fx, "R2")
         assert a.transport is not None and c.transport is not None
         a.transport.write(b"x" * 100000)
-        await wait_until(lambda: b.count >= 100000)
+        await until(lambda: b.count >= 100000)
         a.transport.abortConnection()  # type: ignore[attr-defined]
         await b.lost
         c.transport.write(b"still here")
-        await wait_until(lambda: d.count >= 10)
+        await until(lambda: d.count >= 10)
         self.assertEqual(bytes(d.received), b"still here")
         self.assertEqual(fx.service.stats().active_pairs, 1)
 
@@ -137,9 +138,9 @@ class PipeTests(RelayNetTestCase):
         fx = await self.start()
         a, b = await self.pair(fx, "T")
         c = await fx.connect(request_relay("T") + b"from-c")
-        await wait_until(lambda: fx.service.stats().waiting == 1)
+        await until(lambda: fx.service.stats().waiting == 1)
         d = await fx.connect(request_relay("T") + b"from-d")
-        await wait_until(lambda: len(c.received) >= 6 and len(d.received) >= 6)
+        await until(lambda: len(c.received) >= 6 and len(d.received) >= 6)
         self.assertEqual((bytes(c.received), bytes(d.received)), (b"from-d", b"from-c"))
         self.assertEqual((a.count, b.count), (0, 0))
 
@@ -173,7 +174,7 @@ class BackpressureTests(RelayNetTestCase):
         self.assertLessEqual(worst, 2 * settings.read_size)
         # The receiver resumes: everything arrives, unchanged.
         b.transport.resumeProducing()  # type: ignore[attr-defined]
-        await wait_until(lambda: b.count >= src.total, limit=120)
+        await until(lambda: b.count >= src.total, timeout=120)
         self.assertEqual(b.sha.hexdigest(), src.sha.hexdigest())
 
 
@@ -196,14 +197,14 @@ class EarlyDataNetTests(RelayNetTestCase):
         fx = await self.start()
         early = os.urandom(200 * 1024)
         await fx.connect(request_relay("E") + early)
-        await wait_until(lambda: any(p._paused for p in self.waiting_legs(fx)))
+        await until(lambda: any(p._paused for p in self.waiting_legs(fx)))
         [leg] = self.waiting_legs(fx)
         assert leg._tcp is not None
         self.assertEqual(leg.held(), self.settings.early_buffer)
         self.assertLessEqual(leg._tcp.bufferSize, self.settings.unpaired_read)
         self.assertEqual(fx.service.stats().early_bytes, self.settings.early_buffer)
         b = await fx.connect(request_relay("E"), keep=False)
-        await wait_until(lambda: b.count >= len(early))
+        await until(lambda: b.count >= len(early))
         self.assertEqual(b.sha.digest(), hashlib.sha256(early).digest())
         [pair] = fx.service.relay.table.pairs
         sizes = [c.handle._tcp.bufferSize for c in (pair.a, pair.b) if c.handle._tcp is not None]
@@ -218,7 +219,7 @@ class EarlyDataNetTests(RelayNetTestCase):
         early = [os.urandom(100 * 1024) for _ in range(12)]
         for i, data in enumerate(early):
             await fx.connect(request_relay(f"B{i}") + data)
-        await wait_until(
+        await until(
             lambda: (
                 len(self.waiting_legs(fx)) == 12 and all(p._paused for p in self.waiting_legs(fx))
             )
@@ -234,7 +235,7 @@ class EarlyDataNetTests(RelayNetTestCase):
         partners = {}
         for i in (11, 0, 5, 3, 9, 1, 2, 4, 6, 7, 8, 10):
             partners[i] = await fx.connect(request_relay(f"B{i}"), keep=False)
-        await wait_until(lambda: all(p.count >= 100 * 1024 for p in partners.values()))
+        await until(lambda: all(p.count >= 100 * 1024 for p in partners.values()))
         for i, p in partners.items():
             self.assertEqual(p.sha.digest(), hashlib.sha256(early[i]).digest(), i)
         s = fx.service.stats()
@@ -270,7 +271,7 @@ class DeadlineTests(RelayNetTestCase):
         a, b = await self.pair(fx)
         await a.lost
         await b.lost
-        await wait_until(lambda: bool(fx.named("pair_finished")))
+        await until(lambda: bool(fx.named("pair_finished")))
         self.assertEqual(fx.named("pair_finished")[0]["reason"], "idle timeout")
 
     async def test_busy_pair_not_idle(self) -> None:
@@ -294,7 +295,7 @@ class BadInputTests(RelayNetTestCase):
         p = await fx.connect(data)
         await p.lost
         self.assertEqual(bytes(p.received), b"")
-        await wait_until(lambda: bool(fx.named("closed")))
+        await until(lambda: bool(fx.named("closed")))
         reason: str = fx.named("closed")[-1]["reason"]
         return p, reason
 
@@ -309,7 +310,7 @@ class BadInputTests(RelayNetTestCase):
         fx = await self.start()
         a = await fx.connect(request_relay("K", "SECRET"))
         await fx.connect(request_relay("K", "SECRET") + b"hi")
-        await wait_until(lambda: a.count == 2)
+        await until(lambda: a.count == 2)
 
     async def test_garbage_and_oversize(self) -> None:
         """Garbage, a non-RequestRelay message, an empty uuid and a huge header are closed."""
@@ -363,13 +364,13 @@ class LimitTests(RelayNetTestCase):
         (self.data_dir / "blocklist.txt").write_text("")
         fx.service.reload_lists()
         r = await fx.connect(request_relay("B"))
-        await wait_until(lambda: "B" in fx.service.relay.table.waiting)
+        await until(lambda: "B" in fx.service.relay.table.waiting)
         self.assertFalse(r.closed)
 
     async def rate(self, fx: RelayFixture, nbytes: int) -> float:
         a, b = await self.pair(fx, keep=False)
         Source(a.transport, os.urandom(64 * 1024), nbytes)
-        await wait_until(lambda: b.count >= nbytes, limit=60)
+        await until(lambda: b.count >= nbytes, timeout=60)
         assert b.first_at is not None and b.last_at is not None
         # the first chunk rides the bucket's burst; measure from it
         return (nbytes - 65536) / (b.last_at - b.first_at)
@@ -400,7 +401,7 @@ class LimitTests(RelayNetTestCase):
         n = 2 * 1024 * 1024
         for a, _ in pairs:
             Source(a.transport, os.urandom(64 * 1024), n)
-        await wait_until(lambda: all(b.count >= n for _, b in pairs), limit=60)
+        await until(lambda: all(b.count >= n for _, b in pairs), timeout=60)
         firsts = [b.first_at for _, b in pairs]
         lasts = [b.last_at for _, b in pairs]
         start = min(x for x in firsts if x is not None)

@@ -6,7 +6,6 @@ import base64
 import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +15,7 @@ from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from litedesk.wire.keys import verify_id_pk
 
+from .support.polling import wait_until
 from .support.ports import free_port_pair
 from .support.processes import TWISTD, RelayProcess, recv_frame, udp_exchange
 
@@ -103,13 +103,12 @@ class RestartTests(SynchronousTestCase):
         """The log names the public key and what to type into a RustDesk client."""
         self.start()
         pk = (self.data_dir / "id_ed25519.pub").read_text()
-        deadline = time.monotonic() + 5
-        text = ""
-        while time.monotonic() < deadline:
+
+        def settings() -> str:
             text = self.log.read_text() if self.log.exists() else ""
-            if "Client settings" in text:
-                break
-            time.sleep(0.05)
+            return text if "Client settings" in text else ""
+
+        text = wait_until(settings, 5, message="the relay's client settings in its log")
         self.assertIn(pk, text)
         self.assertIn("Client settings: ID server", text)
 
@@ -127,12 +126,11 @@ class RestartTests(SynchronousTestCase):
             )
         )
         self.assertEqual(recv_frame(viewer, FrameDecoder()).hex(), "5a021803")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if "Key mismatch from 127.0.0.1" in self.log.read_text():
-                break
-            time.sleep(0.05)
-        self.assertIn("Key mismatch from 127.0.0.1", self.log.read_text())
+        wait_until(
+            lambda: "Key mismatch from 127.0.0.1" in self.log.read_text(),
+            5,
+            message=lambda: f"the key mismatch logged:\n{self.log.read_text()}",
+        )
 
     def test_corrupt_key_file_refuses_to_start(self) -> None:
         """A damaged id_ed25519 stops start-up with a clear message instead of a new key."""

@@ -23,6 +23,7 @@ from litedesk.wire.bytescodec import encode_frame
 from litedesk.wire.keys import secret_b64, verify_id_pk
 
 from .rendezvous_harness import sleep, start_server, tcp_client, udp_client
+from .support.polling import until
 
 ID = "123456789"
 UUID = b"0123456789abcdef0123456789abcdef"
@@ -391,6 +392,7 @@ class TCPRendezvousTests(RendezvousTestBase):
         viewer = yield self.tcp()
         req = rz.RequestRelay(id="nobody-here", uuid="u")
         viewer.send_msg(rz.RendezvousMessage(request_relay=req))
+        # Silence is the behaviour under test: give an answer time to come.
         yield sleep(0.3)
         self.assertEqual(len(viewer.queue.pending), 0)
         self.assertEqual(self.server.parked_count(), 1)
@@ -405,17 +407,9 @@ class TCPRendezvousTests(RendezvousTestBase):
                 punch_hole_request=rz.PunchHoleRequest(id=ID, licence_key=SERVER_PK_B64)
             )
         )
-        for _ in range(50):
-            if self.server.parked_count() == 1:
-                break
-            yield sleep(0.01)
-        self.assertEqual(self.server.parked_count(), 1)
+        yield until(lambda: self.server.parked_count() == 1, 5, message="the viewer parked")
         yield viewer.close()
-        for _ in range(50):
-            if self.server.parked_count() == 0:
-                break
-            yield sleep(0.01)
-        self.assertEqual(self.server.parked_count(), 0)
+        yield until(lambda: self.server.parked_count() == 0, 5, message="the parked viewer gone")
 
     @inlineCallbacks
     def test_empty_frame_keepalive(self) -> Any:
@@ -424,6 +418,7 @@ class TCPRendezvousTests(RendezvousTestBase):
         viewer = yield self.tcp()
         viewer.send_raw(b"\x00")
         viewer.send_raw(b"\x01\x00")  # non-canonical empty frame
+        # The server must not close: give a close time to happen.
         yield sleep(0.1)
         self.assertFalse(viewer.closed.called)
 
@@ -534,6 +529,7 @@ class RobustnessTests(RendezvousTestBase):
                     c.send_raw(os.urandom(rnd.randint(1, 5000)))
                 yield sleep(0)
                 yield c.close()
+        # Let the server read the garbage before checking that it still serves.
         yield sleep(0.1)
         yield self.assert_still_serving()
         yield self.register_host()
@@ -557,7 +553,7 @@ class RobustnessTests(RendezvousTestBase):
             for _ in range(100):
                 attacker.send(REGISTER_PEER, self.udp_port)
             yield sleep(0.002)  # let the server drain its socket between bursts
-        yield sleep(0.2)
+        yield sleep(0.2)  # and read the last burst before the check
         yield self.assert_still_serving()
         answered = len(attacker.queue.pending)
         self.assertGreater(guard.dropped, 0)
@@ -604,10 +600,7 @@ class DiscoveryWiringTests(RendezvousTestBase):
         c = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Client())
         body = json.dumps({"type": "register", "peer_id": "host-a", "peer_type": "host"}).encode()
         c.transport.write(struct.pack(">I", len(body)) + body)
-        for _ in range(100):
-            if got:
-                break
-            yield sleep(0.01)
+        yield until(lambda: got, 5, message="the reply to register")
         raw = b"".join(got)
         reply = json.loads(raw[4 : 4 + struct.unpack(">I", raw[:4])[0]])
         self.assertEqual(reply["type"], "registered")

@@ -16,11 +16,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from litedesk.proto import rendezvous_pb2 as rz
 
+from .polling import wait_until
 from .ports import free_port_pair
 from .processes import TWISTD, stop_all, udp_exchange
 from .xvfb import Xvfb, _die_with_parent
@@ -138,14 +138,14 @@ class Lab:
         return proc
 
     def _wait_udp(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             try:
                 udp_exchange(PROBE, self.port, "127.0.0.1", timeout=0.3)
-                return
             except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("litedesk-relay did not start; see " + str(self.dir))
+                return False
+            return True
+
+        wait_until(answers, 30, 0.1, f"litedesk-relay to answer; see {self.dir}")
 
     def host(self, name: str, *extra: str, password: str = "e2e-password") -> str:
         """Start (once) a host agent called C{name}; return its id."""
@@ -180,13 +180,14 @@ class Lab:
             ],
         )
         log = self.dir / f"host-{name}.log"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if log.exists() and f"as id {peer_id}" in log.read_text():
-                self.hosts[name] = peer_id
-                return peer_id
-            time.sleep(0.1)
-        raise RuntimeError(f"host {name} did not register; see {log}")
+        wait_until(
+            lambda: log.exists() and f"as id {peer_id}" in log.read_text(),
+            30,
+            0.1,
+            lambda: f"host {name} to register; see {log}:\n{log.read_text()[-3000:]}",
+        )
+        self.hosts[name] = peer_id
+        return peer_id
 
     def viewer(
         self, peer_id: str, *args: str, password: str = "e2e-password", timeout: float = 60

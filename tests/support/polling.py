@@ -31,7 +31,7 @@ class WaitTimeout(AssertionError):
 
 def wait_until(
     predicate: Callable[[], T | None],
-    timeout: float = 20.0,
+    timeout: float = 30.0,
     interval: float = 0.05,
     message: str | Callable[[], str] = "condition",
 ) -> T:
@@ -63,7 +63,7 @@ def pause(seconds: float, clock: IReactorTime | None = None) -> Deferred[None]:
 @inlineCallbacks
 def until(
     predicate: Callable[[], object],
-    timeout: float = 20.0,
+    timeout: float = 30.0,
     interval: float = 0.01,
     message: str = "condition",
     clock: IReactorTime | None = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import resource
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.relay.service import RelayService, make_relay_service
 from litedesk.relay.settings import RelaySettings
 from litedesk.wire.bytescodec import encode_frame
+
+from .polling import until
 
 
 def request_relay(uuid: str, licence_key: str = "") -> bytes:
@@ -106,16 +107,6 @@ async def connect_peer(port: int, first: bytes = b"", keep: bool = True) -> Peer
     return p
 
 
-async def wait_until(pred: Callable[[], bool], limit: float = 30.0, step: float = 0.01) -> None:
-    """Let the reactor run until C{pred()} holds; fail after C{limit} seconds."""
-    n = int(limit / step)
-    for _ in range(n):
-        if pred():
-            return
-        await task.deferLater(reactor, step)
-    raise AssertionError(f"condition not met within {limit} s")
-
-
 class RelayFixture:
     """A relay service on 127.0.0.1:0 plus captured relay log events."""
 
@@ -148,7 +139,7 @@ class RelayFixture:
         for p in self.peers:
             if not p.closed and p.transport is not None:
                 p.transport.abortConnection()  # type: ignore[attr-defined]
-        await wait_until(lambda: self.service.relay.table.connections == 0)
+        await until(lambda: self.service.relay.table.connections == 0)
         await task.deferLater(reactor, 0)
         globalLogPublisher.removeObserver(self._observe)  # type: ignore[arg-type]
 
