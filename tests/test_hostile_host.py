@@ -433,7 +433,7 @@ class HostileHostTests(SynchronousTestCase):
                 except OSError:
                     closed_at[i] = time.monotonic() - start
             sent += 1
-            time.sleep(1.0)
+            time.sleep(1.0)  # the attack itself: one handshake byte per second
         _figure(
             "slow-tls",
             connections=len(socks),

@@ -17,7 +17,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from litedesk.wire.bytescodec import FrameDecoder
 
 from .support.e2e_lab import NEEDS, VIEWER, lab
 from .support.fakes import FakeStreamer
+from .support.polling import wait_until
 from .support.processes import TWISTD
 from .support.skips import requires
 
@@ -442,13 +442,12 @@ class HostileLoginLabTests(SynchronousTestCase):
             )
         finally:
             os.umask(old)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if log.exists() and f"as id {peer_id}" in log.read_text():
-                break
-            time.sleep(0.1)
-        else:
-            self.fail(f"the host did not register; see {log}")
+        wait_until(
+            lambda: log.exists() and f"as id {peer_id}" in log.read_text(),
+            30,
+            0.1,
+            f"the host to register; see {log}",
+        )
         otp_file = cfg / "one-time-password"
         otp = otp_file.read_text().strip()
         self.assertEqual(len(otp), 6)

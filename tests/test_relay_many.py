@@ -36,7 +36,7 @@ for i in range(n):
     s.connect_ex(("127.0.0.1", port))
     socks.append(s)
     if i % 1000 == 999:
-        time.sleep(0.01)
+        time.sleep(0.01)  # pace the burst so the listen backlog is not what is tested
 print("connected", flush=True)
 ep = select.epoll()
 for s in socks:

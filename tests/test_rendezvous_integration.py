@@ -606,7 +606,7 @@ class DiscoveryWiringTests(RendezvousTestBase):
         self.assertEqual(reply["type"], "registered")
         self.assertEqual((reply["peer_id"], reply["public_ip"]), ("host-a", "127.0.0.1"))
         c.transport.loseConnection()
-        yield sleep(0.05)
+        yield sleep(0.05)  # let the server see the close before tearDown stops it
 
 
 class DualStackTests(RendezvousTestBase):

@@ -34,11 +34,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .polling import wait_until
 from .processes import stop_all
 from .xvfb import Xvfb, _die_with_parent
 
@@ -420,14 +420,17 @@ class LiteDeskLab:
         proc = self._spawn(role, name, [*argv, *extra])
         self.hosts[peer_id] = (name, proc)
         log = self.dir / f"{name}.log"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if log.exists() and f"as id {peer_id}" in log.read_text():
-                return peer_id
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise LabError(f"host in {role} did not register; see {log}")
+        registered = wait_until(
+            lambda: (
+                (log.exists() and f"as id {peer_id}" in log.read_text()) or proc.poll() is not None
+            ),
+            30,
+            0.1,
+            f"the host in {role} to register; see {log}",
+        )
+        if registered and proc.poll() is None:
+            return peer_id
+        raise LabError(f"host in {role} did not register (it exited); see {log}")
 
     def stop_host(self, peer_id: str) -> None:
         _, proc = self.hosts[peer_id]
