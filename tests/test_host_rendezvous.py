@@ -67,13 +67,13 @@ class HostRegistrationTests(TestCase):
     def test_registers_and_receives_pushes(self) -> Any:
         """A host registers its key and receives a viewer's punch request by UDP."""
         svc = self.start_server()
-        udp = svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        udp = svc.rendezvous_udp.listening.getHost().port
         client, rec = self.start_host(udp)
         ok = yield self.wait_for(lambda: client.registration.state is RegState.REGISTERED)
         self.assertTrue(ok)
         self.assertEqual([e.kind for e in rec.events], ["registered"])
         self.assertTrue(client.registration.key_confirmed)
-        tcp = svc.getServiceNamed("rendezvous-tcp").listening.getHost().port
+        tcp = svc.rendezvous_tcp.listening.getHost().port
         viewer = yield tcp_client(tcp)
         self.addCleanup(viewer.close)
         viewer.send_msg(
@@ -87,7 +87,7 @@ class HostRegistrationTests(TestCase):
     def test_survives_server_restart(self) -> Any:
         """After the server restarts the host is registered again within one heartbeat."""
         svc = self.start_server()
-        udp = svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        udp = svc.rendezvous_udp.listening.getHost().port
         client, rec = self.start_host(udp, interval=0.5)
         ok = yield self.wait_for(lambda: client.registration.state is RegState.REGISTERED)
         self.assertTrue(ok)
@@ -129,7 +129,7 @@ class HostRegistrationTests(TestCase):
     def test_uuid_mismatch_reported(self) -> Any:
         """A host whose id belongs to another machine says so and stops registering."""
         svc = self.start_server()
-        udp = svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        udp = svc.rendezvous_udp.listening.getHost().port
         first, _ = self.start_host(udp)
         yield self.wait_for(lambda: first.registration.state is RegState.REGISTERED)
         key = SigningKey.generate()
@@ -146,7 +146,7 @@ class HostRegistrationTests(TestCase):
     def test_pushes_from_strangers_ignored(self) -> Any:
         """Only the rendezvous server may push requests to the host."""
         svc = self.start_server()
-        udp = svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        udp = svc.rendezvous_udp.listening.getHost().port
         client, rec = self.start_host(udp)
         yield self.wait_for(lambda: client.registration.state is RegState.REGISTERED)
         from twisted.internet.protocol import DatagramProtocol
@@ -155,6 +155,7 @@ class HostRegistrationTests(TestCase):
         self.addCleanup(stranger.stopListening)
         push = rz.RendezvousMessage(punch_hole=rz.PunchHole(socket_addr=b"\x01\x02"))
         stranger.write(push.SerializeToString(), ("127.0.0.2", client.transport.getHost().port))
+        # No push is the behaviour under test: give one time to arrive.
         yield sleep(0.2)
         self.assertEqual(rec.pushes, [])
 
@@ -166,7 +167,7 @@ class AgentRestartTests(HostRegistrationTests):
     def test_restarted_agent_reachable_at_once(self) -> Any:
         """An agent restarted on a new UDP port gets pushes there right away, not 15 s later."""
         svc = self.start_server()
-        udp = svc.getServiceNamed("rendezvous-udp").listening.getHost().port
+        udp = svc.rendezvous_udp.listening.getHost().port
         key = SigningKey.generate()
 
         def agent() -> tuple[Any, Recorder, Any]:
