@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import ensureDeferred, inlineCallbacks
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -423,13 +424,16 @@ class HostRulesTests(SynchronousTestCase):
 # -- against a real litedesk-relay process -----------------------------------------
 
 
-class Listener(Protocol):
-    """The attacker's listener: counts connections the host makes to it."""
+class ListenerFactory(Factory):
+    """The attacker's listener: counts connections the host makes to it (one
+    per test, so no count leaks from one test into another)."""
 
-    accepted = 0
+    def __init__(self) -> None:
+        self.accepted = 0
 
-    def connectionMade(self) -> None:
-        Listener.accepted += 1
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        self.accepted += 1
+        return Protocol()
 
 
 class RecordingPaths(HostPaths):
@@ -488,10 +492,8 @@ class ProcessFixture(TestCase):
         self.addCleanup(udp.stopListening)
         ok = yield poll(lambda: reg.state is RegState.REGISTERED)
         self.assertTrue(ok, "host did not register")
-        Listener.accepted = 0
-        self.attacker_port = reactor.listenTCP(
-            0, Factory.forProtocol(Listener), interface="127.0.0.2"
-        )
+        self.attacker_listener = ListenerFactory()
+        self.attacker_port = reactor.listenTCP(0, self.attacker_listener, interface="127.0.0.2")
         self.addCleanup(self.attacker_port.stopListening)
         self.attacker_relay = f"127.0.0.2:{self.attacker_port.getHost().port}"
 
@@ -542,7 +544,7 @@ class RelayFloodTests(ProcessFixture):
         self.assertEqual([r.relay_server for r in relayed], [""])
         done = yield poll(lambda: not self.paths._pending)
         self.assertTrue(done)
-        self.assertEqual(Listener.accepted, 0)
+        self.assertEqual(self.attacker_listener.accepted, 0)
         self.assertIn("does not announce", self.relay_log.read_text())
 
     @inlineCallbacks
@@ -567,7 +569,7 @@ class RelayFloodTests(ProcessFixture):
         self.assertEqual(got, b"hello from host\n")
         done = yield poll(lambda: not self.paths._pending)
         self.assertTrue(done)
-        self.assertEqual(Listener.accepted, 0)
+        self.assertEqual(self.attacker_listener.accepted, 0)
         self.assertEqual(self.paths.relays_replaced, per_ip)
 
 
