@@ -5,7 +5,7 @@ Issue 9, bug 6: 1,024 relay connections that each send a RequestRelay and then
 so the default max-unpaired of 10,000 allowed ~3.7 GiB.  Now a waiting leg
 keeps at most --relay-early-buffer bytes and all of them together at most
 --relay-early-budget (plus a small reserve each); the rest stays in the kernel
-until the partner arrives (../shared/docs/rustdesk-protocol.md, section 6).
+until the partner arrives (docs/protocol.rst §6).
 
 The attacker lives in a child process bound to 127.0.0.2-127.0.0.6 (250
 connections per address, under the default max-connections-per-ip of 256), so

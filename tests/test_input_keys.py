@@ -15,7 +15,7 @@ from litedesk.input.keysyms import (
 )
 
 # message.proto's ControlKey, written out from the specification
-# (docs/rustdesk-protocol.md section 8.3, checked against upstream).
+# (docs/protocol.rst §8.3, checked against upstream).
 _SPEC = {
     "Unknown": 0,
     "Alt": 1,

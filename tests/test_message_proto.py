@@ -1,7 +1,7 @@
 """hbb.Message (protos/message.proto) against RustDesk's names and numbers.
 
 A host or viewer built on these classes must read and write the same bytes
-as a RustDesk peer for the subset LiteDesk uses (rustdesk-protocol.md §8),
+as a RustDesk peer for the subset LiteDesk uses (docs/protocol.rst §8),
 so every field number, oneof membership and enum value is pinned here.
 """
 
@@ -281,29 +281,29 @@ class FieldNumberTests(SynchronousTestCase):
 
 class VectorTests(SynchronousTestCase):
     def test_hash_vector(self) -> None:
-        """§9.25: Message{hash{salt:"abcdef", challenge:"xyz123"}} serializes byte-exactly."""
+        """§9 item 25: Message{hash{salt:"abcdef", challenge:"xyz123"}} serializes byte-exactly."""
         msg = m.Message(hash=m.Hash(salt="abcdef", challenge="xyz123"))
         self.assertEqual(msg.SerializeToString().hex(), "4a100a06616263646566120678797a313233")
 
     def test_mouse_vector(self) -> None:
-        """§9.26: Message{mouse_event{mask:9, x:100, y:-5}} serializes byte-exactly (zigzag)."""
+        """§9 item 26: Message{mouse_event{mask:9, x:100, y:-5}} serializes exactly (zigzag)."""
         msg = m.Message(mouse_event=m.MouseEvent(mask=9, x=100, y=-5))
         self.assertEqual(msg.SerializeToString().hex(), "5207080910c8011809")
         parsed = m.Message.FromString(bytes.fromhex("5207080910c8011809"))
         self.assertEqual((parsed.mouse_event.x, parsed.mouse_event.y), (100, -5))
 
     def test_empty_message(self) -> None:
-        """§9.26: the empty Message is zero bytes and parses with no member set."""
+        """§9 item 26: the empty Message is zero bytes and parses with no member set."""
         self.assertEqual(m.Message().SerializeToString(), b"")
         self.assertIsNone(m.Message.FromString(b"").WhichOneof("union"))
 
     def test_test_delay_vector(self) -> None:
-        """§9.23: Message{test_delay{time:1700000000000, from_client:true}} is byte-exact."""
+        """§9 item 23: Message{test_delay{time:1700000000000, from_client:true}} is byte-exact."""
         msg = m.Message(test_delay=m.TestDelay(time=1700000000000, from_client=True))
         self.assertEqual(msg.SerializeToString().hex(), "2a090880d095ffbc311001")
 
     def test_public_key_vector(self) -> None:
-        """§9.24: Message{public_key} with the spec's values parses to those values."""
+        """§9 item 24: Message{public_key} with the spec's values parses to those values."""
         wire = bytes.fromhex(
             "22540a2057db4b359f23ae5e146e4e2512056704722506348c150c14753d0c933d04d421"
             "123038890338447833b02d70b79ab38400cf9588d75284c39ea27f0458866e866615f58a"
@@ -342,7 +342,7 @@ class ToleranceTests(SynchronousTestCase):
         self.assertEqual(parsed.key_event.control_key, 127)
 
     def test_deep_nesting_rejected(self) -> None:
-        """§9.28: 300,000 nested groups are a DecodeError, not a crash."""
+        """§9 item 28: 300,000 nested groups are a DecodeError, not a crash."""
         with self.assertRaises(DecodeError):
             m.Message.FromString(b"\x0b" * 300_000 + b"\x0c" * 300_000)
 

@@ -2,7 +2,7 @@
 
 The generated files in litedesk/proto are committed so that installing
 LiteDesk needs no protoc; these tests catch a .proto edited without
-regenerating, and a field number drifting from rustdesk-protocol.md §4.
+regenerating, and a field number drifting from docs/protocol.rst §4.
 """
 
 from __future__ import annotations

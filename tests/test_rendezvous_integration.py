@@ -1,6 +1,6 @@
 """The rendezvous server over real UDP/TCP sockets on loopback, as RustDesk peers see it.
 
-Vectors are from ../shared/docs/rustdesk-protocol.md section 9.  The "fake host"
+The checks of docs/protocol.rst §9.  The "fake host"
 registers from 127.0.0.2 and the viewer connects from 127.0.0.1, so they have
 different public IPs as far as the server can tell.
 """

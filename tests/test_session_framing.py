@@ -135,7 +135,7 @@ def _reference(data: bytes, limit: int) -> tuple[list[m.Message], str | None, bo
 
 class FramingTests(SynchronousTestCase):
     def test_send_message(self) -> None:
-        """send_message writes one BytesCodec frame holding the serialized message (§9.26)."""
+        """send_message writes one BytesCodec frame holding the serialized message (§9 item 26)."""
         protocol = Recording()
         transport = _connect(protocol)
         protocol.send_message(m.Message(mouse_event=m.MouseEvent(mask=9, x=100, y=-5)))
@@ -277,7 +277,7 @@ class FramingTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
 
     def test_deep_nesting(self) -> None:
-        """§9.28's deeply nested groups close the session instead of crashing."""
+        """§9 item 28's deeply nested groups close the session instead of crashing."""
         protocol = Recording()
         transport = _connect(protocol)
         protocol.dataReceived(encode_frame(b"\x0b" * 300_000 + b"\x0c" * 300_000))

@@ -65,7 +65,7 @@ def _answer(verifier: LoginVerifier, password: str, challenge: str) -> bytes:
 class HashTests(SynchronousTestCase):
     def test_spec_vector(self) -> None:
         """
-        §9.25: password "123456", salt "abcdef", challenge "xyz123" give the
+        docs/protocol.rst §9 item 25: password "123456", salt "abcdef", challenge "xyz123" give the
         spec's h1 and h2, by steps and in one call.
         """
         h1 = password_h1("123456", "abcdef")

@@ -581,7 +581,7 @@ class SignedIdPkTests(SynchronousTestCase):
 
     def test_vector(self) -> None:
         """
-        Spec §9.17's signed IdPk yields the host key to pin when checked with
+        The signed IdPk of docs/protocol.rst §9 item 17 yields the host key to pin when checked with
         the configured server key and the id the viewer asked for.
         """
         server = SigningKey(self.SERVER_SEED)

@@ -26,7 +26,7 @@ from litedesk.rendezvous.store import PeerRecord, PeerStore, StoreClosed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# hbbs' DDL as given in rustdesk-protocol.md §5.2, written the way a migration
+# hbbs' DDL as given in docs/protocol.rst §5.2, written the way a migration
 # file would be (lower case, one column per line).  Kept separate from the
 # store's own text on purpose: the tests compare the two.
 HBBS_DDL = """

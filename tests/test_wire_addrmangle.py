@@ -1,6 +1,6 @@
 """Tests for L{litedesk.wire.addrmangle}: RustDesk's AddrMangle endpoint encoding.
 
-Vectors are from rustdesk-protocol.md §3.3 and §9 item 2.
+Vectors for docs/protocol.rst §3.3 and §9 item 2, computed from RustDesk's code.
 """
 
 from __future__ import annotations

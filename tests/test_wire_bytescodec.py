@@ -1,6 +1,6 @@
 """Tests for L{litedesk.wire.bytescodec}: RustDesk's BytesCodec TCP framing.
 
-Vectors are from rustdesk-protocol.md §2.1 and §9 item 1.
+Vectors for docs/protocol.rst §2.1 and §9 item 1, computed from RustDesk's code.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from litedesk.wire.bytescodec import (
 )
 from tests import strategies
 
-# (payload length, canonical header) from §2.1 "Computed header vectors", plus
+# (payload length, canonical header) at each header-length boundary of §2.1, plus
 # the last and first length of every header size.
 HEADER_VECTORS = [
     (0, "00"),

@@ -1,6 +1,6 @@
 """Tests for L{litedesk.wire.keys}: hbbs-compatible key files and signed IdPk.
 
-Vectors are from rustdesk-protocol.md §5.1 and §9 item 17.
+Vectors for docs/protocol.rst §5.1 and §9 item 17, computed from RustDesk's code.
 """
 
 from __future__ import annotations

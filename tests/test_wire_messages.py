@@ -1,6 +1,6 @@
 """Tests for L{litedesk.wire.messages}: parsing and serializing RendezvousMessage.
 
-Hex vectors are from rustdesk-protocol.md §9 (items 3-5, 10, 12-16, 19, 20, 28).
+Hex vectors for the checks of docs/protocol.rst §9 (items 3-5, 10, 12-16, 19, 20, 28).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The host's answers to rendezvous pushes: relay legs and LAN listeners.
 
 RustDesk hosts react to pushes as described in
-../shared/docs/rustdesk-protocol.md section 7.2:
+docs/protocol.rst §7.2:
 
 - C{PunchHole}: when neither side is behind a symmetric NAT (and no relay
   is forced), TCP hole punching (L{litedesk.nat.punch}): from a fresh local

@@ -1,6 +1,6 @@
 """The host's registration with a rendezvous server (RustDesk's C{start_udp}), sans-IO.
 
-Timers follow RustDesk (../shared/docs/rustdesk-protocol.md section 7.1): a
+Timers follow RustDesk (docs/protocol.rst §7.1): a
 1 s tick; a heartbeat (C{RegisterPeer}) when the last answer is 15 s old;
 a retransmit when a request is unanswered for 3 s; C{RegisterPk} whenever
 the server asks (C{request_pk}) or the key is not confirmed yet.

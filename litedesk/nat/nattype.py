@@ -1,4 +1,4 @@
-"""The NAT type test (../shared/docs/rustdesk-protocol.md section 7.4).
+"""The NAT type test (docs/protocol.rst §7.4).
 
 From one local port L, connect to the rendezvous server's port P and then to
 P-1, sending C{TestNatRequest} on each; the server answers with the source

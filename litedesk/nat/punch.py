@@ -1,4 +1,4 @@
-"""TCP hole punching (../shared/docs/rustdesk-protocol.md sections 7.2 and 7.3).
+"""TCP hole punching (docs/protocol.rst §7.2 and §7.3).
 
 Both sides use the local port L of their connection to the rendezvous
 server, because that is the port the server saw and told the other side

@@ -4,7 +4,7 @@
 The legs are L{litedesk.relay.leg.RelayProtocol}; their settings are
 L{litedesk.relay.settings.RelaySettings}.
 
-Wire behaviour (rustdesk-protocol.md section 6)::
+Wire behaviour (docs/protocol.rst §6)::
 
     peer -> relay   BytesCodec frame: RendezvousMessage{request_relay{uuid, licence_key}}
     peer -> relay   any bytes (kept, in order, until the partner arrives)

@@ -1,4 +1,4 @@
-"""hbbs' per-source-IP limit on C{RegisterPk} (spec section 5.3, "IP blocker").
+"""hbbs' per-source-IP limit on C{RegisterPk} (docs/protocol.rst §5.3).
 
 Net effect, kept exactly: the 33rd C{RegisterPk} from one IP without a 60 s
 pause is refused (the window is not refreshed by refusals, so it unblocks 60 s

@@ -2,8 +2,7 @@
 
 Every method takes the current time (seconds, float) and returns what the
 protocol layer must do; nothing here touches sockets, the reactor or SQLite.
-Rules and constants are hbbs' (../shared/docs/rustdesk-protocol.md sections
-5.2-5.5 and 5.11).
+Rules and constants are hbbs' (docs/protocol.rst §5.2-§5.5).
 
 All peers stored in SQLite are loaded at start-up, so lookups never wait for
 the database; a peer loaded from disk counts as offline and as "not seen"

@@ -9,7 +9,7 @@ and the relay list.  The UDP registration half is the base class
 (L{litedesk.rendezvous.udp_registrations}); which requests reach a host is
 L{litedesk.rendezvous.admission}, which relays they may name
 L{litedesk.rendezvous.relay_vouch}.  Behaviour follows hbbs 1.1.17
-(../shared/docs/rustdesk-protocol.md sections 5.3-5.8).
+(docs/protocol.rst §5.3-§5.8).
 """
 
 from __future__ import annotations

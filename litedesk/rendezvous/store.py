@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_store -*-
 """The rendezvous server's SQLite peer store, file-compatible with hbbs' C{db_v2.sqlite3}.
 
-The table and indexes are exactly those of hbbs (rustdesk-protocol.md §5.2) and
+The table and indexes are exactly those of hbbs (docs/protocol.rst §5.2) and
 are only created when missing, so an operator can point LiteDesk at an existing
 hbbs database and every registered peer keeps its id, uuid and public key.
 (Copy C{db_v2.sqlite3} together with any C{-wal}/C{-shm} files next to it, or
@@ -45,7 +45,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
-# hbbs' schema, as in rustdesk-protocol.md §5.2.  SQLite keeps each statement's
+# hbbs' schema, as in docs/protocol.rst §5.2.  SQLite keeps each statement's
 # text (minus "IF NOT EXISTS") in sqlite_master; tests compare it with hbbs'.
 SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS peer ("

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_session_framing -*-
 """BytesCodec-framed C{hbb.Message} streams, shared by host and viewer.
 
-On a session every frame (rustdesk-protocol.md §2.1) carries one serialized
+On a session every frame (docs/protocol.rst §2.1) carries one serialized
 C{hbb.Message}; over LiteDesk's TLS the frames are inside the TLS stream.
 L{MessageProtocol} turns bytes into messages for a subclass's
 L{MessageProtocol.message_received} and messages into frames with
@@ -54,7 +54,7 @@ MAX_FRAME_LENGTH = 16 * 1024 * 1024
 def parse_message(data: bytes) -> message_pb2.Message | None:
     """Parse one C{hbb.Message}; None if it is not one.
 
-    The upb runtime bounds nesting (§9.28), so hostile nesting is a
+    The upb runtime bounds nesting (docs/protocol.rst §9 item 28), so hostile nesting is a
     C{DecodeError}; C{RecursionError} is caught in case the pure-Python
     runtime is in use.
     """

@@ -3,7 +3,7 @@
 Runs over the pinned TLS stream (the host is the TLS server).  After the
 handshake the host sends C{Hash{salt, challenge}}; the viewer must answer
 with a C{LoginRequest} whose password is SHA256(SHA256(pw||salt)||challenge)
-(../shared/docs/rustdesk-protocol.md section 8.2).  Then the host sends
+(docs/protocol.rst §8.2).  Then the host sends
 C{LoginResponse{peer_info}} and streams C{VideoFrame}s, C{CursorPosition}s
 and clipboard changes; it applies C{MouseEvent}/C{KeyEvent}s and answers
 C{TestDelay} pings.  Nothing is accepted before the login succeeds.

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_session_login -*-
-"""RustDesk's salted challenge login (rustdesk-protocol.md §8.2), sans-IO.
+"""RustDesk's salted challenge login (docs/protocol.rst §8.2), sans-IO.
 
 Exchange, inside the TLS session::
 

@@ -1,7 +1,7 @@
 """How the viewer reaches a host through the rendezvous server.
 
-RustDesk's C{Client::_start} (../shared/docs/rustdesk-protocol.md section
-7.3): test our NAT type (section 7.4), send C{PunchHoleRequest} from a
+RustDesk's C{Client::_start} (docs/protocol.rst §7.3): test our NAT type
+(§7.4), send C{PunchHoleRequest} from a
 shared (SO_REUSEPORT) local port; the server answers directly (failure, or
 the host's LAN address when both sides share a public IP), the host answers
 with C{RelayResponse} when it opened a relay for us, or with
@@ -147,7 +147,7 @@ async def _exchange(
 
 
 async def own_nat_type(reactor: Any, server: tuple[str, int]) -> int:
-    """Our NAT type (section 7.4), or UNKNOWN_NAT when the test gets no answer."""
+    """Our NAT type (docs/protocol.rst §7.4), or UNKNOWN_NAT when the test gets no answer."""
     t0 = reactor.seconds()
     try:
         probe = await probe_nat_type(reactor, server, timeout=NAT_TEST_TIMEOUT)

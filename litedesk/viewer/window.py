@@ -2,7 +2,7 @@
 """The viewer window: C{litedesk-viewer ID} without C{--headless}.
 
 Tk and Twisted share one thread through C{twisted.internet.tksupport} (a
-LoopingCall running C{root.update()} every 5 ms; docs/test-lab.md section C
+LoopingCall running C{root.update()} every 5 ms; docs/test-lab.rst section C
 measured it at 72-95 fps for a 720p stream, 32 fps at 1080p).  It is the
 simplest of the three options measured there, needs no locking between the
 network and the widgets, and keeps tests deterministic (one thread, a plain

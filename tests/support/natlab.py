@@ -1,6 +1,6 @@
 """A NAT lab in network namespaces, for end-to-end tests of connection paths.
 
-The topology follows ../shared/docs/test-lab.md section A::
+The topology follows docs/test-lab.rst section A::
 
     [h1 10.0.1.10]--+                                        +--[v2 10.0.2.20]
     [h2 10.0.1.11]--br-lan [r1] wan 198.51.100.11 --+        |
@@ -197,7 +197,7 @@ class NatLab:
                     "ACCEPT",
                 ],
                 ["-A", "INPUT", "-i", "wan", "-p", icmp, "-j", "ACCEPT"],
-                # The WAN-side drop real routers have (test-lab.md A.4).
+                # The WAN-side drop real routers have (docs/test-lab.rst A.4).
                 ["-A", "INPUT", "-i", "wan", "-j", "DROP"],
                 [
                     "-A",
@@ -314,7 +314,7 @@ class LiteDeskLab:
 
     C{env} is passed to every process (set C{DISPLAY} there: X clients in a
     namespace fall back to the filesystem socket of the root namespace's
-    Xvfb, test-lab.md A.5).
+    Xvfb, docs/test-lab.rst A.5).
     """
 
     def __init__(self, workdir: Path, env: dict[str, str], nat: dict[str, str] | None = None):

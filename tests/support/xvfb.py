@@ -16,7 +16,7 @@ injection, the end-to-end session tests)::
             subprocess.run(["xdpyinfo"], env=self.xvfb.env, check=True)
 
 Why it is done this way (measured on the 2-core CI box, see
-docs/test-lab.md section B):
+docs/test-lab.rst section B):
   - C{-displayfd}: Xvfb picks a free display number itself and writes it to
     the given file descriptor once it accepts connections, so parallel trial
     jobs never race for C{:99} and nobody has to poll for readiness
