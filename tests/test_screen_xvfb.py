@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
-from PIL import Image, ImageChops, ImageDraw, ImageStat
-from twisted.internet import defer, reactor, task
+from PIL import Image, ImageDraw
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from litedesk.screen import (
@@ -26,6 +25,8 @@ from litedesk.screen import (
     list_displays,
 )
 from litedesk.screen.testpattern import desktop_image, image_to_bgra
+from tests.support.images import mean_error
+from tests.support.polling import until
 from tests.support.skips import requires
 from tests.support.xvfb import set_root_image, shared_xvfb
 
@@ -37,25 +38,6 @@ def show(img: Image.Image, name: str) -> None:
     path = os.path.join(_tmp, name + ".png")
     img.save(path)
     set_root_image(shared_xvfb(), path)
-
-
-@defer.inlineCallbacks
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> Any:
-    """Poll C{condition} on the reactor until true; fail after C{timeout} s.
-
-    Waiting on outcomes instead of sleeping fixed times keeps these tests
-    stable on a loaded 2-core machine, where a 1080p key frame can take a
-    few hundred milliseconds.
-    """
-    deadline = reactor.seconds() + timeout
-    while not condition():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        yield task.deferLater(reactor, 0.02, lambda: None)
-
-
-def mae(a: Image.Image, b: Image.Image) -> float:
-    return sum(ImageStat.Stat(ImageChops.difference(a, b)).mean) / 3
 
 
 @requires("Xvfb", "display")
@@ -130,19 +112,19 @@ class StreamerOnXvfbTests(XvfbTestCase):
         streamer = ScreenStreamer(reactor, sent.append, lambda: 0, display=self.display)
         streamer.start()
         try:
-            yield wait_for(lambda: streamer.stats.unchanged >= 20)
+            yield until(lambda: streamer.stats.unchanged >= 20)
             self.assertEqual(len(sent), 1, [f.key for f in sent])
             self.assertTrue(sent[0].key)
             streamer.force_keyframe()
-            yield wait_for(lambda: len(sent) >= 2)
+            yield until(lambda: len(sent) >= 2)
             unchanged = streamer.stats.unchanged
-            yield wait_for(lambda: streamer.stats.unchanged >= unchanged + 10)
+            yield until(lambda: streamer.stats.unchanged >= unchanged + 10)
             self.assertEqual([f.key for f in sent], [True, True])
         finally:
             yield streamer.stop()
         out = VideoDecoder().decode_frame(sent[0])
         assert out is not None
-        self.assertLess(mae(img, out.image), 8.0)
+        self.assertLess(mean_error(img, out.image), 8.0)
 
     @defer.inlineCallbacks
     def test_vp9_stream_follows_screen_change(self) -> Any:
@@ -155,13 +137,13 @@ class StreamerOnXvfbTests(XvfbTestCase):
         )
         streamer.start()
         try:
-            yield wait_for(lambda: len(sent) >= 1 and streamer.stats.unchanged >= 1)
+            yield until(lambda: len(sent) >= 1 and streamer.stats.unchanged >= 1)
             changed = img.copy()
             ImageDraw.Draw(changed).rectangle([600, 400, 900, 600], fill=(10, 200, 30))
             show(changed, "vp9b")
-            yield wait_for(lambda: len(sent) >= 2)
+            yield until(lambda: len(sent) >= 2)
             unchanged = streamer.stats.unchanged
-            yield wait_for(lambda: streamer.stats.unchanged > unchanged)
+            yield until(lambda: streamer.stats.unchanged > unchanged)
         finally:
             yield streamer.stop()
         self.assertGreaterEqual(len(sent), 2)
@@ -172,4 +154,4 @@ class StreamerOnXvfbTests(XvfbTestCase):
         last = outs[-1]
         assert last is not None
         self.assertEqual(dec.errors, 0)
-        self.assertLess(mae(changed, last.image), 8.0)
+        self.assertLess(mean_error(changed, last.image), 8.0)
