@@ -36,6 +36,7 @@ from litedesk.session.password import StoredPassword, login_password
 from litedesk.viewer.connection import PASSWORD_ARGV_WARNING
 from litedesk.wire.bytescodec import FrameDecoder
 
+from .support.clock import advance
 from .support.e2e_lab import NEEDS, VIEWER, lab
 from .support.fakes import FakeStreamer
 from .support.polling import wait_until
@@ -140,17 +141,6 @@ class _Viewer:
         return "ok" if response.WhichOneof("union") == "peer_info" else response.error
 
 
-def _advance(clock: Clock, seconds: float) -> None:
-    """Let time pass, stopping at each scheduled call on time (as a reactor would)."""
-    end = clock.seconds() + seconds
-    while True:
-        due = [c.getTime() for c in clock.getDelayedCalls() if c.getTime() <= end]
-        if not due:
-            clock.advance(max(0.0, end - clock.seconds()))
-            return
-        clock.advance(max(0.0, min(due) - clock.seconds()) + 1e-9)
-
-
 class RelayedSessionLoginTests(SynchronousTestCase):
     """L{HostSession._login} for relayed sessions goes through the host-wide throttle."""
 
@@ -172,14 +162,14 @@ class RelayedSessionLoginTests(SynchronousTestCase):
         self.assertEqual(outcomes[3:7], [None] * 4)
         self.assertEqual(outcomes[7], ERROR_TRY_LATER)
         self.assertTrue(attackers[7].transport.disconnecting)
-        _advance(clock, 16)
+        advance(clock, 16)
         self.assertEqual([v.outcome() for v in attackers[3:7]], [ERROR_WRONG_PASSWORD] * 4)
         started = clock.seconds()
         legit = _Viewer(ctx, 50000)
         legit.login(PASSWORD)
         outcome = legit.outcome()
         while outcome is None and clock.seconds() - started < 20:
-            _advance(clock, 0.5)
+            advance(clock, 0.5)
             outcome = legit.outcome()
         self.assertEqual(outcome, "ok")
         self.assertEqual(legit.session.state, "active")
@@ -198,7 +188,7 @@ class RelayedSessionLoginTests(SynchronousTestCase):
         for _ in range(5):
             viewer.login("wrong guess")
         self.assertEqual(ctx.verifier.relayed_throttle.waiting, 1)
-        _advance(clock, 10)
+        advance(clock, 10)
         self.assertEqual(viewer.outcome(), ERROR_WRONG_PASSWORD)
         answers = [m for m in viewer.messages if m.WhichOneof("union") == "login_response"]
         self.assertEqual(len(answers), 1)
@@ -219,7 +209,7 @@ class RelayedSessionLoginTests(SynchronousTestCase):
         staying.login("wrong guess")
         self.assertIsNone(leaving.outcome())
         leaving.session.connectionLost()
-        _advance(clock, 10)
+        advance(clock, 10)
         self.assertEqual(leaving.transport.value(), b"")
         self.assertEqual(leaving.session.state, "closed")
         self.assertNotIn(leaving.session, ctx.sessions)

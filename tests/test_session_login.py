@@ -35,6 +35,8 @@ from litedesk.session.password import (
 )
 from litedesk.session.relayed_throttle import RelayedLoginThrottle
 
+from .support.clock import advance
+
 H1 = "8fa0acf6233b92d2d48a30a315cd213748d48f28eaa63d7590509392316b3016"
 H2 = "c181c1f3c745e5865679944f88d90905dd2a6e091739a3ba12a7edc4c0d6d786"
 
@@ -328,18 +330,6 @@ class LimiterTests(SynchronousTestCase):
 RELAY = "127.0.0.1"  # the address every relayed viewer appears from
 
 
-def _advance(clock: Clock, seconds: float) -> None:
-    """Let C{seconds} pass, stopping at each scheduled call on time (as a reactor would)."""
-    end = clock.seconds() + seconds
-    while True:
-        due = [c.getTime() for c in clock.getDelayedCalls() if c.getTime() <= end]
-        if not due:
-            clock.advance(max(0.0, end - clock.seconds()))
-            return
-        # A hair past the call, so that float rounding cannot leave it unrun.
-        clock.advance(max(0.0, min(due) - clock.seconds()) + 1e-9)
-
-
 class _Attempts:
     """Relayed login attempts through a verifier's throttle, as sessions make them."""
 
@@ -370,7 +360,7 @@ class _Attempts:
         return self.results[index][3]
 
     def step(self, seconds: float) -> None:
-        _advance(self.clock, seconds)
+        advance(self.clock, seconds)
 
 
 class RelayedThrottleTests(SynchronousTestCase):
@@ -604,9 +594,9 @@ class RelayedThrottleTests(SynchronousTestCase):
             elif op == "close" and open_:
                 open_[int(value * 1000) % len(open_)] = False
             else:
-                _advance(clock, value)
+                advance(clock, value)
             self.assertLessEqual(throttle.waiting, throttle.max_waiting)
-        _advance(clock, 20)
+        advance(clock, 20)
         self.assertEqual(throttle.waiting, 0)
         for _, submitted, checked in log:
             self.assertLessEqual(checked - submitted, 16.0 + 1e-6)

@@ -9,6 +9,7 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.polling}: wait for a state with a deadline, blocking
     (L{wait_until}) or as a Deferred (L{until});
   - L{tests.support.ports}: free loopback ports for real server processes;
+  - L{tests.support.clock}: drive a task.Clock call by call, like a reactor;
   - L{tests.support.images}: the test screen and the mean image error;
   - L{tests.support.fakes}: stand-ins for the host's collaborators;
   - L{tests.support.processes}: twistd, a running litedesk-relay, stopping
@@ -18,5 +19,7 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.relay}: an in-process relay and its test peers;
   - L{tests.support.e2e_lab}: server, hosts and viewers as real processes
     on loopback;
-  - L{tests.support.natlab}: the NAT lab in network namespaces.
+  - L{tests.support.natlab}: the NAT lab in network namespaces;
+  - L{tests.support.trial_summary} and L{tests.support.coverage_table}:
+    what tests/run.sh prints after trial (counts, skips in CI, coverage).
 """
