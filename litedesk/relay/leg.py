@@ -29,6 +29,8 @@ from litedesk.twisted_internals import buffered_bytes, output_idle, settle_attri
 if TYPE_CHECKING:
     from litedesk.relay.server import Relay
 
+# Transport attributes Twisted sets only when first used; connectionMade sets
+# them up front (twisted_internals.settle_attributes), see there for why.
 _LATE_ATTRS = (
     "producer",
     "streamingProducer",
@@ -290,7 +292,8 @@ class RelayProtocol(Protocol):
         sock = self._sock
         t = self._tcp
         if sock is not None and t is not None:
-            if self._out_idle():
+            # _out_idle inlined: this runs for every chunk relayed.
+            if output_idle(t) and t.connected and not t.disconnecting:
                 try:
                     sent = sock.send(data)
                 except OSError:  # EAGAIN, or an error the transport will see itself
@@ -309,7 +312,7 @@ class RelayProtocol(Protocol):
         sock = self._sock
         t = self._tcp
         assert sock is not None and t is not None
-        if self._out_idle():
+        if output_idle(t) and t.connected and not t.disconnecting:
             try:
                 sent = sock.send(view)
             except OSError:
