@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from itertools import islice
 from typing import Any
-from unittest import SkipTest
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, ensureDeferred, fail, inlineCallbacks, succeed
@@ -155,14 +154,22 @@ class LoopbackProbeTests(TestCase):
     @inlineCallbacks
     def test_probe_fails_without_second_port(self) -> Any:
         """A server without the P-1 listener gives a LinkError, not a guess."""
-        p = reactor.listenTCP(0, Factory.forProtocol(_Answer), interface="127.0.0.1")
+        # A listener on P whose P-1 we can hold (bound, not listening: refused);
+        # another P when some other process has P-1.
+        for _ in range(20):
+            p = reactor.listenTCP(0, Factory.forProtocol(_Answer), interface="127.0.0.1")
+            port = int(p.getHost().port)
+            blocker = socket.socket()
+            try:
+                blocker.bind(("127.0.0.1", port - 1))
+            except OSError:
+                blocker.close()
+                yield p.stopListening()
+                continue
+            break
+        else:
+            self.fail("no port P with P-1 free in 20 tries")
         self.addCleanup(p.stopListening)
-        port = int(p.getHost().port)
-        blocker = socket.socket()
-        try:
-            blocker.bind(("127.0.0.1", port - 1))  # bound, not listening: refused
-        except OSError:
-            raise SkipTest("P-1 is in use") from None
         self.addCleanup(blocker.close)
         with self.assertRaises(LinkError):
             yield ensureDeferred(probe_nat_type(reactor, ("127.0.0.1", port)))

@@ -25,7 +25,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
+
+from .support.skips import cannot_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,7 +95,7 @@ def _is_under(path: str, parent: Path) -> bool:
 class PackagingTests(SynchronousTestCase):
     def setUp(self) -> None:
         if shutil.which("git") is None or not (REPO / ".git").exists():
-            raise SkipTest("needs a git checkout and git (the build copies tracked files)")
+            cannot_run("needs a git checkout and git (the build copies tracked files)")
         self.tmp = Path(self.mktemp()).resolve()
         self.tmp.mkdir(parents=True)
         self.elsewhere = self.tmp / "elsewhere"

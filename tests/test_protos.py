@@ -14,10 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import message_pb2
 from litedesk.proto import rendezvous_pb2 as rz
+
+from .support.skips import cannot_run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO_ROOT / "protos"
@@ -189,9 +191,9 @@ class GeneratedCodeTests(SynchronousTestCase):
         try:
             installed = importlib.metadata.version("grpcio-tools")
         except importlib.metadata.PackageNotFoundError:
-            raise SkipTest("grpcio-tools is not installed (pip install -e .[test])") from None
+            cannot_run("grpcio-tools is not installed (pip install -e .[test])")
         if installed != GRPC_TOOLS_VERSION:
-            raise SkipTest(
+            cannot_run(
                 f"grpcio-tools {installed} installed; the committed code is from "
                 f"{GRPC_TOOLS_VERSION}, whose output differs"
             )

@@ -15,7 +15,7 @@ from typing import Any
 from nacl.signing import SigningKey
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire import addrmangle
@@ -24,6 +24,7 @@ from litedesk.wire.keys import secret_b64, verify_id_pk
 
 from .rendezvous_harness import sleep, start_server, tcp_client, udp_client
 from .support.polling import until
+from .support.skips import cannot_run
 
 ID = "123456789"
 UUID = b"0123456789abcdef0123456789abcdef"
@@ -663,5 +664,5 @@ class UdpBufferTests(RendezvousTestBase):
         sock = self.svc.rendezvous_udp.listening.getHandle()
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         if os.geteuid() != 0 and got < 4194304:
-            raise SkipTest("needs root (or a large net.core.rmem_max) to raise the buffer")
+            cannot_run("needs root (or a large net.core.rmem_max) to raise the buffer")
         self.assertGreaterEqual(got, 4194304)

@@ -16,7 +16,7 @@ from PIL import Image
 from twisted.internet.task import Clock
 from twisted.trial.reporter import TestResult
 from twisted.trial.runner import TestLoader
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
 from .support import skips, trial_summary
 from .support.coverage_table import by_package
@@ -79,6 +79,16 @@ class RequiresTests(SynchronousTestCase):
         result = _run(case)
         self.assertTrue(result.wasSuccessful())
         self.assertTrue(case.ran)  # type: ignore[attr-defined]
+
+    def test_cannot_run_skips_outside_ci_and_fails_in_ci(self) -> None:
+        _set_ci(self, "")
+        with self.assertRaises(SkipTest) as skipped:
+            skips.cannot_run("needs a big buffer")
+        self.assertEqual(str(skipped.exception), "needs a big buffer")
+        _set_ci(self, "true")
+        with self.assertRaises(FailTest) as failed:
+            skips.cannot_run("needs a big buffer")
+        self.assertIn("needs a big buffer", str(failed.exception))
 
     def test_in_ci_values(self) -> None:
         for value, expected in [(None, False), ("", False), ("false", False), ("0", False),

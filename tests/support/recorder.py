@@ -7,7 +7,7 @@ it, and writes every key, button, motion and wheel event as one JSON line on
 stdout.  It reads commands, one per line, on stdin: C{state} (reply with the
 entry text and selection), C{clear} (empty the entry) and C{quit}.
 
-The X server itself comes from the shared L{tests.xvfb.Xvfb}; the input
+The X server itself comes from the shared L{tests.support.xvfb.Xvfb}; the input
 tests start one per test so that no keymap change, held key or focus leaks
 from one test into the next.
 """
@@ -95,7 +95,13 @@ class Recorder:
         return self.wait_for(lambda e: e["ev"] == cmd, timeout, start)
 
     def sync(self, settle: float = 0.15) -> dict[str, Any]:
-        """Let X deliver what was injected, then ask for the state."""
+        """Let X deliver what was injected, then ask for the state.
+
+        The settle time stays: events injected by another X client (the
+        injector) carry no marker the recorder could wait for, and a test
+        that expects I{nothing} (a refused key) has no state to poll.  Tests
+        that expect a given text should poll L{command}C{("state")} instead.
+        """
         time.sleep(settle)
         return self.command("state")
 

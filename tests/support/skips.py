@@ -14,11 +14,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import FailTest, SkipTest, SynchronousTestCase
 
-__all__ = ["in_ci", "missing", "requires"]
+__all__ = ["cannot_run", "in_ci", "missing", "requires"]
 
 _Case = TypeVar("_Case", bound=type[SynchronousTestCase])
 
@@ -113,6 +113,15 @@ def missing(*needs: str) -> str | None:
     return "; ".join(reasons) or None
 
 
+def cannot_run(reason: str) -> NoReturn:
+    """Stop the running test because this machine cannot run it: a skip
+    outside CI, a failure with C{CI=true} (for conditions found only inside
+    the test, such as a version or a kernel limit)."""
+    if in_ci():
+        raise FailTest(f"CI=true and this test cannot run: {reason}")
+    raise SkipTest(reason)
+
+
 def requires(*needs: str) -> Callable[[_Case], _Case]:
     """Class decorator: run the test class only where C{needs} are met.
 
@@ -130,7 +139,7 @@ def requires(*needs: str) -> Callable[[_Case], _Case]:
             return cls
 
         def setUp(self: Any) -> None:
-            self.fail(f"CI=true and this test cannot run: {reason}")
+            cannot_run(reason)
 
         cls.setUp = setUp  # type: ignore[method-assign]
         return cls
