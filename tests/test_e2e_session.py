@@ -27,6 +27,7 @@ TYPED_MARKER = "Zq7-typed-marker-Kx"
 SCREEN_MARKER = "SCREEN-MARKER-W9"
 
 
+@requires(*NEEDS)
 class EndToEndTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.lab = lab()
