@@ -146,6 +146,8 @@ class ControllerTests(SynchronousTestCase):
         self.clock.advance(600)
         self.assertEqual(len(self.calls), 1)
         self.assertIsNone(self.ctl.reconnect_at)
+        # The status line no longer says it is connecting.
+        self.assertIsNone(self.status())
 
     def test_wrong_password_is_final(self) -> None:
         """A wrong password after a drop is not retried: the dialog offers to enter it."""

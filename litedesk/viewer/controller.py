@@ -177,6 +177,8 @@ class ConnectionController:
         reason = failure_reason(e)
         _log.warn("Connection failed: {error}", error=str(e), reason=reason.name)
         self.connected = False
+        # The attempt is over: the status line must stop counting its phase.
+        self.phase = ""
         if self.session is not None and self.session.transport is not None:
             self.session.transport.loseConnection()
         if self.ever_connected and not reason.final:
