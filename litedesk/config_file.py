@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.python import usage
 
@@ -62,8 +62,8 @@ class ConfigFileOptions(usage.Options):
     """
 
     # Subclasses' tables; usage.Options gathers them along the class hierarchy.
-    optParameters: list[list[Any]] = []
-    optFlags: list[list[Any]] = []
+    optParameters: ClassVar[list[list[Any]]] = []
+    optFlags: ClassVar[list[list[Any]]] = []
 
     def opt_config(self, path: str) -> None:
         self["config"] = path

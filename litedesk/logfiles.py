@@ -13,6 +13,7 @@ existing one, and twistd then keeps 0600 across rotations.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -75,8 +76,6 @@ def make_twistd_log_private(plugin_options: Any) -> Path | None:
         siblings = []
     for old in siblings:
         if rotated.fullmatch(old.name) and old.is_file() and not old.is_symlink():
-            try:
+            with contextlib.suppress(OSError):
                 os.chmod(old, 0o600)
-            except OSError:
-                pass
     return path

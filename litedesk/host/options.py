@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.python import usage
 
@@ -42,7 +42,7 @@ class HostOptions(usage.Options):
         "no --password-file a one-time password is generated and written to "
         f"CONFIG_DIR/{ONE_TIME_PASSWORD_FILE} (mode 0600; the log says where, never what)."
     )
-    optFlags: list[list[Any]] = [
+    optFlags: ClassVar[list[list[Any]]] = [
         ["view-only", None, "Show the screen but refuse all input and clipboard changes."],
         [
             "discoverable",
@@ -64,7 +64,7 @@ class HostOptions(usage.Options):
             "to viewers; the mapping is renewed and removed on shutdown.",
         ],
     ]
-    optParameters: list[list[Any]] = [
+    optParameters: ClassVar[list[list[Any]]] = [
         [
             "config-dir",
             "c",

@@ -34,6 +34,7 @@ is not implemented, and a compressed clipboard from a peer is refused).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import select
@@ -122,10 +123,8 @@ class _ReadProtocol(protocol.ProcessProtocol):
         self._chunks.append(data)
 
     def _kill(self) -> None:
-        try:
+        with contextlib.suppress(error.ProcessExitedAlready):
             self.transport.signalProcess("KILL")  # type: ignore[union-attr]
-        except error.ProcessExitedAlready:
-            pass
 
     def processEnded(self, reason: Failure) -> None:
         ok = isinstance(reason.value, error.ProcessDone)
@@ -163,10 +162,8 @@ class _OwnerProtocol(protocol.ProcessProtocol):
         self.ended.callback(None)
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(error.ProcessExitedAlready):
             self.transport.signalProcess("TERM")  # type: ignore[union-attr]
-        except error.ProcessExitedAlready:
-            pass
 
 
 class XClipboard:
@@ -405,10 +402,8 @@ class ClipboardWatcher:
                 self._log.failure, "The clipboard watcher stopped on an error"
             )
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 xdisplay.close()
-            except Exception:
-                pass
             stopped = self._stopped
             if stopped is not None:
                 self._reactor.callFromThread(stopped.callback, None)

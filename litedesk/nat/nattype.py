@@ -13,6 +13,7 @@ backoff (1, 3, 7, 15 ... s, capped) until a type is known.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -93,10 +94,8 @@ async def _ask_port(
         link.close()
         closed = link.closed
         closed.addTimeout(1.0, reactor)
-        try:
+        with contextlib.suppress(Exception):
             await closed
-        except Exception:
-            pass
 
 
 async def probe_nat_type(
@@ -126,10 +125,8 @@ async def probe_nat_type(
         for d in probes:  # the other probe cannot help any more
             d.cancel()
         for d in probes:
-            try:
+            with contextlib.suppress(Exception):
                 await d
-            except Exception:
-                pass
         error = e.subFailure.value
         if isinstance(error, LinkError):
             raise error from None

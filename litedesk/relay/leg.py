@@ -9,6 +9,7 @@ behaviour, backpressure and early-data rules.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import TYPE_CHECKING
 
@@ -64,25 +65,25 @@ class RelayProtocol(Protocol):
 
     # Slots keep an idle leg small (a pair is two of these plus two transports).
     __slots__ = (
-        "transport",
-        "connected",
-        "_relay",
-        "ip",
-        "conn",
+        "_aborted",
         "_buf",
-        "_partner",
-        "_pair",
+        "_bulk",
+        "_credit",
         "_is_a",
         "_limiter",
-        "_paused",
-        "_resume_call",
-        "_tcp",
-        "_sock",
-        "_aborted",
-        "_bulk",
         "_mode",
-        "_credit",
+        "_pair",
+        "_partner",
+        "_paused",
+        "_relay",
+        "_resume_call",
+        "_sock",
+        "_tcp",
+        "conn",
+        "connected",
+        "ip",
         "reason",
+        "transport",
     )
 
     def __init__(self, relay: Relay, ip: str) -> None:
@@ -129,10 +130,8 @@ class RelayProtocol(Protocol):
             # sets read_size.
             t.bufferSize = min(self._relay.settings.unpaired_read, self._credit)
             settle_attributes(t, _LATE_ATTRS)
-            try:
+            with contextlib.suppress(OSError):
                 t.setTcpNoDelay(True)
-            except OSError:
-                pass
             if self._relay.settings.fast_write:
                 self._sock = t.socket
         self.conn = self._relay.table.accept(self, self.ip)

@@ -41,7 +41,7 @@ class TokenBucket:
     @ivar rate: bytes per second; 0 means unlimited.
     """
 
-    __slots__ = ("rate", "burst", "_tokens", "_stamp")
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, now: float) -> None:
         self.rate = 0.0
@@ -101,7 +101,7 @@ class PairLimiter:
     @ivar total_bytes: bytes counted in both directions.
     """
 
-    __slots__ = ("settings", "total", "bucket", "started", "total_bytes", "throttled")
+    __slots__ = ("bucket", "settings", "started", "throttled", "total", "total_bytes")
 
     def __init__(self, settings: BandwidthSettings, total: TokenBucket, now: float) -> None:
         self.settings = settings
@@ -162,7 +162,7 @@ class EarlyBudget(Generic[H]):
     @ivar exhausted: how many requests had to wait so far.
     """
 
-    __slots__ = ("limit", "granted", "exhausted", "_queue")
+    __slots__ = ("_queue", "exhausted", "granted", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

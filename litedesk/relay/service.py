@@ -44,13 +44,13 @@ from litedesk.twisted_internals import install_connection_class, raise_listen_fa
 from litedesk.wire.addrmangle import normalize_host
 
 __all__ = [
-    "RELAY_OPT_PARAMETERS",
     "RELAY_OPT_FLAGS",
-    "RelaySettings",
+    "RELAY_OPT_PARAMETERS",
     "RelayService",
-    "relay_settings_from_options",
+    "RelaySettings",
     "make_relay_service",
     "read_address_list",
+    "relay_settings_from_options",
 ]
 
 BLOCKLIST_FILE = "blocklist.txt"

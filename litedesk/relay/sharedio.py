@@ -7,6 +7,7 @@ Twisted in them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 
@@ -28,10 +29,8 @@ class SharedIO:
         self.view = memoryview(self.buf)
         self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pipe_size = 65536
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             self.pipe_size = fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, max(size, _PIPE_SIZE))
-        except (OSError, AttributeError):
-            pass
 
     def drain(self, n: int) -> bytes:
         """Read exactly C{n} bytes that are known to be in the pipe."""

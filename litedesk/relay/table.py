@@ -82,7 +82,7 @@ class Conn(Generic[H]):
     @ivar since: when it was accepted, then when its first frame arrived.
     """
 
-    __slots__ = ("handle", "ip", "phase", "uuid", "pair", "gen", "since")
+    __slots__ = ("gen", "handle", "ip", "pair", "phase", "since", "uuid")
 
     def __init__(self, handle: H, ip: str, now: float) -> None:
         self.handle = handle
@@ -104,17 +104,17 @@ class Pair(Generic[H]):
     """
 
     __slots__ = (
-        "uuid",
         "a",
-        "b",
-        "started",
-        "last_activity",
         "a_to_b",
-        "b_to_a",
-        "gen",
-        "reason",
-        "ended",
         "alive",
+        "b",
+        "b_to_a",
+        "ended",
+        "gen",
+        "last_activity",
+        "reason",
+        "started",
+        "uuid",
     )
 
     def __init__(self, uuid: str, a: Conn[H], b: Conn[H], now: float) -> None:

@@ -12,7 +12,7 @@ class FloodGuard:
     offenders is better than unbounded memory under a spoofed-source flood.
     """
 
-    __slots__ = ("rate", "burst", "max_keys", "_buckets", "dropped")
+    __slots__ = ("_buckets", "burst", "dropped", "max_keys", "rate")
 
     def __init__(self, rate: float, burst: float | None = None, max_keys: int = 100_000) -> None:
         self.rate = rate

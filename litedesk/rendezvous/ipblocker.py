@@ -14,7 +14,7 @@ ID_COUNT = 300
 
 
 class _Entry:
-    __slots__ = ("count", "t1", "ids", "t2")
+    __slots__ = ("count", "ids", "t1", "t2")
 
     def __init__(self, now: float) -> None:
         self.count = 0

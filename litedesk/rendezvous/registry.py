@@ -43,17 +43,17 @@ class Peer:
     """One registered id.  C{__slots__} keeps a peer well under 1 KiB."""
 
     __slots__ = (
-        "id",
-        "guid",
-        "uuid",
-        "pk",
-        "ip",
         "addr",
+        "guid",
+        "id",
+        "ip",
         "last_reg",
-        "reg_pk_count",
-        "reg_pk_time",
+        "pk",
         "prev_addr",
         "prev_reg",
+        "reg_pk_count",
+        "reg_pk_time",
+        "uuid",
     )
 
     def __init__(

@@ -32,6 +32,7 @@ peer in memory, as hbbs does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import sqlite3
@@ -386,10 +387,8 @@ class PeerStore:
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             raise
         self.commits += 1
         return guids

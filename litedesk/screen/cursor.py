@@ -11,6 +11,7 @@ reports changes on the reactor thread.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 from collections.abc import Callable
@@ -131,10 +132,8 @@ class CursorTracker:
         except Exception as e:  # the X server went away: stop tracking, keep the host up
             _log.warn("Cursor tracking stopped: {error}", error=e)
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 dpy.close()
-            except Exception:
-                pass
 
     def _position(self, pos: tuple[int, int]) -> None:
         self.position = pos

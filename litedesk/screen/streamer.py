@@ -18,6 +18,7 @@ only buffer is the transport's, which the drop policy watches.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -181,10 +182,9 @@ class ScreenStreamer:
             self._call.cancel()
         self._call = None
         if self._shutdown_trigger is not None:
-            try:
+            # we are being called by that very trigger
+            with contextlib.suppress(ValueError, KeyError):
                 self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
-            except (ValueError, KeyError):
-                pass  # we are being called by that very trigger
             self._shutdown_trigger = None
         pool, self._pool = self._pool, None
         assert pool is not None

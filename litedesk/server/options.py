@@ -9,7 +9,7 @@ twistd looks for.  C{--config FILE} is read by L{litedesk.config_file}.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.python import usage
 
@@ -53,7 +53,7 @@ class ServerOptions(ConfigFileOptions):
         "given with --config (one 'name = value' per line, names as the long options)."
     )
 
-    optFlags: list[list[Any]] = [
+    optFlags: ClassVar[list[list[Any]]] = [
         [
             "always-use-relay",
             None,
@@ -70,7 +70,7 @@ class ServerOptions(ConfigFileOptions):
         *RELAY_OPT_FLAGS,
     ]
 
-    optParameters: list[list[Any]] = [
+    optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "Read options from this file first (command line wins)."],
         [
             "data-dir",

@@ -466,9 +466,7 @@ class HostSession(MessageProtocol):
         kind = misc.WhichOneof("union")
         if self.streamer is None:
             return
-        if kind == "refresh_video" and misc.refresh_video:
-            self.streamer.force_keyframe()
-        elif kind == "refresh_video_display":
+        if (kind == "refresh_video" and misc.refresh_video) or kind == "refresh_video_display":
             self.streamer.force_keyframe()
         elif kind == "switch_display":
             index = misc.switch_display.display

@@ -8,6 +8,7 @@ person connects to is nobody else's business.  Passwords are never stored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -129,10 +130,8 @@ def save_config(cfg: ViewerConfig, path: Path | None = None) -> None:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

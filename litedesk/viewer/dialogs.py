@@ -7,6 +7,7 @@ caller knowing how the window is built.
 
 from __future__ import annotations
 
+import contextlib
 import tkinter as tk
 from collections.abc import Callable
 
@@ -44,7 +45,5 @@ class ErrorDialog:
         self.top.protocol("WM_DELETE_WINDOW", self.close)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(tk.TclError):
             self.top.destroy()
-        except tk.TclError:
-            pass

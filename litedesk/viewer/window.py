@@ -23,6 +23,7 @@ the controller's L{ConnectionView}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tkinter as tk
@@ -291,10 +292,8 @@ class ViewerApp:
         self.frames.apply_scale_mode()
 
     def apply_fullscreen(self) -> None:
-        try:
+        with contextlib.suppress(tk.TclError):
             self.root.attributes("-fullscreen", self.fullscreen_var.get())
-        except tk.TclError:
-            pass
 
     def _live_session(self) -> ViewerSession | None:
         return self.conn.session if self.conn.connected else None

@@ -54,7 +54,7 @@ class FrameDecoder:
     recoverable frame boundary) and every later C{feed} raises again.
     """
 
-    __slots__ = ("max_length", "_buffer", "_error")
+    __slots__ = ("_buffer", "_error", "max_length")
 
     def __init__(self, max_length: int = MAX_ENCODABLE) -> None:
         self.max_length = max_length
