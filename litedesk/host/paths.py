@@ -285,24 +285,10 @@ class HostPaths:
         )
         leg.lost.addBoth(slot.release)
 
-    async def _punch(self, msg: rz.PunchHole, own_nat: int, ipv4: bool = True) -> None:
-        viewer = addrmangle.normalize(addrmangle.decode(msg.socket_addr))
-        server = (resolve_ip(*self.server), self.server[1])
-        link, local = await open_rendezvous_from(self.reactor, server)
-        # (label, our shared local endpoint, the viewer's endpoint)
-        candidates: list[tuple[str, Address, Address]] = []
-        if ipv4:
-            candidates.append(("ipv4", (wildcard_for(server[0]), local[1]), viewer))
-        socket_addr_v6 = b""
-        if msg.socket_addr_v6:
-            viewer6 = addrmangle.decode(msg.socket_addr_v6)
-            own6 = own_ipv6(viewer6)
-            if own6 is not None:
-                local6 = (own6, free_port(own6))
-                candidates.append(("ipv6", local6, viewer6))
-                socket_addr_v6 = addrmangle.encode(local6)
-        gate = Gate()
-        self._gates.append(gate)
+    def _listen_gated(
+        self, candidates: list[tuple[str, Address, Address]], gate: Gate
+    ) -> list[IListeningPort]:
+        """Listen on each candidate's shared endpoint; the viewer may connect in first."""
         listening: list[IListeningPort] = []
         for label, shared, _ in candidates:
             try:
@@ -314,6 +300,16 @@ class HostPaths:
                 continue
             listening.append(port_obj)
             self.listeners.append(port_obj)
+        return listening
+
+    async def _punch(self, msg: rz.PunchHole, own_nat: int, ipv4: bool = True) -> None:
+        viewer = addrmangle.normalize(addrmangle.decode(msg.socket_addr))
+        server = (resolve_ip(*self.server), self.server[1])
+        link, local = await open_rendezvous_from(self.reactor, server)
+        candidates, socket_addr_v6 = _punch_candidates(msg, server, local, viewer, ipv4)
+        gate = Gate()
+        self._gates.append(gate)
+        listening = self._listen_gated(candidates, gate)
         t0 = self.reactor.seconds()
 
         async def connect_out(label: str, shared: Address, remote: Address) -> None:
@@ -436,3 +432,24 @@ class HostPaths:
         for p in list(self.listeners):
             p.stopListening()
         self.listeners.clear()
+
+
+def _punch_candidates(
+    msg: rz.PunchHole, server: Address, local: Address, viewer: Address, ipv4: bool
+) -> tuple[list[tuple[str, Address, Address]], bytes]:
+    """The paths to try for one punch request, and our IPv6 endpoint to announce (or b"").
+
+    Each candidate is (label, our shared local endpoint, the viewer's endpoint).
+    """
+    candidates: list[tuple[str, Address, Address]] = []
+    if ipv4:
+        candidates.append(("ipv4", (wildcard_for(server[0]), local[1]), viewer))
+    socket_addr_v6 = b""
+    if msg.socket_addr_v6:
+        viewer6 = addrmangle.decode(msg.socket_addr_v6)
+        own6 = own_ipv6(viewer6)
+        if own6 is not None:
+            local6 = (own6, free_port(own6))
+            candidates.append(("ipv6", local6, viewer6))
+            socket_addr_v6 = addrmangle.encode(local6)
+    return candidates, socket_addr_v6

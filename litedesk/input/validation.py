@@ -170,29 +170,38 @@ def plan_key(ev: object) -> KeyAction:
     if len(present) > 1:
         raise invalid(f"more than one key field: {', '.join(present)}")
     if ev.control_key is not None:
-        if not _is_int(ev.control_key):
-            raise invalid("control_key is not an integer")
-        try:
-            ck = ControlKey(ev.control_key)
-        except ValueError:
-            raise invalid(f"unknown ControlKey {ev.control_key}") from None
-        if ck is ControlKey.CtrlAltDel:
-            *extra, key = CTRL_ALT_DEL
-            merged = tuple(dict.fromkeys((*mods, *extra)))
-            return KeyAction(action, key, None, merged)
-        if ck not in CONTROL_KEY_MAP:
-            raise unsupported(f"{ck.name} has no X11 equivalent")
-        return KeyAction(action, ck, None, mods)
+        return _control_key_action(ev.control_key, action, mods)
     if ev.chr is not None:
         return KeyAction(action, _char_key(ev.chr, "chr"), None, mods)
     if ev.unicode is not None:
         return KeyAction(action, _char_key(ev.unicode, "unicode"), None, mods)
-    seq = ev.seq
+    # Text is typed as is; modifiers would turn it into shortcuts.
+    return KeyAction(action, None, _typeable_seq(ev.seq), ())
+
+
+def _control_key_action(value: int, action: str, mods: tuple[ControlKey, ...]) -> KeyAction:
+    """The action for a C{control_key} field, which must name a key X11 has."""
+    if not _is_int(value):
+        raise invalid("control_key is not an integer")
+    try:
+        ck = ControlKey(value)
+    except ValueError:
+        raise invalid(f"unknown ControlKey {value}") from None
+    if ck is ControlKey.CtrlAltDel:
+        *extra, key = CTRL_ALT_DEL
+        merged = tuple(dict.fromkeys((*mods, *extra)))
+        return KeyAction(action, key, None, merged)
+    if ck not in CONTROL_KEY_MAP:
+        raise unsupported(f"{ck.name} has no X11 equivalent")
+    return KeyAction(action, ck, None, mods)
+
+
+def _typeable_seq(seq: object) -> str:
+    """A C{seq} field checked to be short text that can be typed."""
     if not isinstance(seq, str):
         raise invalid("seq is not a string")
     if len(seq) > MAX_SEQ_CHARS:
         raise invalid(f"seq of {len(seq)} characters exceeds {MAX_SEQ_CHARS}")
     if not all(is_typeable(ord(c)) for c in seq):
         raise invalid("seq contains characters that cannot be typed")
-    # Text is typed as is; modifiers would turn it into shortcuts.
-    return KeyAction(action, None, seq, ())
+    return seq

@@ -186,47 +186,65 @@ class PairingTable(Generic[H]):
         """
         now = self.clock.seconds()
         out: list[tuple[H, str]] = []
+        self._expire_handshakes(now, out)
+        self._expire_waiting(now, out)
+        self._expire_heap(now, out)
+        return out
+
+    def _expire_handshakes(self, now: float, out: list[tuple[H, str]]) -> None:
+        """Connections with no first frame in time; oldest first, so stop at the first young one."""
         limit = self.deadlines.first_frame
-        if limit and self._handshaking:
-            due = []
-            for conn in self._handshaking:
-                if conn.since + limit > now:
-                    break
-                due.append(conn)
-            for conn in due:
-                del self._handshaking[conn]
-                out.append((conn.handle, REASON_FIRST_FRAME_TIMEOUT))
+        if not limit or not self._handshaking:
+            return
+        due = []
+        for conn in self._handshaking:
+            if conn.since + limit > now:
+                break
+            due.append(conn)
+        for conn in due:
+            del self._handshaking[conn]
+            out.append((conn.handle, REASON_FIRST_FRAME_TIMEOUT))
+
+    def _expire_waiting(self, now: float, out: list[tuple[H, str]]) -> None:
+        """Waiters whose partner did not come in time; in arrival order like the handshakes."""
         limit = self.deadlines.partner
-        if limit and self.waiting:
-            late = []
-            for uuid, conn in self.waiting.items():
-                if conn.since + limit > now:
-                    break
-                late.append(uuid)
-            for uuid in late:
-                out.append((self.waiting.pop(uuid).handle, REASON_PARTNER_TIMEOUT))
+        if not limit or not self.waiting:
+            return
+        late = []
+        for uuid, conn in self.waiting.items():
+            if conn.since + limit > now:
+                break
+            late.append(uuid)
+        for uuid in late:
+            out.append((self.waiting.pop(uuid).handle, REASON_PARTNER_TIMEOUT))
+
+    def _expire_heap(self, now: float, out: list[tuple[H, str]]) -> None:
+        """The due entries of the deadline heap: idle pairs and drain deadlines."""
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, kind, gen, target = heapq.heappop(heap)
             if target.gen != gen:
                 continue
             if isinstance(target, Pair):
-                pair = target
                 if kind == _K_IDLE:
-                    due_at = pair.last_activity + self.deadlines.idle
-                    if due_at > now:
-                        heapq.heappush(heap, (due_at, next(self._seq), kind, gen, pair))
-                        continue
-                    pair.gen += 1
-                    if not pair.reason:
-                        pair.reason = REASON_IDLE
-                    for c in (pair.a, pair.b):
-                        if c.phase is not Phase.CLOSED:
-                            out.append((c.handle, REASON_IDLE))
+                    self._expire_idle(target, gen, now, out)
                 continue
             target.gen += 1
             out.append((target.handle, REASON_DRAIN))
-        return out
+
+    def _expire_idle(self, pair: Pair[H], gen: int, now: float, out: list[tuple[H, str]]) -> None:
+        # Traffic moves last_activity without touching the heap, so a popped
+        # idle entry may be early: push it back for the real deadline.
+        due_at = pair.last_activity + self.deadlines.idle
+        if due_at > now:
+            heapq.heappush(self._heap, (due_at, next(self._seq), _K_IDLE, gen, pair))
+            return
+        pair.gen += 1
+        if not pair.reason:
+            pair.reason = REASON_IDLE
+        for c in (pair.a, pair.b):
+            if c.phase is not Phase.CLOSED:
+                out.append((c.handle, REASON_IDLE))
 
     # -- events -----------------------------------------------------------
 
