@@ -23,6 +23,7 @@ the messages the host builds are in L{litedesk.session.host_messages}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
@@ -232,33 +233,30 @@ class HostSession(MessageProtocol):
     def message_received(self, msg: pb.Message) -> None:
         kind = msg.WhichOneof("union")
         if self.state == "login":
-            self._prelogin_messages += 1
-            if self._prelogin_messages > PRELOGIN_MAX_MESSAGES:
-                # Parsing and answering costs the host CPU that logged-in
-                # viewers need; a real client sends a handful of messages.
-                self.close("too many messages before login", limit=PRELOGIN_MAX_MESSAGES)
-                return
-            if kind == "login_request":
-                self._login(msg.login_request)
-            elif kind == "test_delay" and msg.test_delay.from_client:
-                if self._backlog_allows_reply():
-                    self._echo_test_delay(msg.test_delay)
+            self._prelogin_message(kind, msg)
             return
         if self.state != "active":
             return
-        if kind == "test_delay":
-            self._test_delay(msg.test_delay)
-        elif kind == "mouse_event":
-            self._input(mouse_from_proto(msg.mouse_event))
-        elif kind == "key_event":
-            self._input(key_from_proto(msg.key_event))
-        elif kind == "clipboard":
-            self._clipboard(msg.clipboard)
-        elif kind == "multi_clipboards":
-            for c in msg.multi_clipboards.clipboards:
-                self._clipboard(c)
-        elif kind == "misc":
-            self._misc(msg.misc)
+        handler = _ACTIVE_HANDLERS.get(kind) if kind is not None else None
+        if handler is not None:
+            handler(self, msg)
+
+    def _prelogin_message(self, kind: str | None, msg: pb.Message) -> None:
+        """Before login only a LoginRequest and the viewer's TestDelay are answered."""
+        self._prelogin_messages += 1
+        if self._prelogin_messages > PRELOGIN_MAX_MESSAGES:
+            # Parsing and answering costs the host CPU that logged-in
+            # viewers need; a real client sends a handful of messages.
+            self.close("too many messages before login", limit=PRELOGIN_MAX_MESSAGES)
+            return
+        if kind == "login_request":
+            self._login(msg.login_request)
+        elif kind == "test_delay" and msg.test_delay.from_client and self._backlog_allows_reply():
+            self._echo_test_delay(msg.test_delay)
+
+    def _multi_clipboards(self, clips: pb.MultiClipboards) -> None:
+        for c in clips.clipboards:
+            self._clipboard(c)
 
     # A relayed login waiting for its slot in the host-wide throttle: one
     # password check per session, so LoginRequests after it are ignored.
@@ -309,12 +307,16 @@ class HostSession(MessageProtocol):
             method=result.method,
             view_only=", view only" if self.ctx.view_only else "",
         )
-        codec = pick_codec(req.option, self.default_codec)
+        self._start_streaming(req.option)
+
+    def _start_streaming(self, option: pb.OptionMessage) -> None:
+        """After a login: the screen with the viewer's options, cursor, clipboard, pings."""
+        codec = pick_codec(option, self.default_codec)
         self.streamer = self.ctx.make_streamer(self._send_frame, self._buffered, codec)
-        if req.option.image_quality:
-            self.streamer.set_quality(req.option.image_quality)
-        if req.option.custom_fps:
-            self.streamer.set_custom_fps(req.option.custom_fps)
+        if option.image_quality:
+            self.streamer.set_quality(option.image_quality)
+        if option.custom_fps:
+            self.streamer.set_custom_fps(option.custom_fps)
         self.streamer.start()
         if self.ctx.cursor_shape is not None:
             self.send_cursor_shape(self.ctx.cursor_shape)
@@ -491,3 +493,15 @@ class HostSession(MessageProtocol):
                 self.streamer.set_custom_fps(opt.custom_fps)
         elif kind == "close_reason":
             self.close(f"viewer closed: {misc.close_reason}")
+
+
+# A logged-in viewer's messages the host acts on, by Message union field; the
+# rest are ignored.  (Lambdas call through the instance so subclasses can override.)
+_ACTIVE_HANDLERS: dict[str, Callable[[HostSession, pb.Message], None]] = {
+    "test_delay": lambda s, m: s._test_delay(m.test_delay),
+    "mouse_event": lambda s, m: s._input(mouse_from_proto(m.mouse_event)),
+    "key_event": lambda s, m: s._input(key_from_proto(m.key_event)),
+    "clipboard": lambda s, m: s._clipboard(m.clipboard),
+    "multi_clipboards": lambda s, m: s._multi_clipboards(m.multi_clipboards),
+    "misc": lambda s, m: s._misc(m.misc),
+}

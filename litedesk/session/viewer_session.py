@@ -147,36 +147,26 @@ class ViewerSession(MessageProtocol):
 
     def message_received(self, msg: pb.Message) -> None:
         kind = msg.WhichOneof("union")
-        if kind == "hash":
-            self._login(msg.hash)
-        elif kind == "login_response":
-            self._login_response(msg.login_response)
-        elif kind == "video_frame":
-            self._video(msg.video_frame)
-        elif kind == "test_delay":
-            self._test_delay(msg)
-        elif kind == "clipboard":
-            self._clipboard(msg.clipboard)
-        elif kind == "multi_clipboards":
-            for c in msg.multi_clipboards.clipboards:
-                self._clipboard(c)
-        elif kind == "cursor_position":
-            self.cursor = (msg.cursor_position.x, msg.cursor_position.y)
-        elif kind == "cursor_data":
-            self.cursor_shape = msg.cursor_data
-        elif kind == "message_box":
-            box = msg.message_box
-            if "view only" in box.text.lower() or "view only" in box.title.lower():
-                self.view_only_notice = box.text or box.title
-            self._log.info("Host says: {title}: {text}", title=box.title, text=box.text)
-        elif kind == "misc":
-            misc = msg.misc
-            which = misc.WhichOneof("union")
-            if which == "close_reason":
-                self.fail("closed by host", misc.close_reason)
-            elif which == "switch_display":
-                self.display = misc.switch_display.display
-                self.decoder.reset()
+        handler = _HANDLERS.get(kind) if kind is not None else None
+        if handler is not None:
+            handler(self, msg)
+
+    def _multi_clipboards(self, clips: pb.MultiClipboards) -> None:
+        for c in clips.clipboards:
+            self._clipboard(c)
+
+    def _message_box(self, box: pb.MessageBox) -> None:
+        if "view only" in box.text.lower() or "view only" in box.title.lower():
+            self.view_only_notice = box.text or box.title
+        self._log.info("Host says: {title}: {text}", title=box.title, text=box.text)
+
+    def _misc(self, misc: pb.Misc) -> None:
+        which = misc.WhichOneof("union")
+        if which == "close_reason":
+            self.fail("closed by host", misc.close_reason)
+        elif which == "switch_display":
+            self.display = misc.switch_display.display
+            self.decoder.reset()
 
     def _login(self, h: pb.Hash) -> None:
         req = pb.LoginRequest(
@@ -345,3 +335,27 @@ def describe(f: Any) -> str:
     if isinstance(reason, str):
         return str(err)
     return str(err) or type(err).__name__
+
+
+def _set_cursor_position(session: ViewerSession, msg: pb.Message) -> None:
+    session.cursor = (msg.cursor_position.x, msg.cursor_position.y)
+
+
+def _set_cursor_shape(session: ViewerSession, msg: pb.Message) -> None:
+    session.cursor_shape = msg.cursor_data
+
+
+# The host's messages the viewer acts on, by Message union field; the rest
+# are ignored.  (Lambdas call through the instance so subclasses can override.)
+_HANDLERS: dict[str, Callable[[ViewerSession, pb.Message], None]] = {
+    "hash": lambda s, m: s._login(m.hash),
+    "login_response": lambda s, m: s._login_response(m.login_response),
+    "video_frame": lambda s, m: s._video(m.video_frame),
+    "test_delay": lambda s, m: s._test_delay(m),
+    "clipboard": lambda s, m: s._clipboard(m.clipboard),
+    "multi_clipboards": lambda s, m: s._multi_clipboards(m.multi_clipboards),
+    "cursor_position": _set_cursor_position,
+    "cursor_data": _set_cursor_shape,
+    "message_box": lambda s, m: s._message_box(m.message_box),
+    "misc": lambda s, m: s._misc(m.misc),
+}
