@@ -128,19 +128,7 @@ class HostOptions(usage.Options):
         if self["rendezvous"] is None and self["listen"] is None:
             raise usage.UsageError("give --rendezvous (and --key), or --listen, or both")
         if self["rendezvous"] is not None:
-            if not self["key"]:
-                raise usage.UsageError(
-                    "--key is required with --rendezvous: without the server's public key "
-                    "viewers could not verify this host"
-                )
-            try:
-                server_key_bytes(self["key"])
-            except BadPublicKey:
-                raise usage.UsageError("--key must be the server's base64 public key") from None
-            try:
-                self.server = parse_host_port(self["rendezvous"], DEFAULT_RENDEZVOUS_PORT)
-            except ValueError:
-                raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}") from None
+            self._check_rendezvous()
         self.discovery_server: tuple[str, int] | None = None
         if self["discovery-server"] is not None:
             try:
@@ -155,9 +143,29 @@ class HostOptions(usage.Options):
             raise usage.UsageError("--codec must be h264 or vp9")
         if self["display"] is None:
             self["display"] = os.environ.get("DISPLAY")
-        self.upnp_listen_port = UPNP_LOCAL_PORT
-        if self["upnp"] and self["listen"] is not None:
-            m = re.match(r"tcp6?:(?:port=)?(\d+)(?::|$)", self["listen"])
-            if m is None or int(m.group(1)) == 0:
-                raise usage.UsageError("--upnp with --listen needs a fixed TCP port (tcp:PORT)")
-            self.upnp_listen_port = int(m.group(1))
+        self.upnp_listen_port = self._upnp_listen_port()
+
+    def _check_rendezvous(self) -> None:
+        """--rendezvous needs the server's key (to be verifiable) and a host[:port]."""
+        if not self["key"]:
+            raise usage.UsageError(
+                "--key is required with --rendezvous: without the server's public key "
+                "viewers could not verify this host"
+            )
+        try:
+            server_key_bytes(self["key"])
+        except BadPublicKey:
+            raise usage.UsageError("--key must be the server's base64 public key") from None
+        try:
+            self.server = parse_host_port(self["rendezvous"], DEFAULT_RENDEZVOUS_PORT)
+        except ValueError:
+            raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}") from None
+
+    def _upnp_listen_port(self) -> int:
+        """The local port the UPnP mapping points at: the --listen port, else our own."""
+        if not (self["upnp"] and self["listen"] is not None):
+            return UPNP_LOCAL_PORT
+        m = re.match(r"tcp6?:(?:port=)?(\d+)(?::|$)", self["listen"])
+        if m is None or int(m.group(1)) == 0:
+            raise usage.UsageError("--upnp with --listen needs a fixed TCP port (tcp:PORT)")
+        return int(m.group(1))

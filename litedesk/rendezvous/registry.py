@@ -178,13 +178,9 @@ class Registry:
         self, peer_id: str, uuid: bytes, pk: bytes, source: Address, now: float
     ) -> RegisterPkOutcome:
         """Bind an id to a uuid and public key (hbbs' C{update_pk} rules)."""
-        if not uuid or not pk:
-            return RegisterPkOutcome(None, "empty uuid or pk")
-        if len(peer_id.encode()) < MIN_ID_LENGTH:
-            # hbbs answers a too-short id with UUID_MISMATCH; clients rely on it.
-            return RegisterPkOutcome(Result.UUID_MISMATCH, "id shorter than 6 bytes")
-        if len(peer_id.encode()) > MAX_ID_LENGTH:
-            return RegisterPkOutcome(Result.INVALID_ID_FORMAT, "id longer than 100 bytes")
+        malformed = _malformed_register_pk(peer_id, uuid, pk)
+        if malformed is not None:
+            return malformed
         ip = source[0]
         if not self.ip_blocker.allow(ip, peer_id, now):
             return RegisterPkOutcome(Result.TOO_FREQUENT, "too many RegisterPk from this IP")
@@ -262,3 +258,15 @@ class Registry:
             if peer is not None and peer.online(now):
                 states[i // 8] |= 0x80 >> (i % 8)
         return bytes(states)
+
+
+def _malformed_register_pk(peer_id: str, uuid: bytes, pk: bytes) -> RegisterPkOutcome | None:
+    """The refusal of a RegisterPk whose fields are unusable whoever sends it, else None."""
+    if not uuid or not pk:
+        return RegisterPkOutcome(None, "empty uuid or pk")
+    if len(peer_id.encode()) < MIN_ID_LENGTH:
+        # hbbs answers a too-short id with UUID_MISMATCH; clients rely on it.
+        return RegisterPkOutcome(Result.UUID_MISMATCH, "id shorter than 6 bytes")
+    if len(peer_id.encode()) > MAX_ID_LENGTH:
+        return RegisterPkOutcome(Result.INVALID_ID_FORMAT, "id longer than 100 bytes")
+    return None

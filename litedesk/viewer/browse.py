@@ -89,8 +89,13 @@ async def list_hosts(
             client.transport.loseConnection()
     if msg.get("type") == "error":
         raise ConnectionError(f"discovery server: {msg.get('reason', 'error')}")
+    return _hosts_in(msg)
+
+
+def _hosts_in(peer_list: dict[str, Any]) -> list[FoundHost]:
+    """The hosts in a C{peer_list} answer; entries that are not well-formed hosts are skipped."""
     found: list[FoundHost] = []
-    for p in msg.get("peers", []) or []:
+    for p in peer_list.get("peers", []) or []:
         if not isinstance(p, dict) or p.get("peer_type") != HOST_TYPE:
             continue
         pid = p.get("peer_id")

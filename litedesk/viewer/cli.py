@@ -128,6 +128,44 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
         d = info.displays[session.display]
         origin = (d.x, d.y)
 
+    if _send_actions(session, args, origin):
+        await deferLater(reactor, SETTLE, lambda: None)
+        if session.view_only_notice:
+            raise SessionError("view only", session.view_only_notice)
+    clipboard: str | None = None
+    if args.clipboard_get:
+        clipboard = session.remote_clipboard
+        if clipboard is None:
+            clipboard = await with_timeout(
+                reactor, session.next_clipboard(), 5.0, "the host clipboard"
+            )
+    if args.screenshot:
+        after = reactor.seconds()
+        session.refresh()
+        frame = await with_timeout(reactor, session.next_frame(after), 10.0, "a frame")
+        frame.image.save(args.screenshot, "PNG")
+    if args.duration > 0:
+        end = reactor.seconds() + args.duration
+        while reactor.seconds() < end and session.error is None:
+            session.ping()
+            await deferLater(reactor, min(1.0, max(0.0, end - reactor.seconds())), lambda: None)
+    if session.error is not None:
+        raise session.error
+    stats = _session_stats(session, path, connect_time, reactor.seconds() - t0 - connect_time)
+    session.disconnect()
+    await with_timeout(reactor, session.ended, 5.0, "the disconnect")
+    if clipboard is not None:
+        stats["clipboard"] = clipboard
+    return stats
+
+
+def _send_actions(
+    session: ViewerSession, args: argparse.Namespace, origin: tuple[int, int]
+) -> bool:
+    """Send the input and clipboard the command line asks for; whether there was any.
+
+    @param origin: the top left corner of the host's display, which --click is relative to.
+    """
     acted = False
     if args.click:
         try:
@@ -153,32 +191,16 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
     if args.clipboard_set is not None:
         session.set_clipboard(args.clipboard_set)
         acted = True
-    if acted:
-        await deferLater(reactor, SETTLE, lambda: None)
-        if session.view_only_notice:
-            raise SessionError("view only", session.view_only_notice)
-    clipboard: str | None = None
-    if args.clipboard_get:
-        clipboard = session.remote_clipboard
-        if clipboard is None:
-            clipboard = await with_timeout(
-                reactor, session.next_clipboard(), 5.0, "the host clipboard"
-            )
-    if args.screenshot:
-        after = reactor.seconds()
-        session.refresh()
-        frame = await with_timeout(reactor, session.next_frame(after), 10.0, "a frame")
-        frame.image.save(args.screenshot, "PNG")
-    if args.duration > 0:
-        end = reactor.seconds() + args.duration
-        while reactor.seconds() < end and session.error is None:
-            session.ping()
-            await deferLater(reactor, min(1.0, max(0.0, end - reactor.seconds())), lambda: None)
-    if session.error is not None:
-        raise session.error
+    return acted
+
+
+def _session_stats(
+    session: ViewerSession, path: str, connect_time: float, duration: float
+) -> dict[str, Any]:
+    """The figures C{--stats-json} prints for a finished headless session."""
     st = session.stats
     active = (st.last_frame_at or 0) - (st.first_frame_at or 0)
-    stats = {
+    return {
         "path": path,
         "connect_time": round(connect_time, 4),
         "frames": st.frames,
@@ -188,10 +210,8 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
         "rtt_ms": st.rtt_ms,
         "key_frames": st.key_frames,
         "decode_errors": st.decode_errors,
-        "duration": round(reactor.seconds() - t0 - connect_time, 3),
-        "throughput_kbps": round(
-            st.bytes * 8 / 1000 / max(1e-6, reactor.seconds() - t0 - connect_time), 1
-        ),
+        "duration": round(duration, 3),
+        "throughput_kbps": round(st.bytes * 8 / 1000 / max(1e-6, duration), 1),
         "frames_lost": st.decode_errors + session.decoder.skipped,
         "cursor": list(session.cursor) if session.cursor is not None else None,
         "cursor_shape": (
@@ -200,11 +220,6 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
             else None
         ),
     }
-    session.disconnect()
-    await with_timeout(reactor, session.ended, 5.0, "the disconnect")
-    if clipboard is not None:
-        stats["clipboard"] = clipboard
-    return stats
 
 
 async def _discover_lan(reactor: Any, args: argparse.Namespace) -> None:

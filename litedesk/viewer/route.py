@@ -50,6 +50,7 @@ from litedesk.session.links import (
     split_relay,
 )
 from litedesk.wire import addrmangle
+from litedesk.wire.address import Address
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
 
 VERSION = "1.4.9"  # what we claim to be: servers only sign keys for versioned clients
@@ -162,6 +163,32 @@ def _ms(reactor: Any, t0: float) -> int:
     return int((reactor.seconds() - t0) * 1000)
 
 
+async def _open_with_nat_test(
+    reactor: Any, server_ip: tuple[str, int], force_relay: bool, nat_test: bool
+) -> tuple[RendezvousLink, Address, int]:
+    """Open the rendezvous link from a fresh port; our NAT type, as C{nat_type} encodes it.
+
+    The NAT test runs while we connect to the rendezvous server.
+    """
+    own_nat: int
+    nat_d: Deferred[int] | None = None
+    if force_relay:
+        own_nat = SYMMETRIC  # as RustDesk encodes it: the host goes to the relay
+    elif nat_test:
+        nat_d = ensureDeferred(own_nat_type(reactor, server_ip))
+    else:
+        own_nat = UNKNOWN
+    try:
+        link, local = await open_rendezvous_from(reactor, server_ip)
+    except LinkError as e:
+        if nat_d is not None:
+            await nat_d
+        raise ConnectError("cannot reach rendezvous server", str(e)) from None
+    if nat_d is not None:
+        own_nat = await nat_d
+    return link, local, own_nat
+
+
 async def find_host(
     reactor: Any,
     server: tuple[str, int],
@@ -178,23 +205,7 @@ async def find_host(
         server_ip = (resolve_ip(*server), server[1])
     except OSError as e:
         raise ConnectError("cannot reach rendezvous server", f"{server[0]}: {e}") from None
-    own_nat: int
-    # The NAT test runs while we connect to the rendezvous server.
-    nat_d: Deferred[int] | None = None
-    if force_relay:
-        own_nat = SYMMETRIC  # as RustDesk encodes it: the host goes to the relay
-    elif nat_test:
-        nat_d = ensureDeferred(own_nat_type(reactor, server_ip))
-    else:
-        own_nat = UNKNOWN
-    try:
-        link, local = await open_rendezvous_from(reactor, server_ip)
-    except LinkError as e:
-        if nat_d is not None:
-            await nat_d
-        raise ConnectError("cannot reach rendezvous server", str(e)) from None
-    if nat_d is not None:
-        own_nat = await nat_d
+    link, local, own_nat = await _open_with_nat_test(reactor, server_ip, force_relay, nat_test)
     local6 = None
     if not force_relay:
         own6 = own_ipv6()
