@@ -94,7 +94,9 @@ def _check(prev: bytes, cur: bytes, width: int, height: int, bpp: int) -> None:
         raise ValueError(f"frame is {len(cur)} bytes, expected {width * height * bpp}")
 
 
-def _scan(
+# One flat pass over the frame: a helper call per changed row would cost
+# measurable time per frame (bench/screen_pipeline.py), so the loop stays whole.
+def _scan(  # noqa: C901
     prev: bytes, cur: bytes, width: int, height: int, tile: int, bpp: int, want_bbox: bool
 ) -> Change:
     stride = width * bpp
