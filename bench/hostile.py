@@ -77,6 +77,7 @@ datagram that caused it (bytes out / in <= 1).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -493,10 +494,8 @@ def _attack_tls_context() -> ssl.SSLContext:
 def client_hello() -> bytes:
     """The bytes a TLS client sends first (a real ClientHello)."""
     obj = _attack_tls_context().wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO())
-    try:
+    with contextlib.suppress(ssl.SSLWantReadError):
         obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
     return out.read()
 
 
@@ -587,11 +586,9 @@ def closed_by_peer(s: socket.socket) -> bool:
 
 def close_all(socks: Iterable[socket.socket]) -> None:
     for s in socks:
-        try:
+        with contextlib.suppress(OSError):
             # RST rather than FIN: the attacker leaves nothing in TIME_WAIT.
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        except OSError:
-            pass
         s.close()
 
 
@@ -903,10 +900,8 @@ class Bench:
                 i = int(elapsed)
                 if i < len(hello) - 1:  # never the last byte: the hello stays incomplete
                     for s in socks:
-                        try:
+                        with contextlib.suppress(OSError):
                             s.send(hello[i : i + 1])
-                        except OSError:
-                            pass
 
             viewers = self._viewers_during(r, host, "direct")
             closed, last = self._hold(hold, socks, tick)
@@ -971,7 +966,7 @@ class Bench:
                         alive.discard(c)
 
             viewers = self._viewers_during(r, host, "direct")
-            closed, last = self._hold(hold, [c.sock for c in conns], tick)
+            closed, _last = self._hold(hold, [c.sock for c in conns], tick)
             viewers.join(60)
             r.figures["closed_by_target"] = closed
             close_all(c.sock for c in conns)
@@ -1004,7 +999,7 @@ class Bench:
         try:
             self._before(r, host, "direct")
             t0 = time.monotonic()
-            conns, failed, errors = tls_connections((LOCAL, host.listen_port), 1, 10.0)
+            conns, _failed, errors = tls_connections((LOCAL, host.listen_port), 1, 10.0)
             r.notes.extend(errors)
             sent = 0
             alive = bool(conns)
@@ -1152,43 +1147,49 @@ class Bench:
             self.lab.stop_host(host)
         return r
 
+    def _relay_for(self, rv: socket.socket, host: Host, deadline: float) -> rz.RelayResponse | str:
+        """Ask the server on C{rv} for a forced relay to C{host}: its answer, or what failed."""
+        server = self.lab.server
+        dec = FrameDecoder(1 << 20)
+        rv.bind((ATTACKER, 0))
+        rv.settimeout(5)
+        rv.connect((LOCAL, server.port))
+        rv.sendall(
+            framed(
+                rz.RendezvousMessage(
+                    punch_hole_request=rz.PunchHoleRequest(
+                        id=host.peer_id,
+                        licence_key=server.key,
+                        nat_type=rz.SYMMETRIC,
+                        conn_type=rz.DEFAULT_CONN,
+                        version="1.4.9",
+                        force_relay=True,
+                    )
+                )
+            )
+        )
+        rr = None
+        while rr is None and time.monotonic() < deadline:
+            for f in read_frames(rv, dec, deadline):
+                m = rz.RendezvousMessage()
+                m.ParseFromString(f)
+                kind = m.WhichOneof("union")
+                if kind == "relay_response":
+                    rr = m.relay_response
+                elif kind == "punch_hole_response":
+                    return "rendezvous refused"
+        return "no relay response" if rr is None else rr
+
     def _wrong_password(self, host: Host) -> str:
         """One relayed login with a wrong password, as an attacker: what the host answered."""
         server = self.lab.server
         deadline = time.monotonic() + 10.0
-        dec = FrameDecoder(1 << 20)
         rv = socket.socket()
         relay = None
         try:
-            rv.bind((ATTACKER, 0))
-            rv.settimeout(5)
-            rv.connect((LOCAL, server.port))
-            rv.sendall(
-                framed(
-                    rz.RendezvousMessage(
-                        punch_hole_request=rz.PunchHoleRequest(
-                            id=host.peer_id,
-                            licence_key=server.key,
-                            nat_type=rz.SYMMETRIC,
-                            conn_type=rz.DEFAULT_CONN,
-                            version="1.4.9",
-                            force_relay=True,
-                        )
-                    )
-                )
-            )
-            rr = None
-            while rr is None and time.monotonic() < deadline:
-                for f in read_frames(rv, dec, deadline):
-                    m = rz.RendezvousMessage()
-                    m.ParseFromString(f)
-                    kind = m.WhichOneof("union")
-                    if kind == "relay_response":
-                        rr = m.relay_response
-                    elif kind == "punch_hole_response":
-                        return "rendezvous refused"
-            if rr is None:
-                return "no relay response"
+            rr = self._relay_for(rv, host, deadline)
+            if isinstance(rr, str):
+                return rr
             if rr.refuse_reason:
                 return f"relay refused: {rr.refuse_reason}"
             rhost, _, rport = (rr.relay_server or f"{LOCAL}:{server.relay_port}").rpartition(":")

@@ -35,10 +35,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from litedesk.input import mouse  # noqa: E402
-from litedesk.input.inject import InputInjector  # noqa: E402
-from litedesk.input.keys import ControlKey, KeyInput  # noqa: E402
-from tests.support.recorder import Recorder, start_xvfb  # noqa: E402
+from litedesk.input import mouse
+from litedesk.input.inject import InputInjector
+from litedesk.input.keys import ControlKey, KeyInput
+from tests.support.recorder import Recorder, start_xvfb
 
 
 def _pct(values: list[float], q: float) -> float:

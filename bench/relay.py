@@ -44,6 +44,7 @@ delivered once the receiver reads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -82,7 +83,7 @@ def serve_litedesk(
     splice_max: int = 0,
 ) -> None:
     """Run the LiteDesk relay on 127.0.0.1:port with limits off, until killed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     from twisted.internet import epollreactor
 
@@ -91,7 +92,8 @@ def serve_litedesk(
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     # Log as a deployment would (formatted text), but to /dev/null.
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(open(os.devnull, "w"))])
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - the log needs it until the process ends
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(devnull)])
 
     from litedesk.relay.limiter import BandwidthSettings
     from litedesk.relay.service import make_relay_service
@@ -181,10 +183,8 @@ def free_port() -> int:
 
 
 def _abort(s: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     s.close()
 
 
@@ -262,10 +262,8 @@ class Target:
         if self.kind == "socat" and self.sink is not None:
             # the probe connection above reached the sink through socat: drop it
             self.sink.settimeout(2)
-            try:
+            with contextlib.suppress(OSError):
                 self.sink.accept()[0].close()
-            except OSError:
-                pass
 
     @property
     def pid(self) -> int:
@@ -275,10 +273,8 @@ class Target:
     def stop(self) -> None:
         if self.proc is not None:
             for p in reversed(_tree(self.proc.pid)):
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(p, 9)
-                except OSError:
-                    pass
             self.proc.wait(timeout=10)
             self.proc = None
         if self.sink is not None:
@@ -654,7 +650,7 @@ def ratio(x: float, ref: float) -> str:
     return f"{x / ref:5.2f}x" if ref and ref == ref else "  n/a"
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--read-size", type=int, default=262144, help=argparse.SUPPRESS)
@@ -682,7 +678,11 @@ def main() -> int:
     ap.add_argument(
         "--skip", default="", help="comma-separated sections to skip: tput,rtt,rss,setup,stall,hold"
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = _parse_args()
     if args.serve:
         serve_litedesk(
             args.serve,
@@ -699,16 +699,13 @@ def main() -> int:
             print(f"missing {tool}: apt-get install -y iperf3 socat util-linux", file=sys.stderr)
             return 1
     os.sched_setaffinity(0, {LOAD_CPU})
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     seconds = 1.0 if args.quick else 2.0
-    pair_counts = [1, 8, 64]
     idle_pairs = 1000 if args.quick else 5000
     skip = set(filter(None, args.skip.split(",")))
     only = [x for x in args.only.split(",") if x]
 
-    results: dict[str, dict[str, object]] = {}
-    samples: dict[str, dict[str, list[tuple[float, ...]]]] = {}
     print(
         f"# relay bench: relay on CPU {RELAY_CPU}, load generator on CPU {LOAD_CPU}; "
         f"{seconds:g} s windows, {args.rounds} rounds (median); MB = 10^6 bytes",
@@ -719,6 +716,22 @@ def main() -> int:
         for t in targets(args.variants == "all", args.variants == "fast")
         if not only or any(o in t.name for o in only)
     ]
+    samples = _run_rounds(chosen, args.rounds, args.quick, skip, seconds)
+    results = _medians(samples)
+    _memory_figures(chosen, results, skip, idle_pairs, args.hold)
+    report(results, idle_pairs)
+    return 0
+
+
+Samples = dict[str, dict[str, list[tuple[float, ...]]]]
+
+
+def _run_rounds(
+    chosen: list[Target], rounds: int, quick: bool, skip: set[str], seconds: float
+) -> Samples:
+    """Throughput, round trip and set-up rate of each target, C{rounds} times."""
+    pair_counts = [1, 8, 64]
+    samples: Samples = {}
 
     def add(name: str, key: str, value: tuple[float, ...]) -> None:
         samples.setdefault(name, {}).setdefault(key, []).append(value)
@@ -728,7 +741,7 @@ def main() -> int:
     for t in chosen:
         t.start()
     try:
-        for rnd in range(args.rounds):
+        for rnd in range(rounds):
             if "tput" not in skip:
                 for n in pair_counts:
                     add("iperf3 (no relay)", f"tput{n}", iperf3(n, seconds))
@@ -737,13 +750,19 @@ def main() -> int:
                     for n in pair_counts:
                         add(t.name, f"tput{n}", throughput(t, n, seconds))
                 if "rtt" not in skip:
-                    add(t.name, "rtt", ping_pong(t, 2000 if args.quick else 5000, 10))
+                    add(t.name, "rtt", ping_pong(t, 2000 if quick else 5000, 10))
                 if "setup" not in skip:
-                    add(t.name, "setup", (setup_rate(t, 500 if args.quick else 1000, 10),))
+                    add(t.name, "setup", (setup_rate(t, 500 if quick else 1000, 10),))
                 print(f"round {rnd + 1}: {t.name} done", flush=True)
     finally:
         for t in chosen:
             t.stop()
+    return samples
+
+
+def _medians(samples: Samples) -> dict[str, dict[str, object]]:
+    """Per target and figure: the median of the rounds, all rounds, and the best one."""
+    results: dict[str, dict[str, object]] = {}
     for name, keys in samples.items():
         r = results.setdefault(name, {})
         for key, vals in keys.items():
@@ -752,7 +771,17 @@ def main() -> int:
             best = min if key == "rtt" else max
             r[key + ":best"] = best(vals, key=lambda v: v[0])
         print(name, {k: v for k, v in r.items() if ":" not in k}, flush=True)
-    # Memory figures need a fresh process each.
+    return results
+
+
+def _memory_figures(
+    chosen: list[Target],
+    results: dict[str, dict[str, object]],
+    skip: set[str],
+    idle_pairs: int,
+    hold: int,
+) -> None:
+    """Idle RSS, a stalled receiver and pairs held: each needs a fresh relay process."""
     for t in chosen:
         if t.kind == "socat":
             continue
@@ -764,27 +793,44 @@ def main() -> int:
                 if "stall" not in skip and t.kind == "litedesk":
                     results[t.name]["stall"] = stalled_receiver(t, 1 << 30, 120)
                 if "hold" not in skip:
-                    results[t.name]["hold"] = hold_pairs(t, args.hold, 120)
+                    results[t.name]["hold"] = hold_pairs(t, hold, 120)
             finally:
                 t.stop()
             print(t.name, {k: results[t.name].get(k) for k in ("rss", "stall", "hold")}, flush=True)
-    report(results, idle_pairs)
-    return 0
+
+
+def _get(r: dict[str, object], key: str, i: int = 0) -> float:
+    """Figure C{i} of C{r[key]} (a tuple or a number); NaN when it was not measured."""
+    v = r.get(key)
+    if isinstance(v, tuple):
+        return float(v[i])
+    return float(v) if isinstance(v, (int, float)) else float("nan")
 
 
 def report(results: dict[str, dict[str, object]], idle_pairs: int) -> None:
     print()
+    _report_throughput(results)
+    _report_latency_and_setup(results)
+    print(f"## relay RSS per idle pair with {idle_pairs} pairs (ratio to transit); goal <= 3 KiB")
+    tr = results.get("transit-relay", {})
+    for name, r in results.items():
+        if "rss" in r:
+            v = _get(r, "rss")
+            print(f"  {name:28s} {v / 1024:8.2f} KiB  ({ratio(v, _get(tr, 'rss'))})")
+    for name, r in results.items():
+        if "stall" in r:
+            print(f"## {name}: receiver stopped while sender pushes 1 GiB: {r['stall']}")
+    for name, r in results.items():
+        if "hold" in r:
+            print(f"## {name}: pairs held at once: {r['hold']}")
+
+
+def _report_throughput(results: dict[str, dict[str, object]]) -> None:
     sb = results.get("socat -b 262144", {})
     sd = results.get("socat", {})
     tr = results.get("transit-relay", {})
     ip = results.get("iperf3 (no relay)", {})
-
-    def get(r: dict[str, object], key: str, i: int = 0) -> float:
-        v = r.get(key)
-        if isinstance(v, tuple):
-            return float(v[i])
-        return float(v) if isinstance(v, (int, float)) else float("nan")
-
+    get = _get
     for n in (1, 8, 64):
         k = f"tput{n}"
         print(
@@ -803,6 +849,13 @@ def report(results: dict[str, dict[str, object]], idle_pairs: int) -> None:
                 f"({ratio(eff, get(sb, k, 1))})   best round {vb:7.1f} MB/s "
                 f"({ratio(vb, get(sb, k + ':best'))})"
             )
+
+
+def _report_latency_and_setup(results: dict[str, dict[str, object]]) -> None:
+    sb = results.get("socat -b 262144", {})
+    sd = results.get("socat", {})
+    tr = results.get("transit-relay", {})
+    get = _get
     print("## 64-byte ping-pong round trip, us: p50 p99 (p50 ratio to socat | socat -b 262144)")
     for name, r in results.items():
         if "rtt" in r:
@@ -819,17 +872,6 @@ def report(results: dict[str, dict[str, object]], idle_pairs: int) -> None:
                 f"  {name:28s} {v:8.0f}/s  ({ratio(v, get(sb, 'setup'))} | "
                 f"{ratio(v, get(tr, 'setup'))})"
             )
-    print(f"## relay RSS per idle pair with {idle_pairs} pairs (ratio to transit); goal <= 3 KiB")
-    for name, r in results.items():
-        if "rss" in r:
-            v = get(r, "rss")
-            print(f"  {name:28s} {v / 1024:8.2f} KiB  ({ratio(v, get(tr, 'rss'))})")
-    for name, r in results.items():
-        if "stall" in r:
-            print(f"## {name}: receiver stopped while sender pushes 1 GiB: {r['stall']}")
-    for name, r in results.items():
-        if "hold" in r:
-            print(f"## {name}: pairs held at once: {r['hold']}")
 
 
 if __name__ == "__main__":

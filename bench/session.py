@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import ctypes
 import json
 import os
@@ -237,10 +238,8 @@ class Processes:
                 proc.wait()
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
-                try:
+                with contextlib.suppress(OSError):
                     stream.close()
-                except OSError:
-                    pass
 
     def stop_all(self) -> None:
         for _, proc in reversed(self.procs):
@@ -1001,9 +1000,13 @@ class Bench:
     async def measure(self, system: str, phase: str, seed: int, label: str | None = None) -> None:
         viewer, pids = await self.open(system, 60 if label == CAPACITY else 0)
         spy = None
-        if self.cfg.profile is not None and system == "litedesk-relay" and phase == "moving":
-            if label is None:
-                spy = self.start_profile(pids["host"])
+        if (
+            self.cfg.profile is not None
+            and system == "litedesk-relay"
+            and phase == "moving"
+            and label is None
+        ):
+            spy = self.start_profile(pids["host"])
         # The agents that are up but have no viewer now: their idle CPU.
         idle = {"x11vnc": self.x11vnc_pid, **{f"host {k}": v for k, v in self.host_pids.items()}}
         idle = {k: v for k, v in idle.items() if v not in pids.values()}
@@ -1037,10 +1040,8 @@ class Bench:
             self.port = free_port_pair()
             relay = self._spawn_server(self.port, attempt)
             pub = self.workdir / "server" / "id_ed25519.pub"
-            try:
+            with contextlib.suppress(RuntimeError):
                 wait_for(partial(_server_settled, relay, pub, self.port), 30, "litedesk-relay")
-            except RuntimeError:
-                pass
             if relay.poll() is None and tcp_open(self.port) and tcp_open(self.port + 1):
                 return relay, pub.read_text().strip()
             self.procs.stop(relay)

@@ -33,11 +33,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw
 
-from litedesk.proto import message_pb2 as pb  # noqa: E402
-from litedesk.screen.encode import VideoEncoder  # noqa: E402
-from tests.support.xvfb import Xvfb  # noqa: E402
+from litedesk.proto import message_pb2 as pb
+from litedesk.screen.encode import VideoEncoder
+from tests.support.xvfb import Xvfb
 
 
 def make_frames(n: int, fps: float) -> list[pb.VideoFrame]:
