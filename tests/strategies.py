@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 
 from hypothesis import strategies as st
@@ -53,7 +54,7 @@ def chunked(draw: st.DrawFn, data: bytes) -> list[bytes]:
         else st.just([])
     )
     bounds = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 # Decoder limits worth exercising: tiny, typical, and the unlimited default.

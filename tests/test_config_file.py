@@ -7,7 +7,7 @@ Options class of its own, and the relay's real options as an operator uses them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,8 +25,8 @@ def _int(value: str) -> int:
 
 
 class _Options(ConfigFileOptions):
-    optFlags = [["verbose", "v", "Talk."]]
-    optParameters = [
+    optFlags: ClassVar[list[list[Any]]] = [["verbose", "v", "Talk."]]
+    optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "Read options from this file first."],
         ["port", "p", "100", "A port.", _int],
         ["data-dir", None, ".", "A directory."],

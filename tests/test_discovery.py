@@ -461,7 +461,7 @@ class ProtocolTests(ProtocolTestsMixin, SynchronousTestCase):
 
     def test_two_messages_in_one_chunk(self) -> None:
         """Two frames arriving in one read are both answered, in order."""
-        data, expected = self._exchange()
+        _data, expected = self._exchange()
         self.assertEqual(expected[1]["peers"][0]["peer_id"], "a")
 
     def test_split_at_every_byte(self) -> None:
@@ -559,7 +559,7 @@ class ProtocolTests(ProtocolTestsMixin, SynchronousTestCase):
 
     def test_get_peer_info_notifies_target(self) -> None:
         """The target connection receives C{connection_request} with the asker's address."""
-        target, target_transport = self.register("b", "host", port=6000)
+        _target, target_transport = self.register("b", "host", port=6000)
         asker, asker_transport = self.register("a", "viewer", port=5000)
         asker.dataReceived(jframe({"type": "get_peer_info", "target_id": "b"}))
         self.assertEqual(
@@ -590,7 +590,7 @@ class ProtocolTests(ProtocolTestsMixin, SynchronousTestCase):
     def test_newer_connection_evicts_older(self) -> None:
         """Registering a held id closes the older connection; its close keeps the new entry."""
         old, old_transport = self.register("a", port=5000)
-        new, new_transport = self.register("a", port=5001)
+        new, _new_transport = self.register("a", port=5001)
         self.assertEqual(
             frames(old_transport.value()),
             [{"type": "error", "reason": "peer_id registered by another connection"}],
@@ -613,7 +613,7 @@ class ProtocolTests(ProtocolTestsMixin, SynchronousTestCase):
 
     def test_first_message_timeout(self) -> None:
         """A connection that sends nothing for 60 s gets an idle-timeout error and is closed."""
-        proto, transport = self.connect()
+        _proto, transport = self.connect()
         self.clock.advance(59)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(1)
@@ -641,7 +641,7 @@ class ProtocolTests(ProtocolTestsMixin, SynchronousTestCase):
 
     def test_registered_peers_stay(self) -> None:
         """By default a registered peer is never timed out and no timer is kept for it."""
-        proto, transport = self.register("a")
+        _proto, transport = self.register("a")
         self.clock.advance(10 * 24 * 3600)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -668,7 +668,7 @@ class ProtocolTests(ProtocolTestsMixin, SynchronousTestCase):
 
     def test_connection_lost_cancels_timers(self) -> None:
         """Once the connection is gone no timer is left behind."""
-        proto, transport = self.connect()
+        proto, _transport = self.connect()
         proto.dataReceived(jframe(1))
         self.lose(proto)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -788,7 +788,7 @@ class FuzzTests(ProtocolTestsMixin, SynchronousTestCase):
         """Random bytes, split anywhere, give valid replies or one error then close."""
         proto, transport = self.connect()
         start = 0
-        for cut in sorted(set(cuts)) + [len(data)]:
+        for cut in [*sorted(set(cuts)), len(data)]:
             proto.dataReceived(data[start:cut])
             start = max(start, cut)
         self.check_outcome(proto, transport)

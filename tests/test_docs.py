@@ -9,6 +9,7 @@ file it names, and nothing may cite documents outside the repository.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def sections(doc: Path) -> set[str]:
     """The section labels of an reStructuredText file."""
     lines = doc.read_text().splitlines()
     found = set()
-    for title, under in zip(lines, lines[1:], strict=False):
+    for title, under in itertools.pairwise(lines):
         if _UNDERLINE.match(under) and len(under) >= len(title.strip()) > 0:
             m = _LABEL.match(title.strip())
             if m:

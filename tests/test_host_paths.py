@@ -7,7 +7,7 @@ the real session protocol has its own tests.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
@@ -69,7 +69,7 @@ class PathFixture(TestCase):
     """A real server and relay on loopback, and a host's push handlers; no tests."""
 
     #: Extra keyword arguments for the host's HostPaths.
-    host_paths_options: dict[str, Any] = {}
+    host_paths_options: ClassVar[dict[str, Any]] = {}
 
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]

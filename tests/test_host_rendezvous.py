@@ -88,7 +88,7 @@ class HostRegistrationTests(TestCase):
         """After the server restarts the host is registered again within one heartbeat."""
         svc = self.start_server()
         udp = svc.rendezvous_udp.listening.getHost().port
-        client, rec = self.start_host(udp, interval=0.5)
+        client, _rec = self.start_host(udp, interval=0.5)
         ok = yield self.wait_for(lambda: client.registration.state is RegState.REGISTERED)
         self.assertTrue(ok)
         yield svc.stopService()
@@ -179,7 +179,7 @@ class AgentRestartTests(HostRegistrationTests):
         first, _, port1 = agent()
         yield self.wait_for(lambda: first.registration.state is RegState.REGISTERED)
         yield port1.stopListening()
-        second, rec, port2 = agent()
+        second, _rec, port2 = agent()
         self.addCleanup(port2.stopListening)
         yield self.wait_for(lambda: second.registration.state is RegState.REGISTERED)
         peer = svc.server.registry.get("123456789")

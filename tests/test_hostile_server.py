@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -153,7 +153,7 @@ class OneRequestPerConnectionTests(SynchronousTestCase):
 
     def test_other_id_on_same_connection_refused(self) -> None:
         clock = Clock()
-        server, udp = make_server(clock)
+        server, _udp = make_server(clock)
         conn = Conn(VIEWER)
         self.assertTrue(server.handle_stream_message(conn, punch()))
         self.assertFalse(server.handle_stream_message(conn, punch("987654321")))
@@ -171,7 +171,7 @@ class RequestRateTests(SynchronousTestCase):
     def test_per_ip_bucket(self) -> None:
         """Over the rate one IP is refused with a readable reason; others are not."""
         clock = Clock()
-        server, udp = make_server(clock, rate=1.0)  # burst 10
+        server, _udp = make_server(clock, rate=1.0)  # burst 10
         for i in range(10):
             self.assertTrue(server.handle_stream_message(Conn(ATTACKER), relay("", f"u{i}")))
         refused = Conn(ATTACKER)
@@ -295,7 +295,7 @@ class SocketAddrV6Tests(SynchronousTestCase):
 
 
 class UdpReplySizeTests(SynchronousTestCase):
-    SERVERS = [f"rendezvous{i}.example.com:21116" for i in range(12)]
+    SERVERS: ClassVar[list[str]] = [f"rendezvous{i}.example.com:21116" for i in range(12)]
 
     def server(self) -> tuple[RendezvousServer, Datagrams]:
         clock = Clock()

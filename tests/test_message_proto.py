@@ -190,7 +190,7 @@ ONEOFS = {
     "Misc": set(FIELDS["Misc"]),
 }
 
-CONTROL_KEYS = (
+CONTROL_KEYS = (  # noqa: SIM905 - one string, in the order of the enum in message.proto
     "Unknown Alt Backspace CapsLock Control Delete DownArrow End Escape F1 F10 F11 F12 "
     "F2 F3 F4 F5 F6 F7 F8 F9 Home LeftArrow Meta Option PageDown PageUp Return RightArrow "
     "Shift Space Tab UpArrow Numpad0 Numpad1 Numpad2 Numpad3 Numpad4 Numpad5 Numpad6 "

@@ -8,7 +8,7 @@ tests/test_nat_lab.py proves the traversal itself on real NATs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import ensureDeferred, inlineCallbacks
@@ -37,7 +37,7 @@ class ChoiceTests(SynchronousTestCase):
 
 
 class LoopbackPunchTests(PathFixture):
-    host_paths_options = {"nat_type": lambda: ASYMMETRIC}
+    host_paths_options: ClassVar[dict[str, Any]] = {"nat_type": lambda: ASYMMETRIC}
 
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]

@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
@@ -213,7 +213,7 @@ class _SessionFactory(Factory):
 class LoopbackUpnpTests(PathFixture):
     """Host and viewer wiring over the real server on loopback (the "mapping" is a listener)."""
 
-    host_paths_options = {"nat_type": lambda: SYMMETRIC}
+    host_paths_options: ClassVar[dict[str, Any]] = {"nat_type": lambda: SYMMETRIC}
 
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]

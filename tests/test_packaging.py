@@ -134,8 +134,16 @@ class PackagingTests(SynchronousTestCase):
         env = _clean_env(python.parent)
         target = ["-e", "."] if editable else ["."]
         _run(
-            [str(python), "-I", "-m", "pip", "install", *PIP_OFFLINE, "--ignore-installed"]
-            + target,
+            [
+                str(python),
+                "-I",
+                "-m",
+                "pip",
+                "install",
+                *PIP_OFFLINE,
+                "--ignore-installed",
+                *target,
+            ],
             src,
             env,
         )

@@ -481,14 +481,14 @@ class ProtocolTests(unittest.SynchronousTestCase):
 
     def test_early_bytes_forwarded_in_order(self) -> None:
         """Bytes behind the first frame, on either side, reach the partner first and intact."""
-        a, ta, b, tb = self.paired()
+        a, ta, _b, tb = self.paired()
         a.dataReceived(b"+more")
         self.assertEqual(tb.value(), b"from-a+more")
         self.assertEqual(ta.value(), b"from-b")
 
     def test_a_full_pauses_b(self) -> None:
         """When a's write buffer fills, b stops reading until a's buffer drains."""
-        a, ta, b, tb = self.paired()
+        _a, ta, b, tb = self.paired()
         b.dataReceived(b"x" * 2000)
         self.assertEqual(tb.producerState, "paused")
         self.assertEqual(ta.producerState, "producing")
@@ -497,7 +497,7 @@ class ProtocolTests(unittest.SynchronousTestCase):
 
     def test_b_full_pauses_a(self) -> None:
         """When b's write buffer fills, a stops reading until b's buffer drains."""
-        a, ta, b, tb = self.paired()
+        a, ta, _b, tb = self.paired()
         a.dataReceived(b"x" * 2000)
         self.assertEqual(ta.producerState, "paused")
         tb.drain()
@@ -534,7 +534,7 @@ class ProtocolTests(unittest.SynchronousTestCase):
 
     def test_partner_close_flushes_then_closes(self) -> None:
         """When one leg ends, the other unregisters its producer and closes after flushing."""
-        a, ta, b, tb = self.paired()
+        a, _ta, b, tb = self.paired()
         a.connectionLost()
         self.assertIsNone(tb.producer)
         self.assertTrue(tb.disconnecting)

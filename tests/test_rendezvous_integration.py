@@ -177,7 +177,8 @@ class UDPRegistrationTests(RendezvousTestBase):
 
 
 class ConfigUpdateTests(RendezvousTestBase):
-    extra_args = RendezvousTestBase.extra_args + (
+    extra_args = (
+        *RendezvousTestBase.extra_args,
         "--serial",
         "7",
         "--rendezvous-servers",
@@ -227,7 +228,7 @@ class ConfigUpdateTests(RendezvousTestBase):
 
 
 class TCPRendezvousTests(RendezvousTestBase):
-    extra_args = RendezvousTestBase.extra_args + ("--relay-servers", "rs.example.com:21117")
+    extra_args = (*RendezvousTestBase.extra_args, "--relay-servers", "rs.example.com:21117")
 
     @inlineCallbacks
     def test_test_nat_request(self) -> Any:
@@ -576,7 +577,8 @@ class RobustnessTests(RendezvousTestBase):
 
 
 class DiscoveryWiringTests(RendezvousTestBase):
-    extra_args = RendezvousTestBase.extra_args + (
+    extra_args = (
+        *RendezvousTestBase.extra_args,
         "--discovery",
         "--discovery-endpoint",
         "tcp:0:interface=127.0.0.1",
@@ -650,12 +652,12 @@ class DualStackTests(RendezvousTestBase):
                 punch_hole_request=rz.PunchHoleRequest(id=ID, licence_key=SERVER_PK_B64)
             )
         )
-        data, addr = yield host.recv()
+        data, _addr = yield host.recv()
         self.assertEqual(data[:1], b"\x4a")
 
 
 class UdpBufferTests(RendezvousTestBase):
-    extra_args = RendezvousTestBase.extra_args + ("--udp-rcvbuf", "4194304")
+    extra_args = (*RendezvousTestBase.extra_args, "--udp-rcvbuf", "4194304")
 
     def test_receive_buffer_raised(self) -> None:
         """--udp-rcvbuf enlarges the kernel queue that absorbs heartbeat bursts."""

@@ -144,7 +144,7 @@ class StreamProtocolTests(SynchronousTestCase):
         """A dual-stack listener's ::ffff:a.b.c.d peer is keyed and answered as IPv4."""
         clock = Clock()
         server, _ = make_server(clock)
-        proto, transport, _ = connect(
+        proto, _transport, _ = connect(
             server, clock, peer=IPv6Address("TCP", "::ffff:198.51.100.9", 6000)
         )
         self.assertEqual(proto.addr, ("198.51.100.9", 6000))
@@ -215,7 +215,7 @@ class FuzzTests(SynchronousTestCase):
         """Arbitrary bytes on TCP 21116 never raise; the connection is answered or closed."""
         clock = Clock()
         server, _ = make_server(clock)
-        proto, transport, factory = connect(server, clock)
+        proto, _transport, factory = connect(server, clock)
         for c in chunks:
             proto.dataReceived(c)
         proto.connectionLost(None)
@@ -275,7 +275,7 @@ class FuzzTests(SynchronousTestCase):
         clock = Clock()
         server, _ = make_server(clock)
         server.registry.register_pk("123456789", UUID, PK, ("203.0.113.5", 1), 0)
-        proto, transport, _ = connect(server, clock)
+        proto, _transport, _ = connect(server, clock)
         for m in msgs:
             proto.dataReceived(encode_frame(m.SerializeToString()))
         proto.connectionLost(None)

@@ -122,7 +122,7 @@ class HandshakeTests(SynchronousTestCase):
         deadline, and the refusal is logged with its reason."""
         events = _observe(self)
         clock = Clock()
-        session, transport = _session(clock)
+        _, transport = _session(clock)
         clock.advance(HANDSHAKE_TIMEOUT - 0.1)
         self.assertFalse(transport.disconnecting)
         clock.advance(0.1)
@@ -173,7 +173,7 @@ class PreLoginLimitTests(SynchronousTestCase):
         session at once, without buffering the announced bytes."""
         events = _observe(self)
         clock = Clock()
-        session, transport = _session(clock)
+        session, _transport = _session(clock)
         session.handshakeCompleted()
         session.dataReceived(encode_header(16 * 1024 * 1024) + b"\0" * 1000)
         self.assertTrue(session.closing)
@@ -299,8 +299,8 @@ class AdmissionTests(SynchronousTestCase):
         adm = Admission(clock, per_source=2, total=10)
         ctx = _context(clock, adm)
         first, t1 = _session(clock, ctx, "198.51.100.1")
-        second, t2 = _session(clock, ctx, "198.51.100.1")
-        third, t3 = _session(clock, ctx, "198.51.100.1")
+        second, _t2 = _session(clock, ctx, "198.51.100.1")
+        _third, t3 = _session(clock, ctx, "198.51.100.1")
         self.assertTrue(t3.aborted)
         self.assertEqual(t3.value(), b"")
         self.assertEqual(adm.count("198.51.100.1"), 2)

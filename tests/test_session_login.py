@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import itertools
 import random
 from typing import Any
 
@@ -437,7 +438,7 @@ class RelayedThrottleTests(SynchronousTestCase):
         self.assertLessEqual(checked, 3 + 4 + 600 / 4)  # free, the ramp up to 4 s, the cap
         self.assertGreater(checked, 600 / 4 - 5)  # and the line does keep moving
         times = attempts.checked_at[7:]
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         self.assertGreaterEqual(min(gaps), 4.0 - 1e-6)
 
     def test_waiting_line_bounded(self) -> None:

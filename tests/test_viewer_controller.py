@@ -206,7 +206,7 @@ class ControllerTests(SynchronousTestCase):
         self.clock.advance(19.9)
         self.assertEqual(self.view.failures, [])
         self.clock.advance(0.1)
-        (title, detail, reason) = self.view.failures[0]
+        (title, _detail, reason) = self.view.failures[0]
         self.assertEqual(
             (title, reason), ("timed out waiting for the login", FailureReason.TIMED_OUT)
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any, ClassVar
 
 import zstandard
 from hypothesis import given
@@ -140,7 +141,7 @@ class MouseEventTests(SynchronousTestCase):
 
 
 class KeyMapTests(SynchronousTestCase):
-    TABLE = [
+    TABLE: ClassVar[list[tuple[Any, ...]]] = [
         # keysym, char, keysym_num, state, expected (field, value, modifiers)
         ("a", "a", 0x61, 0, ("chr", ord("a"), [])),
         ("A", "A", 0x41, 0x1, ("chr", ord("A"), [ControlKey.Shift])),

@@ -25,6 +25,7 @@ time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -206,7 +207,7 @@ class ViewerWindowTests(SynchronousTestCase):
             self, self.lab, self.peer, "--password", "e2e-password", "--force-relay"
         )
         m = self.viewer.wait_log(SHOWING.pattern, timeout=30)
-        w, h, scale, ox, oy, cx, cy, cw, ch = m.groups()
+        _w, _h, scale, ox, oy, cx, cy, _cw, _ch = m.groups()
         self.scale = float(scale)
         self.offset = (float(ox), float(oy))
         self.canvas = (int(cx), int(cy))
@@ -231,10 +232,8 @@ class ViewerWindowTests(SynchronousTestCase):
             last[0] = rec.command("state")["text"]
             return last[0] == want
 
-        try:
+        with contextlib.suppress(AssertionError):
             wait_until(check, 10, 0.1, f"{want!r} typed on the host")
-        except AssertionError:
-            pass
         return last[0]
 
     def test_a_window_shows_remote_screen(self) -> None:
@@ -260,10 +259,8 @@ class ViewerWindowTests(SynchronousTestCase):
             seen["shot"], seen["err"] = shot, mean_error(picture, expected)
             return bool(seen["err"] < 12.0)
 
-        try:
+        with contextlib.suppress(AssertionError):
             wait_until(settled, 15, 0.2, "the window picture to match the host screen")
-        except AssertionError:
-            pass
         shot, err = seen["shot"], seen["err"]
         self.assertLess(err, 12.0, f"window picture differs from the host screen ({err:.1f})")
         # Sanity: the comparison can fail: shifted by 40 px it no longer matches.
@@ -445,10 +442,8 @@ class ViewerWindowErrorTests(SynchronousTestCase):
             reds[0] = red_label()
             return reds[0] > 50
 
-        try:
+        with contextlib.suppress(AssertionError):
             wait_until(shown, 10, 0.2, "VIEW ONLY in the status bar")
-        except AssertionError:
-            pass
         self.assertGreater(reds[0], 50)
 
     def test_reconnect_countdown_after_drop(self) -> None:
@@ -624,10 +619,8 @@ class ClipboardSyncTests(SynchronousTestCase):
                 ).stdout
                 return seen[0] == want
 
-            try:
+            with contextlib.suppress(AssertionError):
                 wait_until(check, 10, 0.2, f"{want!r} on the clipboard")
-            except AssertionError:
-                pass
             return seen[0]
 
         put(v.env, "copied on the viewer ✓")

@@ -9,6 +9,7 @@ the relay address), so tests can check what a relay operator would see.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
@@ -75,10 +76,8 @@ class RecordingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def snapshot(self) -> bytes:
         with self._lock:

@@ -28,6 +28,7 @@ for long.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -85,10 +86,8 @@ def _delete_namespace(name: str) -> None:
     """Kill what still runs in C{name}, then delete it."""
     pids = _run(["ip", "netns", "pids", name], check=False).stdout.split()
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
     _run(["ip", "netns", "delete", name], check=False)
 
 
