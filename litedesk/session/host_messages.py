@@ -9,14 +9,22 @@ and tested without a connection.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.cursor import CursorShape, shape_colors
 from litedesk.session.host_context import Display
 
-__all__ = ["cursor_data", "peer_info", "pick_codec", "video_frame"]
+__all__ = [
+    "cursor_data",
+    "peer_info",
+    "pick_codec",
+    "session_summary",
+    "switch_display",
+    "video_frame",
+]
 
 _CODEC_FIELD = {"h264": "h264s", "vp9": "vp9s", "h265": "h265s", "vp8": "vp8s", "av1": "av1s"}
 
@@ -83,3 +91,35 @@ def cursor_data(shape: CursorShape) -> pb.Message:
         colors=shape_colors(shape),
     )
     return pb.Message(cursor_data=data)
+
+
+def switch_display(index: int, display: Display) -> pb.Message:
+    """The answer to a viewer's C{SwitchDisplay}: the monitor now streamed."""
+    d = display
+    return pb.Message(
+        misc=pb.Misc(
+            switch_display=pb.SwitchDisplay(
+                display=index, x=d.x, y=d.y, width=d.width, height=d.height
+            )
+        )
+    )
+
+
+def session_summary(stats: Any, rtts: Sequence[int], duration: float) -> dict[str, Any]:
+    """The fields of the host's end-of-session log line.
+
+    @param stats: the streamer's counters (C{frames}, C{bytes}, C{dropped}),
+        or None when nothing was streamed.
+    @param rtts: the round trips measured, in milliseconds.
+    @param duration: seconds since login (more than zero).
+    """
+    frames = getattr(stats, "frames", 0)
+    return {
+        "duration": duration,
+        "frames": frames,
+        "fps": frames / duration,
+        "mbps": getattr(stats, "bytes", 0) * 8 / duration / 1e6,
+        "dropped": getattr(stats, "dropped", 0),
+        "rtt_avg": round(sum(rtts) / len(rtts)) if rtts else None,
+        "rtt_max": max(rtts) if rtts else None,
+    }

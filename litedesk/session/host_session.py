@@ -41,7 +41,14 @@ from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.cursor import CursorShape
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.host_context import HostContext, StreamerLike
-from litedesk.session.host_messages import cursor_data, peer_info, pick_codec, video_frame
+from litedesk.session.host_messages import (
+    cursor_data,
+    peer_info,
+    pick_codec,
+    session_summary,
+    switch_display,
+    video_frame,
+)
 from litedesk.session.input_messages import key_from_proto, mouse_from_proto
 from litedesk.session.login_errors import ERROR_TRY_LATER
 
@@ -186,7 +193,6 @@ class HostSession(MessageProtocol):
                 # still connected its held keys are left alone.
                 self.ctx.input.release_all()
             duration = max(1e-6, self.ctx.clock.seconds() - self._started)
-            rtts = self._rtts
             self._log.info(
                 "Session with {viewer} ({peer}) ended after {duration:.0f} s: {reason}; "
                 "{frames} frames ({fps:.1f} fps), {mbps:.2f} Mb/s, {dropped} dropped, "
@@ -194,14 +200,8 @@ class HostSession(MessageProtocol):
                 viewer=self.viewer_id or "viewer",
                 peer=self.peer,
                 reason=reason.getErrorMessage(),
-                duration=duration,
-                frames=getattr(stats, "frames", 0),
-                fps=getattr(stats, "frames", 0) / duration,
-                mbps=getattr(stats, "bytes", 0) * 8 / duration / 1e6,
-                dropped=getattr(stats, "dropped", 0),
-                rtt_avg=round(sum(rtts) / len(rtts)) if rtts else None,
-                rtt_max=max(rtts) if rtts else None,
                 session_summary=True,
+                **session_summary(stats, self._rtts, duration),
             )
         self.state = "closed"
 
@@ -475,16 +475,7 @@ class HostSession(MessageProtocol):
             if 0 <= index < len(self.ctx.displays):
                 self.display_index = index
                 self.streamer.switch_display(index)
-                d = self.ctx.displays[index]
-                self.send_message(
-                    pb.Message(
-                        misc=pb.Misc(
-                            switch_display=pb.SwitchDisplay(
-                                display=index, x=d.x, y=d.y, width=d.width, height=d.height
-                            )
-                        )
-                    )
-                )
+                self.send_message(switch_display(index, self.ctx.displays[index]))
         elif kind == "option":
             opt = misc.option
             if opt.image_quality:
