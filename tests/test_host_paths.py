@@ -23,10 +23,11 @@ from litedesk.host import job_slots
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Registration, RegState
 from litedesk.host.rendezvous_client import RendezvousClient
+from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.relaylist import RelayList
 from litedesk.session.host_certificate import host_context_factory
 from litedesk.session.host_key import HostKeyMismatch
-from litedesk.session.links import connect_relay
+from litedesk.session.links import connect_relay, open_rendezvous
 from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client, wrap_server
 from litedesk.viewer.route import ConnectError, find_host
@@ -186,6 +187,39 @@ class PathTests(PathFixture):
         self.assertEqual(got, b"hello from host\n")
         marker.transport.loseConnection()
         yield marker.lost
+
+    @inlineCallbacks
+    def ask_on_lan(self) -> Any:
+        """A PunchHoleRequest from the host's own IP: the server's answer."""
+        link = yield ensureDeferred(open_rendezvous(reactor, "127.0.0.1", self.tcp))
+        self.addCleanup(link.close)
+        link.send(
+            rz.RendezvousMessage(
+                punch_hole_request=rz.PunchHoleRequest(
+                    id=HOST_ID, licence_key=self.server_key, version="1.4.9"
+                )
+            )
+        )
+        msg = yield ensureDeferred(link.next_message(reactor, 10))
+        return msg.punch_hole_response
+
+    @inlineCallbacks
+    def test_lan_answer_names_a_relay(self) -> Any:
+        """The host's LocalAddr names a relay, as a RustDesk host's does.
+
+        A RustDesk viewer on the host's LAN that forces the relay uses the
+        relay of that answer; an empty one ended its attempt.  Ours: the
+        host's --relay-server, else the server's, else rendezvous port + 1.
+        """
+        yield self.register("127.0.0.1")
+        self.svc.server.relays = RelayList([])  # the server names none
+        ph = yield self.ask_on_lan()
+        self.assertTrue(ph.is_local)
+        self.assertEqual(ph.relay_server, f"127.0.0.1:{self.tcp + 1}")
+        self.paths.relay_server = "relay.example.net:21117"
+        yield sleep(0.2)  # past the host's duplicate filter for this address
+        ph = yield self.ask_on_lan()
+        self.assertEqual(ph.relay_server, "relay.example.net:21117")
 
     @inlineCallbacks
     def test_force_relay_on_lan(self) -> Any:

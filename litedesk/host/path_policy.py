@@ -59,6 +59,22 @@ class RelayChoice:
         """Where a relay leg goes when no (known) relay is named."""
         return split_relay(self.relay_server, *self.server)
 
+    def announced(self, provided: str) -> str:
+        """The relay a host names in its answers (C{PunchHoleSent}, C{LocalAddr}).
+
+        As a RustDesk host does (rendezvous_mediator.rs C{get_relay_server}):
+        its own relay-server setting, else the one the server provided, else
+        the rendezvous host on port + 1.  A RustDesk viewer on our LAN that
+        then falls back to the relay uses exactly this name; an empty one
+        made it give up ("Failed to make direct connection").
+        """
+        if self.relay_server:
+            return self.relay_server
+        if provided.strip():
+            return provided.strip()
+        host, port = self.server
+        return f"[{host}]:{port + 1}" if ":" in host else f"{host}:{port + 1}"
+
     def remember(self, relay_server: str) -> None:
         """The server itself pushed C{relay_server}: viewers may name it later."""
         relay = self._norm(relay_server) if relay_server.strip() else None

@@ -322,7 +322,7 @@ class HostPaths:
                 punch_hole_sent=rz.PunchHoleSent(
                     socket_addr=msg.socket_addr,
                     id=self.peer_id,
-                    relay_server=msg.relay_server,
+                    relay_server=self.relays.announced(msg.relay_server),
                     nat_type=own_nat,  # type: ignore[arg-type]
                     version=VERSION,
                     socket_addr_v6=socket_addr_v6,
@@ -414,7 +414,7 @@ class HostPaths:
                 local_addr=rz.LocalAddr(
                     socket_addr=msg.socket_addr,
                     local_addr=addrmangle.encode(local),
-                    relay_server=msg.relay_server,
+                    relay_server=self.relays.announced(msg.relay_server),
                     id=self.peer_id,
                     version=VERSION,
                 )
