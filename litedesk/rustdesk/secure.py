@@ -1,0 +1,314 @@
+# -*- test-case-name: tests.test_rustdesk_secure -*-
+"""Sans-IO core of RustDesk's session encryption (docs/protocol.rst §11).
+
+Nothing here touches a socket or a clock: L{HostHandshake} and
+L{ClientHandshake} turn the one handshake message each side receives into an
+L{Outcome} (what to send back, the key, or why the session is refused), and
+L{SecretChannel} seals and opens frame payloads with the per-direction
+counters.  L{litedesk.rustdesk.channel} runs them on a Twisted transport.
+
+The payloads handled here are BytesCodec frame payloads (docs/protocol.rst
+§2.1); framing is the protocol's job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf.message import DecodeError
+from nacl.exceptions import BadSignatureError, CryptoError
+from nacl.public import Box, PrivateKey, PublicKey
+from nacl.secret import SecretBox
+from nacl.signing import SigningKey, VerifyKey
+
+from litedesk.proto import message_pb2
+from litedesk.wire.keys import sign_id_pk, verify_id_pk
+
+__all__ = [
+    "INSECURE_REFUSAL",
+    "KEY_LENGTH",
+    "ClientHandshake",
+    "DecryptError",
+    "Handshake",
+    "HostHandshake",
+    "Outcome",
+    "SecretChannel",
+    "host_key_from_signed_id_pk",
+    "nonce",
+    "open_signed_id",
+]
+
+KEY_LENGTH = 32
+# RustDesk's box and secretbox nonces are 24 bytes: the counter as a
+# little-endian u64, then zeros; the key exchange itself uses all zeros.
+NONCE_LENGTH = 24
+_ZERO_NONCE = bytes(NONCE_LENGTH)
+_MAX_SEQ = 2**64 - 1
+
+# What a client that declines encryption is told, as a LoginResponse error: a
+# stock client shows any unknown error string in a "Login Error" box.  It
+# declines because it holds no server-signed key for this host, which is
+# what the user can fix.
+INSECURE_REFUSAL = (
+    "This host accepts encrypted connections only: set the ID server's Key in "
+    "the client's network settings and connect again."
+)
+
+
+class DecryptError(Exception):
+    """A frame failed authentication: wrong key, tampered, replayed or reordered."""
+
+
+def nonce(seq: int) -> bytes:
+    """The secretbox nonce of counter C{seq}: u64 little-endian, then 16 zeros."""
+    return seq.to_bytes(8, "little") + bytes(NONCE_LENGTH - 8)
+
+
+class SecretChannel:
+    """Both directions of one encrypted session: one key, two counters.
+
+    Each side counts the frames it has sealed and the frames it has opened;
+    the counter is never sent, so a replayed, dropped or reordered frame is
+    opened with the wrong nonce and fails its MAC like a tampered one.
+    Payloads of at most one byte are not encrypted frames: RustDesk passes
+    them up unopened without counting them (hbb_common tcp.rs C{Encrypt::dec});
+    an empty C{Message} is the only such payload a peer sends.
+    """
+
+    __slots__ = ("_box", "recv_seq", "send_seq")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_LENGTH:
+            raise ValueError("a session key is 32 bytes")
+        self._box = SecretBox(key)
+        self.send_seq = 0
+        self.recv_seq = 0
+
+    def seal(self, payload: bytes) -> bytes:
+        """Encrypt one outgoing payload: MAC (16 bytes) || ciphertext."""
+        if self.send_seq >= _MAX_SEQ:
+            # 2**64 frames: unreachable, but a wrapped counter would reuse nonces.
+            raise OverflowError("send counter exhausted")
+        self.send_seq += 1
+        return bytes(self._box.encrypt(payload, nonce(self.send_seq)).ciphertext)
+
+    def open(self, payload: bytes) -> bytes:
+        """Decrypt one incoming payload.
+
+        @raise DecryptError: the MAC does not verify under the next counter.
+        """
+        if len(payload) <= 1:
+            return payload
+        if self.recv_seq >= _MAX_SEQ:
+            raise DecryptError("receive counter exhausted")
+        self.recv_seq += 1
+        try:
+            return bytes(self._box.decrypt(payload, nonce(self.recv_seq)))
+        except CryptoError as e:
+            raise DecryptError(f"decryption failed at counter {self.recv_seq}") from e
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a handshake ended.
+
+    @ivar reply: a plaintext C{Message} payload to send before anything else,
+        or None.
+    @ivar key: the session key when the session is encrypted from now on.
+    @ivar refusal: why the session must be closed (after sending C{reply}),
+        or None when it goes on.
+    @ivar insecure: why the session goes on in plaintext (only when the
+        caller allowed it), or None.
+    """
+
+    reply: bytes | None = None
+    key: bytes | None = None
+    refusal: str | None = None
+    insecure: str | None = None
+
+
+class Handshake(Protocol):
+    """What L{litedesk.rustdesk.channel} needs of either side's handshake."""
+
+    def begin(self) -> bytes | Outcome | None:
+        """At connection: a payload to send before waiting, a finished handshake, or None."""
+
+    def receive(self, payload: bytes) -> Outcome:
+        """The peer's one handshake frame payload, judged."""
+
+
+def _parse_message(payload: bytes) -> message_pb2.Message | None:
+    msg = message_pb2.Message()
+    try:
+        msg.ParseFromString(payload)
+    except (DecodeError, RecursionError, ValueError):
+        return None
+    return msg
+
+
+def open_signed_id(signed: bytes, signer: VerifyKey) -> tuple[str, bytes] | None:
+    """Check a signed C{IdPk} (combined: signature || message); C{(id, pk)} or None.
+
+    Like RustDesk's C{decode_id_pk}, only a 32-byte C{pk} counts.
+    """
+    try:
+        body = signer.verify(signed)
+    except (BadSignatureError, ValueError, TypeError):
+        return None
+    idpk = _parse_message_idpk(body)
+    if idpk is None or len(idpk[1]) != KEY_LENGTH:
+        return None
+    return idpk
+
+
+def _parse_message_idpk(body: bytes) -> tuple[str, bytes] | None:
+    idpk = message_pb2.IdPk()
+    try:
+        idpk.ParseFromString(body)
+    except (DecodeError, RecursionError, ValueError):
+        return None
+    return idpk.id, idpk.pk
+
+
+def host_key_from_signed_id_pk(server_key: bytes, signed: bytes, peer_id: str) -> VerifyKey | None:
+    """The host's Ed25519 key from the server-signed C{IdPk} of a punch or relay answer.
+
+    None unless the rendezvous server's key C{server_key} signed it, the id
+    is C{peer_id} and the key is 32 bytes (what RustDesk's client checks
+    before it waits for C{SignedId}).
+    """
+    opened = verify_id_pk(server_key, signed) if len(server_key) == KEY_LENGTH else None
+    if opened is None:
+        return None
+    signed_id, pk = opened
+    if signed_id != peer_id or len(pk) != KEY_LENGTH:
+        return None
+    return VerifyKey(pk)
+
+
+class HostHandshake:
+    """The host's side: send C{SignedId}, then judge the client's one answer.
+
+    Follows RustDesk's C{create_tcp_connection} (src/server.rs): a
+    C{PublicKey} with a 32-byte C{asymmetric_value} must open (box, zero
+    nonce) to a 32-byte key; a C{PublicKey} with an empty one, any other
+    message or an empty one means the client declines encryption; a key of
+    another length or a payload that is not a C{Message} ends the session.
+    Where RustDesk then runs in plaintext, this refuses unless
+    C{allow_insecure}.
+    """
+
+    def __init__(
+        self,
+        identity_signing_key: SigningKey,
+        peer_id: str,
+        *,
+        allow_insecure: bool = False,
+        ephemeral: PrivateKey | None = None,
+    ) -> None:
+        self._signing_key = identity_signing_key
+        self._peer_id = peer_id
+        self._allow_insecure = allow_insecure
+        # A fresh X25519 pair per connection; tests inject one for the vectors.
+        self._ephemeral = ephemeral if ephemeral is not None else PrivateKey.generate()
+
+    def begin(self) -> bytes:
+        """The C{Message{signed_id}} payload the host sends first, then it waits."""
+        msg = message_pb2.Message()
+        msg.signed_id.id = sign_id_pk(
+            self._signing_key, self._peer_id, bytes(self._ephemeral.public_key)
+        )
+        return msg.SerializeToString()
+
+    def receive(self, payload: bytes) -> Outcome:
+        """Judge the client's first frame payload."""
+        msg = _parse_message(payload)
+        if msg is None:
+            return Outcome(refusal="handshake: first frame is not a Message")
+        if msg.WhichOneof("union") != "public_key":
+            return self._declined("client sent no PublicKey")
+        their_pk = msg.public_key.asymmetric_value
+        if not their_pk:
+            return self._declined("client sent an empty PublicKey")
+        if len(their_pk) != KEY_LENGTH:
+            return Outcome(refusal=f"handshake: PublicKey of {len(their_pk)} bytes")
+        try:
+            key = Box(self._ephemeral, PublicKey(their_pk)).decrypt(
+                msg.public_key.symmetric_value, _ZERO_NONCE
+            )
+        except (CryptoError, ValueError, TypeError):
+            return Outcome(refusal="handshake: sealed session key does not open")
+        if len(key) != KEY_LENGTH:
+            return Outcome(refusal=f"handshake: session key of {len(key)} bytes")
+        return Outcome(key=bytes(key))
+
+    def _declined(self, why: str) -> Outcome:
+        if self._allow_insecure:
+            return Outcome(insecure=why)
+        refusal = message_pb2.Message()
+        refusal.login_response.error = INSECURE_REFUSAL
+        return Outcome(
+            reply=refusal.SerializeToString(), refusal=f"insecure session refused: {why}"
+        )
+
+
+class ClientHandshake:
+    """The client's side: check C{SignedId}, answer C{PublicKey}.
+
+    Follows RustDesk's C{secure_connection} (src/client.rs) where it
+    succeeds.  Where RustDesk falls back to plaintext (no signed host key, a
+    first message that is not a C{SignedId}, a bad signature or another id)
+    this refuses, unless C{allow_insecure}: then it sends what RustDesk sends
+    (an empty C{Message}, or an empty C{PublicKey} after a bad signature).
+    """
+
+    def __init__(
+        self,
+        host_key: VerifyKey | None,
+        peer_id: str,
+        *,
+        allow_insecure: bool = False,
+        ephemeral: PrivateKey | None = None,
+        session_key: bytes | None = None,
+    ) -> None:
+        self._host_key = host_key
+        self._peer_id = peer_id
+        self._allow_insecure = allow_insecure
+        self._ephemeral = ephemeral if ephemeral is not None else PrivateKey.generate()
+        self._session_key = session_key if session_key is not None else os.urandom(KEY_LENGTH)
+
+    def begin(self) -> Outcome | None:
+        """None: wait for the host's C{SignedId}; else the handshake is already over.
+
+        Without a signed host key RustDesk sends an empty C{Message} at once
+        and does not wait for anything.
+        """
+        if self._host_key is not None:
+            return None
+        return self._declined("no server-signed host key", message_pb2.Message())
+
+    def receive(self, payload: bytes) -> Outcome:
+        """Judge the host's first frame payload."""
+        msg = _parse_message(payload)
+        if msg is None or msg.WhichOneof("union") != "signed_id" or self._host_key is None:
+            return self._declined("host sent no SignedId", message_pb2.Message())
+        opened = open_signed_id(msg.signed_id.id, self._host_key)
+        if opened is None:
+            empty_pk = message_pb2.Message()
+            empty_pk.public_key.SetInParent()
+            return self._declined("SignedId not signed by the host's key", empty_pk)
+        signed_id, their_pk = opened
+        if signed_id != self._peer_id:
+            return self._declined(f"SignedId names id {signed_id!r}", message_pb2.Message())
+        sealed = Box(self._ephemeral, PublicKey(their_pk)).encrypt(self._session_key, _ZERO_NONCE)
+        reply = message_pb2.Message()
+        reply.public_key.asymmetric_value = bytes(self._ephemeral.public_key)
+        reply.public_key.symmetric_value = bytes(sealed.ciphertext)
+        return Outcome(reply=reply.SerializeToString(), key=self._session_key)
+
+    def _declined(self, why: str, reply: message_pb2.Message) -> Outcome:
+        if self._allow_insecure:
+            return Outcome(reply=reply.SerializeToString(), insecure=why)
+        return Outcome(refusal=f"insecure session refused: {why}")
