@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import zstandard
 from hypothesis import given, settings
@@ -25,10 +25,17 @@ from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.threads import deferToThread
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from litedesk.proto import message_pb2 as pb
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rustdesk import rustdesk_host_factory
 from tests.support import rustdesk_client as rc
 
 HOST_ID = "123456789"
@@ -542,3 +549,108 @@ class LoopbackTests(SynchronousTestCase):
         self.assertRaises(rc.EmulatorError, client.handshake)
         client.close()
         t.join(5)
+
+
+# --- the emulator against LiteDesk's own host side (litedesk.rustdesk) -------------------------
+
+
+class EchoLogin(Protocol):
+    """Inner test protocol behind LiteDesk's secure channel: plays the login phase.
+
+    Sends Hash on connect; echoes each LoginRequest back unchanged followed by a
+    LoginResponse whose PeerInfo names the request's my_name and username; records
+    everything else.
+    """
+
+    def __init__(self, seen: list[pb.Message], lost: Deferred[None]) -> None:
+        self.reader = rc.FrameReader()
+        self.seen = seen
+        self.lost = lost
+
+    def connectionMade(self) -> None:
+        self._send(pb.Message(hash=pb.Hash(salt="s" * 32, challenge="c" * 6)))
+
+    def _send(self, msg: pb.Message) -> None:
+        assert self.transport is not None
+        self.transport.write(rc.encode_frame(msg.SerializeToString()))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (payload := self.reader.next()) is not None:
+            msg = pb.Message.FromString(payload)
+            self.seen.append(msg)
+            if msg.WhichOneof("union") == "login_request":
+                lr = msg.login_request
+                self._send(msg)
+                info = pb.PeerInfo(username=lr.my_name, hostname=lr.username, version="1.4.9")
+                self._send(pb.Message(login_response=pb.LoginResponse(peer_info=info)))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(None)
+
+
+class LiteDeskHostTests(TestCase):
+    """The emulator against litedesk.rustdesk.rustdesk_host_factory over real TCP."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.key = SigningKey.generate()
+        self.seen: list[pb.Message] = []
+        self.inner_lost: Deferred[None] = Deferred()
+        self.events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        inner = Factory.forProtocol(lambda: EchoLogin(self.seen, self.inner_lost))
+        factory = rustdesk_host_factory(self.key, HOST_ID, inner, reactor)
+        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    def _connect(self) -> rc.RustDeskClient:
+        port: int = self.port.getHost().port  # type: ignore[attr-defined]
+        client = rc.RustDeskClient.connect(
+            "127.0.0.1", port, HOST_ID, bytes(self.key.verify_key), timeout=10
+        )
+        self.addCleanup(client.close)
+        return client
+
+    def _login(self) -> tuple[rc.RustDeskClient, rc.LoginResult]:
+        client = self._connect()
+        if not client.handshake():
+            raise AssertionError("session not encrypted")
+        who = rc.ClientIdentity(my_name="Emulated", session_id=99)
+        return client, client.login("pw", who)
+
+    async def test_handshake_hash_and_login_echo(self) -> None:
+        client, result = await deferToThread(self._login)
+        self.assertEqual(result.hash.challenge, "c" * 6)
+        self.assertEqual(result.response.peer_info.username, "Emulated")
+        self.assertEqual(result.response.peer_info.hostname, HOST_ID)
+        # The LoginRequest came back through the encrypted channel unchanged.
+        echoed = [m for m in result.before if m.WhichOneof("union") == "login_request"]
+        self.assertEqual(len(echoed), 1)
+        self.assertEqual(
+            echoed[0].login_request.password, rc.password_proof("pw", "s" * 32, "c" * 6)
+        )
+        self.assertEqual(echoed[0].login_request.session_id, 99)
+        self.assertEqual([m.WhichOneof("union") for m in self.seen], ["login_request"])
+        assert client.channel is not None
+        self.assertEqual((client.channel.send_seq, client.channel.recv_seq), (1, 3))
+        client.close()
+        await self.inner_lost
+
+    async def test_flipped_byte_closes_session(self) -> None:
+        client, _ = await deferToThread(self._login)
+        client.send_tampered(rc.mouse_event(0, 5, 5), flip_at=3)
+        self.assertTrue(await deferToThread(client.closed_by_peer))
+        await self.inner_lost
+        # Nothing after the bad frame reached the inner protocol, and the reason is logged.
+        self.assertEqual([m.WhichOneof("union") for m in self.seen], ["login_request"])
+        reasons = [
+            e.get("reason")
+            for e in self.events
+            if "RustDesk channel closed" in str(e.get("log_format"))
+        ]
+        self.assertEqual(len(reasons), 1, self.events)
+        self.assertIn("decrypt", str(reasons[0]).lower())
