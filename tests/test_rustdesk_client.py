@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import zstandard
@@ -654,3 +656,28 @@ class LiteDeskHostTests(TestCase):
         ]
         self.assertEqual(len(reasons), 1, self.events)
         self.assertIn("decrypt", str(reasons[0]).lower())
+
+    async def test_replayed_frame_closes_session(self) -> None:
+        client, _ = await deferToThread(self._login)
+        assert client.channel is not None
+        sealed = client.channel.seal(rc.mouse_event(0, 5, 5).SerializeToString())
+        client.send_payload(sealed)
+        client.send_payload(sealed)
+        self.assertTrue(await deferToThread(client.closed_by_peer))
+        await self.inner_lost
+        kinds = [m.WhichOneof("union") for m in self.seen]
+        self.assertEqual(kinds, ["login_request", "mouse_event"])
+
+
+class IndependenceTests(SynchronousTestCase):
+    def test_emulator_imports_nothing_of_litedesks_protocol_code(self) -> None:
+        # The emulator checks LiteDesk's implementation; sharing code would hide bugs.
+        tree = ast.parse(Path(rc.__file__).read_text())
+        modules = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        ours = {m for m in modules if m.startswith("litedesk")}
+        self.assertEqual(ours, {"litedesk.proto"})
