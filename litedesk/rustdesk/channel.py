@@ -86,6 +86,11 @@ class ChannelTransport:
         # The inner protocol writes BytesCodec frames; each is sealed whole.
         self._outgoing = FrameDecoder()
 
+    @property
+    def channel(self) -> SecureChannelProtocol:
+        """The channel under this transport (its counters, its TCP transport)."""
+        return self._channel
+
     def write(self, data: bytes) -> None:
         try:
             payloads = self._outgoing.feed(data)
@@ -300,7 +305,7 @@ class SecureChannelProtocol(Protocol):
         if self.close_reason is not None:
             return
         self.close_reason = reason
-        self._log.info(
+        self._log.warn(
             "RustDesk channel closed ({role}) with {peer}: {reason}",
             role=self._role,
             peer=self._peer(),
