@@ -42,6 +42,7 @@ from litedesk.rustdesk.secure import (
     SecretChannel,
     nonce,
 )
+from litedesk.session.framing import MessageProtocol
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header
 from litedesk.wire.keys import sign_id_pk
 from tests.support.polling import until
@@ -625,6 +626,37 @@ class ChannelTests(SynchronousTestCase):
         host.proto.connectionLost(Failure(Exception("closed")))
         self.assertIsNotNone(inner.lost)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_message_protocol_as_inner(self) -> None:
+        """LiteDesk's MessageProtocol runs unchanged inside the channel."""
+        clock = self.clock
+
+        class Echo(MessageProtocol):
+            def __init__(self) -> None:
+                self.clock = clock
+                self.got: list[m.Message] = []
+
+            def message_received(self, msg: m.Message) -> None:
+                self.got.append(msg)
+                self.send_message(m.Message(hash=m.Hash(salt="s", challenge="c")))
+
+        echoes: list[Echo] = []
+
+        def build() -> Echo:
+            echoes.append(Echo())
+            return echoes[-1]
+
+        self.host_inner = cast(RecorderFactory, Factory.forProtocol(build))
+        host, client = self._connected_pair()
+        (echo,) = echoes
+        self.assertEqual([x.WhichOneof("union") for x in echo.got], ["login_request"])
+        (client_inner,) = self.client_inner.built
+        self.assertEqual(client_inner.received[-1].SerializeToString(), T4_HASH)
+        # Garbage inside a well-sealed frame is the inner protocol's to refuse.
+        client.proto.send_payload(b"\xff\xff")
+        _pump(host, client)
+        self.assertTrue(echo.closing)
+        self.assertEqual(_close_reasons(self.events), [])
 
     @settings(max_examples=60)
     @given(st.binary(max_size=400), st.data())
