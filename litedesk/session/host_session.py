@@ -39,13 +39,18 @@ from litedesk.proto import message_pb2 as pb
 from litedesk.screen.backpressure import transport_buffered
 from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.cursor import CursorShape
+from litedesk.session import host_messages
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.host_context import HostContext, StreamerLike
 from litedesk.session.host_messages import (
+    clipboard_message,
+    clipboard_text,
     cursor_data,
     peer_info,
+    permission_info,
     pick_codec,
     session_summary,
+    supports_multi_clipboard,
     switch_display,
     video_frame,
 )
@@ -56,7 +61,7 @@ VERSION = "1.4.9"
 SESSION_IDLE_TIMEOUT = 30.0  # RustDesk hosts close a session silent for 30 s
 TEST_DELAY_INTERVAL = 1.0
 LOGIN_TIMEOUT = 30.0
-MAX_CLIPBOARD = 1 << 20
+MAX_CLIPBOARD = host_messages.MAX_CLIPBOARD
 # A TLS handshake takes a few round trips; 10 s covers slow links, and the
 # deadline is absolute, so trickling bytes cannot stretch it.
 HANDSHAKE_TIMEOUT = 10.0
@@ -85,6 +90,10 @@ class HostSession(MessageProtocol):
 
     @ivar relayed: the session runs over a relay leg the host opened (its
         peer address is the relay's, shared by every relayed viewer).
+    @ivar rustdesk: the peer is a stock RustDesk client (inside RustDesk's
+        secure channel) rather than a LiteDesk viewer: its codec, key codes,
+        wheel direction, clipboard encoding and view-only notice follow
+        RustDesk (docs/protocol.rst §8.5).
     @ivar state: C{"handshake"}, C{"login"}, C{"active"}, C{"refused"} or
         C{"closed"}; leaving the first two ends the session's unauthenticated
         accounting (L{HostContext.admission}).
@@ -103,8 +112,13 @@ class HostSession(MessageProtocol):
         default_codec: str = "h264",
         direct: bool = False,
         relayed: bool = False,
+        rustdesk: bool = False,
     ) -> None:
         self.ctx = ctx
+        self.rustdesk = rustdesk
+        # From the LoginRequest: what the client can read (multi_clipboards).
+        self.peer_version = ""
+        self.peer_platform = ""
         # Direct (--listen) viewers name the host by the address they dialled,
         # as RustDesk's direct IP access does, not by its id.
         self.direct = direct
@@ -122,6 +136,7 @@ class HostSession(MessageProtocol):
         self._told_view_only = False
         self._login_timer: Any = None
         self.display_index = 0
+        self.codec = default_codec
         self._rtts: list[int] = []
         self._started = ctx.clock.seconds()
 
@@ -296,6 +311,8 @@ class HostSession(MessageProtocol):
             self._refuse("Too many viewers", "max viewers reached")
             return
         self.viewer_id = req.my_id or req.my_name
+        self.peer_version = req.version
+        self.peer_platform = req.my_platform
         self.state = "active"
         self._started = self.ctx.clock.seconds()
         self.ctx.sessions.add(self)
@@ -311,8 +328,10 @@ class HostSession(MessageProtocol):
 
     def _start_streaming(self, option: pb.OptionMessage) -> None:
         """After a login: the screen with the viewer's options, cursor, clipboard, pings."""
-        codec = pick_codec(option, self.default_codec)
+        codec = pick_codec(option, self.default_codec, rustdesk=self.rustdesk)
+        self.codec = codec
         self.streamer = self.ctx.make_streamer(self._send_frame, self._buffered, codec)
+        self._send_permissions()
         if option.image_quality:
             self.streamer.set_quality(option.image_quality)
         if option.custom_fps:
@@ -407,8 +426,41 @@ class HostSession(MessageProtocol):
 
     # -- input, clipboard, misc -------------------------------------------
 
+    def _send_permissions(self) -> None:
+        """Tell a RustDesk client what is off, as a RustDesk host does at the
+        start of a session: it then disables its input and clipboard instead
+        of sending events the host refuses.  (LiteDesk viewers learn it from
+        the message box of L{_input}.)"""
+        if not self.rustdesk:
+            return
+        if self.ctx.view_only or self.ctx.input is None:
+            self.send_message(permission_info(pb.PermissionInfo.Keyboard, False))
+        if self.ctx.view_only or self.ctx.clipboard is None:
+            self.send_message(permission_info(pb.PermissionInfo.Clipboard, False))
+
+    def _mouse_event(self, ev: pb.MouseEvent) -> None:
+        self._input(mouse_from_proto(ev, rustdesk=self.rustdesk))
+
+    def _key_event(self, ev: pb.KeyEvent) -> None:
+        key = key_from_proto(ev, rustdesk=self.rustdesk)
+        if key is None:
+            # A key up a RustDesk Linux host drops too, or a key code with no
+            # key on a US layout (input_messages' docstring).
+            self._log.debug(
+                "Key event from {viewer} ignored (mode {mode}, {field})",
+                viewer=self.viewer_id,
+                mode=ev.mode,
+                field=ev.WhichOneof("union"),
+            )
+            return
+        self._input(key)
+
     def _input(self, ev: MouseInput | KeyInput) -> None:
         if self.ctx.view_only or self.ctx.input is None:
+            if self.rustdesk:
+                # Told once by permission_info; a RustDesk client shows a
+                # message box of type "error" as a failed connection.
+                return
             if not self._told_view_only:
                 self._told_view_only = True
                 self.send_message(
@@ -426,11 +478,9 @@ class HostSession(MessageProtocol):
     def _clipboard(self, clip: pb.Clipboard) -> None:
         if self.ctx.view_only or self.ctx.clipboard is None:
             return
-        if clip.compress or clip.format != pb.Text or len(clip.content) > MAX_CLIPBOARD:
-            return
-        try:
-            text = clip.content.decode("utf-8")
-        except UnicodeDecodeError:
+        text, why = clipboard_text(clip)
+        if text is None:
+            self._log.info("Clipboard from {viewer} refused: {why}", viewer=self.viewer_id, why=why)
             return
         self.ctx.clipboard.set_from_peer(text)
 
@@ -459,10 +509,10 @@ class HostSession(MessageProtocol):
     def send_clipboard(self, text: str) -> None:
         if self.state != "active" or self.ctx.view_only:
             return
-        data = text.encode("utf-8")
-        if len(data) > MAX_CLIPBOARD:
+        if len(text.encode("utf-8")) > MAX_CLIPBOARD:
             return
-        self.send_message(pb.Message(clipboard=pb.Clipboard(content=data, format=pb.Text)))
+        multi = self.rustdesk and supports_multi_clipboard(self.peer_version, self.peer_platform)
+        self.send_message(clipboard_message(text, rustdesk=self.rustdesk, multi=multi))
 
     def _misc(self, misc: pb.Misc) -> None:
         kind = misc.WhichOneof("union")
@@ -477,21 +527,41 @@ class HostSession(MessageProtocol):
                 self.streamer.switch_display(index)
                 self.send_message(switch_display(index, self.ctx.displays[index]))
         elif kind == "option":
-            opt = misc.option
-            if opt.image_quality:
-                self.streamer.set_quality(opt.image_quality)
-            if opt.custom_fps:
-                self.streamer.set_custom_fps(opt.custom_fps)
+            self._option(misc.option)
         elif kind == "close_reason":
             self.close(f"viewer closed: {misc.close_reason}")
+
+    def _option(self, opt: pb.OptionMessage) -> None:
+        """A viewer's option change during the session (C{Misc.option})."""
+        assert self.streamer is not None
+        if opt.image_quality:
+            self.streamer.set_quality(opt.image_quality)
+        if opt.custom_fps:
+            self.streamer.set_custom_fps(opt.custom_fps)
+        if self.rustdesk and opt.HasField("supported_decoding"):
+            # A RustDesk client re-announces its decoders when one fails
+            # (its codec is then listed with ability 0) or when its user
+            # picks another codec; the stream moves to the new choice, from
+            # a key frame.
+            codec = pick_codec(opt, self.default_codec, rustdesk=True)
+            set_codec = getattr(self.streamer, "set_codec", None)
+            if codec != self.codec and set_codec is not None:
+                self._log.info(
+                    "Viewer {viewer} switches codec from {old} to {new}",
+                    viewer=self.viewer_id,
+                    old=self.codec,
+                    new=codec,
+                )
+                self.codec = codec
+                set_codec(codec)
 
 
 # A logged-in viewer's messages the host acts on, by Message union field; the
 # rest are ignored.  (Lambdas call through the instance so subclasses can override.)
 _ACTIVE_HANDLERS: dict[str, Callable[[HostSession, pb.Message], None]] = {
     "test_delay": lambda s, m: s._test_delay(m.test_delay),
-    "mouse_event": lambda s, m: s._input(mouse_from_proto(m.mouse_event)),
-    "key_event": lambda s, m: s._input(key_from_proto(m.key_event)),
+    "mouse_event": lambda s, m: s._mouse_event(m.mouse_event),
+    "key_event": lambda s, m: s._key_event(m.key_event),
     "clipboard": lambda s, m: s._clipboard(m.clipboard),
     "multi_clipboards": lambda s, m: s._multi_clipboards(m.multi_clipboards),
     "misc": lambda s, m: s._misc(m.misc),
