@@ -6,7 +6,7 @@ received clipboard is read back (L{clipboard_text}).  These are pure
 functions, apart from the session's state machine, so that they can be read
 and tested without a connection.  Where a stock RustDesk client expects
 something LiteDesk viewers do not need, the choice is explained at the
-function (docs/protocol.rst §8.5).
+function (docs/protocol.rst §8.3).
 """
 
 from __future__ import annotations

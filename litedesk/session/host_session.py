@@ -93,7 +93,7 @@ class HostSession(MessageProtocol):
     @ivar rustdesk: the peer is a stock RustDesk client (inside RustDesk's
         secure channel) rather than a LiteDesk viewer: its codec, key codes,
         wheel direction, clipboard encoding and view-only notice follow
-        RustDesk (docs/protocol.rst §8.5).
+        RustDesk (docs/protocol.rst §8.3).
     @ivar state: C{"handshake"}, C{"login"}, C{"active"}, C{"refused"} or
         C{"closed"}; leaving the first two ends the session's unauthenticated
         accounting (L{HostContext.admission}).

@@ -6,7 +6,7 @@ injector, which validates them.
 
 LiteDesk viewers send what the injector understands directly: Legacy key
 events and RustDesk's mouse mask.  Stock RustDesk clients
-(docs/protocol.rst §8.5) differ in two ways, converted here when the host
+(docs/protocol.rst §8.3) differ in two ways, converted here when the host
 says the peer is one (C{rustdesk=True}):
 
 * Keyboard: against a host whose C{PeerInfo.version} is 1.2.0 or later and
