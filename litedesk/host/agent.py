@@ -37,6 +37,7 @@ from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Event, Registration
 from litedesk.host.rendezvous_client import RendezvousClient
 from litedesk.logfiles import make_twistd_log_private
+from litedesk.rustdesk.detect import DetectingFactory, ProtocolDetector, rustdesk_host_protocol
 from litedesk.services import EndpointService, UDPListenerService
 from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admission
 from litedesk.session.host_certificate import host_context_factory
@@ -145,6 +146,71 @@ class UpnpService(Service):
             self.port.stopListening()
             self.port = None
         return self.mapper.stop()
+
+
+class _Sessions:
+    """Builds the host's session protocols: TLS only, or detecting (C{--rustdesk-clients})."""
+
+    def __init__(
+        self,
+        ctx: HostContext,
+        codec: str,
+        tls_options: Any,
+        identity: HostIdentity,
+        reactor: Any,
+        *,
+        rustdesk_clients: bool,
+        allow_insecure: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.codec = codec
+        self.tls_options = tls_options
+        self.identity = identity
+        self.reactor = reactor
+        self.rustdesk_clients = rustdesk_clients
+        self.allow_insecure = allow_insecure
+
+    def tls_session(self, direct: bool = False, relayed: bool = False) -> Any:
+        session = HostSession(self.ctx, self.codec, direct=direct, relayed=relayed)
+        return wrap_server(session, self.tls_options)
+
+    def rustdesk_session(self, direct: bool) -> HostSession:
+        # RustDesk client conventions (docs/protocol.rst §8.5).
+        return HostSession(self.ctx, self.codec, direct=direct, rustdesk=True)
+
+    def detecting_session(self, direct: bool = False) -> ProtocolDetector:
+        # docs/protocol.rst §11.5: the first byte (or its absence) names the protocol.
+        return ProtocolDetector(
+            lambda: self.tls_session(direct=direct),
+            lambda release: rustdesk_host_protocol(
+                self.identity.signing_key,
+                self.identity.peer_id,
+                lambda: self.rustdesk_session(direct),
+                self.reactor,
+                release,
+                allow_insecure=self.allow_insecure,
+            ),
+            self.reactor,
+            admission=self.ctx.admission,
+        )
+
+    def make_session(self, relayed: bool = False) -> Any:
+        """A session protocol for a stream the host opened or adopted (paths.py)."""
+        # A relay leg cannot be told by silence: the host's leg is usually
+        # paired with the viewer's much later than DETECT_TIMEOUT, so relay
+        # legs stay TLS-only (docs/protocol.rst §11.5).
+        if self.rustdesk_clients and not relayed:
+            return self.detecting_session()
+        return self.tls_session(relayed=relayed)
+
+    def factory(self, direct: bool) -> Any:
+        """A listening factory (--listen, UPnP)."""
+        if self.rustdesk_clients:
+            return DetectingFactory(lambda: self.detecting_session(direct=direct))
+        return tls_server_factory(
+            Factory.forProtocol(lambda: HostSession(self.ctx, self.codec, direct=direct)),
+            self.tls_options,
+        )
 
 
 def _registration_logger(identity: HostIdentity, server: str) -> Callable[[Event], None]:
@@ -297,8 +363,17 @@ def _assemble(
     cursor = CursorTracker(reactor, display, ctx.cursor_moved, ctx.cursor_changed)
     tls_options = host_context_factory(identity.signing_key, identity.peer_id)
 
-    def make_session(relayed: bool = False) -> Any:
-        return wrap_server(HostSession(ctx, codec, relayed=relayed), tls_options)
+    sessions = _Sessions(
+        ctx,
+        codec,
+        tls_options,
+        identity,
+        reactor,
+        rustdesk_clients=bool(config["rustdesk-clients"]),
+        allow_insecure=bool(config["allow-insecure-rustdesk"]),
+    )
+    make_session = sessions.make_session
+    session_factory = sessions.factory
 
     agent = HostAgent(identity, ctx, verifier)
     upnp_port = None
@@ -308,18 +383,14 @@ def _assemble(
         mapper = UpnpMapper(reactor, config.upnp_listen_port)
         upnp_factory = None
         if config["listen"] is None:
-            upnp_factory = tls_server_factory(
-                Factory.forProtocol(lambda: HostSession(ctx, codec)), tls_options
-            )
+            upnp_factory = session_factory(direct=False)
         agent.upnp = UpnpService(reactor, mapper, upnp_factory)
         agent.upnp.setServiceParent(agent)
         upnp_port = lambda: mapper.mapped_port  # noqa: E731
     if config["rendezvous"] is not None:
         _add_rendezvous(agent, config, reactor, make_session, upnp_port)
     if config["listen"] is not None:
-        factory = tls_server_factory(
-            Factory.forProtocol(lambda: HostSession(ctx, codec, direct=True)), tls_options
-        )
+        factory = session_factory(direct=True)
         ep = endpoints.serverFromString(reactor, config["listen"])
         agent.listen = EndpointService("listen", ep, factory)
         agent.listen.setServiceParent(agent)

@@ -63,6 +63,21 @@ class HostOptions(usage.Options):
             f"listener (the --listen port, else TCP {UPNP_LOCAL_PORT}) and advertise it "
             "to viewers; the mapping is renewed and removed on shutdown.",
         ],
+        [
+            "rustdesk-clients",
+            None,
+            "Also serve stock RustDesk clients on the session ports this host accepts or "
+            "opens (--listen, LAN, hole-punched, UPnP; relay legs stay LiteDesk-only for now): "
+            "a peer that sends nothing for 0.3 s gets RustDesk's secure channel (SignedId "
+            "first), a TLS ClientHello the LiteDesk session as before.  Off by default while "
+            "RustDesk support lands; it is meant to become the default.",
+        ],
+        [
+            "allow-insecure-rustdesk",
+            None,
+            "With --rustdesk-clients: let a RustDesk client that declines encryption in "
+            "(its session runs in plaintext, logged as insecure); refused otherwise.",
+        ],
     ]
     optParameters: ClassVar[list[list[Any]]] = [
         [
@@ -139,6 +154,8 @@ class HostOptions(usage.Options):
                 ) from None
         elif self["rendezvous"] is not None:
             self.discovery_server = (self.server[0], DISCOVERY_PORT)
+        if self["allow-insecure-rustdesk"] and not self["rustdesk-clients"]:
+            raise usage.UsageError("--allow-insecure-rustdesk needs --rustdesk-clients")
         if self["codec"] not in ("h264", "vp9"):
             raise usage.UsageError("--codec must be h264 or vp9")
         if self["display"] is None:
