@@ -36,7 +36,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.host.options import HostOptions
 from litedesk.proto import message_pb2 as pb
-from litedesk.rustdesk.channel import SecureChannelProtocol
+from litedesk.rustdesk.channel import ChannelTransport, SecureChannelProtocol
 from litedesk.rustdesk.detect import (
     DETECT_TIMEOUT,
     RUSTDESK_HANDSHAKE_TIMEOUT,
@@ -105,7 +105,12 @@ def _capture_logs(case: SynchronousTestCase) -> list[LogEvent]:
 class Rig:
     """A detector on a Clock whose two paths record what they are given."""
 
-    def __init__(self, admission: Admission | None = None, rustdesk: bool = False) -> None:
+    def __init__(
+        self,
+        admission: Admission | None = None,
+        rustdesk: bool = False,
+        allow_insecure: bool = False,
+    ) -> None:
         self.clock = Clock()
         self.key = SigningKey.generate()
         self.tls = Recorder()
@@ -118,7 +123,12 @@ class Rig:
             proto: IProtocol
             if rustdesk:
                 proto = rustdesk_host_protocol(
-                    self.key, HOST_ID, self._session, self.clock, release
+                    self.key,
+                    HOST_ID,
+                    self._session,
+                    self.clock,
+                    release,
+                    allow_insecure=allow_insecure,
                 )
             else:
                 proto = Recorder()
@@ -265,6 +275,9 @@ class DetectionTests(SynchronousTestCase):
         elif data[0] == 0x16:
             self.assertEqual(rig.detector.chosen, "tls")
             self.assertEqual(rig.tls.received, data)
+        elif data[0] == 0x00:
+            self.assertEqual(rig.detector.chosen, "rustdesk")
+            self.assertFalse(rig.tls.made)
         else:
             self.assertEqual(rig.detector.chosen, "refused")
             self.assertTrue(rig.transport.aborted)
@@ -348,6 +361,28 @@ class RustDeskSessionTests(SynchronousTestCase):
         msg = pb.Message()
         msg.ParseFromString(refusal)
         self.assertTrue(msg.login_response.error)
+
+    def test_client_without_host_key_is_refused_at_once(self) -> None:
+        """A stock client with no verified key sends an empty Message first."""
+        rig = Rig(rustdesk=True)
+        rig.detector.dataReceived(rc.encode_frame(b""))
+        self.assertEqual(rig.detector.chosen, "rustdesk")
+        self.assertTrue(rig.transport.disconnecting)
+        self.assertEqual(rig.sessions, [])
+        frames = FrameDecoder().feed(rig.transport.value())
+        first, last = pb.Message(), pb.Message()
+        first.ParseFromString(frames[0])
+        last.ParseFromString(frames[-1])
+        self.assertEqual(first.WhichOneof("union"), "signed_id")
+        self.assertTrue(last.login_response.error)
+
+    def test_client_without_host_key_allowed_when_insecure(self) -> None:
+        rig = Rig(rustdesk=True, allow_insecure=True)
+        rig.detector.dataReceived(rc.encode_frame(b""))
+        [session] = rig.sessions
+        self.assertEqual(session.handshakes, 1)
+        assert isinstance(session.transport, ChannelTransport)
+        self.assertFalse(session.transport.encrypted)
 
     def test_starter_without_a_handshake_listener(self) -> None:
         inner = Protocol()
@@ -548,7 +583,16 @@ class RustDeskHostEndToEndTests(SynchronousTestCase):
             except ConnectionResetError:
                 answer = b""  # aborted: the host sends nothing
             self.assertEqual(answer, b"")
-        self.assertTrue(_poll(lambda: "neither a TLS handshake" in self._log_text(), 10))
+        self.assertTrue(_poll(lambda: "is neither a TLS handshake" in self._log_text(), 10))
+
+        # A stock client holding no verified key for the host declines
+        # encryption at once: refused with the error a RustDesk client shows.
+        keyless = rc.RustDeskClient.connect("127.0.0.1", self.port, self.peer_id, None)
+        self.addCleanup(keyless.close)
+        self.assertFalse(keyless.handshake())
+        refusal = keyless.recv_until("login_response").login_response
+        self.assertTrue(refusal.error)
+        self.assertTrue(keyless.closed_by_peer())
 
         # The LiteDesk viewer on the same port: the TLS path, as before.
         shot = self.dir / "shot.png"

@@ -11,6 +11,9 @@ injected clock for a first byte:
   TLS host session exactly as without detection;
 - silence: the stream goes to RustDesk's secure channel, host side
   (L{litedesk.rustdesk.rustdesk_host_factory}), with a L{HostSession} inside;
+- C{0x00}, the empty C{Message} a stock client without a verified host key
+  sends at once: RustDesk's channel too, which refuses it (or, with
+  C{--allow-insecure-rustdesk}, runs it in plaintext);
 - any other first byte: the connection is closed with a logged reason.
 
 Nothing falls back to plaintext: the channel refuses an unencrypted client
@@ -42,6 +45,7 @@ from litedesk.session.switching import SwitchingProtocol
 
 __all__ = [
     "DETECT_TIMEOUT",
+    "EMPTY_FRAME",
     "RUSTDESK_HANDSHAKE_TIMEOUT",
     "TLS_HANDSHAKE_RECORD",
     "DetectingFactory",
@@ -58,6 +62,8 @@ __all__ = [
 DETECT_TIMEOUT = 0.3
 # The TLS record type of a handshake message: the first byte of a ClientHello.
 TLS_HANDSHAKE_RECORD = 0x16
+# The BytesCodec header of an empty frame: a RustDesk client's empty Message.
+EMPTY_FRAME = 0x00
 # The RustDesk key exchange is one frame each way; the TLS path's deadline
 # (host_session.HANDSHAKE_TIMEOUT, 10 s) is ample for it too, and shorter
 # than the channel's own 18 s, which only mirrors RustDesk's client timeout.
@@ -127,17 +133,33 @@ class ProtocolDetector(SwitchingProtocol):
             self._release()
             self.switch_protocol(self._make_tls(), data)
             return
-        self._refuse(f"first byte 0x{data[0]:02x} is neither a TLS handshake nor silence")
+        if data[0] == EMPTY_FRAME:
+            # A stock client holding no verified host key sends an empty
+            # Message at once, without reading (docs/protocol.rst §11.5): the
+            # channel refuses it with the error it shows, or runs it in
+            # plaintext with --allow-insecure-rustdesk.
+            self._cancel_timer()
+            self._start_rustdesk(data)
+            return
+        self._refuse(
+            f"first byte 0x{data[0]:02x} is neither a TLS handshake, "
+            "a RustDesk empty message nor silence"
+        )
 
     def _silent(self) -> None:
         self._timer = None
         if self.chosen is not None:
             return
-        self.chosen = "rustdesk"
         self._log.info(
             "Silent peer {peer} taken for a RustDesk client", peer=self._peer(), rustdesk=True
         )
-        self.switch_protocol(self._make_rustdesk(self._release))
+        self._start_rustdesk(b"")
+
+    def _start_rustdesk(self, leftover: bytes) -> None:
+        # The detector keeps its admission place through the key exchange;
+        # the channel's session gives it up when it starts.
+        self.chosen = "rustdesk"
+        self.switch_protocol(self._make_rustdesk(self._release), leftover)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
