@@ -175,7 +175,7 @@ class _Sessions:
         return wrap_server(session, self.tls_options)
 
     def rustdesk_session(self, direct: bool) -> HostSession:
-        # RustDesk client conventions (docs/protocol.rst §8.5).
+        # A stock client inside the channel (docs/protocol.rst §11.5).
         return HostSession(self.ctx, self.codec, direct=direct, rustdesk=True)
 
     def detecting_session(self, direct: bool = False) -> ProtocolDetector:
