@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 from hypothesis import given, settings
@@ -31,9 +32,12 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from litedesk.host.agent import _Sessions
+from litedesk.host.identity import HostIdentity
 from litedesk.host.options import HostOptions
 from litedesk.proto import message_pb2 as pb
 from litedesk.rustdesk.channel import ChannelTransport, SecureChannelProtocol
@@ -47,6 +51,7 @@ from litedesk.rustdesk.detect import (
 )
 from litedesk.screen.backpressure import transport_buffered
 from litedesk.session.admission import Admission
+from litedesk.session.host_certificate import host_context_factory
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from tests.support import rustdesk_client as rc
 
@@ -449,6 +454,36 @@ class FactoryAndOptionTests(SynchronousTestCase):
         self.assertIsInstance(proto, ProtocolDetector)
         self.assertIs(proto.factory, factory)
 
+    def _sessions(self, rustdesk_clients: bool) -> _Sessions:
+        key = SigningKey.generate()
+        ctx: Any = SimpleNamespace(clock=Clock(), admission=None)
+        return _Sessions(
+            ctx,
+            "h264",
+            host_context_factory(key, HOST_ID),
+            HostIdentity(HOST_ID, b"uuid", key),
+            Clock(),
+            rustdesk_clients=rustdesk_clients,
+            allow_insecure=False,
+        )
+
+    def test_off_builds_tls_sessions_only(self) -> None:
+        sessions = self._sessions(False)
+        self.assertIsInstance(sessions.factory(direct=True), TLSMemoryBIOFactory)
+        for relayed in (False, True):
+            proto = sessions.make_session(relayed=relayed)
+            self.assertIsInstance(proto, TLSMemoryBIOProtocol)
+            self.assertEqual(proto.wrappedProtocol.relayed, relayed)
+            self.assertFalse(proto.wrappedProtocol.rustdesk)
+
+    def test_on_detects_except_on_relay_legs(self) -> None:
+        sessions = self._sessions(True)
+        self.assertIsInstance(sessions.factory(direct=True), DetectingFactory)
+        self.assertIsInstance(sessions.make_session(), ProtocolDetector)
+        relay_leg = sessions.make_session(relayed=True)
+        self.assertIsInstance(relay_leg, TLSMemoryBIOProtocol)
+        self.assertTrue(sessions.rustdesk_session(direct=True).rustdesk)
+
     def test_flags(self) -> None:
         o = HostOptions()
         o.parseOptions(["--listen", "tcp:0", "--config-dir", "/nonexistent"])
@@ -526,8 +561,10 @@ class RustDeskHostEndToEndTests(SynchronousTestCase):
         assert m is not None
         self.peer_id = m.group(1)
         self.host_pk = base64.b64decode(m.group(2))
-        # The same key the config dir holds (what the server would sign).
-        self.assertEqual((self.dir / "cfg" / "id").read_text().strip(), self.peer_id)
+        # The same id and key the config dir holds (what the server would sign).
+        cfg = self.dir / "cfg"
+        self.assertEqual((cfg / "id").read_text().strip(), self.peer_id)
+        self.assertEqual(base64.b64decode((cfg / "id_ed25519.pub").read_text()), self.host_pk)
 
     def _log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
