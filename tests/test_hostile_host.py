@@ -24,13 +24,11 @@ import json
 import os
 import resource
 import select
-import shutil
 import socket
 import ssl
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,11 +39,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from litedesk.proto import message_pb2 as pb
 from litedesk.wire.bytescodec import encode_frame, encode_header
 
-from .support.e2e_lab import VIEWER
-from .support.ports import free_port_pair
-from .support.processes import TWISTD, stop_all
+from .support.listening_host import ListeningHost
 from .support.skips import requires
-from .support.xvfb import Xvfb, _die_with_parent
+from .support.xvfb import _die_with_parent
 
 HOST_NOFILE = 1024
 PASSWORD = "hostile-host-password"
@@ -150,51 +146,12 @@ def _test_delay_with_unknown_fields(size: int) -> bytes:
     return _varint((number << 3) | 2) + _varint(len(inner)) + inner
 
 
-class HostProcess:
+class HostProcess(ListeningHost):
     """The agent under attack, with its own Xvfb and a 1,024-descriptor limit."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="litedesk-hostile-"))
-        self.xvfb = Xvfb(640, 480, 24).start()
-        self.env = dict(self.xvfb.env)
-        self.port = free_port_pair()
+        super().__init__(PASSWORD, prefix="litedesk-hostile-", preexec_fn=_host_preexec)
         self.baseline_seconds = 0.0
-        self.pwfile = self.dir / "pw"
-        self.pwfile.write_text(PASSWORD)
-        self.log = self.dir / "host.log"
-        out = open(self.dir / "host.out", "wb")  # noqa: SIM115 - closed below
-        self.proc = subprocess.Popen(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "--logfile",
-                str(self.log),
-                "litedesk-host",
-                "--config-dir",
-                str(self.dir / "cfg"),
-                "--listen",
-                f"tcp:{self.port}:interface=127.0.0.1",
-                "--password-file",
-                str(self.pwfile),
-                "--display",
-                str(self.xvfb.display),
-            ],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            preexec_fn=_host_preexec,
-        )
-        out.close()
-        if not _poll(self._listening, 30):
-            self.stop()
-            raise RuntimeError(f"litedesk-host did not start listening; see {self.dir}")
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"litedesk-host exited; see {self.dir}")
-        return self.log.exists() and "starting on" in self.log.read_text()
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
@@ -207,31 +164,7 @@ class HostProcess:
 
     def viewer(self, shot: Path) -> tuple[subprocess.CompletedProcess[str], float]:
         """Run the headless viewer for one screenshot; return it and its duration."""
-        start = time.monotonic()
-        result = subprocess.run(
-            [
-                *VIEWER,
-                f"127.0.0.1:{self.port}",
-                "--password-file",
-                str(self.pwfile),
-                "--headless",
-                "--known-hosts",
-                str(self.dir / "known_hosts"),
-                "--screenshot",
-                str(shot),
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            stdin=subprocess.DEVNULL,
-        )
-        return result, time.monotonic() - start
-
-    def stop(self) -> None:
-        stop_all([self.proc])
-        self.xvfb.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.screenshot(shot)
 
 
 class Sampler:

@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -55,11 +51,8 @@ from litedesk.session.host_certificate import host_context_factory
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from tests.support import rustdesk_client as rc
 
-from .support.e2e_lab import VIEWER
-from .support.ports import free_port_pair
-from .support.processes import TWISTD, stop_all
+from .support.listening_host import ListeningHost
 from .support.skips import requires
-from .support.xvfb import Xvfb
 
 HOST_ID = "123456789"
 PEER = IPv4Address("TCP", "10.0.0.7", 40000)
@@ -519,44 +512,10 @@ class RustDeskHostEndToEndTests(SynchronousTestCase):
     """A real host with C{--rustdesk-clients}; both kinds of client on its one port."""
 
     def setUp(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="litedesk-rdhost-"))
-        self.addCleanup(shutil.rmtree, self.dir, True)
-        self.xvfb = Xvfb(640, 480, 24).start()
-        self.addCleanup(self.xvfb.stop)
-        self.env = dict(self.xvfb.env)
-        self.port = free_port_pair()
-        self.pwfile = self.dir / "pw"
-        self.pwfile.write_text(PASSWORD)
-        self.log = self.dir / "host.log"
-        out = open(self.dir / "host.out", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "--logfile",
-                str(self.log),
-                "litedesk-host",
-                "--config-dir",
-                str(self.dir / "cfg"),
-                "--listen",
-                f"tcp:{self.port}:interface=127.0.0.1",
-                "--password-file",
-                str(self.pwfile),
-                "--display",
-                str(self.xvfb.display),
-                "--rustdesk-clients",
-            ],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-        )
-        out.close()
-        self.addCleanup(stop_all, [proc])
-        self.proc = proc
-        if not _poll(self._listening, 30):
-            self.fail(f"litedesk-host did not start listening: {self._log_text()[-2000:]}")
+        self.host = ListeningHost(PASSWORD, "--rustdesk-clients", prefix="litedesk-rdhost-")
+        self.addCleanup(self.host.stop)
+        self.dir, self.port, self.pwfile = self.host.dir, self.host.port, self.host.pwfile
+        self.log, self.proc = self.host.log, self.host.proc
         m = re.search(r"LiteDesk host id (\S+), key (\S+),", self._log_text())
         assert m is not None
         self.peer_id = m.group(1)
@@ -567,12 +526,7 @@ class RustDeskHostEndToEndTests(SynchronousTestCase):
         self.assertEqual(base64.b64decode((cfg / "id_ed25519.pub").read_text()), self.host_pk)
 
     def _log_text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"litedesk-host exited: {self._log_text()[-2000:]}")
-        return "starting on" in self._log_text()
+        return self.host.log_text()
 
     def _client(self) -> rc.RustDeskClient:
         client = rc.RustDeskClient.connect("127.0.0.1", self.port, self.peer_id, self.host_pk)
@@ -633,24 +587,7 @@ class RustDeskHostEndToEndTests(SynchronousTestCase):
 
         # The LiteDesk viewer on the same port: the TLS path, as before.
         shot = self.dir / "shot.png"
-        viewer = subprocess.run(
-            [
-                *VIEWER,
-                f"127.0.0.1:{self.port}",
-                "--password-file",
-                str(self.pwfile),
-                "--headless",
-                "--known-hosts",
-                str(self.dir / "known_hosts"),
-                "--screenshot",
-                str(shot),
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            stdin=subprocess.DEVNULL,
-        )
+        viewer, _seconds = self.host.screenshot(shot)
         self.assertEqual(viewer.returncode, 0, viewer.stderr[-2000:])
         self.assertTrue(shot.exists())
         self.assertEqual(shot.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
