@@ -106,6 +106,7 @@ if str(ROOT) not in sys.path:
 from litedesk.proto import message_pb2 as pb  # noqa: E402
 from litedesk.proto import rendezvous_pb2 as rz  # noqa: E402
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header  # noqa: E402
+from tests.support.ports import free_port, free_port_pair  # noqa: E402
 from tests.support.xvfb import Xvfb  # noqa: E402
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -197,37 +198,6 @@ def nofile_limit(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return -1
-
-
-def free_port(kind: int = socket.SOCK_STREAM, host: str = LOCAL) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_port_triple() -> int:
-    """P with TCP P-1, TCP+UDP P and TCP P+1 free (NAT test, rendezvous, relay)."""
-    for _ in range(200):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 30000
-        socks = []
-        try:
-            for port, kind in (
-                (base - 1, socket.SOCK_STREAM),
-                (base, socket.SOCK_STREAM),
-                (base, socket.SOCK_DGRAM),
-                (base + 1, socket.SOCK_STREAM),
-            ):
-                s = socket.socket(socket.AF_INET, kind)
-                socks.append(s)
-                s.bind((LOCAL, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 class Sampler(threading.Thread):
@@ -325,7 +295,7 @@ class Lab:
         return proc
 
     def start_server(self, name: str, *extra: str) -> Server:
-        port = free_port_triple()
+        port = free_port_pair()
         data = self.dir / name
         log = self.dir / f"{name}.log"
         proc = self.spawn(

@@ -222,7 +222,9 @@ class NatLab:
         if mode not in NAT_MODES:
             raise ValueError(f"unknown NAT mode {mode!r}")
         self.x(router, "iptables", "-t", "nat", "-F", "POSTROUTING")
-        if mode == "cone":
+        if mode != "none":
+            # Symmetric: a new random port per destination (endpoint-dependent mapping).
+            random = ["--random-fully"] if mode == "symmetric" else []
             self.x(
                 router,
                 "iptables",
@@ -234,20 +236,7 @@ class NatLab:
                 "wan",
                 "-j",
                 "MASQUERADE",
-            )
-        elif mode == "symmetric":
-            self.x(
-                router,
-                "iptables",
-                "-t",
-                "nat",
-                "-A",
-                "POSTROUTING",
-                "-o",
-                "wan",
-                "-j",
-                "MASQUERADE",
-                "--random-fully",
+                *random,
             )
         if shutil.which("conntrack"):
             self.x(router, "conntrack", "-F", check=False)
