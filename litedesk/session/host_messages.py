@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import zstandard
 
+from litedesk.input.clipboard import MAX_CLIPBOARD_BYTES
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.cursor import CursorShape, shape_colors
@@ -41,8 +42,9 @@ __all__ = [
 ]
 
 #: The largest clipboard text taken or sent, in UTF-8 bytes (after any
-#: decompression: a small zstd frame can expand to gigabytes).
-MAX_CLIPBOARD: Final = 1 << 20
+#: decompression: a small zstd frame can expand to gigabytes); the same
+#: bound as the host's own clipboard.
+MAX_CLIPBOARD: Final = MAX_CLIPBOARD_BYTES
 
 _CODEC_FIELD = {"h264": "h264s", "vp9": "vp9s", "h265": "h265s", "vp8": "vp8s", "av1": "av1s"}
 

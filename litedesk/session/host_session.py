@@ -36,7 +36,6 @@ from zope.interface import implementer
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.backpressure import transport_buffered
 from litedesk.screen.codec import EncodedFrame
-from litedesk.session import host_messages
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.host_context import HostContext, StreamerLike
 from litedesk.session.host_messages import (
@@ -52,7 +51,6 @@ VERSION = "1.4.9"
 SESSION_IDLE_TIMEOUT = 30.0  # RustDesk hosts close a session silent for 30 s
 TEST_DELAY_INTERVAL = 1.0
 LOGIN_TIMEOUT = 30.0
-MAX_CLIPBOARD = host_messages.MAX_CLIPBOARD
 # A TLS handshake takes a few round trips; 10 s covers slow links, and the
 # deadline is absolute, so trickling bytes cannot stretch it.
 HANDSHAKE_TIMEOUT = 10.0
