@@ -12,6 +12,7 @@ registration on 127.0.0.3.
 from __future__ import annotations
 
 import socket
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,7 +47,8 @@ from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import encode_frame
 from litedesk.wire.keys import ServerKey, public_b64
 
-from .rendezvous_harness import TCPClient, sleep, tcp_client
+from .rendezvous_harness import TCPClient, tcp_client
+from .support.polling import until
 from .support.ports import free_port_pair
 from .support.processes import RelayProcess
 from .test_host_paths import Marker
@@ -452,13 +454,8 @@ class RecordingPaths(HostPaths):
         super().request_relay(msg)
 
 
-@inlineCallbacks
-def poll(check: Any, seconds: float = 10.0) -> Any:
-    for _ in range(int(seconds / 0.02)):
-        if check():
-            return True
-        yield sleep(0.02)
-    return check()
+def more_pushes(paths: Any, n: int) -> bool:
+    return len(paths.pushes) > n
 
 
 class ProcessFixture(TestCase):
@@ -490,8 +487,7 @@ class ProcessFixture(TestCase):
         client = RendezvousClient(reg, ("127.0.0.1", self.port), self.paths, reactor, tick=0.05)
         udp = reactor.listenUDP(0, client, interface="127.0.0.3")
         self.addCleanup(udp.stopListening)
-        ok = yield poll(lambda: reg.state is RegState.REGISTERED)
-        self.assertTrue(ok, "host did not register")
+        yield until(lambda: reg.state is RegState.REGISTERED, 10, message="host registered")
         self.attacker_listener = ListenerFactory()
         self.attacker_port = reactor.listenTCP(0, self.attacker_listener, interface="127.0.0.2")
         self.addCleanup(self.attacker_port.stopListening)
@@ -542,8 +538,7 @@ class RelayFloodTests(ProcessFixture):
         # The one request forwarded reached the host without the attacker's relay.
         relayed = [m.request_relay for m in self.paths.pushes if m.HasField("request_relay")]
         self.assertEqual([r.relay_server for r in relayed], [""])
-        done = yield poll(lambda: not self.paths._pending)
-        self.assertTrue(done)
+        yield until(lambda: not self.paths._pending, 10, message="the host's jobs to end")
         self.assertEqual(self.attacker_listener.accepted, 0)
         self.assertIn("does not announce", self.relay_log.read_text())
 
@@ -567,8 +562,7 @@ class RelayFloodTests(ProcessFixture):
         self.assertEqual(self.paths.slots.dropped, 300 - per_ip)
         got = yield self.legit_viewer()
         self.assertEqual(got, b"hello from host\n")
-        done = yield poll(lambda: not self.paths._pending)
-        self.assertTrue(done)
+        yield until(lambda: not self.paths._pending, 10, message="the host's jobs to end")
         self.assertEqual(self.attacker_listener.accepted, 0)
         self.assertEqual(self.paths.relays_replaced, per_ip)
 
@@ -587,12 +581,11 @@ class SocketAddrV6ProcessTests(ProcessFixture):
             )
             conn = yield self.attacker([msg])
             n = len(self.paths.pushes)
-            arrived = yield poll(lambda n=n: len(self.paths.pushes) > n)
-            self.assertTrue(arrived)
+            yield until(partial(more_pushes, self.paths, n), 10, message="the push")
             conn.close()
         v6s = [m.punch_hole.socket_addr_v6 for m in self.paths.pushes]
         self.assertEqual(v6s, [b"", good])
-        yield poll(lambda: not self.paths._pending)
+        yield until(lambda: not self.paths._pending, 10, message="the host's jobs to end")
 
 
 class AmplificationProbeTests(TestCase):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import re
 import socket
-import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -52,6 +51,7 @@ from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from tests.support import rustdesk_client as rc
 
 from .support.listening_host import ListeningHost
+from .support.polling import wait_until
 from .support.skips import requires
 
 HOST_ID = "123456789"
@@ -498,15 +498,6 @@ class FactoryAndOptionTests(SynchronousTestCase):
 PASSWORD = "rustdesk-host-password"
 
 
-def _poll(condition: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
-
-
 @requires("Xvfb")
 class RustDeskHostEndToEndTests(SynchronousTestCase):
     """A real host with C{--rustdesk-clients}; both kinds of client on its one port."""
@@ -553,9 +544,10 @@ class RustDeskHostEndToEndTests(SynchronousTestCase):
         # One flipped bit in a sealed frame ends the session.
         client.send_tampered(pb.Message(test_delay=pb.TestDelay(time=1, from_client=True)))
         self.assertTrue(client.closed_by_peer())
-        self.assertTrue(
-            _poll(lambda: "tampered, replayed or reordered" in self._log_text(), 10),
-            self._log_text()[-2000:],
+        wait_until(
+            lambda: "tampered, replayed or reordered" in self._log_text(),
+            10,
+            message=lambda: f"the refusal in the host log: {self._log_text()[-2000:]}",
         )
 
         # A key that is not the host's: the emulator refuses the SignedId.
@@ -574,7 +566,9 @@ class RustDeskHostEndToEndTests(SynchronousTestCase):
             except ConnectionResetError:
                 answer = b""  # aborted: the host sends nothing
             self.assertEqual(answer, b"")
-        self.assertTrue(_poll(lambda: "is neither a TLS handshake" in self._log_text(), 10))
+        wait_until(
+            lambda: "is neither a TLS handshake" in self._log_text(), 10, message="the refusal"
+        )
 
         # A stock client holding no verified key for the host declines
         # encryption at once: refused with the error a RustDesk client shows.
