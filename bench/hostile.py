@@ -106,6 +106,7 @@ if str(ROOT) not in sys.path:
 from litedesk.proto import message_pb2 as pb  # noqa: E402
 from litedesk.proto import rendezvous_pb2 as rz  # noqa: E402
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header  # noqa: E402
+from tests.support.host_preamble import skip_signed_id  # noqa: E402
 from tests.support.ports import free_port, free_port_pair  # noqa: E402
 from tests.support.xvfb import Xvfb  # noqa: E402
 
@@ -579,6 +580,8 @@ class RawTls:
     def handshake(self, timeout: float) -> None:
         self.sock.setblocking(True)
         self.sock.settimeout(timeout)
+        # The host speaks first (its SignedId); TLS starts after it.
+        skip_signed_id(self.sock)
         while True:
             try:
                 self.obj.do_handshake()
@@ -1174,6 +1177,7 @@ class Bench:
                     )
                 )
             )
+            skip_signed_id(relay)
             tls = _attack_tls_context().wrap_socket(relay)
             sdec = FrameDecoder(1 << 24)
             sent = False

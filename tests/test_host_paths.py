@@ -7,7 +7,7 @@ the real session protocol has its own tests.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
@@ -25,6 +25,8 @@ from litedesk.host.registration import Registration, RegState
 from litedesk.host.rendezvous_client import RendezvousClient
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.relaylist import RelayList
+from litedesk.rustdesk.detect import ProtocolDetector
+from litedesk.rustdesk.secure import HostHandshake
 from litedesk.session.host_certificate import host_context_factory
 from litedesk.session.host_key import HostKeyMismatch
 from litedesk.session.links import connect_relay, open_rendezvous
@@ -292,8 +294,14 @@ class PathTests(PathFixture):
         impostor = SigningKey.generate()
 
         def make_session(relayed: bool = False) -> Any:
+            # A host like ours in every respect but its key.
             m = Marker(b"impostor\n")
-            return wrap_server(m, host_context_factory(impostor, HOST_ID))
+            return ProtocolDetector(
+                HostHandshake(impostor, HOST_ID, offer_tls=True),
+                lambda: wrap_server(m, host_context_factory(impostor, HOST_ID)),
+                lambda begun, release: cast(Any, None),
+                reactor,
+            )
 
         self.paths.make_session = make_session
         yield self.register("127.0.0.2")

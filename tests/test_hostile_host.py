@@ -39,6 +39,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from litedesk.proto import message_pb2 as pb
 from litedesk.wire.bytescodec import encode_frame, encode_header
 
+from .support.host_preamble import skip_signed_id
 from .support.listening_host import ListeningHost
 from .support.skips import requires
 from .support.xvfb import _die_with_parent
@@ -122,6 +123,7 @@ def _tls_connect(port: int, source: str) -> ssl.SSLSocket:
     raw.bind((source, 0))
     raw.settimeout(10)
     raw.connect(("127.0.0.1", port))
+    skip_signed_id(raw)
     return ctx.wrap_socket(raw)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 
 from litedesk.fdlimit import raise_nofile_limit
@@ -37,14 +37,20 @@ from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Event, Registration
 from litedesk.host.rendezvous_client import RendezvousClient
 from litedesk.logfiles import make_twistd_log_private
-from litedesk.rustdesk.detect import DetectingFactory, ProtocolDetector, rustdesk_host_protocol
+from litedesk.rustdesk.detect import (
+    DetectingFactory,
+    ProtocolDetector,
+    RustDeskRefusal,
+    rustdesk_host_protocol,
+)
+from litedesk.rustdesk.secure import HostHandshake
 from litedesk.services import EndpointService, UDPListenerService
 from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admission
 from litedesk.session.host_certificate import host_context_factory
 from litedesk.session.host_context import Display, HostContext
 from litedesk.session.host_session import HostSession
 from litedesk.session.login import LoginVerifier
-from litedesk.session.tls import tls_server_factory, wrap_server
+from litedesk.session.tls import wrap_server
 
 __all__ = ["HostAgent", "HostRuntime", "UpnpService", "build_host_agent"]
 
@@ -149,7 +155,11 @@ class UpnpService(Service):
 
 
 class _Sessions:
-    """Builds the host's session protocols: TLS only, or detecting (C{--rustdesk-clients})."""
+    """Builds the host's session protocols: every stream speaks first with C{SignedId}.
+
+    docs/protocol.rst §11.5: the peer's answer names its protocol, LiteDesk's
+    TLS session or RustDesk's channel, on every path alike.
+    """
 
     def __init__(
         self,
@@ -174,43 +184,41 @@ class _Sessions:
         session = HostSession(self.ctx, self.codec, direct=direct, relayed=relayed)
         return wrap_server(session, self.tls_options)
 
-    def rustdesk_session(self, direct: bool) -> HostSession:
-        # A stock client inside the channel (docs/protocol.rst §11.5).
-        return HostSession(self.ctx, self.codec, direct=direct, rustdesk=True)
+    def rustdesk_session(self, direct: bool, relayed: bool) -> IProtocol:
+        # A stock client inside the channel (docs/protocol.rst §11.5), or
+        # the refusal it shows when RustDesk clients are turned off.
+        if not self.rustdesk_clients:
+            return RustDeskRefusal()
+        return HostSession(self.ctx, self.codec, direct=direct, relayed=relayed, rustdesk=True)
 
-    def detecting_session(self, direct: bool = False) -> ProtocolDetector:
-        # docs/protocol.rst §11.5: the first byte (or its absence) names the protocol.
+    def detecting_session(self, direct: bool = False, relayed: bool = False) -> ProtocolDetector:
+        handshake = HostHandshake(
+            self.identity.signing_key,
+            self.identity.peer_id,
+            allow_insecure=self.allow_insecure,
+            offer_tls=True,
+        )
         return ProtocolDetector(
-            lambda: self.tls_session(direct=direct),
-            lambda release: rustdesk_host_protocol(
-                self.identity.signing_key,
-                self.identity.peer_id,
-                lambda: self.rustdesk_session(direct),
+            handshake,
+            lambda: self.tls_session(direct=direct, relayed=relayed),
+            lambda begun, release: rustdesk_host_protocol(
+                begun,
+                lambda: self.rustdesk_session(direct, relayed),
                 self.reactor,
                 release,
-                allow_insecure=self.allow_insecure,
             ),
             self.reactor,
             admission=self.ctx.admission,
+            shared=relayed,
         )
 
     def make_session(self, relayed: bool = False) -> Any:
         """A session protocol for a stream the host opened or adopted (paths.py)."""
-        # A relay leg cannot be told by silence: the host's leg is usually
-        # paired with the viewer's much later than DETECT_TIMEOUT, so relay
-        # legs stay TLS-only (docs/protocol.rst §11.5).
-        if self.rustdesk_clients and not relayed:
-            return self.detecting_session()
-        return self.tls_session(relayed=relayed)
+        return self.detecting_session(relayed=relayed)
 
     def factory(self, direct: bool) -> Any:
         """A listening factory (--listen, UPnP)."""
-        if self.rustdesk_clients:
-            return DetectingFactory(lambda: self.detecting_session(direct=direct))
-        return tls_server_factory(
-            Factory.forProtocol(lambda: HostSession(self.ctx, self.codec, direct=direct)),
-            self.tls_options,
-        )
+        return DetectingFactory(lambda: self.detecting_session(direct=direct))
 
 
 def _registration_logger(identity: HostIdentity, server: str) -> Callable[[Event], None]:
@@ -369,7 +377,7 @@ def _assemble(
         tls_options,
         identity,
         reactor,
-        rustdesk_clients=bool(config["rustdesk-clients"]),
+        rustdesk_clients=not config["no-rustdesk-clients"],
         allow_insecure=bool(config["allow-insecure-rustdesk"]),
     )
     make_session = sessions.make_session

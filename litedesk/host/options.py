@@ -64,19 +64,24 @@ class HostOptions(usage.Options):
             "to viewers; the mapping is renewed and removed on shutdown.",
         ],
         [
+            "no-rustdesk-clients",
+            None,
+            "Refuse stock RustDesk clients (they are told so in their login error box). "
+            "By default every session stream (--listen, LAN, hole-punched, UPnP and relay "
+            "legs) serves both LiteDesk viewers (TLS 1.3) and RustDesk clients (RustDesk's "
+            "secure channel): the host sends its signed key first and the peer's answer "
+            "names the protocol.",
+        ],
+        [
             "rustdesk-clients",
             None,
-            "Also serve stock RustDesk clients on the session ports this host accepts or "
-            "opens (--listen, LAN, hole-punched, UPnP; relay legs stay LiteDesk-only for now): "
-            "a peer that sends nothing for 0.3 s gets RustDesk's secure channel (SignedId "
-            "first), a TLS ClientHello the LiteDesk session as before.  Off by default while "
-            "RustDesk support lands; it is meant to become the default.",
+            "Accepted for old configurations; RustDesk clients are served by default.",
         ],
         [
             "allow-insecure-rustdesk",
             None,
-            "With --rustdesk-clients: let a RustDesk client that declines encryption in "
-            "(its session runs in plaintext, logged as insecure); refused otherwise.",
+            "Let a RustDesk client that declines encryption in (its session runs in "
+            "plaintext, logged as insecure); refused otherwise.",
         ],
     ]
     optParameters: ClassVar[list[list[Any]]] = [
@@ -154,8 +159,12 @@ class HostOptions(usage.Options):
                 ) from None
         elif self["rendezvous"] is not None:
             self.discovery_server = (self.server[0], DISCOVERY_PORT)
-        if self["allow-insecure-rustdesk"] and not self["rustdesk-clients"]:
-            raise usage.UsageError("--allow-insecure-rustdesk needs --rustdesk-clients")
+        if self["allow-insecure-rustdesk"] and self["no-rustdesk-clients"]:
+            raise usage.UsageError(
+                "--allow-insecure-rustdesk and --no-rustdesk-clients contradict each other"
+            )
+        if self["rustdesk-clients"] and self["no-rustdesk-clients"]:
+            raise usage.UsageError("--rustdesk-clients and --no-rustdesk-clients contradict")
         if self["codec"] not in ("h264", "vp9"):
             raise usage.UsageError("--codec must be h264 or vp9")
         if self["display"] is None:

@@ -221,12 +221,14 @@ I420: Chroma
 I444: Chroma
 
 class IdPk(_message.Message):
-    __slots__ = ("id", "pk")
+    __slots__ = ("id", "pk", "litedesk_tls")
     ID_FIELD_NUMBER: _ClassVar[int]
     PK_FIELD_NUMBER: _ClassVar[int]
+    LITEDESK_TLS_FIELD_NUMBER: _ClassVar[int]
     id: str
     pk: bytes
-    def __init__(self, id: _Optional[str] = ..., pk: _Optional[bytes] = ...) -> None: ...
+    litedesk_tls: bool
+    def __init__(self, id: _Optional[str] = ..., pk: _Optional[bytes] = ..., litedesk_tls: _Optional[bool] = ...) -> None: ...
 
 class SignedId(_message.Message):
     __slots__ = ("id",)

@@ -1,30 +1,31 @@
-# -*- test-case-name: tests.test_rustdesk_host -*-
-"""One session port, two protocols: LiteDesk viewers and stock RustDesk clients.
+"""One session stream, two protocols: LiteDesk viewers and stock RustDesk clients.
 
-A LiteDesk viewer is the TLS client of its session (docs/protocol.rst §8), so
-the first byte it sends is a TLS handshake record (C{0x16}).  A stock RustDesk
-client sends nothing: it waits for the host's C{SignedId} (docs/protocol.rst
-§11).  L{ProtocolDetector} therefore waits L{DETECT_TIMEOUT} seconds on the
-injected clock for a first byte:
+The host speaks first on every session stream it accepts or opens (direct,
+LAN, punched, C{--listen}, UPnP and relay legs), as a RustDesk host does: a
+C{SignedId} (docs/protocol.rst §11.2) whose signed C{IdPk} carries LiteDesk's
+mark, C{litedesk_tls} (§11.5).  What the peer answers names its protocol:
 
-- C{0x16}: the stream goes, unchanged and with the bytes already read, to the
-  TLS host session exactly as without detection;
-- silence: the stream goes to RustDesk's secure channel, host side
-  (L{litedesk.rustdesk.rustdesk_host_factory}), with a L{HostSession} inside;
-- C{0x00}, the empty C{Message} a stock client without a verified host key
-  sends at once: RustDesk's channel too, which refuses it (or, with
-  C{--allow-insecure-rustdesk}, runs it in plaintext);
-- any other first byte: the connection is closed with a logged reason.
+- C{0x16}, a TLS handshake record: a LiteDesk viewer that read the mark
+  answers with its ClientHello.  The stream, with the bytes read so far, goes
+  to the TLS host session exactly as before.
+- anything else is a BytesCodec frame, the client's answer in RustDesk's key
+  exchange (C{PublicKey}, or an empty C{Message} from a client holding no
+  verified key): the stream goes to RustDesk's secure channel, whose
+  handshake has already begun with our C{SignedId}, with a L{HostSession}
+  inside (or, with C{--no-rustdesk-clients}, a refusal the client shows).
 
-Nothing falls back to plaintext: the channel refuses an unencrypted client
-unless the host was started with C{--allow-insecure-rustdesk}.
+No timer guesses: the answer decides, so a relay leg (where the viewer may
+arrive long after the host) is served like any other stream.  Nothing falls
+back to plaintext: the channel refuses an unencrypted client unless the host
+runs with C{--allow-insecure-rustdesk}.
 
 Issue 9's limits hold on both paths: the detector is an unauthenticated
 member of the host's L{litedesk.session.admission.Admission} from the
 connection on; on the TLS path it hands its place to the TLS session at once,
-on the RustDesk path it keeps it through the channel's key exchange (bounded
-by L{RUSTDESK_HANDSHAKE_TIMEOUT}, absolute, so a peer trickling bytes cannot
-stretch it) and hands it to the L{HostSession} when that starts.
+on the RustDesk path it keeps it through the key exchange and hands it to the
+L{HostSession} when that starts.  The peer must answer, and the key exchange
+end, within L{RUSTDESK_HANDSHAKE_TIMEOUT} of the connection (absolute, so a
+peer trickling bytes cannot stretch it).
 """
 
 from __future__ import annotations
@@ -32,79 +33,83 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nacl.signing import SigningKey
 from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from litedesk.proto import message_pb2
 from litedesk.rustdesk.channel import ChannelTransport, SecureChannelProtocol
-from litedesk.rustdesk.channel import rustdesk_host_factory as _channel_factory
+from litedesk.rustdesk.secure import Handshake, HostHandshake, Outcome
 from litedesk.session.admission import Admission
 from litedesk.session.switching import SwitchingProtocol
+from litedesk.wire.bytescodec import encode_frame
 
 __all__ = [
-    "DETECT_TIMEOUT",
-    "EMPTY_FRAME",
+    "RUSTDESK_CLIENTS_OFF",
     "RUSTDESK_HANDSHAKE_TIMEOUT",
     "TLS_HANDSHAKE_RECORD",
     "DetectingFactory",
     "ProtocolDetector",
+    "RustDeskRefusal",
     "RustDeskSessionStarter",
+    "SessionStarterFactory",
     "rustdesk_host_protocol",
 ]
 
-# How long a silent peer is taken for a stock RustDesk client.  A LiteDesk
-# viewer's ClientHello leaves with its TCP handshake's last ACK, so on any
-# link it arrives within a round trip of the connection; 0.3 s covers slow
-# links, and a RustDesk client waits 18 s for SignedId (docs/protocol.rst §11)
-# so the pause costs it nothing noticeable.
-DETECT_TIMEOUT = 0.3
 # The TLS record type of a handshake message: the first byte of a ClientHello.
 TLS_HANDSHAKE_RECORD = 0x16
-# The BytesCodec header of an empty frame: a RustDesk client's empty Message.
-EMPTY_FRAME = 0x00
-# The RustDesk key exchange is one frame each way; the TLS path's deadline
-# (host_session.HANDSHAKE_TIMEOUT, 10 s) is ample for it too, and shorter
-# than the channel's own 18 s, which only mirrors RustDesk's client timeout.
+# The answer and the key exchange take one frame each way; the TLS path's
+# deadline (host_session.HANDSHAKE_TIMEOUT, 10 s) is ample for both, and
+# shorter than the channel's own 18 s, which only mirrors RustDesk's client.
 RUSTDESK_HANDSHAKE_TIMEOUT = 10.0
+# What a stock client is told by a host started with --no-rustdesk-clients;
+# it shows it in its "Login Error" box.
+RUSTDESK_CLIENTS_OFF = (
+    "This host accepts LiteDesk viewers only: RustDesk clients are turned off "
+    "(--no-rustdesk-clients)."
+)
 
 
 class ProtocolDetector(SwitchingProtocol):
-    """Waits for the first byte, then hands the stream to the protocol it names.
+    """Speaks first with C{SignedId}, then hands the stream to the protocol the answer names.
 
-    @ivar detect_timeout: seconds of silence after which the peer is taken
-        for a RustDesk client.
     @ivar chosen: C{"tls"}, C{"rustdesk"}, C{"refused"} or None (undecided).
     @ivar close_reason: why the detector closed the connection, or None.
     """
 
-    detect_timeout: float = DETECT_TIMEOUT
+    handshake_timeout: float = RUSTDESK_HANDSHAKE_TIMEOUT
     _log = Logger()
 
     def __init__(
         self,
+        handshake: HostHandshake,
         make_tls: Callable[[], IProtocol],
-        make_rustdesk: Callable[[Callable[[], None]], IProtocol],
+        make_rustdesk: Callable[[Handshake, Callable[[], None]], SecureChannelProtocol],
         clock: IReactorTime,
         *,
         admission: Admission | None = None,
         shared: bool = False,
     ) -> None:
         """
+        @param handshake: the RustDesk key exchange, host side, for this
+            stream (a fresh X25519 key, LiteDesk's mark in its C{SignedId}).
         @param make_tls: builds the TLS session protocol (not yet connected).
-        @param make_rustdesk: builds the RustDesk channel protocol; its
-            argument is to be called when the session inside starts, to give
-            the detector's admission place up.
+        @param make_rustdesk: builds the RustDesk channel protocol around a
+            handshake that has begun; its second argument is to be called
+            when the session inside starts, to give the detector's admission
+            place up.
         @param admission: the host's unauthenticated-session accounting.
         @param shared: the peer address is shared (a relay's).
         """
+        self._handshake = handshake
         self._make_tls = make_tls
         self._make_rustdesk = make_rustdesk
         self._clock = clock
         self._admission = admission
         self._shared = shared
         self._timer: Any = None
+        self._deadline = 0.0
         self.chosen: str | None = None
         self.close_reason: str | None = None
 
@@ -120,46 +125,34 @@ class ProtocolDetector(SwitchingProtocol):
             self.chosen = "refused"
             self._abort()
             return
-        self._timer = self._clock.callLater(self.detect_timeout, self._silent)
+        self._deadline = self._clock.seconds() + self.handshake_timeout
+        self._timer = self._clock.callLater(self.handshake_timeout, self._stalled)
+        # On a relay leg this waits in the relay until the viewer arrives
+        # (hbbr and LiteDesk's relay both keep a leg's early bytes).
+        self.transport.write(encode_frame(self._handshake.begin()))
 
     def preamble_received(self, data: bytes) -> None:
         if self.chosen is not None or not data:
             return
+        self._cancel_timer()
         if data[0] == TLS_HANDSHAKE_RECORD:
-            self._cancel_timer()
             self.chosen = "tls"
             # HostSession admits itself in its connectionMade: leave first so
             # that the one connection is never counted twice.
             self._release()
             self.switch_protocol(self._make_tls(), data)
             return
-        if data[0] == EMPTY_FRAME:
-            # A stock client holding no verified host key sends an empty
-            # Message at once, without reading (docs/protocol.rst §11.5): the
-            # channel refuses it with the error it shows, or runs it in
-            # plaintext with --allow-insecure-rustdesk.
-            self._cancel_timer()
-            self._start_rustdesk(data)
-            return
-        self._refuse(
-            f"first byte 0x{data[0]:02x} is neither a TLS handshake, "
-            "a RustDesk empty message nor silence"
-        )
-
-    def _silent(self) -> None:
-        self._timer = None
-        if self.chosen is not None:
-            return
-        self._log.info(
-            "Silent peer {peer} taken for a RustDesk client", peer=self._peer(), rustdesk=True
-        )
-        self._start_rustdesk(b"")
-
-    def _start_rustdesk(self, leftover: bytes) -> None:
-        # The detector keeps its admission place through the key exchange;
-        # the channel's session gives it up when it starts.
+        # A BytesCodec frame: the client's half of RustDesk's key exchange.
+        # The channel reads exactly one frame of bounded size and judges it.
         self.chosen = "rustdesk"
-        self.switch_protocol(self._make_rustdesk(self._release), leftover)
+        channel = self._make_rustdesk(_Begun(self._handshake), self._release)
+        channel.handshake_timeout = max(0.0, self._deadline - self._clock.seconds())
+        self.switch_protocol(channel, data)
+
+    def _stalled(self) -> None:
+        self._timer = None
+        if self.chosen is None:
+            self._refuse(f"no answer to SignedId within {self.handshake_timeout:g} s")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timer()
@@ -213,6 +206,19 @@ class ProtocolDetector(SwitchingProtocol):
             return "?"
 
 
+class _Begun:
+    """A handshake whose first message the detector has already sent."""
+
+    def __init__(self, handshake: Handshake) -> None:
+        self._handshake = handshake
+
+    def begin(self) -> None:
+        return None
+
+    def receive(self, payload: bytes) -> Outcome:
+        return self._handshake.receive(payload)
+
+
 class _SessionTransport(ChannelTransport):
     """The channel's transport as the session sees it, with the TCP layer below.
 
@@ -256,8 +262,12 @@ class RustDeskSessionStarter(Protocol):
         self.session.connectionLost(reason)
 
 
-class _StarterFactory(Factory):
-    def __init__(self, make_session: Callable[[], IProtocol], release: Callable[[], None]) -> None:
+class SessionStarterFactory(Factory):
+    """Builds the channel's inner protocol: a L{RustDeskSessionStarter} around a new session."""
+
+    def __init__(
+        self, make_session: Callable[[], IProtocol], release: Callable[[], None] = lambda: None
+    ) -> None:
         self._make_session = make_session
         self._release = release
 
@@ -266,29 +276,44 @@ class _StarterFactory(Factory):
 
 
 def rustdesk_host_protocol(
-    signing_key: SigningKey,
-    peer_id: str,
+    handshake: Handshake,
     make_session: Callable[[], IProtocol],
     clock: IReactorTime,
     release: Callable[[], None] = lambda: None,
-    *,
-    allow_insecure: bool = False,
 ) -> SecureChannelProtocol:
     """The host side of RustDesk's channel around one session, not yet connected.
 
-    C{release} is called when the session starts (see L{ProtocolDetector}).
+    C{handshake} is the host's key exchange (its C{begin} is what the
+    channel sends first; L{ProtocolDetector} passes one it has already
+    sent).  C{release} is called when the session starts.
     """
-    factory = _channel_factory(
-        signing_key,
-        peer_id,
-        _StarterFactory(make_session, release),
-        clock,
-        allow_insecure=allow_insecure,
+    proto = SecureChannelProtocol(
+        handshake, SessionStarterFactory(make_session, release), clock, "host"
     )
-    proto = factory.buildProtocol(None)
-    assert isinstance(proto, SecureChannelProtocol)
     proto.handshake_timeout = RUSTDESK_HANDSHAKE_TIMEOUT
     return proto
+
+
+class RustDeskRefusal(Protocol):
+    """The inner protocol of a host with C{--no-rustdesk-clients}.
+
+    The key exchange has ended, so the refusal goes sealed, as the client
+    expects every frame to be; a stock client shows the error in its
+    "Login Error" box.
+    """
+
+    _log = Logger()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self._log.info(
+            "RustDesk client {peer} refused: RustDesk clients are turned off",
+            peer=str(self.transport.getPeer()),
+        )
+        msg = message_pb2.Message()
+        msg.login_response.error = RUSTDESK_CLIENTS_OFF
+        self.transport.write(encode_frame(msg.SerializeToString()))
+        self.transport.loseConnection()
 
 
 class DetectingFactory(ServerFactory):

@@ -31,6 +31,7 @@ __all__ = [
     "KEY_LENGTH",
     "ClientHandshake",
     "DecryptError",
+    "FirstMessage",
     "Handshake",
     "HostHandshake",
     "Outcome",
@@ -38,6 +39,7 @@ __all__ = [
     "host_key_from_signed_id_pk",
     "nonce",
     "open_signed_id",
+    "read_first_message",
 ]
 
 KEY_LENGTH = 32
@@ -172,6 +174,57 @@ def _parse_message_idpk(body: bytes) -> tuple[str, bytes] | None:
     return idpk.id, idpk.pk
 
 
+@dataclass(frozen=True)
+class FirstMessage:
+    """What a host's first frame says, as a viewer reads it before choosing.
+
+    @ivar signed: the payload is a C{Message{signed_id}}.
+    @ivar verified: the signature verified with the host key given (False
+        when none was given or it did not verify).
+    @ivar peer_id: the id inside the signed C{IdPk} ("" when unreadable).
+    @ivar offers_tls: the signed C{IdPk} carries LiteDesk's mark: the host
+        speaks LiteDesk's TLS session too.
+    """
+
+    signed: bool
+    verified: bool
+    peer_id: str = ""
+    offers_tls: bool = False
+
+
+def read_first_message(payload: bytes, host_key: VerifyKey | None) -> FirstMessage:
+    """Judge a host's first frame payload without answering it.
+
+    Without C{host_key} (a direct connection to an address not yet known)
+    the C{IdPk} is read unverified: its mark then only chooses TLS, whose
+    own pinning authenticates the host; nothing unverified ever chooses a
+    RustDesk session.
+    """
+    msg = _parse_message(payload)
+    if msg is None or msg.WhichOneof("union") != "signed_id":
+        return FirstMessage(signed=False, verified=False)
+    signed = msg.signed_id.id
+    body: bytes | None
+    verified = False
+    if host_key is not None:
+        try:
+            body = host_key.verify(signed)
+            verified = True
+        except (BadSignatureError, ValueError, TypeError):
+            body = None
+    else:
+        body = signed[64:] if len(signed) > 64 else None
+    idpk = message_pb2.IdPk()
+    if body is not None:
+        try:
+            idpk.ParseFromString(body)
+        except (DecodeError, RecursionError, ValueError):
+            return FirstMessage(signed=True, verified=False)
+    return FirstMessage(
+        signed=True, verified=verified, peer_id=idpk.id, offers_tls=idpk.litedesk_tls
+    )
+
+
 def host_key_from_signed_id_pk(server_key: bytes, signed: bytes, peer_id: str) -> VerifyKey | None:
     """The host's Ed25519 key from the server-signed C{IdPk} of a punch or relay answer.
 
@@ -207,10 +260,14 @@ class HostHandshake:
         *,
         allow_insecure: bool = False,
         ephemeral: PrivateKey | None = None,
+        offer_tls: bool = False,
     ) -> None:
         self._signing_key = identity_signing_key
         self._peer_id = peer_id
         self._allow_insecure = allow_insecure
+        # A LiteDesk host marks its signed IdPk so that a LiteDesk viewer
+        # answers with TLS instead (docs/protocol.rst §11.5).
+        self._offer_tls = offer_tls
         # A fresh X25519 pair per connection; tests inject one for the vectors.
         self._ephemeral = ephemeral if ephemeral is not None else PrivateKey.generate()
 
@@ -218,7 +275,10 @@ class HostHandshake:
         """The C{Message{signed_id}} payload the host sends first, then it waits."""
         msg = message_pb2.Message()
         msg.signed_id.id = sign_id_pk(
-            self._signing_key, self._peer_id, bytes(self._ephemeral.public_key)
+            self._signing_key,
+            self._peer_id,
+            bytes(self._ephemeral.public_key),
+            litedesk_tls=self._offer_tls,
         )
         return msg.SerializeToString()
 

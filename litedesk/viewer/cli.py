@@ -27,6 +27,7 @@ from litedesk.viewer.connection import (
     UsageFailure,
     connect,
     read_password,
+    session_protocol,
     warn_password_in_argv,
     with_timeout,
 )
@@ -202,6 +203,7 @@ def _session_stats(
     active = (st.last_frame_at or 0) - (st.first_frame_at or 0)
     return {
         "path": path,
+        "protocol": session_protocol(session),
         "connect_time": round(connect_time, 4),
         "frames": st.frames,
         "fps": round((st.frames - 1) / active, 2) if active > 0 and st.frames > 1 else 0.0,

@@ -19,9 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nacl.signing import VerifyKey
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 
+from litedesk.rustdesk.channel import ChannelTransport
+from litedesk.rustdesk.viewer_detect import PROTOCOL_LITEDESK, PROTOCOL_RUSTDESK, HostDetector
 from litedesk.session.known_hosts import KnownHosts
 from litedesk.session.links import LinkError, connect_relay
 from litedesk.session.pinning import viewer_context_factory
@@ -161,13 +164,25 @@ def is_direct(target: str) -> bool:
     return ":" in target or any(c == "." for c in target)
 
 
+def session_protocol(session: ViewerSession) -> str:
+    """Which protocol a connected session runs: C{"litedesk-tls"} or C{"rustdesk"}."""
+    if isinstance(session.transport, ChannelTransport):
+        return PROTOCOL_RUSTDESK
+    return PROTOCOL_LITEDESK
+
+
 async def connect(
     reactor: Any,
     args: argparse.Namespace,
     session: ViewerSession,
     progress: Callable[[str], None] | None = None,
 ) -> str:
-    """Open the stream to the host and start TLS; returns the path used.
+    """Open the stream to the host and start its session; returns the path used.
+
+    Whatever the path, the host speaks first and its C{SignedId} names the
+    protocol (docs/protocol.rst §11.5): LiteDesk's TLS session, pinned to
+    the host key, or RustDesk's secure channel checked against the same key
+    (L{session_protocol} tells which one ran).
 
     C{args} carries C{target}, C{rendezvous}, C{key}, C{force_relay} and
     C{known_hosts} as the command line names them.  C{progress} hears what
@@ -185,8 +200,13 @@ async def connect(
         kh = KnownHosts(args.known_hosts or default_known_hosts())
         creator = kh.context_factory(f"{host}:{port}")
         ep = HostnameEndpoint(reactor, host, port, timeout=5)
+        # No server vouches for an address: TLS pinning (known_hosts)
+        # authenticates a LiteDesk host; a RustDesk host is refused.
+        direct = HostDetector(
+            session, lambda: wrap_client(session, creator), None, args.target, reactor
+        )
         try:
-            await connectProtocol(ep, wrap_client(session, creator))
+            await connectProtocol(ep, direct)
         except Exception as e:
             raise ConnectError("cannot reach host", f"{host}:{port} ({e})") from None
         return "direct"
@@ -199,7 +219,13 @@ async def connect(
     step("rendezvous")
     route: Route = await find_host(reactor, server, args.key, args.target, args.force_relay)
     creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
-    tls = wrap_client(session, creator)
+    tls = HostDetector(
+        session,
+        lambda: wrap_client(session, creator),
+        VerifyKey(route.host_pk),
+        args.target,
+        reactor,
+    )
     if route.path == "punch":  # hole punching, relay when it fails
         step("punch")
         return await connect_punched(reactor, route, server, args.key, args.target, tls)

@@ -158,9 +158,14 @@ def resolve_key_option(key: str, data_dir: Path) -> ServerKey:
     return ServerKey(key, None)
 
 
-def sign_id_pk(signing_key: SigningKey, peer_id: str, pk: bytes) -> bytes:
-    """libsodium combined form: 64-byte signature || serialized C{IdPk}."""
-    msg = message_pb2.IdPk(id=peer_id, pk=pk).SerializeToString()
+def sign_id_pk(
+    signing_key: SigningKey, peer_id: str, pk: bytes, *, litedesk_tls: bool = False
+) -> bytes:
+    """libsodium combined form: 64-byte signature || serialized C{IdPk}.
+
+    C{litedesk_tls} marks a host's C{SignedId} (docs/protocol.rst §11.5).
+    """
+    msg = message_pb2.IdPk(id=peer_id, pk=pk, litedesk_tls=litedesk_tls).SerializeToString()
     return bytes(signing_key.sign(msg))
 
 
