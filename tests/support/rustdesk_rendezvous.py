@@ -373,8 +373,13 @@ def punch_hole_request(
         local = sock.getsockname()[:2]
         reader = FrameReader()
         for wait in waits:
-            sock.sendall(frame)
-            msg = _next_message(sock, reader, wait)
+            try:
+                sock.sendall(frame)
+                msg = _next_message(sock, reader, wait)
+            except (PeerClosed, OSError):
+                # The stream is gone: no answer can come on it any more, which is how
+                # _start_inner ends up with no host address.
+                break
             answer = parse_answer(msg, key, peer_id) if msg is not None else None
             if answer is not None:
                 answer.local = local
