@@ -1,4 +1,4 @@
-"""Session benchmark: LiteDesk against x11vnc on the same display and script.
+"""Session benchmark: LiteDesk TLS, the RustDesk protocol and x11vnc on one display and script.
 
 Run from the repository root::
 
@@ -23,45 +23,60 @@ C{--quick}):
   2. with C{--lan}, LiteDesk again over the LAN path (no relay);
   3. with C{--nodelay} (an experiment), LiteDesk through the relay with
      TCP_NODELAY on the host's and the viewer's sockets;
-  4. the reference: C{x11vnc} on the same display (flags in L{X11VNC_FLAGS})
+  4. the RustDesk protocol: a stock RustDesk client
+     (bench/rustdesk_session_client.py, from the stock-client emulators in
+     tests/support/) logged in to the same host agent over RustDesk's own
+     encrypted session; it announces VP9, VP8 and AV1 as a stock desktop
+     client does, so the host sends VP9, which it decodes with PyAV.  Its
+     path is L{RUSTDESK_VIA}; then, like LiteDesk, C{moving@60fps} after the
+     client's frame-rate setting asked for 60;
+  5. the reference: C{x11vnc} on the same display (flags in L{X11VNC_FLAGS})
      and an in-process vncdotool RFB client asking for ZRLE (the best
      encoding vncdotool speaks) and keeping one incremental update request
      outstanding, as real VNC viewers do.
 
 For every phase it measures, over the same window of time:
 
-  - C{fps}: pictures delivered to the viewer per second (LiteDesk: decoded
-    video frames; VNC: framebuffer updates carrying pixels);
+  - C{fps}: pictures delivered to the viewer per second (LiteDesk and
+    RustDesk: decoded video frames; VNC: framebuffer updates carrying pixels);
   - C{bytes/s}: everything the viewer received on its socket (LiteDesk: TLS
-    records, i.e. video, cursor, keepalives; VNC: RFB); for LiteDesk also the
-    encoded video alone;
+    records, i.e. video, cursor, keepalives; RustDesk: its sealed frames;
+    VNC: RFB); for LiteDesk and RustDesk also the encoded video alone;
   - C{host CPU}: CPU time of the host agent process (C{twistd litedesk-host}
     or C{x11vnc}, all threads, from /proc/PID/stat) in % of one core; the X
     server's, the relay's and this process's (the viewer) are shown too;
   - C{latency}: input to pixel.  Every 0.15-0.35 s (seeded, identical for
-    both systems) the viewer clicks the target; the workload's Tk window
+    every system) the viewer clicks the target; the workload's Tk window
     flips its colour on the button press.  Latency runs from just before the
     click is written to the viewer's socket until the viewer has decoded a
-    picture in which the target's centre shows the new colour (LiteDesk: the
-    pixel of the decoded frame; VNC: the pixel of the decoded ZRLE tile).  A
+    picture in which the target's centre shows the new colour (LiteDesk and
+    RustDesk: the pixel of the decoded frame; VNC: the pixel of the decoded
+    ZRLE tile).  A
     click with no change within 1.5 s counts as missed.  The workload logs
     the time of each flip, which splits the latency into C{input} (click to
     flip on the host) and C{display} (flip to pixels at the viewer);
   - C{RTT max}: the largest round trip the LiteDesk host measured with its
-    TestDelay pings; its adaptive controller lowers the frame rate and
-    bitrate when the queueing part exceeds 100 ms.
+    TestDelay pings (both viewers echo them); its adaptive controller lowers
+    the frame rate and bitrate when the queueing part exceeds 100 ms.
 
 Then it prints a table per phase and overall (the three phases; not
-C{moving@60fps}), the ratios LiteDesk through the relay / VNC, and PASS/MISS
-against the goals of issue 4.  C{--profile FILE} runs py-spy on the host
-agent during the relay phases and prints its hottest frames.
+C{moving@60fps}), the ratios LiteDesk through the relay / VNC and RustDesk /
+LiteDesk through the relay, and PASS/MISS against the goals of issue 4
+(LiteDesk) and of issue 11 (the RustDesk protocol's VP9 against LiteDesk's
+H.264, as ratios measured in this run: motion >= 30 fps, bytes <= 1.5 x,
+host CPU <= 1.5 x, click-to-pixel p50 at most 10 ms above).  C{--profile
+FILE} runs py-spy on the host agent during the LiteDesk relay phases and
+prints its hottest frames.
 
-Fairness notes: all processes share the same 2 cores, and both viewers run in
-this process (the LiteDesk one decodes every H.264 frame to RGB; the VNC one
-decodes in pure Python only the ZRLE rectangles that contain the sampled
-pixel and just inflates the others, so the VNC client never becomes the
-bottleneck).  The machine may be running other work: the load average is
-printed at the start and the end, and the numbers move with it.
+Fairness notes: all processes share the same 2 cores, and every viewer runs
+in this process, on the reactor's thread (the LiteDesk one decodes every
+H.264 frame to RGB, the RustDesk one every VP9 frame; the VNC one decodes in
+pure Python only the ZRLE rectangles that contain the sampled pixel and just
+inflates the others, so the VNC client never becomes the bottleneck).  The
+RustDesk client sets TCP_NODELAY on its socket, as RustDesk does; the
+LiteDesk viewer does not (C{--nodelay} measures that).  The machine may be
+running other work: the load average is printed at the start and the end,
+and the numbers move with it.
 """
 
 from __future__ import annotations
@@ -90,6 +105,7 @@ from pathlib import Path
 from struct import unpack
 from typing import Any, Protocol
 
+from nacl.signing import VerifyKey
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.protocol import ClientFactory
@@ -100,8 +116,18 @@ from twisted.python.failure import Failure
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from rustdesk_session_client import (  # noqa: E402
+    RustDeskStream,
+    adopt,
+    host_key_from_config,
+    log_in,
+    open_direct,
+    open_via_relay,
+)
+
 from litedesk.input.mouse import MouseButton, encode_mask  # noqa: E402
 from litedesk.proto import message_pb2 as pb  # noqa: E402
+from litedesk.rustdesk.viewer_detect import HostDetector  # noqa: E402
 from litedesk.screen.decode import DecodedFrame  # noqa: E402
 from litedesk.session.links import connect_relay  # noqa: E402
 from litedesk.session.pinning import viewer_context_factory  # noqa: E402
@@ -142,6 +168,14 @@ PHASES = ("typing", "scrolling", "moving")
 # more (custom_fps, up to 60): this extra phase, LiteDesk through the relay
 # only, repeats "moving" with custom_fps=60 to show the headroom above the cap.
 CAPACITY = "moving@60fps"
+# Where the RustDesk client (bench/rustdesk_session_client.py) reaches the
+# host, in this one place.  "relay": as the LiteDesk viewer, through the
+# rendezvous server and the relay (a stock client with "force relay", the
+# host key the server signs); "listen": the host's direct --listen port, no
+# server in the way (the key exchange with the key the host's config dir
+# holds), which leaves the relay out of the comparison.
+RUSTDESK_VIA = "relay"
+RUSTDESK = f"rustdesk-{RUSTDESK_VIA}"
 PASSWORD = "bench-password-4"
 PEER_ID = "bench04"
 PEER_ID_NODELAY = "bench05"  # a second agent (own config dir) for the --nodelay run
@@ -181,6 +215,10 @@ GOAL_FPS = 30.0
 GOAL_MBPS = 1.0
 GOAL_BYTES_RATIO = 0.3
 GOAL_P50_MS = 50.0
+# Issue 11: the RustDesk protocol (VP9) against LiteDesk's TLS session (H.264).
+GOAL_VP9_BYTES_RATIO = 1.5
+GOAL_VP9_CPU_RATIO = 1.5
+GOAL_VP9_P50_MARGIN_MS = 10.0
 
 PR_SET_PDEATHSIG = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -488,6 +526,7 @@ class LiteDeskViewer:
         self.probe = Probe(reactor)
         self.wire_bytes = 0
         self.path = ""
+        self.protocol = ""
         self.session = ViewerSession(
             reactor, peer_id, PASSWORD, custom_fps=custom_fps, on_frame=self._frame
         )
@@ -531,28 +570,37 @@ class LiteDeskViewer:
         t0 = self.reactor.seconds()
         route = await find_host(self.reactor, server, key, self.peer_id, force_relay)
         creator = viewer_context_factory(route.host_pk, detail=self.peer_id)
-        tls = wrap_client(self.session, creator)
-        inner: Callable[[bytes], None] = tls.dataReceived
+        # The host speaks first (docs/protocol.rst §11.5): its SignedId, marked
+        # for LiteDesk's TLS, then the TLS session as the headless viewer runs it.
+        detector = HostDetector(
+            self.session,
+            lambda: wrap_client(self.session, creator),
+            VerifyKey(route.host_pk),
+            self.peer_id,
+            self.reactor,
+        )
+        inner: Callable[[bytes], None] = detector.dataReceived
 
         def counting(data: bytes) -> None:
             self.wire_bytes += len(data)
             inner(data)
 
-        tls.dataReceived = counting  # type: ignore[method-assign]
+        detector.dataReceived = counting  # type: ignore[method-assign]
         if route.path == "relay":
             assert route.relay is not None
-            await connect_relay(self.reactor, route.relay, route.uuid, key, tls)
+            await connect_relay(self.reactor, route.relay, route.uuid, key, detector)
         else:
             assert route.addr is not None
             ep = HostnameEndpoint(self.reactor, route.addr[0], route.addr[1], timeout=5)
-            await connectProtocol(ep, tls)
+            await connectProtocol(ep, detector)
         self.path = route.path
         if nodelay:
-            transport: Any = tls.transport  # the TCP transport under the TLS
+            transport: Any = detector.transport  # the TCP transport under the TLS
             transport.setTcpNoDelay(True)
         d = self.session.logged_in
         d.addTimeout(20, self.reactor)
         await d
+        self.protocol = detector.protocol or ""
         return float(self.reactor.seconds() - t0)
 
     def counters(self) -> Counters:
@@ -702,6 +750,67 @@ class VncViewer:
     def close(self) -> None:
         if self.client is not None and self.client.transport is not None:
             self.client.transport.loseConnection()
+
+
+class RustDeskViewer:
+    """A stock RustDesk client (bench/rustdesk_session_client.py) in this
+    process, sampling the target pixel of every decoded picture."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.probe = Probe(reactor)
+        self.frame_times: list[float] = []
+        self.rtts_ms: list[float] = []
+        self.rtt_times: list[float] = []
+        self.decode_ms: list[float] = []
+        self.stream: RustDeskStream | None = None
+        self.path = ""
+
+    def _picture(self, when: float, rows: bytes, stride: int) -> None:
+        self.frame_times.append(when)
+        off = SAMPLE[1] * stride + SAMPLE[0] * 3
+        self.probe.observe((rows[off], rows[off + 1], rows[off + 2]))
+
+    async def connect(
+        self, server: tuple[str, int], key: str, listen: tuple[str, int], host_config: Path
+    ) -> float:
+        """Reach the host the way L{RUSTDESK_VIA} says, exchange keys, log in."""
+        t0 = self.reactor.seconds()
+        if RUSTDESK_VIA == "relay":
+            client, how = await deferToThread(
+                open_via_relay, f"{server[0]}:{server[1]}", key, PEER_ID
+            )
+            self.path = f"relay ({how})"
+        else:
+            # No rendezvous server in the way: the key the server would sign
+            # comes from the host's config dir.
+            client = await deferToThread(
+                open_direct, listen, PEER_ID, host_key_from_config(host_config)
+            )
+            self.path = "listen"
+        await deferToThread(log_in, client, PASSWORD)
+        stream = RustDeskStream(client, self.reactor, self._picture, direct=RUSTDESK_VIA != "relay")
+        self.stream = stream
+        # The stream's own lists, so that run_phase reads them as they grow.
+        self.rtts_ms, self.rtt_times = stream.stats.rtts_ms, stream.stats.rtt_times
+        self.decode_ms = stream.stats.decode_ms
+        adopt(self.reactor, stream)
+        return float(self.reactor.seconds() - t0)
+
+    def counters(self) -> Counters:
+        assert self.stream is not None
+        st = self.stream.stats
+        return Counters(
+            st.frames, st.wire_bytes, st.video_bytes, len(st.rtts_ms), len(st.decode_ms)
+        )
+
+    def click(self, x: int, y: int) -> None:
+        assert self.stream is not None
+        self.stream.click(x, y)
+
+    def close(self) -> Deferred[None]:
+        assert self.stream is not None
+        return self.stream.close()
 
 
 # -- measuring ----------------------------------------------------------------------
@@ -934,6 +1043,7 @@ class Bench:
         await self.workload.ready()
         relay, self.key = self.start_litedesk_server()
         self.relay_pid = relay.pid
+        self.listen_port = free_port()
         self.host_pids = {PEER_ID: self.start_litedesk_host(self.port, self.key).pid}
         if self.cfg.nodelay:
             host = self.start_litedesk_host(self.port, self.key, nodelay=True)
@@ -952,7 +1062,8 @@ class Bench:
         for i, phase in enumerate(PHASES):
             for system in systems if i % 2 == 0 else systems[::-1]:
                 await self.measure(system, phase, self.cfg.seed + i)
-        await self.measure("litedesk-relay", "moving", self.cfg.seed + len(PHASES), CAPACITY)
+        for system in ("litedesk-relay", RUSTDESK):
+            await self.measure(system, "moving", self.cfg.seed + len(PHASES), CAPACITY)
         await self.workload.phase("idle")
         self.info["idle_cpu_pct"] = {
             name: round(100 * cpu / max(1e-9, secs), 2)
@@ -964,8 +1075,29 @@ class Bench:
             "litedesk-relay",
             *(["litedesk-lan"] if self.cfg.lan else []),
             *(["ld-relay-nodelay"] if self.cfg.nodelay else []),
+            RUSTDESK,
             "vnc",
         ]
+
+    async def open_rustdesk(self, custom_fps: int) -> tuple[Viewer, dict[str, int]]:
+        rd = RustDeskViewer(self.reactor)
+        connect = await rd.connect(
+            ("127.0.0.1", self.port),
+            self.key,
+            ("127.0.0.1", self.listen_port),
+            self.workdir / "host",
+        )
+        assert rd.stream is not None
+        if custom_fps:
+            # As a stock client whose user sets the frame rate (client.rs set_custom_fps).
+            rd.stream.set_custom_fps(custom_fps)
+        self.info[f"{RUSTDESK}_path"] = rd.path
+        self.info[f"{RUSTDESK}_connect_s"] = round(connect, 3)
+        await wait_probe(self.reactor, rd.probe)
+        pids = {"host": self.host_pids[PEER_ID], "xvfb": self.xvfb_pid}
+        if RUSTDESK_VIA == "relay":
+            pids["relay"] = self.relay_pid
+        return rd, pids
 
     async def open(self, system: str, custom_fps: int) -> tuple[Viewer, dict[str, int]]:
         if system == "vnc":
@@ -973,12 +1105,15 @@ class Bench:
             self.info[f"{system}_connect_s"] = round(await vnc.connect(self.vnc_port), 3)
             await wait_probe(self.reactor, vnc.probe)
             return vnc, {"host": self.x11vnc_pid, "xvfb": self.xvfb_pid}
+        if system == RUSTDESK:
+            return await self.open_rustdesk(custom_fps)
         nodelay = system == "ld-relay-nodelay"
         peer_id = PEER_ID_NODELAY if nodelay else PEER_ID
         ld = LiteDeskViewer(self.reactor, peer_id, custom_fps)
         relayed = system != "litedesk-lan"
         connect = await ld.connect(("127.0.0.1", self.port), self.key, relayed, nodelay)
         self.info[f"{system}_path"] = ld.path
+        self.info[f"{system}_protocol"] = ld.protocol
         self.info[f"{system}_connect_s"] = round(connect, 3)
         await wait_probe(self.reactor, ld.probe)
         pids = {"host": self.host_pids[peer_id], "xvfb": self.xvfb_pid}
@@ -990,6 +1125,19 @@ class Bench:
         if isinstance(viewer, LiteDeskViewer):
             st = viewer.session.stats
             self.info["decode_errors"] = self.info.get("decode_errors", 0) + st.decode_errors
+            ended = viewer.close()
+            ended.addTimeout(5, self.reactor)
+            await ended
+        elif isinstance(viewer, RustDeskViewer):
+            assert viewer.stream is not None
+            rs = viewer.stream.stats
+            rd = self.info.setdefault(RUSTDESK, {"codecs": [], "custom_fps_sent": []})
+            rd["codecs"] = sorted(set(rd["codecs"]) | rs.codecs)
+            rd["custom_fps_sent"].append(rs.custom_fps_sent)
+            rd["decode_errors"] = rd.get("decode_errors", 0) + rs.decode_errors
+            rd["key_frames"] = rd.get("key_frames", 0) + rs.key_frames
+            if rs.close_reason:
+                rd.setdefault("close_reasons", []).append(rs.close_reason)
             ended = viewer.close()
             ended.addTimeout(5, self.reactor)
             await ended
@@ -1099,6 +1247,7 @@ class Bench:
                 str(pwfile),
                 "--display",
                 self.env["DISPLAY"],
+                *([] if nodelay else self.rustdesk_host_args()),
             ],
             self.env,
         )
@@ -1108,6 +1257,12 @@ class Bench:
             "litedesk-host to register",
         )
         return host
+
+    def rustdesk_host_args(self) -> list[str]:
+        """What the measured host needs to serve the RustDesk client (L{RUSTDESK_VIA})."""
+        if RUSTDESK_VIA == "relay":
+            return []
+        return ["--listen", f"tcp:{self.listen_port}:interface=127.0.0.1"]
 
     def start_profile(self, pid: int) -> subprocess.Popen[bytes]:
         """py-spy on the host agent (all threads, Python frames, active samples only)."""
@@ -1205,6 +1360,15 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
+def _ratio_line(name: str, a: PhaseResult, b: PhaseResult) -> None:
+    print(
+        f"{'':10s} {name:15s} {_ratio(a.fps, b.fps):>6s} "
+        f"{_ratio(a.wire_bps, b.wire_bps):>8s} {'':7s} {_ratio(a.video_bps, b.video_bps):>10s} "
+        f"{_ratio(a.host_cpu_pct, b.host_cpu_pct):>8s} {'':8s} {'':6s} {'':7s} "
+        f"{_ratio(a.p50, b.p50):>7s} {_ratio(a.p99, b.p99):>7s}"
+    )
+
+
 def report(results: list[PhaseResult], systems: list[str]) -> list[dict[str, Any]]:
     by = {(r.system, r.phase): r for r in results}
     for s in systems:
@@ -1239,81 +1403,147 @@ def report(results: list[PhaseResult], systems: list[str]) -> list[dict[str, Any
             row = asdict(r)
             row.update(mbps=r.mbps, p50_ms=r.p50, p99_ms=r.p99)
             rows.append(row)
-        ld, vnc = by.get(("litedesk-relay", phase)), by.get(("vnc", phase))
+        ld, vnc, rd = (by.get((s, phase)) for s in ("litedesk-relay", "vnc", RUSTDESK))
         if ld is not None and vnc is not None:
-            print(
-                f"{'':10s} {'LiteDesk/VNC':15s} {_ratio(ld.fps, vnc.fps):>6s} "
-                f"{_ratio(ld.wire_bps, vnc.wire_bps):>8s} {'':7s} {'':10s} "
-                f"{_ratio(ld.host_cpu_pct, vnc.host_cpu_pct):>8s} {'':8s} {'':6s} {'':7s} "
-                f"{_ratio(ld.p50, vnc.p50):>7s} {_ratio(ld.p99, vnc.p99):>7s}"
-            )
+            _ratio_line("LiteDesk/VNC", ld, vnc)
+        if rd is not None and ld is not None:
+            _ratio_line("RustDesk/LiteDesk", rd, ld)
     return rows
 
 
-def goals(results: list[PhaseResult]) -> list[dict[str, Any]]:
-    by = {(r.system, r.phase): r for r in results}
-    ld_all = [r for r in results if r.system == "litedesk-relay" and r.phase in PHASES]
-    vnc_all = [r for r in results if r.system == "vnc" and r.phase in PHASES]
-    checks: list[tuple[str, float | None, str, bool | None]] = []
+Check = tuple[str, float | None, str, bool | None]
 
-    def add(name: str, value: float | None, shown: str, ok: bool | None) -> None:
-        checks.append((name, value, shown, ok))
 
-    moving = by.get(("litedesk-relay", "moving"))
-    if moving:
-        add(
-            "1080p motion >= 30 fps (default: host cap 30)",
-            moving.fps,
-            f"{moving.fps:.2f} fps",
-            moving.fps >= GOAL_FPS,
-        )
-    capacity = by.get(("litedesk-relay", CAPACITY))
-    if capacity:
-        add(
-            "1080p motion >= 30 fps (viewer custom_fps=60)",
-            capacity.fps,
-            f"{capacity.fps:.2f} fps",
-            capacity.fps >= GOAL_FPS,
-        )
-    for phase in ("typing", "scrolling"):
-        r = by.get(("litedesk-relay", phase))
-        if r:
-            add(f"{phase} <= 1 Mb/s", r.mbps, f"{r.mbps:.3f} Mb/s", r.mbps <= GOAL_MBPS)
-    if ld_all and vnc_all:
-        ld_b = sum(r.wire_bytes for r in ld_all)
-        vnc_b = sum(r.wire_bytes for r in vnc_all)
-        ratio = ld_b / vnc_b if vnc_b else None
-        add(
-            "bytes <= 0.3 x VNC, same script (all phases)",
-            ratio,
-            f"{ratio:.3f} x ({ld_b / 1e6:.2f} MB vs {vnc_b / 1e6:.2f} MB)" if ratio else "-",
-            None if ratio is None else ratio <= GOAL_BYTES_RATIO,
-        )
-        for phase in PHASES:
-            a, b = by.get(("litedesk-relay", phase)), by.get(("vnc", phase))
-            if a and b and b.wire_bytes:
-                q = a.wire_bytes / b.wire_bytes
-                add(f"  {phase}: bytes <= 0.3 x VNC", q, f"{q:.3f} x", q <= GOAL_BYTES_RATIO)
-    if ld_all:
-        o = overall(ld_all)
-        add(
-            "input-to-pixel p50 <= 50 ms (loopback, relay)",
-            o.p50,
-            f"{_fmt(o.p50, '.1f')} ms",
-            None if o.p50 is None else o.p50 <= GOAL_P50_MS,
-        )
-    print("\nGoals (issue 4), LiteDesk through the relay:")
+def _print_checks(title: str, checks: list[Check]) -> list[dict[str, Any]]:
+    print(f"\n{title}")
     out = []
     for name, value, shown, ok in checks:
         verdict = "n/a" if ok is None else ("PASS" if ok else "MISS")
-        print(f"  {verdict:4s}  {name:45s} {shown}")
+        print(f"  {verdict:4s}  {name:52s} {shown}")
         out.append({"goal": name, "value": value, "shown": shown, "pass": ok})
+    return out
+
+
+def _fps_checks(by: dict[tuple[str, str], PhaseResult], system: str, what: str) -> list[Check]:
+    checks: list[Check] = []
+    for label, how in (("moving", "default: host cap 30"), (CAPACITY, "viewer custom_fps=60")):
+        r = by.get((system, label))
+        if r:
+            name = f"{what} 1080p motion >= 30 fps ({how})"
+            checks.append((name, r.fps, f"{r.fps:.2f} fps", r.fps >= GOAL_FPS))
+    return checks
+
+
+def _bytes_checks(
+    results: list[PhaseResult], a: str, b: str, limit: float, what: str
+) -> list[Check]:
+    """Bytes of system C{a} against C{b} on the same script: all phases, then each."""
+    a_all = [r for r in results if r.system == a and r.phase in PHASES]
+    b_all = [r for r in results if r.system == b and r.phase in PHASES]
+    if not a_all or not b_all:
+        return []
+    a_b, b_b = sum(r.wire_bytes for r in a_all), sum(r.wire_bytes for r in b_all)
+    ratio = a_b / b_b if b_b else None
+    checks: list[Check] = [
+        (
+            f"{what} (all phases)",
+            ratio,
+            f"{ratio:.3f} x ({a_b / 1e6:.2f} MB vs {b_b / 1e6:.2f} MB)" if ratio else "-",
+            None if ratio is None else ratio <= limit,
+        )
+    ]
+    by = {(r.system, r.phase): r for r in results}
+    for phase in PHASES:
+        ra, rb = by.get((a, phase)), by.get((b, phase))
+        if ra and rb and rb.wire_bytes:
+            q = ra.wire_bytes / rb.wire_bytes
+            checks.append((f"  {phase}: {what.split(',')[0]}", q, f"{q:.3f} x", q <= limit))
+    return checks
+
+
+def issue4_goals(results: list[PhaseResult]) -> list[Check]:
+    by = {(r.system, r.phase): r for r in results}
+    checks = _fps_checks(by, "litedesk-relay", "LiteDesk")
+    for phase in ("typing", "scrolling"):
+        r = by.get(("litedesk-relay", phase))
+        if r:
+            checks.append((f"{phase} <= 1 Mb/s", r.mbps, f"{r.mbps:.3f} Mb/s", r.mbps <= GOAL_MBPS))
+    checks += _bytes_checks(
+        results, "litedesk-relay", "vnc", GOAL_BYTES_RATIO, "bytes <= 0.3 x VNC, same script"
+    )
+    ld_all = [r for r in results if r.system == "litedesk-relay" and r.phase in PHASES]
+    if ld_all:
+        o = overall(ld_all)
+        checks.append(
+            (
+                "input-to-pixel p50 <= 50 ms (loopback, relay)",
+                o.p50,
+                f"{_fmt(o.p50, '.1f')} ms",
+                None if o.p50 is None else o.p50 <= GOAL_P50_MS,
+            )
+        )
+    return checks
+
+
+def issue11_goals(results: list[PhaseResult], codecs: list[str]) -> list[Check]:
+    """The RustDesk protocol against LiteDesk's TLS session, as ratios in this run."""
+    by = {(r.system, r.phase): r for r in results}
+    rd_all = [r for r in results if r.system == RUSTDESK and r.phase in PHASES]
+    ld_all = [r for r in results if r.system == "litedesk-relay" and r.phase in PHASES]
+    shown = ", ".join(codecs) or "none"
+    checks: list[Check] = [
+        ("the host sent the RustDesk client VP9", None, shown, codecs == ["vp9"])
+    ]
+    checks += _fps_checks(by, RUSTDESK, "VP9")
+    checks += _bytes_checks(
+        results,
+        RUSTDESK,
+        "litedesk-relay",
+        GOAL_VP9_BYTES_RATIO,
+        "VP9 bytes <= 1.5 x H.264, same script",
+    )
+    if not rd_all or not ld_all:
+        return checks
+    rd, ld = overall(rd_all), overall(ld_all)
+    cpu = rd.host_cpu_pct / ld.host_cpu_pct if ld.host_cpu_pct else None
+    checks.append(
+        (
+            "VP9 host CPU <= 1.5 x H.264 (all phases)",
+            cpu,
+            f"{_fmt(cpu, '.3f')} x ({rd.host_cpu_pct:.1f}% vs {ld.host_cpu_pct:.1f}%)",
+            None if cpu is None else cpu <= GOAL_VP9_CPU_RATIO,
+        )
+    )
+    for phase in PHASES:
+        a, b = by.get((RUSTDESK, phase)), by.get(("litedesk-relay", phase))
+        if a and b and b.host_cpu_pct:
+            q = a.host_cpu_pct / b.host_cpu_pct
+            checks.append((f"  {phase}: host CPU", q, f"{q:.3f} x", q <= GOAL_VP9_CPU_RATIO))
+    diff = None if rd.p50 is None or ld.p50 is None else rd.p50 - ld.p50
+    checks.append(
+        (
+            "VP9 click-to-pixel p50 <= H.264 p50 + 10 ms",
+            diff,
+            f"{_fmt(diff, '+.1f')} ms ({_fmt(rd.p50, '.1f')} vs {_fmt(ld.p50, '.1f')} ms; "
+            f"p99 {_fmt(rd.p99, '.1f')} vs {_fmt(ld.p99, '.1f')} ms)",
+            None if diff is None else diff <= GOAL_VP9_P50_MARGIN_MS,
+        )
+    )
+    return checks
+
+
+def goals(results: list[PhaseResult], codecs: list[str]) -> list[dict[str, Any]]:
+    out = _print_checks("Goals (issue 4), LiteDesk through the relay:", issue4_goals(results))
+    out += _print_checks(
+        f"Goals (issue 11), RustDesk protocol ({RUSTDESK}) against LiteDesk TLS (relay), same run:",
+        issue11_goals(results, codecs),
+    )
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="5 s phases (about 90 s in all)")
+    p.add_argument("--quick", action="store_true", help="5 s phases (about 80 s in all)")
     p.add_argument("--seconds", type=float, help="seconds measured per phase (default 15)")
     p.add_argument("--lan", action="store_true", help="also measure LiteDesk's LAN path")
     p.add_argument("--seed", type=int, default=4)
@@ -1365,16 +1595,19 @@ def main() -> None:
         finally:
             bench.procs.stop_all()
         load1 = os.getloadavg()
-        systems = [
-            "litedesk-relay",
-            *(["litedesk-lan"] if cfg.lan else []),
-            *(["ld-relay-nodelay"] if cfg.nodelay else []),
-            "vnc",
-        ]
-        rows = report(bench.results, systems)
-        verdicts = goals(bench.results)
+        rows = report(bench.results, bench.systems())
+        verdicts = goals(bench.results, bench.info.get(RUSTDESK, {}).get("codecs", []))
         wall = time.monotonic() - started
         print(f"\nx11vnc {bench.info.get('x11vnc', '')}")
+        rd = bench.info.get(RUSTDESK)
+        if rd:
+            print(
+                f"RustDesk client: path {bench.info.get(f'{RUSTDESK}_path')}, codecs "
+                f"{', '.join(rd['codecs']) or 'none'}, custom_fps sent per session "
+                f"{rd['custom_fps_sent']}, key frames {rd['key_frames']}, decode errors "
+                f"{rd['decode_errors']}, sessions closed by the host "
+                f"{rd.get('close_reasons', [])}"
+            )
         idle = bench.info.get("idle_cpu_pct", {})
         if idle:
             shown = ", ".join(f"{k} {v:.1f}%" for k, v in idle.items())
