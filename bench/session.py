@@ -1599,6 +1599,9 @@ def main() -> None:
         verdicts = goals(bench.results, bench.info.get(RUSTDESK, {}).get("codecs", []))
         wall = time.monotonic() - started
         print(f"\nx11vnc {bench.info.get('x11vnc', '')}")
+        ld_protocol = bench.info.get("litedesk-relay_protocol")
+        if ld_protocol:
+            print(f"LiteDesk viewer: session protocol {ld_protocol}")
         rd = bench.info.get(RUSTDESK)
         if rd:
             print(
