@@ -1,8 +1,20 @@
 """The viewer's side of a session: log in, decode the screen, send input.
 
 Shared by the headless viewer (C{litedesk-viewer --headless}) and the window.
-Runs over the pinned TLS stream (the viewer is the TLS client); see
+Runs over the pinned TLS stream to a LiteDesk host (the viewer is the TLS
+client) and inside RustDesk's secure channel to a stock RustDesk host; see
 L{litedesk.session.host_session} for the message flow.
+
+Video: the C{LoginRequest} announces every codec this viewer decodes
+(L{litedesk.screen.decode.decodable_codecs}) and prefers the one asked for,
+else H.264 from a LiteDesk host (as always) and VP9 from a RustDesk host (a
+RustDesk host takes a VP9 preference unconditionally; with none, 1.2 to
+1.4 hosts pick VP8, AV1 or a hardware H.264/H.265 encoder depending on the
+version and the machine).  Frames of any announced codec
+decode, and a codec switch mid-session switches the decoder.  A frame that
+cannot be shown asks for a key frame (L{KeyFrameRequests}); a codec that
+keeps failing is withdrawn with a new C{SupportedDecoding}, as RustDesk's
+client does.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from litedesk.proto import message_pb2 as pb
-from litedesk.screen.decode import DecodedFrame, VideoDecoder
+from litedesk.screen.decode import DecodedFrame, KeyFrameRequests, VideoDecoder, decodable_codecs
 from litedesk.session.framing import MessageProtocol
 from litedesk.session.host_key import HostKeyMismatch
 from litedesk.session.password import login_password
@@ -30,7 +42,21 @@ from litedesk.session.password import login_password
 VERSION = "1.4.9"
 IDLE_TIMEOUT = 30.0
 
-_CODEC_OF_FIELD = {"h264s": "h264", "vp9s": "vp9"}
+_CODEC_OF_FIELD = {"vp9s": "vp9", "vp8s": "vp8", "av1s": "av1", "h264s": "h264", "h265s": "h265"}
+_PREFER = {
+    "vp9": pb.SupportedDecoding.VP9,
+    "vp8": pb.SupportedDecoding.VP8,
+    "av1": pb.SupportedDecoding.AV1,
+    "h264": pb.SupportedDecoding.H264,
+    "h265": pb.SupportedDecoding.H265,
+}
+_ABILITY = {
+    "vp9": "ability_vp9",
+    "vp8": "ability_vp8",
+    "av1": "ability_av1",
+    "h264": "ability_h264",
+    "h265": "ability_h265",
+}
 
 
 class SessionError(Exception):
@@ -59,6 +85,11 @@ class ViewerStats:
     bytes: int = 0
     video_bytes: int = 0
     decode_errors: int = 0
+    key_frame_requests: int = 0
+    #: video frames of a kind this viewer does not know (RustDesk's raw modes)
+    unsupported_frames: int = 0
+    #: the codec of the last video frame
+    codec: str | None = None
     rtt_ms: float | None = None
     first_frame_at: float | None = None
     last_frame_at: float | None = None
@@ -66,7 +97,15 @@ class ViewerStats:
 
 @implementer(IHandshakeListener)
 class ViewerSession(MessageProtocol):
-    """One session with a host, as seen from the viewer."""
+    """One session with a host, as seen from the viewer.
+
+    @ivar codec: the codec asked for (C{None}: the host's kind decides).
+    @ivar rustdesk: the host is a stock RustDesk host (the session runs in
+        RustDesk's secure channel).  Whoever starts the session there sets
+        it before the host's C{Hash} arrives; it only changes the codec
+        preference announced at login.
+    @ivar unsupported: codecs withdrawn after they kept failing to decode.
+    """
 
     _log = Logger()
     idle_timeout = IDLE_TIMEOUT
@@ -78,24 +117,36 @@ class ViewerSession(MessageProtocol):
         password: str,
         *,
         my_id: str = "",
-        codec: str = "h264",
+        codec: str | None = None,
+        rustdesk: bool = False,
         image_quality: int = pb.Balanced,
         custom_fps: int = 0,
         on_frame: Callable[[DecodedFrame], None] | None = None,
     ) -> None:
+        """
+        @param codec: the codec to ask the host for, one of
+            L{decodable_codecs}; C{None} for H.264 from a LiteDesk host and
+            VP9 from a RustDesk host.
+        @raise ValueError: C{codec} cannot be decoded here.
+        """
+        if codec is not None and codec not in decodable_codecs():
+            raise ValueError(f"cannot decode {codec!r} (can: {sorted(decodable_codecs())})")
         self.clock = clock
         self._clock: IReactorTime = clock
         self.peer_id = peer_id
         self.password = password
         self.my_id = my_id or f"viewer-{socket.gethostname()}"
         self.codec = codec
+        self.rustdesk = rustdesk
         self.image_quality = image_quality
         self.custom_fps = custom_fps
         self.on_frame = on_frame
         self.logged_in: Deferred[pb.PeerInfo] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.peer_info: pb.PeerInfo | None = None
-        self.decoder = VideoDecoder(codec)
+        self.decoder = VideoDecoder(codec or "h264")
+        self.key_frame_requests = KeyFrameRequests()
+        self.unsupported: set[str] = set()
         self.latest: DecodedFrame | None = None
         self.stats = ViewerStats()
         self.remote_clipboard: str | None = None
@@ -165,8 +216,17 @@ class ViewerSession(MessageProtocol):
         if which == "close_reason":
             self.fail("closed by host", misc.close_reason)
         elif which == "switch_display":
-            self.display = misc.switch_display.display
-            self.decoder.reset()
+            self._switch_display(misc.switch_display)
+
+    def _switch_display(self, sd: pb.SwitchDisplay) -> None:
+        self.display = sd.display
+        self.decoder.reset()
+        # A RustDesk host also sends it when the display's resolution
+        # changes: keep the geometry the viewer maps input through current.
+        displays = self.peer_info.displays if self.peer_info is not None else []
+        if 0 <= sd.display < len(displays) and sd.width > 0 and sd.height > 0:
+            d = displays[sd.display]
+            d.x, d.y, d.width, d.height = sd.x, sd.y, sd.width, sd.height
 
     def _login(self, h: pb.Hash) -> None:
         req = pb.LoginRequest(
@@ -182,11 +242,17 @@ class ViewerSession(MessageProtocol):
         opt.image_quality = self.image_quality  # type: ignore[assignment]
         if self.custom_fps:
             opt.custom_fps = self.custom_fps
-        dec = opt.supported_decoding
-        dec.ability_h264 = 1
-        dec.ability_vp9 = 1
-        dec.prefer = pb.SupportedDecoding.VP9 if self.codec == "vp9" else pb.SupportedDecoding.H264
+        opt.supported_decoding.CopyFrom(self.supported_decoding())
         self.send_message(pb.Message(login_request=req))
+
+    def supported_decoding(self) -> pb.SupportedDecoding:
+        """What this viewer decodes, as announced at login and after a codec
+        is withdrawn (RustDesk's Decoder::supported_decodings)."""
+        preferred = self.codec or ("vp9" if self.rustdesk else "h264")
+        dec = pb.SupportedDecoding(prefer=_PREFER[preferred])
+        for codec in decodable_codecs() - self.unsupported:
+            setattr(dec, _ABILITY[codec], 1)
+        return dec
 
     def _login_response(self, resp: pb.LoginResponse) -> None:
         if resp.WhichOneof("union") == "error":
@@ -211,32 +277,75 @@ class ViewerSession(MessageProtocol):
         which = vf.WhichOneof("union")
         codec = _CODEC_OF_FIELD.get(which or "")
         if codec is None:
+            self._unsupported_video(which)
             return
         if codec != self.decoder.codec:
+            self._log.info(
+                "Host video switched from {old} to {new}", old=self.decoder.codec, new=codec
+            )
             self.decoder.reset(codec)
-        size = self.display_size() or (0, 0)
-        for ef in getattr(vf, which or "").frames:
+        self.stats.codec = codec
+        width, height = self.display_size() or (0, 0)
+        for ef in getattr(vf, codec + "s").frames:
             self.stats.video_bytes += len(ef.data)
-            decoded = self.decoder.decode(ef.data, ef.key, ef.pts, size[0], size[1])
-            if decoded is None:
-                self.stats.decode_errors = self.decoder.errors
-                continue
-            now = self._clock.seconds()
-            self.stats.frames += 1
-            if ef.key:
-                self.stats.key_frames += 1
-            if self.stats.first_frame_at is None:
-                self.stats.first_frame_at = now
-            self.stats.last_frame_at = now
-            self.latest = decoded
-            waiters, self._frame_waiters = self._frame_waiters, []
-            for after, d in waiters:
-                if now >= after:
-                    d.callback(decoded)
-                else:
-                    self._frame_waiters.append((after, d))
-            if self.on_frame is not None:
-                self.on_frame(decoded)
+            decoded = self.decoder.decode(ef.data, ef.key, ef.pts, width, height)
+            self.stats.decode_errors = self.decoder.errors
+            if decoded is not None:
+                self.key_frame_requests.picture_decoded()
+                self._show(decoded, ef.key)
+        if self.decoder.waiting_for_key and self.key_frame_requests.need(self._clock.seconds()):
+            self.stats.key_frame_requests += 1
+            self._log.info(
+                "Asking the host for a key frame ({codec}: {reason})",
+                codec=codec,
+                reason=self.decoder.last_error or "no key frame yet",
+            )
+            self.refresh()
+        if self.decoder.gave_up or codec not in decodable_codecs():
+            self._withdraw(codec)
+
+    def _show(self, decoded: DecodedFrame, key: bool) -> None:
+        now = self._clock.seconds()
+        self.stats.frames += 1
+        if key:
+            self.stats.key_frames += 1
+        if self.stats.first_frame_at is None:
+            self.stats.first_frame_at = now
+        self.stats.last_frame_at = now
+        self.latest = decoded
+        waiters, self._frame_waiters = self._frame_waiters, []
+        for after, d in waiters:
+            if now >= after:
+                d.callback(decoded)
+            else:
+                self._frame_waiters.append((after, d))
+        if self.on_frame is not None:
+            self.on_frame(decoded)
+
+    def _unsupported_video(self, which: str | None) -> None:
+        # RustDesk's raw rgb/yuv frames (web clients only) or a member added
+        # after this viewer: nothing to show.  Logged once, then counted.
+        self.stats.unsupported_frames += 1
+        if self.stats.unsupported_frames == 1:
+            self._log.warn(
+                "Host sends video this viewer cannot decode ({kind}); ignored",
+                kind=which or "unknown VideoFrame member",
+            )
+
+    def _withdraw(self, codec: str) -> None:
+        """Tell the host this viewer cannot decode C{codec}, once (client.rs
+        start_video_thread: mark_unsupported, update_supported_decodings)."""
+        if codec in self.unsupported:
+            return
+        self.unsupported.add(codec)
+        self._log.warn(
+            "Withdrawing {codec} from the decoders announced to the host ({reason})",
+            codec=codec,
+            reason=self.decoder.last_error or "no decoder",
+        )
+        option = pb.OptionMessage()
+        option.supported_decoding.CopyFrom(self.supported_decoding())
+        self.send_message(pb.Message(misc=pb.Misc(option=option)))
 
     def _test_delay(self, msg: pb.Message) -> None:
         td = msg.test_delay
