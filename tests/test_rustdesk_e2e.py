@@ -4,10 +4,13 @@ End to end under Xvfb (tests/support/e2e_lab.py): a real C{twistd litedesk-relay
 C{twistd litedesk-host} on the lab's display, and the stock-client emulator
 (tests/support/rustdesk_rendezvous.py for the way from id to stream,
 tests/support/rustdesk_client.py for the session), neither of which imports LiteDesk's
-session or rendezvous code.  What a person using the RustDesk app would notice is checked:
-the VP9 picture is the host's screen, a click and typing reach a Tk window, the clipboard
-goes both ways, a wrong password gets RustDesk's own text, a tampered frame ends the
-session while the host keeps serving.
+session or rendezvous code.  What a person using the RustDesk app would notice is checked
+on both paths a client behind the host's public IP can take (the LAN address the server
+offers, and the relay when the client forces it): the VP9 picture is the host's screen, a
+click and typing reach a Tk window, the clipboard goes both ways, a wrong password gets
+RustDesk's own text, a tampered frame ends the session while the host keeps serving.  On
+the relay path the lab's recording proxy sees none of the typed text, the password or its
+hash, the clipboard or the text on the screen.
 
 The unit tests at the top check the rendezvous emulator itself (address mangling, the
 server-signed key, RustDesk's failure texts, re-sent requests) against hbb_common's and
@@ -16,6 +19,7 @@ client.rs's rules, on loopback sockets where a server is needed.
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import socket
@@ -124,6 +128,30 @@ class AddressTests(SynchronousTestCase):
         self.assertEqual(rr.server_key(""), base64.b64decode(rr.RS_PUB_KEY))
         self.assertIsNone(rr.server_key("not base64!"))
         self.assertIsNone(rr.server_key(base64.b64encode(bytes(16)).decode()))
+
+
+class IndependenceTests(SynchronousTestCase):
+    def test_rendezvous_emulator_imports_nothing_of_litedesks_code(self) -> None:
+        """Only the generated protobuf modules and the client emulator: a shared helper
+        would let a bug in LiteDesk's rendezvous code hide behind itself."""
+        tree = ast.parse(Path(rr.__file__).read_text())
+        absolute = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module or ""
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+        }
+        relative = {
+            node.module or ""
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level > 0
+        }
+        self.assertEqual({m for m in absolute if m.startswith("litedesk")}, {"litedesk.proto"})
+        self.assertEqual(relative, {"rustdesk_client"})
 
 
 class AnswerTests(SynchronousTestCase):
@@ -244,8 +272,10 @@ class _FakeServer:
             script(conn, self.received)
 
     def close(self) -> None:
-        self.listener.close()
+        # Join first: the script ends when the client is gone, and a listener closed
+        # before the thread reached accept() would lose the connection waiting in it.
         self._thread.join(10)
+        self.listener.close()
 
 
 def _read_frames(conn: socket.socket, n: int, into: list[bytes]) -> None:
@@ -520,8 +550,8 @@ class StockClientChecks(_Case):
 
     def setUp(self) -> None:
         self.lab = lab()
-        # --rustdesk-clients: the opt-in this host version still needs (a no-op later).
-        self.peer = self.lab.host(HOST, "--rustdesk-clients", password=PASSWORD)
+        # No option: a host serves stock RustDesk clients by default, on every path.
+        self.peer = self.lab.host(HOST, password=PASSWORD)
         self.tmp = Path(self.mktemp())
         self.tmp.mkdir()
 
@@ -658,3 +688,67 @@ class StockClientChecks(_Case):
 class LanPathTests(StockClientChecks, SynchronousTestCase):
     """The path the server offers a client behind the host's public IP: FetchLocalAddr, the
     host's LocalAddr, and a direct TCP connection to it."""
+
+
+def os_password_typing(text: str) -> list[pb.Message]:
+    """client.rs _input_os_password: the whole text as one Legacy C{seq} click, then Return."""
+    return [
+        rc.key_event(press=True, mode=pb.KeyboardMode.Legacy, seq=text),
+        rc.key_event(press=True, mode=pb.KeyboardMode.Legacy, control_key=pb.ControlKey.Return),
+    ]
+
+
+@requires(*NEEDS, "import", "tkinter")
+class RelayPathTests(StockClientChecks, SynchronousTestCase):
+    """The client forces the relay: it still gets the LAN answer, then asks the server for a
+    relay with its own uuid (RequestRelay), and both legs meet on the relay behind the lab's
+    recording proxy.  The host speaks first on its leg too."""
+
+    force_relay = True
+    path = "relay"
+
+    def test_relay_carries_no_plaintext(self) -> None:
+        """What the relay operator records holds no typed text, password, password hash,
+        clipboard text or screen text, though all of them crossed it."""
+        paint_test_screen(self.tmp / "screen.png", SCREEN_MARKER)
+        set_root_image(self.lab.xvfb, str(self.tmp / "screen.png"))
+        rec = Recorder(self.lab.env)
+        self.addCleanup(rec.stop)
+        before = len(self.lab.proxy.snapshot())
+        client, reached = self.reach()
+        result = client.login(PASSWORD)
+        self.assertEqual(result.response.error, "")
+        client.recv_until("video_frame", limit=60)
+
+        rec.command("clear")
+        start = rec.mark()
+        for msg in os_password_typing(TYPED_MARKER):
+            client.send(msg)
+        submit = rec.wait_for(lambda e: e["ev"] == "submit", start=start, timeout=10)
+        self.assertEqual(submit["text"], TYPED_MARKER)
+
+        clip = f"plain clipboard {TYPED_MARKER[::-1]}"
+        item = rc.clipboard_message(clip).clipboard  # uncompressed: the text itself is sent
+        client.send(pb.Message(multi_clipboards=pb.MultiClipboards(clipboards=[item])))
+        wait_until(
+            lambda: host_clipboard(self.lab.env) == clip, 10, 0.2, "the clipboard on the host"
+        )
+        client.close()
+
+        captured = self.lab.proxy.snapshot()[before:]
+        # This session did cross the proxy: its relay request carries our uuid.
+        self.assertIn(reached.uuid.encode(), captured)
+        self.assertGreater(len(captured), 10_000)
+        h1 = rc.password_h1(PASSWORD, result.hash.salt)
+        proof = rc.password_proof(PASSWORD, result.hash.salt, result.hash.challenge)
+        secrets = {
+            "typed text": TYPED_MARKER.encode(),
+            "password": PASSWORD.encode(),
+            "password hash": h1,
+            "password hash (hex)": h1.hex().encode(),
+            "password proof": proof,
+            "clipboard": clip.encode(),
+            "screen text": SCREEN_MARKER.encode(),
+        }
+        for what, secret in secrets.items():
+            self.assertNotIn(secret, captured, what)
