@@ -150,6 +150,11 @@ class HostDetectorTests(SynchronousTestCase):
         login.ParseFromString(secret.open(reader.next() or b""))
         self.assertEqual(login.login_request.username, HOST_ID)
         self.assertEqual(login.login_request.password, rc.password_proof("pw", "salt", "chal"))
+        # Told it meets a RustDesk host, the session asks for VP9 as a stock client does.
+        self.assertTrue(rig.session.rustdesk)
+        self.assertEqual(
+            login.login_request.option.supported_decoding.prefer, pb.SupportedDecoding.VP9
+        )
 
     def test_signature_by_another_key_is_refused(self) -> None:
         rig = Rig(self.key)

@@ -135,6 +135,9 @@ class HostDetector(SwitchingProtocol):
             )
             return
         self.protocol = PROTOCOL_RUSTDESK
+        # The session was made before the host was known: it prefers VP9
+        # with a RustDesk host, as a stock client does.
+        self.session.rustdesk = True
         self._log.info("The host speaks RustDesk's protocol; using its secure channel")
         channel = SecureChannelProtocol(
             ClientHandshake(self._host_key, self._peer_id),

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from litedesk.input.key_combos import parse_key_list, text_input
 from litedesk.input.mouse import MouseButton, encode_mask
+from litedesk.screen.decode import CODECS
 from litedesk.session.input_messages import key_to_proto
 from litedesk.session.viewer_session import SessionError, ViewerSession
 from litedesk.viewer.connection import (
@@ -69,7 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stay connected S seconds (for statistics)",
     )
     p.add_argument("--stats-json", action="store_true", help="print statistics as JSON")
-    p.add_argument("--codec", choices=("h264", "vp9"), default="h264")
+    p.add_argument(
+        "--codec",
+        choices=CODECS,
+        default=None,
+        help="the codec to ask the host for (default: H.264 from a LiteDesk host, VP9 "
+        "from a RustDesk host; any other codec this viewer decodes may be asked of a "
+        "RustDesk host)",
+    )
     p.add_argument(
         "--known-hosts", type=Path, default=None, help="known hosts file for direct connections"
     )
@@ -212,6 +220,8 @@ def _session_stats(
         "rtt_ms": st.rtt_ms,
         "key_frames": st.key_frames,
         "decode_errors": st.decode_errors,
+        "codec": st.codec,
+        "key_frame_requests": st.key_frame_requests,
         "duration": round(duration, 3),
         "throughput_kbps": round(st.bytes * 8 / 1000 / max(1e-6, duration), 1),
         "frames_lost": st.decode_errors + session.decoder.skipped,
