@@ -12,11 +12,12 @@ Three layers:
   session ends so that no key stays stuck on the host.
 * L{litedesk.input.pynput_backend.PynputBackend} injects named keys,
   buttons, wheel and motion through pynput's Xorg backend (XTEST), and
-  characters and text through XTEST as well
-  (L{litedesk.input.xtest_typer.XTestTyper}): real key events that every
-  client accepts, with a spare keycode borrowed (and given back on close) for
-  characters that are not on the host's keyboard.  pynput is imported
-  lazily: it cannot be imported at all without a display.
+  characters, text and physical keys (X11 keycodes, from stock RustDesk
+  clients) through XTEST as well (L{litedesk.input.xtest_typer.XTestTyper}):
+  real key events that every client accepts, with a spare keycode borrowed
+  (and given back on close) for characters that are not on the host's
+  keyboard.  pynput is imported lazily: it cannot be imported at all without
+  a display.
 
 X calls block (a round trip each; typing takes about 1.5 ms a character), so
 a session should use L{litedesk.input.worker.InputWorker}, which validates on
@@ -33,11 +34,13 @@ root window, so they are root coordinates; they are clamped to the desktop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Final, Protocol
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final, Protocol, runtime_checkable
 
 from twisted.logger import Logger
 
+from litedesk.input.keycodes import HOTKEY_KEYCODES, SHIFT_KEYCODES
 from litedesk.input.keys import ControlKey, KeyInput
 from litedesk.input.mouse import MAX_RELATIVE, MouseButton, MouseInput, MouseType, Rect
 from litedesk.input.pynput_backend import PynputBackend
@@ -46,12 +49,20 @@ from litedesk.input.validation import (
     Action,
     KeyAction,
     KeyRef,
+    LockSync,
     MouseAction,
+    PhysicalKey,
     plan_key,
     plan_mouse,
 )
 
-__all__ = ["MAX_WHEEL_STEPS", "TRACKPAD_UNITS_PER_STEP", "InputBackend", "InputInjector"]
+__all__ = [
+    "MAX_WHEEL_STEPS",
+    "TRACKPAD_UNITS_PER_STEP",
+    "InputBackend",
+    "InputInjector",
+    "LockStateBackend",
+]
 
 #: Wheel notches applied per event and axis; more is clamped.
 MAX_WHEEL_STEPS: Final = 20
@@ -59,6 +70,27 @@ MAX_WHEEL_STEPS: Final = 20
 TRACKPAD_UNITS_PER_STEP: Final = 40
 
 _VIEW_ONLY: Final = InjectResult(False, "view-only", "input refused: view-only session")
+
+# Held keys that make typed text a shortcut (Ctrl+Shift+Z): while one of
+# them is down, a held Shift stays down for Translate text too.
+_HOTKEYS: Final[frozenset[KeyRef]] = frozenset(
+    {
+        ControlKey.Control,
+        ControlKey.RControl,
+        ControlKey.Alt,
+        ControlKey.RAlt,
+        ControlKey.Option,
+        ControlKey.Menu,
+        ControlKey.Meta,
+        ControlKey.RWin,
+        *(PhysicalKey(c) for c in HOTKEY_KEYCODES),
+    }
+)
+_SHIFTS: Final[tuple[KeyRef, ...]] = (
+    ControlKey.Shift,
+    ControlKey.RShift,
+    *(PhysicalKey(c) for c in sorted(SHIFT_KEYCODES)),
+)
 
 
 class InputBackend(Protocol):
@@ -84,6 +116,17 @@ class InputBackend(Protocol):
     def type_text(self, text: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LockStateBackend(Protocol):
+    """A backend that can tell the host's lock states.
+
+    Without it (test doubles) the locks are left alone.
+    """
+
+    def lock_state(self) -> tuple[bool, bool]:
+        """Whether Caps Lock and Num Lock are on."""
 
 
 class InputInjector:
@@ -252,7 +295,10 @@ class InputInjector:
         if a.text is not None:
             # Text has no "up": it is typed on press or down.
             if a.action != "up" and a.text:
-                be.type_text(a.text)
+                with self._locks_matched(a.locks):
+                    if a.release_shift:
+                        self._release_shift()
+                    be.type_text(a.text)
             return
         assert a.key is not None
         key = a.key
@@ -260,12 +306,57 @@ class InputInjector:
             self._held_keys.pop(key, None)
             be.release_key(key)
             return
-        with self._modifiers_held(a.modifiers):
+        with self._locks_matched(a.locks), self._modifiers_held(a.modifiers):
             be.press_key(key)
             if a.action == "press":
                 be.release_key(key)
             else:
                 self._held_keys[key] = None
+
+    def _release_shift(self) -> None:
+        """Let go of the Shift keys the peer holds before typing its text,
+        unless a hotkey modifier is held too (see L{KeyAction.release_shift}).
+
+        They stay released: the peer's own Shift up follows, and pressing
+        them again here would shift the next key it sends.
+        """
+        if any(k in self._held_keys for k in _HOTKEYS):
+            return
+        be = self._get_backend()
+        for key in _SHIFTS:
+            if key in self._held_keys:
+                del self._held_keys[key]
+                be.release_key(key)
+
+    @contextlib.contextmanager
+    def _locks_matched(self, want: LockSync | None) -> Iterator[None]:
+        """Set Caps Lock and Num Lock as C{want}s for the block, then back.
+
+        Toggling twice (RustDesk's way) leaves the host's locks as the host's
+        user set them, even when the block fails.
+        """
+        be = self._get_backend()
+        if want is None or not isinstance(be, LockStateBackend):
+            yield
+            return
+        caps, num = be.lock_state()
+        toggle = [ControlKey.CapsLock] if caps != want.caps else []
+        if want.num is not None and num != want.num:
+            toggle.append(ControlKey.NumLock)
+        done: list[ControlKey] = []
+        try:
+            for lock in toggle:
+                be.press_key(lock)
+                be.release_key(lock)
+                done.append(lock)
+            yield
+        finally:
+            for lock in reversed(done):
+                try:
+                    be.press_key(lock)
+                    be.release_key(lock)
+                except Exception:
+                    self._log.failure("Could not restore {lock}", lock=lock.name)
 
     def _modifiers_held(self, mods: Iterable[ControlKey]) -> _ModifierScope:
         return _ModifierScope(self, tuple(m for m in mods if m not in self._held_keys))

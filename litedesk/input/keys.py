@@ -111,7 +111,13 @@ class ControlKey(enum.IntEnum):
 
 
 class KeyboardMode(enum.IntEnum):
-    """RustDesk's C{KeyboardMode}; only Legacy semantics are implemented."""
+    """RustDesk's C{KeyboardMode}.
+
+    LiteDesk viewers send Legacy events.  Map and Translate events from stock
+    RustDesk clients carry physical keys as X11 keycodes, which the session
+    layer puts in L{KeyInput.keycode}; Auto is handled as Legacy, as a
+    RustDesk host does.
+    """
 
     Legacy = 0
     Map = 1
@@ -123,10 +129,17 @@ class KeyboardMode(enum.IntEnum):
 class KeyInput:
     """One RustDesk C{KeyEvent} as plain values.
 
-    At most one of C{control_key}, C{chr}, C{unicode} and C{seq} is set (the
-    protobuf oneof).  C{press} means down and up; otherwise C{down} says
-    whether the key goes down or up.  C{modifiers} are ControlKey numbers held
-    around the key.  Values are not trusted: the injector validates them.
+    At most one of C{control_key}, C{chr}, C{unicode}, C{seq} and
+    C{keycode} is set (the protobuf oneof).  C{press} means down and up;
+    otherwise C{down} says whether the key goes down or up.  C{modifiers} are
+    ControlKey numbers held around the key.  Values are not trusted: the
+    injector validates them.
+
+    C{keycode} is a physical key by its X11 keycode: what C{chr} holds in the
+    Map and Translate modes of a stock RustDesk client controlling a Linux
+    host (C{mode} says which).  It is pressed as that key, so the host's
+    keyboard layout decides the character; C{modifiers} then only report
+    Caps Lock and Num Lock, which the host matches around the key.
     """
 
     down: bool = False
@@ -137,6 +150,7 @@ class KeyInput:
     seq: str | None = None
     modifiers: list[int] = field(default_factory=list)
     mode: int = 0  # KeyboardMode.Legacy
+    keycode: int | None = None
 
 
 def is_typeable(cp: int) -> bool:

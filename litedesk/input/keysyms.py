@@ -157,7 +157,9 @@ MODIFIER_KEYS: Final[frozenset[ControlKey]] = frozenset(
 
 
 #: Lock keys that RustDesk peers list in C{modifiers} to report lock state.
-#: They are accepted and ignored: pressing them would toggle the lock.
+#: They are never pressed as modifiers (that would toggle the lock); a
+#: physical key or Translate text matches the host's locks to them
+#: (L{litedesk.input.validation.LockSync}), a Legacy key ignores them.
 LOCK_KEYS: Final[frozenset[ControlKey]] = frozenset(
     {ControlKey.CapsLock, ControlKey.NumLock, ControlKey.Scroll}
 )

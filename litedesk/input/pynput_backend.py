@@ -1,9 +1,10 @@
 """The X input backend: pynput's Xorg controllers and python-xlib queries.
 
 Named keys, buttons, wheel and motion go through pynput's Xorg backend
-(XTEST); characters and text through L{litedesk.input.xtest_typer}.  pynput
-and python-xlib are imported on first use: neither can be imported without a
-display, and the viewer imports the input package without one.
+(XTEST); characters, text and physical keys through
+L{litedesk.input.xtest_typer}.  pynput and python-xlib are imported on first
+use: neither can be imported without a display, and the viewer imports the
+input package without one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from litedesk.input.keys import ControlKey
 from litedesk.input.keysyms import CONTROL_KEY_MAP
 from litedesk.input.mouse import MouseButton, Rect
 from litedesk.input.results import InputUnavailable, unsupported
-from litedesk.input.validation import KeyRef
+from litedesk.input.validation import KeyRef, PhysicalKey
 from litedesk.input.xtest_typer import XTestTyper
 
 __all__ = ["PynputBackend"]
@@ -133,17 +134,39 @@ class PynputBackend:
 
     def press_key(self, key: KeyRef) -> None:
         self._ensure()
-        if isinstance(key, str):
+        if isinstance(key, PhysicalKey):
+            self._typer.press_keycode(key.code)
+        elif isinstance(key, str):
             self._typer.press(key)
         else:
             self._kb.press(self._pynput_key(key))
 
     def release_key(self, key: KeyRef) -> None:
         self._ensure()
-        if isinstance(key, str):
+        if isinstance(key, PhysicalKey):
+            self._typer.release_keycode(key.code)
+        elif isinstance(key, str):
             self._typer.release(key)
         else:
             self._kb.release(self._pynput_key(key))
+
+    def lock_state(self) -> tuple[bool, bool]:
+        """Whether Caps Lock and Num Lock are on, from the core modifier state.
+
+        Caps Lock is the Lock modifier; Num Lock is whichever modifier the
+        Num_Lock key is mapped to (Mod2 on every common layout).
+        """
+        self._ensure()
+        mask = int(self._xdisplay.screen().root.query_pointer().mask)
+        return bool(mask & 0x02), bool(mask & self._numlock_mask())
+
+    def _numlock_mask(self) -> int:
+        # Asked each time: setxkbmap may have remapped the modifiers.
+        numlock = self._xdisplay.keysym_to_keycode(0xFF7F)  # Num_Lock
+        for index, keycodes in enumerate(self._xdisplay.get_modifier_mapping()):
+            if numlock and numlock in keycodes:
+                return 1 << index
+        return 0x10  # Mod2
 
     def type_text(self, text: str) -> None:
         self._ensure()

@@ -18,7 +18,7 @@ from twisted.python.threadpool import ThreadPool
 from litedesk.input.inject import InputInjector
 from litedesk.input.mouse import MouseType
 from litedesk.input.results import InjectResult
-from litedesk.input.validation import MouseAction
+from litedesk.input.validation import Action, KeyAction, MouseAction
 
 __all__ = ["InputWorker"]
 
@@ -30,8 +30,12 @@ class InputWorker:
 
     Validation happens at once, on the caller's (reactor) thread, so refused
     events cost no thread hop.  When more than C{max_pending} events wait,
-    absolute moves are dropped (the next one supersedes them); key and button
-    events never are, because dropping an "up" would leave a key stuck.
+    absolute moves are dropped (the next one supersedes them).  Beyond
+    C{max_backlog} (4 x C{max_pending} by default) a peer sends faster than
+    the display takes events, which no person typing does: everything is
+    dropped then but the release of a key or button submitted down, because
+    dropping that "up" would leave the key stuck.  So the queue stays bounded
+    whatever a peer sends.
     """
 
     _log = Logger()
@@ -42,6 +46,7 @@ class InputWorker:
         reactor: Any = None,
         *,
         max_pending: int = 256,
+        max_backlog: int | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -51,7 +56,13 @@ class InputWorker:
         assert IReactorThreads.providedBy(reactor) and IReactorFromThreads.providedBy(reactor)
         self.injector = injector
         self._max_pending = max_pending
+        self._max_backlog = 4 * max_pending if max_backlog is None else max_backlog
         self._pending = 0
+        # Keys and buttons submitted down and not yet up, as this (the
+        # reactor's) side has seen them: their ups are never dropped.
+        self._down: set[object] = set()
+        # Whether this backlog has been logged: once per backlog, not per event.
+        self._backlog_logged = False
         self._pool: ThreadPool | None = None
         self.dropped = 0
 
@@ -67,6 +78,8 @@ class InputWorker:
 
         def done(result: _T) -> _T:
             self._pending -= 1
+            if not self._pending:
+                self._backlog_logged = False
             return result
 
         d: defer.Deferred[_T] = deferToThreadPool(self._reactor, self._pool, fn)
@@ -88,15 +101,49 @@ class InputWorker:
         ):
             self.dropped += 1
             return defer.succeed(InjectResult(False, "overloaded", "move dropped: input backlog"))
+        if self._pending >= self._max_backlog and not self._releases_held(checked):
+            self.dropped += 1
+            if not self._backlog_logged:
+                self._backlog_logged = True
+                self._log.warn(
+                    "Input backlog of {pending} events: dropping all but releases until it drains",
+                    pending=self._pending,
+                )
+            return defer.succeed(InjectResult(False, "overloaded", "event dropped: input backlog"))
+        self._track(checked)
         action = checked
         return self._call(lambda: self.injector.run(action))
 
+    def _held(self, action: Action) -> list[object]:
+        if isinstance(action, KeyAction):
+            return [action.key] if action.key is not None else []
+        return list(action.buttons)
+
+    def _releases_held(self, action: Action) -> bool:
+        if isinstance(action, KeyAction):
+            released = action.action == "up"
+        else:
+            released = action.kind is MouseType.UP
+        return released and any(x in self._down for x in self._held(action))
+
+    def _track(self, action: Action) -> None:
+        if isinstance(action, KeyAction):
+            pressed, released = action.action == "down", action.action == "up"
+        else:
+            pressed, released = action.kind is MouseType.DOWN, action.kind is MouseType.UP
+        if pressed:
+            self._down.update(self._held(action))
+        elif released:
+            self._down.difference_update(self._held(action))
+
     def release_all(self) -> defer.Deferred[None]:
         """Release held keys and buttons after everything queued so far."""
+        self._down.clear()
         return self._call(self.injector.release_all)
 
     def stop(self) -> defer.Deferred[None]:
         """Release everything, close the display connection, stop the thread."""
+        self._down.clear()
         if self._pool is None:
             self.injector.close()
             return defer.succeed(None)

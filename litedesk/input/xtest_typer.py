@@ -1,9 +1,10 @@
 """Typing characters into X with XTEST, borrowing spare keycodes when needed.
 
-The backend (L{litedesk.input.pynput_backend}) hands every character key and
-every text here; it is separate because the keymap bookkeeping is a subject
-of its own.  python-xlib is imported lazily: it is only usable with a
-display.
+The backend (L{litedesk.input.pynput_backend}) hands every character key,
+every text and every physical key (an X11 keycode) here; it is separate
+because the keymap bookkeeping is a subject of its own, and physical keys
+must stay clear of the keycodes it borrows.  python-xlib is imported
+lazily: it is only usable with a display.
 """
 
 from __future__ import annotations
@@ -202,6 +203,30 @@ class XTestTyper:
             else:
                 self._press_mapped(ch)
                 self.release(ch)
+
+    def press_keycode(self, kc: int) -> None:
+        """Press the physical key C{kc}: the host's layout decides what it is.
+
+        Refused (not pressed) when the host's keymap has no key there, or
+        only a character this typer borrowed the keycode for: pressing it
+        would type nothing, or that character.
+        """
+        if not self._first <= kc < self._first + self._count:
+            raise unsupported(
+                f"keycode {kc} is outside this display's range "
+                f"{self._first}-{self._first + self._count - 1}"
+            )
+        self._refresh()
+        if not any(self._map[kc - self._first]) or kc in self._borrowed.values():
+            raise unsupported(f"keycode {kc} has no key in the host's keymap")
+        self._key(kc, True)
+        self._d.sync()
+
+    def release_keycode(self, kc: int) -> None:
+        """Release the physical key C{kc} (nothing happens if it is up)."""
+        if self._first <= kc < self._first + self._count:
+            self._key(kc, False)
+            self._d.sync()
 
     def restore(self) -> None:
         """Give borrowed keycodes back (empty them) and release held ones."""
