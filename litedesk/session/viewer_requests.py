@@ -81,8 +81,8 @@ class ViewerRequests:
     def _key_event(self, ev: pb.KeyEvent) -> None:
         key = key_from_proto(ev, rustdesk=self.rustdesk)
         if key is None:
-            # A key up a RustDesk Linux host drops too, or a key code with no
-            # key on a US layout (input_messages' docstring).
+            # A key up a RustDesk Linux host drops too, or a translate-mode
+            # event RustDesk ignores as well (input_messages' docstring).
             self._log.debug(
                 "Key event from {viewer} ignored (mode {mode}, {field})",
                 viewer=self.viewer_id,

@@ -27,6 +27,7 @@ _PACKAGE = {
     "Xvfb": "xvfb",
     "xclip": "xclip",
     "xdotool": "xdotool",
+    "setxkbmap": "x11-xkb-utils",
     "display": "imagemagick",
     "import": "imagemagick",
     "ip": "iproute2",
