@@ -201,6 +201,27 @@ class NegotiationTests(SynchronousTestCase):
         self.assertTrue(enc.i444.vp9 and enc.i444.av1)
 
 
+# --- what a host types (connection.rs, input_service.rs) ------------------------------------
+
+
+class TypedTextTests(SynchronousTestCase):
+    def test_presses_and_downs_are_typed(self) -> None:
+        KM = pb.KeyboardMode
+        record = rh.SessionRecord(path="direct", peer=("a", 1), secure=True)
+        events = [
+            rc.key_event(press=True, seq="ab"),  # the viewer's --type
+            rc.key_event(down=True, chr=ord("c")),  # Legacy down: a click on Linux
+            rc.key_event(down=False, chr=ord("c")),  # its up types nothing
+            rc.key_event(down=True, unicode=0x20AC),
+            rc.key_event(down=True, mode=KM.Translate, seq="d"),
+            rc.key_event(down=True, mode=KM.Map, chr=38),  # a key code, not text
+            rc.key_event(press=True, control_key=pb.ControlKey.Return),
+            rc.key_event(seq="not pressed"),
+        ]
+        record.keys.extend(m.key_event for m in events)
+        self.assertEqual(record.typed_text(), "abc\u20acd")
+
+
 # --- login failures (connection.rs check_failure) --------------------------------------------
 
 

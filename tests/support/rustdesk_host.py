@@ -581,11 +581,34 @@ class SessionRecord:
     test_delays_answered: int = 0
     unparseable: int = 0
     closed_reason: str = ""
+    challenge: str = ""
+    bytes_sent: int = 0
+    bytes_received: int = 0
     closed: threading.Event = field(default_factory=threading.Event)
 
     @property
     def codec(self) -> str:
         return self.codecs[-1] if self.codecs else ""
+
+    def typed_text(self) -> str:
+        """The text a stock Linux host types for the recorded KeyEvents.
+
+        connection.rs: on Linux a press, or a down of a key that is not a modifier, is
+        typed (ups only release); input_service.rs types a Seq as its text, a Unicode as
+        its character and a Legacy chr as its character.  Map and Translate key codes and
+        control keys are keys, not text, and are left out.
+        """
+        out = []
+        for k in self.keys:
+            which = k.WhichOneof("union")
+            if not (k.press or k.down) or which is None:
+                continue
+            if which == "seq":
+                out.append(k.seq)
+            elif which == "unicode" or (which == "chr" and k.mode == pb.KeyboardMode.Legacy):
+                code = getattr(k, which)
+                out.append(chr(code) if code <= 0x10FFFF else "\ufffd")
+        return "".join(out)
 
 
 class _Link:
@@ -598,18 +621,17 @@ class _Link:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = FrameReader()
         self.sealer: Sealer | None = None
+        self.sent = self.received = 0
         self._lock = threading.Lock()
-
-    def send_payload(self, payload: bytes) -> None:
-        with self._lock:
-            self.sock.sendall(encode_frame(payload))
 
     def send(self, msg: pb.Message) -> None:
         data = msg.SerializeToString()
         with self._lock:
             if self.sealer is not None:
                 data = self.sealer.seal(data)
-            self.sock.sendall(encode_frame(data))
+            frame = encode_frame(data)
+            self.sock.sendall(frame)
+            self.sent += len(frame)
 
     def recv(self, wait: float) -> bytes | None:
         """The next payload (decrypted once a key is set), None if none came in C{wait}.
@@ -629,6 +651,7 @@ class _Link:
                 raise PeerGone(f"connection error: {e}") from e
             if not data:
                 raise PeerGone("closed by the peer")
+            self.received += len(data)
             self.reader.feed(data)
         return self.sealer.open(payload) if self.sealer is not None else payload
 
@@ -645,7 +668,7 @@ class HostSession:
         self.host = host
         self.link = _Link(sock)
         self.record = record
-        self.challenge = _random_chars(6)
+        self.challenge = record.challenge = _random_chars(6)
         self.lr = pb.LoginRequest()
         self._closed = threading.Event()
         self._want_key = threading.Event()
@@ -675,6 +698,7 @@ class HostSession:
         self._closed.set()
         self.record.closed_reason = reason
         self.link.close()
+        self.record.bytes_sent, self.record.bytes_received = self.link.sent, self.link.received
         self.record.closed.set()
 
     @property
