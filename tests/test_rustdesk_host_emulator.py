@@ -187,7 +187,8 @@ class NegotiationTests(SynchronousTestCase):
             (_decoding(SD.AV1), plain, "av1"),  # a usable preference needs no test
             (_decoding(SD.VP9), av1, "vp9"),
             (_decoding(SD.H264, ability_h264=1), plain, "vp9"),  # no hardware encoder
-            (_decoding(SD.H264, ability_h264=0), h264, "h264"),  # codec.rs: encoder only
+            (_decoding(SD.H264, ability_h264=0), h264, "vp9"),  # the client cannot decode it
+            (_decoding(SD.H264, ability_h264=1), h265, "h264"),
             (_decoding(ability_h264=1), h264, "h264"),
             (_decoding(ability_h264=1, ability_h265=1), h265, "h265"),
             (_decoding(SD.H265, ability_h265=1), h264, "vp9"),

@@ -311,9 +311,10 @@ def choose_codec(decoding: pb.SupportedDecoding | None, host: HostCodecs) -> str
     """Encoder::update for one client: the codec a stock host encodes with.
 
     No C{supported_decoding} counts as VP9 only (connection.rs update_codec_on_login).  A
-    preference is used when usable (VP9 always; H.264/H.265 only with a hardware encoder,
-    else "Auto" decides); "Auto" is H.265 > H.264 > AV1 (test passed) > VP9, with VP8
-    instead of VP9/AV1 on a small-memory host.
+    preference is used when usable (VP9 always; VP8 and AV1 when the client decodes them;
+    H.264/H.265 when it decodes them and the host has a hardware encoder), else "Auto"
+    decides: H.265 > H.264 > AV1 (when the AV1 test passed) > VP9, with VP8 instead of
+    VP9/AV1 on a small-memory host.
     """
     d = decoding if decoding is not None else pb.SupportedDecoding(ability_vp9=1)
     usable = {
@@ -331,12 +332,9 @@ def choose_codec(decoding: pb.SupportedDecoding | None, host: HostCodecs) -> str
     if auto in ("vp9", "av1") and usable["vp8"] and host.low_memory:
         auto = "vp8"
     preferred = _PREFER.get(d.prefer)
-    if preferred is None:
-        return auto
-    if preferred in ("h264", "h265"):
-        # codec.rs: a preferred H.26x needs the encoder, not the client's ability.
-        return preferred if getattr(host, preferred) else auto
-    return preferred if usable[preferred] else auto
+    # codec.rs: a preference that is not usable (for H.26x: the client cannot decode it
+    # or the host has no hardware encoder) leaves the choice to "Auto".
+    return preferred if preferred is not None and usable[preferred] else auto
 
 
 def supported_encoding(host: HostCodecs) -> pb.SupportedEncoding:
