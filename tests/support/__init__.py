@@ -20,6 +20,14 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.e2e_lab}: server, hosts and viewers as real processes
     on loopback;
   - L{tests.support.natlab}: the NAT lab in network namespaces;
+  - L{tests.support.rustdesk_client}, L{tests.support.rustdesk_rendezvous}
+    and L{tests.support.rustdesk_host}: a stock RustDesk client (session
+    and rendezvous) and a stock RustDesk host, written from RustDesk's
+    source and independent of LiteDesk's own classes;
+  - L{tests.support.host_preamble}: reading the SignedId a LiteDesk host
+    sends first, for tests that speak raw TLS to it;
+  - L{tests.support.listening_host}: a host agent on a private Xvfb with
+    C{--listen};
   - L{tests.support.trial_summary} and L{tests.support.coverage_table}:
     what tests/run.sh prints after trial (counts, skips in CI, coverage).
 """
