@@ -4,7 +4,10 @@ UDP: one datagram is one bare C{RendezvousMessage}.  TCP: BytesCodec frames
 carrying C{RendezvousMessage}s, at most C{max_frame} bytes each (64 KiB by
 default; clients' messages are a few hundred bytes), and at most 30 s between
 messages.  These classes only parse and write; decisions are made by
-L{litedesk.rendezvous.server.RendezvousServer}.
+L{litedesk.rendezvous.server.RendezvousServer}.  On TCP 21116 a connection
+silent for C{key_exchange_wait} is offered secure TCP
+(L{litedesk.rendezvous.secure_tcp}); from then on frames pass through its
+state, which seals and opens them once the client has answered.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ from twisted.python.failure import Failure
 
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.floodguard import FloodGuard
+from litedesk.rendezvous.secure_tcp import (
+    KEY_EXCHANGE_WAIT,
+    KeyExchangeCounters,
+    Phase,
+    SecureTcpError,
+    SecureTcpServer,
+)
 from litedesk.rendezvous.server import RendezvousServer
 from litedesk.wire.address import Address
 from litedesk.wire.addrmangle import normalize, normalize_host
@@ -101,6 +111,8 @@ class _FramedRendezvousProtocol(Protocol):
 
     _log = Logger()
     factory: RendezvousStreamFactory
+    #: Whether a silent client is offered secure TCP on this port.
+    offers_key_exchange = False
 
     def __init__(self) -> None:
         self.addr: Address = ("0.0.0.0", 0)
@@ -108,6 +120,8 @@ class _FramedRendezvousProtocol(Protocol):
         self._decoder: FrameDecoder | None = None
         self._closing = False
         self._timer: IDelayedCall | None = None
+        self._secure: SecureTcpServer | None = None
+        self._offer_timer: IDelayedCall | None = None
 
     def _set_timeout(self, seconds: float | None) -> None:
         """(Re)start or cancel the per-message read deadline on the factory's clock."""
@@ -131,16 +145,51 @@ class _FramedRendezvousProtocol(Protocol):
             self._close()
             return
         self._set_timeout(READ_TIMEOUT)
+        wait = self.factory.key_exchange_wait
+        self._secure = self.factory.secure_tcp(self)
+        if self._secure is not None and wait is not None:
+            self._offer_timer = self.factory.clock.callLater(wait, self._offer_key_exchange)
+
+    def _cancel_offer(self) -> None:
+        if self._offer_timer is not None and self._offer_timer.active():
+            self._offer_timer.cancel()
+        self._offer_timer = None
+
+    def _offer_key_exchange(self) -> None:
+        self._offer_timer = None
+        payload = self._secure.offer() if self._secure is not None else None
+        if payload is not None and not self._closing and self.transport is not None:
+            self.transport.write(encode_frame(payload))
 
     def _close(self) -> None:
         self._closing = True
         self._set_timeout(None)
+        self._cancel_offer()
         if self.transport is not None:
             self.transport.loseConnection()
+
+    def _open(self, frame: bytes) -> bytes | None:
+        """The frame's message payload; None when there is none to handle or on a close."""
+        if self._secure is None:
+            return frame
+        try:
+            return self._secure.receive(frame)
+        except SecureTcpError as e:
+            self._log.warn(
+                "Closing TCP connection from {ip}: secure TCP: {reason}",
+                ip=self.addr[0],
+                reason=e,
+            )
+            self._close()
+            return None
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing or self._decoder is None:
             return
+        if self._secure is not None and data:
+            # Any byte before the offer is a client that speaks first: plaintext.
+            self._secure.peer_spoke()
+            self._cancel_offer()
         try:
             frames = self._decoder.feed(data)
         except FrameError as e:
@@ -149,7 +198,12 @@ class _FramedRendezvousProtocol(Protocol):
             return
         for frame in frames:
             self._set_timeout(READ_TIMEOUT)
-            msg = self.factory.server.message_from_bytes(frame)
+            payload = self._open(frame)
+            if payload is None:
+                if self._closing:
+                    return
+                continue  # the client's KeyExchange: sealed from the next frame on
+            msg = self.factory.server.message_from_bytes(payload)
             if msg is None:
                 self._log.warn(
                     "Closing TCP connection from {ip}: undecodable message ({size} bytes)",
@@ -172,11 +226,17 @@ class _FramedRendezvousProtocol(Protocol):
 
     def send_message(self, msg: rz.RendezvousMessage) -> None:
         if self.transport is not None:
-            self.transport.write(encode_frame(msg.SerializeToString()))
+            payload = msg.SerializeToString()
+            if self._secure is not None:
+                payload = self._secure.send(payload)
+            self.transport.write(encode_frame(payload))
 
     def timeoutConnection(self) -> None:
+        unanswered = self._secure is not None and self._secure.phase is Phase.OFFERED
         self._log.info(
-            "Closing idle TCP connection from {ip} (30 s without a message)", ip=self.addr[0]
+            "Closing idle TCP connection from {ip} (30 s without a message{what})",
+            ip=self.addr[0],
+            what="; KeyExchange unanswered" if unanswered else "",
         )
         self._closing = True
         if self.transport is not None:
@@ -184,11 +244,14 @@ class _FramedRendezvousProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._set_timeout(None)
+        self._cancel_offer()
         self.factory.connection_closed(self)
 
 
 class RendezvousStreamProtocol(_FramedRendezvousProtocol):
     """TCP 21116: viewers' punch/relay requests and hosts' answers."""
+
+    offers_key_exchange = True
 
     def handle(self, msg: rz.RendezvousMessage) -> bool:
         return self.factory.server.handle_stream_message(self, msg)
@@ -203,7 +266,12 @@ class NatTestProtocol(_FramedRendezvousProtocol):
 
 
 class RendezvousStreamFactory(Factory):
-    """Builds either TCP protocol; counts connections per source IP."""
+    """Builds either TCP protocol; counts connections per source IP.
+
+    C{key_exchange_wait}: seconds of silence after which a connection to a
+    protocol that C{offers_key_exchange} gets the server's C{KeyExchange};
+    None never offers.  Only a server key that signs can offer.
+    """
 
     noisy = False
 
@@ -215,6 +283,7 @@ class RendezvousStreamFactory(Factory):
         clock: IReactorTime,
         max_frame: int = DEFAULT_MAX_FRAME,
         max_per_ip: int = 256,
+        key_exchange_wait: float | None = KEY_EXCHANGE_WAIT,
     ) -> None:
         self.server = server
         self.protocol = protocol_class  # type: ignore[assignment]
@@ -223,6 +292,17 @@ class RendezvousStreamFactory(Factory):
         self.max_per_ip = max_per_ip
         self._per_ip: dict[str, int] = {}
         self.open_connections = 0
+        self.key_exchange_wait = key_exchange_wait
+        self.key_exchanges = KeyExchangeCounters()
+
+    def secure_tcp(self, proto: _FramedRendezvousProtocol) -> SecureTcpServer | None:
+        """A connection's secure-TCP state, or None where secure TCP is not offered."""
+        signing_key = self.server.key.signing_key
+        if self.key_exchange_wait is None or signing_key is None:
+            return None
+        if not proto.offers_key_exchange:
+            return None
+        return SecureTcpServer(signing_key, self.key_exchanges)
 
     def connection_opened(self, proto: _FramedRendezvousProtocol) -> bool:
         self.open_connections += 1

@@ -33,6 +33,12 @@ What a stock client does, and what the functions here do the same way:
 
 L{reach} strings these together as ``Client::_start`` does and returns a socket ready for
 C{RustDeskClient(sock, peer_id, answer.host_pk)}.  Blocking sockets throughout.
+
+5. L{secure_tcp} (``common.rs secure_tcp_impl``): what a client with a Key and an API
+   login does first on each rendezvous connection: wait up to 18 s for the server's
+   ``KeyExchange``, answer it and seal every later frame (L{RendezvousStream});
+   L{logged_in_punch_hole_request} is step 1 that way, failing with "Failed to secure
+   tcp: ..." as 1.4.1 and later do.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import os
 import socket
 import struct
 import time
@@ -47,6 +54,9 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
+from nacl.exceptions import BadSignatureError
+from nacl.public import Box, PrivateKey, PublicKey
+from nacl.signing import VerifyKey
 
 from litedesk.proto import rendezvous_pb2 as rz
 
@@ -57,6 +67,7 @@ from .rustdesk_client import (
     FrameReader,
     HandshakeError,
     PeerClosed,
+    SecretChannel,
     encode_frame,
     open_id_pk,
     request_relay_frame,
@@ -64,6 +75,7 @@ from .rustdesk_client import (
 
 __all__ = [
     "PUNCH_WAITS",
+    "READ_TIMEOUT",
     "RELAY_PORT",
     "RENDEZVOUS_PORT",
     "RS_PUB_KEY",
@@ -71,16 +83,20 @@ __all__ = [
     "RelayTicket",
     "RendezvousAnswer",
     "RendezvousFailure",
+    "RendezvousStream",
+    "SecureTcpFailure",
     "check_port",
     "connect_direct",
     "connect_via_relay",
     "direct_connect_timeout",
+    "logged_in_punch_hole_request",
     "mangle_decode",
     "mangle_encode",
     "parse_answer",
     "punch_hole_request",
     "reach",
     "request_relay",
+    "secure_tcp",
     "server_key",
     "split_host_port",
 ]
@@ -525,3 +541,166 @@ def reach(server: str, key: str, peer_id: str, *, force_relay: bool = False) -> 
     )
     sock = connect_via_relay(ticket.relay, ticket.uuid, key, peer_id)
     return Reached(sock, "relay", answer, ticket.uuid)
+
+
+# --- secure TCP (common.rs secure_tcp_impl, client.rs _start_inner with a login) ---------
+
+# hbb_common config.rs: secure_tcp waits this long for the server's first message.
+READ_TIMEOUT = 18.0
+
+
+class SecureTcpFailure(RendezvousFailure):
+    """secure_tcp failed; str() is RustDesk's text, "Failed to secure tcp: ..." included
+    where _start_inner adds it."""
+
+
+class RendezvousStream:
+    """A rendezvous socket as FramedStream sees it: frames sealed both ways once C{channel}
+    is set (C{set_key}), and C{next_message} as get_next_nonkeyexchange_msg reads them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = FrameReader()
+        self.channel: SecretChannel | None = None
+
+    def send(self, msg: rz.RendezvousMessage) -> None:
+        payload = msg.SerializeToString()
+        if self.channel is not None:
+            payload = self.channel.seal(payload)
+        self.sock.sendall(encode_frame(payload))
+
+    def next_payload(self, wait: float) -> bytes | None:
+        """FramedStream::next within C{wait}: None on timeout; decrypted once keyed.
+
+        @raise EmulatorError: a sealed frame that does not open ("decryption error").
+        @raise PeerClosed: the server closed the connection.
+        """
+        payload = _read_payload(self.sock, self.reader, time.monotonic() + wait)
+        if payload is not None and self.channel is not None:
+            payload = self.channel.open(payload)
+        return payload
+
+    def next_message(self, wait: float) -> rz.RendezvousMessage | None:
+        """get_next_nonkeyexchange_msg: skips one KeyExchange; None on a timeout, an
+        unparseable or undecryptable frame."""
+        deadline = time.monotonic() + wait
+        for _ in range(2):
+            try:
+                payload = self.next_payload(max(0.0, deadline - time.monotonic()))
+            except (EmulatorError, OSError):
+                return None
+            if payload is None:
+                return None
+            msg = rz.RendezvousMessage()
+            try:
+                msg.ParseFromString(payload)
+            except DecodeError:
+                return None
+            if msg.WhichOneof("union") != "key_exchange":
+                return msg
+        return None
+
+
+def secure_tcp(
+    stream: RendezvousStream,
+    key: str,
+    *,
+    wait: float = READ_TIMEOUT,
+    client_sk: bytes | None = None,
+    session_key: bytes | None = None,
+) -> bool:
+    """common.rs secure_tcp_impl on TCP (a client in WebSocket mode returns at once).
+
+    Reads the server's first frame within C{wait}.  A KeyExchange must hold exactly one
+    entry, the server key's combined signature over a 32-byte X25519 key; the answer is
+    KeyExchange{[our X25519 key, box(session key, zero nonce)]} in plaintext, and every
+    frame after it is sealed.  Any other first message is consumed and dropped and the
+    stream stays plaintext (returns False), as does a closed or failing stream.
+    C{client_sk}/C{session_key} pin the random values for vectors.
+
+    @raise SecureTcpFailure: RustDesk's error text ("deadline has elapsed" on silence).
+    """
+    rs_pk = server_key(key) if key else None
+    if rs_pk is None:
+        raise SecureTcpFailure("Handshake failed: invalid public key from rendezvous server")
+    try:
+        payload = _read_payload(stream.sock, stream.reader, time.monotonic() + wait)
+    except (PeerClosed, OSError):
+        return False
+    if payload is None:
+        raise SecureTcpFailure("deadline has elapsed")
+    msg = rz.RendezvousMessage()
+    try:
+        msg.ParseFromString(payload)
+    except DecodeError:
+        return False
+    if msg.WhichOneof("union") != "key_exchange":
+        return False
+    keys = msg.key_exchange.keys
+    if len(keys) != 1:
+        raise SecureTcpFailure("Handshake failed: invalid key exchange message")
+    try:
+        their_pk = VerifyKey(rs_pk).verify(keys[0])
+    except (BadSignatureError, ValueError) as e:
+        raise SecureTcpFailure("Signature mismatch in key exchange") from e
+    if len(their_pk) != 32:
+        raise SecureTcpFailure("Wrong their public length in key exchange")
+    sk = PrivateKey(client_sk) if client_sk is not None else PrivateKey.generate()
+    sym = session_key if session_key is not None else os.urandom(32)
+    sealed = Box(sk, PublicKey(their_pk)).encrypt(sym, bytes(24)).ciphertext
+    answer = rz.KeyExchange(keys=[bytes(sk.public_key), sealed])
+    stream.send(rz.RendezvousMessage(key_exchange=answer))
+    stream.channel = SecretChannel(sym)
+    return True
+
+
+def logged_in_punch_hole_request(
+    server: str,
+    key: str,
+    peer_id: str,
+    token: str,
+    *,
+    waits: tuple[float, ...] = PUNCH_WAITS,
+    secure_wait: float = READ_TIMEOUT,
+) -> tuple[RendezvousAnswer, bool]:
+    """_start_inner for a client logged in to an API server (1.4.1+): TCP, secure_tcp
+    (its failure ends the attempt), then PunchHoleRequest with the token as
+    L{punch_hole_request} sends it, on the sealed stream.
+
+    @return: the answer and whether the stream was sealed.
+    @raise SecureTcpFailure: "Failed to secure tcp: ..." as the client shows it.
+    @raise RendezvousFailure: as L{punch_hole_request}.
+    """
+    request = rz.RendezvousMessage(
+        punch_hole_request=rz.PunchHoleRequest(
+            id=peer_id,
+            token=token,
+            nat_type=rz.UNKNOWN_NAT,
+            licence_key=key,
+            conn_type=rz.DEFAULT_CONN,
+            version=CLIENT_VERSION,
+        )
+    )
+    try:
+        sock = _tcp(split_host_port(server, RENDEZVOUS_PORT), CONNECT_TIMEOUT)
+    except OSError as e:
+        raise RendezvousFailure(f"Failed to connect to rendezvous server: {e}") from e
+    try:
+        stream = RendezvousStream(sock)
+        try:
+            sealed = secure_tcp(stream, key, wait=secure_wait)
+        except SecureTcpFailure as e:
+            raise SecureTcpFailure(f"Failed to secure tcp: {e}") from e
+        for wait in waits:
+            try:
+                stream.send(request)
+            except OSError:
+                break
+            msg = stream.next_message(wait)
+            answer = parse_answer(msg, key, peer_id) if msg is not None else None
+            if answer is not None:
+                answer.local = sock.getsockname()[:2]
+                return answer, sealed
+    finally:
+        sock.close()
+    raise RendezvousFailure("Failed to connect via rendezvous server")
