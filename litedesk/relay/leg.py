@@ -348,8 +348,27 @@ class RelayProtocol(Protocol):
         """Bytes waiting in this leg's user-space write buffer."""
         t = self._tcp
         if t is None:
-            return 0
+            # A WebSocket leg's transport knows its connection's buffer.
+            other = getattr(self.transport, "buffered", None)
+            return int(other()) if other is not None else 0
         return buffered_bytes(t)
+
+    def set_read_size(self, size: int) -> None:
+        """Read up to C{size} bytes at a time (TCP or WebSocket leg)."""
+        t = self._tcp
+        if t is not None:
+            t.bufferSize = size
+            return
+        setter = getattr(self.transport, "set_read_size", None)
+        if setter is not None:
+            setter(size)
+
+    def touch(self) -> None:
+        """The peer sent something that is not forwarded (a WebSocket ping or text
+        message): like hbbr, count it as activity against the idle deadline."""
+        pair = self._pair
+        if pair is not None:
+            pair.last_activity = self._relay.seconds()
 
     def _limit_pause(self, delay: float) -> None:
         if self._paused & PAUSE_LIMIT:

@@ -35,6 +35,12 @@ Paired legs read C{read_size} bytes at a time.
 When one leg ends, the other stops reading, flushes what it already holds
 and closes; if that flush does not finish within the drain deadline it is
 aborted.
+
+A leg may also come from the WebSocket listener (L{litedesk.websocket.relay}):
+the same L{RelayProtocol} on a transport that turns messages into frames and
+back, so it pairs with TCP legs by uuid under the same rules; it has no
+socket of its own, so it reads and writes through Twisted (no C{recv_into}
+or C{splice}), and L{RelayProtocol.touch} lets its pings count as activity.
 """
 
 from __future__ import annotations
@@ -154,8 +160,7 @@ class Relay:
         b._attach(a, pair, False)
         read_size = self.settings.read_size
         for leg in (a, b):
-            if leg._tcp is not None:
-                leg._tcp.bufferSize = read_size
+            leg.set_read_size(read_size)
         a._use_read_mode(b)
         b._use_read_mode(a)
         ta, tb = a.transport, b.transport
@@ -241,9 +246,7 @@ class Relay:
             return
         size = int(min(self.settings.read_size, max(16384, min(rates) * 0.05)))
         for c in (pair.a, pair.b):
-            t = c.handle._tcp
-            if t is not None:
-                t.bufferSize = size
+            c.handle.set_read_size(size)
 
     def throttle(
         self, pair: Pair[RelayProtocol], lim: PairLimiter, why: str, now: float, peer: str = ""

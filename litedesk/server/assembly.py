@@ -4,11 +4,12 @@ L{build_server} turns the parsed options into a L{LiteDeskServer}, a named
 C{MultiService} whose attributes are what it built: the rendezvous server
 (C{server}, its C{registry} and C{store}), the relay (C{relay}), and each
 listener by name (C{rendezvous_udp}, C{rendezvous_tcp}, C{nat_test},
-C{discovery}), so tests and tools reach them by name.
+C{rendezvous_ws}, C{relay_ws}, C{discovery}), so tests and tools reach them
+by name.
 
 Ports follow hbbs/hbbr: with C{--port P} the NAT test listens on P-1 (TCP),
-rendezvous on P (UDP + TCP) and the relay on P+1 (TCP).  Every listener can
-be replaced by an endpoint string.
+rendezvous on P (UDP + TCP) and on P+2 (WebSocket), the relay on P+1 (TCP)
+and P+3 (WebSocket).  Every listener can be replaced by an endpoint string.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from litedesk.rendezvous.server import RendezvousServer
 from litedesk.rendezvous.store import PeerStore
 from litedesk.server.options import DEFAULT_PORT, ServerOptions
 from litedesk.services import CloseOnStop, EndpointService, UDPListenerService
+from litedesk.websocket.relay import RelayBridgeFactory
+from litedesk.websocket.rendezvous import RendezvousBridgeFactory
 from litedesk.wire.keys import KeyFileError, ServerKey, resolve_key_option
 
 __all__ = ["DB_FILE", "LiteDeskServer", "build_server", "client_settings"]
@@ -57,7 +60,8 @@ class LiteDeskServer(MultiService):
 
     Attributes are C{None} for the parts the options left out
     (C{--relay-only}: no rendezvous parts; C{--no-relay}: no C{relay};
-    no C{--discovery}: no C{discovery}).
+    C{--no-websocket}: no C{rendezvous_ws}, C{relay_ws}; no C{--discovery}:
+    no C{discovery}).
     """
 
     def __init__(self, key: ServerKey) -> None:
@@ -70,6 +74,8 @@ class LiteDeskServer(MultiService):
         self.rendezvous_udp: UDPListenerService | None = None
         self.rendezvous_tcp: EndpointService | None = None
         self.nat_test: EndpointService | None = None
+        self.rendezvous_ws: EndpointService | None = None
+        self.relay_ws: EndpointService | None = None
         self.discovery: EndpointService | None = None
 
 
@@ -110,6 +116,20 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
             endpoint=config["relay-endpoint"],
             check="on" if key.licence else "off",
         )
+        if not config["no-websocket"]:
+            factory = RelayBridgeFactory(
+                top.relay.relay,
+                proxies=config.trusted_proxies,
+                max_message=int(config["ws-max-message"]),
+                handshake_timeout=float(config["ws-handshake-timeout"]),
+            )
+            ep = endpoints.serverFromString(reactor, config["ws-relay-endpoint"])
+            top.relay_ws = EndpointService("relay-websocket", ep, factory)
+            top.relay_ws.setServiceParent(top)
+            _log.info(
+                "WebSocket relay on {endpoint}",
+                endpoint=config["ws-relay-endpoint"],
+            )
     if config["relay-only"]:
         return top
     relays, loaded = _add_rendezvous(top, config, reactor, data_dir)
@@ -190,6 +210,18 @@ def _add_rendezvous(
         listener.setServiceParent(top)
         listeners.append(listener)
     top.rendezvous_tcp, top.nat_test = listeners
+    if not config["no-websocket"]:
+        ws = RendezvousBridgeFactory(
+            server,
+            clock=reactor,
+            proxies=config.trusted_proxies,
+            max_frame=int(config["max-frame"]),
+            max_per_ip=per_ip,
+            handshake_timeout=float(config["ws-handshake-timeout"]),
+        )
+        ep = endpoints.serverFromString(reactor, config["ws-endpoint"])
+        top.rendezvous_ws = EndpointService("rendezvous-websocket", ep, ws)
+        top.rendezvous_ws.setServiceParent(top)
 
     if len(relays.configured) > 1:
         TimerService(3.0, _guarded(relays.check, reactor)).setServiceParent(top)
@@ -211,6 +243,14 @@ def _log_start(
         pk=key.public_key or "(none: not signing)",
         check="on" if key.licence else "off",
     )
+    if not config["no-websocket"]:
+        proxies = config.trusted_proxies.networks
+        _log.info(
+            "WebSocket rendezvous on {endpoint}; client addresses from X-Real-IP or "
+            "X-Forwarded-For only from {proxies}",
+            endpoint=config["ws-endpoint"],
+            proxies=", ".join(str(n) for n in proxies) if proxies else "no trusted proxy",
+        )
     _log.info(
         "Client settings: ID server = this host{port}, Relay server = {relay}, {key}",
         port="" if int(config["port"]) == DEFAULT_PORT else f":{config['port']}",

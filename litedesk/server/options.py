@@ -9,6 +9,7 @@ twistd looks for.  C{--config FILE} is read by L{litedesk.config_file}.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, ClassVar
 
 from twisted.python import usage
@@ -22,8 +23,17 @@ from litedesk.relay.service import (
 )
 from litedesk.rendezvous.protocols import DEFAULT_MAX_FRAME
 from litedesk.services import parse_udp_endpoint
+from litedesk.websocket.bridge import HANDSHAKE_TIMEOUT
+from litedesk.websocket.proxy import TrustedProxies, parse_networks
+from litedesk.websocket.relay import DEFAULT_MAX_MESSAGE
 
-__all__ = ["DEFAULT_PORT", "ServerOptions", "tcp_endpoint", "udp_endpoint"]
+__all__ = [
+    "DEFAULT_PORT",
+    "ServerOptions",
+    "shifted_endpoint",
+    "tcp_endpoint",
+    "udp_endpoint",
+]
 
 DEFAULT_PORT = 21116
 
@@ -41,13 +51,45 @@ def udp_endpoint(port: int, interface: str) -> str:
     return f"udp:{port}:interface={_escape(interface)}"
 
 
+_TCP_PORT = re.compile(r"^(tcp6?:)(port=)?([0-9]+)((?::.*)?)$")
+
+
+def shifted_endpoint(description: str, offset: int) -> str | None:
+    """The same C{tcp:}/C{tcp6:} endpoint on port + C{offset} (port 0 stays 0).
+
+    hbbs listens for WebSocket on its port + 2, hbbr on its relay port + 2;
+    deriving from the endpoint keeps its interface and options.  None for
+    other kinds of endpoint (C{ssl:}, C{unix:}, ...).
+    """
+    m = _TCP_PORT.match(description)
+    if m is None:
+        return None
+    port = int(m.group(3))
+    if port == 0:
+        return description
+    if not 0 < port + offset < 65536:
+        return None
+    return f"{m.group(1)}{m.group(2) or ''}{port + offset}{m.group(4)}"
+
+
+def positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise usage.UsageError(f"not a number: {value!r}") from None
+    if not 0 < x < float("inf"):
+        raise usage.UsageError(f"must be a positive number: {value!r}")
+    return x
+
+
 class ServerOptions(ConfigFileOptions):
     """C{twistd litedesk-relay}'s command line (C{litedesk.relay_tap.Options})."""
 
     synopsis = "[options]"
     longdesc = (
         "Run a LiteDesk server: a RustDesk-compatible rendezvous/ID server (hbbs: UDP+TCP "
-        "on --port, NAT test on --port - 1) and relay (hbbr: --port + 1).  Unmodified "
+        "on --port, NAT test on --port - 1, WebSocket on --port + 2) and relay (hbbr: "
+        "--port + 1, WebSocket on --port + 3).  Unmodified "
         "RustDesk clients can use it: set their ID server to this host and their Key to the "
         "public key logged at start-up.  Options can also be read from an INI-style file "
         "given with --config (one 'name = value' per line, names as the long options)."
@@ -66,6 +108,11 @@ class ServerOptions(ConfigFileOptions):
             "(--discovery-endpoint, TCP 8877 by default).",
         ],
         ["no-relay", None, "Run only the rendezvous server (hbbs), no relay."],
+        [
+            "no-websocket",
+            None,
+            "Do not listen for WebSocket clients (rendezvous on P+2, relay on P+3).",
+        ],
         ["relay-only", None, "Run only the relay (hbbr), no rendezvous server."],
         *RELAY_OPT_FLAGS,
     ]
@@ -142,6 +189,42 @@ class ServerOptions(ConfigFileOptions):
         ],
         ["relay-port", None, None, "Relay TCP port (default P+1).", port_number],
         [
+            "ws-endpoint",
+            None,
+            None,
+            "WebSocket rendezvous listener, an endpoint string (ssl:... for WSS) "
+            "[default: tcp6:21118:interface=\\:\\:; the port of --tcp-endpoint + 2].",
+        ],
+        [
+            "ws-relay-endpoint",
+            None,
+            None,
+            "WebSocket relay listener, an endpoint string (ssl:... for WSS) "
+            "[default: tcp6:21119:interface=\\:\\:; the port of --relay-endpoint + 2].",
+        ],
+        [
+            "trusted-proxy",
+            None,
+            "",
+            "A reverse proxy (CIDR) whose X-Real-IP / X-Forwarded-For headers name "
+            "the WebSocket client; repeatable, or comma-separated. Other sources' "
+            "headers are ignored.",
+        ],
+        [
+            "ws-max-message",
+            None,
+            str(DEFAULT_MAX_MESSAGE),
+            "Largest WebSocket message on the relay, bytes (on the rendezvous port: --max-frame).",
+            nonneg_int,
+        ],
+        [
+            "ws-handshake-timeout",
+            None,
+            f"{HANDSHAKE_TIMEOUT:g}",
+            "Seconds for a WebSocket connection's opening handshake (TLS included).",
+            positive_float,
+        ],
+        [
             "discovery-endpoint",
             None,
             "tcp6:8877:interface=\\:\\:",
@@ -184,6 +267,10 @@ class ServerOptions(ConfigFileOptions):
     def parseArgs(self) -> None:
         pass
 
+    def opt_trusted_proxy(self, value: str) -> None:
+        """Repeatable: each one adds networks."""
+        self["trusted-proxy"] = f"{self.get('trusted-proxy') or ''} {value}".strip()
+
     def postOptions(self) -> None:
         # The file fills what the command line did not set, then every
         # parameter is coerced (usage.Options skips defaults and file values).
@@ -205,8 +292,27 @@ class ServerOptions(ConfigFileOptions):
             # connections (a flood, or every peer reconnecting at once): the
             # kernel then drops or resets them, legitimate ones included.
             self["relay-endpoint"] = tcp_endpoint(int(relay_port), iface) + ":backlog=4096"
+        self._websocket_endpoints(p, iface)
         if self["no-relay"] and self["relay-only"]:
             raise usage.UsageError("--no-relay and --relay-only exclude each other")
         self.relay_settings = relay_settings_from_options(self, os.environ)
         if self["max-frame"] < 64:
             raise usage.UsageError("--max-frame must be at least 64 bytes")
+        try:
+            self.trusted_proxies = TrustedProxies(parse_networks([self["trusted-proxy"] or ""]))
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy: {e}") from None
+        if 0 < self["ws-max-message"] < self.relay_settings.max_first_frame:
+            raise usage.UsageError("--ws-max-message must hold a --relay-max-first-frame")
+
+    def _websocket_endpoints(self, p: int, iface: str) -> None:
+        """hbbs' WebSocket port is P+2, hbbr's the relay port + 2."""
+        if self["ws-endpoint"] is None:
+            self["ws-endpoint"] = shifted_endpoint(self["tcp-endpoint"], 2) or tcp_endpoint(
+                p + 2, iface
+            )
+        if self["ws-relay-endpoint"] is None:
+            relay = self["relay-port"] if self["relay-port"] is not None else p + 1
+            self["ws-relay-endpoint"] = shifted_endpoint(self["relay-endpoint"], 2) or tcp_endpoint(
+                int(relay) + 2, iface
+            )

@@ -1,0 +1,544 @@
+# -*- test-case-name: tests.test_websocket_relay,tests.test_websocket_rendezvous -*-
+"""A WebSocket connection that carries the protocol a TCP connection would get.
+
+L{WebSocketBridge} is an autobahn server protocol.  Once the opening
+handshake is done it builds, through its factory, the protocol the TCP port
+of the same service runs (the rendezvous connection, the relay leg) and
+connects it to a L{BridgeTransport}:
+
+- each binary message reaches the inner protocol as one BytesCodec frame: a
+  single-frame message streams through (header first, then the payload as
+  it is read, nothing held); a message in several frames is collected, up to
+  L{MAX_REASSEMBLED} bytes, because the frame header needs its length;
+- what the inner protocol writes is cut into frames
+  (L{litedesk.websocket.framing}) and each frame goes out as one binary
+  message; a frame that has not fully arrived is streamed in WebSocket
+  fragments, so a relayed frame of any size costs no memory;
+- text messages, empty messages and pings are told to the subclass
+  (L{WebSocketBridge.on_nonbinary}, L{WebSocketBridge.on_ping}), which knows
+  what they mean on its port.
+
+So limits, deadlines, licence checks and logs are the inner protocol's, as
+on TCP.  The bridge adds what only WebSocket has: the client address a
+trusted proxy names (L{litedesk.websocket.proxy}), a bound on the opening
+handshake (L{MAX_HANDSHAKE} bytes within the factory's timeout), the
+connections each source may have open while handshaking, and the message
+size.  Every refusal is logged with the source IP and a reason
+(docs/websocket.rst §4).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn, cast
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IProtocol,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from litedesk.twisted_internals import buffered_bytes
+from litedesk.websocket.framing import FrameSplitter
+from litedesk.websocket.proxy import ForwardedHeaderError, TrustedProxies
+from litedesk.wire.address import Address
+from litedesk.wire.addrmangle import normalize_host
+from litedesk.wire.bytescodec import MAX_ENCODABLE, encode_header
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "MAX_HANDSHAKE",
+    "MAX_HANDSHAKING",
+    "MAX_REASSEMBLED",
+    "BridgeFactory",
+    "BridgeTransport",
+    "ExactTimer",
+    "WebSocketBridge",
+    "address",
+]
+
+#: Seconds for the opening handshake (TLS included on an ssl: endpoint).
+HANDSHAKE_TIMEOUT = 10.0
+#: Bytes of HTTP request before the handshake must be complete: a browser's
+#: request with cookies is a few KiB.
+MAX_HANDSHAKE = 16 * 1024
+#: Connections still in their opening handshake, over all sources.
+MAX_HANDSHAKING = 4096
+#: Largest message accepted in several WebSocket frames (collected before it
+#: can be framed); RustDesk's clients send one frame per message.
+MAX_REASSEMBLED = 1 << 20
+
+# How an incoming message reaches the inner protocol.
+_IGNORE = 0  # text, or the rest of a message after a failure
+_STREAM = 1  # one frame: header sent, payload passed on as it is read
+_COLLECT = 2  # several frames: collected, sent at the end
+
+
+def address(ip: str, port: int) -> IAddress:
+    """A Twisted TCP address for C{(ip, port)}."""
+    if ":" in ip:
+        return IPv6Address("TCP", ip, port)
+    return IPv4Address("TCP", ip, port)
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class BridgeTransport:
+    """The inner protocol's transport: frames out as messages, flow control below.
+
+    Producer calls go to the WebSocket connection's own transport, so a relay
+    partner registered here is paused when the WebSocket peer reads slowly,
+    and pausing this transport stops reading from that peer.
+    """
+
+    def __init__(self, bridge: WebSocketBridge, peer: IAddress, host: IAddress) -> None:
+        self._bridge = bridge
+        self._peer = peer
+        self._host = host
+
+    @property
+    def disconnecting(self) -> bool:
+        return self._bridge.closing
+
+    @property
+    def connected(self) -> bool:
+        return not self._bridge.closing
+
+    def write(self, data: bytes) -> None:
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._bridge.send_frames(data)
+
+    def writeSequence(self, data: Any) -> None:
+        for chunk in data:
+            self.write(chunk)
+
+    def loseConnection(self) -> None:
+        self._bridge.close_from_inner(abort=False)
+
+    def abortConnection(self) -> None:
+        self._bridge.close_from_inner(abort=True)
+
+    def getPeer(self) -> IAddress:
+        return self._peer
+
+    def getHost(self) -> IAddress:
+        return self._host
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._bridge.raw.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._bridge.raw.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self._bridge.raw.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._bridge.raw.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._bridge.close_from_inner(abort=True)
+
+    def buffered(self) -> int:
+        """Bytes queued for the WebSocket peer in the connection's write buffer."""
+        t = self._bridge.raw
+        return buffered_bytes(t) if isinstance(t, FileDescriptor) else 0
+
+    def set_read_size(self, size: int) -> None:
+        """Read up to C{size} bytes of the WebSocket stream at a time."""
+        t = self._bridge.raw
+        if hasattr(t, "bufferSize"):
+            t.bufferSize = size
+
+
+class WebSocketBridge(WebSocketServerProtocol):
+    """One WebSocket connection carrying an inner protocol (see the module)."""
+
+    _log = Logger()
+    factory: BridgeFactory
+
+    #: Whether an empty frame the inner protocol writes goes out as an empty
+    #: message (the rendezvous keep-alive) or is dropped (hbbr never
+    #: forwards an empty read).
+    forward_empty = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner: IProtocol | None = None
+        self.source_ip = ""
+        self.client: Address = ("0.0.0.0", 0)
+        self.closing = False
+        self.close_reason = ""
+        self._admitted = False
+        self._handshaking = False
+        self._inner_connected = False
+        self._splitter = FrameSplitter()
+        self._mode = _IGNORE
+        self._first_frame = True
+        self._binary = False
+        self._size = 0
+        self._parts: bytearray | None = None
+        self._pongs: list[bytes] = []
+
+    @property
+    def raw(self) -> Any:
+        """The WebSocket connection's own transport (TCP, or TLS over TCP)."""
+        return self.transport
+
+    # -- connection and handshake ------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        peer = self.raw.getPeer()
+        host = getattr(peer, "host", None)
+        self.source_ip = normalize_host(host) if isinstance(host, str) else "local"
+        self.client = (self.source_ip, int(getattr(peer, "port", 0) or 0))
+        refusal = self.factory.admit(self)
+        if refusal is not None:
+            self._log.warn(
+                "Refused WebSocket connection from {ip}: {reason}",
+                ip=self.source_ip,
+                reason=refusal,
+            )
+            self.closing = True
+            self.raw.abortConnection()
+            return
+        self._admitted = self._handshaking = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.state == WebSocketProtocol.STATE_CONNECTING and (
+            len(self.data) + len(data) > MAX_HANDSHAKE
+        ):
+            self._refuse_raw(f"opening handshake longer than {MAX_HANDSHAKE} bytes")
+            return
+        if not self.closing or self.state != WebSocketProtocol.STATE_CONNECTING:
+            super().dataReceived(data)
+
+    def _refuse_raw(self, reason: str) -> None:
+        if self.closing:
+            return
+        self._log.warn(
+            "Closing WebSocket connection from {ip}: {reason}", ip=self.source_ip, reason=reason
+        )
+        self.closing = True
+        self.close_reason = reason
+        self.raw.abortConnection()
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        try:
+            ip = self.factory.proxies.client_ip(self.source_ip, request.headers)
+        except ForwardedHeaderError as e:
+            self._deny(ConnectionDeny.BAD_REQUEST, str(e))
+        # The port of our own TCP connection, even behind a proxy: it keeps
+        # two clients behind one address apart (the rendezvous server keys
+        # waiting viewers by address and port).
+        self.client = (ip, self.client[1])
+        inner = self.factory.build_inner(self.client, self)
+        if inner is None:
+            self._deny(ConnectionDeny.SERVICE_UNAVAILABLE, "refused by the server's limits")
+        self.inner = inner
+
+    def _deny(self, code: int, reason: str) -> NoReturn:
+        self._log.warn(
+            "Refused WebSocket handshake from {ip}: {reason}", ip=self.client[0], reason=reason
+        )
+        self.close_reason = reason
+        raise ConnectionDeny(code, reason)  # type: ignore[no-untyped-call]
+
+    def onOpen(self) -> None:
+        self._end_handshake()
+        inner = self.inner
+        if inner is None or self.closing:
+            return
+        host = self.raw.getHost()
+        peer = address(*self.client)
+        self._inner_connected = True
+        inner.makeConnection(BridgeTransport(self, peer, host))
+
+    def _end_handshake(self) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            self.factory.handshake_done(self)
+
+    def onOpenHandshakeTimeout(self) -> None:
+        self.close_reason = "opening handshake not finished in time"
+        self._log.warn(
+            "Closing WebSocket connection from {ip}: {reason}",
+            ip=self.source_ip,
+            reason=self.close_reason,
+        )
+        super().onOpenHandshakeTimeout()
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.failedByMe and not self.close_reason:
+            # autobahn found a protocol violation (unmasked frame, bad
+            # opcode, oversize message, ...) and failed the connection.
+            self.close_reason = str(self.wasNotCleanReason or reason or code)
+            self._log.warn(
+                "Closing WebSocket connection from {ip}: {reason}",
+                ip=self.client[0],
+                reason=self.close_reason,
+            )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closing = True
+        super().connectionLost(reason)
+        # autobahn leaves its close-handshake timer running (it finds the
+        # connection closed when it fires); cancel it so nothing keeps this
+        # connection alive after it ended.
+        timer = getattr(self, "closeHandshakeTimeoutCall", None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._end_handshake()
+        if self._admitted:
+            self._admitted = False
+            self.factory.release(self)
+        inner, self.inner = self.inner, None
+        if inner is not None and self._inner_connected:
+            self._inner_connected = False
+            inner.connectionLost(reason)
+
+    # -- messages in ---------------------------------------------------------
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self._binary = isBinary
+        self._first_frame = True
+        self._size = 0
+        self._parts = None
+        self._mode = _IGNORE
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        # autobahn's size checks; they fail the connection when exceeded.
+        super().onMessageFrameBegin(length)
+        first, self._first_frame = self._first_frame, False
+        self._size += length
+        if self.failedByMe or not self._binary:
+            self._mode = _IGNORE
+            return
+        if first and self.current_frame.fin:
+            if length:
+                self._mode = _STREAM
+                self._to_inner(encode_header(length))
+            return
+        if self._size > min(MAX_REASSEMBLED, MAX_ENCODABLE):
+            self._mode = _IGNORE
+            self._fail(f"fragmented message of more than {MAX_REASSEMBLED} bytes")
+            return
+        self._mode = _COLLECT
+        if self._parts is None:
+            self._parts = bytearray()
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        mode = self._mode
+        if mode == _STREAM:
+            self._to_inner(payload)
+        elif mode == _COLLECT and self._parts is not None:
+            self._parts += payload
+
+    def onMessageFrameEnd(self) -> None:
+        pass
+
+    def onMessageEnd(self) -> None:
+        if self.failedByMe:
+            return
+        if not self._binary or not self._size:
+            self.on_nonbinary(self._binary)
+        elif self._mode == _COLLECT and self._parts is not None:
+            data = bytes(self._parts)
+            self._parts = None
+            self._to_inner(encode_header(len(data)) + data)
+        self._mode = _IGNORE
+
+    def onPing(self, payload: bytes) -> None:
+        if self._splitter.between_frames:
+            super().onPing(payload)
+        else:
+            # A pong now would land inside the frame being streamed out.
+            self._pongs.append(payload)
+        self.on_ping()
+
+    def _to_inner(self, data: bytes) -> None:
+        inner = self.inner
+        if inner is not None and self._inner_connected and not self.closing:
+            inner.dataReceived(data)
+
+    def _fail(self, reason: str) -> None:
+        self.close_reason = reason
+        self._log.warn(
+            "Closing WebSocket connection from {ip}: {reason}", ip=self.client[0], reason=reason
+        )
+        self.closing = True
+        self.raw.abortConnection()
+
+    # -- what subclasses decide -------------------------------------------------
+
+    def on_nonbinary(self, binary: bool) -> None:
+        """A text message, or an empty binary one, arrived (nothing was passed on)."""
+
+    def on_ping(self) -> None:
+        """A ping arrived (autobahn answered it)."""
+
+    # -- frames out ------------------------------------------------------------
+
+    def send_frames(self, data: bytes) -> None:
+        """The inner protocol wrote C{data}: BytesCodec frames, each a message out."""
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        self._splitter.feed(data, self)
+
+    def whole(self, payload: bytes) -> None:
+        if not payload:
+            if self.forward_empty:
+                self.sendMessage(b"", isBinary=True)  # type: ignore[no-untyped-call]
+            return
+        limit = int(getattr(self, "maxMessagePayloadSize", 0))
+        if limit and len(payload) > limit:
+            # autobahn refuses to send a whole message over its limit; a
+            # stream of fragments has none (the peer set the size).
+            self.begin(len(payload))
+            self.part(payload)
+            self.end()
+            return
+        self.sendMessage(payload, isBinary=True)  # type: ignore[no-untyped-call]
+
+    def begin(self, length: int) -> None:
+        self.beginMessage(isBinary=True)
+        self.beginMessageFrame(length)
+
+    def part(self, data: bytes) -> None:
+        self.sendMessageFrameData(data)
+
+    def end(self) -> None:
+        self.endMessage()
+        pongs, self._pongs = self._pongs, []
+        for payload in pongs:
+            self.sendPong(payload)  # type: ignore[no-untyped-call]
+
+    # -- closing from the inner protocol -----------------------------------
+
+    def close_from_inner(self, abort: bool) -> None:
+        """The inner protocol closed its transport."""
+        if self.closing:
+            return
+        self.closing = True
+        if abort:
+            self.raw.abortConnection()
+        elif self.state != WebSocketProtocol.STATE_OPEN:
+            self.raw.loseConnection()
+        elif self._splitter.between_frames:
+            # A close frame behind what is queued; the connection ends when
+            # the peer answers it or after the factory's close timeout.
+            self.sendClose(code=WebSocketProtocol.CLOSE_STATUS_CODE_NORMAL)
+        else:
+            # In the middle of a frame there is no clean end: only the TCP one.
+            self.raw.loseConnection()
+
+
+class ExactTimer:
+    """autobahn's timer interface (C{call_later}) on plain C{callLater}.
+
+    autobahn batches its handshake and close timeouts into buckets whose
+    reactor call stays behind when every timeout in it was cancelled; plain
+    calls go away with the connection, and a deadline is exact.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+
+    def call_later(self, delay: float, fn: Any, *args: Any, **kwargs: Any) -> IDelayedCall:
+        return self._clock.callLater(delay, fn, *args, **kwargs)
+
+
+class BridgeFactory(WebSocketServerFactory):
+    """Builds L{WebSocketBridge}s and the inner protocols they carry.
+
+    @ivar proxies: whose C{X-Real-IP} / C{X-Forwarded-For} are believed.
+    @ivar max_per_source: WebSocket connections one TCP source may have open
+        (trusted proxies excepted: the inner protocol counts their clients
+        by the address they name); 0 is no limit.
+    @ivar handshaking: connections still in their opening handshake.
+    """
+
+    protocol = WebSocketBridge  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        *,
+        proxies: TrustedProxies,
+        max_per_source: int,
+        max_message: int,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        close_timeout: float = 1.0,
+        max_handshaking: int = MAX_HANDSHAKING,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        super().__init__(server=None)  # type: ignore[no-untyped-call]
+        self.proxies = proxies
+        self.max_per_source = max_per_source
+        self.max_handshaking = max_handshaking
+        self.handshaking = 0
+        self.connections = 0
+        self._per_source: dict[str, int] = {}
+        # (A private attribute of autobahn's factory: if it is ever renamed,
+        # this assignment is inert and autobahn's own timer is used.)
+        self._batched_timer = ExactTimer(clock)
+        self.setProtocolOptions(  # type: ignore[no-untyped-call]
+            webStatus=False,
+            openHandshakeTimeout=handshake_timeout,
+            closeHandshakeTimeout=close_timeout,
+            maxFramePayloadSize=max_message,
+            maxMessagePayloadSize=max_message,
+            autoFragmentSize=0,
+            failByDrop=True,
+            perMessageCompressionAccept=lambda offers: None,
+        )
+
+    def build_inner(self, client: Address, bridge: WebSocketBridge) -> IProtocol | None:
+        """The protocol to carry for C{client}; None refuses the handshake."""
+        raise NotImplementedError
+
+    def admit(self, bridge: WebSocketBridge) -> str | None:
+        """Count a new connection; the reason it is refused, if it is."""
+        if self.max_handshaking and self.handshaking >= self.max_handshaking:
+            return f"more than {self.max_handshaking} connections in their opening handshake"
+        ip = bridge.source_ip
+        if not self.proxies.trusts(ip):
+            n = self._per_source.get(ip, 0) + 1
+            if self.max_per_source and n > self.max_per_source:
+                return f"more than {self.max_per_source} open connections"
+            self._per_source[ip] = n
+        self.connections += 1
+        self.handshaking += 1
+        return None
+
+    def handshake_done(self, bridge: WebSocketBridge) -> None:
+        self.handshaking -= 1
+
+    def release(self, bridge: WebSocketBridge) -> None:
+        self.connections -= 1
+        ip = bridge.source_ip
+        n = self._per_source.get(ip)
+        if n is None:
+            return
+        if n > 1:
+            self._per_source[ip] = n - 1
+        else:
+            del self._per_source[ip]
