@@ -12,6 +12,7 @@ code.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 from collections.abc import Callable
@@ -792,7 +793,7 @@ class RealServerTests(SynchronousTestCase):
         self.port = free_port_pair()
         self.log = Path(self.mktemp())
         data = Path(self.mktemp())
-        self.relay = RelayProcess(data, self.port, self.log, "--key", "-", "--no-relay")
+        self.relay = RelayProcess(data, self.port, self.log, "--key", "-")
         self.addCleanup(self.relay.stop)
         self.key = (data / "id_ed25519.pub").read_text().strip()
         self.server = f"127.0.0.1:{self.port}"
@@ -850,6 +851,16 @@ class RealServerTests(SynchronousTestCase):
                 got += data
         expected = rz.RendezvousMessage(test_nat_response=rz.TestNatResponse(port=port))
         self.assertEqual(got, encode_frame(expected.SerializeToString()))
+
+    def test_relay_and_nat_port_never_offer(self) -> None:
+        """Silent clients of the relay (P+1) and the NAT-test port (P-1) get nothing."""
+        for port in (self.port + 1, self.port - 1):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                readable, _, _ = select.select([s], [], [], KEY_EXCHANGE_WAIT * 3)
+                self.assertEqual(readable, [], port)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            readable, _, _ = select.select([s], [], [], KEY_EXCHANGE_WAIT * 3)
+            self.assertEqual(readable, [s])
 
     def test_hostile_answers_closed_logged_listener_fine(self) -> None:
         """A garbage answer, a tampered sealed frame and a replayed recording each close
