@@ -2,7 +2,10 @@
 
 Every method takes the current time (seconds, float) and returns what the
 protocol layer must do; nothing here touches sockets, the reactor or SQLite.
-Rules and constants are hbbs' (docs/protocol.rst §5.2-§5.5).
+Rules and constants are hbbs' (docs/protocol.rst §5.2-§5.5), plus what OSS
+hbbs answers NOT_SUPPORT to: hosts registered over a stream
+(L{StreamHosts}) and ID changes (L{Registry.change_id}), docs/protocol.rst
+§5.11.
 
 All peers stored in SQLite are loaded at start-up, so lookups never wait for
 the database; a peer loaded from disk counts as offline and as "not seen"
@@ -12,12 +15,14 @@ until it registers again (hbbs: "after restart every host is asked once").
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.ipblocker import IpBlocker
+from litedesk.rendezvous.sinks import ReplySink
 from litedesk.rendezvous.store import PeerRecord
 from litedesk.wire.address import Address
 from litedesk.wire.addrmangle import normalize_host
@@ -35,6 +40,21 @@ MAX_ID_LENGTH = 100  # the SQLite column is VARCHAR(100)
 #: a legitimate port change (NAT rebinding) costs one extra datagram to a
 #: dead port for a while.  Hosts drop the duplicate a double push can cause.
 PREV_ADDR_WINDOW = REG_TIMEOUT
+#: Hosts registered over a stream from one source site (an IPv4 address or
+#: an IPv6 /64, see L{source_site}) and in all.  Each holds a connection and
+#: a heartbeat timer; the per-site figure leaves room for an office of
+#: hosts behind one NAT, the total bounds a many-address attacker.
+MAX_STREAM_HOSTS_PER_SITE = 64
+MAX_STREAM_HOSTS = 100_000
+#: A new id must look like what RustDesk's client checks before it asks
+#: (hbb_common is_valid_custom_id, ^[a-zA-Z][\w-]{5,15}$), in ASCII only:
+#: Rust's \w also takes every Unicode letter, and an id that merely looks
+#: like another one (a Cyrillic o for a Latin o) must not be handed out.
+CUSTOM_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]{5,15}")
+#: Successful ID changes of one device within RENAME_WINDOW seconds (a typo
+#: fixed at once is fine; a device cycling through names is not).
+RENAME_COUNT = 3
+RENAME_WINDOW = 3600.0
 
 Result = rz.RegisterPkResponse.Result
 
@@ -44,6 +64,7 @@ class Peer:
 
     __slots__ = (
         "addr",
+        "channel",
         "guid",
         "id",
         "ip",
@@ -53,6 +74,7 @@ class Peer:
         "prev_reg",
         "reg_pk_count",
         "reg_pk_time",
+        "renames",
         "uuid",
     )
 
@@ -76,8 +98,15 @@ class Peer:
         self.reg_pk_time = float("-inf")
         self.prev_addr: Address | None = None  # the port this IP used before (see PREV_ADDR_WINDOW)
         self.prev_reg = float("-inf")
+        #: The stream the host registered on (L{StreamHosts}); pushes go there.
+        self.channel: ReplySink | None = None
+        #: (successful ID changes, start of their window), None before the first.
+        self.renames: tuple[int, float] | None = None
 
     def online(self, now: float) -> bool:
+        """A stream host is online while its stream is bound; a UDP host for 30 s."""
+        if self.channel is not None:
+            return True
         return self.last_reg is not None and now - self.last_reg < REG_TIMEOUT
 
 
@@ -109,6 +138,143 @@ def _is_loopback(ip: str) -> bool:
         return False
 
 
+def source_site(ip: str) -> str:
+    """The unit per-source limits count: an IPv4 address, or an IPv6 /64.
+
+    One IPv6 subscriber holds a whole /64 (2^64 addresses), so counting
+    single IPv6 addresses would limit nothing.  The same unit decides
+    whether an ID change comes from where the device registered: privacy
+    addresses rotate within the /64.
+    """
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if addr.version == 6:
+        return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
+    return ip
+
+
+def valid_custom_id(peer_id: str) -> bool:
+    """Is C{peer_id} acceptable as the new id of an ID change (L{CUSTOM_ID})?"""
+    return CUSTOM_ID.fullmatch(peer_id) is not None
+
+
+class StreamHosts:
+    """Hosts registered over a stream (TCP or WebSocket): the stream is their way in.
+
+    A RustDesk host that cannot use UDP (proxy, WebSocket mode, UDP blocked)
+    sends C{RegisterPk} on a stream it keeps open (rendezvous_mediator.rs
+    start_tcp) and waits there for pushes.  A stream carries at most one
+    host, a host at most one stream (the newest); the peer is online while
+    its stream is bound.  Sans-IO: the channels are opaque objects, the
+    caller passes the time and runs the heartbeats.
+    """
+
+    def __init__(
+        self,
+        max_per_site: int = MAX_STREAM_HOSTS_PER_SITE,
+        max_total: int = MAX_STREAM_HOSTS,
+    ) -> None:
+        self.max_per_site = max_per_site
+        self.max_total = max_total
+        self._peers: dict[ReplySink, Peer] = {}
+        self._seen: dict[ReplySink, float] = {}
+        self._per_site: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def peer_of(self, channel: ReplySink) -> Peer | None:
+        return self._peers.get(channel)
+
+    def site_count(self, ip: str) -> int:
+        return self._per_site.get(source_site(ip), 0)
+
+    def channels(self) -> list[ReplySink]:
+        return list(self._peers)
+
+    def refusal(self, channel: ReplySink, replaces: ReplySink | None) -> str | None:
+        """Why binding a new host to C{channel} is refused (a limit), or None.
+
+        Binding a stream that already carries a host, or one replacing
+        C{replaces} (the id's current stream) from the same site, adds nothing.
+        """
+        if channel in self._peers:
+            return None
+        site = source_site(channel.addr[0])
+        if replaces is not None and replaces in self._peers:
+            if source_site(replaces.addr[0]) == site:
+                return None
+            growth = 0
+        else:
+            growth = 1
+        if self.max_total > 0 and len(self._peers) + growth > self.max_total:
+            return f"{len(self._peers)} hosts registered over streams (the server's limit)"
+        held = self._per_site.get(site, 0)
+        if self.max_per_site > 0 and held >= self.max_per_site:
+            return f"{held} hosts registered over streams from {site} (the limit)"
+        return None
+
+    def bind(self, channel: ReplySink, peer: Peer, now: float) -> ReplySink | None:
+        """Make C{channel} C{peer}'s way in; return the stream it replaces, now unbound.
+
+        A stream that carried another id gives it up (that id goes offline
+        unless it also registers by UDP).
+        """
+        self._seen[channel] = now
+        current = self._peers.get(channel)
+        if current is peer and peer.channel is channel:
+            return None
+        if current is not None:
+            self._release(channel)
+        replaced = peer.channel
+        if replaced is not None:
+            self._release(replaced)
+        self._peers[channel] = peer
+        self._seen[channel] = now
+        site = source_site(channel.addr[0])
+        self._per_site[site] = self._per_site.get(site, 0) + 1
+        peer.channel = channel
+        peer.addr = channel.addr
+        peer.last_reg = now
+        peer.prev_addr = None
+        return replaced
+
+    def unbind(self, channel: ReplySink) -> Peer | None:
+        """C{channel} closed or went silent: its host, now offline, or None."""
+        return self._release(channel)
+
+    def touch(self, channel: ReplySink, now: float) -> None:
+        """Something arrived on C{channel} (a heartbeat answer, a request)."""
+        if channel in self._seen:
+            self._seen[channel] = now
+
+    def silent_for(self, channel: ReplySink, now: float) -> float:
+        seen = self._seen.get(channel)
+        return 0.0 if seen is None else now - seen
+
+    def _release(self, channel: ReplySink) -> Peer | None:
+        peer = self._peers.pop(channel, None)
+        if peer is None:
+            return None
+        del self._seen[channel]
+        site = source_site(channel.addr[0])
+        left = self._per_site[site] - 1
+        if left:
+            self._per_site[site] = left
+        else:
+            del self._per_site[site]
+        if peer.channel is channel:
+            peer.channel = None
+            if peer.addr == channel.addr:
+                # Registered by this stream alone: offline now, and no UDP
+                # push may go to a TCP source address.
+                peer.addr = None
+                peer.last_reg = None
+        return peer
+
+
 class Registry:
     """In-memory peers, the IP blocker and hbbs' registration rules."""
 
@@ -116,6 +282,7 @@ class Registry:
         self._peers: dict[str, Peer] = {}
         self.ip_blocker = IpBlocker()
         self.server_serial = server_serial
+        self.streams = StreamHosts()
 
     # -- loading and inspection ------------------------------------------
 
@@ -222,6 +389,81 @@ class Registry:
         snapshot = PeerRecord(peer.guid, peer_id, uuid, pk, ip)
         reason = "ip changed" if ip_changed else "registered"
         return RegisterPkOutcome(Result.OK, reason, snapshot)
+
+    # -- TCP: ID change (RegisterPk with old_id) -----------------------------
+
+    def change_id(
+        self, old_id: str, new_id: str, uuid: bytes, source: Address, now: float
+    ) -> RegisterPkOutcome:
+        """Rename C{old_id} to C{new_id} for the device that owns it.
+
+        A stock client asks with C{RegisterPk{old_id, id, uuid}} on a plain
+        TCP connection and no key (ui_interface.rs check_id).  The device
+        proves itself by the uuid the id is bound to, and by asking from the
+        site it registered from: the uuid is a machine id that every server
+        the device ever used has seen, so alone it would let any of them
+        take the id away (and then claim it); hbbs itself refuses a key
+        change from another IP for the same reason.  On OK the peer keeps
+        its key, guid and online state under the new id and the old id is
+        gone (PunchHoleRequest: ID_NOT_EXIST).
+        """
+        if not valid_custom_id(new_id):
+            return RegisterPkOutcome(
+                Result.INVALID_ID_FORMAT, "new id is not 6-16 of A-Z a-z 0-9 _ - from a letter"
+            )
+        if not uuid:
+            return RegisterPkOutcome(Result.UUID_MISMATCH, "no uuid")
+        ip = source[0]
+        if not self.ip_blocker.allow(ip, new_id, now):
+            return RegisterPkOutcome(Result.TOO_FREQUENT, "too many RegisterPk from this IP")
+        peer = self._peers.get(old_id)
+        if peer is None:
+            return RegisterPkOutcome(Result.UUID_MISMATCH, "old id is not registered")
+        if peer.uuid != uuid:
+            return RegisterPkOutcome(Result.UUID_MISMATCH, "old id is bound to another uuid")
+        if not self._from_device(peer, ip, now):
+            return RegisterPkOutcome(
+                Result.UUID_MISMATCH, "not from the address the device registered from"
+            )
+        if new_id == old_id:
+            return RegisterPkOutcome(Result.OK, "unchanged")
+        count, since = peer.renames or (0, now)
+        if now - since >= RENAME_WINDOW:
+            count, since = 0, now
+        if count >= RENAME_COUNT:
+            return RegisterPkOutcome(
+                Result.TOO_FREQUENT, f"{count} id changes within {RENAME_WINDOW:.0f} s"
+            )
+        if new_id in self._peers:
+            return RegisterPkOutcome(Result.ID_EXISTS, "new id is taken")
+        del self._peers[old_id]
+        peer.id = new_id
+        self._peers[new_id] = peer
+        peer.renames = (count + 1, since)
+        snapshot = PeerRecord(peer.guid, new_id, peer.uuid, peer.pk, peer.ip, renamed_from=old_id)
+        return RegisterPkOutcome(Result.OK, f"renamed from {old_id}", snapshot)
+
+    def undo_change_id(self, peer: Peer, old_id: str) -> bool:
+        """Give a renamed C{peer} its old id back (the rename could not be stored).
+
+        Only while nothing else happened to either id; False otherwise.
+        """
+        new_id = peer.id
+        if self._peers.get(new_id) is not peer or old_id in self._peers:
+            return False
+        del self._peers[new_id]
+        peer.id = old_id
+        self._peers[old_id] = peer
+        return True
+
+    @staticmethod
+    def _from_device(peer: Peer, ip: str, now: float) -> bool:
+        """Does a request from C{ip} come from where C{peer} registered?"""
+        site = source_site(ip)
+        if peer.ip and source_site(peer.ip) == site:
+            return True
+        live = peer.addr if peer.online(now) else None
+        return live is not None and source_site(live[0]) == site
 
     # -- TCP: rendezvous ---------------------------------------------------
 

@@ -9,21 +9,25 @@ and the relay list.  The UDP registration half is the base class
 (L{litedesk.rendezvous.udp_registrations}); which requests reach a host is
 L{litedesk.rendezvous.admission}, which relays they may name
 L{litedesk.rendezvous.relay_vouch}.  Behaviour follows hbbs 1.1.17
-(docs/protocol.rst §5.3-§5.8).
+(docs/protocol.rst §5.3-§5.8), except where hbbs answers C{RegisterPk} on a
+stream with NOT_SUPPORT: here a stream may register a host, which then gets
+its pushes and heartbeats on that stream, and C{RegisterPk} with C{old_id}
+changes an id (docs/protocol.rst §5.11).  A stream is anything with
+L{ReplySink}'s C{send_message}: TCP here, WebSocket alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from litedesk.nat.ipv6 import valid_v6_endpoint
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.admission import RequestAdmission
 from litedesk.rendezvous.floodguard import FloodGuard
-from litedesk.rendezvous.registry import PunchTarget, Registry
+from litedesk.rendezvous.registry import Peer, PunchTarget, Registry
 from litedesk.rendezvous.relay_vouch import RelayVouchers
 from litedesk.rendezvous.relaylist import RelayList
 from litedesk.rendezvous.sinks import DatagramSink, PeerStoreLike, ReplySink
@@ -34,6 +38,20 @@ from litedesk.wire.keys import ServerKey, sign_id_pk
 from litedesk.wire.messages import parse_rendezvous
 
 Failure_ = rz.PunchHoleResponse.Failure
+Result = rz.RegisterPkResponse.Result
+
+#: A host registered on a stream gets an empty frame every HOST_HEARTBEAT
+#: seconds and answers each with one (rendezvous_mediator.rs start_tcp: "if
+#: bytes.is_empty() ... send_bytes(Bytes::new())").  Both sides need the
+#: traffic: the host drops a stream silent for 1.5 x the keep_alive it was
+#: told (HOST_KEEP_ALIVE, s), the listener one silent for 30 s, and NATs and
+#: proxies (nginx: 60 s by default) forget idle connections.
+HOST_HEARTBEAT = 15.0
+HOST_KEEP_ALIVE = 30
+#: A host whose stream brought nothing for this long is offline even if the
+#: transport has not noticed yet (two heartbeats unanswered, and some).
+HOST_STREAM_IDLE = 40.0
+_HEARTBEAT = rz.RendezvousMessage()
 
 
 class RendezvousServer(UdpRegistrations):
@@ -76,7 +94,12 @@ class RendezvousServer(UdpRegistrations):
             "relay_server_replaced": 0,
             "addr_v6_dropped": 0,
             "udp_reply_too_large": 0,
+            "stream_hosts_refused": 0,
+            "stream_hosts_silent": 0,
+            "id_changes": 0,
+            "id_changes_refused": 0,
         }
+        self._heartbeats: dict[ReplySink, IDelayedCall] = {}
         self.admission = RequestAdmission(request_guard, self.counters)
         self.vouchers = RelayVouchers(relays, own_relay_port)
 
@@ -89,6 +112,7 @@ class RendezvousServer(UdpRegistrations):
         if self._parked.get(conn.addr) is conn:
             del self._parked[conn.addr]
         self.admission.forget(conn)
+        self._unbind_host(conn, "its stream closed")
 
     def _park(self, conn: ReplySink) -> None:
         self._parked[conn.addr] = conn
@@ -99,6 +123,7 @@ class RendezvousServer(UdpRegistrations):
     def handle_stream_message(self, conn: ReplySink, msg: rz.RendezvousMessage) -> bool:
         """Handle one message from TCP 21116; False means close the connection."""
         kind = msg.WhichOneof("union")
+        self.registry.streams.touch(conn, self._now())
         if kind == "punch_hole_request":
             if not self.admission.admit(conn, kind, msg.punch_hole_request.id, self._now()):
                 return False
@@ -120,22 +145,153 @@ class RendezvousServer(UdpRegistrations):
         elif kind == "test_nat_request":
             self._test_nat(conn, msg.test_nat_request, with_config=True)
         elif kind == "register_pk":
-            # OSS hbbs does not register over TCP (clients use this for id changes).
-            conn.send_message(
-                rz.RendezvousMessage(
-                    register_pk_response=rz.RegisterPkResponse(
-                        result=rz.RegisterPkResponse.NOT_SUPPORT
-                    )
-                )
-            )
+            rk = msg.register_pk
+            if rk.old_id:
+                return self._change_id(conn, rk)
+            return self._register_host_stream(conn, rk)
         elif kind is None:
-            # An empty frame is the clients' keep-alive; it needs no answer.
+            # An empty frame is the clients' keep-alive, and a stream host's
+            # answer to our heartbeat; it needs no answer.
             return True
         else:
             self._log.debug(
                 "Unexpected {kind} on TCP from {ip}; closing", kind=kind, ip=conn.addr[0]
             )
         return False
+
+    # -- hosts registered on a stream, ID changes ----------------------------
+
+    def stream_host_count(self) -> int:
+        return len(self.registry.streams)
+
+    def _register_host_stream(self, conn: ReplySink, rk: rz.RegisterPk) -> bool:
+        """C{RegisterPk} on a stream: the hbbs rules of UDP, then the stream is the way in."""
+        streams = self.registry.streams
+        bound = streams.peer_of(conn) is not None
+        known = self.registry.get(rk.id)
+        refusal = streams.refusal(conn, known.channel if known is not None else None)
+        if refusal is not None:
+            self.counters["stream_hosts_refused"] += 1
+            self._log.warn(
+                "Refused RegisterPk for {peer_id} on a stream from {ip}: {reason}; closing",
+                ip=conn.addr[0],
+                peer_id=rk.id,
+                reason=refusal,
+            )
+            # A stock host logs it and comes back on a new stream (start_all).
+            self._send_register_pk_response(conn, Result.TOO_FREQUENT)
+            return False
+        outcome = self.registry.register_pk(rk.id, rk.uuid, rk.pk, conn.addr, self._now())
+        if outcome.result is None:
+            self._log.warn(
+                "Closing TCP connection from {ip}: RegisterPk for {peer_id} ({reason})",
+                ip=conn.addr[0],
+                peer_id=rk.id,
+                reason=outcome.reason,
+            )
+            return False
+        if outcome.result != Result.OK:
+            self._settle_register_pk(
+                outcome,
+                rk.id,
+                conn.addr[0],
+                lambda r: self._send_register_pk_response(conn, r),
+                what="RegisterPk on a stream",
+            )
+            # A stock host answers UUID_MISMATCH with a new id on the same
+            # stream; an unbound stream has nothing else to wait for.
+            return bound or outcome.result == Result.UUID_MISMATCH
+        peer = self.registry.get(rk.id)
+        assert peer is not None
+        self._bind_host(conn, peer)
+
+        def undo() -> None:
+            if streams.peer_of(conn) is peer:
+                self._unbind_host(conn, "its registration could not be stored")
+
+        self._settle_register_pk(
+            outcome,
+            rk.id,
+            conn.addr[0],
+            lambda r: self._send_register_pk_response(conn, r),
+            undo,
+            what="RegisterPk on a stream",
+        )
+        return True
+
+    def _send_register_pk_response(self, conn: ReplySink, result: int) -> None:
+        resp = rz.RegisterPkResponse(result=result)  # type: ignore[arg-type]
+        if result == Result.OK and self.registry.streams.peer_of(conn) is not None:
+            # The host drops the stream after 1.5 x this without a message.
+            resp.keep_alive = HOST_KEEP_ALIVE
+        conn.send_message(rz.RendezvousMessage(register_pk_response=resp))
+
+    def _bind_host(self, conn: ReplySink, peer: Peer) -> None:
+        replaced = self.registry.streams.bind(conn, peer, self._now())
+        if replaced is not None:
+            self._stop_heartbeat(replaced)
+            self._log.info(
+                "Host {peer_id} moved from its stream from {old} to one from {ip}",
+                ip=conn.addr[0],
+                peer_id=peer.id,
+                old=replaced.addr[0],
+            )
+        if conn not in self._heartbeats:
+            self._heartbeats[conn] = self.clock.callLater(HOST_HEARTBEAT, self._heartbeat, conn)
+
+    def _unbind_host(self, conn: ReplySink, why: str) -> None:
+        self._stop_heartbeat(conn)
+        peer = self.registry.streams.unbind(conn)
+        if peer is not None:
+            self._log.info(
+                "Host {peer_id} on a stream from {ip} is offline: {reason}",
+                ip=conn.addr[0],
+                peer_id=peer.id,
+                reason=why,
+            )
+
+    def _stop_heartbeat(self, conn: ReplySink) -> None:
+        call = self._heartbeats.pop(conn, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _heartbeat(self, conn: ReplySink) -> None:
+        del self._heartbeats[conn]
+        silent = self.registry.streams.silent_for(conn, self._now())
+        if silent > HOST_STREAM_IDLE:
+            self.counters["stream_hosts_silent"] += 1
+            self._unbind_host(conn, f"nothing on its stream for {silent:.0f} s")
+            return
+        conn.send_message(_HEARTBEAT)
+        self._heartbeats[conn] = self.clock.callLater(HOST_HEARTBEAT, self._heartbeat, conn)
+
+    def _change_id(self, conn: ReplySink, rk: rz.RegisterPk) -> bool:
+        """C{RegisterPk{old_id, id, uuid}}: a device asks for a new id (§5.11)."""
+        outcome = self.registry.change_id(rk.old_id, rk.id, rk.uuid, conn.addr, self._now())
+        ok = outcome.result == Result.OK
+        self.counters["id_changes" if ok else "id_changes_refused"] += 1
+        peer = self.registry.get(rk.id) if ok else None
+
+        def undo() -> None:
+            if peer is not None and self.registry.undo_change_id(peer, rk.old_id):
+                self._log.warn("Id {peer_id} is {old_id} again", peer_id=rk.id, old_id=rk.old_id)
+
+        def reply(result: int) -> None:
+            self._send_register_pk_response(conn, result)
+
+        what = f"id change from {rk.old_id[:100]}"
+        self._settle_register_pk(outcome, rk.id, conn.addr[0], reply, undo, what=what)
+        # The client reads the one answer and closes; the answer to an
+        # accepted change waits for the disk, so the connection stays open.
+        return outcome.persist is not None or self.registry.streams.peer_of(conn) is not None
+
+    def _push(self, peer: Peer, msg: rz.RendezvousMessage) -> None:
+        """Send C{msg} to a host: on the stream it registered on, else by UDP."""
+        if peer.channel is not None:
+            peer.channel.send_message(msg)
+            return
+        for addr in self.registry.push_addresses(peer, self._now()):
+            self._send_udp(msg, addr)
 
     def _checked_v6(self, data: bytes, conn: ReplySink, what: str) -> bytes:
         """C{data} if it is a valid IPv6 endpoint (L{valid_v6_endpoint}), else b""."""
@@ -230,8 +386,7 @@ class RendezvousServer(UdpRegistrations):
                     socket_addr_v6=socket_addr_v6,
                 )
             )
-        for addr in self.registry.push_addresses(peer, self._now()):
-            self._send_udp(out, addr)
+        self._push(peer, out)
 
     def _punch_failure(self, conn: ReplySink, failure: int) -> None:
         resp = rz.PunchHoleResponse(failure=failure)  # type: ignore[arg-type]
@@ -308,8 +463,7 @@ class RendezvousServer(UdpRegistrations):
                 relay=rr.relay_server[:100],
             )
             fwd.relay_server = ""
-        for addr in self.registry.push_addresses(peer, self._now()):
-            self._send_udp(rz.RendezvousMessage(request_relay=fwd), addr)
+        self._push(peer, rz.RendezvousMessage(request_relay=fwd))
 
     def _relay_response(self, conn: ReplySink, rr: rz.RelayResponse) -> None:
         out = rz.RelayResponse()

@@ -83,6 +83,8 @@ class PeerRecord:
     @ivar uuid: the device uuid sent in C{RegisterPk}; never changed by an update.
     @ivar pk: the peer's Ed25519 public key.
     @ivar ip: the source IP string, stored as C{info} = C{{"ip": ...}}.
+    @ivar renamed_from: for the save of an ID change, the id the row had;
+        the row stored under it (whatever its guid) takes the new id.
     """
 
     guid: bytes | None
@@ -90,6 +92,7 @@ class PeerRecord:
     uuid: bytes
     pk: bytes
     ip: str
+    renamed_from: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class _Write:
     info: str
     record: PeerRecord
     deferred: Deferred[bytes]
+    renamed_from: str = ""
 
 
 # What the writer hands back to the reactor thread: each write with either the
@@ -241,6 +245,9 @@ class PeerStore:
     def save(self, record: PeerRecord) -> Deferred[bytes]:
         """Insert C{record} (if its guid is C{None}) or update it by guid.
 
+        With C{renamed_from} set (an ID change), the row stored under that id
+        is updated instead, id included, and keeps its guid and uuid.
+
         The record's fields are copied now; later changes to it do not affect
         this save.  The Deferred fires with the row's guid once the
         transaction holding it is committed, or fails (e.g. with a
@@ -261,6 +268,7 @@ class PeerStore:
                 info=encode_info(record.ip),
                 record=record,
                 deferred=d,
+                renamed_from=record.renamed_from,
             )
         )
         return d
@@ -395,6 +403,20 @@ class PeerStore:
 
     def _apply(self, conn: sqlite3.Connection, w: _Write) -> bytes:
         """Write one record inside the current transaction; returns its guid."""
+        if w.renamed_from:
+            # An ID change: the row under the old id takes the new one (by id,
+            # not guid: the peer's first save may still be queued ahead of this
+            # one, without a guid yet).  A row already holding the new id
+            # fails the UNIQUE index, and with it this save.
+            row = conn.execute("SELECT guid FROM peer WHERE id = ?", (w.renamed_from,)).fetchone()
+            if row is not None:
+                conn.execute(
+                    "UPDATE peer SET id = ?, pk = ?, info = ? WHERE guid = ?",
+                    (w.id, w.pk, w.info, row[0]),
+                )
+                return _as_bytes(row[0])
+            # Not stored under the old id (its first save failed, or an
+            # operator removed the row): stored under the new id as any save.
         if w.guid is not None:
             cur = conn.execute(
                 "UPDATE peer SET id = ?, pk = ?, info = ? WHERE guid = ?",

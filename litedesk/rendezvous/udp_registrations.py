@@ -3,17 +3,21 @@
 L{UdpRegistrations} is the base of L{litedesk.rendezvous.server.RendezvousServer}
 (which adds the TCP half): one object, as the protocols see it, in two files
 along the transport seam.  Replies are never larger than their request (no
-amplification towards a forged source).
+amplification towards a forged source).  How an accepted C{RegisterPk} is
+stored and answered (L{UdpRegistrations._settle_register_pk}) is shared with
+the registrations and ID changes that arrive on streams.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.rendezvous.registry import Registry
+from litedesk.rendezvous.registry import RegisterPkOutcome, Registry
 from litedesk.rendezvous.sinks import DatagramSink, PeerStoreLike
 from litedesk.wire.address import Address
 from litedesk.wire.messages import parse_rendezvous
@@ -106,50 +110,74 @@ class UdpRegistrations:
             self._reply_udp(cu.SerializeToString(), source, size)
 
     def _register_pk(self, rk: rz.RegisterPk, source: Address, size: int) -> None:
+        # RegisterPk.old_id is ignored here, as by hbbs: an ID change frees an
+        # id, which a forgeable UDP source must not do (server.py takes it on TCP).
         outcome = self.registry.register_pk(rk.id, rk.uuid, rk.pk, source, self._now())
+
+        def reply(result: int) -> None:
+            self._reply_register_pk(result, source, size)
+
+        self._settle_register_pk(outcome, rk.id, source[0], reply)
+
+    def _settle_register_pk(
+        self,
+        outcome: RegisterPkOutcome,
+        peer_id: str,
+        ip: str,
+        reply: Callable[[int], None],
+        undo: Callable[[], None] | None = None,
+        what: str = "RegisterPk",
+    ) -> None:
+        """Log, count and answer a RegisterPk outcome, from any transport.
+
+        An accepted change is answered OK only once it is stored; if it cannot
+        be, the answer is SERVER_ERROR and C{undo} is called.  C{what} names
+        the request in the log.
+        """
         if outcome.result is None:
             self._log.debug(
-                "Ignored RegisterPk for {peer_id} from {ip}: {reason}",
-                peer_id=rk.id,
-                ip=source[0],
+                "Ignored {what} for {peer_id} from {ip}: {reason}",
+                what=what,
+                peer_id=peer_id,
+                ip=ip,
                 reason=outcome.reason,
             )
             return
         if outcome.result != rz.RegisterPkResponse.OK:
             self.counters["register_pk_refused"] += 1
             self._log.warn(
-                "Refused RegisterPk for {peer_id} from {ip}: {result} ({reason})",
-                peer_id=rk.id,
-                ip=source[0],
+                "Refused {what} for {peer_id} from {ip}: {result} ({reason})",
+                what=what,
+                peer_id=peer_id,
+                ip=ip,
                 result=rz.RegisterPkResponse.Result.Name(outcome.result),
                 reason=outcome.reason,
             )
-            self._reply_register_pk(outcome.result, source, size)
+            reply(outcome.result)
             return
         self.counters["register_pk_ok"] += 1
         snap = outcome.persist
         if snap is None:
-            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
+            reply(rz.RegisterPkResponse.OK)
             return
         self._log.info(
-            "Peer {peer_id} {reason} from {ip}",
-            peer_id=rk.id,
-            reason=outcome.reason,
-            ip=source[0],
+            "Peer {peer_id} {reason} from {ip}", peer_id=snap.id, reason=outcome.reason, ip=ip
         )
         if self.store is None:
-            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
+            reply(rz.RegisterPkResponse.OK)
             return
 
         # Acknowledge only once the registration is on disk: a restart, even
-        # kill -9, must never lose a key we told the host we accepted.
+        # kill -9, must never lose a key (or an id) we told the host we accepted.
         def saved(guid: bytes) -> None:
             self.registry.set_guid(snap.id, guid)
-            self._reply_register_pk(rz.RegisterPkResponse.OK, source, size)
+            reply(rz.RegisterPkResponse.OK)
 
         def failed(f: Failure) -> None:
             self._log.failure("Could not store peer {peer_id}", f, peer_id=snap.id)
-            self._reply_register_pk(rz.RegisterPkResponse.SERVER_ERROR, source, size)
+            if undo is not None:
+                undo()
+            reply(rz.RegisterPkResponse.SERVER_ERROR)
 
         self.store.save(snap).addCallbacks(saved, failed)
 
