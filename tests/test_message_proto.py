@@ -36,7 +36,8 @@ MESSAGE_UNION = {
 }
 
 FIELDS: dict[str, dict[str, int]] = {
-    "IdPk": {"id": 1, "pk": 2},
+    # litedesk_tls: LiteDesk's mark in a host's SignedId (docs/protocol.rst §11.5).
+    "IdPk": {"id": 1, "pk": 2, "litedesk_tls": 8877},
     "SignedId": {"id": 1},
     "PublicKey": {"asymmetric_value": 1, "symmetric_value": 2},
     "Hash": {"salt": 1, "challenge": 2},
