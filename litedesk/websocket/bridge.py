@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn, cast
 
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -167,6 +168,9 @@ class WebSocketBridge(WebSocketServerProtocol):
     """One WebSocket connection carrying an inner protocol (see the module)."""
 
     _log = Logger()
+    # autobahn's own lines: errors only; the bridge logs every refusal and
+    # failure itself, with the client's address and the reason.
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
     factory: BridgeFactory
 
     #: Whether an empty frame the inner protocol writes goes out as an empty

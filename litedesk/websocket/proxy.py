@@ -46,7 +46,7 @@ def parse_networks(texts: Iterable[str]) -> tuple[Network, ...]:
     return tuple(out)
 
 
-def _ip(text: str) -> str:
+def _ip(text: str, header: str) -> str:
     """One address from a header entry: C{1.2.3.4}, C{2001:db8::1} or C{[2001:db8::1]}."""
     entry = text.strip()
     if entry.startswith("[") and entry.endswith("]"):
@@ -54,7 +54,9 @@ def _ip(text: str) -> str:
     try:
         return normalize_host(str(ipaddress.ip_address(entry)))
     except ValueError:
-        raise ForwardedHeaderError(f"not an IP address: {text.strip()[:64]!r}") from None
+        raise ForwardedHeaderError(
+            f"{header} is not an IP address: {text.strip()[:64]!r}"
+        ) from None
 
 
 class TrustedProxies:
@@ -94,13 +96,13 @@ class TrustedProxies:
         if real is not None:
             if len(real) > MAX_HEADER or "," in real:
                 raise ForwardedHeaderError(f"X-Real-IP is not one address: {real[:64]!r}")
-            return _ip(real)
+            return _ip(real, "X-Real-IP")
         forwarded = headers.get("x-forwarded-for")
         if forwarded is None:
             return source_ip
         if len(forwarded) > MAX_HEADER:
             raise ForwardedHeaderError("X-Forwarded-For is too long")
-        entries = [_ip(e) for e in forwarded.split(",")]
+        entries = [_ip(e, "X-Forwarded-For") for e in forwarded.split(",")]
         for ip in reversed(entries):
             if not self.trusts(ip):
                 return ip

@@ -84,6 +84,7 @@ class RendezvousBridgeFactory(BridgeFactory):
             max_per_source=max_per_ip,
             max_message=max_frame,
             handshake_timeout=handshake_timeout,
+            clock=clock,
         )
         self.inner_factory = RendezvousStreamFactory(
             server,

@@ -54,6 +54,11 @@ class WSClient(WebSocketClientProtocol):
         if not self.closed.called:
             self.closed.callback((wasClean, code, reason))
 
+    def local(self) -> tuple[str, int]:
+        """This end's address (as the server sees it without a proxy)."""
+        h: Any = self.transport.getHost()  # type: ignore[union-attr]
+        return (h.host, h.port)
+
     def send(self, payload: bytes) -> None:
         self.sendMessage(payload, isBinary=True)
 
