@@ -276,14 +276,17 @@ class RendezvousServer(UdpRegistrations):
             if peer is not None and self.registry.undo_change_id(peer, rk.old_id):
                 self._log.warn("Id {peer_id} is {old_id} again", peer_id=rk.id, old_id=rk.old_id)
 
+        answered: list[int] = []
+
         def reply(result: int) -> None:
+            answered.append(result)
             self._send_register_pk_response(conn, result)
 
         what = f"id change from {rk.old_id[:100]}"
         self._settle_register_pk(outcome, rk.id, conn.addr[0], reply, undo, what=what)
-        # The client reads the one answer and closes; the answer to an
-        # accepted change waits for the disk, so the connection stays open.
-        return outcome.persist is not None or self.registry.streams.peer_of(conn) is not None
+        # The client reads the one answer and closes.  An accepted change is
+        # answered once it is on disk: until then the connection stays open.
+        return not answered or self.registry.streams.peer_of(conn) is not None
 
     def _push(self, peer: Peer, msg: rz.RendezvousMessage) -> None:
         """Send C{msg} to a host: on the stream it registered on, else by UDP."""

@@ -212,6 +212,13 @@ class StreamHost:
                 sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(10)
 
+    def set_id(self, peer_id: str) -> None:
+        """What the client does after a successful ID change (ipc.rs, config "id"):
+        Config::set_key_confirmed(false) and Config::set_id, so the host registers the new
+        id on its stream at its next chance."""
+        self.peer_id = peer_id
+        self.confirmed.clear()
+
     def drop_stream(self) -> None:
         """End the current stream from our side (the host then starts a new one)."""
         sock = self._sock
