@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_rendezvous_secure_tcp -*-
 """Secure TCP on the rendezvous port, the server's side (docs/protocol.rst §5.10).
 
-A RustDesk client that holds the server's key and an API login (1.2.7 and
+A RustDesk client that holds the server's key and an API login (1.2.3-2 and
 later; from 1.4.1 it fails without it) connects to port P and says nothing
 until the server's first message.  That message is C{KeyExchange{keys:
 [signed]}}, C{signed} being the server's Ed25519 signature over a fresh
