@@ -23,9 +23,10 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous import server as server_module
 from litedesk.rendezvous.protocols import (
     RendezvousStreamFactory,
     RendezvousStreamProtocol,
@@ -42,12 +43,14 @@ from litedesk.rendezvous.store import PeerRecord
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from litedesk.wire.keys import ServerKey, public_b64, secret_b64
 
+from .rendezvous_harness import start_server, tcp_client
 from .support import rustdesk_rendezvous as viewer
 from .support.clock import advance
-from .support.polling import wait_until
+from .support.polling import pause, until, wait_until
 from .support.ports import free_port_pair
 from .support.processes import RelayProcess
 from .support.stream_host import HostSession, StreamHost
+from .support.ws_client import ws_connect
 
 KEY = SigningKey(bytes(range(32)))
 LICENCE = public_b64(KEY)
@@ -522,6 +525,64 @@ class HypothesisTests(SynchronousTestCase):
         for peer in server.registry:
             if peer.channel is not None:
                 self.assertIs(streams.peer_of(peer.channel), peer)
+
+
+# --- over WebSocket: the same channel, another transport ------------------------------------
+
+
+class WebSocketHostTests(TestCase):
+    """A host in WebSocket mode registers on P+2 (in-process server, heartbeats every 0.2 s
+    instead of 15 s so that the test sees several)."""
+
+    def setUp(self) -> None:
+        self.patch(server_module, "HOST_HEARTBEAT", 0.2)
+        self.svc = start_server(Path(self.mktemp()), "--key", secret_b64(KEY))
+        self._closers: list[Any] = []
+
+    def tearDown(self) -> Any:
+        for close in self._closers:
+            close()
+
+        async def settle() -> None:
+            await self.svc.stopService()
+            await pause(0.05)
+
+        return Deferred.fromCoroutine(settle())
+
+    async def test_host_on_websocket(self) -> None:
+        """RegisterPk in a binary message is answered OK with keep_alive; empty messages
+        are the heartbeats and their answers; a punch request arrives as a message;
+        OnlineRequest (which WebSocket clients send to P+2) says online until the
+        WebSocket closes."""
+        ws_port = int(self.svc.rendezvous_ws.listening.getHost().port)
+        host = await ws_connect(ws_port, path="/ws/id", bind="127.0.0.2")
+        self._closers.append(host.abort)
+        host.send_msg(rz.RendezvousMessage(register_pk=rz.RegisterPk(id=HOST, uuid=UUID, pk=PK)))
+        answer = await host.recv_msg()
+        self.assertEqual(answer.register_pk_response.keep_alive, HOST_KEEP_ALIVE)
+        for _ in range(3):
+            self.assertEqual(await host.recv(), b"")
+            host.send(b"")
+        tcp_port = self.svc.rendezvous_tcp.listening.getHost().port
+        viewer_conn = await tcp_client(tcp_port, "127.0.0.1")
+        transport: Any = viewer_conn.transport
+        self._closers.append(transport.abortConnection)
+        viewer_conn.send_msg(punch_request())
+        while True:
+            push = await host.recv_msg()
+            if push.WhichOneof("union") is not None:
+                break
+        self.assertEqual(push.WhichOneof("union"), "punch_hole")
+        self.assertEqual(await self._online(ws_port), b"\x80")
+        await host.close()
+        await until(lambda: self.svc.server.stream_host_count() == 0, 5, message="unbound")
+        self.assertEqual(await self._online(ws_port), b"\x00")
+
+    async def _online(self, ws_port: int) -> bytes:
+        c = await ws_connect(ws_port, path="/ws/id")
+        self._closers.append(c.abort)
+        c.send_msg(rz.RendezvousMessage(online_request=rz.OnlineRequest(id="x", peers=[HOST])))
+        return bytes((await c.recv_msg()).online_response.states)
 
 
 # --- end to end: a real litedesk-relay, a stock TCP-mode host, a stock client ---------------
