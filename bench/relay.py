@@ -21,6 +21,13 @@ Figures (MB = 10**6 bytes):
 - for LiteDesk: a receiver that stops reading while the sender pushes 1 GiB
   (how far the sender gets, the relay's RSS growth, then everything drains).
 
+The WebSocket relay (the same relay process with its WebSocket listener,
+P+3) is measured for throughput only, in three directions: WebSocket to
+WebSocket, WebSocket to TCP and TCP to WebSocket, with 64 KiB messages
+(``--ws-message``); the sender writes whole masked frames (or BytesCodec
+frames), the receiver counts the bytes it gets.  Each figure is printed with
+its ratio to the TCP relay ("litedesk (default)") of the same run.
+
 iperf3 (client and server straight to each other, no relay) is the ceiling.
 socat forwards A to a listener of ours (one process per connection, as
 ``fork`` does), with its default 8 KiB buffer and with ``-b 262144``.  The
@@ -44,6 +51,7 @@ delivered once the receiver reads.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import json
@@ -81,6 +89,7 @@ def serve_litedesk(
     fast_write: bool,
     reads_per_turn: int,
     splice_max: int = 0,
+    ws_port: int = 0,
 ) -> None:
     """Run the LiteDesk relay on 127.0.0.1:port with limits off, until killed."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -116,6 +125,13 @@ def serve_litedesk(
         reactor, f"tcp:{port}:interface=127.0.0.1:backlog=4096", settings, "", data_dir
     )
     svc.startService()
+    if ws_port:
+        # The WebSocket relay beside it, as twistd litedesk-relay runs it (P+3).
+        from litedesk.websocket.proxy import TrustedProxies
+        from litedesk.websocket.relay import RelayBridgeFactory
+
+        ws = RelayBridgeFactory(svc.relay, proxies=TrustedProxies(), max_message=1 << 24)
+        reactor.listenTCP(ws_port, ws, backlog=4096, interface=HOST)
     reactor.run()
 
 
@@ -220,22 +236,68 @@ def _request_relay(uuid: str) -> bytes:
     return _frame(msg.SerializeToString())
 
 
+WS_MASK = b"\x37\xfa\x21\x3d"
+
+
+def _ws_frame(payload: bytes) -> bytes:
+    """One masked binary WebSocket frame, as a client sends it (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x82, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x82, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x82, 0x80 | 127)) + n.to_bytes(8, "big")
+    mask = (WS_MASK * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
+    return head + WS_MASK + masked
+
+
+def _ws_open(port: int) -> socket.socket:
+    """A WebSocket client connection to 127.0.0.1:port, handshake done."""
+    s = _connect(port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        (
+            f"GET /ws/relay HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed during the WebSocket handshake")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(f"WebSocket handshake refused: {head[:80]!r}")
+    return s
+
+
 @dataclass
 class Target:
     """A relay under test: how to start it and how to make one pair through it."""
 
     name: str
     argv: list[str]
-    kind: str  # "litedesk" | "transit" | "socat"
+    kind: str  # "litedesk" | "transit" | "socat" | "ws"
     env: dict[str, str] = field(default_factory=dict)
+    # kind "ws": which legs are WebSocket, sender first: "ws>ws", "ws>tcp", "tcp>ws".
+    mode: str = ""
     port: int = 0
+    ws_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     sink: socket.socket | None = None
     counter: int = 0
 
     def start(self) -> None:
         self.port = free_port()
-        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        self.ws_port = free_port() if self.kind == "ws" else 0
+        argv = [
+            a.replace("{port}", str(self.port)).replace("{wsport}", str(self.ws_port))
+            for a in self.argv
+        ]
         if self.kind == "socat":
             self.sink = socket.socket()
             self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -301,6 +363,11 @@ class Target:
                 b.sendall(f"please relay {token} for side {'b' * 16}\n".encode())
                 if _recv_exact(a, 3) != b"ok\n" or _recv_exact(b, 3) != b"ok\n":
                     raise RuntimeError("transit relay did not say ok")
+            elif self.kind == "ws":
+                uuid = f"bench-{tag}"
+                first = _request_relay(uuid)
+                a = self._leg(self.mode.startswith("ws"), first)
+                b = self._leg(self.mode.endswith("ws"), first)
             else:
                 uuid = f"bench-{tag}"
                 a = _connect(self.port)
@@ -309,11 +376,34 @@ class Target:
                 b.sendall(_request_relay(uuid))
             pairs.append((a, b))
         # one byte each way proves the pair is complete before timing starts
+        probe, arrives = b"!", 1
+        if self.kind == "ws":
+            probe = _ws_frame(b"!") if self.mode.startswith("ws") else _frame(b"!")
+            arrives = 3 if self.mode.endswith("ws") else 2
         for a, _b in pairs:
-            a.sendall(b"!")
+            a.sendall(probe)
         for _a, b in pairs:
-            _recv_exact(b, 1)
+            _recv_exact(b, arrives)
         return pairs
+
+    def _leg(self, websocket: bool, first: bytes) -> socket.socket:
+        """One relay leg: a WebSocket (its first frame sent as a message) or TCP."""
+        if websocket:
+            s = _ws_open(self.ws_port)
+            s.sendall(_ws_frame(first[(first[0] & 3) + 1 :]))
+            return s
+        s = _connect(self.port)
+        s.sendall(first)
+        return s
+
+    def send_buffer(self, message: int) -> bytes:
+        """About 1 MiB the sender writes over and over; for a WebSocket target whole
+        messages of C{message} bytes (masked frames, or frames for a TCP sender)."""
+        if self.kind != "ws":
+            return b"\x5a" * (1 << 20)
+        payload = b"\x5a" * message
+        one = _ws_frame(payload) if self.mode.startswith("ws") else _frame(payload)
+        return one * max(1, (1 << 20) // len(one))
 
 
 def close_pairs(pairs: list[tuple[socket.socket, socket.socket]]) -> None:
@@ -326,12 +416,19 @@ def close_pairs(pairs: list[tuple[socket.socket, socket.socket]]) -> None:
 
 
 def throughput(
-    target: Target, npairs: int, seconds: float, warmup: float = 0.5
+    target: Target, npairs: int, seconds: float, warmup: float = 0.5, message: int = 65536
 ) -> tuple[float, float]:
-    """MB/s through C{npairs} pairs (A -> B) and MB per relay CPU-second."""
+    """MB/s through C{npairs} pairs (A -> B) and MB per relay CPU-second.
+
+    B's received bytes are counted as they arrive (for a WebSocket or framed
+    receiver that includes 4 or 3 header bytes per C{message} bytes).  The
+    sender goes on from where its last partial send stopped, so frames stay
+    whole.
+    """
     pairs = target.open_pairs(npairs)
     sel = selectors.DefaultSelector()
-    out = memoryview(b"\x5a" * (1 << 20))
+    out = memoryview(target.send_buffer(message))
+    pos: dict[socket.socket, int] = {}
     inbuf = bytearray(1 << 20)
     for a, b in pairs:
         a.setblocking(False)
@@ -359,7 +456,8 @@ def throughput(
             assert isinstance(s, socket.socket)
             try:
                 if key.data:
-                    s.send(out)
+                    at = pos.get(s, 0)
+                    pos[s] = (at + s.send(out[at:])) % len(out)
                 else:
                     n = s.recv_into(inbuf)
                     if measuring:
@@ -638,6 +736,14 @@ def targets(variants: bool, fast: bool) -> list[Target]:
             d.splice_max,
         )
     )
+    # The WebSocket relay: the default relay with its WebSocket listener, one
+    # process per direction (sender > receiver).
+    for mode in ("ws>ws", "ws>tcp", "tcp>ws"):
+        t = litedesk_target(f"litedesk websocket {mode}", d.read_size, d.read_mode, d.fast_write)
+        t.argv += ["--ws-serve", "{wsport}"]
+        t.kind = "ws"
+        t.mode = mode
+        out.append(t)
     return out
 
 
@@ -658,6 +764,13 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--no-fast-write", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--reads-per-turn", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--splice-max", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--ws-serve", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--ws-message",
+        type=int,
+        default=65536,
+        help="WebSocket targets: bytes per message (frame for a TCP sender)",
+    )
     ap.add_argument("--quick", action="store_true", help="short windows, fewer pairs")
     ap.add_argument("--rounds", type=int, default=3, help="repeat each figure; report the median")
     ap.add_argument(
@@ -691,6 +804,7 @@ def main() -> int:
             not args.no_fast_write,
             args.reads_per_turn,
             args.splice_max,
+            args.ws_serve,
         )
         return 0
 
@@ -716,7 +830,7 @@ def main() -> int:
         for t in targets(args.variants == "all", args.variants == "fast")
         if not only or any(o in t.name for o in only)
     ]
-    samples = _run_rounds(chosen, args.rounds, args.quick, skip, seconds)
+    samples = _run_rounds(chosen, args.rounds, args.quick, skip, seconds, args.ws_message)
     results = _medians(samples)
     _memory_figures(chosen, results, skip, idle_pairs, args.hold)
     report(results, idle_pairs)
@@ -727,7 +841,12 @@ Samples = dict[str, dict[str, list[tuple[float, ...]]]]
 
 
 def _run_rounds(
-    chosen: list[Target], rounds: int, quick: bool, skip: set[str], seconds: float
+    chosen: list[Target],
+    rounds: int,
+    quick: bool,
+    skip: set[str],
+    seconds: float,
+    ws_message: int = 65536,
 ) -> Samples:
     """Throughput, round trip and set-up rate of each target, C{rounds} times."""
     pair_counts = [1, 8, 64]
@@ -748,10 +867,11 @@ def _run_rounds(
             for t in chosen:
                 if "tput" not in skip:
                     for n in pair_counts:
-                        add(t.name, f"tput{n}", throughput(t, n, seconds))
-                if "rtt" not in skip:
+                        add(t.name, f"tput{n}", throughput(t, n, seconds, message=ws_message))
+                # WebSocket targets: throughput only (these probes speak raw TCP).
+                if "rtt" not in skip and t.kind != "ws":
                     add(t.name, "rtt", ping_pong(t, 2000 if quick else 5000, 10))
-                if "setup" not in skip:
+                if "setup" not in skip and t.kind != "ws":
                     add(t.name, "setup", (setup_rate(t, 500 if quick else 1000, 10),))
                 print(f"round {rnd + 1}: {t.name} done", flush=True)
     finally:
@@ -810,6 +930,7 @@ def _get(r: dict[str, object], key: str, i: int = 0) -> float:
 def report(results: dict[str, dict[str, object]], idle_pairs: int) -> None:
     print()
     _report_throughput(results)
+    _report_websocket(results)
     _report_latency_and_setup(results)
     print(f"## relay RSS per idle pair with {idle_pairs} pairs (ratio to transit); goal <= 3 KiB")
     tr = results.get("transit-relay", {})
@@ -849,6 +970,26 @@ def _report_throughput(results: dict[str, dict[str, object]]) -> None:
                 f"({ratio(eff, get(sb, k, 1))})   best round {vb:7.1f} MB/s "
                 f"({ratio(vb, get(sb, k + ':best'))})"
             )
+
+
+def _report_websocket(results: dict[str, dict[str, object]]) -> None:
+    ref = results.get("litedesk (default)", {})
+    ws = {name: r for name, r in results.items() if name.startswith("litedesk websocket")}
+    if not ws:
+        return
+    print(
+        "## WebSocket relay throughput, MB/s (ratio to the TCP relay, litedesk (default), "
+        "same run; goal >= 0.7x)   MB per relay CPU-s (ratio)"
+    )
+    for n in (1, 8, 64):
+        k = f"tput{n}"
+        for name, r in ws.items():
+            if k in r:
+                v, eff = _get(r, k, 0), _get(r, k, 1)
+                print(
+                    f"  {n:2d} pair(s) {name:28s} {v:8.1f} MB/s ({ratio(v, _get(ref, k))})   "
+                    f"{eff:8.1f} MB/CPU-s ({ratio(eff, _get(ref, k, 1))})"
+                )
 
 
 def _report_latency_and_setup(results: dict[str, dict[str, object]]) -> None:

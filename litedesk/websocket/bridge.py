@@ -29,12 +29,14 @@ size.  Every refusal is logged with the source IP and a reason
 
 from __future__ import annotations
 
+import socket
 from typing import Any, NoReturn, cast
 
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import (
@@ -51,7 +53,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from litedesk.twisted_internals import buffered_bytes
+from litedesk.twisted_internals import buffered_bytes, output_idle
 from litedesk.websocket.framing import FrameSplitter
 from litedesk.websocket.proxy import ForwardedHeaderError, TrustedProxies
 from litedesk.wire.address import Address
@@ -77,6 +79,10 @@ HANDSHAKE_TIMEOUT = 10.0
 MAX_HANDSHAKE = 16 * 1024
 #: Connections still in their opening handshake, over all sources.
 MAX_HANDSHAKING = 4096
+#: Largest read of a WebSocket stream.  autobahn copies the rest of its input
+#: buffer at every frame boundary, so a read costs more the more frames it
+#: holds: 64 KiB relayed fastest in bench/relay.py (256 KiB: about half).
+MAX_READ = 64 * 1024
 #: Largest message accepted in several WebSocket frames (collected before it
 #: can be framed); RustDesk's clients send one frame per message.
 MAX_REASSEMBLED = 1 << 20
@@ -158,10 +164,10 @@ class BridgeTransport:
         return buffered_bytes(t) if isinstance(t, FileDescriptor) else 0
 
     def set_read_size(self, size: int) -> None:
-        """Read up to C{size} bytes of the WebSocket stream at a time."""
+        """Read up to C{size} bytes of the WebSocket stream at a time (at most L{MAX_READ})."""
         t = self._bridge.raw
         if hasattr(t, "bufferSize"):
-            t.bufferSize = size
+            t.bufferSize = min(size, MAX_READ)
 
 
 class WebSocketBridge(WebSocketServerProtocol):
@@ -195,6 +201,7 @@ class WebSocketBridge(WebSocketServerProtocol):
         self._size = 0
         self._parts: bytearray | None = None
         self._pongs: list[bytes] = []
+        self._sock: socket.socket | None = None
 
     @property
     def raw(self) -> Any:
@@ -205,6 +212,9 @@ class WebSocketBridge(WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        t = self.raw
+        # Plain TCP only: under TLS the bytes must go through the TLS layer.
+        self._sock = t.socket if isinstance(t, tcp.Connection) else None
         peer = self.raw.getPeer()
         host = getattr(peer, "host", None)
         self.source_ip = normalize_host(host) if isinstance(host, str) else "local"
@@ -394,6 +404,32 @@ class WebSocketBridge(WebSocketServerProtocol):
 
     def on_ping(self) -> None:
         """A ping arrived (autobahn answered it)."""
+
+    # -- bytes out ---------------------------------------------------------------
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Every byte autobahn writes: straight to the socket when nothing is queued.
+
+        Twisted's C{write} waits for the next reactor turn; a relayed stream
+        then stalls a turn per read, and autobahn's own C{sendData} formats a
+        debug line per call.  As a TCP relay leg does (C{fast_write}), send
+        at once when the transport's buffer is empty (the byte order holds)
+        and queue only the rest.
+        """
+        if sync or chopsize or self.send_queue:
+            super().sendData(data, sync, chopsize)
+            return
+        t = self.raw
+        sock = self._sock
+        if sock is not None and output_idle(t) and t.connected and not t.disconnecting:
+            try:
+                sent = sock.send(data)
+            except OSError:  # EAGAIN, or an error the transport will see itself
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        t.write(data)
 
     # -- frames out ------------------------------------------------------------
 
