@@ -52,16 +52,24 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.secret import SecretBox
-from nacl.signing import VerifyKey
+from nacl.signing import SigningKey, VerifyKey
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.protocols import RendezvousStreamFactory, RendezvousStreamProtocol
+from litedesk.rendezvous.registry import Registry
+from litedesk.rendezvous.relaylist import RelayList
 from litedesk.rendezvous.secure_tcp import KEY_EXCHANGE_WAIT
+from litedesk.rendezvous.server import RendezvousServer
 from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
-from litedesk.wire.keys import PUBLIC_FILE
+from litedesk.wire.keys import PUBLIC_FILE, ServerKey, public_b64
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -1070,6 +1078,48 @@ def plain_latency(servers: Servers, n: int, warmup: int) -> Latency:
     return result
 
 
+def protocol_cpu_us(wait: float | None, secure: bool, n: int) -> float:
+    """Server-side CPU per connection in this process, without sockets: the protocol on a
+    StringTransport and a test clock, so no I/O or scheduling noise (for secure
+    connections the client's own crypto is timed apart and taken out)."""
+    clock = Clock()
+    key = SigningKey.generate()
+    server = RendezvousServer(
+        clock=clock,
+        registry=Registry(),
+        key=ServerKey(public_b64(key), key),
+        relays=RelayList([]),
+    )
+    factory = RendezvousStreamFactory(
+        server, RendezvousStreamProtocol, clock=clock, key_exchange_wait=wait
+    )
+    client_time = 0.0
+    t0 = time.process_time()
+    for i in range(n):
+        proto: Any = factory.buildProtocol(None)
+        peer = IPv4Address("TCP", "198.51.100.7", 1024 + i)
+        # Twisted's StringTransport is unannotated.
+        transport: Any = StringTransport(peerAddress=peer)  # type: ignore[no-untyped-call]
+        proto.makeConnection(transport)
+        if secure:
+            clock.advance(KEY_EXCHANGE_WAIT)
+            c0 = time.process_time()
+            client = SecureClient(key.verify_key)
+            answer = client.answer(FrameDecoder().feed(transport.value())[0])
+            request = client.seal(TEST_NAT)
+            client_time += time.process_time() - c0
+            transport.clear()
+            proto.dataReceived(answer)
+            proto.dataReceived(request)
+            c0 = time.process_time()
+            client.open(FrameDecoder().feed(transport.value())[0])
+            client_time += time.process_time() - c0
+        else:
+            proto.dataReceived(encode_frame(TEST_NAT))
+        proto.connectionLost(None)
+    return (time.process_time() - t0 - client_time) / n * 1e6
+
+
 def _pooled(runs: list[Latency]) -> Latency:
     """All rounds together: CPU is read in 10 ms clock ticks, so the sum over every
     round is the figure with the smallest rounding error; latencies from the round
@@ -1085,6 +1135,21 @@ def _pooled(runs: list[Latency]) -> Latency:
 
 def run_key_exchange(children: Children, tmp: Path, cfg: Config, out: dict[str, object]) -> None:
     section("4. Secure TCP: server CPU per connection, KeyExchange vs plaintext")
+    n_proto = cfg.kx_n * 2
+    for wait, secure in ((None, False), (KEY_EXCHANGE_WAIT, False), (KEY_EXCHANGE_WAIT, True)):
+        protocol_cpu_us(wait, secure, n_proto // 10)  # warm-up
+    proto = {
+        "plain_no_offer": protocol_cpu_us(None, False, n_proto),
+        "plain": protocol_cpu_us(KEY_EXCHANGE_WAIT, False, n_proto),
+        "secure": protocol_cpu_us(KEY_EXCHANGE_WAIT, True, n_proto),
+    }
+    print(
+        f"  in-process, no sockets ({n_proto:,} connections each): plaintext "
+        f"{proto['plain']:.1f} us vs {proto['plain_no_offer']:.1f} us without the offer "
+        f"(ratio {ratio(proto['plain'], proto['plain_no_offer'])}); KeyExchange + sealed "
+        f"{proto['secure']:.1f} us (ratio {ratio(proto['secure'], proto['plain'])})"
+    )
+    out["key_exchange_in_process_us"] = {k: round(v, 1) for k, v in proto.items()}
     offering = start_litedesk(children, tmp, "kx-offering")
     # A literal licence cannot sign, so this server never offers: the reference for
     # what a plaintext client cost before secure TCP existed.
