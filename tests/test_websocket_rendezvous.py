@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -34,6 +35,7 @@ from litedesk.wire import addrmangle
 from litedesk.wire.keys import secret_b64, verify_id_pk
 
 from .rendezvous_harness import start_server, tcp_client, udp_client
+from .support.nginx import self_signed
 from .support.polling import pause, until
 from .support.relay import Peer
 from .support.ws_client import HandshakeRefused, WSClient, ws_connect
@@ -467,3 +469,42 @@ class KeepAliveTests(WebSocketRendezvousBase):
         clock.advance(2)
         await c.closed
         self.assertIn("30 s without a message", self.log())
+
+
+class DirectWssTests(TestCase):
+    async def test_ssl_endpoints_serve_wss(self) -> None:
+        """--ws-endpoint and --ws-relay-endpoint with ssl: serve WSS without a proxy: a
+        TestNatRequest is answered, and two WSS relay legs pair and relay; with
+        --relay-only only the relay's WebSocket listener exists."""
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        cert, key, pem = self_signed(tmp)
+        ssl = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        svc = start_server(
+            tmp / "data", "--key", "", "--ws-endpoint", ssl, "--ws-relay-endpoint", ssl
+        )
+        self.addCleanup(svc.stopService)
+        tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pem))
+        c = await ws_connect(
+            svc.rendezvous_ws.listening.getHost().port, tls=tls, server_name="localhost"
+        )
+        self.addCleanup(c.abort)
+        c.send(bytes.fromhex("a201020803"))
+        self.assertTrue((await c.recv_msg()).HasField("test_nat_response"))
+        relay_port = svc.relay_ws.listening.getHost().port
+        first = rz.RendezvousMessage(request_relay=rz.RequestRelay(uuid="wss")).SerializeToString()
+        legs = []
+        for _ in range(2):
+            leg = await ws_connect(relay_port, tls=tls, server_name="localhost")
+            self.addCleanup(leg.abort)
+            leg.send(first)
+            legs.append(leg)
+        big = bytes(range(256)) * 4096
+        legs[0].send(big)
+        self.assertEqual(await legs[1].recv(), big)
+        only = start_server(
+            tmp / "data2", "--relay-only", "--ws-relay-endpoint", "tcp:0:interface=127.0.0.1"
+        )
+        self.addCleanup(only.stopService)
+        self.assertIsNone(only.rendezvous_ws)
+        self.assertIsNotNone(only.relay_ws)
