@@ -46,6 +46,15 @@ socat's MB per CPU-second; plain Twisted (64 KiB reads) 250 / 422 / 132 MB/s;
 container's hard RLIMIT_NOFILE of 20,000 stops 10,000); 1 GiB into a stalled
 receiver: sender stalls after 12 MiB, relay RSS +604 KiB at peak, all 1 GiB
 delivered once the receiver reads.
+
+WebSocket column (2026-12-02, --quick --rounds 3, shared machine, 64 KiB
+messages; ratio to the TCP relay of the same run): WebSocket to WebSocket
+267 / 286 / 278 MB/s at 1 / 8 / 64 pairs (0.30x / 0.30x / 0.24x), WebSocket
+to TCP 392 / 283 / 221 MB/s (0.43x / 0.30x / 0.19x), TCP to WebSocket 524 /
+1033 / 876 MB/s (0.58x / 1.09x / 0.77x); 380-490 MB per relay CPU-second
+when the relay reads WebSocket (0.2x the TCP relay), 830-1120 when it only
+writes it.  Reading WebSocket is the cost: autobahn parses and unmasks every
+frame in Python and copies its input buffer at each frame boundary.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ class WebSocketRendezvousProtocol(RendezvousStreamProtocol):
 
     # A RustDesk client never answers a KeyExchange on WebSocket.
     offers_key_exchange = False
+    #: hbbs never sends FetchLocalAddr for a WebSocket viewer (it cannot take
+    #: the LAN path); the controller does not read this yet.
+    websocket = True
 
     def handle(self, msg: rz.RendezvousMessage) -> bool:
         if msg.WhichOneof("union") == "online_request":
