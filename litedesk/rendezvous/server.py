@@ -175,7 +175,7 @@ class RendezvousServer(UdpRegistrations):
             self._log.warn(
                 "Refused RegisterPk for {peer_id} on a stream from {ip}: {reason}; closing",
                 ip=conn.addr[0],
-                peer_id=rk.id,
+                peer_id=rk.id[:100],
                 reason=refusal,
             )
             # A stock host logs it and comes back on a new stream (start_all).
@@ -186,7 +186,7 @@ class RendezvousServer(UdpRegistrations):
             self._log.warn(
                 "Closing TCP connection from {ip}: RegisterPk for {peer_id} ({reason})",
                 ip=conn.addr[0],
-                peer_id=rk.id,
+                peer_id=rk.id[:100],
                 reason=outcome.reason,
             )
             return False
@@ -274,7 +274,9 @@ class RendezvousServer(UdpRegistrations):
 
         def undo() -> None:
             if peer is not None and self.registry.undo_change_id(peer, rk.old_id):
-                self._log.warn("Id {peer_id} is {old_id} again", peer_id=rk.id, old_id=rk.old_id)
+                self._log.warn(
+                    "Id {peer_id} is {old_id} again", peer_id=rk.id, old_id=rk.old_id[:100]
+                )
 
         answered: list[int] = []
 

@@ -134,6 +134,8 @@ class UdpRegistrations:
         be, the answer is SERVER_ERROR and C{undo} is called.  C{what} names
         the request in the log.
         """
+        # Ids come from strangers: a refused one may be a 64 KiB frame's worth.
+        peer_id = peer_id[:100]
         if outcome.result is None:
             self._log.debug(
                 "Ignored {what} for {peer_id} from {ip}: {reason}",
