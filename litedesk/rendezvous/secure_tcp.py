@@ -9,7 +9,7 @@ X25519 public key in libsodium's combined form (64-byte signature, then the
 32-byte key).  The client answers C{KeyExchange{keys: [its X25519 public
 key, box(session key)]}} (C{crypto_box}, zero nonce), and from the next
 frame on both directions are sealed exactly as a RustDesk peer session is
-(L{litedesk.rustdesk.secure.SecretChannel}).
+(L{litedesk.wire.secretbox.SecretChannel}).
 
 Every other client speaks first.  Nothing on the wire tells the two apart
 but that silence, so L{SecureTcpServer} starts in L{Phase.WAITING}: bytes
@@ -36,8 +36,8 @@ from nacl.public import Box, PrivateKey, PublicKey
 from nacl.signing import SigningKey
 
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.rustdesk.secure import KEY_LENGTH, DecryptError, SecretChannel
 from litedesk.wire.messages import parse_rendezvous
+from litedesk.wire.secretbox import KEY_LENGTH, DecryptError, SecretChannel
 
 __all__ = [
     "KEY_EXCHANGE_WAIT",

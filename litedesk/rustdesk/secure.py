@@ -20,11 +20,17 @@ from typing import Protocol
 from google.protobuf.message import DecodeError
 from nacl.exceptions import BadSignatureError, CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
-from nacl.secret import SecretBox
 from nacl.signing import SigningKey, VerifyKey
 
 from litedesk.proto import message_pb2
 from litedesk.wire.keys import sign_id_pk, verify_id_pk
+from litedesk.wire.secretbox import (
+    KEY_LENGTH,
+    ZERO_NONCE,
+    DecryptError,
+    SecretChannel,
+    nonce,
+)
 
 __all__ = [
     "INSECURE_REFUSAL",
@@ -42,12 +48,8 @@ __all__ = [
     "read_first_message",
 ]
 
-KEY_LENGTH = 32
-# RustDesk's box and secretbox nonces are 24 bytes: the counter as a
-# little-endian u64, then zeros; the key exchange itself uses all zeros.
-NONCE_LENGTH = 24
-_ZERO_NONCE = bytes(NONCE_LENGTH)
-_MAX_SEQ = 2**64 - 1
+# The key exchange's box uses an all-zero nonce (docs/protocol.rst §11.2).
+_ZERO_NONCE = ZERO_NONCE
 
 # What a client that declines encryption is told, as a LoginResponse error: a
 # stock client shows any unknown error string in a "Login Error" box.  It
@@ -57,59 +59,6 @@ INSECURE_REFUSAL = (
     "This host accepts encrypted connections only: set the ID server's Key in "
     "the client's network settings and connect again."
 )
-
-
-class DecryptError(Exception):
-    """A frame failed authentication: wrong key, tampered, replayed or reordered."""
-
-
-def nonce(seq: int) -> bytes:
-    """The secretbox nonce of counter C{seq}: u64 little-endian, then 16 zeros."""
-    return seq.to_bytes(8, "little") + bytes(NONCE_LENGTH - 8)
-
-
-class SecretChannel:
-    """Both directions of one encrypted session: one key, two counters.
-
-    Each side counts the frames it has sealed and the frames it has opened;
-    the counter is never sent, so a replayed, dropped or reordered frame is
-    opened with the wrong nonce and fails its MAC like a tampered one.
-    Payloads of at most one byte are not encrypted frames: RustDesk passes
-    them up unopened without counting them (hbb_common tcp.rs C{Encrypt::dec});
-    an empty C{Message} is the only such payload a peer sends.
-    """
-
-    __slots__ = ("_box", "recv_seq", "send_seq")
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) != KEY_LENGTH:
-            raise ValueError("a session key is 32 bytes")
-        self._box = SecretBox(key)
-        self.send_seq = 0
-        self.recv_seq = 0
-
-    def seal(self, payload: bytes) -> bytes:
-        """Encrypt one outgoing payload: MAC (16 bytes) || ciphertext."""
-        if self.send_seq >= _MAX_SEQ:
-            # 2**64 frames: unreachable, but a wrapped counter would reuse nonces.
-            raise OverflowError("send counter exhausted")
-        self.send_seq += 1
-        return bytes(self._box.encrypt(payload, nonce(self.send_seq)).ciphertext)
-
-    def open(self, payload: bytes) -> bytes:
-        """Decrypt one incoming payload.
-
-        @raise DecryptError: the MAC does not verify under the next counter.
-        """
-        if len(payload) <= 1:
-            return payload
-        if self.recv_seq >= _MAX_SEQ:
-            raise DecryptError("receive counter exhausted")
-        self.recv_seq += 1
-        try:
-            return bytes(self._box.decrypt(payload, nonce(self.recv_seq)))
-        except CryptoError as e:
-            raise DecryptError(f"decryption failed at counter {self.recv_seq}") from e
 
 
 @dataclass(frozen=True)
