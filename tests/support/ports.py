@@ -19,10 +19,11 @@ def _random_port() -> int:
 
 
 def free_port_pair() -> int:
-    """A port P with P-1 free for TCP and P free for TCP and UDP (P+1 for the relay too).
+    """A port P with P-1 .. P+3 free for TCP and P free for UDP too.
 
     The layout of a RustDesk server: NAT test port P-1, rendezvous P (TCP and
-    UDP), relay P+1.
+    UDP), relay P+1, and the WebSocket ports a server started with --port
+    binds by default: rendezvous P+2, relay P+3.
     """
     for _ in range(200):
         base = _random_port()
@@ -33,6 +34,8 @@ def free_port_pair() -> int:
                 (base, socket.SOCK_STREAM),
                 (base, socket.SOCK_DGRAM),
                 (base + 1, socket.SOCK_STREAM),
+                (base + 2, socket.SOCK_STREAM),
+                (base + 3, socket.SOCK_STREAM),
             ):
                 s = socket.socket(socket.AF_INET, kind)
                 socks.append(s)
