@@ -229,6 +229,25 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(push.request_relay.uuid, "u-1")
         self.assertEqual(self.udp.sent, [])
 
+    def test_websocket_viewer_never_gets_the_lan_path(self) -> None:
+        """A viewer on WebSocket (its connection says websocket = True) from the host's own
+        public IP gets PunchHole pushed, not FetchLocalAddr, as hbbs does."""
+
+        class WebSocketViewer:
+            addr = ("198.51.100.1", 0)
+            local = ("192.0.2.1", 21118)
+            websocket = True
+
+            def send_message(self, msg: rz.RendezvousMessage) -> None:
+                pass
+
+        host = stream(self.server, self.clock, "198.51.100.1")
+        register(host)
+        host.payloads()
+        self.server.handle_stream_message(WebSocketViewer(), punch_request())
+        (push,) = host.messages()
+        self.assertEqual(push.WhichOneof("union"), "punch_hole")
+
     def test_heartbeats_and_answers(self) -> None:
         """An empty frame every 15 s; answers keep the host; a silent transport is closed
         by the 30 s read timeout, which takes the host offline."""

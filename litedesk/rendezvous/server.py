@@ -368,7 +368,10 @@ class RendezvousServer(UdpRegistrations):
         relay = self.relays.pick()
         socket_addr_v6 = self._checked_v6(ph.socket_addr_v6, conn, "PunchHoleRequest")
         nat_type = rz.SYMMETRIC if self.always_use_relay else ph.nat_type
-        same_intranet = peer.addr[0] == conn.addr[0]
+        # hbbs never asks for the LAN address for a viewer on WebSocket: such a
+        # viewer cannot dial it (a web client cannot open TCP at all).
+        viewer_on_websocket = bool(getattr(conn, "websocket", False))
+        same_intranet = peer.addr[0] == conn.addr[0] and not viewer_on_websocket
         socket_addr = self._mangle(conn.addr)
         self._log.info(
             "Punch hole request from {ip} for {peer_id} ({path})",
