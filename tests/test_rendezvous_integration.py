@@ -242,13 +242,19 @@ class TCPRendezvousTests(RendezvousTestBase):
         yield viewer.closed
 
     @inlineCallbacks
-    def test_register_pk_over_tcp_not_supported(self) -> Any:
-        """RegisterPk over TCP is answered NOT_SUPPORT 8201020806 (vector 11)."""
-        viewer = yield self.tcp()
-        viewer.send_raw(encode_frame(REGISTER_PK))
-        frame = yield viewer.recv()
-        self.assertEqual(frame.hex(), "8201020806")
-        yield viewer.closed
+    def test_register_pk_over_tcp_registers_a_stream_host(self) -> Any:
+        """RegisterPk over TCP is answered OK with keep_alive 30, 820102101e (check 11).
+
+        OSS hbbs answers NOT_SUPPORT (8201020806); LiteDesk keeps the stream
+        as the host's channel (docs/protocol.rst §5.11), so it stays open.
+        """
+        host = yield self.tcp()
+        host.send_raw(encode_frame(REGISTER_PK))
+        frame = yield host.recv()
+        self.assertEqual(frame.hex(), "820102101e")
+        self.assertFalse(host.closed.called)
+        host.transport.loseConnection()
+        yield host.closed
 
     @inlineCallbacks
     def test_punch_failures(self) -> Any:

@@ -24,6 +24,10 @@ helpers.  Each module holds one kind of fixture:
     and L{tests.support.rustdesk_host}: a stock RustDesk client (session
     and rendezvous) and a stock RustDesk host, written from RustDesk's
     source and independent of LiteDesk's own classes;
+  - L{tests.support.stream_host}: a stock RustDesk host in TCP mode
+    (registered on a rendezvous stream), and the client's ID change;
+  - L{tests.support.ws_client} and L{tests.support.nginx}: a WebSocket
+    client for the server's WebSocket ports, and a real nginx in front;
   - L{tests.support.host_preamble}: reading the SignedId a LiteDesk host
     sends first, for tests that speak raw TLS to it;
   - L{tests.support.listening_host}: a host agent on a private Xvfb with
