@@ -147,7 +147,13 @@ class _FramedRendezvousProtocol(Protocol):
         self._set_timeout(READ_TIMEOUT)
         wait = self.factory.key_exchange_wait
         self._secure = self.factory.secure_tcp(self)
-        if self._secure is not None and wait is not None:
+        if self._secure is None or wait is None:
+            return
+        if wait <= 0:
+            # Written before the first read: every client sees the offer
+            # first, and no timer is kept per connection.
+            self._offer_key_exchange()
+        else:
             self._offer_timer = self.factory.clock.callLater(wait, self._offer_key_exchange)
 
     def _cancel_offer(self) -> None:
@@ -269,8 +275,9 @@ class RendezvousStreamFactory(Factory):
     """Builds either TCP protocol; counts connections per source IP.
 
     C{key_exchange_wait}: seconds of silence after which a connection to a
-    protocol that C{offers_key_exchange} gets the server's C{KeyExchange};
-    None never offers.  Only a server key that signs can offer.
+    protocol that C{offers_key_exchange} gets the server's C{KeyExchange}
+    (C{--key-exchange-wait}); 0 offers on accepting, None never offers.
+    Only a server key that signs can offer.
     """
 
     noisy = False

@@ -36,11 +36,16 @@ from litedesk.rendezvous.protocols import (
     RendezvousStreamFactory,
     RendezvousStreamProtocol,
 )
-from litedesk.rendezvous.registry import Registry
+from litedesk.rendezvous.registry import Registry, StreamHosts
 from litedesk.rendezvous.relaylist import RelayList, parse_relay_list
 from litedesk.rendezvous.server import RendezvousServer
 from litedesk.rendezvous.store import PeerStore
-from litedesk.server.options import DEFAULT_PORT, ServerOptions
+from litedesk.server.options import (
+    DEFAULT_PORT,
+    RENDEZVOUS_BACKLOG,
+    ServerOptions,
+    with_backlog,
+)
 from litedesk.services import CloseOnStop, EndpointService, UDPListenerService
 from litedesk.websocket.relay import RelayBridgeFactory
 from litedesk.websocket.rendezvous import RendezvousBridgeFactory
@@ -157,6 +162,10 @@ def _add_rendezvous(
         os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
     store = top.store = PeerStore(db_path, reactor)
     registry = top.registry = Registry(server_serial=int(config["serial"]))
+    registry.streams = StreamHosts(
+        max_per_site=int(config["stream-hosts-per-ip"]),
+        max_total=int(config["max-stream-hosts"]),
+    )
     loaded = registry.load(store.load_all())
     # The loaded peers live as long as the process: keep them out of every
     # future collection (a full GC over a million peers pauses ~0.5 s).
@@ -195,7 +204,13 @@ def _add_rendezvous(
     per_ip = config.relay_settings.limits.max_per_ip
     listeners: list[EndpointService] = []
     for name, description, proto in (
-        ("rendezvous-tcp", config["tcp-endpoint"], RendezvousStreamProtocol),
+        # Hosts in TCP mode reconnect here all at once after a restart: see
+        # RENDEZVOUS_BACKLOG.  Port P-1 only gets one-shot queries.
+        (
+            "rendezvous-tcp",
+            with_backlog(config["tcp-endpoint"], RENDEZVOUS_BACKLOG),
+            RendezvousStreamProtocol,
+        ),
         ("nat-test", config["nat-endpoint"], NatTestProtocol),
     ):
         factory = RendezvousStreamFactory(
@@ -204,6 +219,7 @@ def _add_rendezvous(
             clock=reactor,
             max_frame=int(config["max-frame"]),
             max_per_ip=per_ip,
+            key_exchange_wait=config["key-exchange-wait"],
         )
         ep = endpoints.serverFromString(reactor, description)
         listener = EndpointService(name, ep, factory)
@@ -219,7 +235,11 @@ def _add_rendezvous(
             max_per_ip=per_ip,
             handshake_timeout=float(config["ws-handshake-timeout"]),
         )
-        ep = endpoints.serverFromString(reactor, config["ws-endpoint"])
+        # Hosts in WebSocket mode (and a proxy's connections for them) come
+        # back in the same wave as those on TCP.
+        ep = endpoints.serverFromString(
+            reactor, with_backlog(config["ws-endpoint"], RENDEZVOUS_BACKLOG)
+        )
         top.rendezvous_ws = EndpointService("rendezvous-websocket", ep, ws)
         top.rendezvous_ws.setServiceParent(top)
 
@@ -242,6 +262,21 @@ def _log_start(
         db=str(data_dir / DB_FILE),
         pk=key.public_key or "(none: not signing)",
         check="on" if key.licence else "off",
+    )
+    wait = config["key-exchange-wait"]
+    if key.signing_key is None:
+        offer = "never offered (the key is a licence string and cannot sign)"
+    elif wait is None:
+        offer = "never offered (--key-exchange-wait off)"
+    else:
+        offer = f"offered after {wait:g} s of silence"
+    _log.info(
+        "Secure TCP on {endpoint}: KeyExchange {offer}; hosts on streams: at most "
+        "{per_ip} per IP address and {total} in all (0 = unlimited)",
+        endpoint=config["tcp-endpoint"],
+        offer=offer,
+        per_ip=config["stream-hosts-per-ip"],
+        total=config["max-stream-hosts"],
     )
     if not config["no-websocket"]:
         proxies = config.trusted_proxies.networks

@@ -22,20 +22,43 @@ from litedesk.relay.service import (
     relay_settings_from_options,
 )
 from litedesk.rendezvous.protocols import DEFAULT_MAX_FRAME
+from litedesk.rendezvous.registry import MAX_STREAM_HOSTS, MAX_STREAM_HOSTS_PER_SITE
+from litedesk.rendezvous.secure_tcp import KEY_EXCHANGE_WAIT
 from litedesk.services import parse_udp_endpoint
 from litedesk.websocket.bridge import HANDSHAKE_TIMEOUT
 from litedesk.websocket.proxy import TrustedProxies, parse_networks
 from litedesk.websocket.relay import DEFAULT_MAX_MESSAGE
 
 __all__ = [
+    "CLIENT_SECURE_TCP_TIMEOUT",
     "DEFAULT_PORT",
+    "RENDEZVOUS_BACKLOG",
     "ServerOptions",
+    "key_exchange_wait",
     "shifted_endpoint",
     "tcp_endpoint",
     "udp_endpoint",
+    "with_backlog",
 ]
 
 DEFAULT_PORT = 21116
+
+#: The listen backlog of the rendezvous stream listeners (TCP port P and the
+#: WebSocket port) when their endpoint string names none.  A host in TCP or
+#: WebSocket mode reconnects the moment its stream breaks, and the stock
+#: client retries a refused connect after about 18 s, so after a restart
+#: every such host arrives in one wave (rendezvous_mediator.rs start_all).
+#: Whatever the reactor has not accepted yet waits in the kernel's accept
+#: queue; past the backlog the kernel drops the handshake and the host only
+#: retries after a 1 s, then 3 s, 7 s ... SYN timeout.  The kernel caps the
+#: value at net.core.somaxconn (4096 by default since Linux 5.4), so asking
+#: for the most every kernel accepts makes that sysctl the only knob.  A
+#: queued connection costs the kernel a socket, and only completed handshakes
+#: queue (a SYN flood meets SYN cookies instead).
+RENDEZVOUS_BACKLOG = 65535
+#: hbb_common READ_TIMEOUT: how long a RustDesk client waits for the server's
+#: KeyExchange before it gives up on the connection ("Failed to secure tcp").
+CLIENT_SECURE_TCP_TIMEOUT = 18.0
 
 
 def _escape(interface: str) -> str:
@@ -70,6 +93,42 @@ def shifted_endpoint(description: str, offset: int) -> str | None:
     if not 0 < port + offset < 65536:
         return None
     return f"{m.group(1)}{m.group(2) or ''}{port + offset}{m.group(4)}"
+
+
+_ENDPOINT_FIELD = re.compile(r"(?<!\\):")
+_TAKES_BACKLOG = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """C{description} with C{:backlog=N} added when its kind takes one and it names none.
+
+    Only Twisted's C{tcp:}, C{tcp6:}, C{ssl:} and C{unix:} endpoints listen
+    with a backlog; any other kind (C{systemd:} sockets, plugins) is left
+    as it is.
+    """
+    fields = _ENDPOINT_FIELD.split(description)
+    if fields[0].lower() not in _TAKES_BACKLOG:
+        return description
+    if any(f.startswith("backlog=") for f in fields[1:]):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def key_exchange_wait(value: str) -> float | None:
+    """--key-exchange-wait: seconds (0 = at once) below the clients' 18 s, or "off"."""
+    if value.strip().lower() == "off":
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        raise usage.UsageError(f"not a number of seconds or 'off': {value!r}") from None
+    if not 0 <= x < CLIENT_SECURE_TCP_TIMEOUT:
+        # NaN fails this too.  At 18 s a waiting client has already given up.
+        raise usage.UsageError(
+            f"--key-exchange-wait must be 0 or more and below {CLIENT_SECURE_TCP_TIMEOUT:g} "
+            f"seconds (clients stop waiting for the offer then), or 'off': {value!r}"
+        )
+    return x
 
 
 def positive_float(value: str) -> float:
@@ -173,7 +232,9 @@ class ServerOptions(ConfigFileOptions):
             "tcp-endpoint",
             None,
             None,
-            "Rendezvous TCP listener endpoint string (default tcp6:P:interface=\\:\\:).",
+            "Rendezvous TCP listener endpoint string (default tcp6:P:interface=\\:\\:); "
+            f"listens with backlog={RENDEZVOUS_BACKLOG} (capped by net.core.somaxconn) unless "
+            "the string names a backlog.",
         ],
         [
             "nat-endpoint",
@@ -193,7 +254,8 @@ class ServerOptions(ConfigFileOptions):
             None,
             None,
             "WebSocket rendezvous listener, an endpoint string (ssl:... for WSS) "
-            "[default: tcp6:21118:interface=\\:\\:; the port of --tcp-endpoint + 2].",
+            "[default: tcp6:21118:interface=\\:\\:; the port of --tcp-endpoint + 2]; "
+            "backlog as --tcp-endpoint.",
         ],
         [
             "ws-relay-endpoint",
@@ -235,6 +297,32 @@ class ServerOptions(ConfigFileOptions):
             None,
             str(DEFAULT_MAX_FRAME),
             "Largest TCP frame accepted on the rendezvous ports, bytes.",
+            nonneg_int,
+        ],
+        [
+            "key-exchange-wait",
+            None,
+            f"{KEY_EXCHANGE_WAIT:g}",
+            "Seconds of silence on the rendezvous TCP port before the server offers secure "
+            "TCP (KeyExchange), which logged-in clients and hosts in TCP mode wait for; "
+            "0 offers at once (clients older than 1.2.0 then see a stray message), 'off' "
+            f"never (those clients then fail). Below {CLIENT_SECURE_TCP_TIMEOUT:g}.",
+            key_exchange_wait,
+        ],
+        [
+            "stream-hosts-per-ip",
+            None,
+            str(MAX_STREAM_HOSTS_PER_SITE),
+            "Hosts registered over TCP or WebSocket from one IPv4 address or IPv6 /64 "
+            "(0 = unlimited; --max-connections-per-ip also applies).",
+            nonneg_int,
+        ],
+        [
+            "max-stream-hosts",
+            None,
+            str(MAX_STREAM_HOSTS),
+            "Hosts registered over TCP or WebSocket in all, each holding a connection "
+            "(0 = unlimited: only the open-file limit bounds them).",
             nonneg_int,
         ],
         [
