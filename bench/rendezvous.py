@@ -24,6 +24,19 @@ same machine, as a ratio:
    offer, against the plaintext connection in the same run; and the
    plaintext client's latency and CPU on a server that offers against one
    that cannot (``--key`` a literal licence), which must not differ.
+5. Punch latency over WebSocket against TCP, same server, same fake host
+   (registered by UDP): the viewer's ``PunchHoleRequest`` over a new
+   WebSocket to the rendezvous WebSocket port (P+2) against a new TCP
+   connection to port P, in alternating blocks; p50/p99 from connect (and
+   from the request) to the ``PunchHoleResponse``, server CPU per request.
+6. Hosts on a stream (RustDesk's TCP mode): server CPU per heartbeat (an
+   empty frame out, the host's empty frame back; the server's 15 s interval
+   is shortened in the server process so a few seconds hold thousands)
+   against a UDP host's ``RegisterPeer`` heartbeat at the same rate, before
+   and after, and against a bare Twisted protocol doing the stream
+   heartbeats; memory per host both ways; and the hosts' reconnect wave (all
+   connect at once, as after a restart) against a server listening with
+   Twisted's default backlog of 50.
 
 All traffic stays on 127.0.0.0/8; every loop is bounded in count and time;
 every subprocess is stopped on exit (also on Ctrl-C or SIGTERM).
@@ -67,6 +80,7 @@ from litedesk.rendezvous.registry import Registry
 from litedesk.rendezvous.relaylist import RelayList
 from litedesk.rendezvous.secure_tcp import KEY_EXCHANGE_WAIT
 from litedesk.rendezvous.server import RendezvousServer
+from litedesk.server.options import RENDEZVOUS_BACKLOG
 from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from litedesk.wire.keys import PUBLIC_FILE, ServerKey, public_b64
@@ -249,6 +263,7 @@ class Servers:
     udp: int
     tcp: int
     data_dir: Path | None = None
+    ws: int = 0  # the WebSocket rendezvous port
 
 
 def start_echo(children: Children, tmp: Path) -> Servers:
@@ -261,14 +276,50 @@ def start_echo(children: Children, tmp: Path) -> Servers:
     return Servers(child, udp, tcp)
 
 
-def start_litedesk(children: Children, tmp: Path, name: str, key: str = "-") -> Servers:
+# Runs twistd with the stream hosts' heartbeat interval (argv[1], seconds) in place
+# of the server's 15 s, so that a few seconds of measurement hold thousands.
+HEARTBEAT_PATCH = (
+    "import sys; import litedesk.rendezvous.server as s; "
+    "s.HOST_HEARTBEAT = float(sys.argv.pop(1)); "
+    "from twisted.scripts.twistd import run; run()"
+)
+
+
+def _free_tcp_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port(socket.SOCK_STREAM)
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def start_litedesk(
+    children: Children,
+    tmp: Path,
+    name: str,
+    key: str = "-",
+    *,
+    heartbeat: float | None = None,
+    backlog: int | None = None,
+) -> Servers:
+    """A litedesk-relay (no relay) on free loopback ports, ready.
+
+    @param heartbeat: the stream hosts' heartbeat interval, if not the server's own.
+    @param backlog: the TCP port's listen backlog, if not the server's default.
+    """
     data_dir = tmp / name
     data_dir.mkdir()
-    udp, tcp, nat = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM), 0
-    while nat in (0, tcp):
-        nat = free_port(socket.SOCK_STREAM)
+    udp = free_port(socket.SOCK_DGRAM)
+    tcp, nat, ws = _free_tcp_ports(3)
+    twistd = [str(VENV_BIN / "twistd")]
+    if heartbeat is not None:
+        twistd = [sys.executable, "-c", HEARTBEAT_PATCH, str(heartbeat)]
+    tcp_endpoint = f"tcp:{tcp}:interface={LOOPBACK}"
+    if backlog is not None:
+        tcp_endpoint += f":backlog={backlog}"
     argv = [
-        str(VENV_BIN / "twistd"),
+        *twistd,
         "-n",
         "--pidfile=",
         f"--logfile={data_dir / 'twistd.log'}",
@@ -278,9 +329,11 @@ def start_litedesk(children: Children, tmp: Path, name: str, key: str = "-") -> 
         "--udp-endpoint",
         f"udp:{udp}:interface={LOOPBACK}",
         "--tcp-endpoint",
-        f"tcp:{tcp}:interface={LOOPBACK}",
+        tcp_endpoint,
         "--nat-endpoint",
         f"tcp:{nat}:interface={LOOPBACK}",
+        "--ws-endpoint",
+        f"tcp:{ws}:interface={LOOPBACK}",
         "--udp-rate-per-ip",
         "0",
         # The punch part sends hundreds of requests a second from one address:
@@ -292,7 +345,7 @@ def start_litedesk(children: Children, tmp: Path, name: str, key: str = "-") -> 
         "--no-relay",
     ]
     child = children.start(name, pinned(SERVER_CORE, argv), tmp / f"{name}.stderr", cwd=data_dir)
-    servers = Servers(child, udp, tcp, data_dir)
+    servers = Servers(child, udp, tcp, data_dir, ws)
     wait_ready(servers)
     return servers
 
@@ -1227,6 +1280,561 @@ def base64_key(data_dir: Path) -> bytes:
     return base64.b64decode((data_dir / PUBLIC_FILE).read_text().strip())
 
 
+# -- 5. punch latency over WebSocket ---------------------------------------------
+
+WS_MASK = b"\x5a\x13\xc4\x07"
+PUNCH_BLOCK = 50  # requests per block; WebSocket and TCP blocks alternate
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """One binary message in one masked frame, as a client sends it (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x82, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x82, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x82, 0x80 | 127)) + n.to_bytes(8, "big")
+    mask = (WS_MASK * (n // 4 + 1))[:n]
+    return head + WS_MASK + bytes(a ^ b for a, b in zip(payload, mask, strict=True))
+
+
+class WsReader:
+    """Binary messages from a WebSocket server (unmasked frames; pings and pongs skipped)."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.buf = data
+        self.parts: list[bytes] = []
+
+    def next(self, sock: socket.socket) -> bytes:
+        while True:
+            msg = self._parse()
+            if msg is not None:
+                return msg
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("WebSocket closed before a message arrived")
+            self.buf += data
+
+    def _header(self) -> tuple[int, int] | None:
+        """(header length, payload length) of the frame at the start of the buffer."""
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        if buf[1] & 0x80:
+            raise RuntimeError("the server masked a frame")
+        n, pos = buf[1] & 0x7F, 2
+        if n >= 126:
+            pos = 4 if n == 126 else 10
+            if len(buf) < pos:
+                return None
+            n = int.from_bytes(buf[2:pos], "big")
+        return pos, n
+
+    def _parse(self) -> bytes | None:
+        while (header := self._header()) is not None:
+            pos, n = header
+            if len(self.buf) < pos + n:
+                return None
+            first, payload = self.buf[0], self.buf[pos : pos + n]
+            self.buf = self.buf[pos + n :]
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError("WebSocket closed by the server")
+            if opcode >= 0x8:
+                continue
+            self.parts.append(payload)
+            if first & 0x80:
+                msg, self.parts = b"".join(self.parts), []
+                return msg
+        return None
+
+
+def ws_open(port: int, src: str) -> tuple[socket.socket, WsReader]:
+    """A WebSocket to the rendezvous WebSocket port (path /ws/id), handshake done."""
+    sock = tcp_connect(src, port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET /ws/id HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during the WebSocket handshake")
+            head += chunk
+        head, _, rest = head.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"WebSocket handshake refused: {head[:80]!r}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock, WsReader(rest)
+
+
+def punch_once(
+    servers: Servers, host: FakeHost, kind: str, payload: bytes
+) -> tuple[float, float, bytes, int]:
+    """One viewer's punch request over a new connection of C{kind} ("tcp" or "ws").
+
+    @return: seconds from connect (and the WebSocket handshake) to the answer, seconds
+        from the request to the answer, the answer's payload and the port the host
+        answered from.
+    """
+    t0 = time.perf_counter()
+    reader: WsReader | None = None
+    if kind == "ws":
+        viewer, reader = ws_open(servers.ws, LOOPBACK)
+        request = ws_frame(payload)
+    else:
+        viewer = tcp_connect(LOOPBACK, servers.tcp)
+        request = encode_frame(payload)
+    with viewer:
+        t1 = time.perf_counter()
+        viewer.sendall(request)
+        with host.answer_punch() as host_conn:
+            if reader is not None:
+                answer = reader.next(viewer)
+            else:
+                answer = recv_frame(viewer, FrameDecoder())
+            t2 = time.perf_counter()
+            host_port = host_conn.getsockname()[1]
+    return t2 - t0, t2 - t1, answer, host_port
+
+
+def ws_punch_latency(
+    servers: Servers, licence: str, n: int, warmup: int
+) -> dict[str, dict[str, Latency]]:
+    """n requests of each kind in alternating blocks; the server's CPU per block."""
+    host = FakeHost(servers.udp, servers.tcp)
+    payload = rz.RendezvousMessage(
+        punch_hole_request=rz.PunchHoleRequest(id=FakeHost.ID, licence_key=licence)
+    ).SerializeToString()
+    kinds = ("tcp", "ws")
+    totals: dict[str, list[float]] = {k: [] for k in kinds}
+    requests: dict[str, list[float]] = {k: [] for k in kinds}
+    failures = dict.fromkeys(kinds, 0)
+    cpu = dict.fromkeys(kinds, 0.0)
+    try:
+        for kind in kinds:
+            for i in range(warmup):
+                host.keep_alive()
+                _, _, answer, host_port = punch_once(servers, host, kind, payload)
+                if i == 0:
+                    check_punch_response(answer, host_port)
+        for block, start in enumerate(range(0, n, PUNCH_BLOCK)):
+            for kind in kinds if block % 2 == 0 else kinds[::-1]:
+                c0 = cpu_seconds(servers.child.pid)
+                for _ in range(min(PUNCH_BLOCK, n - start)):
+                    host.keep_alive()
+                    try:
+                        total, request, _, _ = punch_once(servers, host, kind, payload)
+                    except (OSError, RuntimeError):
+                        failures[kind] += 1
+                        continue
+                    totals[kind].append(total)
+                    requests[kind].append(request)
+                cpu[kind] += cpu_seconds(servers.child.pid) - c0
+    finally:
+        host.close()
+    result: dict[str, dict[str, Latency]] = {}
+    for kind in kinds:
+        full = summarize(totals[kind], failures[kind])
+        full.server_cpu_us = cpu[kind] / n * 1e6
+        result[kind] = {"connect_to_answer": full, "request_to_answer": summarize(requests[kind])}
+    return result
+
+
+def run_ws_punch(children: Children, tmp: Path, cfg: Config, out: dict[str, object]) -> None:
+    section("5. Punch latency: PunchHoleRequest over WebSocket (P+2) vs TCP (P), same host")
+    server = start_litedesk(children, tmp, "ws-punch")
+    try:
+        assert server.data_dir is not None
+        licence = (server.data_dir / PUBLIC_FILE).read_text().strip()
+        got = ws_punch_latency(server, licence, cfg.punch_n, cfg.warmup)
+    finally:
+        children.stop(server.child)
+    print(
+        f"  {cfg.punch_n} requests per kind, new connection each, blocks of {PUNCH_BLOCK} "
+        "alternating; fake host registered by UDP answers each PunchHole over TCP"
+    )
+    print(
+        f"  {'':22} {'connect->answer p50':>19} {'p99':>8} {'request->answer p50':>20} "
+        f"{'p99':>8} {'server CPU':>11}"
+    )
+    for name, kind in (("TCP (reference)", "tcp"), ("WebSocket", "ws")):
+        full, req = got[kind]["connect_to_answer"], got[kind]["request_to_answer"]
+        print(
+            f"  {name:22} {full.p50_us:17.0f}us {full.p99_us:6.0f}us {req.p50_us:18.0f}us "
+            f"{req.p99_us:6.0f}us {full.server_cpu_us:9.0f}us  ({full.n} ok, "
+            f"{full.failures} failed)"
+        )
+    tcp, ws = got["tcp"], got["ws"]
+    ratios = {
+        "connect_p50": ws["connect_to_answer"].p50_us / tcp["connect_to_answer"].p50_us,
+        "connect_p99": ws["connect_to_answer"].p99_us / tcp["connect_to_answer"].p99_us,
+        "request_p50": ws["request_to_answer"].p50_us / tcp["request_to_answer"].p50_us,
+        "request_p99": ws["request_to_answer"].p99_us / tcp["request_to_answer"].p99_us,
+        "server_cpu": ws["connect_to_answer"].server_cpu_us
+        / tcp["connect_to_answer"].server_cpu_us,
+    }
+    print(
+        f"  {'ratio WebSocket/TCP':22} {ratios['connect_p50']:19.2f} "
+        f"{ratios['connect_p99']:8.2f} {ratios['request_p50']:20.2f} "
+        f"{ratios['request_p99']:8.2f} {ratios['server_cpu']:11.2f}"
+    )
+    out["ws_punch"] = {
+        "requests": cfg.punch_n,
+        "latency": {k: {m: asdict(v) for m, v in got[k].items()} for k in got},
+        "ratio_ws_tcp": {k: round(v, 2) for k, v in ratios.items()},
+    }
+
+
+# -- 6. hosts on a stream --------------------------------------------------------
+
+STREAMS_PER_ADDRESS = 25  # under the server's 32 RegisterPk per address and minute
+STREAM_BASE, WAVE_REF_BASE, BARE_BASE, UDP_HOST_BASE = 60, 70, 80, 50
+FIRST_STREAM_ID = 1_000_000  # the UDP hosts have ids 0..n-1
+HOST_HEARTBEAT_S = 15.0  # the server's real interval (litedesk.rendezvous.server)
+RETRANSMIT_S = 0.9  # a registration this slow lost its first SYN (retried after 1 s)
+MAX_HOSTS_EXAMPLE = 100_000  # the default --max-stream-hosts, for the CPU share printed
+
+BARE_HEARTBEAT_SERVER = textwrap.dedent(
+    """
+    import sys
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+
+    INTERVAL = float(sys.argv[1])
+
+    class Beats(Protocol):
+        # The least a host on a stream can cost: a timer, an empty frame out, one back.
+        def connectionMade(self):
+            self.timer = reactor.callLater(INTERVAL, self.beat)
+
+        def beat(self):
+            self.transport.write(b"\\x00")
+            self.timer = reactor.callLater(INTERVAL, self.beat)
+
+        def dataReceived(self, data):
+            pass
+
+        def connectionLost(self, reason):
+            if self.timer.active():
+                self.timer.cancel()
+
+    port = reactor.listenTCP(0, Factory.forProtocol(Beats), 4096, interface="127.0.0.1")
+    print(port.getHost().port, flush=True)
+    reactor.run()
+    """
+)
+
+
+@dataclass
+class Wave:
+    """n hosts connecting at once and registering on their streams."""
+
+    hosts: int
+    registered: int = 0
+    failed: int = 0
+    seconds: float = 0.0  # until the last answer
+    register_p50_ms: float = 0.0  # connect start to the OK
+    register_max_ms: float = 0.0
+    over_retransmit: int = 0  # registrations slower than RETRANSMIT_S
+
+
+def stream_register_pk(i: int) -> bytes:
+    reg = rz.RegisterPk(id=peer_id(i), uuid=f"stream-{i}".encode(), pk=i.to_bytes(8, "big") * 4)
+    return encode_frame(rz.RendezvousMessage(register_pk=reg).SerializeToString())
+
+
+def _register_ok(payload: bytes) -> bool:
+    """RegisterPkResponse OK (on a stream it also carries keep_alive)."""
+    msg = rz.RendezvousMessage()
+    msg.ParseFromString(payload)
+    return (
+        msg.WhichOneof("union") == "register_pk_response"
+        and msg.register_pk_response.result == rz.RegisterPkResponse.OK
+    )
+
+
+class StreamHostLoad:
+    """n hosts on streams to one port, from 127.base.x.y (STREAMS_PER_ADDRESS each)."""
+
+    def __init__(self, port: int, n: int, base: int) -> None:
+        self.port = port
+        self.n = n
+        self.base = base
+        self.socks: dict[int, socket.socket] = {}
+
+    def _open(self, i: int) -> socket.socket:
+        s = socket.socket()
+        s.bind((source_address(self.base, i // STREAMS_PER_ADDRESS), 0))
+        s.setblocking(False)
+        s.connect_ex((LOOPBACK, self.port))
+        self.socks[s.fileno()] = s
+        return s
+
+    def connect_only(self, timeout: float = 30.0) -> None:
+        for i in range(self.n):
+            self._open(i)
+        pending = dict(self.socks)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(pending.values())[:1000], [], 0.1)
+            for s in writable:
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    raise ConnectionError("a bare heartbeat connection failed")
+                del pending[s.fileno()]
+        if pending:
+            raise RuntimeError(f"{len(pending)} connections did not complete")
+
+    def wave(self, first_id: int, timeout: float = 60.0) -> Wave:
+        """Connect all at once, RegisterPk on each as soon as it is up, until every OK."""
+        wave = Wave(self.n)
+        ep = select.epoll()
+        start = time.monotonic()
+        ids: dict[int, int] = {}
+        decoders: dict[int, FrameDecoder] = {}
+        waits: list[float] = []
+        for i in range(self.n):
+            fd = self._open(i).fileno()
+            ids[fd] = first_id + i
+            ep.register(fd, select.EPOLLOUT)
+        open_fds = set(ids)
+        try:
+            while open_fds and time.monotonic() - start < timeout:
+                for fd, _ in ep.poll(0.05):
+                    s = self.socks[fd]
+                    if fd not in decoders:  # connected (or failed)
+                        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                            wave.failed += 1
+                            open_fds.discard(fd)
+                            ep.unregister(fd)
+                            continue
+                        s.send(stream_register_pk(ids[fd]))
+                        decoders[fd] = FrameDecoder()
+                        ep.modify(fd, select.EPOLLIN)
+                        continue
+                    data = s.recv(4096)
+                    frames = decoders[fd].feed(data) if data else []
+                    if not data or frames:
+                        ep.unregister(fd)
+                        open_fds.discard(fd)
+                        if frames and _register_ok(frames[0]):
+                            wave.registered += 1
+                            waits.append(time.monotonic() - start)
+                        else:
+                            wave.failed += 1
+        finally:
+            ep.close()
+        wave.failed += len(open_fds)
+        wave.seconds = max(waits, default=0.0)
+        if waits:
+            waits.sort()
+            wave.register_p50_ms = percentile(waits, 0.5) * 1e3
+            wave.register_max_ms = waits[-1] * 1e3
+            wave.over_retransmit = sum(1 for w in waits if w > RETRANSMIT_S)
+        return wave
+
+    def echo(self, seconds: float) -> int:
+        """Answer every empty frame with one for C{seconds}; how many were answered."""
+        ep = select.epoll()
+        for fd in self.socks:
+            ep.register(fd, select.EPOLLIN)
+        beats = 0
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                for fd, _ in ep.poll(0.05):
+                    s = self.socks[fd]
+                    data = s.recv(4096)
+                    if not data:
+                        raise ConnectionError("the server closed a host's stream")
+                    k = data.count(0)
+                    beats += k
+                    s.send(b"\x00" * k)
+        finally:
+            ep.close()
+        return beats
+
+    def close(self) -> None:
+        for s in self.socks.values():
+            s.close()
+        self.socks.clear()
+
+
+def stream_cpu_us(pid: int, load: StreamHostLoad, hb: float, seconds: float, rounds: int) -> float:
+    """Server CPU per answered heartbeat over C{rounds} windows (after a warm-up)."""
+    load.echo(2 * hb)
+    cpu = 0.0
+    beats = 0
+    for _ in range(rounds):
+        c0 = cpu_seconds(pid)
+        beats += load.echo(seconds)
+        cpu += cpu_seconds(pid) - c0
+    return cpu / beats * 1e6 if beats else float("nan")
+
+
+def udp_cpu_us(load: HeartbeatLoad, pid: int, rate: float, seconds: float, rounds: int) -> float:
+    trials = []
+    for _ in range(rounds):
+        wait_for_quiet(SERVER_CORE, pid)
+        trials.append(load.trial(rate, seconds, pid))
+    received = sum(t.received for t in trials)
+    cpu = sum(t.server_cpu * t.send_seconds for t in trials)
+    return cpu / received * 1e6 if received else float("nan")
+
+
+def _start_bare(children: Children, tmp: Path, hb: float) -> tuple[Child, int]:
+    script = tmp / "bare_heartbeats.py"
+    script.write_text(BARE_HEARTBEAT_SERVER)
+    child = children.start(
+        "bare-heartbeats",
+        pinned(SERVER_CORE, [sys.executable, str(script), str(hb)]),
+        tmp / "bare.log",
+    )
+    return child, int(child.read_line(20))
+
+
+@dataclass
+class StreamFigures:
+    stream_us: float = 0.0
+    udp_before_us: float = 0.0
+    udp_after_us: float = 0.0
+    bare_us: float = 0.0
+    stream_bytes_per_host: float = 0.0
+    udp_bytes_per_host: float = 0.0
+    wave: Wave | None = None
+    wave_backlog_50: Wave | None = None
+
+    @property
+    def udp_us(self) -> float:
+        return (self.udp_before_us + self.udp_after_us) / 2
+
+
+def _measure_streams(children: Children, tmp: Path, cfg: Config, fig: StreamFigures) -> None:
+    """UDP hosts' heartbeats, then the stream hosts' (their wave first), then UDP again."""
+    n, hb = cfg.stream_n, cfg.stream_hb
+    server = start_litedesk(children, tmp, "stream-hosts", heartbeat=hb)
+    pid = server.child.pid
+    load = HeartbeatLoad(server.udp, heartbeat_sources(0, n, UDP_HOST_BASE))
+    streams = StreamHostLoad(server.tcp, n, STREAM_BASE)
+    try:
+        rss0 = settle_rss(pid)
+        reg = register_range(server, 0, n, UDP_HOST_BASE)
+        if reg.ok != n:
+            raise RuntimeError(f"only {reg.ok} of {n} UDP hosts registered")
+        rss_udp = settle_rss(pid)
+        fig.udp_bytes_per_host = (rss_udp - rss0) / n
+        args = (n / hb, cfg.stream_seconds, cfg.stream_rounds)
+        fig.udp_before_us = udp_cpu_us(load, pid, *args)
+        fig.wave = streams.wave(FIRST_STREAM_ID)
+        if fig.wave.registered != n:
+            raise RuntimeError(f"only {fig.wave.registered} of {n} stream hosts registered")
+        fig.stream_bytes_per_host = (settle_rss(pid, 1.0) - rss_udp) / n
+        wait_for_quiet(SERVER_CORE, pid)
+        fig.stream_us = stream_cpu_us(pid, streams, hb, cfg.stream_seconds, cfg.stream_rounds)
+        streams.close()
+        time.sleep(2 * hb)  # the server has let the streams go
+        fig.udp_after_us = udp_cpu_us(load, pid, *args)
+    finally:
+        streams.close()
+        load.close()
+        children.stop(server.child)
+
+
+def _reference_streams(children: Children, tmp: Path, cfg: Config, fig: StreamFigures) -> None:
+    n, hb = cfg.stream_n, cfg.stream_hb
+    ref = start_litedesk(children, tmp, "stream-wave-50", heartbeat=hb, backlog=50)
+    waves = StreamHostLoad(ref.tcp, n, WAVE_REF_BASE)
+    try:
+        fig.wave_backlog_50 = waves.wave(FIRST_STREAM_ID)
+    finally:
+        waves.close()
+        children.stop(ref.child)
+    bare, port = _start_bare(children, tmp, hb)
+    conns = StreamHostLoad(port, n, BARE_BASE)
+    try:
+        conns.connect_only()
+        wait_for_quiet(SERVER_CORE, bare.pid)
+        fig.bare_us = stream_cpu_us(bare.pid, conns, hb, cfg.stream_seconds, cfg.stream_rounds)
+    finally:
+        conns.close()
+        children.stop(bare)
+
+
+def run_stream_hosts(children: Children, tmp: Path, cfg: Config, out: dict[str, object]) -> None:
+    section("6. Hosts on a stream: server CPU per heartbeat vs a UDP heartbeat; reconnect wave")
+    n, hb = cfg.stream_n, cfg.stream_hb
+    fig = StreamFigures()
+    _measure_streams(children, tmp, cfg, fig)
+    _reference_streams(children, tmp, cfg, fig)
+    print(
+        f"  {n:,} hosts, a heartbeat every {hb:g} s each ({n / hb:,.0f}/s; the server's real "
+        f"interval is {HOST_HEARTBEAT_S:g} s), {cfg.stream_rounds} x {cfg.stream_seconds:g} s"
+    )
+    print(f"  {'server CPU per heartbeat':34} {'us':>7} {'vs UDP':>7}")
+    rows = (
+        ("UDP RegisterPeer (reference)", fig.udp_us),
+        ("  before / after", None),
+        ("stream: empty frame out and back", fig.stream_us),
+        ("bare Twisted stream heartbeat", fig.bare_us),
+    )
+    for name, us in rows:
+        if us is None:
+            print(f"  {name:34} {fig.udp_before_us:7.1f} / {fig.udp_after_us:.1f}")
+            continue
+        print(f"  {name:34} {us:7.1f} {ratio(us, fig.udp_us):>7}")
+    core_stream = MAX_HOSTS_EXAMPLE / HOST_HEARTBEAT_S * fig.stream_us / 1e6
+    core_udp = MAX_HOSTS_EXAMPLE / HOST_HEARTBEAT_S * fig.udp_us / 1e6
+    print(
+        f"  stream vs bare Twisted: {ratio(fig.stream_us, fig.bare_us)}; "
+        f"at these costs {MAX_HOSTS_EXAMPLE:,} hosts at {HOST_HEARTBEAT_S:g} s would take "
+        f"{core_stream:.1%} of a core on streams, {core_udp:.1%} by UDP"
+    )
+    print(
+        f"  memory per host: {fig.stream_bytes_per_host:,.0f} bytes on a stream, "
+        f"{fig.udp_bytes_per_host:,.0f} by UDP (ratio "
+        f"{ratio(fig.stream_bytes_per_host, fig.udp_bytes_per_host)})"
+    )
+    cap = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    for name, w in (
+        (f"backlog {RENDEZVOUS_BACKLOG} (kernel cap {cap})", fig.wave),
+        ("backlog 50 (Twisted's default)", fig.wave_backlog_50),
+    ):
+        assert w is not None
+        print(
+            f"  wave, {name:32}: {w.registered:,} registered in {w.seconds:.2f} s "
+            f"(p50 {w.register_p50_ms:.0f} ms, slowest {w.register_max_ms:.0f} ms; "
+            f"{w.over_retransmit} over {RETRANSMIT_S} s, {w.failed} failed)"
+        )
+    out["stream_hosts"] = {
+        "hosts": n,
+        "heartbeat_s": hb,
+        "cpu_us_per_heartbeat": {
+            "stream": round(fig.stream_us, 2),
+            "udp_before": round(fig.udp_before_us, 2),
+            "udp_after": round(fig.udp_after_us, 2),
+            "bare_twisted_stream": round(fig.bare_us, 2),
+        },
+        "ratio_stream_udp": round(fig.stream_us / fig.udp_us, 2),
+        "ratio_stream_bare": round(fig.stream_us / fig.bare_us, 2),
+        "bytes_per_host": {
+            "stream": round(fig.stream_bytes_per_host),
+            "udp": round(fig.udp_bytes_per_host),
+        },
+        "somaxconn": cap,
+        "wave": asdict(fig.wave) if fig.wave else None,
+        "wave_backlog_50": asdict(fig.wave_backlog_50) if fig.wave_backlog_50 else None,
+    }
+
+
 # -- the run --------------------------------------------------------------------
 
 
@@ -1243,11 +1851,31 @@ class Config:
     window: int
     kx_n: int = 2_000  # connections per kind and round in part 4
     kx_rounds: int = 3
+    stream_n: int = 3_000  # part 6: hosts on streams (and as many by UDP)
+    stream_hb: float = 1.0  # part 6: their heartbeat interval, seconds
+    stream_seconds: float = 6.0  # part 6: length of one measurement window
+    stream_rounds: int = 3
 
 
 def config(args: argparse.Namespace) -> Config:
     if args.quick:
-        return Config(True, 10_000, 1.0, 2, 5_000, (100_000,), 1_000, 100, args.window, 1_000, 2)
+        return Config(
+            True,
+            10_000,
+            1.0,
+            2,
+            5_000,
+            (100_000,),
+            1_000,
+            100,
+            args.window,
+            1_000,
+            2,
+            stream_n=1_000,
+            stream_hb=0.5,
+            stream_seconds=4.0,
+            stream_rounds=2,
+        )
     return Config(False, 10_000, 2.0, 3, 5_000, (100_000, 1_000_000), 2_000, 200, args.window)
 
 
@@ -1452,7 +2080,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        choices=("heartbeat", "memory", "punch", "keyexchange"),
+        choices=("heartbeat", "memory", "punch", "keyexchange", "ws-punch", "stream-hosts"),
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -1507,7 +2135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     nice, autogroup_nice = raise_priority(args.nice)
     nofile = raise_nofile()
     signal.signal(signal.SIGTERM, _sigterm)
-    parts = set(args.only or ("heartbeat", "memory", "punch", "keyexchange"))
+    parts = set(
+        args.only or ("heartbeat", "memory", "punch", "keyexchange", "ws-punch", "stream-hosts")
+    )
     children = Children()
     out: dict[str, object] = {
         "quick": cfg.quick,
@@ -1535,6 +2165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_memory(children, tmp, cfg, out)
         if "keyexchange" in parts:
             run_key_exchange(children, tmp, cfg, out)
+        if "ws-punch" in parts:
+            run_ws_punch(children, tmp, cfg, out)
+        if "stream-hosts" in parts:
+            run_stream_hosts(children, tmp, cfg, out)
     except KeyboardInterrupt:
         print("\ninterrupted; stopping servers", file=sys.stderr)
         return 130

@@ -52,9 +52,12 @@ DEFAULT_PORT = 21116
 #: queue; past the backlog the kernel drops the handshake and the host only
 #: retries after a 1 s, then 3 s, 7 s ... SYN timeout.  The kernel caps the
 #: value at net.core.somaxconn (4096 by default since Linux 5.4), so asking
-#: for the most every kernel accepts makes that sysctl the only knob.  A
-#: queued connection costs the kernel a socket, and only completed handshakes
-#: queue (a SYN flood meets SYN cookies instead).
+#: for the most every kernel accepts makes that sysctl the only knob.  More
+#: would not help: a host in TCP mode waits 18 s for the KeyExchange, and at
+#: the few thousand registrations a second one core serves (bench/rendezvous.py
+#: part 6), a queue of 65535 takes about that long to drain.  A queued
+#: connection costs the kernel a socket, and only completed handshakes queue
+#: (a SYN flood meets SYN cookies instead).
 RENDEZVOUS_BACKLOG = 65535
 #: hbb_common READ_TIMEOUT: how long a RustDesk client waits for the server's
 #: KeyExchange before it gives up on the connection ("Failed to secure tcp").
