@@ -1,9 +1,9 @@
-"""Video encoding on the host over PyAV.
+"""Video encoding on the host: H.264 through PyAV, VP9 through libvpx.
 
 The wire format (C{EncodedVideoFrame}) and what the decoder relies on are in
 L{litedesk.screen.codec}; the viewer's decoder is L{litedesk.screen.decode}.
 
-H.264 (libx264, default):
+H.264 (libx264 through PyAV, the default for LiteDesk viewers):
   - C{preset=ultrafast}, C{tune=zerolatency}: no look-ahead, no B-frames,
     sliced threads, so every input frame comes straight back out as one
     access unit (no encoder delay);
@@ -18,13 +18,43 @@ H.264 (libx264, default):
     C{x264_encoder_reconfig}), so bitrate changes cost nothing.  The VBV
     buffer size can only be set when the context is opened; a bitrate far
     from the one the buffer was sized for reopens the context.
-VP9 (libvpx-vp9, selectable):
-  - C{deadline=realtime}, C{cpu-used=8}, C{lag-in-frames=0} (libvpx would
-    otherwise hold back up to 25 frames), C{row-mt=1}, CBR;
-  - FFmpeg's libvpx wrapper does not apply C{bit_rate} changes after opening
-    (measured: identical output), so a bitrate change reopens the context,
-    which means a key frame.  Small changes are therefore ignored
-    (hysteresis) and reopens are rate-limited.
+
+VP9 (what stock RustDesk clients get; LiteDesk viewers may ask for it).
+libvpx is called directly (L{_Libvpx}: ctypes on the libvpx PyAV ships, or
+the system's), as RustDesk's own host calls it (libs/scrap/src/common/
+vpxcodec.rs), because FFmpeg's wrapper (C{libvpx-vp9}) cannot do what two
+of the settings below need: speed 9 (its C{cpu-used} stops at 8) and the
+loop-filter switch; nor can it change the bitrate of a running encoder (it
+ignores later C{bit_rate} changes: measured, identical output), which libvpx
+takes from C{vpx_codec_enc_config_set} before the next frame, without a key
+frame, as RustDesk's host changes it.  FFmpeg's wrapper remains the fallback
+when no libvpx of the ABI this module knows loads (L{VideoEncoder.backend}
+says which one runs); it reopens, with a key frame, only for bitrate changes
+beyond L{VideoEncoder.VP9_REOPEN_RATIO}, at most once per
+L{VideoEncoder.VP9_REOPEN_INTERVAL}.
+
+The settings were chosen by measurement, each against the others in place
+(bench/screen_pipeline.py C{--compare}: bench/session.py's typing, scrolling
+and moving window captured at 1080p; figures in bench/README.rst):
+  - realtime, no lag, key frames on request only, profile 0;
+  - C{tune-content=screen}: libvpx's screen tools find the motion of
+    scrolled text (without them scrolling took 4.8 times the bytes);
+  - a quantizer floor (L{VP9_QMIN}, as H.264's qmin): without it a frame
+    that changed little spent its budget sharpening a static desktop
+    (typing took 5.4 times the bytes);
+  - CBR: VBR sent 22 % more bytes on the moving window;
+  - speed 9: 20-30 % less CPU than speed 8 for 9 % more bytes;
+  - one tile column, two threads with row multi-threading: libvpx's default
+    four columns at 1080p sent 13 % more bytes for a worse picture;
+  - no loop filter: 7-15 % less CPU, for a picture 0.1 dB worse;
+  - a rate-control buffer that starts one second full (libvpx's default:
+    four): the first key frame is then about as large as H.264's (on the
+    scrolling desktop 221 kB and 228 kB; 329 kB with the default), below
+    the streamer's 256 KiB high-water mark, which a larger one crossed and
+    so cost the session a fifth of its frame rate for seconds;
+  - no frame dropping (a dropped frame would reach the viewer as nothing);
+    cyclic-refresh AQ, error resilience and a static threshold measured no
+    better.
 
 Timestamps are milliseconds (time base 1/1000) and frames may come at any
 rate.  libvpx's rate control follows the timestamps.  libx264's does not:
@@ -45,27 +75,395 @@ L{litedesk.screen.codec.EncodedFrame}.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Mapping
 from fractions import Fraction
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import av
 from twisted.logger import Logger
 
 from litedesk.screen.codec import TIME_BASE, Codec, EncodedFrame, pad_to_even
 
-__all__ = ["H264_QMIN", "VideoEncoder"]
+__all__ = ["H264_QMIN", "VP9_QMIN", "VideoEncoder", "libvpx_version", "parse_vp9_value"]
 
 _log = Logger()
 
 H264_QMIN = 24
+# libvpx's quantizer scale is 0-63.  At 24 the session benchmark's desktop
+# decoded as well as H.264's at its qmin 24 (PSNR 32.0 dB both, over the
+# three phases) for 1.2 times the bytes; 28 saved 9 % of the bytes for
+# 0.25 dB, 20 cost 5 % more for 0.1 dB, and no floor at all 1.4 times the
+# bytes (typing 5.4 times).  RustDesk's own host has 24 too at Balanced
+# (its range 24-50).
+VP9_QMIN = 24
 
 _ENCODERS = {Codec.H264: "libx264", Codec.VP9: "libvpx-vp9"}
 
 
 def _bps_to_option(bps: float) -> str:
     return str(max(1, int(bps)))
+
+
+# -- libvpx, called directly ---------------------------------------------------
+#
+# The structures below are vpx/vpx_encoder.h and vpx/vpx_image.h of libvpx
+# 1.16, encoder ABI 39, on LP64.  libvpx refuses to initialise an encoder
+# when the ABI version it is given is not its own, so a libvpx whose layout
+# differs is never driven with these: the encoder falls back to FFmpeg's.
+# Only the leading fields this module sets are named; every buffer handed to
+# libvpx is far larger than its own structure, so even a libvpx with a larger
+# configuration cannot write past one before the ABI check turns it down.
+
+_VPX_ENCODER_ABI = 39
+_VPX_IMG_FMT_I420 = 0x102
+_VPX_DL_REALTIME = 1
+_VPX_EFLAG_FORCE_KF = 1
+_VPX_FRAME_IS_KEY = 1
+_VPX_CODEC_CX_FRAME_PKT = 0
+_VPX_KF_DISABLED = 0
+_RC_MODES = {"vbr": 0, "cbr": 1, "cq": 2, "q": 3}
+_TUNE_CONTENT = {"default": 0, "screen": 1, "film": 2}
+_SLACK = 4096  # bytes after every structure libvpx writes
+_VPX_UNUSABLE = frozenset({3, 4})  # VPX_CODEC_ABI_MISMATCH, VPX_CODEC_INCAPABLE
+
+
+class _Rational(ctypes.Structure):
+    _fields_: ClassVar = [("num", ctypes.c_int), ("den", ctypes.c_int)]
+
+
+class _FixedBuf(ctypes.Structure):
+    _fields_: ClassVar = [("buf", ctypes.c_void_p), ("sz", ctypes.c_size_t)]
+
+
+class _EncCfg(ctypes.Structure):
+    """The head of C{vpx_codec_enc_cfg_t} (the layer settings follow)."""
+
+    _fields_: ClassVar = [
+        ("g_usage", ctypes.c_uint),
+        ("g_threads", ctypes.c_uint),
+        ("g_profile", ctypes.c_uint),
+        ("g_w", ctypes.c_uint),
+        ("g_h", ctypes.c_uint),
+        ("g_bit_depth", ctypes.c_int),
+        ("g_input_bit_depth", ctypes.c_uint),
+        ("g_timebase", _Rational),
+        ("g_error_resilient", ctypes.c_uint32),
+        ("g_pass", ctypes.c_int),
+        ("g_lag_in_frames", ctypes.c_uint),
+        ("rc_dropframe_thresh", ctypes.c_uint),
+        ("rc_resize_allowed", ctypes.c_uint),
+        ("rc_scaled_width", ctypes.c_uint),
+        ("rc_scaled_height", ctypes.c_uint),
+        ("rc_resize_up_thresh", ctypes.c_uint),
+        ("rc_resize_down_thresh", ctypes.c_uint),
+        ("rc_end_usage", ctypes.c_int),
+        ("rc_twopass_stats_in", _FixedBuf),
+        ("rc_firstpass_mb_stats_in", _FixedBuf),
+        ("rc_target_bitrate", ctypes.c_uint),
+        ("rc_min_quantizer", ctypes.c_uint),
+        ("rc_max_quantizer", ctypes.c_uint),
+        ("rc_undershoot_pct", ctypes.c_uint),
+        ("rc_overshoot_pct", ctypes.c_uint),
+        ("rc_buf_sz", ctypes.c_uint),
+        ("rc_buf_initial_sz", ctypes.c_uint),
+        ("rc_buf_optimal_sz", ctypes.c_uint),
+        ("rc_2pass_vbr_bias_pct", ctypes.c_uint),
+        ("rc_2pass_vbr_minsection_pct", ctypes.c_uint),
+        ("rc_2pass_vbr_maxsection_pct", ctypes.c_uint),
+        ("rc_2pass_vbr_corpus_complexity", ctypes.c_uint),
+        ("kf_mode", ctypes.c_int),
+        ("kf_min_dist", ctypes.c_uint),
+        ("kf_max_dist", ctypes.c_uint),
+        ("_rest", ctypes.c_uint8 * _SLACK),
+    ]
+
+
+class _Image(ctypes.Structure):
+    """The head of C{vpx_image_t}: up to the plane pointers and strides."""
+
+    _fields_: ClassVar = [
+        ("fmt", ctypes.c_int),
+        ("cs", ctypes.c_int),
+        ("range", ctypes.c_int),
+        ("w", ctypes.c_uint),
+        ("h", ctypes.c_uint),
+        ("bit_depth", ctypes.c_uint),
+        ("d_w", ctypes.c_uint),
+        ("d_h", ctypes.c_uint),
+        ("r_w", ctypes.c_uint),
+        ("r_h", ctypes.c_uint),
+        ("x_chroma_shift", ctypes.c_uint),
+        ("y_chroma_shift", ctypes.c_uint),
+        ("planes", ctypes.c_void_p * 4),
+        ("stride", ctypes.c_int * 4),
+        ("_rest", ctypes.c_uint8 * _SLACK),
+    ]
+
+
+class _FramePacket(ctypes.Structure):
+    """C{vpx_codec_cx_pkt_t} as a frame packet (C{kind} 0), read only."""
+
+    _fields_: ClassVar = [
+        ("kind", ctypes.c_int),
+        ("buf", ctypes.c_void_p),
+        ("sz", ctypes.c_size_t),
+        ("pts", ctypes.c_int64),
+        ("duration", ctypes.c_ulong),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+# vp8e_enc_control_id values (vpx/vp8cx.h), under the FFmpeg option names
+# they correspond to, so that one vocabulary serves both backends.
+_CONTROLS = {
+    "cpu-used": 13,
+    "static-thresh": 17,
+    "max-intra-rate": 26,
+    "tile-columns": 33,
+    "frame-parallel": 35,
+    "aq-mode": 36,
+    "noise-sensitivity": 38,
+    "tune-content": 43,
+    "row-mt": 55,
+    "disable-loopfilter": 69,  # not an FFmpeg option: 0 on, 1 off on non-reference, 2 off
+}
+_CONFIG = {
+    "qmin": "rc_min_quantizer",
+    "qmax": "rc_max_quantizer",
+    "undershoot-pct": "rc_undershoot_pct",
+    "overshoot-pct": "rc_overshoot_pct",
+    "drop-threshold": "rc_dropframe_thresh",
+    "error-resilient": "g_error_resilient",
+    "end-usage": "rc_end_usage",  # not an FFmpeg option (it infers CBR from minrate/maxrate)
+    # The rate control's buffer model, in milliseconds of the bitrate (not
+    # FFmpeg options: its bufsize is in bits and sets the first alone).
+    "buffer-ms": "rc_buf_sz",
+    "buffer-initial-ms": "rc_buf_initial_sz",
+    "buffer-optimal-ms": "rc_buf_optimal_sz",
+}
+
+
+_DIRECT_ONLY = ("disable-loopfilter", "end-usage")
+
+
+class _Libvpx:
+    """libvpx's encoder API, loaded once per process (or found missing)."""
+
+    _loaded: ClassVar[_Libvpx | bool | None] = False
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        c = ctypes
+        self.lib = lib
+        lib.vpx_codec_vp9_cx.restype = c.c_void_p
+        lib.vpx_codec_vp9_cx.argtypes = []
+        lib.vpx_codec_enc_config_default.argtypes = [c.c_void_p, c.c_void_p, c.c_uint]
+        lib.vpx_codec_enc_init_ver.argtypes = [
+            c.c_void_p,
+            c.c_void_p,
+            c.c_void_p,
+            c.c_long,
+            c.c_int,
+        ]
+        lib.vpx_codec_enc_config_set.argtypes = [c.c_void_p, c.c_void_p]
+        # Variadic in C; on LP64 an int passes the same way either side.
+        lib.vpx_codec_control_.argtypes = [c.c_void_p, c.c_int, c.c_int]
+        lib.vpx_codec_encode.argtypes = [
+            c.c_void_p,
+            c.c_void_p,
+            c.c_int64,
+            c.c_ulong,
+            c.c_long,
+            c.c_ulong,
+        ]
+        lib.vpx_codec_get_cx_data.argtypes = [c.c_void_p, c.POINTER(c.c_void_p)]
+        lib.vpx_codec_get_cx_data.restype = c.c_void_p
+        lib.vpx_img_wrap.argtypes = [
+            c.c_void_p,
+            c.c_int,
+            c.c_uint,
+            c.c_uint,
+            c.c_uint,
+            c.c_void_p,
+        ]
+        lib.vpx_img_wrap.restype = c.c_void_p
+        lib.vpx_codec_destroy.argtypes = [c.c_void_p]
+        lib.vpx_codec_error_detail.argtypes = [c.c_void_p]
+        lib.vpx_codec_error_detail.restype = c.c_char_p
+        lib.vpx_codec_err_to_string.argtypes = [c.c_int]
+        lib.vpx_codec_err_to_string.restype = c.c_char_p
+        lib.vpx_codec_version_str.restype = c.c_char_p
+        self.version = (lib.vpx_codec_version_str() or b"").decode("ascii", "replace")
+
+    @classmethod
+    def get(cls) -> _Libvpx | None:
+        if cls._loaded is False:
+            cls._loaded = cls._load()
+        return cls._loaded if isinstance(cls._loaded, _Libvpx) else None
+
+    @classmethod
+    def disable(cls) -> None:
+        """Use FFmpeg's VP9 from now on (this libvpx cannot run an encoder)."""
+        cls._loaded = None
+
+    @classmethod
+    def _load(cls) -> _Libvpx | None:
+        if sys.platform == "win32" or ctypes.sizeof(ctypes.c_long) != 8:
+            return None  # the structures above are LP64
+        # The copy bundled with PyAV's wheels first: it is the one known to
+        # work with the FFmpeg the rest of this module uses.
+        wheel_libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+        candidates = [str(p) for p in sorted(wheel_libs.glob("libvpx*.so*"))]
+        system = ctypes.util.find_library("vpx")
+        if system:
+            candidates.append(system)
+        for path in candidates:
+            try:
+                return cls(ctypes.CDLL(path))
+            except (OSError, AttributeError) as e:
+                _log.info("libvpx at {path} not usable: {error}", path=path, error=str(e))
+        return None
+
+    def error(self, ctx: Any, err: int) -> str:
+        text = (self.lib.vpx_codec_err_to_string(err) or b"").decode("utf-8", "replace")
+        detail = self.lib.vpx_codec_error_detail(ctypes.byref(ctx))
+        return f"{text}: {detail.decode('utf-8', 'replace')}" if detail else text
+
+
+def libvpx_version() -> str | None:
+    """The version of the libvpx VP9 encodes with directly, or C{None} (FFmpeg's)."""
+    vpx = _Libvpx.get()
+    return vpx.version if vpx is not None else None
+
+
+class _VpxError(Exception):
+    """libvpx refused a setting or a frame."""
+
+
+class _VpxUnusable(_VpxError):
+    """libvpx cannot run an encoder at all here (e.g. another ABI)."""
+
+
+class _DirectVP9:
+    """One libvpx VP9 encoder for one frame size."""
+
+    def __init__(
+        self,
+        vpx: _Libvpx,
+        width: int,
+        height: int,
+        *,
+        bitrate: int,
+        qmin: int,
+        qmax: int,
+        threads: int,
+        controls: Mapping[str, int],
+        config: Mapping[str, int],
+    ) -> None:
+        self._vpx = vpx
+        lib = vpx.lib
+        iface = lib.vpx_codec_vp9_cx()
+        cfg = _EncCfg()
+        err = lib.vpx_codec_enc_config_default(iface, ctypes.byref(cfg), 0)
+        if err:
+            raise _VpxUnusable(f"no default configuration: error {err}")
+        cfg.g_w, cfg.g_h = width, height
+        cfg.g_threads = threads
+        cfg.g_timebase = _Rational(TIME_BASE.numerator, TIME_BASE.denominator)
+        cfg.g_lag_in_frames = 0  # libvpx would otherwise hold back 25 frames
+        cfg.g_error_resilient = 0
+        cfg.rc_dropframe_thresh = 0  # a dropped frame would reach the viewer as nothing
+        cfg.rc_end_usage = _RC_MODES["vbr"]
+        cfg.kf_mode = _VPX_KF_DISABLED  # key frames on request only
+        cfg.rc_target_bitrate = max(1, bitrate // 1000)
+        cfg.rc_min_quantizer, cfg.rc_max_quantizer = qmin, qmax
+        for key, value in config.items():
+            setattr(cfg, _CONFIG[key], value)
+        self._cfg = cfg
+        # vpx_codec_ctx_t is 56 bytes; the slack keeps a larger one in bounds.
+        self._ctx = (ctypes.c_uint8 * (64 + _SLACK))()
+        err = lib.vpx_codec_enc_init_ver(
+            ctypes.byref(self._ctx), iface, ctypes.byref(cfg), 0, _VPX_ENCODER_ABI
+        )
+        if err:
+            # Another ABI, or a build without the VP9 encoder, is this
+            # library for good; anything else is these settings.
+            kind = _VpxUnusable if err in _VPX_UNUSABLE else _VpxError
+            raise kind(f"encoder refused to start: {vpx.error(self._ctx, err)}")
+        # Destroyed when this object goes, whether or not close() ran; not at
+        # interpreter exit, when a worker thread might still be encoding.
+        self._finalizer = weakref.finalize(self, lib.vpx_codec_destroy, ctypes.byref(self._ctx))
+        self._finalizer.atexit = False
+        for name, value in controls.items():
+            err = lib.vpx_codec_control_(ctypes.byref(self._ctx), _CONTROLS[name], value)
+            if err:
+                self.close()
+                raise _VpxError(f"{name}={value} refused: {vpx.error(self._ctx, err)}")
+        self._img = _Image()
+        self._size = (width, height)
+
+    def configure(self, *, bitrate: int, qmin: int, qmax: int) -> None:
+        """New rate and quantizer range for the next frame, without a key frame."""
+        cfg = self._cfg
+        cfg.rc_target_bitrate = max(1, bitrate // 1000)
+        cfg.rc_min_quantizer, cfg.rc_max_quantizer = qmin, qmax
+        err = self._vpx.lib.vpx_codec_enc_config_set(ctypes.byref(self._ctx), ctypes.byref(cfg))
+        if err:
+            raise _VpxError(f"reconfiguration refused: {self._vpx.error(self._ctx, err)}")
+
+    def encode(
+        self, frame: av.VideoFrame, pts: int, duration: int, key: bool
+    ) -> tuple[bytes, bool]:
+        """Encode one yuv420p frame of this encoder's size; (data, is key frame)."""
+        lib = self._vpx.lib
+        img = self._img
+        planes = frame.planes
+        w, h = self._size
+        # vpx_img_wrap fills in format, sizes and chroma shifts; the plane
+        # pointers it derives for a packed buffer are then replaced by
+        # PyAV's, which are padded per row.  Nothing is copied here.
+        lib.vpx_img_wrap(ctypes.byref(img), _VPX_IMG_FMT_I420, w, h, 1, planes[0].buffer_ptr)
+        for i in range(3):
+            img.planes[i] = planes[i].buffer_ptr
+            img.stride[i] = planes[i].line_size
+        ctx = ctypes.byref(self._ctx)
+        flags = _VPX_EFLAG_FORCE_KF if key else 0
+        err = lib.vpx_codec_encode(ctx, ctypes.byref(img), pts, duration, flags, _VPX_DL_REALTIME)
+        if err:
+            raise _VpxError(f"encoding failed: {self._vpx.error(self._ctx, err)}")
+        chunks: list[bytes] = []
+        is_key = False
+        it = ctypes.c_void_p()
+        while pkt := lib.vpx_codec_get_cx_data(ctx, ctypes.byref(it)):
+            packet = _FramePacket.from_address(pkt)
+            if packet.kind == _VPX_CODEC_CX_FRAME_PKT:
+                chunks.append(ctypes.string_at(packet.buf, packet.sz))
+                is_key = is_key or bool(packet.flags & _VPX_FRAME_IS_KEY)
+        return b"".join(chunks), is_key
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def parse_vp9_value(name: str, value: str) -> int | None:
+    """A VP9 option's value as libvpx takes it, or C{None} if it is not one.
+
+    Numbers are decimal integers; C{tune-content} and C{end-usage} also take
+    FFmpeg's names (C{screen}, C{cbr}, ...).
+    """
+    table = {"tune-content": _TUNE_CONTENT, "end-usage": _RC_MODES}.get(name, {})
+    if value in table:
+        return table[value]
+    text = value.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    return int(text)
 
 
 class VideoEncoder:
@@ -75,8 +473,14 @@ class VideoEncoder:
     L{request_keyframe}, L{set_bitrate} and L{set_fps} only store values that
     the next L{encode} applies, so they may be called from another thread.
 
+    @param vp9_options: VP9 settings over this module's, by FFmpeg's option
+        names (C{None} drops one); the libvpx backend knows those in
+        C{_CONTROLS} and C{_CONFIG}.  For measurements (bench/).
+    @param vp9_backend: C{"libvpx"} (direct, the default when it loads),
+        C{"ffmpeg"} (PyAV's C{libvpx-vp9}), or C{None} for the default.
     @ivar opens: how many times a codec context was opened (for tests and
         statistics: each one costs a key frame).
+    @ivar ignored_options: options the last opened encoder did not know.
     """
 
     # libx264's VBV (maxrate and buffer) is fixed when the context opens:
@@ -86,14 +490,28 @@ class VideoEncoder:
     # reopens the context.
     X264_MAXRATE_HEADROOM = 2.0
     X264_MIN_RATIO = 0.25
-    # VP9 reopens (with a key frame) only for changes beyond this ratio, and
-    # at most once per VP9_REOPEN_INTERVAL seconds.
+    # VP9 through FFmpeg reopens (with a key frame) only for changes beyond
+    # this ratio, and at most once per VP9_REOPEN_INTERVAL seconds.
     VP9_REOPEN_RATIO = 1.5
     VP9_REOPEN_INTERVAL = 5.0
-    # Seconds of the bitrate the VBV/CBR buffer holds.  It bounds bursts of
+    # Seconds of the bitrate the VBV buffer holds.  It bounds bursts of
     # motion; key frames are bounded by the quantizer cap instead (a 1080p
     # desktop key frame is 120-240 kB from Low to Best, more than the buffer).
     BUFFER_SECONDS = 1.0
+    # What VP9 is given unless vp9_options says otherwise (see the module
+    # docstring for the measurements).  FFmpeg's wrapper: speed 8 is its
+    # maximum; the quantizer floor is added per context (it depends on qmax).
+    VP9_OPTIONS: ClassVar[Mapping[str, str]] = {
+        "deadline": "realtime",
+        "cpu-used": "9",
+        "lag-in-frames": "0",
+        "end-usage": "cbr",
+        "row-mt": "1",
+        "tile-columns": "0",
+        "tune-content": "screen",
+        "disable-loopfilter": "2",
+        "buffer-initial-ms": "1000",
+    }
 
     def __init__(
         self,
@@ -104,21 +522,32 @@ class VideoEncoder:
         qmax: int | None = None,
         threads: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        vp9_options: Mapping[str, str | None] | None = None,
+        vp9_backend: str | None = None,
     ) -> None:
+        if vp9_backend not in (None, "libvpx", "ffmpeg"):
+            raise ValueError(f"unknown VP9 backend {vp9_backend!r}")
         self._codec = Codec(codec)
+        self._vp9_overrides = dict(vp9_options or {})
+        self._vp9_backend = vp9_backend
         self._qmax = qmax
         self._bitrate = int(bitrate)
         self._fps = float(fps)
         self._threads = threads
         self._clock = clock
         self._ctx: Any = None
+        self._vpx: _DirectVP9 | None = None
+        self._vpx_applied: tuple[int, int, int] = (0, 0, 0)
+        self._vpx_fixed_q: tuple[int | None, int | None] = (None, None)
         self._size: tuple[int, int] | None = None
         self._opened_bitrate = 0
         self._opened_fps = self._fps
+        self._opened_qmax = qmax
         self._opened_at = float("-inf")
         self._force_key = True
         self._last_pts = -1
         self.opens = 0
+        self.ignored_options: dict[str, str] = {}
 
     @property
     def codec(self) -> str:
@@ -131,6 +560,15 @@ class VideoEncoder:
     @property
     def fps(self) -> float:
         return self._fps
+
+    @property
+    def backend(self) -> str | None:
+        """What encodes now: C{"libx264"}, C{"libvpx"}, C{"ffmpeg-libvpx"}; C{None} until opened."""
+        if self._vpx is not None:
+            return "libvpx"
+        if self._ctx is None:
+            return None
+        return "libx264" if self._codec is Codec.H264 else "ffmpeg-libvpx"
 
     def request_keyframe(self) -> None:
         """Make the next encoded frame a key frame."""
@@ -150,17 +588,17 @@ class VideoEncoder:
         self._fps = max(1.0, float(fps))
 
     def set_qmax(self, qmax: int | None) -> None:
-        """Cap the quantizer (a quality floor); reopens, so costs a key frame.
+        """Cap the quantizer (a quality floor).
 
         With plain average-bitrate control libx264 gives a full-screen key
         frame only a few frames' worth of bits and never sharpens a static
         picture afterwards; the cap keeps text readable at the price of
         overshooting the bitrate on big changes (measured at 1080p: key frame
         MAE 9.0 without a cap at 1 Mb/s, 3.6 with C{qmax=32} at 1.5 Mb/s).
+        libx264 and FFmpeg's VP9 take it when they open, so a change reopens
+        them (a key frame); libvpx called directly takes it on the next frame.
         """
-        if qmax != self._qmax:
-            self._qmax = qmax
-            self._close_ctx()
+        self._qmax = qmax
 
     def set_codec(self, codec: str) -> None:
         """Switch codec; the next frame is a key frame of the new codec."""
@@ -169,8 +607,59 @@ class VideoEncoder:
             self._codec = new
             self._close_ctx()
 
-    def _open(self, width: int, height: int) -> None:
-        self._close_ctx()
+    # -- opening ---------------------------------------------------------------
+
+    def _vp9_qrange(self) -> tuple[int, int]:
+        qmax = 63 if self._qmax is None else self._qmax
+        return min(VP9_QMIN, qmax), qmax
+
+    def _vp9_settings(self) -> dict[str, str]:
+        options = dict(self.VP9_OPTIONS)
+        for key, value in self._vp9_overrides.items():
+            if value is None:
+                options.pop(key, None)
+            else:
+                options[key] = value
+        return options
+
+    def _open_direct(self, vpx: _Libvpx, width: int, height: int) -> _DirectVP9 | None:
+        controls: dict[str, int] = {}
+        config: dict[str, int] = {}
+        ignored: dict[str, str] = {}
+        for key, value in self._vp9_settings().items():
+            if key in ("deadline", "lag-in-frames"):
+                continue  # how this backend always runs (realtime, no lag)
+            target = controls if key in _CONTROLS else config if key in _CONFIG else None
+            number = parse_vp9_value(key, value)
+            if target is None or number is None:
+                ignored[key] = value
+            else:
+                target[key] = number
+        # A quantizer given in vp9_options holds; otherwise they follow qmax.
+        self._vpx_fixed_q = (config.pop("qmin", None), config.pop("qmax", None))
+        qmin, qmax = self._direct_qrange()
+        try:
+            enc = _DirectVP9(
+                vpx,
+                width,
+                height,
+                bitrate=self._bitrate,
+                qmin=qmin,
+                qmax=qmax,
+                threads=self._threads,
+                controls=controls,
+                config=config,
+            )
+        except _VpxError as e:
+            _log.warn("libvpx {version}: {error}; VP9 through FFmpeg", version=vpx.version, error=e)
+            if isinstance(e, _VpxUnusable):
+                _Libvpx.disable()
+            return None
+        self.ignored_options = ignored
+        self._vpx_applied = (self._bitrate, qmin, qmax)
+        return enc
+
+    def _open_ffmpeg(self, width: int, height: int) -> Any:
         name = _ENCODERS[self._codec]
         # Typed as Any: PyAV types create() as the base CodecContext, which
         # lacks the video attributes set here.
@@ -181,7 +670,6 @@ class VideoEncoder:
         ctx.time_base = TIME_BASE
         ctx.framerate = Fraction(round(self._fps * 1000), 1000)
         ctx.bit_rate = self._bitrate
-        self._opened_fps = self._fps
         ctx.max_b_frames = 0
         # Key frames only on request (new viewer, refresh, reopen): on a
         # reliable stream periodic ones would only cost bandwidth.
@@ -189,6 +677,7 @@ class VideoEncoder:
         ctx.thread_count = self._threads
         if self._qmax is not None:
             ctx.qmax = self._qmax
+        bufsize = _bps_to_option(self._bitrate * self.BUFFER_SECONDS)
         if self._codec is Codec.H264:
             # A quality ceiling: without it x264's rate control spends any
             # unused budget on near-lossless frames (typing in a static window
@@ -196,8 +685,6 @@ class VideoEncoder:
             # typing: qmin 24 cut the bitrate 0.39 -> 0.23 Mb/s with the mean
             # pixel error 2.05 -> 2.12 (bench/session.py notes).
             ctx.qmin = min(H264_QMIN, self._qmax) if self._qmax is not None else H264_QMIN
-        bufsize = _bps_to_option(self._bitrate * self.BUFFER_SECONDS)
-        if self._codec is Codec.H264:
             ctx.options = {
                 "preset": "ultrafast",
                 "tune": "zerolatency",
@@ -206,24 +693,49 @@ class VideoEncoder:
                 "bufsize": bufsize,
             }
         else:
-            ctx.options = {
-                "deadline": "realtime",
-                "cpu-used": "8",
-                "lag-in-frames": "0",
-                "row-mt": "1",
-                "end-usage": "cbr",
-                "bufsize": bufsize,
-            }
+            options = {"qmin": str(self._vp9_qrange()[0]), **self._vp9_settings()}
+            # What FFmpeg's wrapper cannot take: speed 9 (its cpu-used stops
+            # at 8), the loop filter switch, and a rate-control mode by name
+            # (it infers CBR from minrate = maxrate = bitrate; VBR measured
+            # better through it, with its buffer sizes).
+            if int(options.get("cpu-used", "8")) > 8:
+                options["cpu-used"] = "8"
+            for direct_only in (*_DIRECT_ONLY, *(k for k in options if k.startswith("buffer-"))):
+                options.pop(direct_only, None)
+            ctx.options = options
         ctx.open()
-        self._ctx = ctx
+        # PyAV leaves the options FFmpeg did not take in ctx.options: an
+        # unknown name is otherwise silently ignored (an "end-usage" option
+        # once was, and VP9 ran in a mode nobody had chosen).
+        self.ignored_options = dict(ctx.options or {})
+        return ctx
+
+    def _open(self, width: int, height: int) -> None:
+        self._close_ctx()
+        vpx = _Libvpx.get() if self._codec is Codec.VP9 and self._vp9_backend != "ffmpeg" else None
+        if vpx is None and self._vp9_backend == "libvpx" and self._codec is Codec.VP9:
+            raise RuntimeError("libvpx cannot be loaded")
+        direct = self._open_direct(vpx, width, height) if vpx is not None else None
+        if direct is not None:
+            self._vpx = direct
+        else:
+            self._ctx = self._open_ffmpeg(width, height)
+        if self.ignored_options:
+            _log.warn(
+                "{backend} ignored options {options}",
+                backend=self.backend,
+                options=self.ignored_options,
+            )
+        self._opened_fps = self._fps
+        self._opened_qmax = self._qmax
         self._size = (width, height)
         self._opened_bitrate = self._bitrate
         self._opened_at = self._clock()
         self._force_key = True
         self.opens += 1
         _log.debug(
-            "opened {encoder} {width}x{height} at {bitrate} b/s",
-            encoder=name,
+            "opened {backend} {width}x{height} at {bitrate} b/s",
+            backend=self.backend,
             width=width,
             height=height,
             bitrate=self._bitrate,
@@ -235,7 +747,11 @@ class VideoEncoder:
         return int(self._bitrate * self._opened_fps / self._fps)
 
     def _needs_reopen(self, size: tuple[int, int]) -> bool:
-        if self._ctx is None or size != self._size:
+        if (self._ctx is None and self._vpx is None) or size != self._size:
+            return True
+        if self._vpx is not None:
+            return False  # rate and quantizers change in place (_apply_direct)
+        if self._qmax != self._opened_qmax:
             return True
         if self._codec is Codec.H264:
             ratio = self._x264_bitrate() / self._opened_bitrate
@@ -244,6 +760,23 @@ class VideoEncoder:
         if 1 / self.VP9_REOPEN_RATIO < ratio < self.VP9_REOPEN_RATIO:
             return False
         return self._clock() - self._opened_at >= self.VP9_REOPEN_INTERVAL
+
+    def _direct_qrange(self) -> tuple[int, int]:
+        qmin, qmax = self._vp9_qrange()
+        fixed_min, fixed_max = self._vpx_fixed_q
+        return (
+            qmin if fixed_min is None else fixed_min,
+            qmax if fixed_max is None else fixed_max,
+        )
+
+    def _apply_direct(self, vpx: _DirectVP9) -> None:
+        qmin, qmax = self._direct_qrange()
+        want = (self._bitrate, qmin, qmax)
+        if want != self._vpx_applied:
+            vpx.configure(bitrate=self._bitrate, qmin=qmin, qmax=qmax)
+            self._vpx_applied = want
+
+    # -- encoding --------------------------------------------------------------
 
     def encode(
         self, bgra: bytes, width: int, height: int, pts: int, *, keyframe: bool = False
@@ -259,10 +792,25 @@ class VideoEncoder:
         data, cw, ch = pad_to_even(bgra, width, height)
         if self._needs_reopen((cw, ch)):
             self._open(cw, ch)
-        ctx = self._ctx
-        if self._codec is Codec.H264 and ctx.bit_rate != self._x264_bitrate():
-            # Picked up by libx264's reconfig before the next frame.
-            ctx.bit_rate = self._x264_bitrate()
+        frame = self._to_yuv(data, cw, ch)
+        pts = max(int(pts), self._last_pts + 1)
+        self._last_pts = pts
+        want_key = keyframe or self._force_key
+        self._force_key = False
+        if self._vpx is not None:
+            self._apply_direct(self._vpx)
+            duration = max(1, round(1000 / self._fps))
+            out, key = self._vpx.encode(frame, pts, duration, want_key)
+        else:
+            out, key = self._encode_ffmpeg(frame, pts, want_key)
+        if want_key and not key:
+            # Never observed with these settings; make the next one key rather
+            # than claim a key frame we did not get.
+            self._force_key = True
+        return EncodedFrame(out, key, pts, str(self._codec), width, height)
+
+    @staticmethod
+    def _to_yuv(data: bytes, cw: int, ch: int) -> av.VideoFrame:
         src = av.VideoFrame(cw, ch, "bgra")
         plane = src.planes[0]
         if plane.line_size == cw * 4:
@@ -271,25 +819,24 @@ class VideoEncoder:
             stride = cw * 4
             pad = b"\x00" * (plane.line_size - stride)
             plane.update(b"".join(data[y * stride : (y + 1) * stride] + pad for y in range(ch)))
-        frame = src.reformat(format="yuv420p", interpolation="POINT")
-        pts = max(int(pts), self._last_pts + 1)
-        self._last_pts = pts
+        return src.reformat(format="yuv420p", interpolation="POINT")
+
+    def _encode_ffmpeg(self, frame: av.VideoFrame, pts: int, want_key: bool) -> tuple[bytes, bool]:
+        ctx = self._ctx
+        if self._codec is Codec.H264 and ctx.bit_rate != self._x264_bitrate():
+            # Picked up by libx264's reconfig before the next frame.
+            ctx.bit_rate = self._x264_bitrate()
         frame.pts = pts
         frame.time_base = TIME_BASE
-        want_key = keyframe or self._force_key
-        self._force_key = False
         _pt = av.video.frame.PictureType
         frame.pict_type = _pt.I if want_key else _pt.NONE
         packets = ctx.encode(frame)
-        out = b"".join(bytes(p) for p in packets)
-        key = any(p.is_keyframe for p in packets)
-        if want_key and not key:
-            # Never observed with these settings; make the next one key rather
-            # than claim a key frame we did not get.
-            self._force_key = True
-        return EncodedFrame(out, key, pts, str(self._codec), width, height)
+        return b"".join(bytes(p) for p in packets), any(p.is_keyframe for p in packets)
 
     def _close_ctx(self) -> None:
+        if self._vpx is not None:
+            self._vpx.close()
+        self._vpx = None
         self._ctx = None
         self._size = None
 
