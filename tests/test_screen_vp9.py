@@ -22,11 +22,12 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 
-from litedesk.screen import encode
+from litedesk.screen import libvpx
 from litedesk.screen.capture import bgra_to_image
 from litedesk.screen.codec import Codec, is_key_frame
 from litedesk.screen.decode import VideoDecoder
-from litedesk.screen.encode import VP9_QMIN, VideoEncoder, libvpx_version, parse_vp9_value
+from litedesk.screen.encode import VP9_QMIN, VideoEncoder
+from litedesk.screen.libvpx import libvpx_version, parse_vp9_value
 from litedesk.screen.pipeline import ImageQuality, base_bitrate, quality_profile
 from litedesk.screen.testpattern import desktop_image, image_to_bgra, moving_window_frames
 
@@ -204,7 +205,7 @@ class LibvpxTests(_Backend, unittest.TestCase):
     def test_structure_layout(self) -> None:
         """The ctypes structures lay out as vpx_encoder.h and vpx_image.h of encoder ABI 39
         (offsets printed by a C compiler from libvpx 1.16's headers)."""
-        cfg = encode._EncCfg
+        cfg = libvpx._EncCfg
         for name, offset in {
             "g_threads": 4,
             "g_w": 12,
@@ -221,14 +222,14 @@ class LibvpxTests(_Backend, unittest.TestCase):
             "kf_max_dist": 168,
         }.items():
             self.assertEqual(getattr(cfg, name).offset, offset, name)
-        self.assertEqual(encode._Image.planes.offset, 48)
-        self.assertEqual(encode._Image.stride.offset, 80)
-        self.assertEqual(encode._FramePacket.buf.offset, 8)
-        self.assertEqual(encode._FramePacket.sz.offset, 16)
-        self.assertEqual(encode._FramePacket.flags.offset, 40)
+        self.assertEqual(libvpx._Image.planes.offset, 48)
+        self.assertEqual(libvpx._Image.stride.offset, 80)
+        self.assertEqual(libvpx._FramePacket.buf.offset, 8)
+        self.assertEqual(libvpx._FramePacket.sz.offset, 16)
+        self.assertEqual(libvpx._FramePacket.flags.offset, 40)
         # Room for libvpx's whole structures (504 and 136 bytes) and more.
-        self.assertGreater(ctypes.sizeof(encode._EncCfg), 504 + 1024)
-        self.assertGreater(ctypes.sizeof(encode._Image), 136 + 1024)
+        self.assertGreater(ctypes.sizeof(libvpx._EncCfg), 504 + 1024)
+        self.assertGreater(ctypes.sizeof(libvpx._Image), 136 + 1024)
 
     def test_libvpx_decoder_takes_the_stream(self) -> None:
         """Stock RustDesk clients decode VP9 with libvpx, not FFmpeg's decoder: libvpx's
@@ -350,8 +351,8 @@ class LibvpxTests(_Backend, unittest.TestCase):
     def test_other_abi_falls_back_to_ffmpeg(self) -> None:
         """A libvpx of another ABI refuses to start an encoder with these structures;
         VP9 then goes through FFmpeg for the rest of the process."""
-        self.patch(encode._Libvpx, "_loaded", encode._Libvpx.get())
-        self.patch(encode, "_VPX_ENCODER_ABI", encode._VPX_ENCODER_ABI + 1000)
+        self.patch(libvpx.Libvpx, "_loaded", libvpx.Libvpx.get())
+        self.patch(libvpx, "_VPX_ENCODER_ABI", libvpx._VPX_ENCODER_ABI + 1000)
         enc = balanced("libvpx")
         frame = enc.encode(self.bgra, W, H, pts=0)
         self.assertEqual(enc.backend, "ffmpeg-libvpx")
