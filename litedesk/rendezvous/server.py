@@ -12,7 +12,10 @@ L{litedesk.rendezvous.relay_vouch}.  Behaviour follows hbbs 1.1.17
 (docs/protocol.rst §5.3-§5.8), except where hbbs answers C{RegisterPk} on a
 stream with NOT_SUPPORT: here a stream may register a host, which then gets
 its pushes and heartbeats on that stream, and C{RegisterPk} with C{old_id}
-changes an id (docs/protocol.rst §5.11).  A stream is anything with
+changes an id (docs/protocol.rst §5.11), and where hbbs ignores the UDP
+punch of RustDesk 1.4.1 and later: here it is brokered
+(L{litedesk.rendezvous.udp_punch}, docs/protocol.rst §5.12), its answers
+going only over TCP or WebSocket.  A stream is anything with
 L{ReplySink}'s C{send_message}: TCP here, WebSocket alike.
 """
 
@@ -31,6 +34,7 @@ from litedesk.rendezvous.registry import Peer, PunchTarget, Registry
 from litedesk.rendezvous.relay_vouch import RelayVouchers
 from litedesk.rendezvous.relaylist import RelayList
 from litedesk.rendezvous.sinks import DatagramSink, PeerStoreLike, ReplySink
+from litedesk.rendezvous.udp_punch import PortChoice, UdpPunchBroker
 from litedesk.rendezvous.udp_registrations import UdpRegistrations
 from litedesk.wire import addrmangle
 from litedesk.wire.address import Address
@@ -71,6 +75,7 @@ class RendezvousServer(UdpRegistrations):
         always_use_relay: bool = False,
         request_guard: FloodGuard | None = None,
         own_relay_port: int = 0,
+        udp_punch: bool = True,
     ) -> None:
         self.clock = clock
         self.registry = registry
@@ -98,10 +103,18 @@ class RendezvousServer(UdpRegistrations):
             "stream_hosts_silent": 0,
             "id_changes": 0,
             "id_changes_refused": 0,
+            "udp_nat_tests": 0,
+            "udp_punch_requests": 0,
+            "udp_punch_port_replaced": 0,
+            "udp_punch_answers": 0,
+            "udp_punch_sent_refused": 0,
         }
         self._heartbeats: dict[ReplySink, IDelayedCall] = {}
         self.admission = RequestAdmission(request_guard, self.counters)
         self.vouchers = RelayVouchers(relays, own_relay_port)
+        #: UDP punch brokering (docs/protocol.rst §5.12); None: UDP punch
+        #: messages are ignored and C{udp_port} is not forwarded, as by hbbs.
+        self.udp_punch = UdpPunchBroker() if udp_punch else None
 
     def _mangle(self, addr: Address) -> bytes:
         return addrmangle.encode(addr, now_us=self._now_us)
@@ -111,6 +124,8 @@ class RendezvousServer(UdpRegistrations):
     def connection_closed(self, conn: ReplySink) -> None:
         if self._parked.get(conn.addr) is conn:
             del self._parked[conn.addr]
+            if self.udp_punch is not None:
+                self.udp_punch.forget(conn.addr)
         self.admission.forget(conn)
         self._unbind_host(conn, "its stream closed")
 
@@ -298,8 +313,10 @@ class RendezvousServer(UdpRegistrations):
         for addr in self.registry.push_addresses(peer, self._now()):
             self._send_udp(msg, addr)
 
-    def _checked_v6(self, data: bytes, conn: ReplySink, what: str) -> bytes:
-        """C{data} if it is a valid IPv6 endpoint (L{valid_v6_endpoint}), else b""."""
+    def _checked_v6(self, data: bytes, ip: str, what: str) -> bytes:
+        """C{data} if it is a valid IPv6 endpoint (L{valid_v6_endpoint}), else b"".
+
+        C{ip} is the sender's, for the log."""
         if not data or valid_v6_endpoint(data):
             return data
         self.counters["addr_v6_dropped"] += 1
@@ -309,7 +326,7 @@ class RendezvousServer(UdpRegistrations):
             "endpoint ({size} bytes)",
             addr=f"[{host}]:{port}",
             what=what,
-            ip=conn.addr[0],
+            ip=ip,
             size=len(data),
         )
         return b""
@@ -327,10 +344,11 @@ class RendezvousServer(UdpRegistrations):
         """Is C{relay_server} one a stock viewer of C{peer_id} can legitimately name?"""
         return self.vouchers.known(relay_server, conn.local[0], conn.addr[0], peer_id, self._now())
 
-    def _vouch(self, conn: ReplySink, peer_id: str, relay_server: str, viewer: Address) -> None:
+    def _vouch(self, answer_ip: str, peer_id: str, relay_server: str, viewer: Address) -> None:
+        """Remember the relay a host's answer from C{answer_ip} named to C{viewer}."""
         peer = self.registry.get(peer_id)
         host_ip = peer.addr[0] if peer is not None and peer.addr is not None else None
-        self.vouchers.vouch(host_ip, conn.addr[0], peer_id, relay_server, viewer[0], self._now())
+        self.vouchers.vouch(host_ip, answer_ip, peer_id, relay_server, viewer[0], self._now())
 
     def _signed_pk(self, version: str, peer_id: str) -> bytes:
         if not version or self.key.signing_key is None:
@@ -366,18 +384,26 @@ class RendezvousServer(UdpRegistrations):
             self._punch_failure(conn, failure)
             return
         relay = self.relays.pick()
-        socket_addr_v6 = self._checked_v6(ph.socket_addr_v6, conn, "PunchHoleRequest")
+        socket_addr_v6 = self._checked_v6(ph.socket_addr_v6, conn.addr[0], "PunchHoleRequest")
         nat_type = rz.SYMMETRIC if self.always_use_relay else ph.nat_type
         # hbbs never asks for the LAN address for a viewer on WebSocket: such a
         # viewer cannot dial it (a web client cannot open TCP at all).
         viewer_on_websocket = bool(getattr(conn, "websocket", False))
         same_intranet = peer.addr[0] == conn.addr[0] and not viewer_on_websocket
         socket_addr = self._mangle(conn.addr)
+        udp = None if same_intranet else self._udp_punch_port(conn, ph, peer)
+        udp_port = udp.port if udp is not None else 0
+        if same_intranet:
+            path = "same public IP, asking for LAN address"
+        elif udp is not None and udp.port:
+            path = f"UDP punch, the viewer's UDP port {udp.port} {udp.reason}"
+        else:
+            path = "punch"
         self._log.info(
             "Punch hole request from {ip} for {peer_id} ({path})",
             ip=conn.addr[0],
             peer_id=ph.id,
-            path="same public IP, asking for LAN address" if same_intranet else "punch",
+            path=path,
         )
         if same_intranet:
             out = rz.RendezvousMessage(
@@ -389,6 +415,9 @@ class RendezvousServer(UdpRegistrations):
                     socket_addr=socket_addr,
                     relay_server=relay,
                     nat_type=nat_type,
+                    # 0 is not serialized: requests without a UDP port give
+                    # the host the same bytes as before UDP punching.
+                    udp_port=udp_port,
                     # The viewer's own IPv6 endpoint, for a direct IPv6 path
                     # (OSS hbbs drops it; LiteDesk hosts and viewers use it).
                     socket_addr_v6=socket_addr_v6,
@@ -400,9 +429,13 @@ class RendezvousServer(UdpRegistrations):
         resp = rz.PunchHoleResponse(failure=failure)  # type: ignore[arg-type]
         conn.send_message(rz.RendezvousMessage(punch_hole_response=resp))
 
-    def _deliver(self, socket_addr: bytes, msg: rz.RendezvousMessage, what: str) -> None:
-        """Write a host's answer to the viewer connection it names (and unpark it)."""
-        target = addrmangle.normalize(addrmangle.decode(socket_addr))
+    @staticmethod
+    def _viewer(socket_addr: bytes) -> Address:
+        """The viewer connection a host's answer names (its mangled address, echoed)."""
+        return addrmangle.normalize(addrmangle.decode(socket_addr))
+
+    def _deliver(self, target: Address, msg: rz.RendezvousMessage, what: str) -> None:
+        """Write a host's answer to the viewer connection C{target} (and unpark it)."""
         conn = self._parked.pop(target, None)
         if conn is None:
             self._log.info(
@@ -415,32 +448,40 @@ class RendezvousServer(UdpRegistrations):
         conn.send_message(msg)
 
     def _punch_hole_sent(self, conn: ReplySink, phs: rz.PunchHoleSent) -> None:
-        viewer = addrmangle.normalize(addrmangle.decode(phs.socket_addr))
+        viewer = self._viewer(phs.socket_addr)
         if viewer in self._parked:
-            self._vouch(conn, phs.id, phs.relay_server, viewer)
+            self._vouch(conn.addr[0], phs.id, phs.relay_server, viewer)
+        self._deliver(viewer, self._punch_answer(phs, conn.addr, is_udp=False), "Punch")
+
+    def _punch_answer(
+        self, phs: rz.PunchHoleSent, host: Address, *, is_udp: bool
+    ) -> rz.RendezvousMessage:
+        """The viewer's C{PunchHoleResponse} to a host's C{PunchHoleSent} from C{host}."""
         resp = rz.PunchHoleResponse(
-            socket_addr=self._mangle(conn.addr),
+            socket_addr=self._mangle(host),
             pk=self._signed_pk(phs.version, phs.id),
             relay_server=phs.relay_server,
             nat_type=phs.nat_type,
-            socket_addr_v6=self._checked_v6(phs.socket_addr_v6, conn, "PunchHoleSent"),
+            socket_addr_v6=self._checked_v6(phs.socket_addr_v6, host[0], "PunchHoleSent"),
             # LiteDesk extension (hbbs does not copy it): the host's UPnP
             # port; RustDesk clients ignore it or try it.
             upnp_port=phs.upnp_port,
+            # False is not serialized: a TCP answer's bytes are hbbs'.
+            is_udp=is_udp,
         )
-        self._deliver(phs.socket_addr, rz.RendezvousMessage(punch_hole_response=resp), "Punch")
+        return rz.RendezvousMessage(punch_hole_response=resp)
 
     def _local_addr(self, conn: ReplySink, la: rz.LocalAddr) -> None:
-        viewer = addrmangle.normalize(addrmangle.decode(la.socket_addr))
+        viewer = self._viewer(la.socket_addr)
         if viewer in self._parked:
-            self._vouch(conn, la.id, la.relay_server, viewer)
+            self._vouch(conn.addr[0], la.id, la.relay_server, viewer)
         resp = rz.PunchHoleResponse(
             socket_addr=la.local_addr,
             pk=self._signed_pk(la.version, la.id),
             relay_server=la.relay_server,
             is_local=True,
         )
-        self._deliver(la.socket_addr, rz.RendezvousMessage(punch_hole_response=resp), "LocalAddr")
+        self._deliver(viewer, rz.RendezvousMessage(punch_hole_response=resp), "LocalAddr")
 
     def _request_relay(self, conn: ReplySink, rr: rz.RequestRelay) -> None:
         self.counters["relay_requests"] += 1
@@ -477,16 +518,110 @@ class RendezvousServer(UdpRegistrations):
         out = rz.RelayResponse()
         out.CopyFrom(rr)
         out.socket_addr = b""
-        out.socket_addr_v6 = self._checked_v6(rr.socket_addr_v6, conn, "RelayResponse")
+        out.socket_addr_v6 = self._checked_v6(rr.socket_addr_v6, conn.addr[0], "RelayResponse")
         if rr.WhichOneof("union") == "id" and rr.id:
             out.pk = self._signed_pk(rr.version, rr.id)
-        self._deliver(rr.socket_addr, rz.RendezvousMessage(relay_response=out), "RelayResponse")
+        self._deliver(
+            self._viewer(rr.socket_addr),
+            rz.RendezvousMessage(relay_response=out),
+            "RelayResponse",
+        )
 
     def _test_nat(self, conn: ReplySink, req: rz.TestNatRequest, with_config: bool) -> None:
         resp = rz.TestNatResponse(port=conn.addr[1])
         if with_config and self.registry.server_serial > req.serial:
             resp.cu.CopyFrom(self._config_update())
         conn.send_message(rz.RendezvousMessage(test_nat_response=resp))
+
+    # -- UDP punch (RustDesk 1.4.1 and later, docs/protocol.rst §5.12) ---------
+
+    def handle_datagram(self, data: bytes, source: Address) -> None:
+        """UDP port P: host registrations, and the two messages of the UDP punch.
+
+        This is the dispatcher of L{UdpRegistrations.handle_datagram} with the
+        UDP punch's messages added (parsing a heartbeat twice would cost
+        every host).  Neither of those is answered by UDP: a viewer's
+        C{TestNatRequest} is noted, a host's C{PunchHoleSent} goes to the
+        viewer's stream.  Everything else by UDP is ignored, as there:
+        C{PunchHoleRequest} and C{LocalAddr} since hbbs' reflection
+        hardening (CVE-2026-30784), C{ConfigureUpdate} because no port has an
+        admin console here.
+        """
+        self.counters["udp_datagrams"] += 1
+        msg = parse_rendezvous(data)
+        kind = msg.WhichOneof("union") if msg is not None else None
+        if msg is None or kind is None:
+            self.counters["udp_garbage"] += 1
+            return
+        if kind == "register_peer":
+            self._register_peer(msg.register_peer, source, len(data))
+        elif kind == "register_pk":
+            self._register_pk(msg.register_pk, source, len(data))
+        elif self.udp_punch is None:
+            return
+        elif kind == "test_nat_request":
+            # The NAT mapping of the viewer's punch socket.  The answer it
+            # waits for (TestNatResponse, 6-8 bytes for these 3) would make a
+            # forged source an amplifier: it is never sent.
+            self.counters["udp_nat_tests"] += 1
+            self.udp_punch.observe(source, self._now())
+        elif kind == "punch_hole_sent":
+            self._udp_punch_hole_sent(msg.punch_hole_sent, source)
+
+    def _udp_punch_port(
+        self, conn: ReplySink, ph: rz.PunchHoleRequest, peer: Peer
+    ) -> PortChoice | None:
+        """C{PunchHole.udp_port} for this request (None or port 0: no UDP punch).
+
+        With a port, the host's UDP answer is awaited from then on.
+        """
+        if self.udp_punch is None or ph.udp_port <= 0 or self.always_use_relay:
+            return None
+        if peer.channel is not None:
+            # A host on a stream came there because UDP does not work for it
+            # or is turned off ("disable-udp"); rendezvous_mediator.rs would
+            # still try the UDP punch, and answer nothing else.
+            return None
+        now = self._now()
+        choice = self.udp_punch.viewer_port(conn.addr[0], ph.udp_port, now)
+        if not choice.port:
+            return choice
+        self.counters["udp_punch_requests"] += 1
+        if choice.port != ph.udp_port:
+            self.counters["udp_punch_port_replaced"] += 1
+        host_ips = [a[0] for a in self.registry.push_addresses(peer, now)]
+        if peer.ip:
+            host_ips.append(peer.ip)
+        self.udp_punch.expect(conn.addr, ph.id, host_ips, now)
+        return choice
+
+    def _udp_punch_hole_sent(self, phs: rz.PunchHoleSent, source: Address) -> None:
+        """A host's C{PunchHoleSent} by UDP: the awaited punch's answer goes to the viewer."""
+        assert self.udp_punch is not None
+        if not self.udp_punch.pending_count():
+            # Nothing waits: most often a stock host's second or third copy.
+            self.counters["udp_punch_sent_refused"] += 1
+            return
+        viewer = self._viewer(phs.socket_addr)
+        claim = self.udp_punch.claim(viewer, phs.id, source[0], self._now())
+        if not claim.accepted:
+            self.counters["udp_punch_sent_refused"] += 1
+            # A spoofer sends as many as the flood guard lets through: only
+            # the first refusal of a punch that is really waiting is worth a
+            # warning, and copies for no waiting punch are only counted.
+            if claim.waiting:
+                log = self._log.warn if claim.first_refusal else self._log.debug
+                log(
+                    "Ignored a UDP PunchHoleSent from {ip} for {viewer}: {reason}",
+                    ip=source[0],
+                    viewer=f"{viewer[0]}:{viewer[1]}",
+                    reason=claim.reason,
+                )
+            return
+        self.counters["udp_punch_answers"] += 1
+        if viewer in self._parked:
+            self._vouch(source[0], phs.id, phs.relay_server, viewer)
+        self._deliver(viewer, self._punch_answer(phs, source, is_udp=True), "UDP punch")
 
     # -- TCP 21115 -----------------------------------------------------------
 

@@ -704,3 +704,190 @@ def logged_in_punch_hole_request(
     finally:
         sock.close()
     raise RendezvousFailure("Failed to connect via rendezvous server")
+
+
+# --- UDP punch (RustDesk 1.4.1 and later, with enable-udp-punch on) ----------------------
+#
+# client.rs _start / _start_inner / test_udp_uat / udp_nat_connect and common.rs punch_udp:
+# a UDP socket sends TestNatRequest{} to the server's UDP port until the TCP request goes
+# out; PunchHoleRequest carries the UDP port learnt (0 if none); an answer with is_udp
+# aims the UDP socket at the host, and both sides send empty datagrams until one arrives.
+# RustDesk 1.4.2 and later run a second attempt without UDP beside this one (select_ok).
+
+# test_udp_uat and punch_udp: resend after 20 ms, the wait growing x1.5 up to 200 ms.
+UDP_RETRY_FIRST = 0.02
+UDP_RETRY_MAX = 0.2
+# punch_udp: "UDP punch is timed out" after this long.
+UDP_PUNCH_TIME = 20.0
+
+
+def _next_udp_retry(wait: float) -> float:
+    return min(wait * 1.5, UDP_RETRY_MAX)
+
+
+@dataclass
+class UdpPunchAttempt:
+    """The attempt of _start_inner that has a UDP socket: what it sent and got.
+
+    @ivar udp: the punch socket; connected to the host's UDP endpoint when C{is_udp}.
+    @ivar udp_port: the C{udp_port} its PunchHoleRequest carried (0: none learnt).
+    @ivar nat_tests: TestNatRequest datagrams it sent.
+    @ivar from_server: datagrams the server sent to the punch socket meanwhile.
+    """
+
+    answer: RendezvousAnswer
+    is_udp: bool
+    udp: socket.socket
+    udp_port: int
+    nat_tests: int
+    from_server: list[bytes]
+
+
+def udp_punch_hole_request(
+    server: str,
+    key: str,
+    peer_id: str,
+    *,
+    stun_port: int | None = None,
+    local_ip: str = "127.0.0.1",
+    nat_test_time: float = 0.0,
+    waits: tuple[float, ...] = PUNCH_WAITS,
+) -> UdpPunchAttempt:
+    """_start_inner with a UDP socket, up to the answer (the caller closes C{udp}).
+
+    1. new_direct_udp_for: a UDP socket for the server (bound to C{local_ip} here).
+    2. test_udp_uat: TestNatRequest{} twice, then once per retry interval.  A
+       TestNatResponse on the socket gives the port; so does the public STUN probe, which
+       RustDesk runs from another socket: C{stun_port} is what it reported (None: no STUN
+       answer in time).
+    3. TCP to the server; wait for a port at most half the connect time (C{nat_test_time}
+       more here, to let the test run), then stop the NAT test.
+    4. PunchHoleRequest{id, nat_type, licence_key, conn_type, version, udp_port} as
+       L{punch_hole_request} sends it, up to 3 times on that connection.
+    5. An answer with C{is_udp}: connect the UDP socket to the host's address.
+
+    @raise RendezvousFailure: as L{punch_hole_request}.
+    """
+    target = split_host_port(server, RENDEZVOUS_PORT)
+    udp = socket.socket(socket.AF_INET6 if ":" in target[0] else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp.bind((local_ip, 0))
+        udp.setblocking(False)
+        test = rz.RendezvousMessage(test_nat_request=rz.TestNatRequest()).SerializeToString()
+        for _ in range(2):
+            udp.sendto(test, target)
+        sent, port = 2, stun_port or 0
+        from_server: list[bytes] = []
+        started = time.monotonic()
+        try:
+            sock = _tcp(target, CONNECT_TIMEOUT)
+        except OSError as e:
+            raise RendezvousFailure(f"Failed to connect to rendezvous server: {e}") from e
+        rtt = time.monotonic() - started
+        deadline = time.monotonic() + rtt / 2 + nat_test_time
+        wait = UDP_RETRY_FIRST
+        next_send = time.monotonic() + wait
+        while True:
+            port = port or _nat_test_answer(udp, from_server)
+            now = time.monotonic()
+            if port or now >= deadline:
+                break
+            if now >= next_send:
+                udp.sendto(test, target)
+                sent += 1
+                wait = _next_udp_retry(wait)
+                next_send = now + wait
+            time.sleep(0.001)
+        port = port or _nat_test_answer(udp, from_server)
+        answer = _udp_request(sock, key, peer_id, port, waits)
+        is_udp = answer.kind == "punch" and answer.message.punch_hole_response.is_udp
+        if is_udp:
+            assert answer.peer_addr is not None
+            udp.setblocking(True)
+            udp.connect(answer.peer_addr)
+        return UdpPunchAttempt(answer, is_udp, udp, port, sent, from_server)
+    except BaseException:
+        udp.close()
+        raise
+
+
+def _nat_test_answer(udp: socket.socket, log: list[bytes]) -> int:
+    """Read what waits on the punch socket; a TestNatResponse's port, else 0."""
+    port = 0
+    while True:
+        try:
+            data = udp.recv(1500)
+        except (BlockingIOError, InterruptedError):
+            return port
+        except OSError:
+            return port  # ICMP unreachable reported on the socket: nothing to read
+        log.append(data)
+        msg = rz.RendezvousMessage()
+        with contextlib.suppress(DecodeError):
+            msg.ParseFromString(data)
+            if msg.WhichOneof("union") == "test_nat_response":
+                port = msg.test_nat_response.port & 0xFFFF
+
+
+def _udp_request(
+    sock: socket.socket, key: str, peer_id: str, udp_port: int, waits: tuple[float, ...]
+) -> RendezvousAnswer:
+    request = rz.RendezvousMessage(
+        punch_hole_request=rz.PunchHoleRequest(
+            id=peer_id,
+            nat_type=rz.UNKNOWN_NAT,
+            licence_key=key,
+            conn_type=rz.DEFAULT_CONN,
+            version=CLIENT_VERSION,
+            udp_port=udp_port,
+        )
+    )
+    frame = encode_frame(request.SerializeToString())
+    try:
+        local = sock.getsockname()[:2]
+        reader = FrameReader()
+        for wait in waits:
+            try:
+                sock.sendall(frame)
+                msg = _next_message(sock, reader, wait)
+            except (PeerClosed, OSError):
+                break
+            answer = parse_answer(msg, key, peer_id) if msg is not None else None
+            if answer is not None:
+                answer.local = local
+                return answer
+    finally:
+        sock.close()
+    raise RendezvousFailure("Failed to connect via rendezvous server")
+
+
+def punch_udp(udp: socket.socket, *, listen: bool, max_time: float = UDP_PUNCH_TIME) -> bytes:
+    """common.rs punch_udp on a connected socket: an empty datagram now and per retry
+    interval until one arrives; the viewer (C{listen} False) takes any, the host only a
+    non-empty one (KCP's first segment), which is returned.
+
+    @raise RendezvousFailure: "UDP punch is timed out" after C{max_time}.
+    """
+    deadline = time.monotonic() + max_time
+    wait = UDP_RETRY_FIRST
+    next_send = time.monotonic() + wait
+    with contextlib.suppress(OSError):
+        udp.send(b"")
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            raise RendezvousFailure("UDP punch is timed out")
+        if now >= next_send:
+            with contextlib.suppress(OSError):
+                udp.send(b"")
+            wait = _next_udp_retry(wait)
+            next_send = now + wait
+        udp.settimeout(max(0.001, min(next_send, deadline) - now))
+        try:
+            data = udp.recv(1500)
+        except OSError:
+            # Nothing yet (a timeout), or the peer's port is not open yet (an ICMP
+            # error reported on the socket): keep punching.
+            continue
+        if data or not listen:
+            return data
