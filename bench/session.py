@@ -1426,11 +1426,17 @@ def _print_checks(title: str, checks: list[Check]) -> list[dict[str, Any]]:
 
 def _fps_checks(by: dict[tuple[str, str], PhaseResult], system: str, what: str) -> list[Check]:
     checks: list[Check] = []
-    for label, how in (("moving", "default: host cap 30"), (CAPACITY, "viewer custom_fps=60")):
+    # At the host's 30 fps cap the count of frames in the window decides the
+    # last digit (29.99 or 30.01 for the same stream), so that row allows 1 %;
+    # the custom_fps=60 row, where the cap does not bound it, is strict.
+    for label, how, margin in (
+        ("moving", "default: host cap 30, 1 % margin", 0.99),
+        (CAPACITY, "viewer custom_fps=60", 1.0),
+    ):
         r = by.get((system, label))
         if r:
             name = f"{what} 1080p motion >= 30 fps ({how})"
-            checks.append((name, r.fps, f"{r.fps:.2f} fps", r.fps >= GOAL_FPS))
+            checks.append((name, r.fps, f"{r.fps:.2f} fps", r.fps >= GOAL_FPS * margin))
     return checks
 
 
