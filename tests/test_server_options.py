@@ -247,6 +247,15 @@ class AssemblyTests(TestCase):
         self.assertEqual(top.registry.streams.max_per_site, 3)
         self.assertEqual(top.registry.streams.max_total, 7)
 
+    def test_udp_punch_brokering_follows_the_flag(self) -> None:
+        """On by default (docs/protocol.rst §5.12); --no-udp-punch leaves the broker out."""
+        top, _ = self.build()
+        assert top.server is not None
+        self.assertIsNotNone(top.server.udp_punch)
+        top, _ = self.build("--no-udp-punch")
+        assert top.server is not None
+        self.assertIsNone(top.server.udp_punch)
+
     def test_offer_follows_the_wait(self) -> None:
         """The built server's port P offers after the configured silence: at 3 s with 3,
         on accepting with 0 (before the client's first byte), never with 'off'; the

@@ -180,6 +180,7 @@ def _add_rendezvous(
         store=store,
         rendezvous_servers=parse_relay_list(config["rendezvous-servers"]),
         always_use_relay=bool(config["always-use-relay"]),
+        udp_punch=not config["no-udp-punch"],
         request_guard=FloodGuard(
             float(config["request-rate-per-ip"]), 10.0 * float(config["request-rate-per-ip"])
         ),

@@ -171,6 +171,12 @@ class ServerOptions(ConfigFileOptions):
         ],
         ["no-relay", None, "Run only the rendezvous server (hbbs), no relay."],
         [
+            "no-udp-punch",
+            None,
+            "Do not broker UDP hole punching for RustDesk 1.4.1+ clients (docs/protocol.rst "
+            "5.12); they punch over TCP or use the relay instead.",
+        ],
+        [
             "no-websocket",
             None,
             "Do not listen for WebSocket clients (rendezvous on P+2, relay on P+3).",
