@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor as _reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol, IPullProducer
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import directlyProvides
 
@@ -28,10 +36,17 @@ from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.relay.limiter import BandwidthSettings
 from litedesk.relay.settings import RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
-from litedesk.websocket.bridge import MAX_REASSEMBLED
-from litedesk.websocket.framing import FrameSplitter
+from litedesk.websocket.bridge import (
+    MAX_REASSEMBLED,
+    BridgeFactory,
+    ExactTimer,
+    WebSocketBridge,
+)
+from litedesk.websocket.fastpath import Unmasker, frame_header, parse_header
+from litedesk.websocket.framing import Chunk, FrameSplitter
 from litedesk.websocket.proxy import TrustedProxies
 from litedesk.websocket.relay import RelayBridgeFactory
+from litedesk.wire.address import Address
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header
 
 from .support.polling import pause, until
@@ -53,7 +68,7 @@ class _Collect:
         self._cur: bytearray | None = None
         self._len = 0
 
-    def whole(self, payload: bytes) -> None:
+    def whole(self, payload: Chunk) -> None:
         assert self._cur is None
         self.whole_count += 1
         self.messages.append(bytes(payload))
@@ -63,7 +78,7 @@ class _Collect:
         self._cur = bytearray()
         self._len = length
 
-    def part(self, data: bytes) -> None:
+    def part(self, data: Chunk) -> None:
         assert self._cur is not None and data
         self._cur += data
         assert len(self._cur) <= self._len
@@ -457,3 +472,341 @@ class BackpressureTests(WebSocketRelayCase):
         while len(got) < total:
             got.append(await w.recv(10))
         self.assertEqual(set(got), {b"\x5a" * 65_000})
+
+
+# -- the fast path for a paired leg's binary frames, against autobahn ----------------
+
+
+_MASK = b"\x9d\x21\x7e\x03"
+_HANDSHAKE = (
+    b"GET /ws/relay HTTP/1.1\r\nHost: relay.example\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def client_frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bytes | None = _MASK,
+    form: int | None = None,
+) -> bytes:
+    """One client frame (RFC 6455 5.2); C{form} forces the length form (125, 126 or 127)."""
+    n = len(payload)
+    if form is None:
+        form = 125 if n < 126 else 126 if n < 0x10000 else 127
+    b1 = 0x80 if mask is not None else 0
+    if form == 125:
+        head = bytes((b1 | n,))
+    elif form == 126:
+        head = bytes((b1 | 126,)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((b1 | 127,)) + n.to_bytes(8, "big")
+    head = bytes(((0x80 if fin else 0) | rsv << 4 | opcode,)) + head
+    if mask is None:
+        return head + payload
+    masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def binary(payload: bytes, **kw: Any) -> bytes:
+    return client_frame(2, payload, **kw)
+
+
+class _Inner(Protocol):
+    """The protocol a bridge carries: keeps every byte it is given (a copy, as a
+    relay leg sends or copies at once: the fast path's buffers are reused)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = True
+
+
+class _Transport(StringTransport):
+    """A string transport that, like a TCP one, lets autobahn unregister no producer."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+class _RecordingBridge(WebSocketBridge):
+    """A bridge that records what it tells its subclass hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def on_nonbinary(self, binary: bool) -> None:
+        self.events.append("empty" if binary else "text")
+
+    def on_ping(self) -> None:
+        self.events.append("ping")
+
+
+class _RecordingFactory(BridgeFactory):
+    protocol = _RecordingBridge
+
+    def build_inner(self, client: Address, bridge: WebSocketBridge) -> IProtocol | None:
+        return _Inner()
+
+
+@dataclass
+class Outcome:
+    """What a stream of client bytes did to a bridge."""
+
+    inner: bytes  # the BytesCodec stream the inner protocol got
+    events: list[str]
+    sent: bytes  # what the bridge wrote back (pongs, close frames)
+    reason: str  # close_reason ("" if none)
+    failed: bool  # autobahn failed the connection
+    dropped: bool  # the TCP connection was closed
+    fast_frames: int  # frames the fast path took
+
+
+def drive(
+    chunks: list[bytes], *, fast: bool, max_message: int = 1000, native: bool = True
+) -> Outcome:
+    """Open a bridge on a string transport, turn the fast path on (as a pairing does)
+    or not, feed it C{chunks} and say what happened."""
+    factory = _RecordingFactory(
+        proxies=TrustedProxies(), max_per_source=0, max_message=max_message, clock=Clock()
+    )
+    bridge = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    assert isinstance(bridge, _RecordingBridge)
+    tr = _Transport()
+    bridge.makeConnection(tr)
+    bridge.dataReceived(_HANDSHAKE)
+    assert tr.value().startswith(b"HTTP/1.1 101"), tr.value()
+    tr.clear()
+    inner = bridge.inner
+    assert isinstance(inner, _Inner)
+    if fast:
+        bridge.start_fast_path()
+        assert bridge._reader is not None
+        bridge._reader._native = native
+    for chunk in chunks:
+        bridge.dataReceived(chunk)
+        if tr.disconnecting:
+            # What the reactor does once a dropped connection is gone.
+            bridge.connectionLost(Failure(ConnectionDone()))
+            break
+    reader = bridge._reader
+    return Outcome(
+        inner=bytes(inner.data),
+        events=bridge.events,
+        sent=tr.value(),
+        reason=bridge.close_reason,
+        failed=bool(bridge.failedByMe),
+        dropped=tr.disconnecting,
+        fast_frames=reader.frames if reader is not None else 0,
+    )
+
+
+def expected_stream(*messages: bytes) -> bytes:
+    return b"".join(encode_frame(m) for m in messages)
+
+
+class FastPathTests(SynchronousTestCase):
+    """L{litedesk.websocket.fastpath} and the bridge's use of it give exactly what
+    autobahn gives for the same bytes (autobahn is the reference: each stream is
+    also fed to a bridge without the fast path), whatever the cuts."""
+
+    def same(self, chunks: list[bytes], max_message: int = 1000, native: bool = True) -> Outcome:
+        ref = drive(chunks, fast=False, max_message=max_message)
+        got = drive(chunks, fast=True, max_message=max_message, native=native)
+        self.assertEqual(got.inner, ref.inner)
+        self.assertEqual(got.events, ref.events)
+        self.assertEqual(got.sent, ref.sent)
+        self.assertEqual(
+            (got.reason, got.failed, got.dropped), (ref.reason, ref.failed, ref.dropped)
+        )
+        return got
+
+    def test_binary_frames_of_every_length_form(self) -> None:
+        """Binary frames with 7-bit, 16-bit and 64-bit lengths are unmasked and passed
+        on as frames, all by the fast path."""
+        payloads = [os.urandom(n) for n in (1, 125, 126, 65_535, 65_536, 70_000)]
+        stream = b"".join(binary(p) for p in payloads)
+        got = self.same([stream], max_message=1 << 20)
+        self.assertEqual(got.inner, expected_stream(*payloads))
+        self.assertEqual(got.fast_frames, len(payloads))
+        self.assertEqual(got.sent, b"")
+
+    def test_cut_at_every_byte(self) -> None:
+        """A stream of binary frames, a ping, a text message, a fragmented message and
+        an empty one gives the same result cut in two at every byte, and fed one
+        byte at a time, with and without autobahn's native masker."""
+        stream = (
+            binary(b"a" * 130)
+            + client_frame(9, b"hi")
+            + binary(b"b")
+            + client_frame(1, "é".encode())
+            + client_frame(2, b"fr", fin=False)
+            + client_frame(9, b"")
+            + client_frame(0, b"ag", fin=True)
+            + binary(b"")
+            + binary(b"c" * 3)
+        )
+        whole = self.same([stream])
+        self.assertEqual(whole.inner, expected_stream(b"a" * 130, b"b", b"frag", b"ccc"))
+        self.assertEqual(whole.events, ["ping", "text", "ping", "empty"])
+        self.assertEqual(whole.fast_frames, 3)
+        for cut in range(len(stream) + 1):
+            self.same([stream[:cut], stream[cut:]])
+            self.same([stream[:cut], stream[cut:]], native=False)
+        self.same([stream[i : i + 1] for i in range(len(stream))])
+
+    def test_close_mid_stream(self) -> None:
+        """A close frame between binary frames: autobahn answers it and nothing after it
+        reaches the inner protocol."""
+        stream = binary(b"x" * 200) + client_frame(8, b"\x03\xe8") + binary(b"late")
+        got = self.same([stream])
+        self.assertEqual(got.inner, expected_stream(b"x" * 200))
+        self.assertTrue(got.sent.startswith(b"\x88"))
+
+    def test_protocol_violations_are_autobahns(self) -> None:
+        """An unmasked frame, RSV bits, a reserved opcode, a length not in its shortest
+        form, a continuation outside a message and a new message inside a fragmented
+        one fail the connection with autobahn's reason, after the frames before them
+        went through the fast path."""
+        before = binary(b"ok" * 50)
+        for bad in (
+            binary(b"nomask", mask=None),
+            binary(b"rsv", rsv=1),
+            client_frame(3, b"op"),
+            binary(b"long", form=126),
+            binary(b"x" * 200, form=127),
+            client_frame(0, b"cont"),
+            client_frame(2, b"fr", fin=False) + binary(b"inside a fragmented message"),
+        ):
+            got = self.same([before + bad + binary(b"after")])
+            self.assertTrue(got.failed and got.dropped, bad)
+            self.assertTrue(got.reason, bad)
+            self.assertEqual(got.inner, expected_stream(b"ok" * 50))
+
+    def test_oversize_closes_with_reason(self) -> None:
+        """A frame over the message limit is left to autobahn, which drops the connection
+        with the limit in its reason; nothing of it is passed on."""
+        got = self.same([binary(b"k" * 10) + binary(b"z" * 1001)])
+        self.assertIn("exceeds payload limit of 1000", got.reason)
+        self.assertEqual(got.inner, expected_stream(b"k" * 10))
+        self.assertTrue(got.dropped)
+
+    def test_holds_nothing(self) -> None:
+        """A 16 MiB frame arriving in pieces is passed on piece by piece: the bridge
+        keeps no payload (autobahn's buffer stays empty) and the reader only a count."""
+        factory = _RecordingFactory(
+            proxies=TrustedProxies(), max_per_source=0, max_message=1 << 24, clock=Clock()
+        )
+        bridge = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert isinstance(bridge, _RecordingBridge)
+        bridge.makeConnection(_Transport())
+        bridge.dataReceived(_HANDSHAKE)
+        bridge.start_fast_path()
+        inner = bridge.inner
+        assert isinstance(inner, _Inner) and bridge._reader is not None
+        size = 1 << 24
+        bridge.dataReceived(client_frame(2, b"", form=127)[:2] + size.to_bytes(8, "big") + _MASK)
+        piece = bytes(b ^ _MASK[i & 3] for i, b in enumerate(b"\x00" * 65_536))
+        for i in range(size // 65_536):
+            bridge.dataReceived(piece)
+            self.assertEqual(bridge.data, b"")
+            self.assertEqual(len(inner.data), 65_536 + (4 if i == 0 else 0))
+            inner.data.clear()
+        self.assertEqual(bridge._reader.remaining, 0)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.binary(max_size=300).map(binary),
+                st.just(binary(b"y" * 70_000)),
+                st.binary(max_size=125).map(lambda p: client_frame(9, p)),
+                st.binary(max_size=125).map(lambda p: client_frame(10, p)),
+                st.text(max_size=20).map(lambda t: client_frame(1, t.encode())),
+                st.lists(st.binary(max_size=50), min_size=2, max_size=4).map(
+                    lambda ps: b"".join(
+                        client_frame(2 if i == 0 else 0, p, fin=i == len(ps) - 1)
+                        for i, p in enumerate(ps)
+                    )
+                ),
+                st.sampled_from(
+                    [
+                        client_frame(8, b"\x03\xe8"),
+                        binary(b"u", mask=None),
+                        binary(b"r", rsv=2),
+                        binary(b"n", form=126),
+                        client_frame(0, b"c"),
+                        client_frame(11, b""),
+                        client_frame(2, b"f", fin=False),
+                    ]
+                ),
+            ),
+            max_size=12,
+        ),
+        st.lists(st.integers(min_value=0, max_value=100_000), max_size=12),
+        st.booleans(),
+    )
+    def test_any_stream_any_cuts(self, frames: list[bytes], cuts: list[int], native: bool) -> None:
+        """Any sequence of frames (binary of any size, pings, pongs, text, fragmented
+        messages, unfinished ones, a close, protocol violations, an oversize frame),
+        cut anywhere, gives what autobahn alone gives."""
+        stream = b"".join(frames)
+        self.same(_chunks(stream, cuts), max_message=65_536, native=native)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(min_size=4, max_size=4), st.binary(max_size=2000), st.lists(st.integers()))
+    def test_unmasker_is_rfc_xor(self, mask: bytes, data: bytes, cuts: list[int]) -> None:
+        """Unmasking in pieces (native and through autobahn's public masker) is the
+        RFC 6455 XOR with the mask from the start of the payload."""
+        want = bytes(b ^ mask[i & 3] for i, b in enumerate(data))
+        for native in (True, False):
+            u = Unmasker(mask, len(data), native=native)
+            out = b"".join(
+                bytes(u.apply(memoryview(c), b"P" if i == 0 else b""))
+                for i, c in enumerate(_chunks(data, cuts))
+            )
+            self.assertEqual(out, (b"P" if data else b"") + want)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=20), st.integers(min_value=0, max_value=100))
+    def test_header_parser_takes_only_its_frames(self, data: bytes, limit: int) -> None:
+        """parse_header accepts only a complete header of a masked FIN binary frame with a
+        shortest-form length in 1..limit, and then says where its payload starts."""
+        found = parse_header(data, 0, limit)
+        if found is None:
+            return
+        header, length = found
+        self.assertEqual(data[0], 0x82)
+        self.assertTrue(data[1] & 0x80)
+        self.assertTrue(length > 0 and (not limit or length <= limit))
+        self.assertEqual(
+            data[:header],
+            client_frame(2, b"\x00" * length, mask=data[header - 4 : header])[:header],
+        )
+
+    def test_frame_header_matches_autobahn(self) -> None:
+        """The header the bridge writes for an outgoing message is the one autobahn
+        writes for a binary frame with FIN set."""
+        for n in (1, 125, 126, 65_535, 65_536, 1 << 24):
+            factory = WebSocketServerFactory()
+            factory.protocol = WebSocketServerProtocol
+            # Its handshake timer on a test clock, not the reactor.
+            factory._batched_timer = ExactTimer(Clock())
+            proto: Any = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+            tr = _Transport()
+            proto.makeConnection(tr)
+            tr.clear()
+            proto.sendFrame(opcode=2, payload=b"\x00" * n)
+            sent = tr.value()
+            self.assertEqual(sent[: len(frame_header(n))], frame_header(n))
+            self.assertEqual(len(sent), len(frame_header(n)) + n)

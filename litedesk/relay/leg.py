@@ -30,6 +30,10 @@ from litedesk.twisted_internals import buffered_bytes, output_idle, settle_attri
 if TYPE_CHECKING:
     from litedesk.relay.server import Relay
 
+#: What a leg may be given to forward: bytes from Twisted, or a view a
+#: WebSocket leg unmasked (valid during the call only).
+Chunk = bytes | bytearray | memoryview
+
 # Transport attributes Twisted sets only when first used; connectionMade sets
 # them up front (twisted_internals.settle_attributes), see there for why.
 _LATE_ATTRS = (
@@ -136,7 +140,7 @@ class RelayProtocol(Protocol):
                 self._sock = t.socket
         self.conn = self._relay.table.accept(self, self.ip)
 
-    def dataReceived(self, data: bytes) -> None:
+    def dataReceived(self, data: Chunk) -> None:
         partner = self._partner
         if partner is not None:
             self._forward(data, partner)
@@ -168,7 +172,7 @@ class RelayProtocol(Protocol):
 
     # -- first frame ------------------------------------------------------
 
-    def _handshake(self, data: bytes) -> None:
+    def _handshake(self, data: Chunk) -> None:
         if self._buf is None:
             self._buf = bytearray(data)
         else:
@@ -208,7 +212,7 @@ class RelayProtocol(Protocol):
 
     # -- early data (unpaired legs) ---------------------------------------------
 
-    def _keep_early(self, data: bytes) -> None:
+    def _keep_early(self, data: Chunk) -> None:
         if self._buf is None:
             self._buf = bytearray(data)
         else:
@@ -260,7 +264,7 @@ class RelayProtocol(Protocol):
 
     # -- data path --------------------------------------------------------
 
-    def _forward(self, data: bytes, partner: RelayProtocol) -> None:
+    def _forward(self, data: Chunk, partner: RelayProtocol) -> None:
         partner.write(data)
         self._count(len(data))
 
@@ -286,8 +290,13 @@ class RelayProtocol(Protocol):
         t = self._tcp
         return t is not None and output_idle(t) and bool(t.connected) and not t.disconnecting
 
-    def write(self, data: bytes) -> None:
-        """Write to this leg's peer, straight to the socket when nothing is queued."""
+    def write(self, data: Chunk) -> None:
+        """Write to this leg's peer, straight to the socket when nothing is queued.
+
+        C{data} is a view of a shared scratch buffer when a WebSocket partner
+        unmasked it there (litedesk/websocket/fastpath.py): sent as it is,
+        copied to bytes if it must wait (Twisted queues bytes only), never kept.
+        """
         sock = self._sock
         t = self._tcp
         if sock is not None and t is not None:
@@ -300,11 +309,13 @@ class RelayProtocol(Protocol):
                 if sent == len(data):
                     return
                 if sent:
-                    data = data[sent:]
-            t.write(data)  # type: ignore[no-untyped-call]
+                    data = memoryview(data)[sent:].tobytes()
+            t.write(data if type(data) is bytes else bytes(data))  # type: ignore[no-untyped-call]
             return
         assert self.transport is not None
-        self.transport.write(data)
+        if type(data) is not bytes and not getattr(self.transport, "accepts_buffers", False):
+            data = bytes(data)  # Twisted's transports take bytes only
+        self.transport.write(data)  # type: ignore[arg-type]
 
     def _write_view(self, view: memoryview) -> None:
         """L{write} for a slice of the shared buffer (copied only if it must wait)."""
@@ -326,6 +337,13 @@ class RelayProtocol(Protocol):
     def _use_read_mode(self, partner: RelayProtocol) -> None:
         mode = self._relay.settings.read_mode
         t = self._tcp
+        if t is None:
+            # A WebSocket leg: from now on its bridge reads binary frames
+            # without autobahn (litedesk/websocket/fastpath.py).
+            start = getattr(self.transport, "start_fast_path", None)
+            if start is not None:
+                start()
+            return
         if mode == "twisted" or t is None or self._sock is None or partner._sock is None:
             return
         shared_io(self._relay.settings.read_size)

@@ -14,6 +14,9 @@ messages (docs/websocket.rst §2):
   reverse proxy names (sans-IO);
 - L{litedesk.websocket.bridge}: the autobahn protocol that carries an inner
   Twisted protocol, its transport and its factory;
+- L{litedesk.websocket.fastpath}: a paired relay leg's binary frames read
+  and unmasked without autobahn (sans-IO), and the header of the frames
+  the bridge writes;
 - L{litedesk.websocket.rendezvous}, L{litedesk.websocket.relay}: what differs
   between the two ports.
 """

@@ -16,7 +16,10 @@ connects it to a L{BridgeTransport}:
   fragments, so a relayed frame of any size costs no memory;
 - text messages, empty messages and pings are told to the subclass
   (L{WebSocketBridge.on_nonbinary}, L{WebSocketBridge.on_ping}), which knows
-  what they mean on its port.
+  what they mean on its port;
+- once the inner protocol only forwards (a paired relay leg), single-frame
+  binary messages are read without autobahn (L{WebSocketBridge.start_fast_path},
+  L{litedesk.websocket.fastpath}); every other frame is still autobahn's.
 
 So limits, deadlines, licence checks and logs are the inner protocol's, as
 on TCP.  The bridge adds what only WebSocket has: the client address a
@@ -54,7 +57,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from litedesk.twisted_internals import buffered_bytes, output_idle
-from litedesk.websocket.framing import FrameSplitter
+from litedesk.websocket.fastpath import BinaryFrameReader, frame_header
+from litedesk.websocket.framing import Chunk, FrameSplitter
 from litedesk.websocket.proxy import ForwardedHeaderError, TrustedProxies
 from litedesk.wire.address import Address
 from litedesk.wire.addrmangle import normalize_host
@@ -81,11 +85,16 @@ MAX_HANDSHAKE = 16 * 1024
 MAX_HANDSHAKING = 4096
 #: Largest read of a WebSocket stream.  autobahn copies the rest of its input
 #: buffer at every frame boundary, so a read costs more the more frames it
-#: holds: 64 KiB relayed fastest in bench/relay.py (256 KiB: about half).
+#: holds (and, for a stream of tiny frames, quadratically more): 64 KiB
+#: relayed fastest in bench/relay.py before the fast path (256 KiB: about half).
 MAX_READ = 64 * 1024
 #: Largest message accepted in several WebSocket frames (collected before it
 #: can be framed); RustDesk's clients send one frame per message.
 MAX_REASSEMBLED = 1 << 20
+
+# autobahn's parser state that the fast path reads (WebSocketProtocol's
+# current_frame, inside_message and its input buffer, data).
+_AUTOBAHN_PARSER_STATE = ("current_frame", "inside_message", "data")
 
 # How an incoming message reaches the inner protocol.
 _IGNORE = 0  # text, or the rest of a message after a failure
@@ -109,6 +118,10 @@ class BridgeTransport:
     and pausing this transport stops reading from that peer.
     """
 
+    #: C{write} takes any buffer (a relay leg then passes a view as it is):
+    #: what cannot be sent at once is copied.
+    accepts_buffers = True
+
     def __init__(self, bridge: WebSocketBridge, peer: IAddress, host: IAddress) -> None:
         self._bridge = bridge
         self._peer = peer
@@ -122,9 +135,7 @@ class BridgeTransport:
     def connected(self) -> bool:
         return not self._bridge.closing
 
-    def write(self, data: bytes) -> None:
-        if type(data) is not bytes:
-            data = bytes(data)
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self._bridge.send_frames(data)
 
     def writeSequence(self, data: Any) -> None:
@@ -169,6 +180,10 @@ class BridgeTransport:
         if hasattr(t, "bufferSize"):
             t.bufferSize = min(size, MAX_READ)
 
+    def start_fast_path(self) -> None:
+        """The inner protocol now only forwards: see L{WebSocketBridge.start_fast_path}."""
+        self._bridge.start_fast_path()
+
 
 class WebSocketBridge(WebSocketServerProtocol):
     """One WebSocket connection carrying an inner protocol (see the module)."""
@@ -202,6 +217,12 @@ class WebSocketBridge(WebSocketServerProtocol):
         self._parts: bytearray | None = None
         self._pongs: list[bytes] = []
         self._sock: socket.socket | None = None
+        # The header of the frame begun last, until its first piece goes out.
+        self._header_out = b""
+        # The fast path (start_fast_path): None until it is on; then whether
+        # the frame at the start of autobahn's buffer is autobahn's to parse.
+        self._reader: BinaryFrameReader | None = None
+        self._autobahn_next = False
 
     @property
     def raw(self) -> Any:
@@ -237,7 +258,11 @@ class WebSocketBridge(WebSocketServerProtocol):
         ):
             self._refuse_raw(f"opening handshake longer than {MAX_HANDSHAKE} bytes")
             return
-        if not self.closing or self.state != WebSocketProtocol.STATE_CONNECTING:
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            # What autobahn's Twisted adapter does, without the debug line
+            # it formats for every read.
+            self._dataReceived(data)
+        elif not self.closing or self.state != WebSocketProtocol.STATE_CONNECTING:
             super().dataReceived(data)
 
     def _refuse_raw(self, reason: str) -> None:
@@ -384,10 +409,11 @@ class WebSocketBridge(WebSocketServerProtocol):
             self._pongs.append(payload)
         self.on_ping()
 
-    def _to_inner(self, data: bytes) -> None:
+    def _to_inner(self, data: bytes | memoryview) -> None:
         inner = self.inner
         if inner is not None and self._inner_connected and not self.closing:
-            inner.dataReceived(data)
+            # A view from the fast path: relay legs take any buffer.
+            inner.dataReceived(data)  # type: ignore[arg-type]
 
     def _fail(self, reason: str) -> None:
         self.close_reason = reason
@@ -396,6 +422,61 @@ class WebSocketBridge(WebSocketServerProtocol):
         )
         self.closing = True
         self.raw.abortConnection()
+
+    # -- the fast path for binary frames ------------------------------------
+
+    def start_fast_path(self) -> None:
+        """From the next frame boundary on, read single-frame binary messages here.
+
+        L{BinaryFrameReader} (C{fastpath.py}) takes those frames and passes
+        each to the inner protocol as a L{_STREAM} message would go (header,
+        then payload as it is read); at any other frame it hands the bytes
+        back to autobahn, which parses that frame and every later one until
+        it is between messages again.
+        """
+        if not self.factory.fast_path or self._reader is not None:
+            return
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        if not all(hasattr(self, n) for n in _AUTOBAHN_PARSER_STATE):
+            return  # an autobahn that keeps its parser state otherwise: stay on its path
+        limits = [
+            int(getattr(self, "maxMessagePayloadSize", 0)),
+            int(getattr(self, "maxFramePayloadSize", 0)),
+            MAX_ENCODABLE,
+        ]
+        self._reader = BinaryFrameReader(min(x for x in limits if x > 0))
+
+    def processData(self) -> bool:
+        """autobahn parses one frame (or part of one) per call: the fast path takes
+        over whenever autobahn is between messages with the fast path on."""
+        reader = self._reader
+        if reader is None or self.current_frame is not None or self.inside_message:
+            return bool(super().processData())
+        if self._autobahn_next and not reader.remaining:
+            more = bool(super().processData())
+            if self.current_frame is not None:
+                self._autobahn_next = False  # autobahn has its frame's header
+            return more
+        data = self.data
+        if not data:
+            return False
+        self.data = b""
+        pos = reader.feed(data, self)
+        if pos == len(data):
+            return False
+        self.data = data[pos:]
+        self._autobahn_next = True
+        return True
+
+    def accepts_frame(self) -> bool:
+        return self.state == WebSocketProtocol.STATE_OPEN and not self.closing
+
+    def binary_begin(self, length: int) -> bytes:
+        return encode_header(length)
+
+    def binary_data(self, payload: memoryview | bytes) -> None:
+        self._to_inner(payload)
 
     # -- what subclasses decide -------------------------------------------------
 
@@ -433,39 +514,67 @@ class WebSocketBridge(WebSocketServerProtocol):
 
     # -- frames out ------------------------------------------------------------
 
-    def send_frames(self, data: bytes) -> None:
+    def send_frames(self, data: Chunk) -> None:
         """The inner protocol wrote C{data}: BytesCodec frames, each a message out."""
         if self.state != WebSocketProtocol.STATE_OPEN:
             return
-        self._splitter.feed(data, self)
+        # Views, not copies: each payload is sent before this returns, or
+        # copied if it must wait.
+        self._splitter.feed(memoryview(data), self)
 
-    def whole(self, payload: bytes) -> None:
+    # Each BytesCodec frame goes out as one binary WebSocket frame, FIN set,
+    # written here rather than through autobahn's message API: that API
+    # sends the length before the payload only in a frame without FIN, then
+    # an empty frame to end the message (one more send per message), and
+    # sendMessage joins header and payload into a copy.  The header goes out
+    # with the first piece of payload, in one sendmsg.  autobahn's own
+    # frames (pong, close) never land inside one of these: pongs wait for
+    # the frame's end (onPing) and a close in mid-frame is a TCP close.
+
+    def whole(self, payload: Chunk) -> None:
         if not payload:
             if self.forward_empty:
                 self.sendMessage(b"", isBinary=True)  # type: ignore[no-untyped-call]
             return
-        limit = int(getattr(self, "maxMessagePayloadSize", 0))
-        if limit and len(payload) > limit:
-            # autobahn refuses to send a whole message over its limit; a
-            # stream of fragments has none (the peer set the size).
-            self.begin(len(payload))
-            self.part(payload)
-            self.end()
-            return
-        self.sendMessage(payload, isBinary=True)  # type: ignore[no-untyped-call]
+        self._send_message_data(frame_header(len(payload)), payload)
 
     def begin(self, length: int) -> None:
-        self.beginMessage(isBinary=True)
-        self.beginMessageFrame(length)
+        self._header_out = frame_header(length)
 
-    def part(self, data: bytes) -> None:
-        self.sendMessageFrameData(data)
+    def part(self, data: Chunk) -> None:
+        header, self._header_out = self._header_out, b""
+        self._send_message_data(header, data)
 
     def end(self) -> None:
-        self.endMessage()
         pongs, self._pongs = self._pongs, []
         for payload in pongs:
             self.sendPong(payload)  # type: ignore[no-untyped-call]
+
+    def _send_message_data(self, header: bytes, data: Chunk) -> None:
+        """Send C{header} (possibly empty) then C{data}: at once when nothing is queued."""
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        if self.send_queue:
+            # Behind autobahn's chopped or synchronous writes (we make none).
+            self.sendData(header + bytes(data))
+            return
+        t = self.raw
+        sock = self._sock
+        if sock is not None and output_idle(t) and t.connected and not t.disconnecting:
+            try:
+                sent = sock.sendmsg([header, data]) if header else sock.send(data)
+            except OSError:  # EAGAIN, or an error the transport will see itself
+                sent = 0
+            h = len(header)
+            if sent >= h:
+                if sent - h == len(data):
+                    return
+                header, data = b"", data[sent - h :]
+            else:
+                header = header[sent:]
+        if header:
+            t.write(header)
+        t.write(bytes(data))
 
     # -- closing from the inner protocol -----------------------------------
 
@@ -514,6 +623,9 @@ class BridgeFactory(WebSocketServerFactory):
 
     protocol = WebSocketBridge  # type: ignore[assignment]
     noisy = False
+    #: Whether a connection may read binary frames without autobahn once its
+    #: inner protocol asks for it (L{WebSocketBridge.start_fast_path}).
+    fast_path = True
 
     def __init__(
         self,

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["FrameSink", "FrameSplitter"]
+__all__ = ["Chunk", "FrameSink", "FrameSplitter"]
+
+#: What the splitter cuts: the bridge passes views, so payloads are not copied.
+Chunk = bytes | bytearray | memoryview
 
 
 class FrameSink(Protocol):
     """Where L{FrameSplitter.feed} reports frames (the WebSocket side's writer)."""
 
-    def whole(self, payload: bytes) -> None:
+    def whole(self, payload: Chunk) -> None:
         """A frame complete within the chunk (possibly empty)."""
 
     def begin(self, length: int) -> None:
         """A frame of C{length} (> 0) bytes starts; its pieces follow."""
 
-    def part(self, data: bytes) -> None:
+    def part(self, data: Chunk) -> None:
         """The next piece of the frame begun last."""
 
     def end(self) -> None:
@@ -56,7 +59,7 @@ class FrameSplitter:
         """No frame is partly written: a message may start (or the stream end) here."""
         return self.remaining == 0 and not self._header
 
-    def feed(self, data: bytes, sink: FrameSink) -> None:
+    def feed(self, data: Chunk, sink: FrameSink) -> None:
         """Cut C{data}, the next bytes of the stream, reporting to C{sink}."""
         pos = 0
         n = len(data)
@@ -82,7 +85,7 @@ class FrameSplitter:
                 self.remaining = length - (n - pos)
                 pos = n
 
-    def _read_header(self, data: bytes, pos: int) -> tuple[int | None, int]:
+    def _read_header(self, data: Chunk, pos: int) -> tuple[int | None, int]:
         """(payload length, position after the header), or (None, end) if incomplete."""
         header = self._header
         if header:

@@ -15,6 +15,9 @@ bandwidth limits, early-data budget and log events.  As in hbbr
   activity; before the C{RequestRelay} a text or empty message closes the
   connection (hbbr parses it as a message that is not C{RequestRelay}).
 
+Once paired, a leg reads its binary frames on the fast path
+(L{litedesk.websocket.fastpath}), leaving every other frame to autobahn.
+
 docs/websocket.rst §5 has the details.
 """
 
@@ -68,7 +71,12 @@ class RelayBridge(WebSocketBridge):
 
 
 class RelayBridgeFactory(BridgeFactory):
-    """The WebSocket relay listener's factory: legs of C{relay}."""
+    """The WebSocket relay listener's factory: legs of C{relay}.
+
+    @param fast_path: once a leg is paired, read its binary frames without
+        autobahn (L{litedesk.websocket.fastpath}); off only to measure or
+        test autobahn's own path.
+    """
 
     protocol = RelayBridge
 
@@ -79,6 +87,7 @@ class RelayBridgeFactory(BridgeFactory):
         proxies: TrustedProxies,
         max_message: int = DEFAULT_MAX_MESSAGE,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        fast_path: bool = True,
     ) -> None:
         drain = relay.settings.deadlines.drain
         super().__init__(
@@ -91,6 +100,7 @@ class RelayBridgeFactory(BridgeFactory):
             close_timeout=drain if drain > 0 else 30.0,
         )
         self.relay = relay
+        self.fast_path = fast_path
 
     def build_inner(self, client: Address, bridge: WebSocketBridge) -> IProtocol | None:
         return self.relay.build(address(*client))
