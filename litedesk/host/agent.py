@@ -34,8 +34,8 @@ from litedesk.host.passwords import (
     publish_one_time_password,
 )
 from litedesk.host.paths import HostPaths
-from litedesk.host.registration import Event, Registration
-from litedesk.host.rendezvous_client import RendezvousClient
+from litedesk.host.registration import Event, Registration, StreamRegistration
+from litedesk.host.rendezvous_client import RendezvousClient, StreamRendezvousClient
 from litedesk.logfiles import make_twistd_log_private
 from litedesk.rustdesk.detect import (
     DetectingFactory,
@@ -49,6 +49,7 @@ from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admiss
 from litedesk.session.host_certificate import host_context_factory
 from litedesk.session.host_context import Display, HostContext
 from litedesk.session.host_session import HostSession
+from litedesk.session.links import ServerLinks
 from litedesk.session.login import LoginVerifier
 from litedesk.session.tls import wrap_server
 
@@ -62,7 +63,8 @@ class HostAgent(MultiService):
 
     Attributes are C{None} where the options did not ask for that part
     (no C{--rendezvous}: no C{paths} nor C{rendezvous_udp}; no C{--listen}:
-    no C{listen}; and so on).
+    no C{listen}; C{--websocket}: C{rendezvous_stream} instead of
+    C{rendezvous_udp} and C{nat_test}; and so on).
     """
 
     def __init__(self, identity: HostIdentity, ctx: HostContext, verifier: LoginVerifier) -> None:
@@ -72,6 +74,7 @@ class HostAgent(MultiService):
         self.verifier = verifier
         self.paths: HostPaths | None = None
         self.rendezvous_udp: UDPListenerService | None = None
+        self.rendezvous_stream: StreamRendezvousClient | None = None
         self.listen: EndpointService | None = None
         self.upnp: UpnpService | None = None
         self.nat_test: Service | None = None
@@ -423,6 +426,9 @@ def _add_rendezvous(
     upnp_port: Callable[[], int] | None,
 ) -> None:
     """Registration with the rendezvous server, the NAT test, and the paths it pushes."""
+    if config.ws_server is not None:
+        _add_websocket_rendezvous(agent, config, reactor, make_session)
+        return
     server = config.server
     nat_type = None
     if not config["no-nat-test"]:
@@ -452,3 +458,45 @@ def _add_rendezvous(
         "rendezvous-udp", reactor, f"udp:0:interface={iface.replace(':', chr(92) + ':')}", client
     )
     agent.rendezvous_udp.setServiceParent(agent)
+
+
+def _add_websocket_rendezvous(
+    agent: HostAgent, config: HostOptions, reactor: Any, make_session: Callable[..., Any]
+) -> None:
+    """--websocket: registration on a WebSocket stream, every viewer through the relay.
+
+    No UDP socket and no NAT test: a host in WebSocket mode reaches nothing
+    but the server's WebSocket URLs (docs/websocket.rst §7).
+    """
+    assert config.ws_server is not None
+    identity = agent.identity
+    links = ServerLinks(config.server, ws=config.ws_server, ws_ca=config["ws-ca"])
+    where = links.describe()
+    if not config.ws_server.rendezvous.secure:
+        _log.warn(
+            "The rendezvous server {server} is plain ws://: its traffic is not encrypted "
+            "(sessions are, end to end); use a wss:// URL or a host name for TLS",
+            server=where,
+        )
+    agent.paths = HostPaths(
+        reactor,
+        identity.peer_id,
+        config.server,
+        config["key"],
+        make_session,
+        on_event=_registration_logger(identity, where),
+        nat_type=None,
+        force_relay=True,
+        relay_server=config["relay-server"],
+        links=links,
+    )
+    reg = StreamRegistration(identity.peer_id, identity.uuid, identity.public_key)
+    agent.rendezvous_stream = StreamRendezvousClient(
+        reg,
+        lambda protocol: links.open_stream(reactor, protocol),
+        agent.paths,
+        reactor,
+        where,
+    )
+    agent.rendezvous_stream.setName("rendezvous-stream")
+    agent.rendezvous_stream.setServiceParent(agent)

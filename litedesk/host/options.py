@@ -18,6 +18,7 @@ from twisted.python import usage
 from litedesk.discovery.client import DISCOVERY_PORT
 from litedesk.host.passwords import ONE_TIME_PASSWORD_FILE
 from litedesk.option_types import nonneg_int
+from litedesk.websocket.client import WebSocketServer, is_ws_url, load_ca_file
 from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
 
@@ -35,7 +36,7 @@ def _default_config_dir() -> str:
 class HostOptions(usage.Options):
     """C{twistd litedesk-host}'s command line (C{litedesk.host_tap.Options})."""
 
-    synopsis = "--rendezvous HOST[:PORT] --key SERVER_PUBKEY [options]"
+    synopsis = "--rendezvous HOST[:PORT]|ws(s)://NAME/ --key SERVER_PUBKEY [options]"
     longdesc = (
         "Make this desktop reachable: register with a LiteDesk (or RustDesk) rendezvous "
         "server and serve viewers.  The id is written to CONFIG_DIR/id and logged; with "
@@ -83,6 +84,15 @@ class HostOptions(usage.Options):
             "Let a RustDesk client that declines encryption in (its session runs in "
             "plaintext, logged as insecure); refused otherwise.",
         ],
+        [
+            "websocket",
+            None,
+            "Reach the server only over WebSocket (a server behind a reverse proxy on 443): "
+            "register on a WebSocket stream instead of UDP, and answer every viewer "
+            "through the relay, over WebSocket too.  A HOST[:PORT] --rendezvous maps as "
+            "RustDesk maps it (an IP address: ws://IP:PORT+2; a name: wss://NAME/ws/id); "
+            "a ws:// or wss:// URL implies this option.",
+        ],
     ]
     optParameters: ClassVar[list[list[Any]]] = [
         [
@@ -92,7 +102,13 @@ class HostOptions(usage.Options):
             "Where id, uuid, key and password hash live "
             "(default /var/lib/litedesk-host as root, else ~/.config/litedesk-host).",
         ],
-        ["rendezvous", "r", None, "Rendezvous server HOST[:PORT] (port 21116 by default)."],
+        [
+            "rendezvous",
+            "r",
+            None,
+            "Rendezvous server HOST[:PORT] (port 21116 by default), or with --websocket "
+            "a ws:// or wss:// URL (wss://NAME/ is a reverse proxy's /ws/id and /ws/relay).",
+        ],
         [
             "relay-server",
             None,
@@ -137,6 +153,13 @@ class HostOptions(usage.Options):
             "h264",
             "Default video codec: h264 or vp9 (viewers may ask for the other).",
         ],
+        [
+            "ws-ca",
+            None,
+            None,
+            "With --websocket: a PEM file of the certificates a wss:// server must chain to "
+            "(a private CA or a self-signed server) instead of the system's CAs.",
+        ],
     ]
 
     def parseArgs(self) -> None:
@@ -147,8 +170,10 @@ class HostOptions(usage.Options):
             self["config-dir"] = _default_config_dir()
         if self["rendezvous"] is None and self["listen"] is None:
             raise usage.UsageError("give --rendezvous (and --key), or --listen, or both")
+        self.ws_server: WebSocketServer | None = None
         if self["rendezvous"] is not None:
             self._check_rendezvous()
+        self._check_websocket()
         self.discovery_server: tuple[str, int] | None = None
         if self["discovery-server"] is not None:
             try:
@@ -182,10 +207,35 @@ class HostOptions(usage.Options):
             server_key_bytes(self["key"])
         except BadPublicKey:
             raise usage.UsageError("--key must be the server's base64 public key") from None
+        if is_ws_url(self["rendezvous"]):
+            self["websocket"] = True
+        if self["websocket"]:
+            try:
+                self.ws_server = WebSocketServer.from_option(self["rendezvous"])
+            except ValueError as e:
+                raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}: {e}") from None
+            self.server = (self.ws_server.host, self.ws_server.port)
+            return
         try:
             self.server = parse_host_port(self["rendezvous"], DEFAULT_RENDEZVOUS_PORT)
         except ValueError:
             raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}") from None
+
+    def _check_websocket(self) -> None:
+        """--websocket needs a server; --ws-ca a readable PEM file; --upnp is pointless."""
+        if self["websocket"] and self["rendezvous"] is None:
+            raise usage.UsageError("--websocket needs --rendezvous")
+        if self["ws-ca"] is not None:
+            if not self["websocket"]:
+                raise usage.UsageError("--ws-ca only applies with --websocket")
+            try:
+                load_ca_file(self["ws-ca"])
+            except ValueError as e:
+                raise usage.UsageError(f"--ws-ca: {e}") from None
+        if self["websocket"] and self["upnp"]:
+            raise usage.UsageError(
+                "--upnp has no use with --websocket: every viewer comes through the relay"
+            )
 
     def _upnp_listen_port(self) -> int:
         """The local port the UPnP mapping points at: the --listen port, else our own."""

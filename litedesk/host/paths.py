@@ -19,7 +19,13 @@ docs/protocol.rst §7.2:
 - C{FetchLocalAddr} (viewer behind the same public IP): listen on a LAN
   port, tell the server with C{LocalAddr}, accept one connection;
 - C{RequestRelay}: acknowledge with C{RelayResponse}, then join the
-  viewer's uuid on the relay.
+  viewer's uuid on the relay;
+- in WebSocket mode (C{--websocket}, L{litedesk.session.links.ServerLinks}
+  over WebSocket) every C{PunchHole} and C{FetchLocalAddr} is answered with a
+  relay the host opens itself, as a RustDesk host in WebSocket mode does
+  (C{rendezvous_mediator.rs}: "websocket go relay directly"): nothing but the
+  server's WebSocket URLs is reachable, so there is nothing to punch or
+  listen on.  Answers and relay legs go over WebSocket too.
 
 Every accepted stream is handed to the session factory (TLS server).
 
@@ -57,7 +63,7 @@ from litedesk.nat.punch import (
 )
 from litedesk.nat.sockets import listen_on
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.session.links import LinkError, connect_relay, open_rendezvous, split_relay
+from litedesk.session.links import LinkError, ServerLinks
 from litedesk.wire import addrmangle
 from litedesk.wire.address import Address
 
@@ -85,7 +91,12 @@ class HostPaths:
         relay_server: str = "",
         max_jobs_per_ip: int = MAX_JOBS_PER_IP,
         max_jobs: int = MAX_JOBS,
+        links: ServerLinks | None = None,
     ) -> None:
+        """
+        @param links: how to reach the server and relays (default: TCP to
+            C{server}); over WebSocket every push is answered by a relay.
+        """
         self.reactor = reactor
         self.peer_id = peer_id
         self.server = server
@@ -104,6 +115,7 @@ class HostPaths:
         #: Where relay legs go and which relays a push may name.
         self.relays = RelayChoice(server, relay_server)
         self.relays_replaced = 0
+        self.links = links if links is not None else ServerLinks(server)
 
     @property
     def relay_server(self) -> str:
@@ -137,6 +149,16 @@ class HostPaths:
                 port=port6,
             )
             msg.socket_addr_v6 = b""
+        if self.links.websocket:
+            self._log.info(
+                "Viewer {ip} asks to connect; opening a relay (WebSocket mode)", ip=viewer[0]
+            )
+            self._track(
+                self._host_initiated_relay(msg.socket_addr, msg.relay_server, slot),
+                slot,
+                holds=True,
+            )
+            return
         own = self.nat_type() if self.nat_type is not None else None
         forced = self.force_relay or msg.force_relay
         why = host_path_choice(own, msg.nat_type, forced)
@@ -203,6 +225,17 @@ class HostPaths:
         if slot is None:
             return
         self.relays.remember(msg.relay_server)
+        if self.links.websocket:
+            # RustDesk's handle_intranet: in WebSocket mode, a relay instead.
+            self._log.info(
+                "Viewer {ip} is on our public IP; opening a relay (WebSocket mode)", ip=viewer[0]
+            )
+            self._track(
+                self._host_initiated_relay(msg.socket_addr, msg.relay_server, slot),
+                slot,
+                holds=True,
+            )
+            return
         self._log.info("Viewer {ip} is on our public IP; offering a LAN address", ip=viewer[0])
         self._track(self._offer_lan(msg, slot), slot, holds=True)
 
@@ -247,7 +280,7 @@ class HostPaths:
         return None
 
     async def _tell_server(self, msg: rz.RendezvousMessage) -> None:
-        link = await open_rendezvous(self.reactor, *self.server)
+        link = await self.links.open_rendezvous(self.reactor)
         link.send(msg)
         # hbbs closes after a host's answer; wait for that (bounded) so the
         # answer is delivered before the relay leg races it.
@@ -263,13 +296,13 @@ class HostPaths:
     ) -> None:
         uuid = str(uuidlib.uuid4())
         # The server chose this relay (RustDesk: the relay-server option first).
-        relay = split_relay(self.relay_server or relay_server, *self.server)
+        relay = self.relay_server or relay_server
         await self._tell_server(
             rz.RendezvousMessage(
                 relay_response=rz.RelayResponse(
                     socket_addr=socket_addr,
                     uuid=uuid,
-                    relay_server=self.relay_server or relay_server or f"{relay[0]}:{relay[1]}",
+                    relay_server=relay or self.links.default_relay_name(),
                     id=self.peer_id,
                     version=VERSION,
                     upnp_port=self.upnp_port(),
@@ -278,10 +311,16 @@ class HostPaths:
         )
         await self._relay_leg(relay, uuid, slot)
 
-    async def _relay_leg(self, relay: tuple[str, int], uuid: str, slot: Slot) -> None:
-        """Open the relay leg; its job slot is released when the leg closes."""
-        leg = await connect_relay(
-            self.reactor, relay, uuid, self.licence_key, self.make_session(relayed=True)
+    async def _relay_leg(self, relay: str, uuid: str, slot: Slot) -> None:
+        """Open the relay leg (C{relay}: its name, empty for the default); its job slot
+        is released when the leg closes."""
+        leg = await self.links.connect_relay(
+            self.reactor,
+            relay,
+            uuid,
+            self.licence_key,
+            self.make_session(relayed=True),
+            role="host",
         )
         leg.lost.addBoth(slot.release)
 
@@ -371,8 +410,7 @@ class HostPaths:
                 )
             )
         )
-        relay = split_relay(msg.relay_server or self.relay_server, *self.server)
-        await self._relay_leg(relay, msg.uuid, slot)
+        await self._relay_leg(msg.relay_server or self.relay_server, msg.uuid, slot)
 
     async def _offer_lan(self, msg: rz.FetchLocalAddr, slot: Slot) -> None:
         host, port = self.server

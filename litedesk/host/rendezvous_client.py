@@ -1,24 +1,39 @@
-"""The host's UDP link to the rendezvous server: registration and pushes.
+"""The host's link to the rendezvous server: registration and pushes.
 
-One UDP socket, as RustDesk hosts use: heartbeats and key registration go
-out, the server's answers and its pushes (C{PunchHole}, C{FetchLocalAddr},
-C{RequestRelay}) come in.  Pushes are handed to an L{IPushHandler}; the
-registration rules live in L{litedesk.host.registration.Registration}.
+L{RendezvousClient}: one UDP socket, as RustDesk hosts use: heartbeats and
+key registration go out, the server's answers and its pushes
+(C{PunchHole}, C{FetchLocalAddr}, C{RequestRelay}) come in.  The rules live
+in L{litedesk.host.registration.Registration}.
+
+L{StreamRendezvousClient}: a host that cannot use UDP (C{--websocket}: the
+server is reachable only as C{ws(s)://}) keeps one stream open instead, as
+RustDesk's C{start_tcp} does (docs/protocol.rst §5.11): C{RegisterPk} on it,
+the server's keep-alives answered, the pushes received on it, and a new
+stream when it ends.  The rules live in
+L{litedesk.host.registration.StreamRegistration}.
+
+Either way pushes are handed to an L{IPushHandler}, once per request.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import DatagramProtocol
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from litedesk.host.registration import Event, Output, Registration
+from litedesk.host.registration import Event, Output, Registration, StreamOutput, StreamRegistration
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire.addrmangle import decode, normalize, normalize_host
+from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
 from litedesk.wire.messages import parse_rendezvous
 
 DUPLICATE_WINDOW = 0.1  # RustDesk ignores a repeated push from one requester within 100 ms
@@ -51,6 +66,39 @@ def duplicate_key(msg: rz.RendezvousMessage) -> tuple[str, str]:
     return kind, f"{host}|{port}"
 
 
+PUSHES = ("punch_hole", "fetch_local_addr", "request_relay")
+
+
+class PushDispatcher:
+    """Hands each push to the handler once: a copy within L{DUPLICATE_WINDOW} is dropped."""
+
+    _log = Logger()
+
+    def __init__(self, handler: IPushHandler) -> None:
+        self.handler = handler
+        self._recent: dict[tuple[str, str], float] = {}
+
+    def dispatch(self, msg: rz.RendezvousMessage, now: float) -> None:
+        kind = msg.WhichOneof("union")
+        if kind not in PUSHES:
+            return
+        key = duplicate_key(msg)
+        last = self._recent.get(key)
+        self._recent = {k: t for k, t in self._recent.items() if now - t < DUPLICATE_WINDOW}
+        if last is not None and now - last < DUPLICATE_WINDOW:
+            return
+        self._recent[key] = now
+        try:
+            if kind == "punch_hole":
+                self.handler.punch_hole(msg.punch_hole)
+            elif kind == "fetch_local_addr":
+                self.handler.fetch_local_addr(msg.fetch_local_addr)
+            else:
+                self.handler.request_relay(msg.request_relay)
+        except Exception:
+            self._log.failure("Handling {kind} failed", kind=kind)
+
+
 class RendezvousClient(DatagramProtocol):
     """Keeps one host registered with one server and receives its pushes."""
 
@@ -72,7 +120,7 @@ class RendezvousClient(DatagramProtocol):
         self._tick_interval = tick
         self._loop: LoopingCall | None = None
         self._server_addr: tuple[str, int] | None = None
-        self._recent: dict[tuple[str, str], float] = {}
+        self._pushes = PushDispatcher(handler)
 
     def startProtocol(self) -> None:
         self._loop = LoopingCall(self._tick)
@@ -147,20 +195,205 @@ class RendezvousClient(DatagramProtocol):
         if kind in ("register_peer_response", "register_pk_response", "configure_update"):
             self._apply(self.registration.received(msg, now))
             return
-        if kind not in ("punch_hole", "fetch_local_addr", "request_relay"):
-            return
-        key = duplicate_key(msg)
-        last = self._recent.get(key)
-        self._recent = {k: t for k, t in self._recent.items() if now - t < DUPLICATE_WINDOW}
-        if last is not None and now - last < DUPLICATE_WINDOW:
-            return
-        self._recent[key] = now
+        self._pushes.dispatch(msg, now)
+
+
+# -- registered on a stream ---------------------------------------------------------------
+
+#: Largest frame the server may send on the stream (its own --max-frame).
+MAX_STREAM_FRAME = 64 * 1024
+#: Seconds a stopping client waits for its stream to close.
+STOP_TIMEOUT = 3.0
+
+
+class _StreamLink(Protocol):
+    """One rendezvous stream: frames in, to the client; messages and keep-alives out."""
+
+    def __init__(self, client: StreamRendezvousClient) -> None:
+        self.client = client
+        self._decoder = FrameDecoder(MAX_STREAM_FRAME)
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.client.stream_opened(self)
+
+    def dataReceived(self, data: bytes) -> None:
         try:
-            if kind == "punch_hole":
-                self.handler.punch_hole(msg.punch_hole)
-            elif kind == "fetch_local_addr":
-                self.handler.fetch_local_addr(msg.fetch_local_addr)
-            else:
-                self.handler.request_relay(msg.request_relay)
+            frames = self._decoder.feed(data)
+        except FrameError as e:
+            self.close(f"bad frame from the server: {e}")
+            return
+        for frame in frames:
+            if self.transport is None or self.client.link is not self:
+                return
+            self.client.frame_received(frame)
+
+    def send(self, payload: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(encode_frame(payload))
+
+    def close(self, reason: str) -> None:
+        self.client.log_close(reason)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.client.stream_closed(self)
+        if not self.ended.called:
+            self.ended.callback(None)
+
+
+class StreamRendezvousClient(Service):
+    """Keeps one host registered on a rendezvous stream and receives its pushes.
+
+    @param connect: opens a stream to the server and connects the protocol
+        given to it (L{litedesk.session.links.ServerLinks.open_stream});
+        fails when the server cannot be reached.
+    @param describe: the server as log lines name it.
+    @ivar link: the stream now open, or None.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        registration: StreamRegistration,
+        connect: Callable[[IProtocol], Coroutine[Any, Any, None]],
+        handler: IPushHandler,
+        clock: IReactorTime,
+        describe: str,
+        tick: float = 1.0,
+    ) -> None:
+        self.registration = registration
+        self.connect = connect
+        self.handler = handler
+        self.clock = clock
+        self.describe = describe
+        self._tick_interval = tick
+        self._pushes = PushDispatcher(handler)
+        self.link: _StreamLink | None = None
+        self._loop: LoopingCall | None = None
+        self._retry: IDelayedCall | None = None
+        self._connecting: Deferred[None] | None = None
+        self.streams = 0  # streams opened so far
+
+    # -- service ----------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._open()
+
+    def stopService(self) -> Any:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._stop_loop()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        link, self.link = self.link, None
+        if link is None or link.transport is None or link.ended.called:
+            return None
+        link.transport.loseConnection()
+        # Returned so that twistd (and a test) waits for the close, briefly.
+        ended = link.ended
+        ended.addTimeout(STOP_TIMEOUT, self.clock)
+        ended.addErrback(lambda _: None)
+        return ended
+
+    # -- streams ----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self._retry = None
+        if not self.running:
+            return
+        d: Deferred[None] = ensureDeferred(self.connect(_StreamLink(self)))
+        self._connecting = d
+
+        def failed(f: Failure) -> None:
+            if self._connecting is d:
+                self._connecting = None
+            if not self.running:
+                return
+            self._log.warn("{error}", error=f.getErrorMessage())
+            self._schedule(self.clock.seconds())
+
+        def done(_: object) -> None:
+            if self._connecting is d:
+                self._connecting = None
+
+        d.addCallbacks(done, failed)
+
+    def _schedule(self, now: float) -> None:
+        delay, events = self.registration.closed(now)
+        self._events(events)
+        if delay is None or not self.running:
+            return
+        self._retry = self.clock.callLater(delay, self._open)
+
+    def stream_opened(self, link: _StreamLink) -> None:
+        if not self.running:
+            if link.transport is not None:
+                link.transport.loseConnection()
+            return
+        self.link = link
+        self.streams += 1
+        self._apply(self.registration.opened(self.clock.seconds()))
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.clock
+        self._loop.start(self._tick_interval, now=False)
+
+    def stream_closed(self, link: _StreamLink) -> None:
+        if link is not self.link:
+            return
+        self.link = None
+        self._stop_loop()
+        if self.running:
+            self._schedule(self.clock.seconds())
+
+    def _stop_loop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _tick(self) -> None:
+        try:
+            self._apply(self.registration.tick(self.clock.seconds()))
         except Exception:
-            self._log.failure("Handling {kind} failed", kind=kind)
+            # The loop must survive a bad tick or the host silently goes offline.
+            self._log.failure("Registration tick failed")
+
+    def frame_received(self, frame: bytes) -> None:
+        now = self.clock.seconds()
+        if not frame:
+            self._apply(self.registration.received(None, now))
+            return
+        msg = parse_rendezvous(frame)
+        if msg is None:
+            self._log.debug("Ignored an unparsable frame from {server}", server=self.describe)
+            return
+        out = self.registration.received(msg, now)
+        self._apply(out)
+        self._pushes.dispatch(msg, now)
+
+    def _apply(self, out: StreamOutput) -> None:
+        link = self.link
+        if link is not None:
+            for msg in out.send:
+                link.send(msg.SerializeToString())
+            if out.heartbeat:
+                link.send(b"")
+        self._events(out.events)
+        if out.close and link is not None:
+            link.close(out.close)
+
+    def _events(self, events: list[Event]) -> None:
+        for event in events:
+            self.handler.registration_event(event)
+
+    def log_close(self, reason: str) -> None:
+        self._log.info(
+            "Closing the rendezvous stream to {server}: {reason}",
+            server=self.describe,
+            reason=reason,
+        )

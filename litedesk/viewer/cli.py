@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         "rendezvous server, or directly by HOST:PORT.",
     )
     p.add_argument("target", nargs="?", help="host id, or HOST:PORT for a direct connection")
-    p.add_argument("--rendezvous", "-r", help="rendezvous server HOST[:PORT]")
+    p.add_argument(
+        "--rendezvous",
+        "-r",
+        help="rendezvous server HOST[:PORT], or with --websocket a ws:// or wss:// URL",
+    )
     p.add_argument("--key", "-k", help="the rendezvous server's public key")
     p.add_argument(
         "--password",
@@ -55,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--password-file", help="read the password from this file")
     p.add_argument("--force-relay", action="store_true", help="always go through the relay")
+    p.add_argument(
+        "--websocket",
+        action="store_true",
+        help="reach the server only over WebSocket (behind a reverse proxy on 443): requests "
+        "and the relay over ws:// or wss://, always through the relay; a HOST[:PORT] maps as "
+        "RustDesk maps it (IP: ws://IP:PORT+2, name: wss://NAME/ws/id); a ws:// or wss:// "
+        "--rendezvous implies it",
+    )
+    p.add_argument(
+        "--ws-ca",
+        metavar="FILE",
+        help="with --websocket: PEM certificates a wss:// server must chain to (a private CA) "
+        "instead of the system's CAs",
+    )
     p.add_argument("--headless", action="store_true", help="no window: scripted session")
     p.add_argument("--screenshot", metavar="FILE.png", help="save the screen after the actions")
     p.add_argument("--type", dest="type_text", metavar="TEXT", help="type this text")

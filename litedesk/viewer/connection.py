@@ -26,11 +26,12 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from litedesk.rustdesk.channel import ChannelTransport
 from litedesk.rustdesk.viewer_detect import PROTOCOL_LITEDESK, PROTOCOL_RUSTDESK, HostDetector
 from litedesk.session.known_hosts import KnownHosts
-from litedesk.session.links import LinkError, connect_relay
+from litedesk.session.links import LinkError, ServerLinks
 from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
-from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host
+from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host, find_host_ws
+from litedesk.websocket.client import WebSocketServer, is_ws_url, load_ca_file
 from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 
 LOGIN_TIMEOUT = 20.0
@@ -164,6 +165,30 @@ def is_direct(target: str) -> bool:
     return ":" in target or any(c == "." for c in target)
 
 
+def server_links(args: argparse.Namespace) -> ServerLinks:
+    """How to reach the server C{args.rendezvous} names: TCP, or WebSocket with
+    C{--websocket} or a C{ws://} / C{wss://} URL (then C{--ws-ca} applies).
+
+    @raise UsageFailure: the address or the CA file cannot be used.
+    """
+    text = str(args.rendezvous)
+    ws_ca = getattr(args, "ws_ca", None)
+    if not (getattr(args, "websocket", False) or is_ws_url(text)):
+        if ws_ca:
+            raise UsageFailure("--ws-ca only applies with --websocket")
+        try:
+            return ServerLinks(parse_host_port(text, DEFAULT_RENDEZVOUS_PORT))
+        except ValueError:
+            raise UsageFailure(f"bad rendezvous server address {text!r}") from None
+    try:
+        ws = WebSocketServer.from_option(text)
+        if ws_ca:
+            load_ca_file(ws_ca)
+    except ValueError as e:
+        raise UsageFailure(f"--websocket: {e}") from None
+    return ServerLinks((ws.host, ws.port), ws=ws, ws_ca=ws_ca)
+
+
 def session_protocol(session: ViewerSession) -> str:
     """Which protocol a connected session runs: C{"litedesk-tls"} or C{"rustdesk"}."""
     if isinstance(session.transport, ChannelTransport):
@@ -184,8 +209,9 @@ async def connect(
     the host key, or RustDesk's secure channel checked against the same key
     (L{session_protocol} tells which one ran).
 
-    C{args} carries C{target}, C{rendezvous}, C{key}, C{force_relay} and
-    C{known_hosts} as the command line names them.  C{progress} hears what
+    C{args} carries C{target}, C{rendezvous}, C{key}, C{force_relay},
+    C{known_hosts}, C{websocket} and C{ws_ca} as the command line names them
+    (the last two may be missing: TCP).  C{progress} hears what
     is being done ("rendezvous", "punch", "relay", "lan", "direct") for a
     status bar.
     """
@@ -212,12 +238,14 @@ async def connect(
         return "direct"
     if not args.rendezvous or not args.key:
         raise UsageFailure("--rendezvous and --key are needed to connect by id")
-    try:
-        server = parse_host_port(args.rendezvous, DEFAULT_RENDEZVOUS_PORT)
-    except ValueError:
-        raise UsageFailure(f"bad rendezvous server address {args.rendezvous!r}") from None
+    links = server_links(args)
+    server = links.server
     step("rendezvous")
-    route: Route = await find_host(reactor, server, args.key, args.target, args.force_relay)
+    route: Route
+    if links.websocket:
+        route = await find_host_ws(reactor, links, args.key, args.target)
+    else:
+        route = await find_host(reactor, server, args.key, args.target, args.force_relay)
     creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
     tls = HostDetector(
         session,
@@ -230,10 +258,9 @@ async def connect(
         step("punch")
         return await connect_punched(reactor, route, server, args.key, args.target, tls)
     if route.path == "relay":
-        assert route.relay is not None
         step("relay")
         try:
-            await connect_relay(reactor, route.relay, route.uuid, args.key, tls)
+            await links.connect_relay(reactor, route.relay_name, route.uuid, args.key, tls)
         except LinkError as e:
             raise ConnectError("cannot reach relay", str(e)) from None
         return "relay"

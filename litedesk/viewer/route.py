@@ -12,6 +12,12 @@ the same local port, and fall back to C{RequestRelay} when that fails.
 The host's public key must arrive signed by the server key the viewer was
 configured with; without that signature there is no session, because the
 TLS pin would be meaningless.
+
+In WebSocket mode (L{find_host_ws}, C{--websocket}) only the server's
+WebSocket URLs are reachable, so the viewer goes straight to the relay, as
+a RustDesk client in WebSocket mode does (C{client.rs}: C{force_relay} when
+C{use_ws()}): it asks with C{force_relay} and C{SYMMETRIC}, and the host
+opens the relay.
 """
 
 from __future__ import annotations
@@ -45,10 +51,11 @@ from litedesk.session.host_key import UnverifiedHostKey, host_key_from_signed_id
 from litedesk.session.links import (
     LinkError,
     RendezvousLink,
-    connect_relay,
+    ServerLinks,
     open_rendezvous,
     split_relay,
 )
+from litedesk.websocket.client import is_ws_url
 from litedesk.wire import addrmangle
 from litedesk.wire.address import Address
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
@@ -89,6 +96,7 @@ class Route:
     local6: tuple[str, int] | None = None  # ours
     try_v4: bool = True  # False: IPv4 needs the relay, only IPv6 may go direct
     upnp: tuple[str, int] | None = None  # the host's public IP and UPnP-mapped port
+    relay_name: str = ""  # the relay as the host or server named it ("": the default)
 
 
 _FAILURES = {
@@ -124,11 +132,15 @@ async def _exchange(
     waits: tuple[float, ...],
     want: tuple[str, ...],
     link: RendezvousLink | None = None,
+    links: ServerLinks | None = None,
 ) -> rz.RendezvousMessage:
     """Send C{msg} (again after each wait) until an answer of a wanted kind."""
     if link is None:
         try:
-            link = await open_rendezvous(reactor, *server)
+            if links is not None:
+                link = await links.open_rendezvous(reactor)
+            else:
+                link = await open_rendezvous(reactor, *server)
         except LinkError as e:
             raise ConnectError("cannot reach rendezvous server", str(e)) from None
     try:
@@ -235,7 +247,7 @@ async def find_host(
         host_pk = _host_key(server_pk, rr.pk, peer_id)
         relay = split_relay(rr.relay_server, *server)
         _log.info("The host opened a relay for us ({ms} ms)", ms=int(punch_time * 1000))
-        return Route("relay", host_pk, relay=relay, uuid=rr.uuid)
+        return Route("relay", host_pk, relay=relay, uuid=rr.uuid, relay_name=rr.relay_server)
     ph = answer.punch_hole_response
     if not ph.socket_addr:
         if ph.other_failure:
@@ -339,9 +351,9 @@ async def connect_punched(
     relayed = await request_relay(
         reactor, server, peer_id, route.host_pk, route.relay_server, relay_wait
     )
-    assert relayed.relay is not None
+    links = ServerLinks(server)
     try:
-        await connect_relay(reactor, relayed.relay, relayed.uuid, licence_key, protocol)
+        await links.connect_relay(reactor, relayed.relay_name, relayed.uuid, licence_key, protocol)
     except LinkError as e:
         raise ConnectError("cannot reach relay", str(e)) from None
     return "relay"
@@ -354,6 +366,7 @@ async def request_relay(
     host_pk: bytes,
     relay_server: str,
     wait: float = RELAY_WAIT,
+    links: ServerLinks | None = None,
 ) -> Route:
     """Ask the host, through the server, to meet us on a relay (fresh uuid)."""
     uuid = str(uuidlib.uuid4())
@@ -367,15 +380,76 @@ async def request_relay(
             conn_type=rz.DEFAULT_CONN,
         )
     )
-    answer = await _exchange(reactor, server, msg, (wait,), ("relay_response",))
+    answer = await _exchange(reactor, server, msg, (wait,), ("relay_response",), links=links)
     rr = answer.relay_response
     if rr.refuse_reason:
         raise ConnectError("relay refused", rr.refuse_reason)
-    relay = split_relay(rr.relay_server or relay_server, *server)
+    name = rr.relay_server or relay_server
     _log.info(
-        "Relay {host}:{port} agreed with the host in {ms} ms",
-        host=relay[0],
-        port=relay[1],
+        "Relay {relay} agreed with the host in {ms} ms",
+        relay=name or "(the default)",
         ms=_ms(reactor, t0),
     )
-    return Route("relay", host_pk, relay=relay, uuid=rr.uuid or uuid)
+    relay: tuple[str, int] | None = None
+    if (links is None or not links.websocket) and not is_ws_url(name):
+        try:
+            relay = split_relay(name, *server)
+        except ValueError:
+            raise ConnectError("cannot reach relay", f"bad relay server {name[:100]!r}") from None
+    return Route("relay", host_pk, relay=relay, uuid=rr.uuid or uuid, relay_name=name)
+
+
+async def find_host_ws(
+    reactor: Any,
+    links: ServerLinks,
+    server_key: str,
+    peer_id: str,
+    waits: tuple[float, ...] = PUNCH_WAITS,
+    relay_wait: float = RELAY_WAIT,
+) -> Route:
+    """Ask the server over WebSocket for C{peer_id}; the way is always a relay.
+
+    As a RustDesk client in WebSocket mode: C{PunchHoleRequest} with
+    C{force_relay} and C{SYMMETRIC}, so the host opens the relay and answers
+    C{RelayResponse}.  A host that answers otherwise (it punched, or sent its
+    LAN address) is asked for a relay with C{RequestRelay}, naming the relay
+    it named.  No NAT test, no IPv6 or UPnP: nothing but the server's URLs
+    is reachable.
+    """
+    server_pk = _server_key(server_key)
+    request = rz.RendezvousMessage(
+        punch_hole_request=rz.PunchHoleRequest(
+            id=peer_id,
+            licence_key=server_key,
+            nat_type=SYMMETRIC,
+            conn_type=rz.DEFAULT_CONN,
+            version=VERSION,
+            force_relay=True,
+        )
+    )
+    t0 = reactor.seconds()
+    answer = await _exchange(
+        reactor,
+        links.server,
+        request,
+        waits,
+        ("punch_hole_response", "relay_response"),
+        links=links,
+    )
+    if answer.WhichOneof("union") == "relay_response":
+        rr = answer.relay_response
+        if rr.refuse_reason:
+            raise ConnectError("relay refused", rr.refuse_reason)
+        host_pk = _host_key(server_pk, rr.pk, peer_id)
+        _log.info("The host opened a relay for us ({ms} ms)", ms=_ms(reactor, t0))
+        return Route("relay", host_pk, uuid=rr.uuid, relay_name=rr.relay_server)
+    ph = answer.punch_hole_response
+    if not ph.socket_addr:
+        if ph.other_failure:
+            raise ConnectError(ph.other_failure)
+        raise ConnectError(_FAILURES.get(ph.failure, "punch hole failed"))
+    host_pk = _host_key(server_pk, ph.pk, peer_id)
+    _log.info("The host answered without a relay; asking it for one")
+    return await request_relay(
+        reactor, links.server, peer_id, host_pk, ph.relay_server, relay_wait, links=links
+    )
