@@ -99,6 +99,7 @@ def serve_litedesk(
     reads_per_turn: int,
     splice_max: int = 0,
     ws_port: int = 0,
+    ws_fast: bool = True,
 ) -> None:
     """Run the LiteDesk relay on 127.0.0.1:port with limits off, until killed."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -139,7 +140,9 @@ def serve_litedesk(
         from litedesk.websocket.proxy import TrustedProxies
         from litedesk.websocket.relay import RelayBridgeFactory
 
-        ws = RelayBridgeFactory(svc.relay, proxies=TrustedProxies(), max_message=1 << 24)
+        ws = RelayBridgeFactory(
+            svc.relay, proxies=TrustedProxies(), max_message=1 << 24, fast_path=ws_fast
+        )
         reactor.listenTCP(ws_port, ws, backlog=4096, interface=HOST)
     reactor.run()
 
@@ -681,7 +684,7 @@ def litedesk_target(
     return Target(name, argv, "litedesk", env=env or {})
 
 
-def targets(variants: bool, fast: bool) -> list[Target]:
+def targets(variants: bool, fast: bool, ws_reference: bool = False) -> list[Target]:
     twistd = str(Path(sys.executable).parent / "twistd")
     out = [
         Target(
@@ -747,12 +750,16 @@ def targets(variants: bool, fast: bool) -> list[Target]:
     )
     # The WebSocket relay: the default relay with its WebSocket listener, one
     # process per direction (sender > receiver).
-    for mode in ("ws>ws", "ws>tcp", "tcp>ws"):
-        t = litedesk_target(f"litedesk websocket {mode}", d.read_size, d.read_mode, d.fast_write)
-        t.argv += ["--ws-serve", "{wsport}"]
-        t.kind = "ws"
-        t.mode = mode
-        out.append(t)
+    # With --ws-reference, the same with autobahn reading every frame (no
+    # fast path), as before the fast path existed.
+    for fast_path in (True, False) if ws_reference else (True,):
+        for mode in ("ws>ws", "ws>tcp", "tcp>ws"):
+            name = f"litedesk websocket {mode}" + ("" if fast_path else " autobahn")
+            t = litedesk_target(name, d.read_size, d.read_mode, d.fast_write)
+            t.argv += ["--ws-serve", "{wsport}"] + ([] if fast_path else ["--ws-autobahn"])
+            t.kind = "ws"
+            t.mode = mode
+            out.append(t)
     return out
 
 
@@ -774,6 +781,13 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--reads-per-turn", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--splice-max", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--ws-serve", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--ws-autobahn", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--ws-reference",
+        action="store_true",
+        help="also measure the WebSocket relay with autobahn reading every frame "
+        "(no fast path), for a same-run reference",
+    )
     ap.add_argument(
         "--ws-message",
         type=int,
@@ -814,6 +828,7 @@ def main() -> int:
             args.reads_per_turn,
             args.splice_max,
             args.ws_serve,
+            not args.ws_autobahn,
         )
         return 0
 
@@ -836,7 +851,7 @@ def main() -> int:
     )
     chosen = [
         t
-        for t in targets(args.variants == "all", args.variants == "fast")
+        for t in targets(args.variants == "all", args.variants == "fast", args.ws_reference)
         if not only or any(o in t.name for o in only)
     ]
     samples = _run_rounds(chosen, args.rounds, args.quick, skip, seconds, args.ws_message)
@@ -988,17 +1003,24 @@ def _report_websocket(results: dict[str, dict[str, object]]) -> None:
         return
     print(
         "## WebSocket relay throughput, MB/s (ratio to the TCP relay, litedesk (default), "
-        "same run; goal >= 0.7x)   MB per relay CPU-s (ratio)"
+        "same run; goal >= 0.7x)   MB per relay CPU-s (ratio)   [ratio to autobahn alone]"
     )
     for n in (1, 8, 64):
         k = f"tput{n}"
         for name, r in ws.items():
-            if k in r:
-                v, eff = _get(r, k, 0), _get(r, k, 1)
-                print(
-                    f"  {n:2d} pair(s) {name:28s} {v:8.1f} MB/s ({ratio(v, _get(ref, k))})   "
-                    f"{eff:8.1f} MB/CPU-s ({ratio(eff, _get(ref, k, 1))})"
-                )
+            if k not in r:
+                continue
+            v, eff = _get(r, k, 0), _get(r, k, 1)
+            alone = results.get(name + " autobahn", {})
+            extra = (
+                f"   [{ratio(v, _get(alone, k))} | {ratio(eff, _get(alone, k, 1))}]"
+                if k in alone
+                else ""
+            )
+            print(
+                f"  {n:2d} pair(s) {name:34s} {v:8.1f} MB/s ({ratio(v, _get(ref, k))})   "
+                f"{eff:8.1f} MB/CPU-s ({ratio(eff, _get(ref, k, 1))}){extra}"
+            )
 
 
 def _report_latency_and_setup(results: dict[str, dict[str, object]]) -> None:

@@ -37,12 +37,13 @@ from litedesk.relay.limiter import BandwidthSettings
 from litedesk.relay.settings import RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
 from litedesk.websocket.bridge import (
+    AUTOBAHN_SLICE,
     MAX_REASSEMBLED,
     BridgeFactory,
     ExactTimer,
     WebSocketBridge,
 )
-from litedesk.websocket.fastpath import Unmasker, frame_header, parse_header
+from litedesk.websocket.fastpath import Unmasker, frame_header, parse_header, scratch_of
 from litedesk.websocket.framing import Chunk, FrameSplitter
 from litedesk.websocket.proxy import TrustedProxies
 from litedesk.websocket.relay import RelayBridgeFactory
@@ -539,11 +540,17 @@ class _Transport(StringTransport):
 
 
 class _RecordingBridge(WebSocketBridge):
-    """A bridge that records what it tells its subclass hooks."""
+    """A bridge that records what it tells its subclass hooks, and the most bytes
+    autobahn's input buffer held when autobahn was asked to parse."""
 
     def __init__(self) -> None:
         super().__init__()
         self.events: list[str] = []
+        self.most_buffered = 0
+
+    def _dataReceived(self, data: bytes) -> None:
+        self.most_buffered = max(self.most_buffered, len(self.data) + len(data))
+        super()._dataReceived(data)
 
     def on_nonbinary(self, binary: bool) -> None:
         self.events.append("empty" if binary else "text")
@@ -570,6 +577,7 @@ class Outcome:
     failed: bool  # autobahn failed the connection
     dropped: bool  # the TCP connection was closed
     fast_frames: int  # frames the fast path took
+    most_buffered: int  # most bytes autobahn held to parse
 
 
 def drive(
@@ -608,6 +616,7 @@ def drive(
         failed=bool(bridge.failedByMe),
         dropped=tr.disconnecting,
         fast_frames=reader.frames if reader is not None else 0,
+        most_buffered=bridge.most_buffered,
     )
 
 
@@ -701,6 +710,27 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(got.inner, expected_stream(b"k" * 10))
         self.assertTrue(got.dropped)
 
+    def test_autobahn_parses_a_slice_at_a_time(self) -> None:
+        """With the fast path on, autobahn is given a large read in slices: its
+        buffer, which it copies at every frame boundary, never holds more than
+        AUTOBAHN_SLICE bytes and a partial frame, where alone it held the whole read
+        (quadratic copying for a read of tiny frames); pings in the middle are
+        answered in order and the binary frames around them still take the fast
+        path."""
+        stream = (
+            binary(b"a" * 1000)
+            + client_frame(9, b"p") * 6000
+            + binary(b"b" * 1000)
+            + client_frame(9, b"q") * 6000
+            + binary(b"c" * 1000)
+        )
+        got = self.same([stream])
+        self.assertEqual(got.inner, expected_stream(b"a" * 1000, b"b" * 1000, b"c" * 1000))
+        self.assertEqual(got.fast_frames, 3)
+        self.assertEqual(got.sent.count(b"\x8a\x01p"), 6000)
+        self.assertLessEqual(got.most_buffered, AUTOBAHN_SLICE + 7)
+        self.assertEqual(drive([stream], fast=False).most_buffered, len(stream))
+
     def test_holds_nothing(self) -> None:
         """A 16 MiB frame arriving in pieces is passed on piece by piece: the bridge
         keeps no payload (autobahn's buffer stays empty) and the reader only a count."""
@@ -771,11 +801,12 @@ class FastPathTests(SynchronousTestCase):
         want = bytes(b ^ mask[i & 3] for i, b in enumerate(data))
         for native in (True, False):
             u = Unmasker(mask, len(data), native=native)
-            out = b"".join(
-                bytes(u.apply(memoryview(c), b"P" if i == 0 else b""))
-                for i, c in enumerate(_chunks(data, cuts))
-            )
-            self.assertEqual(out, (b"P" if data else b"") + want)
+            out = scratch_of(len(data) + 1)
+            out.view[0:1] = b"P"
+            at = 1
+            for c in _chunks(data, cuts):
+                at = u.apply(memoryview(c), out, at)
+            self.assertEqual(bytes(out.view[:at]), b"P" + want)
 
     @settings(max_examples=300, deadline=None)
     @given(st.binary(max_size=20), st.integers(min_value=0, max_value=100))
@@ -810,3 +841,114 @@ class FastPathTests(SynchronousTestCase):
             sent = tr.value()
             self.assertEqual(sent[: len(frame_header(n))], frame_header(n))
             self.assertEqual(len(sent), len(frame_header(n)) + n)
+
+
+def _bridges(case: WebSocketRelayCase) -> list[WebSocketBridge]:
+    """The relay's WebSocket legs that are paired now."""
+    found = []
+    for pair in case.fixture.service.relay.table.pairs:
+        for c in (pair.a, pair.b):
+            bridge = getattr(c.handle.transport, "_bridge", None)
+            if isinstance(bridge, WebSocketBridge):
+                found.append(bridge)
+    return found
+
+
+def _fast_frames(case: WebSocketRelayCase) -> int:
+    """Frames the relay's paired WebSocket legs read on the fast path so far."""
+    return sum(b._reader.frames for b in _bridges(case) if b._reader is not None)
+
+
+def _queued(case: WebSocketRelayCase) -> int:
+    """Bytes the relay holds in its legs' write buffers (copied there to wait)."""
+    table = case.fixture.service.relay.table
+    return sum(c.handle.buffered() for pair in table.pairs for c in (pair.a, pair.b))
+
+
+class FastPathRelayTests(WebSocketRelayCase):
+    """A paired WebSocket leg reads its binary frames on the fast path, over real sockets:
+    the partner gets every message intact and in order, also when it reads slowly
+    (the unmasked bytes are in a buffer the next read reuses, so whatever must wait is
+    copied), and frames for autobahn in between change nothing."""
+
+    def relay_settings(self) -> RelaySettings:
+        return _settings(read_size=128 * 1024, early_buffer=64 * 1024)
+
+    async def test_slow_tcp_reader_gets_every_message(self) -> None:
+        """WebSocket to a TCP peer that stops reading while 13 MB of distinct messages
+        are sent: bytes wait in the relay, and once the peer reads, every frame is the
+        message sent."""
+        await self.start()
+        w = await self.ws_peer("slow-tcp")
+        t = await self.tcp_peer("slow-tcp")
+        await self.paired()
+        tt: Any = t.transport
+        tt.pauseProducing()
+        messages = [os.urandom(65_000) for _ in range(200)]
+        for m in messages:
+            w.send(m)
+        await pause(0.5)
+        self.assertGreater(_queued(self), 0)
+        tt.resumeProducing()
+        await until(lambda: len(t.frames) >= len(messages), message="every frame")
+        self.assertEqual(t.frames, messages)
+        self.assertGreater(_fast_frames(self), 100)
+
+    async def test_slow_websocket_reader_gets_every_message(self) -> None:
+        """WebSocket to a WebSocket peer that stops reading: the same."""
+        await self.start()
+        a = await self.ws_peer("slow-ws")
+        b = await self.ws_peer("slow-ws")
+        await self.paired()
+        bt: Any = b.transport
+        bt.pauseProducing()
+        messages = [os.urandom(n) for n in (65_000, 1, 126, 65_536, 70_000) * 40]
+        for m in messages:
+            a.send(m)
+        await pause(0.5)
+        self.assertGreater(_queued(self), 0)
+        bt.resumeProducing()
+        got = [await b.recv(10) for _ in messages]
+        self.assertEqual(got, messages)
+        self.assertGreater(_fast_frames(self), 100)
+
+    async def test_other_frames_between(self) -> None:
+        """Pings, text, empty and fragmented messages between binary ones go through
+        autobahn as before (pings answered, text and empty not forwarded, fragments
+        joined) and the binary ones around them through the fast path; a paired leg
+        reads as much at a time as a TCP leg (the relay's read size)."""
+        await self.start()
+        a = await self.ws_peer("mixed")
+        t = await self.tcp_peer("mixed")
+        await self.paired()
+        big = os.urandom(100_000)
+        a.send(big)
+        a.sendPing(b"p1")
+        a.sendMessage(b"text", isBinary=False)
+        a.send(b"")
+        a.sendMessage(b"f" * 5000, isBinary=True, fragmentSize=1000)
+        a.send(b"last")
+        await until(lambda: len(t.frames) >= 3, message="three frames")
+        self.assertEqual(t.frames, [big, b"f" * 5000, b"last"])
+        self.assertEqual(_fast_frames(self), 2)
+        self.assertFalse(a.closed.called)
+        (bridge,) = _bridges(self)
+        self.assertEqual(bridge.raw.bufferSize, 128 * 1024)
+
+    async def test_unpaired_legs_stay_on_autobahn(self) -> None:
+        """Only a paired leg reads on the fast path: a leg waiting for its partner has
+        none, and reads as little as a waiting TCP leg."""
+        await self.start()
+        a = await self.ws_peer("alone")
+        table = self.fixture.service.relay.table
+        await until(lambda: "alone" in table.waiting, message="a waiting leg")
+        waiting: Any = getattr(table.waiting["alone"].handle.transport, "_bridge", None)
+        self.assertIsNone(waiting._reader)
+        self.assertEqual(waiting.raw.bufferSize, self.relay_settings().unpaired_read)
+        a.send(b"early")
+        await pause(0.1)
+        self.assertIsNone(waiting._reader)
+        b = await self.ws_peer("alone")
+        await self.paired()
+        self.assertEqual(await b.recv(), b"early")
+        self.assertTrue(all(x._reader is not None for x in _bridges(self)))

@@ -65,6 +65,7 @@ from litedesk.wire.addrmangle import normalize_host
 from litedesk.wire.bytescodec import MAX_ENCODABLE, encode_header
 
 __all__ = [
+    "AUTOBAHN_SLICE",
     "HANDSHAKE_TIMEOUT",
     "MAX_HANDSHAKE",
     "MAX_HANDSHAKING",
@@ -88,6 +89,11 @@ MAX_HANDSHAKING = 4096
 #: holds (and, for a stream of tiny frames, quadratically more): 64 KiB
 #: relayed fastest in bench/relay.py before the fast path (256 KiB: about half).
 MAX_READ = 64 * 1024
+#: With the fast path on, autobahn is given at most this much of a read at a
+#: time (what it was given before pairing, the relay's unpaired read size).
+AUTOBAHN_SLICE = 16 * 1024
+#: Most buffers gathered into one sendmsg (the kernel takes up to 1024).
+_MAX_GATHER = 512
 #: Largest message accepted in several WebSocket frames (collected before it
 #: can be framed); RustDesk's clients send one frame per message.
 MAX_REASSEMBLED = 1 << 20
@@ -100,6 +106,19 @@ _AUTOBAHN_PARSER_STATE = ("current_frame", "inside_message", "data")
 _IGNORE = 0  # text, or the rest of a message after a failure
 _STREAM = 1  # one frame: header sent, payload passed on as it is read
 _COLLECT = 2  # several frames: collected, sent at the end
+
+
+def _after(parts: list[Chunk], n: int) -> list[Chunk]:
+    """C{parts} without their first C{n} bytes."""
+    rest: list[Chunk] = []
+    for p in parts:
+        size = len(p)
+        if n >= size:
+            n -= size
+            continue
+        rest.append(p[n:] if n else p)
+        n = 0
+    return rest
 
 
 def address(ip: str, port: int) -> IAddress:
@@ -175,10 +194,9 @@ class BridgeTransport:
         return buffered_bytes(t) if isinstance(t, FileDescriptor) else 0
 
     def set_read_size(self, size: int) -> None:
-        """Read up to C{size} bytes of the WebSocket stream at a time (at most L{MAX_READ})."""
-        t = self._bridge.raw
-        if hasattr(t, "bufferSize"):
-            t.bufferSize = min(size, MAX_READ)
+        """Read up to C{size} bytes of the WebSocket stream at a time (at most
+        L{MAX_READ} until the fast path is on)."""
+        self._bridge.set_read_size(size)
 
     def start_fast_path(self) -> None:
         """The inner protocol now only forwards: see L{WebSocketBridge.start_fast_path}."""
@@ -217,12 +235,16 @@ class WebSocketBridge(WebSocketServerProtocol):
         self._parts: bytearray | None = None
         self._pongs: list[bytes] = []
         self._sock: socket.socket | None = None
-        # The header of the frame begun last, until its first piece goes out.
+        # The header of the frame begun last, until its first piece goes out,
+        # and what one write of the inner protocol gathers for one sendmsg.
         self._header_out = b""
+        self._out: list[Chunk] = []
+        self._out_len = 0
         # The fast path (start_fast_path): None until it is on; then whether
         # the frame at the start of autobahn's buffer is autobahn's to parse.
         self._reader: BinaryFrameReader | None = None
         self._autobahn_next = False
+        self._read_size = MAX_READ
 
     @property
     def raw(self) -> Any:
@@ -259,9 +281,12 @@ class WebSocketBridge(WebSocketServerProtocol):
             self._refuse_raw(f"opening handshake longer than {MAX_HANDSHAKE} bytes")
             return
         if self.state == WebSocketProtocol.STATE_OPEN:
-            # What autobahn's Twisted adapter does, without the debug line
-            # it formats for every read.
-            self._dataReceived(data)
+            if self._reader is not None:
+                self._read_fast(data)
+            else:
+                # What autobahn's Twisted adapter does, without the debug
+                # line it formats for every read.
+                self._dataReceived(data)
         elif not self.closing or self.state != WebSocketProtocol.STATE_CONNECTING:
             super().dataReceived(data)
 
@@ -446,6 +471,53 @@ class WebSocketBridge(WebSocketServerProtocol):
             MAX_ENCODABLE,
         ]
         self._reader = BinaryFrameReader(min(x for x in limits if x > 0))
+        # autobahn now only ever sees AUTOBAHN_SLICE bytes at a time: reads
+        # may be as large as the inner protocol asks.
+        self.set_read_size(self._read_size)
+
+    def set_read_size(self, size: int) -> None:
+        """Read up to C{size} bytes at a time (at most L{MAX_READ} until the fast
+        path is on)."""
+        self._read_size = size
+        t = self.raw
+        if hasattr(t, "bufferSize"):
+            t.bufferSize = size if self._reader is not None else min(size, MAX_READ)
+
+    def _read_fast(self, data: bytes) -> None:
+        """A read with the fast path on: the reader takes what it can, autobahn
+        the rest, L{AUTOBAHN_SLICE} bytes at a time.
+
+        autobahn copies the rest of its buffer at every frame boundary: given
+        a whole read of tiny frames, it would copy about the square of the
+        read's size.  In slices, that stays what it was with small reads, and
+        its frames come in the order they arrived (at a frame boundary it
+        hands the rest of its slice back here, through L{processData}).
+        """
+        reader = self._reader
+        assert reader is not None
+        view = memoryview(data)
+        pos = 0
+        end = len(data)
+        while pos < end and self.state == WebSocketProtocol.STATE_OPEN:
+            if reader.remaining or not (
+                self._autobahn_next
+                or self.data
+                or self.current_frame is not None
+                or self.inside_message
+            ):
+                pos += reader.feed(view[pos:], self)
+                if pos < end:
+                    self._autobahn_next = True
+                continue
+            pos = self._to_autobahn(view, pos)
+        # Closing: autobahn reads on for the peer's close frame.
+        while pos < end and self.state == WebSocketProtocol.STATE_CLOSING:
+            pos = self._to_autobahn(view, pos)
+
+    def _to_autobahn(self, view: memoryview, pos: int) -> int:
+        end = min(len(view), pos + AUTOBAHN_SLICE)
+        self._dataReceived(bytes(view[pos:end]))
+        return end
 
     def processData(self) -> bool:
         """autobahn parses one frame (or part of one) per call: the fast path takes
@@ -475,8 +547,8 @@ class WebSocketBridge(WebSocketServerProtocol):
     def binary_begin(self, length: int) -> bytes:
         return encode_header(length)
 
-    def binary_data(self, payload: memoryview | bytes) -> None:
-        self._to_inner(payload)
+    def binary_data(self, data: memoryview) -> None:
+        self._to_inner(data)
 
     # -- what subclasses decide -------------------------------------------------
 
@@ -518,63 +590,79 @@ class WebSocketBridge(WebSocketServerProtocol):
         """The inner protocol wrote C{data}: BytesCodec frames, each a message out."""
         if self.state != WebSocketProtocol.STATE_OPEN:
             return
-        # Views, not copies: each payload is sent before this returns, or
-        # copied if it must wait.
+        # Views, not copies: all of it goes out in one sendmsg before this
+        # returns, or is copied if it must wait.
         self._splitter.feed(memoryview(data), self)
+        self._flush_out()
 
     # Each BytesCodec frame goes out as one binary WebSocket frame, FIN set,
     # written here rather than through autobahn's message API: that API
     # sends the length before the payload only in a frame without FIN, then
     # an empty frame to end the message (one more send per message), and
-    # sendMessage joins header and payload into a copy.  The header goes out
-    # with the first piece of payload, in one sendmsg.  autobahn's own
-    # frames (pong, close) never land inside one of these: pongs wait for
-    # the frame's end (onPing) and a close in mid-frame is a TCP close.
+    # sendMessage joins header and payload into a copy.  The headers and
+    # payloads of one write are gathered into a single sendmsg.  autobahn's
+    # own frames (pong, close) never land inside one of these: what is
+    # gathered goes first, pongs wait for the frame's end (onPing) and a
+    # close in mid-frame is a TCP close.
 
     def whole(self, payload: Chunk) -> None:
         if not payload:
             if self.forward_empty:
+                self._flush_out()
                 self.sendMessage(b"", isBinary=True)  # type: ignore[no-untyped-call]
             return
-        self._send_message_data(frame_header(len(payload)), payload)
+        self._gather(frame_header(len(payload)))
+        self._gather(payload)
 
     def begin(self, length: int) -> None:
         self._header_out = frame_header(length)
 
     def part(self, data: Chunk) -> None:
-        header, self._header_out = self._header_out, b""
-        self._send_message_data(header, data)
+        if self._header_out:
+            self._gather(self._header_out)
+            self._header_out = b""
+        self._gather(data)
 
     def end(self) -> None:
-        pongs, self._pongs = self._pongs, []
-        for payload in pongs:
-            self.sendPong(payload)  # type: ignore[no-untyped-call]
+        if self._pongs:
+            self._flush_out()
+            pongs, self._pongs = self._pongs, []
+            for payload in pongs:
+                self.sendPong(payload)  # type: ignore[no-untyped-call]
 
-    def _send_message_data(self, header: bytes, data: Chunk) -> None:
-        """Send C{header} (possibly empty) then C{data}: at once when nothing is queued."""
+    def _gather(self, data: Chunk) -> None:
+        out = self._out
+        out.append(data)
+        self._out_len += len(data)
+        if len(out) >= _MAX_GATHER:
+            self._flush_out()
+
+    def _flush_out(self) -> None:
+        """Send what was gathered: at once when nothing is queued, else queue a copy."""
+        out = self._out
+        if not out:
+            return
+        total = self._out_len
+        self._out = []
+        self._out_len = 0
         if self.state != WebSocketProtocol.STATE_OPEN:
             return
         if self.send_queue:
             # Behind autobahn's chopped or synchronous writes (we make none).
-            self.sendData(header + bytes(data))
+            self.sendData(b"".join(out))
             return
         t = self.raw
         sock = self._sock
         if sock is not None and output_idle(t) and t.connected and not t.disconnecting:
             try:
-                sent = sock.sendmsg([header, data]) if header else sock.send(data)
+                sent = sock.sendmsg(out)
             except OSError:  # EAGAIN, or an error the transport will see itself
                 sent = 0
-            h = len(header)
-            if sent >= h:
-                if sent - h == len(data):
-                    return
-                header, data = b"", data[sent - h :]
-            else:
-                header = header[sent:]
-        if header:
-            t.write(header)
-        t.write(bytes(data))
+            if sent == total:
+                return
+            if sent:
+                out = _after(out, sent)
+        t.write(b"".join(out))
 
     # -- closing from the inner protocol -----------------------------------
 

@@ -39,12 +39,14 @@ except ImportError:  # pragma: no cover - depends on how autobahn was built
 
 __all__ = [
     "HAS_NATIVE_UNMASK",
-    "MAX_PIECE",
+    "MAX_BATCH",
+    "MAX_PREFIX",
     "BinaryFrameReader",
     "PayloadSink",
     "Unmasker",
     "frame_header",
     "parse_header",
+    "scratch_of",
 ]
 
 #: Whether L{Unmasker} unmasks in place with autobahn's native code.
@@ -66,16 +68,17 @@ class PayloadSink(Protocol):
         """A binary message of C{length} (> 0) bytes starts; its payload follows.
 
         @return: bytes to pass on before the payload, in the same buffer as
-            its first piece (the inner protocol's frame header).
+            its first piece (the inner protocol's frame header): at most
+            L{MAX_PREFIX}.
         """
 
-    def binary_data(self, payload: memoryview | bytes) -> None:
-        """The next unmasked piece of the message begun last (never empty), after
-        what C{binary_begin} returned if it is the first.  Valid during the
-        call only (see L{Unmasker.apply})."""
+    def binary_data(self, data: memoryview) -> None:
+        """What frames carried: for each, what C{binary_begin} returned, then its
+        payload unmasked (the last frame's may go on in the next call).  Never
+        empty; valid during the call only (see L{BinaryFrameReader.feed})."""
 
 
-def parse_header(data: bytes, pos: int, limit: int) -> tuple[int, int] | None:
+def parse_header(data: bytes | memoryview, pos: int, limit: int) -> tuple[int, int] | None:
     """(header length, payload length) of the frame at C{data[pos:]}, if it is one
     L{BinaryFrameReader} takes and its header is complete; None otherwise.
 
@@ -119,10 +122,11 @@ def frame_header(length: int) -> bytes:
     return b"\x82\x7f" + length.to_bytes(8, "big")
 
 
-#: Largest piece unmasked at once: the scratch buffer's size bound.
-MAX_PIECE = 256 * 1024
-# Room for a prefix before a piece (the relay's frame header: 4 bytes).
-_PREFIX_ROOM = 16
+#: Most input bytes read into one batch: the scratch buffer's size bound.
+MAX_BATCH = 256 * 1024
+#: Longest prefix a sink may ask for (the least a masked frame's header
+#: takes, so a batch never outgrows its input by more than one prefix).
+MAX_PREFIX = 6
 
 
 class _Scratch:
@@ -139,12 +143,13 @@ class _Scratch:
 _scratch: _Scratch | None = None
 
 
-def _scratch_of(size: int) -> _Scratch:
+def scratch_of(size: int) -> _Scratch:
+    """The process-wide scratch buffer, at least C{size} bytes."""
     global _scratch
     s = _scratch
     if s is None or len(s.buf) < size:
         # A new buffer, never a resize: a view still held would refuse it.
-        s = _scratch = _Scratch(max(size, 64 * 1024 + _PREFIX_ROOM))
+        s = _scratch = _Scratch(max(size, 64 * 1024 + MAX_PREFIX))
     return s
 
 
@@ -162,26 +167,16 @@ class Unmasker:
             # autobahn's choice (NVX, or pure Python), through its public name.
             self._masker = xormasker.create_xor_masker(mask, length)  # type: ignore[attr-defined,no-untyped-call]
 
-    def apply(self, data: memoryview, prefix: bytes = b"") -> memoryview | bytes:
-        """C{prefix}, then the next C{len(data)} (at most L{MAX_PIECE}) bytes of the
-        payload unmasked.
-
-        Natively the result is a view of a scratch buffer shared by the whole
-        process, valid until the next call: a receiver that keeps the bytes
-        must copy them (a relay leg sends them at once, or copies what must
-        wait, as Twisted's own buffer does).
-        """
+    def apply(self, data: memoryview, out: _Scratch, at: int) -> int:
+        """Write the next C{len(data)} bytes of the payload, unmasked, to C{out}
+        from offset C{at}; return the offset after them."""
+        end = at + len(data)
         if self._native:
-            start = len(prefix)
-            end = start + len(data)
-            s = _scratch_of(end)
-            view = s.view
-            view[:start] = prefix
-            view[start:end] = data
-            _nvx_lib.nvx_xormask_process(self._masker, s.ptr + start, end - start)
-            return view[:end]
-        out: bytes = self._masker.process(data)
-        return prefix + out if prefix else out
+            out.view[at:end] = data
+            _nvx_lib.nvx_xormask_process(self._masker, out.ptr + at, end - at)
+        else:
+            out.view[at:end] = self._masker.process(data)
+        return end
 
 
 class BinaryFrameReader:
@@ -203,41 +198,79 @@ class BinaryFrameReader:
         self._unmasker: Unmasker | None = None
         self._prefix = b""
 
-    def feed(self, data: bytes, sink: PayloadSink) -> int:
+    def feed(self, data: bytes | memoryview, sink: PayloadSink) -> int:
         """Read frames from the start of C{data}, reporting them to C{sink}.
+
+        What the frames carry goes to C{sink.binary_data} in batches (one per
+        L{MAX_BATCH} bytes of C{data}), each a view of the process-wide
+        scratch buffer: each frame's prefix (C{sink.binary_begin}) then its
+        payload, unmasked, frame after frame.  A view is valid during the
+        call only: a receiver that keeps the bytes must copy them (a relay
+        leg sends them at once, or copies what must wait, as Twisted's own
+        buffer does).
 
         @return: the offset of the first byte not read (C{len(data)} if all
             were): the start of a frame this reader does not take, or of a
             header still incomplete, or of a frame C{sink} did not accept.
-            Whatever follows is autobahn's to parse.
+            Whatever follows is autobahn's to parse; everything before it was
+            passed on first.
         """
         view = memoryview(data)
         pos = 0
         end = len(data)
         while pos < end:
+            stop = min(end, pos + MAX_BATCH)
+            out = scratch_of(stop - pos + MAX_PREFIX)
+            pos, at, more = self._batch(data, view, pos, stop, sink, out)
+            if at:
+                sink.binary_data(out.view[:at])
+            if not more:
+                break
+        return pos
+
+    def _batch(
+        self,
+        data: bytes | memoryview,
+        view: memoryview,
+        pos: int,
+        stop: int,
+        sink: PayloadSink,
+        out: _Scratch,
+    ) -> tuple[int, int, bool]:
+        """Read C{data[pos:stop]} into C{out}: (where reading stopped, bytes written
+        to C{out}, whether the next frame may be taken)."""
+        at = 0
+        while pos < stop:
             remaining = self.remaining
             if remaining:
-                take = min(remaining, end - pos, MAX_PIECE)
+                take = min(remaining, stop - pos)
                 unmasker = self._unmasker
                 assert unmasker is not None
+                prefix = self._prefix
+                if prefix:
+                    self._prefix = b""
+                    n = len(prefix)
+                    out.view[at : at + n] = prefix
+                    at += n
+                at = unmasker.apply(view[pos : pos + take], out, at)
+                pos += take
                 self.remaining = remaining = remaining - take
                 if not remaining:
                     self._unmasker = None
-                prefix, self._prefix = self._prefix, b""
-                # The count goes first: the sink may close the connection.
-                sink.binary_data(unmasker.apply(view[pos : pos + take], prefix))
-                pos += take
                 continue
             if not sink.accepts_frame():
-                return pos
+                return pos, at, False
             found = parse_header(data, pos, self.limit)
             if found is None:
-                return pos
+                return pos, at, False
             header, length = found
             pos += header
             self._unmasker = Unmasker(bytes(view[pos - 4 : pos]), length, self._native)
             self.remaining = length
             self.frames += 1
-            # Sent with the first piece of payload, in one buffer.
-            self._prefix = sink.binary_begin(length)
-        return pos
+            # Goes out with the first piece of payload, in the same buffer.
+            prefix = sink.binary_begin(length)
+            if len(prefix) > MAX_PREFIX:
+                raise ValueError(f"prefix of {len(prefix)} bytes, more than {MAX_PREFIX}")
+            self._prefix = prefix
+        return pos, at, True
