@@ -41,13 +41,18 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols import portforward
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+from litedesk.host.agent import build_host_agent
+from litedesk.host.options import HostOptions
 from litedesk.host.paths import HostPaths
 from litedesk.host.registration import Registration, RegState, StreamRegistration
 from litedesk.host.rendezvous_client import RendezvousClient, StreamRendezvousClient
@@ -72,6 +77,8 @@ from litedesk.session.links import (
 )
 from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client, wrap_server
+from litedesk.viewer.cli import build_parser
+from litedesk.viewer.connection import UsageFailure, server_links
 from litedesk.viewer.route import find_host, find_host_ws
 from litedesk.websocket.client import (
     CHUNK,
@@ -1255,5 +1262,180 @@ class HostileServerTests(TestCase):
             await until(lambda: handler.pushes, 10)
             await pause(0.1)
             self.assertEqual(len(handler.pushes), 1)
+
+        return Deferred.fromCoroutine(run())
+
+
+# -- the stream client's wiring, the options ---------------------------------------------------
+
+
+class StreamClientTests(SynchronousTestCase):
+    """L{StreamRendezvousClient} on a test clock, over in-memory transports."""
+
+    def test_register_heartbeat_silence_reconnect(self) -> None:
+        clock = Clock()
+        transports: list[StringTransport] = []
+
+        async def connect(protocol: Any) -> None:
+            transport = StringTransport()
+            transports.append(transport)
+            protocol.makeConnection(transport)
+
+        handler = _Pushes()
+        reg = StreamRegistration(HOST_ID, b"u" * 16, b"k" * 32)
+        client = StreamRendezvousClient(reg, connect, handler, clock, "test")
+        client.startService()
+        sent = FrameDecoder().feed(transports[0].value())
+        self.assertEqual(parsed_rz(sent[0]).WhichOneof("union"), "register_pk")
+        link = client.link
+        assert link is not None
+        transports[0].clear()
+        link.dataReceived(encode_frame(ok().SerializeToString()) + b"\x00")
+        self.assertEqual(reg.state, RegState.REGISTERED)
+        self.assertEqual(transports[0].value(), b"\x00")  # the keep-alive answered
+        clock.pump([1.0] * 45)
+        self.assertFalse(transports[0].disconnecting)
+        clock.pump([1.0] * 2)
+        self.assertTrue(transports[0].disconnecting)  # 45 s without a frame
+        link.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(client.link)
+        clock.advance(0.9)
+        self.assertEqual(len(transports), 1)
+        clock.advance(0.1)  # it lived registered for 30 s: the shortest delay, 1 s
+        self.assertEqual(len(transports), 2)
+        self.assertEqual([e.kind for e in handler.events], ["registered", "stream_lost"])
+        client.stopService()
+        self.assertTrue(transports[1].disconnecting)
+
+    def test_unreachable_server_retried(self) -> None:
+        clock = Clock()
+        attempts: list[float] = []
+
+        async def connect(protocol: Any) -> None:
+            attempts.append(clock.seconds())
+            raise LinkError("cannot reach rendezvous server wss://x/ws/id: refused")
+
+        handler = _Pushes()
+        reg = StreamRegistration(HOST_ID, b"u" * 16, b"k" * 32)
+        client = StreamRendezvousClient(reg, connect, handler, clock, "test")
+        client.startService()
+        clock.pump([1.0] * 40)
+        self.assertEqual(attempts, [0.0, 2.0, 6.0, 14.0, 29.0])
+        self.assertEqual([e.kind for e in handler.events], ["unreachable"])
+        client.stopService()
+        clock.pump([1.0] * 40)
+        self.assertEqual(len(attempts), 5)
+
+
+def parsed_rz(data: bytes) -> rz.RendezvousMessage:
+    msg = rz.RendezvousMessage()
+    msg.ParseFromString(data)
+    return msg
+
+
+class OptionTests(SynchronousTestCase):
+    def host(self, *argv: str) -> HostOptions:
+        opts = HostOptions()
+        opts.parseOptions(["--config-dir", self.mktemp(), "--key", KEY, *argv])
+        return opts
+
+    def test_host_options(self) -> None:
+        """A URL implies --websocket; HOST[:PORT] maps with it; --ws-ca must hold a
+        certificate; --upnp and a missing server are refused."""
+        url = self.host("--rendezvous", "wss://desk.example.net/")
+        assert url.ws_server is not None
+        self.assertTrue(url["websocket"])
+        self.assertEqual(str(url.ws_server.rendezvous), "wss://desk.example.net/ws/id")
+        self.assertEqual(url.server, ("desk.example.net", 21116))
+        ip = self.host("--websocket", "--rendezvous", "10.1.2.3:30000")
+        assert ip.ws_server is not None
+        self.assertEqual(str(ip.ws_server.rendezvous), "ws://10.1.2.3:30002/")
+        self.assertIsNone(self.host("--rendezvous", "10.1.2.3").ws_server)
+        d = Path(self.mktemp())
+        d.mkdir()
+        cert, _, _ = self_signed(d)
+        ok_ca = self.host("--websocket", "--rendezvous", "x.example", "--ws-ca", str(cert))
+        self.assertEqual(ok_ca["ws-ca"], str(cert))
+        for argv, why in (
+            (["--websocket", "--rendezvous", "x.example", "--ws-ca", str(d / "no")], "--ws-ca"),
+            (["--rendezvous", "x.example", "--ws-ca", str(cert)], "only applies"),
+            (["--rendezvous", "wss://x.example/", "--upnp"], "--upnp"),
+            (["--websocket", "--listen", "tcp:0"], "needs --rendezvous"),
+            (["--rendezvous", "wss://x.example/?q"], "bad --rendezvous"),
+        ):
+            with self.assertRaises(usage.UsageError) as e:
+                self.host(*argv)
+            self.assertIn(why, str(e.exception))
+
+    def test_viewer_options(self) -> None:
+        args = build_parser().parse_args(
+            [HOST_ID, "--rendezvous", "wss://desk.example.net:8443/", "--key", KEY]
+        )
+        links = server_links(args)
+        assert links.ws is not None
+        self.assertEqual(links.describe(), "wss://desk.example.net:8443/ws/id")
+        args = build_parser().parse_args([HOST_ID, "--websocket", "-r", "10.0.0.1", "-k", KEY])
+        self.assertEqual(server_links(args).describe(), "ws://10.0.0.1:21118/")
+        args = build_parser().parse_args([HOST_ID, "-r", "10.0.0.1", "-k", KEY])
+        self.assertFalse(server_links(args).websocket)
+        for argv in (
+            [HOST_ID, "-r", "10.0.0.1", "--ws-ca", "x.pem"],
+            [HOST_ID, "--websocket", "-r", "10.0.0.1", "--ws-ca", "/nonexistent.pem"],
+            [HOST_ID, "--websocket", "-r", "ws://"],
+        ):
+            self.assertRaises(UsageFailure, server_links, build_parser().parse_args(argv))
+
+
+KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
+
+
+@requires("Xvfb")
+class HostAgentTests(TestCase):
+    def test_websocket_agent_registers_on_a_stream(self) -> Deferred[None]:
+        """twistd litedesk-host's assembly with --websocket: a stream host on the
+        server's WebSocket port, no UDP socket and no NAT test, and a warning that
+        plain ws:// is not encrypted."""
+        server = start_server(Path(self.mktemp()), "--no-relay")
+        self.addCleanup(server.stopService)
+        logged: list[str] = []
+        observer = lambda e: logged.append(formatEvent(e))  # noqa: E731
+        globalLogPublisher.addObserver(observer)  # type: ignore[arg-type]
+        self.addCleanup(globalLogPublisher.removeObserver, observer)  # type: ignore[arg-type]
+
+        async def run() -> None:
+            await pause(0.05)
+            port = server.rendezvous_ws.listening.getHost().port
+            opts = HostOptions()
+            opts.parseOptions(
+                [
+                    "--config-dir",
+                    self.mktemp(),
+                    "--display",
+                    str(shared_xvfb().display),
+                    "--view-only",
+                    "--rendezvous",
+                    f"ws://127.0.0.1:{port}/",
+                    "--key",
+                    server.key.public_key,
+                ]
+            )
+            agent = build_host_agent(opts, reactor)
+            agent.startService()
+            self.addCleanup(agent.stopService)
+            self.assertIsNone(agent.rendezvous_udp)
+            self.assertIsNone(agent.nat_test)
+            assert agent.rendezvous_stream is not None and agent.paths is not None
+            self.assertTrue(agent.paths.links.websocket)
+            peer_id = agent.identity.peer_id
+            streams = server.registry.streams
+
+            def registered() -> bool:
+                return any(
+                    (p := streams.peer_of(c)) is not None and p.id == peer_id
+                    for c in streams.channels()
+                )
+
+            await until(registered, 10, message="the stream host")
+            self.assertTrue(any("is plain ws://" in line for line in logged))
 
         return Deferred.fromCoroutine(run())

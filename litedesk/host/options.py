@@ -114,7 +114,8 @@ class HostOptions(usage.Options):
             None,
             "",
             "Relay HOST[:PORT] for relay legs instead of the one the server names or "
-            "rendezvous host:port+1 (RustDesk's relay-server option); viewers may also name it.",
+            "rendezvous host:port+1 (RustDesk's relay-server option); viewers may also name it. "
+            "With --websocket it maps as --rendezvous does, or give a ws:// or wss:// URL.",
         ],
         ["key", "k", None, "The rendezvous server's public key (its id_ed25519.pub)."],
         ["id", None, None, "Use this id instead of the stored or generated one."],
