@@ -43,7 +43,13 @@ from litedesk.websocket.bridge import (
     ExactTimer,
     WebSocketBridge,
 )
-from litedesk.websocket.fastpath import Unmasker, frame_header, parse_header, scratch_of
+from litedesk.websocket.fastpath import (
+    MAX_BATCH,
+    Unmasker,
+    frame_header,
+    parse_header,
+    scratch_of,
+)
 from litedesk.websocket.framing import Chunk, FrameSplitter
 from litedesk.websocket.proxy import TrustedProxies
 from litedesk.websocket.relay import RelayBridgeFactory
@@ -519,7 +525,10 @@ def binary(payload: bytes, **kw: Any) -> bytes:
 
 class _Inner(Protocol):
     """The protocol a bridge carries: keeps every byte it is given (a copy, as a
-    relay leg sends or copies at once: the fast path's buffers are reused)."""
+    relay leg sends or copies at once: the fast path's buffers are reused); with
+    C{close_at}, closes its transport once it has that many."""
+
+    close_at = 0
 
     def __init__(self) -> None:
         self.data = bytearray()
@@ -527,6 +536,8 @@ class _Inner(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
+        if self.close_at and len(self.data) >= self.close_at and self.transport is not None:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
@@ -581,7 +592,12 @@ class Outcome:
 
 
 def drive(
-    chunks: list[bytes], *, fast: bool, max_message: int = 1000, native: bool = True
+    chunks: list[bytes],
+    *,
+    fast: bool,
+    max_message: int = 1000,
+    native: bool = True,
+    close_at: int = 0,
 ) -> Outcome:
     """Open a bridge on a string transport, turn the fast path on (as a pairing does)
     or not, feed it C{chunks} and say what happened."""
@@ -597,6 +613,7 @@ def drive(
     tr.clear()
     inner = bridge.inner
     assert isinstance(inner, _Inner)
+    inner.close_at = close_at
     if fast:
         bridge.start_fast_path()
         assert bridge._reader is not None
@@ -681,6 +698,25 @@ class FastPathTests(SynchronousTestCase):
         got = self.same([stream])
         self.assertEqual(got.inner, expected_stream(b"x" * 200))
         self.assertTrue(got.sent.startswith(b"\x88"))
+
+    def test_closing_in_mid_frame(self) -> None:
+        """The inner protocol closes while a frame is half read: the rest of that frame
+        is still read as a frame (not as headers), the close frame goes out, and the
+        peer's close reply ends the connection cleanly, as with autobahn alone."""
+        first = binary(b"m" * 3000)
+        stream = first + binary(b"n" * 500) + client_frame(8, b"\x03\xe8")
+        for cut in (100, 2999, len(first) + 3, len(first) + 200):
+            got = drive([stream[:cut], stream[cut:]], fast=True, close_at=1, max_message=9000)
+            ref = drive([stream[:cut], stream[cut:]], fast=False, close_at=1, max_message=9000)
+            self.assertEqual(got.sent, ref.sent)
+            self.assertTrue(got.sent.startswith(b"\x88\x02\x03\xe8"))
+            self.assertEqual((got.failed, got.dropped, got.reason), (False, True, ""))
+            self.assertEqual((ref.failed, ref.dropped, ref.reason), (False, True, ""))
+        # Closing after the first batch of a read that holds more of the frame.
+        stream = binary(b"L" * (MAX_BATCH + 1000)) + client_frame(8, b"\x03\xe8")
+        got = drive([stream], fast=True, close_at=1, max_message=1 << 20)
+        self.assertTrue(got.sent.startswith(b"\x88\x02\x03\xe8"))
+        self.assertEqual((got.failed, got.dropped, got.reason), (False, True, ""))
 
     def test_protocol_violations_are_autobahns(self) -> None:
         """An unmasked frame, RSV bits, a reserved opcode, a length not in its shortest

@@ -102,6 +102,9 @@ MAX_REASSEMBLED = 1 << 20
 # current_frame, inside_message and its input buffer, data).
 _AUTOBAHN_PARSER_STATE = ("current_frame", "inside_message", "data")
 
+# States in which autobahn parses what arrives (closing: for the peer's close).
+_READING_STATES = (WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STATE_CLOSING)
+
 # How an incoming message reaches the inner protocol.
 _IGNORE = 0  # text, or the rest of a message after a failure
 _STREAM = 1  # one frame: header sent, payload passed on as it is read
@@ -498,21 +501,25 @@ class WebSocketBridge(WebSocketServerProtocol):
         view = memoryview(data)
         pos = 0
         end = len(data)
-        while pos < end and self.state == WebSocketProtocol.STATE_OPEN:
-            if reader.remaining or not (
-                self._autobahn_next
-                or self.data
-                or self.current_frame is not None
-                or self.inside_message
+        while pos < end:
+            # The reader finishes a frame it began even if the connection is
+            # closing meanwhile (autobahn would parse its middle as a header).
+            if reader.remaining or (
+                self.state == WebSocketProtocol.STATE_OPEN
+                and not (
+                    self._autobahn_next
+                    or self.data
+                    or self.current_frame is not None
+                    or self.inside_message
+                )
             ):
                 pos += reader.feed(view[pos:], self)
                 if pos < end:
                     self._autobahn_next = True
-                continue
-            pos = self._to_autobahn(view, pos)
-        # Closing: autobahn reads on for the peer's close frame.
-        while pos < end and self.state == WebSocketProtocol.STATE_CLOSING:
-            pos = self._to_autobahn(view, pos)
+            elif self.state in _READING_STATES:
+                pos = self._to_autobahn(view, pos)
+            else:
+                return
 
     def _to_autobahn(self, view: memoryview, pos: int) -> int:
         end = min(len(view), pos + AUTOBAHN_SLICE)
