@@ -26,7 +26,9 @@ P+3) is measured for throughput only, in three directions: WebSocket to
 WebSocket, WebSocket to TCP and TCP to WebSocket, with 64 KiB messages
 (``--ws-message``); the sender writes whole masked frames (or BytesCodec
 frames), the receiver counts the bytes it gets.  Each figure is printed with
-its ratio to the TCP relay ("litedesk (default)") of the same run.
+its ratio to the TCP relay ("litedesk (default)") of the same run, and with
+``--ws-reference`` also to the same relay without its fast path (autobahn
+reading every frame).
 
 iperf3 (client and server straight to each other, no relay) is the ceiling.
 socat forwards A to a listener of ours (one process per connection, as
@@ -47,14 +49,20 @@ container's hard RLIMIT_NOFILE of 20,000 stops 10,000); 1 GiB into a stalled
 receiver: sender stalls after 12 MiB, relay RSS +604 KiB at peak, all 1 GiB
 delivered once the receiver reads.
 
-WebSocket column (2026-12-02, --quick --rounds 3, shared machine, 64 KiB
-messages; ratio to the TCP relay of the same run): WebSocket to WebSocket
-267 / 286 / 278 MB/s at 1 / 8 / 64 pairs (0.30x / 0.30x / 0.24x), WebSocket
-to TCP 392 / 283 / 221 MB/s (0.43x / 0.30x / 0.19x), TCP to WebSocket 524 /
-1033 / 876 MB/s (0.58x / 1.09x / 0.77x); 380-490 MB per relay CPU-second
-when the relay reads WebSocket (0.2x the TCP relay), 830-1120 when it only
-writes it.  Reading WebSocket is the cost: autobahn parses and unmasks every
-frame in Python and copies its input buffer at each frame boundary.
+WebSocket column (2026-12-02, --quick --rounds 3 --ws-reference, 64 KiB
+messages, shared 2-CPU machine with a stray process spinning on one CPU; ratio
+to the TCP relay of the same run, 903 / 1335 / 1596 MB/s at 1 / 8 / 64
+pairs): WebSocket to WebSocket 1111 / 1085 / 1241 MB/s (1.23x / 0.81x /
+0.78x), WebSocket to TCP 917 / 1221 / 1154 (1.02x / 0.91x / 0.72x), TCP to
+WebSocket 947 / 1084 / 1192 (1.05x / 0.81x / 0.75x), 1150-1600 MB per relay
+CPU-second.  Without the fast path (autobahn reading every frame, the
+--ws-reference rows) the directions that read WebSocket made 460-640 MB/s
+(0.22x-0.71x): autobahn parsed and unmasked every frame in Python, copying
+its input buffer at each frame boundary.  Before the outgoing side wrote
+each message as one frame in one sendmsg (autobahn's message API sent a
+header, the payload and an empty closing frame, three sends per message),
+the same command gave 0.19x-0.43x reading WebSocket and 0.58x-1.09x writing
+it.  The relay now spends about 60% of its time in recv and sendmsg.
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ connects it to a L{BridgeTransport}:
   L{MAX_REASSEMBLED} bytes, because the frame header needs its length;
 - what the inner protocol writes is cut into frames
   (L{litedesk.websocket.framing}) and each frame goes out as one binary
-  message; a frame that has not fully arrived is streamed in WebSocket
-  fragments, so a relayed frame of any size costs no memory;
+  WebSocket frame with FIN set, as hbbr sends it; a frame that has not fully
+  arrived is streamed (its WebSocket header first, then the pieces as they
+  come), so a relayed frame of any size costs no memory; the frames of one
+  write leave in one C{sendmsg};
 - text messages, empty messages and pings are told to the subclass
   (L{WebSocketBridge.on_nonbinary}, L{WebSocketBridge.on_ping}), which knows
   what they mean on its port;
