@@ -713,8 +713,19 @@ class PairTests(TestCase):
             HOST_ID,
             reactor,
         )
-        await links.connect_relay(reactor, route.relay_name, route.uuid, self.key, detector)
+        self.viewer_leg = await links.connect_relay(
+            reactor, route.relay_name, route.uuid, self.key, detector
+        )
         return marker
+
+    def viewer_leg_saw(self) -> str | None:
+        """What the viewer's leg made of its partner: a TCP leg's PartnerFraming mode,
+        or a WebSocket leg's classification of the host's first message."""
+        leg = self.viewer_leg
+        if isinstance(leg.switched_to, PartnerFraming):
+            return leg.switched_to.mode
+        transport: Any = leg.transport
+        return str(transport._proto.shaper.partner)
 
     async def exchange(self, viewer: Marker) -> None:
         got = await viewer.got.addTimeout(10, reactor)
@@ -728,18 +739,24 @@ class PairTests(TestCase):
         await pause(0.05)  # the relay's and the legs' last close handshakes
 
     def test_websocket_pair(self) -> Deferred[None]:
+        """Both legs WebSocket: chunks of the raw stream both ways, pinned TLS inside."""
+
         async def run() -> None:
             await self.ws_host()
             marker = await self.viewer(websocket=True)
             await self.exchange(marker)
+            self.assertEqual(self.viewer_leg_saw(), CHUNK)
 
         return Deferred.fromCoroutine(run())
 
     def test_websocket_host_tcp_viewer(self) -> Deferred[None]:
+        """The host's leg WebSocket, the viewer's TCP: the viewer frames its stream."""
+
         async def run() -> None:
             await self.ws_host()
             marker = await self.viewer(websocket=False)
             await self.exchange(marker)
+            self.assertEqual(self.viewer_leg_saw(), FRAMED)
 
         return Deferred.fromCoroutine(run())
 
@@ -835,11 +852,33 @@ class PairTests(TestCase):
 
         return Deferred.fromCoroutine(run())
 
+    def test_rustdesk_style_websocket_client_with_tcp_host(self) -> Deferred[None]:
+        """The other mix: such a client on WebSocket, the host's leg TCP; the host's
+        PartnerFraming sees a RustDesk frame (not a TLS record) and stays out of the way."""
+
+        async def run() -> None:
+            await self.tcp_host()
+            marker = await self.rustdesk_client(websocket=True)
+            self.assertIn(b"hello from host\n", await marker.got.addTimeout(10, reactor))
+            assert marker.transport is not None
+            marker.transport.loseConnection()
+            await marker.lost.addTimeout(10, reactor)
+            host = self.host_channel_sessions[-1]
+            await host.lost.addTimeout(10, reactor)
+            self.assertIn(b"hello from client\n", host.received)
+            await pause(0.05)
+
+        return Deferred.fromCoroutine(run())
+
     def test_tcp_host_websocket_viewer(self) -> Deferred[None]:
+        """The host's leg TCP (registered over UDP), the viewer's WebSocket: the viewer
+        puts the SignedId's header back, the host frames its stream."""
+
         async def run() -> None:
             await self.tcp_host()
             marker = await self.viewer(websocket=True)
             await self.exchange(marker)
+            self.assertEqual(self.viewer_leg_saw(), FRAMED_LITEDESK)
 
         return Deferred.fromCoroutine(run())
 
