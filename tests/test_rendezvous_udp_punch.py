@@ -40,7 +40,6 @@ from litedesk.rendezvous.udp_punch import (
     PUNCH_TTL,
     UdpPunchBroker,
 )
-from litedesk.rendezvous.udp_registrations import UdpRegistrations
 from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from litedesk.wire.keys import ServerKey, public_b64, secret_b64
@@ -569,15 +568,16 @@ class DispatcherParityTests(SynchronousTestCase):
     def test_udp_output_same_as_the_registration_dispatcher(
         self, datagrams: list[tuple[bytes, tuple[str, int], float]]
     ) -> None:
-        """RendezvousServer.handle_datagram adds the UDP punch to the registrations'
-        dispatcher without changing a byte it sends by UDP, for any datagrams."""
+        """The UDP punch adds to the registrations' dispatcher without changing a
+        byte it sends by UDP, for any datagrams: a server with it and one without."""
         a, udp_a = make_server(Clock())
         b, udp_b = make_server(Clock())
+        b.udp_punch = None
         for data, source, step in datagrams:
             a.clock.advance(step)  # type: ignore[attr-defined]
             b.clock.advance(step)  # type: ignore[attr-defined]
             a.handle_datagram(data, source)
-            UdpRegistrations.handle_datagram(b, data, source)
+            b.handle_datagram(data, source)
             self.assertEqual(udp_a.sent, udp_b.sent)
 
 

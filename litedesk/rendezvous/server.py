@@ -535,31 +535,16 @@ class RendezvousServer(UdpRegistrations):
 
     # -- UDP punch (RustDesk 1.4.1 and later, docs/protocol.rst §5.12) ---------
 
-    def handle_datagram(self, data: bytes, source: Address) -> None:
-        """UDP port P: host registrations, and the two messages of the UDP punch.
+    def _other_datagram(self, kind: str, msg: rz.RendezvousMessage, source: Address) -> None:
+        """The UDP punch's two messages by UDP; anything else stays ignored.
 
-        This is the dispatcher of L{UdpRegistrations.handle_datagram} with the
-        UDP punch's messages added (parsing a heartbeat twice would cost
-        every host).  Neither of those is answered by UDP: a viewer's
-        C{TestNatRequest} is noted, a host's C{PunchHoleSent} goes to the
-        viewer's stream.  Everything else by UDP is ignored, as there:
-        C{PunchHoleRequest} and C{LocalAddr} since hbbs' reflection
-        hardening (CVE-2026-30784), C{ConfigureUpdate} because no port has an
-        admin console here.
+        Neither is answered by UDP: a viewer's C{TestNatRequest} is noted, a
+        host's C{PunchHoleSent} goes to the viewer's stream (so the UDP port
+        never sends more than it received).
         """
-        self.counters["udp_datagrams"] += 1
-        msg = parse_rendezvous(data)
-        kind = msg.WhichOneof("union") if msg is not None else None
-        if msg is None or kind is None:
-            self.counters["udp_garbage"] += 1
+        if self.udp_punch is None:
             return
-        if kind == "register_peer":
-            self._register_peer(msg.register_peer, source, len(data))
-        elif kind == "register_pk":
-            self._register_pk(msg.register_pk, source, len(data))
-        elif self.udp_punch is None:
-            return
-        elif kind == "test_nat_request":
+        if kind == "test_nat_request":
             # The NAT mapping of the viewer's punch socket.  The answer it
             # waits for (TestNatResponse, 6-8 bytes for these 3) would make a
             # forged source an amplifier: it is never sent.

@@ -60,9 +60,17 @@ class UdpRegistrations:
             self._register_peer(msg.register_peer, source, len(data))
         elif kind == "register_pk":
             self._register_pk(msg.register_pk, source, len(data))
-        # Everything else by UDP is ignored: PunchHoleRequest, PunchHoleSent and
-        # LocalAddr since hbbs' 2026 reflection hardening (CVE-2026-30784),
-        # ConfigureUpdate because no port has an admin console here.
+        else:
+            self._other_datagram(kind, msg, source)
+
+    def _other_datagram(self, kind: str, msg: rz.RendezvousMessage, source: Address) -> None:
+        """Any other message by UDP: ignored here.
+
+        PunchHoleRequest, PunchHoleSent and LocalAddr since hbbs' 2026
+        reflection hardening (CVE-2026-30784), ConfigureUpdate because no port
+        has an admin console here.  The rendezvous server adds the UDP punch's
+        two messages, never answered by UDP (docs/protocol.rst §5.12).
+        """
 
     def _send_udp(self, msg: rz.RendezvousMessage, addr: Address) -> None:
         """A push to a registered host (not a reply: no size rule)."""
