@@ -27,6 +27,19 @@ MIN_SERIAL = 3
 Result = rz.RegisterPkResponse.Result
 
 
+def result_name(result: int) -> str:
+    """A C{RegisterPkResponse.Result}'s name, or its number when unknown."""
+    return Result.Name(result) if result in Result.values() else str(result)
+
+
+def uuid_mismatch_detail(peer_id: str) -> str:
+    """What the log says when the server binds C{peer_id} to another machine."""
+    return (
+        f"id {peer_id} is registered to another machine or key on this server; "
+        "choose another id with --id (or remove the config directory's id file)"
+    )
+
+
 class RegState(Enum):
     STARTING = "starting"
     REGISTERED = "registered"
@@ -164,14 +177,11 @@ class Registration:
             elif first:
                 out.events.append(Event("key_confirmed"))
             return
-        name = Result.Name(result) if result in Result.values() else str(result)
+        name = result_name(result)
         self.refusal = name
         self.state = RegState.REFUSED
         if result == rz.RegisterPkResponse.UUID_MISMATCH:
-            detail = (
-                f"id {self.peer_id} is registered to another machine or key on this server; "
-                "choose another id with --id (or remove the config directory's id file)"
-            )
+            detail = uuid_mismatch_detail(self.peer_id)
         elif result == rz.RegisterPkResponse.TOO_FREQUENT:
             self.paused_until = now + TOO_FREQUENT_BACKOFF
             detail = f"too many registrations; retrying in {TOO_FREQUENT_BACKOFF:.0f} s"
@@ -338,14 +348,11 @@ class StreamRegistration:
                 self.state = RegState.REGISTERED
                 out.events.append(Event("registered"))
             return
-        name = Result.Name(result) if result in Result.values() else str(result)
+        name = result_name(result)
         self.refusal = name
         self.state = RegState.REFUSED
         if result == rz.RegisterPkResponse.UUID_MISMATCH:
-            detail = (
-                f"id {self.peer_id} is registered to another machine or key on this server; "
-                "choose another id with --id (or remove the config directory's id file)"
-            )
+            detail = uuid_mismatch_detail(self.peer_id)
             out.close = "registration refused"
         elif result in (rz.RegisterPkResponse.TOO_FREQUENT, rz.RegisterPkResponse.NOT_DEPLOYED):
             self.paused_until = now + TOO_FREQUENT_BACKOFF
