@@ -150,14 +150,7 @@ class HostPaths:
             )
             msg.socket_addr_v6 = b""
         if self.links.websocket:
-            self._log.info(
-                "Viewer {ip} asks to connect; opening a relay (WebSocket mode)", ip=viewer[0]
-            )
-            self._track(
-                self._host_initiated_relay(msg.socket_addr, msg.relay_server, slot),
-                slot,
-                holds=True,
-            )
+            self._relay_instead(msg.socket_addr, msg.relay_server, slot, "asks to connect")
             return
         own = self.nat_type() if self.nat_type is not None else None
         forced = self.force_relay or msg.force_relay
@@ -227,17 +220,16 @@ class HostPaths:
         self.relays.remember(msg.relay_server)
         if self.links.websocket:
             # RustDesk's handle_intranet: in WebSocket mode, a relay instead.
-            self._log.info(
-                "Viewer {ip} is on our public IP; opening a relay (WebSocket mode)", ip=viewer[0]
-            )
-            self._track(
-                self._host_initiated_relay(msg.socket_addr, msg.relay_server, slot),
-                slot,
-                holds=True,
-            )
+            self._relay_instead(msg.socket_addr, msg.relay_server, slot, "is on our public IP")
             return
         self._log.info("Viewer {ip} is on our public IP; offering a LAN address", ip=viewer[0])
         self._track(self._offer_lan(msg, slot), slot, holds=True)
+
+    def _relay_instead(self, socket_addr: bytes, relay_server: str, slot: Slot, why: str) -> None:
+        """WebSocket mode: every path is a relay the host opens (no punch, no LAN)."""
+        ip = addrmangle.decode(socket_addr)[0]
+        self._log.info("Viewer {ip} {why}; opening a relay (WebSocket mode)", ip=ip, why=why)
+        self._track(self._host_initiated_relay(socket_addr, relay_server, slot), slot, holds=True)
 
     # -- paths -----------------------------------------------------------------
 
