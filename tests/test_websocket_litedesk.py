@@ -80,7 +80,8 @@ from litedesk.session.tls import wrap_client, wrap_server
 from litedesk.viewer.cli import build_parser
 from litedesk.viewer.connection import UsageFailure, server_links
 from litedesk.viewer.route import find_host, find_host_ws
-from litedesk.websocket.client import (
+from litedesk.websocket.client import dial
+from litedesk.websocket.shapers import (
     CHUNK,
     CHUNKS,
     FRAMED_LITEDESK,
@@ -95,14 +96,15 @@ from litedesk.websocket.client import (
     FramedShaper,
     RelayLegShaper,
     ShapeError,
+    classify_first_message,
+    dual_first_message,
+    frame_header,
+)
+from litedesk.websocket.urls import (
     WebSocketServer,
     WsUrl,
     check_ws,
-    classify_first_message,
     client_tls,
-    dial,
-    dual_first_message,
-    frame_header,
     load_ca_file,
     parse_ws_url,
 )

@@ -18,7 +18,7 @@ from twisted.python import usage
 from litedesk.discovery.client import DISCOVERY_PORT
 from litedesk.host.passwords import ONE_TIME_PASSWORD_FILE
 from litedesk.option_types import nonneg_int
-from litedesk.websocket.client import WebSocketServer, is_ws_url, load_ca_file
+from litedesk.websocket.urls import WebSocketServer, is_ws_url, load_ca_file
 from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
 

@@ -34,22 +34,18 @@ from zope.interface import implementer
 
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.switching import SwitchingProtocol
-from litedesk.websocket.client import (
+from litedesk.websocket.client import WebSocketError, dial
+from litedesk.websocket.shapers import (
     CHUNK,
     MAX_CHUNK,
     MAX_RENDEZVOUS_MESSAGE,
     TLS_HANDSHAKE_RECORD,
     FramedShaper,
     RelayLegShaper,
-    WebSocketError,
-    WebSocketServer,
-    WsUrl,
     classify_first_message,
-    dial,
     frame_header,
-    is_ws_url,
-    parse_ws_url,
 )
+from litedesk.websocket.urls import WebSocketServer, WsUrl, is_ws_url, parse_ws_url
 from litedesk.wire.address import Address, parse_host_port
 from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
 from litedesk.wire.messages import parse_rendezvous

@@ -31,7 +31,7 @@ from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
 from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host, find_host_ws
-from litedesk.websocket.client import WebSocketServer, is_ws_url, load_ca_file
+from litedesk.websocket.urls import WebSocketServer, is_ws_url, load_ca_file
 from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 
 LOGIN_TIMEOUT = 20.0

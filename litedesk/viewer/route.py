@@ -55,7 +55,7 @@ from litedesk.session.links import (
     open_rendezvous,
     split_relay,
 )
-from litedesk.websocket.client import is_ws_url
+from litedesk.websocket.urls import is_ws_url
 from litedesk.wire import addrmangle
 from litedesk.wire.address import Address
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
