@@ -36,13 +36,8 @@ from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.relay.limiter import BandwidthSettings
 from litedesk.relay.settings import RelaySettings
 from litedesk.relay.table import ConnectionLimits, Deadlines
-from litedesk.websocket.bridge import (
-    AUTOBAHN_SLICE,
-    MAX_REASSEMBLED,
-    BridgeFactory,
-    ExactTimer,
-    WebSocketBridge,
-)
+from litedesk.websocket.bridge import AUTOBAHN_SLICE, MAX_REASSEMBLED, WebSocketBridge
+from litedesk.websocket.bridge_factory import BridgeFactory
 from litedesk.websocket.fastpath import (
     MAX_BATCH,
     Unmasker,
@@ -53,6 +48,7 @@ from litedesk.websocket.fastpath import (
 from litedesk.websocket.framing import Chunk, FrameSplitter
 from litedesk.websocket.proxy import TrustedProxies
 from litedesk.websocket.relay import RelayBridgeFactory
+from litedesk.websocket.timing import ExactTimer
 from litedesk.wire.address import Address
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header
 

@@ -35,36 +35,31 @@ size.  Every refusal is logged with the source IP and a reason
 from __future__ import annotations
 
 import socket
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import txaio
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet import tcp
-from twisted.internet.abstract import FileDescriptor
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import (
-    IAddress,
-    IConsumer,
-    IDelayedCall,
     IProtocol,
-    IPushProducer,
-    IReactorTime,
-    ITransport,
 )
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from litedesk.twisted_internals import buffered_bytes, output_idle
+from litedesk.twisted_internals import output_idle
+from litedesk.websocket.bridge_transport import BridgeTransport, address
 from litedesk.websocket.fastpath import BinaryFrameReader, frame_header
-from litedesk.websocket.framing import Chunk, FrameSplitter
-from litedesk.websocket.proxy import ForwardedHeaderError, TrustedProxies
+from litedesk.websocket.framing import Chunk, FrameSplitter, chunks_after
+from litedesk.websocket.proxy import ForwardedHeaderError
 from litedesk.wire.address import Address
 from litedesk.wire.addrmangle import normalize_host
 from litedesk.wire.bytescodec import MAX_ENCODABLE, encode_header
+
+if TYPE_CHECKING:
+    from litedesk.websocket.bridge_factory import BridgeFactory
 
 __all__ = [
     "AUTOBAHN_SLICE",
@@ -72,11 +67,7 @@ __all__ = [
     "MAX_HANDSHAKE",
     "MAX_HANDSHAKING",
     "MAX_REASSEMBLED",
-    "BridgeFactory",
-    "BridgeTransport",
-    "ExactTimer",
     "WebSocketBridge",
-    "address",
 ]
 
 #: Seconds for the opening handshake (TLS included on an ssl: endpoint).
@@ -111,101 +102,6 @@ _READING_STATES = (WebSocketProtocol.STATE_OPEN, WebSocketProtocol.STATE_CLOSING
 _IGNORE = 0  # text, or the rest of a message after a failure
 _STREAM = 1  # one frame: header sent, payload passed on as it is read
 _COLLECT = 2  # several frames: collected, sent at the end
-
-
-def _after(parts: list[Chunk], n: int) -> list[Chunk]:
-    """C{parts} without their first C{n} bytes."""
-    rest: list[Chunk] = []
-    for p in parts:
-        size = len(p)
-        if n >= size:
-            n -= size
-            continue
-        rest.append(p[n:] if n else p)
-        n = 0
-    return rest
-
-
-def address(ip: str, port: int) -> IAddress:
-    """A Twisted TCP address for C{(ip, port)}."""
-    if ":" in ip:
-        return IPv6Address("TCP", ip, port)
-    return IPv4Address("TCP", ip, port)
-
-
-@implementer(ITransport, IConsumer, IPushProducer)
-class BridgeTransport:
-    """The inner protocol's transport: frames out as messages, flow control below.
-
-    Producer calls go to the WebSocket connection's own transport, so a relay
-    partner registered here is paused when the WebSocket peer reads slowly,
-    and pausing this transport stops reading from that peer.
-    """
-
-    #: C{write} takes any buffer (a relay leg then passes a view as it is):
-    #: what cannot be sent at once is copied.
-    accepts_buffers = True
-
-    def __init__(self, bridge: WebSocketBridge, peer: IAddress, host: IAddress) -> None:
-        self._bridge = bridge
-        self._peer = peer
-        self._host = host
-
-    @property
-    def disconnecting(self) -> bool:
-        return self._bridge.closing
-
-    @property
-    def connected(self) -> bool:
-        return not self._bridge.closing
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._bridge.send_frames(data)
-
-    def writeSequence(self, data: Any) -> None:
-        for chunk in data:
-            self.write(chunk)
-
-    def loseConnection(self) -> None:
-        self._bridge.close_from_inner(abort=False)
-
-    def abortConnection(self) -> None:
-        self._bridge.close_from_inner(abort=True)
-
-    def getPeer(self) -> IAddress:
-        return self._peer
-
-    def getHost(self) -> IAddress:
-        return self._host
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self._bridge.raw.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._bridge.raw.unregisterProducer()
-
-    def pauseProducing(self) -> None:
-        self._bridge.raw.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._bridge.raw.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self._bridge.close_from_inner(abort=True)
-
-    def buffered(self) -> int:
-        """Bytes queued for the WebSocket peer in the connection's write buffer."""
-        t = self._bridge.raw
-        return buffered_bytes(t) if isinstance(t, FileDescriptor) else 0
-
-    def set_read_size(self, size: int) -> None:
-        """Read up to C{size} bytes of the WebSocket stream at a time (at most
-        L{MAX_READ} until the fast path is on)."""
-        self._bridge.set_read_size(size)
-
-    def start_fast_path(self) -> None:
-        """The inner protocol now only forwards: see L{WebSocketBridge.start_fast_path}."""
-        self._bridge.start_fast_path()
 
 
 class WebSocketBridge(WebSocketServerProtocol):
@@ -670,7 +566,7 @@ class WebSocketBridge(WebSocketServerProtocol):
             if sent == total:
                 return
             if sent:
-                out = _after(out, sent)
+                out = chunks_after(out, sent)
         t.write(b"".join(out))
 
     # -- closing from the inner protocol -----------------------------------
@@ -691,103 +587,3 @@ class WebSocketBridge(WebSocketServerProtocol):
         else:
             # In the middle of a frame there is no clean end: only the TCP one.
             self.raw.loseConnection()
-
-
-class ExactTimer:
-    """autobahn's timer interface (C{call_later}) on plain C{callLater}.
-
-    autobahn batches its handshake and close timeouts into buckets whose
-    reactor call stays behind when every timeout in it was cancelled; plain
-    calls go away with the connection, and a deadline is exact.
-    """
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-
-    def call_later(self, delay: float, fn: Any, *args: Any, **kwargs: Any) -> IDelayedCall:
-        return self._clock.callLater(delay, fn, *args, **kwargs)
-
-
-class BridgeFactory(WebSocketServerFactory):
-    """Builds L{WebSocketBridge}s and the inner protocols they carry.
-
-    @ivar proxies: whose C{X-Real-IP} / C{X-Forwarded-For} are believed.
-    @ivar max_per_source: WebSocket connections one TCP source may have open
-        (trusted proxies excepted: the inner protocol counts their clients
-        by the address they name); 0 is no limit.
-    @ivar handshaking: connections still in their opening handshake.
-    """
-
-    protocol = WebSocketBridge  # type: ignore[assignment]
-    noisy = False
-    #: Whether a connection may read binary frames without autobahn once its
-    #: inner protocol asks for it (L{WebSocketBridge.start_fast_path}).
-    fast_path = True
-
-    def __init__(
-        self,
-        *,
-        proxies: TrustedProxies,
-        max_per_source: int,
-        max_message: int,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
-        close_timeout: float = 1.0,
-        max_handshaking: int = MAX_HANDSHAKING,
-        clock: IReactorTime | None = None,
-    ) -> None:
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = cast(IReactorTime, reactor)
-        super().__init__(server=None)  # type: ignore[no-untyped-call]
-        self.proxies = proxies
-        self.max_per_source = max_per_source
-        self.max_handshaking = max_handshaking
-        self.handshaking = 0
-        self.connections = 0
-        self._per_source: dict[str, int] = {}
-        # (A private attribute of autobahn's factory: if it is ever renamed,
-        # this assignment is inert and autobahn's own timer is used.)
-        self._batched_timer = ExactTimer(clock)
-        self.setProtocolOptions(  # type: ignore[no-untyped-call]
-            webStatus=False,
-            openHandshakeTimeout=handshake_timeout,
-            closeHandshakeTimeout=close_timeout,
-            maxFramePayloadSize=max_message,
-            maxMessagePayloadSize=max_message,
-            autoFragmentSize=0,
-            failByDrop=True,
-            perMessageCompressionAccept=lambda offers: None,
-        )
-
-    def build_inner(self, client: Address, bridge: WebSocketBridge) -> IProtocol | None:
-        """The protocol to carry for C{client}; None refuses the handshake."""
-        raise NotImplementedError
-
-    def admit(self, bridge: WebSocketBridge) -> str | None:
-        """Count a new connection; the reason it is refused, if it is."""
-        if self.max_handshaking and self.handshaking >= self.max_handshaking:
-            return f"more than {self.max_handshaking} connections in their opening handshake"
-        ip = bridge.source_ip
-        if not self.proxies.trusts(ip):
-            n = self._per_source.get(ip, 0) + 1
-            if self.max_per_source and n > self.max_per_source:
-                return f"more than {self.max_per_source} open connections"
-            self._per_source[ip] = n
-        self.connections += 1
-        self.handshaking += 1
-        return None
-
-    def handshake_done(self, bridge: WebSocketBridge) -> None:
-        self.handshaking -= 1
-
-    def release(self, bridge: WebSocketBridge) -> None:
-        self.connections -= 1
-        ip = bridge.source_ip
-        n = self._per_source.get(ip)
-        if n is None:
-            return
-        if n > 1:
-            self._per_source[ip] = n - 1
-        else:
-            del self._per_source[ip]

@@ -50,7 +50,6 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
-    IDelayedCall,
     IProtocol,
     IPushProducer,
     IReactorTime,
@@ -74,6 +73,7 @@ from litedesk.websocket.shapers import (
     dual_first_message,
     frame_header,
 )
+from litedesk.websocket.timing import ExactTimer
 from litedesk.websocket.urls import (
     DEFAULT_RELAY_PORT,
     WebSocketServer,
@@ -122,17 +122,6 @@ class WebSocketError(Exception):
 
 
 # -- the connection ------------------------------------------------------------------
-
-
-class _ExactTimer:
-    """autobahn's timer interface on plain C{callLater}: its batched timers
-    leave a reactor call behind after their last timeout is cancelled."""
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-
-    def call_later(self, delay: float, fn: Any, *args: Any, **kwargs: Any) -> IDelayedCall:
-        return self._clock.callLater(delay, fn, *args, **kwargs)
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -289,7 +278,7 @@ class _ClientFactory(WebSocketClientFactory):
         self._make = make
         # autobahn's private timer slot (if it is ever renamed, autobahn's own
         # batched timer is used and only a lingering reactor call differs).
-        self._batched_timer = _ExactTimer(clock)
+        self._batched_timer = ExactTimer(clock)
 
     def buildProtocol(self, addr: IAddress | None) -> WsClientProtocol:
         proto = self._make()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Chunk", "FrameSink", "FrameSplitter"]
+__all__ = ["Chunk", "FrameSink", "FrameSplitter", "chunks_after"]
 
 #: What the splitter cuts: the bridge passes views, so payloads are not copied.
 Chunk = bytes | bytearray | memoryview
@@ -102,3 +102,16 @@ class FrameSplitter:
             header += data[pos:]
             return None, len(data)
         return int.from_bytes(data[pos : pos + size], "little") >> 2, pos + size
+
+
+def chunks_after(parts: list[Chunk], n: int) -> list[Chunk]:
+    """C{parts} without their first C{n} bytes."""
+    rest: list[Chunk] = []
+    for p in parts:
+        size = len(p)
+        if n >= size:
+            n -= size
+            continue
+        rest.append(p[n:] if n else p)
+        n = 0
+    return rest

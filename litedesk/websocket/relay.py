@@ -28,7 +28,9 @@ from twisted.internet.interfaces import IProtocol
 from litedesk.relay.leg import RelayProtocol
 from litedesk.relay.server import Relay
 from litedesk.relay.table import Phase
-from litedesk.websocket.bridge import HANDSHAKE_TIMEOUT, BridgeFactory, WebSocketBridge, address
+from litedesk.websocket.bridge import HANDSHAKE_TIMEOUT, WebSocketBridge
+from litedesk.websocket.bridge_factory import BridgeFactory
+from litedesk.websocket.bridge_transport import address
 from litedesk.websocket.proxy import TrustedProxies
 from litedesk.wire.address import Address
 

@@ -25,7 +25,9 @@ from twisted.internet.interfaces import IProtocol, IReactorTime
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.protocols import RendezvousStreamFactory, RendezvousStreamProtocol
 from litedesk.rendezvous.server import RendezvousServer
-from litedesk.websocket.bridge import HANDSHAKE_TIMEOUT, BridgeFactory, WebSocketBridge, address
+from litedesk.websocket.bridge import HANDSHAKE_TIMEOUT, WebSocketBridge
+from litedesk.websocket.bridge_factory import BridgeFactory
+from litedesk.websocket.bridge_transport import address
 from litedesk.websocket.proxy import TrustedProxies
 from litedesk.wire.address import Address
 

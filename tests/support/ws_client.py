@@ -16,7 +16,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, w
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.websocket.bridge import ExactTimer
+from litedesk.websocket.timing import ExactTimer
 
 reactor: Any = _reactor
 TIMEOUT = 5.0
