@@ -39,6 +39,7 @@ from litedesk.proto import message_pb2 as pb
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rustdesk import rustdesk_host_factory
 from tests.support import rustdesk_client as rc
+from tests.support.vectors import FRAME_HEADERS
 
 HOST_ID = "123456789"
 KEY = bytes(range(32))
@@ -53,18 +54,7 @@ def _hex(s: str) -> bytes:
 
 class VectorTests(SynchronousTestCase):
     def test_t1_frame_headers(self) -> None:
-        cases = {
-            0: "00",
-            1: "04",
-            63: "fc",
-            64: "0101",
-            300: "b104",
-            16383: "fdff",
-            16384: "020001",
-            0x3FFFFF: "feffff",
-            0x400000: "03000001",
-            0x3FFFFFFF: "ffffffff",
-        }
+        cases = FRAME_HEADERS
         for n, want in cases.items():
             self.assertEqual(rc.frame_header(n).hex(), want, n)
         self.assertRaises(ValueError, rc.frame_header, 0x40000000)

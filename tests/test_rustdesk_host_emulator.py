@@ -36,6 +36,7 @@ from tests.support import rustdesk_rendezvous as rr
 from tests.support.ports import free_port_pair
 from tests.support.processes import RelayProcess
 from tests.support.skips import cannot_run
+from tests.support.vectors import FRAME_HEADERS
 
 HOST_ID = "123456789"
 PASSWORD = "emulated host password"
@@ -76,18 +77,7 @@ def _read_frame(sock: socket.socket) -> bytes:
 
 class VectorTests(SynchronousTestCase):
     def test_t1_frame_headers(self) -> None:
-        cases = {
-            0: "00",
-            1: "04",
-            63: "fc",
-            64: "0101",
-            300: "b104",
-            16383: "fdff",
-            16384: "020001",
-            0x3FFFFF: "feffff",
-            0x400000: "03000001",
-            0x3FFFFFFF: "ffffffff",
-        }
+        cases = FRAME_HEADERS
         for n, want in cases.items():
             self.assertEqual(rh.frame_header(n).hex(), want, n)
         self.assertRaises(rh.FrameError, rh.frame_header, 0x40000000)

@@ -47,6 +47,7 @@ from litedesk.session.framing import MessageProtocol
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame, encode_header
 from litedesk.wire.keys import sign_id_pk
 from tests.support.polling import until
+from tests.support.vectors import FRAME_HEADERS
 
 PEER_ID = "123456789"
 HOST_SEED = bytes([1]) * 32
@@ -116,18 +117,7 @@ class VectorTests(SynchronousTestCase):
     """Every vector of the reference that concerns framing and the key exchange."""
 
     def test_t1_headers(self) -> None:
-        cases = {
-            0: "00",
-            1: "04",
-            63: "fc",
-            64: "0101",
-            300: "b104",
-            16383: "fdff",
-            16384: "020001",
-            0x3FFFFF: "feffff",
-            0x400000: "03000001",
-            0x3FFFFFFF: "ffffffff",
-        }
+        cases = FRAME_HEADERS
         for length, header in cases.items():
             self.assertEqual(encode_header(length).hex(), header, length)
 
