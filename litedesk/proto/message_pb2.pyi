@@ -120,6 +120,14 @@ class Chroma(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     I420: _ClassVar[Chroma]
     I444: _ClassVar[Chroma]
+
+class FileType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    Dir: _ClassVar[FileType]
+    DirLink: _ClassVar[FileType]
+    DirDrive: _ClassVar[FileType]
+    File: _ClassVar[FileType]
+    FileLink: _ClassVar[FileType]
 Unknown: ControlKey
 Alt: ControlKey
 Backspace: ControlKey
@@ -219,6 +227,11 @@ Balanced: ImageQuality
 Best: ImageQuality
 I420: Chroma
 I444: Chroma
+Dir: FileType
+DirLink: FileType
+DirDrive: FileType
+File: FileType
+FileLink: FileType
 
 class IdPk(_message.Message):
     __slots__ = ("id", "pk", "litedesk_tls")
@@ -718,8 +731,250 @@ class MessageBox(_message.Message):
     link: str
     def __init__(self, msgtype: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., link: _Optional[str] = ...) -> None: ...
 
+class FileEntry(_message.Message):
+    __slots__ = ("entry_type", "name", "is_hidden", "size", "modified_time")
+    ENTRY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IS_HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_TIME_FIELD_NUMBER: _ClassVar[int]
+    entry_type: FileType
+    name: str
+    is_hidden: bool
+    size: int
+    modified_time: int
+    def __init__(self, entry_type: _Optional[_Union[FileType, str]] = ..., name: _Optional[str] = ..., is_hidden: _Optional[bool] = ..., size: _Optional[int] = ..., modified_time: _Optional[int] = ...) -> None: ...
+
+class FileDirectory(_message.Message):
+    __slots__ = ("id", "path", "entries")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    path: str
+    entries: _containers.RepeatedCompositeFieldContainer[FileEntry]
+    def __init__(self, id: _Optional[int] = ..., path: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ...) -> None: ...
+
+class ReadDir(_message.Message):
+    __slots__ = ("path", "include_hidden")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    include_hidden: bool
+    def __init__(self, path: _Optional[str] = ..., include_hidden: _Optional[bool] = ...) -> None: ...
+
+class ReadEmptyDirs(_message.Message):
+    __slots__ = ("path", "include_hidden")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    include_hidden: bool
+    def __init__(self, path: _Optional[str] = ..., include_hidden: _Optional[bool] = ...) -> None: ...
+
+class ReadEmptyDirsResponse(_message.Message):
+    __slots__ = ("path", "empty_dirs")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_DIRS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    empty_dirs: _containers.RepeatedCompositeFieldContainer[FileDirectory]
+    def __init__(self, path: _Optional[str] = ..., empty_dirs: _Optional[_Iterable[_Union[FileDirectory, _Mapping]]] = ...) -> None: ...
+
+class ReadAllFiles(_message.Message):
+    __slots__ = ("id", "path", "include_hidden")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    path: str
+    include_hidden: bool
+    def __init__(self, id: _Optional[int] = ..., path: _Optional[str] = ..., include_hidden: _Optional[bool] = ...) -> None: ...
+
+class FileRename(_message.Message):
+    __slots__ = ("id", "path", "new_name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    path: str
+    new_name: str
+    def __init__(self, id: _Optional[int] = ..., path: _Optional[str] = ..., new_name: _Optional[str] = ...) -> None: ...
+
+class FileAction(_message.Message):
+    __slots__ = ("read_dir", "send", "receive", "create", "remove_dir", "remove_file", "all_files", "cancel", "send_confirm", "rename", "read_empty_dirs")
+    READ_DIR_FIELD_NUMBER: _ClassVar[int]
+    SEND_FIELD_NUMBER: _ClassVar[int]
+    RECEIVE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_DIR_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FILE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FILES_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    SEND_CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    RENAME_FIELD_NUMBER: _ClassVar[int]
+    READ_EMPTY_DIRS_FIELD_NUMBER: _ClassVar[int]
+    read_dir: ReadDir
+    send: FileTransferSendRequest
+    receive: FileTransferReceiveRequest
+    create: FileDirCreate
+    remove_dir: FileRemoveDir
+    remove_file: FileRemoveFile
+    all_files: ReadAllFiles
+    cancel: FileTransferCancel
+    send_confirm: FileTransferSendConfirmRequest
+    rename: FileRename
+    read_empty_dirs: ReadEmptyDirs
+    def __init__(self, read_dir: _Optional[_Union[ReadDir, _Mapping]] = ..., send: _Optional[_Union[FileTransferSendRequest, _Mapping]] = ..., receive: _Optional[_Union[FileTransferReceiveRequest, _Mapping]] = ..., create: _Optional[_Union[FileDirCreate, _Mapping]] = ..., remove_dir: _Optional[_Union[FileRemoveDir, _Mapping]] = ..., remove_file: _Optional[_Union[FileRemoveFile, _Mapping]] = ..., all_files: _Optional[_Union[ReadAllFiles, _Mapping]] = ..., cancel: _Optional[_Union[FileTransferCancel, _Mapping]] = ..., send_confirm: _Optional[_Union[FileTransferSendConfirmRequest, _Mapping]] = ..., rename: _Optional[_Union[FileRename, _Mapping]] = ..., read_empty_dirs: _Optional[_Union[ReadEmptyDirs, _Mapping]] = ...) -> None: ...
+
+class FileTransferCancel(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class FileResponse(_message.Message):
+    __slots__ = ("dir", "block", "error", "done", "digest", "empty_dirs")
+    DIR_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_DIRS_FIELD_NUMBER: _ClassVar[int]
+    dir: FileDirectory
+    block: FileTransferBlock
+    error: FileTransferError
+    done: FileTransferDone
+    digest: FileTransferDigest
+    empty_dirs: ReadEmptyDirsResponse
+    def __init__(self, dir: _Optional[_Union[FileDirectory, _Mapping]] = ..., block: _Optional[_Union[FileTransferBlock, _Mapping]] = ..., error: _Optional[_Union[FileTransferError, _Mapping]] = ..., done: _Optional[_Union[FileTransferDone, _Mapping]] = ..., digest: _Optional[_Union[FileTransferDigest, _Mapping]] = ..., empty_dirs: _Optional[_Union[ReadEmptyDirsResponse, _Mapping]] = ...) -> None: ...
+
+class FileTransferDigest(_message.Message):
+    __slots__ = ("id", "file_num", "last_modified", "file_size", "is_upload", "is_identical", "transferred_size", "is_resume")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_NUM_FIELD_NUMBER: _ClassVar[int]
+    LAST_MODIFIED_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IS_UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    IS_IDENTICAL_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERRED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IS_RESUME_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    file_num: int
+    last_modified: int
+    file_size: int
+    is_upload: bool
+    is_identical: bool
+    transferred_size: int
+    is_resume: bool
+    def __init__(self, id: _Optional[int] = ..., file_num: _Optional[int] = ..., last_modified: _Optional[int] = ..., file_size: _Optional[int] = ..., is_upload: _Optional[bool] = ..., is_identical: _Optional[bool] = ..., transferred_size: _Optional[int] = ..., is_resume: _Optional[bool] = ...) -> None: ...
+
+class FileTransferBlock(_message.Message):
+    __slots__ = ("id", "file_num", "data", "compressed", "blk_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_NUM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_FIELD_NUMBER: _ClassVar[int]
+    BLK_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    file_num: int
+    data: bytes
+    compressed: bool
+    blk_id: int
+    def __init__(self, id: _Optional[int] = ..., file_num: _Optional[int] = ..., data: _Optional[bytes] = ..., compressed: _Optional[bool] = ..., blk_id: _Optional[int] = ...) -> None: ...
+
+class FileTransferError(_message.Message):
+    __slots__ = ("id", "error", "file_num")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FILE_NUM_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    error: str
+    file_num: int
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[str] = ..., file_num: _Optional[int] = ...) -> None: ...
+
+class FileTransferSendRequest(_message.Message):
+    __slots__ = ("id", "path", "include_hidden", "file_num", "file_type")
+    class FileType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        Generic: _ClassVar[FileTransferSendRequest.FileType]
+        Printer: _ClassVar[FileTransferSendRequest.FileType]
+    Generic: FileTransferSendRequest.FileType
+    Printer: FileTransferSendRequest.FileType
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    FILE_NUM_FIELD_NUMBER: _ClassVar[int]
+    FILE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    path: str
+    include_hidden: bool
+    file_num: int
+    file_type: FileTransferSendRequest.FileType
+    def __init__(self, id: _Optional[int] = ..., path: _Optional[str] = ..., include_hidden: _Optional[bool] = ..., file_num: _Optional[int] = ..., file_type: _Optional[_Union[FileTransferSendRequest.FileType, str]] = ...) -> None: ...
+
+class FileTransferSendConfirmRequest(_message.Message):
+    __slots__ = ("id", "file_num", "skip", "offset_blk")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_NUM_FIELD_NUMBER: _ClassVar[int]
+    SKIP_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_BLK_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    file_num: int
+    skip: bool
+    offset_blk: int
+    def __init__(self, id: _Optional[int] = ..., file_num: _Optional[int] = ..., skip: _Optional[bool] = ..., offset_blk: _Optional[int] = ...) -> None: ...
+
+class FileTransferDone(_message.Message):
+    __slots__ = ("id", "file_num")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_NUM_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    file_num: int
+    def __init__(self, id: _Optional[int] = ..., file_num: _Optional[int] = ...) -> None: ...
+
+class FileTransferReceiveRequest(_message.Message):
+    __slots__ = ("id", "path", "files", "file_num", "total_size")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    FILE_NUM_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    path: str
+    files: _containers.RepeatedCompositeFieldContainer[FileEntry]
+    file_num: int
+    total_size: int
+    def __init__(self, id: _Optional[int] = ..., path: _Optional[str] = ..., files: _Optional[_Iterable[_Union[FileEntry, _Mapping]]] = ..., file_num: _Optional[int] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class FileRemoveDir(_message.Message):
+    __slots__ = ("id", "path", "recursive")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    path: str
+    recursive: bool
+    def __init__(self, id: _Optional[int] = ..., path: _Optional[str] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class FileRemoveFile(_message.Message):
+    __slots__ = ("id", "path", "file_num")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILE_NUM_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    path: str
+    file_num: int
+    def __init__(self, id: _Optional[int] = ..., path: _Optional[str] = ..., file_num: _Optional[int] = ...) -> None: ...
+
+class FileDirCreate(_message.Message):
+    __slots__ = ("id", "path")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    path: str
+    def __init__(self, id: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+
 class Message(_message.Message):
-    __slots__ = ("signed_id", "public_key", "test_delay", "video_frame", "login_request", "login_response", "hash", "mouse_event", "cursor_data", "cursor_position", "cursor_id", "key_event", "clipboard", "misc", "message_box", "peer_info", "multi_clipboards")
+    __slots__ = ("signed_id", "public_key", "test_delay", "video_frame", "login_request", "login_response", "hash", "mouse_event", "cursor_data", "cursor_position", "cursor_id", "key_event", "clipboard", "file_action", "file_response", "misc", "message_box", "peer_info", "multi_clipboards")
     SIGNED_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     TEST_DELAY_FIELD_NUMBER: _ClassVar[int]
@@ -733,6 +988,8 @@ class Message(_message.Message):
     CURSOR_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_EVENT_FIELD_NUMBER: _ClassVar[int]
     CLIPBOARD_FIELD_NUMBER: _ClassVar[int]
+    FILE_ACTION_FIELD_NUMBER: _ClassVar[int]
+    FILE_RESPONSE_FIELD_NUMBER: _ClassVar[int]
     MISC_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_BOX_FIELD_NUMBER: _ClassVar[int]
     PEER_INFO_FIELD_NUMBER: _ClassVar[int]
@@ -750,8 +1007,10 @@ class Message(_message.Message):
     cursor_id: int
     key_event: KeyEvent
     clipboard: Clipboard
+    file_action: FileAction
+    file_response: FileResponse
     misc: Misc
     message_box: MessageBox
     peer_info: PeerInfo
     multi_clipboards: MultiClipboards
-    def __init__(self, signed_id: _Optional[_Union[SignedId, _Mapping]] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., test_delay: _Optional[_Union[TestDelay, _Mapping]] = ..., video_frame: _Optional[_Union[VideoFrame, _Mapping]] = ..., login_request: _Optional[_Union[LoginRequest, _Mapping]] = ..., login_response: _Optional[_Union[LoginResponse, _Mapping]] = ..., hash: _Optional[_Union[Hash, _Mapping]] = ..., mouse_event: _Optional[_Union[MouseEvent, _Mapping]] = ..., cursor_data: _Optional[_Union[CursorData, _Mapping]] = ..., cursor_position: _Optional[_Union[CursorPosition, _Mapping]] = ..., cursor_id: _Optional[int] = ..., key_event: _Optional[_Union[KeyEvent, _Mapping]] = ..., clipboard: _Optional[_Union[Clipboard, _Mapping]] = ..., misc: _Optional[_Union[Misc, _Mapping]] = ..., message_box: _Optional[_Union[MessageBox, _Mapping]] = ..., peer_info: _Optional[_Union[PeerInfo, _Mapping]] = ..., multi_clipboards: _Optional[_Union[MultiClipboards, _Mapping]] = ...) -> None: ...
+    def __init__(self, signed_id: _Optional[_Union[SignedId, _Mapping]] = ..., public_key: _Optional[_Union[PublicKey, _Mapping]] = ..., test_delay: _Optional[_Union[TestDelay, _Mapping]] = ..., video_frame: _Optional[_Union[VideoFrame, _Mapping]] = ..., login_request: _Optional[_Union[LoginRequest, _Mapping]] = ..., login_response: _Optional[_Union[LoginResponse, _Mapping]] = ..., hash: _Optional[_Union[Hash, _Mapping]] = ..., mouse_event: _Optional[_Union[MouseEvent, _Mapping]] = ..., cursor_data: _Optional[_Union[CursorData, _Mapping]] = ..., cursor_position: _Optional[_Union[CursorPosition, _Mapping]] = ..., cursor_id: _Optional[int] = ..., key_event: _Optional[_Union[KeyEvent, _Mapping]] = ..., clipboard: _Optional[_Union[Clipboard, _Mapping]] = ..., file_action: _Optional[_Union[FileAction, _Mapping]] = ..., file_response: _Optional[_Union[FileResponse, _Mapping]] = ..., misc: _Optional[_Union[Misc, _Mapping]] = ..., message_box: _Optional[_Union[MessageBox, _Mapping]] = ..., peer_info: _Optional[_Union[PeerInfo, _Mapping]] = ..., multi_clipboards: _Optional[_Union[MultiClipboards, _Mapping]] = ...) -> None: ...
