@@ -362,6 +362,8 @@ def _assemble(
         view_only=bool(config["view-only"]),
         max_viewers=int(config["max-viewers"]),
         admission=Admission(reactor, total=_unauthenticated_limit()),
+        file_root=config.file_root,
+        allow_forward=tuple(config["allow-forward"]),
     )
     watcher = None
     if not config["view-only"]:

@@ -93,6 +93,12 @@ class HostOptions(usage.Options):
             "RustDesk maps it (an IP address: ws://IP:PORT+2; a name: wss://NAME/ws/id); "
             "a ws:// or wss:// URL implies this option.",
         ],
+        [
+            "no-file-transfer",
+            None,
+            "Refuse file-transfer sessions (viewers are told 'No permission of file "
+            "transfer').  --view-only refuses them too.",
+        ],
     ]
     optParameters: ClassVar[list[list[Any]]] = [
         [
@@ -155,6 +161,14 @@ class HostOptions(usage.Options):
             "Default video codec: h264 or vp9 (viewers may ask for the other).",
         ],
         [
+            "file-root",
+            None,
+            None,
+            "The directory file transfers stay inside (default: the home directory of the "
+            "user the host runs as); paths outside it, symlinks leading out included, are "
+            "refused.",
+        ],
+        [
             "ws-ca",
             None,
             None,
@@ -162,6 +176,21 @@ class HostOptions(usage.Options):
             "(a private CA or a self-signed server) instead of the system's CAs.",
         ],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self["allow-forward"] = []
+
+    def opt_allow_forward(self, target: str) -> None:
+        """Let viewers forward a port to HOST:PORT as this machine reaches it
+        (repeatable; without it every port forward is refused)."""
+        try:
+            host, port = parse_host_port(target, 0)
+        except ValueError:
+            raise usage.UsageError(f"bad --allow-forward {target!r}: give HOST:PORT") from None
+        if not 0 < port < 65536:
+            raise usage.UsageError(f"bad --allow-forward {target!r}: give HOST:PORT")
+        self["allow-forward"].append((host, port))
 
     def parseArgs(self) -> None:
         pass
@@ -196,6 +225,16 @@ class HostOptions(usage.Options):
         if self["display"] is None:
             self["display"] = os.environ.get("DISPLAY")
         self.upnp_listen_port = self._upnp_listen_port()
+        self.file_root = self._file_root()
+
+    def _file_root(self) -> Path | None:
+        """Where file transfers stay inside, or None when they are refused."""
+        if self["no-file-transfer"] or self["view-only"]:
+            return None
+        root = Path(self["file-root"] or Path.home()).expanduser()
+        if not root.is_dir():
+            raise usage.UsageError(f"--file-root {str(root)!r} is not a directory")
+        return root.resolve()
 
     def _check_rendezvous(self) -> None:
         """--rendezvous needs the server's key (to be verifiable) and a host[:port]."""

@@ -16,6 +16,7 @@ import getpass
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -105,6 +106,10 @@ class HostContext:
     # Unauthenticated sessions per source and in total; one with the default
     # limits is made when none is given, so no session path goes unbounded.
     admission: Admission | None = None
+    # File transfer sessions (None: refused) and the forward targets allowed
+    # (empty: every forward refused); docs/protocol.rst §12-13.
+    file_root: Path | None = None
+    allow_forward: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.admission is None:

@@ -38,13 +38,19 @@ from litedesk.screen.backpressure import transport_buffered
 from litedesk.screen.codec import EncodedFrame
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.host_context import HostContext, StreamerLike
+from litedesk.session.host_files import HostFileSession
+from litedesk.session.host_forward import HostForwardSession
 from litedesk.session.host_messages import (
     peer_info,
     pick_codec,
     session_summary,
     video_frame,
 )
-from litedesk.session.login_errors import ERROR_TRY_LATER
+from litedesk.session.login_errors import (
+    ERROR_NO_FILE_TRANSFER,
+    ERROR_NO_FORWARD,
+    ERROR_TRY_LATER,
+)
 from litedesk.session.viewer_requests import ViewerRequests
 
 VERSION = "1.4.9"
@@ -74,7 +80,7 @@ def _now_ms(clock: IReactorTime) -> int:
 
 
 @implementer(IHandshakeListener)
-class HostSession(ViewerRequests, MessageProtocol):
+class HostSession(HostFileSession, HostForwardSession, ViewerRequests, MessageProtocol):
     """One viewer's session on this host.
 
     @ivar relayed: the session runs over a relay leg the host opened (its
@@ -94,6 +100,8 @@ class HostSession(ViewerRequests, MessageProtocol):
     max_frame_length = PRELOGIN_MAX_FRAME
     _state = "handshake"
     _prelogin_messages = 0
+    # "desktop", "file_transfer" or "port_forward": the LoginRequest's kind.
+    kind = "desktop"
 
     def __init__(
         self,
@@ -183,6 +191,8 @@ class HostSession(ViewerRequests, MessageProtocol):
             self._login_timer.cancel()
         self._login_timer = None
         was_active = self in self.ctx.sessions
+        self._end_file_transfer()
+        self._end_port_forward()
         self.ctx.sessions.discard(self)
         if self._ping is not None and self._ping.running:
             self._ping.stop()
@@ -241,6 +251,8 @@ class HostSession(ViewerRequests, MessageProtocol):
             return
         if self.state != "active":
             return
+        if self.kind != "desktop" and kind not in _ANY_KIND:
+            return  # no input or screen messages in a file or forward session
         handler = _ACTIVE_HANDLERS.get(kind) if kind is not None else None
         if handler is not None:
             handler(self, msg)
@@ -268,8 +280,11 @@ class HostSession(ViewerRequests, MessageProtocol):
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         self._login_timer = None
-        if req.WhichOneof("union") is not None:
-            self._refuse("Connection not allowed", "unsupported session type")
+        kind = req.WhichOneof("union")
+        self.kind = kind or "desktop"
+        refusal = self._kind_refusal(req)
+        if refusal is not None:
+            self._refuse(*refusal)
             return
         if req.username != self.ctx.peer_id and not self.direct:
             # RustDesk answers a login for another id with "Offline".
@@ -298,18 +313,51 @@ class HostSession(ViewerRequests, MessageProtocol):
         self.viewer_id = req.my_id or req.my_name
         self.peer_version = req.version
         self.peer_platform = req.my_platform
+        if kind == "port_forward":
+            # The answer waits for the target's connection (host_forward.py).
+            self.state = "active"
+            self._log_login(result.method, "port forward")
+            self._start_port_forward(req.port_forward)
+            return
         self.state = "active"
         self._started = self.ctx.clock.seconds()
+        if kind == "file_transfer":
+            self.send_message(
+                pb.Message(login_response=pb.LoginResponse(peer_info=self._peer_info(False)))
+            )
+            self._log_login(result.method, "file transfer")
+            self._start_file_transfer(req.file_transfer)
+            self._start_pings()
+            return
         self.ctx.sessions.add(self)
         self.send_message(pb.Message(login_response=pb.LoginResponse(peer_info=self._peer_info())))
+        self._log_login(result.method, "view only" if self.ctx.view_only else "")
+        self._start_streaming(req.option)
+
+    def _log_login(self, method: str, what: str) -> None:
         self._log.info(
-            "Viewer {viewer} logged in from {peer} ({method} password{view_only})",
+            "Viewer {viewer} logged in from {peer} ({method} password{what})",
             viewer=self.viewer_id or "(no id)",
             peer=self.peer,
-            method=result.method,
-            view_only=", view only" if self.ctx.view_only else "",
+            method=method,
+            what=f", {what}" if what else "",
+            session_kind=what or "desktop",
         )
-        self._start_streaming(req.option)
+
+    def _kind_refusal(self, req: pb.LoginRequest) -> tuple[str, str] | None:
+        """RustDesk checks the connection type's permission before the password."""
+        kind = req.WhichOneof("union")
+        if kind is None:
+            return None
+        if kind == "file_transfer":
+            if self.ctx.file_root is None or self.ctx.view_only:
+                return ERROR_NO_FILE_TRANSFER, "file transfer disabled"
+            return None
+        if kind == "port_forward":
+            if self.ctx.view_only or not self._forward_allowed(req.port_forward):
+                return ERROR_NO_FORWARD, "forward not allowed"
+            return None
+        return "Connection not allowed", "unsupported session type"
 
     def _start_streaming(self, option: pb.OptionMessage) -> None:
         """After a login: the screen with the viewer's options, cursor, clipboard, pings."""
@@ -327,6 +375,9 @@ class HostSession(ViewerRequests, MessageProtocol):
         if self.ctx.cursor_position is not None:
             self.send_cursor_position(*self.ctx.cursor_position)
         self._send_current_clipboard()
+        self._start_pings()
+
+    def _start_pings(self) -> None:
         self._ping = LoopingCall(self._send_ping)
         self._ping.clock = self.ctx.clock
         self._ping.start(TEST_DELAY_INTERVAL, now=True)
@@ -349,13 +400,13 @@ class HostSession(ViewerRequests, MessageProtocol):
         self.state = "refused"
         self.close(why)
 
-    def _peer_info(self) -> pb.PeerInfo:
+    def _peer_info(self, desktop: bool = True) -> pb.PeerInfo:
         return peer_info(
             username=self.ctx.username,
             hostname=self.ctx.hostname,
             version=VERSION,
             current_display=self.display_index,
-            displays=self.ctx.displays,
+            displays=self.ctx.displays if desktop else [],
         )
 
     # -- streaming ---------------------------------------------------------
@@ -410,6 +461,9 @@ class HostSession(ViewerRequests, MessageProtocol):
                 self.streamer.on_rtt(rtt / 1000.0)
 
 
+# What a file-transfer session may send besides its FileActions.
+_ANY_KIND = frozenset({"test_delay", "misc", "file_action"})
+
 # A logged-in viewer's messages the host acts on, by Message union field; the
 # rest are ignored.  (Lambdas call through the instance so subclasses can override.)
 _ACTIVE_HANDLERS: dict[str, Callable[[HostSession, pb.Message], None]] = {
@@ -419,4 +473,5 @@ _ACTIVE_HANDLERS: dict[str, Callable[[HostSession, pb.Message], None]] = {
     "clipboard": lambda s, m: s._clipboard(m.clipboard),
     "multi_clipboards": lambda s, m: s._multi_clipboards(m.multi_clipboards),
     "misc": lambda s, m: s._misc(m.misc),
+    "file_action": lambda s, m: s._file_action(m.file_action),
 }

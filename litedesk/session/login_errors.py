@@ -10,6 +10,9 @@ from __future__ import annotations
 
 __all__ = [
     "ERROR_EMPTY_PASSWORD",
+    "ERROR_FORWARD_FAILED",
+    "ERROR_NO_FILE_TRANSFER",
+    "ERROR_NO_FORWARD",
     "ERROR_NO_PASSWORD_ACCESS",
     "ERROR_TOO_MANY_ATTEMPTS",
     "ERROR_TRY_LATER",
@@ -21,3 +24,9 @@ ERROR_TRY_LATER = "Please try 1 minute later"
 ERROR_TOO_MANY_ATTEMPTS = "Too many wrong attempts"
 ERROR_EMPTY_PASSWORD = "Empty Password"
 ERROR_NO_PASSWORD_ACCESS = "No Password Access"
+# Per connection type, checked before the password (rustdesk src/server/connection.rs,
+# docs/protocol.rst §12).
+ERROR_NO_FILE_TRANSFER = "No permission of file transfer"
+ERROR_NO_FORWARD = "No permission of IP tunneling"
+# The host could not reach the forward's target (RustDesk 1.4.9's wording).
+ERROR_FORWARD_FAILED = "Failed to access remote {addr}. Please make sure it is reachable/open."

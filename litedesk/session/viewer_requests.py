@@ -153,6 +153,9 @@ class ViewerRequests:
 
     def _misc(self, misc: pb.Misc) -> None:
         kind = misc.WhichOneof("union")
+        if kind == "close_reason":
+            self.close(f"viewer closed: {misc.close_reason}")
+            return
         if self.streamer is None:
             return
         if (kind == "refresh_video" and misc.refresh_video) or kind == "refresh_video_display":
@@ -165,8 +168,6 @@ class ViewerRequests:
                 self.send_message(switch_display(index, self.ctx.displays[index]))
         elif kind == "option":
             self._option(misc.option)
-        elif kind == "close_reason":
-            self.close(f"viewer closed: {misc.close_reason}")
 
     def _option(self, opt: pb.OptionMessage) -> None:
         """A viewer's option change during the session (C{Misc.option})."""

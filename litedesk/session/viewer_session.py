@@ -75,7 +75,10 @@ _LOGIN_ERRORS = {
     "No Password Access": "the host accepts no password",
     "Offline": "host offline",
     "Too many viewers": "too many viewers",
+    "No permission of file transfer": "file transfer disabled",
+    "No permission of IP tunneling": "forward not allowed",
 }
+_FORWARD_FAILED = "Failed to access remote"
 
 
 @dataclass
@@ -122,11 +125,17 @@ class ViewerSession(MessageProtocol):
         image_quality: int = pb.Balanced,
         custom_fps: int = 0,
         on_frame: Callable[[DecodedFrame], None] | None = None,
+        file_transfer: pb.FileTransfer | None = None,
+        port_forward: pb.PortForward | None = None,
     ) -> None:
         """
         @param codec: the codec to ask the host for, one of
             L{decodable_codecs}; C{None} for H.264 from a LiteDesk host and
             VP9 from a RustDesk host.
+        @param file_transfer: open a file-transfer session (no screen); the
+            host's C{FileResponse}s go to L{on_file_response}.
+        @param port_forward: open a port-forward session: once logged in the
+            stream carries the tunnelled bytes (docs/protocol.rst §13).
         @raise ValueError: C{codec} cannot be decoded here.
         """
         if codec is not None and codec not in decodable_codecs():
@@ -141,6 +150,9 @@ class ViewerSession(MessageProtocol):
         self.image_quality = image_quality
         self.custom_fps = custom_fps
         self.on_frame = on_frame
+        self.file_transfer = file_transfer
+        self.port_forward = port_forward
+        self.on_file_response: Callable[[pb.FileResponse], None] | None = None
         self.logged_in: Deferred[pb.PeerInfo] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.peer_info: pb.PeerInfo | None = None
@@ -243,6 +255,10 @@ class ViewerSession(MessageProtocol):
         if self.custom_fps:
             opt.custom_fps = self.custom_fps
         opt.supported_decoding.CopyFrom(self.supported_decoding())
+        if self.file_transfer is not None:
+            req.file_transfer.CopyFrom(self.file_transfer)
+        elif self.port_forward is not None:
+            req.port_forward.CopyFrom(self.port_forward)
         self.send_message(pb.Message(login_request=req))
 
     def supported_decoding(self) -> pb.SupportedDecoding:
@@ -257,12 +273,18 @@ class ViewerSession(MessageProtocol):
     def _login_response(self, resp: pb.LoginResponse) -> None:
         if resp.WhichOneof("union") == "error":
             reason = _LOGIN_ERRORS.get(resp.error, "login refused")
+            if resp.error.startswith(_FORWARD_FAILED):
+                reason = "forward target unreachable"
             self.fail(reason, resp.error)
             return
         self.peer_info = resp.peer_info
         self.display = resp.peer_info.current_display
         if not self.logged_in.called:
             self.logged_in.callback(resp.peer_info)
+
+    def _file_response(self, resp: pb.FileResponse) -> None:
+        if self.on_file_response is not None:
+            self.on_file_response(resp)
 
     def display_size(self) -> tuple[int, int] | None:
         if self.peer_info is None:
@@ -467,4 +489,5 @@ _HANDLERS: dict[str, Callable[[ViewerSession, pb.Message], None]] = {
     "cursor_data": _set_cursor_shape,
     "message_box": lambda s, m: s._message_box(m.message_box),
     "misc": lambda s, m: s._misc(m.misc),
+    "file_response": lambda s, m: s._file_response(m.file_response),
 }

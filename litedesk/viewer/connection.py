@@ -60,6 +60,9 @@ class FailureReason(enum.StrEnum):
     NO_PASSWORD_ACCESS = "the host accepts no password"
     LOGIN_REFUSED = "login refused"
     TOO_MANY_VIEWERS = "too many viewers"
+    FILE_TRANSFER_DISABLED = "file transfer disabled"
+    FORWARD_NOT_ALLOWED = "forward not allowed"
+    FORWARD_UNREACHABLE = "forward target unreachable"
     VIEW_ONLY = "view only"
     RENDEZVOUS_UNREACHABLE = "cannot reach rendezvous server"
     RENDEZVOUS_CLOSED = "rendezvous server closed the connection"
@@ -91,6 +94,8 @@ _FINAL = frozenset(
         FailureReason.UNKNOWN_ID,
         FailureReason.NO_PASSWORD_ACCESS,
         FailureReason.RELAY_REFUSED,
+        FailureReason.FILE_TRANSFER_DISABLED,
+        FailureReason.FORWARD_NOT_ALLOWED,
     }
 )
 # Longest phrase first, so that a phrase that begins with a shorter one
