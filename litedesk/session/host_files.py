@@ -28,5 +28,8 @@ class HostFileSession:
     def _file_action(self, action: pb.FileAction) -> None:
         pass
 
+    def _file_response(self, resp: pb.FileResponse) -> None:
+        pass
+
     def _end_file_transfer(self) -> None:
         pass

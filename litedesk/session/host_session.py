@@ -462,7 +462,7 @@ class HostSession(HostFileSession, HostForwardSession, ViewerRequests, MessagePr
 
 
 # What a file-transfer session may send besides its FileActions.
-_ANY_KIND = frozenset({"test_delay", "misc", "file_action"})
+_ANY_KIND = frozenset({"test_delay", "misc", "file_action", "file_response"})
 
 # A logged-in viewer's messages the host acts on, by Message union field; the
 # rest are ignored.  (Lambdas call through the instance so subclasses can override.)
@@ -474,4 +474,6 @@ _ACTIVE_HANDLERS: dict[str, Callable[[HostSession, pb.Message], None]] = {
     "multi_clipboards": lambda s, m: s._multi_clipboards(m.multi_clipboards),
     "misc": lambda s, m: s._misc(m.misc),
     "file_action": lambda s, m: s._file_action(m.file_action),
+    # An upload's digests, blocks and done come from the viewer as FileResponses.
+    "file_response": lambda s, m: s._file_response(m.file_response),
 }
