@@ -153,6 +153,9 @@ class ViewerSession(MessageProtocol):
         self.file_transfer = file_transfer
         self.port_forward = port_forward
         self.on_file_response: Callable[[pb.FileResponse], None] | None = None
+        # An upload's send_confirm comes from the host as a FileAction
+        # (hbb_common src/fs.rs new_send_confirm).
+        self.on_file_action: Callable[[pb.FileAction], None] | None = None
         self.logged_in: Deferred[pb.PeerInfo] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.peer_info: pb.PeerInfo | None = None
@@ -285,6 +288,10 @@ class ViewerSession(MessageProtocol):
     def _file_response(self, resp: pb.FileResponse) -> None:
         if self.on_file_response is not None:
             self.on_file_response(resp)
+
+    def _file_action(self, action: pb.FileAction) -> None:
+        if self.on_file_action is not None:
+            self.on_file_action(action)
 
     def display_size(self) -> tuple[int, int] | None:
         if self.peer_info is None:
@@ -490,4 +497,5 @@ _HANDLERS: dict[str, Callable[[ViewerSession, pb.Message], None]] = {
     "message_box": lambda s, m: s._message_box(m.message_box),
     "misc": lambda s, m: s._misc(m.misc),
     "file_response": lambda s, m: s._file_response(m.file_response),
+    "file_action": lambda s, m: s._file_action(m.file_action),
 }
