@@ -27,6 +27,12 @@ What it does, in the order a stock client does it:
    username, my_id, my_name, the desktop ``option{supported_decoding}``, session_id,
    version, os_login and my_platform; then wait for ``LoginResponse``.  Host ``TestDelay``
    messages are echoed unchanged at any time, as the client's io_loop does.
+   File-transfer and port-forward sessions put ``file_transfer{dir, show_hidden}`` or
+   ``port_forward{host, port}`` in the LoginRequest and leave the option out
+   (``get_option_message``); what follows the login is in L{tests.support.rustdesk_files}
+   and L{tests.support.rustdesk_forward}.
+5. Raw mode (hbb_common tcp.rs ``set_raw``): after a port-forward login the stream carries
+   the tunnelled bytes as they are, no framing and no encryption (L{RustDeskClient.set_raw}).
 
 Blocking sockets: a test drives the emulator from a thread (``deferToThread``) when the
 host under test runs on the test's reactor.
@@ -37,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import select
 import socket
 import struct
 from collections import deque
@@ -64,6 +71,7 @@ __all__ = [
     "PeerClosed",
     "RustDeskClient",
     "SecretChannel",
+    "SessionKind",
     "WrongPeerId",
     "build_login_request",
     "build_public_key",
@@ -148,6 +156,12 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+    def take_buffered(self) -> bytes:
+        """Everything not yet decoded, removed: what a codec switched to raw passes on."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     def next(self) -> bytes | None:
         """The next payload, or None if more bytes are needed.
@@ -252,9 +266,19 @@ def build_public_key(
     return msg, session_key
 
 
-def request_relay_frame(uuid: str, licence_key: str = "", peer_id: str = "") -> bytes:
-    """client.rs create_relay: the one plaintext frame a client sends to hbbr first."""
-    rr = rz.RequestRelay(uuid=uuid, licence_key=licence_key, id=peer_id)
+def request_relay_frame(
+    uuid: str, licence_key: str = "", peer_id: str = "", conn_type: int = rz.DEFAULT_CONN
+) -> bytes:
+    """client.rs create_relay: the one plaintext frame a client sends to hbbr first.
+
+    It carries the session's conn_type (FILE_TRANSFER 1, PORT_FORWARD 2).
+    """
+    rr = rz.RequestRelay(
+        uuid=uuid,
+        licence_key=licence_key,
+        id=peer_id,
+        conn_type=conn_type,  # type: ignore[arg-type]
+    )
     return encode_frame(rz.RendezvousMessage(request_relay=rr).SerializeToString())
 
 
@@ -292,18 +316,34 @@ class ClientIdentity:
     supported_decoding: pb.SupportedDecoding = field(default_factory=default_supported_decoding)
 
 
-def build_login_request(peer_id: str, proof: bytes, who: ClientIdentity) -> pb.Message:
-    """A remote-desktop LoginRequest as create_login_msg builds it (no conn-type union)."""
+#: What a LoginRequest asks for besides a remote desktop (client.rs create_login_msg).
+SessionKind = pb.FileTransfer | pb.PortForward | None
+
+
+def build_login_request(
+    peer_id: str, proof: bytes, who: ClientIdentity, kind: SessionKind = None
+) -> pb.Message:
+    """A LoginRequest as create_login_msg builds it.
+
+    Without C{kind} a remote-desktop request (no conn-type union, the option with
+    supported_decoding); with a C{FileTransfer} or C{PortForward} that union member and
+    no option at all (client.rs get_option_message returns None for those kinds).
+    """
     lr = pb.LoginRequest(
         username=peer_id,
         password=proof,
         my_id=who.my_id,
         my_name=who.my_name,
-        option=pb.OptionMessage(supported_decoding=who.supported_decoding),
         session_id=who.session_id,
         version=who.version,
         my_platform=who.my_platform,
     )
+    if isinstance(kind, pb.FileTransfer):
+        lr.file_transfer.CopyFrom(kind)
+    elif isinstance(kind, pb.PortForward):
+        lr.port_forward.CopyFrom(kind)
+    else:
+        lr.option.CopyFrom(pb.OptionMessage(supported_decoding=who.supported_decoding))
     # os_login is always present in a stock client's request, usually empty.
     lr.os_login.SetInParent()
     return pb.Message(login_request=lr)
@@ -405,12 +445,13 @@ class RustDeskClient:
         relay_uuid: str | None = None,
         licence_key: str = "",
         timeout: float = CONNECT_TIMEOUT,
+        conn_type: int = rz.DEFAULT_CONN,
     ) -> RustDeskClient:
         """TCP connect (to the host, or to hbbr with C{relay_uuid}), nothing read yet."""
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if relay_uuid is not None:
-            sock.sendall(request_relay_frame(relay_uuid, licence_key, peer_id))
+            sock.sendall(request_relay_frame(relay_uuid, licence_key, peer_id, conn_type))
         return cls(sock, peer_id, host_sign_pk, timeout=timeout)
 
     # -- low level
@@ -477,6 +518,49 @@ class RustDeskClient:
                 continue
             self._echo_test_delay(msg)
             return msg
+
+    def recv_pending(self) -> list[pb.Message]:
+        """The messages that have already arrived, without waiting (TestDelays echoed).
+
+        What the client's io_loop handles between two of its own timer ticks; the file
+        transfer reads the host's errors this way while it uploads.
+        """
+        out = list(self.backlog)
+        self.backlog.clear()
+        while True:
+            payload = self.reader.next()
+            if payload is None:
+                readable, _, _ = select.select([self.sock], [], [], 0)
+                if not readable:
+                    return out
+                try:
+                    data = self.sock.recv(65536)
+                except ConnectionResetError as e:
+                    raise PeerClosed("connection reset by the host") from e
+                if not data:
+                    raise PeerClosed("the host closed the connection")
+                self.reader.feed(data)
+                continue
+            if self.channel is not None:
+                payload = self.channel.open(payload)
+            msg = pb.Message()
+            try:
+                msg.ParseFromString(payload)
+            except DecodeError:
+                self.unparseable += 1
+                continue
+            self._echo_test_delay(msg)
+            out.append(msg)
+
+    def set_raw(self) -> bytes:
+        """tcp.rs set_raw: no framing, no encryption from here on, both ways.
+
+        Returns the bytes already read but not decoded: with the codec switched to raw
+        they are the first tunnelled bytes (port_forward.rs hands them on as they are).
+        Afterwards use C{sock} directly.
+        """
+        self.channel = None
+        return self.reader.take_buffered()
 
     def recv_until(self, kind: str, limit: int = 1000) -> pb.Message:
         """Drop messages until one whose union is C{kind} (TestDelays still echoed)."""
@@ -547,12 +631,14 @@ class RustDeskClient:
         password: str | None,
         who: ClientIdentity | None = None,
         *,
+        kind: SessionKind = None,
         limit: int = 1000,
     ) -> LoginResult:
         """Wait for Hash, send the LoginRequest, return the LoginResponse.
 
         C{password=None} sends an empty proof, as a stock client without a saved password
-        does (it then waits for the host's user to accept).
+        does (it then waits for the host's user to accept).  C{kind} asks for a file
+        transfer or a port forward instead of the desktop (L{build_login_request}).
         """
         who = who or ClientIdentity()
         before: list[pb.Message] = []
@@ -563,7 +649,7 @@ class RustDeskClient:
         proof = (
             b"" if password is None else password_proof(password, hash_msg.salt, hash_msg.challenge)
         )
-        self.send(build_login_request(self.peer_id, proof, who))
+        self.send(build_login_request(self.peer_id, proof, who, kind))
         response = self._wait_for("login_response", before, limit).login_response
         return LoginResult(response=response, hash=hash_msg, before=before)
 

@@ -355,6 +355,7 @@ def punch_hole_request(
     version: str = CLIENT_VERSION,
     waits: tuple[float, ...] = PUNCH_WAITS,
     require_host_key: bool = True,
+    conn_type: int = rz.DEFAULT_CONN,
 ) -> RendezvousAnswer:
     """client.rs _start_inner up to the answer: see the module docstring, step 1.
 
@@ -374,7 +375,7 @@ def punch_hole_request(
             token=token,
             nat_type=nat_type,  # type: ignore[arg-type]
             licence_key=key,
-            conn_type=rz.DEFAULT_CONN,
+            conn_type=conn_type,  # type: ignore[arg-type]
             version=version,
             force_relay=force_relay,
         )
@@ -491,7 +492,11 @@ def request_relay(
 
 
 def connect_via_relay(
-    relay: tuple[str, int] | str, uuid: str, key: str, peer_id: str = ""
+    relay: tuple[str, int] | str,
+    uuid: str,
+    key: str,
+    peer_id: str = "",
+    conn_type: int = rz.DEFAULT_CONN,
 ) -> socket.socket:
     """client.rs create_relay: TCP to the relay and the one plaintext RequestRelay frame.
 
@@ -504,7 +509,7 @@ def connect_via_relay(
         sock = _tcp(addr, CONNECT_TIMEOUT)
     except OSError as e:
         raise RendezvousFailure(f"Failed to connect to relay server: {e}") from e
-    sock.sendall(request_relay_frame(uuid, key, peer_id))
+    sock.sendall(request_relay_frame(uuid, key, peer_id, conn_type))
     sock.settimeout(None)
     return sock
 
@@ -519,17 +524,28 @@ class Reached:
     uuid: str = ""
 
 
-def reach(server: str, key: str, peer_id: str, *, force_relay: bool = False) -> Reached:
-    """Client::_start for a desktop session: the whole way from id to a connected stream.
+def reach(
+    server: str,
+    key: str,
+    peer_id: str,
+    *,
+    force_relay: bool = False,
+    conn_type: int = rz.DEFAULT_CONN,
+) -> Reached:
+    """Client::_start: the whole way from id to a connected stream.
+
+    C{conn_type} (FILE_TRANSFER, PORT_FORWARD) goes in the PunchHoleRequest and in the
+    relay leg's RequestRelay, as client.rs does; the RequestRelay to the rendezvous
+    server carries none (client.rs request_relay leaves it at its default).
 
     A host-opened relay (RelayResponse) is joined at once; otherwise the host's address
     is dialled unless C{force_relay}, and the relay is requested when that is skipped or
     fails, if the host named one (else RustDesk's "Failed to make direct connection").
     """
-    answer = punch_hole_request(server, key, peer_id, force_relay=force_relay)
+    answer = punch_hole_request(server, key, peer_id, force_relay=force_relay, conn_type=conn_type)
     if answer.kind == "relay":
         relay = answer.relay_server
-        sock = connect_via_relay(relay, answer.uuid, key, peer_id)
+        sock = connect_via_relay(relay, answer.uuid, key, peer_id, conn_type)
         return Reached(sock, "relay", answer, answer.uuid)
     if not force_relay:
         with contextlib.suppress(OSError):
@@ -539,7 +555,7 @@ def reach(server: str, key: str, peer_id: str, *, force_relay: bool = False) -> 
     ticket = request_relay(
         server, key, peer_id, answer.relay_server, secure=bool(answer.signed_id_pk)
     )
-    sock = connect_via_relay(ticket.relay, ticket.uuid, key, peer_id)
+    sock = connect_via_relay(ticket.relay, ticket.uuid, key, peer_id, conn_type)
     return Reached(sock, "relay", answer, ticket.uuid)
 
 
