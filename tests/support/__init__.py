@@ -24,6 +24,9 @@ helpers.  Each module holds one kind of fixture:
     and L{tests.support.rustdesk_host}: a stock RustDesk client (session
     and rendezvous) and a stock RustDesk host, written from RustDesk's
     source and independent of LiteDesk's own classes;
+  - L{tests.support.rustdesk_files} (with its disk side,
+    L{tests.support.rustdesk_fs}) and L{tests.support.rustdesk_forward}: that
+    client's file-transfer and port-forward sessions;
   - L{tests.support.stream_host}: a stock RustDesk host in TCP mode
     (registered on a rendezvous stream), and the client's ID change;
   - L{tests.support.ws_client} and L{tests.support.nginx}: a WebSocket
