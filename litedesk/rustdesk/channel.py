@@ -14,6 +14,10 @@ within L{SecureChannelProtocol.handshake_timeout} seconds on the injected
 clock; afterwards a frame over L{MAX_FRAME_LENGTH} or one that fails its MAC
 (tampered, replayed, reordered) closes the connection.  Each close is logged
 with its reason, and nothing after the bad frame reaches the inner protocol.
+
+A port forward ends the framing and the sealing after its login
+(L{SecureChannelProtocol.set_raw}, which the inner protocol reaches through
+L{ChannelTransport.set_raw}): the stream then carries the tunnelled bytes.
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ class ChannelTransport:
         return self._channel
 
     def write(self, data: bytes) -> None:
+        if self._channel.raw:
+            self._channel.write_raw(data)
+            return
         try:
             payloads = self._outgoing.feed(data)
         except FrameError:  # pragma: no cover - MAX_ENCODABLE cannot be exceeded by a header
@@ -122,6 +129,22 @@ class ChannelTransport:
 
     def unregisterProducer(self) -> None:
         self._channel.outer.unregisterProducer()  # type: ignore[attr-defined]
+
+    # The inner protocol's flow control of what it reads (a port forward
+    # pauses reading while the other side is slow): the outer stream's.
+    def pauseProducing(self) -> None:
+        self._channel.outer.pauseProducing()  # type: ignore[attr-defined]
+
+    def resumeProducing(self) -> None:
+        self._channel.outer.resumeProducing()  # type: ignore[attr-defined]
+
+    def stopProducing(self) -> None:
+        self._channel.outer.stopProducing()  # type: ignore[attr-defined]
+
+    def set_raw(self) -> None:
+        """Stop framing and sealing both ways (RustDesk's C{set_raw}): see
+        L{SecureChannelProtocol.set_raw}."""
+        self._channel.set_raw()
 
 
 class SecureChannelProtocol(Protocol):
@@ -159,6 +182,9 @@ class SecureChannelProtocol(Protocol):
         self._abort_call: Any = None
         self.inner: IProtocol | None = None
         self.close_reason: str | None = None
+        # After set_raw: bytes pass unframed and unsealed both ways.
+        self.raw = False
+        self._delivering = False
 
     @property
     def outer(self) -> ITransport:
@@ -197,16 +223,34 @@ class SecureChannelProtocol(Protocol):
             data = self._handshake_frame()
             if self._handshake is not None or self.close_reason is not None:
                 return
-        assert self._decoder is not None
-        try:
-            payloads = self._decoder.feed(data)
-        except FrameError as e:
-            self.close(f"frame refused: {e}")
+        if self.raw:
+            self._deliver_raw(data)
             return
-        for payload in payloads:
-            self._deliver(payload)
-            if self.close_reason is not None:
+        assert self._decoder is not None
+        self._delivering = True
+        try:
+            self._deliver_frames(self._decoder, data)
+        finally:
+            self._delivering = False
+        if self.raw and self.close_reason is None:
+            # The inner protocol went raw on a frame of this chunk: what
+            # followed that frame is tunnelled data.
+            self._deliver_raw(self._decoder.take_remainder())
+
+    def _deliver_frames(self, decoder: FrameDecoder, data: bytes) -> None:
+        # One frame at a time: after any frame the inner protocol may call
+        # set_raw, and the bytes after it must not be parsed as frames.
+        chunk = data
+        while self.close_reason is None and not self.raw:
+            try:
+                payloads = decoder.feed(chunk, 1)
+            except FrameError as e:
+                self.close(f"frame refused: {e}")
                 return
+            chunk = b""
+            if not payloads:
+                return
+            self._deliver(payloads[0])
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel("_deadline")
@@ -289,6 +333,40 @@ class SecureChannelProtocol(Protocol):
                 return
         if self.inner is not None:
             self.inner.dataReceived(encode_frame(payload))
+
+    def set_raw(self) -> None:
+        """From now on the stream is neither framed nor sealed, both ways.
+
+        RustDesk's port forward calls C{set_raw} on both sides after the
+        login (hbb_common src/tcp.rs: the codec goes raw and the key is
+        dropped; rustdesk src/server/connection.rs, src/port_forward.rs): the
+        outer bytes go to the inner protocol as they come, first whatever
+        the frame decoder still holds, and the inner protocol's writes go
+        out as written.
+        """
+        if self.raw:
+            return
+        self.raw = True
+        self._secret = None
+        self._log.info(
+            "RustDesk channel ({role}) with {peer} now carries raw bytes",
+            role=self._role,
+            peer=self._peer(),
+        )
+        if not self._delivering and self._decoder is not None:
+            # Outside dataReceived the leftover goes now; inside, dataReceived
+            # hands it over once the frame that switched has been delivered.
+            self._deliver_raw(self._decoder.take_remainder())
+
+    def _deliver_raw(self, data: bytes) -> None:
+        if data and self.inner is not None and self.close_reason is None:
+            self.inner.dataReceived(data)
+
+    def write_raw(self, data: bytes) -> None:
+        """Send C{data} as it is (after L{set_raw})."""
+        if self.close_reason is not None or self.transport is None:
+            return
+        self.outer.write(data)
 
     def send_payload(self, payload: bytes) -> None:
         """Seal one C{hbb.Message} payload (when encrypted) and send it framed."""

@@ -28,10 +28,14 @@ A closed session is closed, whatever the peer does:
 - after any close, a peer that does not read what is still queued (the TLS
   close alert, a last message) is aborted L{MessageProtocol.abort_timeout}
   seconds later.
+
+A port-forward session stops framing after its login (L{MessageProtocol.start_raw}):
+from then on the stream carries the tunnelled TCP bytes both ways.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -115,6 +119,10 @@ class MessageProtocol(Protocol):
     # True while a TLS transport has not completed its handshake: only then
     # does close() abort instead of closing gracefully.
     _handshake_pending = False
+    # Set by start_raw: where the bytes go once the stream is no longer framed.
+    _raw_receiver: Callable[[bytes], None] | None = None
+    # True while dataReceived hands frames out (start_raw then defers the leftover).
+    _in_delivery = False
 
     def connectionMade(self) -> None:
         self._decoder = FrameDecoder(self.max_frame_length)
@@ -158,27 +166,44 @@ class MessageProtocol(Protocol):
             # subclass's handshakeCompleted must not run twice).
             self._tls_established()
         self._arm_idle_timer()
+        if self._raw_receiver is not None:
+            self._deliver_raw(data)
+            return
         decoder = self._decoder
         if decoder is None:
             decoder = self._decoder = FrameDecoder(self.max_frame_length)
+        self._in_delivery = True
         try:
-            frames = decoder.feed(data)
-        except FrameTooLarge as e:
-            self.close(
-                "frame too large",
-                frame_length=e.length,
-                limit=e.limit,
-            )
-            return
-        except FrameError as e:
-            self.close("bad frame", error=str(e))
-            return
-        for payload in frames:
-            if self._closing:
+            self._deliver_frames(decoder, data)
+        finally:
+            self._in_delivery = False
+        if self._raw_receiver is not None and not self._closing:
+            # A message handler switched to raw: what followed its frame in
+            # this chunk is already tunnelled data.
+            self._deliver_raw(decoder.take_remainder())
+
+    def _deliver_frames(self, decoder: FrameDecoder, data: bytes) -> None:
+        """Hand each complete frame to L{message_received}, one at a time.
+
+        One at a time because any message may end the framing (L{start_raw}):
+        the bytes after it must not be parsed as frames.
+        """
+        chunk = data
+        while not self._closing and self._raw_receiver is None:
+            try:
+                frames = decoder.feed(chunk, 1)
+            except FrameTooLarge as e:
+                self.close("frame too large", frame_length=e.length, limit=e.limit)
                 return
-            msg = parse_message(payload)
+            except FrameError as e:
+                self.close("bad frame", error=str(e))
+                return
+            chunk = b""
+            if not frames:
+                return
+            msg = parse_message(frames[0])
             if msg is None:
-                self.close("not an hbb.Message", frame_length=len(payload))
+                self.close("not an hbb.Message", frame_length=len(frames[0]))
                 return
             try:
                 self.message_received(msg)
@@ -190,12 +215,67 @@ class MessageProtocol(Protocol):
                 self.close("internal error")
                 return
 
+    # -- raw mode (port forwarding, docs/protocol.rst §13) -------------------
+
+    @property
+    def raw(self) -> bool:
+        """L{start_raw} was called: the stream carries unframed bytes."""
+        return self._raw_receiver is not None
+
+    def start_raw(self, receiver: Callable[[bytes], None]) -> None:
+        """Stop framing: from now on received bytes go to C{receiver} as they
+        come, and L{write_raw} writes unframed (L{send_message} drops).
+
+        Bytes already received after the last complete frame go to
+        C{receiver} first.  A transport that frames or seals itself (RustDesk's
+        secure channel) is told with its C{set_raw()}, as RustDesk's
+        C{set_raw} drops its codec and key (hbb_common src/tcp.rs); over TLS
+        the bytes stay inside TLS.
+        """
+        if self._raw_receiver is not None:
+            raise RuntimeError("the stream is already raw")
+        self._raw_receiver = receiver
+        if not self._in_delivery and self._decoder is not None:
+            # Called outside dataReceived (after an asynchronous step): the
+            # leftover goes now; inside, dataReceived hands it over after the
+            # message that switched.
+            self._deliver_raw(self._decoder.take_remainder())
+        set_raw = getattr(self.transport, "set_raw", None)
+        if set_raw is not None:
+            set_raw()
+
+    def write_raw(self, data: bytes) -> None:
+        """Write C{data} unframed (after L{start_raw}; dropped once closing)."""
+        if self._raw_receiver is None:
+            raise RuntimeError("write_raw before start_raw")
+        if self._closing or self.transport is None:
+            return
+        self.transport.write(data)
+
+    def _deliver_raw(self, data: bytes) -> None:
+        receiver = self._raw_receiver
+        if not data or receiver is None or self._closing:
+            return
+        try:
+            receiver(data)
+        except Exception:
+            self._log.failure("Handling tunnelled bytes failed; closing the session")
+            self.close("internal error")
+
+    def set_idle_timeout(self, seconds: float | None) -> None:
+        """Change L{idle_timeout}, counting from now (a port forward's is an hour)."""
+        self.idle_timeout = seconds
+        self._cancel_idle_timer()
+        if not self._closing:
+            self._arm_idle_timer()
+
     def message_received(self, msg: message_pb2.Message) -> None:
         """One message arrived; override."""
 
     def send_message(self, msg: message_pb2.Message) -> None:
         """Frame and write C{msg} (dropped once the connection is closing)."""
-        if self._closing or self.transport is None:
+        if self._closing or self.transport is None or self._raw_receiver is not None:
+            # Once raw, a frame would corrupt the tunnelled stream.
             return
         self.transport.write(serialize_message(msg))
 

@@ -66,8 +66,13 @@ class FrameDecoder:
         """Bytes received but not yet returned as part of a frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add C{data}; return every payload completed by it, in order."""
+    def feed(self, data: bytes, limit: int | None = None) -> list[bytes]:
+        """Add C{data}; return every payload completed by it, in order.
+
+        @param limit: return at most this many payloads and leave the rest
+            buffered (for a stream that may stop being framed after any
+            frame, as a port forward's does after its login).
+        """
         if self._error is not None:
             # A fresh exception each time: re-raising the stored one would keep
             # growing its traceback, and with it every chunk fed since.
@@ -77,7 +82,7 @@ class FrameDecoder:
         frames: list[bytes] = []
         pos = 0
         end = len(buf)
-        while pos < end:
+        while pos < end and (limit is None or len(frames) < limit):
             header_len = (buf[pos] & 0x03) + 1
             if end - pos < header_len:
                 break
