@@ -4,6 +4,8 @@ C{--headless} needs no display: it connects, logs in, performs the actions
 given on the command line in order (click, type, keys, clipboard), saves the
 first complete frame after them (C{--screenshot}) and can print statistics
 as JSON.  Failures print one line with the reason and exit non-zero.
+With C{--ls}, C{--download} or C{--upload} it opens a file-transfer session
+instead and runs those in order (L{litedesk.viewer.file_actions}).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from litedesk.viewer.connection import (
     session_protocol,
     warn_password_in_argv,
     with_timeout,
+)
+from litedesk.viewer.file_actions import (
+    FileTransferError,
+    add_file_arguments,
+    run_file_session,
 )
 from litedesk.viewer.route import ConnectError
 
@@ -123,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="send the discovery ping here instead of broadcasting (repeatable)",
     )
+    add_file_arguments(p)
     w = p.add_argument_group("window (without --headless)")
     w.add_argument("--config", type=Path, default=None, help="viewer config file")
     w.add_argument("--host-key", default=None, help="key that opens the viewer menu (F8)")
@@ -291,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
         del _reactor
         react(lambda reactor: ensureDeferred(_discover_lan(reactor, args)))
         return
-    if not args.headless:
+    # File actions need no window: they imply --headless.
+    if not args.headless and not args.file_ops:
         from litedesk.viewer.window import run_window
 
         del _reactor
@@ -311,8 +320,11 @@ def main(argv: list[str] | None = None) -> None:
 
     async def run(reactor: Any) -> None:
         try:
-            stats = await run_headless(reactor, args)
-        except (ConnectError, SessionError, UsageFailure) as e:
+            if args.file_ops:
+                stats = await run_file_session(reactor, args)
+            else:
+                stats = await run_headless(reactor, args)
+        except (ConnectError, SessionError, UsageFailure, FileTransferError) as e:
             print(f"litedesk-viewer: {e}", file=sys.stderr)
             raise SystemExit(1) from None
         if args.clipboard_get:
