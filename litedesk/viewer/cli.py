@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stats-json", action="store_true", help="print statistics as JSON")
     p.add_argument(
+        "--forward",
+        metavar="LPORT:HOST:PORT",
+        help="forward 127.0.0.1:LPORT to HOST:PORT as the host reaches it (no window)",
+    )
+    p.add_argument(
         "--codec",
         choices=CODECS,
         default=None,
@@ -300,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         react(lambda reactor: ensureDeferred(_discover_lan(reactor, args)))
         return
     # File actions need no window: they imply --headless.
-    if not args.headless and not args.file_ops:
+    if not args.headless and not args.file_ops and not args.forward:
         from litedesk.viewer.window import run_window
 
         del _reactor
@@ -320,7 +325,11 @@ def main(argv: list[str] | None = None) -> None:
 
     async def run(reactor: Any) -> None:
         try:
-            if args.file_ops:
+            if args.forward:
+                from litedesk.viewer.forward import run_forward
+
+                stats = await run_forward(reactor, args)
+            elif args.file_ops:
                 stats = await run_file_session(reactor, args)
             else:
                 stats = await run_headless(reactor, args)
