@@ -630,7 +630,8 @@ class LoopbackTests(TestCase):
         host_punch.send(punch_sent(ph.socket_addr), self.udp_port)
         answer = await recv()
         resp = answer.punch_hole_response
-        self.assertTrue(resp.is_udp)
+        # The whole answer in the message: a flake here must say what came instead.
+        self.assertTrue(resp.is_udp, f"not a UDP punch answer: {answer}")
         self.assertEqual(addrmangle.decode(resp.socket_addr), ("127.0.0.2", host_punch.port()))
         # No datagram came back to any of the UDP sockets.
         for s in (punch_socket, host_punch):
@@ -698,8 +699,10 @@ class EndToEndTests(SynchronousTestCase):
     def test_no_port_learnt_means_tcp_punch(self) -> None:
         """No STUN answer and no UDP answer from the server: udp_port 0, and the exchange is
         the classic TCP punch (RustDesk 1.4.1 in that case)."""
-        attempt = self.punch_attempt(nat_test_time=0.2)
-        self.assertGreaterEqual(attempt.nat_tests, 4)
+        # 0.5 s of NAT test: the first resend is due after 20 ms, so even a loaded
+        # machine that sleeps far longer than asked sends at least one.
+        attempt = self.punch_attempt(nat_test_time=0.5)
+        self.assertGreaterEqual(attempt.nat_tests, 3)
         self.assertEqual(attempt.from_server, [])  # TestNatRequest is never answered by UDP
         self.assertEqual((attempt.udp_port, attempt.is_udp), (0, False))
         self.assertEqual(attempt.answer.kind, "punch")
