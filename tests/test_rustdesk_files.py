@@ -11,9 +11,11 @@ download resumed from a partial C{.download} and one skipped to keep a local fil
 outside the root refused, the refusal of a host without file transfer, an HTTP GET through
 a forwarded port, and the refusal of a target the host does not allow.
 
-The unit tests at the top check the emulator's own file-side rules (hbb_common fs.rs)
-against RustDesk's: version numbers, the file-name checks, what it does with any
-FileResponse a host may send.
+The unit tests at the top check the emulator itself against RustDesk's source: the
+LoginRequests and relay frame of the two session kinds (client.rs), raw mode after a
+port-forward login (tcp.rs set_raw), its file-side rules (hbb_common fs.rs: version
+numbers, file-name checks, block compression), and what it does with any FileResponse a
+host may send (hypothesis).
 """
 
 from __future__ import annotations
@@ -145,6 +147,53 @@ class FsRulesTests(SynchronousTestCase):
             self.assertEqual(block.compressed, packed, name)
             got = rfs.decompress(block.data) if block.compressed else block.data
             self.assertEqual(got, data[: rfs.BLOCK_SIZE])
+
+
+class SessionShapeTests(SynchronousTestCase):
+    """What the emulator sends for the two session kinds, as client.rs builds it."""
+
+    def test_login_requests(self) -> None:
+        who = rc.ClientIdentity(session_id=5)
+        ft = rc.build_login_request("1", b"p", who, pb.FileTransfer(dir="/d", show_hidden=True))
+        self.assertEqual(ft.login_request.WhichOneof("union"), "file_transfer")
+        self.assertEqual(
+            (ft.login_request.file_transfer.dir, ft.login_request.file_transfer.show_hidden),
+            ("/d", True),
+        )
+        # get_option_message returns None for file transfer and port forward.
+        self.assertFalse(ft.login_request.HasField("option"))
+        pf = rc.build_login_request("1", b"p", who, pb.PortForward(host="h", port=80))
+        self.assertEqual(pf.login_request.WhichOneof("union"), "port_forward")
+        forward = pf.login_request.port_forward
+        self.assertEqual((forward.host, forward.port), ("h", 80))
+        self.assertFalse(pf.login_request.HasField("option"))
+        desktop = rc.build_login_request("1", b"p", who)
+        self.assertIsNone(desktop.login_request.WhichOneof("union"))
+        self.assertTrue(desktop.login_request.option.HasField("supported_decoding"))
+
+    def test_relay_leg_carries_the_conn_type(self) -> None:
+        reader = rc.FrameReader()
+        reader.feed(rc.request_relay_frame("u", "k", "1", rz.PORT_FORWARD))
+        msg = rz.RendezvousMessage()
+        msg.ParseFromString(reader.next() or b"")
+        self.assertEqual(msg.request_relay.conn_type, rz.PORT_FORWARD)
+
+    def test_raw_mode_keeps_the_bytes_behind_the_login(self) -> None:
+        """Tunnelled bytes in the same read as the LoginResponse come out first, as they
+        are; later ones too, with no header and no decryption."""
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        client = rc.RustDeskClient(ours, "1", None, timeout=5)
+        self.addCleanup(client.close)
+        login = pb.Message(login_response=pb.LoginResponse(peer_info=pb.PeerInfo(username="u")))
+        theirs.sendall(rc.encode_frame(login.SerializeToString()) + b"HTTP/1.0 200 OK\r\n")
+        self.assertEqual(client.recv().WhichOneof("union"), "login_response")
+        tunnel = rfw.Tunnel(client)
+        theirs.sendall(b"\x00\x04tail")
+        theirs.shutdown(socket.SHUT_WR)
+        self.assertEqual(tunnel.recv_all(), b"HTTP/1.0 200 OK\r\n\x00\x04tail")
+        tunnel.sendall(b"GET")
+        self.assertEqual(theirs.recv(10), b"GET")
 
 
 def _draining_client() -> rc.RustDeskClient:
