@@ -206,8 +206,8 @@ class RaceTests(SynchronousTestCase):
                 except PathRefused:
                     outcomes["refused"] += 1
                     continue
-                with os.fdopen(fd, "rb") as f:
-                    self.assertEqual(f.read(), INSIDE)
+                with os.fdopen(fd, "rb") as src:
+                    self.assertEqual(src.read(), INSIDE)
                 outcomes["read"] += 1
         finally:
             stop.set()
