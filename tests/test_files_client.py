@@ -304,6 +304,11 @@ class UploadTests(Base):
         self.start("dest", [pb.FileEntry(entry_type=pb.Dir, name="dest")])
         self.assertEqual(self.session.actions("receive")[0].path, "dest/up.bin")
 
+    def test_missing_parent_left_to_the_host(self) -> None:
+        self.client.upload(self.src, "nodir/x.bin")
+        self.session.host(error=pb.FileTransferError(id=0, error="Not exists"))
+        self.assertEqual(self.session.actions("receive")[0].path, "nodir/x.bin")
+
     def test_resume_offset(self) -> None:
         t = self.start("new.bin", [])
         c = pb.FileTransferSendConfirmRequest(id=t.id, offset_blk=BLOCK_SIZE + 1)

@@ -28,6 +28,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from litedesk.files.client_jobs import (
@@ -107,7 +108,10 @@ class FileClient:
         session.on_file_response = self._on_response
         session.on_file_action = self._on_action
         self.home: pb.FileDirectory | None = None
-        self._expect_home = True
+        # The host lists the login's directory unasked right after the login
+        # response: a client made later has most likely missed it.
+        logged_in = getattr(session, "logged_in", None)
+        self._expect_home = not (isinstance(logged_in, Deferred) and logged_in.called)
         self._listings: list[_Listing] = []
         self._jobs: dict[int, Job] = {}
         self._next_id = 1
@@ -215,7 +219,15 @@ class FileClient:
                     return posixpath.join(remote, name)
             return remote
 
-        return self.list_dir(parent, include_hidden=True).addCallback(decide)
+        def missing(f: Failure) -> str | Failure:
+            # No such parent: the host creates it (RustDesk's writer makes the
+            # parents of each file), or says why not.
+            err = f.value
+            if isinstance(err, FileTransferError) and err.reason.startswith("not found"):
+                return remote
+            return f
+
+        return self.list_dir(parent, include_hidden=True).addCallbacks(decide, missing)
 
     def _new_transfer(self) -> tuple[Transfer, int]:
         job_id = self._next_id

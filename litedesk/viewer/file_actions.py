@@ -124,10 +124,12 @@ def _progress_bar(label: str) -> tuple[Callable[[ProgressEvent], None] | None, C
     bar = tqdm(desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
 
     def progress(ev: ProgressEvent) -> None:
-        bar.total = ev.total_size
-        bar.n = ev.total_done
-        bar.set_postfix_str(ev.name[-40:], refresh=False)
-        bar.refresh()
+        if bar.total != ev.total_size:
+            bar.total = ev.total_size
+        if ev.name != bar.postfix:
+            bar.set_postfix_str(ev.name[-40:], refresh=False)
+        # update() redraws at most every mininterval: cheap per block.
+        bar.update(ev.total_done - bar.n)
 
     return progress, bar.close
 
