@@ -64,6 +64,9 @@ class FailureReason(enum.StrEnum):
     FORWARD_NOT_ALLOWED = "forward not allowed"
     FORWARD_UNREACHABLE = "forward target unreachable"
     VIEW_ONLY = "view only"
+    # A file transfer's own failures (litedesk.files.client's FileTransferError).
+    OUTSIDE_FILE_ROOT = "outside the file root"
+    NOT_FOUND = "not found"
     RENDEZVOUS_UNREACHABLE = "cannot reach rendezvous server"
     RENDEZVOUS_CLOSED = "rendezvous server closed the connection"
     RENDEZVOUS_SILENT = "no answer from rendezvous server"
