@@ -191,6 +191,18 @@ class DownloadTests(Base):
             self.assertEqual(self.session.actions("cancel")[-1].id, t.id)
         self.assertFalse((self.dir / "evil").exists())
 
+    def test_local_symlink_does_not_lead_out(self) -> None:
+        outside = self.dir / "outside"
+        outside.mkdir()
+        (self.dir / "proj").mkdir()
+        (self.dir / "proj" / "link").symlink_to(outside.absolute())
+        t = self.client.download("proj", self.dir, overwrite=True)
+        entry = pb.FileEntry(entry_type=pb.File, name="link/x", size=1)
+        self.session.host(dir=pb.FileDirectory(id=t.id, path="/r/proj", entries=[entry]))
+        self.serve_file(t.id, 0, b"x")
+        self.assertIn("leads outside", _failure(t.done))
+        self.assertEqual(list(outside.iterdir()), [])
+
     def _start_single(self, target: Path, size: int) -> int:
         t = self.client.download("f.bin", target, overwrite=False)
         self.transfer = t

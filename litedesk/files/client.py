@@ -11,10 +11,11 @@ stock RustDesk host alike, with a Deferred API that the headless CLI
     C{done} fires with a L{TransferResult} or fails with
     L{FileTransferError}.
 
-The transfer state machines are L{litedesk.files.client_jobs}; this module
-routes the host's messages to them by job id, matches listings (which carry
-no id) to their requests, and paces uploads: it is the transport's push
-producer, and reads the next block only while the transport is not paused.
+The transfer state machines are L{litedesk.files.client_download} and
+L{litedesk.files.client_upload}; this module routes the host's messages to
+them by job id, matches listings (which carry no id) to their requests, and
+paces uploads: it is the transport's push producer, and reads the next
+block only while the transport is not paused.
 Every message from the host is handled without raising: unknown ids are
 ignored, nonsense ends the job it names with a reason.
 """
@@ -31,18 +32,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from litedesk.files.client_download import DownloadJob
 from litedesk.files.client_jobs import (
-    DownloadJob,
     FileTransferError,
     Job,
     Progress,
     ProgressEvent,
     Transfer,
     TransferResult,
-    UploadJob,
     host_reason,
-    scan_sources,
 )
+from litedesk.files.client_upload import UploadJob, scan_sources
 from litedesk.proto import message_pb2 as pb
 
 __all__ = [
