@@ -381,6 +381,9 @@ class HostFiles:
         self._schedule()
 
     def stopProducing(self) -> None:
+        # The transport is going away and drops its producer itself:
+        # unregistering from inside its connectionLost is not needed.
+        self._registered = False
         self.close()
 
 
