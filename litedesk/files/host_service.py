@@ -4,10 +4,11 @@ L{HostFiles} answers what a logged-in file-transfer viewer asks
 (docs/protocol.rst §12; rustdesk C{src/server/connection.rs} C{FileAction}
 and C{FileResponse} handling, C{src/ui_cm_interface.rs} for the write side):
 listings, directory and file operations, downloads and uploads
-(L{litedesk.files.host_jobs}).  It is sans-IO: it sends through a callable,
-reads time from an injected clock, and is the transport's push producer
-while a download runs, so it reads a file no faster than the connection
-takes it (at most L{BLOCKS_PER_TURN} blocks per reactor turn).
+(L{litedesk.files.host_jobs}, L{litedesk.files.host_upload}).  It is
+sans-IO: it sends through a callable, reads time from an injected clock,
+and is the transport's push producer while a download runs, so it reads
+a file no faster than the connection takes it (at most
+L{BLOCKS_PER_TURN} blocks per reactor turn).
 
 What a hostile viewer can make it hold is bounded: L{MAX_JOBS} jobs, lists
 of L{litedesk.files.listing.MAX_FILES} files, one open file per job, blocks
@@ -27,14 +28,8 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from litedesk.files.host_jobs import (
-    DownloadJob,
-    Job,
-    Send,
-    UploadJob,
-    done_message,
-    error_message,
-)
+from litedesk.files.host_jobs import DownloadJob, Job, Send, done_message, error_message
+from litedesk.files.host_upload import UploadJob
 from litedesk.files.listing import (
     MAX_FILES,
     TooManyFiles,
