@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import message_pb2 as m
 from litedesk.rustdesk import rustdesk_client_factory, rustdesk_host_factory
+from litedesk.rustdesk.channel import ChannelTransport
 from litedesk.session.framing import MessageProtocol
 from litedesk.wire.bytescodec import encode_frame
 
@@ -113,9 +114,10 @@ class MessageProtocolRawTests(SynchronousTestCase):
         proto.idle_timeout = 30.0
         transport = _connect(proto)
         proto.set_idle_timeout(3600.0)
-        proto.clock.advance(3599)
+        clock = cast(Clock, proto.clock)
+        clock.advance(3599)
         self.assertFalse(transport.disconnecting)
-        proto.clock.advance(2)
+        clock.advance(2)
         self.assertTrue(transport.disconnecting)
 
     def test_receiver_error_closes(self) -> None:
@@ -199,8 +201,9 @@ class ChannelRawTests(SynchronousTestCase):
         """A forward pauses the channel's reading through the inner transport."""
         host, _ = self._pair()
         (host_inner,) = self.hosts
-        assert host_inner.transport is not None
-        host_inner.transport.pauseProducing()
+        transport = host_inner.transport
+        assert isinstance(transport, ChannelTransport)
+        transport.pauseProducing()
         self.assertEqual(host.transport.producerState, "paused")
-        host_inner.transport.resumeProducing()
+        transport.resumeProducing()
         self.assertEqual(host.transport.producerState, "producing")
