@@ -51,10 +51,12 @@ class UploadJob(Job):
     """The viewer sends C{files} to be written below C{dest} on the host.
 
     @param rustdesk_resume: offer a resumable partial as RustDesk's hosts
-        do, with a digest C{{is_upload, is_identical, transferred_size}} the
-        viewer answers with C{send_confirm{offset_blk}} (stock RustDesk
-        apps); else with C{send_confirm{offset_blk}} at once (docs/
-        protocol.rst §12.4, LiteDesk viewers).
+        do (ui_cm_interface.rs C{CheckDigest}): a digest C{{is_upload,
+        is_identical, transferred_size}} that the viewer answers with
+        C{send_confirm{offset_blk}} (stock RustDesk apps, whose client never
+        reads a host's C{send_confirm} with an offset); else with
+        C{send_confirm{offset_blk}} at once, as docs/protocol.rst §12.4
+        describes it (LiteDesk viewers).
     """
 
     kind = "upload"
