@@ -53,10 +53,11 @@ class UploadJob(Job):
     @param rustdesk_resume: offer a resumable partial as RustDesk's hosts
         do (ui_cm_interface.rs C{CheckDigest}): a digest C{{is_upload,
         is_identical, transferred_size}} that the viewer answers with
-        C{send_confirm{offset_blk}} (stock RustDesk apps, whose client never
-        reads a host's C{send_confirm} with an offset); else with
-        C{send_confirm{offset_blk}} at once, as docs/protocol.rst §12.4
-        describes it (LiteDesk viewers).
+        C{send_confirm{offset_blk}}: stock RustDesk apps get what a RustDesk
+        host sends them.  Else with C{send_confirm{offset_blk}} at once, as
+        docs/protocol.rst §12.4 describes it (LiteDesk viewers; a stock
+        client would follow that too: io_loop.rs applies a host's confirm
+        to its read job, fs.rs C{set_stream_offset}).
     """
 
     kind = "upload"
