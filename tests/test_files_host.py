@@ -199,6 +199,15 @@ class DownloadTests(FilesCase):
         (done,) = self.v.responses()
         self.assertEqual(done.done.file_num, 2)
 
+    def test_resumed_job_starts_at_its_file_number(self) -> None:
+        """A resumed job's send carries the file to start at (fs.rs new_read)."""
+        self.v.act(send=pb.FileTransferSendRequest(id=3, path="d", file_num=1))
+        listing, digest = self.v.responses()
+        self.assertEqual(len(listing.dir.entries), 2)
+        self.assertEqual(digest.digest.file_num, 1)
+        self.v.act(send=pb.FileTransferSendRequest(id=4, path="d", file_num=99))
+        self.assertEqual(self.v.responses()[-1].done.file_num, 2)
+
     def test_the_only_file_skipped_is_an_error(self) -> None:
         """RustDesk's job_error: a one-file job whose file was skipped ends with "skipped"."""
         self.v.act(send=pb.FileTransferSendRequest(id=3, path="d/big.bin"))

@@ -144,8 +144,10 @@ class DownloadJob(Job):
         """Whether the job has a block to send now."""
         return self.state == "send" and not self.ended
 
-    def start(self) -> None:
-        """After the list went out: the first file."""
+    def start(self, first: int = 0) -> None:
+        """After the list went out: file C{first} (a resumed job's
+        C{FileTransferSendRequest.file_num}, as fs.rs C{new_read} starts there)."""
+        self.file_num = min(max(0, first), len(self.files))
         self._next_file()
 
     def _next_file(self) -> None:

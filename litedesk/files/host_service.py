@@ -285,7 +285,7 @@ class HostFiles:
         job = DownloadJob(s.id, base, self.root, base, files, self.send, self.clock, self.digests)
         self._add(job)
         self._start_pump()
-        job.start()
+        job.start(s.file_num)
         self._schedule()
 
     def _on_receive(self, r: pb.FileTransferReceiveRequest) -> None:
