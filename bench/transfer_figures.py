@@ -57,6 +57,10 @@ class Run:
         stats = self.info.get("stats")
         if isinstance(stats, dict) and "path" in stats:
             line += f", path {stats['path']}"
+        if "host_cpu_s" in self.info:
+            line += (
+                f"; CPU s host {self.info['host_cpu_s']:.2f} viewer {self.info['viewer_cpu_s']:.2f}"
+            )
         for proc, m in self.memory.items():
             line += f"; {proc} RSS +{m['growth'] / MIB:.1f} MiB"
         return line
@@ -243,13 +247,22 @@ def _row(name: str, run: Run | None, refs: list[tuple[str, Run | None]]) -> None
 def report(runs: dict[str, list[Run]], size: int, info: dict[str, Any]) -> list[dict[str, Any]]:
     """Print every figure with its same-run reference; return the goals."""
     b = {name: best(rs) for name, rs in runs.items()}
+    if any(n.startswith(("scp", "litedesk direct", "litedesk relay", "relay raw")) for n in b):
+        _report_files(b, size, info)
+    if any(n.startswith(("http", "ssh -L", "litedesk forward")) for n in b):
+        _report_forward(b, size)
+    growth = _report_memory(runs, size)
+    return _goals(b, growth)
+
+
+def _report_files(b: dict[str, Run | None], size: int, info: dict[str, Any]) -> None:
     print(
         f"\n## 1. file transfer, {size / MIB:.0f} MiB of random bytes, SHA-256 checked; best round"
     )
     if "ssh_cipher" in info:
         print(
-            f"  (scp: cipher {info['ssh_cipher']}; "
-            f"{info['ssh_setup_s']:.3f} s of ssh set-up taken off its wall time)"
+            f"  (scp: cipher {info['ssh_cipher']}, over an open connection; a new one "
+            f"costs {info['ssh_setup_s']:.3f} s)"
         )
     for d in ("upload", "download"):
         ref = b.get(f"scp {d}")
@@ -259,6 +272,9 @@ def report(runs: dict[str, list[Run]], size: int, info: dict[str, Any]) -> list[
     raw = b.get("relay raw (2 sockets)")
     up, down = b.get("scp upload"), b.get("scp download")
     _row("relay raw (2 sockets)", raw, [("scp upload", up), ("scp download", down)])
+
+
+def _report_forward(b: dict[str, Run | None], size: int) -> None:
     print(f"\n## 2. port forwarding: HTTP download of {size / MIB:.0f} MiB, curl speed_download")
     ceiling, ssh = b.get("http direct"), b.get("ssh -L")
     _row("http direct (ceiling)", ceiling, [])
@@ -266,8 +282,6 @@ def report(runs: dict[str, list[Run]], size: int, info: dict[str, Any]) -> list[
     for path in ("direct", "relay"):
         run = b.get(f"litedesk forward {path}")
         _row(f"litedesk forward {path}", run, [("ssh -L", ssh), ("ceiling", ceiling)])
-    growth = _report_memory(runs, size)
-    return _goals(b, growth)
 
 
 def _report_memory(runs: dict[str, list[Run]], size: int) -> dict[tuple[str, str], float]:
