@@ -338,6 +338,10 @@ class HostFiles:
         self._pump_call = None
         if self._registered:
             self._registered = False
+            # A transport resumes only a producer it paused while registered:
+            # the next registration must not start out paused, or its
+            # download never sends a block (a download after a cancelled one).
+            self._paused = False
             if self._unregister is not None:
                 self._unregister()
 
