@@ -11,6 +11,7 @@ on to another directory is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
@@ -122,6 +123,16 @@ class FilePane:
     def _show(self, asked: int, path: str, entries: list[pb.FileEntry]) -> None:
         if asked != self._asked:
             return  # the person has asked for another directory since
+        try:
+            self._fill(path, entries)
+        except tk.TclError:
+            pass  # the window closed while the listing was on its way
+        _log.info("Listed {n} entries of {path}", n=len(self.entries), path=path)
+
+    def _fill(self, path: str, entries: list[pb.FileEntry]) -> None:
+        # A refresh keeps what was selected, so that the same action can be
+        # pressed again (to resume, or to overwrite after all).
+        keep = set(self.selected()) if path == self.path else set()
         self.path = path
         self.path_var.set(path)
         self.clear()
@@ -140,12 +151,13 @@ class FilePane:
                 text=f"{e.name}/" if directory else e.name,
                 values=("" if directory else fmt_size(e.size), fmt_modified(e.modified_time)),
             )
-        _log.info("Listed {n} entries of {path}", n=len(self.entries), path=path)
+        self.select(sorted(keep))
 
     def _failed(self, asked: int, path: str, error: BaseException) -> None:
         if asked != self._asked:
             return
-        self.path_var.set(self.path)  # back to what is shown
+        with contextlib.suppress(tk.TclError):
+            self.path_var.set(self.path)  # back to what is shown
         reason = reason_phrase(error)
         _log.warn("Cannot list {path}: {reason}", path=path, reason=reason)
         self.on_error(f"cannot list {path or 'the file root'}: {reason}")

@@ -145,19 +145,23 @@ class FilesWindow:
         self.local.frame.pack(side="left", fill="both", expand=True)
         middle.pack(side="left", fill="y", padx=6)
         self.remote.frame.pack(side="left", fill="both", expand=True)
-        ttk.Button(middle, text="Upload →", command=self.upload).pack(pady=(80, 6))
-        ttk.Button(middle, text="← Download", command=self.download).pack(pady=6)
+        self.upload_button = ttk.Button(middle, text="Upload →", command=self.upload)
+        self.upload_button.pack(pady=(80, 6))
+        self.download_button = ttk.Button(middle, text="← Download", command=self.download)
+        self.download_button.pack(pady=6)
         bottom = ttk.Frame(self.top)
         bottom.pack(fill="x", padx=6, pady=(0, 6))
         row = ttk.Frame(bottom)
         row.pack(fill="x")
-        ttk.Button(row, text="Refresh", command=self.refresh).pack(side="left")
+        self.refresh_button = ttk.Button(row, text="Refresh", command=self.refresh)
+        self.refresh_button.pack(side="left")
         self.cancel_button = ttk.Button(row, text="Cancel", command=self.cancel, state="disabled")
         self.cancel_button.pack(side="left", padx=6)
         self.overwrite_var = tk.BooleanVar(self.top, False)
-        ttk.Checkbutton(row, text="Overwrite existing", variable=self.overwrite_var).pack(
-            side="left", padx=6
+        self.overwrite_box = ttk.Checkbutton(
+            row, text="Overwrite existing", variable=self.overwrite_var
         )
+        self.overwrite_box.pack(side="left", padx=6)
         self.file_var = tk.DoubleVar(self.top, 0.0)
         self.total_var = tk.DoubleVar(self.top, 0.0)
         for label, var in (("File", self.file_var), ("Total", self.total_var)):
@@ -184,6 +188,10 @@ class FilesWindow:
             self.reactor, self.target, self.password, file_transfer=pb.FileTransfer(dir="")
         )
         self.session = session
+        # Made before the login ends: the host sends a listing of the login's
+        # directory unasked right after it, and a client made later could
+        # take that listing for the answer to a request of its own.
+        client = FileClient(session)
         try:
             await self.open_session(session)
             await with_timeout(self.reactor, session.logged_in, LOGIN_TIMEOUT, "the login")
@@ -195,7 +203,7 @@ class FilesWindow:
         if session is not self.session:
             _close(session)  # the window was closed or reconnected meanwhile
             return
-        self.remote_side.client = FileClient(session)
+        self.remote_side.client = client
         session.ended.addCallback(lambda _: self._session_ended(session))
         _log.info("File session with {target} open", target=self.target)
         self.show_status(f"Connected to {self.target}")
@@ -326,8 +334,10 @@ class FilesWindow:
     def _run_ended(self) -> None:
         self.transfer = None
         self._cancelling = False
+        if not self.alive():
+            return  # closed meanwhile
         self.cancel_button.configure(state="disabled")
-        self._tick()
+        self._tick(final=True)
         text = self.run.text()
         _log.info("Transfers done: {summary}", summary=text)
         self.show_status(text)
@@ -340,8 +350,8 @@ class FilesWindow:
 
     # -- showing -----------------------------------------------------------------------
 
-    def _tick(self) -> None:
-        if self.transfer is None:
+    def _tick(self, final: bool = False) -> None:
+        if self.transfer is None and not final:
             return
         try:
             self.file_var.set(self.meter.file_percent)
@@ -360,23 +370,32 @@ class FilesWindow:
             self._error.close()
         self._error = ErrorDialog(self.top, title, reason, [("OK", lambda: None)])
 
+    def busy(self) -> bool:
+        """Whether a transfer is running or waiting."""
+        return self.transfer is not None or bool(self.jobs)
+
     def alive(self) -> bool:
         try:
             return bool(self.top.winfo_exists())
         except tk.TclError:
             return False
 
-    def close(self) -> None:
-        """Close the window: cancel the transfer (its partial stays) and the file session."""
+    def close(self) -> Deferred[None]:
+        """Close the window: cancel the transfer (its partial stays) and the file
+        session; fires once that session's connection is gone."""
         self.cancel()
         if self._ticker.running:
             self._ticker.stop()
         s, self.session = self.session, None
         self.remote_side.client = None
-        if s is not None:
-            _close(s)
+        gone: Deferred[None] = succeed(None)
+        if s is not None and s.transport is not None:
+            gone = Deferred()
+            s.ended.addBoth(lambda _: gone.callback(None))
+            s.disconnect()
         if self._error is not None:
             self._error.close()
         with contextlib.suppress(tk.TclError):
             self.top.destroy()
         _log.info("Files window closed")
+        return gone
