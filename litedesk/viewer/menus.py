@@ -47,6 +47,8 @@ class MenuActions(Protocol):
     def apply_scale_mode(self) -> None: ...
     def apply_fullscreen(self) -> None: ...
     def switch_display(self, index: int) -> None: ...
+    def open_files(self) -> None: ...
+    def open_forward(self) -> None: ...
 
 
 def build_menubar(root: tk.Tk, a: MenuActions) -> tk.Menu:
@@ -142,6 +144,10 @@ def fill_session_menu(m: tk.Menu, a: MenuActions) -> None:
     m.add_checkbutton(label="View only (send no input)", underline=5, variable=a.view_only_var)
     m.add_command(label="Screenshot", underline=0, command=a.screenshot)
     m.add_command(label="Screenshot as…", underline=11, command=a.screenshot_as)
+    m.add_separator()
+    # Each opens its own session to the host beside this one (docs/protocol.rst §12, §13).
+    m.add_command(label="Files…", underline=1, command=a.open_files)
+    m.add_command(label="Forward a port…", underline=10, command=a.open_forward)
 
 
 def fill_keys_menu(m: tk.Menu, a: MenuActions) -> None:

@@ -49,6 +49,7 @@ from litedesk.viewer.input_map import InputMapper
 from litedesk.viewer.keymap import HostKey
 from litedesk.viewer.menus import build_menubar, build_popup, open_popup
 from litedesk.viewer.screenshots import Screenshots, screenshot_dir
+from litedesk.viewer.side_sessions import SideSessions
 from litedesk.viewer.status_bar import StatusBar
 from litedesk.viewer.window_session import WindowSession
 
@@ -115,6 +116,9 @@ class ViewerApp:
             lambda: screenshot_dir(self.args.screenshot_dir or self.cfg.screenshot_dir),
             self.status.flash,
             lambda title, detail: self.show_error(title, detail, final=False),
+        )
+        self.side = SideSessions(
+            reactor, root, lambda: self.args, lambda: self.password, self.status.flash
         )
         self.apply_scale_mode()
         self._ticker = LoopingCall(self._tick)
@@ -272,6 +276,7 @@ class ViewerApp:
 
     def quit(self) -> None:
         self.input.release_held()
+        self.side.close_all()
         self.conn.shutdown()
         self._save_config()
         # Give the close message a moment to leave before the reactor stops.
@@ -280,6 +285,12 @@ class ViewerApp:
     def open_popup(self) -> None:
         self.input.release_held()
         open_popup(self.root, self.canvas, self.popup)
+
+    def open_files(self) -> None:
+        self.side.open_files()
+
+    def open_forward(self) -> None:
+        self.side.open_forward()
 
     def send_host_key(self) -> None:
         self.input.send_host_key()
