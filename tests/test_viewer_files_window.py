@@ -626,6 +626,9 @@ class ViewerMenuTests(SynchronousTestCase):
         v.menu("i")
         v.xdotool("search", "--sync", "--name", f"^Files: {peer} - LiteDesk$")
         v.wait_log(rf"Listed \d+ entries of {root}\n", start=start, timeout=30)
+        # The Files window has the focus now; the host key works in the main one.
+        main = v.xdotool("search", "--name", f"^{peer} - LiteDesk$").split()[0]
+        v.xdotool("windowfocus", "--sync", main)
         v.menu("p")
         v.xdotool("search", "--sync", "--name", f"^Forward a port: {peer} - LiteDesk$")
         with socket.socket() as s:

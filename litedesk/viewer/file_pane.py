@@ -123,10 +123,8 @@ class FilePane:
     def _show(self, asked: int, path: str, entries: list[pb.FileEntry]) -> None:
         if asked != self._asked:
             return  # the person has asked for another directory since
-        try:
+        with contextlib.suppress(tk.TclError):  # the window closed meanwhile
             self._fill(path, entries)
-        except tk.TclError:
-            pass  # the window closed while the listing was on its way
         _log.info("Listed {n} entries of {path}", n=len(self.entries), path=path)
 
     def _fill(self, path: str, entries: list[pb.FileEntry]) -> None:
