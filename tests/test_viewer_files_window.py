@@ -35,7 +35,7 @@ import socket
 import threading
 import tkinter as tk
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -66,7 +66,7 @@ from litedesk.viewer.transfer_progress import RunSummary, TransferMeter
 from .support.e2e_lab import Lab, lab
 from .support.polling import until, wait_until
 from .support.skips import requires
-from .support.xvfb import Xvfb
+from .support.xvfb import shared_xvfb
 from .test_viewer_window import WINDOW_NEEDS, _viewer
 
 PASSWORD = "e2e-password"
@@ -317,12 +317,10 @@ class TkCase(TestCase):
     every 5 ms as the viewer's tksupport does."""
 
     timeout = 180
-    xvfb: ClassVar[Xvfb | None] = None
 
     def setUp(self) -> None:
-        if TkCase.xvfb is None:
-            TkCase.xvfb = Xvfb(1280, 900, 24).start()
-        self.root = tk.Tk(screenName=TkCase.xvfb.display, className="LiteDeskTest")
+        # The process's shared Xvfb (stopped at exit); nothing here reads the screen.
+        self.root = tk.Tk(screenName=shared_xvfb().display, className="LiteDeskTest")
         self.root.withdraw()
         pump = LoopingCall(self.root.update)
         pump.start(0.005)
