@@ -115,8 +115,13 @@ class SpliceTests(TestCase):
     @inlineCallbacks
     def test_slow_target_pauses_session(self) -> Any:
         data = os.urandom(SIZE)
-        target, viewer = Peer(read=False), Peer(send=data)
+        target, viewer = Peer(read=False), Peer()
         session, leg, splice = yield self._setup(target, viewer)
+        # Only now, as a real viewer sends only after the host's LoginResponse
+        # (which the host sends as it goes raw): bytes sent before would meet
+        # the session's frame parser.
+        viewer.transport.write(data)  # type: ignore[union-attr]
+        viewer.transport.loseConnection()  # type: ignore[union-attr]
         yield until(lambda: not _reading(session.transport), 30, 0.01, "the session paused")
         self.assertLessEqual(transport_buffered(leg.transport), BUDGET)
         target.transport.resumeProducing()  # type: ignore[union-attr]
