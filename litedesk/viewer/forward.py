@@ -30,8 +30,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -105,6 +106,8 @@ class LocalForward:
         self.splices: set[Splice] = set()
         self.sessions: set[ViewerSession] = set()
         self._spare: tuple[ViewerSession, _RawHold] | None = None
+        # Why the latest local client's session failed ("" while none has).
+        self.last_error = ""
 
     async def open_session(self) -> tuple[ViewerSession, _RawHold]:
         """One port-forward session, logged in and raw (its bytes held)."""
@@ -158,7 +161,16 @@ class LocalForward:
         session.ended.addBoth(lambda _: splice.session_lost())
         splice.start(first_to_tcp=hold.attach(splice))
 
+    async def listen(self) -> IListeningPort:
+        """Listen on 127.0.0.1:LPORT; each connection accepted gets a session."""
+        endpoint = serverFromString(
+            self.reactor, f"tcp:{self.spec.listen_port}:interface=127.0.0.1"
+        )
+        port: IListeningPort = await endpoint.listen(_LegFactory(self))
+        return port
+
     def _failed(self, leg: TcpLeg, failure: Failure) -> None:
+        self.last_error = str(getattr(failure.value, "reason", None) or failure.getErrorMessage())
         _log.warn(
             "Forward session for a local client failed: {error}",
             error=failure.getErrorMessage(),
@@ -233,9 +245,8 @@ async def run_forward(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageFailure(f"--forward: {e}") from None
     forward = LocalForward(reactor, args, spec, read_password(args))
     await forward.probe()
-    endpoint = serverFromString(reactor, f"tcp:{spec.listen_port}:interface=127.0.0.1")
     try:
-        port = await endpoint.listen(_LegFactory(forward))
+        port = await forward.listen()
     except Exception as e:
         forward.stop()
         raise UsageFailure(
@@ -258,7 +269,7 @@ async def run_forward(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     why = await stopped
     if timer is not None and timer.active():
         timer.cancel()
-    await port.stopListening()
+    await maybeDeferred(port.stopListening)
     await forward.stop()
     stats = forward.stats()
     if why != "shutdown":

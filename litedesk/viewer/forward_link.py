@@ -16,31 +16,16 @@ import argparse
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
-from twisted.python.failure import Failure
 
 from litedesk.forward.rules import ForwardSpec
-from litedesk.forward.splice import TcpLeg
-from litedesk.viewer.forward import LocalForward, _LegFactory
-
-
-class _DialogForward(LocalForward):
-    """L{LocalForward} that also keeps the reason of the latest failed session."""
-
-    last_error = ""
-
-    def _failed(self, leg: TcpLeg, failure: Failure) -> None:
-        value = failure.value
-        reason = getattr(value, "reason", None)
-        self.last_error = str(reason or failure.getErrorMessage())
-        super()._failed(leg, failure)
+from litedesk.viewer.forward import LocalForward
 
 
 class Forwarding:
     """A running forward: 127.0.0.1:C{listen_port} to C{host}:C{port} on the host's side."""
 
-    def __init__(self, forward: _DialogForward, port: IListeningPort) -> None:
+    def __init__(self, forward: LocalForward, port: IListeningPort) -> None:
         self._forward = forward
         self._port = port
 
@@ -92,11 +77,10 @@ async def start_forwarding(
         allowed")}, "forward target unreachable", a wrong password...) or
         the local port cannot be listened on (C{CannotListenError}).
     """
-    forward = _DialogForward(reactor, args, ForwardSpec(listen_port, host, port), password)
+    forward = LocalForward(reactor, args, ForwardSpec(listen_port, host, port), password)
     await forward.probe()
-    endpoint = TCP4ServerEndpoint(reactor, listen_port, interface="127.0.0.1")
     try:
-        listening = await endpoint.listen(_LegFactory(forward))
+        listening = await forward.listen()
     except Exception:
         await forward.stop()
         raise
