@@ -3,8 +3,8 @@
 
 Usage::
 
-    .venv/bin/python bench/transfer.py              # 1 GiB, best of 2 rounds
-    .venv/bin/python bench/transfer.py --quick      # 256 MiB, 1 round
+    .venv/bin/python bench/transfer.py              # 1 GiB, best of 3 rounds: ~4 minutes
+    .venv/bin/python bench/transfer.py --quick      # 256 MiB, 1 round: ~45 s
     .venv/bin/python bench/transfer.py --references # scp, relay-raw, ssh-forward only
     .venv/bin/python bench/transfer.py --only files --only scp --json out.json --keep
 
@@ -117,7 +117,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, parts: set[str]) -> None:
         self.parts = parts
         self.size = (args.size_mib or (256 if args.quick else 1024)) * MIB
-        self.rounds = args.rounds or (1 if args.quick else 2)
+        self.rounds = args.rounds or (1 if args.quick else 3)
         self.workdir = Path(tempfile.mkdtemp(prefix="litedesk-transfer-"))
         self.data = self.workdir / "data"
         self.root = self.workdir / "file-root"
@@ -389,7 +389,7 @@ def parse_args() -> tuple[argparse.Namespace, set[str]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="256 MiB, one round")
     p.add_argument("--size-mib", type=int, default=0, help="file size (default 1024; quick 256)")
-    p.add_argument("--rounds", type=int, default=0, help="rounds, best counts (default 2; quick 1)")
+    p.add_argument("--rounds", type=int, default=0, help="rounds, best counts (default 3; quick 1)")
     p.add_argument(
         "--only",
         action="append",

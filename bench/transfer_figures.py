@@ -232,56 +232,60 @@ def _ratio(run: Run | None, ref: Run | None) -> float | None:
     return run.mbps / ref.mbps
 
 
-def _row(name: str, run: Run | None, refs: list[tuple[str, Run | None]]) -> None:
+def _row(runs: dict[str, list[Run]], name: str, refs: list[str], label: str = "") -> None:
+    """One figure: its best round, the ratio to each reference's best round, and the
+    ratio to the first reference round by round (how much the machine's noise moved it)."""
+    rs = runs.get(name)
+    run = best(rs) if rs else None
     if run is None:
         return
     if not run.ok:
         print(f"  {run.brief()}")
         return
-    ratios = " | ".join(
-        f"{r:.2f}x {label}" for label, ref in refs if (r := _ratio(run, ref)) is not None
-    )
-    print(f"  {name:34s} {run.mbps or 0:8.1f} MB/s  {f'({ratios})' if ratios else ''}".rstrip())
+    bests = [(ref, best(runs.get(ref, []))) for ref in refs]
+    ratios = " | ".join(f"{r:.2f}x {ref}" for ref, b in bests if (r := _ratio(run, b)) is not None)
+    line = f"  {label or name:28s} {run.mbps or 0:8.1f} MB/s  {f'({ratios})' if ratios else ''}"
+    if len(rs or []) > 1:
+        pairs = zip(rs or [], runs.get(refs[0], []) if refs else [], strict=False)
+        by_round = [_ratio(r, ref) for r, ref in pairs] if refs else []
+        shown = [f"{r.mbps:.0f}" if r.ok and r.mbps else "failed" for r in rs or []]
+        line += f"  rounds: {', '.join(shown)} MB/s"
+        if by_round:
+            line += " = " + ", ".join("-" if x is None else f"{x:.2f}x" for x in by_round)
+    print(line.rstrip())
 
 
 def report(runs: dict[str, list[Run]], size: int, info: dict[str, Any]) -> list[dict[str, Any]]:
     """Print every figure with its same-run reference; return the goals."""
-    b = {name: best(rs) for name, rs in runs.items()}
-    if any(n.startswith(("scp", "litedesk direct", "litedesk relay", "relay raw")) for n in b):
-        _report_files(b, size, info)
-    if any(n.startswith(("http", "ssh -L", "litedesk forward")) for n in b):
-        _report_forward(b, size)
+    if any(n.startswith(("scp", "litedesk direct", "litedesk relay", "relay raw")) for n in runs):
+        _report_files(runs, size, info)
+    if any(n.startswith(("http", "ssh -L", "litedesk forward")) for n in runs):
+        _report_forward(runs, size)
     growth = _report_memory(runs, size)
-    return _goals(b, growth)
+    return _goals({name: best(rs) for name, rs in runs.items()}, growth)
 
 
-def _report_files(b: dict[str, Run | None], size: int, info: dict[str, Any]) -> None:
-    print(
-        f"\n## 1. file transfer, {size / MIB:.0f} MiB of random bytes, SHA-256 checked; best round"
-    )
+def _report_files(runs: dict[str, list[Run]], size: int, info: dict[str, Any]) -> None:
+    print(f"\n## 1. file transfer, {size / MIB:.0f} MiB of random bytes, SHA-256 checked")
+    print("  MB/s of the best round (x the reference's best); rounds: each (x the same round's)")
     if "ssh_cipher" in info:
         print(
-            f"  (scp: cipher {info['ssh_cipher']}, over an open connection; a new one "
+            f"  scp: cipher {info['ssh_cipher']}, over an open connection (a new one "
             f"costs {info['ssh_setup_s']:.3f} s)"
         )
     for d in ("upload", "download"):
-        ref = b.get(f"scp {d}")
-        _row(f"scp {d}", ref, [])
+        _row(runs, f"scp {d}", [])
         for path in ("direct", "relay"):
-            _row(f"litedesk {path} {d}", b.get(f"litedesk {path} {d}"), [(f"scp {d}", ref)])
-    raw = b.get("relay raw (2 sockets)")
-    up, down = b.get("scp upload"), b.get("scp download")
-    _row("relay raw (2 sockets)", raw, [("scp upload", up), ("scp download", down)])
+            _row(runs, f"litedesk {path} {d}", [f"scp {d}"])
+    _row(runs, "relay raw (2 sockets)", ["scp upload", "scp download"])
 
 
-def _report_forward(b: dict[str, Run | None], size: int) -> None:
+def _report_forward(runs: dict[str, list[Run]], size: int) -> None:
     print(f"\n## 2. port forwarding: HTTP download of {size / MIB:.0f} MiB, curl speed_download")
-    ceiling, ssh = b.get("http direct"), b.get("ssh -L")
-    _row("http direct (ceiling)", ceiling, [])
-    _row("ssh -L", ssh, [("ceiling", ceiling)])
+    _row(runs, "http direct", [], "http direct (ceiling)")
+    _row(runs, "ssh -L", ["http direct"])
     for path in ("direct", "relay"):
-        run = b.get(f"litedesk forward {path}")
-        _row(f"litedesk forward {path}", run, [("ssh -L", ssh), ("ceiling", ceiling)])
+        _row(runs, f"litedesk forward {path}", ["ssh -L", "http direct"])
 
 
 def _report_memory(runs: dict[str, list[Run]], size: int) -> dict[tuple[str, str], float]:
