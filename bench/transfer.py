@@ -51,7 +51,10 @@ memory (part 3)
     transfer's) as a fraction of the file size.  Goal: growth < 64 MiB.
 
 Each figure is the best of ``--rounds`` rounds (throughput on a shared
-machine is only ever lowered by noise); every round is in ``--json``.
+machine is only ever lowered by noise), printed with its ratio to the
+reference's best round and, round by round, to the reference of the same
+round; every round is in ``--json``.  The last run's figures are in
+bench/README.rst.
 """
 
 from __future__ import annotations
