@@ -274,6 +274,10 @@ class Bench:
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
+        except BaseException:  # Ctrl-C, SIGTERM: the viewer goes too
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             samples = sampler.stop()
         wall = time.monotonic() - t0

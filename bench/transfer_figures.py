@@ -327,7 +327,10 @@ def _goals(b: dict[str, Run | None], growth: dict[tuple[str, str], float]) -> li
     if any(name in b for _, name, _, _, _ in checks) or growth:
         print("\n## goals")
     for what, name, ref, goal, _ in checks:
-        if name in b:
+        if name in b and ref not in b:
+            print(f"  {'NO REF':7s} {what}: {ref} was not run (--only)")
+            out.append({"goal": what, "value": None, "verdict": "NO REF"})
+        elif name in b:
             out.append(_verdict(what, _ratio(b[name], b.get(ref)), goal, at_least=True))
     for (name, proc), g in growth.items():
         what = f"{name}: {proc} RSS growth < {GOAL_GROWTH // MIB} MiB"
