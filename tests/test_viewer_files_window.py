@@ -273,7 +273,7 @@ def files_host(the_lab: Lab) -> tuple[str, Path]:
     root = (Path(the_lab.dir) / "file-root").resolve()
     root.mkdir(exist_ok=True)
     peer = the_lab.host(
-        "files",
+        "window-files",
         "--file-root",
         str(root),
         "--allow-forward",
@@ -533,7 +533,7 @@ class FilesWindowTests(TkCase):
     def test_file_transfer_disabled(self) -> Any:
         """Against a host with --no-file-transfer the window says "file transfer
         disabled" in its status line and in a message window."""
-        peer = self.lab.host("nofiles", "--no-file-transfer")
+        peer = self.lab.host("window-nofiles", "--no-file-transfer")
         win = self.open_window(peer)
         yield until(lambda: win._error is not None, 30, message="the error window")
         self.assertIn("file transfer disabled", win.status_var.get())

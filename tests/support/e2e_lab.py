@@ -99,6 +99,7 @@ class Lab:
         self.proxy = RecordingProxy(("127.0.0.1", self.port + 1))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.hosts: dict[str, str] = {}
+        self._options: dict[str, tuple[tuple[str, ...], str]] = {}
         data = self.dir / "server"
         self._spawn(
             "relay",
@@ -147,9 +148,20 @@ class Lab:
         wait_until(answers, 30, 0.1, f"litedesk-relay to answer; see {self.dir}")
 
     def host(self, name: str, *extra: str, password: str = "e2e-password") -> str:
-        """Start (once) a host agent called C{name}; return its id."""
+        """Start (once) a host agent called C{name}; return its id.
+
+        The lab is shared by every test module of a process: a name asked for
+        again with other options is a clash between modules, not a reuse.
+        """
+        options = (extra, password)
         if name in self.hosts:
+            if self._options[name] != options:
+                raise AssertionError(
+                    f"lab host {name!r} already runs with {self._options[name]!r}, "
+                    f"not {options!r}: give this one another name"
+                )
             return self.hosts[name]
+        self._options[name] = options
         cfg = self.dir / f"host-{name}"
         pwfile = self.dir / f"{name}.pw"
         pwfile.write_text(password)
