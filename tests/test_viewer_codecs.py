@@ -49,6 +49,7 @@ from litedesk.session.viewer_session import ViewerSession
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from tests.support.images import mean_error
 from tests.support.polling import until
+from tests.support.realtime import drop_realtime
 
 reactor: Any = _reactor
 
@@ -107,12 +108,14 @@ def encode(codec: str, images: list[Image.Image]) -> list[tuple[bytes, bool]]:
             ctx.bit_rate = bitrate
         ctx.options = options
         ctx.open()
+        drop_realtime()  # SVT-AV1 as root (tests.support.realtime)
         out: list[tuple[bytes, bool]] = []
         for i, image in enumerate(images):
             frame = av.VideoFrame.from_image(image).reformat(format="yuv420p")
             frame.pts = i * 33
             out.extend((bytes(p), bool(p.is_keyframe)) for p in ctx.encode(frame))
         out.extend((bytes(p), bool(p.is_keyframe)) for p in ctx.encode(None))
+        drop_realtime()
         assert len(out) == len(images), f"{name}: {len(out)} packets for {len(images)} pictures"
         return out
     raise AssertionError(f"no {codec} encoder in this PyAV build")

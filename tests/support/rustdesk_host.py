@@ -76,6 +76,8 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 from litedesk.proto import message_pb2 as pb
 from litedesk.proto import rendezvous_pb2 as rz
 
+from .realtime import drop_realtime
+
 __all__ = [
     "HOST_VERSION",
     "LOGIN_OFFLINE",
@@ -450,6 +452,8 @@ class VideoEncoder:
         self.ctx.bit_rate = 2_000_000
         self.ctx.options = dict(options)
         self.ctx.open()
+        # SVT-AV1 (the AV1 encoder here) makes the process real-time when root.
+        drop_realtime()
 
     def encode(self, image: Image.Image, *, key: bool, pts_ms: int) -> list[pb.EncodedVideoFrame]:
         frame = av.VideoFrame.from_image(image).reformat(format="yuv420p")
@@ -465,6 +469,7 @@ class VideoEncoder:
         """Drain the encoder (the end of stream its library expects before teardown)."""
         with contextlib.suppress(av.FFmpegError):
             self.ctx.encode(None)
+        drop_realtime()
 
 
 _VIDEO_FIELD = {"vp9": "vp9s", "vp8": "vp8s", "av1": "av1s", "h264": "h264s", "h265": "h265s"}
