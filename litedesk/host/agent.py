@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 
 from litedesk.fdlimit import raise_nofile_limit
+from litedesk.heap import keep_freed_memory
 from litedesk.host.discoverable import DiscoverableService
 from litedesk.host.identity import HostIdentity, IdentityError, load_or_create_identity
 from litedesk.host.options import HostOptions
@@ -272,6 +273,7 @@ def _unauthenticated_limit() -> int:
     # that a flood of them never starves the logged-in sessions, X, the
     # rendezvous socket and the relay legs of descriptors.
     nofile = raise_nofile_limit()
+    keep_freed_memory()
     unauthenticated = DEFAULT_TOTAL if nofile < 0 else max(16, min(DEFAULT_TOTAL, nofile // 4))
     _log.info(
         "Open-file limit {nofile}; at most {total} unauthenticated connections, "

@@ -20,6 +20,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from litedesk.heap import keep_freed_memory
 from litedesk.input.key_combos import parse_key_list, text_input
 from litedesk.input.mouse import MouseButton, encode_mask
 from litedesk.screen.decode import CODECS
@@ -300,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     warn_password_in_argv(args)
+    keep_freed_memory()
     if args.discover_lan:
         del _reactor
         react(lambda reactor: ensureDeferred(_discover_lan(reactor, args)))
