@@ -19,7 +19,6 @@ client.rs's rules, on loopback sockets where a server is needed.
 
 from __future__ import annotations
 
-import ast
 import base64
 import io
 import socket
@@ -45,6 +44,7 @@ from .support import rustdesk_client as rc
 from .support import rustdesk_rendezvous as rr
 from .support.e2e_lab import NEEDS, Lab, lab
 from .support.images import mean_error, paint_test_screen
+from .support.imports import module_imports
 from .support.polling import wait_until
 from .support.recorder import Recorder
 from .support.skips import requires
@@ -134,22 +134,7 @@ class IndependenceTests(SynchronousTestCase):
     def test_rendezvous_emulator_imports_nothing_of_litedesks_code(self) -> None:
         """Only the generated protobuf modules and the client emulator: a shared helper
         would let a bug in LiteDesk's rendezvous code hide behind itself."""
-        tree = ast.parse(Path(rr.__file__).read_text())
-        absolute = {
-            alias.name
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Import)
-            for alias in node.names
-        } | {
-            node.module or ""
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.level == 0
-        }
-        relative = {
-            node.module or ""
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.level > 0
-        }
+        absolute, relative = module_imports(rr.__file__)
         self.assertEqual({m for m in absolute if m.startswith("litedesk")}, {"litedesk.proto"})
         self.assertEqual(relative, {"rustdesk_client"})
 

@@ -20,7 +20,6 @@ host may send (hypothesis).
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import hashlib
 import http.client
@@ -47,6 +46,7 @@ from .support import rustdesk_forward as rfw
 from .support import rustdesk_fs as rfs
 from .support import rustdesk_rendezvous as rr
 from .support.e2e_lab import NEEDS, Lab, lab
+from .support.imports import module_imports
 from .support.skips import requires
 
 if TYPE_CHECKING:
@@ -69,22 +69,7 @@ class IndependenceTests(SynchronousTestCase):
     def test_emulator_modules_import_nothing_of_litedesks_code(self) -> None:
         """Only the generated protobufs and the other emulator modules."""
         for module in (rf, rfs, rfw):
-            tree = ast.parse(Path(module.__file__ or "").read_text())
-            absolute = {
-                alias.name
-                for node in ast.walk(tree)
-                if isinstance(node, ast.Import)
-                for alias in node.names
-            } | {
-                node.module or ""
-                for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) and node.level == 0
-            }
-            relative = {
-                node.module or ""
-                for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) and node.level > 0
-            }
+            absolute, relative = module_imports(module.__file__ or "")
             litedesk = {m for m in absolute if m.startswith("litedesk")}
             self.assertLessEqual(litedesk, {"litedesk.proto"}, module.__name__)
             self.assertLessEqual(relative, {"rustdesk_client", "rustdesk_fs"}, module.__name__)

@@ -35,6 +35,8 @@ helpers.  Each module holds one kind of fixture:
     sends first, for tests that speak raw TLS to it;
   - L{tests.support.listening_host}: a host agent on a private Xvfb with
     C{--listen};
+  - L{tests.support.imports}: what a module imports, for the emulators'
+    independence checks;
   - L{tests.support.realtime}: undoing the real-time scheduling SVT-AV1
     gives a process run as root;
   - L{tests.support.trial_summary} and L{tests.support.coverage_table}:
