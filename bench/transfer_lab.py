@@ -21,12 +21,10 @@ measured and how it is reported.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import getpass
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +38,8 @@ if str(ROOT) not in sys.path:
 
 from litedesk.proto import rendezvous_pb2 as rz  # noqa: E402
 from tests.support.ports import free_port, free_port_pair  # noqa: E402
-from tests.support.processes import TWISTD, udp_exchange  # noqa: E402
+from tests.support.processes import TWISTD, stop_all, udp_exchange  # noqa: E402
+from tests.support.xvfb import _die_with_parent  # noqa: E402
 
 #: The Debian packages the references need beyond tests/apt-packages.txt.
 APT_HINT = "apt-get install -y openssh-server openssh-client curl"
@@ -48,18 +47,10 @@ SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 VIEWER = [sys.executable, "-c", "from litedesk.viewer.cli import main; main()"]
 PASSWORD = "transfer-bench-password"
-PR_SET_PDEATHSIG = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: TCP state "listening" in /proc/net/tcp.
 TCP_LISTEN = "0A"
 MIB = 1 << 20
-
-
-def _die_with_parent() -> None:
-    # In the child between fork and exec: if the benchmark is killed (even
-    # with SIGKILL, which runs no finally), the kernel sends SIGTERM here.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Processes:
@@ -87,13 +78,7 @@ class Processes:
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGTERM, then SIGKILL after 10 s; only this process, by its id."""
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all([proc])
         with contextlib.suppress(ValueError):
             self.procs.remove(proc)
 
