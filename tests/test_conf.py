@@ -108,7 +108,12 @@ class ExampleConfigTests(SynchronousTestCase):
             help_default = re.search(r"\[default: ([^];]*)", doc or "")
             text = help_default.group(1).strip() if help_default else default
             stated[name] = None if text is None else str(text).replace("\\:", ":")
-        settings = re.findall(r"^#([a-z][a-z_-]*)\s*=\s*(.*?)\s*$", EXAMPLE.read_text(), re.M)
+        settings = re.findall(
+            # [ \t], not \s: an empty value must not take the next line as its value.
+            r"^#([a-z][a-z_-]*)[ \t]*=[ \t]*(.*?)[ \t]*$",
+            EXAMPLE.read_text(),
+            re.M,
+        )
         self.assertTrue(settings)
         for name, value in settings:
             if name in examples:

@@ -296,7 +296,8 @@ class AssemblyTests(TestCase):
 
     def test_listen_backlog(self) -> None:
         """Port P and the WebSocket rendezvous port listen with RENDEZVOUS_BACKLOG unless
-        their string names one; port P-1 keeps Twisted's default and the relay its own."""
+        their string names one; ports P-1 and P-2 (HTTP) keep Twisted's default and the
+        relay its own."""
         _, reactor = self.build()
         backlogs = {port: backlog for port, _, backlog, _ in reactor.tcpServers}
         self.assertEqual(
@@ -305,6 +306,7 @@ class AssemblyTests(TestCase):
                 21116: RENDEZVOUS_BACKLOG,
                 21118: RENDEZVOUS_BACKLOG,
                 21115: TWISTED_BACKLOG,
+                21114: TWISTED_BACKLOG,
                 21117: 4096,
                 21119: 4096,
             },
@@ -315,6 +317,7 @@ class AssemblyTests(TestCase):
             "tcp:21116:interface=127.0.0.1:backlog=100",
             "--ws-endpoint",
             "tcp:30000:backlog=7",
+            "--no-api",
         )
         backlogs = {port: backlog for port, _, backlog, _ in reactor.tcpServers}
         self.assertEqual(backlogs, {21116: 100, 30000: 7, 21115: TWISTED_BACKLOG})

@@ -4,12 +4,13 @@ L{build_server} turns the parsed options into a L{LiteDeskServer}, a named
 C{MultiService} whose attributes are what it built: the rendezvous server
 (C{server}, its C{registry} and C{store}), the relay (C{relay}), and each
 listener by name (C{rendezvous_udp}, C{rendezvous_tcp}, C{nat_test},
-C{rendezvous_ws}, C{relay_ws}, C{discovery}), so tests and tools reach them
+C{rendezvous_ws}, C{relay_ws}, C{discovery}, C{api}), so tests and tools reach them
 by name.
 
 Ports follow hbbs/hbbr: with C{--port P} the NAT test listens on P-1 (TCP),
 rendezvous on P (UDP + TCP) and on P+2 (WebSocket), the relay on P+1 (TCP)
-and P+3 (WebSocket).  Every listener can be replaced by an endpoint string.
+and P+3 (WebSocket); the HTTP operations listener (C{/health},
+C{/metrics}) on P-2.  Every listener can be replaced by an endpoint string.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from twisted.logger import Logger
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
 from litedesk.logfiles import make_twistd_log_private
+from litedesk.ops.web import make_site
 from litedesk.relay.service import RelayService, make_relay_service
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.protocols import (
@@ -66,7 +68,7 @@ class LiteDeskServer(MultiService):
     Attributes are C{None} for the parts the options left out
     (C{--relay-only}: no rendezvous parts; C{--no-relay}: no C{relay};
     C{--no-websocket}: no C{rendezvous_ws}, C{relay_ws}; no C{--discovery}:
-    no C{discovery}).
+    no C{discovery}; C{--no-api}: no C{api}).
     """
 
     def __init__(self, key: ServerKey) -> None:
@@ -82,6 +84,7 @@ class LiteDeskServer(MultiService):
         self.rendezvous_ws: EndpointService | None = None
         self.relay_ws: EndpointService | None = None
         self.discovery: EndpointService | None = None
+        self.api: EndpointService | None = None
 
 
 def client_settings(key: ServerKey) -> str:
@@ -136,6 +139,7 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
                 endpoint=config["ws-relay-endpoint"],
             )
     if config["relay-only"]:
+        _add_api(top, config, reactor, None)
         return top
     relays, loaded = _add_rendezvous(top, config, reactor, data_dir)
     if config["discovery"]:
@@ -144,8 +148,24 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
         top.discovery = EndpointService("discovery", ep, discovery)
         top.discovery.setServiceParent(top)
         _log.info("LiteDesk v1 discovery on {endpoint}", endpoint=config["discovery-endpoint"])
+    _add_api(top, config, reactor, str(data_dir / DB_FILE))
     _log_start(config, key, relays, loaded, data_dir)
     return top
+
+
+def _add_api(top: LiteDeskServer, config: ServerOptions, reactor: Any, db: str | None) -> None:
+    """The HTTP operations listener (C{top.api}), unless C{--no-api}."""
+    if config["no-api"]:
+        return
+    site = make_site(top, reactor, db, config.metrics_allow)
+    ep = endpoints.serverFromString(reactor, config["api-endpoint"])
+    top.api = EndpointService("api", ep, site)
+    top.api.setServiceParent(top)
+    _log.info(
+        "HTTP /health and /metrics on {endpoint}; /metrics for loopback{allow}",
+        endpoint=config["api-endpoint"],
+        allow="".join(f", {n}" for n in config.metrics_allow),
+    )
 
 
 def _add_rendezvous(
@@ -288,11 +308,25 @@ def _log_start(
             proxies=", ".join(str(n) for n in proxies) if proxies else "no trusted proxy",
         )
     _log.info(
-        "Client settings: ID server = this host{port}, Relay server = {relay}, {key}",
+        "Client settings: ID server = this host{port}, Relay server = {relay}, {key}, "
+        "API server = {api}",
         port="" if int(config["port"]) == DEFAULT_PORT else f":{config['port']}",
+        api="(none: --no-api)" if config["no-api"] else _api_address(config["api-endpoint"]),
         relay=relays.configured[0] if relays.configured else "(derived by clients: port + 1)",
         key=client_settings(key),
     )
+
+
+def _api_address(endpoint: str) -> str:
+    """What to type as a client's API server: http(s)://this host:PORT (the default port 21114)."""
+    fields = endpoint.split(":")
+    scheme = "https" if fields[0].lower() == "ssl" else "http"
+    port = next(
+        (f.removeprefix("port=") for f in fields[1:2] if f.removeprefix("port=").isdigit()), None
+    )
+    if port is None:
+        return endpoint
+    return f"{scheme}://this host:{port}"
 
 
 def _guarded(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:

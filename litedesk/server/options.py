@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from twisted.python import usage
 
 from litedesk.config_file import ConfigFileOptions
+from litedesk.ops.access import parse_allow
 from litedesk.option_types import nonneg_int, port_number
 from litedesk.relay.service import (
     RELAY_OPT_FLAGS,
@@ -169,6 +170,11 @@ class ServerOptions(ConfigFileOptions):
             "Serve the LiteDesk v1 JSON discovery protocol "
             "(--discovery-endpoint, TCP 8877 by default).",
         ],
+        [
+            "no-api",
+            None,
+            "Do not listen for HTTP (/health, /metrics) on --api-endpoint.",
+        ],
         ["no-relay", None, "Run only the rendezvous server (hbbs), no relay."],
         [
             "no-udp-punch",
@@ -296,6 +302,27 @@ class ServerOptions(ConfigFileOptions):
             positive_float,
         ],
         [
+            "api-endpoint",
+            None,
+            None,
+            "HTTP listener for /health and /metrics, an endpoint string (ssl:... for HTTPS) "
+            "[default: tcp6:21114:interface=\\:\\:; the port of --tcp-endpoint - 2].",
+        ],
+        [
+            "metrics-allow",
+            None,
+            "",
+            "A network (CIDR) whose clients may read /metrics besides loopback; "
+            "repeatable, or comma-separated. Others get 403.",
+        ],
+        [
+            "event-log",
+            None,
+            "",
+            "Append one JSON line per event (relay pair ended, punch request, "
+            "registration refused) to this file (created 0600).",
+        ],
+        [
             "discovery-endpoint",
             None,
             "tcp6:8877:interface=\\:\\:",
@@ -364,6 +391,10 @@ class ServerOptions(ConfigFileOptions):
     def parseArgs(self) -> None:
         pass
 
+    def opt_metrics_allow(self, value: str) -> None:
+        """Repeatable: each one adds networks."""
+        self["metrics-allow"] = f"{self.get('metrics-allow') or ''} {value}".strip()
+
     def opt_trusted_proxy(self, value: str) -> None:
         """Repeatable: each one adds networks."""
         self["trusted-proxy"] = f"{self.get('trusted-proxy') or ''} {value}".strip()
@@ -399,8 +430,21 @@ class ServerOptions(ConfigFileOptions):
             self.trusted_proxies = TrustedProxies(parse_networks([self["trusted-proxy"] or ""]))
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxy: {e}") from None
+        self._api_options(p, iface)
         if 0 < self["ws-max-message"] < self.relay_settings.max_first_frame:
             raise usage.UsageError("--ws-max-message must hold a --relay-max-first-frame")
+
+    def _api_options(self, p: int, iface: str) -> None:
+        """The HTTP listener is on P-2 (where RustDesk clients look for an API server)."""
+        if self["api-endpoint"] is None and not self["no-api"]:
+            shifted = shifted_endpoint(self["tcp-endpoint"], -2)
+            if shifted is None and p < 3:
+                raise usage.UsageError("--port below 3 has no P-2: give --api-endpoint or --no-api")
+            self["api-endpoint"] = shifted or tcp_endpoint(p - 2, iface)
+        try:
+            self.metrics_allow = parse_allow([self["metrics-allow"] or ""])
+        except ValueError as e:
+            raise usage.UsageError(f"--metrics-allow: {e}") from None
 
     def _websocket_endpoints(self, p: int, iface: str) -> None:
         """hbbs' WebSocket port is P+2, hbbr's the relay port + 2."""

@@ -19,17 +19,18 @@ def _random_port() -> int:
 
 
 def free_port_pair() -> int:
-    """A port P with P-1 .. P+3 free for TCP and P free for UDP too.
+    """A port P with P-2 .. P+3 free for TCP and P free for UDP too.
 
-    The layout of a RustDesk server: NAT test port P-1, rendezvous P (TCP and
-    UDP), relay P+1, and the WebSocket ports a server started with --port
-    binds by default: rendezvous P+2, relay P+3.
+    The layout of a RustDesk server: HTTP (API) port P-2, NAT test port P-1,
+    rendezvous P (TCP and UDP), relay P+1, and the WebSocket ports a server
+    started with --port binds by default: rendezvous P+2, relay P+3.
     """
     for _ in range(200):
         base = _random_port()
         socks = []
         try:
             for port, kind in (
+                (base - 2, socket.SOCK_STREAM),
                 (base - 1, socket.SOCK_STREAM),
                 (base, socket.SOCK_STREAM),
                 (base, socket.SOCK_DGRAM),

@@ -1,0 +1,149 @@
+"""C{GET /metrics}: Prometheus text read from the live server at scrape time.
+
+L{ServerCollector} holds no counts of its own: each scrape reads the
+rendezvous server's C{counters}, the registry, the relay table and the
+database file, so nothing is counted twice and nothing can drift.  Every
+name starts with C{litedesk_}; no label names a peer (ids and addresses
+would make the series unbounded), and the C{reason} label of refusals takes
+only the values of L{REFUSAL_REASONS}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+
+from litedesk.ops.access import IPNetwork, client_allowed
+
+if TYPE_CHECKING:
+    from litedesk.server.assembly import LiteDeskServer
+
+__all__ = ["REFUSAL_REASONS", "MetricsResource", "ServerCollector"]
+
+#: The C{reason} label of C{litedesk_refusals_total} and the rendezvous
+#: counter each value reads.  A fixed table: a new reason is a code change.
+REFUSAL_REASONS: dict[str, str] = {
+    "registration": "register_pk_refused",
+    "licence_mismatch": "licence_mismatch",
+    "connection_limit": "requests_refused_connection",
+    "request_rate": "requests_refused_rate",
+    "stream_hosts": "stream_hosts_refused",
+    "id_change": "id_changes_refused",
+    "udp_punch": "udp_punch_sent_refused",
+}
+
+#: Plain counters: metric name (without C{_total}), help, rendezvous counter.
+_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("litedesk_punch_requests", "Punch hole requests received (TCP).", "punch_requests"),
+    ("litedesk_relay_requests", "Relay requests received.", "relay_requests"),
+    ("litedesk_udp_punch_requests", "UDP punch requests brokered.", "udp_punch_requests"),
+    ("litedesk_udp_datagrams", "Rendezvous UDP datagrams received.", "udp_datagrams"),
+)
+
+
+class ServerCollector(Collector):
+    """Reads a L{LiteDeskServer}'s parts each time it is collected.
+
+    @param top: the server; its parts left out by the options (C{relay}
+        with C{--no-relay}, the rendezvous parts with C{--relay-only}) are
+        simply not reported.
+    @param clock: for the registry's notion of "online now".
+    @param db_path: the peer database, whose size (with its WAL) is a gauge.
+    """
+
+    def __init__(self, top: LiteDeskServer, clock: IReactorTime, db_path: str | None) -> None:
+        self._top = top
+        self._clock = clock
+        self._db_path = db_path
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._rendezvous()
+        yield from self._relay()
+        if self._db_path is not None:
+            size = GaugeMetricFamily(
+                "litedesk_database_size_bytes", "Peer database size, WAL included."
+            )
+            size.add_metric([], float(_db_size(self._db_path)))
+            yield size
+
+    def _rendezvous(self) -> Iterator[Any]:
+        server, registry = self._top.server, self._top.registry
+        if server is None or registry is None:
+            return
+        c = server.counters
+        reg = CounterMetricFamily(
+            "litedesk_registrations", "RegisterPk requests by outcome.", labels=["outcome"]
+        )
+        reg.add_metric(["ok"], c.get("register_pk_ok", 0))
+        reg.add_metric(["refused"], c.get("register_pk_refused", 0))
+        yield reg
+        for name, doc, key in _COUNTERS:
+            fam = CounterMetricFamily(name, doc)
+            fam.add_metric([], c.get(key, 0))
+            yield fam
+        refusals = CounterMetricFamily(
+            "litedesk_refusals", "Requests refused, by reason.", labels=["reason"]
+        )
+        for reason, key in REFUSAL_REASONS.items():
+            refusals.add_metric([reason], c.get(key, 0))
+        yield refusals
+        online = GaugeMetricFamily("litedesk_hosts_online", "Hosts online now.")
+        online.add_metric([], registry.online_count(self._clock.seconds()))
+        yield online
+        peers = GaugeMetricFamily("litedesk_peers_registered", "Peers known (in the database).")
+        peers.add_metric([], len(registry))
+        yield peers
+
+    def _relay(self) -> Iterator[Any]:
+        if self._top.relay is None:
+            return
+        table = self._top.relay.relay.table
+        pairs = CounterMetricFamily("litedesk_relay_pairs", "Relay pairs formed.")
+        pairs.add_metric([], table.pairs_finished + len(table.pairs))
+        yield pairs
+        relayed = CounterMetricFamily("litedesk_relay_bytes", "Bytes relayed, both ways.")
+        relayed.add_metric([], table.bytes_relayed())
+        yield relayed
+        now = GaugeMetricFamily("litedesk_relay_pairs_active", "Relay pairs open now.")
+        now.add_metric([], len(table.pairs))
+        yield now
+
+
+def _db_size(path: str) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(OSError):
+            total += os.stat(path + suffix).st_size
+    return total
+
+
+class MetricsResource(Resource):
+    """C{/metrics}: the collector's text to allowed clients, 403 to others."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, collector: Collector, allowed: Iterable[IPNetwork]) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(collector)
+        self._allowed = tuple(allowed)
+
+    def render_GET(self, request: Any) -> bytes:
+        host = getattr(request.getClientAddress(), "host", "")
+        if not client_allowed(host, self._allowed):
+            self._log.info("Refused /metrics to {ip}: not loopback nor --metrics-allow", ip=host)
+            request.setResponseCode(403)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"metrics are served to loopback and --metrics-allow networks only\n"
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self._registry)
