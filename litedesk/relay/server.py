@@ -48,6 +48,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
@@ -58,6 +59,9 @@ from litedesk.relay.limiter import EarlyBudget, PairLimiter, TokenBucket, mbps_t
 from litedesk.relay.settings import RelaySettings
 from litedesk.relay.table import Pair, PairingTable, Phase
 from litedesk.wire.addrmangle import normalize_host
+
+if TYPE_CHECKING:
+    from litedesk.ops.event_log import EventSink
 
 # A leg in its first frame may hold the frame and its length header.
 _MAX_HEADER = 4
@@ -118,6 +122,8 @@ class Relay:
         self._handshake_cap = max(settings.early_buffer, settings.max_first_frame + _MAX_HEADER)
         self._exhausted_logged = float("-inf")
         self._exhausted_unlogged = 0
+        #: Where finished pairs are reported (--event-log); set by the assembly.
+        self.events: EventSink | None = None
 
     # -- accept -----------------------------------------------------------
 
@@ -323,6 +329,16 @@ class Relay:
             throttled=a._limiter.throttled if a._limiter is not None else None,
             relay_event="pair_finished",
         )
+        if self.events is not None:
+            self.events.relay_pair_ended(
+                pair.uuid,
+                pair.a.ip,
+                pair.b.ip,
+                pair.a_to_b,
+                pair.b_to_a,
+                pair.ended - pair.started,
+                pair.reason,
+            )
 
     # -- timers and lists -------------------------------------------------
 

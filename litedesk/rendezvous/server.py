@@ -22,6 +22,7 @@ L{ReplySink}'s C{send_message}: TCP here, WebSocket alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -41,6 +42,9 @@ from litedesk.wire import addrmangle
 from litedesk.wire.address import Address
 from litedesk.wire.keys import ServerKey, sign_id_pk
 from litedesk.wire.messages import parse_rendezvous
+
+if TYPE_CHECKING:
+    from litedesk.ops.event_log import EventSink
 
 Failure_ = rz.PunchHoleResponse.Failure
 Result = rz.RegisterPkResponse.Result
@@ -110,6 +114,9 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
             "udp_punch_answers": 0,
             "udp_punch_sent_refused": 0,
         }
+        #: Where punch requests and refused registrations are reported
+        #: (--event-log); set by the assembly.
+        self.events: EventSink | None = None
         self._heartbeats: dict[ReplySink, IDelayedCall] = {}
         self.admission = RequestAdmission(request_guard, self.counters)
         self.vouchers = RelayVouchers(relays, own_relay_port)
@@ -369,6 +376,7 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
                 ip=conn.addr[0],
                 peer_id=ph.id,
             )
+            self._punch_event(conn, ph, "licence_mismatch")
             self._punch_failure(conn, Failure_.LICENSE_MISMATCH)
             return
         state, peer = self.registry.punch_target(ph.id, self._now())
@@ -382,6 +390,7 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
             failure = (
                 Failure_.ID_NOT_EXIST if state is PunchTarget.ID_NOT_EXIST else Failure_.OFFLINE
             )
+            self._punch_event(conn, ph, state.name.lower())
             self._punch_failure(conn, failure)
             return
         relay = self.relays.pick()
@@ -424,7 +433,12 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
                     socket_addr_v6=socket_addr_v6,
                 )
             )
+        self._punch_event(conn, ph, "forwarded")
         self._push(peer, out)
+
+    def _punch_event(self, conn: ReplySink, ph: rz.PunchHoleRequest, result: str) -> None:
+        if self.events is not None:
+            self.events.punch_request(conn.addr[0], ph.id, result)
 
     def _punch_failure(self, conn: ReplySink, failure: int) -> None:
         resp = rz.PunchHoleResponse(failure=failure)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ the registrations and ID changes that arrive on streams.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -21,6 +22,9 @@ from litedesk.rendezvous.registry import RegisterPkOutcome, Registry
 from litedesk.rendezvous.sinks import DatagramSink, PeerStoreLike
 from litedesk.wire.address import Address
 from litedesk.wire.messages import parse_rendezvous
+
+if TYPE_CHECKING:
+    from litedesk.ops.event_log import EventSink
 
 # The answer to nearly every datagram is one of these two: build them once.
 _RPR = {
@@ -42,6 +46,7 @@ class UdpRegistrations:
     rendezvous_servers: list[str]
     udp: DatagramSink | None
     counters: dict[str, int]
+    events: EventSink | None
 
     def _now(self) -> float:
         return self.clock.seconds()
@@ -163,6 +168,9 @@ class UdpRegistrations:
                 result=rz.RegisterPkResponse.Result.Name(outcome.result),
                 reason=outcome.reason,
             )
+            if self.events is not None:
+                name = rz.RegisterPkResponse.Result.Name(outcome.result)
+                self.events.registration_refused(ip, peer_id, name, str(outcome.reason))
             reply(outcome.result)
             return
         self.counters["register_pk_ok"] += 1

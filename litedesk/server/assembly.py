@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
 from litedesk.logfiles import make_twistd_log_private
+from litedesk.ops.event_log import EventLog
 from litedesk.ops.web import make_site
 from litedesk.relay.service import RelayService, make_relay_service
 from litedesk.rendezvous.floodguard import FloodGuard
@@ -113,11 +114,13 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
         raise SystemExit(f"litedesk-relay: {e}") from None
 
     top = LiteDeskServer(key)
+    events = _open_event_log(top, config, reactor)
     if not config["no-relay"]:
         top.relay = make_relay_service(
             reactor, config["relay-endpoint"], config.relay_settings, key.licence, data_dir
         )
         top.relay.setName("relay")
+        top.relay.relay.events = events
         top.relay.setServiceParent(top)
         _log.info(
             "Relay on {endpoint}; licence check {check}",
@@ -142,6 +145,8 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
         _add_api(top, config, reactor, None)
         return top
     relays, loaded = _add_rendezvous(top, config, reactor, data_dir)
+    if top.server is not None:
+        top.server.events = events
     if config["discovery"]:
         discovery = DiscoveryFactory(DiscoveryRegistry(), reactor)
         ep = endpoints.serverFromString(reactor, config["discovery-endpoint"])
@@ -151,6 +156,26 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
     _add_api(top, config, reactor, str(data_dir / DB_FILE))
     _log_start(config, key, relays, loaded, data_dir)
     return top
+
+
+def _open_event_log(top: LiteDeskServer, config: ServerOptions, reactor: Any) -> EventLog | None:
+    """The C{--event-log} sink (closed when the server stops), or None.
+
+    @raise SystemExit: with the reason, when the file cannot be opened.
+    """
+    if not config["event-log"]:
+        return None
+    try:
+        events = EventLog(config["event-log"], reactor, blur_ids=bool(config["blur-ids"]))
+    except OSError as e:
+        raise SystemExit(f"litedesk-relay: --event-log: {e}") from None
+    CloseOnStop(events.close).setServiceParent(top)
+    _log.info(
+        "Event log: {path}{blur}",
+        path=config["event-log"],
+        blur=" (peer ids blurred)" if config["blur-ids"] else "",
+    )
+    return events
 
 
 def _add_api(top: LiteDeskServer, config: ServerOptions, reactor: Any, db: str | None) -> None:

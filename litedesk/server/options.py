@@ -165,6 +165,11 @@ class ServerOptions(ConfigFileOptions):
             "Tell hosts to use the relay instead of hole punching (hbbs ALWAYS_USE_RELAY=Y).",
         ],
         [
+            "blur-ids",
+            None,
+            "In the --event-log, write peer ids as a short keyed hash instead.",
+        ],
+        [
             "discovery",
             None,
             "Serve the LiteDesk v1 JSON discovery protocol "
