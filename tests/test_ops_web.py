@@ -112,6 +112,18 @@ class ServerHTTPTests(TestCase):
         self.assertIs(json.loads(body)["relay"], False)
 
     @inlineCallbacks
+    def test_health_503_when_the_database_is_gone(self) -> Any:
+        """The peer database removed under the server: 503, database false."""
+        data_dir = Path(self.mktemp())
+        svc = start_server(data_dir, "--key", "")
+        self.addCleanup(lambda: svc.stopService() if svc.running else None)
+        for f in data_dir.glob("db_v2.sqlite3*"):
+            f.unlink()
+        status, _, body = yield self.get(svc, "/health")
+        self.assertEqual(status, 503)
+        self.assertEqual(json.loads(body)["database"], False)
+
+    @inlineCallbacks
     def test_health_without_a_relay(self) -> Any:
         """--no-relay: the relay is reported as absent (null), not down."""
         svc = self.start("--no-relay")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
@@ -32,7 +33,7 @@ DB_TIMEOUT = 2.0
 def probe_database(path: str) -> bool:
     """C{SELECT 1} from the peer table on a fresh connection (run in a thread)."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=DB_TIMEOUT)
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=DB_TIMEOUT)
         try:
             conn.execute("SELECT 1 FROM peer LIMIT 1").fetchall()
         finally:

@@ -152,7 +152,8 @@ class ServerOptions(ConfigFileOptions):
     longdesc = (
         "Run a LiteDesk server: a RustDesk-compatible rendezvous/ID server (hbbs: UDP+TCP "
         "on --port, NAT test on --port - 1, WebSocket on --port + 2) and relay (hbbr: "
-        "--port + 1, WebSocket on --port + 3).  Unmodified "
+        "--port + 1, WebSocket on --port + 3) and an HTTP listener for /health and /metrics "
+        "(--port - 2).  Unmodified "
         "RustDesk clients can use it: set their ID server to this host and their Key to the "
         "public key logged at start-up.  Options can also be read from an INI-style file "
         "given with --config (one 'name = value' per line, names as the long options)."
