@@ -31,6 +31,7 @@ from litedesk.ops import access
 from litedesk.ops.health import probe_database
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.relay_tap import Options
+from litedesk.websocket.proxy import parse_networks
 from litedesk.wire.bytescodec import encode_frame
 
 from .rendezvous_harness import TIMEOUT, start_server, udp_client, with_timeout
@@ -209,7 +210,7 @@ class AccessRuleTests(SynchronousTestCase):
             self.assertTrue(access.client_allowed(host, ()), host)
 
     def test_others_only_by_network(self) -> None:
-        nets = access.parse_allow(["192.0.2.0/24, 2001:db8::/64"])
+        nets = parse_networks(["192.0.2.0/24, 2001:db8::/64"], strict=True)
         self.assertTrue(access.client_allowed("192.0.2.200", nets))
         self.assertTrue(access.client_allowed("::ffff:192.0.2.1", nets))
         self.assertTrue(access.client_allowed("2001:db8::5", nets))
@@ -233,23 +234,23 @@ class AccessRuleTests(SynchronousTestCase):
             Options().parseOptions(["--metrics-allow", "everyone"])
 
     @given(st.text(max_size=60))
-    def test_parse_allow_any_text(self, text: str) -> None:
+    def test_metrics_allow_any_text(self, text: str) -> None:
         """Any text parses to networks or raises ValueError, nothing else."""
         try:
-            nets = access.parse_allow([text])
+            nets = parse_networks([text], strict=True)
         except ValueError:
             return
         for net in nets:
             self.assertIsInstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
 
     @given(st.ip_addresses(), st.integers(0, 128))
-    def test_parse_allow_networks(self, addr: Any, prefix: int) -> None:
+    def test_metrics_allow_networks(self, addr: Any, prefix: int) -> None:
         """A valid network round-trips; its own address is admitted (an IPv4-mapped
         IPv6 address is read as the IPv4 address it carries, so is left out here)."""
         assume(getattr(addr, "ipv4_mapped", None) is None)
         prefix = min(prefix, addr.max_prefixlen)
         net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
-        self.assertEqual(access.parse_allow([str(net)]), (net,))
+        self.assertEqual(parse_networks([str(net)], strict=True), (net,))
         self.assertTrue(access.client_allowed(str(addr), (net,)))
 
     def test_probe_database(self) -> None:

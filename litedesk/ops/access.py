@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-__all__ = ["IPNetwork", "client_allowed", "is_loopback", "parse_allow"]
+__all__ = ["IPNetwork", "client_allowed", "is_loopback"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -30,24 +30,6 @@ def is_loopback(host: str) -> bool:
     """Whether C{host} (a textual address) is on this machine's loopback."""
     addr = _address(host)
     return addr is not None and addr.is_loopback
-
-
-def parse_allow(values: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """C{--metrics-allow} values (each may hold several, comma or space separated).
-
-    A bare address is a /32 (or /128) network; host bits set in a CIDR are
-    refused, as a likely typo.
-
-    @raise ValueError: with the offending text, for anything not a network.
-    """
-    nets: list[IPNetwork] = []
-    for value in values:
-        for item in value.replace(",", " ").split():
-            try:
-                nets.append(ipaddress.ip_network(item, strict=True))
-            except ValueError:
-                raise ValueError(f"not an address or CIDR network: {item!r}") from None
-    return tuple(nets)
 
 
 def client_allowed(host: str, allowed: Iterable[IPNetwork]) -> bool:

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 from twisted.python import usage
 
 from litedesk.config_file import ConfigFileOptions
-from litedesk.ops.access import parse_allow
 from litedesk.option_types import nonneg_int, port_number
 from litedesk.relay.service import (
     RELAY_OPT_FLAGS,
@@ -448,7 +447,7 @@ class ServerOptions(ConfigFileOptions):
                 raise usage.UsageError("--port below 3 has no P-2: give --api-endpoint or --no-api")
             self["api-endpoint"] = shifted or tcp_endpoint(p - 2, iface)
         try:
-            self.metrics_allow = parse_allow([self["metrics-allow"] or ""])
+            self.metrics_allow = parse_networks([self["metrics-allow"] or ""], strict=True)
         except ValueError as e:
             raise usage.UsageError(f"--metrics-allow: {e}") from None
 

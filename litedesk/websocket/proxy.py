@@ -31,16 +31,18 @@ class ForwardedHeaderError(ValueError):
     """A trusted proxy named the client in a form that is not an IP address."""
 
 
-def parse_networks(texts: Iterable[str]) -> tuple[Network, ...]:
+def parse_networks(texts: Iterable[str], strict: bool = False) -> tuple[Network, ...]:
     """CIDRs (or single addresses), comma- or space-separated, as networks.
 
+    @param strict: refuse a CIDR with host bits set (C{192.0.2.1/24}), as a
+        likely typo, instead of masking them off.
     @raise ValueError: an entry is not an IPv4 or IPv6 network.
     """
     out: list[Network] = []
     for text in texts:
         for entry in text.replace(",", " ").split():
             try:
-                out.append(ipaddress.ip_network(entry, strict=False))
+                out.append(ipaddress.ip_network(entry, strict=strict))
             except ValueError:
                 raise ValueError(f"not an IP network: {entry!r}") from None
     return tuple(out)
