@@ -116,6 +116,7 @@ from twisted.python.failure import Failure
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from procfs import cpu_seconds  # noqa: E402
 from rustdesk_session_client import (  # noqa: E402
     RustDeskStream,
     adopt,
@@ -221,7 +222,6 @@ GOAL_VP9_CPU_RATIO = 1.5
 GOAL_VP9_P50_MARGIN_MS = 10.0
 
 PR_SET_PDEATHSIG = 1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- processes ------------------------------------------------------------------
@@ -353,16 +353,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), in seconds."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -79,6 +79,7 @@ for _dir in (Path(__file__).resolve().parent.parent, Path(__file__).resolve().pa
     if str(_dir) not in sys.path:
         sys.path.insert(0, str(_dir))
 
+from procfs import cpu_seconds, rss_bytes  # noqa: E402
 from transfer_figures import (  # noqa: E402
     MIB,
     Run,
@@ -98,10 +99,8 @@ from transfer_lab import (  # noqa: E402
     Processes,
     RssSampler,
     Sshd,
-    cpu_seconds,
     listening,
     missing_tools,
-    rss_bytes,
     wait_for,
 )
 

@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from procfs import rss_bytes  # noqa: E402
+
 from litedesk.proto import rendezvous_pb2 as rz  # noqa: E402
 from tests.support.ports import free_port, free_port_pair  # noqa: E402
 from tests.support.processes import TWISTD, stop_all, udp_exchange  # noqa: E402
@@ -47,7 +49,6 @@ SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 VIEWER = [sys.executable, "-c", "from litedesk.viewer.cli import main; main()"]
 PASSWORD = "transfer-bench-password"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: TCP state "listening" in /proc/net/tcp.
 TCP_LISTEN = "0A"
 MIB = 1 << 20
@@ -115,26 +116,6 @@ def listening(port: int) -> bool:
         if len(fields) > 3 and fields[1].endswith(want) and fields[3] == TCP_LISTEN:
             return True
     return False
-
-
-def rss_bytes(pid: int) -> int | None:
-    """VmRSS of C{pid}, or None once it has exited."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    return int(m.group(1)) * 1024 if m else None
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of C{pid} (all its threads), in seconds."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 class RssSampler:
