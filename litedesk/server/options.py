@@ -182,6 +182,12 @@ class ServerOptions(ConfigFileOptions):
         ],
         ["no-relay", None, "Run only the rendezvous server (hbbs), no relay."],
         [
+            "require-login",
+            None,
+            "Refuse punch and relay requests that carry no valid API user token "
+            "(hosts still register); users come from litedesk-admin.",
+        ],
+        [
             "no-udp-punch",
             None,
             "Do not broker UDP hole punching for RustDesk 1.4.1+ clients (docs/protocol.rst "
@@ -326,6 +332,20 @@ class ServerOptions(ConfigFileOptions):
             "",
             "Append one JSON line per event (relay pair ended, punch request, "
             "registration refused) to this file (created 0600).",
+        ],
+        [
+            "public-host",
+            None,
+            "",
+            "This server's name or address as clients should type it, for the client "
+            "config string in the log and the console [default: the host name].",
+        ],
+        [
+            "token-lifetime",
+            None,
+            "30",
+            "Days an API or console sign-in token stays valid.",
+            positive_float,
         ],
         [
             "discovery-endpoint",
