@@ -338,7 +338,7 @@ class ServerOptions(ConfigFileOptions):
             None,
             "",
             "This server's name or address as clients should type it, for the client "
-            "config string in the log and the console [default: the host name].",
+            "config string in the log and the console; empty: the machine's host name.",
         ],
         [
             "token-lifetime",
