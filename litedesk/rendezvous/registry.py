@@ -22,6 +22,7 @@ from enum import Enum
 
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.ipblocker import IpBlocker
+from litedesk.rendezvous.online import OnlineHosts
 from litedesk.rendezvous.sinks import ReplySink
 from litedesk.rendezvous.store import PeerRecord
 from litedesk.wire.address import Address
@@ -181,6 +182,9 @@ class StreamHosts:
         self._peers: dict[ReplySink, Peer] = {}
         self._seen: dict[ReplySink, float] = {}
         self._per_site: dict[str, int] = {}
+        #: The online count this table reports its binds to; the registry
+        #: holding it sets its own (see L{Registry.streams}).
+        self.online = OnlineHosts(REG_TIMEOUT)
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -235,9 +239,11 @@ class StreamHosts:
         self._seen[channel] = now
         site = source_site(channel.addr[0])
         self._per_site[site] = self._per_site.get(site, 0) + 1
+        if peer.channel is None:
+            self.online.bound(peer)
         peer.channel = channel
         peer.addr = channel.addr
-        peer.last_reg = now
+        self.online.seen(peer, now)
         peer.prev_addr = None
         return replaced
 
@@ -266,12 +272,13 @@ class StreamHosts:
         else:
             del self._per_site[site]
         if peer.channel is channel:
+            self.online.unbound(peer)
             peer.channel = None
             if peer.addr == channel.addr:
                 # Registered by this stream alone: offline now, and no UDP
                 # push may go to a TCP source address.
                 peer.addr = None
-                peer.last_reg = None
+                self.online.gone(peer)
         return peer
 
 
@@ -282,7 +289,19 @@ class Registry:
         self._peers: dict[str, Peer] = {}
         self.ip_blocker = IpBlocker()
         self.server_serial = server_serial
+        #: Online hosts, counted without a walk (every C{last_reg} goes through it).
+        self.online = OnlineHosts(REG_TIMEOUT)
         self.streams = StreamHosts()
+
+    @property
+    def streams(self) -> StreamHosts:
+        """Hosts on streams; one assigned here reports to this registry's count."""
+        return self._streams
+
+    @streams.setter
+    def streams(self, table: StreamHosts) -> None:
+        table.online = self.online
+        self._streams = table
 
     # -- loading and inspection ------------------------------------------
 
@@ -305,7 +324,8 @@ class Registry:
         return iter(self._peers.values())
 
     def online_count(self, now: float) -> int:
-        return sum(1 for p in self._peers.values() if p.online(now))
+        """Hosts online at C{now}, without walking the peers (L{OnlineHosts})."""
+        return self.online.count(now)
 
     def set_guid(self, peer_id: str, guid: bytes) -> None:
         peer = self._peers.get(peer_id)
@@ -336,7 +356,7 @@ class Registry:
                     # A host and whoever spoofs it alternate: both get pushes.
                     peer.prev_addr, peer.prev_reg = peer.addr, peer.last_reg
                 peer.addr = source
-                peer.last_reg = now
+                self.online.seen(peer, now)
         return RegisterPeerOutcome(request_pk, self.server_serial > serial)
 
     # -- UDP: RegisterPk ---------------------------------------------------
@@ -379,13 +399,13 @@ class Registry:
                 # Stored before a restart and proven again by uuid and key: it is
                 # back, so later heartbeats must not ask for the key forever.
                 peer.addr = source
-                peer.last_reg = now
+                self.online.seen(peer, now)
             return RegisterPkOutcome(Result.OK, "unchanged")
         peer.addr = source
         peer.uuid = uuid
         peer.pk = pk
         peer.ip = ip
-        peer.last_reg = now
+        self.online.seen(peer, now)
         snapshot = PeerRecord(peer.guid, peer_id, uuid, pk, ip)
         reason = "ip changed" if ip_changed else "registered"
         return RegisterPkOutcome(Result.OK, reason, snapshot)

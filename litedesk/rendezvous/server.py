@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from litedesk.nat.ipv6 import valid_v6_endpoint
+from litedesk.ops.counters import PUNCH_RESULTS, PunchStats
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.admission import RequestAdmission
 from litedesk.rendezvous.floodguard import FloodGuard
@@ -61,6 +62,13 @@ HOST_KEEP_ALIVE = 30
 #: transport has not noticed yet (two heartbeats unanswered, and some).
 HOST_STREAM_IDLE = 40.0
 _HEARTBEAT = rz.RendezvousMessage()
+#: The punch result an answer delivered by L{RendezvousServer._deliver} counts as.
+_ANSWERED = {
+    "Punch": "punch",
+    "LocalAddr": "local",
+    "RelayResponse": "relay",
+    "UDP punch": "udp_punch",
+}
 
 
 class RendezvousServer(UdpPunchRequests, UdpRegistrations):
@@ -91,6 +99,10 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
         self.always_use_relay = always_use_relay
         self.udp: DatagramSink | None = None
         self._parked: dict[Address, ReplySink] = {}
+        #: When each parked viewer's PunchHoleRequest came (a subset of
+        #: _parked's keys: bounded as it is), for the latency histogram.
+        self._punch_started: dict[Address, float] = {}
+        self.punch_stats = PunchStats()
         self.counters: dict[str, int] = {
             "udp_datagrams": 0,
             "udp_garbage": 0,
@@ -132,6 +144,8 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
     def connection_closed(self, conn: ReplySink) -> None:
         if self._parked.get(conn.addr) is conn:
             del self._parked[conn.addr]
+            if self._punch_started.pop(conn.addr, None) is not None:
+                self.punch_stats.result("abandoned")
             if self.udp_punch is not None:
                 self.udp_punch.forget(conn.addr)
         self.admission.forget(conn)
@@ -151,12 +165,14 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
             if not self.admission.admit(conn, kind, msg.punch_hole_request.id, self._now()):
                 return False
             self._park(conn)
+            self._punch_started[conn.addr] = self._now()
             self._punch_hole_request(conn, msg.punch_hole_request)
             return True
         if kind == "request_relay":
             if not self.admission.admit(conn, kind, msg.request_relay.id, self._now()):
                 return False
             self._park(conn)
+            self._punch_started.pop(conn.addr, None)
             self._request_relay(conn, msg.request_relay)
             return True
         if kind == "punch_hole_sent":
@@ -201,6 +217,8 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
                 peer_id=rk.id[:100],
                 reason=refusal,
             )
+            if self.events is not None:
+                self.events.registration_refused(conn.addr[0], rk.id, "TOO_FREQUENT", refusal)
             # A stock host logs it and comes back on a new stream (start_all).
             self._send_register_pk_response(conn, Result.TOO_FREQUENT)
             return False
@@ -437,10 +455,14 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
         self._push(peer, out)
 
     def _punch_event(self, conn: ReplySink, ph: rz.PunchHoleRequest, result: str) -> None:
+        if result in PUNCH_RESULTS:
+            self.punch_stats.result(result)
         if self.events is not None:
             self.events.punch_request(conn.addr[0], ph.id, result)
 
     def _punch_failure(self, conn: ReplySink, failure: int) -> None:
+        # Answered here and now: neither an answer to time nor abandoned.
+        self._punch_started.pop(conn.addr, None)
         resp = rz.PunchHoleResponse(failure=failure)  # type: ignore[arg-type]
         conn.send_message(rz.RendezvousMessage(punch_hole_response=resp))
 
@@ -452,6 +474,9 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
     def _deliver(self, target: Address, msg: rz.RendezvousMessage, what: str) -> None:
         """Write a host's answer to the viewer connection C{target} (and unpark it)."""
         conn = self._parked.pop(target, None)
+        started = self._punch_started.pop(target, None)
+        if conn is not None and started is not None:
+            self.punch_stats.answered(_ANSWERED[what], self._now() - started)
         if conn is None:
             self._log.info(
                 "{what} for {ip}:{port}, which is no longer waiting",

@@ -1,0 +1,89 @@
+"""How many hosts are online, kept up to date so that asking costs no walk.
+
+A host is online while its stream is bound (L{litedesk.rendezvous.registry.StreamHosts})
+or for C{REG_TIMEOUT} seconds after its last registration
+(L{litedesk.rendezvous.registry.Peer.online}).  Counting that by walking
+every peer costs about a second at 1,000,000 registered hosts, too slow for
+a C{/metrics} scrape; so L{OnlineHosts} keeps the registered peers in an
+C{OrderedDict} in the order of their last registration (each registration
+moves its peer to the end: O(1)), and a count drops the stale ones from the
+front, each peer at most once per registration.  Hosts on streams are
+counted apart, and the peers that are both (bound and recently registered)
+once.
+
+The registry writes C{Peer.last_reg} only through L{OnlineHosts.seen} and
+L{OnlineHosts.gone}, and C{Peer.channel} changes are reported with
+L{OnlineHosts.bound} and L{OnlineHosts.unbound}: the order of the dict is
+then the order of C{last_reg}, which is what makes pruning from the front
+exact.  Memory: one entry per peer at most (the peers already exist).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from litedesk.rendezvous.registry import Peer
+
+__all__ = ["OnlineHosts"]
+
+
+class OnlineHosts:
+    """The online count of a registry's peers, sans-IO (callers pass the time).
+
+    @param timeout: seconds a registration keeps a host online (C{REG_TIMEOUT}).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        # Peers by last registration, oldest first; stale ones linger at the
+        # front until the next count.
+        self._fresh: OrderedDict[Peer, None] = OrderedDict()
+        self._bound = 0
+        # Peers both bound to a stream and in _fresh: counted once.
+        self._both = 0
+
+    def seen(self, peer: Peer, now: float) -> None:
+        """C{peer} registered at C{now} (sets C{last_reg}); O(1), the heartbeat path."""
+        peer.last_reg = now
+        fresh = self._fresh
+        try:
+            fresh.move_to_end(peer)
+        except KeyError:
+            fresh[peer] = None
+            if peer.channel is not None:
+                self._both += 1
+
+    def gone(self, peer: Peer) -> None:
+        """C{peer} has no registration any more (sets C{last_reg} to None)."""
+        peer.last_reg = None
+        if self._fresh.pop(peer, False) is None and peer.channel is not None:
+            self._both -= 1
+
+    def bound(self, peer: Peer) -> None:
+        """C{peer.channel} went from None to a stream."""
+        self._bound += 1
+        if peer in self._fresh:
+            self._both += 1
+
+    def unbound(self, peer: Peer) -> None:
+        """C{peer.channel} is about to go back to None (call before clearing it)."""
+        self._bound -= 1
+        if peer in self._fresh:
+            self._both -= 1
+
+    def count(self, now: float) -> int:
+        """Hosts online at C{now}: amortised O(1) (stale entries leave once)."""
+        fresh = self._fresh
+        timeout = self.timeout
+        while fresh:
+            peer = next(iter(fresh))
+            last = peer.last_reg
+            # The very test of Peer.online, so both agree at the boundary.
+            if last is not None and now - last < timeout:
+                break
+            fresh.popitem(last=False)
+            if peer.channel is not None:
+                self._both -= 1
+        return len(fresh) + self._bound - self._both
