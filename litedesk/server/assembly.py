@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
 from litedesk.logfiles import make_twistd_log_private
+from litedesk.ops.client_config import from_options as client_config_for
 from litedesk.ops.event_log import EventLog
 from litedesk.ops.web import make_site
 from litedesk.relay.service import RelayService, make_relay_service
@@ -340,6 +341,18 @@ def _log_start(
         relay=relays.configured[0] if relays.configured else "(derived by clients: port + 1)",
         key=client_settings(key),
     )
+    # The key clients type: the public key when the server signs, else the
+    # licence string (client_settings' three cases).
+    client_key = key.public_key or key.licence
+    if client_key:
+        settings = client_config_for(
+            config, client_key, None if config["no-api"] else config["api-endpoint"]
+        )
+        _log.info(
+            "Client config string (the app's ID/Relay server import, or "
+            "rustdesk --config STRING): {config_string}",
+            config_string=settings.string(),
+        )
 
 
 def _api_address(endpoint: str) -> str:
