@@ -1,6 +1,7 @@
-"""Operations: the server's HTTP listener (C{/health}, C{/metrics}) and its event log.
+"""Operations: what the API server and console stand on, plus /health, /metrics, event log.
 
-L{litedesk.ops.web} builds the twisted.web C{Site} every operations
-resource hangs from, so a later API server and console join the same
-listener (port P-2, where RustDesk clients look for an API server).
+The ops database, users and tokens (L{litedesk.ops.accounts}), the context
+handed to every HTTP part (L{litedesk.ops.context}), metrics, health and
+the event log.  L{litedesk.server.http_site} assembles the listener (port
+P-2, where RustDesk clients look for an API server).
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,17 @@ from twisted.application.service import MultiService
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
+from litedesk.api.root import API_SCHEMA
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
 from litedesk.logfiles import make_twistd_log_private
+from litedesk.ops.client_config import default_public_host
 from litedesk.ops.client_config import from_options as client_config_for
+from litedesk.ops import users
+from litedesk.ops.accounts import Accounts
+from litedesk.ops.context import OpsContext
 from litedesk.ops.event_log import EventLog
-from litedesk.ops.web import make_site
+from litedesk.ops.opsdb import OPS_DB_FILE, OpsDatabase
 from litedesk.relay.service import RelayService, make_relay_service
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.protocols import (
@@ -44,6 +50,7 @@ from litedesk.rendezvous.registry import Registry, StreamHosts
 from litedesk.rendezvous.relaylist import RelayList, parse_relay_list
 from litedesk.rendezvous.server import RendezvousServer
 from litedesk.rendezvous.store import PeerStore
+from litedesk.server.http_site import make_site
 from litedesk.server.options import (
     DEFAULT_PORT,
     RENDEZVOUS_BACKLOG,
@@ -87,6 +94,8 @@ class LiteDeskServer(MultiService):
         self.relay_ws: EndpointService | None = None
         self.discovery: EndpointService | None = None
         self.api: EndpointService | None = None
+        self.accounts: Accounts | None = None
+        self.events: EventLog | None = None
 
 
 def client_settings(key: ServerKey) -> str:
@@ -115,7 +124,7 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
         raise SystemExit(f"litedesk-relay: {e}") from None
 
     top = LiteDeskServer(key)
-    events = _open_event_log(top, config, reactor)
+    events = top.events = _open_event_log(top, config, reactor)
     if not config["no-relay"]:
         top.relay = make_relay_service(
             reactor, config["relay-endpoint"], config.relay_settings, key.licence, data_dir
@@ -183,14 +192,46 @@ def _add_api(top: LiteDeskServer, config: ServerOptions, reactor: Any, db: str |
     """The HTTP operations listener (C{top.api}), unless C{--no-api}."""
     if config["no-api"]:
         return
-    site = make_site(top, reactor, db, config.metrics_allow)
+    ctx = _ops_context(top, config, reactor, db)
+    site = make_site(ctx)
     ep = endpoints.serverFromString(reactor, config["api-endpoint"])
     top.api = EndpointService("api", ep, site)
     top.api.setServiceParent(top)
     _log.info(
-        "HTTP /health and /metrics on {endpoint}; /metrics for loopback{allow}",
+        "HTTP console, API server, /health and /metrics on {endpoint}; /metrics for "
+        "loopback{allow}{login}",
         endpoint=config["api-endpoint"],
         allow="".join(f", {n}" for n in config.metrics_allow),
+        login="; punch and relay requests need a signed-in user" if ctx.require_login else "",
+    )
+
+
+def _ops_context(
+    top: LiteDeskServer, config: ServerOptions, reactor: Any, db: str | None
+) -> OpsContext:
+    """The ops database and accounts (services of C{top}) and what the HTTP parts read."""
+    data_dir = Path(config["data-dir"])
+    try:
+        ops_db = OpsDatabase(data_dir / OPS_DB_FILE, reactor, users.SCHEMA + API_SCHEMA)
+    except (OSError, sqlite3.Error) as e:
+        raise SystemExit(f"litedesk-relay: {data_dir / OPS_DB_FILE}: {e}") from None
+    CloseOnStop(ops_db.close).setServiceParent(top)
+    accounts = Accounts(ops_db, reactor, token_lifetime=float(config["token-lifetime"]) * 86400)
+    accounts.setServiceParent(top)
+    top.accounts = accounts
+    public_host = default_public_host(config["public-host"] or "")
+    return OpsContext(
+        top=top,
+        reactor=reactor,
+        data_dir=data_dir,
+        peer_db=db,
+        db=ops_db,
+        accounts=accounts,
+        events=top.events,
+        metrics_allow=tuple(config.metrics_allow),
+        require_login=bool(config["require-login"]),
+        public_host=public_host,
+        api_url=_api_address(config["api-endpoint"]).replace("this host", public_host),
     )
 
 

@@ -1,0 +1,1 @@
+"""The RustDesk-compatible API server (the apps' "API server" setting), under C{/api}."""

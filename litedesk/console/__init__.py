@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages on the operations listener, at C{/}."""
