@@ -31,10 +31,10 @@ from litedesk.api.root import API_SCHEMA
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
 from litedesk.logfiles import make_twistd_log_private
-from litedesk.ops.client_config import default_public_host
-from litedesk.ops.client_config import from_options as client_config_for
 from litedesk.ops import users
 from litedesk.ops.accounts import Accounts
+from litedesk.ops.client_config import default_public_host
+from litedesk.ops.client_config import from_options as client_config_for
 from litedesk.ops.context import OpsContext
 from litedesk.ops.event_log import EventLog
 from litedesk.ops.opsdb import OPS_DB_FILE, OpsDatabase
