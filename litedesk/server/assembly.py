@@ -36,6 +36,7 @@ from litedesk.ops.accounts import Accounts
 from litedesk.ops.client_config import default_public_host
 from litedesk.ops.client_config import from_options as client_config_for
 from litedesk.ops.context import OpsContext
+from litedesk.ops.counters import OpsCounters
 from litedesk.ops.event_log import EventLog
 from litedesk.ops.opsdb import OPS_DB_FILE, OpsDatabase
 from litedesk.relay.service import RelayService, make_relay_service
@@ -94,6 +95,8 @@ class LiteDeskServer(MultiService):
         self.relay_ws: EndpointService | None = None
         self.discovery: EndpointService | None = None
         self.api: EndpointService | None = None
+        #: Sign-ins by way in and outcome: the API and console count, /metrics reads.
+        self.ops_counters = OpsCounters()
         self.accounts: Accounts | None = None
         self.events: EventLog | None = None
 
