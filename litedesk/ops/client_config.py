@@ -52,35 +52,20 @@ DEFAULT_RENDEZVOUS_PORT = 21116
 MAX_CONFIG_STRING = 4096
 
 _FIELDS = ("host", "key", "api", "relay")
-# Every way of writing the JSON that both parsers (serde_json, Dart's
-# jsonDecode) read the same: insignificant spaces, tried in this order.
-_LAYOUTS = [
-    (front, item, key, back)
-    for front in ("", " ", "  ")
-    for item, key in ((",", ":"), (", ", ":"), (",", ": "), (", ", ": "))
-    for back in ("", " ", "  ")
-]
 # Characters Windows refuses in a file name, and the field separator ','.
 _NOT_IN_FILE_NAME = re.compile(r'[\\/:*?"<>|,\x00-\x1f]')
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
 
-def _encode(fields: dict[str, str], layout: tuple[str, str, str, str]) -> str:
-    front, item, key, back = layout
-    text = json.dumps(fields, ensure_ascii=True, separators=(item, key))
-    raw = (front + text + back).encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")[::-1]
-
-
-def _survives_exe_parser(s: str) -> bool:
-    """Does C{s} come through C{get_custom_server_from_string} whole?
-
-    That parser (behind C{--config} and the C{-licensed-} installer name)
-    splits its input on C{--} after turning C{-licensed-} into C{--}; a
-    leading C{-} would merge with the installer name's own dash.
-    """
-    return "--" not in s and "-licensed-" not in s and not s.startswith("-")
+def _encode(fields: dict[str, str]) -> str:
+    # ASCII-only JSON (non-ASCII escaped as \uXXXX) never encodes to a "--",
+    # which the parser behind --config and installer names splits on: only
+    # the 4th character of a base64 quantum can be "-" (its 3rd byte ends
+    # 111110), the other three need a byte >= 0x80.  For the same reason
+    # the reversed string never starts with "-" (the JSON ends with "}").
+    text = json.dumps(fields, ensure_ascii=True, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("ascii")).decode("ascii").rstrip("=")[::-1]
 
 
 @dataclass(frozen=True)
@@ -109,19 +94,8 @@ class ClientConfig:
         return fields
 
     def string(self) -> str:
-        """The config string: reversed unpadded base64url of the JSON.
-
-        The compact JSON is used unless its string would break the C{--config}
-        parser (a C{--} appears in about one string in thirty): then the
-        first layout with insignificant spaces whose string survives it.
-        """
-        fields = self._fields()
-        for layout in _LAYOUTS:
-            s = _encode(fields, layout)
-            if _survives_exe_parser(s):
-                return s
-        # Not seen in practice; the string still imports by paste and QR code.
-        return _encode(fields, _LAYOUTS[0])
+        """The config string: reversed unpadded base64url of the compact JSON."""
+        return _encode(self._fields())
 
     def command(self) -> str:
         """The command line that configures an installed client (as administrator)."""
