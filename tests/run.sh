@@ -16,7 +16,9 @@
 #
 # Environment: PYTHON (interpreter for the venv, default python3), TRIAL_JOBS
 # (trial -j, default 2), TRIAL_TIMEOUT (seconds, default 1200), CI (true: a
-# skipped test is a failure), COVERAGE (0: run without coverage).
+# skipped test is a failure), COVERAGE (0: run without coverage),
+# LITEDESK_TEST_ARTIFACTS (where failed browser tests keep screenshots and page
+# sources; default _trial_temp-artifacts, emptied first; printed when not empty).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -99,6 +101,13 @@ if [ "${COVERAGE:-1}" != 0 ]; then
     export COVERAGE_PROCESS_START=$PWD/setup.cfg COVERAGE_FILE=$cov_data/data
 fi
 
+# Failed browser scripts keep a screenshot and the page source here
+# (tests/support/browser.py); the directory is printed at the end when not empty.
+if [ -z "${LITEDESK_TEST_ARTIFACTS:-}" ]; then
+    export LITEDESK_TEST_ARTIFACTS=$PWD/_trial_temp-artifacts
+    rm -rf "$LITEDESK_TEST_ARTIFACTS"
+fi
+
 # Count what ran and what was skipped from trial's summary; in CI any skip fails
 # the run (tests/support/trial_summary.py).
 trial_log=$(mktemp)
@@ -119,6 +128,10 @@ if [ "${COVERAGE:-1}" != 0 ]; then
     "$py" -m coverage combine -q "$cov_data" &&
         "$py" -m tests.support.coverage_table "$cov_data/data" ||
         echo "tests/run.sh: no coverage figures (see above)" >&2
+fi
+
+if [ -n "$(ls -A "$LITEDESK_TEST_ARTIFACTS" 2>/dev/null)" ]; then
+    say "failed browser tests' screenshots and page sources: $LITEDESK_TEST_ARTIFACTS"
 fi
 
 if ((${#failed[@]})); then

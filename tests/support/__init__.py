@@ -35,6 +35,9 @@ helpers.  Each module holds one kind of fixture:
     sends first, for tests that speak raw TLS to it;
   - L{tests.support.listening_host}: a host agent on a private Xvfb with
     C{--listen};
+  - L{tests.support.browser}: Debian's headless chromium driven by
+    selenium from a thread while the reactor serves, keeping a screenshot
+    and the page source when a script fails (the web console's tests);
   - L{tests.support.imports}: what a module imports, for the emulators'
     independence checks;
   - L{tests.support.realtime}: undoing the real-time scheduling SVT-AV1
