@@ -341,6 +341,11 @@ class FromOptionsTests(SynchronousTestCase):
         """HTTPS, or another port than P-2, is named; --no-api leaves the default."""
         ssl = "ssl:21114:privateKey=k.pem:certKey=c.pem"
         self.assertEqual(self.settings("--api-endpoint", ssl).api, "https://rd.example.org:21114")
+        # Stock clients drop that port (the start-up log warns).
+        self.assertTrue(self.settings("--api-endpoint", ssl).api_port_dropped())
+        self.assertFalse(
+            self.settings("--api-endpoint", ssl.replace("21114", "8443")).api_port_dropped()
+        )
         self.assertEqual(
             self.settings("--api-endpoint", "tcp:8080").api, "http://rd.example.org:8080"
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from litedesk.ops.client_config import decode
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire import addrmangle
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
@@ -100,17 +101,21 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE((self.data_dir / "db_v2.sqlite3").stat().st_mode), 0o600)
 
     def test_start_up_logs_key_and_client_settings(self) -> None:
-        """The log names the public key and what to type into a RustDesk client."""
+        """The log names the public key, what to type into a RustDesk client and the
+        config string it can import instead."""
         self.start()
         pk = (self.data_dir / "id_ed25519.pub").read_text()
 
         def settings() -> str:
             text = self.log.read_text() if self.log.exists() else ""
-            return text if "Client settings" in text else ""
+            return text if "Client config string" in text else ""
 
         text = wait_until(settings, 5, message="the relay's client settings in its log")
         self.assertIn(pk, text)
         self.assertIn("Client settings: ID server", text)
+        # The config string a client imports carries the same key.
+        [line] = [x for x in text.splitlines() if "Client config string" in x]
+        self.assertEqual(decode(line.rsplit(" ", 1)[-1]).key, pk.strip())
 
     def test_key_mismatch_logged_for_fail2ban(self) -> None:
         """A wrong key is logged on one line with the source IP."""

@@ -117,6 +117,14 @@ class ClientConfig:
             return "rustdesk-" + ",".join(f"{k}={v}" for k, v in fields.items()) + ",.exe"
         return f"rustdesk-licensed-{self.string()}.exe"
 
+    def api_port_dropped(self) -> bool:
+        """Will stock clients drop this API URL's port?
+
+        They turn C{https://...:21114} into C{https://...} (port 443) unless
+        built with C{allow-https-21114} (src/common.rs C{get_api_server}).
+        """
+        return self.api.lower().startswith("https://") and self.api.endswith(":21114")
+
     def qr_text(self) -> str:
         """What the mobile app's scanner expects: C{config=} and the string."""
         return f"config={self.string()}"
