@@ -397,6 +397,11 @@ def _log_start(
             "rustdesk --config STRING): {config_string}",
             config_string=settings.string(),
         )
+        if settings.api_port_dropped():
+            _log.warn(
+                "RustDesk clients reach an https API server on port 21114 at port 443 "
+                "instead: serve HTTPS on another port (--api-endpoint) or on 443"
+            )
 
 
 def _api_address(endpoint: str) -> str:
