@@ -4,12 +4,16 @@ The server runs in-process on loopback; a relay pair, a punch request for an
 unknown id and a refused registration go through its real listeners, then
 the file is read back: one JSON object per line, source IPs under C{ip},
 the relay uuid always blurred, peer ids blurred with C{--blur-ids}, the file
-0600 and appended to across restarts.
+0600 and appended to across restarts.  Refusals too: a connection the relay
+refuses (blocklist) and a host refused on a stream (--max-stream-hosts).
+Sign-ins (written by the API and console) are checked on the sink itself:
+user names are kept under --blur-ids (they are not peer ids) and cut.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from litedesk.ops.event_log import MAX_FIELD, EventLog
 from litedesk.proto import rendezvous_pb2 as rz
 
-from .rendezvous_harness import sleep, start_server, tcp_client, udp_client
+from .rendezvous_harness import sleep, start_server, tcp_client, udp_client, with_timeout
 from .test_ops_web import PK, relay_pair
 
 UNKNOWN = "999888777"
@@ -103,7 +107,76 @@ class ServerEventLogTests(TestCase):
         self.assertEqual(len(events["punch_request"]["target_id"]), 12)
 
 
+def relay_closes_at_once(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        return sock.recv(1) == b""
+
+
+class RefusalEventTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_relay_and_stream_refusals_written(self) -> Any:
+        data_dir = Path(self.mktemp())
+        data_dir.mkdir(mode=0o700)
+        (data_dir / "blocklist.txt").write_text("127.0.0.1\n")
+        log = Path(self.mktemp())
+        svc = start_server(
+            data_dir, "--key", "", "--event-log", str(log), "--max-stream-hosts", "1"
+        )
+        self.addCleanup(lambda: svc.stopService() if svc.running else None)
+        relay_port = (yield svc.relay.when_listening()).getHost().port
+        self.assertTrue((yield deferToThread(relay_closes_at_once, relay_port)))
+
+        port = svc.rendezvous_tcp.listening.getHost().port
+        results = []
+        for peer_id in ("streamhost1", "streamhost2"):
+            conn = yield tcp_client(port)
+            self.addCleanup(conn.close)
+            conn.send_msg(
+                rz.RendezvousMessage(
+                    register_pk=rz.RegisterPk(id=peer_id, uuid=peer_id.encode(), pk=PK)
+                )
+            )
+            reply = yield with_timeout(conn.recv_msg())
+            results.append(reply.register_pk_response.result)
+        self.assertEqual(results, [rz.RegisterPkResponse.OK, rz.RegisterPkResponse.TOO_FREQUENT])
+        events = read_events(log)
+        self.assertIn(
+            {"event": "relay_refused", "ip": "127.0.0.1", "reason": "blocklist"},
+            [{k: e[k] for k in ("event", "ip", "reason")} for e in events],
+        )
+        (refused,) = [e for e in events if e["event"] == "registration_refused"]
+        self.assertEqual((refused["ip"], refused["id"]), ("127.0.0.1", "streamhost2"))
+        self.assertEqual(refused["reason"], "TOO_FREQUENT")
+        self.assertIn("hosts registered over streams", refused["detail"])
+
+
 class EventLogFileTests(SynchronousTestCase):
+    def test_sign_in(self) -> None:
+        """Both ways in, the outcome, the name kept under --blur-ids and cut to MAX_FIELD."""
+        path = Path(self.mktemp())
+        clock = Clock()
+        clock.advance(1700000000)
+        events = EventLog(str(path), clock, blur_ids=True)
+        events.sign_in("192.0.2.7", "alice", "ok", "api")
+        events.sign_in("2001:db8::7", "m" * 500, "bad_password", "console")
+        events.close()
+        first, second = read_events(path)
+        self.assertEqual(
+            first,
+            {
+                "time": 1700000000,
+                "event": "sign_in",
+                "ip": "192.0.2.7",
+                "user": "alice",
+                "result": "ok",
+                "via": "api",
+            },
+        )
+        self.assertEqual(second["user"], "m" * MAX_FIELD)
+        self.assertEqual((second["result"], second["via"]), ("bad_password", "console"))
+
     def test_appends_and_bounds_fields(self) -> None:
         """A second log on the same file appends; a stranger's huge id is cut."""
         path = Path(self.mktemp())

@@ -198,9 +198,10 @@ class ServerHTTPTests(TestCase):
 
 
 def access_reasons() -> list[str]:
-    from litedesk.ops.metrics import REFUSAL_REASONS
+    """Every C{reason} of C{litedesk_refusals_total}: rendezvous and relay, always all."""
+    from litedesk.ops.metrics import REFUSAL_REASONS, RELAY_REFUSAL_REASONS
 
-    return list(REFUSAL_REASONS)
+    return [*REFUSAL_REASONS, *RELAY_REFUSAL_REASONS]
 
 
 class AccessRuleTests(SynchronousTestCase):

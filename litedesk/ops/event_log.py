@@ -1,18 +1,22 @@
 """C{--event-log FILE}: one JSON line per event, for audits and fail2ban.
 
-Events: a relay pair ended (C{relay_pair_ended}), a punch hole request
-(C{punch_request}) and a refused registration (C{registration_refused}).
+Events: a relay pair ended (C{relay_pair_ended}), a connection the relay
+refused at accept (C{relay_refused}), a punch hole request
+(C{punch_request}), a refused registration (C{registration_refused}, by UDP
+or on a stream) and a sign-in (C{sign_in}, through the API or the console).
 Each line is a JSON object with C{time} (Unix seconds), C{event} and the
 event's fields; the source IP is always the field C{ip} (C{ip_a}, C{ip_b}
 for the two legs of a relay pair) so a fail2ban filter matches one key.
 
-The places that see these events (the relay's pair end, the rendezvous
-server's punch and registration paths) hold an optional L{EventSink} and
+The places that see these events (the relay's accept and pair end, the
+rendezvous server's punch and registration paths, the API's and console's
+sign-in) hold an optional L{EventSink} and
 call it; the assembly injects an L{EventLog}.  Each line is written with
 one C{write(2)} on a file opened C{O_APPEND} (0600), so nothing queues in
 memory and lines from one process never interleave.  Relay uuids are always
 blurred (they are a rendezvous secret while a pair forms); with
-C{--blur-ids} peer ids are too.  Blurring is a keyed hash (HMAC-SHA256,
+C{--blur-ids} peer ids are too; user names are not peer ids and stay as
+they are (truncated like every text field).  Blurring is a keyed hash (HMAC-SHA256,
 first 12 hex digits) under a key drawn at start-up: the same id blurs the
 same way for the life of the process, so lines can be correlated, but the
 id cannot be recovered by hashing guesses.
@@ -52,6 +56,10 @@ class EventSink(Protocol):
     def punch_request(self, ip: str, target_id: str, result: str) -> None: ...
 
     def registration_refused(self, ip: str, peer_id: str, reason: str, detail: str) -> None: ...
+
+    def relay_refused(self, ip: str, reason: str) -> None: ...
+
+    def sign_in(self, ip: str, user: str, result: str, via: str) -> None: ...
 
 
 class EventLog:
@@ -132,4 +140,18 @@ class EventLog:
             id=self._id(peer_id),
             reason=reason,
             detail=detail[:MAX_FIELD],
+        )
+
+    def relay_refused(self, ip: str, reason: str) -> None:
+        """The relay refused a connection from C{ip} at accept (C{reason}: the limit)."""
+        self._write("relay_refused", ip=ip, reason=reason[:MAX_FIELD])
+
+    def sign_in(self, ip: str, user: str, result: str, via: str) -> None:
+        """A sign-in from C{ip} as C{user}: C{result} an outcome, C{via} "api" or "console"."""
+        self._write(
+            "sign_in",
+            ip=ip,
+            user=user[:MAX_FIELD],
+            result=result[:MAX_FIELD],
+            via=via[:MAX_FIELD],
         )

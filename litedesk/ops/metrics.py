@@ -1,11 +1,18 @@
 """C{GET /metrics}: Prometheus text read from the live server at scrape time.
 
 L{ServerCollector} holds no counts of its own: each scrape reads the
-rendezvous server's C{counters}, the registry, the relay table and the
-database file, so nothing is counted twice and nothing can drift.  Every
-name starts with C{litedesk_}; no label names a peer (ids and addresses
-would make the series unbounded), and the C{reason} label of refusals takes
-only the values of L{REFUSAL_REASONS}.
+rendezvous server's C{counters} and C{punch_stats}, the registry, the relay
+table and refusal counts, the server's L{litedesk.ops.counters.OpsCounters} and the database
+file, so nothing is counted twice and nothing can drift.  Every name starts
+with C{litedesk_}; no label names a peer (ids and addresses would make the
+series unbounded), and every label takes values from a fixed table
+(L{REFUSAL_REASONS}, L{RELAY_REFUSAL_REASONS}, L{PUNCH_RESULTS},
+L{LOGIN_OUTCOMES}).
+
+A scrape costs the same at a million registered hosts as at ten: nothing
+here walks the peers (the online count is L{Registry.online_count}, kept as
+hosts register), and what is walked is bounded by open connections (the
+live relay pairs' bytes).
 """
 
 from __future__ import annotations
@@ -16,18 +23,24 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from litedesk.ops.access import IPNetwork, client_allowed
+from litedesk.ops.counters import LOGIN_OUTCOMES, PUNCH_RESULTS, PunchStats
 
 if TYPE_CHECKING:
     from litedesk.server.assembly import LiteDeskServer
 
-__all__ = ["REFUSAL_REASONS", "MetricsResource", "ServerCollector"]
+__all__ = ["REFUSAL_REASONS", "RELAY_REFUSAL_REASONS", "MetricsResource", "ServerCollector"]
 
 #: The C{reason} label of C{litedesk_refusals_total} and the rendezvous
 #: counter each value reads.  A fixed table: a new reason is a code change.
@@ -39,7 +52,23 @@ REFUSAL_REASONS: dict[str, str] = {
     "stream_hosts": "stream_hosts_refused",
     "id_change": "id_changes_refused",
     "udp_punch": "udp_punch_sent_refused",
+    # Counted by the --require-login refusal of punch and relay requests.
+    "login_required": "login_required",
 }
+
+#: The relay's refusals at accept in C{litedesk_refusals_total}: reason
+#: label and the C{Refusal.limit} (L{litedesk.relay.table.REFUSAL_LIMITS}).
+RELAY_REFUSAL_REASONS: dict[str, str] = {
+    "relay_blocklist": "blocklist",
+    "relay_connections_per_ip": "max-connections-per-ip",
+    "relay_unpaired": "max-unpaired",
+}
+
+#: The sign-in counters: metric name (without C{_total}), help, L{OpsCounters} kind.
+_LOGINS: tuple[tuple[str, str, str], ...] = (
+    ("litedesk_api_logins", "RustDesk API logins by outcome.", "api"),
+    ("litedesk_console_sign_ins", "Web console sign-ins by outcome.", "console"),
+)
 
 #: Plain counters: metric name (without C{_total}), help, rendezvous counter.
 _COUNTERS: tuple[tuple[str, str, str], ...] = (
@@ -68,6 +97,8 @@ class ServerCollector(Collector):
     def collect(self) -> Iterator[Any]:
         yield from self._rendezvous()
         yield from self._relay()
+        yield self._refusals()
+        yield from self._logins()
         if self._db_path is not None:
             size = GaugeMetricFamily(
                 "litedesk_database_size_bytes", "Peer database size, WAL included."
@@ -90,18 +121,30 @@ class ServerCollector(Collector):
             fam = CounterMetricFamily(name, doc)
             fam.add_metric([], c.get(key, 0))
             yield fam
-        refusals = CounterMetricFamily(
-            "litedesk_refusals", "Requests refused, by reason.", labels=["reason"]
-        )
-        for reason, key in REFUSAL_REASONS.items():
-            refusals.add_metric([reason], c.get(key, 0))
-        yield refusals
+        yield from self._punches(server.punch_stats)
         online = GaugeMetricFamily("litedesk_hosts_online", "Hosts online now.")
         online.add_metric([], registry.online_count(self._clock.seconds()))
         yield online
         peers = GaugeMetricFamily("litedesk_peers_registered", "Peers known (in the database).")
         peers.add_metric([], len(registry))
         yield peers
+
+    @staticmethod
+    def _punches(stats: PunchStats) -> Iterator[Any]:
+        results = CounterMetricFamily(
+            "litedesk_punch_results",
+            "Punch hole requests (TCP, WebSocket) by how they ended.",
+            labels=["result"],
+        )
+        for result in PUNCH_RESULTS:
+            results.add_metric([result], stats.results[result])
+        yield results
+        latency = HistogramMetricFamily(
+            "litedesk_punch_latency_seconds",
+            "From a viewer's punch hole request to the host's answer delivered to it.",
+        )
+        latency.add_metric([], stats.cumulative(), stats.total)
+        yield latency
 
     def _relay(self) -> Iterator[Any]:
         if self._top.relay is None:
@@ -116,6 +159,35 @@ class ServerCollector(Collector):
         now = GaugeMetricFamily("litedesk_relay_pairs_active", "Relay pairs open now.")
         now.add_metric([], len(table.pairs))
         yield now
+        unpaired = GaugeMetricFamily(
+            "litedesk_relay_unpaired",
+            "Relay connections not paired yet (before their first frame or waiting "
+            "for their partner).",
+        )
+        unpaired.add_metric([], table.unpaired)
+        yield unpaired
+
+    def _refusals(self) -> CounterMetricFamily:
+        """Every reason, from both parts (a part left out reads 0)."""
+        fam = CounterMetricFamily(
+            "litedesk_refusals", "Requests refused, by reason.", labels=["reason"]
+        )
+        server = self._top.server
+        c = server.counters if server is not None else {}
+        for reason, key in REFUSAL_REASONS.items():
+            fam.add_metric([reason], c.get(key, 0))
+        relay = self._top.relay.relay.refusals if self._top.relay is not None else {}
+        for reason, limit in RELAY_REFUSAL_REASONS.items():
+            fam.add_metric([reason], relay.get(limit, 0))
+        return fam
+
+    def _logins(self) -> Iterator[Any]:
+        logins = self._top.ops_counters.logins
+        for name, doc, kind in _LOGINS:
+            fam = CounterMetricFamily(name, doc, labels=["outcome"])
+            for outcome in LOGIN_OUTCOMES:
+                fam.add_metric([outcome], logins[kind][outcome])
+            yield fam
 
 
 def _db_size(path: str) -> int:

@@ -57,7 +57,7 @@ from twisted.logger import Logger
 from litedesk.relay.leg import PAUSE_BUDGET, PAUSE_WAIT, RelayProtocol, peer_text
 from litedesk.relay.limiter import EarlyBudget, PairLimiter, TokenBucket, mbps_to_bytes
 from litedesk.relay.settings import RelaySettings
-from litedesk.relay.table import Pair, PairingTable, Phase
+from litedesk.relay.table import REFUSAL_LIMITS, Pair, PairingTable, Phase
 from litedesk.wire.addrmangle import normalize_host
 
 if TYPE_CHECKING:
@@ -122,8 +122,11 @@ class Relay:
         self._handshake_cap = max(settings.early_buffer, settings.max_first_frame + _MAX_HEADER)
         self._exhausted_logged = float("-inf")
         self._exhausted_unlogged = 0
-        #: Where finished pairs are reported (--event-log); set by the assembly.
+        #: Where finished pairs and refusals are reported (--event-log); set
+        #: by the assembly.
         self.events: EventSink | None = None
+        #: Connections refused at accept, by C{Refusal.limit}.
+        self.refusals: dict[str, int] = dict.fromkeys(REFUSAL_LIMITS, 0)
 
     # -- accept -----------------------------------------------------------
 
@@ -132,6 +135,9 @@ class Relay:
         ip = sys.intern(normalize_host(host)) if isinstance(host, str) else "local"
         refusal = self.table.check_accept(ip)
         if refusal is not None:
+            self.refusals[refusal.limit] += 1
+            if self.events is not None:
+                self.events.relay_refused(ip, refusal.limit)
             if refusal.limit == "blocklist":
                 self._log.warn(
                     "relay refused {peer}: address is in the blocklist",

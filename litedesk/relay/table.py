@@ -66,6 +66,11 @@ class ConnectionLimits:
     max_unpaired: int = 10000
 
 
+#: Every C{Refusal.limit} L{PairingTable.check_accept} can give: the
+#: relay counts refusals by these (a fixed set, the metrics' labels).
+REFUSAL_LIMITS: tuple[str, ...] = ("blocklist", "max-connections-per-ip", "max-unpaired")
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a connection was refused at accept; C{limit} names the option."""
