@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -139,6 +140,24 @@ class Pair(Generic[H]):
         return self.b if conn is self.a else self.a
 
 
+#: How many ended pairs L{PairingTable.history} keeps (the console's history).
+HISTORY_LENGTH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class EndedPair:
+    """What is left of a finished pair for the console: no uuid (it was a
+    pairing secret), the two addresses, bytes each way, times and why it ended."""
+
+    a_ip: str
+    b_ip: str
+    a_to_b: int
+    b_to_a: int
+    started: float
+    ended: float
+    reason: str
+
+
 # Heap entry kinds.
 _K_IDLE = 2
 _K_DRAIN = 3
@@ -173,6 +192,8 @@ class PairingTable(Generic[H]):
         self.unpaired = 0
         self.bytes_finished = 0
         self.pairs_finished = 0
+        #: The last L{HISTORY_LENGTH} finished pairs, oldest first (bounded memory).
+        self.history: deque[EndedPair] = deque(maxlen=HISTORY_LENGTH)
         self._heap: list[tuple[float, int, int, int, Conn[H] | Pair[H]]] = []
         self._seq = itertools.count()
 
@@ -336,6 +357,17 @@ class PairingTable(Generic[H]):
             pair.ended = self.clock.seconds()
             self.pairs_finished += 1
             self.bytes_finished += pair.a_to_b + pair.b_to_a
+            self.history.append(
+                EndedPair(
+                    pair.a.ip,
+                    pair.b.ip,
+                    pair.a_to_b,
+                    pair.b_to_a,
+                    pair.started,
+                    pair.ended,
+                    pair.reason,
+                )
+            )
         return pair
 
     def connections_from(self, ips: Iterable[str]) -> list[Conn[H]]:
