@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from litedesk.ops.access import IPNetwork
 from litedesk.ops.accounts import Accounts, SignInGuard
+from litedesk.ops.client_config import ClientConfig
 from litedesk.ops.opsdb import OpsDatabase
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class OpsContext:
     @ivar public_host: --public-host, or the machine's host name.
     @ivar api_url: what clients type as the API server (C{""} without one).
     @ivar sign_ins: per-address sign-in limit shared by the API and console.
+    @ivar client_config: the settings clients should use (the console's
+        client setup page), or C{None} when the server has no key to type.
     """
 
     top: LiteDeskServer
@@ -54,3 +57,4 @@ class OpsContext:
     public_host: str
     api_url: str
     sign_ins: SignInGuard = field(default_factory=SignInGuard)
+    client_config: ClientConfig | None = None

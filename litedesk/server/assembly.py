@@ -223,6 +223,7 @@ def _ops_context(
     accounts.setServiceParent(top)
     top.accounts = accounts
     public_host = default_public_host(config["public-host"] or "")
+    client_key = top.key.public_key or top.key.licence
     return OpsContext(
         top=top,
         reactor=reactor,
@@ -235,6 +236,9 @@ def _ops_context(
         require_login=bool(config["require-login"]),
         public_host=public_host,
         api_url=_api_address(config["api-endpoint"]).replace("this host", public_host),
+        client_config=(
+            client_config_for(config, client_key, config["api-endpoint"]) if client_key else None
+        ),
     )
 
 
