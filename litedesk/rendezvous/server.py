@@ -32,6 +32,7 @@ from litedesk.ops.counters import PUNCH_RESULTS, PunchStats
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.admission import RequestAdmission
 from litedesk.rendezvous.floodguard import FloodGuard
+from litedesk.rendezvous.login_gate import LoginGate
 from litedesk.rendezvous.registry import Peer, PunchTarget, Registry
 from litedesk.rendezvous.relay_vouch import RelayVouchers
 from litedesk.rendezvous.relaylist import RelayList
@@ -62,6 +63,8 @@ HOST_KEEP_ALIVE = 30
 #: transport has not noticed yet (two heartbeats unanswered, and some).
 HOST_STREAM_IDLE = 40.0
 _HEARTBEAT = rz.RendezvousMessage()
+#: Counter names of the NAT types peers report (anything else: nat_type_other).
+_NAT_NAMES = {v: f"nat_type_{k.lower()}" for k, v in rz.NatType.items()}
 #: The punch result an answer delivered by L{RendezvousServer._deliver} counts as.
 _ANSWERED = {
     "Punch": "punch",
@@ -125,10 +128,13 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
             "udp_punch_port_replaced": 0,
             "udp_punch_answers": 0,
             "udp_punch_sent_refused": 0,
+            "login_required": 0,
         }
         #: Where punch requests and refused registrations are reported
         #: (--event-log); set by the assembly.
         self.events: EventSink | None = None
+        #: --require-login (set by the assembly); None: tokens are not checked.
+        self.login_gate: LoginGate | None = None
         self._heartbeats: dict[ReplySink, IDelayedCall] = {}
         self.admission = RequestAdmission(request_guard, self.counters)
         self.vouchers = RelayVouchers(relays, own_relay_port)
@@ -397,6 +403,14 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
             self._punch_event(conn, ph, "licence_mismatch")
             self._punch_failure(conn, Failure_.LICENSE_MISMATCH)
             return
+        self._nat_seen(ph.nat_type)
+        refusal = self._login_refusal(conn, "Punch hole", ph.id, ph.token)
+        if refusal is not None:
+            self._punch_event(conn, ph, "login_required")
+            self._punch_started.pop(conn.addr, None)
+            resp = rz.PunchHoleResponse(other_failure=refusal)
+            conn.send_message(rz.RendezvousMessage(punch_hole_response=resp))
+            return
         state, peer = self.registry.punch_target(ph.id, self._now())
         if state is not PunchTarget.ONLINE or peer is None or peer.addr is None:
             self._log.info(
@@ -488,6 +502,7 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
         conn.send_message(msg)
 
     def _punch_hole_sent(self, conn: ReplySink, phs: rz.PunchHoleSent) -> None:
+        self._nat_seen(phs.nat_type)
         viewer = self._viewer(phs.socket_addr)
         if viewer in self._parked:
             self._vouch(conn.addr[0], phs.id, phs.relay_server, viewer)
@@ -523,8 +538,37 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
         )
         self._deliver(viewer, rz.RendezvousMessage(punch_hole_response=resp), "LocalAddr")
 
+    def _nat_seen(self, nat_type: int) -> None:
+        """Count the NAT type a viewer or host reports (the console's "NAT types seen")."""
+        # An open proto3 enum can hold any number: only known names become keys.
+        name = _NAT_NAMES.get(nat_type, "nat_type_other")
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _login_refusal(self, conn: ReplySink, what: str, peer_id: str, token: str) -> str | None:
+        """With --require-login, the text refusing a request without a live token."""
+        if self.login_gate is None:
+            return None
+        refused = self.login_gate.refusal(token)
+        if refused is None:
+            return None
+        reason, text = refused
+        self.counters["login_required"] += 1
+        self._log.warn(
+            "{what} request from {ip} for {peer_id} refused: {reason} (--require-login)",
+            what=what,
+            ip=conn.addr[0],
+            peer_id=peer_id[:100],
+            reason=reason,
+        )
+        return text
+
     def _request_relay(self, conn: ReplySink, rr: rz.RequestRelay) -> None:
         self.counters["relay_requests"] += 1
+        refusal = self._login_refusal(conn, "Relay", rr.id, rr.token)
+        if refusal is not None:
+            resp = rz.RelayResponse(uuid=rr.uuid, refuse_reason=refusal)
+            conn.send_message(rz.RendezvousMessage(relay_response=resp))
+            return
         peer = self.registry.relay_target(rr.id)
         self._log.info(
             "Relay request from {ip} for {peer_id}{unknown}",

@@ -41,6 +41,7 @@ from litedesk.ops.event_log import EventLog
 from litedesk.ops.opsdb import OPS_DB_FILE, OpsDatabase
 from litedesk.relay.service import RelayService, make_relay_service
 from litedesk.rendezvous.floodguard import FloodGuard
+from litedesk.rendezvous.login_gate import LoginGate
 from litedesk.rendezvous.protocols import (
     NatTestProtocol,
     RendezvousDatagramProtocol,
@@ -222,6 +223,8 @@ def _ops_context(
     accounts = Accounts(ops_db, reactor, token_lifetime=float(config["token-lifetime"]) * 86400)
     accounts.setServiceParent(top)
     top.accounts = accounts
+    if config["require-login"] and top.server is not None:
+        top.server.login_gate = LoginGate(accounts.user_for_token)
     public_host = default_public_host(config["public-host"] or "")
     client_key = top.key.public_key or top.key.licence
     return OpsContext(

@@ -466,6 +466,11 @@ class ServerOptions(ConfigFileOptions):
             if shifted is None and p < 3:
                 raise usage.UsageError("--port below 3 has no P-2: give --api-endpoint or --no-api")
             self["api-endpoint"] = shifted or tcp_endpoint(p - 2, iface)
+        if self["require-login"] and (self["no-api"] or self["relay-only"]):
+            raise usage.UsageError(
+                "--require-login needs the rendezvous server and its API server (users log in "
+                "there): drop --no-api and --relay-only"
+            )
         try:
             self.metrics_allow = parse_networks([self["metrics-allow"] or ""], strict=True)
         except ValueError as e:
