@@ -38,6 +38,8 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.browser}: Debian's headless chromium driven by
     selenium from a thread while the reactor serves, keeping a screenshot
     and the page source when a script fails (the web console's tests);
+  - L{tests.support.console}: a real server for the web console's tests
+    and a cookie-keeping HTTP client that signs in;
   - L{tests.support.imports}: what a module imports, for the emulators'
     independence checks;
   - L{tests.support.realtime}: undoing the real-time scheduling SVT-AV1
