@@ -311,6 +311,34 @@ class PunchResultTests(SynchronousTestCase):
         r = self.results()
         self.assertEqual((r["punch"], r["relay"]), (1, 1))
 
+    def test_udp_punch_answer_timed(self) -> None:
+        """A punch brokered by UDP (RustDesk 1.4.1+): the host's UDP PunchHoleSent
+        delivered on the viewer's stream counts as udp_punch, with its latency."""
+        for _ in range(3):
+            self.s.server.handle_datagram(
+                rz.RendezvousMessage(test_nat_request=rz.TestNatRequest()).SerializeToString(),
+                ("203.0.113.5", 41000),
+            )
+        viewer = Stream(self.s.server, self.s.clock, "203.0.113.5", 50000)
+        viewer.send(
+            rz.RendezvousMessage(
+                punch_hole_request=rz.PunchHoleRequest(id="target01", udp_port=3478)
+            )
+        )
+        push = self.pushed().punch_hole
+        self.assertEqual(push.udp_port, 41000)
+        self.s.clock.advance(0.002)
+        sent = rz.PunchHoleSent(socket_addr=push.socket_addr, id="target01")
+        self.s.server.handle_datagram(
+            rz.RendezvousMessage(punch_hole_sent=sent).SerializeToString(), ("192.0.2.1", 31000)
+        )
+        self.assertTrue(viewer.messages()[0].punch_hole_response.is_udp)
+        got = self.s.scrape()
+        self.assertEqual(value(got, "litedesk_punch_results_total", result="udp_punch"), 1)
+        name = "litedesk_punch_latency_seconds_bucket"
+        self.assertEqual(value(got, name, le="0.001"), 0)
+        self.assertEqual(value(got, name, le="0.0025"), 1)
+
     def test_failures_and_abandoned_counted_apart(self) -> None:
         self.punch("nosuchid1").close()
         self.s.advance(31)  # target01 is now offline
