@@ -139,9 +139,7 @@ class SignInTests(TestCase):
         self.assertEqual(r.status, 403)
         self.assertIn("did not come from this console", r.body)
         # The cookie but no field: refused.
-        r = yield client.call(
-            client.post, "/login", {"name": "root", "password": "correct horse"}
-        )
+        r = yield client.call(client.post, "/login", {"name": "root", "password": "correct horse"})
         self.assertEqual(r.status, 403)
         # A field made for another cookie: refused.
         other = yield stranger.call(stranger.get, "/login")

@@ -112,9 +112,7 @@ class ConsoleClient:
     def sign_in(self, name: str, password: str) -> Response:
         """GET /login for the CSRF pair, then POST the form."""
         page = self.get("/login")
-        return self.post(
-            "/login", {"name": name, "password": password, "csrf": csrf_of(page.body)}
-        )
+        return self.post("/login", {"name": name, "password": password, "csrf": csrf_of(page.body)})
 
     def call(self, fn: Callable[..., _T], *args: Any) -> Deferred[_T]:
         """Run C{fn(*args)} (a blocking method of this client) in a thread."""
