@@ -13,6 +13,7 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from litedesk.api.body import BoundedRequest
 from litedesk.api.root import make_api
 from litedesk.console.root import make_console
 from litedesk.ops.context import OpsContext
@@ -36,6 +37,8 @@ def make_root(ctx: OpsContext) -> Resource:
 
 def make_site(ctx: OpsContext) -> Site:
     site = _QuietSite(make_root(ctx), reactor=ctx.reactor)  # type: ignore[no-untyped-call]
+    # Bodies held in memory and bounded (Twisted's own spool to disk without a limit).
+    site.requestFactory = BoundedRequest
     site.noisy = False
     return site
 

@@ -40,6 +40,10 @@ helpers.  Each module holds one kind of fixture:
     and the page source when a script fails (the web console's tests);
   - L{tests.support.console}: a real server for the web console's tests
     and a cookie-keeping HTTP client that signs in;
+  - L{tests.support.rustdesk_api_client}: a RustDesk app's calls to its
+    "API server" (sign-in, heartbeat, sysinfo, audit, address book), and
+    L{tests.support.api_server}: a real server with users and a registered
+    host for those calls;
   - L{tests.support.imports}: what a module imports, for the emulators'
     independence checks;
   - L{tests.support.realtime}: undoing the real-time scheduling SVT-AV1
