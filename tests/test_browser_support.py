@@ -8,7 +8,8 @@ plain HTTP); the HTTP status of a refused sign-in as the page reports it; a
 script that fails on purpose keeping a screenshot and the page source in
 the LITEDESK_TEST_ARTIFACTS directory, named by the test id, with both paths
 in the failure; no chromium or chromedriver process alive after the browser
-quits; artifact file names safe for any test id (hypothesis).
+quits; a failure reported (without files) when the browser itself is gone;
+artifact file names safe for any test id (hypothesis).
 """
 
 from __future__ import annotations
@@ -178,9 +179,9 @@ class BrowserTests(TestCase):
         self.assertEqual(seen["status"], 200)
         session = seen["cookies"]["session"]
         self.assertEqual(sessions, {session.value: "alice"})
-        self.assertTrue(session.http_only)
+        self.assertTrue(session.http_only, f"session cookie not HttpOnly: {session}")
         self.assertEqual(session.same_site, "Strict")
-        self.assertFalse(session.secure)
+        self.assertFalse(session.secure, f"Secure on plain HTTP: {session}")
         self.assertEqual(session.path, "/")
         self.assertNotIn("session", seen["script_sees"])
 
@@ -234,6 +235,24 @@ class BrowserTests(TestCase):
         again = yield self.assertFailure(browser.browse(self, fails), BrowserScriptFailed)
         self.assertEqual(again.screenshot, artifacts / f"{stem}-2.png")
         self.assertTrue(failure.screenshot.exists())
+
+    @inlineCallbacks
+    def test_failure_when_the_browser_is_gone_still_reports(self) -> Any:
+        """A script that fails after the browser died still fails the test
+        with the script's error, saying no screenshot could be taken."""
+        artifacts = Path(self.mktemp())
+        set_env(self, browser.ARTIFACTS_ENV, str(artifacts))
+
+        def crashes(driver: WebDriver) -> None:
+            driver.quit()
+            raise RuntimeError("the browser went away")
+
+        failure = yield self.assertFailure(browser.browse(self, crashes), BrowserScriptFailed)
+        self.assertIsNone(failure.screenshot)
+        self.assertIsNone(failure.page_source)
+        self.assertIn("screenshot: (none: the browser did not answer)", str(failure))
+        self.assertIn("the browser went away", str(failure))
+        self.assertEqual(list(artifacts.iterdir()), [])
 
     @inlineCallbacks
     def test_quit_leaves_no_process(self) -> Any:

@@ -49,6 +49,7 @@ import re
 import shutil
 import signal
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 __all__ = [
@@ -90,13 +92,17 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_log = Logger()
 
 #: Debian's chromedriver (package chromium-driver); never selenium-manager's.
 CHROMEDRIVER = "/usr/bin/chromedriver"
 #: Debian's chromium binary itself (package chromium), not the shell launcher.
 CHROMIUM = "/usr/lib/chromium/chromium"
-#: Seconds for chromedriver to answer and chromium to open its first page:
-#: chromium's start on 2 busy cores under trial -j2 takes seconds, not 1.
+#: Seconds chromedriver waits for chromium to start (its browserStartupTimeout,
+#: 60 s by default) and for a page to load: chromium's start takes about 1 s
+#: here, but several seconds on 2 busy cores under trial -j2 next to other
+#: suites.  selenium's own limits are above it: about 30 s for chromedriver
+#: to listen, 120 s for any chromedriver command.
 START_TIMEOUT = 90.0
 #: Default seconds L{wait_for} waits for an element.
 WAIT_TIMEOUT = 30.0
@@ -208,6 +214,7 @@ class Browser:
         profile = root / "profile"
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
+        options.add_experimental_option("browserStartupTimeout", int(START_TIMEOUT * 1000))
         for arg in (
             "--headless=new",
             # CI runs as root, where chromium refuses its sandbox.
@@ -240,15 +247,13 @@ class Browser:
         )
         try:
             driver = webdriver.Chrome(options=options, service=service)
-        except BaseException:
-            log = _tail(root / "chromedriver.log")
+        except Exception as e:
+            log = _tail(root / "chromedriver.log") or "(empty)"
             cls._kill_leftovers(root, service)
             shutil.rmtree(root, ignore_errors=True)
-            if log:
-                raise RuntimeError(
-                    f"chromium did not start; chromedriver's log ends:\n{log}"
-                ) from None
-            raise
+            raise RuntimeError(
+                f"chromium did not start: {e}\nchromedriver's log ends:\n{log}"
+            ) from e
         driver.set_page_load_timeout(START_TIMEOUT)
         driver.set_script_timeout(WAIT_TIMEOUT)
         return cls(driver, service, root)
@@ -283,30 +288,39 @@ class Browser:
 
     def _failed(self, error: Exception, test_id: str) -> BrowserScriptFailed:
         directory = artifacts_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        stem = _unused(directory, artifact_stem(test_id))
-        screenshot: Path | None = directory / f"{stem}.png"
-        page_source: Path | None = directory / f"{stem}.html"
         url = "?"
-        try:
+        with contextlib.suppress(Exception):
             url = self.driver.current_url
-            if not self.driver.get_screenshot_as_file(str(screenshot)):
-                screenshot = None
-        except Exception:
-            screenshot = None
         try:
-            page_source.write_text(self.driver.page_source)  # type: ignore[union-attr]
-        except Exception:
-            page_source = None
+            directory.mkdir(parents=True, exist_ok=True)
+            stem = directory / _unused(directory, artifact_stem(test_id))
+        except OSError as e:
+            screenshot = page_source = None
+            why = f"(none: cannot write to {directory}: {e})"
+        else:
+            screenshot = self._keep(Path(f"{stem}.png"), self.driver.get_screenshot_as_png)
+            page_source = self._keep(
+                Path(f"{stem}.html"), lambda: self.driver.page_source.encode("utf-8")
+            )
+            why = "(none: the browser did not answer)"
         trace = "".join(traceback.format_exception(error)).rstrip()
         return BrowserScriptFailed(
             f"browser script failed at {url}\n"
-            f"  screenshot: {screenshot or '(none: the browser did not answer)'}\n"
-            f"  page source: {page_source or '(none: the browser did not answer)'}\n"
+            f"  screenshot: {screenshot or why}\n"
+            f"  page source: {page_source or why}\n"
             f"{trace}",
             screenshot,
             page_source,
         )
+
+    @staticmethod
+    def _keep(path: Path, read: Callable[[], bytes]) -> Path | None:
+        """C{path}, holding what C{read} returned; C{None} if either failed."""
+        try:
+            path.write_bytes(read())
+        except Exception:
+            return None
+        return path
 
 
 def _driver_pid(service: Service) -> int | None:
@@ -350,7 +364,13 @@ def browser_for(case: TestCase) -> Deferred[Browser]:
         await slot.lock.acquire()
         try:
             if slot.browser is None:
+                began = time.monotonic()
                 slot.browser = await deferToThread(Browser.start)
+                _log.info(
+                    "chromium started for {test} in {seconds:.2f} s",
+                    test=case.id(),
+                    seconds=time.monotonic() - began,
+                )
                 case.addCleanup(deferToThread, slot.browser.quit)
             return slot.browser
         finally:
