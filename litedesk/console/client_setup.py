@@ -7,12 +7,11 @@ the app's "ID/Relay server" import, the C{rustdesk --config} command for an
 installed client, the Windows installer file name that carries the
 settings, and the QR code the mobile apps scan.  The QR code is an SVG in
 a C{data:} URI (the CSP allows C{data:} images), so no markup from a
-library is pasted into the page.
+library is pasted into the page.  The key is the administrator's own
+(C{--key}), but it is escaped like everything else.
 """
 
 from __future__ import annotations
-
-import base64
 
 from twisted.web.template import Flattenable, Tag, tags
 
@@ -43,10 +42,9 @@ class ClientSetupPage(Page):
                 "so there is no client configuration to show.",
                 class_="empty",
             )
-        svg = config.qr_svg(scale=4)
-        if not svg.lstrip().startswith("<?xml"):
-            svg = '<?xml version="1.0" encoding="utf-8"?>' + svg
-        qr_uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
+        # segno's data URI is a standalone SVG document (with its xmlns,
+        # which an <img> needs; the inline form of qr_svg() has none).
+        qr_uri = config.qr_code().svg_data_uri(scale=4, dark="#000", light="#fff")
         out: list[Flattenable] = [
             tags.p(
                 "In the RustDesk app: Settings, Network, ID/Relay server. Paste the "
@@ -61,7 +59,7 @@ class ClientSetupPage(Page):
                 tags.dt("API server"),
                 tags.dd(config.api or self.ctx.api_url or "(leave empty)", id="api-server"),
                 tags.dt("Key"),
-                tags.dd(tags.code(config.key), id="key"),
+                tags.dd(tags.code(config.key, id="key")),
             ),
             *_value("config-string", "Config string", config.string()),
             *_value(

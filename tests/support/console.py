@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from litedesk.ops.accounts import SignInGuard
 from tests.rendezvous_harness import TIMEOUT, start_server
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Response",
     "add_user",
     "csrf_of",
+    "generous_sign_ins",
     "start_console",
 ]
 
@@ -134,6 +136,13 @@ def start_console(case: TestCase, *extra: str) -> Any:
     case.addCleanup(lambda: svc.stopService() if svc.running else None)
     yield svc.accounts.loaded
     return svc, ConsoleClient(svc.api.listening.getHost().port)
+
+
+def generous_sign_ins(svc: Any) -> None:
+    """Lift the per-address sign-in limit (every test client is 127.0.0.1)
+    for tests that sign in more than five times."""
+    console = svc.api.factory.resource.console
+    console.ctx.sign_ins = SignInGuard(rate=100.0, burst=100.0)
 
 
 def add_user(svc: Any, name: str, password: str, *, admin: bool = False) -> Deferred[None]:
