@@ -39,6 +39,7 @@ from litedesk.wire.addrmangle import normalize_host
 __all__ = [
     "LISTS",
     "MAX_LIST_BYTES",
+    "MAX_LIST_FORM_BYTES",
     "MAX_SHOWN_ERRORS",
     "AddressList",
     "LineError",
@@ -50,8 +51,12 @@ __all__ = [
     "submitted_text",
 ]
 
-#: The largest list the console reads or accepts, in bytes.
-MAX_LIST_BYTES = 1 << 20
+#: The largest list the console reads or accepts, in bytes: 256 KiB, some
+#: 18,000 addresses.  URL-encoding can triple a text, and the listener keeps
+#: at most 1 MiB of a request body (L{litedesk.api.body.MAX_REQUEST_BODY}).
+MAX_LIST_BYTES = 256 * 1024
+#: The list form's largest body: the text encoded, plus the other fields.
+MAX_LIST_FORM_BYTES = 3 * MAX_LIST_BYTES + 4096
 #: The wrong lines shown at most (the count says how many there were).
 MAX_SHOWN_ERRORS = 100
 

@@ -183,11 +183,13 @@ class Page:
     @cvar path: the URL segment (C{""} is the dashboard at C{/}).
     @cvar title: the heading, the window title and the navigation link.
     @cvar in_nav: listed in the navigation bar.
+    @cvar max_form_bytes: the largest POST body it takes (the list editor's is larger).
     """
 
     path: ClassVar[str] = ""
     title: ClassVar[str] = ""
     in_nav: ClassVar[bool] = True
+    max_form_bytes: ClassVar[int] = MAX_FORM_BYTES
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -326,14 +328,16 @@ def _failed_render(failure: Failure, request: Any) -> None:
         _finish(request, b"The console failed to render this page; the server log says why.\n")
 
 
-def form_too_big(request: Any) -> bool:
+def form_too_big(request: Any, limit: int = MAX_FORM_BYTES) -> bool:
     content = request.content
     if content is None:
         return False
+    if getattr(content, "overflowed", False):
+        return True  # BoundedRequest kept only the start of the body
     content.seek(0, 2)
     size: int = content.tell()
     content.seek(0)
-    return size > MAX_FORM_BYTES
+    return size > limit
 
 
 class PageResource(Resource):
@@ -367,7 +371,7 @@ class PageResource(Resource):
 
     def _refuse_post(self, view: View) -> tuple[int, str, str] | None:
         request = view.request
-        if form_too_big(request):
+        if form_too_big(request, self.page.max_form_bytes):
             return 413, "Form too large", "This form is larger than any console form."
         args = request.args or {}
         field = args.get(b"csrf", [b""])[0].decode("ascii", "replace")

@@ -52,11 +52,15 @@ from typing import Any
 
 from twisted.web.resource import Resource
 
+from litedesk.console.audit import AuditPage
 from litedesk.console.bandwidth import BandwidthService
 from litedesk.console.client_setup import ClientSetupPage
 from litedesk.console.dashboard import DashboardPage
+from litedesk.console.hosts import HostsPage
+from litedesk.console.lists_page import ListsPage
 from litedesk.console.page import Console, Page, PageResource, plain_error
 from litedesk.console.security import secure_headers
+from litedesk.console.sessions import SessionsPage
 from litedesk.console.signin import LoginResource, LogoutResource
 from litedesk.console.users import UsersPage
 from litedesk.ops.context import OpsContext
@@ -66,6 +70,10 @@ __all__ = ["PAGES", "make_console"]
 #: Every signed-in page, in the navigation bar's order.
 PAGES: tuple[type[Page], ...] = (
     DashboardPage,
+    HostsPage,
+    SessionsPage,
+    AuditPage,
+    ListsPage,
     UsersPage,
     ClientSetupPage,
 )
