@@ -6,7 +6,7 @@ whose stream connections are the real stream protocol on a
 C{StringTransport}, datagrams fed to it as the UDP protocol would, scraped
 through the real collector; time moves by 30 s without waiting.  With a
 real server on loopback (L{tests.rendezvous_harness.start_server}): real UDP
-and TCP peers, scraped over HTTP.  The online count, kept without walking
+TCP and WebSocket peers, scraped over HTTP.  The online count, kept without walking
 the peers, is also checked against the plain walk (L{Peer.online}) after
 random sequences of registrations, binds, unbinds and silences
 (hypothesis).
@@ -42,6 +42,7 @@ from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from litedesk.wire.keys import ServerKey
 
 from .rendezvous_harness import TIMEOUT, sleep, start_server, tcp_client, udp_client, with_timeout
+from .support.ws_client import ws_connect
 from .test_ops_web import http_get, samples
 
 PK = bytes([9]) * 32
@@ -450,6 +451,37 @@ class RealServerTests(TestCase):
         self.assertGreater(value(got, "litedesk_punch_latency_seconds_sum"), 0)
         self.assertEqual(value(got, "litedesk_punch_results_total", result="local"), 1)
         self.assertEqual(value(got, "litedesk_hosts_online"), 1)
+
+    @inlineCallbacks
+    def test_punch_from_a_websocket_viewer(self) -> Any:
+        """A viewer on the WebSocket port: the host's PunchHoleSent answer is timed too."""
+        svc = self.start(Path(self.mktemp()))
+        udp_port = svc.rendezvous_udp.listening.getHost().port
+        host = udp_client()
+        assert host.transport is not None
+        self.addCleanup(host.transport.stopListening)
+        host.send(register_pk("wshost001"), udp_port)
+        yield host.recv()
+        viewer = yield ws_connect(svc.rendezvous_ws.listening.getHost().port, path="/ws/id")
+        self.addCleanup(viewer.abort)
+        viewer.send_msg(
+            rz.RendezvousMessage(punch_hole_request=rz.PunchHoleRequest(id="wshost001"))
+        )
+        data, _ = yield host.recv()
+        # A WebSocket viewer is never asked for its LAN address: a punch.
+        asked = rz.RendezvousMessage.FromString(data).punch_hole.socket_addr
+        answer = yield tcp_client(svc.rendezvous_tcp.listening.getHost().port)
+        self.addCleanup(answer.close)
+        answer.send_msg(
+            rz.RendezvousMessage(
+                punch_hole_sent=rz.PunchHoleSent(socket_addr=asked, id="wshost001")
+            )
+        )
+        reply = yield viewer.recv_msg()
+        self.assertTrue(reply.HasField("punch_hole_response"))
+        got = yield self.scrape(svc)
+        self.assertEqual(value(got, "litedesk_punch_results_total", result="punch"), 1)
+        self.assertEqual(value(got, "litedesk_punch_latency_seconds_count"), 1)
 
     @inlineCallbacks
     def test_relay_unpaired_and_refusals(self) -> Any:
