@@ -26,6 +26,7 @@ from litedesk.input.mouse import MouseButton, encode_mask
 from litedesk.screen.decode import CODECS
 from litedesk.session.input_messages import key_to_proto
 from litedesk.session.viewer_session import SessionError, ViewerSession
+from litedesk.viewer.api_login import LoginFailure
 from litedesk.viewer.connection import (
     LOGIN_TIMEOUT,
     UsageFailure,
@@ -41,6 +42,12 @@ from litedesk.viewer.file_actions import (
     run_file_session,
 )
 from litedesk.viewer.route import ConnectError
+from litedesk.viewer.sign_in import (
+    add_sign_in_arguments,
+    check_sign_in_arguments,
+    read_login_password,
+    run_account_command,
+)
 
 SETTLE = 0.5  # let the host's screen catch up with our input before the screenshot
 _log = Logger(namespace="litedesk.viewer")
@@ -137,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the discovery ping here instead of broadcasting (repeatable)",
     )
     add_file_arguments(p)
+    add_sign_in_arguments(p)
     w = p.add_argument_group("window (without --headless)")
     w.add_argument("--config", type=Path, default=None, help="viewer config file")
     w.add_argument("--host-key", default=None, help="key that opens the viewer menu (F8)")
@@ -294,25 +302,40 @@ async def _discover_lan(reactor: Any, args: argparse.Namespace) -> None:
         print(f"{h.peer_id}\t{h.name}\t{h.platform}\t{h.address}")
 
 
+def _login_password(args: argparse.Namespace) -> str | None:
+    """The API password for C{--login} (None without it); exits when none comes."""
+    if args.login is None:
+        return None
+    try:
+        return read_login_password(args.login.strip())
+    except LoginFailure as e:
+        print(f"litedesk-viewer: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor as _reactor
     from twisted.internet.task import react
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_sign_in_arguments(parser, args)
     warn_password_in_argv(args)
     keep_freed_memory()
     if args.discover_lan:
         del _reactor
         react(lambda reactor: ensureDeferred(_discover_lan(reactor, args)))
         return
+    # Read before anything else runs: at a terminal this prompts.
+    args.login_password = _login_password(args)
+    account_only = (args.login is not None or args.logout) and not args.target
     # File actions need no window: they imply --headless.
-    if not args.headless and not args.file_ops and not args.forward:
+    if not account_only and not args.headless and not args.file_ops and not args.forward:
         from litedesk.viewer.window import run_window
 
         del _reactor
         raise SystemExit(run_window(args))
-    if not args.target:
+    if not args.target and not account_only:
         parser.error("a host id or HOST:PORT is required")
     if args.verbose:
         from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -326,6 +349,9 @@ def main(argv: list[str] | None = None) -> None:
         globalLogBeginner.beginLoggingTo([], redirectStandardIO=False)
 
     async def run(reactor: Any) -> None:
+        if account_only:
+            await run_account_command(reactor, args)
+            return
         try:
             if args.forward:
                 from litedesk.viewer.forward import run_forward
@@ -336,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 stats = await run_headless(reactor, args)
         except (ConnectError, SessionError, UsageFailure, FileTransferError) as e:
+            # ConnectError covers the sign-in's LoginFailure (--login with an id).
             print(f"litedesk-viewer: {e}", file=sys.stderr)
             raise SystemExit(1) from None
         if args.clipboard_get:

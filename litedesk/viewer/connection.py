@@ -31,6 +31,7 @@ from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
 from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host, find_host_ws
+from litedesk.viewer.sign_in import token_for
 from litedesk.websocket.urls import WebSocketServer, is_ws_url, load_ca_file
 from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 
@@ -59,6 +60,8 @@ class FailureReason(enum.StrEnum):
     WRONG_PASSWORD = "wrong password"  # also "wrong password (too many attempts, …)"
     NO_PASSWORD_ACCESS = "the host accepts no password"
     LOGIN_REFUSED = "login refused"
+    LOGIN_REQUIRED = "login required"  # the server wants an API sign-in (--require-login)
+    SIGN_IN_FAILED = "sign-in failed"  # --login did not get a token
     TOO_MANY_VIEWERS = "too many viewers"
     FILE_TRANSFER_DISABLED = "file transfer disabled"
     FORWARD_NOT_ALLOWED = "forward not allowed"
@@ -99,6 +102,8 @@ _FINAL = frozenset(
         FailureReason.RELAY_REFUSED,
         FailureReason.FILE_TRANSFER_DISABLED,
         FailureReason.FORWARD_NOT_ALLOWED,
+        FailureReason.LOGIN_REQUIRED,
+        FailureReason.SIGN_IN_FAILED,
     }
 )
 # Longest phrase first, so that a phrase that begins with a shorter one
@@ -219,7 +224,8 @@ async def connect(
 
     C{args} carries C{target}, C{rendezvous}, C{key}, C{force_relay},
     C{known_hosts}, C{websocket} and C{ws_ca} as the command line names them
-    (the last two may be missing: TCP).  C{progress} hears what
+    (the last two may be missing: TCP).  Requests to the server carry the
+    API token signed in with for it (L{litedesk.viewer.sign_in.token_for}).  C{progress} hears what
     is being done ("rendezvous", "punch", "relay", "lan", "direct") for a
     status bar.
     """
@@ -248,12 +254,15 @@ async def connect(
         raise UsageFailure("--rendezvous and --key are needed to connect by id")
     links = server_links(args)
     server = links.server
+    token = await token_for(reactor, args)
     step("rendezvous")
     route: Route
     if links.websocket:
-        route = await find_host_ws(reactor, links, args.key, args.target)
+        route = await find_host_ws(reactor, links, args.key, args.target, token=token)
     else:
-        route = await find_host(reactor, server, args.key, args.target, args.force_relay)
+        route = await find_host(
+            reactor, server, args.key, args.target, args.force_relay, token=token
+        )
     creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
     tls = HostDetector(
         session,
@@ -264,7 +273,9 @@ async def connect(
     )
     if route.path == "punch":  # hole punching, relay when it fails
         step("punch")
-        return await connect_punched(reactor, route, server, args.key, args.target, tls)
+        return await connect_punched(
+            reactor, route, server, args.key, args.target, tls, token=token
+        )
     if route.path == "relay":
         step("relay")
         try:

@@ -55,6 +55,8 @@ from litedesk.session.links import (
     open_rendezvous,
     split_relay,
 )
+from litedesk.viewer.refusals import ConnectError as ConnectError  # re-exported
+from litedesk.viewer.refusals import punch_failure, relay_refusal
 from litedesk.websocket.urls import is_ws_url
 from litedesk.wire import addrmangle
 from litedesk.wire.address import Address
@@ -68,14 +70,6 @@ IPV6_WINDOW = 1.0  # no NAT to get through: like RustDesk's 1 s for a local addr
 UPNP_WINDOW = 1.0  # a port mapped on the host's gateway answers at once or not at all
 
 _log = Logger(namespace="litedesk.viewer.route")
-
-
-class ConnectError(Exception):
-    """Why the viewer cannot reach the host; C{reason} is one short phrase."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -97,14 +91,6 @@ class Route:
     try_v4: bool = True  # False: IPv4 needs the relay, only IPv6 may go direct
     upnp: tuple[str, int] | None = None  # the host's public IP and UPnP-mapped port
     relay_name: str = ""  # the relay as the host or server named it ("": the default)
-
-
-_FAILURES = {
-    rz.PunchHoleResponse.ID_NOT_EXIST: "unknown id",
-    rz.PunchHoleResponse.OFFLINE: "host offline",
-    rz.PunchHoleResponse.LICENSE_MISMATCH: "key mismatch",
-    rz.PunchHoleResponse.LICENSE_OVERUSE: "key overuse",
-}
 
 
 def _server_key(server_key: str) -> bytes:
@@ -210,8 +196,13 @@ async def find_host(
     waits: tuple[float, ...] = PUNCH_WAITS,
     relay_wait: float = RELAY_WAIT,
     nat_test: bool = True,
+    token: str = "",
 ) -> Route:
-    """Ask the rendezvous server for C{peer_id}; return how to reach it."""
+    """Ask the rendezvous server for C{peer_id}; return how to reach it.
+
+    @param token: the API access token (C{litedesk-viewer --login}), sent in
+        every punch and relay request, as a signed-in RustDesk app does.
+    """
     server_pk = _server_key(server_key)
     try:
         server_ip = (resolve_ip(*server), server[1])
@@ -232,6 +223,7 @@ async def find_host(
             version=VERSION,
             force_relay=force_relay,
             socket_addr_v6=addrmangle.encode(local6) if local6 is not None else b"",
+            token=token,
         )
     )
     t0 = reactor.seconds()
@@ -243,16 +235,14 @@ async def find_host(
     if kind == "relay_response":
         rr = answer.relay_response
         if rr.refuse_reason:
-            raise ConnectError("relay refused", rr.refuse_reason)
+            raise relay_refusal(rr.refuse_reason, server)
         host_pk = _host_key(server_pk, rr.pk, peer_id)
         relay = split_relay(rr.relay_server, *server)
         _log.info("The host opened a relay for us ({ms} ms)", ms=int(punch_time * 1000))
         return Route("relay", host_pk, relay=relay, uuid=rr.uuid, relay_name=rr.relay_server)
     ph = answer.punch_hole_response
     if not ph.socket_addr:
-        if ph.other_failure:
-            raise ConnectError(ph.other_failure)
-        raise ConnectError(_FAILURES.get(ph.failure, "punch hole failed"))
+        raise punch_failure(ph, server)
     host_pk = _host_key(server_pk, ph.pk, peer_id)
     addr = addrmangle.normalize(addrmangle.decode(ph.socket_addr))
     if ph.is_local and not force_relay:
@@ -263,7 +253,9 @@ async def find_host(
     if ph.upnp_port > 0 and not force_relay:
         upnp = (addr[0], int(ph.upnp_port))
     if not try_v4 and not (ph.socket_addr_v6 and local6 is not None) and upnp is None:
-        return await request_relay(reactor, server, peer_id, host_pk, ph.relay_server, relay_wait)
+        return await request_relay(
+            reactor, server, peer_id, host_pk, ph.relay_server, relay_wait, token=token
+        )
     return Route(
         "punch",
         host_pk,
@@ -288,6 +280,7 @@ async def connect_punched(
     peer_id: str,
     protocol: IProtocol,
     relay_wait: float = RELAY_WAIT,
+    token: str = "",
 ) -> str:
     """Punch to the host from our shared port; on failure go through the relay.
 
@@ -349,7 +342,7 @@ async def connect_punched(
             ms=_ms(reactor, t0),
         )
     relayed = await request_relay(
-        reactor, server, peer_id, route.host_pk, route.relay_server, relay_wait
+        reactor, server, peer_id, route.host_pk, route.relay_server, relay_wait, token=token
     )
     links = ServerLinks(server)
     try:
@@ -367,6 +360,7 @@ async def request_relay(
     relay_server: str,
     wait: float = RELAY_WAIT,
     links: ServerLinks | None = None,
+    token: str = "",
 ) -> Route:
     """Ask the host, through the server, to meet us on a relay (fresh uuid)."""
     uuid = str(uuidlib.uuid4())
@@ -378,12 +372,13 @@ async def request_relay(
             relay_server=relay_server,
             secure=True,
             conn_type=rz.DEFAULT_CONN,
+            token=token,
         )
     )
     answer = await _exchange(reactor, server, msg, (wait,), ("relay_response",), links=links)
     rr = answer.relay_response
     if rr.refuse_reason:
-        raise ConnectError("relay refused", rr.refuse_reason)
+        raise relay_refusal(rr.refuse_reason, server)
     name = rr.relay_server or relay_server
     _log.info(
         "Relay {relay} agreed with the host in {ms} ms",
@@ -406,6 +401,7 @@ async def find_host_ws(
     peer_id: str,
     waits: tuple[float, ...] = PUNCH_WAITS,
     relay_wait: float = RELAY_WAIT,
+    token: str = "",
 ) -> Route:
     """Ask the server over WebSocket for C{peer_id}; the way is always a relay.
 
@@ -425,6 +421,7 @@ async def find_host_ws(
             conn_type=rz.DEFAULT_CONN,
             version=VERSION,
             force_relay=True,
+            token=token,
         )
     )
     t0 = reactor.seconds()
@@ -439,17 +436,15 @@ async def find_host_ws(
     if answer.WhichOneof("union") == "relay_response":
         rr = answer.relay_response
         if rr.refuse_reason:
-            raise ConnectError("relay refused", rr.refuse_reason)
+            raise relay_refusal(rr.refuse_reason, links.server)
         host_pk = _host_key(server_pk, rr.pk, peer_id)
         _log.info("The host opened a relay for us ({ms} ms)", ms=_ms(reactor, t0))
         return Route("relay", host_pk, uuid=rr.uuid, relay_name=rr.relay_server)
     ph = answer.punch_hole_response
     if not ph.socket_addr:
-        if ph.other_failure:
-            raise ConnectError(ph.other_failure)
-        raise ConnectError(_FAILURES.get(ph.failure, "punch hole failed"))
+        raise punch_failure(ph, links.server)
     host_pk = _host_key(server_pk, ph.pk, peer_id)
     _log.info("The host answered without a relay; asking it for one")
     return await request_relay(
-        reactor, links.server, peer_id, host_pk, ph.relay_server, relay_wait, links=links
+        reactor, links.server, peer_id, host_pk, ph.relay_server, relay_wait, links, token
     )
