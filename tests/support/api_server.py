@@ -59,6 +59,15 @@ class ApiServerCase(TestCase):
         self.ready: Deferred[None] = svc.accounts.loaded
         return svc
 
+    def read_db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """C{fn(connection, *args)} on a connection of our own to the ops database file."""
+        with contextlib.closing(connect(self.data_dir / OPS_DB_FILE)) as conn:
+            return fn(conn, *args)
+
+    def devices(self) -> Any:
+        """The API's heartbeat state (L{litedesk.api.devices.Devices}) of the running server."""
+        return self.svc.api.factory.resource.children[b"api"].devices
+
     def client(self) -> ApiClient:
         return ApiClient(self.svc.api.listening.getHost().port)
 

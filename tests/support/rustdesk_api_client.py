@@ -73,7 +73,9 @@ class ApiClient:
     ) -> Response:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            headers = headers or {}
+            chunked = headers.get("Transfer-Encoding") == "chunked"
+            conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
             r = conn.getresponse()
             return Response(r.status, r.read(), r.headers.get("content-type", ""))
         finally:

@@ -1,0 +1,150 @@
+"""Hostile bodies against the API: the one JSON parser, and a real server that keeps serving.
+
+L{litedesk.api.body.parse_object} and the field readers on any bytes and
+any JSON (hypothesis): a dict or L{BadBody}, never anything else.  Then a
+real server sent what a hostile peer sends: a body over the limit (declared
+and chunked), bytes that are not JSON or not UTF-8, JSON that is not an
+object, fields of the wrong type, 10,000 nested arrays; each is answered
+400 or 413 with C{{"error": ...}} and the server then still signs a user in.
+The capped request buffer on its own: it keeps at most its cap.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase
+
+from litedesk.api import body as b
+from litedesk.api import store
+from tests.support.api_server import PASSWORD, ApiServerCase
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+class ParserTests(SynchronousTestCase):
+    @given(st.binary(max_size=300))
+    def test_any_bytes(self, raw: bytes) -> None:
+        try:
+            out = b.parse_object(raw)
+        except b.BadBody as e:
+            self.assertIn(e.status, (400, 413))
+            return
+        self.assertIsInstance(out, dict)
+
+    @given(json_values)
+    def test_any_json(self, value: Any) -> None:
+        """Objects come back equal; anything else is a 400 naming it."""
+        raw = json.dumps(value).encode()
+        if isinstance(value, dict):
+            self.assertEqual(b.parse_object(raw), value)
+        else:
+            with self.assertRaises(b.BadBody) as caught:
+                b.parse_object(raw)
+            self.assertEqual(caught.exception.status, 400)
+
+    @given(st.dictionaries(st.sampled_from(["id", "ver", "conns", "x"]), json_values, max_size=4))
+    def test_field_readers(self, body: dict[str, Any]) -> None:
+        """Each reader returns its type or raises BadBody, whatever the field holds."""
+        for read in (
+            lambda: b.text(body, "id", 64),
+            lambda: b.integer(body, "ver"),
+            lambda: b.int_list(body, "conns", 64),
+            lambda: b.boolean(body, "x"),
+        ):
+            try:
+                read()
+            except b.BadBody as e:
+                self.assertEqual(e.status, 400)
+
+    def test_deep_nesting(self) -> None:
+        with self.assertRaises(b.BadBody):
+            b.parse_object(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+    def test_empty_body_is_an_empty_object(self) -> None:
+        self.assertEqual(b.parse_object(b""), {})
+        self.assertEqual(b.parse_object(b"  \r\n"), {})
+
+    def test_capped_buffer(self) -> None:
+        buf = b._CappedBuffer(10)
+        buf.write(b"x" * 8)
+        buf.write(b"y" * 8)
+        self.assertEqual(buf.getvalue(), b"x" * 8 + b"yy")
+        self.assertTrue(buf.overflowed)
+        self.assertEqual(buf.seen, 16)
+
+    def test_audit_pruned(self) -> None:
+        """Past the row cap the oldest audit rows go, and old nonces with them."""
+        import sqlite3
+
+        conn = sqlite3.connect(":memory:")
+        for statement in store.API_TABLES:
+            conn.execute(statement)
+        for n in range(20):
+            fields: dict[str, object] = {"device_id": "1", "conn_id": n, "action": "new"}
+            store.record_audit(conn, "conn", fields, f"nonce-{n}", now=float(n))
+        store.prune_audit(conn, now=store.NONCE_KEEP_SECONDS + 10.5, keep=5)
+        rows = store.recent_audit(conn, "conn", 100, 0)
+        self.assertEqual([r.conn_id for r in rows], [19, 18, 17, 16, 15])
+        nonces = conn.execute("SELECT COUNT(*) FROM ops_audit_nonce").fetchone()[0]
+        self.assertEqual(nonces, 9)
+
+
+class HostileBodyTests(ApiServerCase):
+    @inlineCallbacks
+    def test_hostile_bodies_answered_and_server_still_serves(self) -> Any:
+        self.start(alice=False)
+        yield self.ready
+        app = self.client()
+        json_h = {"Content-Type": "application/json"}
+        cases = [
+            (b"x" * (b.MAX_BODY + 1), 413),
+            (b"{" + b" " * (2 * b.MAX_REQUEST_BODY) + b"}", 413),
+            (b"this is not json", 400),
+            (b"\xff\xfe{}", 400),
+            (b"[1, 2, 3]", 400),
+            (b'"a string"', 400),
+            (json.dumps({"username": ["alice"], "password": PASSWORD}).encode(), 400),
+            (json.dumps({"username": "alice", "password": 12345678}).encode(), 400),
+            (json.dumps({"username": "alice", "deviceInfo": "x"}).encode(), 400),
+            (b"[" * 10_000 + b"]" * 10_000, 400),
+            (b'{"a":' + b"[" * 10_000 + b"]" * 10_000 + b"}", 400),
+        ]
+        for raw, status in cases:
+            r = yield self.call(app.request, "POST", "/api/login", raw, json_h)
+            self.assertEqual(r.status, status, raw[:40])
+            self.assertIn("error", r.json())
+        r = yield self.call(app.request, "POST", "/api/heartbeat", b'{"id": 5}', json_h)
+        self.assertEqual(r.status, 400)
+        r = yield self.call(app.login, "alice", PASSWORD)
+        self.assertEqual(r.status, 200)
+        self.assertIn("access_token", r.json())
+
+    @inlineCallbacks
+    def test_chunked_oversize_body(self) -> Any:
+        """No length given: the capped buffer still bounds it, 413."""
+        self.start()
+        app = self.client()
+
+        def chunks() -> Any:
+            for _ in range(40):
+                yield b"x" * 65536
+
+        r = yield self.call(
+            app.request,
+            "POST",
+            "/api/login",
+            chunks(),
+            {"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+        )
+        self.assertEqual(r.status, 413)
