@@ -110,7 +110,7 @@ class CsrfKeys:
         return self._mac(b"session", session_token)
 
     def session_ok(self, session_token: str, field: str) -> bool:
-        return bool(field) and hmac.compare_digest(self.for_session(session_token), field)
+        return bool(field) and _same(self.for_session(session_token), field)
 
     @staticmethod
     def new_login_cookie() -> str:
@@ -121,4 +121,10 @@ class CsrfKeys:
         return self._mac(b"login", cookie)
 
     def login_ok(self, cookie: str, field: str) -> bool:
-        return bool(cookie) and bool(field) and hmac.compare_digest(self.for_login(cookie), field)
+        return bool(cookie) and bool(field) and _same(self.for_login(cookie), field)
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of any two strings (compare_digest refuses
+    non-ASCII text, which a form field can hold)."""
+    return hmac.compare_digest(expected.encode("ascii"), given.encode("utf-8", "surrogatepass"))
