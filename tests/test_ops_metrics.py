@@ -5,7 +5,7 @@ Two kinds of test.  With an injected clock (L{Clock}): a rendezvous server
 whose stream connections are the real stream protocol on a
 C{StringTransport}, datagrams fed to it as the UDP protocol would, scraped
 through the real collector; time moves by 30 s without waiting.  With a
-real server on loopback (L{tests.rendezvous_harness.start_server}): real UDP
+real server on loopback (L{tests.rendezvous_harness.start_server}): real UDP,
 TCP and WebSocket peers, scraped over HTTP.  The online count, kept without walking
 the peers, is also checked against the plain walk (L{Peer.online}) after
 random sequences of registrations, binds, unbinds and silences
