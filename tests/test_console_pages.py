@@ -29,7 +29,7 @@ from litedesk.ops import client_config
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire.bytescodec import encode_frame
 
-from .rendezvous_harness import TIMEOUT, udp_client
+from .rendezvous_harness import TIMEOUT, tcp_client, udp_client
 from .support.console import ConsoleClient, add_user, csrf_of, generous_sign_ins, start_console
 from .support.polling import until
 
@@ -85,10 +85,12 @@ class ConsolePageTests(TestCase):
 
     @inlineCallbacks
     def test_dashboard_follows_registrations_and_relay_pairs(self) -> Any:
-        """A host registering over UDP shows as online and registered; an open
+        """A host registering over UDP shows as online and registered; the NAT
+        type a viewer reports in its punch request in the NAT table; an open
         relay pair as a session; its bytes in the 24 h total once sampled."""
         svc, client = yield self.signed_in()
         r = yield client.call(client.get, "/")
+        self.assertIn("No NAT types reported yet.", r.body)
         self.assertEqual(
             [figure(r.body, k) for k in ("hosts-online", "hosts-registered", "relay-sessions")],
             ["0", "0", "0"],
@@ -102,6 +104,14 @@ class ConsolePageTests(TestCase):
         )
         udp.send(msg.SerializeToString(), svc.rendezvous_udp.listening.getHost().port)
         yield udp.recv()
+        viewer = yield tcp_client(svc.rendezvous_tcp.listening.getHost().port)
+        self.addCleanup(viewer.close)
+        viewer.send_msg(
+            rz.RendezvousMessage(
+                punch_hole_request=rz.PunchHoleRequest(id="123456789", nat_type=rz.SYMMETRIC)
+            )
+        )
+        yield until(lambda: svc.server.counters.get("nat_type_symmetric"))
         relay_port = (yield svc.relay.when_listening()).getHost().port
         legs = yield deferToThread(open_relay_pair, relay_port, "console-pair", b"x" * 5000)
         self.addCleanup(lambda: [leg.close() for leg in legs])
@@ -114,6 +124,7 @@ class ConsolePageTests(TestCase):
         self.assertEqual(figure(r.body, "relay-sessions"), "1")
         self.assertRegex(figure(r.body, "bandwidth-24h"), r"^9\.\d KiB$")  # 10,000 bytes
         self.assertIn('<svg xmlns="http://www.w3.org/2000/svg"', r.body)
+        self.assertIn("<tr><td>symmetric</td><td>1</td></tr>", r.body)
 
     @inlineCallbacks
     def test_dashboard_without_a_relay(self) -> Any:

@@ -5,7 +5,7 @@ A real server runs in-process with its HTTP listener on loopback
 out.  Covers: every page redirects to /login when signed out; sign-in with
 a wrong password, an unknown user, a disabled user, a non-administrator, the
 right password, and past the per-address rate limit (with the counters and
-the event log); the session cookie's flags; refusal of a login POST without
+the event log); the session cookie's flags (Secure over https); refusal of a login POST without
 its CSRF pair and of a signed-in POST (sign-out) without its CSRF field;
 the security headers on every kind of console response; sign-out ending
 the token.
@@ -14,6 +14,7 @@ the token.
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from twisted.trial.unittest import TestCase
 from litedesk.console.security import CSP
 
 from .support.console import ConsoleClient, add_user, csrf_of, start_console
+from .support.nginx import self_signed
 
 PAGES = ("/", "/users", "/setup")
 
@@ -71,6 +73,28 @@ class SignInTests(TestCase):
         # Signed in, /login sends you home.
         r = yield client.call(client.get, "/login")
         self.assertEqual((r.status, r.header("location")), (303, "/"))
+
+    @inlineCallbacks
+    def test_cookies_are_secure_over_https(self) -> Any:
+        """An https listener (--api-endpoint ssl:...): both cookies carry Secure."""
+        tmp = Path(self.mktemp())
+        tmp.mkdir()
+        cert, key, pem = self_signed(tmp)
+        _, client = yield self.start(
+            "--api-endpoint", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        )
+        client.tls = ssl.create_default_context(cadata=pem.decode())
+        r = yield client.call(client.sign_in, "root", "correct horse")
+        self.assertEqual(r.status, 303)
+        self.assertEqual(
+            sorted(c.split("=", 1)[0] for c in client.set_cookies),
+            ["litedesk_console", "litedesk_login_csrf", "litedesk_login_csrf"],
+        )
+        for raw in client.set_cookies:
+            flags = {f.strip().lower() for f in raw.split(";")[1:]}
+            self.assertTrue({"secure", "httponly", "samesite=strict"} <= flags, raw)
+        r = yield client.call(client.get, "/")
+        self.assertEqual(r.status, 200)
 
     @inlineCallbacks
     def test_refusals_say_why_and_are_counted(self) -> Any:

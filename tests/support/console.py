@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import http.client
 import re
+import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class ConsoleClient:
 
     port: int
     cookies: dict[str, str] = field(default_factory=dict)
+    #: HTTPS with this context (trusting the test's certificate); None: HTTP.
+    tls: ssl.SSLContext | None = None
     #: Every Set-Cookie header received, in order.
     set_cookies: list[str] = field(default_factory=list)
 
@@ -75,7 +78,13 @@ class ConsoleClient:
         form: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Response:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=4 * TIMEOUT)
+        conn: http.client.HTTPConnection
+        if self.tls is not None:
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=4 * TIMEOUT, context=self.tls
+            )
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=4 * TIMEOUT)
         try:
             send = dict(headers or {})
             if self.cookies:
