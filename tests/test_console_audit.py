@@ -11,6 +11,7 @@ any query; /sessions lists the connection the host reported, and its
 "Disconnect" button (POST with the CSRF field) reaches the host in its
 next heartbeat reply; a Disconnect without the CSRF field is refused (403)
 and one with a malformed connection id is answered 400 and queues nothing.
+The audit page's URL query parser on arbitrary input (hypothesis).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import html
 import re
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase
+
+from litedesk.api.store import AUDIT_KINDS
+from litedesk.console.audit import MAX_PAGE, AuditQuery, parse_audit_query, render_audit
 
 from .support.api_server import PASSWORD, ApiServerCase
 from .support.console import ConsoleClient, csrf_of
@@ -137,3 +144,26 @@ def _row(body: str, needle: str) -> str:
         if needle in row:
             return str(row)
     raise AssertionError(f"no row with {needle!r}")
+
+
+class AuditQueryTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        self.assertEqual(
+            parse_audit_query({b"kind": [b"file"], b"page": [b"3"]}), AuditQuery("file", 3)
+        )
+        self.assertEqual(AuditQuery("alarm", 2).url(3), "/audit?kind=alarm&page=3")
+
+    @given(
+        st.dictionaries(
+            st.sampled_from([b"kind", b"page", b"other"]),
+            st.lists(
+                st.binary(max_size=40) | st.sampled_from([b"conn", b"file", b"7"]), max_size=3
+            ),
+        )
+    )
+    def test_any_query_parses(self, args: dict[bytes, list[bytes]]) -> None:
+        """Any URL arguments give a known kind and a page in 1..MAX_PAGE, never an exception."""
+        q = parse_audit_query(args)
+        self.assertIn(q.kind, AUDIT_KINDS)
+        self.assertTrue(1 <= q.page <= MAX_PAGE)
+        self.assertEqual(render_audit(q, [], False)[0].tagName, "ul")
