@@ -76,7 +76,7 @@ class DashboardPage(Page):
                 ("bandwidth-now", "Relay bandwidth now", rate),
                 ("bandwidth-24h", "Relayed in 24 h", total),
                 ("users", "Users", str(len(self.ctx.accounts.users()))),
-                ("uptime", "Console up for", human_duration(now - self.console.started)),
+                ("uptime", "Up for", human_duration(now - self.console.started)),
             ]
         )
         return [parts, chart, tags.h2("NAT types seen"), self._nat_types()]

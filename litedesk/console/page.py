@@ -51,6 +51,7 @@ __all__ = [
     "Page",
     "PageResource",
     "View",
+    "finish_with",
     "redirect",
     "template",
     "write_page",
@@ -290,12 +291,13 @@ def write_page(
         secure_headers(request)
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        _finish(request, b"<!DOCTYPE html>\n" + body)
+        finish_with(request, b"<!DOCTYPE html>\n" + body)
 
     return d.addCallback(write)
 
 
-def _finish(request: Any, body: bytes) -> None:
+def finish_with(request: Any, body: bytes) -> None:
+    """Write C{body} and finish, unless the browser has already gone."""
     if getattr(request, "_disconnected", False) or getattr(request, "finished", False):
         return  # the browser left; nothing to write to
     request.write(body)
@@ -325,7 +327,7 @@ def _failed_render(failure: Failure, request: Any) -> None:
         secure_headers(request)
         request.setResponseCode(500)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        _finish(request, b"The console failed to render this page; the server log says why.\n")
+        finish_with(request, b"The console failed to render this page; the server log says why.\n")
 
 
 def form_too_big(request: Any, limit: int = MAX_FORM_BYTES) -> bool:

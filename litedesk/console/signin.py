@@ -30,6 +30,7 @@ from litedesk.console.page import (
     Console,
     Form,
     FormError,
+    finish_with,
     form_too_big,
     plain_error,
     redirect,
@@ -153,9 +154,7 @@ class LoginResource(Resource):
             return
         set_cookie(request, SESSION_COOKIE, result.token)
         clear_cookie(request, LOGIN_CSRF_COOKIE)
-        body = redirect(request, b"/")
-        request.write(body)
-        request.finish()
+        finish_with(request, redirect(request, b"/"))
 
     def _count(self, ip: str, name: str, outcome: str) -> None:
         """The metric (whose labels are fixed), the event log, the server log."""
@@ -217,8 +216,7 @@ class LogoutResource(Resource):
         def done(_: object) -> None:
             _log.info("Console sign-out of {user}", user=user.name)
             clear_cookie(request, SESSION_COOKIE)
-            request.write(redirect(request, b"/login"))
-            request.finish()
+            finish_with(request, redirect(request, b"/login"))
 
         def failed(f: Failure) -> None:
             _log.failure("Console sign-out failed", f)
