@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from litedesk.api import body as b
 from litedesk.api import store
 from tests.support.api_server import PASSWORD, ApiServerCase
+from tests.support.rustdesk_api_client import encode_uuid
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -70,6 +71,17 @@ class ParserTests(SynchronousTestCase):
     def test_deep_nesting(self) -> None:
         with self.assertRaises(b.BadBody):
             b.parse_object(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+    def test_lone_surrogate_refused(self) -> None:
+        """Valid JSON, but text no UTF-8 database can store: a 400, not a 500."""
+        with self.assertRaises(b.BadBody):
+            b.parse_object(b'{"hostname": "\\ud800"}')
+        self.assertEqual(b.parse_object(b'{"h": "\\ud83d\\ude00"}'), {"h": "\U0001f600"})
+
+    def test_integers_fit_sqlite(self) -> None:
+        with self.assertRaises(b.BadBody):
+            b.integer({"conn_id": 2**63}, "conn_id")
+        self.assertEqual(b.integer({"s": 2**64 - 1}, "s", high=2**64 - 1), 2**64 - 1)
 
     def test_empty_body_is_an_empty_object(self) -> None:
         self.assertEqual(b.parse_object(b""), {})
@@ -129,6 +141,30 @@ class HostileBodyTests(ApiServerCase):
         r = yield self.call(app.login, "alice", PASSWORD)
         self.assertEqual(r.status, 200)
         self.assertIn("access_token", r.json())
+
+    @inlineCallbacks
+    def test_hostile_device_posts(self) -> Any:
+        """A host with the right uuid but bad fields: 400 each, then a good post works."""
+        self.start()
+        yield self.register_host("123456789", b"uuid-bytes")
+        app = self.client()
+        good = {"id": "123456789", "uuid": encode_uuid(b"uuid-bytes")}
+        json_h = {"Content-Type": "application/json"}
+        cases = [
+            ("/api/sysinfo", b'{"id": "123456789", "hostname": "\\ud800"}'),
+            ("/api/sysinfo", json.dumps({**good, "hostname": 5}).encode()),
+            ("/api/heartbeat", json.dumps({**good, "conns": ["a"]}).encode()),
+            ("/api/heartbeat", json.dumps({**good, "conns": list(range(1000))}).encode()),
+            ("/api/audit/conn", json.dumps({**good, "conn_id": 2**70}).encode()),
+            ("/api/audit/conn", json.dumps({**good, "peer": "someone"}).encode()),
+            ("/api/audit/file", json.dumps({**good, "info": "x" * 20_000}).encode()),
+        ]
+        for path, raw in cases:
+            r = yield self.call(app.request, "POST", path, raw, json_h)
+            self.assertEqual(r.status, 400, (path, raw[:60]))
+            self.assertIn("error", r.json())
+        r = yield self.call(app.sysinfo, "123456789", b"uuid-bytes")
+        self.assertEqual(r.text, "SYSINFO_UPDATED")
 
     @inlineCallbacks
     def test_chunked_oversize_body(self) -> Any:

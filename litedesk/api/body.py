@@ -123,6 +123,11 @@ def parse_object(raw: bytes, limit: int = MAX_BODY) -> dict[str, Any]:
         raise BadBody("request body is not JSON") from None
     if not isinstance(value, dict):
         raise BadBody("request body is not a JSON object")
+    try:
+        # A lone surrogate (\ud800) parses, but no UTF-8 store or log can hold it.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadBody("request body holds text that is not valid Unicode") from None
     return value
 
 
@@ -144,8 +149,18 @@ def text(body: dict[str, Any], key: str, max_len: int, *, default: str | None = 
     return value
 
 
-def integer(body: dict[str, Any], key: str, *, default: int | None = 0) -> int:
-    """C{body[key]}: an integer that fits in 64 bits (C{true}/C{false} are not)."""
+def integer(
+    body: dict[str, Any],
+    key: str,
+    *,
+    default: int | None = 0,
+    low: int = -(2**63),
+    high: int = 2**63 - 1,
+) -> int:
+    """C{body[key]}: an integer in C{[low, high]} (C{true}/C{false} are not integers).
+
+    The default range is SQLite's (signed 64 bits).
+    """
     value = body.get(key)
     if value is None:
         if default is None:
@@ -153,7 +168,7 @@ def integer(body: dict[str, Any], key: str, *, default: int | None = 0) -> int:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadBody(f"{key} is not an integer")
-    if not -(2**63) <= value < 2**64:
+    if not low <= value <= high:
         raise BadBody(f"{key} is out of range")
     return value
 

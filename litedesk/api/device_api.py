@@ -132,7 +132,8 @@ def _conn_fields(body: dict[str, Any]) -> dict[str, object]:
     fields: dict[str, object] = {
         "action": text(body, "action", 16),
         "conn_id": integer(body, "conn_id"),
-        "session_id": str(integer(body, "session_id")),
+        # A u64 in RustDesk (past SQLite's integers): kept as text.
+        "session_id": str(integer(body, "session_id", low=0, high=2**64 - 1)),
         "ip": text(body, "ip", 64),
         "type": integer(body, "type"),
     }

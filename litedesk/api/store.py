@@ -14,13 +14,15 @@ Three kinds of rows, all written by the API and read by the console:
     then C{close}) are merged into one row keyed by (device id, conn_id).
     Each post carries a random C{nonce} and the app retries a post for up
     to two minutes (C{src/server/connection.rs}), so nonces are kept in
-    C{ops_audit_nonce} (unique) for L{NONCE_KEEP_SECONDS} and a repeat is
-    acknowledged without a second row.
+    C{ops_audit_nonce} (unique) for L{NONCE_KEEP_SECONDS} (an hour; the app
+    stops retrying after two minutes) and a repeat is acknowledged without a
+    second row.
 
-Growth: the audit table keeps the newest L{MAX_AUDIT_ROWS} rows; older ones
-are pruned (with stale nonces) every L{PRUNE_EVERY} inserts, in the same
-transaction, so the file cannot grow without bound however much a host
-posts.
+Growth: the audit table keeps the newest L{MAX_AUDIT_ROWS} rows and the
+nonce table the newest C{4 * MAX_AUDIT_ROWS} nonces younger than
+L{NONCE_KEEP_SECONDS}; both are pruned every L{PRUNE_EVERY} inserts, in the
+same transaction, so the file cannot grow without bound however much a
+host posts.
 
 Functions take a C{sqlite3.Connection} and do not commit (L{OpsDatabase.run}
 commits when they return).
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 MAX_AUDIT_ROWS = 1_000_000
-NONCE_KEEP_SECONDS = 86_400.0
+NONCE_KEEP_SECONDS = 3600.0
 PRUNE_EVERY = 1000
 AUDIT_KINDS: tuple[str, ...] = ("conn", "file", "alarm")
 #: The report's fields kept in columns of their own (C{src/common.rs:get_sysinfo}).
@@ -247,6 +249,10 @@ def prune_audit(conn: sqlite3.Connection, now: float, keep: int = MAX_AUDIT_ROWS
     """Drop all but the newest C{keep} audit rows, and nonces past their window."""
     conn.execute("DELETE FROM ops_audit WHERE seq <= (SELECT MAX(seq) FROM ops_audit) - ?", (keep,))
     conn.execute("DELETE FROM ops_audit_nonce WHERE seen_at < ?", (now - NONCE_KEEP_SECONDS,))
+    conn.execute(
+        "DELETE FROM ops_audit_nonce WHERE rowid <= (SELECT MAX(rowid) FROM ops_audit_nonce) - ?",
+        (4 * keep,),
+    )
 
 
 def set_audit_note(conn: sqlite3.Connection, guid: str, note: str) -> bool:
