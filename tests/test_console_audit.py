@@ -127,8 +127,14 @@ class ReportedByHostsTests(ApiServerCase):
 
     @inlineCallbacks
     def test_disconnect_of_a_silent_host_says_so(self) -> Any:
-        """A host that sends no heartbeats cannot be asked: an error, nothing queued."""
+        """A host that sends no heartbeats has no button, and a forged request is
+        answered with an error: nothing is queued."""
+        conn = {"action": "new", "ip": "203.0.113.51", "type": 0}
+        yield self.call(self.api.audit_conn, HOST, HOST_UUID, 43, conn)
         body = yield self.page("/sessions")
+        row = _row(body, "203.0.113.51")
+        self.assertIn("host silent", row)
+        self.assertNotIn("<form", row)
         r = yield self.call(
             self.console.post,
             "/sessions",

@@ -111,7 +111,7 @@ class HistoryTests(SynchronousTestCase):
         shown = live_pairs(self.table.pairs, limit=10)
         self.assertEqual(len(shown), 10)
         text = html(render_sessions(shown, 30, [], self.clock.seconds()))
-        self.assertIn("30 active (showing the 10 longest).", text)
+        self.assertIn("30 active (showing 10).", text)
 
 
 class FormatTests(SynchronousTestCase):
@@ -153,6 +153,12 @@ class ReportedConnectionTests(SynchronousTestCase):
         self.assertIn('name="conn_id" value="7"', text)
         self.assertIn("&lt;img src=x onerror=alert(1)&gt;", text)
         self.assertNotIn("<img", text)
+
+    def test_silent_host_has_no_button(self) -> None:
+        """A host that sends no heartbeats could not receive a disconnect: no button."""
+        text = html(render_connections([{**ROW, "live": False}], form))
+        self.assertNotIn("<form", text)
+        self.assertIn("host silent", text)
 
     def test_no_buttons_without_the_api(self) -> None:
         text = html(render_connections([ROW], None))

@@ -44,7 +44,7 @@ def devices_of(ctx: Any) -> Any:
     return getattr(ctx, "devices", None)
 
 
-def _reported(record: AuditRecord, now: float) -> Mapping[str, object]:
+def _reported(record: AuditRecord, now: float, devices: Any) -> Mapping[str, object]:
     viewer = record.peer_name or record.peer_id
     if record.peer_name and record.peer_id:
         viewer = f"{record.peer_id} ({record.peer_name})"
@@ -55,6 +55,7 @@ def _reported(record: AuditRecord, now: float) -> Mapping[str, object]:
         "peer": viewer,
         "type": CONN_TYPES.get(record.type, f"type {record.type}"),
         "since": ago(record.created_at, now),
+        "live": devices is not None and devices.live(record.device_id) is not None,
     }
 
 
@@ -86,7 +87,7 @@ class SessionsPage(Page):
             return []
         devices = devices_of(self.ctx)
         form = view.form if devices is not None else None
-        return render_connections([_reported(r, now) for r in records], form)
+        return render_connections([_reported(r, now, devices) for r in records], form)
 
     async def post(self, view: View, form: Form) -> Flattenable:
         peer_id = form.get("peer_id")

@@ -115,7 +115,8 @@ MAX_LIVE_SHOWN = 500
 
 
 def live_pairs(pairs: Iterable[_Pair], limit: int = MAX_LIVE_SHOWN) -> list[LivePair]:
-    """Copies of up to C{limit} live pairs, longest-running first.
+    """Copies of up to C{limit} live pairs (any C{limit} of them when there
+    are more), longest-running first.
 
     The copy is taken in one reactor turn; sorting only the copied slice
     keeps a relay with many thousand pairs cheap to show.
@@ -149,7 +150,7 @@ def _live_part(pairs: Sequence[LivePair], count: int, now: float) -> list[Tag]:
         )
         for p in pairs
     ]
-    shown = f" (showing the {len(pairs)} longest)" if len(pairs) < count else ""
+    shown = f" (showing {len(pairs)})" if len(pairs) < count else ""
     out = [
         tags.h2("Relay sessions now"),
         tags.p(f"{count} active{shown}.", class_="summary", id="live-count"),
@@ -189,7 +190,9 @@ def render_connections(
     """Connections hosts report through the API, each with a "Disconnect" button.
 
     @param rows: mappings with C{peer_id}, C{conn_id}, C{ip}, C{peer}
-        (the viewer's id or name), C{type} and C{since} (text).
+        (the viewer's id or name), C{type}, C{since} (text) and C{live}
+        (the host sends heartbeats, so a disconnect can reach it; a row of a
+        silent host gets no button: its "close" post may simply be lost).
     @param form: makes a POST form carrying the CSRF field
         (L{litedesk.console.page.View.form}); C{None}: no buttons, the
         server cannot ask hosts to drop a connection.
@@ -198,7 +201,9 @@ def render_connections(
     for r in rows:
         peer_id, conn_id = str(r.get("peer_id", "")), str(r.get("conn_id", ""))
         button: Tag | str = ""
-        if form is not None:
+        if form is not None and not r.get("live", True):
+            button = tags.span("host silent", class_="muted")
+        elif form is not None:
             button = form(
                 "/sessions",
                 tags.input(type="hidden", name="peer_id", value=peer_id),
