@@ -113,7 +113,7 @@ def render_audit(query: AuditQuery, records: Sequence[AuditRecord], more: bool) 
     rows = [tags.tr(class_=query.kind)(*[tags.td(c) for c in cells(r)]) for r in records]
     out = [
         tags.ul(*tabs, class_="tabs"),
-        tags.table(class_=f"audit {query.kind}")(
+        tags.table(class_=f"data audit {query.kind}")(
             tags.thead(tags.tr(*[tags.th(h) for h in heads])), tags.tbody(*rows)
         ),
     ]

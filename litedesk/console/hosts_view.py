@@ -268,7 +268,7 @@ def render_hosts(
         tags.p(f"{page.online} online, {page.total} registered.", class_="summary"),
         _search_form(page.query),
         tags.p(scan_note(page), class_="note"),
-        tags.table(class_="hosts")(
+        tags.table(class_="data hosts")(
             tags.thead(
                 tags.tr(
                     tags.th("ID"), tags.th("State"), tags.th("Last seen"), tags.th("IP"), *heads

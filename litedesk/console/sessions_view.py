@@ -131,7 +131,7 @@ def live_pairs(pairs: Iterable[_Pair], limit: int = MAX_LIVE_SHOWN) -> list[Live
 
 
 def _table(cls: str, heads: Sequence[str], rows: Sequence[Tag]) -> Tag:
-    return tags.table(class_=cls)(
+    return tags.table(class_=f"data {cls}")(
         tags.thead(tags.tr(*[tags.th(h) for h in heads])), tags.tbody(*rows)
     )
 
