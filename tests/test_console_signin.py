@@ -40,8 +40,9 @@ class SignInTests(TestCase):
 
     @inlineCallbacks
     def test_signed_out_pages_redirect_to_login(self) -> Any:
-        """Without a session every page is a 303 to /login; /login itself is a form."""
-        _, client = yield self.start()
+        """Without a session every page is a 303 to /login; /login itself is a
+        form; a made-up token or an API token is no session."""
+        svc, client = yield self.start()
         for path in PAGES:
             r = yield client.call(client.get, path)
             self.assertEqual((r.status, r.header("location")), (303, "/login"), path)
@@ -53,6 +54,11 @@ class SignInTests(TestCase):
         client.cookies["litedesk_console"] = "made-up-token"
         r = yield client.call(client.get, "/")
         self.assertEqual(r.status, 303)
+        # Nor is the live token a RustDesk app got for the same administrator.
+        signed = yield svc.accounts.sign_in("root", "correct horse", kind="api", ip="127.0.0.1")
+        client.cookies["litedesk_console"] = signed.token
+        r = yield client.call(client.get, "/")
+        self.assertEqual((r.status, r.header("location")), (303, "/login"))
 
     @inlineCallbacks
     def test_right_password_signs_in_with_a_strict_cookie(self) -> Any:

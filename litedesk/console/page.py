@@ -97,7 +97,8 @@ class Console:
         if not raw:
             return None
         token = raw.decode("ascii", "replace")
-        user = self.ctx.accounts.user_for_token(token)
+        # Only a console sign-in's token: not one a RustDesk app holds.
+        user = self.ctx.accounts.user_for_token(token, kind="console")
         if user is None or not user.is_admin:
             return None
         return token, user

@@ -143,12 +143,18 @@ class Accounts(Service):
     def get(self, name: str) -> u.User | None:
         return self._users.get(name.casefold())
 
-    def user_for_token(self, token: str) -> u.User | None:
-        """The enabled user C{token} belongs to, if it is live; else C{None}."""
+    def user_for_token(self, token: str, kind: str | None = None) -> u.User | None:
+        """The enabled user C{token} belongs to, if it is live; else C{None}.
+
+        @param kind: accept only tokens issued for this way in (the console
+            takes no token a RustDesk app holds, and the reverse).
+        """
         if not token or len(token) > 200:
             return None
         row = self._tokens.get(u.token_hash(token))
         if row is None or row.expires_at <= self._clock.seconds():
+            return None
+        if kind is not None and row.kind != kind:
             return None
         user = self._users.get(row.user.casefold())
         if user is None or user.disabled:
