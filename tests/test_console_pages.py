@@ -155,8 +155,8 @@ class ConsolePageTests(TestCase):
 
     @inlineCallbacks
     def test_user_actions(self) -> Any:
-        """Add, new password, sign out everywhere, disable, enable, delete: each
-        shows its outcome and the affected user notices it."""
+        """Add, new password, sign out everywhere, disable, enable, demote,
+        promote, delete: each shows its outcome and the affected user notices it."""
         svc, client = yield self.signed_in()
         r = yield self.users_post(client, action="add", user="carol", password="carol pass 1")
         self.assertEqual(r.status, 200)
@@ -195,6 +195,14 @@ class ConsolePageTests(TestCase):
         self.assertIn("User dave enabled.", r.body)
         self.assertEqual((yield dave.call(dave.sign_in, "dave", "dave pass 2")).status, 303)
 
+        r = yield self.users_post(client, action="not-admin", user="dave")
+        self.assertIn("dave is no longer an administrator.", r.body)
+        r = yield dave.call(dave.get, "/")
+        self.assertEqual(r.status, 303)  # the console is for administrators only
+        r = yield self.users_post(client, action="admin", user="dave")
+        self.assertIn("dave is now an administrator.", r.body)
+        self.assertEqual((yield dave.call(dave.get, "/")).status, 200)
+
         r = yield self.users_post(client, action="delete", user="dave")
         self.assertIn("User dave deleted.", r.body)
         self.assertIsNone(svc.accounts.get("dave"))
@@ -203,7 +211,7 @@ class ConsolePageTests(TestCase):
     @inlineCallbacks
     def test_user_errors_and_oneself(self) -> Any:
         """UserError texts are shown (400); one's own account cannot be
-        disabled or deleted (409) and stays usable."""
+        disabled, deleted or demoted (409) and stays usable."""
         svc, client = yield self.signed_in()
         r = yield self.users_post(client, action="add", user="erin", password="short")
         self.assertEqual(r.status, 400)
@@ -218,11 +226,13 @@ class ConsolePageTests(TestCase):
         for action, message in (
             ("disable", "You cannot disable your own account."),
             ("delete", "You cannot delete your own account."),
+            ("not-admin", "You cannot take your own administrator rights away."),
         ):
             r = yield self.users_post(client, action=action, user="Root")
             self.assertEqual(r.status, 409)
             self.assertIn(message, r.body)
         self.assertFalse(svc.accounts.get("root").disabled)
+        self.assertTrue(svc.accounts.get("root").is_admin)
         self.assertEqual((yield client.call(client.get, "/users")).status, 200)
 
     @inlineCallbacks
@@ -240,6 +250,7 @@ class ConsolePageTests(TestCase):
             ("/users", {"action": "password", "user": "frank", "password": "new password"}),
             ("/users", {"action": "sign-out", "user": "root"}),
             ("/users", {"action": "delete", "user": "frank"}),
+            ("/users", {"action": "admin", "user": "frank"}),
             ("/", {"anything": "1"}),
             ("/setup", {"anything": "1"}),
             ("/logout", {}),
@@ -251,6 +262,7 @@ class ConsolePageTests(TestCase):
                 self.assertIn("Form refused", r.body)
         self.assertIsNone(svc.accounts.get("mallory"))
         self.assertFalse(svc.accounts.get("frank").disabled)
+        self.assertFalse(svc.accounts.get("frank").is_admin)
         self.assertEqual((yield client.call(client.get, "/")).status, 200)  # still signed in
         self.assertEqual(svc.accounts.token_count(), 2)
         frank = ConsoleClient(client.port)

@@ -2,12 +2,13 @@
 
 The same changes as C{litedesk-admin user ...}, made through
 L{litedesk.ops.accounts.Accounts} so the server's in-memory copy follows at
-once: add (name, password, administrator or not), disable / enable, a new
-password, sign out everywhere, delete.  Every change is one POST form with
-the session's CSRF field (checked by the framework).  An administrator
-cannot disable or delete their own account, so the console always keeps at
-least the one administrator using it.  L{litedesk.ops.users.UserError}
-(name taken, password too short, no such user) is shown as it is worded.
+once: add (name, password, administrator or not), disable / enable, make
+or unmake an administrator, a new password, sign out everywhere, delete.
+Every change is one POST form with the session's CSRF field (checked by the
+framework).  An administrator cannot disable, delete or demote their own
+account, so the console always keeps at least the one administrator using
+it.  L{litedesk.ops.users.UserError} (name taken, password too short, no
+such user) is shown as it is worded.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ __all__ = ["UsersPage"]
 _log = Logger()
 
 #: The form's C{action} field -> what it does and whether it may target oneself.
-_ACTIONS = ("add", "disable", "enable", "password", "sign-out", "delete")
+_ACTIONS = ("add", "disable", "enable", "admin", "not-admin", "password", "sign-out", "delete")
 _NOT_ON_ONESELF = {
     "disable": "You cannot disable your own account.",
     "delete": "You cannot delete your own account.",
+    "not-admin": "You cannot take your own administrator rights away.",
 }
 
 
@@ -78,6 +80,9 @@ class UsersPage(Page):
 
         actions = [
             button("enable", "Enable") if user.disabled else button("disable", "Disable"),
+            button("not-admin", "Not administrator")
+            if user.is_admin
+            else button("admin", "Make administrator"),
             button(
                 "password",
                 "Set password",
@@ -165,6 +170,9 @@ class UsersPage(Page):
         if action in ("disable", "enable"):
             await accounts.set_disabled(name, action == "disable")
             return f"User {name} {action}d."
+        if action in ("admin", "not-admin"):
+            await accounts.set_admin(name, action == "admin")
+            return f"{name} is {'now' if action == 'admin' else 'no longer'} an administrator."
         if action == "password":
             await accounts.set_password(name, form.get("password"))
             return f"New password set for {name}; their sign-ins ended."
