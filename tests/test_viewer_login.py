@@ -47,7 +47,7 @@ from litedesk.viewer.api_tokens import (
     server_key,
 )
 from litedesk.viewer.connection import FailureReason, failure_reason
-from litedesk.viewer.refusals import ConnectError, punch_failure, relay_refusal
+from litedesk.viewer.refusals import ConnectError, LoginRequired, punch_failure, relay_refusal
 from litedesk.viewer.route import request_relay
 
 from .support import rustdesk_rendezvous as emu
@@ -216,6 +216,8 @@ class RefusalTextTests(SynchronousTestCase):
             self.assertIn(
                 "litedesk-viewer --login USER --rendezvous relay.example.org:21116", str(error)
             )
+        by_url = LoginRequired(NO_TOKEN, "wss://example.org/")
+        self.assertIn("litedesk-viewer --login USER --rendezvous wss://example.org/ ", str(by_url))
         busy = relay_refusal("busy", server)
         self.assertEqual(failure_reason(busy), FailureReason.RELAY_REFUSED)
         offline = punch_failure(rz.PunchHoleResponse(failure=rz.PunchHoleResponse.OFFLINE), server)
@@ -481,6 +483,18 @@ class RequireLoginEndToEndTests(TestCase):
 
         relayed = self.viewer.run(self.peer_id, "--headless", "--stats-json", "--force-relay")
         self.assertEqual(self.stats(relayed)["path"], "relay")
+
+    def test_websocket_requests_carry_the_token(self) -> None:
+        """Over WebSocket (ws://127.0.0.1:P+2) the same sign-in is sent, and the hint
+        names the server as given."""
+        ws = ("--headless", "--stats-json", "--websocket")
+        refused = self.viewer.run(self.peer_id, *ws)
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn(f"login required: {NO_TOKEN}", refused.stderr)
+        self.assertIn(f"--login USER --rendezvous 127.0.0.1:{self.port} ", refused.stderr)
+        signed = self.viewer.run("--login", "alice", stdin=PASSWORD + "\n")
+        self.assertEqual(signed.returncode, 0, signed.stderr)
+        self.assertEqual(self.stats(self.viewer.run(self.peer_id, *ws))["path"], "relay")
 
     async def test_request_relay_carries_the_token(self) -> None:
         """The viewer's own RequestRelay (sent when a punch fails) is refused without a

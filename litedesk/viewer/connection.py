@@ -12,10 +12,11 @@ that callers decide by kind instead of by matching text.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from litedesk.session.links import LinkError, ServerLinks
 from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
+from litedesk.viewer.refusals import LoginRequired
 from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host, find_host_ws
 from litedesk.viewer.sign_in import token_for
 from litedesk.websocket.urls import WebSocketServer, is_ws_url, load_ca_file
@@ -209,6 +211,16 @@ def session_protocol(session: ViewerSession) -> str:
     return PROTOCOL_LITEDESK
 
 
+@contextlib.contextmanager
+def _named(server: str) -> Iterator[None]:
+    """A C{--require-login} refusal names the server as the person gave it
+    (the route knows only its address, and a ws:// URL keys its own sign-in)."""
+    try:
+        yield
+    except LoginRequired as e:
+        raise LoginRequired(e.text, server) from None
+
+
 async def connect(
     reactor: Any,
     args: argparse.Namespace,
@@ -257,12 +269,13 @@ async def connect(
     token = await token_for(reactor, args)
     step("rendezvous")
     route: Route
-    if links.websocket:
-        route = await find_host_ws(reactor, links, args.key, args.target, token=token)
-    else:
-        route = await find_host(
-            reactor, server, args.key, args.target, args.force_relay, token=token
-        )
+    with _named(args.rendezvous):
+        if links.websocket:
+            route = await find_host_ws(reactor, links, args.key, args.target, token=token)
+        else:
+            route = await find_host(
+                reactor, server, args.key, args.target, args.force_relay, token=token
+            )
     creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
     tls = HostDetector(
         session,
@@ -273,9 +286,10 @@ async def connect(
     )
     if route.path == "punch":  # hole punching, relay when it fails
         step("punch")
-        return await connect_punched(
-            reactor, route, server, args.key, args.target, tls, token=token
-        )
+        with _named(args.rendezvous):
+            return await connect_punched(
+                reactor, route, server, args.key, args.target, tls, token=token
+            )
     if route.path == "relay":
         step("relay")
         try:

@@ -20,7 +20,7 @@ from litedesk.rendezvous.login_gate import NO_TOKEN, TOKEN_INVALID
 __all__ = [
     "LOGIN_REQUIRED",
     "ConnectError",
-    "login_required",
+    "LoginRequired",
     "punch_failure",
     "relay_refusal",
 ]
@@ -44,24 +44,30 @@ class ConnectError(Exception):
         self.reason = reason
 
 
-def login_required(text: str, server: tuple[str, int]) -> ConnectError:
-    """The error for a C{--require-login} refusal: the server's text and the fix.
+class LoginRequired(ConnectError):
+    """A C{--require-login} refusal; C{text} is the server's own.
 
-    @param server: the rendezvous server's (host, port), named in the hint.
+    @param server: the rendezvous server as C{--rendezvous} names it, or
+        its (host, port): the hint names it, since the sign-in is kept per
+        server.
     """
-    host = f"[{server[0]}]" if ":" in server[0] else server[0]
-    where = f" --rendezvous {host}:{server[1]}"
-    return ConnectError(
-        LOGIN_REQUIRED,
-        f"{text} To sign in: litedesk-viewer --login USER{where} (add --api-server URL "
-        "when the API server is not on the rendezvous port - 2)",
-    )
+
+    def __init__(self, text: str, server: tuple[str, int] | str) -> None:
+        if not isinstance(server, str):
+            host = f"[{server[0]}]" if ":" in server[0] else server[0]
+            server = f"{host}:{server[1]}"
+        super().__init__(
+            LOGIN_REQUIRED,
+            f"{text} To sign in: litedesk-viewer --login USER --rendezvous {server} (add "
+            "--api-server URL when the API server is not on the rendezvous port - 2)",
+        )
+        self.text = text
 
 
 def punch_failure(ph: rz.PunchHoleResponse, server: tuple[str, int]) -> ConnectError:
     """The error for a C{PunchHoleResponse} without the host's address."""
     if ph.other_failure in _LOGIN_TEXTS:
-        return login_required(ph.other_failure, server)
+        return LoginRequired(ph.other_failure, server)
     if ph.other_failure:
         return ConnectError(ph.other_failure)
     return ConnectError(_FAILURES.get(ph.failure, "punch hole failed"))
@@ -70,5 +76,5 @@ def punch_failure(ph: rz.PunchHoleResponse, server: tuple[str, int]) -> ConnectE
 def relay_refusal(text: str, server: tuple[str, int]) -> ConnectError:
     """The error for a C{RelayResponse} with a C{refuse_reason}."""
     if text in _LOGIN_TEXTS:
-        return login_required(text, server)
+        return LoginRequired(text, server)
     return ConnectError("relay refused", text)
