@@ -144,29 +144,44 @@ class ViewerProcess:
                 self.proc.wait()
 
 
-def _map_keysyms(env: dict[str, str], *names: str) -> None:
+#: keysymdef.h values of the characters typed in the viewer.  By number, not
+#: by name: python-xlib's C{XK.string_to_keysym} only knows the keysym groups
+#: it loads (no "currency"), so C{"EuroSign"} came back as 0 (NoSymbol).
+EACUTE, EURO_SIGN, SSHARP = 0x00E9, 0x20AC, 0x00DF
+
+
+def _map_keysyms(env: dict[str, str], *keysyms: int) -> None:
     """Give each keysym a keycode of its own on the display in C{env}.
 
     Without one, xdotool borrows a spare keycode per character and maps it
     back right after the release; Tk re-reads the keymap only when it looks
-    the key up, so on a loaded machine it can read the reverted map and
-    drop the character.  A person's keyboard has its keys mapped all along.
+    the key up, so on a loaded machine (another trial worker busy) the
+    viewer can read the reverted map, see NoSymbol and drop the character.
+    A person's keyboard has its keys mapped all along.  The map is read
+    back: a keysym that did not land would bring that race back silently.
     """
-    from Xlib import XK
     from Xlib import display as xdisplay
 
+    if not all(keysyms):
+        raise ValueError(f"NoSymbol among the keysyms to map: {keysyms!r}")
     d = xdisplay.Display(env["DISPLAY"])
     try:
         first = d.display.info.min_keycode
         count = d.display.info.max_keycode - first + 1
         mapping = d.get_keyboard_mapping(first, count)
         free = [first + i for i, syms in enumerate(mapping) if not any(syms)]
+        if len(free) < len(keysyms):
+            raise AssertionError(f"{len(free)} spare keycodes for {len(keysyms)} keysyms")
         width = len(mapping[0])
-        for keycode, name in zip(free, names, strict=False):
-            d.change_keyboard_mapping(keycode, [(XK.string_to_keysym(name),) * width])
+        for keycode, keysym in zip(free, keysyms, strict=False):
+            d.change_keyboard_mapping(keycode, [(keysym,) * width])
         d.sync()
+        after = d.get_keyboard_mapping(first, count)
+        mapped = {after[kc - first][0] for kc in free[: len(keysyms)]}
     finally:
         d.close()
+    if mapped != set(keysyms):
+        raise AssertionError(f"keysyms {keysyms!r} mapped as {sorted(mapped)!r}")
 
 
 def _capture(env: dict[str, str], window: str, path: Path) -> Image.Image:
@@ -300,7 +315,7 @@ class ViewerWindowTests(SynchronousTestCase):
         self.assertEqual(submit["text"], "Hello LiteDesk 123")
         # Characters without a key of their own on the host travel as unicode
         # and are typed there.
-        _map_keysyms(self.viewer.env, "eacute", "EuroSign", "ssharp")
+        _map_keysyms(self.viewer.env, EACUTE, EURO_SIGN, SSHARP)
         rec.command("clear")
         self.viewer.xdotool("type", "--delay", "80", "é€ß")
         self.assertEqual(self.typed(rec, "é€ß"), "é€ß")
