@@ -69,7 +69,8 @@ class ListsPage(Page):
             return "This server runs no relay (--no-relay): the list has no effect here."
         relay = service.relay
         held = relay.table.blocklist if lst.name == "blocklist" else relay.blacklist
-        return f"The relay holds {len(held)} addresses from it now."
+        n = len(held)
+        return f"The relay holds {n} address{'' if n == 1 else 'es'} from it now."
 
     async def get(self, view: View, drafts: dict[str, _Draft] | None = None) -> Flattenable:
         out: list[Tag] = [

@@ -175,7 +175,7 @@ def _history_part(ended: Sequence[_Ended]) -> list[Tag]:
     ]
     out = [
         tags.h2("Recent relay sessions"),
-        tags.p(f"The last {len(ended)}, newest first.", class_="summary"),
+        tags.p(f"The last {len(ended)}, newest first." if ended else "", class_="summary"),
         _table("history", (*_PAIR_HEADS, "Ended because"), rows),
     ]
     if not ended:
