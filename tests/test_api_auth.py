@@ -165,8 +165,8 @@ class OptionsTests(ApiServerCase):
         for method, path in [
             ("POST", "/api/oidc/auth"),
             ("GET", "/api/oidc/auth-query?code=1&id=2&uuid=3"),
-            ("POST", "/api/ab/personal"),
-            ("POST", "/api/ab/settings"),
+            ("POST", "/api/ab/shared/elsewhere"),
+            ("POST", "/api/device-group"),
             ("POST", "/api/login/extra"),
             ("GET", "/api"),
         ]:

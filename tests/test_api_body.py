@@ -12,6 +12,7 @@ The capped request buffer on its own: it keeps at most its cap.
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from hypothesis import given
@@ -97,8 +98,6 @@ class ParserTests(SynchronousTestCase):
 
     def test_audit_pruned(self) -> None:
         """Past the row cap the oldest audit rows go, and old nonces with them."""
-        import sqlite3
-
         conn = sqlite3.connect(":memory:")
         for statement in store.API_TABLES:
             conn.execute(statement)

@@ -33,7 +33,9 @@ __all__ = [
     "boolean",
     "int_list",
     "integer",
+    "parse_json",
     "parse_object",
+    "parse_strings",
     "text",
 ]
 
@@ -109,10 +111,28 @@ def parse_object(raw: bytes, limit: int = MAX_BODY) -> dict[str, Any]:
     (C{/api/ab/personal}, C{/api/sysinfo_ver}).  Nesting too deep for
     Python's parser (RecursionError) is refused like any other bad JSON.
     """
+    value = parse_json(raw, limit, {})
+    if not isinstance(value, dict):
+        raise BadBody("request body is not a JSON object")
+    return value
+
+
+def parse_strings(raw: bytes, max_items: int, max_len: int) -> list[str]:
+    """C{raw} as a JSON list of strings (the address book's DELETE bodies), or L{BadBody}."""
+    value = parse_json(raw, MAX_BODY, [])
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise BadBody("request body is not a JSON list of strings")
+    if len(value) > max_items or any(len(x) > max_len for x in value):
+        raise BadBody(f"request body holds more than {max_items} items or too long ones")
+    return value
+
+
+def parse_json(raw: bytes, limit: int, empty: Any) -> Any:
+    """C{raw} as any JSON value (C{empty} for an empty body), or L{BadBody}."""
     if len(raw) > limit:
         raise BadBody(f"request body over {limit} bytes", 413)
     if not raw.strip():
-        return {}
+        return empty
     try:
         value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -121,8 +141,6 @@ def parse_object(raw: bytes, limit: int = MAX_BODY) -> dict[str, Any]:
         raise BadBody("request body nests too deeply") from None
     except ValueError:
         raise BadBody("request body is not JSON") from None
-    if not isinstance(value, dict):
-        raise BadBody("request body is not a JSON object")
     try:
         # A lone surrogate (\ud800) parses, but no UTF-8 store or log can hold it.
         json.dumps(value, ensure_ascii=False).encode("utf-8")

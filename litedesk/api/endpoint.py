@@ -42,6 +42,7 @@ __all__ = [
     "NotFound",
     "Refused",
     "Reply",
+    "WithArg",
     "error_reply",
     "json_reply",
     "text_reply",
@@ -80,13 +81,16 @@ class Call:
 
     @ivar ctx: the server's parts (accounts, database, registry, ...).
     @ivar request: the twisted.web request (headers, arguments).
+    @ivar arg: the path segment after the endpoint's own, for endpoints
+        that take one (C{/api/ab/tags/<guid>}), else C{""}.
     @ivar ip: the client's address.
     @ivar now: the reactor's time when the request arrived.
     """
 
-    def __init__(self, ctx: OpsContext, request: Any) -> None:
+    def __init__(self, ctx: OpsContext, request: Any, arg: str = "") -> None:
         self.ctx = ctx
         self.request = request
+        self.arg = arg
         self.ip = str(getattr(request.getClientAddress(), "host", ""))
         self.now = float(ctx.reactor.seconds())
 
@@ -128,13 +132,17 @@ class Endpoint(Resource):
     @param ctx: handed to every L{Call}.
     @param name: the path, for the log.
     @param handlers: C{{b"GET": fn, b"POST": fn, ...}}.
+    @param arg: handed to every L{Call} as C{call.arg}.
     """
 
-    def __init__(self, ctx: OpsContext, name: str, handlers: dict[bytes, Handler]) -> None:
+    def __init__(
+        self, ctx: OpsContext, name: str, handlers: dict[bytes, Handler], arg: str = ""
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._ctx = ctx
         self.name = name
         self._handlers = handlers
+        self._arg = arg
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         return NotFound()
@@ -144,7 +152,7 @@ class Endpoint(Resource):
         if handler is None:
             request.setHeader(b"allow", b", ".join(sorted(self._handlers)))
             return _write(request, error_reply(405, "method not allowed"))
-        call = Call(self._ctx, request)
+        call = Call(self._ctx, request, self._arg)
         try:
             result = handler(call)
         except Exception as e:
@@ -177,6 +185,27 @@ class Endpoint(Resource):
             return error_reply(e.status, e.message)
         _log.failure("API {endpoint} from {ip} failed", failure, endpoint=self.name, ip=call.ip)
         return error_reply(500, "internal server error")
+
+
+class WithArg(Resource):
+    """C{<path>/<arg>}: an L{Endpoint} for any one segment C{arg} (a guid).
+
+    Fixed names put with C{putChild} win over the catch-all.
+    """
+
+    def __init__(self, ctx: OpsContext, name: str, handlers: dict[bytes, Handler]) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._ctx = ctx
+        self.name = name
+        self._handlers = handlers
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        if not path or len(path) > 64:
+            return NotFound()
+        return Endpoint(self._ctx, self.name, self._handlers, path.decode("ascii", "replace"))
+
+    def render(self, request: Any) -> bytes:
+        return _write(request, error_reply(404, "not supported by this server"))
 
 
 class NotFound(Resource):

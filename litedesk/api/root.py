@@ -1,13 +1,12 @@
 """C{/api}: the RustDesk-compatible API server (the apps' "API server" setting).
 
 Assembles the endpoints of L{litedesk.api.auth} (sign-in),
-L{litedesk.api.device_api} (what hosts post: heartbeat, sysinfo, audit)
-and L{litedesk.api.user_api} (the signed-in app's address book and lists)
-into one tree.  Every path the tree does not hold, such as C{/api/oidc/*}
-and the personal and shared address-book calls, answers 404 with a JSON
-reason: the apps read that as "this server lacks the feature"
-(RustDesk's C{flutter/lib/models/ab_model.dart} then uses the legacy
-address book).
+L{litedesk.api.device_api} (what hosts post: heartbeat, sysinfo, audit),
+L{litedesk.api.user_api} (the signed-in app's legacy address book and
+lists) and L{litedesk.api.personal_ab} (the personal address book) into
+one tree.  Every path the tree does not hold, such as C{/api/oidc/*},
+answers 404 with a JSON reason: the apps read that as "this server lacks
+the feature".
 
 L{API_SCHEMA} is every table the API keeps in the ops database
 (L{litedesk.api.store}); the server applies it at start-up.
@@ -19,18 +18,19 @@ from typing import Any
 
 from twisted.web.resource import Resource
 
-from litedesk.api import store
+from litedesk.api import ab_store, store
 from litedesk.api.auth import auth_endpoints
 from litedesk.api.device_api import device_endpoints
 from litedesk.api.devices import Devices
-from litedesk.api.endpoint import Endpoint, NotFound, error_reply
+from litedesk.api.endpoint import NotFound, error_reply
+from litedesk.api.personal_ab import personal_ab_endpoints
 from litedesk.api.user_api import user_endpoints
 from litedesk.ops.context import OpsContext
 
 __all__ = ["API_SCHEMA", "ApiRoot", "make_api"]
 
 #: The API's tables in the ops database (CREATE ... IF NOT EXISTS).
-API_SCHEMA: tuple[str, ...] = store.API_TABLES
+API_SCHEMA: tuple[str, ...] = store.API_TABLES + ab_store.AB_TABLES
 
 
 class ApiRoot(Resource):
@@ -54,7 +54,7 @@ class ApiRoot(Resource):
         return error_reply(404, "not supported by this server").body
 
 
-def _place(root: Resource, path: str, endpoint: Endpoint) -> None:
+def _place(root: Resource, path: str, endpoint: Resource) -> None:
     """Hang C{endpoint} at C{path} (C{a/b}), making branches on the way."""
     *parents, leaf = path.split("/")
     node = root
@@ -77,7 +77,12 @@ def make_api(ctx: OpsContext) -> ApiRoot:
     # The console finds the heartbeat state here (litedesk.console.sessions).
     setattr(ctx, "devices", devices)  # noqa: B010
     root = ApiRoot(devices)
-    endpoints = {**auth_endpoints(ctx), **user_endpoints(ctx), **device_endpoints(ctx, devices)}
+    endpoints: dict[str, Resource] = {
+        **auth_endpoints(ctx),
+        **user_endpoints(ctx),
+        **personal_ab_endpoints(ctx),
+        **device_endpoints(ctx, devices),
+    }
     for path in sorted(endpoints, key=lambda p: p.count("/")):
         _place(root, path, endpoints[path])
     return root

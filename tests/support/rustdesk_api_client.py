@@ -202,8 +202,31 @@ class ApiClient:
 
     # -- address book and lists -------------------------------------------------
 
+    def _empty_post(self, path: str) -> Response:
+        """A POST with C{Content-Length: 0} and JSON headers (C{_setEmptyBody})."""
+        headers = {**self._json_headers(True), "Content-Length": "0"}
+        return self.request("POST", path, None, headers)
+
+    def ab_settings(self) -> Response:
+        return self._empty_post("/api/ab/settings")
+
     def ab_personal(self) -> Response:
-        return self.request("POST", "/api/ab/personal", None, self._json_headers(True))
+        return self._empty_post("/api/ab/personal")
+
+    def ab_shared_profiles(self) -> Response:
+        return self._empty_post("/api/ab/shared/profiles?current=1&pageSize=100")
+
+    def ab_peers(self, guid: str, current: int = 1, page_size: int = 100) -> Response:
+        query = urlencode({"current": current, "pageSize": page_size, "ab": guid})
+        return self._empty_post(f"/api/ab/peers?{query}")
+
+    def ab_tags(self, guid: str) -> Response:
+        return self._empty_post(f"/api/ab/tags/{guid}")
+
+    def ab_send(self, method: str, path: str, guid: str, value: Any) -> Response:
+        """A change to the personal book: C{path} is C{peer/add}, C{tag/rename}, ..."""
+        body = json.dumps(value).encode()
+        return self.request(method, f"/api/ab/{path}/{guid}", body, self._json_headers(True))
 
     def ab_get(self) -> Response:
         headers = {**self._json_headers(True), "Accept-Encoding": "gzip"}
