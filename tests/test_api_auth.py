@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 
+from litedesk.api.auth import MAX_PENDING_SIGN_INS, RATE_LIMITED
 from litedesk.ops.counters import LOGIN_OUTCOMES
 from tests.support.api_server import PASSWORD, ApiServerCase
 
@@ -99,6 +100,23 @@ class LoginTests(ApiServerCase):
         self.assertEqual(r.json(), {"error": "Too many sign-in attempts, try again later"})
         self.assertEqual(self.svc.ops_counters.logins["api"]["rate_limited"], 1)
         self.assertEqual(set(self.svc.ops_counters.logins["api"]), set(LOGIN_OUTCOMES))
+
+    @inlineCallbacks
+    def test_too_many_waiting_sign_ins_from_all_addresses(self) -> Any:
+        """With MAX_PENDING_SIGN_INS checks waiting, a new sign-in is turned away."""
+        self.start(alice=False)
+        yield self.ready
+        endpoint = self.svc.api.factory.resource.children[b"api"].children[b"login"]
+        pending = endpoint._handlers[b"POST"].keywords["pending"]
+        self.assertEqual(pending.count, 0)
+        pending.count = MAX_PENDING_SIGN_INS
+        app = self.client()
+        r = yield self.call(app.login, "alice", PASSWORD)
+        self.assertEqual((r.status, r.json()["error"]), (429, RATE_LIMITED))
+        pending.count = 0
+        r = yield self.call(app.login, "alice", PASSWORD)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(pending.count, 0)  # the finished check was counted out
 
     @inlineCallbacks
     def test_sign_ins_in_the_event_log(self) -> Any:

@@ -15,13 +15,15 @@ C{LoginResponse}, C{UserPayload}) and C{flutter/lib/models/user_model.dart}:
     which is what a revoked or expired token must do.
 
 Sign-ins are limited per address (L{litedesk.ops.accounts.SignInGuard},
-shared with the console), counted by outcome
+shared with the console) and to L{MAX_PENDING_SIGN_INS} waiting at once,
+counted by outcome
 (C{litedesk_api_logins_total}) and written to the event log.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -34,6 +36,7 @@ from litedesk.ops.users import User
 
 __all__ = [
     "DISABLED",
+    "MAX_PENDING_SIGN_INS",
     "RATE_LIMITED",
     "UNSUPPORTED_TYPE",
     "WRONG_CREDENTIALS",
@@ -49,6 +52,8 @@ RATE_LIMITED = "Too many sign-in attempts, try again later"
 UNSUPPORTED_TYPE = "This server signs in with a user name and password only"
 
 _DEVICE_INFO_MAX = 1000
+#: Sign-ins waiting for a password check at once, from all addresses together.
+MAX_PENDING_SIGN_INS = 32
 
 
 def user_payload(user: User) -> dict[str, Any]:
@@ -84,7 +89,27 @@ def _record(call: Call, name: str, outcome: str) -> None:
     )
 
 
-def login(call: Call) -> Reply | Deferred[Reply]:
+class _Pending:
+    """Sign-ins waiting for their password check, at most L{MAX_PENDING_SIGN_INS}.
+
+    The per-address limit bounds each address; this bounds them all (many
+    addresses, an IPv6 prefix), so queued checks cannot pile up in memory.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def track(self, d: Deferred[Reply]) -> Deferred[Reply]:
+        self.count += 1
+
+        def done(result: object) -> object:
+            self.count -= 1
+            return result
+
+        return d.addBoth(done)
+
+
+def login(call: Call, pending: _Pending | None = None) -> Reply | Deferred[Reply]:
     body = call.body()
     kind = text(body, "type", 32)
     name = text(body, "username", 256)
@@ -97,7 +122,8 @@ def login(call: Call) -> Reply | Deferred[Reply]:
     }
     if kind not in ("", "account"):
         raise BadBody(UNSUPPORTED_TYPE)
-    if not call.ctx.sign_ins.allow(call.ip, call.now):
+    crowded = pending is not None and pending.count >= MAX_PENDING_SIGN_INS
+    if crowded or not call.ctx.sign_ins.allow(call.ip, call.now):
         _record(call, name, "rate_limited")
         raise Refused(RATE_LIMITED, 429)
 
@@ -115,8 +141,9 @@ def login(call: Call) -> Reply | Deferred[Reply]:
         message = DISABLED if result.outcome == "disabled" else WRONG_CREDENTIALS
         return json_reply({"error": message})
 
-    d = call.ctx.accounts.sign_in(name, password, kind="api", ip=call.ip, **device)
-    return d.addCallback(done)
+    signed = call.ctx.accounts.sign_in(name, password, kind="api", ip=call.ip, **device)
+    d = signed.addCallback(done)
+    return d if pending is None else pending.track(d)
 
 
 def logout(call: Call) -> Reply | Deferred[Reply]:
@@ -139,7 +166,7 @@ def login_options(call: Call) -> Reply:
 
 def auth_endpoints(ctx: Any) -> dict[str, Endpoint]:
     return {
-        "login": Endpoint(ctx, "login", {b"POST": login}),
+        "login": Endpoint(ctx, "login", {b"POST": partial(login, pending=_Pending())}),
         "logout": Endpoint(ctx, "logout", {b"POST": logout}),
         "currentUser": Endpoint(ctx, "currentUser", {b"POST": current_user}),
         "login-options": Endpoint(ctx, "login-options", {b"GET": login_options}),

@@ -6,11 +6,11 @@ they answer 401 and the app signs out (C{flutter/lib/models/ab_model.dart},
 C{group_model.dart}).
 
   - C{/api/ab} (GET, POST): the legacy address book, the app's whole book
-    as one JSON string per user (at most 1 MiB).  RustDesk apps since 1.2.4
-    use the personal book (L{litedesk.api.personal_ab}) and only fall back
-    here when C{/api/ab/personal} answers 404; older apps and other clients
-    use it.  A user with no book yet gets an empty one.  The push is
-    answered with an empty 200, which is what the app counts as success.
+    as one JSON string per user (at most 1 MiB).  Current RustDesk apps
+    (1.4.9) use the personal book (L{litedesk.api.personal_ab}) and fall back
+    here only when C{/api/ab/personal} answers 404; older apps use it.  A
+    user with no book yet gets an empty one.  The push is answered with an
+    empty 200, which is what the app counts as success.
   - C{/api/users}, C{/api/peers}, C{/api/device-group/accessible} (GET,
     paged by C{current} and C{pageSize}): C{{"total": n, "data": [...]}}, the
     app pages on until C{current * pageSize >= total}.  Users: the signed-in
