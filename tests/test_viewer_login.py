@@ -31,13 +31,18 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.signing import SigningKey
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.login_gate import NO_TOKEN, TOKEN_INVALID
+from litedesk.rendezvous.secure_tcp import SecureTcpServer
+from litedesk.session.links import open_rendezvous
 from litedesk.viewer.api_login import LoginFailure, parse_login_answer, sign_in, sign_out
 from litedesk.viewer.api_tokens import (
     LOGINS_FILE,
@@ -48,9 +53,13 @@ from litedesk.viewer.api_tokens import (
 )
 from litedesk.viewer.connection import FailureReason, failure_reason
 from litedesk.viewer.refusals import ConnectError, LoginRequired, punch_failure, relay_refusal
-from litedesk.viewer.route import request_relay
+from litedesk.viewer.route import find_host, request_relay
+from litedesk.viewer.secure_rendezvous import CANNOT_SECURE, answer_offer, secure_link
+from litedesk.wire.keys import server_key_bytes
+from litedesk.wire.secretbox import SecretChannel
 
 from .support import rustdesk_rendezvous as emu
+from .support.e2e_lab import RecordingProxy
 from .support.polling import wait_until
 from .support.ports import free_port, free_port_pair
 from .support.processes import TWISTD, RelayProcess, stop_all
@@ -204,8 +213,6 @@ class RefusalTextTests(SynchronousTestCase):
     def test_login_texts_name_the_command(self) -> None:
         """The server's --require-login texts become 'login required' with the fix; other
         refusals keep their kind."""
-        from litedesk.proto import rendezvous_pb2 as rz
-
         server = ("relay.example.org", 21116)
         for error in (
             punch_failure(rz.PunchHoleResponse(other_failure=NO_TOKEN), server),
@@ -222,6 +229,67 @@ class RefusalTextTests(SynchronousTestCase):
         self.assertEqual(failure_reason(busy), FailureReason.RELAY_REFUSED)
         offline = punch_failure(rz.PunchHoleResponse(failure=rz.PunchHoleResponse.OFFLINE), server)
         self.assertEqual(failure_reason(offline), FailureReason.HOST_OFFLINE)
+
+
+class SecureRendezvousTests(TestCase):
+    """The viewer's half of secure TCP (before a token is sent), against the server's own
+    sans-IO half and against servers that do not offer it."""
+
+    def setUp(self) -> None:
+        self.signing = SigningKey.generate()
+        self.server_pk = bytes(self.signing.verify_key)
+
+    def test_keys_with_the_server(self) -> None:
+        """Our answer opens on the server's side; then both seal and open each other's frames."""
+        server = SecureTcpServer(self.signing)
+        offer = rz.RendezvousMessage.FromString(server.offer() or b"").key_exchange
+        answer, key = answer_offer(offer, self.server_pk)
+        self.assertIsNone(
+            server.receive(rz.RendezvousMessage(key_exchange=answer).SerializeToString())
+        )
+        self.assertTrue(server.secured)
+        ours = SecretChannel(key)
+        request = b"punch request with a token"
+        self.assertEqual(server.receive(ours.seal(request)), request)
+        self.assertEqual(ours.open(server.send(b"the answer")), b"the answer")
+
+    def test_offer_signed_by_another_key(self) -> None:
+        """A server (or a man in the middle) without the configured key gets no token."""
+        other = SecureTcpServer(SigningKey.generate())
+        offer = rz.RendezvousMessage.FromString(other.offer() or b"").key_exchange
+        with self.assertRaises(ConnectError) as caught:
+            answer_offer(offer, self.server_pk)
+        self.assertIn("not signed by the server key given (--key)", str(caught.exception))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.binary(max_size=120), max_size=4))
+    def test_any_offer_is_answered_or_refused(self, keys: list[bytes]) -> None:
+        """The offer is peer input: anything but a good one is a ConnectError."""
+        try:
+            answer_offer(rz.KeyExchange(keys=keys), self.server_pk)
+        except ConnectError as e:
+            self.assertEqual(e.reason, CANNOT_SECURE)
+        else:
+            self.fail("an unsigned offer was answered")
+
+    async def test_silent_or_closing_server(self) -> None:
+        """No offer (a server that says nothing, or hangs up): the token is not sent."""
+        for factory in (Factory.forProtocol(Protocol), Factory.forProtocol(_Hangup)):
+            port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+            self.addCleanup(port.stopListening)
+            link = await open_rendezvous(reactor, "127.0.0.1", port.getHost().port)
+            with self.assertRaises(ConnectError) as caught:
+                await secure_link(reactor, link, self.server_pk, wait=1.0)
+            self.assertEqual(caught.exception.reason, CANNOT_SECURE)
+            await link.closed
+
+
+class _Hangup(Protocol):
+    """A server that hangs up at once."""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
 
 
 class _StandIn(Resource):
@@ -414,6 +482,7 @@ class RequireLoginEndToEndTests(TestCase):
         )
         self.addCleanup(self.relay.stop)
         self.key = (data / "id_ed25519.pub").read_text().strip()
+        self.server_pk = server_key_bytes(self.key)
         self.peer_id = "731902846"
         self.start_host()
         self.viewer = ViewerProcess(
@@ -496,6 +565,34 @@ class RequireLoginEndToEndTests(TestCase):
         self.assertEqual(signed.returncode, 0, signed.stderr)
         self.assertEqual(self.stats(self.viewer.run(self.peer_id, *ws))["path"], "relay")
 
+    async def test_token_never_crosses_in_clear(self) -> None:
+        """The punch request with the token goes on a keyed connection (as RustDesk's
+        secure_tcp): a recording proxy in front of the server never sees the token."""
+        signed = self.viewer.run("--login", "alice", stdin=PASSWORD + "\n")
+        self.assertEqual(signed.returncode, 0, signed.stderr)
+        token = TokenStore(self.viewer.logins).token(f"127.0.0.1:{self.port}")
+
+        async def through_proxy(token: str) -> tuple[Any, bytes]:
+            proxy = RecordingProxy(("127.0.0.1", self.port))
+            self.addCleanup(proxy.close)
+            server = ("127.0.0.1", proxy.port)
+            try:
+                route: Any = await find_host(
+                    reactor, server, self.key, self.peer_id, nat_test=False, token=token
+                )
+            except ConnectError as e:
+                route = e
+            return route, proxy.snapshot()
+
+        # Without a token the request is plaintext, as for any RustDesk client.
+        refused, clear = await through_proxy("")
+        self.assertEqual(failure_reason(refused), FailureReason.LOGIN_REQUIRED)
+        self.assertIn(self.peer_id.encode(), clear)
+        route, sealed = await through_proxy(token)
+        self.assertEqual(route.path, "lan")  # the host is on this machine
+        self.assertNotIn(token.encode(), sealed)
+        self.assertNotIn(self.peer_id.encode(), sealed)  # the whole request is sealed
+
     async def test_request_relay_carries_the_token(self) -> None:
         """The viewer's own RequestRelay (sent when a punch fails) is refused without a
         token and reaches the host with the stored one: the host names the relay."""
@@ -506,6 +603,8 @@ class RequireLoginEndToEndTests(TestCase):
         with self.assertRaises(ConnectError) as caught:
             await request_relay(reactor, server, self.peer_id, b"", "", 10.0)
         self.assertEqual(failure_reason(caught.exception), FailureReason.LOGIN_REQUIRED)
-        route = await request_relay(reactor, server, self.peer_id, b"", "", 10.0, token=token)
+        route = await request_relay(
+            reactor, server, self.peer_id, b"", "", 10.0, token=token, server_pk=self.server_pk
+        )
         self.assertEqual(route.path, "relay")
         self.assertEqual(route.relay, ("127.0.0.1", self.port + 1))

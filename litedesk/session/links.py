@@ -49,6 +49,7 @@ from litedesk.websocket.urls import WebSocketServer, WsUrl, is_ws_url, parse_ws_
 from litedesk.wire.address import Address, parse_host_port
 from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
 from litedesk.wire.messages import parse_rendezvous
+from litedesk.wire.secretbox import DecryptError, SecretChannel
 
 CONNECT_TIMEOUT = 5.0
 MAX_RENDEZVOUS_FRAME = 64 * 1024
@@ -59,21 +60,31 @@ class LinkError(Exception):
 
 
 class RendezvousLink(Protocol):
-    """Framed C{RendezvousMessage}s in a queue; C{KeyExchange} is skipped.
+    """Framed C{RendezvousMessage}s in a queue; C{KeyExchange} is set aside.
 
     Servers that implement RustDesk Pro's "secure TCP" send an unsolicited
-    C{KeyExchange} first; like RustDesk clients that did not ask for
-    encryption we skip it and talk in plaintext.
+    C{KeyExchange} to a client that stays silent.  Like RustDesk clients
+    that did not ask for encryption we skip it and talk in plaintext; a
+    viewer that sends an API token answers it first (rustdesk
+    C{secure_tcp}, L{litedesk.viewer.secure_rendezvous}), then sets
+    C{channel} and every frame after is sealed both ways.
+
+    @ivar key_exchange: fires with the server's first C{KeyExchange}.
     """
 
     def __init__(self) -> None:
         self.messages: DeferredQueue[rz.RendezvousMessage | None] = DeferredQueue()
         self._decoder = FrameDecoder(MAX_RENDEZVOUS_FRAME)
         self.closed: Deferred[None] = Deferred()
+        self.key_exchange: Deferred[rz.KeyExchange] = Deferred()
+        self.channel: SecretChannel | None = None
 
     def send(self, msg: rz.RendezvousMessage) -> None:
         if self.transport is not None:
-            self.transport.write(encode_frame(msg.SerializeToString()))
+            payload = msg.SerializeToString()
+            if self.channel is not None:
+                payload = self.channel.seal(payload)
+            self.transport.write(encode_frame(payload))
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -82,8 +93,17 @@ class RendezvousLink(Protocol):
             self.close()
             return
         for frame in frames:
+            if self.channel is not None:
+                try:
+                    frame = self.channel.open(frame)
+                except DecryptError:
+                    self.close()  # tampered or out of order: nothing after it can be read
+                    return
             msg = parse_rendezvous(frame)
-            if msg is None or msg.WhichOneof("union") in (None, "key_exchange"):
+            kind = msg.WhichOneof("union") if msg is not None else None
+            if kind == "key_exchange" and msg is not None and not self.key_exchange.called:
+                self.key_exchange.callback(msg.key_exchange)
+            if msg is None or kind in (None, "key_exchange"):
                 continue
             self.messages.put(msg)
 

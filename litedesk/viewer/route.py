@@ -26,16 +26,13 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 
 from litedesk.nat.ipv6 import free_port, own_ipv6
 from litedesk.nat.nattype import (
-    NAMES,
     SYMMETRIC,
     UNKNOWN,
-    probe_nat_type,
     resolve_ip,
     wildcard_for,
 )
@@ -43,7 +40,6 @@ from litedesk.nat.punch import (
     Gate,
     adopt_if_first,
     direct_timeout,
-    open_rendezvous_from,
     punch_connect,
 )
 from litedesk.proto import rendezvous_pb2 as rz
@@ -55,17 +51,17 @@ from litedesk.session.links import (
     open_rendezvous,
     split_relay,
 )
+from litedesk.viewer.punch_link import open_for_punch
 from litedesk.viewer.refusals import ConnectError as ConnectError  # re-exported
 from litedesk.viewer.refusals import punch_failure, relay_refusal
+from litedesk.viewer.secure_rendezvous import secured_rendezvous
 from litedesk.websocket.urls import is_ws_url
 from litedesk.wire import addrmangle
-from litedesk.wire.address import Address
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
 
 VERSION = "1.4.9"  # what we claim to be: servers only sign keys for versioned clients
 PUNCH_WAITS = (3.0, 6.0, 9.0)
 RELAY_WAIT = 18.0
-NAT_TEST_TIMEOUT = 1.5
 IPV6_WINDOW = 1.0  # no NAT to get through: like RustDesk's 1 s for a local address
 UPNP_WINDOW = 1.0  # a port mapped on the host's gateway answers at once or not at all
 
@@ -145,46 +141,8 @@ async def _exchange(
         link.close()
 
 
-async def own_nat_type(reactor: Any, server: tuple[str, int]) -> int:
-    """Our NAT type (docs/protocol.rst §7.4), or UNKNOWN_NAT when the test gets no answer."""
-    t0 = reactor.seconds()
-    try:
-        probe = await probe_nat_type(reactor, server, timeout=NAT_TEST_TIMEOUT)
-    except (LinkError, OSError) as e:
-        _log.info("NAT test failed after {ms} ms: {error}", ms=_ms(reactor, t0), error=e)
-        return UNKNOWN
-    _log.info("NAT test: {nat} ({ms} ms)", nat=NAMES[probe.nat_type], ms=_ms(reactor, t0))
-    return probe.nat_type
-
-
 def _ms(reactor: Any, t0: float) -> int:
     return int((reactor.seconds() - t0) * 1000)
-
-
-async def _open_with_nat_test(
-    reactor: Any, server_ip: tuple[str, int], force_relay: bool, nat_test: bool
-) -> tuple[RendezvousLink, Address, int]:
-    """Open the rendezvous link from a fresh port; our NAT type, as C{nat_type} encodes it.
-
-    The NAT test runs while we connect to the rendezvous server.
-    """
-    own_nat: int
-    nat_d: Deferred[int] | None = None
-    if force_relay:
-        own_nat = SYMMETRIC  # as RustDesk encodes it: the host goes to the relay
-    elif nat_test:
-        nat_d = ensureDeferred(own_nat_type(reactor, server_ip))
-    else:
-        own_nat = UNKNOWN
-    try:
-        link, local = await open_rendezvous_from(reactor, server_ip)
-    except LinkError as e:
-        if nat_d is not None:
-            await nat_d
-        raise ConnectError("cannot reach rendezvous server", str(e)) from None
-    if nat_d is not None:
-        own_nat = await nat_d
-    return link, local, own_nat
 
 
 async def find_host(
@@ -201,14 +159,17 @@ async def find_host(
     """Ask the rendezvous server for C{peer_id}; return how to reach it.
 
     @param token: the API access token (C{litedesk-viewer --login}), sent in
-        every punch and relay request, as a signed-in RustDesk app does.
+        every punch and relay request, as a signed-in RustDesk app does: only
+        on a keyed connection (L{litedesk.viewer.secure_rendezvous}).
     """
     server_pk = _server_key(server_key)
     try:
         server_ip = (resolve_ip(*server), server[1])
     except OSError as e:
         raise ConnectError("cannot reach rendezvous server", f"{server[0]}: {e}") from None
-    link, local, own_nat = await _open_with_nat_test(reactor, server_ip, force_relay, nat_test)
+    link, local, own_nat = await open_for_punch(
+        reactor, server_ip, force_relay, nat_test, server_pk if token else None
+    )
     local6 = None
     if not force_relay:
         own6 = own_ipv6()
@@ -254,7 +215,7 @@ async def find_host(
         upnp = (addr[0], int(ph.upnp_port))
     if not try_v4 and not (ph.socket_addr_v6 and local6 is not None) and upnp is None:
         return await request_relay(
-            reactor, server, peer_id, host_pk, ph.relay_server, relay_wait, token=token
+            reactor, server, peer_id, host_pk, ph.relay_server, relay_wait, None, token, server_pk
         )
     return Route(
         "punch",
@@ -342,7 +303,15 @@ async def connect_punched(
             ms=_ms(reactor, t0),
         )
     relayed = await request_relay(
-        reactor, server, peer_id, route.host_pk, route.relay_server, relay_wait, token=token
+        reactor,
+        server,
+        peer_id,
+        route.host_pk,
+        route.relay_server,
+        relay_wait,
+        None,
+        token,
+        _server_key(licence_key),
     )
     links = ServerLinks(server)
     try:
@@ -361,8 +330,12 @@ async def request_relay(
     wait: float = RELAY_WAIT,
     links: ServerLinks | None = None,
     token: str = "",
+    server_pk: bytes = b"",
 ) -> Route:
-    """Ask the host, through the server, to meet us on a relay (fresh uuid)."""
+    """Ask the host, through the server, to meet us on a relay (fresh uuid).
+
+    With a C{token}, a TCP connection is keyed with C{server_pk} first.
+    """
     uuid = str(uuidlib.uuid4())
     t0 = reactor.seconds()
     msg = rz.RendezvousMessage(
@@ -375,7 +348,8 @@ async def request_relay(
             token=token,
         )
     )
-    answer = await _exchange(reactor, server, msg, (wait,), ("relay_response",), links=links)
+    link = await secured_rendezvous(reactor, server, links, server_pk) if token else None
+    answer = await _exchange(reactor, server, msg, (wait,), ("relay_response",), link, links)
     rr = answer.relay_response
     if rr.refuse_reason:
         raise relay_refusal(rr.refuse_reason, server)
