@@ -18,9 +18,12 @@ What is measured, in one run with one load generator:
 
 C{wrk} (one thread, keep-alive connections) pinned to core 0 posts the same
 body to both, for the same time, alternating between them for C{--rounds}
-rounds (a busy machine then slows both alike); reported: each run's
-requests/s, the best of each and the ratio of the bests (goal >= 0.7).
-Every subprocess is stopped on exit.
+rounds (a busy machine then slows both alike).  Reported for each: the
+requests/s of every run and the best, and the server's CPU time per
+request (user + system, from /proc, the lowest of the runs) with the rate
+one core would reach at that cost; then both ratios (goal >= 0.7).  On a
+machine where other work shares the cores the CPU-per-request ratio is the
+steadier one.  Every subprocess is stopped on exit.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procfs import cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
@@ -149,8 +156,8 @@ def heartbeat_body() -> dict[str, object]:
     return {"id": HOST_ID, "uuid": uuid, "ver": 1004009, "modified_at": 0}
 
 
-def wrk(port: int, path: str, seconds: int, connections: int, tmp: Path) -> float:
-    """Requests/s wrk measured (1 thread, pinned to the load core)."""
+def wrk(port: int, path: str, seconds: int, connections: int, tmp: Path) -> tuple[float, int]:
+    """Requests/s and requests wrk measured (1 thread, pinned to the load core)."""
     script = tmp / "heartbeat.lua"
     script.write_text(WRK_SCRIPT.format(body=json.dumps(json.dumps(heartbeat_body()))))
     argv = pinned(
@@ -170,14 +177,15 @@ def wrk(port: int, path: str, seconds: int, connections: int, tmp: Path) -> floa
     if errors:
         raise RuntimeError(f"{errors.group(1)} error answers from {path}:\n{out}")
     found = re.search(r"Requests/sec:\s*([\d.]+)", out)
-    if found is None:
+    total = re.search(r"(\d+) requests in", out)
+    if found is None or total is None:
         raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
-    return float(found.group(1))
+    return float(found.group(1)), int(total.group(1))
 
 
 @contextlib.contextmanager
-def litedesk_server(tmp: Path) -> Iterator[int]:
-    """A litedesk-relay whose heartbeats pass the uuid check; yields the API port."""
+def litedesk_server(tmp: Path) -> Iterator[tuple[int, int]]:
+    """A litedesk-relay whose heartbeats pass the uuid check; yields its API port and pid."""
     data_dir = tmp / "server"
     data_dir.mkdir()
     udp, tcp, nat, api = free_port(socket.SOCK_DGRAM), free_port(), free_port(), free_port()
@@ -201,7 +209,7 @@ def litedesk_server(tmp: Path) -> Iterator[int]:
         "-",
         "--no-relay",
     ]
-    with running(pinned(SERVER_CORE, argv), tmp / "server.out", data_dir):
+    with running(pinned(SERVER_CORE, argv), tmp / "server.out", data_dir) as proc:
         wait_http(api)
         register_host(udp)
         body = heartbeat_body()
@@ -210,16 +218,16 @@ def litedesk_server(tmp: Path) -> Iterator[int]:
             raise RuntimeError("sysinfo was not accepted")
         if json.loads(post(api, "/api/heartbeat", body)) != {}:
             raise RuntimeError("the heartbeat did not pass the uuid check")
-        yield api
+        yield api, proc.pid
 
 
 @contextlib.contextmanager
-def reference_server(tmp: Path) -> Iterator[int]:
+def reference_server(tmp: Path) -> Iterator[tuple[int, int]]:
     port = free_port()
     argv = [sys.executable, "-c", REFERENCE, str(port)]
-    with running(pinned(SERVER_CORE, argv), tmp / "reference.out", tmp):
+    with running(pinned(SERVER_CORE, argv), tmp / "reference.out", tmp) as proc:
         wait_http(port)
-        yield port
+        yield port, proc.pid
 
 
 def main() -> int:
@@ -235,26 +243,48 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         print("needs two cores (server and load generator apart)", file=sys.stderr)
         return 2
-    refs: list[float] = []
-    reals: list[float] = []
+    runs: dict[str, list[Run]] = {"reference": [], "litedesk": []}
     with tempfile.TemporaryDirectory(prefix="litedesk-api-bench-") as name:
         tmp = Path(name)
-        with reference_server(tmp) as ref_port, litedesk_server(tmp) as api_port:
-            wrk(ref_port, "/", 2, args.connections, tmp)  # warm-up
-            wrk(api_port, "/api/heartbeat", 2, args.connections, tmp)
+        with reference_server(tmp) as ref, litedesk_server(tmp) as real:
+            targets = {"reference": (ref, "/"), "litedesk": (real, "/api/heartbeat")}
+            for (port, _), path in targets.values():
+                wrk(port, path, 2, args.connections, tmp)  # warm-up
             # Alternated, so that a noisy neighbour on the machine hits both alike.
             for _ in range(args.rounds):
-                refs.append(wrk(ref_port, "/", args.seconds, args.connections, tmp))
-                reals.append(wrk(api_port, "/api/heartbeat", args.seconds, args.connections, tmp))
-    ref, real = max(refs), max(reals)
-    print(f"reference twisted.web POST -> {{}}: {ref:8.0f} req/s best of {refs_text(refs)}")
-    print(f"litedesk /api/heartbeat:          {real:8.0f} req/s best of {refs_text(reals)}")
-    print(f"ratio (best to best): {real / ref:.2f} (goal >= 0.7); servers on core {SERVER_CORE}")
+                for label, ((port, pid), path) in targets.items():
+                    before = cpu_seconds(pid)
+                    rate, total = wrk(port, path, args.seconds, args.connections, tmp)
+                    runs[label].append(Run(rate, (cpu_seconds(pid) - before) / max(total, 1)))
+    report(runs)
     return 0
 
 
-def refs_text(rates: list[float]) -> str:
-    return ", ".join(f"{r:.0f}" for r in rates)
+@dataclass(frozen=True)
+class Run:
+    rate: float  # requests/s (wall clock)
+    cpu: float  # the server's CPU seconds per request
+
+
+def report(runs: dict[str, list[Run]]) -> None:
+    best = {label: max(r.rate for r in rs) for label, rs in runs.items()}
+    # CPU per request does not depend on what else the core runs: the steadier figure.
+    cpu = {label: min(r.cpu for r in rs) for label, rs in runs.items()}
+    names = {
+        "reference": "reference twisted.web POST -> {}",
+        "litedesk": "litedesk /api/heartbeat",
+    }
+    for label, rs in runs.items():
+        each = ", ".join(f"{r.rate:.0f}" for r in rs)
+        print(
+            f"{names[label]:34} {best[label]:8.0f} req/s (best of {each}); "
+            f"{cpu[label] * 1e6:6.0f} us CPU/request = {1 / cpu[label]:6.0f} req/s per core"
+        )
+    print(
+        f"ratio: {best['litedesk'] / best['reference']:.2f} by req/s (best to best), "
+        f"{cpu['reference'] / cpu['litedesk']:.2f} by CPU per request (goal >= 0.7); "
+        f"servers on core {SERVER_CORE}, wrk on core {LOAD_CORE}"
+    )
 
 
 if __name__ == "__main__":
