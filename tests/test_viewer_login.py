@@ -440,6 +440,18 @@ class RealApiLoginTests(SynchronousTestCase):
         self.assertFalse(self.viewer.logins.exists())
         wait_until(lambda: self.punch_refusal(token) == TOKEN_INVALID, timeout=15, interval=0.3)
 
+    def test_logout_with_the_api_gone(self) -> None:
+        """The token is forgotten here all the same, and the person is told it stays valid
+        on the server."""
+        signed = self.viewer.run("--login", "alice", stdin=PASSWORD + "\n")
+        self.assertEqual(signed.returncode, 0, signed.stderr)
+        self.relay.stop()
+        out = self.viewer.run("--logout")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn(f"forgot the token for {self.server}, but could not end it", out.stderr)
+        self.assertIn("litedesk-admin user sign-out", out.stderr)
+        self.assertFalse(self.viewer.logins.exists())
+
     def test_wrong_password(self) -> None:
         out = self.viewer.run("--login", "alice", stdin="wrong\n")
         self.assertEqual(out.returncode, 1)
