@@ -21,11 +21,15 @@ Covers, from the person's side:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
 import stat
 import subprocess
 import sys
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -451,6 +455,47 @@ class RealApiLoginTests(SynchronousTestCase):
         self.assertIn(f"forgot the token for {self.server}, but could not end it", out.stderr)
         self.assertIn("litedesk-admin user sign-out", out.stderr)
         self.assertFalse(self.viewer.logins.exists())
+
+    def test_password_typed_at_a_terminal_is_not_echoed(self) -> None:
+        """At a terminal the viewer prompts and reads the password without echo."""
+        master, slave = pty.openpty()
+        self.addCleanup(os.close, master)
+
+        def own_terminal() -> None:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        argv = [*VIEWER, "--rendezvous", self.server, "--login", "alice"]
+        proc = subprocess.Popen(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=self.viewer.env,
+            preexec_fn=own_terminal,
+        )
+        os.close(slave)
+        self.addCleanup(stop_all, [proc])
+        seen = b""
+
+        def read_until(marker: bytes) -> None:
+            nonlocal seen
+            while marker not in seen:
+                ready, _, _ = select.select([master], [], [], 60)
+                self.assertTrue(ready, f"no {marker!r} in {seen!r}")
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the viewer closed the terminal
+                    chunk = b""
+                self.assertTrue(chunk, f"no {marker!r} in {seen!r}")
+                seen += chunk
+
+        read_until(b"Password for alice: ")
+        os.write(master, PASSWORD.encode() + b"\n")
+        read_until(b"signed in as alice")
+        self.assertEqual(proc.wait(60), 0)
+        self.assertNotIn(PASSWORD.encode(), seen)
+        self.assertTrue(TokenStore(self.viewer.logins).token(self.server))
 
     def test_wrong_password(self) -> None:
         out = self.viewer.run("--login", "alice", stdin="wrong\n")
