@@ -163,6 +163,8 @@ class DevicesStateTests(SynchronousTestCase):
         devices = Devices(self.registry())
         devices.heartbeat(HOST, 1, [], now=0.0)
         devices.heartbeat("other", 1, [], now=STALE_SECONDS / 2)
+        self.assertIsNotNone(devices.live(HOST, now=STALE_SECONDS - 1))
+        self.assertIsNone(devices.live(HOST, now=STALE_SECONDS))
         devices.heartbeat("other", 1, [], now=STALE_SECONDS + 1)
         self.assertIsNone(devices.live(HOST))
         self.assertEqual(len(devices), 1)

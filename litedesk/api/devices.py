@@ -6,8 +6,9 @@ itself by C{id} and C{uuid}, the base64 (standard alphabet, padded) of the
 same machine uuid bytes it sends in C{RegisterPk.uuid}
 (C{src/hbbs_http/sync.rs}, C{src/server/connection.rs}).  L{Devices.check}
 accepts a report only when that uuid matches the one the registry bound to
-the id; anyone else can name an id but not its uuid... unless they read it
-off the machine, so what devices report stays device-asserted data.
+the id.  Anyone can name an id; only the machine (or whoever read its uuid
+off it) knows the uuid, so what devices report is device-asserted data and
+is shown as such.
 
 Per id that passed the check, L{Devices} keeps the last heartbeat (time,
 version, connection ids), whether this process holds the device's sysinfo
@@ -137,9 +138,16 @@ class Devices:
             state.pending.append(conn_id)
         return True
 
-    def live(self, peer_id: str) -> DeviceState | None:
-        """The device's last heartbeat, if it sent one in the last L{STALE_SECONDS}."""
-        return self._states.get(peer_id)
+    def live(self, peer_id: str, now: float | None = None) -> DeviceState | None:
+        """The device's last heartbeat; with C{now}, only if younger than L{STALE_SECONDS}.
+
+        (Without C{now}, an entry can be up to one heartbeat older: silent
+        devices are dropped when the next heartbeat of any device arrives.)
+        """
+        state = self._states.get(peer_id)
+        if state is not None and now is not None and now - state.last_seen >= STALE_SECONDS:
+            return None
+        return state
 
     def __len__(self) -> int:
         return len(self._states)
