@@ -155,6 +155,19 @@ class LoginTests(ApiServerCase):
         self.assertEqual(r.status, 401)
 
     @inlineCallbacks
+    def test_console_token_opens_no_api_call(self) -> Any:
+        """A token the web console issued is refused by the API (and cannot sign out)."""
+        svc = self.start()
+        yield self.ready
+        signed = yield svc.accounts.sign_in("root", PASSWORD, kind="console", ip="127.0.0.1")
+        app = self.client()
+        app.token = signed.token
+        r = yield self.call(app.current_user)
+        self.assertEqual(r.status, 401)
+        yield self.call(app.logout)
+        self.assertIsNotNone(svc.accounts.user_for_token(signed.token, kind="console"))
+
+    @inlineCallbacks
     def test_current_user_without_or_with_a_made_up_token(self) -> Any:
         self.start()
         yield self.ready

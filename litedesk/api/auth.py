@@ -150,7 +150,7 @@ def logout(call: Call) -> Reply | Deferred[Reply]:
     """End the token sent (if it is one); the app ignores the answer."""
     call.body()
     token = call.bearer()
-    if not token or call.ctx.accounts.user_for_token(token) is None:
+    if not token or call.ctx.accounts.user_for_token(token, kind="api") is None:
         return json_reply({})
     return call.ctx.accounts.sign_out(token).addCallback(lambda _: json_reply({}))
 

@@ -107,8 +107,12 @@ class Call:
         return token.strip().decode("ascii", "replace")
 
     def user(self) -> User:
-        """The signed-in user, or L{Refused} 401 (the app then signs out)."""
-        user = self.ctx.accounts.user_for_token(self.bearer())
+        """The signed-in user, or L{Refused} 401 (the app then signs out).
+
+        Only tokens issued to an app (C{kind} C{api}) count: a console
+        session's token opens no API call.
+        """
+        user = self.ctx.accounts.user_for_token(self.bearer(), kind="api")
         if user is None:
             raise Refused("Not signed in, or the sign-in expired", 401)
         return user
