@@ -514,6 +514,18 @@ class RealApiLoginTests(SynchronousTestCase):
             f"sign-in failed: cannot reach the API server at {dead}/api/login", out.stderr
         )
 
+    def test_usage_errors(self) -> None:
+        """Nonsense combinations are refused before any password is asked for."""
+        for args, why in (
+            (("--login", "alice", "--logout"), "--login and --logout exclude each other"),
+            (("--logout", "123456789"), "--logout takes no host id"),
+            (("--login", "alice", "10.0.0.5:21118"), "give a host id, not HOST:PORT"),
+        ):
+            out = self.viewer.run(*args, stdin=PASSWORD + "\n")
+            self.assertEqual(out.returncode, 2, out.stderr)
+            self.assertIn(why, out.stderr)
+        self.assertFalse(self.viewer.logins.exists())
+
     def test_no_password(self) -> None:
         out = self.viewer.run("--login", "alice", stdin="")
         self.assertEqual(out.returncode, 1)

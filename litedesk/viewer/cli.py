@@ -31,6 +31,7 @@ from litedesk.viewer.connection import (
     LOGIN_TIMEOUT,
     UsageFailure,
     connect,
+    is_direct,
     read_password,
     session_protocol,
     warn_password_in_argv,
@@ -302,6 +303,12 @@ async def _discover_lan(reactor: Any, args: argparse.Namespace) -> None:
         print(f"{h.peer_id}\t{h.name}\t{h.platform}\t{h.address}")
 
 
+def _check_sign_in(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_sign_in_arguments(parser, args)
+    if args.login is not None and args.target and is_direct(args.target):
+        parser.error("--login signs in to a rendezvous server: give a host id, not HOST:PORT")
+
+
 def _login_password(args: argparse.Namespace) -> str | None:
     """The API password for C{--login} (None without it); exits when none comes."""
     if args.login is None:
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    check_sign_in_arguments(parser, args)
+    _check_sign_in(parser, args)
     warn_password_in_argv(args)
     keep_freed_memory()
     if args.discover_lan:
