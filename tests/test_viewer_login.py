@@ -526,6 +526,16 @@ class RealApiLoginTests(SynchronousTestCase):
             self.assertIn(why, out.stderr)
         self.assertFalse(self.viewer.logins.exists())
 
+    def test_token_cannot_be_kept(self) -> None:
+        """A config directory that cannot be made is one line, not a traceback."""
+        home = Path(self.mktemp())
+        home.write_text("a file where the config directory should be")
+        viewer = ViewerProcess(home, self.server, self.key, dict(os.environ))
+        out = viewer.run("--login", "alice", stdin=PASSWORD + "\n")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("signed in, but cannot keep the token in", out.stderr)
+        self.assertNotIn("Traceback", out.stderr)
+
     def test_no_password(self) -> None:
         out = self.viewer.run("--login", "alice", stdin="")
         self.assertEqual(out.returncode, 1)

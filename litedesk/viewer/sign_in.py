@@ -126,7 +126,11 @@ async def login(reactor: Any, args: argparse.Namespace, password: str) -> Signed
     signed = SignedIn(
         api, answer.user or args.login.strip(), answer.access_token, uuid, time.time()
     )
-    _store(args).put(server, signed)
+    store = _store(args)
+    try:
+        store.put(server, signed)
+    except OSError as e:
+        raise LoginFailure(f"signed in, but cannot keep the token in {store.path}: {e}") from None
     return signed
 
 
@@ -141,7 +145,10 @@ async def logout(reactor: Any, args: argparse.Namespace) -> str:
     signed = store.get(server)
     if signed is None:
         return f"not signed in to {server}"
-    store.remove(server)
+    try:
+        store.remove(server)
+    except OSError as e:
+        raise LoginFailure(f"cannot forget the token in {store.path}: {e}") from None
     api = getattr(args, "api_server", None) or signed.api_server
     try:
         api = api_server_url(server, api)
