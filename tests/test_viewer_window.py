@@ -612,26 +612,44 @@ class ClipboardSyncTests(SynchronousTestCase):
         v, _ = _viewer(self, the_lab, peer, "--password", "e2e-password")
         v.wait_log(SHOWING.pattern, timeout=30)
 
+        def clipboard(env: dict[str, str]) -> str:
+            return subprocess.run(
+                ["xclip", "-o", "-selection", "clipboard"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+
         def put(env: dict[str, str], text: str) -> None:
+            # -quiet keeps xclip in the foreground: by default it forks a
+            # daemon that serves the selection until the X server stops and
+            # then prints "X connection to :N broken" at the end of the run.
             owner = subprocess.Popen(
-                ["xclip", "-i", "-selection", "clipboard"], env=env, stdin=subprocess.PIPE
+                ["xclip", "-i", "-selection", "clipboard", "-quiet"],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
+            self.addCleanup(stop, owner)
             assert owner.stdin is not None
             owner.stdin.write(text.encode())
             owner.stdin.close()
+            wait_until(lambda: clipboard(env) == text, 10, 0.05, f"xclip to own {text!r}")
+
+        def stop(owner: subprocess.Popen[bytes]) -> None:
+            # xclip exits by itself once another client takes the selection.
+            if owner.poll() is None:
+                owner.terminate()
             owner.wait(10)
 
         def get(env: dict[str, str], want: str) -> str:
             seen = [""]
 
             def check() -> bool:
-                seen[0] = subprocess.run(
-                    ["xclip", "-o", "-selection", "clipboard"],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=5,
-                ).stdout
+                seen[0] = clipboard(env)
                 return seen[0] == want
 
             with contextlib.suppress(AssertionError):
