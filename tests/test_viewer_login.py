@@ -151,10 +151,14 @@ class TokenStoreTests(SynchronousTestCase):
         st.one_of(
             st.binary(max_size=200),
             st.recursive(
-                st.none() | st.booleans() | st.floats() | st.text(max_size=20),
+                st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
                 lambda inner: (
                     st.lists(inner, max_size=4)
-                    | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+                    | st.dictionaries(
+                        st.sampled_from(["access_token", "api_server", "uuid", "signed_in_at"]),
+                        inner,
+                        max_size=4,
+                    )
                 ),
                 max_leaves=12,
             ).map(lambda v: json.dumps({"servers": {"example.org:21116": v}}).encode()),

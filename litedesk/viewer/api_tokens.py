@@ -124,13 +124,11 @@ class SignedIn:
         if not token or len(token) > MAX_TOKEN:
             return None
         at = raw.get("signed_in_at", 0.0)
-        return cls(
-            raw.get("api_server", ""),
-            raw.get("user", ""),
-            token,
-            raw.get("uuid", ""),
-            float(at) if isinstance(at, int | float) and not isinstance(at, bool) else 0.0,
-        )
+        try:
+            when = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else 0.0
+        except OverflowError:  # an integer too large for a float
+            when = 0.0
+        return cls(raw.get("api_server", ""), raw.get("user", ""), token, raw.get("uuid", ""), when)
 
 
 class TokenStore:
