@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import inlineCallbacks
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.api import body as b
 from litedesk.api import store
+from litedesk.api.endpoint import _RefusalLog
 from tests.support.api_server import PASSWORD, ApiServerCase
 from tests.support.rustdesk_api_client import encode_uuid
 
@@ -83,6 +86,16 @@ class ParserTests(SynchronousTestCase):
         with self.assertRaises(b.BadBody):
             b.integer({"conn_id": 2**63}, "conn_id")
         self.assertEqual(b.integer({"s": 2**64 - 1}, "s", high=2**64 - 1), 2**64 - 1)
+
+    def test_refusal_lines_limited(self) -> None:
+        """A peer refused in a loop: one log line a second, the rest counted in the next."""
+        refusals = _RefusalLog()
+        bad = b.BadBody("request body is not JSON")
+        with capturedLogs() as events:
+            for now in (10.0, 10.2, 10.9, 11.0, 11.5):
+                refusals.log("login", SimpleNamespace(now=now, ip="192.0.2.1"), bad)  # type: ignore[arg-type]
+        self.assertEqual([e["unlogged"] for e in events], [0, 2])
+        self.assertEqual({e["reason"] for e in events}, {"request body is not JSON"})
 
     def test_empty_body_is_an_empty_object(self) -> None:
         self.assertEqual(b.parse_object(b""), {})

@@ -8,7 +8,8 @@ care of what each would otherwise repeat:
 
   - a body the parser refuses (L{BadBody}) or a refusal a handler raises
     (L{Refused}: 401, 403, 429) becomes that status with C{{"error": ...}},
-    and a log line with the reason, the endpoint and the address;
+    and a log line with the reason, the endpoint and the address (at most
+    one a second per endpoint, with a count of those left out);
   - anything else a handler raises becomes a 500 with a generic text (the
     failure goes to the log, never to the peer);
   - a reply that arrives after the client went away is dropped.
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 _log = Logger(namespace="litedesk.api")
+#: Seconds between two refusal lines of one endpoint (the others are counted).
+LOG_INTERVAL = 1.0
 
 
 class Refused(BadBody):
@@ -147,6 +150,7 @@ class Endpoint(Resource):
         self.name = name
         self._handlers = handlers
         self._arg = arg
+        self.refusals = _RefusalLog()
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         return NotFound()
@@ -179,16 +183,37 @@ class Endpoint(Resource):
     def _failed(self, call: Call, failure: Failure) -> Reply:
         e = failure.value
         if isinstance(e, BadBody):
-            _log.info(
-                "API {endpoint} from {ip} refused ({status}): {reason}",
-                endpoint=self.name,
-                ip=call.ip,
-                status=e.status,
-                reason=e.message,
-            )
+            self.refusals.log(self.name, call, e)
             return error_reply(e.status, e.message)
         _log.failure("API {endpoint} from {ip} failed", failure, endpoint=self.name, ip=call.ip)
         return error_reply(500, "internal server error")
+
+
+class _RefusalLog:
+    """Refusal lines of one endpoint: at most one per L{LOG_INTERVAL}, the rest counted.
+
+    A peer sending junk in a loop must not fill the disk with the log.
+    """
+
+    def __init__(self) -> None:
+        self._last = float("-inf")
+        self._unlogged = 0
+
+    def log(self, endpoint: str, call: Call, e: BadBody) -> None:
+        if call.now - self._last < LOG_INTERVAL:
+            self._unlogged += 1
+            return
+        self._last = call.now
+        _log.info(
+            "API {endpoint} from {ip} refused ({status}): {reason}"
+            " ({unlogged} refusals not logged since the last line)",
+            endpoint=endpoint,
+            ip=call.ip,
+            status=e.status,
+            reason=e.message,
+            unlogged=self._unlogged,
+        )
+        self._unlogged = 0
 
 
 class WithArg(Resource):
@@ -202,11 +227,14 @@ class WithArg(Resource):
         self._ctx = ctx
         self.name = name
         self._handlers = handlers
+        self._refusals = _RefusalLog()
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         if not path or len(path) > 64:
             return NotFound()
-        return Endpoint(self._ctx, self.name, self._handlers, path.decode("ascii", "replace"))
+        endpoint = Endpoint(self._ctx, self.name, self._handlers, path.decode("ascii", "replace"))
+        endpoint.refusals = self._refusals
+        return endpoint
 
     def render(self, request: Any) -> bytes:
         return _write(request, error_reply(404, "not supported by this server"))
