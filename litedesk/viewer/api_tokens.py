@@ -146,7 +146,7 @@ class TokenStore:
             raw = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             _log.warn("Ignoring sign-ins file {path}: {error}", path=str(self.path), error=e)
             return {}
         servers = raw.get("servers") if isinstance(raw, dict) else None
