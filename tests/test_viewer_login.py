@@ -289,6 +289,8 @@ class SecureRendezvousTests(TestCase):
             with self.assertRaises(ConnectError) as caught:
                 await secure_link(reactor, link, self.server_pk, wait=1.0)
             self.assertEqual(caught.exception.reason, CANNOT_SECURE)
+            self.assertEqual(failure_reason(caught.exception), FailureReason.CANNOT_SECURE)
+            self.assertTrue(FailureReason.CANNOT_SECURE.final)  # the window does not retry
             await link.closed
 
 

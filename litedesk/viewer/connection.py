@@ -64,6 +64,7 @@ class FailureReason(enum.StrEnum):
     LOGIN_REFUSED = "login refused"
     LOGIN_REQUIRED = "login required"  # the server wants an API sign-in (--require-login)
     SIGN_IN_FAILED = "sign-in failed"  # --login did not get a token
+    CANNOT_SECURE = "cannot secure rendezvous connection"  # no token sent in the clear
     TOO_MANY_VIEWERS = "too many viewers"
     FILE_TRANSFER_DISABLED = "file transfer disabled"
     FORWARD_NOT_ALLOWED = "forward not allowed"
@@ -106,6 +107,7 @@ _FINAL = frozenset(
         FailureReason.FORWARD_NOT_ALLOWED,
         FailureReason.LOGIN_REQUIRED,
         FailureReason.SIGN_IN_FAILED,
+        FailureReason.CANNOT_SECURE,
     }
 )
 # Longest phrase first, so that a phrase that begins with a shorter one
