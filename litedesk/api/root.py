@@ -75,7 +75,7 @@ def make_api(ctx: OpsContext) -> ApiRoot:
     """The C{/api} resource of the server C{ctx} describes."""
     devices = Devices(getattr(ctx.top, "registry", None))
     # The console finds the heartbeat state here (litedesk.console.sessions).
-    setattr(ctx, "devices", devices)  # noqa: B010
+    ctx.devices = devices
     root = ApiRoot(devices)
     endpoints: dict[str, Resource] = {
         **auth_endpoints(ctx),

@@ -12,7 +12,6 @@ heartbeat carries it (C{{"disconnect": [conn_id]}}, C{src/hbbs_http/sync.rs}).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from twisted.logger import Logger
 from twisted.web.template import Flattenable, Tag, tags
@@ -20,6 +19,7 @@ from twisted.web.template import Flattenable, Tag, tags
 from litedesk.api.store import AuditRecord, active_connections
 from litedesk.console.page import Form, FormError, Page, View
 from litedesk.console.sessions_view import ago, live_pairs, render_connections, render_sessions
+from litedesk.ops.context import DeviceControl, OpsContext
 
 __all__ = ["CONN_TYPES", "MAX_REPORTED", "SessionsPage", "devices_of"]
 
@@ -39,12 +39,14 @@ CONN_TYPES: dict[int, str] = {
 }
 
 
-def devices_of(ctx: Any) -> Any:
+def devices_of(ctx: OpsContext) -> DeviceControl | None:
     """The API's L{litedesk.api.devices.Devices}, or C{None} without an API."""
-    return getattr(ctx, "devices", None)
+    return ctx.devices
 
 
-def _reported(record: AuditRecord, now: float, devices: Any) -> Mapping[str, object]:
+def _reported(
+    record: AuditRecord, now: float, devices: DeviceControl | None
+) -> Mapping[str, object]:
     viewer = record.peer_name or record.peer_id
     if record.peer_name and record.peer_id:
         viewer = f"{record.peer_id} ({record.peer_name})"

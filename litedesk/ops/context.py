@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from litedesk.ops.access import IPNetwork
 from litedesk.ops.accounts import Accounts, SignInGuard
@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from litedesk.ops.event_log import EventSink
     from litedesk.server.assembly import LiteDeskServer
 
-__all__ = ["OpsContext"]
+__all__ = ["DeviceControl", "OpsContext"]
+
+
+class DeviceControl(Protocol):
+    """What the console asks of the API's device state (L{litedesk.api.devices.Devices})."""
+
+    def live(self, peer_id: str, now: float | None = None) -> object | None: ...
+
+    def request_disconnect(self, peer_id: str, conn_id: int) -> bool: ...
 
 
 @dataclass
@@ -57,4 +65,6 @@ class OpsContext:
     public_host: str
     api_url: str
     sign_ins: SignInGuard = field(default_factory=SignInGuard)
+    #: Set by the API server when it is built (None: no API, nothing to ask).
+    devices: DeviceControl | None = None
     client_config: ClientConfig | None = None
