@@ -302,11 +302,13 @@ def start_litedesk(
     *,
     heartbeat: float | None = None,
     backlog: int | None = None,
+    api_port: int | None = None,
 ) -> Servers:
     """A litedesk-relay (no relay) on free loopback ports, ready.
 
     @param heartbeat: the stream hosts' heartbeat interval, if not the server's own.
     @param backlog: the TCP port's listen backlog, if not the server's default.
+    @param api_port: the HTTP listener's port (API, console, /metrics); None: --no-api.
     """
     data_dir = tmp / name
     data_dir.mkdir()
@@ -343,6 +345,11 @@ def start_litedesk(
         "--key",
         key,
         "--no-relay",
+        *(
+            ["--no-api"]
+            if api_port is None
+            else ["--api-endpoint", f"tcp:{api_port}:interface={LOOPBACK}"]
+        ),
     ]
     child = children.start(name, pinned(SERVER_CORE, argv), tmp / f"{name}.stderr", cwd=data_dir)
     servers = Servers(child, udp, tcp, data_dir, ws)
