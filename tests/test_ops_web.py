@@ -272,3 +272,20 @@ class StartUpLineTests(SynchronousTestCase):
             _api_address("ssl:port=443:privateKey=k.pem:certKey=c.pem"), "https://this host:443"
         )
         self.assertEqual(_api_address("unix:/run/api.sock"), "unix:/run/api.sock")
+
+
+class PlainHttpWarningTests(SynchronousTestCase):
+    def test_exposed_plain_http_is_recognised(self) -> None:
+        """The start-up warning fires for plain HTTP on a public interface, not for TLS or
+        loopback."""
+        from litedesk.server.assembly import plain_http_exposed
+
+        exposed = ["tcp6:21114:interface=\\:\\:", "tcp:21114", "tcp:21114:interface=192.0.2.1"]
+        private = [
+            "tcp:21114:interface=127.0.0.1",
+            "tcp6:21114:interface=\\:\\:1",
+            "tcp:port=21114:interface=localhost",
+            "ssl:21114:privateKey=key.pem:certKey=cert.pem",
+        ]
+        self.assertEqual([plain_http_exposed(e) for e in exposed], [True] * 3)
+        self.assertEqual([plain_http_exposed(e) for e in private], [False] * 4)

@@ -15,8 +15,11 @@ C{/metrics}) on P-2.  Every listener can be replaced by an endpoint string.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import ipaddress
 import os
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -64,7 +67,13 @@ from litedesk.websocket.relay import RelayBridgeFactory
 from litedesk.websocket.rendezvous import RendezvousBridgeFactory
 from litedesk.wire.keys import KeyFileError, ServerKey, resolve_key_option
 
-__all__ = ["DB_FILE", "LiteDeskServer", "build_server", "client_settings"]
+__all__ = [
+    "DB_FILE",
+    "LiteDeskServer",
+    "build_server",
+    "client_settings",
+    "plain_http_exposed",
+]
 
 DB_FILE = "db_v2.sqlite3"
 
@@ -208,6 +217,27 @@ def _add_api(top: LiteDeskServer, config: ServerOptions, reactor: Any, db: str |
         allow="".join(f", {n}" for n in config.metrics_allow),
         login="; punch and relay requests need a signed-in user" if ctx.require_login else "",
     )
+    if plain_http_exposed(config["api-endpoint"]):
+        _log.warn(
+            "The console and API server listen on {endpoint} over plain HTTP: passwords and "
+            "sign-in tokens cross the network in clear. Serve it over TLS (an ssl: endpoint or "
+            "a TLS proxy) or bind it to loopback.",
+            endpoint=config["api-endpoint"],
+        )
+
+
+def plain_http_exposed(endpoint: str) -> bool:
+    """Whether C{endpoint} is a plain TCP listener reachable from other machines."""
+    fields = re.split(r"(?<!\\):", endpoint)
+    if fields[0].lower() not in ("tcp", "tcp6"):
+        return False  # ssl:, unix: and the rest
+    for field in fields[1:]:
+        if field.startswith("interface="):
+            host = field.removeprefix("interface=").replace("\\:", ":")
+            with contextlib.suppress(ValueError):
+                return not ipaddress.ip_address(host).is_loopback
+            return host != "localhost"
+    return True  # no interface: every address
 
 
 def _ops_context(
