@@ -1,0 +1,375 @@
+# -*- test-case-name: tests.test_pg_store -*-
+"""The rendezvous server's PostgreSQL peer store (C{--database postgresql://...}).
+
+The same contract as the SQLite L{litedesk.rendezvous.store.PeerStore}, which
+stays the default: L{PgPeerStore.load_all} once at start-up,
+L{PgPeerStore.save} acknowledged only after the transaction holding it has
+committed, L{PgPeerStore.close} on shutdown.  The table has hbbs' columns
+(C{guid, id, uuid, pk, created_at, user, status, note, info}; C{bytea} for its
+BLOBs) and indexes, created when missing, so that
+C{litedesk-admin migrate} can copy an hbbs or LiteDesk SQLite file row for row
+(L{litedesk.rendezvous.pg_migrate}).
+
+Why one writer thread, as in the SQLite store, and not saves spread over a
+thread pool: saves of one peer must reach the table in the order the reactor
+made them (a C{RegisterPk} then an ID change), and group commit is what makes
+a durable save cheap.  The writer takes everything queued (up to
+C{batch_max}), sends it in one pipelined C{executemany} (one network round
+trip per batch, not per row) inside one transaction, and hands the guids back
+to the reactor thread only after C{COMMIT} has returned; the server runs with
+C{synchronous_commit = on}, so a committed save is in PostgreSQL's flushed
+WAL.  If a batch fails, each of its saves is retried in a transaction of its
+own, so one bad row fails only its own Deferred.
+
+The connection comes from a C{psycopg_pool} pool, checked before each use, so
+a PostgreSQL restart costs the saves in flight at that moment (failed, logged,
+the peer registers again) and not the store.
+
+The URL's password must never reach a log: L{redact_url} is what is logged,
+and the option can come from the environment (C{LITEDESK_DATABASE}) so that it
+stays out of C{ps}.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import uuid as uuidlib
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
+
+from litedesk.rendezvous.store import (
+    PeerRecord,
+    StoreClosed,
+    _as_bytes,
+    _as_str,
+    _Outcome,
+    _Write,
+    decode_info,
+    encode_info,
+)
+
+__all__ = ["PG_SCHEMA", "PgPeerStore", "is_postgres_url", "redact_url"]
+
+# hbbs' table (litedesk/rendezvous/store.py SCHEMA) in PostgreSQL's types:
+# BLOB -> bytea, TINYINT -> smallint, DATETIME -> timestamp (hbbs stores UTC
+# without a zone).  "user" is a reserved word in PostgreSQL and is quoted.
+PG_SCHEMA: tuple[str, ...] = (
+    "CREATE TABLE IF NOT EXISTS peer ("
+    "guid bytea PRIMARY KEY NOT NULL, "
+    "id varchar(100) NOT NULL, "
+    "uuid bytea NOT NULL, "
+    "pk bytea NOT NULL, "
+    "created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'utc'), "
+    '"user" bytea, '
+    "status smallint, "
+    "note varchar(300), "
+    "info text NOT NULL"
+    ")",
+    "CREATE UNIQUE INDEX IF NOT EXISTS index_peer_id ON peer (id)",
+    'CREATE INDEX IF NOT EXISTS index_peer_user ON peer ("user")',
+    "CREATE INDEX IF NOT EXISTS index_peer_created_at ON peer (created_at)",
+    "CREATE INDEX IF NOT EXISTS index_peer_status ON peer (status)",
+)
+
+# One statement per save, so that a whole batch is one pipelined executemany.
+# It does what PeerStore._apply does in steps, in this order:
+#   ren: an ID change: the row under the old id takes the new one;
+#   upd: otherwise the row with the save's guid is updated (id included);
+#   ins: otherwise a new row under that guid (a fresh one for a never-saved
+#        record), or, when the id is already stored (two quick RegisterPk of a
+#        new peer, another node's row), that row is updated and keeps its
+#        guid and uuid, as hbbs does.
+# Each later step runs only if the earlier ones touched nothing, so no row is
+# modified twice in the statement.  The guid of the row written is returned.
+SAVE_SQL = """
+WITH ren AS (
+    UPDATE peer SET id = %(id)s, pk = %(pk)s, info = %(info)s
+    WHERE %(old)s::varchar <> '' AND id = %(old)s::varchar
+    RETURNING guid
+), upd AS (
+    UPDATE peer SET id = %(id)s, pk = %(pk)s, info = %(info)s
+    WHERE guid = %(guid)s AND NOT EXISTS (SELECT 1 FROM ren)
+    RETURNING guid
+), ins AS (
+    INSERT INTO peer (guid, id, uuid, pk, info)
+    SELECT %(guid)s, %(id)s::varchar, %(uuid)s, %(pk)s, %(info)s::text
+    WHERE NOT EXISTS (SELECT 1 FROM ren) AND NOT EXISTS (SELECT 1 FROM upd)
+    ON CONFLICT (id) DO UPDATE SET pk = EXCLUDED.pk, info = EXCLUDED.info
+    RETURNING guid
+)
+SELECT guid FROM ren UNION ALL SELECT guid FROM upd UNION ALL SELECT guid FROM ins
+"""
+
+CONNECT_TIMEOUT = 10.0
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether C{--database} names PostgreSQL (C{postgresql://} or C{postgres://})."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """C{url} with any password replaced by C{***}: what may be logged or shown.
+
+    Handles the URL form (C{user:secret@host}, C{?password=secret}) and
+    libpq's C{key=value} form.  Something that does not parse is shown as
+    C{***} whole rather than risk showing a password.
+    """
+    if not is_postgres_url(url):
+        return _KV_PASSWORD.sub(r"\1***", url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # Durability is what an acknowledged RegisterPk promises: a commit returns
+    # only once PostgreSQL has flushed its WAL, whatever the server's default.
+    conn.execute("SET synchronous_commit = on")
+
+
+def _create_schema(conn: psycopg.Connection[Any]) -> str:
+    """Create the table and indexes if missing; returns C{synchronous_commit}."""
+    with conn.transaction():
+        for statement in PG_SCHEMA:
+            conn.execute(statement)
+    row = conn.execute("SHOW synchronous_commit").fetchone()
+    return str(row[0]) if row else ""
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    """One autocommit connection with the store's settings (start-up, migration)."""
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT))
+    _configure(conn)
+    return conn
+
+
+class PgPeerStore:
+    """hbbs' peer table in PostgreSQL with durable, group-committed writes.
+
+    Construct it, call L{load_all} once at start-up, then L{save} from the
+    reactor thread; call L{close} on shutdown.  All methods must be called on
+    the reactor thread.
+
+    @ivar url: the database URL with its password redacted (L{redact_url}).
+    @ivar commits: transactions committed by the writer thread.
+    @ivar synchronous_commit: the setting on the writer's connections.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        url: str,
+        reactor: IReactorFromThreads,
+        *,
+        batch_max: int = 512,
+        pool_size: int = 2,
+    ) -> None:
+        """Connect, create the table if missing, start the writer thread.
+
+        This blocks while it connects, so that a database that cannot be
+        reached fails here with the reason.
+
+        @raise psycopg.Error: the database cannot be reached or set up.
+        """
+        if batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        self.url = redact_url(url)
+        self._reactor = reactor
+        self._batch_max = batch_max
+        with connect(url) as conn:
+            self.synchronous_commit = _create_schema(conn)
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
+            configure=_configure,
+            check=ConnectionPool.check_connection,
+            timeout=CONNECT_TIMEOUT,
+            name="litedesk-peer-store",
+            open=False,
+        )
+        self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        self._queue: queue.Queue[_Write | None] = queue.Queue()
+        self._pending = 0
+        self._closing = False
+        self._closed = False
+        self._close_waiters: list[Deferred[None]] = []
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name="PgPeerStore writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Saves queued whose result has not yet been delivered."""
+        return self._pending
+
+    def load_all(self) -> list[PeerRecord]:
+        """Every peer in the table (synchronous; meant for start-up)."""
+        with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+            rows = cur.execute("SELECT guid, id, uuid, pk, info FROM peer").fetchall()
+        return [
+            PeerRecord(
+                guid=_as_bytes(guid),
+                id=_as_str(id_),
+                uuid=_as_bytes(uuid),
+                pk=_as_bytes(pk),
+                ip=decode_info(info),
+            )
+            for guid, id_, uuid, pk, info in rows
+        ]
+
+    def save(self, record: PeerRecord) -> Deferred[bytes]:
+        """As L{PeerStore.save<litedesk.rendezvous.store.PeerStore.save>}.
+
+        The Deferred fires with the row's guid after COMMIT, or fails (e.g.
+        with a C{psycopg.Error}) if the save could not be written.
+        """
+        if self._closing:
+            return fail(StoreClosed("peer store is closed"))
+        d: Deferred[bytes] = Deferred()
+        self._pending += 1
+        self._queue.put(
+            _Write(
+                guid=record.guid,
+                id=record.id,
+                uuid=record.uuid,
+                pk=record.pk,
+                info=encode_info(record.ip),
+                record=record,
+                deferred=d,
+                renamed_from=record.renamed_from,
+            )
+        )
+        return d
+
+    def close(self) -> Deferred[None]:
+        """Commit every queued save, stop the writer thread, close the pool."""
+        d: Deferred[None] = Deferred()
+        if self._closed:
+            d.callback(None)
+            return d
+        self._close_waiters.append(d)
+        if not self._closing:
+            self._closing = True
+            self._queue.put(None)
+        return d
+
+    # -- reactor thread -----------------------------------------------------
+
+    def _deliver(self, outcomes: list[_Outcome]) -> None:
+        for write, result in outcomes:
+            self._pending -= 1
+            if isinstance(result, bytes):
+                if write.record.guid == write.guid:
+                    write.record.guid = result
+                write.deferred.callback(result)
+            else:
+                self._log.warn(
+                    "peer store {url} could not save id {id}: {error}",
+                    url=self.url,
+                    id=write.id,
+                    error=repr(result),
+                )
+                write.deferred.errback(result)
+
+    def _finished(self) -> None:
+        self._closed = True
+        waiters, self._close_waiters = self._close_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- writer thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                batch: list[_Write] = []
+                item = self._queue.get()
+                while item is not None:
+                    batch.append(item)
+                    if len(batch) >= self._batch_max:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                stopping = item is None
+                if batch:
+                    self._reactor.callFromThread(self._deliver, self._write_batch(batch))
+        finally:
+            try:
+                self._pool.close()
+            finally:
+                self._reactor.callFromThread(self._finished)
+
+    def _write_batch(self, batch: list[_Write]) -> list[_Outcome]:
+        """One transaction for the whole batch; on failure, one per save."""
+        try:
+            guids = self._transaction(batch)
+        except Exception:
+            return list(self._write_each(batch))
+        return list(zip(batch, guids, strict=True))
+
+    def _write_each(self, batch: Iterable[_Write]) -> Iterable[_Outcome]:
+        for write in batch:
+            try:
+                (guid,) = self._transaction([write])
+            except Exception as e:
+                yield write, e
+            else:
+                yield write, guid
+
+    def _transaction(self, writes: list[_Write]) -> list[bytes]:
+        params = [
+            {
+                "old": w.renamed_from,
+                "guid": w.guid if w.guid is not None else uuidlib.uuid4().bytes,
+                "id": w.id,
+                "uuid": w.uuid,
+                "pk": w.pk,
+                "info": w.info,
+            }
+            for w in writes
+        ]
+        guids: list[bytes] = []
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(SAVE_SQL, params, returning=True)
+            while True:
+                row = cur.fetchone()
+                if row is None:
+                    raise psycopg.DataError("a save wrote no row")
+                guids.append(_as_bytes(row[0]))
+                if not cur.nextset():
+                    break
+        # Leaving conn.transaction() has sent COMMIT and it has returned: with
+        # synchronous_commit on, the saves are durable.
+        self.commits += 1
+        return guids

@@ -1,0 +1,123 @@
+"""A throwaway PostgreSQL cluster from Debian's packages, for the PostgreSQL store's tests.
+
+C{initdb} and C{pg_ctl} from C{/usr/lib/postgresql/*/bin} (the newest one
+installed; CI installs C{postgresql} through tests/apt-packages.txt) make a
+cluster in a private directory under the system's temp dir, listening on a
+free loopback port and on a Unix socket in that directory, with password
+(SCRAM) authentication over TCP so that the tests use URLs with a password
+as operators do.  PostgreSQL refuses to run as root, and CI runs as root:
+then the cluster belongs to the C{postgres} user Debian's package creates
+and every command runs through C{runuser}.  fsync stays on (the tests kill
+servers and expect acknowledged rows to be there).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .ports import free_port
+
+__all__ = ["PostgresCluster", "pg_bin"]
+
+USER = "litedesk"
+PASSWORD = "s3cret-Pw!"
+
+
+def pg_bin() -> Path:
+    """The newest installed PostgreSQL's bin directory.
+
+    @raise RuntimeError: no PostgreSQL is installed (tests fail, never skip).
+    """
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
+    )
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    return Path(found[-1]).parent
+
+
+class PostgresCluster:
+    """One running cluster; L{stop} removes it.
+
+    @ivar port: its loopback TCP port.
+    @ivar admin_url: a URL for the superuser C{litedesk} with its password.
+    """
+
+    def __init__(self) -> None:
+        self._bin = pg_bin()
+        self._as: list[str] = []
+        owner: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+        self.dir = Path(tempfile.mkdtemp(prefix="litedesk-pg-"))
+        if owner is not None:
+            os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self._started = False
+        pwfile = self.dir / "pw"
+        pwfile.write_text(PASSWORD + "\n")
+        if owner is not None:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+        )
+        pwfile.unlink()
+        conf = (
+            f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+            f"unix_socket_directories = '{self.dir}'\nmax_connections = 50\n"
+            "shared_buffers = 32MB\nfsync = on\nsynchronous_commit = on\n"
+        )
+        with (self.data / "postgresql.conf").open("a") as f:
+            f.write(conf)
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start")
+        self._started = True
+        self.admin_url = self.url("postgres")
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [*self._as, str(self._bin / tool), *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            log = self.dir / "log"
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{tool} failed: {result.stdout}{result.stderr}{tail}")
+
+    def url(self, database: str) -> str:
+        """A URL with the password for C{database} on this cluster."""
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create database C{name}; returns its URL."""
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        """Stop the server immediately and remove the cluster's directory."""
+        try:
+            if self._started:
+                self._started = False
+                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
