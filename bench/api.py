@@ -18,8 +18,8 @@ C{SELECT 1} in a pool thread), so the ratio shows what the collector
 itself costs.
 
 Run: C{python bench/api.py} (1,000,000 peers, 20 scrapes each), or
-C{--quick} (100,000 peers, 10 scrapes).  A later part measures API
-heartbeats here too.
+C{--quick} (100,000 peers, 10 scrapes).  API heartbeats are measured by
+C{bench/api_heartbeat.py}, console pages by C{bench/console_pages.py}.
 """
 
 from __future__ import annotations
