@@ -435,17 +435,137 @@ def close_pairs(pairs: list[tuple[socket.socket, socket.socket]]) -> None:
 # -- measurements -----------------------------------------------------------------------------
 
 
+@dataclass
+class Flow:
+    """One throughput window: what the receivers got and what it cost.
+
+    @ivar mbps: MB/s received, all pairs together.
+    @ivar per_cpu: MB moved per CPU-second of the relay (process tree).
+    @ivar relay_share: the relay's CPU seconds per second of the window (1.0:
+        its whole core).
+    @ivar load_share: the load generator's CPU seconds per second of window.
+    @ivar per_recv: bytes per receive call at the receivers.
+    """
+
+    mbps: float
+    per_cpu: float
+    relay_share: float
+    load_share: float
+    per_recv: float
+
+    def figures(self) -> tuple[float, ...]:
+        return (self.mbps, self.per_cpu, self.relay_share, self.load_share, self.per_recv)
+
+
+_LOAD_BINARY: list[str] = []
+
+
+def load_binary() -> str | None:
+    """bench/relay_load.c compiled into a temporary directory (once per run), or None
+    without gcc or when it does not build (the Python generator is used then)."""
+    if _LOAD_BINARY:
+        return _LOAD_BINARY[0] or None
+    gcc = shutil.which("gcc")
+    out = ""
+    if gcc is not None:
+        tmp = tempfile.mkdtemp(prefix="litedesk-relay-load-")
+        exe = os.path.join(tmp, "relay_load")
+        src = str(Path(__file__).resolve().parent / "relay_load.c")
+        built = subprocess.run([gcc, "-O2", "-o", exe, src], capture_output=True, check=False)
+        if built.returncode == 0:
+            out = exe
+        else:
+            print(f"# relay_load.c did not build: {built.stderr.decode()[:400]}", file=sys.stderr)
+    _LOAD_BINARY.append(out)
+    return out or None
+
+
 def throughput(
-    target: Target, npairs: int, seconds: float, warmup: float = 0.5, message: int = 65536
-) -> tuple[float, float]:
-    """MB/s through C{npairs} pairs (A -> B) and MB per relay CPU-second.
+    target: Target,
+    npairs: int,
+    seconds: float,
+    warmup: float = 0.5,
+    message: int = 65536,
+    generator: str = "c",
+) -> tuple[float, ...]:
+    """L{Flow.figures} through C{npairs} pairs, A -> relay -> B.
+
+    With C{generator} C{"c"} (and gcc at hand) the bytes are moved by
+    bench/relay_load.c: sendfile out, recv with MSG_TRUNC in, so the
+    generator stays well below the relays it measures.  WebSocket targets
+    need whole frames on the wire and keep the Python generator.
+    """
+    pairs = target.open_pairs(npairs)
+    pids = _tree(target.pid) if target.kind == "socat" else [target.pid]
+    exe = load_binary() if generator == "c" and target.kind != "ws" else None
+    try:
+        if exe is not None:
+            flow = _c_flow(exe, pairs, pids, seconds, warmup)
+        else:
+            flow = _python_flow(target, pairs, pids, seconds, warmup, message)
+    finally:
+        close_pairs(pairs)
+    time.sleep(0.3)
+    return flow.figures()
+
+
+def _c_flow(
+    exe: str,
+    pairs: list[tuple[socket.socket, socket.socket]],
+    pids: list[int],
+    seconds: float,
+    warmup: float,
+) -> Flow:
+    fds_a = [a.fileno() for a, _b in pairs]
+    fds_b = [b.fileno() for _a, b in pairs]
+    for a, b in pairs:
+        a.setblocking(False)
+        b.setblocking(False)
+    res = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            str(LOAD_CPU),
+            exe,
+            str(warmup),
+            str(seconds),
+            ",".join(map(str, fds_a)),
+            ",".join(map(str, fds_b)),
+            ",".join(map(str, pids)),
+        ],
+        pass_fds=fds_a + fds_b,
+        capture_output=True,
+        timeout=warmup + seconds + 30,
+        check=True,
+    )
+    d = json.loads(res.stdout)
+    mb = d["bytes"] / MB
+    el = d["elapsed"]
+    cpu = d["target_cpu"]
+    return Flow(
+        mb / el,
+        mb / cpu if cpu > 0 else float("nan"),
+        cpu / el,
+        d["load_cpu"] / el,
+        d["bytes"] / d["recvs"] if d["recvs"] else float("nan"),
+    )
+
+
+def _python_flow(
+    target: Target,
+    pairs: list[tuple[socket.socket, socket.socket]],
+    pids: list[int],
+    seconds: float,
+    warmup: float,
+    message: int,
+) -> Flow:
+    """The same window driven from this process (WebSocket targets, or no gcc).
 
     B's received bytes are counted as they arrive (for a WebSocket or framed
     receiver that includes 4 or 3 header bytes per C{message} bytes).  The
     sender goes on from where its last partial send stopped, so frames stay
     whole.
     """
-    pairs = target.open_pairs(npairs)
     sel = selectors.DefaultSelector()
     out = memoryview(target.send_buffer(message))
     pos: dict[socket.socket, int] = {}
@@ -455,19 +575,20 @@ def throughput(
         b.setblocking(False)
         sel.register(a, selectors.EVENT_WRITE, True)
         sel.register(b, selectors.EVENT_READ, False)
-    received = 0
+    received = recvs = 0
     t0 = time.monotonic()
     start = t0 + warmup
     end = start + seconds
     measuring = False
-    cpu0 = 0.0
-    tree = target.kind == "socat"
+    cpu0 = own0 = 0.0
+    t_start = start
     while True:
         now = time.monotonic()
         if not measuring and now >= start:
             measuring = True
-            received = 0
-            cpu0 = cpu_seconds(target.pid, tree)
+            received = recvs = 0
+            cpu0 = _cpu_of(pids)
+            own0 = time.process_time()
             t_start = now
         if now >= end:
             break
@@ -482,15 +603,25 @@ def throughput(
                     n = s.recv_into(inbuf)
                     if measuring:
                         received += n
+                        recvs += 1
             except (BlockingIOError, InterruptedError):
                 pass
     elapsed = time.monotonic() - t_start
-    cpu = cpu_seconds(target.pid, tree) - cpu0
+    cpu = _cpu_of(pids) - cpu0
+    own = time.process_time() - own0
     sel.close()
-    close_pairs(pairs)
-    time.sleep(0.3)
     mb = received / MB
-    return mb / elapsed, (mb / cpu if cpu > 0 else float("nan"))
+    return Flow(
+        mb / elapsed,
+        mb / cpu if cpu > 0 else float("nan"),
+        cpu / elapsed,
+        own / elapsed,
+        received / recvs if recvs else float("nan"),
+    )
+
+
+def _cpu_of(pids: list[int]) -> float:
+    return sum(cpu_seconds(p) for p in pids)
 
 
 def ping_pong(target: Target, count: int, limit: float) -> tuple[float, float]:
@@ -623,8 +754,8 @@ def stalled_receiver(target: Target, total: int, limit: float) -> dict[str, floa
     }
 
 
-def iperf3(npairs: int, seconds: float) -> tuple[float, float]:
-    """iperf3 server on CPU 0, client on CPU 1: MB/s and MB per server CPU-second."""
+def iperf3(npairs: int, seconds: float) -> tuple[float, ...]:
+    """iperf3 server on CPU 0, client on CPU 1: L{Flow.figures} (bytes per receive unknown)."""
     port = free_port()
     server = subprocess.Popen(
         ["taskset", "-c", str(RELAY_CPU), "iperf3", "-s", "-1", "-B", HOST, "-p", str(port)],
@@ -657,8 +788,18 @@ def iperf3(npairs: int, seconds: float) -> tuple[float, float]:
         )
         cpu = cpu_seconds(server.pid) - cpu0
         data = json.loads(res.stdout)
-        bps = data["end"]["sum_received"]["bytes"] / data["end"]["sum_received"]["seconds"]
-        return bps / MB, (data["end"]["sum_received"]["bytes"] / MB) / cpu if cpu else float("nan")
+        got = data["end"]["sum_received"]
+        el = got["seconds"]
+        # iperf3's own CPU figures (percent of one core over the test): the
+        # server's is the reference's "relay" share, the client's its generator's.
+        use = data["end"].get("cpu_utilization_percent", {})
+        return (
+            got["bytes"] / el / MB,
+            (got["bytes"] / MB) / cpu if cpu else float("nan"),
+            float(use.get("remote_total", float("nan"))) / 100,
+            float(use.get("host_total", float("nan"))) / 100,
+            float("nan"),
+        )
     finally:
         server.kill()
         server.wait()
@@ -802,16 +943,28 @@ def _parse_args() -> argparse.Namespace:
         default=65536,
         help="WebSocket targets: bytes per message (frame for a TCP sender)",
     )
-    ap.add_argument("--quick", action="store_true", help="short windows, fewer pairs")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="throughput only, of socat -b 262144, the default relay and iperf3, in 1 s "
+        "windows (under 2 minutes); --only, --skip and --variants still apply",
+    )
+    ap.add_argument(
+        "--generator",
+        choices=["c", "python"],
+        default="c",
+        help="load generator: c (bench/relay_load.c, built with gcc at run time: sendfile "
+        "out, MSG_TRUNC in) or python (this process; saturates before the relays do)",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="repeat each figure; report the median")
     ap.add_argument(
         "--variants",
         choices=["all", "fast", "none"],
-        default="all",
+        default=None,
         help="LiteDesk variants: all (incl. plain Twisted, allocator), fast (the fast "
         "read/write paths only), none (only the default)",
     )
-    ap.add_argument("--only", default="", help="comma-separated target name substrings")
+    ap.add_argument("--only", default=None, help="comma-separated target name substrings")
     ap.add_argument(
         "--hold",
         type=int,
@@ -820,9 +973,19 @@ def _parse_args() -> argparse.Namespace:
         "9,900 fits a hard RLIMIT_NOFILE of 20,000)",
     )
     ap.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: tput,rtt,rss,setup,stall,hold"
+        "--skip",
+        default=None,
+        help="comma-separated sections to skip: tput,rtt,rss,setup,stall,hold",
     )
-    return ap.parse_args()
+    args = ap.parse_args()
+    # --quick: the throughput table against its two references only.
+    if args.variants is None:
+        args.variants = "none" if args.quick else "all"
+    if args.only is None:
+        args.only = "socat -b 262144,litedesk (default)" if args.quick else ""
+    if args.skip is None:
+        args.skip = "rtt,rss,setup,stall,hold" if args.quick else ""
+    return args
 
 
 def main() -> int:
@@ -862,7 +1025,9 @@ def main() -> int:
         for t in targets(args.variants == "all", args.variants == "fast", args.ws_reference)
         if not only or any(o in t.name for o in only)
     ]
-    samples = _run_rounds(chosen, args.rounds, args.quick, skip, seconds, args.ws_message)
+    samples = _run_rounds(
+        chosen, args.rounds, args.quick, skip, seconds, args.ws_message, args.generator
+    )
     results = _medians(samples)
     _memory_figures(chosen, results, skip, idle_pairs, args.hold)
     report(results, idle_pairs)
@@ -879,9 +1044,10 @@ def _run_rounds(
     skip: set[str],
     seconds: float,
     ws_message: int = 65536,
+    generator: str = "c",
 ) -> Samples:
     """Throughput, round trip and set-up rate of each target, C{rounds} times."""
-    pair_counts = [1, 8, 64]
+    pair_counts = [1, 8, 16, 64]
     samples: Samples = {}
 
     def add(name: str, key: str, value: tuple[float, ...]) -> None:
@@ -899,7 +1065,11 @@ def _run_rounds(
             for t in chosen:
                 if "tput" not in skip:
                     for n in pair_counts:
-                        add(t.name, f"tput{n}", throughput(t, n, seconds, message=ws_message))
+                        add(
+                            t.name,
+                            f"tput{n}",
+                            throughput(t, n, seconds, message=ws_message, generator=generator),
+                        )
                 # WebSocket targets: throughput only (these probes speak raw TCP).
                 if "rtt" not in skip and t.kind != "ws":
                     add(t.name, "rtt", ping_pong(t, 2000 if quick else 5000, 10))
@@ -984,23 +1154,26 @@ def _report_throughput(results: dict[str, dict[str, object]]) -> None:
     tr = results.get("transit-relay", {})
     ip = results.get("iperf3 (no relay)", {})
     get = _get
-    for n in (1, 8, 64):
+    for n in (1, 8, 16, 64):
         k = f"tput{n}"
         print(
             f"## throughput, {n} pair(s), median of rounds: MB/s (ratio to socat -b 262144 | "
-            f"socat | transit | iperf3)   MB per relay CPU-s (ratio to socat -b 262144)   "
-            f"best round (ratio to socat -b 262144's best)"
+            "iperf3 | socat | transit; goals >= 1.2x socat -b 262144, >= 0.7x iperf3)  "
+            "relay CPU share of its core  generator's share of its core  bytes per receive  "
+            "MB per relay CPU-s (ratio to socat -b 262144)  best round (ratio to socat -b "
+            "262144's best)"
         )
         for name, r in results.items():
             if k not in r:
                 continue
             v, eff = get(r, k, 0), get(r, k, 1)
+            share, load, per_recv = get(r, k, 2), get(r, k, 3), get(r, k, 4)
             vb = get(r, k + ":best")
             print(
-                f"  {name:28s} {v:9.1f} MB/s  ({ratio(v, get(sb, k))} | {ratio(v, get(sd, k))} "
-                f"| {ratio(v, get(tr, k))} | {ratio(v, get(ip, k))})   {eff:8.1f} MB/CPU-s "
-                f"({ratio(eff, get(sb, k, 1))})   best round {vb:7.1f} MB/s "
-                f"({ratio(vb, get(sb, k + ':best'))})"
+                f"  {name:28s} {v:8.1f} MB/s ({ratio(v, get(sb, k))} | {ratio(v, get(ip, k))} "
+                f"| {ratio(v, get(sd, k))} | {ratio(v, get(tr, k))})  relay {share:4.2f}  "
+                f"gen {load:4.2f}  {per_recv / 1024:7.1f} KiB/recv  {eff:7.1f} MB/CPU-s "
+                f"({ratio(eff, get(sb, k, 1))})  best {vb:7.1f} ({ratio(vb, get(sb, k + ':best'))})"
             )
 
 
@@ -1013,7 +1186,7 @@ def _report_websocket(results: dict[str, dict[str, object]]) -> None:
         "## WebSocket relay throughput, MB/s (ratio to the TCP relay, litedesk (default), "
         "same run; goal >= 0.7x)   MB per relay CPU-s (ratio)   [ratio to autobahn alone]"
     )
-    for n in (1, 8, 64):
+    for n in (1, 8, 16, 64):
         k = f"tput{n}"
         for name, r in ws.items():
             if k not in r:
