@@ -25,20 +25,19 @@ The connection comes from a C{psycopg_pool} pool, checked before each use, so
 a PostgreSQL restart costs the saves in flight at that moment (failed, logged,
 the peer registers again) and not the store.
 
-The URL's password must never reach a log: L{redact_url} is what is logged,
+The URL's password must never reach a log: C{redact_url} is what is logged,
 and the option can come from the environment (C{LITEDESK_DATABASE}) so that it
-stays out of C{ps}.
+stays out of C{ps}
+(L{litedesk.rendezvous.peer_db}).
 """
 
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import uuid as uuidlib
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -46,6 +45,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
+from litedesk.rendezvous.peer_db import redact_url
 from litedesk.rendezvous.store import (
     PeerRecord,
     StoreClosed,
@@ -57,7 +57,7 @@ from litedesk.rendezvous.store import (
     encode_info,
 )
 
-__all__ = ["PG_SCHEMA", "PgPeerStore", "is_postgres_url", "redact_url"]
+__all__ = ["PG_SCHEMA", "PgPeerStore", "connect"]
 
 # hbbs' table (litedesk/rendezvous/store.py SCHEMA) in PostgreSQL's types:
 # BLOB -> bytea, TINYINT -> smallint, DATETIME -> timestamp (hbbs stores UTC
@@ -110,40 +110,6 @@ SELECT guid FROM ren UNION ALL SELECT guid FROM upd UNION ALL SELECT guid FROM i
 """
 
 CONNECT_TIMEOUT = 10.0
-
-
-def is_postgres_url(url: str) -> bool:
-    """Whether C{--database} names PostgreSQL (C{postgresql://} or C{postgres://})."""
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """C{url} with any password replaced by C{***}: what may be logged or shown.
-
-    Handles the URL form (C{user:secret@host}, C{?password=secret}) and
-    libpq's C{key=value} form.  Something that does not parse is shown as
-    C{***} whole rather than risk showing a password.
-    """
-    if not is_postgres_url(url):
-        return _KV_PASSWORD.sub(r"\1***", url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    netloc = parts.netloc
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import ipaddress
-import os
 import re
 import sqlite3
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from litedesk.ops.opsdb import OPS_DB_FILE, OpsDatabase
 from litedesk.relay.service import RelayService, make_relay_service
 from litedesk.rendezvous.floodguard import FloodGuard
 from litedesk.rendezvous.login_gate import LoginGate
+from litedesk.rendezvous.peer_db import PeerStoreService, describe, open_peer_store
 from litedesk.rendezvous.protocols import (
     NatTestProtocol,
     RendezvousDatagramProtocol,
@@ -54,7 +54,6 @@ from litedesk.rendezvous.protocols import (
 from litedesk.rendezvous.registry import Registry, StreamHosts
 from litedesk.rendezvous.relaylist import RelayList, parse_relay_list
 from litedesk.rendezvous.server import RendezvousServer
-from litedesk.rendezvous.store import PeerStore
 from litedesk.server.http_site import make_site
 from litedesk.server.options import (
     DEFAULT_PORT,
@@ -97,7 +96,7 @@ class LiteDeskServer(MultiService):
         self.relay: RelayService | None = None
         self.server: RendezvousServer | None = None
         self.registry: Registry | None = None
-        self.store: PeerStore | None = None
+        self.store: PeerStoreService | None = None
         self.rendezvous_udp: UDPListenerService | None = None
         self.rendezvous_tcp: EndpointService | None = None
         self.nat_test: EndpointService | None = None
@@ -176,7 +175,7 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
         top.discovery = EndpointService("discovery", ep, discovery)
         top.discovery.setServiceParent(top)
         _log.info("LiteDesk v1 discovery on {endpoint}", endpoint=config["discovery-endpoint"])
-    _add_api(top, config, reactor, str(data_dir / DB_FILE))
+    _add_api(top, config, reactor, None if config["database"] else str(data_dir / DB_FILE))
     _log_start(config, key, relays, loaded, data_dir)
     return top
 
@@ -283,11 +282,7 @@ def _add_rendezvous(
     @return: the relay list handed to peers and how many peers were loaded.
     """
     key = top.key
-    db_path = data_dir / DB_FILE
-    if not db_path.exists():
-        # SQLite gives the -wal/-shm files the database's mode: keep all 0600.
-        os.close(os.open(db_path, os.O_CREAT | os.O_WRONLY, 0o600))
-    store = top.store = PeerStore(db_path, reactor)
+    store = top.store = open_peer_store(config["database"], data_dir / DB_FILE, reactor)
     registry = top.registry = Registry(server_serial=int(config["serial"]))
     registry.streams = StreamHosts(
         max_per_site=int(config["stream-hosts-per-ip"]),
@@ -387,7 +382,7 @@ def _log_start(
         "LiteDesk rendezvous server: {peers} peers loaded from {db}; public key {pk}; "
         "licence check {check}",
         peers=loaded,
-        db=str(data_dir / DB_FILE),
+        db=describe(config["database"], data_dir / DB_FILE),
         pk=key.public_key or "(none: not signing)",
         check="on" if key.licence else "off",
     )

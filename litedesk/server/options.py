@@ -211,6 +211,14 @@ class ServerOptions(ConfigFileOptions):
             "Directory for id_ed25519, id_ed25519.pub and db_v2.sqlite3 (created 0700 if missing).",
         ],
         [
+            "database",
+            None,
+            "",
+            "Peer database: empty = db_v2.sqlite3 in --data-dir; postgresql://USER:PASS@HOST/DB "
+            "= PostgreSQL (needs litedesk[postgresql]). Default: $LITEDESK_DATABASE, which keeps "
+            "the password out of ps.",
+        ],
+        [
             "port",
             "p",
             str(DEFAULT_PORT),
@@ -430,6 +438,9 @@ class ServerOptions(ConfigFileOptions):
         super().postOptions()
         if os.environ.get("ALWAYS_USE_RELAY", "").upper().startswith("Y"):
             self["always-use-relay"] = 1
+        self["database"] = self["database"] or os.environ.get("LITEDESK_DATABASE", "")
+        if self["database"] and not self["database"].startswith(("postgresql://", "postgres://")):
+            raise usage.UsageError("--database takes a postgresql:// URL (or nothing, for SQLite)")
         p = int(self["port"])
         iface = self["interface"]
         if self["udp-endpoint"] is None:
