@@ -7,12 +7,16 @@
     litedesk-admin --data-dir DIR user admin NAME | no-admin NAME
     litedesk-admin --data-dir DIR user delete NAME
     litedesk-admin --data-dir DIR user sign-out NAME        (ends every token)
+    litedesk-admin --data-dir DIR migrate --to postgresql://... [--force]
+                                    (copies db_v2.sqlite3's peers to PostgreSQL)
 
 It writes the ops database directly (the server may be running: it picks
 the change up within seconds, see L{litedesk.ops.accounts}).  Passwords are
 read from standard input, never from the command line (where C{ps} and the
 shell history would show them): the first line of a pipe, or typed twice at
-a terminal without echo.
+a terminal without echo.  C{migrate} takes its URL from C{LITEDESK_DATABASE}
+when C{--to} is not given, so the password can stay out of C{ps}
+(L{litedesk.rendezvous.pg_migrate}).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import os
 import sqlite3
 import sys
 import time
@@ -62,7 +67,51 @@ def _parser() -> argparse.ArgumentParser:
         ("sign-out", "end every sign-in of a user"),
     ):
         user.add_parser(action, help=text).add_argument("name")
+    mig = sub.add_parser("migrate", help="copy the SQLite peer table into PostgreSQL")
+    mig.add_argument(
+        "--to",
+        default=os.environ.get("LITEDESK_DATABASE", ""),
+        help="postgresql://USER:PASS@HOST/DB [default: $LITEDESK_DATABASE]",
+    )
+    mig.add_argument(
+        "--force",
+        action="store_true",
+        help="replace target rows that hold a source row's id or guid for another peer",
+    )
     return p
+
+
+def _migrate(args: argparse.Namespace, data_dir: Path, out: TextIO) -> int:
+    """C{migrate}: db_v2.sqlite3 in C{data_dir} to C{args.to}; prints the counts."""
+    source = data_dir / "db_v2.sqlite3"
+    if not args.to.startswith(("postgresql://", "postgres://")):
+        print("litedesk-admin: migrate: --to takes a postgresql:// URL", file=sys.stderr)
+        return 1
+    if not source.is_file():
+        print(f"litedesk-admin: migrate: {source}: no such file", file=sys.stderr)
+        return 1
+    try:
+        import psycopg
+
+        from litedesk.rendezvous import pg_migrate
+        from litedesk.rendezvous.peer_db import redact_url
+    except ImportError as e:
+        print(f"litedesk-admin: migrate needs litedesk[postgresql]: {e}", file=sys.stderr)
+        return 1
+    target = redact_url(args.to)
+    try:
+        counts = pg_migrate.migrate(source, args.to, force=args.force, out=out)
+    except pg_migrate.MigrationConflict as e:
+        print(f"litedesk-admin: migrate: nothing written: {e}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as e:
+        print(f"litedesk-admin: migrate: {source}: {e}", file=sys.stderr)
+        return 1
+    except psycopg.Error as e:
+        print(f"litedesk-admin: migrate: {target}: nothing written: {e}", file=sys.stderr)
+        return 1
+    print(f"migrated {source} to {target}: {counts}", file=out)
+    return 0
 
 
 def _read_password(stdin: TextIO, prompt: Callable[[str], str]) -> str:
@@ -134,6 +183,8 @@ def main(
     if not data_dir.is_dir():
         print(f"litedesk-admin: {data_dir}: no such directory", file=sys.stderr)
         return 1
+    if args.area == "migrate":
+        return _migrate(args, data_dir, out)
     try:
         with contextlib.closing(connect(data_dir / OPS_DB_FILE)) as conn:
             ensure_schema(conn, u.SCHEMA)
