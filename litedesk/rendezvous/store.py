@@ -67,6 +67,13 @@ SCHEMA: tuple[str, ...] = (
 )
 
 BUSY_TIMEOUT_MS = 10_000
+#: Insert a peer, or update the row already holding its id (which keeps its
+#: guid and uuid); either way the row's guid comes back.
+_UPSERT = (
+    "INSERT INTO peer (guid, id, uuid, pk, info) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET pk = excluded.pk, info = excluded.info "
+    "RETURNING guid"
+)
 
 
 class StoreClosed(Exception):
@@ -117,7 +124,10 @@ _Outcome = tuple[_Write, bytes | BaseException]
 
 def encode_info(ip: str) -> str:
     """hbbs' C{info} column: compact JSON C{{"ip":"1.2.3.4"}}."""
-    return json.dumps({"ip": ip}, separators=(",", ":"))
+    # The same text as json.dumps({"ip": ip}, separators=(",", ":")), but
+    # json.dumps with its default arguments reuses one encoder: a fifth of
+    # the cost, on every registration.
+    return '{"ip":' + json.dumps(ip) + "}"
 
 
 def decode_info(info: object) -> str:
@@ -434,19 +444,9 @@ class PeerStore:
         # returned its guid (two quick RegisterPk), or when the row was added
         # behind the server's back.  Failing would lose the registration, so,
         # like hbbs (which finds a known id's guid and updates by it), update
-        # that row: it keeps its guid and uuid, and that guid is returned.  We
-        # hold the write lock (BEGIN IMMEDIATE), so nobody can add or remove
-        # the row between this lookup and the write.
-        row = conn.execute("SELECT guid FROM peer WHERE id = ?", (w.id,)).fetchone()
-        if row is not None:
-            existing = _as_bytes(row[0])
-            conn.execute(
-                "UPDATE peer SET pk = ?, info = ? WHERE guid = ?",
-                (w.pk, w.info, row[0]),
-            )
-            return existing
-        conn.execute(
-            "INSERT INTO peer (guid, id, uuid, pk, info) VALUES (?, ?, ?, ?, ?)",
-            (guid, w.id, w.uuid, w.pk, w.info),
-        )
-        return guid
+        # that row: it keeps its guid and uuid, and that guid is returned.
+        # One statement (an upsert, SQLite 3.35+) where a lookup and a write
+        # took two: the new peers of a restart's wave are most of the writes.
+        # fetchall: the statement runs to its end, never left open at COMMIT.
+        ((stored,),) = conn.execute(_UPSERT, (guid, w.id, w.uuid, w.pk, w.info)).fetchall()
+        return _as_bytes(stored)
