@@ -44,6 +44,8 @@ helpers.  Each module holds one kind of fixture:
     "API server" (sign-in, heartbeat, sysinfo, audit, address book), and
     L{tests.support.api_server}: a real server with users and a registered
     host for those calls;
+  - L{tests.support.postgres}: a throwaway PostgreSQL cluster from
+    Debian's packages, shared by a test process, a database per test;
   - L{tests.support.imports}: what a module imports, for the emulators'
     independence checks;
   - L{tests.support.realtime}: undoing the real-time scheduling SVT-AV1

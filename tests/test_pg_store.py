@@ -1,0 +1,393 @@
+"""The PostgreSQL peer store (C{--database postgresql://...}) against a real PostgreSQL.
+
+Covers L{litedesk.rendezvous.pg_store} in-process (round trip, guids kept,
+group commit, one bad row in a batch, saves after close, the same results as
+the SQLite store for any sequence of saves) and a real C{twistd
+litedesk-relay --database ...}: a host registered by UDP C{RegisterPk} is
+still bound after a restart, every acknowledged registration survives
+C{kill -9}, and the password in the URL reaches neither the log nor an error
+message.  Also L{litedesk.rendezvous.peer_db.redact_url} under hypothesis.
+PostgreSQL is Debian's, started by L{tests.support.postgres}.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.trial.unittest import SynchronousTestCase
+
+from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.peer_db import redact_url
+from litedesk.rendezvous.pg_store import PgPeerStore
+from litedesk.rendezvous.store import PeerRecord, PeerStore, StoreClosed
+
+from .support.ports import free_port_pair
+from .support.postgres import PASSWORD, fresh_database
+from .support.processes import TWISTD, RelayProcess, udp_exchange
+
+T = TypeVar("T")
+
+REGISTERED = "820100"  # RegisterPkResponse { result: OK }
+UUID_MISMATCH = "8201020802"
+
+
+class FromThreads:
+    """The reactor's C{callFromThread} for a synchronous test.
+
+    The stores' writer threads hand results back through it; L{wait} runs
+    those calls on the test's thread until a Deferred has fired, as the
+    reactor would.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.Queue[tuple[Any, tuple[Any, ...]]] = queue.Queue()
+
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
+        self._calls.put((lambda: f(*args, **kw), ()))
+
+    def wait(self, d: Deferred[T], timeout: float = 30.0) -> Deferred[T]:
+        deadline = time.monotonic() + timeout
+        while not d.called:
+            call, _ = self._calls.get(timeout=max(0.01, deadline - time.monotonic()))
+            call()
+        return d
+
+
+class StoreTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.url = fresh_database(self)
+        self.threads = FromThreads()
+
+    def open(self, **kw: Any) -> PgPeerStore:
+        store = PgPeerStore(self.url, self.threads, **kw)  # type: ignore[arg-type]
+        self.addCleanup(lambda: self.threads.wait(store.close()))
+        return store
+
+    def save_all(self, store: PgPeerStore, records: list[PeerRecord]) -> list[Any]:
+        """Save all at once (one batch as far as the writer is concerned)."""
+        ds = [store.save(r) for r in records]
+        result = self.successResultOf(self.threads.wait(DeferredList(ds, consumeErrors=True)))
+        outcomes: list[Any] = [value if ok else value.value for ok, value in result]  # type: ignore[attr-defined]
+        return outcomes
+
+    def test_round_trip_keeps_guid_and_columns(self) -> None:
+        """What one server saves, the next one loads: id, guid, uuid, key and address."""
+        store = self.open()
+        rec = PeerRecord(None, "123456789", b"u" * 16, bytes(range(32)), "192.0.2.7")
+        (guid,) = self.save_all(store, [rec])
+        self.assertEqual(rec.guid, guid)
+        self.assertEqual(len(guid), 16)
+        self.successResultOf(self.threads.wait(store.close()))
+
+        loaded = self.open().load_all()
+        self.assertEqual(
+            loaded, [PeerRecord(guid, "123456789", b"u" * 16, bytes(range(32)), "192.0.2.7")]
+        )
+        with psycopg.connect(self.url) as conn:
+            row = conn.execute('SELECT info, created_at, "user", status, note FROM peer').fetchone()
+        assert row is not None
+        self.assertEqual(row[0], '{"ip":"192.0.2.7"}')  # hbbs' info column
+        self.assertIsNotNone(row[1])
+        self.assertEqual(row[2:], (None, None, None))
+
+    def test_durable_setting(self) -> None:
+        """Acknowledgements wait for the flushed WAL, whatever the server's default."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(
+                "ALTER DATABASE " + self.url.rsplit("/", 1)[1] + " SET synchronous_commit = off"
+            )
+        store = self.open()
+        self.assertEqual(store.synchronous_commit, "on")
+        with store._pool.connection() as conn:
+            self.assertEqual(conn.execute("SHOW synchronous_commit").fetchone(), ("on",))
+
+    def test_updates_keep_the_row(self) -> None:
+        """A re-registration updates key and address of the same row; the uuid stays."""
+        store = self.open()
+        rec = PeerRecord(None, "42", b"first", b"k1", "10.0.0.1")
+        (guid,) = self.save_all(store, [rec])
+        rec.pk, rec.ip = b"k2", "10.0.0.2"
+        self.assertEqual(self.save_all(store, [rec]), [guid])
+        # A second record for the same id (two quick RegisterPk of a new peer)
+        # lands on the same row too, and learns its guid.
+        twin = PeerRecord(None, "42", b"other", b"k3", "10.0.0.3")
+        self.assertEqual(self.save_all(store, [twin]), [guid])
+        self.assertEqual(twin.guid, guid)
+        self.assertEqual(store.load_all(), [PeerRecord(guid, "42", b"first", b"k3", "10.0.0.3")])
+
+    def test_id_change(self) -> None:
+        """An ID change moves the row (guid, uuid kept) to the new id; a taken id fails."""
+        store = self.open()
+        a = PeerRecord(None, "111", b"ua", b"ka", "1.1.1.1")
+        b = PeerRecord(None, "222", b"ub", b"kb", "2.2.2.2")
+        ga, _ = self.save_all(store, [a, b])
+        a.id, a.renamed_from = "333", "111"
+        self.assertEqual(self.save_all(store, [a]), [ga])
+        a.renamed_from = ""
+        b.id, b.renamed_from = "333", "222"
+        (error,) = self.save_all(store, [b])
+        self.assertIsInstance(error, psycopg.IntegrityError)
+        ids = {r.id: r for r in store.load_all()}
+        self.assertEqual(sorted(ids), ["222", "333"])
+        self.assertEqual((ids["333"].guid, ids["333"].uuid), (ga, b"ua"))
+
+    def test_group_commit(self) -> None:
+        """Many saves queued together are committed in far fewer transactions."""
+        store = self.open()
+        records = [PeerRecord(None, f"id{i}", b"u", b"k", "") for i in range(2000)]
+        guids = self.save_all(store, records)
+        self.assertEqual(len(set(guids)), 2000)
+        self.assertLess(store.commits, 100)
+        self.assertEqual(len(store.load_all()), 2000)
+
+    def test_a_bad_row_fails_alone(self) -> None:
+        """An id PostgreSQL cannot hold fails its own save; the rest of its batch is stored."""
+        store = self.open()
+        records = [PeerRecord(None, f"ok{i}", b"u", b"k", "") for i in range(20)]
+        records.insert(7, PeerRecord(None, "x" * 101, b"u", b"k", ""))
+        results = self.save_all(store, records)
+        self.assertIsInstance(results.pop(7), psycopg.DataError)
+        self.assertTrue(all(isinstance(g, bytes) for g in results))
+        self.assertEqual(
+            sorted(r.id for r in store.load_all()), sorted(f"ok{i}" for i in range(20))
+        )
+        # The writer is still there for later saves.
+        self.assertEqual(len(self.save_all(store, [PeerRecord(None, "after", b"u", b"k", "")])), 1)
+
+    def test_save_after_close_fails(self) -> None:
+        """Saves queued before close are committed; a later one fails at once."""
+        store = PgPeerStore(self.url, self.threads)  # type: ignore[arg-type]
+        d = store.save(PeerRecord(None, "early", b"u", b"k", ""))
+        closed = store.close()
+        self.failureResultOf(store.save(PeerRecord(None, "late", b"u", b"k", "")), StoreClosed)
+        self.threads.wait(closed)
+        self.assertTrue(d.called)
+        self.assertEqual(len(self.successResultOf(d)), 16)
+        self.threads.wait(store.close())
+        with psycopg.connect(self.url) as conn:
+            self.assertEqual(conn.execute("SELECT id FROM peer").fetchall(), [("early",)])
+
+    def test_unreachable_database(self) -> None:
+        """A server that cannot be reached fails the constructor, without the password."""
+        url = f"postgresql://litedesk:{PASSWORD}@127.0.0.1:{free_port_pair()}/none"
+        with self.assertRaises(psycopg.OperationalError) as caught:
+            PgPeerStore(url, self.threads)  # type: ignore[arg-type]
+        self.assertNotIn(PASSWORD, str(caught.exception))
+
+
+# Operations on a few ids, as the rendezvous server makes them: a new record,
+# an update of an earlier record (new key and address), an ID change.
+_ids = st.sampled_from(["100", "200", "300"])
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("new"), _ids, st.binary(min_size=1, max_size=4), st.binary(max_size=4)),
+        st.tuples(st.just("update"), st.integers(0, 20), st.binary(max_size=4), st.just(b"")),
+        st.tuples(st.just("rename"), st.integers(0, 20), _ids, st.just(b"")),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+class SameAsSQLiteTests(SynchronousTestCase):
+    """For any sequence of saves, PostgreSQL ends where the SQLite store does."""
+
+    def setUp(self) -> None:
+        self.url = fresh_database(self)
+        self.threads = FromThreads()
+        self.pg = PgPeerStore(self.url, self.threads)  # type: ignore[arg-type]
+        self.addCleanup(lambda: self.threads.wait(self.pg.close()))
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.n = 0
+
+    def play(self, store: Any, ops: list[tuple[str, Any, Any, bytes]], batched: bool) -> Any:
+        records: list[PeerRecord] = []
+        ds: list[Deferred[bytes]] = []
+        for kind, a, b, c in ops:
+            if kind == "new":
+                rec = PeerRecord(None, a, b, c, "")
+                records.append(rec)
+            elif not records:
+                continue
+            else:
+                rec = records[a % len(records)]
+                if kind == "update":
+                    rec.pk, rec.ip = b, f"10.0.0.{len(b)}"
+                else:
+                    rec.renamed_from, rec.id = rec.id, b
+            d = store.save(rec)
+            rec.renamed_from = ""
+            ds.append(d)
+            if not batched:
+                self.threads.wait(d)
+        outcome = self.successResultOf(self.threads.wait(DeferredList(ds, consumeErrors=True)))
+        table = {r.id: r for r in store.load_all()}
+        rows = {i: (r.uuid, r.pk, r.ip) for i, r in table.items()}
+        named = [r.guid is not None and table.get(r.id, r).guid == r.guid for r in records]
+        return [ok for ok, _ in outcome], rows, named
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(_ops, st.booleans())
+    def test_same_outcome(self, ops: list[tuple[str, Any, Any, bytes]], batched: bool) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("TRUNCATE peer")
+        self.n += 1
+        path = self.dir / f"{self.n}.sqlite3"
+        sqlite = PeerStore(path, self.threads)  # type: ignore[arg-type]
+        try:
+            expected = self.play(sqlite, ops, batched)
+        finally:
+            self.threads.wait(sqlite.close())
+        self.assertEqual(self.play(self.pg, ops, batched), expected)
+
+
+# Passwords unlike anything else in the URL, so that finding one is a leak.
+_passwords = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=20).map(
+    lambda s: "Pw" + s
+)
+
+
+class RedactTests(SynchronousTestCase):
+    @given(_passwords, st.sampled_from(["postgresql", "postgres"]))
+    def test_url_password_never_shown(self, password: str, scheme: str) -> None:
+        from urllib.parse import quote
+
+        secret = quote(password, safe="")
+        url = f"{scheme}://litedesk:{secret}@db.example:5432/peers?sslmode=require"
+        shown = redact_url(url)
+        self.assertNotIn(secret, shown)
+        self.assertEqual(shown, f"{scheme}://litedesk:***@db.example:5432/peers?sslmode=require")
+
+    @given(_passwords)
+    def test_query_and_keyword_passwords_never_shown(self, password: str) -> None:
+        from urllib.parse import quote
+
+        secret = quote(password, safe="")
+        self.assertNotIn(secret, redact_url(f"postgresql://db.example/peers?password={secret}"))
+        kv = password.replace("'", "").replace("\\", "").split()[0] if password.split() else "Pw"
+        self.assertNotIn(kv, redact_url(f"host=db.example password={kv} dbname=peers"))
+
+    def test_no_password(self) -> None:
+        self.assertEqual(
+            redact_url("postgresql://db.example/peers"), "postgresql://db.example/peers"
+        )
+        self.assertEqual(redact_url("postgresql://u@h/d"), "postgresql://u@h/d")
+
+
+def register(port: int, source: str, peer_id: str, uuid: bytes = b"u" * 16) -> str:
+    msg = rz.RendezvousMessage(register_pk=rz.RegisterPk(id=peer_id, uuid=uuid, pk=bytes([7]) * 32))
+    return udp_exchange(msg.SerializeToString(), port, source).hex()
+
+
+class ServerTests(SynchronousTestCase):
+    """A real C{twistd litedesk-relay} on PostgreSQL."""
+
+    def setUp(self) -> None:
+        self.url = fresh_database(self)
+        self.data_dir = Path(self.mktemp())
+        self.log = Path(self.mktemp())
+        self.port = free_port_pair()
+
+    def start(self, *extra: str) -> RelayProcess:
+        p = RelayProcess(self.data_dir, self.port, self.log, "--key", "", *extra)
+        self.addCleanup(p.stop)
+        return p
+
+    def test_registration_survives_restart(self) -> None:
+        """A host registered over UDP is still bound to its device after a restart."""
+        first = self.start("--database", self.url)
+        self.assertEqual(register(self.port, "127.0.0.2", "123456789"), REGISTERED)
+        first.stop()
+        self.assertFalse((self.data_dir / "db_v2.sqlite3").exists())
+
+        # From the environment this time (out of ps), as the docs advise.
+        os.environ["LITEDESK_DATABASE"] = self.url
+        self.addCleanup(os.environ.pop, "LITEDESK_DATABASE", None)
+        self.start()
+        self.assertEqual(register(self.port, "127.0.0.3", "123456789", b"x" * 16), UUID_MISMATCH)
+        self.assertEqual(register(self.port, "127.0.0.2", "123456789"), REGISTERED)
+        log = self.log.read_text()
+        self.assertIn("1 peers loaded from postgresql://litedesk:***@", log)
+        self.assertNotIn(PASSWORD, log)
+
+    def test_kill_9_loses_no_acknowledged_registration(self) -> None:
+        """Every RegisterPk answered OK is in the database after kill -9."""
+        server = self.start("--database", self.url)
+        socks: dict[int, tuple[socket.socket, str]] = {}
+        ep = select.epoll()
+        for i in range(300):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.addCleanup(s.close)
+            s.bind((f"127.0.{3 + i // 200}.{1 + i % 200}", 0))
+            peer_id = f"9{i:08d}"
+            msg = rz.RendezvousMessage(
+                register_pk=rz.RegisterPk(id=peer_id, uuid=b"u" * 16, pk=bytes([7]) * 32)
+            )
+            s.sendto(msg.SerializeToString(), ("127.0.0.1", self.port))
+            socks[s.fileno()] = (s, peer_id)
+            ep.register(s.fileno(), select.EPOLLIN)
+        acked: set[str] = set()
+        deadline = time.monotonic() + 20
+        while len(acked) < len(socks) and time.monotonic() < deadline:
+            for fd, _ in ep.poll(0.5):
+                s, peer_id = socks[fd]
+                if s.recv(100).hex() == REGISTERED:
+                    acked.add(peer_id)
+                ep.unregister(fd)
+        ep.close()
+        server.kill9()
+        self.assertEqual(len(acked), 300)
+        with psycopg.connect(self.url) as conn:
+            stored = {i for (i,) in conn.execute("SELECT id FROM peer").fetchall()}
+        self.assertLessEqual(acked, stored)
+
+        self.start("--database", self.url)
+        self.assertEqual(register(self.port, "127.0.1.1", "900000299", b"x" * 16), UUID_MISMATCH)
+
+    def test_unreachable_database_stops_the_server(self) -> None:
+        """The server exits with the reason; the password is in neither output nor log."""
+        url = f"postgresql://litedesk:{PASSWORD}@127.0.0.1:{free_port_pair()}/none"
+        result = subprocess.run(
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                str(self.log),
+                "litedesk-relay",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--interface",
+                "127.0.0.1",
+                "--key",
+                "",
+                "--database",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        self.assertNotEqual(result.returncode, 0)
+        said = result.stdout + result.stderr + (self.log.read_text() if self.log.exists() else "")
+        self.assertIn("--database postgresql://litedesk:***@127.0.0.1:", said)
+        self.assertNotIn(PASSWORD, said)
