@@ -189,6 +189,23 @@ def _capture(env: dict[str, str], window: str, path: Path) -> Image.Image:
     return Image.open(path).convert("RGB")
 
 
+def _config_with_recent(path: Path) -> dict[str, Any]:
+    """The viewer's config file once it lists a recent host.
+
+    The viewer logs "Connected to ..." before it saves the host as recent
+    (the file may also exist from before), so reading it at that log line
+    raced with the save on a loaded machine.  Saves are atomic (rename).
+    """
+
+    def read() -> dict[str, Any] | None:
+        if not path.exists():
+            return None
+        cfg: dict[str, Any] = json.loads(path.read_text())
+        return cfg if cfg.get("recent") else None
+
+    return wait_until(read, 10, 0.05, lambda: f"a recent host in {path}")
+
+
 def _display_b(case: SynchronousTestCase) -> Xvfb:
     xb = Xvfb(1280, 900, 24).start()
     case.addCleanup(xb.stop)
@@ -384,8 +401,7 @@ class ViewerWindowTests(SynchronousTestCase):
         """After connecting, the host is in the recent list of the 0600 config file,
         with the server and key remembered; the password is not stored."""
         cfg_path = self.tmp / "viewer.json"
-        wait_until(cfg_path.exists, 10, message="the viewer config file")
-        cfg = json.loads(cfg_path.read_text())
+        cfg = _config_with_recent(cfg_path)
         self.assertEqual(cfg["recent"][0]["peer_id"], self.peer)
         self.assertEqual(cfg["server"], f"127.0.0.1:{self.lab.port}")
         self.assertEqual(cfg["key"], self.lab.key)
@@ -595,7 +611,7 @@ class ConnectDialogTests(SynchronousTestCase):
         xdo("type", "--delay", "30", "e2e-password")
         xdo("key", "Return")
         wait_until(lambda: f"Connected to {peer}" in log.read_text(), 30, 0.1, log.read_text)
-        cfg = json.loads((tmp / "viewer.json").read_text())
+        cfg = _config_with_recent(tmp / "viewer.json")
         self.assertEqual(cfg["recent"][0]["peer_id"], peer)
         self.assertEqual(cfg["key"], the_lab.key)
         self.assertNotIn("e2e-password", (tmp / "viewer.json").read_text())
