@@ -62,13 +62,17 @@ def read_splice(leg: RelayProtocol) -> ReadResult:
     if partner is None or not partner._out_idle() or splice is None:
         return read_into(leg)
     assert t is not None
-    io = shared_io(leg._relay.settings.read_size)
+    settings = leg._relay.settings
+    io = shared_io(settings.read_size, settings.splice_max)
     flags = SPLICE_FLAGS
     want = min(t.bufferSize, io.pipe_size)
-    splice_max = leg._relay.settings.splice_max
-    if splice_max > want:
+    splice_max = settings.splice_max
+    if splice_max > want and leg._limiter is None:
         # Move more per call only as far as the partner's socket can take it
-        # now, so what is left over (copied to user space) stays small.
+        # now, so what is left over (copied to user space) stays small.  A
+        # limited pair keeps the read size its rate allows (Relay._fit_reads):
+        # a large move would run its bucket far into debt, a burst well above
+        # its rate.
         room = send_room(partner._sock)
         if room > want:
             want = min(room, splice_max, io.pipe_size)
@@ -78,7 +82,7 @@ def read_splice(leg: RelayProtocol) -> ReadResult:
     fd_out = sock_out.fileno()
     # Keep moving while the socket fills whole reads and the partner takes
     # everything: saves a trip through the reactor per read.
-    for _ in range(leg._relay.settings.reads_per_turn):
+    for _ in range(settings.reads_per_turn):
         try:
             n = splice(fd_in, io.pipe_w, want, flags=flags)
         except BlockingIOError:

@@ -346,7 +346,7 @@ class RelayProtocol(Protocol):
             return
         if mode == "twisted" or t is None or self._sock is None or partner._sock is None:
             return
-        shared_io(self._relay.settings.read_size)
+        shared_io(self._relay.settings.read_size, self._relay.settings.splice_max)
         if splice is None and mode in ("splice", "auto"):
             mode = "recv_into"
         self._mode = MODES[mode]

@@ -24,13 +24,19 @@ class SharedIO:
     of each serves any number of pairs at no per-pair cost.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, pipe_size: int = 0) -> None:
         self.buf = bytearray(size)
         self.view = memoryview(self.buf)
         self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pipe_size = 65536
-        with contextlib.suppress(OSError, AttributeError):
-            self.pipe_size = fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, max(size, _PIPE_SIZE))
+        #: the pipe size asked for (the kernel may have granted less)
+        self.asked = max(size, pipe_size, _PIPE_SIZE)
+        # Beyond /proc/sys/fs/pipe-max-size (1 MiB by default) only a
+        # privileged process gets its size: fall back to what anyone may have.
+        for want in (self.asked, _PIPE_SIZE):
+            with contextlib.suppress(OSError, AttributeError):
+                self.pipe_size = fcntl.fcntl(self.pipe_w, fcntl.F_SETPIPE_SZ, want)
+                break
 
     def drain(self, n: int) -> bytes:
         """Read exactly C{n} bytes that are known to be in the pipe."""
@@ -45,11 +51,12 @@ class SharedIO:
 _shared: SharedIO | None = None
 
 
-def shared_io(size: int) -> SharedIO:
+def shared_io(size: int, pipe_size: int = 0) -> SharedIO:
+    """The process's L{SharedIO}, grown to C{size} bytes and a pipe of C{pipe_size}."""
     global _shared
-    if _shared is None or len(_shared.buf) < size:
+    if _shared is None or len(_shared.buf) < size or _shared.asked < pipe_size:
         if _shared is not None:
             os.close(_shared.pipe_r)
             os.close(_shared.pipe_w)
-        _shared = SharedIO(size)
+        _shared = SharedIO(size, pipe_size)
     return _shared
