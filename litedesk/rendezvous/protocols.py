@@ -13,6 +13,7 @@ state, which seals and opens them once the client has answered.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -56,11 +57,17 @@ class RendezvousDatagramProtocol(DatagramProtocol):
         self.guard = guard
         self.rcvbuf = rcvbuf
         self._v6_socket = False
+        #: The socket's own C{sendto} once listening (None: the transport's
+        #: C{write}).  Twisted's C{write} checks the address three times with
+        #: C{inet_pton} per datagram, a fifth of a heartbeat's cost, for
+        #: addresses that came from the kernel or the registry, already IPs.
+        self._sendto: Callable[[bytes, tuple[str, int]], int] | None = None
 
     def startProtocol(self) -> None:
         assert self.transport is not None
         sock = self.transport.getHandle()  # type: ignore[attr-defined]
         self._v6_socket = sock.family == socket.AF_INET6
+        self._sendto = sock.sendto
         if self.rcvbuf:
             # hbbs' -M/RMEM: a bigger kernel queue rides out pauses (a GC, a
             # burst of registrations) instead of dropping heartbeats.
@@ -79,18 +86,23 @@ class RendezvousDatagramProtocol(DatagramProtocol):
         self.server.udp = self
 
     def stopProtocol(self) -> None:
+        self._sendto = None
         if self.server.udp is self:
             self.server.udp = None
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
-        source = (normalize_host(addr[0]), addr[1])
-        if not self.guard.allow(source[0], self.server.clock.seconds()):
+        # An IPv4 socket's sources are dotted quads as the kernel writes
+        # them, already normal; an IPv6 one's may be v4-mapped.
+        host = normalize_host(addr[0]) if self._v6_socket else addr[0]
+        guard = self.guard
+        # A disabled guard (rate 0) needs no clock reading per datagram.
+        if guard.rate > 0 and not guard.allow(host, self.server.clock.seconds()):
             return
         try:
-            self.server.handle_datagram(datagram, source)
+            self.server.handle_datagram(datagram, (host, addr[1]))
         except Exception:
             # A bug triggered by one datagram must not stop the listener.
-            self._log.failure("Error handling a datagram from {ip}", ip=source[0])
+            self._log.failure("Error handling a datagram from {ip}", ip=host)
 
     def send_datagram(self, data: bytes, addr: Address) -> None:
         if self.transport is None:
@@ -98,8 +110,16 @@ class RendezvousDatagramProtocol(DatagramProtocol):
         host = addr[0]
         if self._v6_socket and ":" not in host:
             host = "::ffff:" + host
+        sendto = self._sendto
         try:
-            self.transport.write(data, (host, addr[1]))
+            if sendto is not None:
+                sendto(data, (host, addr[1]))
+            else:
+                self.transport.write(data, (host, addr[1]))
+        except BlockingIOError:
+            # The kernel's send queue is full: the datagram is dropped, as
+            # Twisted's write drops it (UDP may lose it anyway).
+            return
         except OSError as e:
             self._log.warn(
                 "UDP send to {ip}:{port} failed: {error}", ip=addr[0], port=addr[1], error=e

@@ -117,6 +117,15 @@ class RegisterPeerOutcome:
     send_config_update: bool
 
 
+#: Every L{RegisterPeerOutcome} there can be, by (request_pk,
+#: send_config_update): a heartbeat returns one of these, not a new object.
+_PEER_OUTCOMES = {
+    (request_pk, update): RegisterPeerOutcome(request_pk, update)
+    for request_pk in (False, True)
+    for update in (False, True)
+}
+
+
 @dataclass(frozen=True, slots=True)
 class RegisterPkOutcome:
     """C{result} is None when hbbs sends no reply at all."""
@@ -357,7 +366,7 @@ class Registry:
                     peer.prev_addr, peer.prev_reg = peer.addr, peer.last_reg
                 peer.addr = source
                 self.online.seen(peer, now)
-        return RegisterPeerOutcome(request_pk, self.server_serial > serial)
+        return _PEER_OUTCOMES[request_pk, self.server_serial > serial]
 
     # -- UDP: RegisterPk ---------------------------------------------------
 

@@ -32,6 +32,7 @@ from litedesk.ops.counters import PUNCH_RESULTS, PunchStats
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.admission import RequestAdmission
 from litedesk.rendezvous.floodguard import FloodGuard
+from litedesk.rendezvous.log_budget import LineBudget
 from litedesk.rendezvous.login_gate import LoginGate
 from litedesk.rendezvous.registry import Peer, PunchTarget, Registry
 from litedesk.rendezvous.relay_vouch import RelayVouchers
@@ -141,6 +142,7 @@ class RendezvousServer(UdpPunchRequests, UdpRegistrations):
         #: UDP punch brokering (docs/protocol.rst §5.12); None: UDP punch
         #: messages are ignored and C{udp_port} is not forwarded, as by hbbs.
         self.udp_punch = UdpPunchBroker() if udp_punch else None
+        self.registration_lines = LineBudget()
 
     def _mangle(self, addr: Address) -> bytes:
         return addrmangle.encode(addr, now_us=self._now_us)

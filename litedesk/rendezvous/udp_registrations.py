@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.log_budget import LineBudget
 from litedesk.rendezvous.registry import RegisterPkOutcome, Registry
 from litedesk.rendezvous.sinks import DatagramSink, PeerStoreLike
 from litedesk.wire.address import Address
@@ -33,6 +34,13 @@ _RPR = {
     ).SerializeToString()
     for flag in (False, True)
 }
+#: The UDP answers to RegisterPk, by result (every value of the enum).
+_RPKR = {
+    result: rz.RendezvousMessage(
+        register_pk_response=rz.RegisterPkResponse(result=result)  # type: ignore[arg-type]
+    ).SerializeToString()
+    for result in rz.RegisterPkResponse.Result.values()
+}
 
 
 class UdpRegistrations:
@@ -47,6 +55,8 @@ class UdpRegistrations:
     udp: DatagramSink | None
     counters: dict[str, int]
     events: EventSink | None
+    #: Lines for accepted registrations (L{LineBudget}); set by the server.
+    registration_lines: LineBudget
 
     def _now(self) -> float:
         return self.clock.seconds()
@@ -109,10 +119,17 @@ class UdpRegistrations:
         )
 
     def _register_peer(self, rp: rz.RegisterPeer, source: Address, size: int) -> None:
-        outcome = self.registry.register_peer(rp.id, rp.serial, source, self._now())
+        # The heartbeat: most of what this server ever does, so no call here
+        # that is not needed (ratio to a bare UDP echo: bench/rendezvous.py).
+        outcome = self.registry.register_peer(rp.id, rp.serial, source, self.clock.seconds())
         if outcome is None:
             return
-        self._reply_udp(_RPR[outcome.request_pk], source, size)
+        reply = _RPR[outcome.request_pk]
+        udp = self.udp
+        if udp is not None and len(reply) <= size:
+            udp.send_datagram(reply, source)
+        else:
+            self._reply_udp(reply, source, size)
         if outcome.send_config_update:
             # hbbs sends it here by UDP to any sender (399 bytes for a 5-byte
             # request with 12 servers listed).  It goes out only if it fits the
@@ -178,9 +195,7 @@ class UdpRegistrations:
         if snap is None:
             reply(rz.RegisterPkResponse.OK)
             return
-        self._log.info(
-            "Peer {peer_id} {reason} from {ip}", peer_id=snap.id, reason=outcome.reason, ip=ip
-        )
+        self._log_registration(snap.id, outcome.reason, ip)
         if self.store is None:
             reply(rz.RegisterPkResponse.OK)
             return
@@ -199,6 +214,30 @@ class UdpRegistrations:
 
         self.store.save(snap).addCallbacks(saved, failed)
 
+    def _log_registration(self, peer_id: str, reason: str, ip: str) -> None:
+        """The line of an accepted registration, within L{registration_lines}' budget."""
+        skipped = self.registration_lines.take(self._now())
+        if skipped is None:
+            return
+        if skipped:
+            self._log.info(
+                "Peer {peer_id} {reason} from {ip} ({unlogged} registrations not logged "
+                "since the last line: at most {budget} lines a second)",
+                peer_id=peer_id,
+                reason=reason,
+                ip=ip,
+                unlogged=skipped,
+                budget=self.registration_lines.per_second,
+            )
+        else:
+            self._log.info(
+                "Peer {peer_id} {reason} from {ip}", peer_id=peer_id, reason=reason, ip=ip
+            )
+
     def _reply_register_pk(self, result: int, addr: Address, size: int) -> None:
-        reply = rz.RendezvousMessage(register_pk_response=rz.RegisterPkResponse(result=result))  # type: ignore[arg-type]
-        self._reply_udp(reply.SerializeToString(), addr, size)
+        reply = _RPKR.get(result)
+        if reply is None:  # not a value of the enum: never sent by this server
+            reply = rz.RendezvousMessage(
+                register_pk_response=rz.RegisterPkResponse(result=result)  # type: ignore[arg-type]
+            ).SerializeToString()
+        self._reply_udp(reply, addr, size)
