@@ -445,6 +445,10 @@ class Flow:
         its whole core).
     @ivar load_share: the load generator's CPU seconds per second of window.
     @ivar per_recv: bytes per receive call at the receivers.
+    @ivar relay_wait: seconds per second of window the relay's threads were
+        runnable but waiting for the CPU (other processes on its core; summed
+        over socat's processes): a relay with a low C{relay_share} and a high
+        C{relay_wait} is starved, not idle.
     """
 
     mbps: float
@@ -452,9 +456,17 @@ class Flow:
     relay_share: float
     load_share: float
     per_recv: float
+    relay_wait: float = float("nan")
 
     def figures(self) -> tuple[float, ...]:
-        return (self.mbps, self.per_cpu, self.relay_share, self.load_share, self.per_recv)
+        return (
+            self.mbps,
+            self.per_cpu,
+            self.relay_share,
+            self.load_share,
+            self.per_recv,
+            self.relay_wait,
+        )
 
 
 _LOAD_BINARY: list[str] = []
@@ -548,6 +560,7 @@ def _c_flow(
         cpu / el,
         d["load_cpu"] / el,
         d["bytes"] / d["recvs"] if d["recvs"] else float("nan"),
+        d["target_wait"] / el,
     )
 
 
@@ -798,6 +811,7 @@ def iperf3(npairs: int, seconds: float) -> tuple[float, ...]:
             (got["bytes"] / MB) / cpu if cpu else float("nan"),
             float(use.get("remote_total", float("nan"))) / 100,
             float(use.get("host_total", float("nan"))) / 100,
+            float("nan"),
             float("nan"),
         )
     finally:
@@ -1159,7 +1173,8 @@ def _report_throughput(results: dict[str, dict[str, object]]) -> None:
         print(
             f"## throughput, {n} pair(s), median of rounds: MB/s (ratio to socat -b 262144 | "
             "iperf3 | socat | transit; goals >= 1.2x socat -b 262144, >= 0.7x iperf3)  "
-            "relay CPU share of its core  generator's share of its core  bytes per receive  "
+            "relay CPU share of its core (its run-queue wait: other work on that core)  "
+            "generator's share of its core  bytes per receive  "
             "MB per relay CPU-s (ratio to socat -b 262144)  best round (ratio to socat -b "
             "262144's best)"
         )
@@ -1168,11 +1183,13 @@ def _report_throughput(results: dict[str, dict[str, object]]) -> None:
                 continue
             v, eff = get(r, k, 0), get(r, k, 1)
             share, load, per_recv = get(r, k, 2), get(r, k, 3), get(r, k, 4)
+            wait = get(r, k, 5)
             vb = get(r, k + ":best")
             print(
                 f"  {name:28s} {v:8.1f} MB/s ({ratio(v, get(sb, k))} | {ratio(v, get(ip, k))} "
-                f"| {ratio(v, get(sd, k))} | {ratio(v, get(tr, k))})  relay {share:4.2f}  "
-                f"gen {load:4.2f}  {per_recv / 1024:7.1f} KiB/recv  {eff:7.1f} MB/CPU-s "
+                f"| {ratio(v, get(sd, k))} | {ratio(v, get(tr, k))})  relay {share:4.2f} "
+                f"(wait {wait:4.2f})  gen {load:4.2f}  {per_recv / 1024:7.1f} KiB/recv  "
+                f"{eff:7.1f} MB/CPU-s "
                 f"({ratio(eff, get(sb, k, 1))})  best {vb:7.1f} ({ratio(vb, get(sb, k + ':best'))})"
             )
 

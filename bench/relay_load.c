@@ -20,7 +20,9 @@
  *
  * Prints one JSON line: bytes received and receive calls in the window, the
  * window's length, this process's CPU seconds and the measured processes'
- * CPU seconds (from /proc/PID/task/TID/schedstat, nanoseconds) in it.
+ * CPU seconds and run-queue seconds (runnable, waiting for a CPU another
+ * process holds) from /proc/PID/task/TID/schedstat in it.  The second tells
+ * a relay that is idle (waiting for data) from one that is starved.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -61,9 +63,10 @@ static double now_s(clockid_t clock) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* CPU seconds of every thread of the given processes. */
-static double procs_cpu(const long *pids, int n) {
-    uint64_t total = 0;
+/* Seconds on a CPU, and runnable but waiting for one, of every thread of
+ * the given processes (schedstat's first two fields). */
+static void procs_cpu(const long *pids, int n, double *run, double *wait) {
+    uint64_t total = 0, waited = 0;
     for (int i = 0; i < n; i++) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%ld/task", pids[i]);
@@ -79,14 +82,17 @@ static double procs_cpu(const long *pids, int n) {
             FILE *f = fopen(stat, "r");
             if (!f)
                 continue;
-            unsigned long long ns;
-            if (fscanf(f, "%llu", &ns) == 1)
+            unsigned long long ns, ws;
+            if (fscanf(f, "%llu %llu", &ns, &ws) == 2) {
                 total += ns;
+                waited += ws;
+            }
             fclose(f);
         }
         closedir(d);
     }
-    return total / 1e9;
+    *run = total / 1e9;
+    *wait = waited / 1e9;
 }
 
 int main(int argc, char **argv) {
@@ -135,7 +141,7 @@ int main(int argc, char **argv) {
     double t0 = now_s(CLOCK_MONOTONIC);
     double start = t0 + warmup, end = start + window;
     int measuring = 0;
-    double cpu0 = 0, target0 = 0, t_start = 0;
+    double cpu0 = 0, target0 = 0, wait0 = 0, t_start = 0;
     unsigned long long bytes = 0, recvs = 0, wakeups = 0;
     struct epoll_event events[256];
     for (;;) {
@@ -143,7 +149,7 @@ int main(int argc, char **argv) {
         if (!measuring && now >= start) {
             measuring = 1;
             bytes = recvs = wakeups = 0;
-            target0 = procs_cpu(pids, np);
+            procs_cpu(pids, np, &target0, &wait0);
             cpu0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
             t_start = now_s(CLOCK_MONOTONIC);
             /* the window starts after the samples, however long they took */
@@ -181,9 +187,12 @@ int main(int argc, char **argv) {
     }
     double cpu = now_s(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
     double elapsed = now_s(CLOCK_MONOTONIC) - t_start;
-    double target = procs_cpu(pids, np) - target0;
+    double target, wait;
+    procs_cpu(pids, np, &target, &wait);
+    target -= target0;
+    wait -= wait0;
     printf("{\"bytes\": %llu, \"recvs\": %llu, \"wakeups\": %llu, \"elapsed\": %.6f, "
-           "\"load_cpu\": %.6f, \"target_cpu\": %.6f}\n",
-           bytes, recvs, wakeups, elapsed, cpu, target);
+           "\"load_cpu\": %.6f, \"target_cpu\": %.6f, \"target_wait\": %.6f}\n",
+           bytes, recvs, wakeups, elapsed, cpu, target, wait);
     return 0;
 }

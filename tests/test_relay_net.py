@@ -449,13 +449,14 @@ class PipeTestsSpliceBurst(PipeTests):
     settings = replace(PipeTests.settings, read_mode="splice", reads_per_turn=4)
 
 
-class PipeTestsSpliceLarge(PipeTests):
-    """L{PipeTests} with splices of up to 1 MiB when the partner has room."""
+class PipeTestsSpliceReadSized(PipeTests):
+    """L{PipeTests} with splices of one read size each (C{splice_max=0}; the
+    default moves up to 1 MiB when the partner has room)."""
 
-    settings = replace(PipeTests.settings, read_mode="splice", splice_max=1 << 20)
+    settings = replace(PipeTests.settings, read_mode="splice", splice_max=0)
 
 
-class BackpressureTestsSpliceLarge(BackpressureTests):
-    """L{BackpressureTests} with splices of up to 1 MiB when the partner has room."""
+class BackpressureTestsSpliceReadSized(BackpressureTests):
+    """L{BackpressureTests} with splices of one read size each (C{splice_max=0})."""
 
-    settings = replace(BackpressureTests.settings, read_mode="splice", splice_max=1 << 20)
+    settings = replace(BackpressureTests.settings, read_mode="splice", splice_max=0)
