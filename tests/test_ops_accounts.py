@@ -18,8 +18,6 @@ import io
 import os
 import sqlite3
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +31,7 @@ from litedesk.ops import admin_cli, passwords, users
 from litedesk.ops.accounts import Accounts, SignInGuard
 from litedesk.ops.opsdb import OPS_DB_FILE, OpsDatabase, connect, ensure_schema
 
-
-def admin(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "litedesk.ops.admin_cli", "--data-dir", str(data), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from .support.processes import litedesk_admin
 
 
 class PasswordTests(SynchronousTestCase):
@@ -108,31 +97,33 @@ class AdminCommandTests(SynchronousTestCase):
         self.data.mkdir()
 
     def test_add_list_disable_passwd_as_a_separate_process(self) -> None:
-        made = admin(self.data, "user", "add", "alice", "--admin", stdin="correct horse\n")
+        made = litedesk_admin(self.data, "user", "add", "alice", "--admin", stdin="correct horse\n")
         self.assertEqual((made.returncode, made.stdout.strip()), (0, "added administrator alice"))
         mode = stat.S_IMODE(os.stat(self.data / OPS_DB_FILE).st_mode)
         self.assertEqual(mode, 0o600)
-        listed = admin(self.data, "user", "list")
+        listed = litedesk_admin(self.data, "user", "list")
         self.assertRegex(listed.stdout, r"alice\s+yes\s+enabled\s+0")
-        self.assertEqual(admin(self.data, "user", "disable", "alice").returncode, 0)
-        self.assertRegex(admin(self.data, "user", "list").stdout, r"alice\s+yes\s+disabled")
-        changed = admin(self.data, "user", "passwd", "alice", stdin="battery staple\n")
+        self.assertEqual(litedesk_admin(self.data, "user", "disable", "alice").returncode, 0)
+        self.assertRegex(
+            litedesk_admin(self.data, "user", "list").stdout, r"alice\s+yes\s+disabled"
+        )
+        changed = litedesk_admin(self.data, "user", "passwd", "alice", stdin="battery staple\n")
         self.assertEqual(changed.returncode, 0, changed.stderr)
         with contextlib.closing(sqlite3.connect(self.data / OPS_DB_FILE)) as conn:
             (stored,) = conn.execute("SELECT password FROM ops_user").fetchone()
         self.assertTrue(passwords.verify_password("battery staple", stored))
 
     def test_errors_are_one_line_and_exit_1(self) -> None:
-        short = admin(self.data, "user", "add", "bob", stdin="short\n")
+        short = litedesk_admin(self.data, "user", "add", "bob", stdin="short\n")
         self.assertEqual(short.returncode, 1)
         self.assertEqual(short.stderr, "litedesk-admin: a password has at least 8 characters\n")
-        missing = admin(self.data, "user", "disable", "nobody")
+        missing = litedesk_admin(self.data, "user", "disable", "nobody")
         self.assertEqual(
             (missing.returncode, missing.stderr), (1, "litedesk-admin: no user 'nobody'\n")
         )
-        nothing = admin(self.data, "user", "add", "bob")
+        nothing = litedesk_admin(self.data, "user", "add", "bob")
         self.assertIn("no password on standard input", nothing.stderr)
-        nodir = admin(self.data / "absent", "user", "list")
+        nodir = litedesk_admin(self.data / "absent", "user", "list")
         self.assertEqual(nodir.returncode, 1)
 
     def test_terminal_asks_twice(self) -> None:
@@ -148,7 +139,7 @@ class AdminCommandTests(SynchronousTestCase):
             ["-d", str(self.data), "user", "add", "carol"], Tty(), out, lambda _: next(answers)
         )
         self.assertEqual(code, 1)
-        self.assertNotIn("carol", admin(self.data, "user", "list").stdout)
+        self.assertNotIn("carol", litedesk_admin(self.data, "user", "list").stdout)
 
 
 class AccountsTests(TestCase):
@@ -206,7 +197,7 @@ class AccountsTests(TestCase):
     def test_changes_from_another_process_are_picked_up(self) -> Any:
         yield self.accounts.refresh()
         self.assertEqual(self.accounts.users(), [])
-        made = admin(self.path.parent, "user", "add", "alice", stdin="correct horse\n")
+        made = litedesk_admin(self.path.parent, "user", "add", "alice", stdin="correct horse\n")
         self.assertEqual(made.returncode, 0, made.stderr)
         # (admin writes ops.sqlite3 in the data dir: point the server at that file)
         db = OpsDatabase(self.path.parent / OPS_DB_FILE, reactor, users.SCHEMA)
@@ -215,7 +206,7 @@ class AccountsTests(TestCase):
         yield accounts.refresh()
         ok = yield accounts.sign_in("alice", "correct horse", kind="api", ip="")
         self.assertEqual(ok.outcome, "ok")
-        self.assertEqual(admin(self.path.parent, "user", "disable", "alice").returncode, 0)
+        self.assertEqual(litedesk_admin(self.path.parent, "user", "disable", "alice").returncode, 0)
         self.assertIsNotNone(accounts.user_for_token(ok.token))  # not yet noticed
         yield accounts.refresh()
         self.assertIsNone(accounts.user_for_token(ok.token))

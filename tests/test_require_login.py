@@ -12,8 +12,6 @@ real registered host.  Hosts register without any token.
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,20 +26,8 @@ from litedesk.rendezvous.login_gate import NO_TOKEN, TOKEN_INVALID
 from .support import rustdesk_rendezvous as emu
 from .support.polling import wait_until
 from .support.ports import free_port_pair
-from .support.processes import RelayProcess
+from .support.processes import RelayProcess, litedesk_admin
 from .test_rendezvous_secure_tcp import HOST_ID, HOST_PK, FakeHost
-
-
-def admin(data: Path, *args: str, password: str = "") -> subprocess.CompletedProcess[str]:
-    """litedesk-admin as an operator runs it (a separate process, password on stdin)."""
-    return subprocess.run(
-        [sys.executable, "-m", "litedesk.ops.admin_cli", "--data-dir", str(data), *args],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 class RequireLoginTests(SynchronousTestCase):
@@ -49,7 +35,7 @@ class RequireLoginTests(SynchronousTestCase):
         self.port = free_port_pair()
         self.data = Path(self.mktemp())
         self.data.mkdir(mode=0o700)
-        made = admin(self.data, "user", "add", "alice", password="correct horse")
+        made = litedesk_admin(self.data, "user", "add", "alice", stdin="correct horse\n")
         self.assertEqual(made.returncode, 0, made.stderr)
         self.log = Path(self.mktemp())
         self.relay = RelayProcess(self.data, self.port, self.log, "--key", "-", "--require-login")
@@ -114,7 +100,7 @@ class RequireLoginTests(SynchronousTestCase):
         self.assertEqual(answer.kind, "punch")
         self.assertEqual(answer.host_pk, HOST_PK)
 
-        disabled = admin(self.data, "user", "disable", "alice")
+        disabled = litedesk_admin(self.data, "user", "disable", "alice")
         self.assertEqual(disabled.returncode, 0, disabled.stderr)
         wait_until(lambda: self.punch_refusal(token) == TOKEN_INVALID, timeout=15, interval=0.5)
 

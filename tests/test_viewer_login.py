@@ -66,25 +66,13 @@ from .support import rustdesk_rendezvous as emu
 from .support.e2e_lab import RecordingProxy
 from .support.polling import wait_until
 from .support.ports import free_port, free_port_pair
-from .support.processes import TWISTD, RelayProcess, stop_all
+from .support.processes import TWISTD, RelayProcess, litedesk_admin, stop_all
 from .support.skips import requires
 from .support.xvfb import Xvfb, _die_with_parent
 
 VIEWER = [sys.executable, "-c", "from litedesk.viewer.cli import main; main()"]
 PASSWORD = "correct horse"
 HOST_PASSWORD = "host-password-7"
-
-
-def admin(data: Path, *args: str, password: str = "") -> subprocess.CompletedProcess[str]:
-    """litedesk-admin as an operator runs it (a separate process, password on stdin)."""
-    return subprocess.run(
-        [sys.executable, "-m", "litedesk.ops.admin_cli", "--data-dir", str(data), *args],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 class ApiServerUrlTests(SynchronousTestCase):
@@ -416,7 +404,7 @@ class RealApiLoginTests(SynchronousTestCase):
         self.port = free_port_pair()
         self.data = Path(self.mktemp())
         self.data.mkdir(mode=0o700)
-        made = admin(self.data, "user", "add", "alice", password=PASSWORD)
+        made = litedesk_admin(self.data, "user", "add", "alice", stdin=PASSWORD + "\n")
         self.assertEqual(made.returncode, 0, made.stderr)
         self.relay = RelayProcess(
             self.data, self.port, Path(self.mktemp()), "--key", "-", "--require-login"
@@ -560,7 +548,7 @@ class RequireLoginEndToEndTests(TestCase):
         self.port = free_port_pair()
         data = self.dir / "server"
         data.mkdir(mode=0o700)
-        made = admin(data, "user", "add", "alice", password=PASSWORD)
+        made = litedesk_admin(data, "user", "add", "alice", stdin=PASSWORD + "\n")
         self.assertEqual(made.returncode, 0, made.stderr)
         self.relay = RelayProcess(
             data, self.port, self.dir / "relay.log", "--key", "-", "--require-login"

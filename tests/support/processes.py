@@ -100,3 +100,16 @@ class RelayProcess:
         stop_all([self.proc])
         if self.proc.stderr:
             self.proc.stderr.close()
+
+
+def litedesk_admin(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """C{litedesk-admin --data-dir DATA_DIR ARGS} as an operator runs it: its own process,
+    the password (if any) on standard input."""
+    return subprocess.run(
+        [sys.executable, "-m", "litedesk.ops.admin_cli", "--data-dir", str(data_dir), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
