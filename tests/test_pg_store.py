@@ -6,7 +6,8 @@ the SQLite store for any sequence of saves) and a real C{twistd
 litedesk-relay --database ...}: a host registered by UDP C{RegisterPk} is
 still bound after a restart, every acknowledged registration survives
 C{kill -9}, and the password in the URL reaches neither the log nor an error
-message.  Also L{litedesk.rendezvous.peer_db.redact_url} under hypothesis.
+message.  Also L{litedesk.rendezvous.peer_db.redact_url} under hypothesis, and
+the C{--database} option (and C{LITEDESK_DATABASE}).
 PostgreSQL is Debian's, started by L{tests.support.postgres}.
 """
 
@@ -25,12 +26,14 @@ import psycopg
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.peer_db import redact_url
 from litedesk.rendezvous.pg_store import PgPeerStore
 from litedesk.rendezvous.store import PeerRecord, PeerStore, StoreClosed
+from litedesk.server.options import ServerOptions
 
 from .support.ports import free_port_pair
 from .support.postgres import PASSWORD, fresh_database
@@ -331,6 +334,39 @@ class RedactTests(SynchronousTestCase):
             redact_url("postgresql://db.example/peers"), "postgresql://db.example/peers"
         )
         self.assertEqual(redact_url("postgresql://u@h/d"), "postgresql://u@h/d")
+
+
+class OptionTests(SynchronousTestCase):
+    """C{--database} and C{LITEDESK_DATABASE} as the server reads them."""
+
+    def parse(self, *argv: str) -> ServerOptions:
+        config = ServerOptions()
+        config.parseOptions(["--data-dir", self.mktemp(), *argv])
+        return config
+
+    def setUp(self) -> None:
+        saved = os.environ.pop("LITEDESK_DATABASE", None)
+        if saved is not None:
+            self.addCleanup(os.environ.__setitem__, "LITEDESK_DATABASE", saved)
+
+    def test_default_is_sqlite(self) -> None:
+        self.assertEqual(self.parse()["database"], "")
+
+    def test_environment(self) -> None:
+        """The URL can come from the environment; the command line wins."""
+        os.environ["LITEDESK_DATABASE"] = "postgresql://a:b@h/env"
+        self.addCleanup(os.environ.pop, "LITEDESK_DATABASE", None)
+        self.assertEqual(self.parse()["database"], "postgresql://a:b@h/env")
+        self.assertEqual(
+            self.parse("--database", "postgres://h/cli")["database"], "postgres://h/cli"
+        )
+
+    def test_other_urls_refused_without_echo(self) -> None:
+        """Not PostgreSQL: a usage error that does not repeat the URL (it may hold a password)."""
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--database", "mysql://root:hunter2@db/peers")
+        self.assertNotIn("hunter2", str(caught.exception))
+        self.assertIn("postgresql://", str(caught.exception))
 
 
 def register(port: int, source: str, peer_id: str, uuid: bytes = b"u" * 16) -> str:
