@@ -29,10 +29,11 @@ from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from litedesk.ops.counters import LOGIN_OUTCOMES, PUNCH_BUCKETS, PUNCH_RESULTS
+from litedesk.ops.counters import LOGIN_OUTCOMES
 from litedesk.ops.metrics import ServerCollector
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.protocols import RendezvousStreamFactory, RendezvousStreamProtocol
+from litedesk.rendezvous.punch_stats import PUNCH_BUCKETS, PUNCH_RESULTS
 from litedesk.rendezvous.registry import Registry
 from litedesk.rendezvous.relaylist import RelayList
 from litedesk.rendezvous.server import RendezvousServer

@@ -26,19 +26,15 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.rendezvous import server as server_module
+from litedesk.rendezvous import host_streams
+from litedesk.rendezvous.host_streams import HOST_HEARTBEAT, HOST_KEEP_ALIVE, HOST_STREAM_IDLE
 from litedesk.rendezvous.protocols import (
     RendezvousStreamFactory,
     RendezvousStreamProtocol,
 )
 from litedesk.rendezvous.registry import PunchTarget, Registry, source_site
 from litedesk.rendezvous.relaylist import RelayList
-from litedesk.rendezvous.server import (
-    HOST_HEARTBEAT,
-    HOST_KEEP_ALIVE,
-    HOST_STREAM_IDLE,
-    RendezvousServer,
-)
+from litedesk.rendezvous.server import RendezvousServer
 from litedesk.rendezvous.store import PeerRecord
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 from litedesk.wire.keys import ServerKey, public_b64, secret_b64
@@ -554,7 +550,7 @@ class WebSocketHostTests(TestCase):
     instead of 15 s so that the test sees several)."""
 
     def setUp(self) -> None:
-        self.patch(server_module, "HOST_HEARTBEAT", 0.2)
+        self.patch(host_streams, "HOST_HEARTBEAT", 0.2)
         self.svc = start_server(Path(self.mktemp()), "--key", secret_b64(KEY))
         self._closers: list[Any] = []
 

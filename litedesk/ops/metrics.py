@@ -35,7 +35,8 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from litedesk.ops.access import IPNetwork, client_allowed
-from litedesk.ops.counters import LOGIN_OUTCOMES, PUNCH_RESULTS, PunchStats
+from litedesk.ops.counters import LOGIN_OUTCOMES
+from litedesk.rendezvous.punch_stats import PUNCH_RESULTS, PunchStats
 
 if TYPE_CHECKING:
     from litedesk.server.assembly import LiteDeskServer
