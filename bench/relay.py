@@ -1204,7 +1204,7 @@ def _report_throughput(results: dict[str, dict[str, object]]) -> None:
             f"## throughput, {n} pair(s), median of rounds: MB/s (ratio to socat -b 262144 | "
             "iperf3 | socat | transit; goals >= 1.2x socat -b 262144, >= 0.7x iperf3)  "
             "relay CPU share of its core (its run-queue wait: other work on that core)  "
-            "generator's share of its core  bytes per receive  "
+            "generator's share of its core (goal < ~0.5)  bytes per receive  "
             "MB per relay CPU-s (ratio to socat -b 262144)  best round (ratio to socat -b "
             "262144's best)"
         )

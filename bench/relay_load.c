@@ -142,13 +142,13 @@ int main(int argc, char **argv) {
     double start = t0 + warmup, end = start + window;
     int measuring = 0;
     double cpu0 = 0, target0 = 0, wait0 = 0, t_start = 0;
-    unsigned long long bytes = 0, recvs = 0, wakeups = 0;
+    unsigned long long bytes = 0, recvs = 0, wakeups = 0, sends = 0, sent = 0;
     struct epoll_event events[256];
     for (;;) {
         double now = now_s(CLOCK_MONOTONIC);
         if (!measuring && now >= start) {
             measuring = 1;
-            bytes = recvs = wakeups = 0;
+            bytes = recvs = wakeups = sends = sent = 0;
             procs_cpu(pids, np, &target0, &wait0);
             cpu0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
             t_start = now_s(CLOCK_MONOTONIC);
@@ -171,7 +171,10 @@ int main(int argc, char **argv) {
                 if (*off >= SOURCE_SIZE - SEND_CHUNK)
                     *off = 0;
                 ssize_t s = sendfile(fd, src, off, SEND_CHUNK);
-                if (s < 0 && errno != EAGAIN && errno != EINTR) {
+                if (s > 0) {
+                    sends++;
+                    sent += (unsigned long long)s;
+                } else if (s < 0 && errno != EAGAIN && errno != EINTR) {
                     epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
                 }
             } else {
@@ -191,8 +194,9 @@ int main(int argc, char **argv) {
     procs_cpu(pids, np, &target, &wait);
     target -= target0;
     wait -= wait0;
-    printf("{\"bytes\": %llu, \"recvs\": %llu, \"wakeups\": %llu, \"elapsed\": %.6f, "
+    printf("{\"bytes\": %llu, \"recvs\": %llu, \"wakeups\": %llu, \"sends\": %llu, "
+           "\"sent\": %llu, \"elapsed\": %.6f, "
            "\"load_cpu\": %.6f, \"target_cpu\": %.6f, \"target_wait\": %.6f}\n",
-           bytes, recvs, wakeups, elapsed, cpu, target, wait);
+           bytes, recvs, wakeups, sends, sent, elapsed, cpu, target, wait);
     return 0;
 }
