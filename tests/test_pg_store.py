@@ -36,7 +36,7 @@ from litedesk.rendezvous.store import PeerRecord, PeerStore, StoreClosed
 from litedesk.server.options import ServerOptions
 
 from .support.ports import free_port_pair
-from .support.postgres import PASSWORD, fresh_database
+from .support.postgres import PASSWORD, PostgresCluster, fresh_database
 from .support.processes import TWISTD, RelayProcess, udp_exchange
 
 T = TypeVar("T")
@@ -187,6 +187,42 @@ class StoreTests(SynchronousTestCase):
         with self.assertRaises(psycopg.OperationalError) as caught:
             PgPeerStore(url, self.threads)  # type: ignore[arg-type]
         self.assertNotIn(PASSWORD, str(caught.exception))
+
+
+class OutageTests(SynchronousTestCase):
+    """PostgreSQL going away and coming back, on a cluster of the test's own."""
+
+    def setUp(self) -> None:
+        self.cluster = PostgresCluster()
+        self.addCleanup(self.cluster.stop)
+        self.threads = FromThreads()
+        self.store = PgPeerStore(self.cluster.create_database("peers"), self.threads)  # type: ignore[arg-type]
+        self.addCleanup(lambda: self.threads.wait(self.store.close(), timeout=60))
+
+    def save(self, peer_id: str) -> Any:
+        d = self.store.save(PeerRecord(None, peer_id, peer_id.encode(), b"k", ""))
+        self.threads.wait(d, timeout=60)
+        return d
+
+    def test_restart(self) -> None:
+        """After PostgreSQL restarts (its connections cut), saves go on on new connections."""
+        self.assertEqual(len(self.successResultOf(self.save("before"))), 16)
+        self.cluster.halt()
+        self.cluster.start()
+        for n in range(4):  # both writers' connections, whichever is used
+            self.assertEqual(len(self.successResultOf(self.save(f"after{n}"))), 16)
+        self.assertEqual(len(self.store.load_all()), 5)
+
+    def test_down(self) -> None:
+        """While PostgreSQL is down a save fails (no acknowledgement), in bounded time."""
+        self.assertEqual(len(self.successResultOf(self.save("before"))), 16)
+        self.cluster.halt()
+        started = time.monotonic()
+        self.failureResultOf(self.save("during"), psycopg.OperationalError)
+        self.assertLess(time.monotonic() - started, 45)
+        self.cluster.start()
+        self.assertEqual(len(self.successResultOf(self.save("after"))), 16)
+        self.assertEqual(sorted(r.id for r in self.store.load_all()), ["after", "before"])
 
 
 # Operations on a few ids, as the rendezvous server makes them: a new record,

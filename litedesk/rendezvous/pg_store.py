@@ -36,6 +36,7 @@ stays out of C{ps}
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import uuid as uuidlib
@@ -44,10 +45,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from litedesk.rendezvous.peer_db import redact_url
 from litedesk.rendezvous.store import (
@@ -121,6 +122,28 @@ CONNECT_TIMEOUT = 10.0
 WRITERS = 2
 
 
+class _ToTwistedLog(logging.Handler):
+    """psycopg's stdlib log records (the pool's reconnection attempts) into
+    the server's log, where the operator reads, rather than stderr."""
+
+    _log = Logger(namespace="psycopg")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = LogLevel.warn if record.levelno >= logging.WARNING else LogLevel.info
+        self._log.emit(level, "PostgreSQL client: {message}", message=record.getMessage())
+
+
+def _route_psycopg_log() -> None:
+    logger = logging.getLogger("psycopg")
+    if not any(isinstance(h, _ToTwistedLog) for h in logger.handlers):
+        logger.addHandler(_ToTwistedLog(logging.INFO))
+        logger.propagate = False
+
+
+class _ConnectionLost(psycopg.OperationalError):
+    """The connection broke during a transaction (PostgreSQL restarted or gone)."""
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     # Durability is what an acknowledged RegisterPk promises: a commit returns
     # only once PostgreSQL has flushed its WAL, whatever the server's default.
@@ -177,6 +200,7 @@ class PgPeerStore:
         if batch_max < 1 or writers < 1:
             raise ValueError("batch_max and writers must be at least 1")
         self.url = redact_url(url)
+        _route_psycopg_log()
         self._reactor = reactor
         self._batch_max = batch_max
         with connect(url) as conn:
@@ -359,17 +383,35 @@ class PgPeerStore:
                     self._reactor.callFromThread(self._finished)
 
     def _write_batch(self, batch: list[_Write]) -> list[_Outcome]:
-        """One transaction for the whole batch; on failure, one per save."""
-        try:
-            guids = self._transaction(batch)
-        except Exception:
-            return list(self._write_each(batch))
-        return list(zip(batch, guids, strict=True))
+        """One transaction for the whole batch; on failure, one per save.
+
+        A lost connection (PostgreSQL restarted) gets one more try of the
+        whole batch on a new one; if PostgreSQL cannot be reached, the batch
+        fails at once rather than once per save, each after a timeout.
+        """
+        for attempt in (1, 2):
+            try:
+                guids = self._transaction(batch)
+            except (PoolTimeout, _ConnectionLost) as e:
+                if attempt == 2 or isinstance(e, PoolTimeout):
+                    return [(w, e) for w in batch]
+            except Exception:
+                return list(self._write_each(batch))
+            else:
+                return list(zip(batch, guids, strict=True))
+        raise AssertionError("unreachable")
 
     def _write_each(self, batch: Iterable[_Write]) -> Iterable[_Outcome]:
+        unreachable: Exception | None = None
         for write in batch:
+            if unreachable is not None:
+                yield write, unreachable
+                continue
             try:
                 (guid,) = self._transaction([write])
+            except (PoolTimeout, _ConnectionLost) as e:
+                unreachable = e
+                yield write, e
             except Exception as e:
                 yield write, e
             else:
@@ -388,15 +430,23 @@ class PgPeerStore:
             for w in writes
         ]
         guids: list[bytes] = []
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(SAVE_SQL, params, returning=True)
-            while True:
-                row = cur.fetchone()
-                if row is None:
-                    raise psycopg.DataError("a save wrote no row")
-                guids.append(_as_bytes(row[0]))
-                if not cur.nextset():
-                    break
+        with self._pool.connection() as conn:
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(SAVE_SQL, params, returning=True)
+                    while True:
+                        row = cur.fetchone()
+                        if row is None:
+                            raise psycopg.DataError("a save wrote no row")
+                        guids.append(_as_bytes(row[0]))
+                        if not cur.nextset():
+                            break
+            except psycopg.Error as e:
+                if conn.broken or conn.closed:
+                    # Not these saves' fault; whether a COMMIT in flight
+                    # took effect is unknown, so they are not acknowledged.
+                    raise _ConnectionLost(str(e)) from e
+                raise
         # Leaving conn.transaction() has sent COMMIT and it has returned: with
         # synchronous_commit on, the saves are durable.
         with self._lock:

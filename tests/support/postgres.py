@@ -99,9 +99,18 @@ class PostgresCluster:
         )
         with (self.data / "postgresql.conf").open("a") as f:
             f.write(conf)
+        self.start()
+        self.admin_url = self.url("postgres")
+
+    def start(self) -> None:
+        """Start the server (again)."""
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start")
         self._started = True
-        self.admin_url = self.url("postgres")
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash would (the cluster stays)."""
+        self._started = False
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     def _run(self, tool: str, *args: str) -> None:
         cmd = [*self._as, str(self._bin / tool), *args]
@@ -127,8 +136,7 @@ class PostgresCluster:
         """Stop the server immediately and remove the cluster's directory."""
         try:
             if self._started:
-                self._started = False
-                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+                self.halt()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
