@@ -383,6 +383,24 @@ class PeerStoreTests(TestCase):
         self.assertEqual(twice.guid, g1)
         self.assertEqual(len(store.load_all()), 2)
 
+    async def test_mixed_batch_keeps_queue_order(self) -> None:
+        """New peers, a rename of one of them, an update and more new peers queued at
+        once (one batch, the new ones inserted together): each save gets the guid of
+        its row and the table ends as if the saves had been applied one by one."""
+        store = self.open(self.path())
+        a, b, c = record(10), record(11), record(12)
+        saves = [store.save(a), store.save(b)]
+        saves.append(store.save(PeerRecord(None, "renamed10", a.uuid, a.pk, a.ip, a.id)))
+        saves += [store.save(c), store.save(record(11, ip="203.0.113.11"))]
+        ga, gb, g_renamed, gc, gb_again = await defer.gatherResults(saves)
+        self.assertEqual((g_renamed, gb_again), (ga, gb))
+        self.assertEqual(len({ga, gb, gc}), 3)
+        rows = {r.id: (r.guid, r.ip) for r in store.load_all()}
+        self.assertEqual(
+            rows,
+            {"renamed10": (ga, a.ip), b.id: (gb, "203.0.113.11"), c.id: (gc, c.ip)},
+        )
+
     async def test_update_of_deleted_row_writes_it_again(self) -> None:
         """
         If an operator deletes a peer's row while the server runs, the peer's

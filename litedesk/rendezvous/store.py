@@ -37,7 +37,6 @@ import json
 import queue
 import sqlite3
 import threading
-import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,8 @@ from pathlib import Path
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
+
+from litedesk.rendezvous.store_sql import apply_all, as_bytes
 
 # hbbs' schema, as in docs/protocol.rst §5.2.  SQLite keeps each statement's
 # text (minus "IF NOT EXISTS") in sqlite_master; tests compare it with hbbs'.
@@ -67,13 +68,6 @@ SCHEMA: tuple[str, ...] = (
 )
 
 BUSY_TIMEOUT_MS = 10_000
-#: Insert a peer, or update the row already holding its id (which keeps its
-#: guid and uuid); either way the row's guid comes back.
-_UPSERT = (
-    "INSERT INTO peer (guid, id, uuid, pk, info) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET pk = excluded.pk, info = excluded.info "
-    "RETURNING guid"
-)
 
 
 class StoreClosed(Exception):
@@ -147,12 +141,8 @@ def decode_info(info: object) -> str:
     return ""
 
 
-def _as_bytes(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return b""
+# Kept under its old name: the PostgreSQL store imports it from here.
+_as_bytes = as_bytes
 
 
 def _as_str(value: object) -> str:
@@ -401,7 +391,7 @@ class PeerStore:
     def _transaction(self, conn: sqlite3.Connection, writes: list[_Write]) -> list[bytes]:
         try:
             conn.execute("BEGIN IMMEDIATE")
-            guids = [self._apply(conn, w) for w in writes]
+            guids = apply_all(conn, writes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -410,43 +400,3 @@ class PeerStore:
             raise
         self.commits += 1
         return guids
-
-    def _apply(self, conn: sqlite3.Connection, w: _Write) -> bytes:
-        """Write one record inside the current transaction; returns its guid."""
-        if w.renamed_from:
-            # An ID change: the row under the old id takes the new one (by id,
-            # not guid: the peer's first save may still be queued ahead of this
-            # one, without a guid yet).  A row already holding the new id
-            # fails the UNIQUE index, and with it this save.
-            row = conn.execute("SELECT guid FROM peer WHERE id = ?", (w.renamed_from,)).fetchone()
-            if row is not None:
-                conn.execute(
-                    "UPDATE peer SET id = ?, pk = ?, info = ? WHERE guid = ?",
-                    (w.id, w.pk, w.info, row[0]),
-                )
-                return _as_bytes(row[0])
-            # Not stored under the old id (its first save failed, or an
-            # operator removed the row): stored under the new id as any save.
-        if w.guid is not None:
-            cur = conn.execute(
-                "UPDATE peer SET id = ?, pk = ?, info = ? WHERE guid = ?",
-                (w.id, w.pk, w.info, w.guid),
-            )
-            if cur.rowcount > 0:
-                return w.guid
-            # The row is gone (deleted by an operator while we ran): write it
-            # again under the same guid, as an insert below.
-            guid = w.guid
-        else:
-            guid = uuidlib.uuid4().bytes
-        # id is UNIQUE.  A new record can meet an existing row with its id when
-        # two saves of a never-saved peer are queued before the first one has
-        # returned its guid (two quick RegisterPk), or when the row was added
-        # behind the server's back.  Failing would lose the registration, so,
-        # like hbbs (which finds a known id's guid and updates by it), update
-        # that row: it keeps its guid and uuid, and that guid is returned.
-        # One statement (an upsert, SQLite 3.35+) where a lookup and a write
-        # took two: the new peers of a restart's wave are most of the writes.
-        # fetchall: the statement runs to its end, never left open at COMMIT.
-        ((stored,),) = conn.execute(_UPSERT, (guid, w.id, w.uuid, w.pk, w.info)).fetchall()
-        return _as_bytes(stored)
