@@ -10,7 +10,15 @@ same machine, as a ratio:
 1. Heartbeats/s (``RegisterPeer`` -> ``RegisterPeerResponse`` for known ids)
    against a minimal Twisted UDP echo server.  Both servers run as
    subprocesses pinned to core 1; this process (the load generator) pins
-   itself to core 0.
+   itself to core 0.  The figure is the median of ``--heartbeat-runs`` (3)
+   runs, each the echo's highest sustained rate and then litedesk's.
+1b. ``RegisterPk``/s, durable: new ids over real UDP, ``--window`` requests
+   in flight; a request counts once its ``RegisterPkResponse`` OK is back,
+   which the server sends only after the commit that holds it (WAL,
+   synchronous=FULL); median of 3 rounds, and the rows in SQLite afterwards.
+
+With ``LITEDESK_BENCH_PROFILE=DIR`` every litedesk-relay started here runs
+under cProfile and leaves ``DIR/<name>.prof`` (read with ``pstats``).
 2. Resident memory per registered peer at 100,000 and 1,000,000 ids
    (``--quick``: 100,000 only), registered through real UDP ``RegisterPk``
    spread over many 127.x.y.z source addresses to stay under the server's
@@ -57,6 +65,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -279,10 +288,23 @@ def start_echo(children: Children, tmp: Path) -> Servers:
 # Runs twistd with the stream hosts' heartbeat interval (argv[1], seconds) in place
 # of the server's 15 s, so that a few seconds of measurement hold thousands.
 HEARTBEAT_PATCH = (
-    "import sys; import litedesk.rendezvous.server as s; "
+    "import sys; import litedesk.rendezvous.host_streams as s; "
     "s.HOST_HEARTBEAT = float(sys.argv.pop(1)); "
     "from twisted.scripts.twistd import run; run()"
 )
+
+
+# With $LITEDESK_BENCH_PROFILE=DIR, each litedesk-relay runs under cProfile
+# (reactor thread only) and writes DIR/<name>.prof when stopped: where the time
+# goes under the benchmark's own load.  argv[1] is the output file.
+PROFILE_WRAP = (
+    "import cProfile, sys; from twisted.application import app; "
+    "out = sys.argv.pop(1); p = cProfile.Profile(); "
+    "app._exitWithSignal = lambda sig: sys.exit(0); "
+    "from twisted.scripts.twistd import run; p.enable()\n"
+    "try:\n    run()\nfinally:\n    p.disable(); p.dump_stats(out)"
+)
+PROFILE_ENV = "LITEDESK_BENCH_PROFILE"
 
 
 def _free_tcp_ports(n: int) -> list[int]:
@@ -317,6 +339,9 @@ def start_litedesk(
     twistd = [str(VENV_BIN / "twistd")]
     if heartbeat is not None:
         twistd = [sys.executable, "-c", HEARTBEAT_PATCH, str(heartbeat)]
+    elif os.environ.get(PROFILE_ENV):
+        out = Path(os.environ[PROFILE_ENV]).resolve() / f"{name}.prof"
+        twistd = [sys.executable, "-c", PROFILE_WRAP, str(out)]
     tcp_endpoint = f"tcp:{tcp}:interface={LOOPBACK}"
     if backlog is not None:
         tcp_endpoint += f":backlog={backlog}"
@@ -1507,7 +1532,7 @@ def run_ws_punch(children: Children, tmp: Path, cfg: Config, out: dict[str, obje
 STREAMS_PER_ADDRESS = 25  # under the server's 32 RegisterPk per address and minute
 STREAM_BASE, WAVE_REF_BASE, BARE_BASE, UDP_HOST_BASE = 60, 70, 80, 50
 FIRST_STREAM_ID = 1_000_000  # the UDP hosts have ids 0..n-1
-HOST_HEARTBEAT_S = 15.0  # the server's real interval (litedesk.rendezvous.server)
+HOST_HEARTBEAT_S = 15.0  # the server's real interval (litedesk.rendezvous.host_streams)
 RETRANSMIT_S = 0.9  # a registration this slow lost its first SYN (retried after 1 s)
 MAX_HOSTS_EXAMPLE = 100_000  # the default --max-stream-hosts, for the CPU share printed
 
@@ -1862,6 +1887,9 @@ class Config:
     stream_hb: float = 1.0  # part 6: their heartbeat interval, seconds
     stream_seconds: float = 6.0  # part 6: length of one measurement window
     stream_rounds: int = 3
+    heartbeat_runs: int = 3  # part 1: the figure is the median of this many runs
+    register_n: int = 10_000  # part 1b: new ids per round
+    register_rounds: int = 3
 
 
 def config(args: argparse.Namespace) -> Config:
@@ -1882,8 +1910,20 @@ def config(args: argparse.Namespace) -> Config:
             stream_hb=0.5,
             stream_seconds=4.0,
             stream_rounds=2,
+            heartbeat_runs=args.heartbeat_runs,
         )
-    return Config(False, 10_000, 2.0, 3, 5_000, (100_000, 1_000_000), 2_000, 200, args.window)
+    return Config(
+        False,
+        10_000,
+        2.0,
+        3,
+        5_000,
+        (100_000, 1_000_000),
+        2_000,
+        200,
+        args.window,
+        heartbeat_runs=args.heartbeat_runs,
+    )
 
 
 def section(title: str) -> None:
@@ -1897,18 +1937,13 @@ def ratio(a: float, b: float) -> str:
 def run_heartbeat(
     children: Children, tmp: Path, cfg: Config, server: Servers, out: dict[str, object]
 ) -> None:
-    section("1. Heartbeat throughput (RegisterPeer -> 3a00, loss < 0.1 %)")
+    section(
+        f"1. Heartbeat throughput (RegisterPeer -> 3a00, loss < 0.1 %), "
+        f"median of {cfg.heartbeat_runs} runs"
+    )
     ids = cfg.heartbeat_ids
     base = 10  # registration and heartbeat sources: 127.10.x.y
     sources = heartbeat_sources(0, ids, base)
-
-    echo = start_echo(children, tmp)
-    try:
-        print(f"  ceiling: Twisted UDP echo (pid {echo.child.pid}, core {SERVER_CORE})")
-        ceiling = measure(echo, sources, cfg)
-    finally:
-        children.stop(echo.child)
-
     reg = register_range(server, 0, ids, base, window=cfg.window)
     print(
         f"  registered {reg.ok:,} of {ids:,} ids in {reg.seconds:.1f} s "
@@ -1917,34 +1952,118 @@ def run_heartbeat(
     reply = check_heartbeat_replies(server.udp, source_address(base, 0), sources[0][1][0])
     if reply != HEARTBEAT_REPLY:
         raise RuntimeError(f"heartbeat for a registered id answered {reply.hex()}, not 3a00")
-    print(f"  subject: litedesk-relay (pid {server.child.pid}, core {SERVER_CORE})")
-    subject = measure(server, sources, cfg)
-
-    r = subject.rate / ceiling.rate if ceiling.rate else 0.0
-    echo_cost = ceiling.best.cpu_us_per_reply if ceiling.best else 0.0
-    cost = subject.best.cpu_us_per_reply if subject.best else 0.0
-    for name, search, c in (("echo ceiling", ceiling, echo_cost), ("litedesk", subject, cost)):
-        note = "  (load generator limited!)" if search.limited_by_generator else ""
-        print(
-            f"  {name:13}: {search.rate:>10,.0f} heartbeats/s sustained, "
-            f"{c:5.1f} us server CPU per reply{note}"
-        )
+    runs = [
+        _heartbeat_run(children, tmp, cfg, server, sources, k) for k in range(cfg.heartbeat_runs)
+    ]
     print(
-        f"  ratio        : {ratio(subject.rate, ceiling.rate)} (goal >= 0.8); "
-        f"CPU-time ratio echo/litedesk {ratio(echo_cost, cost)}"
+        f"  {'run':>5} {'echo/s':>10} {'litedesk/s':>11} {'ratio':>6} {'echo us':>8} "
+        f"{'ld us':>6} {'CPU ratio':>9}"
+    )
+    for k, r in enumerate(runs, 1):
+        print(
+            f"  {k:>5} {r['echo_per_s']:>10,} {r['server_per_s']:>11,} {r['ratio']:>6.2f} "
+            f"{r['echo_cpu_us_per_reply']:>8.1f} {r['server_cpu_us_per_reply']:>6.1f} "
+            f"{r['cpu_ratio']:>9.2f}"
+        )
+    ratio_median = statistics.median(float(r["ratio"]) for r in runs)
+    cpu_median = statistics.median(float(r["cpu_ratio"]) for r in runs)
+    print(
+        f"  median ratio : {ratio_median:.2f} of the echo ceiling (goal >= 0.9); "
+        f"CPU-time ratio echo/litedesk {cpu_median:.2f} (median of {len(runs)} runs)"
     )
     out["heartbeat"] = {
         "ids": ids,
         "registration": asdict(reg),
+        "ratio_median": round(ratio_median, 3),
+        "cpu_ratio_median": round(cpu_median, 3),
+        "runs": runs,
+    }
+
+
+def _heartbeat_run(
+    children: Children,
+    tmp: Path,
+    cfg: Config,
+    server: Servers,
+    sources: list[tuple[str, list[bytes]]],
+    k: int,
+) -> dict[str, Any]:
+    """One run: the echo ceiling (a fresh echo server), then litedesk, same sources."""
+    echo = start_echo(children, tmp)
+    try:
+        print(
+            f"  run {k + 1}: ceiling: Twisted UDP echo (pid {echo.child.pid}, core {SERVER_CORE})"
+        )
+        ceiling = measure(echo, sources, cfg)
+    finally:
+        children.stop(echo.child)
+    print(f"  run {k + 1}: subject: litedesk-relay (pid {server.child.pid}, core {SERVER_CORE})")
+    subject = measure(server, sources, cfg)
+    echo_cost = ceiling.best.cpu_us_per_reply if ceiling.best else 0.0
+    cost = subject.best.cpu_us_per_reply if subject.best else 0.0
+    return {
         "echo_per_s": round(ceiling.rate),
         "server_per_s": round(subject.rate),
-        "ratio": round(r, 3),
+        "ratio": round(subject.rate / ceiling.rate, 3) if ceiling.rate else 0.0,
         "echo_cpu_us_per_reply": round(echo_cost, 2),
         "server_cpu_us_per_reply": round(cost, 2),
+        "cpu_ratio": round(echo_cost / cost, 3) if cost else 0.0,
         "echo_generator_limited": ceiling.limited_by_generator,
         "server_generator_limited": subject.limited_by_generator,
         "echo_steps": ceiling.steps,
         "server_steps": subject.steps,
+    }
+
+
+def run_register(children: Children, tmp: Path, cfg: Config, out: dict[str, object]) -> None:
+    """RegisterPk/s, durable: each acknowledgement is sent only after its commit."""
+    section(
+        f"1b. RegisterPk throughput, durable ({cfg.register_n:,} new ids a round, "
+        f"{cfg.window} in flight, {cfg.register_rounds} rounds; goal >= 10,000/s)"
+    )
+    server = start_litedesk(children, tmp, "register")
+    assert server.data_dir is not None
+    rounds: list[RegStats] = []
+    try:
+        done = 0
+        for k in range(cfg.register_rounds):
+            wait_for_quiet(SERVER_CORE, server.child.pid)
+            # 127.60.x.y onwards, new addresses each round (the per-IP limiter).
+            reg = register_range(
+                server,
+                done,
+                cfg.register_n,
+                60,
+                addr_offset=k * (-(-cfg.register_n // IDS_PER_ADDRESS)),
+                window=cfg.window,
+            )
+            done += cfg.register_n
+            rounds.append(reg)
+            print(
+                f"  round {k + 1}: {reg.ok:,} acknowledged in {reg.seconds:.2f} s = "
+                f"{reg.rate:>8,.0f}/s, {reg.cpu_us_per_id:.0f} us server CPU each "
+                f"(slowest ack {reg.max_ack_ms:.0f} ms, {reg.retries} retries, "
+                f"{reg.refused} refused, {reg.failed} failed)"
+            )
+        rows = peers_in_db(server.data_dir)
+    finally:
+        children.stop(server.child)
+    acked = sum(r.ok for r in rounds)
+    rate = statistics.median(r.rate for r in rounds)
+    cpu = statistics.median(r.cpu_us_per_id for r in rounds)
+    print(
+        f"  median       : {rate:,.0f} RegisterPk/s durable, {cpu:.0f} us server CPU each "
+        f"(one core: {1e6 / cpu if cpu else 0:,.0f}/s); {rows:,} rows in SQLite for "
+        f"{acked:,} acknowledged{'' if rows >= acked else ' -- ACKNOWLEDGED ROWS MISSING'}"
+    )
+    out["register"] = {
+        "per_round": cfg.register_n,
+        "window": cfg.window,
+        "median_per_s": round(rate),
+        "median_cpu_us": round(cpu, 1),
+        "rows": rows,
+        "acknowledged": acked,
+        "rounds": [asdict(r) for r in rounds],
     }
 
 
@@ -2078,6 +2197,9 @@ def run_memory(children: Children, tmp: Path, cfg: Config, out: dict[str, object
     out["memory"] = {"shared_ip": shared, "own_ip": own_ip}
 
 
+PARTS = ("heartbeat", "register", "memory", "punch", "keyexchange", "ws-punch", "stream-hosts")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="100,000 peers only, shorter trials")
@@ -2087,7 +2209,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--only",
-        choices=("heartbeat", "memory", "punch", "keyexchange", "ws-punch", "stream-hosts"),
+        choices=PARTS,
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -2097,6 +2219,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=-10,
         help="nice value for the generator and servers (default -10: the same for subject and "
         "reference, ahead of other processes on this box)",
+    )
+    p.add_argument(
+        "--heartbeat-runs",
+        type=int,
+        default=3,
+        help="runs of part 1 (echo, then litedesk); the figure is their median (default 3)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return p.parse_args(argv)
@@ -2142,9 +2270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     nice, autogroup_nice = raise_priority(args.nice)
     nofile = raise_nofile()
     signal.signal(signal.SIGTERM, _sigterm)
-    parts = set(
-        args.only or ("heartbeat", "memory", "punch", "keyexchange", "ws-punch", "stream-hosts")
-    )
+    parts = set(args.only or PARTS)
     children = Children()
     out: dict[str, object] = {
         "quick": cfg.quick,
@@ -2168,6 +2294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "punch" in parts:
                 run_punch(children, tmp, cfg, server, out)
             children.stop(server.child)
+        if "register" in parts:
+            run_register(children, tmp, cfg, out)
         if "memory" in parts:
             run_memory(children, tmp, cfg, out)
         if "keyexchange" in parts:
