@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import psycopg
 
-from litedesk.rendezvous.pg_store import _create_schema, connect
+from litedesk.rendezvous.pg_schema import connect, create_schema
 from litedesk.rendezvous.store import _as_bytes, _as_str
 
 __all__ = ["MigrationConflict", "MigrationCounts", "PeerRow", "migrate", "read_sqlite"]
@@ -238,7 +238,7 @@ def migrate(sqlite_path: Path, url: str, *, force: bool = False, out: TextIO) ->
     """
     source = read_sqlite(sqlite_path)
     with connect(url) as conn:
-        _create_schema(conn)
+        create_schema(conn)
         with conn.transaction(), conn.cursor() as cur:
             # Servers on this database may save meanwhile: they wait for
             # the copy, and the rows compared are the rows overwritten.

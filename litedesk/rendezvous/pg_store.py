@@ -6,7 +6,7 @@ stays the default: L{PgPeerStore.load_all} once at start-up,
 L{PgPeerStore.save} acknowledged only after the transaction holding it has
 committed, L{PgPeerStore.close} on shutdown.  The table has hbbs' columns
 (C{guid, id, uuid, pk, created_at, user, status, note, info}; C{bytea} for its
-BLOBs) and indexes, created when missing, so that
+BLOBs) and indexes (L{litedesk.rendezvous.pg_schema}), created when missing, so that
 C{litedesk-admin migrate} can copy an hbbs or LiteDesk SQLite file row for row
 (L{litedesk.rendezvous.pg_migrate}).
 
@@ -36,7 +36,6 @@ stays out of C{ps}
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import uuid as uuidlib
@@ -48,9 +47,16 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 
 from litedesk.rendezvous.peer_db import redact_url
+from litedesk.rendezvous.pg_schema import (
+    CONNECT_TIMEOUT,
+    configure,
+    connect,
+    create_schema,
+    route_psycopg_log,
+)
 from litedesk.rendezvous.store import (
     PeerRecord,
     StoreClosed,
@@ -62,28 +68,7 @@ from litedesk.rendezvous.store import (
     encode_info,
 )
 
-__all__ = ["PG_SCHEMA", "PgPeerStore", "connect"]
-
-# hbbs' table (litedesk/rendezvous/store.py SCHEMA) in PostgreSQL's types:
-# BLOB -> bytea, TINYINT -> smallint, DATETIME -> timestamp (hbbs stores UTC
-# without a zone).  "user" is a reserved word in PostgreSQL and is quoted.
-PG_SCHEMA: tuple[str, ...] = (
-    "CREATE TABLE IF NOT EXISTS peer ("
-    "guid bytea PRIMARY KEY NOT NULL, "
-    "id varchar(100) NOT NULL, "
-    "uuid bytea NOT NULL, "
-    "pk bytea NOT NULL, "
-    "created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'utc'), "
-    '"user" bytea, '
-    "status smallint, "
-    "note varchar(300), "
-    "info text NOT NULL"
-    ")",
-    "CREATE UNIQUE INDEX IF NOT EXISTS index_peer_id ON peer (id)",
-    'CREATE INDEX IF NOT EXISTS index_peer_user ON peer ("user")',
-    "CREATE INDEX IF NOT EXISTS index_peer_created_at ON peer (created_at)",
-    "CREATE INDEX IF NOT EXISTS index_peer_status ON peer (status)",
-)
+__all__ = ["PgPeerStore", "StoreOverloaded"]
 
 # One statement per save, so that a whole batch is one pipelined executemany.
 # It does what PeerStore._apply does in steps, in this order:
@@ -114,56 +99,24 @@ WITH ren AS (
 SELECT guid FROM ren UNION ALL SELECT guid FROM upd UNION ALL SELECT guid FROM ins
 """
 
-CONNECT_TIMEOUT = 10.0
 
 # Writer threads.  One commits a batch, waits for the WAL flush, then takes
 # the next; two overlap one's flush with the other's writing, which gave 1.5
 # to 2 x the durable saves/s of one in bench/pg_store.py.
 WRITERS = 2
 
-
-class _ToTwistedLog(logging.Handler):
-    """psycopg's stdlib log records (the pool's reconnection attempts) into
-    the server's log, where the operator reads, rather than stderr."""
-
-    _log = Logger(namespace="psycopg")
-
-    def emit(self, record: logging.LogRecord) -> None:
-        level = LogLevel.warn if record.levelno >= logging.WARNING else LogLevel.info
-        self._log.emit(level, "PostgreSQL client: {message}", message=record.getMessage())
+# Saves waiting at most (memory: ~0.5 KiB each): a registration wave of a
+# whole large site fits; an outage of PostgreSQL does not grow the queue for
+# ever.
+MAX_PENDING = 100_000
 
 
-def _route_psycopg_log() -> None:
-    logger = logging.getLogger("psycopg")
-    if not any(isinstance(h, _ToTwistedLog) for h in logger.handlers):
-        logger.addHandler(_ToTwistedLog(logging.INFO))
-        logger.propagate = False
+class StoreOverloaded(Exception):
+    """A save refused because L{MAX_PENDING} saves are already waiting."""
 
 
 class _ConnectionLost(psycopg.OperationalError):
     """The connection broke during a transaction (PostgreSQL restarted or gone)."""
-
-
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    # Durability is what an acknowledged RegisterPk promises: a commit returns
-    # only once PostgreSQL has flushed its WAL, whatever the server's default.
-    conn.execute("SET synchronous_commit = on")
-
-
-def _create_schema(conn: psycopg.Connection[Any]) -> str:
-    """Create the table and indexes if missing; returns C{synchronous_commit}."""
-    with conn.transaction():
-        for statement in PG_SCHEMA:
-            conn.execute(statement)
-    row = conn.execute("SHOW synchronous_commit").fetchone()
-    return str(row[0]) if row else ""
-
-
-def connect(url: str) -> psycopg.Connection[Any]:
-    """One autocommit connection with the store's settings (start-up, migration)."""
-    conn = psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT))
-    _configure(conn)
-    return conn
 
 
 class PgPeerStore:
@@ -187,12 +140,15 @@ class PgPeerStore:
         *,
         batch_max: int = 512,
         writers: int = WRITERS,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         """Connect, create the table if missing, start the writer threads.
 
         This blocks while it connects, so that a database that cannot be
         reached fails here with the reason.
 
+        @param max_pending: saves that may wait at once; more fail with
+            L{StoreOverloaded}.
         @param writers: writer threads, each with its own connection and
             queue; a device's saves always go to the same one (L{save}).
         @raise psycopg.Error: the database cannot be reached or set up.
@@ -200,17 +156,17 @@ class PgPeerStore:
         if batch_max < 1 or writers < 1:
             raise ValueError("batch_max and writers must be at least 1")
         self.url = redact_url(url)
-        _route_psycopg_log()
+        route_psycopg_log()
         self._reactor = reactor
         self._batch_max = batch_max
         with connect(url) as conn:
-            self.synchronous_commit = _create_schema(conn)
+            self.synchronous_commit = create_schema(conn)
         self._pool: ConnectionPool[Any] = ConnectionPool(
             url,
             min_size=1,
             max_size=writers + 1,
             kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
-            configure=_configure,
+            configure=configure,
             check=ConnectionPool.check_connection,
             timeout=CONNECT_TIMEOUT,
             name="litedesk-peer-store",
@@ -225,6 +181,7 @@ class PgPeerStore:
             )
         self._queues: list[queue.Queue[_Write | None]] = [queue.Queue() for _ in range(writers)]
         self._pending = 0
+        self._max_pending = max_pending
         self._in_flight = 0  # handed to a writer, not yet delivered
         self._held: deque[_Write] = deque()  # waiting behind an ID change
         self._fence = False  # an ID change is in flight
@@ -277,6 +234,10 @@ class PgPeerStore:
         """
         if self._closing:
             return fail(StoreClosed("peer store is closed"))
+        if self._pending >= self._max_pending:
+            # PostgreSQL is away or far behind: refuse (the peer is told and
+            # registers again) rather than queue without bound.
+            return fail(StoreOverloaded(f"{self._pending} saves already waiting"))
         d: Deferred[bytes] = Deferred()
         self._pending += 1
         write = _Write(
