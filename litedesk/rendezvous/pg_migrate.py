@@ -18,7 +18,8 @@ same database sees the copy all at once or not at all.
 
 Rows PostgreSQL cannot hold (an id longer than 100 characters or a note
 longer than 300, which SQLite does not enforce; a NUL character in a text
-column; an empty guid) are skipped and named, not guessed at.
+column; an empty guid; an id or guid that only SQLite's typing kept apart
+from an earlier row's) are skipped and named, not guessed at.
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ def _why_unstorable(row: PeerRow) -> str:
 def read_sqlite(path: Path) -> list[PeerRow]:
     """Every row of the SQLite C{peer} table at C{path} (opened read-only)."""
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    # Text that is not UTF-8 (SQLite does not check) is read with U+FFFD
+    # rather than failing the whole copy.
+    conn.text_factory = lambda b: b.decode("utf-8", "replace")
     try:
         rows = conn.execute(f"SELECT {SQLITE_COLUMNS} FROM peer").fetchall()
     finally:
@@ -196,9 +200,17 @@ def _plan(source: Iterable[PeerRow], target: list[PeerRow], out: TextIO) -> _Pla
     by_id = {t.id: t for t in target}
     by_guid = {t.guid: t for t in target}
     plan = _Plan(MigrationCounts(), [], set(), [])
+    seen_ids: set[str] = set()
+    seen_guids: set[bytes] = set()
     for row in source:
         plan.counts.read += 1
         why = _why_unstorable(row)
+        if not why and (row.id in seen_ids or row.guid in seen_guids):
+            # Distinct in SQLite, the same once read (a text and a blob guid,
+            # an id with bytes that are not UTF-8): the first one is kept.
+            why = "the same id or guid as an earlier row"
+        seen_ids.add(row.id)
+        seen_guids.add(row.guid)
         if why:
             plan.counts.skipped += 1
             print(f"skipped id {row.id[:100]!r}: {why}", file=out)
