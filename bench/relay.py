@@ -157,7 +157,9 @@ def serve_litedesk(
         reads_per_turn=reads_per_turn,
         splice_max=splice_max,
     )
-    data_dir = Path(tempfile.mkdtemp(prefix="litedesk-bench-"))
+    # In the run's directory, which the parent removes at the end (this
+    # process is killed, so it cannot clean up itself).
+    data_dir = Path(tempfile.mkdtemp(prefix="relay-", dir=os.environ.get(RUN_DIR_ENV)))
     svc = make_relay_service(
         reactor, f"tcp:{port}:interface=127.0.0.1:backlog=4096", settings, "", data_dir
     )
@@ -489,6 +491,19 @@ class Flow:
 
 
 _LOAD_BINARY: list[str] = []
+#: The environment variable naming the run's temporary directory.
+RUN_DIR_ENV = "LITEDESK_RELAY_BENCH_DIR"
+
+
+def run_dir() -> str:
+    """This run's temporary directory (the generator's binary, the relays' data
+    directories), made on first use and named in the environment so that the
+    relay processes started later use it too; L{main} removes it."""
+    path = os.environ.get(RUN_DIR_ENV)
+    if path is None:
+        path = tempfile.mkdtemp(prefix="litedesk-relay-bench-")
+        os.environ[RUN_DIR_ENV] = path
+    return path
 
 
 def load_binary() -> str | None:
@@ -499,8 +514,7 @@ def load_binary() -> str | None:
     gcc = shutil.which("gcc")
     out = ""
     if gcc is not None:
-        tmp = tempfile.mkdtemp(prefix="litedesk-relay-load-")
-        exe = os.path.join(tmp, "relay_load")
+        exe = os.path.join(run_dir(), "relay_load")
         src = str(Path(__file__).resolve().parent / "relay_load.c")
         built = subprocess.run([gcc, "-O2", "-o", exe, src], capture_output=True, check=False)
         if built.returncode == 0:
@@ -1051,6 +1065,17 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"missing {tool}: apt-get install -y iperf3 socat util-linux", file=sys.stderr)
             return 1
+    ours = RUN_DIR_ENV not in os.environ
+    tmp = run_dir()
+    try:
+        return _run(args)
+    finally:
+        if ours:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The benchmark proper (L{main} without its argument handling and clean-up)."""
     os.sched_setaffinity(0, {LOAD_CPU})
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
