@@ -24,14 +24,15 @@ other waits for its flush (PostgreSQL flushes concurrent commits together).
 If a batch fails, each of its saves is retried in a transaction of its own,
 so one bad row fails only its own Deferred.
 
-The connection comes from a C{psycopg_pool} pool, checked before each use, so
-a PostgreSQL restart costs the saves in flight at that moment (failed, logged,
-the peer registers again) and not the store.
+Connections come from a C{psycopg_pool} pool and are checked before each use.
+A batch whose connection breaks (PostgreSQL restarted) is tried once more on
+a new one; while PostgreSQL cannot be reached, saves fail (logged, not
+acknowledged: the peer registers again) and the store carries on, holding at
+most C{MAX_PENDING} waiting saves.
 
 The URL's password must never reach a log: C{redact_url} is what is logged,
 and the option can come from the environment (C{LITEDESK_DATABASE}) so that it
-stays out of C{ps}
-(L{litedesk.rendezvous.peer_db}).
+stays out of C{ps} (L{litedesk.rendezvous.peer_db}).
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ SELECT guid FROM ren UNION ALL SELECT guid FROM upd UNION ALL SELECT guid FROM i
 
 
 # Writer threads.  One commits a batch, waits for the WAL flush, then takes
-# the next; two overlap one's flush with the other's writing, which gave 1.5
-# to 2 x the durable saves/s of one in bench/pg_store.py.
+# the next; two overlap one's flush with the other's writing.  In
+# bench/pg_store.py's last runs (a 2-core machine shared with other
+# benchmarks) two gave 1.01 to 1.49 x the durable saves/s of one.
 WRITERS = 2
 
 # Saves waiting at most (memory: ~0.5 KiB each): a registration wave of a
@@ -127,8 +129,8 @@ class PgPeerStore:
     the reactor thread.
 
     @ivar url: the database URL with its password redacted (L{redact_url}).
-    @ivar commits: transactions committed by the writer thread.
-    @ivar synchronous_commit: the setting on the writer's connections.
+    @ivar commits: transactions committed by the writer threads.
+    @ivar synchronous_commit: the setting on the writers' connections.
     """
 
     _log = Logger()
@@ -172,7 +174,11 @@ class PgPeerStore:
             name="litedesk-peer-store",
             open=False,
         )
-        self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except BaseException:
+            self._pool.close()
+            raise
         if psycopg.pq.__impl__ == "python":
             self._log.warn(
                 "peer store {url}: psycopg runs its pure-Python implementation, which costs "
