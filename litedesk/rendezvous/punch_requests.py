@@ -39,6 +39,8 @@ __all__ = ["PunchRequests"]
 
 Failure_ = rz.PunchHoleResponse.Failure
 
+#: Signed C{IdPk}s kept for the hosts viewers ask for (about 200 bytes each).
+SIGNED_IDS_MAX = 4096
 #: Counter names of the NAT types peers report (anything else: nat_type_other).
 _NAT_NAMES = {v: f"nat_type_{k.lower()}" for k, v in rz.NatType.items()}
 #: The punch result an answer delivered by L{PunchRequests._deliver} counts as.
@@ -66,6 +68,8 @@ class PunchRequests:
     request_lines: LineBudget
     _parked: dict[Address, ReplySink]
     _punch_started: dict[Address, float]
+    #: Signed IdPk by (id, pk), at most L{SIGNED_IDS_MAX}.
+    _signed_ids: dict[tuple[str, bytes], bytes]
     _log: Logger
 
     if TYPE_CHECKING:
@@ -114,7 +118,16 @@ class PunchRequests:
         peer = self.registry.get(peer_id)
         if peer is None or not peer.pk:
             return b""
-        return sign_id_pk(self.key.signing_key, peer_id, peer.pk)
+        # Ed25519 signatures are deterministic: a host's signed IdPk is the
+        # same for every viewer, and signing costs more than the rest of
+        # the answer.  Bounded: cleared when full (a new key is a new entry).
+        cache = self._signed_ids
+        signed = cache.get((peer_id, peer.pk))
+        if signed is None:
+            if len(cache) >= SIGNED_IDS_MAX:
+                cache.clear()
+            signed = cache[peer_id, peer.pk] = sign_id_pk(self.key.signing_key, peer_id, peer.pk)
+        return signed
 
     def _punch_hole_request(self, conn: ReplySink, ph: rz.PunchHoleRequest) -> None:
         self.counters["punch_requests"] += 1

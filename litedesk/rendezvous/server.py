@@ -132,6 +132,7 @@ class RendezvousServer(PunchRequests, HostStreams, UdpPunchRequests, UdpRegistra
         self.udp_punch = UdpPunchBroker() if udp_punch else None
         self.registration_lines = LineBudget()
         self.request_lines = LineBudget()
+        self._signed_ids: dict[tuple[str, bytes], bytes] = {}
 
     def _mangle(self, addr: Address) -> bytes:
         return addrmangle.encode(addr, now_us=self._now_us)
