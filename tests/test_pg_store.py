@@ -199,6 +199,52 @@ class StoreTests(SynchronousTestCase):
         self.assertNotIn(PASSWORD, str(caught.exception))
 
 
+# Ids are the peers' own text: anything but NUL (PostgreSQL text cannot hold
+# it) up to hbbs' 100 characters.
+_peer_ids = st.text(
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=100
+)
+
+
+class PeerTextTests(SynchronousTestCase):
+    """Whatever ids and keys peers send are stored as sent (a wave's one-statement path)."""
+
+    def setUp(self) -> None:
+        self.url = fresh_database(self)
+        self.threads = FromThreads()
+        self.store = PgPeerStore(self.url, self.threads)  # type: ignore[arg-type]
+        self.addCleanup(lambda: self.threads.wait(self.store.close()))
+
+    @settings(
+        max_examples=50,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(st.lists(st.tuples(_peer_ids, st.binary(max_size=40)), max_size=20))
+    def test_round_trip(self, peers: list[tuple[str, bytes]]) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("TRUNCATE peer")
+        records = [PeerRecord(None, i, b"u" + k, k, "192.0.2.1") for i, k in peers]
+        ds = [self.store.save(r) for r in records]
+        outcome = self.successResultOf(self.threads.wait(DeferredList(ds, consumeErrors=True)))
+        self.assertTrue(all(ok for ok, _ in outcome), outcome)
+        # The last save of an id wins; its row keeps the first save's uuid.
+        expected: dict[str, tuple[bytes, bytes]] = {}
+        for i, k in peers:
+            expected[i] = (expected.get(i, (b"u" + k, k))[0], k)
+        loaded = {r.id: (r.uuid, r.pk) for r in self.store.load_all()}
+        self.assertEqual(loaded, expected)
+
+    def test_special_characters(self) -> None:
+        ids = ['a"b', "c\\d", "{x,y}", "NULL", "", " sp ", "é€😀", "'q'"]
+        records = [PeerRecord(None, i, i.encode() or b"-", b"k", "10.0.0.1") for i in ids]
+        outcome = self.successResultOf(
+            self.threads.wait(DeferredList([self.store.save(r) for r in records]))
+        )
+        self.assertEqual(len({g for _, g in outcome}), len(ids))
+        self.assertEqual(sorted(r.id for r in self.store.load_all()), sorted(ids))
+
+
 class OutageTests(SynchronousTestCase):
     """PostgreSQL going away and coming back, on a cluster of the test's own."""
 
@@ -219,7 +265,7 @@ class OutageTests(SynchronousTestCase):
         self.assertEqual(len(self.successResultOf(self.save("before"))), 16)
         self.cluster.halt()
         self.cluster.start()
-        for n in range(4):  # both writers' connections, whichever is used
+        for n in range(4):  # every pooled connection, whichever is used
             self.assertEqual(len(self.successResultOf(self.save(f"after{n}"))), 16)
         self.assertEqual(len(self.store.load_all()), 5)
 

@@ -10,19 +10,19 @@ BLOBs) and indexes (L{litedesk.rendezvous.pg_schema}), created when missing, so 
 C{litedesk-admin migrate} can copy an hbbs or LiteDesk SQLite file row for row
 (L{litedesk.rendezvous.pg_migrate}).
 
-Why a few writer threads with group commit, and not each save in a thread
-pool: a durable save is cheap only when many share one commit, and one peer's
+Why writer threads with group commit, and not each save in a thread pool:
+a durable save is cheap only when many share one commit, and one peer's
 saves must reach the table in the order the reactor made them (a
-C{RegisterPk} then an ID change).  Each writer owns a queue; a device's saves
-always go to the same writer (by its uuid).  A writer takes everything queued
-(up to C{batch_max}), sends it in one pipelined C{executemany} (one network
-round trip per batch, not per row) inside one transaction, and hands the
-guids back to the reactor thread only after C{COMMIT} has returned; the
-server runs with C{synchronous_commit = on}, so a committed save is in
-PostgreSQL's flushed WAL.  Two writers let one write its batch while the
-other waits for its flush (PostgreSQL flushes concurrent commits together).
-If a batch fails, each of its saves is retried in a transaction of its own,
-so one bad row fails only its own Deferred.
+C{RegisterPk} then an ID change).  There is one writer by default
+(C{WRITERS}: more did not pay in bench/pg_store.py); with several, each owns
+a queue and a device's saves always go to the same one (by its uuid), with
+ID changes as fences (L{PgPeerStore.save}).  A writer takes everything
+queued (up to C{batch_max}) and writes it in one transaction with a few
+statements (L{litedesk.rendezvous.pg_statements}), then hands the guids back
+to the reactor thread only after C{COMMIT} has returned; the server runs
+with C{synchronous_commit = on}, so a committed save is in PostgreSQL's
+flushed WAL.  If a batch fails, each of its saves is retried in a
+transaction of its own, so one bad row fails only its own Deferred.
 
 Connections come from a C{psycopg_pool} pool and are checked before each use.
 A batch whose connection breaks (PostgreSQL restarted) is tried once more on
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import uuid as uuidlib
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -58,6 +57,7 @@ from litedesk.rendezvous.pg_schema import (
     create_schema,
     route_psycopg_log,
 )
+from litedesk.rendezvous.pg_statements import write_all
 from litedesk.rendezvous.store import (
     PeerRecord,
     StoreClosed,
@@ -71,41 +71,14 @@ from litedesk.rendezvous.store import (
 
 __all__ = ["PgPeerStore", "StoreOverloaded"]
 
-# One statement per save, so that a whole batch is one pipelined executemany.
-# It does what PeerStore._apply does in steps, in this order:
-#   ren: an ID change: the row under the old id takes the new one;
-#   upd: otherwise the row with the save's guid is updated (id included);
-#   ins: otherwise a new row under that guid (a fresh one for a never-saved
-#        record), or, when the id is already stored (two quick RegisterPk of a
-#        new peer, another node's row), that row is updated and keeps its
-#        guid and uuid, as hbbs does.
-# Each later step runs only if the earlier ones touched nothing, so no row is
-# modified twice in the statement.  The guid of the row written is returned.
-SAVE_SQL = """
-WITH ren AS (
-    UPDATE peer SET id = %(id)s, pk = %(pk)s, info = %(info)s
-    WHERE %(old)s::varchar <> '' AND id = %(old)s::varchar
-    RETURNING guid
-), upd AS (
-    UPDATE peer SET id = %(id)s, pk = %(pk)s, info = %(info)s
-    WHERE guid = %(guid)s AND NOT EXISTS (SELECT 1 FROM ren)
-    RETURNING guid
-), ins AS (
-    INSERT INTO peer (guid, id, uuid, pk, info)
-    SELECT %(guid)s, %(id)s::varchar, %(uuid)s, %(pk)s, %(info)s::text
-    WHERE NOT EXISTS (SELECT 1 FROM ren) AND NOT EXISTS (SELECT 1 FROM upd)
-    ON CONFLICT (id) DO UPDATE SET pk = EXCLUDED.pk, info = EXCLUDED.info
-    RETURNING guid
-)
-SELECT guid FROM ren UNION ALL SELECT guid FROM upd UNION ALL SELECT guid FROM ins
-"""
-
-
 # Writer threads.  One commits a batch, waits for the WAL flush, then takes
-# the next; two overlap one's flush with the other's writing.  In
-# bench/pg_store.py's last runs (a 2-core machine shared with other
-# benchmarks) two gave 1.01 to 1.49 x the durable saves/s of one.
-WRITERS = 2
+# the next; several overlap one's flush with another's writing, but share
+# the server's GIL with each other and the reactor.  In bench/pg_store.py's
+# full runs two gave 0.98 to 1.04 x the durable saves/s of one with psycopg's
+# C implementation and 0.85 to 1.01 x with its pure-Python one (which makes
+# the client's CPU the limit), so one it is; more may pay where PostgreSQL
+# is far away and a commit mostly waits (not measured).
+WRITERS = 1
 
 # Saves waiting at most (memory: ~0.5 KiB each): a registration wave of a
 # whole large site fits; an outage of PostgreSQL does not grow the queue for
@@ -385,29 +358,11 @@ class PgPeerStore:
                 yield write, guid
 
     def _transaction(self, writes: list[_Write]) -> list[bytes]:
-        params = [
-            {
-                "old": w.renamed_from,
-                "guid": w.guid if w.guid is not None else uuidlib.uuid4().bytes,
-                "id": w.id,
-                "uuid": w.uuid,
-                "pk": w.pk,
-                "info": w.info,
-            }
-            for w in writes
-        ]
         guids: list[bytes] = []
         with self._pool.connection() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    cur.executemany(SAVE_SQL, params, returning=True)
-                    while True:
-                        row = cur.fetchone()
-                        if row is None:
-                            raise psycopg.DataError("a save wrote no row")
-                        guids.append(_as_bytes(row[0]))
-                        if not cur.nextset():
-                            break
+                    guids = write_all(cur, writes)
             except psycopg.Error as e:
                 if conn.broken or conn.closed:
                     # Not these saves' fault; whether a COMMIT in flight
