@@ -74,10 +74,9 @@ __all__ = ["PgPeerStore", "StoreOverloaded"]
 # Writer threads.  One commits a batch, waits for the WAL flush, then takes
 # the next; several overlap one's flush with another's writing, but share
 # the server's GIL with each other and the reactor.  In bench/pg_store.py's
-# full runs two gave 0.98 to 1.04 x the durable saves/s of one with psycopg's
-# C implementation and 0.85 to 1.01 x with its pure-Python one (which makes
-# the client's CPU the limit), so one it is; more may pay where PostgreSQL
-# is far away and a commit mostly waits (not measured).
+# last full run, through the server, one gave 6,850 RegisterPk/s and two
+# 5,558 (in-process 8,926 and 8,658 saves/s), so one it is; more may pay
+# where PostgreSQL is far away and a commit mostly waits (not measured).
 WRITERS = 1
 
 # Saves waiting at most (memory: ~0.5 KiB each): a registration wave of a
