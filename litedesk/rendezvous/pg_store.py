@@ -154,7 +154,7 @@ class PgPeerStore:
         if psycopg.pq.__impl__ == "python":
             self._log.warn(
                 "peer store {url}: psycopg runs its pure-Python implementation, which costs "
-                "~3x the CPU per save of the C one (pip install 'psycopg[binary]')",
+                "more CPU per save than its C one (pip install 'psycopg[binary]')",
                 url=self.url,
             )
         self._queues: list[queue.Queue[_Write | None]] = [queue.Queue() for _ in range(writers)]
