@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=128, help="RegisterPk requests in flight")
     p.add_argument("--rounds", type=int, default=0, help="A/B rounds (default 3, --quick 2)")
     args = p.parse_args(argv)
-    cfg = config(argparse.Namespace(quick=args.quick, window=args.window))
+    cfg = config(argparse.Namespace(quick=args.quick, window=args.window, heartbeat_runs=1))
     rounds = args.rounds or (2 if args.quick else 3)
     os.sched_setaffinity(0, {CLIENT_CORE})
     raise_nofile()

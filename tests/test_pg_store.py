@@ -30,7 +30,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.rendezvous.peer_db import redact_url
+from litedesk.rendezvous.db_url import redact_url
 from litedesk.rendezvous.pg_store import PgPeerStore, StoreOverloaded
 from litedesk.rendezvous.store import PeerRecord, PeerStore, StoreClosed
 from litedesk.server.options import ServerOptions

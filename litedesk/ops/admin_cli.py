@@ -94,7 +94,7 @@ def _migrate(args: argparse.Namespace, data_dir: Path, out: TextIO) -> int:
         import psycopg
 
         from litedesk.rendezvous import pg_migrate
-        from litedesk.rendezvous.peer_db import redact_url
+        from litedesk.rendezvous.db_url import redact_url
     except ImportError as e:
         print(f"litedesk-admin: migrate needs litedesk[postgresql]: {e}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
 # -*- test-case-name: tests.test_pg_store -*-
-"""Which peer store C{--database} names, and how to show its URL without a password.
+"""Which peer store C{--database} names (its URL is shown by L{litedesk.rendezvous.db_url}).
 
 The server opens its peer store here: the SQLite file in C{--data-dir}
 (L{litedesk.rendezvous.store}, the default, hbbs' own file) or PostgreSQL
@@ -11,13 +11,12 @@ for, so that a server on SQLite needs nothing more.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred
 
+from litedesk.rendezvous.db_url import is_postgres_url, redact_url
 from litedesk.rendezvous.store import PeerRecord, PeerStore
 
 __all__ = ["PeerStoreService", "describe", "is_postgres_url", "open_peer_store", "redact_url"]
@@ -31,36 +30,6 @@ class PeerStoreService(Protocol):
     def save(self, record: PeerRecord) -> Deferred[bytes]: ...
 
     def close(self) -> Deferred[None]: ...
-
-
-def is_postgres_url(url: str) -> bool:
-    """Whether C{--database} names PostgreSQL (C{postgresql://} or C{postgres://})."""
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """C{url} with any password replaced by C{***}: what may be logged or shown.
-
-    Handles the URL form (C{user:secret@host}, C{?password=secret}) and
-    libpq's C{key=value} form.  A URL that does not parse is shown as
-    C{***} whole rather than risk showing a password.
-    """
-    if not is_postgres_url(url):
-        return _KV_PASSWORD.sub(r"\1***", url)
-    try:
-        parts = urlsplit(url)
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-    except ValueError:
-        return "***"
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}" if at and ":" in userinfo else parts.netloc
-    query = urlencode(
-        [(k, "***" if k.strip().lower() == "password" else v) for k, v in pairs], safe="*"
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def describe(database: str, sqlite_path: Path) -> str:

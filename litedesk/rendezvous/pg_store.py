@@ -49,7 +49,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
-from litedesk.rendezvous.peer_db import redact_url
+from litedesk.rendezvous.db_url import redact_url
 from litedesk.rendezvous.pg_schema import (
     CONNECT_TIMEOUT,
     configure,
