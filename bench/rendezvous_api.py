@@ -11,8 +11,8 @@ HTTP listener on (API server, console, ``/metrics``) and a scraper reading
 scrapes every 15 s by default: this is 15 times harsher).  Each is measured
 with bench/rendezvous.py's heartbeat search (highest rate with loss < 0.1 %,
 server pinned to one core, load generator on the other), alternating A, B,
-A, B so drift hits both; the figure is the ratio of the medians, next to
-the round-by-round ratios that show the noise.
+then B, A, so drift hits both; the figure is the ratio of the medians,
+next to the round-by-round ratios that show the noise.
 """
 
 from __future__ import annotations
@@ -108,9 +108,17 @@ def main(argv: list[str] | None = None) -> int:
         scrape_seconds: list[float] = []
         failures = 0
         for r in range(rounds):
-            rates["off"].append(measure(off, sources, cfg).rate)
-            with Scraper(api_port) as scraper:
-                rates["on"].append(measure(on, sources, cfg).rate)
+            # Every other round measures "on" first, so a machine getting busier
+            # or quieter during a round does not always favour the same side.
+            scraper = Scraper(api_port)
+            if r % 2:
+                with scraper:
+                    rates["on"].append(measure(on, sources, cfg).rate)
+                rates["off"].append(measure(off, sources, cfg).rate)
+            else:
+                rates["off"].append(measure(off, sources, cfg).rate)
+                with scraper:
+                    rates["on"].append(measure(on, sources, cfg).rate)
             scrape_seconds += scraper.seconds
             failures += scraper.failures
             print(
