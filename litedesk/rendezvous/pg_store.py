@@ -61,12 +61,10 @@ from litedesk.rendezvous.pg_statements import write_all
 from litedesk.rendezvous.store import (
     PeerRecord,
     StoreClosed,
-    _as_bytes,
-    _as_str,
     _Outcome,
     _Write,
-    decode_info,
     encode_info,
+    records_from_rows,
 )
 
 __all__ = ["PgPeerStore", "StoreOverloaded"]
@@ -184,16 +182,7 @@ class PgPeerStore:
         """Every peer in the table (synchronous; meant for start-up)."""
         with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
             rows = cur.execute("SELECT guid, id, uuid, pk, info FROM peer").fetchall()
-        return [
-            PeerRecord(
-                guid=_as_bytes(guid),
-                id=_as_str(id_),
-                uuid=_as_bytes(uuid),
-                pk=_as_bytes(pk),
-                ip=decode_info(info),
-            )
-            for guid, id_, uuid, pk, info in rows
-        ]
+        return records_from_rows(rows)
 
     def save(self, record: PeerRecord) -> Deferred[bytes]:
         """As L{PeerStore.save<litedesk.rendezvous.store.PeerStore.save>}.

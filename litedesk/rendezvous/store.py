@@ -37,7 +37,7 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +153,20 @@ def _as_str(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def records_from_rows(rows: Iterable[Sequence[object]]) -> list[PeerRecord]:
+    """Peer records from C{SELECT guid, id, uuid, pk, info} rows (SQLite or PostgreSQL)."""
+    return [
+        PeerRecord(
+            guid=_as_bytes(guid),
+            id=_as_str(id_),
+            uuid=_as_bytes(uuid),
+            pk=_as_bytes(pk),
+            ip=decode_info(info),
+        )
+        for guid, id_, uuid, pk, info in rows
+    ]
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; the writer issues its own
     # BEGIN IMMEDIATE / COMMIT so that one batch is exactly one transaction.
@@ -231,16 +245,7 @@ class PeerStore:
             rows = conn.execute("SELECT guid, id, uuid, pk, info FROM peer").fetchall()
         finally:
             conn.close()
-        return [
-            PeerRecord(
-                guid=_as_bytes(guid),
-                id=_as_str(id_),
-                uuid=_as_bytes(uuid),
-                pk=_as_bytes(pk),
-                ip=decode_info(info),
-            )
-            for guid, id_, uuid, pk, info in rows
-        ]
+        return records_from_rows(rows)
 
     def save(self, record: PeerRecord) -> Deferred[bytes]:
         """Insert C{record} (if its guid is C{None}) or update it by guid.
