@@ -46,7 +46,6 @@ class OpsContext:
     @ivar events: the --event-log sink, or C{None}.
     @ivar metrics_allow: networks besides loopback that may read /metrics.
     @ivar require_login: --require-login.
-    @ivar public_host: --public-host, or the machine's host name.
     @ivar api_url: what clients type as the API server (C{""} without one).
     @ivar sign_ins: per-address sign-in limit shared by the API and console.
     @ivar client_config: the settings clients should use (the console's
@@ -62,7 +61,6 @@ class OpsContext:
     events: EventSink | None
     metrics_allow: tuple[IPNetwork, ...]
     require_login: bool
-    public_host: str
     api_url: str
     sign_ins: SignInGuard = field(default_factory=SignInGuard)
     #: Set by the API server when it is built (None: no API, nothing to ask).

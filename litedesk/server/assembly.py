@@ -35,7 +35,7 @@ from litedesk.discovery.state import DiscoveryRegistry
 from litedesk.logfiles import make_twistd_log_private
 from litedesk.ops import users
 from litedesk.ops.accounts import Accounts
-from litedesk.ops.client_config import default_public_host
+from litedesk.ops.client_config import ClientConfig, default_public_host
 from litedesk.ops.client_config import from_options as client_config_for
 from litedesk.ops.context import OpsContext
 from litedesk.ops.counters import OpsCounters
@@ -136,6 +136,7 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
         raise SystemExit(f"litedesk-relay: {e}") from None
 
     top = LiteDeskServer(key)
+    public_host, client_config = _client_setup(config, key)
     events = top.events = _open_event_log(top, config, reactor)
     if not config["no-relay"]:
         top.relay = make_relay_service(
@@ -164,7 +165,7 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
                 endpoint=config["ws-relay-endpoint"],
             )
     if config["relay-only"]:
-        _add_api(top, config, reactor, None)
+        _add_api(top, config, reactor, None, public_host, client_config)
         return top
     relays, loaded = _add_rendezvous(top, config, reactor, data_dir)
     if top.server is not None:
@@ -175,8 +176,9 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
         top.discovery = EndpointService("discovery", ep, discovery)
         top.discovery.setServiceParent(top)
         _log.info("LiteDesk v1 discovery on {endpoint}", endpoint=config["discovery-endpoint"])
-    _add_api(top, config, reactor, None if config["database"] else str(data_dir / DB_FILE))
-    _log_start(config, key, relays, loaded, data_dir)
+    db = None if config["database"] else str(data_dir / DB_FILE)
+    _add_api(top, config, reactor, db, public_host, client_config)
+    _log_start(config, key, relays, loaded, data_dir, client_config)
     return top
 
 
@@ -200,11 +202,35 @@ def _open_event_log(top: LiteDeskServer, config: ServerOptions, reactor: Any) ->
     return events
 
 
-def _add_api(top: LiteDeskServer, config: ServerOptions, reactor: Any, db: str | None) -> None:
+def _client_setup(config: ServerOptions, key: ServerKey) -> tuple[str, ClientConfig | None]:
+    """The public host name and what clients type (C{None}: no key they can type).
+
+    Worked out once: the host name may take a DNS lookup (C{getfqdn}), and the
+    start-up log and the console's client setup page show the same settings.
+    """
+    public_host = default_public_host(config["public-host"] or "")
+    # The key clients type: the public key when the server signs, else the
+    # licence string (client_settings' three cases).
+    client_key = key.public_key or key.licence
+    if not client_key:
+        return public_host, None
+    resolved = {**config, "public-host": public_host}
+    api = None if config["no-api"] else config["api-endpoint"]
+    return public_host, client_config_for(resolved, client_key, api)
+
+
+def _add_api(
+    top: LiteDeskServer,
+    config: ServerOptions,
+    reactor: Any,
+    db: str | None,
+    public_host: str,
+    client_config: ClientConfig | None,
+) -> None:
     """The HTTP operations listener (C{top.api}), unless C{--no-api}."""
     if config["no-api"]:
         return
-    ctx = _ops_context(top, config, reactor, db)
+    ctx = _ops_context(top, config, reactor, db, public_host, client_config)
     site = make_site(ctx)
     ep = endpoints.serverFromString(reactor, config["api-endpoint"])
     top.api = EndpointService("api", ep, site)
@@ -240,7 +266,12 @@ def plain_http_exposed(endpoint: str) -> bool:
 
 
 def _ops_context(
-    top: LiteDeskServer, config: ServerOptions, reactor: Any, db: str | None
+    top: LiteDeskServer,
+    config: ServerOptions,
+    reactor: Any,
+    db: str | None,
+    public_host: str,
+    client_config: ClientConfig | None,
 ) -> OpsContext:
     """The ops database and accounts (services of C{top}) and what the HTTP parts read."""
     data_dir = Path(config["data-dir"])
@@ -254,8 +285,6 @@ def _ops_context(
     top.accounts = accounts
     if config["require-login"] and top.server is not None:
         top.server.login_gate = LoginGate(accounts.user_for_token)
-    public_host = default_public_host(config["public-host"] or "")
-    client_key = top.key.public_key or top.key.licence
     return OpsContext(
         top=top,
         reactor=reactor,
@@ -266,11 +295,8 @@ def _ops_context(
         events=top.events,
         metrics_allow=tuple(config.metrics_allow),
         require_login=bool(config["require-login"]),
-        public_host=public_host,
         api_url=_api_address(config["api-endpoint"]).replace("this host", public_host),
-        client_config=(
-            client_config_for(config, client_key, config["api-endpoint"]) if client_key else None
-        ),
+        client_config=client_config,
     )
 
 
@@ -376,7 +402,12 @@ def _add_rendezvous(
 
 
 def _log_start(
-    config: ServerOptions, key: ServerKey, relays: RelayList, loaded: int, data_dir: Path
+    config: ServerOptions,
+    key: ServerKey,
+    relays: RelayList,
+    loaded: int,
+    data_dir: Path,
+    settings: ClientConfig | None,
 ) -> None:
     _log.info(
         "LiteDesk rendezvous server: {peers} peers loaded from {db}; public key {pk}; "
@@ -417,13 +448,7 @@ def _log_start(
         relay=relays.configured[0] if relays.configured else "(derived by clients: port + 1)",
         key=client_settings(key),
     )
-    # The key clients type: the public key when the server signs, else the
-    # licence string (client_settings' three cases).
-    client_key = key.public_key or key.licence
-    if client_key:
-        settings = client_config_for(
-            config, client_key, None if config["no-api"] else config["api-endpoint"]
-        )
+    if settings is not None:
         _log.info(
             "Client config string (the app's ID/Relay server import, or "
             "rustdesk --config STRING): {config_string}",
