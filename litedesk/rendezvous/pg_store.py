@@ -63,7 +63,6 @@ from litedesk.rendezvous.store import (
     StoreClosed,
     _Outcome,
     _Write,
-    encode_info,
     records_from_rows,
 )
 
@@ -207,16 +206,7 @@ class PgPeerStore:
             return fail(StoreOverloaded(f"{self._pending} saves already waiting"))
         d: Deferred[bytes] = Deferred()
         self._pending += 1
-        write = _Write(
-            guid=record.guid,
-            id=record.id,
-            uuid=record.uuid,
-            pk=record.pk,
-            info=encode_info(record.ip),
-            record=record,
-            deferred=d,
-            renamed_from=record.renamed_from,
-        )
+        write = _Write.of(record, d)
         if self._held or self._fence or (write.renamed_from and self._in_flight):
             self._held.append(write)
         else:

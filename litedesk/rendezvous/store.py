@@ -110,6 +110,20 @@ class _Write:
     deferred: Deferred[bytes]
     renamed_from: str = ""
 
+    @classmethod
+    def of(cls, record: PeerRecord, deferred: Deferred[bytes]) -> _Write:
+        """The snapshot of C{record} whose outcome fires C{deferred}."""
+        return cls(
+            guid=record.guid,
+            id=record.id,
+            uuid=record.uuid,
+            pk=record.pk,
+            info=encode_info(record.ip),
+            record=record,
+            deferred=deferred,
+            renamed_from=record.renamed_from,
+        )
+
 
 # What the writer hands back to the reactor thread: each write with either the
 # committed guid or the exception that failed it.
@@ -264,18 +278,7 @@ class PeerStore:
             return fail(StoreClosed("peer store is closed"))
         d: Deferred[bytes] = Deferred()
         self._pending += 1
-        self._queue.put(
-            _Write(
-                guid=record.guid,
-                id=record.id,
-                uuid=record.uuid,
-                pk=record.pk,
-                info=encode_info(record.ip),
-                record=record,
-                deferred=d,
-                renamed_from=record.renamed_from,
-            )
-        )
+        self._queue.put(_Write.of(record, d))
         return d
 
     def close(self) -> Deferred[None]:
