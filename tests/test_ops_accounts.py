@@ -78,10 +78,17 @@ class UserTableTests(SynchronousTestCase):
         users.insert_token(self.conn, token, "alice", "api", now=100.0, lifetime=10.0)
         (stored,) = self.conn.execute("SELECT hash FROM ops_token").fetchone()
         self.assertEqual(bytes(stored), hashlib.sha256(token.encode()).digest())
-        self.assertNotIn(
-            token.encode(),
-            Path(self.conn.execute("PRAGMA database_list").fetchone()[2]).read_bytes(),
+        self.conn.commit()
+        # Committed, the row is in the WAL (or the main file after a checkpoint):
+        # neither may hold the token itself.
+        path = self.conn.execute("PRAGMA database_list").fetchone()[2]
+        on_disk = b"".join(
+            Path(path + suffix).read_bytes()
+            for suffix in ("", "-wal")
+            if Path(path + suffix).exists()
         )
+        self.assertIn(bytes(stored), on_disk)  # the check reads where the row is
+        self.assertNotIn(token.encode(), on_disk)
         for i in range(users.MAX_TOKENS_PER_USER + 10):
             users.insert_token(
                 self.conn, users.new_token(), "alice", "api", now=200.0 + i, lifetime=10.0
