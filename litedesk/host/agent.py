@@ -14,8 +14,6 @@ TLS, password login, screen out (mss + H.264/VP9), input and clipboard in
 from __future__ import annotations
 
 import base64
-import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +33,8 @@ from litedesk.host.passwords import (
     publish_one_time_password,
 )
 from litedesk.host.paths import HostPaths
-from litedesk.host.registration import Event, Registration, StreamRegistration
-from litedesk.host.rendezvous_client import RendezvousClient, StreamRendezvousClient
+from litedesk.host.rendezvous_client import StreamRendezvousClient
+from litedesk.host.rendezvous_setup import add_rendezvous
 from litedesk.logfiles import make_twistd_log_private
 from litedesk.rustdesk.detect import (
     DetectingFactory,
@@ -50,7 +48,6 @@ from litedesk.session.admission import DEFAULT_PER_SOURCE, DEFAULT_TOTAL, Admiss
 from litedesk.session.host_certificate import host_context_factory
 from litedesk.session.host_context import Display, HostContext
 from litedesk.session.host_session import HostSession
-from litedesk.session.links import ServerLinks
 from litedesk.session.login import LoginVerifier
 from litedesk.session.tls import wrap_server
 
@@ -225,30 +222,6 @@ class _Sessions:
         return DetectingFactory(lambda: self.detecting_session(direct=direct))
 
 
-def _registration_logger(identity: HostIdentity, server: str) -> Callable[[Event], None]:
-    def log(event: Event) -> None:
-        if event.kind == "registered":
-            _log.info(
-                "Registered with {server} as id {peer_id}", server=server, peer_id=identity.peer_id
-            )
-        elif event.kind == "refused":
-            _log.error(
-                "Registration refused by {server}: {detail}", server=server, detail=event.detail
-            )
-        elif event.kind == "unreachable":
-            _log.warn(
-                "Rendezvous server {server} is not answering ({detail}); retrying",
-                server=server,
-                detail=event.detail,
-            )
-        elif event.kind == "reachable":
-            _log.info("Rendezvous server {server} answers again", server=server)
-        else:
-            _log.info("Registration: {kind} {detail}", kind=event.kind, detail=event.detail)
-
-    return log
-
-
 def _displays(display: str | None) -> list[Display]:
     from litedesk.screen.capture import CaptureError, list_displays
 
@@ -257,14 +230,6 @@ def _displays(display: str | None) -> list[Display]:
     except CaptureError as e:
         raise SystemExit(f"litedesk-host: cannot open display {display}: {e}") from None
     return [Display(d.x, d.y, d.width, d.height, d.name, d.primary) for d in found]
-
-
-def _needs_ipv6(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return all(i[0] == socket.AF_INET6 for i in infos)
 
 
 def _unauthenticated_limit() -> int:
@@ -403,7 +368,7 @@ def _assemble(
         agent.upnp.setServiceParent(agent)
         upnp_port = lambda: mapper.mapped_port  # noqa: E731
     if config["rendezvous"] is not None:
-        _add_rendezvous(agent, config, reactor, make_session, upnp_port)
+        add_rendezvous(agent, config, reactor, make_session, upnp_port)
     if config["listen"] is not None:
         factory = session_factory(direct=True)
         ep = endpoints.serverFromString(reactor, config["listen"])
@@ -420,87 +385,3 @@ def _assemble(
         )
         agent.discoverable.setServiceParent(agent)
     return agent
-
-
-def _add_rendezvous(
-    agent: HostAgent,
-    config: HostOptions,
-    reactor: Any,
-    make_session: Callable[..., Any],
-    upnp_port: Callable[[], int] | None,
-) -> None:
-    """Registration with the rendezvous server, the NAT test, and the paths it pushes."""
-    if config.ws_server is not None:
-        _add_websocket_rendezvous(agent, config, reactor, make_session)
-        return
-    server = config.server
-    nat_type = None
-    if not config["no-nat-test"]:
-        from litedesk.nat.nattype import NatTypeService, monitor_for
-
-        monitor = monitor_for(reactor, server)
-        agent.nat_test = NatTypeService(monitor)
-        agent.nat_test.setServiceParent(agent)
-        nat_type = lambda: monitor.nat_type  # noqa: E731
-    identity = agent.identity
-    agent.paths = HostPaths(
-        reactor,
-        identity.peer_id,
-        server,
-        config["key"],
-        make_session,
-        on_event=_registration_logger(identity, config["rendezvous"]),
-        nat_type=nat_type,
-        force_relay=bool(config["force-relay"]),
-        relay_server=config["relay-server"],
-        upnp_port=upnp_port,
-    )
-    reg = Registration(identity.peer_id, identity.uuid, identity.public_key)
-    client = RendezvousClient(reg, server, agent.paths, reactor)
-    iface = "::" if _needs_ipv6(server[0]) else "0.0.0.0"
-    agent.rendezvous_udp = UDPListenerService(
-        "rendezvous-udp", reactor, f"udp:0:interface={iface.replace(':', chr(92) + ':')}", client
-    )
-    agent.rendezvous_udp.setServiceParent(agent)
-
-
-def _add_websocket_rendezvous(
-    agent: HostAgent, config: HostOptions, reactor: Any, make_session: Callable[..., Any]
-) -> None:
-    """--websocket: registration on a WebSocket stream, every viewer through the relay.
-
-    No UDP socket and no NAT test: a host in WebSocket mode reaches nothing
-    but the server's WebSocket URLs (docs/websocket.rst §7).
-    """
-    assert config.ws_server is not None
-    identity = agent.identity
-    links = ServerLinks(config.server, ws=config.ws_server, ws_ca=config["ws-ca"])
-    where = links.describe()
-    if not config.ws_server.rendezvous.secure:
-        _log.warn(
-            "The rendezvous server {server} is plain ws://: its traffic is not encrypted "
-            "(sessions are, end to end); use a wss:// URL or a host name for TLS",
-            server=where,
-        )
-    agent.paths = HostPaths(
-        reactor,
-        identity.peer_id,
-        config.server,
-        config["key"],
-        make_session,
-        on_event=_registration_logger(identity, where),
-        nat_type=None,
-        force_relay=True,
-        relay_server=config["relay-server"],
-        links=links,
-    )
-    reg = StreamRegistration(identity.peer_id, identity.uuid, identity.public_key)
-    agent.rendezvous_stream = StreamRendezvousClient(
-        reg,
-        lambda protocol: links.open_stream(reactor, protocol),
-        agent.paths,
-        reactor,
-        where,
-    )
-    agent.rendezvous_stream.setName("rendezvous-stream")
-    agent.rendezvous_stream.setServiceParent(agent)

@@ -17,9 +17,10 @@ from twisted.python import usage
 
 from litedesk.discovery.client import DISCOVERY_PORT
 from litedesk.host.passwords import ONE_TIME_PASSWORD_FILE
+from litedesk.host.server_list import parse_server_list
 from litedesk.option_types import nonneg_int
 from litedesk.websocket.urls import WebSocketServer, is_ws_url, load_ca_file
-from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
+from litedesk.wire.address import Address, parse_host_port
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
 
 __all__ = ["UPNP_LOCAL_PORT", "HostOptions"]
@@ -36,7 +37,9 @@ def _default_config_dir() -> str:
 class HostOptions(usage.Options):
     """C{twistd litedesk-host}'s command line (C{litedesk.host_tap.Options})."""
 
-    synopsis = "--rendezvous HOST[:PORT]|ws(s)://NAME/ --key SERVER_PUBKEY [options]"
+    synopsis = (
+        "--rendezvous HOST[:PORT][,HOST[:PORT]...]|ws(s)://NAME/ --key SERVER_PUBKEY [options]"
+    )
     longdesc = (
         "Make this desktop reachable: register with a LiteDesk (or RustDesk) rendezvous "
         "server and serve viewers.  The id is written to CONFIG_DIR/id and logged; with "
@@ -112,8 +115,12 @@ class HostOptions(usage.Options):
             "rendezvous",
             "r",
             None,
-            "Rendezvous server HOST[:PORT] (port 21116 by default), or with --websocket "
-            "a ws:// or wss:// URL (wss://NAME/ is a reverse proxy's /ws/id and /ws/relay).",
+            "Rendezvous server HOST[:PORT] (port 21116 by default), or a comma-separated "
+            "list of them (the nodes of a cluster): the host registers with the first that "
+            "answers and moves to the next when it stops answering; servers a ConfigUpdate "
+            "names are added after them (kept in CONFIG_DIR/rendezvous-servers).  With "
+            "--websocket one server: a HOST[:PORT] or a ws:// or wss:// URL "
+            "(wss://NAME/ is a reverse proxy's /ws/id and /ws/relay).",
         ],
         [
             "relay-server",
@@ -201,6 +208,7 @@ class HostOptions(usage.Options):
         if self["rendezvous"] is None and self["listen"] is None:
             raise usage.UsageError("give --rendezvous (and --key), or --listen, or both")
         self.ws_server: WebSocketServer | None = None
+        self.servers: list[Address] = []
         if self["rendezvous"] is not None:
             self._check_rendezvous()
         self._check_websocket()
@@ -249,17 +257,24 @@ class HostOptions(usage.Options):
             raise usage.UsageError("--key must be the server's base64 public key") from None
         if is_ws_url(self["rendezvous"]):
             self["websocket"] = True
+        if self["websocket"] and "," in self["rendezvous"]:
+            raise usage.UsageError(
+                f"bad --rendezvous {self['rendezvous']!r}: with --websocket (or a ws:// URL) "
+                "give one server, not a list"
+            )
         if self["websocket"]:
             try:
                 self.ws_server = WebSocketServer.from_option(self["rendezvous"])
             except ValueError as e:
                 raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}: {e}") from None
             self.server = (self.ws_server.host, self.ws_server.port)
+            self.servers = [self.server]
             return
         try:
-            self.server = parse_host_port(self["rendezvous"], DEFAULT_RENDEZVOUS_PORT)
-        except ValueError:
-            raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}") from None
+            self.servers = parse_server_list(self["rendezvous"])
+        except ValueError as e:
+            raise usage.UsageError(f"bad --rendezvous: {e}") from None
+        self.server = self.servers[0]
 
     def _check_websocket(self) -> None:
         """--websocket needs a server; --ws-ca a readable PEM file; --upnp is pointless."""

@@ -127,6 +127,13 @@ class HostPaths:
     def relay_server(self, value: str) -> None:
         self.relays.relay_server = value.strip()
 
+    def use_server(self, server: tuple[str, int]) -> None:
+        """The host registers with C{server} now: answers, punches and the default
+        relay (host:port+1) go there (L{litedesk.host.failover})."""
+        self.server = server
+        self.relays.server = server
+        self.links.server = server
+
     # -- IPushHandler ----------------------------------------------------------
 
     def registration_event(self, event: Any) -> None:

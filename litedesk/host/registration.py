@@ -87,6 +87,20 @@ class Registration:
         self.misses = 0
         self.refusal = ""
 
+    def restart(self) -> None:
+        """Start over with another server: its key is not confirmed there yet.
+
+        The serial is kept (it is the configuration's, not the server's);
+        a back-off or refusal from the old server does not apply to the new one.
+        """
+        self.key_confirmed = False
+        self.state = RegState.STARTING
+        self.last_response = None
+        self.outstanding_since = None
+        self.paused_until = 0.0
+        self.misses = 0
+        self.refusal = ""
+
     # -- outputs -------------------------------------------------------------
 
     def _register_peer(self) -> rz.RendezvousMessage:

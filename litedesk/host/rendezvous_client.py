@@ -30,8 +30,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from litedesk.host.registration import Event, Output, Registration, StreamOutput, StreamRegistration
+from litedesk.host.failover import Failover, FailoverOutput
+from litedesk.host.registration import Event, Registration, StreamOutput, StreamRegistration
+from litedesk.host.server_list import ServerRotation
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.wire.address import Address
 from litedesk.wire.addrmangle import decode, normalize, normalize_host
 from litedesk.wire.bytescodec import FrameDecoder, FrameError, encode_frame
 from litedesk.wire.messages import parse_rendezvous
@@ -100,7 +103,13 @@ class PushDispatcher:
 
 
 class RendezvousClient(DatagramProtocol):
-    """Keeps one host registered with one server and receives its pushes."""
+    """Keeps one host registered with one server at a time and receives its pushes.
+
+    With a L{ServerRotation} of several servers it moves to the next one
+    when the current one stops answering (L{Failover}); C{on_switch} hears
+    the new server (everything else the host sends to "the server" follows
+    it) and C{on_adopted} the server list a C{ConfigUpdate} changed (to save).
+    """
 
     _log = Logger()
     noisy = False
@@ -112,9 +121,15 @@ class RendezvousClient(DatagramProtocol):
         handler: IPushHandler,
         clock: IReactorTime,
         tick: float = 1.0,
+        rotation: ServerRotation | None = None,
+        on_switch: Callable[[Address], None] | None = None,
+        on_adopted: Callable[[list[Address]], None] | None = None,
     ) -> None:
         self.registration = registration
-        self.server = server
+        self.failover = Failover(registration, rotation or ServerRotation([server]))
+        self.server = self.failover.current
+        self.on_switch = on_switch
+        self.on_adopted = on_adopted
         self.handler = handler
         self.clock = clock
         self._tick_interval = tick
@@ -158,7 +173,7 @@ class RendezvousClient(DatagramProtocol):
 
     def _tick(self) -> None:
         try:
-            out = self.registration.tick(self.clock.seconds())
+            out = self.failover.tick(self.clock.seconds())
             if self.registration.misses >= 4:
                 self._server_addr = None
             self._apply(out)
@@ -166,7 +181,18 @@ class RendezvousClient(DatagramProtocol):
             # The loop must survive a bad tick or the host silently goes offline.
             self._log.failure("Registration tick failed")
 
-    def _apply(self, out: Output) -> None:
+    def config_update(self, cu: rz.ConfigUpdate) -> None:
+        """A C{ConfigUpdate} from the current server's NAT test answer."""
+        self._apply(self.failover.config_update(cu, self.clock.seconds()))
+
+    def _apply(self, out: FailoverOutput) -> None:
+        if out.switch_to is not None:
+            self.server = out.switch_to
+            self._server_addr = None
+            if self.on_switch is not None:
+                self.on_switch(out.switch_to)
+        if out.adopted is not None and self.on_adopted is not None:
+            self.on_adopted(out.adopted)
         addr = self._resolve()
         if addr is not None and self.transport is not None:
             for msg in out.send:
@@ -193,7 +219,7 @@ class RendezvousClient(DatagramProtocol):
         kind = msg.WhichOneof("union")
         now = self.clock.seconds()
         if kind in ("register_peer_response", "register_pk_response", "configure_update"):
-            self._apply(self.registration.received(msg, now))
+            self._apply(self.failover.received(msg, now))
             return
         self._pushes.dispatch(msg, now)
 

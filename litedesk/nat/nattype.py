@@ -72,11 +72,13 @@ class NatProbe:
     nat_type: int
     local: Address  # the local address of the probe sockets (L)
     ports: tuple[int, int]  # public ports the server saw on P and P-1
+    #: The server's C{ConfigUpdate} (C{TestNatResponse.cu}), when it sent one.
+    update: rz.ConfigUpdate | None = None
 
 
 async def _ask_port(
     reactor: Any, local: Address, server: Address, serial: int, timeout: float
-) -> tuple[int, Address]:
+) -> tuple[int, Address, rz.ConfigUpdate | None]:
     link = RendezvousLink()
     try:
         await connect_from(reactor, local, server, link, timeout)
@@ -89,7 +91,8 @@ async def _ask_port(
         while True:
             msg = await link.next_message(reactor, timeout)
             if msg.WhichOneof("union") == "test_nat_response":
-                return int(msg.test_nat_response.port), bound
+                tnr = msg.test_nat_response
+                return int(tnr.port), bound, (tnr.cu if tnr.HasField("cu") else None)
     finally:
         link.close()
         closed = link.closed
@@ -133,7 +136,7 @@ async def probe_nat_type(
         raise LinkError(f"NAT test: {error}") from None
     finally:
         reservation.close()
-    (first, bound), (second, _) = answers
+    (first, bound, update), (second, _, _) = answers
     nat = classify(first, second)
     _log.info(
         "NAT test from port {port}: {a} / {b} -> {nat}",
@@ -142,7 +145,7 @@ async def probe_nat_type(
         b=second,
         nat=NAMES[nat],
     )
-    return NatProbe(nat, bound, (first, second))
+    return NatProbe(nat, bound, (first, second), update)
 
 
 def resolve_ip(host: str, port: int) -> str:
