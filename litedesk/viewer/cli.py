@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rendezvous",
         "-r",
-        help="rendezvous server HOST[:PORT], or with --websocket a ws:// or wss:// URL",
+        help="rendezvous server HOST[:PORT], or with --websocket a ws:// or wss:// URL; "
+        "a comma-separated list (A,B,...) is tried in turn until one answers",
     )
     p.add_argument("--key", "-k", help="the rendezvous server's public key")
     p.add_argument(
@@ -170,7 +171,8 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
     password = read_password(args)
     t0 = reactor.seconds()
     session = ViewerSession(reactor, args.target, password, codec=args.codec)
-    path = await connect(reactor, args, session)
+    servers: list[str] = []
+    path = await connect(reactor, args, session, on_server=servers.append)
     info = await with_timeout(reactor, session.logged_in, args.timeout, "the login")
     connect_time = reactor.seconds() - t0
     origin = (0, 0)
@@ -202,6 +204,8 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
     if session.error is not None:
         raise session.error
     stats = _session_stats(session, path, connect_time, reactor.seconds() - t0 - connect_time)
+    # The server that found the host (of --rendezvous A,B,...); None when direct.
+    stats["rendezvous"] = servers[-1] if servers else None
     session.disconnect()
     await with_timeout(reactor, session.ended, 5.0, "the disconnect")
     if clipboard is not None:

@@ -23,6 +23,7 @@ from typing import Any
 from nacl.signing import VerifyKey
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.logger import Logger
 
 from litedesk.rustdesk.channel import ChannelTransport
 from litedesk.rustdesk.viewer_detect import PROTOCOL_LITEDESK, PROTOCOL_RUSTDESK, HostDetector
@@ -39,6 +40,8 @@ from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 
 LOGIN_TIMEOUT = 20.0
 DIRECT_PORT = 21118  # what a host's --listen uses unless told otherwise
+
+_log = Logger(namespace="litedesk.viewer")
 
 
 class UsageFailure(Exception):
@@ -182,13 +185,25 @@ def is_direct(target: str) -> bool:
     return ":" in target or any(c == "." for c in target)
 
 
-def server_links(args: argparse.Namespace) -> ServerLinks:
-    """How to reach the server C{args.rendezvous} names: TCP, or WebSocket with
-    C{--websocket} or a C{ws://} / C{wss://} URL (then C{--ws-ca} applies).
+def rendezvous_entries(text: str) -> list[str]:
+    """C{--rendezvous A,B,...}: the servers to try in turn (the nodes of a cluster).
+
+    @raise UsageFailure: naming an empty entry.
+    """
+    entries = [e.strip() for e in text.split(",")]
+    if not all(entries):
+        raise UsageFailure(f"bad rendezvous server list {text.strip()!r}: empty entry")
+    return entries
+
+
+def server_links(args: argparse.Namespace, text: str | None = None) -> ServerLinks:
+    """How to reach the server C{text} (default C{args.rendezvous}) names: TCP,
+    or WebSocket with C{--websocket} or a C{ws://} / C{wss://} URL (then
+    C{--ws-ca} applies).
 
     @raise UsageFailure: the address or the CA file cannot be used.
     """
-    text = str(args.rendezvous)
+    text = str(args.rendezvous) if text is None else text
     ws_ca = getattr(args, "ws_ca", None)
     if not (getattr(args, "websocket", False) or is_ws_url(text)):
         if ws_ca:
@@ -228,8 +243,13 @@ async def connect(
     args: argparse.Namespace,
     session: ViewerSession,
     progress: Callable[[str], None] | None = None,
+    on_server: Callable[[str], None] | None = None,
 ) -> str:
     """Open the stream to the host and start its session; returns the path used.
+
+    C{args.rendezvous} may list several servers (C{A,B,...}): each is asked
+    in turn until one answers (L{find_route}); C{on_server} hears the one
+    that did.
 
     Whatever the path, the host speaks first and its C{SignedId} names the
     protocol (docs/protocol.rst §11.5): LiteDesk's TLS session, pinned to
@@ -266,18 +286,12 @@ async def connect(
         return "direct"
     if not args.rendezvous or not args.key:
         raise UsageFailure("--rendezvous and --key are needed to connect by id")
-    links = server_links(args)
-    server = links.server
     token = await token_for(reactor, args)
     step("rendezvous")
-    route: Route
-    with _named(args.rendezvous):
-        if links.websocket:
-            route = await find_host_ws(reactor, links, args.key, args.target, token=token)
-        else:
-            route = await find_host(
-                reactor, server, args.key, args.target, args.force_relay, token=token
-            )
+    links, route = await find_route(reactor, args, token)
+    server = links.server
+    if on_server is not None:
+        on_server(links.describe())
     creator = viewer_context_factory(route.host_pk, detail=f"id {args.target}")
     tls = HostDetector(
         session,
@@ -307,6 +321,53 @@ async def connect(
     except Exception as e:
         raise ConnectError("cannot reach host on the LAN", str(e)) from None
     return "lan"
+
+
+#: Failures of one rendezvous server after which the next one in the list is asked.
+_NEXT_SERVER = frozenset(
+    {
+        FailureReason.RENDEZVOUS_UNREACHABLE,
+        FailureReason.RENDEZVOUS_CLOSED,
+        FailureReason.RENDEZVOUS_SILENT,
+    }
+)
+
+
+async def find_route(
+    reactor: Any, args: argparse.Namespace, token: str
+) -> tuple[ServerLinks, Route]:
+    """Ask the servers of C{args.rendezvous} in turn for the host; the first that
+    answers gives the route.
+
+    A server that cannot be reached, closes or does not answer within the
+    route's usual timeout is skipped; any other answer (an unknown id, an
+    offline host, a bad key) is the answer.
+
+    @raise ConnectError: the last server's failure, or the answer.
+    """
+    entries = rendezvous_entries(str(args.rendezvous))
+    for i, entry in enumerate(entries):
+        links = server_links(args, entry)
+        try:
+            with _named(args.rendezvous):
+                if links.websocket:
+                    route = await find_host_ws(reactor, links, args.key, args.target, token=token)
+                else:
+                    route = await find_host(
+                        reactor, links.server, args.key, args.target, args.force_relay, token=token
+                    )
+        except ConnectError as e:
+            if i + 1 == len(entries) or failure_reason(e) not in _NEXT_SERVER:
+                raise
+            _log.warn(
+                "Rendezvous server {server} failed ({error}); trying {next}",
+                server=links.describe(),
+                error=str(e),
+                next=entries[i + 1],
+            )
+            continue
+        return links, route
+    raise AssertionError("rendezvous_entries returns at least one entry")
 
 
 async def with_timeout(reactor: Any, d: Deferred[Any], seconds: float, what: str) -> Any:
