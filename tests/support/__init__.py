@@ -20,6 +20,9 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.e2e_lab}: server, hosts and viewers as real processes
     on loopback;
   - L{tests.support.natlab}: the NAT lab in network namespaces;
+  - L{tests.support.cluster_lab}: that lab with PostgreSQL and two cluster
+    nodes sharing it, and probes that register, punch and ask who is
+    online from inside it;
   - L{tests.support.rustdesk_client}, L{tests.support.rustdesk_rendezvous}
     and L{tests.support.rustdesk_host}: a stock RustDesk client (session
     and rendezvous) and a stock RustDesk host, written from RustDesk's

@@ -10,6 +10,11 @@ then the cluster belongs to the C{postgres} user Debian's package creates
 and every command runs through C{runuser}.  fsync stays on (the tests kill
 servers and expect acknowledged rows to be there).
 
+The cluster lab (L{tests.support.cluster_lab}) starts its own cluster
+inside a network namespace, listening on a lab address, with password
+access from the lab's subnet; the test process, outside that namespace,
+administers it over the Unix socket (a file, shared by every namespace).
+
 Starting a cluster takes seconds, so a test process shares one
 (L{shared_cluster}), stopped and removed when the process exits, and each
 test gets a database of its own (L{fresh_database}), dropped in its cleanup.
@@ -27,6 +32,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .ports import free_port
 
@@ -55,17 +61,28 @@ def pg_bin() -> Path:
 class PostgresCluster:
     """One running cluster; L{stop} removes it.
 
-    @ivar port: its loopback TCP port.
-    @ivar admin_url: a URL for the superuser C{litedesk} with its password.
+    @ivar port: its TCP port.
+    @ivar admin_url: a URL for the superuser C{litedesk} (with its password over
+        TCP; over the Unix socket when the server runs in a namespace).
+
+    @param listen: the address the server listens on (it must exist where
+        the server runs).
+    @param clients: a network (CIDR) whose clients may connect over TCP with
+        the password, besides loopback.
+    @param netns: run the server in this network namespace (C{ip netns exec}).
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, listen: str = "127.0.0.1", clients: str | None = None, netns: str | None = None
+    ) -> None:
         self._bin = pg_bin()
-        self._as: list[str] = []
+        self.listen = listen
+        self.netns = netns
+        self._as: list[str] = ["ip", "netns", "exec", netns] if netns else []
         owner: pwd.struct_passwd | None = None
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
-            self._as = ["runuser", "-u", "postgres", "--"]
+            self._as += ["runuser", "-u", "postgres", "--"]
         self.dir = Path(tempfile.mkdtemp(prefix="litedesk-pg-"))
         if owner is not None:
             os.chown(self.dir, owner.pw_uid, owner.pw_gid)
@@ -93,14 +110,17 @@ class PostgresCluster:
         )
         pwfile.unlink()
         conf = (
-            f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+            f"listen_addresses = '{listen}'\nport = {self.port}\n"
             f"unix_socket_directories = '{self.dir}'\nmax_connections = 50\n"
             "shared_buffers = 32MB\nfsync = on\nsynchronous_commit = on\n"
         )
         with (self.data / "postgresql.conf").open("a") as f:
             f.write(conf)
+        if clients is not None:
+            with (self.data / "pg_hba.conf").open("a") as f:
+                f.write(f"host all all {clients} scram-sha-256\n")
         self.start()
-        self.admin_url = self.url("postgres")
+        self.admin_url = self.socket_url("postgres") if netns else self.url("postgres")
 
     def start(self) -> None:
         """Start the server (again)."""
@@ -122,7 +142,13 @@ class PostgresCluster:
 
     def url(self, database: str) -> str:
         """A URL with the password for C{database} on this cluster."""
-        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{USER}:{PASSWORD}@{self.listen}:{self.port}/{database}"
+
+    def socket_url(self, database: str) -> str:
+        """A URL for C{database} over the cluster's Unix socket (trusted, no password)."""
+        return (
+            f"postgresql://{USER}@/{database}?host={quote(str(self.dir), safe='')}&port={self.port}"
+        )
 
     def create_database(self, name: str) -> str:
         """Create database C{name}; returns its URL."""
