@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +44,12 @@ from litedesk.host.server_list import (
     servers_from_update,
 )
 from litedesk.proto import rendezvous_pb2 as rz
-from litedesk.relay_tap import Options as RelayOptions
-from litedesk.relay_tap import makeService
 from litedesk.wire.address import parse_host_port
 
 from .rendezvous_harness import start_server
 from .support.e2e_lab import VIEWER
 from .support.polling import until
-from .support.ports import free_port_pair
+from .support.rendezvous_nodes import copy_key, start_node, two_port_layouts
 from .support.skips import requires
 from .support.xvfb import shared_xvfb
 
@@ -304,9 +301,7 @@ class ClientFailoverTests(TestCase):
     def start_server(self, key_from: Path | None = None) -> Any:
         data = Path(self.mktemp())
         if key_from is not None:
-            data.mkdir(mode=0o700)
-            for name in ("id_ed25519", "id_ed25519.pub"):
-                shutil.copy(key_from / name, data / name)
+            copy_key(key_from, data)
         svc = start_server(data, "--key", "")
         self.addCleanup(lambda: svc.stopService() if svc.running else None)
         return svc, data
@@ -373,37 +368,6 @@ class ClientFailoverTests(TestCase):
         yield until(lambda: peer.pk, message="key on the saved server")
 
 
-def _start_fixed_server(data: Path, port: int, *extra: str) -> Any:
-    """A server on the RustDesk port layout around C{port} (the NAT test needs P-1)."""
-    opts = RelayOptions()
-    opts.parseOptions(
-        [
-            "--data-dir",
-            str(data),
-            "--port",
-            str(port),
-            "--interface",
-            "127.0.0.1",
-            "--no-api",
-            "--key",
-            "",
-            *extra,
-        ]
-    )
-    svc = makeService(opts, reactor)
-    svc.privilegedStartService()
-    svc.startService()
-    return svc
-
-
-def _two_port_pairs() -> tuple[int, int]:
-    first = free_port_pair()
-    while True:
-        second = free_port_pair()
-        if abs(second - first) > 6:
-            return first, second
-
-
 @requires("Xvfb")
 class AgentFailoverTests(TestCase):
     """The whole host agent and a headless viewer, as a person runs them."""
@@ -415,16 +379,12 @@ class AgentFailoverTests(TestCase):
         from litedesk.host.agent import build_host_agent
         from litedesk.host_tap import Options as HostTapOptions
 
-        p1, p2 = _two_port_pairs()
+        p1, p2 = two_port_layouts()
         data1, data2 = Path(self.mktemp()), Path(self.mktemp())
-        first = _start_fixed_server(
-            data1, p1, "--rendezvous-servers", f"127.0.0.1:{p2}", "--serial", "5"
-        )
+        first = start_node(data1, p1, "--rendezvous-servers", f"127.0.0.1:{p2}", "--serial", "5")
         self.addCleanup(lambda: first.stopService() if first.running else None)
-        data2.mkdir(mode=0o700)
-        for name in ("id_ed25519", "id_ed25519.pub"):
-            shutil.copy(data1 / name, data2 / name)  # a cluster shares one key pair
-        second = _start_fixed_server(data2, p2)
+        copy_key(data1, data2)  # a cluster shares one key pair
+        second = start_node(data2, p2)
         self.addCleanup(lambda: second.stopService() if second.running else None)
 
         config_dir = Path(self.mktemp())

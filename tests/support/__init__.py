@@ -47,6 +47,8 @@ helpers.  Each module holds one kind of fixture:
     "API server" (sign-in, heartbeat, sysinfo, audit, address book), and
     L{tests.support.api_server}: a real server with users and a registered
     host for those calls;
+  - L{tests.support.rendezvous_nodes}: rendezvous servers in the test
+    process on RustDesk's port layout, sharing a key pair (failover tests);
   - L{tests.support.postgres}: a throwaway PostgreSQL cluster from
     Debian's packages, shared by a test process, a database per test;
   - L{tests.support.imports}: what a module imports, for the emulators'
