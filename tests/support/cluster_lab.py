@@ -114,6 +114,8 @@ class ClusterLab(LiteDeskLab):
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.net.up()
+            # The nodes have IPv4 only; hosts and viewers connect through the NATs.
+            self.net.set_ipv6(False)
             self.xvfb = Xvfb(1920, 1080, 24).start()
             self.env["DISPLAY"] = str(self.xvfb.display)
             self.pg = PostgresCluster(PG_ADDR, clients=LAB_NET, netns=self.net.ns(PG_ROLE))
