@@ -127,7 +127,6 @@ def add_rendezvous(
     reg = Registration(identity.peer_id, identity.uuid, identity.public_key)
     clients: list[RendezvousClient] = []
     nat_type = None
-    monitor = None
     if not config["no-nat-test"]:
         from litedesk.nat.nattype import NatTypeService
 
@@ -149,14 +148,6 @@ def add_rendezvous(
     )
     agent.paths = paths
 
-    def switched(server: Address) -> None:
-        paths.use_server(server)
-        if monitor is not None and agent.nat_test is not None and agent.nat_test.running:
-            # The new server's NAT test answer carries its ConfigUpdate, and
-            # the NAT type seen through it is the one its viewers meet.
-            monitor.stop()
-            monitor.start()
-
     def adopted(servers: list[Address]) -> None:
         save_servers(saved, servers)
 
@@ -166,7 +157,10 @@ def add_rendezvous(
         paths,
         reactor,
         rotation=rotation,
-        on_switch=switched,
+        # The NAT test asks the current server at its next run (a retry, or
+        # the 10-minute refresh); it is not restarted here, as a probe in
+        # flight would then leave a second retry chain behind.
+        on_switch=paths.use_server,
         on_adopted=adopted,
     )
     clients.append(client)
