@@ -111,3 +111,16 @@ class TwoNodeClusterTests(SynchronousTestCase):
         lab.start_node("A")
         # A rejoins: a viewer asking it reaches the host, now registered on B.
         self.connect("A", peer)
+
+
+@requires("netns", "Xvfb")
+class ClusterStartTests(SynchronousTestCase):
+    def test_nodes_started_together(self) -> None:
+        """Both nodes started at once on a new database (they create its tables at the
+        same time, as after a power cut) come up, and each acknowledges registrations."""
+        lab = ClusterLab(Path(self.mktemp()), dict(os.environ))
+        self.addCleanup(lab.down)
+        lab.up(together=True)
+        for node in ("A", "B"):
+            ids = [f"st{node}{os.getpid() % 10**5:05d}{i:02d}" for i in range(5)]
+            self.assertEqual(lab.register(node, ids), {"OK": ids, "NO_ANSWER": []})

@@ -110,7 +110,10 @@ class ClusterLab(LiteDeskLab):
 
     # -- building and removing ----------------------------------------------------
 
-    def up(self) -> ClusterLab:
+    def up(self, together: bool = False) -> ClusterLab:
+        """Build the lab and start both nodes, one after the other or C{together}
+        (both start at once, as after a power cut, and create a new database's
+        tables at the same time)."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.net.up()
@@ -122,10 +125,10 @@ class ClusterLab(LiteDeskLab):
             self.pg.create_database(DATABASE)
             self.url = self.pg.url(DATABASE)
             self._share_key()
-            # One after the other: two nodes creating the schema of a new
-            # database at once is not what this lab tests.
             for node in NODES:
-                self.start_node(node)
+                self.start_node(node, wait=not together)
+            for node in NODES:
+                self.wait_node(node)
         except BaseException:
             self.down()
             raise
