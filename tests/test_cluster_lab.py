@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 from PIL import Image
+from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from .support.cluster_lab import ClusterLab
@@ -30,6 +31,8 @@ from .support.xvfb import set_root_image
 #: Issue 17: the host is online on the surviving node within this many seconds.
 FAILOVER = 30.0
 REGISTRATIONS = 200
+
+log = Logger()
 
 
 @requires("netns", "Xvfb", "xclip", "display")
@@ -88,14 +91,22 @@ class TwoNodeClusterTests(SynchronousTestCase):
         # B's own answer with the host's address proves the host is registered
         # on B and answers it (B's OnlineRequest counts hosts placed on any node,
         # so it says online while the cluster still thinks the host is on A).
+        # A probe B forwards to dead A waits for an answer: one that ends past
+        # the deadline does not count.
         wait_until(
-            lambda: lab.punch("B", [peer]) == {"ADDRESS": [peer]},
+            lambda: (
+                lab.punch("B", [peer]) == {"ADDRESS": [peer]}
+                and time.monotonic() - killed <= FAILOVER
+            ),
             FAILOVER,
             1.0,
             lambda: f"the host to answer through B; host log:\n{lab.host_log(peer)[-3000:]}",
         )
-        took = time.monotonic() - killed
-        self.assertLess(took, FAILOVER)
+        # The figure for the operator's notes (the deadline above is the issue's).
+        log.info(
+            "host answered through B {took:.1f} s after A was killed",
+            took=time.monotonic() - killed,
+        )
         self.connect("B", peer)
 
         # No acknowledged registration is lost: in the table, and B knows each id.
