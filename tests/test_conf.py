@@ -93,9 +93,10 @@ class ExampleConfigTests(SynchronousTestCase):
     def test_example_shows_each_default(self) -> None:
         """Each commented-out "#name = value" shows the default that --help states
         for the option, so uncommenting a line changes nothing until its value is
-        edited (relay-servers and rendezvous-servers show example host names; the
+        edited (relay-servers, rendezvous-servers, node-id and advertise, whose
+        defaults depend on the machine, show example names; the
         endpoints and relay-port, derived from port, show what port 21116 gives)."""
-        examples = {"relay-servers", "rendezvous-servers"}
+        examples = {"relay-servers", "rendezvous-servers", "node-id", "advertise"}
         derived = {
             "udp-endpoint": "udp:21116:interface=::",
             "tcp-endpoint": "tcp6:21116:interface=::",

@@ -21,6 +21,7 @@ exact.  Memory: one entry per peer at most (the peers already exist).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -43,9 +44,20 @@ class OnlineHosts:
         self._bound = 0
         # Peers both bound to a stream and in _fresh: counted once.
         self._both = 0
+        #: Called with a peer that comes online (a registration after none for
+        #: C{timeout}, or a stream bound): a cluster node announces it there.
+        self.arrived: Callable[[Peer], None] | None = None
+        #: Peers whose next registration counts as an arrival even though
+        #: they are online (another node announced them meanwhile).
+        self.recheck: set[Peer] = set()
 
     def seen(self, peer: Peer, now: float) -> None:
         """C{peer} registered at C{now} (sets C{last_reg}); O(1), the heartbeat path."""
+        if self.arrived is not None and peer.channel is None:
+            last = peer.last_reg
+            if last is None or now - last >= self.timeout or peer in self.recheck:
+                self.recheck.discard(peer)
+                self.arrived(peer)
         peer.last_reg = now
         fresh = self._fresh
         try:
@@ -64,6 +76,8 @@ class OnlineHosts:
     def bound(self, peer: Peer) -> None:
         """C{peer.channel} went from None to a stream."""
         self._bound += 1
+        if self.arrived is not None:
+            self.arrived(peer)
         if peer in self._fresh:
             self._both += 1
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -167,6 +167,11 @@ class PgPeerStore:
         self._lock = threading.Lock()
         self._running = writers
         self.commits = 0
+        #: With --cluster: the NOTIFYs (channel, payload) announcing committed
+        #: rows, sent in the transaction that writes them, so that they are
+        #: delivered exactly when the rows are committed.  Called on a writer
+        #: thread with snapshots only.
+        self.announce: Callable[[list[PeerRecord]], list[tuple[str, str]]] | None = None
         for n, q in enumerate(self._queues):
             threading.Thread(
                 target=self._run, args=(q,), name=f"PgPeerStore writer {n}", daemon=True
@@ -335,12 +340,23 @@ class PgPeerStore:
             else:
                 yield write, guid
 
+    def _announce(self, cur: psycopg.Cursor[Any], writes: list[_Write], guids: list[bytes]) -> None:
+        assert self.announce is not None
+        records = [
+            PeerRecord(guid, w.id, w.uuid, w.pk, w.record.ip, renamed_from=w.renamed_from)
+            for w, guid in zip(writes, guids, strict=True)
+        ]
+        for channel, payload in self.announce(records):
+            cur.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
     def _transaction(self, writes: list[_Write]) -> list[bytes]:
         guids: list[bytes] = []
         with self._pool.connection() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
                     guids = write_all(cur, writes)
+                    if self.announce is not None:
+                        self._announce(cur, writes, guids)
             except psycopg.Error as e:
                 if conn.broken or conn.closed:
                     # Not these saves' fault; whether a COMMIT in flight

@@ -84,6 +84,10 @@ class PunchRequests:
             self, conn: ReplySink, ph: rz.PunchHoleRequest, peer: Peer
         ) -> PortChoice | None: ...
 
+        def _forward_to_cluster(
+            self, conn: ReplySink, msg: rz.RendezvousMessage, peer_id: str
+        ) -> bool: ...
+
     def _checked_v6(self, data: bytes, ip: str, what: str) -> bytes:
         """C{data} if it is a valid IPv6 endpoint (L{valid_v6_endpoint}), else b"".
 
@@ -151,6 +155,15 @@ class PunchRequests:
             conn.send_message(rz.RendezvousMessage(punch_hole_response=resp))
             return
         state, peer = self.registry.punch_target(ph.id, self._now())
+        if state is not PunchTarget.ONLINE and self._forward_to_cluster(
+            conn, rz.RendezvousMessage(punch_hole_request=ph), ph.id
+        ):
+            self._log_forwarded(
+                "Punch hole request from {ip} for {peer_id} (forwarded to its cluster node)",
+                ip=conn.addr[0],
+                peer_id=ph.id,
+            )
+            return
         if state is not PunchTarget.ONLINE or peer is None or peer.addr is None:
             self._log.info(
                 "Punch hole request from {ip} for {peer_id}: {state}",
@@ -299,7 +312,8 @@ class PunchRequests:
 
     def _login_refusal(self, conn: ReplySink, what: str, peer_id: str, token: str) -> str | None:
         """With --require-login, the text refusing a request without a live token."""
-        if self.login_gate is None:
+        if self.login_gate is None or getattr(conn, "forwarded", False):
+            # A request forwarded by another cluster node passed its gate there.
             return None
         refused = self.login_gate.refusal(token)
         if refused is None:
@@ -323,6 +337,15 @@ class PunchRequests:
             conn.send_message(rz.RendezvousMessage(relay_response=resp))
             return
         peer = self.registry.relay_target(rr.id)
+        if (peer is None or not peer.online(self._now())) and self._forward_to_cluster(
+            conn, rz.RendezvousMessage(request_relay=rr), rr.id
+        ):
+            self._log_forwarded(
+                "Relay request from {ip} for {peer_id} (forwarded to its cluster node)",
+                ip=conn.addr[0],
+                peer_id=rr.id,
+            )
+            return
         self._log_forwarded(
             "Relay request from {ip} for {peer_id}{unknown}",
             ip=conn.addr[0],

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -326,6 +326,30 @@ class Registry:
     def get(self, peer_id: str) -> Peer | None:
         return self._peers.get(peer_id)
 
+    def apply_stored(self, r: PeerRecord) -> None:
+        """A row another cluster node committed: take its id, uuid, key and IP.
+
+        What this node knows of the peer being online is left as it is (the
+        row says nothing about it); an ID change moves the peer, unless the
+        new id is already held here by another device (the database's
+        unique index let the rename through, so that entry is stale and
+        gives way).
+        """
+        if r.renamed_from:
+            moved = self._peers.pop(r.renamed_from, None)
+            if moved is not None:
+                moved.id = r.id
+                self._peers[r.id] = moved
+        peer = self._peers.get(r.id)
+        if peer is None:
+            self._peers[r.id] = Peer(
+                r.id, guid=r.guid, uuid=r.uuid, pk=r.pk, ip=normalize_host(r.ip)
+            )
+            return
+        peer.uuid, peer.pk, peer.ip = r.uuid, r.pk, normalize_host(r.ip)
+        if r.guid:
+            peer.guid = r.guid
+
     def __len__(self) -> int:
         return len(self._peers)
 
@@ -521,12 +545,23 @@ class Registry:
             return None
         return peer
 
-    def online_states(self, peer_ids: list[str], now: float) -> bytes:
-        """C{OnlineResponse.states}: one bit per asked peer, most significant first."""
+    def online_states(
+        self,
+        peer_ids: list[str],
+        now: float,
+        elsewhere: Callable[[str, float], bool] | None = None,
+    ) -> bytes:
+        """C{OnlineResponse.states}: one bit per asked peer, most significant first.
+
+        @param elsewhere: is a peer not online here online on another
+            cluster node?
+        """
         states = bytearray((len(peer_ids) + 7) // 8)
         for i, pid in enumerate(peer_ids):
             peer = self._peers.get(pid)
-            if peer is not None and peer.online(now):
+            if (peer is not None and peer.online(now)) or (
+                elsewhere is not None and elsewhere(pid, now)
+            ):
                 states[i // 8] |= 0x80 >> (i % 8)
         return bytes(states)
 

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.admission import RequestAdmission
 from litedesk.rendezvous.floodguard import FloodGuard
+from litedesk.rendezvous.forwarded import ForwardedRequests
 from litedesk.rendezvous.host_streams import (
     HOST_HEARTBEAT,
     HOST_KEEP_ALIVE,
@@ -63,7 +64,9 @@ if TYPE_CHECKING:
 __all__ = ["HOST_HEARTBEAT", "HOST_KEEP_ALIVE", "HOST_STREAM_IDLE", "RendezvousServer"]
 
 
-class RendezvousServer(PunchRequests, HostStreams, UdpPunchRequests, UdpRegistrations):
+class RendezvousServer(
+    PunchRequests, HostStreams, UdpPunchRequests, UdpRegistrations, ForwardedRequests
+):
     """Shared state of one rendezvous server (UDP + TCP + NAT-test ports)."""
 
     _log = Logger()
@@ -118,6 +121,11 @@ class RendezvousServer(PunchRequests, HostStreams, UdpPunchRequests, UdpRegistra
             "udp_punch_answers": 0,
             "udp_punch_sent_refused": 0,
             "login_required": 0,
+            "cluster_forwarded_out": 0,
+            "cluster_forwarded_in": 0,
+            "cluster_forward_failed": 0,
+            "cluster_answers_in": 0,
+            "cluster_bad_messages": 0,
         }
         #: Where punch requests and refused registrations are reported
         #: (--event-log); set by the assembly.
@@ -133,6 +141,7 @@ class RendezvousServer(PunchRequests, HostStreams, UdpPunchRequests, UdpRegistra
         self.registration_lines = LineBudget()
         self.request_lines = LineBudget()
         self._signed_ids: dict[tuple[str, bytes], bytes] = {}
+        self._init_forwarded()
 
     def _mangle(self, addr: Address) -> bytes:
         return addrmangle.encode(addr, now_us=self._now_us)
@@ -226,7 +235,12 @@ class RendezvousServer(PunchRequests, HostStreams, UdpPunchRequests, UdpRegistra
         if kind == "test_nat_request":
             self._test_nat(conn, msg.test_nat_request, with_config=False)
         elif kind == "online_request":
-            states = self.registry.online_states(list(msg.online_request.peers), self._now())
+            cluster = self.cluster
+            states = self.registry.online_states(
+                list(msg.online_request.peers),
+                self._now(),
+                None if cluster is None else cluster.locate_online,
+            )
             conn.send_message(
                 rz.RendezvousMessage(online_response=rz.OnlineResponse(states=states))
             )

@@ -22,7 +22,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
@@ -66,6 +66,9 @@ from litedesk.websocket.relay import RelayBridgeFactory
 from litedesk.websocket.rendezvous import RendezvousBridgeFactory
 from litedesk.wire.keys import KeyFileError, ServerKey, resolve_key_option
 
+if TYPE_CHECKING:
+    from litedesk.cluster.node import ClusterNode
+
 __all__ = [
     "DB_FILE",
     "LiteDeskServer",
@@ -104,6 +107,8 @@ class LiteDeskServer(MultiService):
         self.relay_ws: EndpointService | None = None
         self.discovery: EndpointService | None = None
         self.api: EndpointService | None = None
+        #: This node of a --cluster, or None.
+        self.cluster: ClusterNode | None = None
         #: Sign-ins by way in and outcome: the API and console count, /metrics reads.
         self.ops_counters = OpsCounters()
         self.accounts: Accounts | None = None
@@ -333,6 +338,19 @@ def _add_rendezvous(
             float(config["request-rate-per-ip"]), 10.0 * float(config["request-rate-per-ip"])
         ),
     )
+    if config["cluster"]:
+        # psycopg is an extra (litedesk[postgresql]); --database has needed it already.
+        from litedesk.cluster.node import ClusterNode
+
+        top.cluster = ClusterNode(
+            config["database"],
+            reactor,
+            server,
+            config["node-id"],
+            config["advertise"],
+            fixed_servers=bool(config["rendezvous-servers"]),
+        )
+        top.cluster.setServiceParent(top)
     if top.relay is not None:
         # Viewers may name this process's own relay (clients derive host:port+1).
         def own_relay(port: Any) -> None:

@@ -14,6 +14,11 @@ from typing import Any, ClassVar
 
 from twisted.python import usage
 
+from litedesk.cluster.options import (
+    CLUSTER_OPT_FLAGS,
+    CLUSTER_OPT_PARAMETERS,
+    check_cluster_options,
+)
 from litedesk.config_file import ConfigFileOptions
 from litedesk.option_types import nonneg_int, port_number
 from litedesk.relay.service import (
@@ -200,6 +205,7 @@ class ServerOptions(ConfigFileOptions):
         ],
         ["relay-only", None, "Run only the relay (hbbr), no rendezvous server."],
         *RELAY_OPT_FLAGS,
+        *CLUSTER_OPT_FLAGS,
     ]
 
     optParameters: ClassVar[list[list[Any]]] = [
@@ -419,6 +425,7 @@ class ServerOptions(ConfigFileOptions):
             nonneg_int,
         ],
         *RELAY_OPT_PARAMETERS,
+        *CLUSTER_OPT_PARAMETERS,
     ]
 
     def parseArgs(self) -> None:
@@ -442,6 +449,7 @@ class ServerOptions(ConfigFileOptions):
         if self["database"] and not self["database"].startswith(("postgresql://", "postgres://")):
             raise usage.UsageError("--database takes a postgresql:// URL (or nothing, for SQLite)")
         p = int(self["port"])
+        check_cluster_options(self, p)
         iface = self["interface"]
         if self["udp-endpoint"] is None:
             self["udp-endpoint"] = udp_endpoint(p, iface)
