@@ -29,10 +29,10 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from litedesk.host.failover import Failover
+from litedesk.host.failover import Failover, StreamFailover
 from litedesk.host.options import HostOptions
-from litedesk.host.registration import Registration, RegState
-from litedesk.host.rendezvous_client import RendezvousClient
+from litedesk.host.registration import Registration, RegState, StreamRegistration
+from litedesk.host.rendezvous_client import RendezvousClient, StreamRendezvousClient
 from litedesk.host.server_list import (
     MAX_ADOPTED,
     SAVED_SERVERS_FILE,
@@ -90,18 +90,24 @@ class ServerListOptionTests(SynchronousTestCase):
             ("a.example,b.example:99999", "'b.example:99999'"),
             ("a.example,,b.example", "empty entry"),
             ("a.example,b:x", "'b:x'"),
-            ("a.example,ws://b.example/", "'ws://b.example/'"),
+            ("ws://a.example/,ws://b.example/?q", "'ws://b.example/?q'"),
+            ("wss://a.example/,a.example", "name the same server"),
         ):
             with self.assertRaises(usage.UsageError) as caught:
                 self.parse(text)
             self.assertIn(named, str(caught.exception), text)
 
-    def test_websocket_takes_one_server(self) -> None:
-        with self.assertRaises(usage.UsageError) as caught:
-            self.parse("a.example,b.example", "--websocket")
-        self.assertIn("one server", str(caught.exception))
-        ws = self.parse("ws://a.example:21118/")
-        self.assertEqual(ws.servers, [ws.server])
+    def test_websocket_list(self) -> None:
+        """With --websocket each entry maps as one server does (an IP: ws://IP:P+2);
+        a ws:// URL in the list implies --websocket."""
+        opts = self.parse("10.0.0.1:30000,ws://b.example:8080/")
+        self.assertTrue(opts["websocket"])
+        self.assertEqual(
+            [str(ws.rendezvous) for ws in opts.ws_servers],
+            ["ws://10.0.0.1:30002/", "ws://b.example:8080/ws/id"],
+        )
+        self.assertEqual(opts.servers, [("10.0.0.1", 30000), ("b.example", 21116)])
+        self.assertEqual(opts.ws_server, opts.ws_servers[0])
 
 
 class ServerListTests(SynchronousTestCase):
@@ -273,6 +279,42 @@ class FailoverStateTests(SynchronousTestCase):
             self.assertLessEqual(len(failover.rotation.adopted), MAX_ADOPTED)
 
 
+class StreamFailoverStateTests(SynchronousTestCase):
+    """L{StreamFailover}: a stream-registered host moves after two failed streams."""
+
+    def test_moves_after_two_streams_end_without_registering(self) -> None:
+        clock = Clock()
+        reg = StreamRegistration("123456789", b"uuid", b"k" * 32)
+        failover = StreamFailover(reg, ServerRotation([A, B]))
+        reg.opened(clock.seconds())
+        reg.received(_answer("pk_ok"), clock.seconds())
+        clock.advance(60)
+        delay, events, switch_to = failover.closed(clock.seconds())  # a healthy stream ended
+        self.assertEqual((delay, switch_to), (1.0, None))
+        self.assertEqual([e.kind for e in events], ["stream_lost"])
+        clock.advance(delay or 0.0)
+        delay, events, switch_to = failover.closed(clock.seconds())  # cannot connect
+        self.assertIsNone(switch_to)
+        clock.advance(delay or 0.0)
+        delay, events, switch_to = failover.closed(clock.seconds())  # again: move on
+        self.assertEqual(switch_to, B)
+        self.assertEqual(delay, 1.0)
+        self.assertEqual(
+            [e.detail for e in events],
+            [
+                "rendezvous server 10.0.0.1:21116 unreachable (two streams in a row ended "
+                "without registering); registering with 10.0.0.2:21116"
+            ],
+        )
+        self.assertEqual(reg.failures, 0)
+
+    def test_one_server_never_moves(self) -> None:
+        reg = StreamRegistration("123456789", b"uuid", b"k" * 32)
+        failover = StreamFailover(reg, None)
+        for _ in range(5):
+            self.assertIsNone(failover.closed(0.0)[2])
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.events: list[Any] = []
@@ -366,6 +408,58 @@ class ClientFailoverTests(TestCase):
         self.start_client(rotation)
         peer = yield until(lambda: live.registry.get("123456789"), timeout=10, message="saved")
         yield until(lambda: peer.pk, message="key on the saved server")
+
+
+class StreamClientFailoverTests(TestCase):
+    """The stream registration client (RustDesk's TCP mode) between two real servers."""
+
+    @inlineCallbacks
+    def test_stream_moves_to_the_second_server(self) -> Any:
+        from litedesk.session.links import ServerLinks
+
+        p1, p2 = two_port_layouts()
+        data1, data2 = Path(self.mktemp()), Path(self.mktemp())
+        first = start_node(data1, p1)
+        self.addCleanup(lambda: first.stopService() if first.running else None)
+        copy_key(data1, data2)
+        second = start_node(data2, p2)
+        self.addCleanup(lambda: second.stopService() if second.running else None)
+        servers = [("127.0.0.1", p1), ("127.0.0.1", p2)]
+        links = {s: ServerLinks(s) for s in servers}
+        rotation = ServerRotation(servers)
+        pk = bytes(SigningKey.generate().verify_key)
+        reg = StreamRegistration("123456789", b"host-uuid", pk)
+        rec = _Recorder()
+
+        def switched(server: tuple[str, int]) -> None:
+            rec.servers.append(server)
+            client.describe = links[server].describe()
+
+        client = StreamRendezvousClient(
+            reg,
+            lambda protocol: links[rotation.current].open_stream(reactor, protocol),
+            rec,
+            reactor,
+            links[servers[0]].describe(),
+            rotation=rotation,
+            on_switch=switched,
+        )
+        client.startService()
+        self.addCleanup(lambda: client.stopService() if client.running else None)
+        peer = yield until(lambda: first.registry.get("123456789"), message="on server 1")
+        yield until(lambda: peer.pk, message="key on server 1")
+        yield first.stopService()
+        # A dead node's streams are reset; a server stopped in this process
+        # keeps the connections it accepted, so reset the host's here.  The
+        # next two streams cannot connect, and the host moves on.
+        assert client.link is not None and client.link.transport is not None
+        client.link.transport.abortConnection()  # type: ignore[attr-defined]
+        peer2 = yield until(
+            lambda: second.registry.get("123456789"), timeout=30, message="on server 2"
+        )
+        yield until(lambda: peer2.pk, message="key on server 2")
+        self.assertEqual(rec.servers, [servers[1]])
+        self.assertIn("switched", [e.kind for e in rec.events])
 
 
 @requires("Xvfb")

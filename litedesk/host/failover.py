@@ -9,6 +9,10 @@ one, round robin, and registers there from scratch (C{RegisterPk}, then
 C{RegisterPeer}, as at start).  With one server nothing changes: the host
 keeps retrying it, as before.
 
+A host registered on a stream (C{--websocket}) moves the same way when
+L{StreamRegistration} gives up on its server (two streams in a row ended
+without registering): L{StreamFailover}.
+
 A C{ConfigUpdate} newer than the host's serial (by UDP after a heartbeat, or
 in the NAT test's C{TestNatResponse.cu}) replaces the adopted servers
 (L{litedesk.host.server_list.ServerRotation.adopt}); the configured ones
@@ -19,12 +23,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from litedesk.host.registration import Event, Output, Registration
+from litedesk.host.registration import (
+    STREAM_RETRY,
+    Event,
+    Output,
+    Registration,
+    StreamRegistration,
+)
 from litedesk.host.server_list import ServerRotation, describe, servers_from_update
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.wire.address import Address
 
-__all__ = ["Failover", "FailoverOutput"]
+__all__ = ["Failover", "FailoverOutput", "StreamFailover"]
 
 
 @dataclass
@@ -69,12 +79,8 @@ class Failover:
         # The retransmit was for the old server; the new one gets RegisterPk.
         switched = self._wrap(self.registration.tick(now))
         others = [e for e in out.events if e.kind != "unreachable"]
-        detail = (
-            f"rendezvous server {describe(old)} unreachable "
-            f"({unreachable[0].detail.removeprefix('no answer to ')} unanswered); "
-            f"registering with {describe(new)}"
-        )
-        switched.events[:0] = [*others, Event("switched", detail)]
+        why = f"{unreachable[0].detail.removeprefix('no answer to ')} unanswered"
+        switched.events[:0] = [*others, _switched(old, new, why)]
         switched.switch_to = new
         return switched
 
@@ -99,3 +105,37 @@ class Failover:
                     + ", ".join(describe(s) for s in self.rotation.servers),
                 )
             )
+
+
+def _switched(old: Address, new: Address, why: str) -> Event:
+    return Event(
+        "switched",
+        f"rendezvous server {describe(old)} unreachable ({why}); registering with {describe(new)}",
+    )
+
+
+class StreamFailover:
+    """A stream-registered host's move to the next server (sans-IO).
+
+    @param rotation: the servers; None (or one server): never moves.
+    """
+
+    def __init__(self, registration: StreamRegistration, rotation: ServerRotation | None) -> None:
+        self.registration = registration
+        self.rotation = rotation
+        self.switches = 0
+
+    def closed(self, now: float) -> tuple[float | None, list[Event], Address | None]:
+        """The stream ended: seconds until the next one (None: never), events,
+        and the server to open it to when that is another one."""
+        delay, events = self.registration.closed(now)
+        unreachable = [e for e in events if e.kind == "unreachable"]
+        rotation = self.rotation
+        if not unreachable or rotation is None or len(rotation.servers) < 2:
+            return delay, events, None
+        old = rotation.current
+        new = rotation.advance()
+        self.switches += 1
+        self.registration.restart()
+        others = [e for e in events if e.kind != "unreachable"]
+        return STREAM_RETRY[0], [*others, _switched(old, new, unreachable[0].detail)], new

@@ -119,7 +119,7 @@ class HostOptions(usage.Options):
             "list of them (the nodes of a cluster): the host registers with the first that "
             "answers and moves to the next when it stops answering; servers a ConfigUpdate "
             "names are added after them (kept in CONFIG_DIR/rendezvous-servers).  With "
-            "--websocket one server: a HOST[:PORT] or a ws:// or wss:// URL "
+            "--websocket each is a HOST[:PORT] or a ws:// or wss:// URL "
             "(wss://NAME/ is a reverse proxy's /ws/id and /ws/relay).",
         ],
         [
@@ -209,6 +209,7 @@ class HostOptions(usage.Options):
             raise usage.UsageError("give --rendezvous (and --key), or --listen, or both")
         self.ws_server: WebSocketServer | None = None
         self.servers: list[Address] = []
+        self.ws_servers: list[WebSocketServer] = []
         if self["rendezvous"] is not None:
             self._check_rendezvous()
         self._check_websocket()
@@ -255,26 +256,40 @@ class HostOptions(usage.Options):
             server_key_bytes(self["key"])
         except BadPublicKey:
             raise usage.UsageError("--key must be the server's base64 public key") from None
-        if is_ws_url(self["rendezvous"]):
+        if any(is_ws_url(e) for e in self["rendezvous"].split(",")):
             self["websocket"] = True
-        if self["websocket"] and "," in self["rendezvous"]:
-            raise usage.UsageError(
-                f"bad --rendezvous {self['rendezvous']!r}: with --websocket (or a ws:// URL) "
-                "give one server, not a list"
-            )
         if self["websocket"]:
-            try:
-                self.ws_server = WebSocketServer.from_option(self["rendezvous"])
-            except ValueError as e:
-                raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}: {e}") from None
-            self.server = (self.ws_server.host, self.ws_server.port)
-            self.servers = [self.server]
+            self.ws_servers = self._ws_servers()
+            self.ws_server = self.ws_servers[0]
+            self.servers = [(ws.host, ws.port) for ws in self.ws_servers]
+            self.server = self.servers[0]
             return
         try:
             self.servers = parse_server_list(self["rendezvous"])
         except ValueError as e:
             raise usage.UsageError(f"bad --rendezvous: {e}") from None
         self.server = self.servers[0]
+
+    def _ws_servers(self) -> list[WebSocketServer]:
+        """--websocket's servers: each entry a ws:// or wss:// URL, or a HOST[:PORT]
+        mapped as RustDesk maps it; two entries may not name one server."""
+        found: dict[Address, str] = {}
+        servers: list[WebSocketServer] = []
+        for entry in (e.strip() for e in self["rendezvous"].split(",")):
+            if not entry:
+                raise usage.UsageError(f"bad --rendezvous {self['rendezvous']!r}: empty entry")
+            try:
+                ws = WebSocketServer.from_option(entry)
+            except ValueError as e:
+                raise usage.UsageError(f"bad --rendezvous {entry!r}: {e}") from None
+            other = found.setdefault((ws.host, ws.port), entry)
+            if other != entry:
+                raise usage.UsageError(
+                    f"bad --rendezvous: {other!r} and {entry!r} name the same server"
+                )
+            if ws not in servers:
+                servers.append(ws)
+        return servers
 
     def _check_websocket(self) -> None:
         """--websocket needs a server; --ws-ca a readable PEM file; --upnp is pointless."""

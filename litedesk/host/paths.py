@@ -127,12 +127,16 @@ class HostPaths:
     def relay_server(self, value: str) -> None:
         self.relays.relay_server = value.strip()
 
-    def use_server(self, server: tuple[str, int]) -> None:
-        """The host registers with C{server} now: answers, punches and the default
-        relay (host:port+1) go there (L{litedesk.host.failover})."""
+    def use_server(self, server: tuple[str, int], links: ServerLinks | None = None) -> None:
+        """The host registers with C{server} now (reached through C{links}, else by
+        TCP): answers, punches and the default relay (host:port+1) go there
+        (L{litedesk.host.failover})."""
         self.server = server
         self.relays.server = server
-        self.links.server = server
+        if links is None:
+            self.links.server = server
+        else:
+            self.links = links
 
     # -- IPushHandler ----------------------------------------------------------
 

@@ -275,6 +275,14 @@ class StreamRegistration:
         self._last_received = 0.0
         self._last_sent: float | None = None
 
+    def restart(self) -> None:
+        """Start over with another server: no failures there yet, nothing refused."""
+        self.state = RegState.STARTING
+        self.refusal = ""
+        self.key_confirmed = False
+        self.paused_until = 0.0
+        self.failures = 0
+
     @property
     def stopped(self) -> bool:
         """Registration gave up for good (the id belongs to another machine)."""

@@ -30,7 +30,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from litedesk.host.failover import Failover, FailoverOutput
+from litedesk.host.failover import Failover, FailoverOutput, StreamFailover
 from litedesk.host.registration import Event, Registration, StreamOutput, StreamRegistration
 from litedesk.host.server_list import ServerRotation
 from litedesk.proto import rendezvous_pb2 as rz
@@ -276,6 +276,10 @@ class StreamRendezvousClient(Service):
         given to it (L{litedesk.session.links.ServerLinks.open_stream});
         fails when the server cannot be reached.
     @param describe: the server as log lines name it.
+    @param rotation: several servers (C{--websocket --rendezvous A,B}): when
+        two streams in a row end without registering, the next stream goes to
+        the next server (L{StreamFailover}); C{on_switch} hears it first and
+        points C{connect} (and C{describe}) there.
     @ivar link: the stream now open, or None.
     """
 
@@ -289,8 +293,12 @@ class StreamRendezvousClient(Service):
         clock: IReactorTime,
         describe: str,
         tick: float = 1.0,
+        rotation: ServerRotation | None = None,
+        on_switch: Callable[[Address], None] | None = None,
     ) -> None:
         self.registration = registration
+        self.failover = StreamFailover(registration, rotation)
+        self.on_switch = on_switch
         self.connect = connect
         self.handler = handler
         self.clock = clock
@@ -351,7 +359,9 @@ class StreamRendezvousClient(Service):
         d.addCallbacks(done, failed)
 
     def _schedule(self, now: float) -> None:
-        delay, events = self.registration.closed(now)
+        delay, events, switch_to = self.failover.closed(now)
+        if switch_to is not None and self.on_switch is not None:
+            self.on_switch(switch_to)
         self._events(events)
         if delay is None or not self.running:
             return

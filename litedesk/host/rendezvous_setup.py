@@ -177,37 +177,51 @@ def _add_websocket_rendezvous(
     """--websocket: registration on a WebSocket stream, every viewer through the relay.
 
     No UDP socket and no NAT test: a host in WebSocket mode reaches nothing
-    but the server's WebSocket URLs (docs/websocket.rst §7).
+    but the server's WebSocket URLs (docs/websocket.rst §7).  With several
+    servers the stream, the relay answers and the relay legs move to the
+    next one together (no C{ConfigUpdate} reaches a stream-registered host).
     """
-    assert config.ws_server is not None
     identity = agent.identity
-    links = ServerLinks(config.server, ws=config.ws_server, ws_ca=config["ws-ca"])
-    where = links.describe()
-    if not config.ws_server.rendezvous.secure:
-        _log.warn(
-            "The rendezvous server {server} is plain ws://: its traffic is not encrypted "
-            "(sessions are, end to end); use a wss:// URL or a host name for TLS",
-            server=where,
-        )
-    agent.paths = HostPaths(
+    by_server = {
+        (ws.host, ws.port): ServerLinks((ws.host, ws.port), ws=ws, ws_ca=config["ws-ca"])
+        for ws in config.ws_servers
+    }
+    for ws in config.ws_servers:
+        if not ws.rendezvous.secure:
+            _log.warn(
+                "The rendezvous server {server} is plain ws://: its traffic is not encrypted "
+                "(sessions are, end to end); use a wss:// URL or a host name for TLS",
+                server=str(ws.rendezvous),
+            )
+    rotation = ServerRotation(list(by_server))
+    paths = HostPaths(
         reactor,
         identity.peer_id,
-        config.server,
+        rotation.current,
         config["key"],
         make_session,
-        on_event=registration_logger(identity, lambda: where),
+        on_event=registration_logger(identity, lambda: paths.links.describe()),
         nat_type=None,
         force_relay=True,
         relay_server=config["relay-server"],
-        links=links,
+        links=by_server[rotation.current],
     )
+    agent.paths = paths
     reg = StreamRegistration(identity.peer_id, identity.uuid, identity.public_key)
-    agent.rendezvous_stream = StreamRendezvousClient(
+
+    def switched(server: Address) -> None:
+        paths.use_server(server, by_server[server])
+        client.describe = paths.links.describe()
+
+    client = StreamRendezvousClient(
         reg,
-        lambda protocol: links.open_stream(reactor, protocol),
-        agent.paths,
+        lambda protocol: paths.links.open_stream(reactor, protocol),
+        paths,
         reactor,
-        where,
+        paths.links.describe(),
+        rotation=rotation,
+        on_switch=switched,
     )
-    agent.rendezvous_stream.setName("rendezvous-stream")  # type: ignore[no-untyped-call]
-    agent.rendezvous_stream.setServiceParent(agent)  # type: ignore[no-untyped-call]
+    agent.rendezvous_stream = client
+    client.setName("rendezvous-stream")  # type: ignore[no-untyped-call]
+    client.setServiceParent(agent)  # type: ignore[no-untyped-call]
