@@ -64,12 +64,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ClusterNet(NatLab):
-    """The NAT lab plus the C{pg}, C{na} and C{nb} namespaces on C{pub}'s bridge."""
+    """The NAT lab plus the C{pg}, C{na} and C{nb} namespaces on C{pub}'s bridge.
+
+    Its namespaces are C{nl<pid>-c<role>}: apart from the NAT lab's
+    C{nl<pid>-<role>}, which the NAT lab tests keep up for their whole
+    process (the same trial worker may run both), and still removed by
+    L{tests.support.natlab.remove_leftovers} once this process is gone.
+    """
 
     def ns(self, role: str) -> str:
-        if role in EXTRA:
-            return f"{self.prefix}-{role}"
-        return super().ns(role)
+        if role not in EXTRA:
+            super().ns(role)  # refuses unknown roles
+        return f"{self.prefix}-c{role}"
 
     def namespaces(self) -> list[str]:
         out = _run(["ip", "netns", "list"], check=False).stdout
