@@ -1,8 +1,9 @@
 """The viewer with several rendezvous servers (C{litedesk-viewer ID --rendezvous A,B}).
 
-Covers the list's parsing and, against real servers on loopback, which
-failures move on to the next server (cannot connect, connection closed) and
-which answers are final (an unknown id is not asked of the next server).
+Covers the list's parsing, the sign-in token sent for a list and, against
+real servers on loopback, which failures move on to the next server (cannot
+connect, connection closed) and which answers are final (an unknown id is
+not asked of the next server).
 The whole path (a host that moved to server 2 reached through the list, and
 C{--stats-json} naming the server) is in tests/test_host_failover.py.
 """
@@ -18,6 +19,7 @@ from twisted.internet.defer import ensureDeferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from litedesk.viewer.api_tokens import SignedIn, TokenStore, logins_path
 from litedesk.viewer.connection import (
     FailureReason,
     UsageFailure,
@@ -26,6 +28,7 @@ from litedesk.viewer.connection import (
     rendezvous_entries,
 )
 from litedesk.viewer.route import ConnectError
+from litedesk.viewer.sign_in import token_for
 
 from .support.ports import free_port_pair
 from .support.rendezvous_nodes import start_node
@@ -42,6 +45,17 @@ class EntriesTests(SynchronousTestCase):
         with self.assertRaises(UsageFailure) as caught:
             rendezvous_entries("a.example,,b.example")
         self.assertIn("empty entry", str(caught.exception))
+
+    def test_token_of_the_first_server_sent_for_a_list(self) -> None:
+        """A viewer signed in to a cluster's first node sends that token whichever
+        node it asks (the nodes share their accounts)."""
+        config = Path(self.mktemp()) / "viewer.conf"
+        config.parent.mkdir()
+        TokenStore(logins_path(config)).put(
+            "a.example", SignedIn("http://a.example:21114", "ann", "tok-1")
+        )
+        args = argparse.Namespace(rendezvous="a.example, b.example", config=config)
+        self.assertEqual(self.successResultOf(ensureDeferred(token_for(reactor, args))), "tok-1")
 
 
 class _Counting(Protocol):

@@ -102,11 +102,17 @@ def read_login_password(user: str, stream: TextIO | None = None) -> str:
     return password
 
 
+def _first(servers: str) -> str:
+    # --rendezvous A,B,... names the nodes of one cluster, which share their
+    # accounts: the sign-in and its token belong to the first.
+    return servers.split(",")[0].strip()
+
+
 def _server(args: argparse.Namespace) -> str:
     server = args.rendezvous or load_config(getattr(args, "config", None)).server
     if not server:
         raise SignInUsage("--rendezvous is needed: which server to sign in to")
-    return str(server)
+    return _first(str(server))
 
 
 def _store(args: argparse.Namespace) -> TokenStore:
@@ -171,7 +177,7 @@ async def token_for(reactor: Any, args: argparse.Namespace) -> str:
         return (await login(reactor, args, password)).access_token
     if not args.rendezvous:
         return ""
-    return _store(args).token(str(args.rendezvous))
+    return _store(args).token(_first(str(args.rendezvous)))
 
 
 async def run_account_command(reactor: Any, args: argparse.Namespace) -> None:
