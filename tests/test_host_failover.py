@@ -25,7 +25,9 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -473,6 +475,9 @@ class AgentFailoverTests(TestCase):
         from litedesk.host.agent import build_host_agent
         from litedesk.host_tap import Options as HostTapOptions
 
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
         p1, p2 = two_port_layouts()
         data1, data2 = Path(self.mktemp()), Path(self.mktemp())
         first = start_node(data1, p1, "--rendezvous-servers", f"127.0.0.1:{p2}", "--serial", "5")
@@ -524,6 +529,11 @@ class AgentFailoverTests(TestCase):
         self.assertEqual(peer2.pk, agent.identity.public_key)
         self.assertEqual(client.server, ("127.0.0.1", p2))
         self.assertEqual(agent.paths.server, ("127.0.0.1", p2))
+        self.assertIn(
+            f"rendezvous server 127.0.0.1:{p1} unreachable (2 requests unanswered); "
+            f"registering with 127.0.0.1:{p2}",
+            [formatEvent(e) for e in events],
+        )
 
         screenshot = Path(self.mktemp() + ".png")
         out, err, code = yield getProcessOutputAndValue(
