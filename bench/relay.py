@@ -14,9 +14,13 @@ The load generator of the throughput figures is bench/relay_load.c, compiled
 with gcc into a temporary directory at run time (``--generator python`` or no
 gcc: this process moves the bytes, and saturates its core before a relay
 does).  This script opens the pairs and hands the sockets over; the C program
-sends with sendfile(2) from a memfd and receives with recv(2) and MSG_TRUNC
-(the kernel discards the bytes instead of copying them out), so it stays far
-below the relays it measures (0.02-0.3 of its core here).  WebSocket targets
+splices to the senders from pipes topped up with tee(2) (no copy, no page
+lookups) and receives with recv(2) and MSG_TRUNC (the kernel discards the
+bytes instead of copying them out) into 32 MiB receive buffers (the window
+stays open, so the relay transmits its own sends).  On loopback the process
+that transmits a segment pays for its receiver's TCP processing, so the
+generator cannot cost much less than the relay at one pair; its share is
+printed per pair count beside the relay's.  WebSocket targets
 need whole frames and keep the Python generator.
 
 Figures (MB = 10**6 bytes):
@@ -536,8 +540,9 @@ def throughput(
     """L{Flow.figures} through C{npairs} pairs, A -> relay -> B.
 
     With C{generator} C{"c"} (and gcc at hand) the bytes are moved by
-    bench/relay_load.c: sendfile out, recv with MSG_TRUNC in, so the
-    generator stays well below the relays it measures.  WebSocket targets
+    bench/relay_load.c: splice out of tee'd pipes, recv with MSG_TRUNC in, the
+    cheapest way to move them that we know of (the Python generator
+    saturates its core first).  WebSocket targets
     need whole frames on the wire and keep the Python generator.
     """
     pairs = target.open_pairs(npairs)
@@ -1011,7 +1016,7 @@ def _parse_args() -> argparse.Namespace:
         "--generator",
         choices=["c", "python"],
         default="c",
-        help="load generator: c (bench/relay_load.c, built with gcc at run time: sendfile "
+        help="load generator: c (bench/relay_load.c, built with gcc at run time: splice "
         "out, MSG_TRUNC in) or python (this process; saturates before the relays do)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="repeat each figure; report the median")
