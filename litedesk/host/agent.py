@@ -4,7 +4,8 @@ L{build_host_agent} turns the parsed options into a L{HostAgent}, a named
 C{MultiService} whose attributes (C{identity}, C{ctx}, C{paths}, C{listen},
 ...) are the objects it built, so tests and tools reach them by name instead
 of by walking services.  The agent keeps the host's id and Ed25519 key
-registered with a rendezvous server, answers the server's pushes (LAN
+registered with a rendezvous server (one of several, moving on when it stops
+answering: L{litedesk.host.rendezvous_setup}), answers the server's pushes (LAN
 address, relay), accepts direct connections when C{--listen} is given, maps
 a session port on the gateway with C{--upnp}, and serves sessions: pinned
 TLS, password login, screen out (mss + H.264/VP9), input and clipboard in
