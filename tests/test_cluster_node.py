@@ -15,9 +15,12 @@ On loopback (the namespace lab with a node killed is tests/test_cluster_lab.py):
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -130,7 +133,6 @@ class ClusterTests(SynchronousTestCase):
             "--key",
             "-",
             "--no-websocket",
-            "--no-api",
             "--database",
             self.url,
             "--cluster",
@@ -185,6 +187,39 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(addrmangle.decode(resp.socket_addr)[0], HOST_IP)
         self.assertTrue(resp.pk, "the signed id and key of the host")
         self.assertIn("forwarded to its cluster node", self.logs["b"].read_text())
+
+    def http(self, name: str, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.ports[name] - 2}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def test_health_and_metrics(self) -> None:
+        """/health probes PostgreSQL and the cluster listener and lists the live nodes;
+        /metrics counts forwarded requests on both ends and the nodes alive."""
+        self.both()
+        host = self.host("412000007")
+        host.register(self.ports["a"])
+        wait_online(self.ports["b"], host.peer_id)
+        req = rz.PunchHoleRequest(id=host.peer_id, licence_key=self.key())
+        viewer, _ = tcp_request(self.ports["b"], rz.RendezvousMessage(punch_hole_request=req))
+        self.addCleanup(viewer.close)
+        host.receive("punch_hole")
+        status, body = self.http("b", "/health")
+        health = json.loads(body)
+        self.assertEqual((status, health["database"], health["cluster"]), (200, True, True))
+        self.assertEqual(health["cluster_nodes_alive"], ["a", "b"])
+        metrics = {n: self.http(n, "/metrics")[1] for n in "ab"}
+        self.assertIn("litedesk_cluster_forwarded_out_total 1.0", metrics["b"])
+        self.assertIn("litedesk_cluster_forwarded_in_total 1.0", metrics["a"])
+        # A reads the nodes' rows every 2 s: it sees B by its next read.
+        deadline = time.monotonic() + 10
+        while "litedesk_cluster_nodes_alive 2.0" not in metrics["a"]:
+            self.assertLess(time.monotonic(), deadline, metrics["a"])
+            time.sleep(0.2)
+            metrics["a"] = self.http("a", "/metrics")[1]
 
     def test_relay_request_forwarded_to_the_hosts_node(self) -> None:
         """RequestRelay on B reaches the host on A; its RelayResponse reaches the viewer."""
@@ -258,7 +293,7 @@ class ClusterTests(SynchronousTestCase):
                 time.sleep(0.1)
         self.assertEqual(row, ("b",))
         req = rz.PunchHoleRequest(id=host.peer_id, licence_key=self.key())
-        viewer, dec = tcp_request(self.ports["b"], rz.RendezvousMessage(punch_hole_request=req))
+        viewer, _ = tcp_request(self.ports["b"], rz.RendezvousMessage(punch_hole_request=req))
         self.addCleanup(viewer.close)
         host.receive("punch_hole")
 

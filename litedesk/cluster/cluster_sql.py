@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 
 from litedesk.cluster.membership import LISTED_FOR, NodeRow
+from litedesk.rendezvous.pg_schema import SCHEMA_LOCK
 
 __all__ = [
     "NODE_CHANNEL_PREFIX",
@@ -39,8 +40,6 @@ __all__ = [
 PEERS_CHANNEL = "litedesk_peers"
 PRESENCE_CHANNEL = "litedesk_presence"
 NODE_CHANNEL_PREFIX = "litedesk_node_"
-# Any 64-bit number unlikely to be used by another application's lock.
-_SCHEMA_LOCK = 0x4C44_434C_5354
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS litedesk_nodes ("
@@ -70,7 +69,7 @@ def node_channel(node_id: str) -> str:
 
 def create_cluster_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         for statement in _SCHEMA:
             conn.execute(statement)
 

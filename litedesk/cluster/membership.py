@@ -59,8 +59,8 @@ class Membership:
         self.generation = 0
 
     def update(self, rows: list[NodeRow], generation: int, now: float) -> list[str]:
-        """The rows read at C{now}; returns the nodes that were alive and are not now."""
-        before = set(self.alive_nodes(now))
+        """The rows read at C{now}; returns the nodes alive at the last read and not now."""
+        before = set(self.alive_nodes(self._read_at)) if self._rows else set()
         self._rows = {r.node_id: r for r in rows}
         self._read_at = now
         self.generation = max(self.generation, generation)

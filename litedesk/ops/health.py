@@ -70,13 +70,23 @@ class HealthResource(Resource):
             "relay": _running(self._top.relay),
             "database": None,
         }
+        pool = self._reactor.getThreadPool()
+        store_probe = getattr(self._top.store, "probe", None)
         if self._db_path is not None:
-            pool = self._reactor.getThreadPool()
             parts["database"] = yield deferToThreadPool(
                 self._reactor, pool, probe_database, self._db_path
             )
+        elif store_probe is not None:
+            # PostgreSQL (--database): a connection of the store's own pool.
+            parts["database"] = yield deferToThreadPool(self._reactor, pool, store_probe)
+        cluster = self._top.cluster
+        extra: dict[str, Any] = {}
+        if cluster is not None:
+            # The node hears the others only while its listener is connected.
+            parts["cluster"] = cluster.bus.listening
+            extra["cluster_nodes_alive"] = cluster.membership.alive_nodes(self._reactor.seconds())
         ok = all(v is not False for v in parts.values())
-        details = {"status": "ok" if ok else "down", **parts}
+        details = {"status": "ok" if ok else "down", **parts, **extra}
         return ok, details
 
     def render_GET(self, request: Any) -> Any:

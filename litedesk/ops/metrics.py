@@ -77,6 +77,16 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("litedesk_relay_requests", "Relay requests received.", "relay_requests"),
     ("litedesk_udp_punch_requests", "UDP punch requests brokered.", "udp_punch_requests"),
     ("litedesk_udp_datagrams", "Rendezvous UDP datagrams received.", "udp_datagrams"),
+    (
+        "litedesk_cluster_forwarded_out",
+        "Requests forwarded to the cluster node of their host.",
+        "cluster_forwarded_out",
+    ),
+    (
+        "litedesk_cluster_forwarded_in",
+        "Requests other cluster nodes forwarded here for a host of this node.",
+        "cluster_forwarded_in",
+    ),
 )
 
 
@@ -129,6 +139,11 @@ class ServerCollector(Collector):
         peers = GaugeMetricFamily("litedesk_peers_registered", "Peers known (in the database).")
         peers.add_metric([], len(registry))
         yield peers
+        cluster = self._top.cluster
+        if cluster is not None:
+            nodes = GaugeMetricFamily("litedesk_cluster_nodes_alive", "Cluster nodes alive.")
+            nodes.add_metric([], len(cluster.membership.alive_nodes(self._clock.seconds())))
+            yield nodes
 
     @staticmethod
     def _punches(stats: PunchStats) -> Iterator[Any]:

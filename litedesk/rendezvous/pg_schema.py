@@ -48,6 +48,9 @@ PG_SCHEMA: tuple[str, ...] = (
 )
 
 CONNECT_TIMEOUT = 10.0
+#: The advisory lock every LiteDesk schema change takes (peer table and the
+#: cluster's tables): any 64-bit number no other application uses.
+SCHEMA_LOCK = 0x4C44_434C_5354
 
 
 class _ToTwistedLog(logging.Handler):
@@ -78,6 +81,11 @@ def configure(conn: psycopg.Connection[Any]) -> None:
 def create_schema(conn: psycopg.Connection[Any]) -> str:
     """Create the table and indexes if missing; returns C{synchronous_commit}."""
     with conn.transaction():
+        # Two servers starting at once on a new database (a cluster's nodes)
+        # would race in CREATE TABLE IF NOT EXISTS: PostgreSQL checks
+        # "exists" before it inserts into its catalogue, and the loser fails
+        # with a unique violation.  The lock makes them take turns.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         for statement in PG_SCHEMA:
             conn.execute(statement)
     row = conn.execute("SHOW synchronous_commit").fetchone()

@@ -81,6 +81,9 @@ WRITERS = 1
 # ever.
 MAX_PENDING = 100_000
 
+#: Seconds /health waits for a connection before it calls the database down.
+PROBE_TIMEOUT = 2.0
+
 
 class StoreOverloaded(Exception):
     """A save refused because L{MAX_PENDING} saves are already waiting."""
@@ -181,6 +184,15 @@ class PgPeerStore:
     def pending(self) -> int:
         """Saves queued whose result has not yet been delivered."""
         return self._pending
+
+    def probe(self) -> bool:
+        """Can a connection of the pool run C{SELECT 1}?  Blocking: call in a thread."""
+        try:
+            with self._pool.connection(timeout=PROBE_TIMEOUT) as conn:
+                conn.execute("SELECT 1")
+        except (psycopg.Error, PoolTimeout):
+            return False
+        return True
 
     def load_all(self) -> list[PeerRecord]:
         """Every peer in the table (synchronous; meant for start-up)."""
