@@ -34,7 +34,9 @@ every two-node figure: what it takes from node A's core.
 Each node has its own hosts (ids 0..N-1 on A, N..2N-1 on B, registered by
 UDP C{RegisterPk} with bench/rendezvous.py's C{register_range}, 30 ids per
 source address for the per-IP limit).  Figures are medians of C{--rounds}
-rounds; every subprocess is stopped on exit.
+rounds; every subprocess is stopped on exit.  With
+C{LITEDESK_BENCH_PROFILE=DIR} every node runs under cProfile and leaves
+C{DIR/<name>.prof}, as in bench/rendezvous.py.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ from rendezvous import (  # noqa: E402
     HEARTBEAT_REPLY,
     IDS_PER_ADDRESS,
     LOOPBACK,
+    PROFILE_ENV,
+    PROFILE_WRAP,
     VENV_BIN,
     Children,
     Servers,
@@ -80,9 +84,12 @@ from rendezvous import (  # noqa: E402
     register_range,
     restore_autogroup,
     source_address,
+    tcp_connect,
     wait_ready,
 )
 
+from litedesk.proto import rendezvous_pb2 as rz  # noqa: E402
+from litedesk.wire.bytescodec import FrameDecoder, encode_frame  # noqa: E402
 from tests.support.postgres import PostgresCluster  # noqa: E402
 
 GENERATOR_CORE = 0
@@ -103,6 +110,7 @@ class Config:
     sockets: int  # generator sockets per node
     tick_us: int  # the generator's drain-and-refill period
     gso: int  # heartbeats of one address per GSO send
+    generator_nice: int | None  # None: the servers' nice value
 
 
 # -- processes --------------------------------------------------------------------
@@ -161,8 +169,12 @@ def start_node(
     data_dir.mkdir()
     port = port_free_both()
     nat, ws = (port_free_both() for _ in range(2))
+    twistd = [str(VENV_BIN / "twistd")]
+    if os.environ.get(PROFILE_ENV):  # as in bench/rendezvous.py: DIR/<name>.prof
+        out = Path(os.environ[PROFILE_ENV]).resolve() / f"{name}.prof"
+        twistd = [sys.executable, "-c", PROFILE_WRAP, str(out)]
     argv = [
-        *(str(VENV_BIN / "twistd"), "-n", "--pidfile=", f"--logfile={data_dir / 'twistd.log'}"),
+        *(*twistd, "-n", "--pidfile=", f"--logfile={data_dir / 'twistd.log'}"),
         *("litedesk-relay", "--data-dir", str(data_dir), "--database", database),
         *("--udp-endpoint", f"udp:{port}:interface={LOOPBACK}"),
         *("--tcp-endpoint", f"tcp:{port}:interface={LOOPBACK}"),
@@ -203,12 +215,50 @@ def register(server: Servers, node: str, cfg: Config) -> None:
         f"({reg.retries} retries, {reg.refused} refused, {reg.failed} failed)",
         flush=True,
     )
-    reply = check_heartbeat_replies(server.udp, source_address(base, 0), heartbeat(peer_id(first)))
+    probe = heartbeat(peer_id(first))  # serial 3: 3a00 also asks for no ConfigUpdate here
+    reply = check_heartbeat_replies(server.udp, source_address(base, 0), probe)
     if reply != HEARTBEAT_REPLY:
         raise RuntimeError(f"{server.child.name}: heartbeat answered {reply.hex()}, not 3a00")
 
 
-def write_heartbeats(path: Path, node: str, cfg: Config) -> None:
+def server_serial(server: Servers) -> int:
+    """The node's ConfigUpdate serial, learnt as clients learn it (TCP TestNatRequest).
+
+    A heartbeat with an older serial asks for a ConfigUpdate every time
+    (docs/protocol.rst §5.3); clients catch up with the serial in their NAT
+    test's answer, so the steady state has heartbeats with the node's serial.
+    """
+    request = rz.RendezvousMessage(test_nat_request=rz.TestNatRequest(serial=0))
+    with tcp_connect(LOOPBACK, server.tcp) as sock:
+        sock.sendall(encode_frame(request.SerializeToString()))
+        decoder = FrameDecoder()
+        for _ in range(16):
+            data = sock.recv(65536)
+            if not data:
+                break
+            for frame in decoder.feed(data):
+                msg = rz.RendezvousMessage()
+                msg.ParseFromString(frame)
+                if msg.WhichOneof("union") == "test_nat_response":
+                    return int(msg.test_nat_response.cu.serial)
+    raise RuntimeError(f"{server.child.name}: no TestNatResponse")
+
+
+class HeartbeatFiles:
+    """The generator's input: a file per node's hosts and client serial, written once."""
+
+    def __init__(self, tmp: Path, cfg: Config) -> None:
+        self.tmp = tmp
+        self.cfg = cfg
+
+    def __call__(self, node: str, serial: int) -> Path:
+        path = self.tmp / f"heartbeats-{node}-{serial}.bin"
+        if not path.exists():
+            write_heartbeats(path, node, self.cfg, serial)
+        return path
+
+
+def write_heartbeats(path: Path, node: str, cfg: Config, serial: int) -> None:
     """Node C{node}'s heartbeats for the generator: (address, length, datagram) records.
 
     Each address's ids go out in runs of C{cfg.gso} (one GSO send each); the
@@ -224,7 +274,8 @@ def write_heartbeats(path: Path, node: str, cfg: Config) -> None:
     for run in range(0, IDS_PER_ADDRESS, cfg.gso):
         for addr, ids in groups:
             for i in ids[run : run + cfg.gso]:
-                payload = heartbeat(peer_id(first + i))
+                msg = rz.RegisterPeer(id=peer_id(first + i), serial=serial)
+                payload = rz.RendezvousMessage(register_peer=msg).SerializeToString()
                 out += addr + bytes([len(payload)]) + payload
     path.write_bytes(bytes(out))
 
@@ -286,11 +337,19 @@ def wait_quiet(limit: float = 0.2, patience: float = 3.0) -> None:
         pass
 
 
+def node_target(server: Servers, node: str, files: HeartbeatFiles) -> Target:
+    """C{server} under node C{node}'s hosts' heartbeats, with the serial it hands out."""
+    return Target(server, files(node, server_serial(server)))
+
+
 def generator_argv(exe: Path, cfg: Config, targets: Sequence[Target], warmup: float) -> list[str]:
     args = [str(warmup), str(cfg.seconds), str(cfg.window), str(cfg.sockets)]
     args += [str(cfg.tick_us), str(cfg.gso)]
     args += [f"{t.server.udp}:{t.server.child.pid}:{t.heartbeats}" for t in targets]
-    return pinned(GENERATOR_CORE, [str(exe), *args])
+    niced = (
+        [] if cfg.generator_nice is None else ["nice", "-n", str(cfg.generator_nice - os.nice(0))]
+    )
+    return [*niced, *pinned(GENERATOR_CORE, [str(exe), *args])]
 
 
 def prime(exe: Path, cfg: Config, targets: Sequence[Target]) -> None:
@@ -404,15 +463,15 @@ def two_over_one(result: dict[str, Any], one: str, two: str) -> tuple[float, flo
 
 
 def part_one_vs_two(
-    children: Children, tmp: Path, exe: Path, cfg: Config, files: dict[str, Path]
+    children: Children, tmp: Path, exe: Path, cfg: Config, files: HeartbeatFiles
 ) -> dict[str, Any]:
     print(f"\n== 1. Heartbeats/s, one node vs two (SQLite; {cfg.ids:,} hosts per node)")
     echo = {n: start_echo(children, tmp, f"echo-{n}", CORE[n]) for n in ("A", "B")}
     nodes = {n: start_node(children, tmp, f"node-{n}", CORE[n]) for n in ("A", "B")}
     for n, node in nodes.items():
         register(node, n, cfg)
-    ea, eb = (Target(echo[n], files[n], echo=True) for n in "AB")
-    la, lb = (Target(nodes[n], files[n]) for n in "AB")
+    ea, eb = (Target(echo[n], files(n, 0), echo=True) for n in "AB")
+    la, lb = (node_target(nodes[n], n, files) for n in "AB")
     prime(exe, cfg, [la, lb])
     result = compare(
         exe,
@@ -440,7 +499,7 @@ def part_postgresql(
     tmp: Path,
     exe: Path,
     cfg: Config,
-    files: dict[str, Path],
+    files: HeartbeatFiles,
     sqlite_b: Servers,
 ) -> dict[str, Any]:
     print("\n== 2. PostgreSQL: heartbeats/s on SQLite vs PostgreSQL, and a cluster of two")
@@ -450,11 +509,9 @@ def part_postgresql(
         url = pg.create_database("single")
         started.append(start_node(children, tmp, "pg-node-B", CORE["B"], database=url))
         register(started[0], "B", cfg)
-        prime(exe, cfg, [Target(started[0], files["B"])])
-        setups = {
-            "SQLite one": [Target(sqlite_b, files["B"])],
-            "PostgreSQL one": [Target(started[0], files["B"])],
-        }
+        on_pg = node_target(started[0], "B", files)
+        prime(exe, cfg, [on_pg])
+        setups = {"SQLite one": [node_target(sqlite_b, "B", files)], "PostgreSQL one": [on_pg]}
         single = compare(exe, cfg, setups, "part 2a")
         ratio, _ = two_over_one(single, "SQLite one", "PostgreSQL one")
         print(f"  PostgreSQL / SQLite, one node = {ratio:.2f} x (goal: unchanged, 1.0)")
@@ -471,9 +528,14 @@ def part_postgresql(
             member = start_node(children, tmp, f"cluster-{n}", CORE[n], database=shared, node_id=n)
             started.append(member)
             register(member, n, cfg)
-        pair = [Target(started[1], files["A"]), Target(started[2], files["B"])]
+        pair = [node_target(started[1], "A", files), node_target(started[2], "B", files)]
         prime(exe, cfg, pair)
         setups = {"cluster one": pair[1:], "cluster two": pair}
+        serial = server_serial(started[2])
+        if serial > 0:
+            # Hosts that have not caught up with the cluster's serial yet.
+            stale = Target(started[2], files("B", serial - 1))
+            setups[f"one, serial {serial - 1}"] = [stale]
         two = compare(exe, cfg, setups, "part 2b")
         ratio, share = two_over_one(two, "cluster one", "cluster two")
         print(
@@ -499,6 +561,7 @@ def config(args: argparse.Namespace) -> Config:
         sockets=4,
         tick_us=args.tick_us,
         gso=args.gso,
+        generator_nice=args.generator_nice,
     )
 
 
@@ -516,6 +579,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--tick-us", type=int, default=200, help="generator tick (default 200 us)")
     p.add_argument("--gso", type=int, default=8, help="heartbeats per GSO send (default 8)")
+    p.add_argument(
+        "--generator-nice",
+        type=int,
+        default=None,
+        help="the generator's nice value (default: the servers', -10)",
+    )
     p.add_argument("--no-postgresql", action="store_true", help="part 1 only")
     p.add_argument("--json", metavar="FILE", help="also write the figures here")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
@@ -549,9 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         exe = build_generator(tmp)
-        files = {n: tmp / f"heartbeats-{n}.bin" for n in ("A", "B")}
-        for n, path in files.items():
-            write_heartbeats(path, n, cfg)
+        files = HeartbeatFiles(tmp, cfg)
         part1 = part_one_vs_two(children, tmp, exe, cfg, files)
         out["one_vs_two"] = _jsonable(part1)
         children.stop(part1["nodes"]["A"].child)
