@@ -198,10 +198,14 @@ WRITERS_PATCH = (
 )
 
 
-def start_server(children: Children, tmp: Path, name: str, writers: int) -> Servers:
+def start_server(
+    children: Children, tmp: Path, name: str, writers: int, cluster: bool = False
+) -> Servers:
     """A litedesk-relay (no relay, no API) pinned to SERVER_CORE, ready.
 
-    The peer store is whatever C{$LITEDESK_DATABASE} names (SQLite if unset).
+    The peer store is whatever C{$LITEDESK_DATABASE} names (SQLite if unset);
+    with C{cluster}, the server is one node of a cluster on it (each commit
+    also NOTIFYs its rows to the other nodes, docs/cluster.rst).
     """
     data_dir = tmp / name
     data_dir.mkdir()
@@ -216,13 +220,20 @@ def start_server(children: Children, tmp: Path, name: str, writers: int) -> Serv
         *("--ws-endpoint", f"tcp:{ws}:interface={LOOPBACK}"),
         *("--udp-rate-per-ip", "0", "--key", "-", "--no-relay", "--no-api"),
     ]
+    if cluster:
+        argv += ["--cluster", "--node-id", name, "--advertise", f"{LOOPBACK}:{udp}"]
     child = children.start(name, pinned(SERVER_CORE, argv), tmp / f"{name}.stderr", cwd=data_dir)
     servers = Servers(child, udp, tcp, data_dir, ws)
     wait_ready(servers)
     return servers
 
 
-SERVER_KINDS = {"sqlite": 0, "postgresql 1 writer": 1, "postgresql 2 writers": 2}
+SERVER_KINDS = {
+    "sqlite": 0,
+    "postgresql 1 writer": 1,
+    "postgresql 2 writers": 2,
+    "postgresql --cluster": 1,
+}
 
 
 def _one_server_run(
@@ -231,12 +242,20 @@ def _one_server_run(
     writers = SERVER_KINDS[kind]
     if writers:
         # Through the environment, as an operator would (out of ps).
-        os.environ["LITEDESK_DATABASE"] = cluster.create_database(f"server{r}w{writers}")
+        os.environ["LITEDESK_DATABASE"] = cluster.create_database(
+            f"server{r}k{list(SERVER_KINDS).index(kind)}"
+        )
     else:
         os.environ.pop("LITEDESK_DATABASE", None)
     children = Children()
     try:
-        server = start_server(children, tmp, f"server{r}-{writers}", max(1, writers))
+        server = start_server(
+            children,
+            tmp,
+            f"server{r}-{writers}-{len(kind)}",
+            max(1, writers),
+            cluster=kind.endswith("--cluster"),
+        )
         pg0 = postgres_cpu(cluster)
         reg = register_range(server, 0, n, 20, window=window)
         pg_us = (postgres_cpu(cluster) - pg0) / max(1, reg.ok) * 1e6 if writers else 0.0

@@ -29,6 +29,7 @@ from litedesk.cluster.envelope import (
     encode,
     encode_arrivals,
     encode_peer_notices,
+    own_prefixes,
 )
 from litedesk.cluster.membership import DEAD_AFTER, MIN_SERIAL, Membership, NodeRow
 from litedesk.cluster.presence import Presence
@@ -88,6 +89,22 @@ class EnvelopeTests(SynchronousTestCase):
         if obj[key] is True and isinstance(json.loads(text)[key], bool):
             return
         self.assertIsNone(decode(json.dumps(obj)))
+
+    @given(ids, ids, st.lists(records, max_size=3), st.lists(ids, max_size=3))
+    def test_own_prefixes(
+        self, node: str, other: str, rows: list[PeerRecord], arrived: list[str]
+    ) -> None:
+        """A node recognises its own announcements by their first bytes, never another's."""
+        mine = own_prefixes(node)
+        for text in (
+            encode(PeerNotice(node, tuple(rows))),
+            *encode_arrivals(node, arrived or ["x"]),
+        ):
+            self.assertTrue(text.startswith(mine))
+        if other != node:
+            self.assertFalse(encode(PeerNotice(other, tuple(rows))).startswith(mine))
+            self.assertFalse(encode(Arrival(other, tuple(arrived))).startswith(mine))
+        self.assertFalse(encode(Answer(("1.2.3.4", 1), b"x")).startswith(mine))
 
     def test_oversize_payload_refused(self) -> None:
         self.assertIsNone(decode(" " * (MAX_PAYLOAD + 1)))

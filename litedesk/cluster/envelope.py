@@ -35,6 +35,7 @@ __all__ = [
     "encode",
     "encode_arrivals",
     "encode_peer_notices",
+    "own_prefixes",
 ]
 
 #: PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more.
@@ -144,6 +145,15 @@ def encode_peer_notices(node: str, records: list[PeerRecord]) -> list[str]:
 def encode_arrivals(node: str, peer_ids: list[str]) -> list[str]:
     """C{peer_ids} as as few L{Arrival} payloads as fit L{MAX_PAYLOAD} each."""
     return _chunked(peer_ids, lambda part: Arrival(node, part))
+
+
+def own_prefixes(node: str) -> tuple[str, ...]:
+    """How every L{Arrival} and L{PeerNotice} C{node} sends begins (L{encode}'s
+    key order), so that a node can drop its own without decoding them."""
+    return tuple(
+        encode(msg).split('"n":', 1)[0] + '"n":' + json.dumps(node) + ","
+        for msg in (Arrival(node, ()), PeerNotice(node, ()))
+    )
 
 
 def _address(value: object) -> Address | None:

@@ -44,6 +44,7 @@ from litedesk.cluster.envelope import (
     encode,
     encode_arrivals,
     encode_peer_notices,
+    own_prefixes,
 )
 from litedesk.cluster.membership import BEAT, Membership
 from litedesk.cluster.pg_bus import PgBus
@@ -114,6 +115,7 @@ class ClusterNode(Service):
             ],
             self._notified,
             self._listening,
+            own=own_prefixes(node_id),
         )
 
     # -- start and stop ---------------------------------------------------------

@@ -65,6 +65,7 @@ class PgBus:
     @param on_notify: called on the reactor thread with (channel, payload).
     @param on_listening: called on the reactor thread each time the listener
         has (re)connected and LISTENs.
+    @param own: payload prefixes of this node's own announcements, not delivered.
     """
 
     _log = Logger()
@@ -76,6 +77,7 @@ class PgBus:
         channels: list[str],
         on_notify: Callable[[str, str], None],
         on_listening: Callable[[], None],
+        own: tuple[str, ...] = (),
     ) -> None:
         self._url = url
         self.url = redact_url(url)
@@ -83,6 +85,10 @@ class PgBus:
         self._channels = channels
         self._on_notify = on_notify
         self._on_listening = on_listening
+        # PostgreSQL delivers a node's NOTIFYs to itself too; those starting
+        # with one of these prefixes are dropped in the listener thread, so a
+        # registration wave does not cost the reactor its own echo.
+        self._own = own
         # A job is a function of the connection, or a NOTIFY's (channel, payload).
         self._jobs: queue.Queue[_Item | None] = queue.Queue()
         self._stop = threading.Event()
@@ -203,7 +209,8 @@ class PgBus:
                     self._reactor.callFromThread(self._on_listening)
                     while not self._stop.is_set():
                         for n in conn.notifies(timeout=_POLL):
-                            self._reactor.callFromThread(self._on_notify, n.channel, n.payload)
+                            if not n.payload.startswith(self._own):
+                                self._reactor.callFromThread(self._on_notify, n.channel, n.payload)
             except Exception as e:
                 self.listening = False
                 if self._stop.is_set():
