@@ -3,7 +3,9 @@
 C{--headless} needs no display: it connects, logs in, performs the actions
 given on the command line in order (click, type, keys, clipboard), saves the
 first complete frame after them (C{--screenshot}) and can print statistics
-as JSON.  Failures print one line with the reason and exit non-zero.
+as JSON.  C{--monitor N} first switches to the host's monitor N, to which
+C{--click} and the screenshot then refer.  Failures print one line with
+the reason and exit non-zero.
 With C{--ls}, C{--download} or C{--upload} it opens a file-transfer session
 instead and runs those in order (L{litedesk.viewer.file_actions}).
 """
@@ -51,6 +53,7 @@ from litedesk.viewer.sign_in import (
 )
 
 SETTLE = 0.5  # let the host's screen catch up with our input before the screenshot
+SWITCH_TIMEOUT = 10.0  # seconds the host has to confirm a --monitor switch
 _log = Logger(namespace="litedesk.viewer")
 
 
@@ -94,7 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="FILE.png", help="save the screen after the actions")
     p.add_argument("--type", dest="type_text", metavar="TEXT", help="type this text")
     p.add_argument("--keys", metavar="COMBOS", help="press keys, e.g. ctrl+a,Return")
-    p.add_argument("--click", metavar="X,Y", help="left click at these screen coordinates")
+    p.add_argument(
+        "--click", metavar="X,Y", help="left click at these coordinates of the shown monitor"
+    )
+    p.add_argument(
+        "--monitor",
+        type=int,
+        default=None,
+        metavar="N",
+        help="show the host's monitor N (1 is the first; --stats-json lists them) "
+        "before the actions",
+    )
     p.add_argument("--clipboard-set", metavar="TEXT", help="put TEXT on the host clipboard")
     p.add_argument("--clipboard-get", action="store_true", help="print the host clipboard")
     p.add_argument(
@@ -175,8 +188,11 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
     path = await connect(reactor, args, session, on_server=servers.append)
     info = await with_timeout(reactor, session.logged_in, args.timeout, "the login")
     connect_time = reactor.seconds() - t0
+    if args.monitor is not None:
+        await _switch_monitor(reactor, session, len(info.displays), args.monitor)
     origin = (0, 0)
-    if info.displays:
+    if 0 <= session.display < len(info.displays):
+        # After a switch this is the geometry the host's answer carried.
         d = info.displays[session.display]
         origin = (d.x, d.y)
 
@@ -211,6 +227,31 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
     if clipboard is not None:
         stats["clipboard"] = clipboard
     return stats
+
+
+async def _switch_monitor(reactor: Any, session: ViewerSession, count: int, number: int) -> None:
+    """Ask the host to stream its monitor C{number} (1-based) and wait until
+    it confirms with its own C{SwitchDisplay}, which carries that monitor's
+    geometry (L{ViewerSession} applies it).
+
+    @raise UsageFailure: the host has no such monitor.
+    @raise SessionError: the host did not confirm in L{SWITCH_TIMEOUT}.
+    """
+    if not 1 <= number <= count:
+        raise UsageFailure(f"--monitor {number}: the host has {count} monitor(s)")
+    index = number - 1
+    if session.display == index:
+        return
+    session.switch_display(index)
+    deadline = reactor.seconds() + SWITCH_TIMEOUT
+    # Polled: the session has no event for the answer, and a switch is a
+    # one-off of a scripted run.
+    while session.display != index:
+        if session.error is not None:
+            raise session.error
+        if reactor.seconds() >= deadline:
+            raise SessionError("no monitor switch", f"the host did not switch to monitor {number}")
+        await deferLater(reactor, 0.05, lambda: None)
 
 
 def _send_actions(
@@ -271,12 +312,30 @@ def _session_stats(
         "throughput_kbps": round(st.bytes * 8 / 1000 / max(1e-6, duration), 1),
         "frames_lost": st.decode_errors + session.decoder.skipped,
         "cursor": list(session.cursor) if session.cursor is not None else None,
+        "monitor": session.display + 1,
+        "monitors": _monitors(session),
         "cursor_shape": (
             [session.cursor_shape.width, session.cursor_shape.height]
             if session.cursor_shape is not None
             else None
         ),
     }
+
+
+def _monitors(session: ViewerSession) -> list[dict[str, Any]]:
+    """The host's monitors as C{--stats-json} lists them (number N is C{--monitor N})."""
+    displays = session.peer_info.displays if session.peer_info is not None else []
+    return [
+        {
+            "number": i + 1,
+            "name": d.name,
+            "x": d.x,
+            "y": d.y,
+            "width": d.width,
+            "height": d.height,
+        }
+        for i, d in enumerate(displays)
+    ]
 
 
 async def _discover_lan(reactor: Any, args: argparse.Namespace) -> None:

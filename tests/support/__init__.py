@@ -14,7 +14,8 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.fakes}: stand-ins for the host's collaborators;
   - L{tests.support.processes}: twistd, a running litedesk-relay, stopping
     processes, socket exchanges with them;
-  - L{tests.support.xvfb}: a real Xvfb X server;
+  - L{tests.support.xvfb}: a real Xvfb X server, also split into RandR
+    monitors (two side by side: L{tests.support.xvfb.dual_monitor_xvfb});
   - L{tests.support.recorder}: an X event recorder window (also a program);
   - L{tests.support.relay}: an in-process relay and its test peers;
   - L{tests.support.e2e_lab}: server, hosts and viewers as real processes

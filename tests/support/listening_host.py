@@ -34,9 +34,14 @@ class ListeningHost:
         *extra: str,
         prefix: str = "litedesk-host-",
         preexec_fn: Callable[[], None] | None = None,
+        xvfb: Xvfb | None = None,
     ) -> None:
+        """
+        @param xvfb: a started X server for the host (it is stopped with the
+            host); default: a private 640x480 one.
+        """
         self.dir = Path(tempfile.mkdtemp(prefix=prefix))
-        self.xvfb = Xvfb(640, 480, 24).start()
+        self.xvfb = xvfb if xvfb is not None else Xvfb(640, 480, 24).start()
         self.env = dict(self.xvfb.env)
         self.port = free_port_pair()
         self.pwfile = self.dir / "pw"

@@ -25,12 +25,23 @@ docs/test-lab.rst section B):
     disconnects; 1-4 % of the connections made meanwhile failed, and the
     reset wipes the root window background that tests paint.
   - C{-nolisten tcp}: local Unix socket only.
+
+Several monitors (L{dual_monitor_xvfb}, or C{monitors=} for any layout): one
+wide Xvfb screen split into RandR 1.5 monitors with C{RRSetMonitor}, which is
+what C{xrandr --setmonitor} sends.  mss lists RandR monitors (C{GetMonitors})
+ahead of CRTCs, so the host agent sees exactly these rectangles, in this
+order.  Xvfb's C{+xinerama} with two C{-screen}s was the alternative, but
+on Debian's Xvfb mss then lists only the first screen's 1920x1080.  The request is
+built here with python-xlib (a pynput dependency) because its own
+C{xrandr_set_monitor} cannot pack its nested monitor record (0.33), and
+Debian's C{xrandr} is not among the test packages.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import importlib
 import os
 import select
 import shutil
@@ -39,8 +50,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Xvfb", "XvfbError", "set_root_image", "shared_xvfb"]
+__all__ = [
+    "DUAL_MONITORS",
+    "Monitor",
+    "Xvfb",
+    "XvfbError",
+    "dual_monitor_xvfb",
+    "set_monitors",
+    "set_root_image",
+    "shared_xvfb",
+]
 
 
 class XvfbError(Exception):
@@ -59,6 +81,21 @@ def _die_with_parent() -> None:
 PR_SET_PDEATHSIG = 1
 
 
+@dataclass(frozen=True, slots=True)
+class Monitor:
+    """One RandR monitor: a named rectangle of the X screen."""
+
+    name: str
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+#: Two 1920x1080 monitors side by side; the left one is primary.
+DUAL_MONITORS = (Monitor("A", 0, 0, 1920, 1080), Monitor("B", 1920, 0, 1920, 1080))
+
+
 class Xvfb:
     """One Xvfb process.
 
@@ -72,11 +109,17 @@ class Xvfb:
         height: int = 1080,
         depth: int = 24,
         extra_args: Sequence[str] = (),
+        monitors: Sequence[Monitor] = (),
     ) -> None:
+        """
+        @param monitors: RandR monitors to define once the server is up
+            (L{set_monitors}); none keeps Xvfb's one monitor per screen.
+        """
         self.width = width
         self.height = height
         self.depth = depth
         self.extra_args = list(extra_args)
+        self.monitors = tuple(monitors)
         self.display: str | None = None
         self.env: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -96,6 +139,8 @@ class Xvfb:
             "-nolisten",
             "tcp",
             "-noreset",
+            # Debian's Xvfb has RandR on by default; say so for other builds.
+            *(("+extension", "RANDR") if self.monitors else ()),
             *self.extra_args,
         ]
         try:
@@ -118,6 +163,12 @@ class Xvfb:
             os.close(rfd)
         self.display = f":{number}"
         self.env = dict(os.environ, DISPLAY=self.display)
+        if self.monitors:
+            try:
+                set_monitors(self.display, self.monitors)
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _read_display(self, rfd: int, timeout: float) -> int:
@@ -179,6 +230,82 @@ def set_root_image(xvfb: Xvfb, path: str) -> None:
         timeout=30,
         check=False,
     )
+
+
+def _set_monitor_request() -> Any:
+    # python-xlib has no type stubs here (hence importlib and Any); the
+    # fields are RRSetMonitor's wire layout (randrproto 1.5), flattened.
+    rq: Any = importlib.import_module("Xlib.protocol.rq")
+
+    class SetMonitor(rq.Request):  # type: ignore[misc]
+        _request = rq.Struct(
+            rq.Card8("opcode"),
+            rq.Opcode(43),
+            rq.RequestLength(),
+            rq.Window("window"),
+            rq.Card32("name"),
+            rq.Bool("primary"),
+            rq.Bool("automatic"),
+            rq.LengthOf("outputs", 2),
+            rq.Int16("x"),
+            rq.Int16("y"),
+            rq.Card16("width"),
+            rq.Card16("height"),
+            rq.Card32("width_mm"),
+            rq.Card32("height_mm"),
+            rq.List("outputs", rq.Card32Obj),
+        )
+
+    return SetMonitor
+
+
+def set_monitors(display: str, monitors: Sequence[Monitor]) -> None:
+    """Define RandR monitors on a running X server (C{xrandr --setmonitor}).
+
+    The first monitor takes over Xvfb's only output (C{screen}), which
+    replaces the automatic monitor covering the whole screen, and is
+    primary; the others have no output, as C{--setmonitor NAME GEOMETRY
+    none} gives.  Monitors live in the server, so they outlast this
+    connection (Xvfb runs with C{-noreset}).  Physical sizes assume 96 dpi.
+
+    @raise XvfbError: the server has no RandR 1.5.
+    """
+    xdisplay: Any = importlib.import_module("Xlib.display").Display(display)
+    try:
+        if not xdisplay.has_extension("RANDR"):
+            raise XvfbError(f"{display} has no RandR extension")
+        version = xdisplay.xrandr_query_version()
+        if (version.major_version, version.minor_version) < (1, 5):
+            raise XvfbError(f"{display} has RandR {version.major_version}.{version.minor_version}")
+        root = xdisplay.screen().root
+        outputs = list(root.xrandr_get_screen_resources().outputs)
+        opcode = xdisplay.display.get_extension_major("RANDR")
+        request = _set_monitor_request()
+        for i, m in enumerate(monitors):
+            request(
+                display=xdisplay.display,
+                opcode=opcode,
+                window=root,
+                name=xdisplay.intern_atom(m.name),
+                primary=i == 0,
+                automatic=False,
+                x=m.x,
+                y=m.y,
+                width=m.width,
+                height=m.height,
+                width_mm=round(m.width * 25.4 / 96),
+                height_mm=round(m.height * 25.4 / 96),
+                outputs=outputs[:1] if i == 0 else [],
+            )
+        # A round trip: an X error in the requests above is raised here.
+        xdisplay.sync()
+    finally:
+        xdisplay.close()
+
+
+def dual_monitor_xvfb() -> Xvfb:
+    """A started 3840x1080 Xvfb showing L{DUAL_MONITORS}; the caller stops it."""
+    return Xvfb(3840, 1080, 24, monitors=DUAL_MONITORS).start()
 
 
 _shared: Xvfb | None = None

@@ -1,0 +1,251 @@
+"""A host with two monitors, end to end: listing, switching, capture and input per monitor.
+
+One real C{twistd litedesk-host --listen} runs on a 3840x1080 Xvfb split into two RandR
+monitors side by side (L{tests.support.xvfb.dual_monitor_xvfb}), each showing its own
+picture.  What a person with two screens would notice is checked with the headless
+LiteDesk viewer (C{--monitor N}, C{--screenshot}, C{--click}, C{--stats-json}) and with
+the stock RustDesk client emulator (tests/support/rustdesk_client.py): both monitors are
+offered with their geometry, the picture is the chosen monitor's, a click at (x, y) of the
+second monitor lands at (1920 + x, y) of the X screen, and a monitor the host does not
+have is refused with the count.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import av
+from PIL import Image, ImageOps
+from twisted.trial.unittest import SynchronousTestCase
+
+from litedesk.proto import message_pb2 as pb
+
+from .support import rustdesk_client as rc
+from .support.e2e_lab import VIEWER
+from .support.images import mean_error, paint_test_screen
+from .support.listening_host import ListeningHost
+from .support.polling import wait_until
+from .support.recorder import RECORDER_TITLE, Recorder, pointer_position
+from .support.skips import requires
+from .support.xvfb import DUAL_MONITORS, dual_monitor_xvfb, set_root_image
+
+PASSWORD = "two-monitors-Pw-5521"
+#: The H.264/VP9 error between a sent picture and the decoded one stays far below this,
+#: and the two monitors' pictures differ by far more.
+SAME = 6.0
+
+
+def monitor_pictures(directory: Path) -> tuple[Image.Image, Image.Image, Path]:
+    """Two clearly different 1920x1080 pictures and the 3840x1080 root image made of them."""
+    first = paint_test_screen(marker="MONITOR-ONE")
+    # Turned upside down and inverted: every stripe and the disc move, every colour changes.
+    second = ImageOps.invert(paint_test_screen(marker="MONITOR-TWO").rotate(180))
+    root = Image.new("RGB", (3840, 1080))
+    root.paste(first, (0, 0))
+    root.paste(second, (1920, 0))
+    path = directory / "root.png"
+    root.save(path)
+    return first, second, path
+
+
+class _DualHost:
+    """The host agent on the two-monitor display, with both pictures shown."""
+
+    def __init__(self) -> None:
+        self.host = ListeningHost(PASSWORD, prefix="litedesk-multimon-", xvfb=dual_monitor_xvfb())
+        self.env = self.host.env
+        self.first, self.second, root = monitor_pictures(self.host.dir)
+        set_root_image(self.host.xvfb, str(root))
+        m = re.search(r"LiteDesk host id (\S+), key (\S+),", self.host.log_text())
+        assert m is not None, self.host.log_text()
+        self.peer_id = m.group(1)
+        self.host_pk = base64.b64decode(m.group(2))
+
+    def viewer(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The headless LiteDesk viewer, directly to the host, with C{args}."""
+        return subprocess.run(
+            [
+                *VIEWER,
+                f"127.0.0.1:{self.host.port}",
+                "--password-file",
+                str(self.host.pwfile),
+                "--headless",
+                "--known-hosts",
+                str(self.host.dir / "known_hosts"),
+                *args,
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+_shared: _DualHost | None = None
+
+
+def dual_host() -> _DualHost:
+    """One host for the module's tests (an Xvfb and an agent cost seconds); stopped at exit."""
+    global _shared
+    if _shared is None:
+        _shared = _DualHost()
+        atexit.register(_shared.host.stop)
+    return _shared
+
+
+@requires("Xvfb", "display", "xdotool")
+class LiteDeskViewerTests(SynchronousTestCase):
+    """The headless LiteDesk viewer against the two-monitor host."""
+
+    def setUp(self) -> None:
+        self.host = dual_host()
+        self.tmp = Path(self.mktemp())
+        self.tmp.mkdir()
+
+    def run_viewer(self, *args: str) -> dict[str, Any]:
+        result = self.host.viewer(*args, "--stats-json")
+        self.assertEqual(result.returncode, 0, f"viewer failed: {result.stderr}")
+        stats: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return stats
+
+    def screenshot(self, *args: str) -> tuple[Image.Image, dict[str, Any]]:
+        shot = self.tmp / f"shot{len(list(self.tmp.iterdir()))}.png"
+        stats = self.run_viewer(*args, "--screenshot", str(shot))
+        return Image.open(shot).convert("RGB"), stats
+
+    def test_viewer_lists_both_monitors(self) -> None:
+        """Both monitors are offered, numbered from 1, with their place on the desktop."""
+        stats = self.run_viewer()
+        self.assertEqual(stats["monitor"], 1)
+        self.assertEqual(
+            [(m["number"], m["x"], m["y"], m["width"], m["height"]) for m in stats["monitors"]],
+            [(1, 0, 0, 1920, 1080), (2, 1920, 0, 1920, 1080)],
+        )
+
+    def test_screenshot_is_the_chosen_monitors_picture(self) -> None:
+        """Monitor 1 by default and with --monitor 1, monitor 2's own picture with --monitor 2."""
+        for args, expected, other in (
+            ((), self.host.first, self.host.second),
+            (("--monitor", "1"), self.host.first, self.host.second),
+            (("--monitor", "2"), self.host.second, self.host.first),
+        ):
+            got, stats = self.screenshot(*args)
+            self.assertEqual(got.size, (1920, 1080), args)
+            self.assertLess(mean_error(expected, got), SAME, args)
+            self.assertGreater(mean_error(other, got), 10 * SAME, args)
+            self.assertEqual(stats["monitor"], 2 if "2" in args else 1)
+
+    def test_click_on_the_second_monitor_lands_on_it(self) -> None:
+        """A click at (x, y) of monitor 2 reaches a window there at (1920 + x, y) of the screen."""
+        rec = Recorder(self.host.env)
+        self.addCleanup(rec.stop)
+        # No window manager: xdotool moves the window itself, onto monitor 2.
+        subprocess.run(
+            ["xdotool", "search", "--name", RECORDER_TITLE, "windowmove", "--sync", "1920", "0"],
+            env=self.host.env,
+            check=True,
+            timeout=10,
+            capture_output=True,
+        )
+        x, y = rec.ready["canvas_x"] + 200, rec.ready["canvas_y"] + 150
+        start = rec.mark()
+        self.run_viewer("--monitor", "2", "--click", f"{x},{y}")
+        press = rec.wait_for(lambda e: e["ev"] == "ButtonPress", start=start, timeout=10)
+        self.assertEqual((press["num"], press["x_root"], press["y_root"]), (1, 1920 + x, y))
+        self.assertEqual(pointer_position(self.host.host.xvfb.display), (1920 + x, y))
+
+    def test_click_on_the_first_monitor_stays_there(self) -> None:
+        """Without --monitor (and with --monitor 1) clicks use the first monitor's origin."""
+        self.run_viewer("--monitor", "2", "--click", "10,10")
+        self.run_viewer("--click", "123,45")
+        self.assertEqual(pointer_position(self.host.host.xvfb.display), (123, 45))
+        self.run_viewer("--monitor", "1", "--click", "321,54")
+        self.assertEqual(pointer_position(self.host.host.xvfb.display), (321, 54))
+
+    def test_a_monitor_the_host_lacks_is_refused(self) -> None:
+        """--monitor 3 (or 0) fails with the number of monitors the host has."""
+        for number in ("3", "0"):
+            result = self.host.viewer("--monitor", number, "--screenshot", str(self.tmp / "x.png"))
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn(f"--monitor {number}: the host has 2 monitor(s)", result.stderr)
+            self.assertFalse((self.tmp / "x.png").exists())
+
+
+class _VP9Screen:
+    """The host's VP9 video decoded as a stock client decodes it (libvpx through PyAV)."""
+
+    def __init__(self) -> None:
+        self.decoder = av.CodecContext.create("vp9", "r")
+        self.image: Image.Image | None = None
+
+    def feed(self, vf: pb.VideoFrame) -> None:
+        for encoded in vf.vp9s.frames:
+            for frame in self.decoder.decode(av.Packet(encoded.data)):
+                self.image = frame.to_image().convert("RGB")
+
+
+@requires("Xvfb", "display")
+class StockRustDeskClientTests(SynchronousTestCase):
+    """A stock RustDesk client (the emulator) switches the host's display."""
+
+    def setUp(self) -> None:
+        self.host = dual_host()
+
+    def login(self) -> tuple[rc.RustDeskClient, pb.PeerInfo]:
+        client = rc.RustDeskClient.connect(
+            "127.0.0.1", self.host.host.port, self.host.peer_id, self.host.host_pk
+        )
+        self.addCleanup(client.close)
+        self.assertTrue(client.handshake())
+        result = client.login(PASSWORD)
+        self.assertEqual(result.response.error, "")
+        return client, result.response.peer_info
+
+    def picture_after(self, client: rc.RustDeskClient, matches: Image.Image) -> Image.Image:
+        """Decode video until the picture is C{matches} (or give up after 300 messages)."""
+        screen = _VP9Screen()
+        for _ in range(300):
+            msg = client.recv()
+            if msg.WhichOneof("union") != "video_frame":
+                continue
+            screen.feed(msg.video_frame)
+            if screen.image is not None and mean_error(matches, screen.image) < SAME:
+                return screen.image
+        self.fail(
+            f"no picture like it; last error {screen.image and mean_error(matches, screen.image)}"
+        )
+
+    def test_switch_display_streams_and_maps_the_second_monitor(self) -> None:
+        """PeerInfo lists both; SwitchDisplay{1} is answered with monitor 2's geometry, its
+        picture follows, and a click at desktop (1920 + x, y) lands there."""
+        client, info = self.login()
+        self.assertEqual(
+            [(d.x, d.y, d.width, d.height) for d in info.displays],
+            [(m.x, m.y, m.width, m.height) for m in DUAL_MONITORS],
+        )
+        self.assertEqual(info.current_display, 0)
+        self.picture_after(client, self.host.first)
+
+        client.send_misc(switch_display=pb.SwitchDisplay(display=1))
+        answer = client.recv_until("misc").misc
+        self.assertEqual(answer.WhichOneof("union"), "switch_display")
+        sd = answer.switch_display
+        self.assertEqual((sd.display, sd.x, sd.y, sd.width, sd.height), (1, 1920, 0, 1920, 1080))
+        self.picture_after(client, self.host.second)
+
+        # A stock client sends desktop coordinates: the display's origin plus the point.
+        x, y = 1920 + 250, 333
+        client.send_mouse(0, x, y)
+        wait_until(
+            lambda: pointer_position(self.host.host.xvfb.display) == (x, y),
+            10,
+            0.05,
+            lambda: f"the pointer at {(x, y)}, not {pointer_position(self.host.host.xvfb.display)}",
+        )
