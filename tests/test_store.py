@@ -11,18 +11,22 @@ import json
 import os
 import sqlite3
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, cast
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from litedesk.rendezvous import store as store_module
 from litedesk.rendezvous.store import PeerRecord, PeerStore, StoreClosed
+from litedesk.rendezvous.store_sql import new_guids
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -581,3 +585,33 @@ class PeerStoreTests(TestCase):
         self.assertEqual(store_module.decode_info(json.dumps({"ip": "::1"}, indent=2)), "::1")
         self.assertEqual(store_module.decode_info(b'{"ip":"10.0.0.1"}'), "10.0.0.1")
         self.assertEqual(store_module.decode_info(None), "")
+
+
+class EncodingTests(SynchronousTestCase):
+    """The C{info} text and the guids the store writes."""
+
+    @given(st.text())
+    def test_info_is_hbbs_json_for_any_ip(self, ip: str) -> None:
+        """
+        Whatever the source address string (the fast path covers only plain
+        IPs), C{info} is exactly hbbs' compact JSON and reads back the same.
+        """
+        info = store_module.encode_info(ip)
+        self.assertEqual(info, json.dumps({"ip": ip}, separators=(",", ":")))
+        self.assertEqual(store_module.decode_info(info), ip)
+
+    def test_new_guids_are_unique_time_ordered_uuids(self) -> None:
+        """
+        New peers get distinct RFC 9562 version 7 guids whose leading
+        millisecond timestamp never goes backwards, so a later wave of
+        registrations is stored after an earlier one in the table's key order.
+        """
+        first = new_guids(500)
+        later = new_guids(500)
+        everything = first + later
+        self.assertEqual(len(set(everything)), 1000)
+        for guid in everything:
+            parsed = uuid.UUID(bytes=guid)
+            self.assertEqual((parsed.version, parsed.variant), (7, uuid.RFC_4122))
+        self.assertLessEqual(max(g[:6] for g in first), min(g[:6] for g in later))
+        self.assertEqual(new_guids(0), [])
