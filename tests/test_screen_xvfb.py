@@ -105,16 +105,45 @@ class StreamerOnXvfbTests(XvfbTestCase):
     @defer.inlineCallbacks
     def test_stream_of_static_screen(self) -> Any:
         """A static real screen streams one key frame that decodes to the shown
-        image, then nothing; a refresh request sends a key frame again."""
+        image, then nothing: with X DAMAGE the streamer goes idle (no timer, no
+        grab); a refresh request sends a key frame again."""
         img = desktop_image(1920, 1080, seed=9)
         show(img, "stream")
         sent: list[EncodedFrame] = []
         streamer = ScreenStreamer(reactor, sent.append, lambda: 0, display=self.display)
         streamer.start()
         try:
-            yield until(lambda: streamer.stats.unchanged >= 20)
+            self.assertTrue(streamer.damage_driven)
+            yield until(lambda: len(sent) >= 1 and streamer.idle)
+            slots = streamer.stats.slots
             self.assertEqual(len(sent), 1, [f.key for f in sent])
             self.assertTrue(sent[0].key)
+            streamer.force_keyframe()
+            yield until(lambda: len(sent) >= 2 and streamer.idle)
+            self.assertEqual([f.key for f in sent], [True, True])
+            # Idle means idle: the key frame was the one slot since.
+            self.assertEqual(streamer.stats.slots, slots + 1)
+        finally:
+            yield streamer.stop()
+        out = VideoDecoder().decode_frame(sent[0])
+        assert out is not None
+        self.assertLess(mean_error(img, out.image), 8.0)
+
+    @defer.inlineCallbacks
+    def test_stream_of_static_screen_by_comparing(self) -> Any:
+        """Without X DAMAGE (damage=False) a static screen is grabbed every slot
+        and compared: one key frame, then only unchanged slots."""
+        img = desktop_image(1920, 1080, seed=9)
+        show(img, "stream-compare")
+        sent: list[EncodedFrame] = []
+        streamer = ScreenStreamer(
+            reactor, sent.append, lambda: 0, display=self.display, damage=False
+        )
+        streamer.start()
+        try:
+            self.assertFalse(streamer.damage_driven)
+            yield until(lambda: streamer.stats.unchanged >= 20)
+            self.assertEqual(len(sent), 1, [f.key for f in sent])
             streamer.force_keyframe()
             yield until(lambda: len(sent) >= 2)
             unchanged = streamer.stats.unchanged
@@ -122,9 +151,6 @@ class StreamerOnXvfbTests(XvfbTestCase):
             self.assertEqual([f.key for f in sent], [True, True])
         finally:
             yield streamer.stop()
-        out = VideoDecoder().decode_frame(sent[0])
-        assert out is not None
-        self.assertLess(mean_error(img, out.image), 8.0)
 
     @defer.inlineCallbacks
     def test_vp9_stream_follows_screen_change(self) -> Any:
@@ -137,13 +163,11 @@ class StreamerOnXvfbTests(XvfbTestCase):
         )
         streamer.start()
         try:
-            yield until(lambda: len(sent) >= 1 and streamer.stats.unchanged >= 1)
+            yield until(lambda: len(sent) >= 1 and streamer.idle)
             changed = img.copy()
             ImageDraw.Draw(changed).rectangle([600, 400, 900, 600], fill=(10, 200, 30))
             show(changed, "vp9b")
-            yield until(lambda: len(sent) >= 2)
-            unchanged = streamer.stats.unchanged
-            yield until(lambda: streamer.stats.unchanged > unchanged)
+            yield until(lambda: len(sent) >= 2 and streamer.idle)
         finally:
             yield streamer.stop()
         self.assertGreaterEqual(len(sent), 2)

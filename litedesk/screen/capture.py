@@ -23,6 +23,8 @@ import mss
 from PIL import Image
 from twisted.logger import Logger
 
+from .change import Rect
+
 __all__ = [
     "CaptureError",
     "Capturer",
@@ -181,10 +183,10 @@ class Capturer:
             self.previous = None
             self.current = None
 
-    def grab(self) -> Frame:
-        """Grab the selected monitor now.
+    def monitor(self) -> DisplayInfo:
+        """The selected monitor, as this capturer's connection sees it.
 
-        @raise CaptureError: the grab failed or the monitor does not exist.
+        @raise CaptureError: it does not exist (any more).
         """
         with self._lock:
             index = self._index
@@ -194,23 +196,45 @@ class Capturer:
             self._monitors = _displays_from_monitors(list(sct.monitors))
             if not 0 <= index < len(self._monitors):
                 raise CaptureError(f"no monitor {index} ({len(self._monitors)} present)")
-        mon = self._monitors[index]
-        region = {"left": mon.x, "top": mon.y, "width": mon.width, "height": mon.height}
+        return self._monitors[index]
+
+    def _shot(self, left: int, top: int, width: int, height: int) -> Any:
+        region = {"left": left, "top": top, "width": width, "height": height}
         try:
-            shot = sct.grab(region)
+            return self._conn().grab(region)
         except Exception as e:
             # A failed grab often means the monitor layout changed: drop the
             # connection so the next grab starts from a fresh monitor list.
             self._close_conn()
-            raise CaptureError(f"grab of monitor {index} failed: {e}") from e
+            raise CaptureError(f"grab of {width}x{height}+{left}+{top} failed: {e}") from e
+
+    def grab(self) -> Frame:
+        """Grab the selected monitor now.
+
+        @raise CaptureError: the grab failed or the monitor does not exist.
+        """
+        mon = self.monitor()
+        shot = self._shot(mon.x, mon.y, mon.width, mon.height)
         self._seq += 1
         # bytes() copies once (~1 ms at 1080p); immutable frames can then be
         # compared and handed across threads without surprises.
         frame = Frame(bytes(shot.raw), int(shot.width), int(shot.height), self._seq)
         with self._lock:
-            if self._index == index:
+            if self._index == mon.index:
                 self.previous, self.current = self.current, frame
         return frame
+
+    def grab_rect(self, rect: Rect) -> bytes:
+        """Grab part of the selected monitor: BGRA, stride C{rect.width * 4}.
+
+        C{rect} is in the monitor's coordinates.  Nothing is kept: the damage
+        path keeps its picture in a L{litedesk.screen.yuv_canvas.YuvCanvas}.
+
+        @raise CaptureError: the grab failed or the monitor does not exist.
+        """
+        mon = self.monitor()
+        shot = self._shot(mon.x + rect.x, mon.y + rect.y, rect.width, rect.height)
+        return bytes(shot.raw)
 
     def _close_conn(self) -> None:
         if self._sct is not None:

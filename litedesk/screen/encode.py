@@ -95,6 +95,7 @@ from litedesk.screen.libvpx import (
     libvpx_version,
     parse_vp9_value,
 )
+from litedesk.screen.yuv_canvas import to_yuv
 
 __all__ = ["H264_QMIN", "VP9_QMIN", "VideoEncoder", "libvpx_version", "parse_vp9_value"]
 
@@ -440,9 +441,19 @@ class VideoEncoder:
         if len(bgra) != width * height * 4 or width <= 0 or height <= 0:
             raise ValueError(f"{len(bgra)} bytes is not a {width}x{height} BGRA frame")
         data, cw, ch = pad_to_even(bgra, width, height)
-        if self._needs_reopen((cw, ch)):
-            self._open(cw, ch)
-        frame = self._to_yuv(data, cw, ch)
+        return self.encode_yuv(to_yuv(data, cw, ch), width, height, pts, keyframe=keyframe)
+
+    def encode_yuv(
+        self, frame: av.VideoFrame, width: int, height: int, pts: int, *, keyframe: bool = False
+    ) -> EncodedFrame:
+        """Encode a C{yuv420p} frame already converted (a C{YuvCanvas}' frame).
+
+        The frame's size is the coded size (even); C{width} and C{height} are
+        the picture's, which the viewer crops to.  The frame is not kept: the
+        caller may change it once this returns.
+        """
+        if self._needs_reopen((frame.width, frame.height)):
+            self._open(frame.width, frame.height)
         pts = max(int(pts), self._last_pts + 1)
         self._last_pts = pts
         want_key = keyframe or self._force_key
@@ -458,18 +469,6 @@ class VideoEncoder:
             # than claim a key frame we did not get.
             self._force_key = True
         return EncodedFrame(out, key, pts, str(self._codec), width, height)
-
-    @staticmethod
-    def _to_yuv(data: bytes, cw: int, ch: int) -> av.VideoFrame:
-        src = av.VideoFrame(cw, ch, "bgra")
-        plane = src.planes[0]
-        if plane.line_size == cw * 4:
-            plane.update(data)
-        else:  # libav pads rows for alignment when width*4 is not a multiple of 32
-            stride = cw * 4
-            pad = b"\x00" * (plane.line_size - stride)
-            plane.update(b"".join(data[y * stride : (y + 1) * stride] + pad for y in range(ch)))
-        return src.reformat(format="yuv420p", interpolation="POINT")
 
     def _encode_ffmpeg(self, frame: av.VideoFrame, pts: int, want_key: bool) -> tuple[bytes, bool]:
         ctx = self._ctx

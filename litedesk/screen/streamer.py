@@ -1,16 +1,30 @@
 """The host's screen stream on Twisted: capture and encode off the reactor.
 
+What changed comes from the X server's DAMAGE extension when it has one
+(L{DamageWatcher}): frames are then driven by damage, paced by
+L{FramePacer} and the viewer's feedback, and an idle screen costs nothing
+(no timer, no grab).  Only the damaged rectangles are grabbed and converted
+into a persistent picture (L{YuvCanvas}) that the encoder takes whole.
+Without DAMAGE (or when its watcher fails) the streamer grabs the whole
+monitor every frame slot and compares it with the last grab, as before; the
+log says which path runs.  Right after an injected input event
+(L{ScreenStreamer.input_injected}) damage is served at once for a short
+while instead of waiting for the next slot, so a click's effect goes out
+in the next frame.
+
 One frame slot at a time, paced by L{FramePacer}:
 
   1. on the reactor thread, ask L{DropPolicy} with the consumer's buffered
      byte count whether to produce a frame at all (skipping happens before
      any work, so a skipped slot costs nothing and breaks no reference);
   2. on the worker thread (a one-thread pool: mss' XShm grab and libx264
-     release the GIL, so the reactor keeps turning), grab the monitor,
-     compare it with the last frame, and encode it only if it changed or a
-     key frame is due;
+     release the GIL, so the reactor keeps turning), take the damage and
+     grab and convert those rectangles (or grab the monitor and compare it
+     with the last grab), and encode only if something changed or a key
+     frame is due;
   3. back on the reactor thread, hand the L{EncodedFrame} to the delivery
-     callback, then schedule the next slot.
+     callback, then schedule the next slot (with DAMAGE: only if damage or a
+     key frame waits; otherwise the next damage schedules it).
 
 At most one frame is being produced at any time and nothing is queued: the
 only buffer is the transport's, which the drop policy watches.
@@ -31,7 +45,10 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from .capture import Capturer, DisplayInfo, Frame
+from .change import Rect
 from .codec import Codec, EncodedFrame
+from .damage import DamageUnavailable
+from .damage_frames import DamagePath
 from .encode import VideoEncoder
 from .pipeline import (
     AdaptiveController,
@@ -72,6 +89,11 @@ class StreamStats:
     unchanged: int = 0
     dropped: int = 0
     errors: int = 0
+    # The damage path: rectangles grabbed for the last frame encoded (monitor
+    # coordinates; the whole monitor for a key frame) and pixels grabbed and
+    # converted in all.  Empty / 0 on the comparing path.
+    last_region: tuple[Rect, ...] = ()
+    captured_pixels: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +104,13 @@ class _Job:
     max_fps: float
     quality: int
     codec: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    encoded: EncodedFrame | None
+    size: tuple[int, int]
+    region: tuple[Rect, ...] = ()
 
 
 def _one_thread_pool() -> ThreadPool:
@@ -102,12 +131,19 @@ class ScreenStreamer:
         C{display}.
     @param pool_factory: makes the (not yet started) worker pool; tests
         pass a synchronous one.
+    @param damage: use X DAMAGE when the source is a L{Capturer} (it grabs
+        rectangles) and the X server has the extension; C{False} always
+        compares whole frames.
     """
 
     _log = Logger()
 
     # After a capture error, wait this long before trying again.
     ERROR_BACKOFF = 1.0
+    # After an injected input event, damage is served this long without
+    # waiting for the frame rate's slot, frames no closer than INPUT_GAP.
+    INPUT_WINDOW = 0.25
+    INPUT_GAP = 1 / 120
 
     def __init__(
         self,
@@ -125,6 +161,7 @@ class ScreenStreamer:
         drop_policy: DropPolicy | None = None,
         controller: AdaptiveController | None = None,
         pool_factory: Callable[[], ThreadPool] | None = None,
+        damage: bool = True,
     ) -> None:
         self._reactor = reactor
         self._deliver = deliver
@@ -145,19 +182,34 @@ class ScreenStreamer:
         self._pool_factory = pool_factory or _one_thread_pool
         self._pool: ThreadPool | None = None
         self._call: IDelayedCall | None = None
-        self._busy: Deferred[tuple[EncodedFrame | None, tuple[int, int]]] | None = None
+        self._busy: Deferred[_Result] | None = None
         self._running = False
         self._key_wanted = True
         self._size: tuple[int, int] | None = None
         self._shutdown_trigger: Any = None
         self._epoch = 0.0
         self._error_streak = 0
+        self._display = display
+        self._use_damage = damage and isinstance(self._source, Capturer)
+        self._damage: DamagePath | None = None
+        self._input_at = float("-inf")
+        self._last_start = float("-inf")
 
     # -- control ------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def damage_driven(self) -> bool:
+        """Whether frames come from X DAMAGE (else: grab and compare each slot)."""
+        return self._damage is not None and self._damage.usable
+
+    @property
+    def idle(self) -> bool:
+        """Running and waiting for damage: no frame slot scheduled or in progress."""
+        return self._running and self._busy is None and self._call is None
 
     def start(self) -> None:
         """Start streaming; the first frame is a key frame."""
@@ -171,7 +223,22 @@ class ScreenStreamer:
         self._shutdown_trigger = self._reactor.addSystemEventTrigger(
             "before", "shutdown", self.stop
         )
+        if self._use_damage:
+            self._start_watcher()
         self._schedule(0.0)
+
+    def _start_watcher(self) -> None:
+        path = DamagePath(self._display, lambda: self._reactor.callFromThread(self._damage_arrived))
+        try:
+            path.start()
+        except DamageUnavailable as e:
+            self._log.warn(
+                "X DAMAGE unavailable ({reason}): grabbing and comparing whole frames",
+                reason=str(e),
+            )
+            return
+        self._damage = path
+        self._log.info("screen changes from X DAMAGE: only damaged rectangles are grabbed")
 
     def stop(self) -> Deferred[None]:
         """Stop; fires once the worker thread is done and gone."""
@@ -188,7 +255,8 @@ class ScreenStreamer:
             self._shutdown_trigger = None
         pool, self._pool = self._pool, None
         assert pool is not None
-        d: Deferred[None] = deferToThreadPool(self._reactor, pool, self._source.close)
+        path, self._damage = self._damage, None
+        d: Deferred[None] = deferToThreadPool(self._reactor, pool, self._close, path)
 
         def _stop_pool(result: object) -> None:
             # Runs after close() finished, so stop() only joins an idle thread.
@@ -199,21 +267,45 @@ class ScreenStreamer:
         d.addBoth(_stop_pool)
         return d
 
+    def _close(self, path: DamagePath | None) -> None:
+        # Worker thread: the watcher's join waits for its thread, not the reactor.
+        if path is not None:
+            path.stop()
+        self._source.close()
+
     def force_keyframe(self) -> None:
         """Make the next frame a key frame (new viewer, C{refresh_video})."""
-        self._key_wanted = True
+        self._want_key()
 
     def switch_display(self, index: int) -> None:
         """Capture monitor C{index} from the next frame on (a key frame)."""
         self._source.select(index)
-        self._key_wanted = True
+        self._want_key()
+
+    def input_injected(self) -> None:
+        """An input event was injected: send its effect without waiting.
+
+        For L{INPUT_WINDOW} seconds damage is captured as soon as it arrives
+        (frames at least L{INPUT_GAP} apart) rather than at the next slot of
+        the frame rate; without DAMAGE a frame is grabbed at once.  Call it on
+        the reactor thread once the injection is done.
+        """
+        self._input_at = self._reactor.seconds()
+        if not self._running or self._busy is not None:
+            return  # _done schedules with the new delay
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+            self._call = None
+        path = self._damage
+        if path is None or not path.usable or path.pending():
+            self._schedule(self._delay())
 
     def set_quality(self, quality: int) -> None:
         """Apply C{image_quality}: the screen is sent again at the new quality
         (a key frame, which the encoder's reopen needs anyway)."""
         self._quality = quality
-        self._key_wanted = True
         self._update_limits()
+        self._want_key()
 
     def set_custom_fps(self, fps: int | float | None) -> None:
         """Apply C{custom_fps}: the frame-rate ceiling."""
@@ -223,7 +315,7 @@ class ScreenStreamer:
     def set_codec(self, codec: str) -> None:
         """Switch between H.264 and VP9; the next frame is a key frame of it."""
         self._codec = Codec(codec)
-        self._key_wanted = True
+        self._want_key()
 
     def on_rtt(self, rtt: float) -> None:
         """Feed a C{TestDelay} round trip (seconds) to the adaptive controller."""
@@ -251,6 +343,37 @@ class ScreenStreamer:
         if self._running:
             self._call = self._reactor.callLater(delay, self._slot)
 
+    def _want_key(self) -> None:
+        self._key_wanted = True
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make sure a slot comes (the damage path may be idle)."""
+        if self._running and self._busy is None and self._call is None:
+            self._schedule(self._delay())
+
+    def _damage_arrived(self) -> None:
+        # Reactor thread (callFromThread from the watcher).
+        self._wake()
+
+    def _delay(self) -> float:
+        now: float = self._reactor.seconds()
+        if now - self._input_at < self.INPUT_WINDOW:
+            return max(0.0, self._last_start + self.INPUT_GAP - now)
+        return self.pacer.delay()
+
+    def _next(self) -> None:
+        """After a slot: schedule the next one, unless the damage path may idle."""
+        path = self._damage
+        if (
+            path is None
+            or not path.usable
+            or self._key_wanted
+            or self.drop_policy.consecutive
+            or path.pending()
+        ):
+            self._schedule(self._delay())
+
     def _slot(self) -> None:
         self._call = None
         if not self._running or self._busy is not None:
@@ -266,6 +389,7 @@ class ScreenStreamer:
             self.controller.on_drop()
             self._schedule(self.pacer.delay())
             return
+        self._last_start = self._reactor.seconds()
         key = self._key_wanted or self.drop_policy.take_keyframe_request()
         self._key_wanted = False
         job = _Job(
@@ -284,8 +408,11 @@ class ScreenStreamer:
         self._busy = d
         d.addCallbacks(self._done, self._failed, errbackArgs=(job,))
 
-    def _work(self, job: _Job, pts: int) -> tuple[EncodedFrame | None, tuple[int, int]]:
+    def _work(self, job: _Job, pts: int) -> _Result:
         # Worker thread: nothing here may touch the reactor.
+        path = self._damage
+        if path is not None and path.usable:
+            return self._work_damage(job, pts, path)
         frame = self._source.grab()
         prev = self._source.previous
         size = (frame.width, frame.height)
@@ -293,7 +420,22 @@ class ScreenStreamer:
         # encoder finds the changed regions itself, so the tile search of
         # change.detect_change (3-10 ms) would be wasted here.
         if not job.keyframe and prev is not None and prev.data == frame.data:
-            return None, size
+            return _Result(None, size)
+        self._configure(job, frame.width, frame.height)
+        enc = self._encoder.encode(frame.data, *size, pts, keyframe=job.keyframe)
+        return _Result(enc, size)
+
+    def _work_damage(self, job: _Job, pts: int, path: DamagePath) -> _Result:
+        # Worker thread.
+        assert isinstance(self._source, Capturer)
+        frame, (w, h), region = path.picture(self._source, job.keyframe)
+        if frame is None:
+            return _Result(None, (w, h))
+        self._configure(job, w, h)
+        enc = self._encoder.encode_yuv(frame, w, h, pts, keyframe=job.keyframe)
+        return _Result(enc, (w, h), region)
+
+    def _configure(self, job: _Job, width: int, height: int) -> None:
         # The bitrate depends on the frame size, known only here; computing it
         # here keeps the first frame from opening the encoder at a bitrate
         # that the second one would have to reopen it for.
@@ -301,12 +443,11 @@ class ScreenStreamer:
         enc = self._encoder
         enc.set_codec(job.codec)
         enc.set_qmax(profile.qmax_h264 if job.codec == Codec.H264 else profile.qmax_vp9)
-        base = base_bitrate(job.quality, frame.width, frame.height, job.max_fps)
+        base = base_bitrate(job.quality, width, height, job.max_fps)
         enc.set_bitrate(int(base * job.level))
         enc.set_fps(job.fps)
-        return enc.encode(frame.data, frame.width, frame.height, pts, keyframe=job.keyframe), size
 
-    def _done(self, result: tuple[EncodedFrame | None, tuple[int, int]]) -> None:
+    def _done(self, result: _Result) -> None:
         self._busy = None
         if self._error_streak:
             self._log.info(
@@ -314,7 +455,7 @@ class ScreenStreamer:
                 count=self._error_streak,
             )
             self._error_streak = 0
-        encoded, size = result
+        encoded, size = result.encoded, result.size
         if size != self._size:
             self._size = size
             self._update_limits()
@@ -324,11 +465,14 @@ class ScreenStreamer:
             self.stats.frames += 1
             self.stats.bytes += len(encoded.data)
             self.stats.key_frames += encoded.key
+            if result.region:
+                self.stats.last_region = result.region
+                self.stats.captured_pixels += sum(r.width * r.height for r in result.region)
             try:
                 self._deliver(encoded)
             except Exception:
                 self._log.failure("delivering a video frame failed")
-        self._schedule(self.pacer.delay())
+        self._next()
 
     def _failed(self, failure: Failure, job: _Job) -> None:
         self._busy = None

@@ -1,0 +1,240 @@
+"""What changed on the screen, from the X server's DAMAGE extension.
+
+Comparing frames (L{litedesk.screen.change}) needs a grab of the whole
+monitor first: at 30 frames/s that alone costs a few per cent of a core on an
+idle desktop, and every change then costs a full-frame colour conversion and
+encode.  The X server already knows what it drew: a DAMAGE object on the
+root window reports every rendering request's rectangle (including those in
+child windows, in root coordinates).  L{DamageWatcher} listens for those on
+a connection and a thread of its own and accumulates them until the streamer
+takes them (L{DamageWatcher.take}); no damage means no capture, no compare
+and no encode.
+
+The level is C{DamageReportRawRectangles}, as x11vnc uses it: the server
+keeps no damage state for us and sends a rectangle per drawing request, so
+nothing can be lost between a take and the next report (the other levels
+need a C{DamageSubtract} round trip after each take, and damage drawn into
+an area already reported but not yet subtracted is never reported again).
+The cost is an event per drawing request, a few hundred a second while text
+scrolls; they are parsed on this thread, which sleeps in C{select} when
+nothing is drawn.
+
+L{merge_rects} (pure) turns the many small rectangles into the few that are
+worth a grab each.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.logger import Logger
+
+from .change import Rect
+
+__all__ = ["DamageUnavailable", "DamageWatcher", "align_rect", "clip_rect", "merge_rects"]
+
+_log = Logger()
+
+# Above this many rectangles a take is answered with their bounding box: the
+# pairwise merging below is quadratic, and that many rectangles mean most of
+# the screen changed anyway.
+MAX_RECTS = 64
+# A merge may add this many pixels beyond the two rectangles' areas (one grab
+# and one conversion call cost about as much as this many pixels).
+MERGE_SLACK = 64 * 64
+
+
+class DamageUnavailable(Exception):
+    """The X server has no DAMAGE extension, or the display cannot be opened."""
+
+
+def clip_rect(r: Rect, bounds: Rect) -> Rect | None:
+    """C{r} inside C{bounds}, relative to C{bounds}' corner; C{None} if outside."""
+    x0 = max(r.x, bounds.x)
+    y0 = max(r.y, bounds.y)
+    x1 = min(r.right, bounds.right)
+    y1 = min(r.bottom, bounds.bottom)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Rect(x0 - bounds.x, y0 - bounds.y, x1 - x0, y1 - y0)
+
+
+def align_rect(r: Rect, width: int, height: int, step: int = 2) -> Rect:
+    """Grow C{r} to multiples of C{step} (4:2:0 chroma pairs), within the frame."""
+    x0 = r.x - r.x % step
+    y0 = r.y - r.y % step
+    x1 = min(width, -(-r.right // step) * step)
+    y1 = min(height, -(-r.bottom // step) * step)
+    return Rect(x0, y0, x1 - x0, y1 - y0)
+
+
+def _area(r: Rect) -> int:
+    return r.width * r.height
+
+
+def merge_rects(rects: Iterable[Rect], slack: int = MERGE_SLACK) -> list[Rect]:
+    """Fewer, larger rectangles covering C{rects}, each worth a grab of its own.
+
+    Two rectangles become their union when it costs at most C{slack} pixels
+    more than the two did; repeated until no pair qualifies.  More than
+    L{MAX_RECTS} inputs give their bounding box.  The result covers every
+    input pixel and is sorted top to bottom.
+    """
+    out = [r for r in rects if r.width > 0 and r.height > 0]
+    if len(out) > MAX_RECTS:
+        box = out[0]
+        for r in out[1:]:
+            box = box.union(r)
+        return [box]
+    merged = True
+    while merged and len(out) > 1:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                u = out[i].union(out[j])
+                if _area(u) <= _area(out[i]) + _area(out[j]) + slack:
+                    out[i] = u
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    out.sort(key=lambda r: (r.y, r.x))
+    return out
+
+
+class DamageWatcher:
+    """Accumulate the root window's damage on a thread of its own.
+
+    @param on_damage: called I{from the watcher's thread} when damage arrives
+        and none was waiting (at most once per L{take}); the streamer passes a
+        function that hops to the reactor with C{callFromThread}.
+    @raise DamageUnavailable: from L{start}, when the display cannot be
+        opened or has no DAMAGE extension (the caller falls back to
+        comparing frames).
+    """
+
+    def __init__(self, display: str | None, on_damage: Callable[[], None]) -> None:
+        self._display_name = display
+        self._on_damage = on_damage
+        self._lock = threading.Lock()
+        self._rects: list[Rect] = []
+        self._all = False  # too many to keep: everything counts as damaged
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._stopping = False
+        self.events = 0
+        # Set when the thread died: the streamer goes back to comparing frames.
+        self.failed = False
+
+    # -- the streamer's side ---------------------------------------------------
+
+    def start(self) -> None:
+        """Open the connection, create the DAMAGE object, start the thread."""
+        from Xlib import X
+        from Xlib import display as xdisplay
+        from Xlib.error import DisplayError
+        from Xlib.ext import damage
+
+        try:
+            conn: Any = xdisplay.Display(self._display_name)
+        except (DisplayError, OSError) as e:
+            raise DamageUnavailable(f"cannot open display {self._display_name!r}: {e}") from e
+        if not conn.has_extension("DAMAGE"):
+            conn.close()
+            raise DamageUnavailable("the X server has no DAMAGE extension")
+        conn.damage_query_version()  # required before any other DAMAGE request
+        conn.screen().root.damage_create(damage.DamageReportRawRectangles)
+        conn.sync()
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, args=(conn, X), name="litedesk-damage", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and close its connection (returns once it is gone)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping = True
+        os.write(self._wake_w, b"x")
+        thread.join(5.0)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._wake_r = self._wake_w = -1
+
+    def mark_all(self) -> None:
+        """Count the whole screen as damaged (after a monitor switch, say)."""
+        with self._lock:
+            self._all = True
+            self._rects.clear()
+
+    def pending(self) -> bool:
+        """Whether damage waits to be taken."""
+        with self._lock:
+            return self._all or bool(self._rects)
+
+    def take(self) -> list[Rect] | None:
+        """The damage since the last take, in root coordinates, and forget it.
+
+        C{None} means "everything" (see L{mark_all}); C{[]} means nothing.
+        """
+        with self._lock:
+            rects, self._rects = self._rects, []
+            everything, self._all = self._all, False
+        return None if everything else rects
+
+    # -- the watcher's thread ----------------------------------------------------
+
+    def _add(self, batch: list[Rect]) -> None:
+        with self._lock:
+            was_empty = not (self._all or self._rects)
+            if not self._all:
+                self._rects.extend(batch)
+                if len(self._rects) > 4 * MAX_RECTS:
+                    # Keep the list bounded whatever is drawn: fold it into
+                    # its bounding box (merge_rects would do the same).
+                    box = self._rects[0]
+                    for r in self._rects[1:]:
+                        box = box.union(r)
+                    self._rects = [box]
+        if was_empty:
+            self._on_damage()
+
+    def _run(self, conn: Any, x: Any) -> None:
+        fd = conn.fileno()
+        try:
+            while not self._stopping:
+                batch: list[Rect] = []
+                # pending_events() reads what the socket holds without blocking.
+                while conn.pending_events():
+                    ev = conn.next_event()
+                    area = getattr(ev, "area", None)
+                    if area is not None:
+                        batch.append(Rect(area.x, area.y, area.width, area.height))
+                if batch:
+                    self.events += len(batch)
+                    self._add(batch)
+                    continue
+                ready, _, _ = select.select([fd, self._wake_r], [], [])
+                if self._wake_r in ready:
+                    break
+        except Exception:
+            # The X server went away (or python-xlib choked): the streamer
+            # sees `failed` and grabs and compares whole frames rather than
+            # trusting the silence.
+            _log.failure("X DAMAGE watcher failed; comparing whole frames from now on")
+            self.failed = True
+            self.mark_all()
+            self._on_damage()
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                _log.failure("closing the DAMAGE connection failed")

@@ -1,0 +1,84 @@
+"""The streamer's damage path: grab only what X DAMAGE reported, convert it in place.
+
+L{DamagePath} ties a L{DamageWatcher} (what changed, in root coordinates)
+to a L{YuvCanvas} (the encoder's persistent picture) for one L{Capturer}:
+L{DamagePath.picture} takes the damage, clips it to the selected monitor,
+merges it into a few even-aligned rectangles, grabs each (an XShm grab of
+that rectangle) and converts it into the canvas.  A key frame, a monitor
+switch, a size change or a watcher that lost track grabs and converts the
+whole monitor instead.  It runs on the streamer's worker thread; only
+L{DamagePath.pending} and the watcher's callback cross threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import av
+
+from .capture import Capturer, DisplayInfo
+from .change import Rect
+from .damage import DamageWatcher, align_rect, clip_rect, merge_rects
+from .yuv_canvas import YuvCanvas
+
+__all__ = ["DamagePath", "Picture"]
+
+Picture = tuple["av.VideoFrame | None", tuple[int, int], tuple[Rect, ...]]
+
+
+class DamagePath:
+    """Frames from damage for one capturer.
+
+    @param on_damage: called from the watcher's thread when damage arrives
+        and none was waiting.
+    @raise litedesk.screen.damage.DamageUnavailable: from L{start}.
+    """
+
+    def __init__(self, display: str | None, on_damage: Callable[[], None]) -> None:
+        self.watcher = DamageWatcher(display, on_damage)
+        self.canvas = YuvCanvas()
+        self._monitor: DisplayInfo | None = None
+
+    def start(self) -> None:
+        self.watcher.start()
+
+    def stop(self) -> None:
+        self.watcher.stop()
+
+    @property
+    def usable(self) -> bool:
+        """C{False} once the watcher failed: the streamer compares frames again."""
+        return not self.watcher.failed
+
+    def pending(self) -> bool:
+        """Whether damage waits (callable from any thread)."""
+        return self.watcher.pending()
+
+    def picture(self, source: Capturer, keyframe: bool) -> Picture:
+        """Bring the canvas up to date: C{(frame, size, region)}.
+
+        C{frame} is C{None} when nothing on the selected monitor changed;
+        C{region} is what was grabbed, in monitor coordinates.  Damage is
+        taken before grabbing: whatever is drawn after the take is grabbed
+        now or reported again, never lost.
+
+        @raise litedesk.screen.capture.CaptureError: a grab failed.
+        """
+        mon = source.monitor()
+        w, h = mon.width, mon.height
+        rects = self.watcher.take()
+        canvas = self.canvas
+        if keyframe or rects is None or mon != self._monitor or not canvas.fits(w, h):
+            frame = source.grab()
+            w, h = frame.width, frame.height
+            canvas.fill(frame.data, w, h)
+            self._monitor = mon
+            return canvas.frame, (w, h), (Rect(0, 0, w, h),)
+        bounds = Rect(mon.x, mon.y, w, h)
+        clipped = (clip_rect(r, bounds) for r in rects)
+        region = tuple(merge_rects(align_rect(c, w, h) for c in clipped if c is not None))
+        if not region:
+            return None, (w, h), ()
+        for r in region:
+            canvas.paint(r, source.grab_rect(r))
+        return canvas.frame, (w, h), region
