@@ -242,6 +242,19 @@ class StreamerTests(unittest.TestCase):
         self.assertTrue(all(dec.decode_frame(f) for f in self.sent))
         self.assertEqual(dec.errors, 0)
 
+    def test_input_injected_captures_at_once(self) -> None:
+        """After an injected click the changed screen is grabbed and sent without
+        waiting for the next frame slot (here 100 ms away), so the click's
+        effect is in the very next frame."""
+        self.ticks(3)
+        self.assertEqual(len(self.sent), 1)
+        self.reactor.advance(0.02)  # mid-slot: the next one is 80 ms away
+        self.source.screen = self.source.frames[1]
+        self.streamer.input_injected()
+        self.reactor.advance(0.01)
+        self.assertEqual(len(self.sent), 2)
+        self.assertFalse(self.sent[1].key)
+
     def test_force_keyframe_on_static_screen(self) -> None:
         """A refresh/new-viewer request sends a key frame even when nothing changed."""
         self.ticks(3)

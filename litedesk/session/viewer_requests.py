@@ -110,7 +110,12 @@ class ViewerRequests:
                     )
                 )
             return
-        self.ctx.input.submit(ev)
+        done = self.ctx.input.submit(ev)
+        # Once the event is in the X server, the streamer serves the damage
+        # it causes at once instead of at its next frame slot (issue 15).
+        injected = getattr(self.streamer, "input_injected", None)
+        if injected is not None:
+            done.addCallback(lambda _result: injected())
 
     def _clipboard(self, clip: pb.Clipboard) -> None:
         if self.ctx.view_only or self.ctx.clipboard is None:
