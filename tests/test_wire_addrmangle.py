@@ -186,3 +186,30 @@ class PropertyTests(SynchronousTestCase):
         host, port = decode(data)
         ipaddress.ip_address(host)
         self.assertTrue(0 <= port <= 0xFFFF)
+
+    @given(
+        st.one_of(
+            st.text(alphabet="0123456789.x ", max_size=20),
+            st.ip_addresses(v=4).map(str),
+        ),
+        st.integers(0, 0xFFFF),
+        strategies.u32,
+    )
+    def test_ipv4_text_mangles_as_ipaddress_reads_it(self, host: str, port: int, tm: int) -> None:
+        """
+        Any host text (dotted quads, and forms inet_aton reads differently:
+        "1.2", "010.0.0.1", trailing junk) mangles exactly as C{ipaddress}
+        reads it, or is refused as C{ipaddress} refuses it.
+        """
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            with self.assertRaises(ValueError):
+                encode((host, port), tm=tm)
+            return
+        value = (
+            ((int.from_bytes(ip.packed, "little") + tm) << 49) | (tm << 17) | (port + (tm & 0xFFFF))
+        )
+        expected = (value & ((1 << 128) - 1)).to_bytes(16, "little").rstrip(b"\x00")
+        self.assertEqual(encode((host, port), tm=tm), expected)
+        self.assertEqual(decode(expected), (str(ip), port))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import socket
 import time
 from collections.abc import Callable
 
@@ -64,15 +65,31 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _packed_v4(host: str) -> bytes | None:
+    """The 4 bytes of C{host} if it is a dotted quad in canonical form (as
+    sockets report peers), else None.  A punch mangles two addresses on its
+    way to the viewer; C{ipaddress} took two thirds of L{encode}'s time."""
+    try:
+        packed = socket.inet_aton(host)
+    except OSError:
+        return None
+    # inet_aton also takes "1", "1.2", octal and hex parts and trailing junk:
+    # only the text it gives back exactly is what ipaddress would read the same.
+    return packed if socket.inet_ntoa(packed) == host else None
+
+
 def encode(addr: Address, now_us: Callable[[], int] = _now_us, tm: int | None = None) -> bytes:
     """Mangle an endpoint.  C{tm} (u32) overrides the clock, for test vectors."""
     host, port = normalize(addr)
-    ip = ipaddress.ip_address(host)
-    if isinstance(ip, ipaddress.IPv6Address):
-        return ip.packed + (port & 0xFFFF).to_bytes(2, "little")
+    packed = _packed_v4(host) if ":" not in host else None
+    if packed is None:
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address):
+            return ip.packed + (port & 0xFFFF).to_bytes(2, "little")
+        packed = ip.packed
     if tm is None:
         tm = now_us() & _MASK32
-    ip_le = int.from_bytes(ip.packed, "little")
+    ip_le = int.from_bytes(packed, "little")
     value = ((ip_le + tm) << 49) | (tm << 17) | (port + (tm & 0xFFFF))
     return (value & _MASK128).to_bytes(16, "little").rstrip(b"\x00")
 
@@ -88,7 +105,8 @@ def decode(data: bytes) -> Address:
     tm = (n >> 17) & _MASK32
     ip_le = ((n >> 49) - tm) & _MASK32
     port = ((n & 0xFFFFFF) - (tm & 0xFFFF)) & 0xFFFF
-    return (str(ipaddress.IPv4Address(ip_le.to_bytes(4, "little"))), port)
+    # inet_ntoa: the same text as str(IPv4Address(...)), a fifth of the cost.
+    return (socket.inet_ntoa(ip_le.to_bytes(4, "little")), port)
 
 
 def is_unspecified(addr: Address) -> bool:
