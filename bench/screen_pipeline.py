@@ -57,6 +57,11 @@ with VP9 options over the encoder's defaults (C{vp9_options}; C{opt:-}
 drops a default; C{threads:N} sets the encoder's thread count and
 C{backend:ffmpeg} uses FFmpeg's libvpx-vp9 instead of libvpx directly);
 C{--vp9} adds one by hand.
+
+The damage path (issue 15), C{--damage [--phases idle,typing,...]}: the real
+streamer with X DAMAGE against the same streamer grabbing and comparing
+whole frames, one after the other on each phase of the session benchmark's
+desktop, with the ratios; see bench/screen_damage.py.
 """
 
 from __future__ import annotations
@@ -708,5 +713,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry(argv: list[str]) -> int:
+    """C{--damage} goes to bench/screen_damage.py (its own options), the rest to L{main}."""
+    if "--damage" in argv:
+        import screen_damage
+
+        return screen_damage.main([a for a in argv if a != "--damage"])
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry(sys.argv[1:]))

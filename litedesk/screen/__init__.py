@@ -1,16 +1,23 @@
 """The host's screen pipeline and the viewer's video decoder.
 
-capture (mss, per monitor) → change detection (an idle screen sends nothing)
-→ encode (H.264 via libx264, or VP9) → deliver, dropping frames rather than
-queueing them when the transport is backed up, with frame rate and bitrate
-adapted from round trips and buffer levels.
+X DAMAGE (what changed; nothing drawn, nothing done) → capture of the
+damaged rectangles (mss, per monitor) converted into a persistent YUV picture
+(or, without DAMAGE, whole grabs compared) → encode (H.264 via libx264, or
+VP9) → deliver, dropping frames rather than queueing them when the transport
+is backed up, with frame rate and bitrate adapted from round trips and
+buffer levels, and frames sent at once after injected input.
 
   - L{capture}: L{DisplayInfo}, L{list_displays}, L{Capturer};
   - L{change}: L{detect_change}, L{changed_tiles};
+  - L{damage}: L{damage.DamageWatcher} (X DAMAGE on a thread of its own),
+    L{damage.merge_rects}; L{damage_frames}: L{damage_frames.DamagePath},
+    the damaged rectangles grabbed into L{yuv_canvas.YuvCanvas}, the
+    encoder's persistent picture;
+  - L{frame_job}: one frame slot's work on the worker thread;
   - L{codec}: L{Codec}, L{EncodedFrame}, L{is_key_frame};
   - L{encode}: L{VideoEncoder}; L{decode}: L{VideoDecoder} (the viewer's);
-  - L{pipeline}: sans-IO L{FramePacer}, L{DropPolicy}, L{AdaptiveController},
-    L{ImageQuality};
+  - L{pipeline}: sans-IO L{FramePacer}, L{InputBoost}, L{DropPolicy},
+    L{AdaptiveController}, L{ImageQuality};
   - L{streamer}: L{ScreenStreamer}, the Twisted-facing loop;
   - L{backpressure}: L{transport_buffered}, L{PauseTracker}: what to pass
     as the streamer's C{buffered} callable; L{limit_kernel_buffering};
@@ -30,6 +37,7 @@ from .pipeline import (
     DropPolicy,
     FramePacer,
     ImageQuality,
+    InputBoost,
     base_bitrate,
     clamp_fps,
     quality_profile,
@@ -49,6 +57,7 @@ __all__ = [
     "Frame",
     "FramePacer",
     "ImageQuality",
+    "InputBoost",
     "PauseTracker",
     "Rect",
     "ScreenStreamer",

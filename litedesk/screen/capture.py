@@ -152,6 +152,11 @@ class Capturer:
         self.current: Frame | None = None
 
     @property
+    def display_name(self) -> str | None:
+        """The X display grabbed (C{None}: C{$DISPLAY})."""
+        return self._display
+
+    @property
     def index(self) -> int:
         """The monitor being captured (an index into L{displays})."""
         return self._index

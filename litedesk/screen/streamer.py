@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -44,38 +44,24 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from .capture import Capturer, DisplayInfo, Frame
+from .capture import Capturer, DisplayInfo
 from .change import Rect
 from .codec import Codec, EncodedFrame
 from .damage import DamageUnavailable
 from .damage_frames import DamagePath
 from .encode import VideoEncoder
+from .frame_job import FrameSource, Job, Produced, produce
 from .pipeline import (
     AdaptiveController,
     DropPolicy,
     FramePacer,
     ImageQuality,
+    InputBoost,
     base_bitrate,
     clamp_fps,
-    quality_profile,
 )
 
 __all__ = ["FrameSource", "ScreenStreamer", "StreamStats"]
-
-
-class FrameSource(Protocol):
-    """What the streamer needs from a capturer (L{Capturer} is one)."""
-
-    @property
-    def previous(self) -> Frame | None: ...
-
-    def grab(self) -> Frame: ...
-
-    def select(self, index: int) -> None: ...
-
-    def displays(self) -> list[DisplayInfo]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -94,23 +80,6 @@ class StreamStats:
     # converted in all.  Empty / 0 on the comparing path.
     last_region: tuple[Rect, ...] = ()
     captured_pixels: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    keyframe: bool
-    fps: float
-    level: float
-    max_fps: float
-    quality: int
-    codec: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    encoded: EncodedFrame | None
-    size: tuple[int, int]
-    region: tuple[Rect, ...] = ()
 
 
 def _one_thread_pool() -> ThreadPool:
@@ -140,10 +109,6 @@ class ScreenStreamer:
 
     # After a capture error, wait this long before trying again.
     ERROR_BACKOFF = 1.0
-    # After an injected input event, damage is served this long without
-    # waiting for the frame rate's slot, frames no closer than INPUT_GAP.
-    INPUT_WINDOW = 0.25
-    INPUT_GAP = 1 / 120
 
     def __init__(
         self,
@@ -182,18 +147,18 @@ class ScreenStreamer:
         self._pool_factory = pool_factory or _one_thread_pool
         self._pool: ThreadPool | None = None
         self._call: IDelayedCall | None = None
-        self._busy: Deferred[_Result] | None = None
+        self._busy: Deferred[Produced] | None = None
         self._running = False
         self._key_wanted = True
         self._size: tuple[int, int] | None = None
         self._shutdown_trigger: Any = None
         self._epoch = 0.0
         self._error_streak = 0
-        self._display = display
+        # DAMAGE watches the display the capturer grabs.
+        self._display = self._source.display_name if isinstance(self._source, Capturer) else display
         self._use_damage = damage and isinstance(self._source, Capturer)
         self._damage: DamagePath | None = None
-        self._input_at = float("-inf")
-        self._last_start = float("-inf")
+        self.boost = InputBoost(reactor)
 
     # -- control ------------------------------------------------------------
 
@@ -285,12 +250,12 @@ class ScreenStreamer:
     def input_injected(self) -> None:
         """An input event was injected: send its effect without waiting.
 
-        For L{INPUT_WINDOW} seconds damage is captured as soon as it arrives
-        (frames at least L{INPUT_GAP} apart) rather than at the next slot of
+        The next few frames are captured as soon as damage arrives rather
+        than at the next slot of
         the frame rate; without DAMAGE a frame is grabbed at once.  Call it on
         the reactor thread once the injection is done.
         """
-        self._input_at = self._reactor.seconds()
+        self.boost.injected()
         if not self._running or self._busy is not None:
             return  # _done schedules with the new delay
         if self._call is not None and self._call.active():
@@ -357,10 +322,7 @@ class ScreenStreamer:
         self._wake()
 
     def _delay(self) -> float:
-        now: float = self._reactor.seconds()
-        if now - self._input_at < self.INPUT_WINDOW:
-            return max(0.0, self._last_start + self.INPUT_GAP - now)
-        return self.pacer.delay()
+        return self.boost.delay(self.pacer.delay())
 
     def _next(self) -> None:
         """After a slot: schedule the next one, unless the damage path may idle."""
@@ -389,10 +351,10 @@ class ScreenStreamer:
             self.controller.on_drop()
             self._schedule(self.pacer.delay())
             return
-        self._last_start = self._reactor.seconds()
+        self.boost.frame_started()
         key = self._key_wanted or self.drop_policy.take_keyframe_request()
         self._key_wanted = False
-        job = _Job(
+        job = Job(
             keyframe=key,
             fps=self.controller.fps,
             level=self.controller.level,
@@ -408,46 +370,11 @@ class ScreenStreamer:
         self._busy = d
         d.addCallbacks(self._done, self._failed, errbackArgs=(job,))
 
-    def _work(self, job: _Job, pts: int) -> _Result:
+    def _work(self, job: Job, pts: int) -> Produced:
         # Worker thread: nothing here may touch the reactor.
-        path = self._damage
-        if path is not None and path.usable:
-            return self._work_damage(job, pts, path)
-        frame = self._source.grab()
-        prev = self._source.previous
-        size = (frame.width, frame.height)
-        # Whether anything changed is one memcmp (0.3-0.6 ms at 1080p); the
-        # encoder finds the changed regions itself, so the tile search of
-        # change.detect_change (3-10 ms) would be wasted here.
-        if not job.keyframe and prev is not None and prev.data == frame.data:
-            return _Result(None, size)
-        self._configure(job, frame.width, frame.height)
-        enc = self._encoder.encode(frame.data, *size, pts, keyframe=job.keyframe)
-        return _Result(enc, size)
+        return produce(job, pts, self._source, self._encoder, self._damage)
 
-    def _work_damage(self, job: _Job, pts: int, path: DamagePath) -> _Result:
-        # Worker thread.
-        assert isinstance(self._source, Capturer)
-        frame, (w, h), region = path.picture(self._source, job.keyframe)
-        if frame is None:
-            return _Result(None, (w, h))
-        self._configure(job, w, h)
-        enc = self._encoder.encode_yuv(frame, w, h, pts, keyframe=job.keyframe)
-        return _Result(enc, (w, h), region)
-
-    def _configure(self, job: _Job, width: int, height: int) -> None:
-        # The bitrate depends on the frame size, known only here; computing it
-        # here keeps the first frame from opening the encoder at a bitrate
-        # that the second one would have to reopen it for.
-        profile = quality_profile(job.quality)
-        enc = self._encoder
-        enc.set_codec(job.codec)
-        enc.set_qmax(profile.qmax_h264 if job.codec == Codec.H264 else profile.qmax_vp9)
-        base = base_bitrate(job.quality, width, height, job.max_fps)
-        enc.set_bitrate(int(base * job.level))
-        enc.set_fps(job.fps)
-
-    def _done(self, result: _Result) -> None:
+    def _done(self, result: Produced) -> None:
         self._busy = None
         if self._error_streak:
             self._log.info(
@@ -474,7 +401,7 @@ class ScreenStreamer:
                 self._log.failure("delivering a video frame failed")
         self._next()
 
-    def _failed(self, failure: Failure, job: _Job) -> None:
+    def _failed(self, failure: Failure, job: Job) -> None:
         self._busy = None
         self.stats.errors += 1
         # The encoder may have failed half-way through a frame; restart the
