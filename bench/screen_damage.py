@@ -8,20 +8,23 @@ Run from the repository root (C{bench/screen_pipeline.py --damage} runs this)::
 Starts its own Xvfb 1920x1080x24 and bench/session_workload.py on it (with
 a click on its target every 0.15-0.35 s through xdotool, as bench/session.py
 clicks), then for each phase runs the real L{ScreenStreamer} (H.264, image
-quality Balanced, 30 fps ceiling, on this process's reactor) twice, one
-variant after the other, in the same run:
+quality Balanced, 30 fps ceiling, on this process's reactor) once per
+variant, one after the other, in the same run (C{--variants}; by default
+the first two):
 
   - C{compare}: the pipeline as it was before issue 15 (C{damage=False}): the
     whole monitor grabbed every frame slot, compared with the last grab,
     converted whole and encoded when it differs;
   - C{damage}: X DAMAGE drives the frames; only the damaged rectangles are
-    grabbed and converted into the persistent picture.
+    grabbed and converted into the persistent picture;
+  - encoder candidates on the damage path (L{VARIANTS}): C{threads1},
+    C{superfast}, C{crf26}, C{crf30}.
 
 Per variant: this process's CPU (all threads: reactor, worker, DAMAGE
 watcher) in % of one core, frames delivered per second, Mb/s of video, and
 the megapixels grabbed and converted per second (the damage path counts
 them; the compare path grabs the whole screen every slot and converts it
-for every frame); then the ratio damage / compare.  The X server's CPU is
+for every frame); then the ratios to the compare path.  The X server's CPU is
 shown too, because grabbing costs it as well.  Numbers move with the load of
 a shared 2-core machine: run it under C{flock /tmp/bench.lock}, and read
 the ratios of one run rather than figures across runs.
@@ -48,12 +51,23 @@ sys.path.insert(0, str(REPO))
 from procfs import cpu_seconds  # noqa: E402
 from twisted.internet import defer, task  # noqa: E402
 
-from litedesk.screen import EncodedFrame, ScreenStreamer  # noqa: E402
+from litedesk.screen import Codec, EncodedFrame, ScreenStreamer, VideoEncoder  # noqa: E402
 from tests.support.xvfb import Xvfb  # noqa: E402
 
 WORKLOAD = REPO / "bench" / "session_workload.py"
 PHASES = ("idle", "typing", "scrolling", "moving")
-VARIANTS = ("compare", "damage")
+# name -> (X DAMAGE on?, VideoEncoder keyword arguments over the streamer's
+# default H.264 encoder).  The encoder candidates (issue 15 step 3) run on
+# the damage path: libx264's threads (2: sliced threads, the default; 1: none),
+# a slower preset, and capped CRF instead of average bitrate.
+VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
+    "compare": (False, {}),
+    "damage": (True, {}),
+    "threads1": (True, {"threads": 1}),
+    "superfast": (True, {"h264_options": {"preset": "superfast"}}),
+    "crf26": (True, {"h264_options": {"crf": "26"}}),
+    "crf30": (True, {"h264_options": {"crf": "30"}}),
+}
 CLICK_AT = (1760, 80)
 CLICK_GAP = (0.15, 0.35)
 W, H = 1920, 1080
@@ -113,8 +127,14 @@ def measure(
     seconds: float,
 ) -> Generator[Any, Any, Run]:  # fmt: skip
     sent: list[EncodedFrame] = []
+    damage, encoder_kw = VARIANTS[variant]
     streamer = ScreenStreamer(
-        reactor, sent.append, lambda: 0, display=display, damage=variant == "damage"
+        reactor,
+        sent.append,
+        lambda: 0,
+        display=display,
+        damage=damage,
+        encoder=VideoEncoder(Codec.H264, fps=30, **encoder_kw) if encoder_kw else None,
     )
     clicker = Clicker(reactor, env)
     streamer.start()
@@ -129,7 +149,7 @@ def measure(
     nbytes = sum(len(f.data) for f in sent) - bytes0
     slots = streamer.stats.slots - slots0
     # The compare path grabs the whole screen every slot.
-    pixels = streamer.stats.captured_pixels - pix0 if variant == "damage" else slots * W * H
+    pixels = streamer.stats.captured_pixels - pix0 if damage else slots * W * H
     clicker.stop()
     yield streamer.stop()
     dt = t1 - t0
@@ -169,7 +189,7 @@ def run_all(reactor: Any, args: argparse.Namespace) -> Generator[Any, Any, None]
             work.stdin.flush()
             if work.stdout.readline().strip() != f"ok {phase}":
                 raise RuntimeError(f"session_workload.py did not start {phase}")
-            for variant in VARIANTS:
+            for variant in args.variants.split(","):
                 r = yield measure(
                     reactor, xvfb.display, xvfb.env, proc.pid, phase, variant, args.seconds
                 )
@@ -183,7 +203,7 @@ def run_all(reactor: Any, args: argparse.Namespace) -> Generator[Any, Any, None]
         work.stdin.close()
         work.wait(10)
         xvfb.stop()
-    report(runs)
+    report(runs, args.variants.split(","))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in runs], indent=2))
 
@@ -192,28 +212,42 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
-def report(runs: list[Run]) -> None:
+def report(runs: list[Run], variants: list[str]) -> None:
+    """A table per phase: each variant, then its ratios to the compare path
+    (or, without it, to the first variant) measured in the same run."""
+    ref_name = "compare" if "compare" in variants else variants[0]
     print(f"\n1920x1080, session workload, H.264 Balanced 30 fps, {os.cpu_count()} cores")
-    print(f"{'phase':9} {'variant':8} {'CPU':>7} {'Xvfb':>7} {'fps':>6} {'Mb/s':>7} {'Mpx/s':>7}")
+    print(f"ratios: each variant / {ref_name}, same phase, same run")
+    print(
+        f"{'phase':9} {'variant':10} {'CPU':>7} {'Xvfb':>7} {'fps':>6} {'Mb/s':>7} {'Mpx/s':>7}"
+        f"   {'CPU':>6} {'fps':>6} {'Mb/s':>6}"
+    )
     by = {(r.phase, r.variant): r for r in runs}
     for phase in dict.fromkeys(r.phase for r in runs):
-        for variant in VARIANTS:
+        ref = by[(phase, ref_name)]
+        for variant in variants:
             r = by[(phase, variant)]
             print(
-                f"{phase:9} {variant:8} {r.cpu:6.1f}% {r.xvfb_cpu:6.1f}% {r.fps:6.1f} "
-                f"{r.mbps:7.3f} {r.mpix_s:7.1f}"
+                f"{phase:9} {variant:10} {r.cpu:6.1f}% {r.xvfb_cpu:6.1f}% {r.fps:6.1f} "
+                f"{r.mbps:7.3f} {r.mpix_s:7.1f}   {_ratio(r.cpu, ref.cpu):>6} "
+                f"{_ratio(r.fps, ref.fps):>6} {_ratio(r.mbps, ref.mbps):>6}"
             )
-        d, c = by[(phase, "damage")], by[(phase, "compare")]
-        print(
-            f"{'':9} {'dmg/cmp':8} {_ratio(d.cpu, c.cpu):>7} {_ratio(d.xvfb_cpu, c.xvfb_cpu):>7} "
-            f"{_ratio(d.fps, c.fps):>6} {_ratio(d.mbps, c.mbps):>7} {_ratio(d.mpix_s, c.mpix_s):>7}"
-        )
+    print("overall (sum over the phases):")
+    for variant in variants:
+        mine = [r for r in runs if r.variant == variant]
+        refs = [r for r in runs if r.variant == ref_name]
+        cpu, rcpu = sum(r.cpu for r in mine), sum(r.cpu for r in refs)
+        mb, rmb = sum(r.mbps for r in mine), sum(r.mbps for r in refs)
+        print(f"  {variant:10} CPU {_ratio(cpu, rcpu):>6}  Mb/s {_ratio(mb, rmb):>6}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="measured per phase and variant")
     ap.add_argument("--phases", default=",".join(PHASES))
+    ap.add_argument(
+        "--variants", default="compare,damage", help=f"of {','.join(VARIANTS)}, in this order"
+    )
     ap.add_argument("--json", help="also write the runs here")
     args = ap.parse_args(argv)
     task.react(lambda reactor: run_all(reactor, args))

@@ -314,6 +314,13 @@ SCORE_EVERY = 3
 # libvpx-vp9).
 CANDIDATES: dict[str, tuple[str, dict[str, str | None]]] = {
     "h264": ("h264", {}),
+    # Issue 15's H.264 settings, options over encode.py's libx264 ones: one
+    # thread (no sliced threads), a slower preset, capped CRF instead of the
+    # average bitrate (the VBV cap stays).
+    "h264-t1": ("h264", {"threads": "1"}),
+    "h264-superfast": ("h264", {"preset": "superfast"}),
+    "h264-crf26": ("h264", {"crf": "26"}),
+    "h264-crf30": ("h264", {"crf": "30"}),
     # encode.py's VP9 as it is, and the same settings through FFmpeg (which
     # stops at speed 8).
     "vp9": ("vp9", {}),
@@ -463,8 +470,9 @@ def encode_sequence(name: str, seq: Sequence, bitrate: int) -> EncodeResult:
         fps=30.0,
         qmax=profile.qmax_h264 if codec == "h264" else profile.qmax_vp9,
         threads=threads,
-        vp9_options=opts,
+        vp9_options=opts if codec == "vp9" else None,
         vp9_backend=backend if codec == "vp9" else None,
+        h264_options=opts if codec == "h264" else None,
     )
     dec = VideoDecoder(codec)
     walls: list[float] = []

@@ -206,8 +206,9 @@ class DamageOnXvfbTests(unittest.TestCase):
     def test_streamer_grabs_and_encodes_only_the_damaged_region(self) -> Any:
         """After the first key frame, a small drawing is grabbed and converted as one
         small rectangle around it (not the 1920x1080 screen), sent as one delta
-        that decodes to the screen as it is now; an idle display then produces
-        no frame and no frame slot."""
+        that decodes to the screen as it is now; the same drawing again is
+        damage without change and sends nothing; an idle display produces no
+        frame and no frame slot."""
         sent: list[EncodedFrame] = []
         streamer = ScreenStreamer(reactor, sent.append, lambda: 0, display=self.display)
         win = _Window(self.display, 800, 500, 320, 200)
@@ -224,6 +225,11 @@ class DamageOnXvfbTests(unittest.TestCase):
             grabbed = streamer.stats.captured_pixels - pixels
             self.assertLess(grabbed, 2 * 104 * 54, region)
             self.assertFalse(sent[-1].key)
+            # Drawn again, the same: damage, but no change and so no frame.
+            frames, unchanged = len(sent), streamer.stats.unchanged
+            win.fill(40, 30, 100, 50, 0x2080E0)
+            yield until(lambda: streamer.stats.unchanged > unchanged and streamer.idle)
+            self.assertEqual(len(sent), frames)
             # Idle: nothing drawn, no slot runs and no frame is sent.
             slots, frames = streamer.stats.slots, len(sent)
             yield until(lambda: streamer.idle)

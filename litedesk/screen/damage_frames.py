@@ -4,7 +4,12 @@ L{DamagePath} ties a L{DamageWatcher} (what changed, in root coordinates)
 to a L{YuvCanvas} (the encoder's persistent picture) for one L{Capturer}:
 L{DamagePath.picture} takes the damage, clips it to the selected monitor,
 merges it into a few even-aligned rectangles, grabs each (an XShm grab of
-that rectangle) and converts it into the canvas.  A key frame, a monitor
+that rectangle) and converts it into the canvas.  Damage does not mean
+change: toolkits repaint what is already there (Tk redraws a whole text line
+per keystroke, a blinking cursor's window repaints its background), so a
+persistent BGRA copy of the monitor is kept, each grabbed rectangle is
+compared with it row by row (C{memcmp}s of a few kB) and only rectangles
+that differ are converted; when none does, no frame is encoded.  A key frame, a monitor
 switch, a size change or a watcher that lost track grabs and converts the
 whole monitor instead.  It runs on the streamer's worker thread; only
 L{DamagePath.pending} and the watcher's callback cross threads.
@@ -38,6 +43,8 @@ class DamagePath:
         self.watcher = DamageWatcher(display, on_damage)
         self.canvas = YuvCanvas()
         self._monitor: DisplayInfo | None = None
+        # The monitor as last grabbed, BGRA, stride width * 4.
+        self._bgra = bytearray()
 
     def start(self) -> None:
         self.watcher.start()
@@ -72,13 +79,28 @@ class DamagePath:
             frame = source.grab()
             w, h = frame.width, frame.height
             canvas.fill(frame.data, w, h)
+            self._bgra = bytearray(frame.data)
             self._monitor = mon
             return canvas.frame, (w, h), (Rect(0, 0, w, h),)
         bounds = Rect(mon.x, mon.y, w, h)
         clipped = (clip_rect(r, bounds) for r in rects)
         region = tuple(merge_rects(align_rect(c, w, h) for c in clipped if c is not None))
-        if not region:
+        changed = tuple(r for r in region if self._update(r, source.grab_rect(r), w))
+        if not changed:
             return None, (w, h), ()
-        for r in region:
-            canvas.paint(r, source.grab_rect(r))
-        return canvas.frame, (w, h), region
+        return canvas.frame, (w, h), changed
+
+    def _update(self, r: Rect, data: bytes, width: int) -> bool:
+        """Keep C{r}'s grab if it differs from what we had; whether it did."""
+        buf = self._bgra
+        stride, n = width * 4, r.width * 4
+        differs = False
+        for row in range(r.height):
+            o = (r.y + row) * stride + r.x * 4
+            line = data[row * n : row * n + n]
+            if buf[o : o + n] != line:
+                buf[o : o + n] = line
+                differs = True
+        if differs:
+            self.canvas.paint(r, data)
+        return differs

@@ -127,6 +127,8 @@ class VideoEncoder:
     @param vp9_options: VP9 settings over this module's, by FFmpeg's option
         names (C{None} drops one); the libvpx backend knows those in
         C{CONTROLS} and C{CONFIG}.  For measurements (bench/).
+    @param h264_options: libx264 options (FFmpeg's names) over this
+        module's, C{None} drops one.  For measurements (bench/).
     @param vp9_backend: C{"libvpx"} (direct, the default when it loads),
         C{"ffmpeg"} (PyAV's C{libvpx-vp9}), or C{None} for the default.
     @ivar opens: how many times a codec context was opened (for tests and
@@ -175,11 +177,13 @@ class VideoEncoder:
         clock: Callable[[], float] = time.monotonic,
         vp9_options: Mapping[str, str | None] | None = None,
         vp9_backend: str | None = None,
+        h264_options: Mapping[str, str | None] | None = None,
     ) -> None:
         if vp9_backend not in (None, "libvpx", "ffmpeg"):
             raise ValueError(f"unknown VP9 backend {vp9_backend!r}")
         self._codec = Codec(codec)
         self._vp9_overrides = dict(vp9_options or {})
+        self._h264_overrides = dict(h264_options or {})
         self._vp9_backend = vp9_backend
         self._qmax = qmax
         self._bitrate = int(bitrate)
@@ -336,13 +340,15 @@ class VideoEncoder:
             # typing: qmin 24 cut the bitrate 0.39 -> 0.23 Mb/s with the mean
             # pixel error 2.05 -> 2.12 (bench/session.py notes).
             ctx.qmin = min(H264_QMIN, self._qmax) if self._qmax is not None else H264_QMIN
-            ctx.options = {
+            x264 = {
                 "preset": "ultrafast",
                 "tune": "zerolatency",
                 "forced-idr": "1",
                 "maxrate": _bps_to_option(self._bitrate * self.X264_MAXRATE_HEADROOM),
                 "bufsize": bufsize,
+                **self._h264_overrides,
             }
+            ctx.options = {k: v for k, v in x264.items() if v is not None}
         else:
             options = {"qmin": str(self._vp9_qrange()[0]), **self._vp9_settings()}
             # What FFmpeg's wrapper cannot take: speed 9 (its cpu-used stops
