@@ -16,6 +16,9 @@ same machine, as a ratio:
    in flight; a request counts once its ``RegisterPkResponse`` OK is back,
    which the server sends only after the commit that holds it (WAL,
    synchronous=FULL); median of 3 rounds, and the rows in SQLite afterwards.
+   Each round prints the CPU share of the server (and of its reactor thread;
+   the rest is the store's writer) and of this load generator, which must
+   stay well below 1 for the figure to be the server's.
 
 With ``LITEDESK_BENCH_PROFILE=DIR`` every litedesk-relay started here runs
 under cProfile and leaves ``DIR/<name>.prof`` (read with ``pstats``).
@@ -227,9 +230,10 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time of a process (or of its thread C{tid})."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -295,14 +299,21 @@ HEARTBEAT_PATCH = (
 
 
 # With $LITEDESK_BENCH_PROFILE=DIR, each litedesk-relay runs under cProfile
-# (reactor thread only) and writes DIR/<name>.prof when stopped: where the time
-# goes under the benchmark's own load.  argv[1] is the output file.
+# and writes DIR/<name>.prof (reactor thread) and DIR/<name>-writer.prof (the
+# SQLite store's writer thread) when stopped: where the time goes under the
+# benchmark's own load.  argv[1] is the output file.
 PROFILE_WRAP = (
     "import cProfile, sys; from twisted.application import app; "
-    "out = sys.argv.pop(1); p = cProfile.Profile(); "
+    "import litedesk.rendezvous.store as st; "
+    "out = sys.argv.pop(1); p = cProfile.Profile(); w = cProfile.Profile(); "
     "app._exitWithSignal = lambda sig: sys.exit(0); "
+    "run_writer = st.PeerStore._run\n"
+    "def _run(self, ready):\n    w.enable()\n    try:\n        run_writer(self, ready)\n"
+    "    finally:\n        w.disable()\n"
+    "st.PeerStore._run = _run\n"
     "from twisted.scripts.twistd import run; p.enable()\n"
-    "try:\n    run()\nfinally:\n    p.disable(); p.dump_stats(out)"
+    "try:\n    run()\nfinally:\n    p.disable(); p.dump_stats(out)\n"
+    "    if w.getstats(): w.dump_stats(out.removesuffix('.prof') + '-writer.prof')"
 )
 PROFILE_ENV = "LITEDESK_BENCH_PROFILE"
 
@@ -403,7 +414,13 @@ def wait_ready(servers: Servers, timeout: float = 30.0) -> None:
 
 
 def peer_id(i: int) -> str:
-    return str(100_000_000 + i)
+    """The i-th bench id: 9 digits, scattered as RustDesk's random ids are.
+
+    Consecutive ids would all land at the right-hand edge of the peer table's
+    C{id} index, one page for a whole batch; real ids hit a page each
+    (7,368,787 is prime to 900,000,000: distinct ids for every i < 9e8).
+    """
+    return str(100_000_000 + (i * 7_368_787) % 900_000_000)
 
 
 def register_pk(i: int) -> bytes:
@@ -465,6 +482,8 @@ class RegStats:
     addresses: int = 0
     seconds: float = 0.0
     server_cpu_seconds: float = 0.0
+    reactor_cpu_seconds: float = 0.0  # the server's main thread (the rest: its writer)
+    client_cpu_seconds: float = 0.0  # this process's CPU: is the generator the limit?
     max_ack_ms: float = 0.0  # slowest acknowledgement (from the last try)
 
     @property
@@ -512,6 +531,8 @@ def register_range(  # noqa: C901
     port = server.udp
     stats = RegStats(ids=count)
     cpu0 = cpu_seconds(server.child.pid)
+    reactor0 = cpu_seconds(server.child.pid, server.child.pid)
+    client0 = time.process_time()
     groups = _address_groups(first, count, addr_base, addr_offset, per_address)
     active: dict[int, _Slot] = {}
     ep = select.epoll()
@@ -587,6 +608,8 @@ def register_range(  # noqa: C901
         ep.close()
     stats.seconds = time.monotonic() - start
     stats.server_cpu_seconds = cpu_seconds(server.child.pid) - cpu0
+    stats.reactor_cpu_seconds = cpu_seconds(server.child.pid, server.child.pid) - reactor0
+    stats.client_cpu_seconds = time.process_time() - client0
     return stats
 
 
@@ -2041,7 +2064,10 @@ def run_register(children: Children, tmp: Path, cfg: Config, out: dict[str, obje
             rounds.append(reg)
             print(
                 f"  round {k + 1}: {reg.ok:,} acknowledged in {reg.seconds:.2f} s = "
-                f"{reg.rate:>8,.0f}/s, {reg.cpu_us_per_id:.0f} us server CPU each "
+                f"{reg.rate:>8,.0f}/s, {reg.cpu_us_per_id:.0f} us server CPU each, "
+                f"CPU share server {reg.server_cpu_seconds / reg.seconds:.2f} "
+                f"(reactor thread {reg.reactor_cpu_seconds / reg.seconds:.2f}) "
+                f"client {reg.client_cpu_seconds / reg.seconds:.2f} "
                 f"(slowest ack {reg.max_ack_ms:.0f} ms, {reg.retries} retries, "
                 f"{reg.refused} refused, {reg.failed} failed)"
             )
@@ -2051,9 +2077,11 @@ def run_register(children: Children, tmp: Path, cfg: Config, out: dict[str, obje
     acked = sum(r.ok for r in rounds)
     rate = statistics.median(r.rate for r in rounds)
     cpu = statistics.median(r.cpu_us_per_id for r in rounds)
+    client = statistics.median(r.client_cpu_seconds / r.seconds for r in rounds if r.seconds)
     print(
         f"  median       : {rate:,.0f} RegisterPk/s durable, {cpu:.0f} us server CPU each "
-        f"(one core: {1e6 / cpu if cpu else 0:,.0f}/s); {rows:,} rows in SQLite for "
+        f"(one core: {1e6 / cpu if cpu else 0:,.0f}/s), load generator at {client:.2f} of its "
+        f"core; {rows:,} rows in SQLite for "
         f"{acked:,} acknowledged{'' if rows >= acked else ' -- ACKNOWLEDGED ROWS MISSING'}"
     )
     out["register"] = {
@@ -2061,6 +2089,7 @@ def run_register(children: Children, tmp: Path, cfg: Config, out: dict[str, obje
         "window": cfg.window,
         "median_per_s": round(rate),
         "median_cpu_us": round(cpu, 1),
+        "median_client_cpu_share": round(client, 3),
         "rows": rows,
         "acknowledged": acked,
         "rounds": [asdict(r) for r in rounds],
