@@ -7,7 +7,10 @@ LiteDesk viewer (C{--monitor N}, C{--screenshot}, C{--click}, C{--stats-json}) a
 the stock RustDesk client emulator (tests/support/rustdesk_client.py): both monitors are
 offered with their geometry, the picture is the chosen monitor's, a click at (x, y) of the
 second monitor lands at (1920 + x, y) of the X screen, and a monitor the host does not
-have is refused with the count.
+have is refused with the count.  Monitors added after the agent started are offered at the
+next login (a second host whose monitors are defined while it runs), and
+L{HostContext.refresh_displays}, which re-reads them, is unit-tested with a lister that
+changes, fails or finds nothing.
 """
 
 from __future__ import annotations
@@ -17,23 +20,31 @@ import base64
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import av
 from PIL import Image, ImageOps
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import message_pb2 as pb
+from litedesk.session.host_context import DISPLAYS_REUSED_FOR, Display, HostContext
+from litedesk.session.login import LoginVerifier
+from litedesk.session.password import StoredPassword
 
 from .support import rustdesk_client as rc
 from .support.e2e_lab import VIEWER
+from .support.fakes import FakeStreamer
 from .support.images import mean_error, paint_test_screen
 from .support.listening_host import ListeningHost
 from .support.polling import wait_until
 from .support.recorder import RECORDER_TITLE, Recorder, pointer_position
 from .support.skips import requires
-from .support.xvfb import DUAL_MONITORS, dual_monitor_xvfb, set_root_image
+from .support.xvfb import DUAL_MONITORS, Xvfb, dual_monitor_xvfb, set_monitors, set_root_image
 
 PASSWORD = "two-monitors-Pw-5521"
 #: The H.264/VP9 error between a sent picture and the decoded one stays far below this,
@@ -57,8 +68,10 @@ def monitor_pictures(directory: Path) -> tuple[Image.Image, Image.Image, Path]:
 class _DualHost:
     """The host agent on the two-monitor display, with both pictures shown."""
 
-    def __init__(self) -> None:
-        self.host = ListeningHost(PASSWORD, prefix="litedesk-multimon-", xvfb=dual_monitor_xvfb())
+    def __init__(self, xvfb: Xvfb | None = None) -> None:
+        self.host = ListeningHost(
+            PASSWORD, prefix="litedesk-multimon-", xvfb=xvfb or dual_monitor_xvfb()
+        )
         self.env = self.host.env
         self.first, self.second, root = monitor_pictures(self.host.dir)
         set_root_image(self.host.xvfb, str(root))
@@ -233,6 +246,15 @@ class StockRustDeskClientTests(SynchronousTestCase):
         self.assertEqual(info.current_display, 0)
         self.picture_after(client, self.host.first)
 
+        # A display the host lacks: no answer (RustDesk has no refusal), a reason in the
+        # log, and the session goes on.
+        client.send_misc(switch_display=pb.SwitchDisplay(display=7))
+        wait_until(
+            lambda: "asked for monitor 7; there are 2: ignored" in self.host.host.log_text(),
+            10,
+            0.05,
+            "the ignored switch in the host log",
+        )
         client.send_misc(switch_display=pb.SwitchDisplay(display=1))
         answer = client.recv_until("misc").misc
         self.assertEqual(answer.WhichOneof("union"), "switch_display")
@@ -249,3 +271,117 @@ class StockRustDeskClientTests(SynchronousTestCase):
             0.05,
             lambda: f"the pointer at {(x, y)}, not {pointer_position(self.host.host.xvfb.display)}",
         )
+
+
+@requires("Xvfb", "display")
+class MonitorsAddedLaterTests(SynchronousTestCase):
+    """Monitors defined after the agent started (a screen plugged in) are offered."""
+
+    def test_next_login_offers_the_new_monitors(self) -> None:
+        """One 3840x1080 monitor at first; split into two, the next viewer gets both, and
+        monitor 2 shows its own picture."""
+        host = _DualHost(Xvfb(3840, 1080, 24).start())
+        self.addCleanup(host.host.stop)
+        shot = Path(self.mktemp())
+        before = host.viewer("--stats-json")
+        self.assertEqual(before.returncode, 0, before.stderr)
+        self.assertEqual(
+            [(m["width"], m["height"]) for m in json.loads(before.stdout)["monitors"]],
+            [(3840, 1080)],
+        )
+        set_monitors(host.host.xvfb.display or "", DUAL_MONITORS)
+        # The host reuses a listing for this long (a flood of switches costs one a second).
+        time.sleep(DISPLAYS_REUSED_FOR)
+        after = host.viewer("--stats-json", "--monitor", "2", "--screenshot", str(shot))
+        self.assertEqual(after.returncode, 0, after.stderr)
+        self.assertEqual(
+            [(m["x"], m["width"]) for m in json.loads(after.stdout)["monitors"]],
+            [(0, 1920), (1920, 1920)],
+        )
+        self.assertLess(mean_error(host.second, Image.open(shot).convert("RGB")), SAME)
+        self.assertIn(
+            "Monitors changed: 3840x1080+0+0 -> 1920x1080+0+0, 1920x1080+1920+0",
+            host.host.log_text(),
+        )
+
+
+def _context(clock: Clock, displays: list[Display], lister: Any) -> HostContext:
+    return HostContext(
+        peer_id="123456789",
+        verifier=LoginVerifier(clock, StoredPassword.create("pw-1234567"), one_time=False),
+        clock=clock,
+        make_streamer=lambda deliver, buffered, codec: FakeStreamer(),
+        displays=displays,
+        list_displays=lister,
+    )
+
+
+ONE = [Display(0, 0, 3840, 1080, "screen", True)]
+TWO = [Display(0, 0, 1920, 1080, "A", True), Display(1920, 0, 1920, 1080, "B")]
+
+
+class RefreshDisplaysTests(SynchronousTestCase):
+    """L{HostContext.refresh_displays}: what PeerInfo and SwitchDisplay answers are built from."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events = EventLoggingObserver()
+        globalLogPublisher.addObserver(self.events)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events)
+
+    def messages(self) -> list[tuple[LogLevel, str]]:
+        return [(e["log_level"], formatEvent(e)) for e in self.events]
+
+    def test_without_a_lister_the_start_up_list_stays(self) -> None:
+        ctx = _context(self.clock, list(ONE), None)
+        self.assertEqual(ctx.refresh_displays(), ONE)
+        self.assertEqual(self.messages(), [])
+
+    def test_a_changed_layout_replaces_the_list_and_is_logged(self) -> None:
+        ctx = _context(self.clock, list(ONE), lambda: list(TWO))
+        self.assertEqual(ctx.refresh_displays(), TWO)
+        self.assertEqual(ctx.displays, TWO)
+        self.assertEqual(
+            self.messages(),
+            [(LogLevel.info, "Monitors changed: 3840x1080+0+0 -> 1920x1080+0+0, 1920x1080+1920+0")],
+        )
+        # The same layout again: nothing new to say.
+        self.clock.advance(DISPLAYS_REUSED_FOR)
+        self.assertEqual(ctx.refresh_displays(), TWO)
+        self.assertEqual(len(self.messages()), 1)
+
+    def test_a_listing_is_reused_for_a_while(self) -> None:
+        """A viewer flooding SwitchDisplay costs one listing per interval, not one each."""
+        calls: list[int] = []
+
+        def lister() -> list[Display]:
+            calls.append(1)
+            return list(TWO if len(calls) > 1 else ONE)
+
+        ctx = _context(self.clock, list(ONE), lister)
+        for _ in range(100):
+            self.assertEqual(ctx.refresh_displays(), ONE)
+            self.clock.advance(DISPLAYS_REUSED_FOR / 200)
+        self.assertEqual(len(calls), 1)
+        self.clock.advance(DISPLAYS_REUSED_FOR)
+        self.assertEqual(ctx.refresh_displays(), TWO)
+        self.assertEqual(len(calls), 2)
+
+    def test_a_failing_or_empty_listing_keeps_the_last_list(self) -> None:
+        def fails() -> list[Display]:
+            raise OSError("X connection refused")
+
+        ctx = _context(self.clock, list(TWO), fails)
+        self.assertEqual(ctx.refresh_displays(), TWO)
+        self.assertEqual(
+            self.messages(),
+            [
+                (
+                    LogLevel.warn,
+                    "Cannot list the monitors, keeping the last list: X connection refused",
+                )
+            ],
+        )
+        ctx.list_displays = list
+        self.clock.advance(DISPLAYS_REUSED_FOR)
+        self.assertEqual(ctx.refresh_displays(), TWO)

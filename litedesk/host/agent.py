@@ -223,14 +223,20 @@ class _Sessions:
         return DetectingFactory(lambda: self.detecting_session(direct=direct))
 
 
+def _monitors(display: str | None) -> list[Display]:
+    """The monitors of C{display} now (sessions re-read them: monitors come and go)."""
+    from litedesk.screen.capture import list_displays
+
+    return [Display(d.x, d.y, d.width, d.height, d.name, d.primary) for d in list_displays(display)]
+
+
 def _displays(display: str | None) -> list[Display]:
-    from litedesk.screen.capture import CaptureError, list_displays
+    from litedesk.screen.capture import CaptureError
 
     try:
-        found = list_displays(display)
+        return _monitors(display)
     except CaptureError as e:
         raise SystemExit(f"litedesk-host: cannot open display {display}: {e}") from None
-    return [Display(d.x, d.y, d.width, d.height, d.name, d.primary) for d in found]
 
 
 def _unauthenticated_limit() -> int:
@@ -326,6 +332,7 @@ def _assemble(
         clock=reactor,
         make_streamer=make_streamer,
         displays=displays,
+        list_displays=lambda: _monitors(display),
         input=worker,
         view_only=bool(config["view-only"]),
         max_viewers=int(config["max-viewers"]),

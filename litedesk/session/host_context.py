@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.cursor import CursorShape
@@ -27,6 +28,7 @@ from litedesk.session.admission import Admission
 from litedesk.session.login import LoginVerifier
 
 __all__ = [
+    "DISPLAYS_REUSED_FOR",
     "ClipboardLike",
     "Display",
     "HostContext",
@@ -34,6 +36,12 @@ __all__ = [
     "LiveSession",
     "StreamerLike",
 ]
+
+_log = Logger()
+
+#: Seconds a monitor listing is reused: a viewer flooding C{SwitchDisplay}
+#: costs one listing (about 1 ms on the reactor thread) a second at most.
+DISPLAYS_REUSED_FOR = 1.0
 
 
 class StreamerLike(Protocol):
@@ -81,7 +89,9 @@ class HostContext:
 
     @ivar make_streamer: builds a streamer for one session:
         C{make_streamer(deliver, buffered, codec)}.
-    @ivar displays: the monitors (from the capturer at start-up).
+    @ivar displays: the monitors (from the capturer at start-up, then as
+        L{refresh_displays} last found them).
+    @ivar list_displays: lists the monitors now (None: C{displays} stays).
     @ivar input: the host's serialised injector, or None (no input at all).
     @ivar clipboard: the host clipboard watcher, or None.
     @ivar sessions: the live logged-in sessions (for --max-viewers and the
@@ -110,10 +120,44 @@ class HostContext:
     # (empty: every forward refused); docs/protocol.rst §12-13.
     file_root: Path | None = None
     allow_forward: tuple[tuple[str, int], ...] = ()
+    list_displays: Callable[[], list[Display]] | None = None
+    _listed_at: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.admission is None:
             self.admission = Admission(self.clock)
+
+    def refresh_displays(self) -> list[Display]:
+        """The monitors now, as C{displays} becomes.
+
+        Sessions ask at each login and monitor switch: a monitor plugged in
+        (or a layout changed) after start-up is then offered, and the
+        geometry a viewer maps its input through is the one the streamer
+        captures (it reads the monitors live).  Listing takes about 1 ms
+        (an X connection and a few RandR round trips on Xvfb), once per login
+        or switch, so it runs on the reactor thread; a listing is reused for
+        L{DISPLAYS_REUSED_FOR}.  If it fails or finds nothing (X
+        restarting), the last list stays.
+        """
+        now = self.clock.seconds()
+        if self.list_displays is None or (
+            self._listed_at is not None and now - self._listed_at < DISPLAYS_REUSED_FOR
+        ):
+            return self.displays
+        self._listed_at = now
+        try:
+            found = self.list_displays()
+        except Exception as e:  # whatever X raises: the last list is still a list
+            _log.warn("Cannot list the monitors, keeping the last list: {error}", error=e)
+            return self.displays
+        if found and found != self.displays:
+            _log.info(
+                "Monitors changed: {old} -> {new}",
+                old=_describe(self.displays),
+                new=_describe(found),
+            )
+            self.displays = found
+        return self.displays
 
     def cursor_moved(self, x: int, y: int) -> None:
         self.cursor_position = (x, y)
@@ -129,3 +173,7 @@ class HostContext:
         """The host's clipboard changed: tell every logged-in viewer."""
         for s in list(self.sessions):
             s.send_clipboard(text)
+
+
+def _describe(displays: list[Display]) -> str:
+    return ", ".join(f"{d.width}x{d.height}+{d.x}+{d.y}" for d in displays) or "none"

@@ -406,7 +406,7 @@ class HostSession(HostFileSession, HostForwardSession, ViewerRequests, MessagePr
             hostname=self.ctx.hostname,
             version=VERSION,
             current_display=self.display_index,
-            displays=self.ctx.displays if desktop else [],
+            displays=self.ctx.refresh_displays() if desktop else [],
         )
 
     # -- streaming ---------------------------------------------------------

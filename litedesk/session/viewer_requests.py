@@ -166,13 +166,26 @@ class ViewerRequests:
         if (kind == "refresh_video" and misc.refresh_video) or kind == "refresh_video_display":
             self.streamer.force_keyframe()
         elif kind == "switch_display":
-            index = misc.switch_display.display
-            if 0 <= index < len(self.ctx.displays):
-                self.display_index = index
-                self.streamer.switch_display(index)
-                self.send_message(switch_display(index, self.ctx.displays[index]))
+            self._switch_display(self.streamer, misc.switch_display.display)
         elif kind == "option":
             self._option(misc.option)
+
+    def _switch_display(self, streamer: StreamerLike, index: int) -> None:
+        """Stream monitor C{index} and answer with its geometry, which the
+        viewer maps its input through; the protocol has no refusal, so a
+        monitor the host lacks is only logged."""
+        displays = self.ctx.refresh_displays()
+        if not 0 <= index < len(displays):
+            self._log.info(
+                "{viewer} asked for monitor {index}; there are {count}: ignored",
+                viewer=self.viewer_id,
+                index=index,
+                count=len(displays),
+            )
+            return
+        self.display_index = index
+        streamer.switch_display(index)
+        self.send_message(switch_display(index, displays[index]))
 
     def _option(self, opt: pb.OptionMessage) -> None:
         """A viewer's option change during the session (C{Misc.option})."""

@@ -232,7 +232,7 @@ async def run_headless(reactor: Any, args: argparse.Namespace) -> dict[str, Any]
 async def _switch_monitor(reactor: Any, session: ViewerSession, count: int, number: int) -> None:
     """Ask the host to stream its monitor C{number} (1-based) and wait until
     it confirms with its own C{SwitchDisplay}, which carries that monitor's
-    geometry (L{ViewerSession} applies it).
+    geometry (L{ViewerSession} applies it), and one frame more.
 
     @raise UsageFailure: the host has no such monitor.
     @raise SessionError: the host did not confirm in L{SWITCH_TIMEOUT}.
@@ -252,6 +252,11 @@ async def _switch_monitor(reactor: Any, session: ViewerSession, count: int, numb
         if reactor.seconds() >= deadline:
             raise SessionError("no monitor switch", f"the host did not switch to monitor {number}")
         await deferLater(reactor, 0.05, lambda: None)
+    # The host may have been encoding a frame of the old monitor when the
+    # switch arrived; that frame can follow the answer.  The host works on
+    # one frame at a time, so every frame after the next one is the new
+    # monitor's: wait for that next one (the switch makes a key frame).
+    await with_timeout(reactor, session.next_frame(), SWITCH_TIMEOUT, "a frame after the switch")
 
 
 def _send_actions(
