@@ -7,10 +7,9 @@ LiteDesk viewer (C{--monitor N}, C{--screenshot}, C{--click}, C{--stats-json}) a
 the stock RustDesk client emulator (tests/support/rustdesk_client.py): both monitors are
 offered with their geometry, the picture is the chosen monitor's, a click at (x, y) of the
 second monitor lands at (1920 + x, y) of the X screen, and a monitor the host does not
-have is refused with the count.  Monitors added after the agent started are offered at the
-next login (a second host whose monitors are defined while it runs), and
-L{HostContext.refresh_displays}, which re-reads them, is unit-tested with a lister that
-changes, fails or finds nothing.
+have is refused with the count, and monitors added after the agent started are offered at
+the next login (a second host whose monitors are defined while it runs).  The host's side
+on its own (the monitor list, SwitchDisplay answers) is in tests/test_host_monitors.py.
 """
 
 from __future__ import annotations
@@ -26,19 +25,13 @@ from typing import Any
 
 import av
 from PIL import Image, ImageOps
-from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import message_pb2 as pb
-from litedesk.session.host_context import DISPLAYS_REUSED_FOR, Display, HostContext
-from litedesk.session.login import LoginVerifier
-from litedesk.session.password import StoredPassword
+from litedesk.session.host_context import DISPLAYS_REUSED_FOR
 
 from .support import rustdesk_client as rc
 from .support.e2e_lab import VIEWER
-from .support.fakes import FakeStreamer
 from .support.images import mean_error, paint_test_screen
 from .support.listening_host import ListeningHost
 from .support.polling import wait_until
@@ -303,85 +296,3 @@ class MonitorsAddedLaterTests(SynchronousTestCase):
             "Monitors changed: 3840x1080+0+0 -> 1920x1080+0+0, 1920x1080+1920+0",
             host.host.log_text(),
         )
-
-
-def _context(clock: Clock, displays: list[Display], lister: Any) -> HostContext:
-    return HostContext(
-        peer_id="123456789",
-        verifier=LoginVerifier(clock, StoredPassword.create("pw-1234567"), one_time=False),
-        clock=clock,
-        make_streamer=lambda deliver, buffered, codec: FakeStreamer(),
-        displays=displays,
-        list_displays=lister,
-    )
-
-
-ONE = [Display(0, 0, 3840, 1080, "screen", True)]
-TWO = [Display(0, 0, 1920, 1080, "A", True), Display(1920, 0, 1920, 1080, "B")]
-
-
-class RefreshDisplaysTests(SynchronousTestCase):
-    """L{HostContext.refresh_displays}: what PeerInfo and SwitchDisplay answers are built from."""
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.events = EventLoggingObserver()
-        globalLogPublisher.addObserver(self.events)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events)
-
-    def messages(self) -> list[tuple[LogLevel, str]]:
-        return [(e["log_level"], formatEvent(e)) for e in self.events]
-
-    def test_without_a_lister_the_start_up_list_stays(self) -> None:
-        ctx = _context(self.clock, list(ONE), None)
-        self.assertEqual(ctx.refresh_displays(), ONE)
-        self.assertEqual(self.messages(), [])
-
-    def test_a_changed_layout_replaces_the_list_and_is_logged(self) -> None:
-        ctx = _context(self.clock, list(ONE), lambda: list(TWO))
-        self.assertEqual(ctx.refresh_displays(), TWO)
-        self.assertEqual(ctx.displays, TWO)
-        self.assertEqual(
-            self.messages(),
-            [(LogLevel.info, "Monitors changed: 3840x1080+0+0 -> 1920x1080+0+0, 1920x1080+1920+0")],
-        )
-        # The same layout again: nothing new to say.
-        self.clock.advance(DISPLAYS_REUSED_FOR)
-        self.assertEqual(ctx.refresh_displays(), TWO)
-        self.assertEqual(len(self.messages()), 1)
-
-    def test_a_listing_is_reused_for_a_while(self) -> None:
-        """A viewer flooding SwitchDisplay costs one listing per interval, not one each."""
-        calls: list[int] = []
-
-        def lister() -> list[Display]:
-            calls.append(1)
-            return list(TWO if len(calls) > 1 else ONE)
-
-        ctx = _context(self.clock, list(ONE), lister)
-        for _ in range(100):
-            self.assertEqual(ctx.refresh_displays(), ONE)
-            self.clock.advance(DISPLAYS_REUSED_FOR / 200)
-        self.assertEqual(len(calls), 1)
-        self.clock.advance(DISPLAYS_REUSED_FOR)
-        self.assertEqual(ctx.refresh_displays(), TWO)
-        self.assertEqual(len(calls), 2)
-
-    def test_a_failing_or_empty_listing_keeps_the_last_list(self) -> None:
-        def fails() -> list[Display]:
-            raise OSError("X connection refused")
-
-        ctx = _context(self.clock, list(TWO), fails)
-        self.assertEqual(ctx.refresh_displays(), TWO)
-        self.assertEqual(
-            self.messages(),
-            [
-                (
-                    LogLevel.warn,
-                    "Cannot list the monitors, keeping the last list: X connection refused",
-                )
-            ],
-        )
-        ctx.list_displays = list
-        self.clock.advance(DISPLAYS_REUSED_FOR)
-        self.assertEqual(ctx.refresh_displays(), TWO)

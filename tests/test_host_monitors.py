@@ -1,0 +1,219 @@
+"""The host's monitor list and its answers to SwitchDisplay, without X.
+
+L{HostContext.refresh_displays} (re-reads the monitors at each login and switch, so a
+monitor added after start-up is offered) is driven with listers that change, fail, find
+nothing or are flooded, on a C{task.Clock}.  A logged-in L{HostSession} on a string
+transport gets SwitchDisplay requests for any display number (hypothesis): a monitor the
+host has is streamed and answered with its geometry, any other number is logged and
+ignored, and the session stays open and keeps switching.  The same on real X is in
+tests/test_multimonitor.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from litedesk.proto import message_pb2 as pb
+from litedesk.session.framing import MAX_FRAME_LENGTH, parse_message
+from litedesk.session.host_context import DISPLAYS_REUSED_FOR, Display, HostContext
+from litedesk.session.host_session import HostSession
+from litedesk.session.login import LoginVerifier
+from litedesk.session.password import StoredPassword, login_password
+from litedesk.wire.bytescodec import FrameDecoder, encode_frame
+
+from .support.fakes import FakeStreamer
+
+PASSWORD = "monitors-pw-4711"
+HOST_ID = "123456789"
+
+
+def _context(clock: Clock, displays: list[Display], lister: Any) -> HostContext:
+    """A host context whose monitors are C{displays} until C{lister} (if any) says otherwise."""
+    return HostContext(
+        peer_id="123456789",
+        verifier=LoginVerifier(clock, StoredPassword.create(PASSWORD), one_time=False),
+        clock=clock,
+        make_streamer=lambda deliver, buffered, codec: FakeStreamer(),
+        displays=displays,
+        list_displays=lister,
+    )
+
+
+ONE = [Display(0, 0, 3840, 1080, "screen", True)]
+TWO = [Display(0, 0, 1920, 1080, "A", True), Display(1920, 0, 1920, 1080, "B")]
+
+
+class RefreshDisplaysTests(SynchronousTestCase):
+    """L{HostContext.refresh_displays}: what PeerInfo and SwitchDisplay answers are built from."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events = EventLoggingObserver()
+        globalLogPublisher.addObserver(self.events)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events)
+
+    def messages(self) -> list[tuple[LogLevel, str]]:
+        return [(e["log_level"], formatEvent(e)) for e in self.events]
+
+    def test_without_a_lister_the_start_up_list_stays(self) -> None:
+        ctx = _context(self.clock, list(ONE), None)
+        self.assertEqual(ctx.refresh_displays(), ONE)
+        self.assertEqual(self.messages(), [])
+
+    def test_a_changed_layout_replaces_the_list_and_is_logged(self) -> None:
+        ctx = _context(self.clock, list(ONE), lambda: list(TWO))
+        self.assertEqual(ctx.refresh_displays(), TWO)
+        self.assertEqual(ctx.displays, TWO)
+        self.assertEqual(
+            self.messages(),
+            [(LogLevel.info, "Monitors changed: 3840x1080+0+0 -> 1920x1080+0+0, 1920x1080+1920+0")],
+        )
+        # The same layout again: nothing new to say.
+        self.clock.advance(DISPLAYS_REUSED_FOR)
+        self.assertEqual(ctx.refresh_displays(), TWO)
+        self.assertEqual(len(self.messages()), 1)
+
+    def test_a_listing_is_reused_for_a_while(self) -> None:
+        """A viewer flooding SwitchDisplay costs one listing per interval, not one each."""
+        calls: list[int] = []
+
+        def lister() -> list[Display]:
+            calls.append(1)
+            return list(TWO if len(calls) > 1 else ONE)
+
+        ctx = _context(self.clock, list(ONE), lister)
+        for _ in range(100):
+            self.assertEqual(ctx.refresh_displays(), ONE)
+            self.clock.advance(DISPLAYS_REUSED_FOR / 200)
+        self.assertEqual(len(calls), 1)
+        self.clock.advance(DISPLAYS_REUSED_FOR)
+        self.assertEqual(ctx.refresh_displays(), TWO)
+        self.assertEqual(len(calls), 2)
+
+    def test_a_failing_or_empty_listing_keeps_the_last_list(self) -> None:
+        def fails() -> list[Display]:
+            raise OSError("X connection refused")
+
+        ctx = _context(self.clock, list(TWO), fails)
+        self.assertEqual(ctx.refresh_displays(), TWO)
+        self.assertEqual(
+            self.messages(),
+            [
+                (
+                    LogLevel.warn,
+                    "Cannot list the monitors, keeping the last list: X connection refused",
+                )
+            ],
+        )
+        ctx.list_displays = list
+        self.clock.advance(DISPLAYS_REUSED_FOR)
+        self.assertEqual(ctx.refresh_displays(), TWO)
+
+
+class SwitchingStreamer(FakeStreamer):
+    """A streamer that remembers which monitors it was told to capture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.switches: list[int] = []
+
+    def switch_display(self, index: int) -> None:
+        self.switches.append(index)
+
+
+class LoggedIn:
+    """A LiteDesk-protocol host session after a good login, on a string transport."""
+
+    def __init__(self, displays: list[Display]) -> None:
+        self.clock = Clock()
+        self.streamers: list[SwitchingStreamer] = []
+
+        def make(deliver: object, buffered: object, codec: str) -> SwitchingStreamer:
+            self.streamers.append(SwitchingStreamer())
+            return self.streamers[-1]
+
+        ctx = _context(self.clock, displays, None)
+        ctx.make_streamer = make
+        self.session = HostSession(ctx)
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 4000))
+        self.session.makeConnection(self.transport)
+        self.session.handshakeCompleted()
+        self._decoder = FrameDecoder(MAX_FRAME_LENGTH)
+        hash_msg = self.replies()[0].hash
+        req = pb.LoginRequest(
+            username=HOST_ID,
+            password=login_password(PASSWORD, hash_msg.salt, hash_msg.challenge),
+            my_id="987654321",
+        )
+        self.send(pb.Message(login_request=req))
+        responses = [m.login_response for m in self.replies() if m.HasField("login_response")]
+        assert responses and responses[0].HasField("peer_info"), responses
+        self.peer_info = responses[0].peer_info
+
+    def replies(self) -> list[pb.Message]:
+        out = []
+        for payload in self._decoder.feed(self.transport.value()):
+            msg = parse_message(payload)
+            assert msg is not None
+            out.append(msg)
+        self.transport.clear()
+        return out
+
+    def send(self, msg: pb.Message) -> None:
+        self.session.dataReceived(encode_frame(msg.SerializeToString()))
+
+    def switch(self, display: int) -> list[tuple[int, int, int, int, int]]:
+        """Ask for C{display}; the host's SwitchDisplay answers as tuples."""
+        self.send(pb.Message(misc=pb.Misc(switch_display=pb.SwitchDisplay(display=display))))
+        return [
+            (sd.display, sd.x, sd.y, sd.width, sd.height)
+            for sd in (m.misc.switch_display for m in self.replies() if m.HasField("misc"))
+        ]
+
+
+class SwitchDisplayTests(SynchronousTestCase):
+    """What a viewer's SwitchDisplay gets from a logged-in host session."""
+
+    def test_login_offers_both_monitors_and_a_switch_answers_with_geometry(self) -> None:
+        h = LoggedIn(list(TWO))
+        self.assertEqual(
+            [(d.x, d.y, d.width, d.height) for d in h.peer_info.displays],
+            [(0, 0, 1920, 1080), (1920, 0, 1920, 1080)],
+        )
+        self.assertEqual(h.peer_info.current_display, 0)
+        self.assertEqual(h.switch(1), [(1, 1920, 0, 1920, 1080)])
+        self.assertEqual(h.switch(0), [(0, 0, 0, 1920, 1080)])
+        self.assertEqual(h.streamers[0].switches, [1, 0])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(min_value=-(2**31), max_value=2**31 - 1))
+    def test_any_display_number(self, display: int) -> None:
+        """A monitor the host lacks is ignored with a reason in the log; the session stays
+        open and a later switch works."""
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        try:
+            h = LoggedIn(list(TWO))
+            answers = h.switch(display)
+        finally:
+            globalLogPublisher.removeObserver(events)
+        if display in (0, 1):
+            self.assertEqual([a[0] for a in answers], [display])
+            self.assertEqual(h.streamers[0].switches, [display])
+        else:
+            self.assertEqual(answers, [])
+            self.assertEqual(h.streamers[0].switches, [])
+            self.assertIn(
+                f"asked for monitor {display}; there are 2: ignored",
+                " ".join(formatEvent(e) for e in events),
+            )
+        self.assertFalse(h.transport.disconnecting)
+        self.assertEqual(h.switch(1), [(1, 1920, 0, 1920, 1080)])
