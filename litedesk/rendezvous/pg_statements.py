@@ -22,9 +22,10 @@ from typing import Any
 
 import psycopg
 
+from litedesk.rendezvous.sinks import IdTaken
 from litedesk.rendezvous.store import _as_bytes, _Write
 
-__all__ = ["INSERT_NEW_SQL", "SAVE_SQL", "write_all"]
+__all__ = ["INSERT_NEW_SQL", "SAVE_SQL", "STRICT_INSERT_NEW_SQL", "STRICT_SAVE_SQL", "write_all"]
 
 # One statement per save, so that a whole batch is one pipelined executemany.
 # It does what PeerStore._apply does in steps, in this order:
@@ -32,8 +33,10 @@ __all__ = ["INSERT_NEW_SQL", "SAVE_SQL", "write_all"]
 #   upd: otherwise the row with the save's guid is updated (id included);
 #   ins: otherwise a new row under that guid (a fresh one for a never-saved
 #        record), or, when the id is already stored (two quick RegisterPk of a
-#        new peer, another node's row), that row is updated and keeps its
-#        guid and uuid, as hbbs does.
+#        new peer, a row from before), that row is updated and keeps its
+#        guid and uuid, as hbbs does.  In a cluster (the STRICT_ variants) a
+#        row of another device (uuid) is left alone and nothing is returned:
+#        IdTaken (a node that had not heard of the row yet, docs/cluster.rst).
 # Each later step runs only if the earlier ones touched nothing, so no row is
 # modified twice in the statement.  The guid of the row written is returned.
 SAVE_SQL = """
@@ -66,6 +69,14 @@ INSERT_NEW_SQL = (
     "RETURNING id, guid"
 )
 
+# With --cluster (strict): a row of another device is left alone, so that the
+# first node to commit an id keeps it.
+_SAME_DEVICE = "WHERE peer.uuid = EXCLUDED.uuid "
+STRICT_SAVE_SQL = SAVE_SQL.replace(
+    "info = EXCLUDED.info\n    RETURNING", "info = EXCLUDED.info\n    " + _SAME_DEVICE + "RETURNING"
+)
+STRICT_INSERT_NEW_SQL = INSERT_NEW_SQL.replace("RETURNING", _SAME_DEVICE + "RETURNING")
+
 
 def _bytea_array(values: Iterable[bytes]) -> str:
     return "{" + ",".join('"\\\\x' + v.hex() + '"' for v in values) + "}"
@@ -97,9 +108,9 @@ def _runs(writes: list[_Write]) -> Iterator[tuple[bool, list[_Write]]]:
         yield fast, run
 
 
-def _insert_new(cur: psycopg.Cursor[Any], run: list[_Write]) -> list[bytes]:
+def _insert_new(cur: psycopg.Cursor[Any], run: list[_Write], strict: bool) -> list[bytes]:
     cur.execute(
-        INSERT_NEW_SQL,
+        STRICT_INSERT_NEW_SQL if strict else INSERT_NEW_SQL,
         (
             _bytea_array(uuidlib.uuid4().bytes for _ in run),
             _text_array(w.id for w in run),
@@ -111,11 +122,11 @@ def _insert_new(cur: psycopg.Cursor[Any], run: list[_Write]) -> list[bytes]:
     written = {str(i): _as_bytes(g) for i, g in cur.fetchall()}
     try:
         return [written[w.id] for w in run]
-    except KeyError:
-        raise psycopg.DataError("a save wrote no row") from None
+    except KeyError as e:
+        raise IdTaken(f"id {e.args[0]} is bound to another device") from None
 
 
-def _save_each(cur: psycopg.Cursor[Any], run: list[_Write]) -> list[bytes]:
+def _save_each(cur: psycopg.Cursor[Any], run: list[_Write], strict: bool) -> list[bytes]:
     params = [
         {
             "old": w.renamed_from,
@@ -128,20 +139,24 @@ def _save_each(cur: psycopg.Cursor[Any], run: list[_Write]) -> list[bytes]:
         for w in run
     ]
     guids: list[bytes] = []
-    cur.executemany(SAVE_SQL, params, returning=True)
+    cur.executemany(STRICT_SAVE_SQL if strict else SAVE_SQL, params, returning=True)
     while True:
         row = cur.fetchone()
         if row is None:
-            raise psycopg.DataError("a save wrote no row")
+            raise IdTaken(f"id {run[len(guids)].id} is bound to another device")
         guids.append(_as_bytes(row[0]))
         if not cur.nextset():
             break
     return guids
 
 
-def write_all(cur: psycopg.Cursor[Any], writes: list[_Write]) -> list[bytes]:
-    """Write C{writes} in order in the current transaction; their guids."""
+def write_all(cur: psycopg.Cursor[Any], writes: list[_Write], strict: bool = False) -> list[bytes]:
+    """Write C{writes} in order in the current transaction; their guids.
+
+    @param strict: never write over another device's row (C{--cluster}).
+    @raise IdTaken: C{strict}, and a write's id is another device's.
+    """
     guids: list[bytes] = []
     for fast, run in _runs(writes):
-        guids.extend(_insert_new(cur, run) if fast else _save_each(cur, run))
+        guids.extend(_insert_new(cur, run, strict) if fast else _save_each(cur, run, strict))
     return guids

@@ -173,7 +173,8 @@ class PgPeerStore:
         #: With --cluster: the NOTIFYs (channel, payload) announcing committed
         #: rows, sent in the transaction that writes them, so that they are
         #: delivered exactly when the rows are committed.  Called on a writer
-        #: thread with snapshots only.
+        #: thread with snapshots only.  Set, it also makes the writes strict:
+        #: an id another device holds is refused (IdTaken), not written over.
         self.announce: Callable[[list[PeerRecord]], list[tuple[str, str]]] | None = None
         for n, q in enumerate(self._queues):
             threading.Thread(
@@ -366,7 +367,7 @@ class PgPeerStore:
         with self._pool.connection() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
-                    guids = write_all(cur, writes)
+                    guids = write_all(cur, writes, strict=self.announce is not None)
                     if self.announce is not None:
                         self._announce(cur, writes, guids)
             except psycopg.Error as e:

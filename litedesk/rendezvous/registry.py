@@ -326,6 +326,19 @@ class Registry:
     def get(self, peer_id: str) -> Peer | None:
         return self._peers.get(peer_id)
 
+    def discard_unsaved(self, peer_id: str, uuid: bytes) -> None:
+        """Forget C{peer_id} if this node bound it to C{uuid} and never stored it.
+
+        The database refused the binding (another cluster node holds the id,
+        L{litedesk.rendezvous.sinks.IdTaken}); that node's row, when it
+        arrives, is then taken as new rather than refused as another device's.
+        """
+        peer = self._peers.get(peer_id)
+        if peer is not None and peer.uuid == uuid and peer.guid is None and peer.channel is None:
+            if peer.last_reg is not None:
+                self.online.gone(peer)
+            del self._peers[peer_id]
+
     def apply_stored(self, r: PeerRecord) -> None:
         """A row another cluster node committed: take its id, uuid, key and IP.
 

@@ -14,6 +14,16 @@ from litedesk.rendezvous.store import PeerRecord
 from litedesk.wire.address import Address
 
 
+class IdTaken(Exception):
+    """A save refused by the database: its id is bound to another device there.
+
+    Only a store shared by several cluster nodes can get there: a node
+    checks the id in memory first, but another node may have bound it an
+    instant before (docs/cluster.rst).  The host is answered UUID_MISMATCH,
+    as if this node had known.
+    """
+
+
 class ReplySink(TypingProtocol):
     """A viewer's TCP connection as the controller sees it."""
 

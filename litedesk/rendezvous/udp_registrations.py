@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous.log_budget import LineBudget
 from litedesk.rendezvous.registry import RegisterPkOutcome, Registry
-from litedesk.rendezvous.sinks import DatagramSink, PeerStoreLike
+from litedesk.rendezvous.sinks import DatagramSink, IdTaken, PeerStoreLike
 from litedesk.wire.address import Address
 from litedesk.wire.messages import parse_rendezvous
 
@@ -207,9 +207,21 @@ class UdpRegistrations:
             reply(rz.RegisterPkResponse.OK)
 
         def failed(f: Failure) -> None:
-            self._log.failure("Could not store peer {peer_id}", f, peer_id=snap.id)
             if undo is not None:
                 undo()
+            if isinstance(f.value, IdTaken):
+                self.registry.discard_unsaved(snap.id, snap.uuid)
+                self.counters["register_pk_refused"] += 1
+                self._log.warn(
+                    "Refused {what} for {peer_id} from {ip}: UUID_MISMATCH (bound to another "
+                    "device by another cluster node)",
+                    what=what,
+                    peer_id=snap.id,
+                    ip=ip,
+                )
+                reply(rz.RegisterPkResponse.UUID_MISMATCH)
+                return
+            self._log.failure("Could not store peer {peer_id}", f, peer_id=snap.id)
             reply(rz.RegisterPkResponse.SERVER_ERROR)
 
         self.store.save(snap).addCallbacks(saved, failed)
