@@ -154,6 +154,9 @@ class ScreenStreamer:
         self._shutdown_trigger: Any = None
         self._epoch = 0.0
         self._error_streak = 0
+        # Monitor switches so far: a frame whose job began before the last
+        # one is of the old monitor and is not sent (see _done).
+        self._switches = 0
         # DAMAGE watches the display the capturer grabs.
         self._display = self._source.display_name if isinstance(self._source, Capturer) else display
         self._use_damage = damage and isinstance(self._source, Capturer)
@@ -245,6 +248,7 @@ class ScreenStreamer:
     def switch_display(self, index: int) -> None:
         """Capture monitor C{index} from the next frame on (a key frame)."""
         self._source.select(index)
+        self._switches += 1
         self._want_key()
 
     def input_injected(self) -> None:
@@ -368,14 +372,20 @@ class ScreenStreamer:
         pts = int((self._reactor.seconds() - self._epoch) * 1000)
         d = deferToThreadPool(self._reactor, self._pool, self._work, job, pts)
         self._busy = d
-        d.addCallbacks(self._done, self._failed, errbackArgs=(job,))
+        d.addCallbacks(self._done, self._failed, callbackArgs=(self._switches,), errbackArgs=(job,))
 
     def _work(self, job: Job, pts: int) -> Produced:
         # Worker thread: nothing here may touch the reactor.
         return produce(job, pts, self._source, self._encoder, self._damage)
 
-    def _done(self, result: Produced) -> None:
+    def _done(self, result: Produced, switches: int) -> None:
         self._busy = None
+        if switches != self._switches:
+            # Grabbed before a monitor switch: sent after the session's
+            # SwitchDisplay answer, it would show the old monitor under the
+            # new one's geometry.  The switch asked for a key frame.
+            self._next()
+            return
         if self._error_streak:
             self._log.info(
                 "screen capture recovered after {count} failed attempts",
