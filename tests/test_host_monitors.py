@@ -5,12 +5,14 @@ monitor added after start-up is offered) is driven with listers that change, fai
 nothing or are flooded, on a C{task.Clock}.  A logged-in L{HostSession} on a string
 transport gets SwitchDisplay requests for any display number (hypothesis): a monitor the
 host has is streamed and answered with its geometry, any other number is logged and
-ignored, and the session stays open and keeps switching.  The same on real X is in
-tests/test_multimonitor.py.
+ignored, and the session stays open and keeps switching.  The screen streamer never sends
+a frame grabbed before a switch once the switch is made (the session has answered it with
+the new monitor's geometry by then).  The same on real X is in tests/test_multimonitor.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given, settings
@@ -22,6 +24,9 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import message_pb2 as pb
+from litedesk.screen.capture import DisplayInfo, Frame
+from litedesk.screen.codec import EncodedFrame
+from litedesk.screen.streamer import ScreenStreamer
 from litedesk.session.framing import MAX_FRAME_LENGTH, parse_message
 from litedesk.session.host_context import DISPLAYS_REUSED_FOR, Display, HostContext
 from litedesk.session.host_session import HostSession
@@ -217,3 +222,97 @@ class SwitchDisplayTests(SynchronousTestCase):
             )
         self.assertFalse(h.transport.disconnecting)
         self.assertEqual(h.switch(1), [(1, 1920, 0, 1920, 1080)])
+
+
+class StreamerReactor(Clock):
+    """A C{task.Clock} with the reactor calls the streamer makes besides timers."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+    def addSystemEventTrigger(self, *args: Any) -> object:
+        return object()
+
+    def removeSystemEventTrigger(self, trigger: object) -> None:
+        pass
+
+
+class LatePool:
+    """A thread pool whose jobs run at once but report back only on L{finish}: a frame
+    grabbed and encoded, then still on its way to the reactor thread."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Callable[[], None]] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def callInThreadWithCallback(
+        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
+    ) -> None:
+        result = f(*a, **kw)
+        self.waiting.append(lambda: on_result(True, result))
+
+    def finish(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for report in waiting:
+            report()
+
+
+class TwoMonitorSource:
+    """Two monitors of different sizes, so a frame tells which one it shows."""
+
+    SIZES = ((320, 240), (160, 120))
+
+    def __init__(self) -> None:
+        self.selected = 0
+        self.previous: Frame | None = None
+        self.seq = 0
+
+    def grab(self) -> Frame:
+        w, h = self.SIZES[self.selected]
+        self.seq += 1
+        return Frame(bytes([40 + 80 * self.selected]) * (w * h * 4), w, h, self.seq)
+
+    def select(self, index: int) -> None:
+        self.selected = index
+
+    def displays(self) -> list[DisplayInfo]:
+        return [DisplayInfo(i, 0, 0, w, h, f"m{i}", i == 0) for i, (w, h) in enumerate(self.SIZES)]
+
+    def close(self) -> None:
+        pass
+
+
+class StreamerSwitchTests(SynchronousTestCase):
+    def test_no_frame_of_the_old_monitor_after_a_switch(self) -> None:
+        """A frame grabbed before switch_display but done after it is not sent; the next
+        frame is the new monitor's, as a key frame."""
+        reactor = StreamerReactor()
+        pool = LatePool()
+        sent: list[EncodedFrame] = []
+        streamer = ScreenStreamer(
+            reactor,
+            sent.append,
+            lambda: 0,
+            source=TwoMonitorSource(),
+            custom_fps=10,
+            pool_factory=lambda: pool,  # type: ignore[arg-type, return-value]
+            damage=False,
+        )
+        streamer.start()
+        self.addCleanup(streamer.stop)
+        reactor.advance(0.1)
+        self.assertEqual(len(pool.waiting), 1)  # monitor 0's first frame, not back yet
+        streamer.switch_display(1)
+        pool.finish()
+        self.assertEqual(sent, [])
+        for _ in range(3):
+            reactor.advance(0.1)
+            pool.finish()
+        self.assertTrue(sent)
+        self.assertEqual({(f.width, f.height) for f in sent}, {(160, 120)})
+        self.assertTrue(sent[0].key)

@@ -265,6 +265,28 @@ class StockRustDeskClientTests(SynchronousTestCase):
             lambda: f"the pointer at {(x, y)}, not {pointer_position(self.host.host.xvfb.display)}",
         )
 
+    def test_no_frame_of_the_first_monitor_follows_the_answer(self) -> None:
+        """A switch right after login (while the first frame is being encoded): every
+        picture after the host's answer is monitor 2's."""
+        for delay in (0.0, 0.02, 0.05):
+            client, _info = self.login()
+            time.sleep(delay)
+            client.send_misc(switch_display=pb.SwitchDisplay(display=1))
+            screen = _VP9Screen()
+            answered = False
+            for _ in range(300):
+                msg = client.recv()
+                which = msg.WhichOneof("union")
+                if which == "misc" and msg.misc.HasField("switch_display"):
+                    answered = True
+                elif which == "video_frame":
+                    screen.feed(msg.video_frame)
+                    if answered and screen.image is not None:
+                        break
+            assert screen.image is not None
+            self.assertLess(mean_error(self.host.second, screen.image), SAME, delay)
+            client.close()
+
 
 @requires("Xvfb", "display")
 class MonitorsAddedLaterTests(SynchronousTestCase):

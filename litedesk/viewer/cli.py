@@ -252,10 +252,12 @@ async def _switch_monitor(reactor: Any, session: ViewerSession, count: int, numb
         if reactor.seconds() >= deadline:
             raise SessionError("no monitor switch", f"the host did not switch to monitor {number}")
         await deferLater(reactor, 0.05, lambda: None)
-    # The host may have been encoding a frame of the old monitor when the
-    # switch arrived; that frame can follow the answer.  The host works on
-    # one frame at a time, so every frame after the next one is the new
-    # monitor's: wait for that next one (the switch makes a key frame).
+    # A host that was encoding a frame of the old monitor when the switch
+    # arrived may still send it after the answer (LiteDesk hosts drop it
+    # since the streamer counts switches; older ones and other hosts may
+    # not).  Hosts encode one frame at a time, so the frames after the next
+    # are the new monitor's: wait for that next one (a switch makes a key
+    # frame), and the screenshot is taken after it.
     await with_timeout(reactor, session.next_frame(), SWITCH_TIMEOUT, "a frame after the switch")
 
 
