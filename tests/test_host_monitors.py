@@ -7,7 +7,9 @@ transport gets SwitchDisplay requests for any display number (hypothesis): a mon
 host has is streamed and answered with its geometry, any other number is logged and
 ignored, and the session stays open and keeps switching.  The screen streamer never sends
 a frame grabbed before a switch once the switch is made (the session has answered it with
-the new monitor's geometry by then).  The same on real X is in tests/test_multimonitor.py.
+the new monitor's geometry by then).  The input injector clamps moves to a desktop that
+may have grown since it was read (a monitor added), for any point (hypothesis).  The same
+on real X is in tests/test_multimonitor.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from litedesk.input import mouse
+from litedesk.input.inject import InputInjector
+from litedesk.input.mouse import MouseButton, Rect
+from litedesk.input.validation import KeyRef
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.capture import DisplayInfo, Frame
 from litedesk.screen.codec import EncodedFrame
@@ -316,3 +322,85 @@ class StreamerSwitchTests(SynchronousTestCase):
         self.assertTrue(sent)
         self.assertEqual({(f.width, f.height) for f in sent}, {(160, 120)})
         self.assertTrue(sent[0].key)
+
+
+class GrowingDesktop:
+    """An input backend whose desktop the test resizes; it records the moves."""
+
+    def __init__(self, desktop: Rect) -> None:
+        self.current = desktop
+        self.reads = 0
+        self.pos = (0, 0)
+        self.moves: list[tuple[int, int]] = []
+
+    def desktop(self) -> Rect:
+        self.reads += 1
+        return self.current
+
+    def pointer(self) -> tuple[int, int]:
+        return self.pos
+
+    def move_to(self, x: int, y: int) -> None:
+        self.pos = (x, y)
+        self.moves.append((x, y))
+
+    def press_button(self, button: MouseButton) -> None: ...
+
+    def release_button(self, button: MouseButton) -> None: ...
+
+    def scroll(self, dx: int, dy: int) -> None: ...
+
+    def press_key(self, key: KeyRef) -> None: ...
+
+    def release_key(self, key: KeyRef) -> None: ...
+
+    def type_text(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+OLD_DESKTOP = Rect(0, 0, 1920, 1080)
+NEW_DESKTOP = Rect(0, 0, 3840, 1080)
+INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
+
+
+class GrowingDesktopTests(SynchronousTestCase):
+    """Moves land on the desktop as it is now, not as it was at the first move."""
+
+    def test_a_point_on_an_added_monitor_is_reached(self) -> None:
+        backend = GrowingDesktop(OLD_DESKTOP)
+        injector = InputInjector(backend)
+        self.assertTrue(injector.apply(mouse.move(100, 100)).ok)
+        backend.current = NEW_DESKTOP
+        self.assertTrue(injector.apply(mouse.move(1920 + 300, 200)).ok)
+        self.assertTrue(injector.apply(mouse.move(1920 + 400, 200)).ok)
+        self.assertEqual(backend.moves, [(100, 100), (2220, 200), (2320, 200)])
+        # Read at the first move and once for the first point off the old desktop.
+        self.assertEqual(backend.reads, 2)
+
+    def test_relative_moves_cross_onto_an_added_monitor(self) -> None:
+        backend = GrowingDesktop(OLD_DESKTOP)
+        injector = InputInjector(backend)
+        injector.apply(mouse.move(1900, 500))
+        backend.current = NEW_DESKTOP
+        injector.apply(mouse.relative(50, 0))
+        self.assertEqual(backend.pos, (1950, 500))
+
+    def test_a_given_desktop_is_never_read(self) -> None:
+        backend = GrowingDesktop(NEW_DESKTOP)
+        injector = InputInjector(backend, desktop=OLD_DESKTOP)
+        injector.apply(mouse.move(3000, 2000))
+        self.assertEqual((backend.moves, backend.reads), ([(1919, 1079)], 0))
+
+    @given(INT32, INT32, st.booleans())
+    def test_any_point_lands_on_the_current_desktop(self, x: int, y: int, grow: bool) -> None:
+        """Wherever a viewer points, the move is the nearest point of the desktop as it is
+        now; the desktop is read again only for points off the one last read."""
+        backend = GrowingDesktop(OLD_DESKTOP)
+        injector = InputInjector(backend)
+        injector.apply(mouse.move(0, 0))
+        if grow:
+            backend.current = NEW_DESKTOP
+        self.assertTrue(injector.apply(mouse.move(x, y)).ok)
+        self.assertEqual(backend.moves[-1], backend.current.clamp(x, y))
+        self.assertEqual(backend.reads, 1 if OLD_DESKTOP.contains(x, y) else 2)

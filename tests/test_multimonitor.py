@@ -37,7 +37,14 @@ from .support.listening_host import ListeningHost
 from .support.polling import wait_until
 from .support.recorder import RECORDER_TITLE, Recorder, pointer_position
 from .support.skips import requires
-from .support.xvfb import DUAL_MONITORS, Xvfb, dual_monitor_xvfb, set_monitors, set_root_image
+from .support.xvfb import (
+    DUAL_MONITORS,
+    Xvfb,
+    dual_monitor_xvfb,
+    resize_screen,
+    set_monitors,
+    set_root_image,
+)
 
 PASSWORD = "two-monitors-Pw-5521"
 #: The H.264/VP9 error between a sent picture and the decoded one stays far below this,
@@ -317,4 +324,29 @@ class MonitorsAddedLaterTests(SynchronousTestCase):
         self.assertIn(
             "Monitors changed: 3840x1080+0+0 -> 1920x1080+0+0, 1920x1080+1920+0",
             host.host.log_text(),
+        )
+
+    def test_clicks_reach_a_monitor_plugged_in_later(self) -> None:
+        """The root window grows from 1920 to 3840 pixels wide after input has been
+        injected (a screen plugged in): the new monitor is offered and a click at (x, y)
+        of it lands at (1920 + x, y), not at the old desktop's right edge."""
+        xvfb = Xvfb(3840, 1080, 24).start()
+        display = xvfb.display or ""
+        resize_screen(display, 1920, 1080)
+        host = _DualHost(xvfb)
+        self.addCleanup(host.host.stop)
+        first = host.viewer("--click", "100,100")
+        self.assertEqual(first.returncode, 0, first.stderr)
+        self.assertEqual(pointer_position(display), (100, 100))
+        resize_screen(display, 3840, 1080)
+        set_monitors(display, DUAL_MONITORS)
+        time.sleep(DISPLAYS_REUSED_FOR)
+        after = host.viewer("--stats-json", "--monitor", "2", "--click", "300,200")
+        self.assertEqual(after.returncode, 0, after.stderr)
+        self.assertEqual(len(json.loads(after.stdout)["monitors"]), 2)
+        wait_until(
+            lambda: pointer_position(display) == (2220, 200),
+            10,
+            0.05,
+            lambda: f"the pointer at (2220, 200), not {pointer_position(display)}",
         )

@@ -30,6 +30,8 @@ Coordinates: absolute moves carry virtual-desktop coordinates, which the
 viewer computes by adding the shown monitor's origin (see
 L{litedesk.input.mouse.ViewMapping}).  On X11 the virtual desktop is the
 root window, so they are root coordinates; they are clamped to the desktop.
+The root window grows when a monitor is added (RandR), so a point outside
+the desktop as last read makes the injector read it again before clamping.
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ class InputInjector:
         touches X).
     @param display: the X display name (C{":0"}); C{None} uses C{$DISPLAY}.
     @param view_only: refuse every event (and say so) instead of injecting.
-    @param desktop: the virtual desktop; by default the backend's root window.
+    @param desktop: the virtual desktop, fixed; by default the backend's root
+        window, read again whenever a point falls outside it.
     """
 
     _log = Logger()
@@ -154,6 +157,7 @@ class InputInjector:
         self._display = display
         self.view_only = view_only
         self._desktop = desktop
+        self._desktop_fixed = desktop is not None
         self._held_keys: dict[KeyRef, None] = {}
         self._held_buttons: dict[MouseButton, None] = {}
         self._trackpad = [0, 0]
@@ -179,6 +183,15 @@ class InputInjector:
         if self._desktop is None:
             self._desktop = self._get_backend().desktop()
         return self._desktop
+
+    def _clamp(self, x: int, y: int) -> tuple[int, int]:
+        """(x, y) on the desktop, read again first if the point is outside it
+        (a monitor added since?): one X round trip more per such point, as
+        many as the move itself costs."""
+        desk = self.desktop()
+        if not desk.contains(x, y) and not self._desktop_fixed:
+            desk = self._desktop = self._get_backend().desktop()
+        return desk.clamp(x, y)
 
     # -- validation -------------------------------------------------------------
 
@@ -254,12 +267,12 @@ class InputInjector:
     def _run_mouse(self, a: MouseAction) -> None:
         be = self._get_backend()
         if a.kind is MouseType.MOVE:
-            be.move_to(*self.desktop().clamp(a.x, a.y))
+            be.move_to(*self._clamp(a.x, a.y))
         elif a.kind is MouseType.MOVE_RELATIVE:
             dx = max(-MAX_RELATIVE, min(MAX_RELATIVE, a.x))
             dy = max(-MAX_RELATIVE, min(MAX_RELATIVE, a.y))
             px, py = be.pointer()
-            be.move_to(*self.desktop().clamp(px + dx, py + dy))
+            be.move_to(*self._clamp(px + dx, py + dy))
         elif a.kind is MouseType.DOWN:
             with self._modifiers_held(a.modifiers):
                 for b in a.buttons:

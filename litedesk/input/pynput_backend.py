@@ -96,8 +96,10 @@ class PynputBackend:
 
     def desktop(self) -> Rect:
         self._ensure()
-        screen = self._xdisplay.screen()
-        return Rect(0, 0, screen.width_in_pixels, screen.height_in_pixels)
+        # Asked of the server: the screen size in the connection's setup
+        # data stays what it was at connect time when RandR resizes the root.
+        geometry = self._xdisplay.screen().root.get_geometry()
+        return Rect(0, 0, geometry.width, geometry.height)
 
     def pointer(self) -> tuple[int, int]:
         self._ensure()

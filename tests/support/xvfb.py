@@ -59,6 +59,7 @@ __all__ = [
     "Xvfb",
     "XvfbError",
     "dual_monitor_xvfb",
+    "resize_screen",
     "set_monitors",
     "set_root_image",
     "shared_xvfb",
@@ -298,6 +299,38 @@ def set_monitors(display: str, monitors: Sequence[Monitor]) -> None:
                 outputs=outputs[:1] if i == 0 else [],
             )
         # A round trip: an X error in the requests above is raised here.
+        xdisplay.sync()
+    finally:
+        xdisplay.close()
+
+
+def resize_screen(display: str, width: int, height: int) -> None:
+    """Resize the root window with RandR, as plugging a monitor in or out does.
+
+    Xvfb allocates its framebuffer once, at the C{-screen} size, so sizes up
+    to that one work.  Its only CRTC is switched off first (a CRTC larger
+    than the screen is refused) and on again with the mode of exactly the
+    new size if there is one (Xvfb has the C{-screen} size's); without it
+    the root window is the only monitor mss sees.
+    """
+    xdisplay: Any = importlib.import_module("Xlib.display").Display(display)
+    randr: Any = importlib.import_module("Xlib.ext.randr")
+    try:
+        root = xdisplay.screen().root
+        res = root.xrandr_get_screen_resources()
+        crtc = res.crtcs[0]
+        outputs = list(res.outputs[:1])
+        xdisplay.xrandr_set_crtc_config(crtc, res.config_timestamp, 0, 0, 0, randr.Rotate_0, [])
+        root.xrandr_set_screen_size(
+            width, height, round(width * 25.4 / 96), round(height * 25.4 / 96)
+        )
+        res = root.xrandr_get_screen_resources()
+        for mode in res.modes:
+            if (mode.width, mode.height) == (width, height):
+                xdisplay.xrandr_set_crtc_config(
+                    crtc, res.config_timestamp, 0, 0, mode.id, randr.Rotate_0, outputs
+                )
+                break
         xdisplay.sync()
     finally:
         xdisplay.close()
