@@ -1,4 +1,4 @@
-"""Video decoding on the viewer over PyAV: encoded frames to Pillow images.
+"""Video decoding on the viewer over PyAV: encoded frames to decoded pictures.
 
 A LiteDesk host sends H.264 or VP9; a stock RustDesk host (1.2 to 1.4) sends
 whichever of VP9, VP8, AV1, H.264 and H.265 its encoder negotiation picked
@@ -7,8 +7,10 @@ may switch mid-session.  L{decodable_codecs} says which of them this PyAV
 build decodes, so that the viewer announces exactly those; L{VideoDecoder}
 decodes any of them and switches when the codec changes.
 
-The decoder crops the padding column or row of an odd-sized LiteDesk stream
-(the encoder pads to even, see L{litedesk.screen.codec.pad_to_even}).  It is
+Pictures stay as decoded (YUV) until the window converts them to RGB at the
+size it shows (L{litedesk.screen.decoded}).  The decoder crops the padding
+column or row of an odd-sized LiteDesk stream (the encoder pads to even, see
+L{litedesk.screen.codec.pad_to_even}).  It is
 separate from the encoder (L{litedesk.screen.encode}): the viewer needs only
 this half.  L{KeyFrameRequests} decides, without I/O, when the viewer asks
 the host for a key frame.
@@ -17,14 +19,13 @@ the host for a key frame.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import av
-from PIL import Image
 from twisted.logger import Logger
 
 from litedesk.screen.codec import Codec, EncodedFrame, is_key_frame
+from litedesk.screen.decoded import DecodedFrame
 
 __all__ = [
     "CODECS",
@@ -177,28 +178,8 @@ _KEY_FRAME_CHECKS: Final[dict[str, Callable[[bytes], bool]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class DecodedFrame:
-    """A decoded picture, cropped to the captured size."""
-
-    image: Image.Image
-    pts: int
-
-    @property
-    def width(self) -> int:
-        return self.image.width
-
-    @property
-    def height(self) -> int:
-        return self.image.height
-
-    def rgb(self) -> bytes:
-        """Packed RGB bytes, 3 per pixel, row-major."""
-        return self.image.tobytes()
-
-
 class VideoDecoder:
-    """Decode encoded frames of any of L{CODECS} to Pillow RGB images.
+    """Decode encoded frames of any of L{CODECS} to L{DecodedFrame}s.
 
     Never raises on bad input: a frame that does not decode is counted in
     L{errors}, described in L{last_error}, logged, and the decoder then
@@ -337,18 +318,11 @@ class VideoDecoder:
             )
         self.waiting_for_key = False
         self.failures_in_a_row = 0
-        # Faster than PyAV's to_image() (which fills a new Pillow image first,
-        # measured about twice as slow at 1080p) and the same pixels: convert
-        # with libswscale, copy the plane once, let Pillow read it in place.
-        rgb = picture.reformat(format="rgb24", interpolation="POINT")
-        plane = rgb.planes[0]
-        image = Image.frombuffer(
-            "RGB", (rgb.width, rgb.height), bytes(plane), "raw", "RGB", plane.line_size, 1
-        )
-        w, h = _unpadded(image.width, width), _unpadded(image.height, height)
-        if (w, h) != image.size:
-            image = image.crop((0, 0, w, h))
-        return DecodedFrame(image, pts)
+        # The picture stays YUV: the window converts it to RGB at the size it
+        # shows (see L{litedesk.screen.decoded}), screenshots at full size.
+        w = _unpadded(picture.width, width)
+        h = _unpadded(picture.height, height)
+        return DecodedFrame(picture, pts, w, h)
 
     def _fail(self, reason: str) -> None:
         self.errors += 1

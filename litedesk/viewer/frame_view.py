@@ -1,8 +1,9 @@
 """The canvas that shows the remote screen: frames, scaling, scrolling, the cursor.
 
 Frames that arrive while one is being drawn replace each other (only the
-newest is drawn), and scaling runs in a worker thread, so a slow redraw
-drops frames instead of delaying the network (the reactor shares Tk's
+newest is drawn), and the conversion to RGB at the drawn size (one
+libswscale step, L{litedesk.screen.decoded.PictureScaler}) runs in a worker
+thread, so a slow redraw drops frames instead of delaying the network (the reactor shares Tk's
 thread; see L{litedesk.viewer.window}).  Where the picture goes is
 computed by L{litedesk.viewer.geometry}; this module only applies it.
 """
@@ -22,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from litedesk.input.mouse import ViewMapping
-from litedesk.screen.decode import DecodedFrame
+from litedesk.screen.decoded import DecodedFrame, PictureScaler
 from litedesk.viewer.controller import ConnectionController
 from litedesk.viewer.geometry import (
     ONE_TO_ONE,
@@ -64,6 +65,7 @@ class FrameView:
         self._pending: DecodedFrame | None = None
         self._draw_call: IDelayedCall | None = None
         self._scaling = False
+        self._scaler = PictureScaler()
         self._photo: ImageTk.PhotoImage | None = None
         self._photo_size = (0, 0)
         self._logged_mapping: ViewMapping | None = None
@@ -151,18 +153,13 @@ class FrameView:
         self._pending = None
         t0 = time.perf_counter()
         m = self._compute_mapping(frame)
-        size = drawn_size(m)
-        if size == frame.image.size:
-            self._show(frame, m, frame.image, new, t0)
-            return
-        # Scaling a 1080p picture costs 10-20 ms; done in a worker thread
-        # (Pillow releases the GIL) it overlaps with decoding the next frame
-        # on the reactor thread instead of adding to it.  BOX (area
-        # average) is both faster and sharper for text than BILINEAR when
-        # shrinking.
-        resample = Image.Resampling.BOX if m.scale < 1 else Image.Resampling.BILINEAR
+        # The RGB picture is made in a worker thread (libswscale and Pillow
+        # release the GIL), so it overlaps with decoding the next frame on
+        # the reactor thread instead of adding to it; at the drawn size
+        # straight from YUV in one step, or the full-size image at 1:1,
+        # which screenshots then reuse.
         self._scaling = True
-        d = deferToThread(frame.image.resize, size, resample)
+        d = deferToThread(self._rgb_picture, frame, drawn_size(m))
 
         def scaled(img: Image.Image) -> None:
             self._scaling = False
@@ -175,9 +172,15 @@ class FrameView:
 
         def failed(f: Failure) -> None:
             self._scaling = False
-            _log.failure("Scaling a frame failed", f)
+            _log.failure("Converting a frame for display failed", f)
 
         d.addCallbacks(scaled, failed)
+
+    def _rgb_picture(self, frame: DecodedFrame, size: tuple[int, int]) -> Image.Image:
+        """C{frame} as an image of C{size}; in a worker thread, one at a time."""
+        if size == frame.size:
+            return frame.image
+        return self._scaler.scale(frame, *size)
 
     def _show(
         self, frame: DecodedFrame, m: ViewMapping, img: Image.Image, new: bool, t0: float
@@ -186,11 +189,12 @@ class FrameView:
         self.mapping = m
         size = img.size
         if self._photo is None or self._photo_size != size:
-            self._photo = ImageTk.PhotoImage(img)
+            # An RGB photo whatever the image's mode: Tk then copies the
+            # pixels without looking at an alpha channel.
+            self._photo = ImageTk.PhotoImage("RGB", size)
             self._photo_size = size
             self.canvas.itemconfigure(self.image_item, image=self._photo)
-        else:
-            self._photo.paste(img)
+        self._photo.paste(img)
         self.canvas.coords(self.image_item, round(m.offset_x), round(m.offset_y))
         if self.scale_var.get() == ONE_TO_ONE:
             self.canvas.configure(scrollregion=(0, 0, size[0], size[1]))
