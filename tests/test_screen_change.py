@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from litedesk.screen.change import Rect, changed_tiles, detect_change
+from litedesk.screen.change import Rect, changed_tiles, detect_change, diff_box
 
 
 def _frame(width: int, height: int, fill: int = 0x40) -> bytearray:
@@ -92,3 +94,34 @@ class DetectChangeTests(unittest.TestCase):
     def test_wrong_size_rejected(self) -> None:
         """A frame whose length does not match its size is a caller bug (ValueError)."""
         self.assertRaises(ValueError, detect_change, None, b"1234", 2, 2)
+
+
+class DiffBoxTests(unittest.TestCase):
+    W, H = 96, 64
+
+    def test_identical_is_none_and_a_rectangle_is_exact(self) -> None:
+        """No difference: None (the damage path sends nothing); one painted
+        rectangle: exactly its box."""
+        a = bytes(_frame(self.W, self.H))
+        self.assertIsNone(diff_box(bytearray(a), a, self.W, self.H))
+        b = _frame(self.W, self.H)
+        _paint(b, self.W, Rect(13, 7, 30, 21))
+        self.assertEqual(diff_box(bytearray(a), bytes(b), self.W, self.H), Rect(13, 7, 30, 21))
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 95), st.integers(0, 63), st.integers(1, 40), st.integers(1, 30)
+            ),
+            max_size=4,
+        )
+    )
+    @settings(max_examples=60, deadline=None)
+    def test_box_is_the_detect_change_box(self, paints: list[tuple[int, int, int, int]]) -> None:
+        """Whatever rectangles changed, diff_box finds the box detect_change finds."""
+        a = bytes(_frame(self.W, self.H))
+        b = _frame(self.W, self.H)
+        for x, y, w, h in paints:
+            _paint(b, self.W, Rect(x, y, min(w, self.W - x), min(h, self.H - y)))
+        change = detect_change(a, bytes(b), self.W, self.H)
+        self.assertEqual(diff_box(bytearray(a), bytes(b), self.W, self.H), change.bbox)

@@ -85,6 +85,15 @@ class RectHelperTests(unittest.TestCase):
         )
         self.assertEqual(merged, [Rect(100, 100, 16, 16), Rect(1800, 1050, 60, 20)])
 
+    def test_many_rectangles_stay_apart_on_the_grid(self) -> None:
+        """Hundreds of small reports (text redrawn glyph by glyph) in one window
+        and a clock in the far corner: two grabs, not the screen's bounding box."""
+        glyphs = [Rect(100 + 9 * i, 100 + 20 * j, 8, 16) for i in range(30) for j in range(10)]
+        merged = merge_rects([*glyphs, Rect(1800, 1050, 60, 20)], bounds=Rect(0, 0, W, H))
+        self.assertEqual(len(merged), 2, merged)
+        self.assertTrue(all(_covers(merged, g) for g in glyphs[::37]))
+        self.assertLess(sum(r.width * r.height for r in merged), 2 * 448 * 320)
+
     @given(st.lists(rect_st, max_size=3 * MAX_RECTS))
     @settings(max_examples=150, deadline=None)
     def test_merged_damage_covers_the_reports_within_the_monitor(self, rects: list[Rect]) -> None:
@@ -93,7 +102,7 @@ class RectHelperTests(unittest.TestCase):
         inside the monitor, and there are at most MAX_RECTS of them."""
         mon = Rect(0, 0, W, H)
         clipped = [c for r in rects if (c := clip_rect(r, mon)) is not None]
-        merged = merge_rects(align_rect(c, W, H) for c in clipped)
+        merged = merge_rects((align_rect(c, W, H) for c in clipped), bounds=mon)
         self.assertLessEqual(len(merged), MAX_RECTS)
         for m in merged:
             self.assertTrue(m.x >= 0 and m.y >= 0 and m.right <= W and m.bottom <= H, m)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["BPP", "Change", "Rect", "changed_tiles", "detect_change"]
+__all__ = ["BPP", "Change", "Rect", "changed_tiles", "detect_change", "diff_box"]
 
 # Bytes per pixel of mss' BGRA frames.
 BPP = 4
@@ -64,7 +64,7 @@ class Change:
     tiles: list[Rect] = field(default_factory=list)
 
 
-def _first_diff(a: bytes, b: bytes, lo: int, hi: int) -> int:
+def _first_diff(a: bytes | bytearray, b: bytes, lo: int, hi: int) -> int:
     """Index of the first differing byte in C{[lo, hi)}; the range must differ."""
     # Invariant: a[start:lo] == b[start:lo] and a[lo:hi] != b[lo:hi].
     while hi - lo > 1:
@@ -76,7 +76,7 @@ def _first_diff(a: bytes, b: bytes, lo: int, hi: int) -> int:
     return lo
 
 
-def _last_diff(a: bytes, b: bytes, lo: int, hi: int) -> int:
+def _last_diff(a: bytes | bytearray, b: bytes, lo: int, hi: int) -> int:
     """Index of the last differing byte in C{[lo, hi)}; the range must differ."""
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -196,3 +196,35 @@ def _all_tiles(width: int, height: int, tile: int) -> list[Rect]:
         for y in range(0, height, tile)
         for x in range(0, width, tile)
     ]
+
+
+def diff_box(
+    prev: bytes | bytearray, cur: bytes, width: int, height: int, bpp: int = BPP
+) -> Rect | None:
+    """The exact bounding box of the pixels that differ, or C{None}; no tiles.
+
+    Cheaper than L{detect_change} when only the box is wanted (the damage
+    path, after a whole-monitor grab): the first and last differing bytes
+    (binary searches over the whole frame) give the top and bottom rows, and
+    each row between costs two comparisons (left of the box so far, right of
+    it) plus a search only where the box grows.
+    """
+    _check(cur, cur, width, height, bpp)
+    if len(prev) != len(cur):
+        return Rect(0, 0, width, height)
+    if prev == cur:
+        return None
+    stride = width * bpp
+    top = _first_diff(prev, cur, 0, len(cur)) // stride
+    bottom = _last_diff(prev, cur, 0, len(cur)) // stride
+    left, right = width, -1  # pixel columns, right inclusive
+    for y in range(top, bottom + 1):
+        rs = y * stride
+        re = rs + stride
+        lb = rs + left * bpp
+        if left > 0 and prev[rs:lb] != cur[rs:lb]:
+            left = (_first_diff(prev, cur, rs, lb) - rs) // bpp
+        rb = rs + (right + 1) * bpp
+        if right < width - 1 and prev[rb:re] != cur[rb:re]:
+            right = (_last_diff(prev, cur, rb, re) - rs) // bpp
+    return Rect(left, top, right - left + 1, bottom - top + 1)

@@ -39,9 +39,11 @@ __all__ = ["DamageUnavailable", "DamageWatcher", "align_rect", "clip_rect", "mer
 
 _log = Logger()
 
-# Above this many rectangles a take is answered with their bounding box: the
-# pairwise merging below is quadratic, and that many rectangles mean most of
-# the screen changed anyway.
+# merge_rects' pairwise merging is quadratic: above PAIRWISE_MAX distinct
+# rectangles they are first snapped to GRID-pixel tiles; above MAX_RECTS
+# after that, their bounding box is one grab.
+PAIRWISE_MAX = 24
+GRID = 64
 MAX_RECTS = 64
 # A merge may add this many pixels beyond the two rectangles' areas (one grab
 # and one conversion call cost about as much as this many pixels).
@@ -63,6 +65,12 @@ def clip_rect(r: Rect, bounds: Rect) -> Rect | None:
     return Rect(x0 - bounds.x, y0 - bounds.y, x1 - x0, y1 - y0)
 
 
+def _clip_in(r: Rect, bounds: Rect) -> Rect | None:
+    """C{r} inside C{bounds}, in the same coordinates."""
+    c = clip_rect(r, bounds)
+    return None if c is None else Rect(c.x + bounds.x, c.y + bounds.y, c.width, c.height)
+
+
 def align_rect(r: Rect, width: int, height: int, step: int = 2) -> Rect:
     """Grow C{r} to multiples of C{step} (4:2:0 chroma pairs), within the frame."""
     x0 = r.x - r.x % step
@@ -76,34 +84,83 @@ def _area(r: Rect) -> int:
     return r.width * r.height
 
 
-def merge_rects(rects: Iterable[Rect], slack: int = MERGE_SLACK) -> list[Rect]:
+def merge_rects(
+    rects: Iterable[Rect], slack: int = MERGE_SLACK, bounds: Rect | None = None
+) -> list[Rect]:
     """Fewer, larger rectangles covering C{rects}, each worth a grab of its own.
 
     Two rectangles become their union when it costs at most C{slack} pixels
-    more than the two did; repeated until no pair qualifies.  More than
-    L{MAX_RECTS} inputs give their bounding box.  The result covers every
-    input pixel and is sorted top to bottom.
+    more than the two did; repeated until no pair qualifies.  That is
+    quadratic, so more than L{PAIRWISE_MAX} distinct inputs are first
+    snapped to a grid of L{GRID}-pixel tiles (L{_grid_merge}).  The result
+    covers every input pixel, holds at most L{MAX_RECTS} rectangles and is
+    sorted top to bottom.
+
+    @param bounds: clip the result to this rectangle (the grid may reach
+        past the inputs by less than a tile).
     """
-    out = [r for r in rects if r.width > 0 and r.height > 0]
+    out = list({r for r in rects if r.width > 0 and r.height > 0})
+    if len(out) > PAIRWISE_MAX:
+        grid = _grid_merge(out)
+        if bounds is not None:
+            grid = [c for r in grid if (c := _clip_in(r, bounds)) is not None]
+        out = grid
     if len(out) > MAX_RECTS:
         box = out[0]
         for r in out[1:]:
             box = box.union(r)
         return [box]
     merged = True
-    while merged and len(out) > 1:
+    while merged:  # passes until one merges nothing
         merged = False
-        for i in range(len(out)):
-            for j in range(i + 1, len(out)):
+        i = 0
+        while i < len(out):
+            j = i + 1
+            while j < len(out):
                 u = out[i].union(out[j])
                 if _area(u) <= _area(out[i]) + _area(out[j]) + slack:
                     out[i] = u
                     del out[j]
                     merged = True
-                    break
-            if merged:
-                break
+                else:
+                    j += 1
+            i += 1
     out.sort(key=lambda r: (r.y, r.x))
+    return out
+
+
+def _grid_merge(rects: list[Rect]) -> list[Rect]:
+    """Cover C{rects} with runs of grid tiles: horizontal runs per tile row,
+    then runs spanning the same columns in consecutive rows joined.  Linear
+    in the tiles covered; distant damage stays apart (a clock in a corner
+    does not make the whole screen one grab).  The runs may reach past the
+    screen's edge by less than a tile; callers clip."""
+    g = GRID
+    tiles: set[tuple[int, int]] = set()
+    for r in rects:
+        for ty in range(r.y // g, (r.bottom - 1) // g + 1):
+            for tx in range(r.x // g, (r.right - 1) // g + 1):
+                tiles.add((tx, ty))
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for tx, ty in sorted(tiles, key=lambda t: (t[1], t[0])):
+        row = runs.setdefault(ty, [])
+        if row and row[-1][1] == tx:
+            row[-1] = (row[-1][0], tx + 1)
+        else:
+            row.append((tx, tx + 1))
+    out: list[Rect] = []
+    open_runs: dict[tuple[int, int], Rect] = {}
+    for ty in sorted(runs):
+        still: dict[tuple[int, int], Rect] = {}
+        for x0, x1 in runs[ty]:
+            above = open_runs.pop((x0, x1), None)
+            if above is not None and above.bottom == ty * g:
+                still[(x0, x1)] = Rect(above.x, above.y, above.width, above.height + g)
+            else:
+                still[(x0, x1)] = Rect(x0 * g, ty * g, (x1 - x0) * g, g)
+        out.extend(open_runs.values())
+        open_runs = still
+    out.extend(open_runs.values())
     return out
 
 

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import av
 
-from .capture import Capturer, DisplayInfo
-from .change import Rect
+from .capture import CaptureError, Capturer, DisplayInfo
+from .change import Rect, diff_box
 from .damage import DamageWatcher, align_rect, clip_rect, merge_rects
 from .yuv_canvas import YuvCanvas
 
@@ -38,6 +38,12 @@ class DamagePath:
         and none was waiting.
     @raise litedesk.screen.damage.DamageUnavailable: from L{start}.
     """
+
+    # When the damage covers this share of the monitor, one whole grab and a
+    # search for the box that differs beat grabbing and comparing the pieces
+    # (toolkits repaint whole windows on every expose: a window dragged over a
+    # full-screen one damages nearly the whole screen, and changes a window).
+    FULL_GRAB = 0.3
 
     def __init__(self, display: str | None, on_damage: Callable[[], None]) -> None:
         self.watcher = DamageWatcher(display, on_damage)
@@ -84,23 +90,52 @@ class DamagePath:
             return canvas.frame, (w, h), (Rect(0, 0, w, h),)
         bounds = Rect(mon.x, mon.y, w, h)
         clipped = (clip_rect(r, bounds) for r in rects)
-        region = tuple(merge_rects(align_rect(c, w, h) for c in clipped if c is not None))
-        changed = tuple(r for r in region if self._update(r, source.grab_rect(r), w))
+        aligned = (align_rect(c, w, h) for c in clipped if c is not None)
+        region = merge_rects(aligned, bounds=Rect(0, 0, w, h))
+        if not region:
+            return None, (w, h), ()
+        if sum(r.width * r.height for r in region) >= self.FULL_GRAB * w * h:
+            changed = self._full(source, w, h)
+        else:
+            changed = tuple(c for r in region if (c := self._update(r, source.grab_rect(r), w)))
         if not changed:
             return None, (w, h), ()
         return canvas.frame, (w, h), changed
 
-    def _update(self, r: Rect, data: bytes, width: int) -> bool:
-        """Keep C{r}'s grab if it differs from what we had; whether it did."""
+    def _full(self, source: Capturer, w: int, h: int) -> tuple[Rect, ...]:
+        """Most of the monitor is damaged: one grab, and the box that differs."""
+        data = source.grab().data
+        if len(data) != w * h * 4:
+            raise CaptureError(f"the monitor is not {w}x{h} any more")
+        box = diff_box(self._bgra, data, w, h)
+        if box is None:
+            return ()
+        box = align_rect(box, w, h)
+        stride, n = w * 4, box.width * 4
+        start = box.y * stride + box.x * 4
+        rows = (data[o : o + n] for o in range(start, start + box.height * stride, stride))
+        self._bgra[:] = data
+        self.canvas.paint(box, b"".join(rows))
+        return (box,)
+
+    def _update(self, r: Rect, data: bytes, width: int) -> Rect | None:
+        """Keep C{r}'s grab where it differs from what we had: the band of
+        rows that differs (even-aligned, converted), or C{None}."""
         buf = self._bgra
         stride, n = width * 4, r.width * 4
-        differs = False
+        first = last = -1
         for row in range(r.height):
             o = (r.y + row) * stride + r.x * 4
             line = data[row * n : row * n + n]
             if buf[o : o + n] != line:
                 buf[o : o + n] = line
-                differs = True
-        if differs:
-            self.canvas.paint(r, data)
-        return differs
+                if first < 0:
+                    first = row
+                last = row
+        if first < 0:
+            return None
+        first -= first % 2
+        last += 1 + (last + 1) % 2  # one past, even
+        band = Rect(r.x, r.y + first, r.width, min(last, r.height) - first)
+        self.canvas.paint(band, data[first * n : (first + band.height) * n])
+        return band
