@@ -921,6 +921,9 @@ class Latency:
     mean_us: float
     failures: int = 0
     server_cpu_us: float = 0.0  # server CPU time per request
+    # Punch only, p50 of: connect -> the host has the push; the host's own
+    # work (this script) until its PunchHoleSent is written; -> the viewer's answer.
+    stages_p50_us: tuple[float, ...] = ()
 
 
 def summarize(samples: list[float], failures: int = 0) -> Latency:
@@ -970,6 +973,8 @@ class FakeHost:
         self.sock.bind((HOST_IP, 0))
         self.sock.settimeout(2.0)
         self.last_heartbeat = 0.0
+        self.pushed_at = 0.0  # when the last PunchHole push was read
+        self.answered_at = 0.0  # when the last PunchHoleSent was written
         pk = rz.RegisterPk(id=self.ID, uuid=b"bench-fake-host-uuid", pk=bytes(range(32)))
         self._send(rz.RendezvousMessage(register_pk=pk))
         reply = self._recv_until("register_pk_response")
@@ -1000,6 +1005,7 @@ class FakeHost:
     def answer_punch(self) -> socket.socket:
         """Wait for the PunchHole push and send PunchHoleSent from a new TCP connection."""
         ph = self._recv_until("punch_hole").punch_hole
+        self.pushed_at = time.perf_counter()
         sent = rz.PunchHoleSent(
             socket_addr=ph.socket_addr,
             id=self.ID,
@@ -1009,6 +1015,7 @@ class FakeHost:
         )
         conn = tcp_connect(HOST_IP, self.tcp_port)
         conn.sendall(encode_frame(rz.RendezvousMessage(punch_hole_sent=sent).SerializeToString()))
+        self.answered_at = time.perf_counter()
         return conn
 
 
@@ -1020,6 +1027,7 @@ def punch_latency(servers: Servers, licence: str, n: int, warmup: int) -> Latenc
         ).SerializeToString()
     )
     samples: list[float] = []
+    stages: list[tuple[float, float, float]] = []
     failures = 0
     cpu0 = 0.0
     try:
@@ -1042,10 +1050,17 @@ def punch_latency(servers: Servers, licence: str, n: int, warmup: int) -> Latenc
                 check_punch_response(frame, host_port)
             if i >= warmup:
                 samples.append(t1 - t0)
+                stages.append(
+                    (host.pushed_at - t0, host.answered_at - host.pushed_at, t1 - host.answered_at)
+                )
     finally:
         host.close()
     result = summarize(samples, failures)
     result.server_cpu_us = (cpu_seconds(servers.child.pid) - cpu0) / n * 1e6
+    if stages:
+        result.stages_p50_us = tuple(
+            round(statistics.median(s[k] for s in stages) * 1e6, 1) for k in range(3)
+        )
     return result
 
 
@@ -2113,6 +2128,13 @@ def run_punch(
         print(
             f"  {name:22} {lat.p50_us:7.0f}us {lat.p99_us:7.0f}us {lat.mean_us:7.0f}us "
             f"{lat.server_cpu_us:8.0f}us  ({lat.n} requests, {lat.failures} failed)"
+        )
+    if punch.stages_p50_us:
+        to_host, host_work, to_viewer = punch.stages_p50_us
+        print(
+            f"  punch stages (p50)     viewer connect -> push at host {to_host:.0f}us, "
+            f"fake host's own work {host_work:.0f}us, its PunchHoleSent -> viewer's answer "
+            f"{to_viewer:.0f}us"
         )
     print(
         f"  {'ratio':22} {ratio(punch.p50_us, floor.p50_us):>9} "
