@@ -68,6 +68,9 @@ class FrameView:
         self._scaler = PictureScaler()
         self._photo: ImageTk.PhotoImage | None = None
         self._photo_size = (0, 0)
+        self._placed: tuple[int, int, tuple[int, int]] | None = None
+        self._overlay_state: tuple[str, int, float, float] | None = None
+        self._cursor_hidden = True  # created hidden
         self._logged_mapping: ViewMapping | None = None
         self._cursor_photo: ImageTk.PhotoImage | None = None
         self._cursor_img: Image.Image | None = None
@@ -195,11 +198,15 @@ class FrameView:
             self._photo_size = size
             self.canvas.itemconfigure(self.image_item, image=self._photo)
         self._photo.paste(img)
-        self.canvas.coords(self.image_item, round(m.offset_x), round(m.offset_y))
-        if self.scale_var.get() == ONE_TO_ONE:
-            self.canvas.configure(scrollregion=(0, 0, size[0], size[1]))
-        else:
-            self.canvas.configure(scrollregion=(0, 0, 0, 0))
+        # Moving the item or setting the scroll region makes Tk redraw the
+        # whole canvas, the letterbox bands included: only when they change
+        # (the photo's own change redraws just the picture).
+        whole = size if self.scale_var.get() == ONE_TO_ONE else (0, 0)
+        placed = (round(m.offset_x), round(m.offset_y), whole)
+        if placed != self._placed:
+            self._placed = placed
+            self.canvas.coords(self.image_item, placed[0], placed[1])
+            self.canvas.configure(scrollregion=(0, 0, whole[0], whole[1]))
         self.shown = frame
         if m != self._logged_mapping:
             # Tests and bug reports need to know where the picture is.
@@ -227,12 +234,13 @@ class FrameView:
         """The connection state over the (empty or stale) picture while not connected."""
         c = self.canvas
         text = "" if self.conn.connected else self.overlay_text()
-        c.itemconfigure(self.overlay, text=text, width=max(200, c.winfo_width() - 40))
-        c.coords(
-            self.overlay,
-            c.canvasx(c.winfo_width() / 2),
-            c.canvasy(c.winfo_height() / 2),
-        )
+        width = c.winfo_width()
+        state = (text, width, c.canvasx(width / 2), c.canvasy(c.winfo_height() / 2))
+        if state == self._overlay_state:
+            return  # called for every frame: unchanged, it costs Tk no redraw
+        self._overlay_state = state
+        c.itemconfigure(self.overlay, text=text, width=max(200, width - 40))
+        c.coords(self.overlay, state[2], state[3])
         c.tag_raise(self.overlay)
 
     # -- remote cursor -----------------------------------------------------------
@@ -265,7 +273,7 @@ class FrameView:
     def draw_cursor(self) -> None:
         s, m, img = self.conn.session, self.mapping, self._cursor_img
         if s is None or m is None or img is None or not self.conn.connected:
-            self.canvas.itemconfigure(self.cursor_item, state="hidden")
+            self._hide_cursor()
             return
         shape = s.cursor_shape
         assert shape is not None
@@ -278,8 +286,15 @@ class FrameView:
             m, self.reactor.seconds(), self._local_pointer, self._local_moved_at, s.cursor
         )
         if spot is None:
-            self.canvas.itemconfigure(self.cursor_item, state="hidden")
+            self._hide_cursor()
             return
         self.canvas.coords(self.cursor_item, *cursor_corner(spot, shape, scale))
         self.canvas.itemconfigure(self.cursor_item, state="normal")
         self.canvas.tag_raise(self.cursor_item)
+        self._cursor_hidden = False
+
+    def _hide_cursor(self) -> None:
+        # Once: hiding an item redraws its area, and this runs for every frame.
+        if not self._cursor_hidden:
+            self._cursor_hidden = True
+            self.canvas.itemconfigure(self.cursor_item, state="hidden")

@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_viewer_window,tests.test_viewer_units -*-
 """The viewer window: C{litedesk-viewer ID} without C{--headless}.
 
-Tk and Twisted share one thread through C{twisted.internet.tksupport} (a
-LoopingCall running C{root.update()} every 5 ms; docs/test-lab.rst section C
-measured it at 72-95 fps for a 720p stream, 32 fps at 1080p).  It is the
+Tk and Twisted share one thread: a LoopingCall handles Tk's pending events
+every 5 ms (L{litedesk.viewer.tk_pump}: C{twisted.internet.tksupport}
+without its XSync per call; docs/test-lab.rst section C measured this way
+at 72-95 fps for a 720p stream, 32 fps at 1080p).  It is the
 simplest of the three options measured there, needs no locking between the
 network and the widgets, and keeps tests deterministic (one thread, a plain
 C{reactor.run()}).  The price is that anything slow in a Tk callback delays
@@ -51,6 +52,7 @@ from litedesk.viewer.menus import build_menubar, build_popup, open_popup
 from litedesk.viewer.screenshots import Screenshots, screenshot_dir
 from litedesk.viewer.side_sessions import SideSessions
 from litedesk.viewer.status_bar import StatusBar
+from litedesk.viewer.tk_pump import pump_tk
 from litedesk.viewer.window_session import WindowSession
 
 _log = Logger(namespace="litedesk.viewer.window")
@@ -417,7 +419,7 @@ def run_window(args: argparse.Namespace) -> int:
         print("litedesk-viewer: no display (DISPLAY is unset); use --headless", file=sys.stderr)
         return 2
     _start_logging(args)
-    from twisted.internet import reactor, tksupport
+    from twisted.internet import reactor
 
     try:
         root = tk.Tk(className="LiteDesk")
@@ -430,13 +432,14 @@ def run_window(args: argparse.Namespace) -> int:
     except ValueError as e:  # a bad --host-key
         print(f"litedesk-viewer: {e}", file=sys.stderr)
         return 2
-    tksupport.install(root, ms=5)  # type: ignore[no-untyped-call]
+    pump = pump_tk(reactor, root)
     reactor.callWhenRunning(app.start)
     reactor.run()
     try:
-        tksupport.uninstall()  # type: ignore[no-untyped-call]
+        if pump.running:
+            pump.stop()
         root.destroy()
-    except (tk.TclError, AttributeError):
+    except tk.TclError:
         pass
     return 0
 
