@@ -49,8 +49,10 @@ class DamagePath:
         self.watcher = DamageWatcher(display, on_damage)
         self.canvas = YuvCanvas()
         self._monitor: DisplayInfo | None = None
-        # The monitor as last grabbed, BGRA, stride width * 4.
-        self._bgra = bytearray()
+        # The monitor as last grabbed, BGRA, stride width * 4: the whole
+        # grab's bytes as they came (no copy), made a bytearray when a
+        # rectangle's grab must be written into it.
+        self._bgra: bytes | bytearray = b""
 
     def start(self) -> None:
         self.watcher.start()
@@ -85,7 +87,7 @@ class DamagePath:
             frame = source.grab()
             w, h = frame.width, frame.height
             canvas.fill(frame.data, w, h)
-            self._bgra = bytearray(frame.data)
+            self._bgra = frame.data
             self._monitor = mon
             return canvas.frame, (w, h), (Rect(0, 0, w, h),)
         bounds = Rect(mon.x, mon.y, w, h)
@@ -114,13 +116,15 @@ class DamagePath:
         stride, n = w * 4, box.width * 4
         start = box.y * stride + box.x * 4
         rows = (data[o : o + n] for o in range(start, start + box.height * stride, stride))
-        self._bgra[:] = data
         self.canvas.paint(box, b"".join(rows))
+        self._bgra = data
         return (box,)
 
     def _update(self, r: Rect, data: bytes, width: int) -> Rect | None:
         """Keep C{r}'s grab where it differs from what we had: the band of
         rows that differs (even-aligned, converted), or C{None}."""
+        if not isinstance(self._bgra, bytearray):
+            self._bgra = bytearray(self._bgra)
         buf = self._bgra
         stride, n = width * 4, r.width * 4
         first = last = -1
