@@ -14,14 +14,16 @@ run time: it sends the heartbeats (C{RegisterPeer} for ids registered
 beforehand, each from the 127.x.y.z address that registered it) with UDP
 GSO and sendmmsg, receives the replies with recvmmsg and keeps a fixed
 window unanswered per node (closed loop), at ~3 us of its CPU per heartbeat
-against ~30 us for a node, and prints its own CPU, which is shown beside
-every two-node figure: what it takes from node A's core.
+against ~13 us for a node, and prints its own CPU, which is shown beside
+every figure with the softirq time (loopback delivery, charged to no
+process): what it takes from node A's core.  bench/README.rst has the
+figures and why two/one stays below 1.7 x on two cores, echo included.
 
 1. One vs two: node B alone on core 1 (generator on core 0), then node A on
    core 0 and node B on core 1 together; the ratio two/one.  Reference in
    the same run: a minimal Twisted UDP echo server in the same places under
    the same generator, so the printout shows what this machine can do at all
-   ("echo two/one = 1.6 x; litedesk two/one = 1.7 x").  The nodes are
+   ("echo two/one = 1.44 x ...; litedesk two/one = 1.54 x ...").  The nodes are
    C{twistd -n litedesk-relay --no-relay --udp-rate-per-ip 0} on SQLite.
 2. PostgreSQL (Debian's, started by tests/support/postgres.py): one node on
    SQLite against one node on PostgreSQL (C{--database postgresql://...}),
@@ -29,7 +31,9 @@ every two-node figure: what it takes from node A's core.
    started as a cluster sharing one database (C{--cluster --node-id A
    --advertise 127.0.0.1:PORT}), one vs two.  Without C{--cluster} the
    two-node figure is part 1's, on separate SQLite data directories, and
-   the printout says so.
+   the printout says so.  With C{--cluster}, also one node under heartbeats
+   whose serial is behind the cluster's (hosts that have not taken the new
+   serial from a NAT test yet).
 
 Each node has its own hosts (ids 0..N-1 on A, N..2N-1 on B, registered by
 UDP C{RegisterPk} with bench/rendezvous.py's C{register_range}, 30 ids per
@@ -111,6 +115,8 @@ class Config:
     tick_us: int  # the generator's drain-and-refill period
     gso: int  # heartbeats of one address per GSO send
     generator_nice: int | None  # None: the servers' nice value
+    generator_fifo: bool  # run the generator SCHED_FIFO (chrt -f 1)
+    generator_pinned: bool  # on core 0 (else wherever the scheduler puts it)
 
 
 # -- processes --------------------------------------------------------------------
@@ -349,7 +355,11 @@ def generator_argv(exe: Path, cfg: Config, targets: Sequence[Target], warmup: fl
     niced = (
         [] if cfg.generator_nice is None else ["nice", "-n", str(cfg.generator_nice - os.nice(0))]
     )
-    return [*niced, *pinned(GENERATOR_CORE, [str(exe), *args])]
+    fifo = ["chrt", "-f", "1"] if cfg.generator_fifo else []
+    command = [str(exe), *args]
+    if cfg.generator_pinned:
+        command = pinned(GENERATOR_CORE, command)
+    return [*niced, *fifo, *command]
 
 
 def prime(exe: Path, cfg: Config, targets: Sequence[Target]) -> None:
@@ -562,6 +572,8 @@ def config(args: argparse.Namespace) -> Config:
         tick_us=args.tick_us,
         gso=args.gso,
         generator_nice=args.generator_nice,
+        generator_fifo=args.generator_fifo,
+        generator_pinned=not args.generator_unpinned,
     )
 
 
@@ -584,6 +596,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="the generator's nice value (default: the servers', -10)",
+    )
+    p.add_argument("--generator-fifo", action="store_true", help="run the generator SCHED_FIFO")
+    p.add_argument(
+        "--generator-unpinned", action="store_true", help="let the scheduler place the generator"
     )
     p.add_argument("--no-postgresql", action="store_true", help="part 1 only")
     p.add_argument("--json", metavar="FILE", help="also write the figures here")
