@@ -109,6 +109,11 @@ class ScreenStreamer:
 
     # After a capture error, wait this long before trying again.
     ERROR_BACKOFF = 1.0
+    # Damage on a still screen is captured this long after its first report
+    # (unless input was just injected): toolkits draw a change in a burst of
+    # requests (Tk scrolls text with a copy, then draws the new line), and a
+    # grab in the middle sends a half-drawn frame and then another.
+    SETTLE = 0.004
 
     def __init__(
         self,
@@ -316,17 +321,17 @@ class ScreenStreamer:
         self._key_wanted = True
         self._wake()
 
-    def _wake(self) -> None:
+    def _wake(self, settle: float = 0.0) -> None:
         """Make sure a slot comes (the damage path may be idle)."""
         if self._running and self._busy is None and self._call is None:
-            self._schedule(self._delay())
+            self._schedule(self._delay(settle))
 
     def _damage_arrived(self) -> None:
         # Reactor thread (callFromThread from the watcher).
-        self._wake()
+        self._wake(self.SETTLE)
 
-    def _delay(self) -> float:
-        return self.boost.delay(self.pacer.delay())
+    def _delay(self, settle: float = 0.0) -> float:
+        return self.boost.delay(max(settle, self.pacer.delay()))
 
     def _next(self) -> None:
         """After a slot: schedule the next one, unless the damage path may idle."""
