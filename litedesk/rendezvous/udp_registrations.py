@@ -52,6 +52,8 @@ class UdpRegistrations:
     registry: Registry
     store: PeerStoreLike | None
     rendezvous_servers: list[str]
+    #: ((serial, servers), ConfigUpdate datagram) last built.
+    _cu_cache: tuple[tuple[int, tuple[str, ...]], bytes] | None = None
     udp: DatagramSink | None
     counters: dict[str, int]
     events: EventSink | None
@@ -118,6 +120,15 @@ class UdpRegistrations:
             serial=self.registry.server_serial, rendezvous_servers=self.rendezvous_servers
         )
 
+    def _config_update_bytes(self) -> bytes:
+        """The ConfigUpdate datagram, built again only when serial or list change."""
+        key = (self.registry.server_serial, tuple(self.rendezvous_servers))
+        cached = self._cu_cache
+        if cached is None or cached[0] != key:
+            data = rz.RendezvousMessage(configure_update=self._config_update()).SerializeToString()
+            cached = self._cu_cache = (key, data)
+        return cached[1]
+
     def _register_peer(self, rp: rz.RegisterPeer, source: Address, size: int) -> None:
         # The heartbeat: most of what this server ever does, so no call here
         # that is not needed (ratio to a bare UDP echo: bench/rendezvous.py).
@@ -136,8 +147,14 @@ class UdpRegistrations:
             # request; stock clients get it anyway from the TCP TestNatResponse
             # of their NAT test (RustDesk src/common.rs test_nat_type_: "if
             # let Some(cu) = tnr.cu" sets rendezvous-servers and the serial).
-            cu = rz.RendezvousMessage(configure_update=self._config_update())
-            self._reply_udp(cu.SerializeToString(), source, size)
+            # Every heartbeat of a host behind the serial comes here (all of
+            # them after a cluster's list changes), so the bytes are built
+            # once per list and a reply too large is counted, not logged.
+            cu = self._config_update_bytes()
+            if len(cu) <= size:
+                self._reply_udp(cu, source, size)
+            else:
+                self.counters["udp_reply_too_large"] += 1
 
     def _register_pk(self, rk: rz.RegisterPk, source: Address, size: int) -> None:
         # RegisterPk.old_id is ignored here, as by hbbs: an ID change frees an
