@@ -169,16 +169,13 @@ class Bench:
         (a bytes copy of the RGB plane that the decoder also made is not
         reproduced: the reference is, if anything, a little cheaper than it was).
         """
-        frames = self.app.frames
-        if not before:
-            frames.__dict__.pop("_rgb_picture", None)
-            return
+        from litedesk.screen.decoded import PictureScaler
 
-        def old(frame: Any, size: tuple[int, int]) -> Image.Image:
-            img: Image.Image = frame.image
-            return img if img.size == size else img.resize(size, Image.Resampling.BOX)
+        class Before:
+            def scale(self, frame: Any, width: int, height: int) -> Image.Image:
+                return frame.image.resize((width, height), Image.Resampling.BOX)  # type: ignore[no-any-return]
 
-        frames._rgb_picture = old  # type: ignore[method-assign]
+        self.app.frames._scaler = Before() if before else PictureScaler()  # type: ignore[assignment]
 
     async def decode_alone(self, fps: float, seconds: float) -> float:
         """CPU %% of decoding the frames at C{fps} with nothing shown (window idle)."""

@@ -156,13 +156,24 @@ class FrameView:
         self._pending = None
         t0 = time.perf_counter()
         m = self._compute_mapping(frame)
-        # The RGB picture is made in a worker thread (libswscale and Pillow
-        # release the GIL), so it overlaps with decoding the next frame on
-        # the reactor thread instead of adding to it; at the drawn size
-        # straight from YUV in one step, or the full-size image at 1:1,
-        # which screenshots then reuse.
+        size = drawn_size(m)
+        if size == frame.size:
+            # 1:1: the full-size image (one conversion, which screenshots then
+            # reuse) right here, as fast as a thread hand-off would be; a
+            # frame is drawn as soon as it is decoded, as before issue 15.
+            try:
+                image = frame.image
+            except Exception:  # PyAV raises many types; a bad picture is skipped
+                _log.failure("Converting a frame for display failed")
+                return
+            self._show(frame, m, image, new, t0)
+            return
+        # Scaled: straight from YUV to RGB at the drawn size in one step, in
+        # a worker thread (libswscale releases the GIL), so it overlaps with
+        # decoding the next frame on the reactor thread instead of adding
+        # to it.
         self._scaling = True
-        d = deferToThread(self._rgb_picture, frame, drawn_size(m))
+        d = deferToThread(self._scaler.scale, frame, *size)
 
         def scaled(img: Image.Image) -> None:
             self._scaling = False
@@ -178,12 +189,6 @@ class FrameView:
             _log.failure("Converting a frame for display failed", f)
 
         d.addCallbacks(scaled, failed)
-
-    def _rgb_picture(self, frame: DecodedFrame, size: tuple[int, int]) -> Image.Image:
-        """C{frame} as an image of C{size}; in a worker thread, one at a time."""
-        if size == frame.size:
-            return frame.image
-        return self._scaler.scale(frame, *size)
 
     def _show(
         self, frame: DecodedFrame, m: ViewMapping, img: Image.Image, new: bool, t0: float
