@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from litedesk.rendezvous import store as store_module
 from litedesk.rendezvous.store import PeerRecord, PeerStore, StoreClosed
-from litedesk.rendezvous.store_sql import new_guids
+from litedesk.rendezvous.store_sql import apply_all, new_guids
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -615,3 +615,77 @@ class EncodingTests(SynchronousTestCase):
             self.assertEqual((parsed.version, parsed.variant), (7, uuid.RFC_4122))
         self.assertLessEqual(max(g[:6] for g in first), min(g[:6] for g in later))
         self.assertEqual(new_guids(0), [])
+
+
+class NewPeersRunTests(SynchronousTestCase):
+    """L{litedesk.rendezvous.store_sql.apply_all} on one run of never-saved peers."""
+
+    def test_run_with_stored_and_repeated_ids(self) -> None:
+        """
+        In one run of new peers, an id the table already holds keeps its row
+        and guid (key and address updated), an id twice in the run ends as one
+        row with the second save's key and the first one's guid, and the
+        others get fresh guids of their own.
+        """
+        path = Path(self.mktemp())
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        self.addCleanup(conn.close)
+        for statement in store_module.SCHEMA:
+            conn.execute(statement)
+        stored_guid = b"G" * 16
+        conn.execute(
+            "INSERT INTO peer (guid, id, uuid, pk, info) VALUES (?, ?, ?, ?, ?)",
+            (stored_guid, "100000001", b"old-uuid", b"old-key", '{"ip":"192.0.2.1"}'),
+        )
+
+        def new(peer_id: str, pk: bytes) -> store_module._Write:
+            peer = PeerRecord(None, peer_id, b"uuid-" + peer_id.encode(), pk, "198.51.100.7")
+            return store_module._Write.of(peer, Deferred())
+
+        writes = [
+            new("100000000", b"k0"),
+            new("100000001", b"k1"),
+            new("100000002", b"first"),
+            new("100000002", b"second"),
+        ]
+        conn.execute("BEGIN IMMEDIATE")
+        guids = apply_all(conn, writes)
+        conn.execute("COMMIT")
+        self.assertEqual(guids[1], stored_guid)
+        self.assertEqual(guids[2], guids[3])
+        self.assertEqual(len({guids[0], guids[1], guids[2]}), 3)
+        rows = {
+            row[0]: row[1:]
+            for row in conn.execute("SELECT id, guid, uuid, pk FROM peer ORDER BY id")
+        }
+        self.assertEqual(
+            rows,
+            {
+                "100000000": (guids[0], b"uuid-100000000", b"k0"),
+                "100000001": (stored_guid, b"old-uuid", b"k1"),
+                "100000002": (guids[2], b"uuid-100000002", b"second"),
+            },
+        )
+
+    def test_run_of_new_ids_keeps_the_fresh_guids(self) -> None:
+        """
+        A run of ids the table does not hold is stored under the guids the
+        store made for it, in order, each row with its own key.
+        """
+        path = Path(self.mktemp())
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        self.addCleanup(conn.close)
+        for statement in store_module.SCHEMA:
+            conn.execute(statement)
+        writes = [
+            store_module._Write.of(
+                PeerRecord(None, str(200_000_000 + i), b"u%d" % i, b"k%d" % i, "::1"), Deferred()
+            )
+            for i in range(50)
+        ]
+        conn.execute("BEGIN IMMEDIATE")
+        guids = apply_all(conn, writes)
+        conn.execute("COMMIT")
+        stored = dict(conn.execute("SELECT id, guid FROM peer"))
+        self.assertEqual([stored[w.id] for w in writes], guids)
+        self.assertEqual(len(set(guids)), 50)
