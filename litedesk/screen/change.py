@@ -93,7 +93,9 @@ def _last_diff(a: bytes, b: bytes, lo: int, hi: int) -> int:
     return lo
 
 
-def _check(prev: bytes, cur: bytes, width: int, height: int, bpp: int) -> None:
+def _check(
+    prev: bytes | bytearray, cur: bytes | bytearray, width: int, height: int, bpp: int
+) -> None:
     if width <= 0 or height <= 0:
         raise ValueError(f"bad frame size {width}x{height}")
     if len(cur) != width * height * bpp:
@@ -220,7 +222,7 @@ class _Compare:
     length.
     """
 
-    def __init__(self, a: bytes | bytearray, b: bytes) -> None:
+    def __init__(self, a: bytes | bytearray, b: bytes | bytearray) -> None:
         self._a, self._b = a, b  # keep both alive while addresses are used
         self._pa, self._pb = _address(a), _address(b)
 
@@ -249,7 +251,7 @@ class _Compare:
 
 
 def diff_box(
-    prev: bytes | bytearray, cur: bytes, width: int, height: int, bpp: int = BPP
+    prev: bytes | bytearray, cur: bytes | bytearray, width: int, height: int, bpp: int = BPP
 ) -> Rect | None:
     """The exact bounding box of the pixels that differ, or C{None}; no tiles.
 

@@ -50,7 +50,9 @@ class EncodedFrame:
     height: int
 
 
-def pad_to_even(data: bytes, width: int, height: int, bpp: int = 4) -> tuple[bytes, int, int]:
+def pad_to_even(
+    data: bytes | bytearray, width: int, height: int, bpp: int = 4
+) -> tuple[bytes | bytearray, int, int]:
     """Pad a packed image to even dimensions by repeating its last column/row.
 
     Repeating edge pixels (rather than adding black) keeps the padding cheap

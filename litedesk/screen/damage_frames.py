@@ -50,9 +50,8 @@ class DamagePath:
         self.canvas = YuvCanvas()
         self._monitor: DisplayInfo | None = None
         # The monitor as last grabbed, BGRA, stride width * 4: the whole
-        # grab's bytes as they came (no copy), made a bytearray when a
-        # rectangle's grab must be written into it.
-        self._bgra: bytes | bytearray = b""
+        # grab's buffer as mss made it (no copy), rectangles written into it.
+        self._bgra = bytearray()
 
     def start(self) -> None:
         self.watcher.start()
@@ -84,10 +83,9 @@ class DamagePath:
         rects = self.watcher.take()
         canvas = self.canvas
         if keyframe or rects is None or mon != self._monitor or not canvas.fits(w, h):
-            frame = source.grab()
-            w, h = frame.width, frame.height
-            canvas.fill(frame.data, w, h)
-            self._bgra = frame.data
+            self._bgra, mon = source.grab_whole()
+            w, h = mon.width, mon.height
+            canvas.fill(self._bgra, w, h)
             self._monitor = mon
             return canvas.frame, (w, h), (Rect(0, 0, w, h),)
         bounds = Rect(mon.x, mon.y, w, h)
@@ -106,8 +104,8 @@ class DamagePath:
 
     def _full(self, source: Capturer, w: int, h: int) -> tuple[Rect, ...]:
         """Most of the monitor is damaged: one grab, and the box that differs."""
-        data = source.grab().data
-        if len(data) != w * h * 4:
+        data, mon = source.grab_whole()
+        if (mon.width, mon.height) != (w, h):
             raise CaptureError(f"the monitor is not {w}x{h} any more")
         box = diff_box(self._bgra, data, w, h)
         if box is None:
@@ -123,8 +121,6 @@ class DamagePath:
     def _update(self, r: Rect, data: bytes, width: int) -> Rect | None:
         """Keep C{r}'s grab where it differs from what we had: the band of
         rows that differs (even-aligned, converted), or C{None}."""
-        if not isinstance(self._bgra, bytearray):
-            self._bgra = bytearray(self._bgra)
         buf = self._bgra
         stride, n = width * 4, r.width * 4
         first = last = -1

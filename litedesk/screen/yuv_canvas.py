@@ -29,20 +29,21 @@ from .codec import pad_to_even
 __all__ = ["YuvCanvas", "bgra_frame", "to_yuv"]
 
 
-def bgra_frame(data: bytes, width: int, height: int) -> av.VideoFrame:
+def bgra_frame(data: bytes | bytearray, width: int, height: int) -> av.VideoFrame:
     """Packed BGRA bytes (stride C{width * 4}) as an C{av.VideoFrame}."""
     src = av.VideoFrame(width, height, "bgra")
     plane = src.planes[0]
     stride = width * 4
     if plane.line_size == stride:
-        plane.update(data)
+        # Any buffer does (PyAV's stub says bytes): no copy of a bytearray.
+        plane.update(data)  # type: ignore[arg-type]
     else:  # libav pads rows for alignment when width*4 is not a multiple of 32
         pad = b"\x00" * (plane.line_size - stride)
         plane.update(b"".join(data[y * stride : (y + 1) * stride] + pad for y in range(height)))
     return src
 
 
-def to_yuv(data: bytes, width: int, height: int) -> av.VideoFrame:
+def to_yuv(data: bytes | bytearray, width: int, height: int) -> av.VideoFrame:
     """Convert one even-sized BGRA image to a new C{yuv420p} frame."""
     return bgra_frame(data, width, height).reformat(format="yuv420p", interpolation="POINT")
 
@@ -75,7 +76,7 @@ class YuvCanvas:
             and height % 2 == 0
         )
 
-    def fill(self, bgra: bytes, width: int, height: int) -> av.VideoFrame:
+    def fill(self, bgra: bytes | bytearray, width: int, height: int) -> av.VideoFrame:
         """Replace the whole picture with a grab of C{width x height} pixels."""
         data, cw, ch = pad_to_even(bgra, width, height)
         self.frame = to_yuv(data, cw, ch)
