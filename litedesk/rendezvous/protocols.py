@@ -122,14 +122,17 @@ class RendezvousDatagramProtocol(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
         # An IPv4 socket's sources are dotted quads as the kernel writes
-        # them, already normal; an IPv6 one's may be v4-mapped.
-        host = normalize_host(addr[0]) if self._v6_socket else addr[0]
+        # them, already normal, and the tuple is passed on as it came (one
+        # tuple less per heartbeat); an IPv6 one's may be v4-mapped.
+        if self._v6_socket:
+            addr = (normalize_host(addr[0]), addr[1])
+        host = addr[0]
         guard = self.guard
         # A disabled guard (rate 0) needs no clock reading per datagram.
         if guard.rate > 0 and not guard.allow(host, self.server.clock.seconds()):
             return
         try:
-            self.server.handle_datagram(datagram, (host, addr[1]))
+            self.server.handle_datagram(datagram, addr)
         except Exception:
             # A bug triggered by one datagram must not stop the listener.
             self._log.failure("Error handling a datagram from {ip}", ip=host)
@@ -137,15 +140,14 @@ class RendezvousDatagramProtocol(DatagramProtocol):
     def send_datagram(self, data: bytes, addr: Address) -> None:
         if self.transport is None:
             return
-        host = addr[0]
-        if self._v6_socket and ":" not in host:
-            host = "::ffff:" + host
+        if self._v6_socket and ":" not in addr[0]:
+            addr = ("::ffff:" + addr[0], addr[1])
         sendto = self._sendto
         try:
             if sendto is not None:
-                sendto(data, (host, addr[1]))
+                sendto(data, addr)
             else:
-                self.transport.write(data, (host, addr[1]))
+                self.transport.write(data, addr)
         except BlockingIOError:
             # The kernel's send queue is full: the datagram is dropped, as
             # Twisted's write drops it (UDP may lose it anyway).
