@@ -228,6 +228,7 @@ class QuicHost(DatagramProtocol):
     # -- shutting down -------------------------------------------------------------
 
     def close_all(self) -> None:
-        """Close every connection (for example before the port stops listening)."""
+        """Close every connection now (before the port stops listening): the
+        viewers are told, the sessions end, no timer is left behind."""
         for link in list(self.links):
-            link.abort("host shutting down")
+            link.drop("host shutting down")

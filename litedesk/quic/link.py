@@ -304,6 +304,14 @@ class QuicLink:
         """Close the connection now, telling the peer C{why}."""
         self._close(ConnectionAborted(why))
 
+    def drop(self, why: str) -> None:
+        """Close now and forget the connection at once, without QUIC's
+        draining period: for a socket that is going away."""
+        if self.ended:
+            return
+        self._close(ConnectionLost(why))
+        self._ended()
+
     def _close(self, error: Exception, code: int = _REFUSED) -> None:
         """Close the QUIC connection (the peer is told) and end the session."""
         if self.ended or self._closed:
@@ -325,6 +333,9 @@ class QuicLink:
                 f"(error {event.error_code:#x})"
             )
         self._session_lost(Failure(error))  # type: ignore[no-untyped-call]
+        self._ended()
+
+    def _ended(self) -> None:
         self.ended = True
         for name in ("_timer", "_flush_call", "_deadline"):
             self._cancel(name)

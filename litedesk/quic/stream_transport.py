@@ -107,7 +107,7 @@ class QuicStreamTransport:
             raise RuntimeError("a producer is already registered")
         if not streaming or not IPushProducer.providedBy(producer):
             raise ValueError("a QUIC stream takes push producers only")
-        self.producer = producer  # type: ignore[assignment]
+        self.producer = producer
         self._producer_paused = False
         self.backlog_changed(self._link.backlog())
 

@@ -54,6 +54,9 @@ helpers.  Each module holds one kind of fixture:
     Debian's packages, shared by a test process, a database per test;
   - L{tests.support.imports}: what a module imports, for the emulators'
     independence checks;
+  - L{tests.support.quic_pair}: a QUIC host socket and viewer sockets on
+    loopback, with a real-frame streamer and an input recorder (the QUIC
+    session tests);
   - L{tests.support.realtime}: undoing the real-time scheduling SVT-AV1
     gives a process run as root;
   - L{tests.support.trial_summary} and L{tests.support.coverage_table}:
