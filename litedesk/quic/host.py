@@ -17,8 +17,10 @@ Anyone can send datagrams here, so what they can make the host hold is
 bounded (the same rule as the TCP session, docs/protocol.rst §8):
 
 - a datagram that is not a QUIC packet of a known connection, or not a
-  full-size (1200-byte) C{Initial} of a supported version, is dropped
-  without an answer and without state;
+  full-size (1200-byte) C{Initial} of a supported version that decrypts
+  with its connection ID's Initial keys, is dropped without an answer and
+  without state (a forged Initial costs one key derivation and one failed
+  decryption);
 - at most L{MAX_HANDSHAKES} handshakes are in progress at a time, at most
   L{MAX_HANDSHAKES_PER_SOURCE} from one source address, each with an
   absolute deadline (L{HANDSHAKE_TIMEOUT}); further C{Initial}s are dropped
@@ -151,6 +153,14 @@ class QuicHost(DatagramProtocol):
             configuration=self.configuration,
             original_destination_connection_id=header.destination_cid,
         )
+        now = self.clock.seconds()
+        connection.receive_datagram(data, addr, now=now)
+        first_flight = connection.datagrams_to_send(now=now)
+        if not first_flight:
+            # It did not decrypt (a forged Initial): the connection is
+            # forgotten before it holds a slot.
+            self.dropped += 1
+            return
         link = QuicLink(
             connection, self, self.clock, addr, handshake_timeout=self.handshake_timeout
         )
@@ -159,7 +169,11 @@ class QuicHost(DatagramProtocol):
         self._per_source[source] = self._per_source.get(source, 0) + 1
         self._by_cid[header.destination_cid] = link
         self._by_cid[connection.host_cid] = link
-        link.datagram_received(data, addr)
+        link.start(first_flight)
+
+    def handshakes_from(self, source: str) -> int:
+        """Handshakes in progress from the address C{source}."""
+        return self._per_source.get(source, 0)
 
     def _has_room(self, source: str) -> bool:
         return (

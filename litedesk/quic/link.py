@@ -129,9 +129,14 @@ class QuicLink:
 
     # -- datagrams and time ------------------------------------------------------
 
-    def start(self) -> None:
-        """Viewer: send the first flight (C{connect} was called)."""
-        self.transmit()
+    def start(self, first_flight: list[tuple[bytes, Address]] | None = None) -> None:
+        """Send the first flight: the viewer's after C{connect}, or the host's
+        answer to the Initial it already fed the connection (C{first_flight},
+        from C{datagrams_to_send})."""
+        for data, addr in first_flight or ():
+            self.peer_address = addr
+            self.owner.send_datagram(data, addr)
+        self._process()
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         if self.ended:
@@ -228,7 +233,9 @@ class QuicLink:
     def _handshake_deadline(self) -> None:
         self._deadline = None
         if not self.established and not self.ended:
-            self.abort(f"QUIC handshake not completed within {self._handshake_timeout:g} s")
+            # Dropped, not drained: a peer that never finished its handshake
+            # must not hold a handshake slot for QUIC's draining period too.
+            self.drop(f"QUIC handshake not completed within {self._handshake_timeout:g} s")
 
     # -- the session stream ------------------------------------------------------------
 

@@ -1,0 +1,240 @@
+"""The host's QUIC socket against hostile senders (litedesk.quic.host).
+
+Anyone can send datagrams to the host's QUIC port.  These tests check what
+a user would notice:
+
+- garbage (random bytes; packets that name a live connection; Initials that
+  parse but do not decrypt) never raises out of the socket's reader, never
+  disturbs an established session, and creates no state beyond the
+  handshake cap (hypothesis, on an in-memory datagram wire with a
+  C{Clock}, so that thousands of examples stay fast and deterministic);
+- the same on real loopback sockets: a burst of garbage, then the live
+  session still talks and a new viewer still gets in;
+- a flood of real, never-finished handshakes from several addresses holds
+  at most the per-source and global caps, and once their deadline passes a
+  genuine viewer that tried during the flood gets in (QUIC retransmits its
+  Initial).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from typing import Any
+
+from aioquic.quic.connection import QuicConnection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from litedesk.quic.host import QuicHost
+from litedesk.quic.tls_config import host_configuration, viewer_configuration
+from litedesk.quic.viewer import QuicViewer
+from litedesk.session.pinning import viewer_context_factory
+
+from .support.polling import until
+from .support.quic_pair import HOST_ID, QuicPair
+from .test_quic_session import HOST_MARKER, Recorder
+
+HOST_ADDR = ("10.0.0.1", 4433)
+VIEWER_ADDR = ("10.0.0.2", 50000)
+
+
+class MemoryPort:
+    """An in-memory UDP port on a L{Wire}: what is written is queued for the
+    protocol bound at the destination address."""
+
+    def __init__(self, wire: Wire, addr: tuple[str, int]) -> None:
+        self.wire = wire
+        self.addr = addr
+
+    def write(self, data: bytes, addr: Any) -> None:
+        self.wire.queue.append((tuple(addr), bytes(data), self.addr))
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", *self.addr)
+
+
+class Wire:
+    """Datagrams between in-memory ports, delivered by L{pump}."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.queue: list[tuple[tuple[Any, ...], bytes, tuple[str, int]]] = []
+        self.bound: dict[tuple[Any, ...], Any] = {}
+
+    def bind(self, protocol: Any, addr: tuple[str, int]) -> None:
+        self.bound[addr] = protocol
+        protocol.makeConnection(MemoryPort(self, addr))
+
+    def pump(self) -> None:
+        """Deliver until nothing is queued and no timer is due within 50 ms
+        (QUIC paces its packets and delays its acknowledgements)."""
+        for _ in range(1000):
+            self.clock.advance(0)
+            if not self.queue:
+                due = [c.getTime() for c in self.clock.getDelayedCalls()]
+                step = min(due, default=1.0) - self.clock.seconds()
+                if step > 0.05:
+                    return
+                self.clock.advance(max(0.0, step))
+                continue
+            to, data, source = self.queue.pop(0)
+            protocol = self.bound.get(to)
+            if protocol is not None:
+                protocol.datagramReceived(data, source)
+        raise AssertionError("the wire never went quiet")
+
+
+def _initial_like(first: int, cid: bytes, payload: bytes) -> bytes:
+    """A long-header Initial of QUIC v1 that parses but holds garbage."""
+    head = bytes([0xC0 | (first & 0x0F)]) + (1).to_bytes(4, "big")
+    head += bytes([len(cid)]) + cid + bytes([len(cid)]) + cid + b"\x00"
+    body = payload.ljust(1200, b"\x00")
+    return head + (0x4000 | len(body)).to_bytes(2, "big") + body
+
+
+def _garbage(live_cid: bytes) -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        st.binary(max_size=1500),
+        # Short-header packets naming the live connection (fail to decrypt).
+        st.tuples(st.integers(0, 63), st.binary(max_size=1400)).map(
+            lambda t: bytes([0x40 | t[0]]) + live_cid + t[1]
+        ),
+        st.tuples(st.integers(0, 255), st.binary(min_size=8, max_size=20), st.binary()).map(
+            lambda t: _initial_like(*t)
+        ),
+    )
+
+
+class GarbageDatagramTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.wire = Wire(self.clock)
+        key = SigningKey.generate()
+        self.hosts: list[Recorder] = []
+
+        def build(addr: object) -> Recorder:
+            self.hosts.append(Recorder(greeting=HOST_MARKER))
+            return self.hosts[-1]
+
+        self.host = QuicHost(host_configuration(key, HOST_ID), build, self.clock)
+        self.wire.bind(self.host, HOST_ADDR)
+        self.quic = QuicViewer(self.clock)
+        self.wire.bind(self.quic, VIEWER_ADDR)
+        self.viewer = Recorder()
+        self.quic.connect(HOST_ADDR, self.viewer, viewer_context_factory(bytes(key.verify_key)))
+        self.wire.pump()
+        assert self.viewer.received == HOST_MARKER, self.viewer.received
+        (self.live,) = self.host.links
+        self.exchanged = 0
+
+    def tearDown(self) -> None:
+        self.host.close_all()
+        self.quic.close()
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data(), sources=st.lists(st.integers(1, 250), min_size=1, max_size=10))
+    def test_garbage_does_not_break_the_session(
+        self, data: st.DataObject, sources: list[int]
+    ) -> None:
+        """
+        Random datagrams from random sources never raise out of the
+        socket's reader; the established session keeps exchanging bytes
+        both ways; at most the handshake caps' worth of state is created.
+        """
+        for last in sources:
+            datagram = data.draw(_garbage(self.live.connection.host_cid))
+            self.host.datagramReceived(datagram, (f"192.0.2.{last}", 40000 + last))
+        self.wire.pump()
+        self.assertTrue(self.live.established and not self.live.ended)
+        self.assertIn(self.live, self.host.links)
+        self.assertLessEqual(len(self.host.handshaking), self.host.max_handshakes)
+        self.assertLessEqual(len(self.host.links), self.host.max_handshakes + 1)
+        for last in sources:
+            self.assertLessEqual(self.host.handshakes_from(f"192.0.2.{last}"), 4)
+        # The session still talks, both ways.
+        self.exchanged += 1
+        marker = b"ping-%d;" % self.exchanged
+        self.viewer.transport.write(marker)
+        self.hosts[0].transport.write(marker)
+        self.wire.pump()
+        self.assertTrue(self.hosts[0].received.endswith(marker))
+        self.assertTrue(self.viewer.received.endswith(marker))
+        self.assertEqual(len(self.hosts), 1)
+
+
+class RealSocketTests(TestCase):
+    def _pair(self, **options: Any) -> tuple[QuicPair, list[Recorder]]:
+        hosts: list[Recorder] = []
+
+        def build(addr: object) -> Recorder:
+            hosts.append(Recorder(greeting=HOST_MARKER))
+            return hosts[-1]
+
+        return QuicPair(self, build, **options), hosts
+
+    def _socket(self, source: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind((source, 0))
+        return sock
+
+    @defer.inlineCallbacks
+    def test_garbage_burst_on_real_sockets(self) -> Any:
+        """
+        A burst of random and connection-naming garbage to the host's UDP
+        port: the live session still talks and a second viewer connects.
+        """
+        pair, hosts = self._pair()
+        viewer = Recorder()
+        pair.connect(viewer, viewer_context_factory(pair.host_pk))
+        yield until(lambda: viewer.received == HOST_MARKER, message="the first session")
+        (live,) = pair.host.links
+        rnd = random.Random(14)
+        sock = self._socket("127.0.0.1")
+        for i in range(300):
+            junk = rnd.randbytes(rnd.randrange(0, 1500))
+            if i % 3 == 1:
+                junk = bytes([0x40]) + live.connection.host_cid + junk
+            elif i % 3 == 2:
+                junk = _initial_like(i, rnd.randbytes(8), junk)
+            sock.sendto(junk, ("127.0.0.1", pair.port))
+        yield until(lambda: pair.host.dropped > 0, message="the garbage arriving")
+        viewer.transport.write(b"still here")
+        yield until(lambda: hosts[0].received == b"still here", message="the live session")
+        second = Recorder()
+        pair.connect(second, viewer_context_factory(pair.host_pk))
+        yield until(lambda: second.received == HOST_MARKER, message="a second viewer")
+        self.assertFalse(live.ended)
+
+    @defer.inlineCallbacks
+    def test_handshake_flood_is_capped(self) -> Any:
+        """
+        Real Initials that never finish their handshakes, from three source
+        addresses: at most four per source and eight in all are held, the
+        rest are dropped without state; a genuine viewer trying during the
+        flood gets in once the flood's handshakes time out.
+        """
+        pair, hosts = self._pair(max_handshakes=8, handshake_timeout=1.0)
+        target = ("127.0.0.1", pair.port)
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            sock = self._socket(source)
+            for _ in range(6):
+                client = QuicConnection(configuration=viewer_configuration())
+                client.connect(target, now=0.0)
+                for datagram, _addr in client.datagrams_to_send(now=0.0):
+                    sock.sendto(datagram, target)
+        yield until(lambda: pair.host.dropped >= 10, message="the flood arriving")
+        self.assertEqual(len(pair.host.handshaking), 8)
+        held = [pair.host.handshakes_from(f"127.0.0.{i}") for i in (2, 3, 4)]
+        self.assertEqual(sorted(held), [0, 4, 4])
+        viewer = Recorder()
+        pair.connect(viewer, viewer_context_factory(pair.host_pk))
+        yield until(lambda: viewer.received == HOST_MARKER, message="the genuine viewer")
+        self.assertEqual(len(hosts), 1)
+        self.assertEqual(len(pair.host.handshaking), 0)
