@@ -12,17 +12,21 @@ QUIC (aioquic) and the global reactor:
   QUIC, the viewer decodes the host's H.264 frames and the host injects the
   viewer's mouse and key events (the same steps as the TCP/TLS session of
   tests/test_files_session.py, for the desktop);
+- a producer on the stream (a file download) is paused while the viewer
+  has not acknowledged enough, and the host's frame-drop policy sees the
+  stream's backlog;
 - the viewer's UDP socket is replaced by one on another port mid-session and
   the session goes on: the host follows the new address, nobody reconnects.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from nacl.signing import SigningKey
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -187,6 +191,58 @@ class HandshakeTests(TestCase):
         self.assertEqual(seen, [pair.host_pk])
 
 
+@implementer(IPushProducer)
+class Producer:
+    """A push producer that records being paused and resumed."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+        self.resumes = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.resumes += 1
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+class BackpressureTests(TestCase):
+    @defer.inlineCallbacks
+    def test_producer_paused_until_the_viewer_acknowledges(self) -> Any:
+        """
+        A producer on the session stream (a file download) is paused while
+        more than 256 KiB wait for the viewer's acknowledgement and resumed
+        once the viewer has them, so the host never holds a whole file.
+        """
+        hosts: list[Recorder] = []
+
+        def build(addr: object) -> Recorder:
+            hosts.append(Recorder(greeting=HOST_MARKER))
+            return hosts[-1]
+
+        pair = QuicPair(self, build)
+        viewer = Recorder()
+        pair.connect(viewer, viewer_context_factory(pair.host_pk))
+        yield until(lambda: viewer.received == HOST_MARKER, message="the session")
+        producer = Producer()
+        transport = hosts[0].transport
+        transport.registerProducer(producer, True)
+        blob = os.urandom(1 << 20)
+        transport.write(blob)
+        self.assertTrue(producer.paused)
+        yield until(lambda: not producer.paused, message="the producer resumed")
+        yield until(lambda: len(viewer.received) == len(HOST_MARKER) + len(blob), message="all")
+        self.assertEqual(viewer.received[len(HOST_MARKER) :], blob)
+        self.assertEqual((producer.pauses, producer.resumes), (1, 1))
+        transport.unregisterProducer()
+
+
 class FullSessionTests(TestCase):
     """A real HostSession and ViewerSession over QUIC."""
 
@@ -249,7 +305,12 @@ class FullSessionTests(TestCase):
         self.assertEqual(info.username, self.ctx.username)
         self.assertEqual(len(self.sessions), 1)
         self.assertEqual(self.sessions[0].state, "active")
-        frame = yield self._frame(b"\xff\x00\x00\xff")
+        # The frame-drop policy sees the frame queued on the stream until
+        # the viewer acknowledges it, as it sees a TCP socket's buffer.
+        waiting = self.viewer.next_frame()
+        self.streamers[0].send(b"\xff\x00\x00\xff")
+        self.assertGreater(self.buffered(), 0)
+        frame = yield waiting
         self.assertEqual((frame.width, frame.height), (64, 64))
         self.assertEqual(self.viewer.stats.codec, "h264")
         event = yield self._input_reaches_host(12, 34)

@@ -241,6 +241,11 @@ class QuicHost(DatagramProtocol):
 
     # -- shutting down -------------------------------------------------------------
 
+    def stopProtocol(self) -> None:
+        # The port is gone: nothing can be sent or received any more, so no
+        # connection may keep timers (or sessions) alive.
+        self.close_all()
+
     def close_all(self) -> None:
         """Close every connection now (before the port stops listening): the
         viewers are told, the sessions end, no timer is left behind."""

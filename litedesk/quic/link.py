@@ -197,6 +197,8 @@ class QuicLink:
             self.owner.cid_retired(self, event.connection_id)
         elif isinstance(event, events.StreamReset) and event.stream_id == SESSION_STREAM:
             self._close(ConnectionLost("the peer reset the session stream"), _NO_ERROR)
+        elif isinstance(event, events.StopSendingReceived) and event.stream_id == SESSION_STREAM:
+            self._close(ConnectionLost("the peer stopped reading the session stream"), _NO_ERROR)
         elif isinstance(event, events.ConnectionTerminated):
             self._terminated(event)
 
@@ -227,6 +229,8 @@ class QuicLink:
             self._attach(session)
         self.established = True
         session = self.session
+        if self._closed:
+            return  # the session refused the peer as it was connected (admission)
         if session is not None and IHandshakeListener.providedBy(session):
             self._call_session(session.handshakeCompleted)
 
@@ -275,6 +279,10 @@ class QuicLink:
             self._early.append(data)
             return
         self.connection.send_stream_data(SESSION_STREAM, data)
+        if self.transport is not None:
+            # As a TCP transport does: a producer hears "pause" in the write
+            # that crossed the mark, not a reactor turn later.
+            self.transport.backlog_changed(self.backlog())
         self._transmit_soon()
 
     def send_buffer(self) -> bytearray:
