@@ -27,7 +27,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -37,57 +36,15 @@ from litedesk.quic.viewer import QuicViewer
 from litedesk.session.pinning import viewer_context_factory
 
 from .support.polling import until
-from .support.quic_pair import HOST_ID, QuicPair
-from .test_quic_session import HOST_MARKER, Recorder
-
-HOST_ADDR = ("10.0.0.1", 4433)
-VIEWER_ADDR = ("10.0.0.2", 50000)
-
-
-class MemoryPort:
-    """An in-memory UDP port on a L{Wire}: what is written is queued for the
-    protocol bound at the destination address."""
-
-    def __init__(self, wire: Wire, addr: tuple[str, int]) -> None:
-        self.wire = wire
-        self.addr = addr
-
-    def write(self, data: bytes, addr: Any) -> None:
-        self.wire.queue.append((tuple(addr), bytes(data), self.addr))
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("UDP", *self.addr)
-
-
-class Wire:
-    """Datagrams between in-memory ports, delivered by L{pump}."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.queue: list[tuple[tuple[Any, ...], bytes, tuple[str, int]]] = []
-        self.bound: dict[tuple[Any, ...], Any] = {}
-
-    def bind(self, protocol: Any, addr: tuple[str, int]) -> None:
-        self.bound[addr] = protocol
-        protocol.makeConnection(MemoryPort(self, addr))
-
-    def pump(self) -> None:
-        """Deliver until nothing is queued and no timer is due within 50 ms
-        (QUIC paces its packets and delays its acknowledgements)."""
-        for _ in range(1000):
-            self.clock.advance(0)
-            if not self.queue:
-                due = [c.getTime() for c in self.clock.getDelayedCalls()]
-                step = min(due, default=1.0) - self.clock.seconds()
-                if step > 0.05:
-                    return
-                self.clock.advance(max(0.0, step))
-                continue
-            to, data, source = self.queue.pop(0)
-            protocol = self.bound.get(to)
-            if protocol is not None:
-                protocol.datagramReceived(data, source)
-        raise AssertionError("the wire never went quiet")
+from .support.quic_pair import (
+    HOST_ADDR,
+    HOST_ID,
+    HOST_MARKER,
+    VIEWER_ADDR,
+    QuicPair,
+    Recorder,
+    Wire,
+)
 
 
 def _initial_like(first: int, cid: bytes, payload: bytes) -> bytes:

@@ -15,6 +15,8 @@ QUIC (aioquic) and the global reactor:
 - a producer on the stream (a file download) is paused while the viewer
   has not acknowledged enough, and the host's frame-drop policy sees the
   stream's backlog;
+- while everything the host sends is lost, the viewer's input still reaches
+  the host at once (one stream, but its two directions are independent);
 - the viewer's UDP socket is replaced by one on another port mid-session and
   the session goes on: the host follows the new address, nobody reconnects.
 """
@@ -26,20 +28,21 @@ from typing import Any
 
 from nacl.signing import SigningKey
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from litedesk.input.keys import KeyInput
 from litedesk.input.mouse import MouseInput
 from litedesk.proto import message_pb2 as pb
 from litedesk.quic.aioquic_internals import peer_certificate
+from litedesk.quic.host import QuicHost
 from litedesk.quic.link import QuicLink
-from litedesk.quic.tls_config import ALPN
+from litedesk.quic.tls_config import ALPN, host_configuration
+from litedesk.quic.viewer import QuicViewer
 from litedesk.session.host_context import HostContext
 from litedesk.session.host_key import HostKeyMismatch, certificate_key
 from litedesk.session.host_session import HostSession
@@ -49,42 +52,21 @@ from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.viewer_session import SessionError, ViewerSession
 
 from .support.polling import until
-from .support.quic_pair import HOST_ID, FrameStreamer, QuicPair, RecordingInput, reactor
+from .support.quic_pair import (
+    HOST_ADDR,
+    HOST_ID,
+    HOST_MARKER,
+    VIEWER_ADDR,
+    FrameStreamer,
+    QuicPair,
+    Recorder,
+    RecordingInput,
+    Wire,
+    reactor,
+)
 
 PASSWORD = "quic-session-pw"
-HOST_MARKER = b"HOST-SAYS-HELLO-OVER-QUIC"
 VIEWER_MARKER = b"VIEWER-ANSWERS-OVER-QUIC"
-
-
-@implementer(IHandshakeListener)
-class Recorder(Protocol):
-    """Records what it receives; the host's writes C{greeting} once the
-    handshake is complete, the viewer's answers C{answer} to the first bytes."""
-
-    transport: Any
-
-    def __init__(self, greeting: bytes = b"", answer: bytes = b"") -> None:
-        self.greeting = greeting
-        self.answer = answer
-        self.received = b""
-        self.handshake_done = False
-        self.reason: Failure | None = None
-        self.lost: defer.Deferred[None] = defer.Deferred()
-
-    def handshakeCompleted(self) -> None:
-        self.handshake_done = True
-        if self.greeting:
-            self.transport.write(self.greeting)
-
-    def dataReceived(self, data: bytes) -> None:
-        first = not self.received
-        self.received += data
-        if first and self.answer:
-            self.transport.write(self.answer)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        self.reason = reason
-        self.lost.callback(None)
 
 
 def _observe(case: TestCase) -> EventLoggingObserver:
@@ -241,6 +223,55 @@ class BackpressureTests(TestCase):
         self.assertEqual(viewer.received[len(HOST_MARKER) :], blob)
         self.assertEqual((producer.pauses, producer.resumes), (1, 1))
         transport.unregisterProducer()
+
+
+class LossTests(SynchronousTestCase):
+    """On an in-memory wire that loses datagrams, with a C{Clock}."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.wire = Wire(self.clock)
+        key = SigningKey.generate()
+        self.hosts: list[Recorder] = []
+
+        def build(addr: object) -> Recorder:
+            self.hosts.append(Recorder(greeting=HOST_MARKER))
+            return self.hosts[-1]
+
+        self.host = QuicHost(host_configuration(key, HOST_ID), build, self.clock)
+        self.wire.bind(self.host, HOST_ADDR)
+        self.quic = QuicViewer(self.clock)
+        self.wire.bind(self.quic, VIEWER_ADDR)
+        self.viewer = Recorder()
+        self.quic.connect(HOST_ADDR, self.viewer, viewer_context_factory(bytes(key.verify_key)))
+        self.wire.pump()
+        self.addCleanup(self.quic.close)
+        self.addCleanup(self.host.close_all)
+
+    def test_input_does_not_wait_for_lost_video(self) -> None:
+        """
+        While everything the host sends (video) is lost, the viewer's input
+        still reaches the host at once, without waiting for any
+        retransmission; the video arrives complete once the path recovers.
+        """
+        self.assertEqual(self.viewer.received, HOST_MARKER)
+        video = os.urandom(100_000)
+        self.wire.lose = VIEWER_ADDR
+        self.hosts[0].transport.write(video)
+        self.wire.pump()
+        started = self.clock.seconds()
+        self.viewer.transport.write(b"click at 10,20")
+        self.wire.pump()
+        self.assertEqual(self.hosts[0].received, b"click at 10,20")
+        self.assertEqual(self.viewer.received, HOST_MARKER)
+        self.assertLess(self.clock.seconds() - started, 0.1)
+        self.wire.lose = None
+        for _ in range(200):
+            if len(self.viewer.received) == len(HOST_MARKER) + len(video):
+                break
+            self.clock.advance(0.1)
+            self.wire.pump()
+        self.assertEqual(self.viewer.received, HOST_MARKER + video)
 
 
 class FullSessionTests(TestCase):

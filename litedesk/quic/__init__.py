@@ -3,7 +3,7 @@
 The same session classes as over TCP (L{litedesk.session.host_session},
 L{litedesk.session.viewer_session}) run on a QUIC stream instead of a TLS
 stream, with TLS 1.3 inside QUIC pinned to the host's Ed25519 identity key
-exactly as on TCP (docs/protocol.rst, the session's TLS section).  QUIC runs
+exactly as on TCP (docs/protocol.rst §8.1).  QUIC runs
 on a UDP socket the caller gives (a hole-punched port): aioquic's sans-IO
 connection is driven by a Twisted C{DatagramProtocol}.
 

@@ -14,7 +14,7 @@ another network) stays on its connection; aioquic validates the new path
 limit allows.
 
 Anyone can send datagrams here, so what they can make the host hold is
-bounded (the same rule as the TCP session, docs/protocol.rst §8):
+bounded (the same rule as the TCP session, docs/protocol.rst §8.4):
 
 - a datagram that is not a QUIC packet of a known connection, or not a
   full-size (1200-byte) C{Initial} of a supported version that decrypts

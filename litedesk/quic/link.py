@@ -18,11 +18,13 @@ C{IHandshakeListener.handshakeCompleted} once the host key is pinned
 only built once the handshake is complete, so an unauthenticated peer costs
 the host no session until then.
 
-One stream carries everything.  QUIC's two directions are independent, so
-input (viewer to host) never waits behind a lost video packet (host to
-viewer); what still shares the host-to-viewer direction with video is
-cursor, clipboard and C{TestDelay} (see the report of issue 14 for the
-second-stream design).
+One stream carries everything, as over TCP.  The two directions of a QUIC
+stream are independent, so input (viewer to host) never waits behind a lost
+video packet (host to viewer).  What shares the host-to-viewer direction
+with video is cursor, clipboard and C{TestDelay} echoes; giving video a
+stream of its own would need the viewer to merge two streams at frame
+boundaries, keep C{LoginResponse}, codec changes and frames in order across
+them, and the frame-drop policy to read two backlogs.
 
 Streams the peer opens besides the session's are refused with
 C{STOP_SENDING}; their data is never delivered or held.

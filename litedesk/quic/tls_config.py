@@ -6,7 +6,7 @@ Ed25519 identity key that L{litedesk.session.host_certificate} builds for the
 TCP session; the viewer is the QUIC client and accepts exactly the key a
 L{litedesk.session.pinning.PinnedHostCreator} names (the key the rendezvous
 server signed, or a known-hosts entry with trust on first use), nothing about
-chains, names or dates (docs/protocol.rst, the session's TLS section).
+chains, names or dates (docs/protocol.rst §8.1).
 
 aioquic does its own TLS 1.3 (not OpenSSL), so the OpenSSL verify callback
 of the TCP path cannot run here.  The same decision is made by

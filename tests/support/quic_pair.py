@@ -4,9 +4,12 @@ L{QuicPair} listens with a L{litedesk.quic.host.QuicHost} on
 C{127.0.0.1:0} (a real UDP socket, the global reactor), connects
 L{litedesk.quic.viewer.QuicViewer}s from their own UDP ports, and tears it
 all down without leaving timers or sockets behind (trial checks the reactor
-after every test).  L{RecordingInput} and L{FrameStreamer} are the host's
+after every test).  L{Wire} carries datagrams between protocols in memory
+on a C{Clock}, for tests that need thousands of exchanges or lost
+datagrams.  L{RecordingInput} and L{FrameStreamer} are the host's
 input injector and screen streamer for a full session: real H.264 frames out,
-input events recorded.
+input events recorded; L{Recorder} is a plain session protocol that
+records what it gets.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IProtocol
+from twisted.internet.interfaces import IHandshakeListener, IProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
 from litedesk.quic.host import QuicHost
 from litedesk.quic.tls_config import host_configuration
@@ -28,11 +35,59 @@ from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.encode import VideoEncoder
 from litedesk.session.pinning import PinnedHostCreator
 
-__all__ = ["HOST_ID", "FrameStreamer", "QuicPair", "RecordingInput", "reactor"]
+__all__ = [
+    "HOST_ADDR",
+    "HOST_ID",
+    "HOST_MARKER",
+    "VIEWER_ADDR",
+    "FrameStreamer",
+    "MemoryPort",
+    "QuicPair",
+    "Recorder",
+    "RecordingInput",
+    "Wire",
+    "reactor",
+]
 
 HOST_ID = "123456789"
+#: Addresses on the in-memory L{Wire}.
+HOST_ADDR = ("10.0.0.1", 4433)
+VIEWER_ADDR = ("10.0.0.2", 50000)
+#: What a host-side L{Recorder} writes once the handshake is complete.
+HOST_MARKER = b"HOST-SAYS-HELLO-OVER-QUIC"
 # The global reactor as the UDP/time provider it is (its stubs type it loosely).
 reactor: Any = _reactor
+
+
+@implementer(IHandshakeListener)
+class Recorder(Protocol):
+    """Records what it receives; the host's writes C{greeting} once the
+    handshake is complete, the viewer's answers C{answer} to the first bytes."""
+
+    transport: Any
+
+    def __init__(self, greeting: bytes = b"", answer: bytes = b"") -> None:
+        self.greeting = greeting
+        self.answer = answer
+        self.received = b""
+        self.handshake_done = False
+        self.reason: Failure | None = None
+        self.lost: Deferred[None] = Deferred()
+
+    def handshakeCompleted(self) -> None:
+        self.handshake_done = True
+        if self.greeting:
+            self.transport.write(self.greeting)
+
+    def dataReceived(self, data: bytes) -> None:
+        first = not self.received
+        self.received += data
+        if first and self.answer:
+            self.transport.write(self.answer)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.reason = reason
+        self.lost.callback(None)
 
 
 class QuicPair:
@@ -103,6 +158,56 @@ class QuicPair:
     def _stop_host(self) -> Any:
         self.host.close_all()
         return self._port.stopListening()
+
+
+class MemoryPort:
+    """An in-memory UDP port on a L{Wire}: what is written is queued for the
+    protocol bound at the destination address."""
+
+    def __init__(self, wire: Wire, addr: tuple[str, int]) -> None:
+        self.wire = wire
+        self.addr = addr
+
+    def write(self, data: bytes, addr: Any) -> None:
+        self.wire.queue.append((tuple(addr), bytes(data), self.addr))
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", *self.addr)
+
+
+class Wire:
+    """Datagrams between in-memory ports, delivered by L{pump}.
+
+    @ivar lose: datagrams to this address are lost (None: none are).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.queue: list[tuple[tuple[Any, ...], bytes, tuple[str, int]]] = []
+        self.bound: dict[tuple[Any, ...], Any] = {}
+        self.lose: tuple[Any, ...] | None = None
+
+    def bind(self, protocol: Any, addr: tuple[str, int]) -> None:
+        self.bound[addr] = protocol
+        protocol.makeConnection(MemoryPort(self, addr))
+
+    def pump(self) -> None:
+        """Deliver until nothing is queued and no timer is due within 50 ms
+        (QUIC paces its packets and delays its acknowledgements)."""
+        for _ in range(1000):
+            self.clock.advance(0)
+            if not self.queue:
+                due = [c.getTime() for c in self.clock.getDelayedCalls()]
+                step = min(due, default=1.0) - self.clock.seconds()
+                if step > 0.05:
+                    return
+                self.clock.advance(max(0.0, step))
+                continue
+            to, data, source = self.queue.pop(0)
+            protocol = self.bound.get(to) if to != self.lose else None
+            if protocol is not None:
+                protocol.datagramReceived(data, source)
+        raise AssertionError("the wire never went quiet")
 
 
 class RecordingInput:
