@@ -16,7 +16,6 @@ each other).
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ import psycopg
 
 from litedesk.rendezvous.sinks import IdTaken
 from litedesk.rendezvous.store import _as_bytes, _Write
+from litedesk.rendezvous.store_sql import new_guids
 
 __all__ = ["INSERT_NEW_SQL", "SAVE_SQL", "STRICT_INSERT_NEW_SQL", "STRICT_SAVE_SQL", "write_all"]
 
@@ -112,7 +112,7 @@ def _insert_new(cur: psycopg.Cursor[Any], run: list[_Write], strict: bool) -> li
     cur.execute(
         STRICT_INSERT_NEW_SQL if strict else INSERT_NEW_SQL,
         (
-            _bytea_array(uuidlib.uuid4().bytes for _ in run),
+            _bytea_array(new_guids(len(run))),
             _text_array(w.id for w in run),
             _bytea_array(w.uuid for w in run),
             _bytea_array(w.pk for w in run),
@@ -130,7 +130,7 @@ def _save_each(cur: psycopg.Cursor[Any], run: list[_Write], strict: bool) -> lis
     params = [
         {
             "old": w.renamed_from,
-            "guid": w.guid if w.guid is not None else uuidlib.uuid4().bytes,
+            "guid": w.guid if w.guid is not None else new_guids(1)[0],
             "id": w.id,
             "uuid": w.uuid,
             "pk": w.pk,
