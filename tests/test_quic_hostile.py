@@ -10,10 +10,11 @@ a user would notice:
   C{Clock}, so that thousands of examples stay fast and deterministic);
 - the same on real loopback sockets: a burst of garbage, then the live
   session still talks and a new viewer still gets in;
-- a flood of real, never-finished handshakes from several addresses holds
-  at most the per-source and global caps, and once their deadline passes a
-  genuine viewer that tried during the flood gets in (QUIC retransmits its
-  Initial).
+- a flood of real, never-finished handshakes from several addresses, or
+  from the genuine viewer's own address, holds at most half of the
+  per-source and global slots (further Initials get a stateless Retry,
+  which a forged source never answers), and a genuine viewer gets in during
+  the flood.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ from .support.quic_pair import (
 )
 
 
-def _initial_like(first: int, cid: bytes, payload: bytes) -> bytes:
-    """A long-header Initial of QUIC v1 that parses but holds garbage."""
+def _initial_like(first: int, cid: bytes, payload: bytes, token: bytes = b"") -> bytes:
+    """A long-header Initial of QUIC v1 that parses but holds garbage (and
+    perhaps a forged Retry token)."""
     head = bytes([0xC0 | (first & 0x0F)]) + (1).to_bytes(4, "big")
-    head += bytes([len(cid)]) + cid + bytes([len(cid)]) + cid + b"\x00"
+    head += bytes([len(cid)]) + cid + bytes([len(cid)]) + cid
+    head += bytes([len(token)]) + token
     body = payload.ljust(1200, b"\x00")
     return head + (0x4000 | len(body)).to_bytes(2, "big") + body
 
@@ -62,9 +65,12 @@ def _garbage(live_cid: bytes) -> st.SearchStrategy[bytes]:
         st.tuples(st.integers(0, 63), st.binary(max_size=1400)).map(
             lambda t: bytes([0x40 | t[0]]) + live_cid + t[1]
         ),
-        st.tuples(st.integers(0, 255), st.binary(min_size=8, max_size=20), st.binary()).map(
-            lambda t: _initial_like(*t)
-        ),
+        st.tuples(
+            st.integers(0, 255),
+            st.binary(min_size=8, max_size=20),
+            st.binary(),
+            st.binary(max_size=60),
+        ).map(lambda t: _initial_like(*t)),
     )
 
 
@@ -173,11 +179,12 @@ class RealSocketTests(TestCase):
     def test_handshake_flood_is_capped(self) -> Any:
         """
         Real Initials that never finish their handshakes, from three source
-        addresses: at most four per source and eight in all are held, the
-        rest are dropped without state; a genuine viewer trying during the
-        flood gets in once the flood's handshakes time out.
+        addresses (as forged sources would: they never answer): once half of
+        the slots are taken (two of a source's four, four of all eight),
+        further Initials only get a stateless Retry, so the flood holds four
+        slots and a genuine viewer, which answers the Retry, gets in at once.
         """
-        pair, hosts = self._pair(max_handshakes=8, handshake_timeout=1.0)
+        pair, hosts = self._pair(max_handshakes=8)
         target = ("127.0.0.1", pair.port)
         for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
             sock = self._socket(source)
@@ -186,12 +193,39 @@ class RealSocketTests(TestCase):
                 client.connect(target, now=0.0)
                 for datagram, _addr in client.datagrams_to_send(now=0.0):
                     sock.sendto(datagram, target)
-        yield until(lambda: pair.host.dropped >= 10, message="the flood arriving")
-        self.assertEqual(len(pair.host.handshaking), 8)
+        yield until(lambda: pair.host.retries >= 14, message="the flood arriving")
+        self.assertEqual(len(pair.host.handshaking), 4)
         held = [pair.host.handshakes_from(f"127.0.0.{i}") for i in (2, 3, 4)]
-        self.assertEqual(sorted(held), [0, 4, 4])
+        self.assertEqual(held, [2, 2, 0])
+        retries = pair.host.retries
         viewer = Recorder()
         pair.connect(viewer, viewer_context_factory(pair.host_pk))
         yield until(lambda: viewer.received == HOST_MARKER, message="the genuine viewer")
+        self.assertEqual(pair.host.retries, retries + 1)
         self.assertEqual(len(hosts), 1)
-        self.assertEqual(len(pair.host.handshaking), 0)
+        # The flood's handshakes are still held, and still only those.
+        self.assertEqual(len(pair.host.handshaking), 4)
+
+    @defer.inlineCallbacks
+    def test_flood_from_the_viewers_address(self) -> Any:
+        """
+        Initials that look like they come from the genuine viewer's own
+        address take at most half of that address's slots; the viewer,
+        answering the Retry, still gets one.
+        """
+        pair, hosts = self._pair()
+        target = ("127.0.0.1", pair.port)
+        sock = self._socket("127.0.0.1")
+        for _ in range(10):
+            client = QuicConnection(configuration=viewer_configuration())
+            client.connect(target, now=0.0)
+            for datagram, _addr in client.datagrams_to_send(now=0.0):
+                sock.sendto(datagram, target)
+        yield until(lambda: pair.host.retries >= 8, message="the flood arriving")
+        self.assertEqual(pair.host.handshakes_from("127.0.0.1"), 2)
+        retries = pair.host.retries
+        viewer = Recorder()
+        pair.connect(viewer, viewer_context_factory(pair.host_pk))
+        yield until(lambda: viewer.received == HOST_MARKER, message="the genuine viewer")
+        self.assertEqual(pair.host.retries, retries + 1)
+        self.assertEqual(len(hosts), 1)

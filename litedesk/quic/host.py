@@ -25,6 +25,11 @@ bounded (the same rule as the TCP session, docs/protocol.rst §8.4):
   L{MAX_HANDSHAKES_PER_SOURCE} from one source address, each with an
   absolute deadline (L{HANDSHAKE_TIMEOUT}); further C{Initial}s are dropped
   (the viewer's QUIC retransmits);
+- once half of either is taken, a new C{Initial} gets a stateless C{Retry}
+  and only its repetition with the token (which proves the sender receives
+  at its source address) may take a slot: forged source addresses, such as
+  a genuine viewer's, can hold at most half of the slots (an idle host
+  answers at once, without the extra round trip);
 - at most L{MAX_CONNECTIONS} connections exist at all; each session is then
   admitted by the session layer as over TCP
   (L{litedesk.session.admission});
@@ -33,13 +38,15 @@ bounded (the same rule as the TCP session, docs/protocol.rst §8.4):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 from aioquic._buffer import Buffer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.packet import QuicPacketType, encode_quic_retry, pull_quic_header
+from aioquic.quic.retry import QuicRetryTokenHandler
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IProtocol, IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
@@ -77,7 +84,8 @@ class QuicHost(DatagramProtocol):
         handshake completes; returns the session protocol (a
         L{litedesk.session.host_session.HostSession}), or None to refuse.
     @ivar dropped: datagrams dropped without state (not QUIC, unknown
-        connection, no room).
+        connection, no room, a bad token).
+    @ivar retries: C{Retry} packets sent (address validation under load).
     """
 
     _log = Logger()
@@ -105,6 +113,8 @@ class QuicHost(DatagramProtocol):
         self._by_cid: dict[bytes, QuicLink] = {}
         self._per_source: dict[str, int] = {}
         self.dropped = 0
+        self.retries = 0
+        self._tokens = QuicRetryTokenHandler()
         self._refused = 0
         self._refusal_logged_at: float | None = None
 
@@ -145,13 +155,34 @@ class QuicHost(DatagramProtocol):
             self.dropped += 1
             return
         source = str(addr[0])
-        if not self._has_room(source):
-            self.dropped += 1
-            self._refusal(source)
+        odcid: bytes | None = header.destination_cid
+        retry_scid: bytes | None = None
+        if header.token:
+            # An Initial after our Retry: its source address is proven.
+            odcid = self._validated(header.destination_cid, header.token, addr)
+            retry_scid = header.destination_cid
+        elif self._busy(source):
+            self._send_retry(header.version, header.destination_cid, header.source_cid, addr)
             return
+        if odcid is None or not self._has_room(source):
+            self.dropped += 1
+            if odcid is not None:
+                self._refusal(source)
+            return
+        self._accept(data, addr, source, odcid, retry_scid)
+
+    def _accept(
+        self,
+        data: bytes,
+        addr: Address,
+        source: str,
+        odcid: bytes,
+        retry_scid: bytes | None,
+    ) -> None:
         connection = QuicConnection(
             configuration=self.configuration,
-            original_destination_connection_id=header.destination_cid,
+            original_destination_connection_id=odcid,
+            retry_source_connection_id=retry_scid,
         )
         now = self.clock.seconds()
         connection.receive_datagram(data, addr, now=now)
@@ -167,9 +198,52 @@ class QuicHost(DatagramProtocol):
         self.links.add(link)
         self.handshaking[link] = source
         self._per_source[source] = self._per_source.get(source, 0) + 1
-        self._by_cid[header.destination_cid] = link
+        self._by_cid[retry_scid or odcid] = link
         self._by_cid[connection.host_cid] = link
         link.start(first_flight)
+
+    # -- address validation under load (RFC 9000 §8.1.2) ------------------------------
+
+    def _busy(self, source: str) -> bool:
+        """Half the handshake slots (in all, or of C{source}) are taken: new
+        Initials must prove their source address with a Retry first, so
+        senders of forged source addresses can take no more than half."""
+        return (
+            len(self.handshaking) >= self.max_handshakes // 2
+            or self._per_source.get(source, 0) >= self.max_handshakes_per_source // 2
+        )
+
+    def _send_retry(self, version: int, dcid: bytes, scid: bytes, addr: Address) -> None:
+        # Stateless: everything needed later is in the sealed token.  A
+        # Retry is smaller than the 1200-byte Initial it answers, so no
+        # amplification either.
+        retry_scid = os.urandom(self.configuration.connection_id_length)
+        token = self._tokens.create_token(
+            address=addr,
+            original_destination_connection_id=dcid,
+            retry_source_connection_id=retry_scid,
+            now=self.clock.seconds(),
+        )
+        self.retries += 1
+        self.send_datagram(
+            encode_quic_retry(
+                version=version,
+                source_cid=retry_scid,
+                destination_cid=scid,
+                original_destination_cid=dcid,
+                retry_token=token,
+            ),
+            addr,
+        )
+
+    def _validated(self, dcid: bytes, token: bytes, addr: Address) -> bytes | None:
+        """The original destination connection ID a valid token seals, or None."""
+        try:
+            return self._tokens.validate_token(
+                address=addr, destination_cid=dcid, token=token, now=self.clock.seconds()
+            )
+        except ValueError:
+            return None
 
     def handshakes_from(self, source: str) -> int:
         """Handshakes in progress from the address C{source}."""
