@@ -17,6 +17,8 @@ QUIC (aioquic) and the global reactor:
   stream's backlog;
 - while everything the host sends is lost, the viewer's input still reaches
   the host at once (one stream, but its two directions are independent);
+- a handshake that never finishes ends after ten seconds on either side;
+- host and viewer take over UDP ports bound before (by the hole punch);
 - the viewer's UDP socket is replaced by one on another port mid-session and
   the session goes on: the host follows the new address, nobody reconnects.
 """
@@ -26,12 +28,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from aioquic.quic.connection import QuicConnection
 from nacl.signing import SigningKey
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -41,7 +46,7 @@ from litedesk.proto import message_pb2 as pb
 from litedesk.quic.aioquic_internals import peer_certificate
 from litedesk.quic.host import QuicHost
 from litedesk.quic.link import QuicLink
-from litedesk.quic.tls_config import ALPN, host_configuration
+from litedesk.quic.tls_config import ALPN, host_configuration, viewer_configuration
 from litedesk.quic.viewer import QuicViewer
 from litedesk.session.host_context import HostContext
 from litedesk.session.host_key import HostKeyMismatch, certificate_key
@@ -272,6 +277,92 @@ class LossTests(SynchronousTestCase):
             self.clock.advance(0.1)
             self.wire.pump()
         self.assertEqual(self.viewer.received, HOST_MARKER + video)
+
+
+class DeadlineTests(SynchronousTestCase):
+    """Handshakes that never finish, on an in-memory wire with a C{Clock}."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.wire = Wire(self.clock)
+        self.built: list[object] = []
+        self.host = QuicHost(
+            host_configuration(SigningKey.generate(), HOST_ID), self.built.append, self.clock
+        )
+        self.wire.bind(self.host, HOST_ADDR)
+        self.addCleanup(self.host.close_all)
+
+    def test_host_forgets_a_silent_viewer(self) -> None:
+        """
+        A viewer that sends its Initial and then nothing holds a handshake
+        slot for ten seconds at most, and no session is ever built for it.
+        """
+        client = QuicConnection(configuration=viewer_configuration())
+        client.connect(HOST_ADDR, now=0.0)
+        for datagram, _addr in client.datagrams_to_send(now=0.0):
+            self.host.datagramReceived(datagram, ("10.0.0.9", 1234))
+        self.wire.pump()
+        self.assertEqual((len(self.host.handshaking), len(self.host.links)), (1, 1))
+        self.clock.advance(9.9)
+        self.assertEqual(len(self.host.handshaking), 1)
+        self.clock.advance(0.2)
+        self.assertEqual((len(self.host.handshaking), len(self.host.links)), (0, 0))
+        self.assertEqual(self.built, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_viewer_gives_up_on_a_silent_host(self) -> None:
+        """
+        A host that never answers: after ten seconds the viewer's session
+        ends with "connection lost before login", as over TCP.
+        """
+        quic = QuicViewer(self.clock)
+        self.wire.bind(quic, VIEWER_ADDR)
+        session = ViewerSession(self.clock, HOST_ID, PASSWORD)
+        failures: list[Failure] = []
+        session.logged_in.addErrback(failures.append)
+        quic.connect(("10.0.0.99", 4433), session, viewer_context_factory(b"k" * 32))
+        self.wire.pump()
+        self.clock.advance(10.1)
+        self.assertEqual(len(failures), 1)
+        error = failures[0].value
+        assert isinstance(error, SessionError)
+        self.assertEqual(error.reason, "connection lost before login")
+        self.assertIn("QUIC handshake not completed within 10 s", str(error))
+        self.assertTrue(quic.ended.called)
+
+
+class AttachTests(TestCase):
+    @defer.inlineCallbacks
+    def test_session_on_ports_opened_before(self) -> Any:
+        """
+        Host and viewer take over UDP ports that were bound and used by
+        another protocol before (the hole punch): the session runs from the
+        very addresses those ports had.
+        """
+        hosts: list[Recorder] = []
+
+        def build(addr: object) -> Recorder:
+            hosts.append(Recorder(greeting=HOST_MARKER))
+            return hosts[-1]
+
+        key = SigningKey.generate()
+        ports = [reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1") for _ in "hv"]
+        for port in ports:
+            self.addCleanup(port.stopListening)
+        host_port, viewer_port = (p.getHost().port for p in ports)
+        host = QuicHost(host_configuration(key, HOST_ID), build, reactor)
+        host.attach(ports[0])
+        self.addCleanup(host.close_all)
+        quic = QuicViewer(reactor)
+        quic.attach(ports[1])
+        self.addCleanup(quic.close)
+        viewer = Recorder()
+        quic.connect(
+            ("127.0.0.1", host_port), viewer, viewer_context_factory(bytes(key.verify_key))
+        )
+        yield until(lambda: viewer.received == HOST_MARKER, message="the session")
+        self.assertEqual(hosts[0].transport.getPeer().port, viewer_port)
+        self.assertEqual(viewer.transport.getPeer().port, host_port)
 
 
 class FullSessionTests(TestCase):

@@ -162,11 +162,20 @@ class QuicLink:
         for data, addr in self.connection.datagrams_to_send(now=now):
             self.peer_address = addr
             self.owner.send_datagram(data, addr)
-        self._cancel("_timer")
-        timer_at = self.connection.get_timer()
-        if timer_at is not None:
-            self._timer = self.clock.callLater(max(0.0, timer_at - now), self._on_timer)
+        self._arm_timer(now)
         self._after_io()
+
+    def _arm_timer(self, now: float) -> None:
+        timer_at = self.connection.get_timer()
+        timer = self._timer
+        if timer_at is None:
+            self._cancel("_timer")
+        elif timer is not None and timer.active():
+            # Moved, not replaced: this runs for every packet sent.
+            if timer.getTime() != timer_at:
+                timer.reset(max(0.0, timer_at - now))
+        else:
+            self._timer = self.clock.callLater(max(0.0, timer_at - now), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
