@@ -206,6 +206,40 @@ class DamageOnXvfbTests(unittest.TestCase):
         self.assertFalse(watcher.pending())
         self.assertGreaterEqual(watcher.events, 2)
 
+    @defer.inlineCallbacks
+    def test_watcher_keeps_up_with_a_burst(self) -> Any:
+        """Two thousand drawing requests at once (64 kB of reports, read from the
+        socket in pieces that split events): every one is counted, what is
+        taken covers every drawn pixel in root coordinates (folded into a
+        box once too many wait, so memory stays bounded), and the watcher
+        still works afterwards."""
+        hop: Any = reactor
+        watcher = DamageWatcher(self.display, lambda: hop.callFromThread(lambda: None))
+        watcher.start()
+        self.addCleanup(watcher.stop)
+        win = _Window(self.display, 100, 100, 400, 100)
+        self.addCleanup(win.close)
+        yield until(lambda: watcher.pending())
+        watcher.take()
+        base = watcher.events
+        for i in range(2000):
+            win.window.fill_rectangle(win.gc, i % 400, (i // 400) * 20, 1, 1)
+        win.conn.sync()
+        seen: list[Rect] = []
+
+        def collected() -> bool:
+            seen.extend(watcher.take() or [])
+            return watcher.events >= base + 2000 and not watcher.pending()
+
+        yield until(collected)
+        self.assertEqual(watcher.events, base + 2000)
+        self.assertLessEqual(len(seen), 2000)
+        for i in range(0, 2000, 7):
+            self.assertTrue(_covers(seen, Rect(100 + i % 400, 100 + (i // 400) * 20, 1, 1)), i)
+        self.assertFalse(watcher.failed)
+        win.fill(0, 0, 10, 10, 0x00FF00)
+        yield until(lambda: watcher.pending())
+
     def test_no_server_raises_unavailable(self) -> None:
         """A display that cannot be opened is DamageUnavailable (the streamer then
         compares frames)."""
