@@ -145,6 +145,12 @@ class ClusterTests(SynchronousTestCase):
         self.nodes[name] = node
         return node
 
+    def assertStoredForTheHost(self, peer_id: str) -> None:
+        """The database row of C{peer_id} is the real host's (FakeHost's defaults)."""
+        with psycopg.connect(self.url) as conn:
+            row = conn.execute("SELECT uuid, pk FROM peer WHERE id = %s", (peer_id,)).fetchone()
+        self.assertEqual(row, (b"host-uuid-000001", bytes([7]) * 32))
+
     def host(self, peer_id: str) -> FakeHost:
         h = FakeHost(peer_id)
         self.addCleanup(h.close)
@@ -267,9 +273,7 @@ class ClusterTests(SynchronousTestCase):
             pk = rz.RegisterPk(id=thief.peer_id, uuid=thief.uuid, pk=bytes([9]) * 32)
             reply = thief.exchange(self.ports["b"], rz.RendezvousMessage(register_pk=pk))
             self.assertEqual(reply.register_pk_response.result, rz.RegisterPkResponse.UUID_MISMATCH)
-        with psycopg.connect(self.url) as conn:
-            row = conn.execute("SELECT uuid, pk FROM peer WHERE id = '412000003'").fetchone()
-        self.assertEqual(row, (b"host-uuid-000001", bytes([7]) * 32))
+        self.assertStoredForTheHost("412000003")
 
     def test_database_row_wins_over_a_node_that_has_not_heard(self) -> None:
         """A row another node committed, not yet heard of here (written straight into the
@@ -292,9 +296,7 @@ class ClusterTests(SynchronousTestCase):
         pk = rz.RegisterPk(id=thief.peer_id, uuid=thief.uuid, pk=bytes([9]) * 32)
         reply = thief.exchange(self.ports["a"], rz.RendezvousMessage(register_pk=pk))
         self.assertEqual(reply.register_pk_response.result, rz.RegisterPkResponse.UUID_MISMATCH)
-        with psycopg.connect(self.url) as conn:
-            row = conn.execute("SELECT uuid, pk FROM peer WHERE id = '412000008'").fetchone()
-        self.assertEqual(row, (b"host-uuid-000001", bytes([7]) * 32))
+        self.assertStoredForTheHost("412000008")
         self.assertIn("bound to another device by another cluster node", self.logs["a"].read_text())
         self.host("412000008").register(self.ports["a"])
 

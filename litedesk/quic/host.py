@@ -49,10 +49,9 @@ from aioquic.quic.packet import QuicPacketType, encode_quic_retry, pull_quic_hea
 from aioquic.quic.retry import QuicRetryTokenHandler
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IProtocol, IReactorTime, IUDPTransport
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from litedesk.quic.link import Address, QuicLink
+from litedesk.quic.link import Address, DatagramOwner, QuicLink
 from litedesk.quic.stream_transport import udp_address
 
 __all__ = [
@@ -77,7 +76,7 @@ _REFUSAL_LOG_INTERVAL = 10.0
 SessionFactory = Callable[[IPv4Address | IPv6Address], IProtocol | None]
 
 
-class QuicHost(DatagramProtocol):
+class QuicHost(DatagramOwner):
     """Accepts viewers' QUIC connections and runs a session on each.
 
     @ivar session_factory: called with the viewer's address once a
@@ -273,18 +272,6 @@ class QuicHost(DatagramProtocol):
             )
 
     # -- LinkOwner ---------------------------------------------------------------
-
-    def send_datagram(self, data: bytes, addr: Address) -> None:
-        if self.transport is None:
-            return  # the port is gone; QUIC's timers end the connections
-        try:
-            self.transport.write(data, addr)
-        except OSError as e:
-            # An unreachable peer is QUIC's loss to recover from, not ours.
-            self._log.debug("Cannot send to {peer}: {error}", peer=addr, error=e)
-
-    def host_address(self) -> Any:
-        return self.transport.getHost() if self.transport is not None else None
 
     def cid_issued(self, link: QuicLink, cid: bytes) -> None:
         self._by_cid[cid] = link

@@ -40,6 +40,7 @@ from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IProtocol, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -49,7 +50,7 @@ from litedesk.quic.tls_config import ALPN, check_host_key
 from litedesk.session.host_key import HostKeyMismatch
 from litedesk.session.pinning import PinnedHostCreator
 
-__all__ = ["SESSION_STREAM", "LinkOwner", "QuicLink"]
+__all__ = ["SESSION_STREAM", "DatagramOwner", "LinkOwner", "QuicLink"]
 
 #: The session's stream: the first bidirectional stream the server (host) opens.
 SESSION_STREAM = 1
@@ -79,6 +80,24 @@ class LinkOwner(Protocol):
         ...
 
     def link_ended(self, link: QuicLink) -> None: ...
+
+
+class DatagramOwner(DatagramProtocol):
+    """The part of L{LinkOwner} both the host and the viewer implement alike."""
+
+    _log: Logger
+
+    def send_datagram(self, data: bytes, addr: Address) -> None:
+        if self.transport is None:
+            return  # the port is gone or being replaced: QUIC retransmits or times out
+        try:
+            self.transport.write(data, addr)
+        except OSError as e:
+            # An unreachable peer is QUIC's loss to recover from, not ours.
+            self._log.debug("Cannot send to {peer}: {error}", peer=addr, error=e)
+
+    def host_address(self) -> Any:
+        return self.transport.getHost() if self.transport is not None else None
 
 
 class QuicLink:

@@ -25,17 +25,16 @@ from typing import Any
 from aioquic.quic.connection import QuicConnection
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IReactorTime, IUDPTransport
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from litedesk.quic.link import Address, QuicLink
+from litedesk.quic.link import Address, DatagramOwner, QuicLink
 from litedesk.quic.tls_config import viewer_configuration
 from litedesk.session.pinning import PinnedHostCreator
 
 __all__ = ["QuicViewer"]
 
 
-class QuicViewer(DatagramProtocol):
+class QuicViewer(DatagramOwner):
     """A viewer's QUIC connection to one host.
 
     @ivar link: the connection, once L{connect} was called.
@@ -122,17 +121,6 @@ class QuicViewer(DatagramProtocol):
             self._log.failure("Dropping a datagram from {peer}", peer=addr)
 
     # -- LinkOwner -----------------------------------------------------------------
-
-    def send_datagram(self, data: bytes, addr: Address) -> None:
-        if self.transport is None:
-            return  # between two ports: QUIC retransmits
-        try:
-            self.transport.write(data, addr)
-        except OSError as e:
-            self._log.debug("Cannot send to {peer}: {error}", peer=addr, error=e)
-
-    def host_address(self) -> Any:
-        return self.transport.getHost() if self.transport is not None else None
 
     def cid_issued(self, link: QuicLink, cid: bytes) -> None:
         """Only a host routes by connection ID."""

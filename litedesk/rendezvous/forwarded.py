@@ -101,6 +101,8 @@ class ForwardedRequests:
 
         def _deliver(self, target: Address, msg: rz.RendezvousMessage, what: str) -> None: ...
 
+        def _log_forwarded(self, text: str, **fields: object) -> None: ...
+
     def _init_forwarded(self) -> None:
         self.cluster = None
         #: Remote viewers parked here, oldest first, with when they came.
@@ -120,6 +122,14 @@ class ForwardedRequests:
             self.counters["cluster_forward_failed"] += 1
             return False
         self.counters["cluster_forwarded_out"] += 1
+        what = "Punch hole" if msg.HasField("punch_hole_request") else "Relay"
+        self._log_forwarded(
+            "{what} request from {ip} for {peer_id} (forwarded to its cluster node {node})",
+            what=what,
+            ip=conn.addr[0],
+            peer_id=peer_id,
+            node=node,
+        )
         return True
 
     def deliver_forwarded(self, viewer: Address, data: bytes) -> None:

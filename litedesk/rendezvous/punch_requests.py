@@ -158,11 +158,6 @@ class PunchRequests:
         if state is not PunchTarget.ONLINE and self._forward_to_cluster(
             conn, rz.RendezvousMessage(punch_hole_request=ph), ph.id
         ):
-            self._log_forwarded(
-                "Punch hole request from {ip} for {peer_id} (forwarded to its cluster node)",
-                ip=conn.addr[0],
-                peer_id=ph.id,
-            )
             return
         if state is not PunchTarget.ONLINE or peer is None or peer.addr is None:
             self._log.info(
@@ -340,11 +335,6 @@ class PunchRequests:
         if (peer is None or not peer.online(self._now())) and self._forward_to_cluster(
             conn, rz.RendezvousMessage(request_relay=rr), rr.id
         ):
-            self._log_forwarded(
-                "Relay request from {ip} for {peer_id} (forwarded to its cluster node)",
-                ip=conn.addr[0],
-                peer_id=rr.id,
-            )
             return
         self._log_forwarded(
             "Relay request from {ip} for {peer_id}{unknown}",

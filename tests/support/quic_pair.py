@@ -35,6 +35,8 @@ from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.encode import VideoEncoder
 from litedesk.session.pinning import PinnedHostCreator
 
+from .fakes import FakeStreamer
+
 __all__ = [
     "HOST_ADDR",
     "HOST_ID",
@@ -225,11 +227,12 @@ class RecordingInput:
         self.released += 1
 
 
-class FrameStreamer:
+class FrameStreamer(FakeStreamer):
     """The host's screen streamer: real H.264 frames of a solid colour, sent
     when the test says so (L{send})."""
 
     def __init__(self, deliver: Callable[[EncodedFrame], None], width: int = 64) -> None:
+        super().__init__()
         self.deliver = deliver
         self.width = self.height = width
         self.encoder = VideoEncoder("h264", fps=10.0, threads=1)
@@ -249,18 +252,3 @@ class FrameStreamer:
 
     def stop(self) -> None:
         self.stopped = True
-
-    def force_keyframe(self) -> None:
-        pass
-
-    def switch_display(self, index: int) -> None:
-        pass
-
-    def set_quality(self, quality: int) -> None:
-        pass
-
-    def set_custom_fps(self, fps: int | float | None) -> None:
-        pass
-
-    def on_rtt(self, rtt: float) -> None:
-        pass
