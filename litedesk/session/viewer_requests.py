@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
+
 from litedesk.input.keys import KeyInput
 from litedesk.input.mouse import MouseInput
 from litedesk.proto import message_pb2 as pb
@@ -113,9 +115,9 @@ class ViewerRequests:
         done = self.ctx.input.submit(ev)
         # Once the event is in the X server, the streamer serves the damage
         # it causes at once instead of at its next frame slot (issue 15).
-        injected = getattr(self.streamer, "input_injected", None)
-        if injected is not None:
-            done.addCallback(lambda _result: injected())
+        streamer = self.streamer
+        if streamer is not None and isinstance(done, Deferred):
+            done.addCallback(lambda _result: streamer.input_injected())
 
     def _clipboard(self, clip: pb.Clipboard) -> None:
         if self.ctx.view_only or self.ctx.clipboard is None:

@@ -36,3 +36,6 @@ class FakeStreamer:
 
     def on_rtt(self, rtt: float) -> None:
         pass
+
+    def input_injected(self) -> None:
+        pass
