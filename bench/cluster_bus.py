@@ -49,7 +49,6 @@ import importlib
 import importlib.util
 import json
 import multiprocessing
-import os
 import queue
 import shutil
 import socket
@@ -68,6 +67,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster_bus_links import CHANNELS, Link, open_link  # noqa: E402
+from procfs import cpu_seconds, family_cpu_seconds  # noqa: E402
 
 from tests.support.ports import free_port  # noqa: E402
 
@@ -166,29 +166,6 @@ def answer(link: Link, inbox: queue.SimpleQueue[str], pipe: Connection) -> None:
             return
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of process C{pid}; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu(parent: int) -> float:
-    """CPU seconds of C{parent} and its direct children (PostgreSQL's backends)."""
-    total = proc_cpu(parent)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == parent:
-                total += proc_cpu(int(entry.name))
-    return total
-
-
 class Broker:
     """The servers the buses run on; L{cpu} is the broker's CPU for a backend."""
 
@@ -226,11 +203,11 @@ class Broker:
 
     def cpu(self, backend: str) -> float:
         if backend == "redis":
-            return proc_cpu(self.redis.pid)
+            return cpu_seconds(self.redis.pid)
         if backend == "tcp":
             return 0.0
         master = int((self.pg.data / "postmaster.pid").read_text().split()[0])
-        return children_cpu(master)
+        return family_cpu_seconds(master)
 
     def stop(self) -> None:
         self.redis.terminate()
@@ -282,7 +259,7 @@ def throughput(
     """Node 1 publishes for C{s} seconds, C{batch} messages per exchange; node 2 counts."""
 
     def cpu() -> tuple[float, float]:
-        return sum(proc_cpu(p.pid or 0) for p in nodes), broker.cpu(backend)
+        return sum(cpu_seconds(p.pid or 0) for p in nodes), broker.cpu(backend)
 
     c0 = cpu()
     pipes[0].send(("tput", s, batch))

@@ -60,6 +60,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from procfs import family_cpu_seconds  # noqa: E402
 from rendezvous import (  # noqa: E402
     CLIENT_CORE,
     LOOPBACK,
@@ -95,28 +96,9 @@ class Pump:
         f(*args)
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of process C{pid}; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def postgres_cpu(cluster: PostgresCluster) -> float:
     """CPU seconds of the cluster's postmaster and every process it started."""
-    master = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    total = proc_cpu(master)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == master:
-                total += proc_cpu(int(entry.name))
-    return total
+    return family_cpu_seconds(int((cluster.data / "postmaster.pid").read_text().split()[0]))
 
 
 def drive(store: Any, pump: Pump, first: int, n: int, window: int) -> tuple[float, int]:

@@ -1,5 +1,6 @@
 """A process's CPU time and memory from /proc, for the benchmarks that run
-real processes (session.py, transfer.py)."""
+real processes (session.py, transfer.py, pg_store.py, cluster_bus.py,
+viewer_window.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "rss_bytes"]
+__all__ = ["cpu_seconds", "family_cpu_seconds", "rss_bytes"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -20,6 +21,22 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def family_cpu_seconds(parent: int) -> float:
+    """CPU time of C{parent} and of its direct children (a PostgreSQL
+    postmaster and its backends), in seconds."""
+    total = cpu_seconds(parent)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent:
+                total += cpu_seconds(int(entry.name))
+    return total
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -43,8 +43,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from PIL import Image, ImageDraw
+from procfs import cpu_seconds
 
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.encode import VideoEncoder
@@ -74,12 +76,6 @@ def make_frames(n: int, fps: float) -> list[pb.VideoFrame]:
         vf.h264s.frames.append(pb.EncodedVideoFrame(data=ef.data, key=ef.key, pts=ef.pts))
         out.append(vf)
     return out
-
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of a process, seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Bench:
@@ -231,7 +227,7 @@ class Bench:
         warm.stop()
         c = self.app.frames.counters
         r0, s0, d0 = c.received, c.shown, c.draw_seconds
-        cpu0, x0, t0 = time.process_time(), proc_cpu(self.xpid), time.perf_counter()
+        cpu0, x0, t0 = time.process_time(), cpu_seconds(self.xpid), time.perf_counter()
         if fps is None:
             stop = [False]
 
@@ -257,7 +253,7 @@ class Bench:
             "shown_fps": round(shown / wall, 1),
             "draw_ms": round(1000 * (c.draw_seconds - d0) / max(1, shown), 2),
             "viewer_cpu_pct": round(100 * (time.process_time() - cpu0) / wall, 1),
-            "xvfb_cpu_pct": round(100 * (proc_cpu(self.xpid) - x0) / wall, 1),
+            "xvfb_cpu_pct": round(100 * (cpu_seconds(self.xpid) - x0) / wall, 1),
         }
 
     async def latency(self, streaming: bool, samples: int) -> dict[str, Any]:
