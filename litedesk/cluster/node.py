@@ -50,6 +50,7 @@ from litedesk.cluster.membership import BEAT, Membership
 from litedesk.cluster.pg_bus import PgBus
 from litedesk.cluster.presence import Presence
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.rendezvous.pg_schema import connect
 from litedesk.rendezvous.pg_store import PgPeerStore
 from litedesk.rendezvous.registry import Peer
 from litedesk.rendezvous.server import RendezvousServer
@@ -97,14 +98,6 @@ class ClusterNode(Service):
         self._arrivals: list[str] = []
         self._arrival_call: IDelayedCall | None = None
         self._beat: LoopingCall | None = None
-        self.counters = {
-            "cluster_arrivals_announced": 0,
-            "cluster_arrivals_heard": 0,
-            "cluster_peer_rows_heard": 0,
-            "cluster_bad_payloads": 0,
-            "cluster_answers_out": 0,
-            "cluster_answers_dropped": 0,
-        }
         self.bus = PgBus(
             url,
             reactor,
@@ -122,7 +115,7 @@ class ClusterNode(Service):
 
     def startService(self) -> None:
         """Create the tables, read the presence, write this node's row, then listen."""
-        with psycopg.connect(self._url, autocommit=True, connect_timeout=10) as conn:
+        with connect(self._url) as conn:
             cluster_sql.create_cluster_schema(conn)
             self.presence.load(cluster_sql.load_presence(conn))
             rows, generation = cluster_sql.beat(conn, self.node_id, self.advertise)
@@ -177,12 +170,15 @@ class ClusterNode(Service):
 
     def answer(self, origin: str, viewer: Address, message: rz.RendezvousMessage) -> None:
         payload = encode(Answer(viewer, message.SerializeToString()))
-        if len(payload.encode()) <= MAX_PAYLOAD and self.bus.notify(
+        if len(payload.encode()) > MAX_PAYLOAD or not self.bus.notify(
             cluster_sql.node_channel(origin), payload
         ):
-            self.counters["cluster_answers_out"] += 1
-        else:
-            self.counters["cluster_answers_dropped"] += 1
+            # The viewer times out and asks again, as after a lost datagram.
+            self._log.warn(
+                "cluster: an answer for {viewer} on node {origin} could not be sent; dropped",
+                viewer=viewer,
+                origin=origin,
+            )
 
     def locate_online(self, peer_id: str, now: float) -> bool:
         """Is C{peer_id} on another live node (for OnlineRequest)?"""
@@ -246,7 +242,6 @@ class ClusterNode(Service):
         ids, self._arrivals = self._arrivals, []
         if not ids:
             return
-        self.counters["cluster_arrivals_announced"] += len(ids)
         payloads = encode_arrivals(self.node_id, ids)
         node = self.node_id
 
@@ -279,12 +274,18 @@ class ClusterNode(Service):
         def reload(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
             return cluster_sql.load_presence(conn)
 
-        self.bus.run(reload).addCallbacks(self.presence.load, self._beat_failed)
+        self.bus.run(reload).addCallbacks(self.presence.load, self._reload_failed)
+
+    def _reload_failed(self, failure: Any) -> None:
+        self._log.warn(
+            "cluster: node {node} could not read the hosts' places: {error}",
+            node=self.node_id,
+            error=failure.getErrorMessage(),
+        )
 
     def _notified(self, channel: str, payload: str) -> None:
         msg = decode(payload)
         if msg is None:
-            self.counters["cluster_bad_payloads"] += 1
             self._log.warn(
                 "cluster: unreadable payload on {channel} ({size} bytes); dropped",
                 channel=channel,
@@ -311,7 +312,6 @@ class ClusterNode(Service):
             return
         registry = self.server.registry
         for peer_id in msg.peer_ids:
-            self.counters["cluster_arrivals_heard"] += 1
             self.presence.arrived(peer_id, msg.node)
             peer = registry.get(peer_id)
             if peer is not None and peer.channel is None and peer.last_reg is not None:
@@ -326,7 +326,6 @@ class ClusterNode(Service):
             return
         registry = self.server.registry
         for record in msg.records:
-            self.counters["cluster_peer_rows_heard"] += 1
             registry.apply_stored(record)
             if record.renamed_from:
                 self.presence.renamed(record.renamed_from, record.id)

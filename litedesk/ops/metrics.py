@@ -144,6 +144,13 @@ class ServerCollector(Collector):
             nodes = GaugeMetricFamily("litedesk_cluster_nodes_alive", "Cluster nodes alive.")
             nodes.add_metric([], len(cluster.membership.alive_nodes(self._clock.seconds())))
             yield nodes
+            dropped = CounterMetricFamily(
+                "litedesk_cluster_bus_dropped",
+                "Messages to other cluster nodes dropped because too many were waiting "
+                "(PostgreSQL unreachable or far behind).",
+            )
+            dropped.add_metric([], cluster.bus.dropped)
+            yield dropped
 
     @staticmethod
     def _punches(stats: PunchStats) -> Iterator[Any]:

@@ -178,8 +178,9 @@ class UdpRegistrations:
         """Log, count and answer a RegisterPk outcome, from any transport.
 
         An accepted change is answered OK only once it is stored; if it cannot
-        be, the answer is SERVER_ERROR and C{undo} is called.  C{what} names
-        the request in the log.
+        be, C{undo} is called and the answer is SERVER_ERROR, or UUID_MISMATCH
+        when the database holds the id for another device (L{IdTaken}: another
+        cluster node bound it first).  C{what} names the request in the log.
         """
         # Ids come from strangers: a refused one may be a 64 KiB frame's worth.
         peer_id = peer_id[:100]
