@@ -26,25 +26,18 @@ from typing import Any
 from aioquic.quic.connection import QuicConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from nacl.signing import SigningKey
 from twisted.internet import defer
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from litedesk.quic.host import QuicHost
-from litedesk.quic.tls_config import host_configuration, viewer_configuration
-from litedesk.quic.viewer import QuicViewer
+from litedesk.quic.tls_config import viewer_configuration
 from litedesk.session.pinning import viewer_context_factory
 
 from .support.polling import until
 from .support.quic_pair import (
-    HOST_ADDR,
-    HOST_ID,
     HOST_MARKER,
-    VIEWER_ADDR,
+    MemoryPair,
     QuicPair,
     Recorder,
-    Wire,
 )
 
 
@@ -76,22 +69,9 @@ def _garbage(live_cid: bytes) -> st.SearchStrategy[bytes]:
 
 class GarbageDatagramTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.wire = Wire(self.clock)
-        key = SigningKey.generate()
-        self.hosts: list[Recorder] = []
-
-        def build(addr: object) -> Recorder:
-            self.hosts.append(Recorder(greeting=HOST_MARKER))
-            return self.hosts[-1]
-
-        self.host = QuicHost(host_configuration(key, HOST_ID), build, self.clock)
-        self.wire.bind(self.host, HOST_ADDR)
-        self.quic = QuicViewer(self.clock)
-        self.wire.bind(self.quic, VIEWER_ADDR)
-        self.viewer = Recorder()
-        self.quic.connect(HOST_ADDR, self.viewer, viewer_context_factory(bytes(key.verify_key)))
-        self.wire.pump()
+        pair = MemoryPair()
+        self.clock, self.wire, self.hosts = pair.clock, pair.wire, pair.hosts
+        self.host, self.quic, self.viewer = pair.host, pair.quic, pair.viewer
         assert self.viewer.received == HOST_MARKER, self.viewer.received
         (self.live,) = self.host.links
         self.exchanged = 0

@@ -63,6 +63,7 @@ from .support.quic_pair import (
     HOST_MARKER,
     VIEWER_ADDR,
     FrameStreamer,
+    MemoryPair,
     QuicPair,
     Recorder,
     RecordingInput,
@@ -234,22 +235,9 @@ class LossTests(SynchronousTestCase):
     """On an in-memory wire that loses datagrams, with a C{Clock}."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.wire = Wire(self.clock)
-        key = SigningKey.generate()
-        self.hosts: list[Recorder] = []
-
-        def build(addr: object) -> Recorder:
-            self.hosts.append(Recorder(greeting=HOST_MARKER))
-            return self.hosts[-1]
-
-        self.host = QuicHost(host_configuration(key, HOST_ID), build, self.clock)
-        self.wire.bind(self.host, HOST_ADDR)
-        self.quic = QuicViewer(self.clock)
-        self.wire.bind(self.quic, VIEWER_ADDR)
-        self.viewer = Recorder()
-        self.quic.connect(HOST_ADDR, self.viewer, viewer_context_factory(bytes(key.verify_key)))
-        self.wire.pump()
+        pair = MemoryPair()
+        self.clock, self.wire, self.hosts = pair.clock, pair.wire, pair.hosts
+        self.host, self.quic, self.viewer = pair.host, pair.quic, pair.viewer
         self.addCleanup(self.quic.close)
         self.addCleanup(self.host.close_all)
 

@@ -33,7 +33,7 @@ from litedesk.quic.tls_config import host_configuration
 from litedesk.quic.viewer import QuicViewer
 from litedesk.screen.codec import EncodedFrame
 from litedesk.screen.encode import VideoEncoder
-from litedesk.session.pinning import PinnedHostCreator
+from litedesk.session.pinning import PinnedHostCreator, viewer_context_factory
 
 from .fakes import FakeStreamer
 
@@ -43,6 +43,7 @@ __all__ = [
     "HOST_MARKER",
     "VIEWER_ADDR",
     "FrameStreamer",
+    "MemoryPair",
     "MemoryPort",
     "QuicPair",
     "Recorder",
@@ -210,6 +211,36 @@ class Wire:
             if protocol is not None:
                 protocol.datagramReceived(data, source)
         raise AssertionError("the wire never went quiet")
+
+
+class MemoryPair:
+    """A host and a viewer connected over an in-memory L{Wire}, with a C{Clock}.
+
+    @ivar hosts: the host-side L{Recorder}s, one per session built.
+    @ivar viewer: the viewer-side L{Recorder}, past the host's L{HOST_MARKER}.
+    """
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.wire = Wire(self.clock)
+        key = SigningKey.generate()
+        self.hosts: list[Recorder] = []
+
+        def build(addr: object) -> Recorder:
+            self.hosts.append(Recorder(greeting=HOST_MARKER))
+            return self.hosts[-1]
+
+        self.host = QuicHost(host_configuration(key, HOST_ID), build, self.clock)
+        self.wire.bind(self.host, HOST_ADDR)
+        self.quic = QuicViewer(self.clock)
+        self.wire.bind(self.quic, VIEWER_ADDR)
+        self.viewer = Recorder()
+        self.quic.connect(HOST_ADDR, self.viewer, viewer_context_factory(bytes(key.verify_key)))
+        self.wire.pump()
+
+    def close(self) -> None:
+        self.quic.close()
+        self.host.close_all()
 
 
 class RecordingInput:
