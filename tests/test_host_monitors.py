@@ -40,7 +40,7 @@ from litedesk.session.login import LoginVerifier
 from litedesk.session.password import StoredPassword, login_password
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 
-from .support.fakes import FakeStreamer
+from .support.fakes import FakeStreamer, StreamerReactor
 
 PASSWORD = "monitors-pw-4711"
 HOST_ID = "123456789"
@@ -228,19 +228,6 @@ class SwitchDisplayTests(SynchronousTestCase):
             )
         self.assertFalse(h.transport.disconnecting)
         self.assertEqual(h.switch(1), [(1, 1920, 0, 1920, 1080)])
-
-
-class StreamerReactor(Clock):
-    """A C{task.Clock} with the reactor calls the streamer makes besides timers."""
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
-        f(*args, **kw)
-
-    def addSystemEventTrigger(self, *args: Any) -> object:
-        return object()
-
-    def removeSystemEventTrigger(self, trigger: object) -> None:
-        pass
 
 
 class LatePool:

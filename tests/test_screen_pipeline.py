@@ -25,6 +25,8 @@ from litedesk.screen.pipeline import (
 from litedesk.screen.streamer import ScreenStreamer
 from litedesk.screen.testpattern import moving_window_frames
 
+from .support.fakes import StreamerReactor
+
 
 class PacerTests(unittest.TestCase):
     def test_paces_at_target_rate_without_bursts(self) -> None:
@@ -134,19 +136,6 @@ class AdaptiveControllerTests(unittest.TestCase):
 # -- the streamer loop --------------------------------------------------------
 
 
-class FakeReactor(task.Clock):
-    """task.Clock plus the bits of IReactorThreads/IReactorCore the streamer uses."""
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
-        f(*args, **kw)
-
-    def addSystemEventTrigger(self, *args: Any) -> object:
-        return object()
-
-    def removeSystemEventTrigger(self, trigger: object) -> None:
-        pass
-
-
 class SyncPool:
     """Runs 'worker' jobs immediately, in the calling thread."""
 
@@ -202,7 +191,7 @@ class ScriptedSource:
 
 class StreamerTests(unittest.TestCase):
     def setUp(self) -> None:
-        self.reactor = FakeReactor()
+        self.reactor = StreamerReactor()
         self.source = ScriptedSource()
         self.sent: list[EncodedFrame] = []
         self.buffered = 0

@@ -3,11 +3,31 @@
 L{HostSession} needs a screen streamer only after login; the session tests
 (login throttling, pre-login limits) never look at frames, so they share
 this recorder instead of each defining a do-nothing class.
+L{StreamerReactor} is the reactor a real L{ScreenStreamer} runs on in them.
 """
 
 from __future__ import annotations
 
-__all__ = ["FakeStreamer"]
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.task import Clock
+
+__all__ = ["FakeStreamer", "StreamerReactor"]
+
+
+class StreamerReactor(Clock):
+    """A C{task.Clock} with the reactor calls the streamer makes besides timers
+    (C{callFromThread} runs at once; system event triggers are ignored)."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+    def addSystemEventTrigger(self, *args: Any) -> object:
+        return object()
+
+    def removeSystemEventTrigger(self, trigger: object) -> None:
+        pass
 
 
 class FakeStreamer:
