@@ -32,6 +32,7 @@ from litedesk.cluster.envelope import (
     own_prefixes,
 )
 from litedesk.cluster.membership import DEAD_AFTER, MIN_SERIAL, Membership, NodeRow
+from litedesk.cluster.options import advertised
 from litedesk.cluster.presence import Presence
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.rendezvous import forwarded
@@ -161,6 +162,16 @@ class MembershipTests(SynchronousTestCase):
         self.assertEqual((p.node_of("h1"), p.node_of("h2")), (None, "b"))
         p.load([("h3", "c")])
         self.assertEqual(p.node_of("h3"), "c")
+
+
+class AdvertiseTests(SynchronousTestCase):
+    def test_advertised_address(self) -> None:
+        """--advertise wins; else the public host, with the port unless it is 21116."""
+        self.assertEqual(
+            advertised({"advertise": "id-a.example:9"}, "srv", 21116), "id-a.example:9"
+        )
+        self.assertEqual(advertised({"advertise": None}, "srv.example", 21116), "srv.example")
+        self.assertEqual(advertised({"advertise": None}, "srv.example", 31116), "srv.example:31116")
 
 
 class Sink:

@@ -9,9 +9,9 @@ from typing import Any
 
 from twisted.python import usage
 
-from litedesk.wire.address import parse_host_port
+from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 
-__all__ = ["CLUSTER_OPT_FLAGS", "CLUSTER_OPT_PARAMETERS", "check_cluster_options"]
+__all__ = ["CLUSTER_OPT_FLAGS", "CLUSTER_OPT_PARAMETERS", "advertised", "check_cluster_options"]
 
 CLUSTER_OPT_FLAGS: list[list[Any]] = [
     [
@@ -57,10 +57,17 @@ def check_cluster_options(opts: Any, port: int) -> None:
         raise usage.UsageError(
             f"--node-id {opts['node-id']!r}: use 1-63 of A-Z a-z 0-9 _ . - from a letter or digit"
         )
-    if opts["advertise"] is None:
-        host = opts.get("public-host") or socket.getfqdn()
-        opts["advertise"] = f"{host}:{port}" if port != 21116 else host
-    try:
-        parse_host_port(opts["advertise"], port)
-    except ValueError as e:
-        raise usage.UsageError(f"--advertise {opts['advertise']!r}: {e}") from None
+    # No --advertise: the assembly uses the public host it works out once
+    # for the whole server (the host name may take a DNS lookup).
+    if opts["advertise"] is not None:
+        try:
+            parse_host_port(opts["advertise"], port)
+        except ValueError as e:
+            raise usage.UsageError(f"--advertise {opts['advertise']!r}: {e}") from None
+
+
+def advertised(opts: Any, public_host: str, port: int) -> str:
+    """This node's address for clients: C{--advertise}, else C{public_host}[:port]."""
+    if opts["advertise"] is not None:
+        return str(opts["advertise"])
+    return public_host if port == DEFAULT_RENDEZVOUS_PORT else f"{public_host}:{port}"

@@ -30,6 +30,7 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 
 from litedesk.api.root import API_SCHEMA
+from litedesk.cluster.options import advertised
 from litedesk.discovery.protocol import DiscoveryFactory
 from litedesk.discovery.state import DiscoveryRegistry
 from litedesk.logfiles import make_twistd_log_private
@@ -172,7 +173,7 @@ def build_server(config: ServerOptions, reactor: Any = None) -> LiteDeskServer:
     if config["relay-only"]:
         _add_api(top, config, reactor, None, public_host, client_config)
         return top
-    relays, loaded = _add_rendezvous(top, config, reactor, data_dir)
+    relays, loaded = _add_rendezvous(top, config, reactor, data_dir, public_host)
     if top.server is not None:
         top.server.events = events
     if config["discovery"]:
@@ -306,9 +307,12 @@ def _ops_context(
 
 
 def _add_rendezvous(
-    top: LiteDeskServer, config: ServerOptions, reactor: Any, data_dir: Path
+    top: LiteDeskServer, config: ServerOptions, reactor: Any, data_dir: Path, public_host: str
 ) -> tuple[RelayList, int]:
     """The rendezvous server (hbbs): its peers, listeners and periodic jobs.
+
+    @param public_host: the server's name for clients (worked out once at
+        start-up), which a cluster node advertises unless C{--advertise}.
 
     @return: the relay list handed to peers and how many peers were loaded.
     """
@@ -347,7 +351,7 @@ def _add_rendezvous(
             reactor,
             server,
             config["node-id"],
-            config["advertise"],
+            advertised(config, public_host, int(config["port"])),
             fixed_servers=bool(config["rendezvous-servers"]),
         )
         top.cluster.setServiceParent(top)
