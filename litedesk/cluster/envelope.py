@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +118,7 @@ def encode(msg: Message) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def _chunked(items: list[Any], make: Any) -> list[str]:
+def _chunked(items: list[Any], make: Callable[[tuple[Any, ...]], Message]) -> list[str]:
     """C{make(slice)} payloads covering C{items}, each within L{MAX_PAYLOAD}.
 
     A single item too large on its own is left out (ids are at most 100
