@@ -21,6 +21,8 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.e2e_lab}: server, hosts and viewers as real processes
     on loopback;
   - L{tests.support.natlab}: the NAT lab in network namespaces;
+  - L{tests.support.natsim}: cone and symmetric NATs in memory on a Clock,
+    for the UDP punch state machine;
   - L{tests.support.cluster_lab}: that lab with PostgreSQL and two cluster
     nodes sharing it, and probes that register, punch and ask who is
     online from inside it;
