@@ -12,8 +12,10 @@ H.264 (libx264 through PyAV, the default for LiteDesk viewers):
     joins late;
   - C{forced-idr=1}: a requested key frame is an IDR, not an open-GOP I-frame
     that later frames could reach across;
-  - average bitrate with a VBV cap (C{maxrate = 2 x bitrate}) and a
-    quantizer cap per image quality (L{VideoEncoder.set_qmax}).  libx264 re-reads
+  - average bitrate with a VBV cap (C{maxrate = 2 x bitrate}), a
+    quantizer cap per image quality (L{VideoEncoder.set_qmax}) and a floor
+    just under it (L{H264_QMIN_BELOW_CAP}: a still screen is not re-coded
+    finer than its key frame).  libx264 re-reads
     C{bit_rate} and the max rate before every frame (FFmpeg calls
     C{x264_encoder_reconfig}), so bitrate changes cost nothing.  The VBV
     buffer size can only be set when the context is opened; a bitrate far
@@ -97,11 +99,31 @@ from litedesk.screen.libvpx import (
 )
 from litedesk.screen.yuv_canvas import to_yuv
 
-__all__ = ["H264_QMIN", "VP9_QMIN", "VideoEncoder", "libvpx_version", "parse_vp9_value"]
+__all__ = [
+    "H264_QMIN",
+    "H264_QMIN_BELOW_CAP",
+    "VP9_QMIN",
+    "VideoEncoder",
+    "h264_qmin",
+    "libvpx_version",
+    "parse_vp9_value",
+]
 
 _log = Logger()
 
+# Without a quantizer cap the floor is H264_QMIN; with one (every image
+# quality has one) the floor sits H264_QMIN_BELOW_CAP under it.  A floor far
+# below the cap let libx264's average-bitrate control, with budget to spare on
+# a still screen, re-code the whole desktop at finer quantizers over the
+# seconds after a key frame (frames of 13-19 kB between typed characters of
+# 100 B): the key frame lands about 2 under the cap (I-frames get a finer
+# quantizer than P-frames), so a floor there leaves a still screen at the
+# key frame's quality.  Measured with bench/screen_pipeline.py --compare at
+# Balanced (cap 32): floor 24 -> 30 sent 0.24 x the bytes while typing and
+# 0.67 x with the window moving, for the same CPU; the typing picture stays at
+# its key frame's 31.9 dB PSNR instead of being sharpened to 33.0 dB.
 H264_QMIN = 24
+H264_QMIN_BELOW_CAP = 2
 # libvpx's quantizer scale is 0-63.  At 24 the session benchmark's desktop
 # decoded as well as H.264's at its qmin 24 (PSNR 32.0 dB both, over the
 # three phases) for 1.2 times the bytes; 28 saved 9 % of the bytes for
@@ -111,6 +133,13 @@ H264_QMIN = 24
 VP9_QMIN = 24
 
 _ENCODERS = {Codec.H264: "libx264", Codec.VP9: "libvpx-vp9"}
+
+
+def h264_qmin(qmax: int | None) -> int:
+    """libx264's quantizer floor for a cap (L{H264_QMIN_BELOW_CAP})."""
+    if qmax is None:
+        return H264_QMIN
+    return max(0, qmax - H264_QMIN_BELOW_CAP)
 
 
 def _bps_to_option(bps: float) -> str:
@@ -336,10 +365,8 @@ class VideoEncoder:
         if self._codec is Codec.H264:
             # A quality ceiling: without it x264's rate control spends any
             # unused budget on near-lossless frames (typing in a static window
-            # sent 8-23 kB frames every few keystrokes).  Measured on captured
-            # typing: qmin 24 cut the bitrate 0.39 -> 0.23 Mb/s with the mean
-            # pixel error 2.05 -> 2.12 (bench/session.py notes).
-            ctx.qmin = min(H264_QMIN, self._qmax) if self._qmax is not None else H264_QMIN
+            # sent 8-23 kB frames every few keystrokes; see H264_QMIN_BELOW_CAP).
+            ctx.qmin = h264_qmin(self._qmax)
             x264 = {
                 "preset": "ultrafast",
                 "tune": "zerolatency",
