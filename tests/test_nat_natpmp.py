@@ -377,9 +377,15 @@ class MapperTests(TestCase):
         self.gw_port = port.getHost().port
         return fake
 
-    def mapper(self, tcp_port: int = 21118, **kw: Any) -> NatPmpMapper:
+    def mapper(self, tcp_port: int = 21118, udp_port: int = 21118, **kw: Any) -> NatPmpMapper:
         m = NatPmpMapper(
-            reactor, 21118, tcp_port, "127.0.0.1", clock=self.clock, server_port=self.gw_port, **kw
+            reactor,
+            udp_port,
+            tcp_port,
+            "127.0.0.1",
+            clock=self.clock,
+            server_port=self.gw_port,
+            **kw,
         )
         self.addCleanup(m.stop)
         return m
@@ -438,6 +444,16 @@ class MapperTests(TestCase):
         self.assertEqual((port, m.tcp_mapped_port), (21118, 0))
         self.assertEqual(fake.maps, {UDP: (21118, 21118)})
         self.assertTrue(self.was_logged("TCP got external port 40001 instead of 21118"))
+
+    @inlineCallbacks
+    def test_tcp_only_without_udp(self) -> Any:
+        """Without a UDP port (--no-udp) the TCP session port alone is mapped."""
+        fake = self.gateway()
+        m = self.mapper(udp_port=0)
+        port = yield m.start()
+        self.assertEqual((port, m.tcp_mapped_port), (21118, 21118))
+        self.assertEqual(fake.maps, {TCP: (21118, 21118)})
+        self.assertTrue(self.was_logged("(TCP, PCP, lifetime 7200 s)"))
 
     @inlineCallbacks
     def test_unsupported_version_falls_back_to_natpmp(self) -> Any:

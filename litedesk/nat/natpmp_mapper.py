@@ -71,11 +71,12 @@ class NatPmpMapper:
     C{start()} fires with the external port E (or None when there is no
     gateway, it does not answer, or it refuses; that is logged and the host
     works without it).  C{mapped_port} is E while the mapping stands, else 0.
+    The UDP mapping comes first and decides E; the TCP mapping asks for E
+    (without UDP, C{--no-udp}, the TCP mapping decides it).
 
-    @ivar udp_port: the internal UDP port mapped (the QUIC listener).
-    @ivar tcp_port: the internal TCP port mapped (0: none).
-    @ivar tcp_mapped_port: E when the TCP mapping got it too, else 0 (a TCP
-        mapping granted on another port is removed: nobody would learn it).
+    @ivar udp_port: the internal UDP port mapped (the QUIC listener; 0: none).
+    @ivar tcp_port: the internal TCP port mapped (0: none); may be changed
+        until C{start()}.
     @ivar version: "PCP" or "NAT-PMP" once the gateway answered.
     """
 
@@ -95,6 +96,8 @@ class NatPmpMapper:
         first_wait: float = FIRST_WAIT,
         nonce: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        if not (udp_port or tcp_port):
+            raise ValueError("nothing to map")
         self.reactor = reactor
         self.clock: IReactorTime = clock or reactor
         self.udp_port = udp_port
@@ -106,9 +109,10 @@ class NatPmpMapper:
         self.first_wait = first_wait
         self.version = ""
         self.external_ip = ""
-        self.tcp_mapped_port = 0
-        self._udp = _Mapping(UDP, udp_port, nonce(12))
-        self._tcp = _Mapping(TCP, tcp_port, nonce(12)) if tcp_port else None
+        self._nonce = nonce
+        # The first mapping decides the external port; the second asks for it.
+        self._first = _Mapping(UDP if udp_port else TCP, udp_port or tcp_port, nonce(12))
+        self._second: _Mapping | None = None
         self._client_ip = ""
         self._socket: GatewaySocket | None = None
         self._port: Any = None
@@ -121,11 +125,16 @@ class NatPmpMapper:
     @property
     def mapped_port(self) -> int:
         """The external port to advertise, 0 while there is none."""
-        return self._udp.external_port
+        return self._first.external_port
 
     @property
-    def udp_external_port(self) -> int:
-        return self._udp.external_port
+    def tcp_mapped_port(self) -> int:
+        """E when TCP is mapped to it too, else 0 (a TCP mapping the gateway
+        put on another port is removed: no viewer would learn it)."""
+        tcp = self._second if self.udp_port else self._first
+        if tcp is None or not tcp.external_port or tcp.external_port != self.mapped_port:
+            return 0
+        return tcp.external_port
 
     def start(self) -> Deferred[int | None]:
         """Find the gateway and map; fires with the external port or None."""
@@ -137,6 +146,8 @@ class NatPmpMapper:
             self._log.warn("NAT-PMP: no default gateway; nothing mapped")
             return None
         self.gateway = gateway
+        if self.udp_port and self.tcp_port:
+            self._second = _Mapping(TCP, self.tcp_port, self._nonce(12))
         try:
             self._client_ip = local_address_towards(gateway, self.server_port)
         except OSError as e:
@@ -156,34 +167,39 @@ class NatPmpMapper:
             ext_ip=self.external_ip or "gateway",
             ext=self.mapped_port,
             ip=self._client_ip,
-            port=self.udp_port,
-            what="UDP+TCP" if self.tcp_mapped_port else "UDP",
+            port=self._first.internal_port,
+            what=self._what(),
             version=self.version,
-            lifetime=self._udp.lifetime,
+            lifetime=self._first.lifetime,
         )
         return self.mapped_port
 
+    def _what(self) -> str:
+        if not self.udp_port:
+            return "TCP"
+        return "UDP+TCP" if self.tcp_mapped_port else "UDP"
+
     def _map_round(self) -> Deferred[bool]:
-        """Request (or renew) every mapping once; fires True when UDP is mapped."""
+        """Request (or renew) every mapping once; fires True when the first is mapped."""
         self._round = Deferred.fromCoroutine(self._map_all())
         return self._round
 
     async def _map_all(self) -> bool:
         try:
-            await self._map(self._udp)
-            if self._tcp is not None:
-                await self._map_tcp(self._tcp)
+            await self._map(self._first)
+            if self._second is not None:
+                await self._map_second(self._second)
         except CancelledError:
             return False
         except GatewayError as e:
             self._log.warn(
                 "NAT-PMP: cannot map port {port} on {gw}: {error}",
-                port=self.udp_port,
+                port=self._first.internal_port,
                 gw=self.gateway,
                 error=e,
             )
             self._expire()
-            if not self._udp.external_port:
+            if not self._first.external_port:
                 self.version = ""  # the next try asks for PCP again
             self._schedule(self._retry_delay())
             return False
@@ -192,33 +208,27 @@ class NatPmpMapper:
             self._log.info("NAT-PMP: the gateway lost its mappings; mapping again")
             self._schedule(0)
         else:
-            self._schedule(min(m.lifetime for m in self._mappings()) / 2)
+            self._schedule(min((m.lifetime for m in self._mappings()), default=2) / 2)
         return True
 
-    async def _map_tcp(self, tcp: _Mapping) -> None:
+    async def _map_second(self, tcp: _Mapping) -> None:
         try:
-            await self._map(tcp, self._udp.external_port)
+            await self._map(tcp, self._first.external_port)
         except GatewayError as e:
             self._log.warn(
                 "NAT-PMP: TCP port {port} not mapped: {error}", port=tcp.internal_port, error=e
             )
-            self.tcp_mapped_port = 0
             return
-        if tcp.external_port == self._udp.external_port:
-            self.tcp_mapped_port = tcp.external_port
-            return
-        self._log.warn(
-            "NAT-PMP: TCP got external port {tcp} instead of {udp}; TCP mapping removed",
-            tcp=tcp.external_port,
-            udp=self._udp.external_port,
-        )
-        await self._remove(tcp)
-        self.tcp_mapped_port = 0
+        if tcp.external_port != self._first.external_port:
+            self._log.warn(
+                "NAT-PMP: TCP got external port {tcp} instead of {udp}; TCP mapping removed",
+                tcp=tcp.external_port,
+                udp=self._first.external_port,
+            )
+            await self._remove(tcp)
 
     def _mappings(self) -> list[_Mapping]:
-        if self._tcp is not None and self._tcp.external_port:
-            return [self._udp, self._tcp]
-        return [self._udp]
+        return [m for m in (self._first, self._second) if m is not None and m.external_port]
 
     def _request(self, m: _Mapping, suggested: int, lifetime: int) -> GatewayRequest:
         if self.version == "NAT-PMP":
@@ -285,16 +295,14 @@ class NatPmpMapper:
     def _expire(self) -> None:
         """Forget mappings whose lifetime is over (nothing is advertised then)."""
         now = self.clock.seconds()
-        for m in (self._udp, self._tcp):
-            if m is not None and m.external_port and now >= m.granted_at + m.lifetime:
+        for m in self._mappings():
+            if now >= m.granted_at + m.lifetime:
                 self._log.warn(
                     "NAT-PMP: the {proto} mapping of port {port} expired",
                     proto=PROTOCOL_NAMES[m.protocol],
                     port=m.external_port,
                 )
                 m.external_port = 0
-                if m is self._tcp:
-                    self.tcp_mapped_port = 0
 
     def _schedule(self, delay: float) -> None:
         if not self._stopped:
@@ -334,10 +342,8 @@ class NatPmpMapper:
         if self._round is not None and not self._round.called:
             self._round.cancel()  # its request in flight; granted ports stay noted
         if self._socket is not None:
-            for m in (self._tcp, self._udp):
-                if m is not None and m.external_port:
-                    await self._remove(m)
-        self.tcp_mapped_port = 0
+            for m in reversed(self._mappings()):
+                await self._remove(m)
         port, self._port = self._port, None
         if port is not None:
             stopped = port.stopListening()
