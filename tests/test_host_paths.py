@@ -74,9 +74,13 @@ class PathFixture(TestCase):
     #: Extra keyword arguments for the host's HostPaths.
     host_paths_options: ClassVar[dict[str, Any]] = {}
 
+    def server_args(self) -> list[str]:
+        """Extra options for the server (later ones override the harness's)."""
+        return []
+
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
-        self.svc = start_server(Path(self.mktemp()))
+        self.svc = start_server(Path(self.mktemp()), *self.server_args())
         self.addCleanup(self.svc.stopService)
         yield sleep(0)
         server = self.svc.server

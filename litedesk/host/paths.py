@@ -52,6 +52,7 @@ from twisted.python.failure import Failure
 from litedesk.host.job_slots import MAX_JOBS, MAX_JOBS_PER_IP, JobSlots, Slot
 from litedesk.host.lan_listener import OneShotFactory, local_address_towards
 from litedesk.host.path_policy import RelayChoice, host_path_choice
+from litedesk.host.udp_paths import HostUdpPaths
 from litedesk.nat.ipv6 import free_port, own_ipv6, valid_v6_endpoint
 from litedesk.nat.nattype import NAMES, resolve_ip, wildcard_for
 from litedesk.nat.punch import (
@@ -92,10 +93,12 @@ class HostPaths:
         max_jobs_per_ip: int = MAX_JOBS_PER_IP,
         max_jobs: int = MAX_JOBS,
         links: ServerLinks | None = None,
+        udp: HostUdpPaths | None = None,
     ) -> None:
         """
         @param links: how to reach the server and relays (default: TCP to
             C{server}); over WebSocket every push is answered by a relay.
+        @param udp: UDP punching with QUIC sessions (None: C{--no-udp}).
         """
         self.reactor = reactor
         self.peer_id = peer_id
@@ -116,6 +119,7 @@ class HostPaths:
         self.relays = RelayChoice(server, relay_server)
         self.relays_replaced = 0
         self.links = links if links is not None else ServerLinks(server)
+        self.udp = udp
 
     @property
     def relay_server(self) -> str:
@@ -165,6 +169,9 @@ class HostPaths:
             return
         own = self.nat_type() if self.nat_type is not None else None
         forced = self.force_relay or msg.force_relay
+        if own is not None and not forced and self.udp is not None and self.udp.wants(msg, own):
+            self._track(self._udp_punch(msg, own, slot), slot, holds=True)
+            return
         why = host_path_choice(own, msg.nat_type, forced)
         upnp = self.upnp_port()
         if why and own is not None and not forced and (msg.socket_addr_v6 or upnp):
@@ -405,6 +412,18 @@ class HostPaths:
                 self._timers.remove(timer)
             stop()
 
+    async def _udp_punch(self, msg: rz.PunchHole, own_nat: int, slot: Slot) -> None:
+        assert self.udp is not None
+        sent = rz.PunchHoleSent(
+            socket_addr=msg.socket_addr,
+            id=self.peer_id,
+            relay_server=self.relays.announced(msg.relay_server),
+            nat_type=own_nat,  # type: ignore[arg-type]
+            version=VERSION,
+            upnp_port=self.upnp_port(),
+        )
+        await self.udp.punch(msg, own_nat, self.server, sent, slot)
+
     async def _join_relay(self, msg: rz.RequestRelay, slot: Slot) -> None:
         await self._tell_server(
             rz.RendezvousMessage(
@@ -463,6 +482,8 @@ class HostPaths:
         )
 
     def stop(self) -> None:
+        if self.udp is not None:
+            self.udp.stop()
         for gate in self._gates:
             gate.claim("stopped")  # punch loops end at their next attempt
         self._gates.clear()

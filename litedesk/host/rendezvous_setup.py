@@ -32,6 +32,7 @@ from litedesk.host.server_list import (
     load_saved,
     save_servers,
 )
+from litedesk.host.udp_paths import HostUdpPaths
 from litedesk.services import UDPListenerService
 from litedesk.session.links import ServerLinks
 from litedesk.wire.address import Address
@@ -111,8 +112,13 @@ def add_rendezvous(
     reactor: Any,
     make_session: Callable[..., Any],
     upnp_port: Callable[[], int] | None,
+    make_quic_host: Callable[[str], Any] | None = None,
 ) -> None:
-    """Registration with the rendezvous servers, the NAT test, and the paths they push."""
+    """Registration with the rendezvous servers, the NAT test, and the paths they push.
+
+    @param make_quic_host: a QUIC host socket protocol for a punched UDP
+        path (L{litedesk.host.udp_paths}); None: no UDP punching (C{--no-udp}).
+    """
     if config.ws_server is not None:
         _add_websocket_rendezvous(agent, config, reactor, make_session)
         return
@@ -145,6 +151,9 @@ def add_rendezvous(
         force_relay=bool(config["force-relay"]),
         relay_server=config["relay-server"],
         upnp_port=upnp_port,
+        udp=HostUdpPaths(reactor, identity.peer_id, make_quic_host)
+        if make_quic_host is not None
+        else None,
     )
     agent.paths = paths
 

@@ -116,6 +116,9 @@ class QuicHost(DatagramOwner):
         self._tokens = QuicRetryTokenHandler()
         self._refused = 0
         self._refusal_logged_at: float | None = None
+        #: Called when the last connection has ended (a punched socket's
+        #: owner closes the socket then).
+        self.emptied: Callable[[], object] | None = None
 
     def attach(self, port: IUDPTransport) -> None:
         """Take over an already bound UDP port (its previous protocol is done)."""
@@ -289,6 +292,8 @@ class QuicHost(DatagramOwner):
         self.links.discard(link)
         for cid in [c for c, owner in self._by_cid.items() if owner is link]:
             del self._by_cid[cid]
+        if not self.links and self.emptied is not None:
+            self.emptied()
 
     def _handshake_over(self, link: QuicLink) -> None:
         source = self.handshaking.pop(link, None)

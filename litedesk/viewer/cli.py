@@ -36,6 +36,7 @@ from litedesk.viewer.connection import (
     is_direct,
     read_password,
     session_protocol,
+    transport_name,
     warn_password_in_argv,
     with_timeout,
 )
@@ -79,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--password-file", help="read the password from this file")
     p.add_argument("--force-relay", action="store_true", help="always go through the relay")
+    p.add_argument(
+        "--no-udp",
+        action="store_true",
+        help="never punch UDP or use QUIC: TCP hole punching, then the relay",
+    )
     p.add_argument(
         "--websocket",
         action="store_true",
@@ -304,6 +310,7 @@ def _session_stats(
     active = (st.last_frame_at or 0) - (st.first_frame_at or 0)
     return {
         "path": path,
+        "transport": transport_name(session),
         "protocol": session_protocol(session),
         "connect_time": round(connect_time, 4),
         "frames": st.frames,

@@ -23,18 +23,28 @@ from typing import Any
 from nacl.signing import VerifyKey
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 
 from litedesk.rustdesk.channel import ChannelTransport
 from litedesk.rustdesk.viewer_detect import PROTOCOL_LITEDESK, PROTOCOL_RUSTDESK, HostDetector
 from litedesk.session.known_hosts import KnownHosts
 from litedesk.session.links import LinkError, ServerLinks
-from litedesk.session.pinning import viewer_context_factory
+from litedesk.session.pinning import PinnedHostCreator, viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
+from litedesk.viewer.quic_connect import transport_kind
 from litedesk.viewer.refusals import LoginRequired
-from litedesk.viewer.route import ConnectError, Route, connect_punched, find_host, find_host_ws
+from litedesk.viewer.route import (
+    ConnectError,
+    Route,
+    connect_punched,
+    find_host,
+    find_host_ws,
+    relay_fallback,
+)
 from litedesk.viewer.sign_in import token_for
+from litedesk.viewer.udp_route import connect_udp
 from litedesk.websocket.urls import WebSocketServer, is_ws_url, load_ca_file
 from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 
@@ -221,6 +231,11 @@ def server_links(args: argparse.Namespace, text: str | None = None) -> ServerLin
     return ServerLinks((ws.host, ws.port), ws=ws, ws_ca=ws_ca)
 
 
+def transport_name(session: ViewerSession) -> str:
+    """The connected session's transport: C{"quic"} or C{"tcp"}."""
+    return transport_kind(session)
+
+
 def session_protocol(session: ViewerSession) -> str:
     """Which protocol a connected session runs: C{"litedesk-tls"} or C{"rustdesk"}."""
     if isinstance(session.transport, ChannelTransport):
@@ -300,6 +315,9 @@ async def connect(
         args.target,
         reactor,
     )
+    if route.path == "udp":  # UDP punch and QUIC, relay when it fails
+        step("punch")
+        return await _connect_udp(reactor, args, route, server, session, creator, tls, token, step)
     if route.path == "punch":  # hole punching, relay when it fails
         step("punch")
         with _named(args.rendezvous):
@@ -321,6 +339,28 @@ async def connect(
     except Exception as e:
         raise ConnectError("cannot reach host on the LAN", str(e)) from None
     return "lan"
+
+
+async def _connect_udp(
+    reactor: Any,
+    args: argparse.Namespace,
+    route: Route,
+    server: tuple[str, int],
+    session: ViewerSession,
+    creator: PinnedHostCreator,
+    tls: IProtocol,
+    token: str,
+    step: Callable[[str], None],
+) -> str:
+    """The host punches UDP: QUIC on the punched path or its mapped port; the relay
+    (with the TCP session protocol C{tls}) when neither works."""
+    assert route.udp is not None
+    path = await connect_udp(reactor, route.udp, session, creator, tls)
+    if path is not None:
+        return path
+    step("relay")
+    with _named(args.rendezvous):
+        return await relay_fallback(reactor, route, server, args.key, args.target, tls, token=token)
 
 
 #: Failures of one rendezvous server after which the next one in the list is asked.
@@ -354,7 +394,13 @@ async def find_route(
                     route = await find_host_ws(reactor, links, args.key, args.target, token=token)
                 else:
                     route = await find_host(
-                        reactor, links.server, args.key, args.target, args.force_relay, token=token
+                        reactor,
+                        links.server,
+                        args.key,
+                        args.target,
+                        args.force_relay,
+                        token=token,
+                        udp=not getattr(args, "no_udp", False),
                     )
         except ConnectError as e:
             if i + 1 == len(entries) or failure_reason(e) not in _NEXT_SERVER:

@@ -55,6 +55,7 @@ from litedesk.viewer.punch_link import open_for_punch
 from litedesk.viewer.refusals import ConnectError as ConnectError  # re-exported
 from litedesk.viewer.refusals import punch_failure, relay_refusal
 from litedesk.viewer.secure_rendezvous import secured_rendezvous
+from litedesk.viewer.udp_route import UdpCandidate, UdpPlan
 from litedesk.websocket.urls import is_ws_url
 from litedesk.wire import addrmangle
 from litedesk.wire.keys import BadPublicKey, server_key_bytes
@@ -87,6 +88,7 @@ class Route:
     try_v4: bool = True  # False: IPv4 needs the relay, only IPv6 may go direct
     upnp: tuple[str, int] | None = None  # the host's public IP and UPnP-mapped port
     relay_name: str = ""  # the relay as the host or server named it ("": the default)
+    udp: UdpPlan | None = None  # path "udp": the host punches UDP (then L{connect_udp})
 
 
 def _server_key(server_key: str) -> bytes:
@@ -155,12 +157,15 @@ async def find_host(
     relay_wait: float = RELAY_WAIT,
     nat_test: bool = True,
     token: str = "",
+    udp: bool = True,
 ) -> Route:
     """Ask the rendezvous server for C{peer_id}; return how to reach it.
 
     @param token: the API access token (C{litedesk-viewer --login}), sent in
         every punch and relay request, as a signed-in RustDesk app does: only
         on a keyed connection (L{litedesk.viewer.secure_rendezvous}).
+    @param udp: offer a UDP punch (L{litedesk.viewer.udp_route}); False is
+        C{--no-udp}.
     """
     server_pk = _server_key(server_key)
     try:
@@ -175,6 +180,9 @@ async def find_host(
         own6 = own_ipv6()
         if own6 is not None:
             local6 = (own6, free_port(own6))
+    candidate = None
+    if udp and not force_relay:
+        candidate = _udp_candidate(reactor, server_ip, own_nat, peer_id)
     request = rz.RendezvousMessage(
         punch_hole_request=rz.PunchHoleRequest(
             id=peer_id,
@@ -185,13 +193,53 @@ async def find_host(
             force_relay=force_relay,
             socket_addr_v6=addrmangle.encode(local6) if local6 is not None else b"",
             token=token,
+            udp_port=candidate.local_port if candidate is not None else 0,
         )
     )
     t0 = reactor.seconds()
-    answer = await _exchange(
-        reactor, server, request, waits, ("punch_hole_response", "relay_response"), link
-    )
-    punch_time = reactor.seconds() - t0
+    try:
+        answer = await _exchange(
+            reactor, server, request, waits, ("punch_hole_response", "relay_response"), link
+        )
+        route = await _route_for(
+            reactor, answer, server, server_pk, peer_id, force_relay, own_nat, local, local6,
+            reactor.seconds() - t0, relay_wait, token, candidate,
+        )  # fmt: skip
+    except BaseException:
+        if candidate is not None:
+            candidate.close()
+        raise
+    if candidate is not None and route.udp is None:
+        candidate.close()
+    return route
+
+
+def _udp_candidate(
+    reactor: Any, server_ip: tuple[str, int], own_nat: int, peer_id: str
+) -> UdpCandidate | None:
+    try:
+        return UdpCandidate(reactor, server_ip, own_nat, peer_id)
+    except OSError as e:
+        _log.warn("No UDP punch: cannot open a UDP socket ({error})", error=e)
+        return None
+
+
+async def _route_for(
+    reactor: Any,
+    answer: rz.RendezvousMessage,
+    server: tuple[str, int],
+    server_pk: bytes,
+    peer_id: str,
+    force_relay: bool,
+    own_nat: int,
+    local: tuple[str, int],
+    local6: tuple[str, int] | None,
+    punch_time: float,
+    relay_wait: float,
+    token: str,
+    candidate: UdpCandidate | None,
+) -> Route:
+    """The route the server's (or host's) answer gives."""
     kind = answer.WhichOneof("union")
     if kind == "relay_response":
         rr = answer.relay_response
@@ -209,10 +257,22 @@ async def find_host(
     if ph.is_local and not force_relay:
         return Route("lan", host_pk, addr=addr)
     peer_nat = ph.nat_type if ph.WhichOneof("union") == "nat_type" else UNKNOWN
-    try_v4 = not (force_relay or SYMMETRIC in (own_nat, peer_nat))
     upnp = None
     if ph.upnp_port > 0 and not force_relay:
         upnp = (addr[0], int(ph.upnp_port))
+    if ph.is_udp and candidate is not None:
+        _log.info(
+            "The host punches UDP from {ip}:{port} ({ms} ms)",
+            ip=addr[0],
+            port=addr[1],
+            ms=int(punch_time * 1000),
+        )
+        plan = UdpPlan(candidate, addr, peer_nat, upnp)
+        return Route(
+            "udp", host_pk, addr=addr, relay_server=ph.relay_server, peer_nat=peer_nat,
+            own_nat=own_nat, punch_time=punch_time, udp=plan,
+        )  # fmt: skip
+    try_v4 = not (force_relay or SYMMETRIC in (own_nat, peer_nat) or ph.is_udp)
     if not try_v4 and not (ph.socket_addr_v6 and local6 is not None) and upnp is None:
         return await request_relay(
             reactor, server, peer_id, host_pk, ph.relay_server, relay_wait, None, token, server_pk
@@ -302,6 +362,22 @@ async def connect_punched(
             port=route.addr[1],
             ms=_ms(reactor, t0),
         )
+    return await relay_fallback(
+        reactor, route, server, licence_key, peer_id, protocol, relay_wait, token
+    )
+
+
+async def relay_fallback(
+    reactor: Any,
+    route: Route,
+    server: tuple[str, int],
+    licence_key: str,
+    peer_id: str,
+    protocol: IProtocol,
+    relay_wait: float = RELAY_WAIT,
+    token: str = "",
+) -> str:
+    """No direct path worked: ask the host for a relay and connect C{protocol} there."""
     relayed = await request_relay(
         reactor,
         server,
