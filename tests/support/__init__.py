@@ -20,7 +20,9 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.relay}: an in-process relay and its test peers;
   - L{tests.support.e2e_lab}: server, hosts and viewers as real processes
     on loopback;
-  - L{tests.support.natlab}: the NAT lab in network namespaces;
+  - L{tests.support.natlab}: the NAT lab in network namespaces, and
+    L{tests.support.lossy_link}: a link with delay, loss and a rate limit
+    between one of its routers and the public side (what netem would do);
   - L{tests.support.natsim}: cone and symmetric NATs in memory on a Clock,
     for the UDP punch state machine;
   - L{tests.support.cluster_lab}: that lab with PostgreSQL and two cluster
