@@ -76,6 +76,7 @@ class HostAgent(MultiService):
         self.rendezvous_stream: StreamRendezvousClient | None = None
         self.listen: EndpointService | None = None
         self.upnp: UpnpService | None = None
+        self.natpmp: Service | None = None
         self.nat_test: Service | None = None
         self.discoverable: DiscoverableService | None = None
         self.runtime: HostRuntime | None = None
@@ -213,6 +214,10 @@ class _Sessions:
             admission=self.ctx.admission,
             shared=relayed,
         )
+
+    def quic_session(self, addr: Any) -> IProtocol | None:
+        """A session for a viewer's QUIC connection (QUIC carries the TLS itself)."""
+        return HostSession(self.ctx, self.codec, direct=True, relayed=False)
 
     def make_session(self, relayed: bool = False) -> Any:
         """A session protocol for a stream the host opened or adopted (paths.py)."""
@@ -375,6 +380,11 @@ def _assemble(
         agent.upnp = UpnpService(reactor, mapper, upnp_factory)
         agent.upnp.setServiceParent(agent)
         upnp_port = lambda: mapper.mapped_port  # noqa: E731
+    if config["natpmp"]:
+        from litedesk.host.natpmp_service import add_natpmp
+
+        # Advertised instead of the UPnP port while it is mapped.
+        upnp_port = add_natpmp(agent, config, reactor, sessions, upnp_port)
     if config["rendezvous"] is not None:
         add_rendezvous(agent, config, reactor, make_session, upnp_port)
     if config["listen"] is not None:

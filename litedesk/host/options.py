@@ -8,6 +8,7 @@ twistd looks for.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -66,6 +67,21 @@ class HostOptions(usage.Options):
             "Map a port on the Internet gateway (UPnP IGD, needs miniupnpc) to a session "
             f"listener (the --listen port, else TCP {UPNP_LOCAL_PORT}) and advertise it "
             "to viewers; the mapping is renewed and removed on shutdown.",
+        ],
+        [
+            "natpmp",
+            None,
+            "Map a port on the gateway with PCP (RFC 6887), or NAT-PMP (RFC 6886) when it "
+            "only speaks that: the host's QUIC port (UDP) and its session listener (TCP) on "
+            f"--natpmp-port (default: the --listen port, else {UPNP_LOCAL_PORT}), both to one "
+            "external port, advertised to viewers like a UPnP port; renewed, and removed on "
+            "shutdown.",
+        ],
+        [
+            "no-udp",
+            None,
+            "Never punch UDP or run QUIC; viewers then use TCP punching (and --natpmp maps "
+            "the TCP port only).",
         ],
         [
             "no-rustdesk-clients",
@@ -176,6 +192,19 @@ class HostOptions(usage.Options):
             "refused.",
         ],
         [
+            "natpmp-gateway",
+            None,
+            None,
+            "With --natpmp: the gateway's IPv4 address (default: the default route's gateway).",
+        ],
+        [
+            "natpmp-port",
+            None,
+            None,
+            "With --natpmp: the local UDP and TCP port to map (default: the --listen port, "
+            f"else {UPNP_LOCAL_PORT}).",
+        ],
+        [
             "ws-ca",
             None,
             None,
@@ -234,6 +263,7 @@ class HostOptions(usage.Options):
         if self["display"] is None:
             self["display"] = os.environ.get("DISPLAY")
         self.upnp_listen_port = self._upnp_listen_port()
+        self.natpmp_port = self._natpmp_port()
         self.file_root = self._file_root()
 
     def _file_root(self) -> Path | None:
@@ -302,16 +332,51 @@ class HostOptions(usage.Options):
                 load_ca_file(self["ws-ca"])
             except ValueError as e:
                 raise usage.UsageError(f"--ws-ca: {e}") from None
-        if self["websocket"] and self["upnp"]:
-            raise usage.UsageError(
-                "--upnp has no use with --websocket: every viewer comes through the relay"
-            )
+        for flag in ("upnp", "natpmp"):
+            if self["websocket"] and self[flag]:
+                raise usage.UsageError(
+                    f"--{flag} has no use with --websocket: every viewer comes through the relay"
+                )
 
     def _upnp_listen_port(self) -> int:
         """The local port the UPnP mapping points at: the --listen port, else our own."""
         if not (self["upnp"] and self["listen"] is not None):
             return UPNP_LOCAL_PORT
-        m = re.match(r"tcp6?:(?:port=)?(\d+)(?::|$)", self["listen"])
+        return self._listen_port("--upnp")
+
+    def fixed_listen_port(self) -> int | None:
+        """The TCP port of --listen when it names one (tcp:PORT), else None."""
+        m = re.match(r"tcp6?:(?:port=)?(\d+)(?::|$)", self["listen"] or "")
         if m is None or int(m.group(1)) == 0:
-            raise usage.UsageError("--upnp with --listen needs a fixed TCP port (tcp:PORT)")
+            return None
         return int(m.group(1))
+
+    def _listen_port(self, flag: str) -> int:
+        port = self.fixed_listen_port()
+        if port is None:
+            raise usage.UsageError(f"{flag} with --listen needs a fixed TCP port (tcp:PORT)")
+        return port
+
+    def _natpmp_port(self) -> int:
+        """The local UDP and TCP port --natpmp maps (0 without --natpmp)."""
+        for name in ("natpmp-gateway", "natpmp-port"):
+            if self[name] is not None and not self["natpmp"]:
+                raise usage.UsageError(f"--{name} only applies with --natpmp")
+        if self["natpmp-gateway"] is not None:
+            try:
+                ipaddress.IPv4Address(self["natpmp-gateway"])
+            except ValueError:
+                raise usage.UsageError("--natpmp-gateway must be an IPv4 address") from None
+        if not self["natpmp"]:
+            return 0
+        if self["natpmp-port"] is not None:
+            try:
+                port = int(self["natpmp-port"])
+            except ValueError:
+                port = 0
+            if not 0 < port < 65536:
+                raise usage.UsageError("--natpmp-port must be a port number (1-65535)")
+            return port
+        if self["listen"] is not None:
+            return self._listen_port("--natpmp")
+        return UPNP_LOCAL_PORT
