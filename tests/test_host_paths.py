@@ -94,7 +94,7 @@ class PathFixture(TestCase):
         #: relayed= of each session the host created, in order.
         self.host_relayed: list[bool] = []
 
-        def make_session(relayed: bool = False) -> Any:
+        def make_session(relayed: bool = False, path: str = "") -> Any:
             m = Marker(b"hello from host\n")
             self.host_sessions.append(m)
             self.host_relayed.append(relayed)
@@ -297,7 +297,7 @@ class PathTests(PathFixture):
         """
         impostor = SigningKey.generate()
 
-        def make_session(relayed: bool = False) -> Any:
+        def make_session(relayed: bool = False, path: str = "") -> Any:
             # A host like ours in every respect but its key.
             m = Marker(b"impostor\n")
             return ProtocolDetector(

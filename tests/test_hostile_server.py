@@ -474,7 +474,7 @@ class ProcessFixture(TestCase):
         self.host_key = SigningKey.generate()
         self.host_sessions: list[Marker] = []
 
-        def make_session(relayed: bool = False) -> Any:
+        def make_session(relayed: bool = False, path: str = "") -> Any:
             m = Marker(b"hello from host\n")
             self.host_sessions.append(m)
             return wrap_server(m, host_context_factory(self.host_key, HOST_ID))

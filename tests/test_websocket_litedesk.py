@@ -651,7 +651,7 @@ class PairTests(TestCase):
         self.host_channel_sessions: list[Marker] = []
         return pause(0.05)
 
-    def make_session(self, relayed: bool = False) -> Any:
+    def make_session(self, relayed: bool = False, path: str = "") -> Any:
         """What a host's relay leg carries: SignedId first, then TLS (docs/protocol.rst §11.5)."""
         m = Marker(b"hello from host\n")
         self.host_sessions.append(m)

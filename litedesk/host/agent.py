@@ -37,6 +37,8 @@ from litedesk.host.paths import HostPaths
 from litedesk.host.rendezvous_client import StreamRendezvousClient
 from litedesk.host.rendezvous_setup import add_rendezvous
 from litedesk.logfiles import make_twistd_log_private
+from litedesk.quic.host import QuicHost
+from litedesk.quic.tls_config import host_configuration
 from litedesk.rustdesk.detect import (
     DetectingFactory,
     ProtocolDetector,
@@ -183,18 +185,23 @@ class _Sessions:
         self.rustdesk_clients = rustdesk_clients
         self.allow_insecure = allow_insecure
 
-    def tls_session(self, direct: bool = False, relayed: bool = False) -> Any:
+    def tls_session(self, direct: bool = False, relayed: bool = False, path: str = "?") -> Any:
         session = HostSession(self.ctx, self.codec, direct=direct, relayed=relayed)
+        session.path = path
         return wrap_server(session, self.tls_options)
 
-    def rustdesk_session(self, direct: bool, relayed: bool) -> IProtocol:
+    def rustdesk_session(self, direct: bool, relayed: bool, path: str = "?") -> IProtocol:
         # A stock client inside the channel (docs/protocol.rst §11.5), or
         # the refusal it shows when RustDesk clients are turned off.
         if not self.rustdesk_clients:
             return RustDeskRefusal()
-        return HostSession(self.ctx, self.codec, direct=direct, relayed=relayed, rustdesk=True)
+        session = HostSession(self.ctx, self.codec, direct=direct, relayed=relayed, rustdesk=True)
+        session.path = path
+        return session
 
-    def detecting_session(self, direct: bool = False, relayed: bool = False) -> ProtocolDetector:
+    def detecting_session(
+        self, direct: bool = False, relayed: bool = False, path: str = "?"
+    ) -> ProtocolDetector:
         handshake = HostHandshake(
             self.identity.signing_key,
             self.identity.peer_id,
@@ -203,10 +210,10 @@ class _Sessions:
         )
         return ProtocolDetector(
             handshake,
-            lambda: self.tls_session(direct=direct, relayed=relayed),
+            lambda: self.tls_session(direct=direct, relayed=relayed, path=path),
             lambda begun, release: rustdesk_host_protocol(
                 begun,
-                lambda: self.rustdesk_session(direct, relayed),
+                lambda: self.rustdesk_session(direct, relayed, path),
                 self.reactor,
                 release,
             ),
@@ -215,17 +222,33 @@ class _Sessions:
             shared=relayed,
         )
 
-    def quic_session(self, addr: Any) -> IProtocol | None:
+    def quic_session(self, addr: Any, path: str = "udp") -> IProtocol | None:
         """A session for a viewer's QUIC connection (QUIC carries the TLS itself)."""
-        return HostSession(self.ctx, self.codec, direct=True, relayed=False)
+        session = HostSession(self.ctx, self.codec, direct=False, relayed=False)
+        session.path = path
+        session.carrier = "quic"
+        return session
 
-    def make_session(self, relayed: bool = False) -> Any:
+    def make_quic_host(self, path: str) -> QuicHost:
+        """A QUIC host socket protocol whose sessions are labelled C{path}."""
+        return QuicHost(
+            host_configuration(self.identity.signing_key, self.identity.peer_id),
+            lambda addr: self.quic_session(addr, path),
+            self.reactor,
+        )
+
+    def make_session(self, relayed: bool = False, path: str = "") -> Any:
         """A session protocol for a stream the host opened or adopted (paths.py)."""
-        return self.detecting_session(relayed=relayed)
+        return self.detecting_session(relayed=relayed, path=path or _default_path(relayed))
 
-    def factory(self, direct: bool) -> Any:
-        """A listening factory (--listen, UPnP)."""
-        return DetectingFactory(lambda: self.detecting_session(direct=direct))
+    def factory(self, direct: bool, path: str = "") -> Any:
+        """A listening factory (--listen, UPnP, NAT-PMP)."""
+        label = path or ("listen" if direct else "upnp")
+        return DetectingFactory(lambda: self.detecting_session(direct=direct, path=label))
+
+
+def _default_path(relayed: bool) -> str:
+    return "relay" if relayed else "direct"
 
 
 def _monitors(display: str | None) -> list[Display]:
@@ -386,7 +409,8 @@ def _assemble(
         # Advertised instead of the UPnP port while it is mapped.
         upnp_port = add_natpmp(agent, config, reactor, sessions, upnp_port)
     if config["rendezvous"] is not None:
-        add_rendezvous(agent, config, reactor, make_session, upnp_port)
+        quic = None if config["no-udp"] else sessions.make_quic_host
+        add_rendezvous(agent, config, reactor, make_session, upnp_port, quic)
     if config["listen"] is not None:
         factory = session_factory(direct=True)
         ep = endpoints.serverFromString(reactor, config["listen"])

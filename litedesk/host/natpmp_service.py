@@ -47,6 +47,8 @@ class NatPmpService(Service):
 
     @ivar mapper: the L{NatPmpMapper}; its C{mapped_port} is what to advertise.
     @ivar quic_host: the QUIC host on the UDP port while the service runs.
+    @ivar mapping: the mapper's C{start()} once started: fires with the
+        external port, or None (not mapped; logged).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class NatPmpService(Service):
         self.make_quic_host = make_quic_host
         self.tcp_factory = tcp_factory
         self.quic_host: DatagramProtocol | None = None
+        self.mapping: Deferred[int | None] | None = None
         self._udp: Any = None
         self._tcp: Any = None
 
@@ -80,8 +83,8 @@ class NatPmpService(Service):
             if not self.mapper.udp_port:
                 return
             self.mapper.tcp_port = 0  # map what listens, not a dead port
-        d = self.mapper.start()
-        d.addErrback(lambda f: _log.failure("NAT-PMP: port mapping failed", f))
+        self.mapping = self.mapper.start()
+        self.mapping.addErrback(lambda f: _log.failure("NAT-PMP: port mapping failed", f))
 
     def _listen_udp(self, make_quic_host: Callable[[], DatagramProtocol]) -> bool:
         port = self.mapper.udp_port
@@ -141,10 +144,13 @@ def add_natpmp(
 
     def make_quic_host() -> DatagramProtocol:
         return agent_quic_host_factory(
-            identity.signing_key, identity.peer_id, sessions.quic_session, reactor
+            identity.signing_key,
+            identity.peer_id,
+            lambda addr: sessions.quic_session(addr, "natpmp"),
+            reactor,
         )
 
-    tcp_factory = None if port == held else sessions.factory(direct=False)
+    tcp_factory = None if port == held else sessions.factory(direct=False, path="natpmp")
     service = NatPmpService(reactor, mapper, None if no_udp else make_quic_host, tcp_factory)
     service.setServiceParent(agent)  # type: ignore[no-untyped-call]
     agent.natpmp = service

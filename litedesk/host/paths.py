@@ -329,10 +329,15 @@ class HostPaths:
             relay,
             uuid,
             self.licence_key,
-            self.make_session(relayed=True),
+            self.make_session(relayed=True, path="relay"),
             role="host",
         )
         leg.lost.addBoth(slot.release)
+
+    def _session_for(self, label: str) -> Callable[[], IProtocol]:
+        """Sessions for a stream of candidate C{label}, named as the viewer names the path."""
+        path = {"ipv4": "direct", "ipv6": "ipv6"}.get(label, label)
+        return lambda: self.make_session(path=path)
 
     def _listen_gated(
         self, candidates: list[tuple[str, Address, Address]], gate: Gate
@@ -342,7 +347,7 @@ class HostPaths:
         for label, shared, _ in candidates:
             try:
                 port_obj = listen_on(
-                    self.reactor, shared, GatedFactory(gate, self.make_session, label)
+                    self.reactor, shared, GatedFactory(gate, self._session_for(label), label)
                 )
             except OSError as e:
                 self._log.warn("Cannot listen on {addr}: {error}", addr=shared, error=e)
@@ -363,7 +368,7 @@ class HostPaths:
 
         async def connect_out(label: str, shared: Address, remote: Address) -> None:
             sock = await punch_connect(self.reactor, shared, remote, PUNCH_WINDOW, gate)
-            adopt_if_first(self.reactor, sock, gate, label, self.make_session)
+            adopt_if_first(self.reactor, sock, gate, label, self._session_for(label))
 
         connecting = [ensureDeferred(connect_out(*c)) for c in candidates]
         link.send(
@@ -457,7 +462,7 @@ class HostPaths:
             listening.clear()
             slot.release()
 
-        factory = OneShotFactory(self.make_session, lambda: self.reactor.callLater(0, stop))
+        factory = OneShotFactory(self._session_for("lan"), lambda: self.reactor.callLater(0, stop))
         endpoint_class = TCP6ServerEndpoint if ":" in local_ip else TCP4ServerEndpoint
         endpoint: Any = endpoint_class(self.reactor, 0, interface=local_ip)
         port_obj: IListeningPort = await endpoint.listen(factory)

@@ -102,6 +102,11 @@ class HostSession(HostFileSession, HostForwardSession, ViewerRequests, MessagePr
     _prelogin_messages = 0
     # "desktop", "file_transfer" or "port_forward": the LoginRequest's kind.
     kind = "desktop"
+    #: How the viewer reached us (the viewer's --stats-json names it alike:
+    #: udp, natpmp, direct, ipv6, lan, upnp, relay, listen) and over what
+    #: (quic or tcp); set by whoever builds the session, named in its summary.
+    path = "?"
+    carrier = "tcp"
 
     def __init__(
         self,
@@ -208,11 +213,14 @@ class HostSession(HostFileSession, HostForwardSession, ViewerRequests, MessagePr
                 self.ctx.input.release_all()
             duration = max(1e-6, self.ctx.clock.seconds() - self._started)
             self._log.info(
-                "Session with {viewer} ({peer}) ended after {duration:.0f} s: {reason}; "
+                "Session with {viewer} ({peer}) over {path}/{carrier} ended after "
+                "{duration:.0f} s: {reason}; "
                 "{frames} frames ({fps:.1f} fps), {mbps:.2f} Mb/s, {dropped} dropped, "
                 "round trip avg {rtt_avg} ms max {rtt_max} ms",
                 viewer=self.viewer_id or "viewer",
                 peer=self.peer,
+                path=self.path,
+                carrier=self.carrier,
                 reason=reason.getErrorMessage(),
                 session_summary=True,
                 **session_summary(stats, self._rtts, duration),
