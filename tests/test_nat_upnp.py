@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.viewer.route import Route, connect_punched, find_host
 
+from .support.miniupnpd import DECLARED_EXT_IP, Miniupnpd, miniupnpd_conf
 from .support.natlab import WAN_V4
 from .support.skips import requires
 from .test_host_paths import HOST_ID, Marker, PathFixture
@@ -296,39 +295,6 @@ class UpnpPortServerTests(RendezvousTestBase):
 
 # -- the NAT lab with a real miniupnpd on r1 ----------------------------------------
 
-MINIUPNPD = shutil.which("miniupnpd") or "/usr/sbin/miniupnpd"
-UPNP_TABLE = "ldupnp"
-# The lab's WAN addresses are in TEST-NET-2, which miniupnpd treats as
-# reserved ("port forwarding is impossible") unless told a public address
-# (-o); the DNAT rule it installs matches the WAN interface, not that address.
-DECLARED_EXT_IP = "11.0.0.11"
-
-NFT_RULESET = f"""table inet {UPNP_TABLE} {{
-  chain forward {{ type filter hook forward priority 0; policy accept; jump miniupnpd; }}
-  chain miniupnpd {{ }}
-  chain prerouting {{ type nat hook prerouting priority -100; policy accept;
-    jump prerouting_miniupnpd; }}
-  chain prerouting_miniupnpd {{ }}
-  chain postrouting {{ type nat hook postrouting priority 100; policy accept;
-    jump postrouting_miniupnpd; }}
-  chain postrouting_miniupnpd {{ }}
-}}
-"""
-
-MINIUPNPD_CONF = f"""ext_ifname=wan
-listening_ip=br-lan
-port=0
-enable_upnp=yes
-enable_natpmp=no
-secure_mode=yes
-system_uptime=yes
-uuid=6c1a1e52-5d1b-4c1e-9b55-4c17e5d0a1de
-upnp_table_name={UPNP_TABLE}
-upnp_nat_table_name={UPNP_TABLE}
-allow 1024-65535 10.0.0.0/8 1024-65535
-deny 0-65535 0.0.0.0/0 0-65535
-"""
-
 
 @requires("netns", "miniupnpd", "nft", "miniupnpc", "Xvfb", "xclip", "display")
 class UpnpLabTests(SynchronousTestCase):
@@ -339,53 +305,14 @@ class UpnpLabTests(SynchronousTestCase):
 
         self.lab = shared_lab(with_display=True)
         self.lab.net.set_ipv6(False)
-        self.tmp = Path(self.mktemp())
-        self.tmp.mkdir(parents=True)
-        net = self.lab.net
-        net.x("r1", "nft", "delete", "table", "inet", UPNP_TABLE, check=False)
-        (self.tmp / "upnp.nft").write_text(NFT_RULESET)
-        net.x("r1", "nft", "-f", str(self.tmp / "upnp.nft"))
-        self.addCleanup(net.x, "r1", "nft", "delete", "table", "inet", UPNP_TABLE, check=False)
-        (self.tmp / "miniupnpd.conf").write_text(MINIUPNPD_CONF)
-        self.igd_log = self.tmp / "miniupnpd.log"
-        with open(self.igd_log, "wb") as log:
-            self.igd = net.popen(
-                "r1",
-                [
-                    MINIUPNPD,
-                    "-d",
-                    "-f",
-                    str(self.tmp / "miniupnpd.conf"),
-                    "-P",
-                    str(self.tmp / "miniupnpd.pid"),
-                    "-o",
-                    DECLARED_EXT_IP,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self.addCleanup(self._stop_igd)
-        deadline = time.monotonic() + 10
-        while "starting UPnP-IGD" not in self.igd_log.read_text(errors="replace"):
-            if self.igd.poll() is not None or time.monotonic() > deadline:
-                self.fail(f"miniupnpd did not start: {self.igd_log.read_text()[-2000:]}")
-            time.sleep(0.1)
-
-    def _stop_igd(self) -> None:
-        if self.igd.poll() is None:
-            self.igd.terminate()
-            try:
-                self.igd.wait(10)
-            except subprocess.TimeoutExpired:
-                self.igd.kill()
-                self.igd.wait()
+        tmp = Path(self.mktemp())
+        tmp.mkdir(parents=True)
+        self.igd = Miniupnpd(self.lab.net, "r1", tmp)
+        self.addCleanup(self.igd.stop)
+        self.igd.start(miniupnpd_conf(upnp=True, natpmp=False))
 
     def redirects(self) -> str:
-        out = self.lab.net.x(
-            "r1", "nft", "list", "chain", "inet", UPNP_TABLE, "prerouting_miniupnpd"
-        )
-        return out.stdout
+        return self.igd.redirects()
 
     def wait_log(self, peer: str, text: str, timeout: float = 15) -> str:
         deadline = time.monotonic() + timeout

@@ -25,6 +25,10 @@ helpers.  Each module holds one kind of fixture:
     between one of its routers and the public side (what netem would do);
   - L{tests.support.natsim}: cone and symmetric NATs in memory on a Clock,
     for the UDP punch state machine;
+  - L{tests.support.miniupnpd}: a real miniupnpd (UPnP IGD, NAT-PMP, PCP)
+    on a lab router, and L{tests.support.natpmp_probe}: a stand-in host
+    (also a program) whose NAT-PMP/PCP-mapped UDP and TCP ports answer
+    probes from the WAN;
   - L{tests.support.cluster_lab}: that lab with PostgreSQL and two cluster
     nodes sharing it, and probes that register, punch and ask who is
     online from inside it;
