@@ -47,6 +47,8 @@ class PunchResult:
 class _PunchSocket(DatagramProtocol):
     """Hands what one socket receives to the puncher, with the socket's index."""
 
+    noisy = False  # 256 of them behind a symmetric NAT
+
     def __init__(self, puncher: UdpPuncher, index: int) -> None:
         self.puncher = puncher
         self.index = index

@@ -25,6 +25,9 @@ helpers.  Each module holds one kind of fixture:
     between one of its routers and the public side (what netem would do);
   - L{tests.support.natsim}: cone and symmetric NATs in memory on a Clock,
     for the UDP punch state machine;
+  - L{tests.support.udp_punch_peer}: one side of a UDP punch as a program
+    for the NAT lab, and the UDP reflector standing in for the rendezvous
+    server there;
   - L{tests.support.miniupnpd}: a real miniupnpd (UPnP IGD, NAT-PMP, PCP)
     on a lab router, and L{tests.support.natpmp_probe}: a stand-in host
     (also a program) whose NAT-PMP/PCP-mapped UDP and TCP ports answer
