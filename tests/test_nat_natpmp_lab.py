@@ -11,6 +11,11 @@ NAT-PMP and PCP on, nftables backend.  From pub, on the WAN side:
 - a mapping with a short lifetime is renewed and stays reachable past
   several lifetimes, while one left unrenewed (host killed) expires;
 - stopping the host removes both mappings from the gateway.
+
+And the real host agent (C{twistd litedesk-host --natpmp}) in h1: its QUIC
+port answers a QUIC Initial and its session port a TCP connect from the
+WAN through the mapping, a viewer behind a symmetric NAT comes in through
+it (the host's summary names path natpmp), and the mappings go at stop.
 """
 
 from __future__ import annotations
@@ -56,6 +61,34 @@ try:
         print(c.recv(100).decode().strip())
 except OSError as e:
     print("failed:", e)
+"""
+_TCP_CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("connected")
+except OSError as e:
+    print("failed:", e)
+"""
+
+# A QUIC Initial as a LiteDesk viewer sends it; any QUIC answer (the host's
+# Initial, or a Retry) proves the datagram reached the host's QUIC socket.
+_QUIC_INITIAL = """
+import socket, sys, time
+from aioquic.quic.connection import QuicConnection
+from litedesk.quic.tls_config import viewer_configuration
+addr = (sys.argv[1], int(sys.argv[2]))
+conn = QuicConnection(configuration=viewer_configuration())
+conn.connect(addr, now=time.time())
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+for data, _ in conn.datagrams_to_send(now=time.time()):
+    s.sendto(data, addr)
+try:
+    data = s.recv(2000)
+    print("quic answer" if data and data[0] & 0xC0 == 0xC0 else "not quic")
+except socket.timeout:
+    print("no answer")
 """
 
 
@@ -158,3 +191,73 @@ class NatPmpLabTests(SynchronousTestCase):
             timeout=SHORT_LIFETIME * 5,
             message="the gateway to expire the unrenewed mappings",
         )
+
+
+@requires("netns", "miniupnpd", "nft", "Xvfb", "xclip", "display")
+class NatPmpAgentLabTests(SynchronousTestCase):
+    """C{twistd litedesk-host --natpmp} in h1 behind the real gateway."""
+
+    def setUp(self) -> None:
+        from .test_nat_lab import shared_lab
+
+        self.lab = shared_lab(with_display=True)
+        self.lab.net.set_ipv6(False)
+        self.lab.net.set_nat("r1", "cone")
+        tmp = Path(self.mktemp())
+        tmp.mkdir(parents=True)
+        self.igd = Miniupnpd(self.lab.net, "r1", tmp)
+        self.addCleanup(self.igd.stop)
+        self.igd.start(
+            miniupnpd_conf(upnp=False, natpmp=True), started="Listening for NAT-PMP/PCP traffic"
+        )
+
+    def test_host_maps_its_quic_and_session_ports_and_removes_them(self) -> None:
+        """The host agent maps UDP and TCP 21118 by PCP; through the mapping, from the
+        WAN, its QUIC port answers a viewer's QUIC Initial and its session port takes
+        a TCP connection; the mappings are gone once the host stops."""
+        peer = self.lab.host("h1", "--natpmp")
+        self.addCleanup(self.lab.stop_host, peer)
+        log = wait_until(
+            lambda: "NAT-PMP: mapped" in self.lab.host_log(peer) and self.lab.host_log(peer),
+            timeout=15,
+            message="the host's mapping",
+        )
+        self.assertIn(
+            f"NAT-PMP: mapped {DECLARED_EXT_IP}:{PORT} -> 10.0.1.10:{PORT} (UDP+TCP, PCP", log
+        )
+        self.assertIn("QUIC host listening on UDP 21118", log)
+        self.assertIn(f"dport {PORT} dnat ip to 10.0.1.10:{PORT}", self.igd.redirects())
+        wan = (WAN, str(PORT))
+        self.assertEqual(
+            self.lab.net.x("pub", PYTHON, "-c", _QUIC_INITIAL, *wan).stdout.strip(), "quic answer"
+        )
+        self.assertEqual(
+            self.lab.net.x("pub", PYTHON, "-c", _TCP_CONNECT, *wan).stdout.strip(), "connected"
+        )
+        self.lab.stop_host(peer)
+        log = self.lab.host_log(peer)
+        self.assertIn(f"NAT-PMP: removed the UDP mapping of port {PORT}", log)
+        self.assertIn(f"NAT-PMP: removed the TCP mapping of port {PORT}", log)
+        self.assertNotIn(f"dport {PORT}", self.igd.redirects())
+
+    def test_viewer_comes_in_through_the_mapping(self) -> None:
+        """A viewer behind the other (symmetric) NAT connects through the mapped port,
+        not the relay, and the host's session summary names the natpmp path.
+
+        The viewer races QUIC and TCP to the mapped port (both are mapped) and on
+        this fast link TCP wins, which the viewer labels upnp; either is the mapping.
+        """
+        self.lab.net.set_nat("r2", "symmetric")
+        peer = self.lab.host("h1", "--natpmp")
+        self.addCleanup(self.lab.stop_host, peer)
+        wait_until(
+            lambda: "NAT-PMP: mapped" in self.lab.host_log(peer),
+            timeout=15,
+            message="the host's mapping",
+        )
+        out = self.lab.viewer("v2", peer, "--stats-json", "--duration", "1")
+        self.assertEqual(out.returncode, 0, f"viewer failed: {out.stderr[-3000:]}")
+        stats = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertIn(stats["path"], ("natpmp", "upnp"), out.stderr[-3000:])
+        self.lab.stop_host(peer)
+        self.assertRegex(self.lab.host_log(peer), r"Session with .* over natpmp/(quic|tcp) ended")
