@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given
@@ -34,6 +35,7 @@ from litedesk.nat.udp_probe import (
     ACK,
     HARD_SOCKETS,
     KIND_NAMES,
+    MAX_SELECTS,
     MAX_SEND_RATE,
     PROBE,
     PROBE_SIZE,
@@ -209,7 +211,8 @@ class StateMachineTests(SynchronousTestCase):
         self.assertEqual(punch.probes_sent, len(sends))
 
     def test_send_rate_capped_under_flood(self) -> None:
-        """A flood of valid probes from 20,000 sources gets at most REPLY_RATE answers a second."""
+        """A flood of valid probes from 20,000 ports of the peer's IP gets at most REPLY_RATE
+        answers a second."""
         self.clock = Clock()
         wire = SimWire(self.clock)
         host = SimSide(wire, "10.0.1.10", SimNat(HOST_WAN, "cone"))
@@ -220,7 +223,7 @@ class StateMachineTests(SynchronousTestCase):
         host.start(punch)
         flood = encode(Probe(PROBE, TOKEN, b"attacker", bytes(8)))
         for n in range(20_000):
-            source = (f"203.0.113.{n % 250}", 1024 + n)
+            source = (VIEWER_WAN, 1024 + n)
             assert host.nat is not None
             host.nat.outbound(host.inside(0), source)  # as if every one were invited
             wire.inject(source, (HOST_WAN, 40000), flood)
@@ -246,15 +249,64 @@ class StateMachineTests(SynchronousTestCase):
 
     @given(st.binary(max_size=64), st.sampled_from(["198.51.100.99", "203.0.113.5"]))
     def test_junk_is_counted_only(self, data: bytes, ip: str) -> None:
-        """Junk and other punches' probes get no answer and leave the attempt running."""
+        """Junk, probes from strangers and other punches' probes get no answer and leave
+        the attempt running."""
         for role in ("host", "viewer"):
             punch = self._lone(role)
             self.assertEqual(punch.received(0, data, (ip, 5000), 0.01), [])
             other = encode(Probe(PROBE, b"othertkn", b"n" * 8, bytes(8)))
             self.assertEqual(punch.received(0, other, (VIEWER_WAN, 4000), 0.02), [])
+            ours = encode(Probe(PROBE, TOKEN, b"n" * 8, bytes(8)))
+            self.assertEqual(punch.received(0, ours, (ip, 4000), 0.03), [])
             self.assertFalse(punch.finished)
             self.assertEqual(punch.selected, [])
             self.assertIsNotNone(punch.next_deadline())
+
+    @given(
+        st.sampled_from(["host", "viewer"]),
+        st.lists(
+            st.tuples(
+                st.sampled_from(sorted(KIND_NAMES)),
+                st.booleans(),  # our token
+                st.booleans(),  # echoes our nonce
+                eight,  # the sender's nonce
+                st.sampled_from([(VIEWER_WAN, 4000), (VIEWER_WAN, 4001), ("203.0.113.9", 4000)]),
+                st.integers(0, 1),  # our socket
+                st.floats(0, 0.7),  # time passing
+            ),
+            max_size=40,
+        ),
+    )
+    def test_any_sequence_keeps_the_rules(self, role: str, events: list[Any]) -> None:
+        """Whatever arrives in whatever order: a path is chosen only by the right SELECT
+        (host) or SELECT_ACK (viewer) from the peer, a choice is final, and every datagram
+        we send is ours, from one of our sockets."""
+        punch = UdpPunch(
+            role=role, token=TOKEN, sockets=2, peer_ip=VIEWER_WAN, peer_ports=[4000],
+            spray=False, now=0.0, rng=random.Random(7),
+        )  # fmt: skip
+        sends = punch.start(0.0)
+        now = 0.0
+        decisive = SELECT if role == "host" else SELECT_ACK
+        for kind, our_token, our_echo, nonce, source, index, step in events:
+            now += step
+            echo = punch.nonce if our_echo else nonce
+            data = encode(Probe(kind, TOKEN if our_token else b"othertkn", nonce, echo))
+            before = punch.winner
+            sends += punch.received(index, data, source, now) + punch.tick(now)
+            if before is not None:
+                self.assertEqual(punch.winner, before)
+            elif punch.winner is not None:
+                self.assertEqual((kind, our_token, our_echo), (decisive, True, True))
+                self.assertEqual(punch.winner, (index, source))
+                self.assertEqual(source[0], VIEWER_WAN)
+            self.assertLessEqual(len(punch.selected), MAX_SELECTS)
+        for send in sends:
+            sent = decode(send.payload)
+            assert sent is not None
+            self.assertEqual((sent.token, sent.nonce), (TOKEN, punch.nonce))
+            self.assertIn(send.socket, (0, 1))
+            self.assertEqual(send.address[0], VIEWER_WAN)
 
     def test_rustdesk_peer_is_foreign(self) -> None:
         """An empty datagram (RustDesk's UDP punch) from the peer's IP ends the attempt at once."""
@@ -310,11 +362,18 @@ class StateMachineTests(SynchronousTestCase):
 
 
 class _Catcher(DatagramProtocol):
+    """What a port's new owner (QUIC) gets; C{late} sees every datagram first."""
+
+    noisy = False
+
     def __init__(self) -> None:
         self.got: list[tuple[bytes, Any]] = []
         self.arrived: defer.Deferred[None] = defer.Deferred()
+        self.late: Callable[[bytes, tuple[str, int]], bool] = lambda data, addr: False
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self.late(datagram, tuple(addr)):
+            return
         self.got.append((datagram, addr))
         if not self.arrived.called:
             self.arrived.callback(None)
@@ -440,6 +499,40 @@ class DriverTests(TestCase):
         self.assertEqual(viewer.ports, [])
 
     test_rustdesk_peer_ends_the_punch_at_once.timeout = 20  # type: ignore[attr-defined]
+
+    async def test_cancel_closes_every_socket(self) -> None:
+        """Cancelling the run (another path won) fails it with CancelledError and
+        closes all sockets."""
+        viewer = self.puncher(3)
+        numbers = [_number(p) for p in viewer.ports]
+        silent = self.silent_socket()
+        run = viewer.run("viewer", "127.0.0.1", [silent.getsockname()[1]], False, 30.0)
+        await deferLater(reactor, 0.05, lambda: None)
+        run.cancel()
+        self.failureResultOf(run, defer.CancelledError)
+        self.assertEqual(viewer.ports, [])
+        await deferLater(reactor, 0, lambda: None)
+        self.assertTrue(all(_bindable(p) for p in numbers))
+
+    async def test_host_confirms_after_handing_over(self) -> None:
+        """A viewer whose SELECT_ACK was lost gets one when it repeats SELECT, also
+        after the host's port went to its new owner (through late_datagram)."""
+        host, viewer = self.puncher(), self.puncher()
+        h, v = await self.punch_pair(host, viewer)
+        assert h is not None and v is not None
+        assert host.punch is not None and viewer.punch is not None
+        owner, viewer_side = _Catcher(), _Catcher()
+        owner.late = host.late_datagram
+        for port, protocol in ((h.port, owner), (v.port, viewer_side)):
+            port.protocol = protocol  # type: ignore[attr-defined]
+            protocol.makeConnection(port)  # type: ignore[arg-type]
+        select = encode(Probe(SELECT, TOKEN, viewer.punch.nonce, host.punch.nonce))
+        v.port.write(select, v.remote)  # type: ignore[attr-defined]
+        await viewer_side.arrived
+        answer = decode(viewer_side.got[0][0])
+        assert answer is not None
+        self.assertEqual((answer.kind, answer.echo), (SELECT_ACK, viewer.punch.nonce))
+        self.assertEqual(owner.got, [])  # the owner never saw the punch's datagram
 
 
 async def until_passed(passed: list[Any], count: int) -> None:

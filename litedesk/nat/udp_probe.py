@@ -52,7 +52,8 @@ None and the caller uses the relay.
 A peer that is not LiteDesk: RustDesk (1.4.1 and later) punches with empty
 datagrams and then speaks KCP.  Any datagram from the peer's IP that is not
 a probe sets L{UdpPunch.foreign} and ends the attempt at once, so the caller
-can move on; other junk and probes with another token are only counted.
+can move on; other junk, probes from other IPs and probes with another token
+are only counted.
 
 Bounds: at most L{HARD_SOCKETS} sockets, L{MAX_PEER_PORTS} peer ports and
 L{SPRAY_PORTS} sprays per attempt; replies go through a token bucket
@@ -171,8 +172,9 @@ class UdpPunch:
         RustDesk peer punching for KCP): the attempt is over, without winner.
     @ivar probes_sent: PROBE datagrams sent (sprayed ones included).
     @ivar sent: every datagram sent.
-    @ivar junk: datagrams that were not probes; C{wrong_token}: probes of
-        another punch; C{stale}: replies echoing a nonce that is not ours;
+    @ivar junk: datagrams that were not probes; C{strangers}: probes from
+        another IP than the peer's; C{wrong_token}: probes of another punch;
+        C{stale}: replies echoing a nonce that is not ours;
         C{replies_dropped}: replies the rate limit did not send.
     """
 
@@ -211,7 +213,7 @@ class UdpPunch:
         self.winner: tuple[int, Address] | None = None
         self.foreign = False
         self.probes_sent = self.sent = 0
-        self.junk = self.wrong_token = self.stale = self.replies_dropped = 0
+        self.junk = self.strangers = self.wrong_token = self.stale = self.replies_dropped = 0
         self._started = False
         self._probe = encode(Probe(PROBE, token, self.nonce, bytes(TOKEN_SIZE)))
         self._probe_due = self._round_start = now
@@ -304,6 +306,12 @@ class UdpPunch:
             self.junk += 1
             if self.winner is None and source[0] == self.peer_ip:
                 self.foreign = True
+            return []
+        if source[0] != self.peer_ip:
+            # The peer's NAT uses the public IP the rendezvous server saw; a
+            # probe from elsewhere would only let a stranger who knows the
+            # host id steer the viewer's choice.
+            self.strangers += 1
             return []
         if probe.token != self.token:
             self.wrong_token += 1

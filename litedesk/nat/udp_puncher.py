@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from litedesk.nat.udp_probe import HARD_SOCKETS, Address, Send, UdpPunch
+from litedesk.nat.udp_probe import HARD_SOCKETS, Address, Send, UdpPunch, decode
 
 _log = Logger(namespace="litedesk.nat.udp_puncher")
 
@@ -107,6 +107,11 @@ class UdpPuncher:
         """The sockets still open (only the winner once a punch succeeded)."""
         return list(self._ports.values())
 
+    @property
+    def punch(self) -> UdpPunch | None:
+        """The state machine of the run (None before L{run})."""
+        return self._punch
+
     def send_raw(self, index: int, data: bytes, addr: Address) -> None:
         """Send C{data} from socket C{index} (e.g. a rendezvous message)."""
         self._write(Send(index, addr, data))
@@ -134,6 +139,8 @@ class UdpPuncher:
 
         @return: a Deferred firing with the L{PunchResult}, or None when the
             window ended or the peer is foreign (then all sockets are closed).
+            Cancelling it (another path won) stops the punch and closes every
+            socket, the winner's too if it was not handed out yet.
         """
         if self._punch is not None:
             raise RuntimeError("a puncher runs once")
@@ -150,7 +157,7 @@ class UdpPuncher:
             spray=spray,
             now=now,
         )
-        self._result = Deferred()
+        self._result = Deferred(self._cancel)
         self._window = self.reactor.callLater(window, self._window_over)
         self._send_all(self._punch.start(now))
         self._schedule()
@@ -209,10 +216,7 @@ class UdpPuncher:
         punch = self._punch
         if result is None or punch is None:
             return
-        for call in (self._timer, self._window):
-            if call is not None and call.active():
-                call.cancel()
-        self._timer = self._window = None
+        self._stop_timers()
         elapsed = self.reactor.seconds() - self._started_at
         self.foreign = punch.foreign
         outcome: PunchResult | None = None
@@ -224,7 +228,34 @@ class UdpPuncher:
         # The result comes once the other sockets are really closed (a
         # stopListening completes on the next reactor turn).
         closed = self._close_ports(keep=self._winner_port)
-        closed.addBoth(lambda _: result.callback(outcome))
+        closed.addBoth(lambda _: None if result.called else result.callback(outcome))
+
+    def _stop_timers(self) -> None:
+        for call in (self._timer, self._window):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._window = None
+
+    def _cancel(self, result: Deferred[PunchResult | None]) -> None:
+        """The caller gave up on this punch (another path won): stop, close everything."""
+        self._result = None
+        self._stop_timers()
+        self._winner_port = None
+        self._close_ports(keep=None)
+        _log.info("UDP punch cancelled")
+
+    def late_datagram(self, data: bytes, source: Address) -> bool:
+        """For the new owner of the winning port: let the punch answer what is its own.
+
+        A host whose SELECT_ACK was lost gets the viewer's SELECT again after
+        QUIC took the port; passing it here answers it.  Returns whether
+        C{data} was a punch datagram (then the owner should drop it).
+        """
+        punch = self._punch
+        if punch is None or punch.winner is None or decode(data) is None:
+            return False
+        self._send_all(punch.received(punch.winner[0], data, source, self.reactor.seconds()))
+        return True
 
     def _log_outcome(self, punch: UdpPunch, elapsed: float) -> None:
         _log.info(
@@ -238,6 +269,7 @@ class UdpPuncher:
             sockets=punch.sockets,
             foreign=punch.foreign,
             junk=punch.junk,
+            strangers=punch.strangers,
             wrong_token=punch.wrong_token,
             stale=punch.stale,
             replies_dropped=punch.replies_dropped,

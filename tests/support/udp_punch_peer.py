@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
-from litedesk.nat.udp_probe import decode, plan_for, punch_token
+from litedesk.nat.udp_probe import plan_for, punch_token
 from litedesk.nat.udp_puncher import UdpPuncher
 
 #: A UDP reflector: answers every datagram with the "ip:port" it came from.
@@ -53,21 +53,22 @@ def _say(**fields: object) -> None:
 class _PathCheck(DatagramProtocol):
     """Takes over the winning socket as QuicHost/QuicViewer.attach would.
 
-    Probe datagrams still go to the punch's protocol (C{previous}), so the
-    host keeps confirming its choice to a viewer whose SELECT_ACK was lost.
+    Punch datagrams still go to the puncher (L{UdpPuncher.late_datagram}),
+    so the host keeps confirming its choice to a viewer whose SELECT_ACK was
+    lost.
     """
 
     noisy = False
 
-    def __init__(self, previous: Any, remote: tuple[str, int]) -> None:
-        self.previous = previous
+    def __init__(self, puncher: UdpPuncher, remote: tuple[str, int]) -> None:
+        self.puncher = puncher
         self.remote = remote
         self.got: defer.Deferred[None] = defer.Deferred()
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        if decode(datagram) is not None:
-            self.previous.datagramReceived(datagram, addr)
-        elif datagram == PING and tuple(addr) == self.remote:
+        if self.puncher.late_datagram(datagram, tuple(addr)):
+            return
+        if datagram == PING and tuple(addr) == self.remote:
             assert self.transport is not None
             self.transport.write(PONG, addr)
             if not self.got.called:
@@ -93,8 +94,10 @@ async def _ask_reflector(reactor: Any, puncher: UdpPuncher, reflector: tuple[str
     return await answer.addTimeout(0.1, reactor)
 
 
-async def _check_path(reactor: Any, role: str, port: IListeningPort, remote: Any) -> bool:
-    check = _PathCheck(port.protocol, tuple(remote))  # type: ignore[attr-defined]
+async def _check_path(
+    reactor: Any, puncher: UdpPuncher, role: str, port: IListeningPort, remote: Any
+) -> bool:
+    check = _PathCheck(puncher, tuple(remote))
     port.protocol = check  # type: ignore[attr-defined]
     check.makeConnection(port)  # type: ignore[arg-type]
     for _ in range(60):
@@ -122,7 +125,7 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
     if result is None:
         _say(ok=False, foreign=puncher.foreign)
         return
-    data = await _check_path(reactor, args.role, result.port, result.remote)
+    data = await _check_path(reactor, puncher, args.role, result.port, result.remote)
     remote = f"{result.remote[0]}:{result.remote[1]}"
     _say(ok=True, data=data, remote=remote, elapsed=result.elapsed, probes=result.probes_sent)
 
