@@ -31,6 +31,7 @@ from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
@@ -54,7 +55,7 @@ from litedesk.nat.natpmp_client import default_gateway
 from litedesk.nat.natpmp_mapper import NatPmpMapper
 from litedesk.quic.host import QuicHost
 
-from .support.polling import until
+from .support.polling import pause, until
 from .support.ports import free_port_pair
 
 reactor: Any = _reactor
@@ -308,13 +309,15 @@ class FakeGateway(DatagramProtocol):
     UNSUPP_VERSION), "natpmp-only-silent" (ignores PCP), "silent".
     """
 
-    def __init__(self, speaks: str = "pcp") -> None:
+    def __init__(self, speaks: str = "pcp", clock: IReactorTime | None = None) -> None:
         self.speaks = speaks
         self.got: list[bytes] = []
         self.maps: dict[int, tuple[int, int]] = {}  # protocol -> (internal, external)
         self.grant: dict[int, int] = {}  # protocol -> external port it gets instead
         self.lifetime: int | None = None  # grant this instead of what is asked
-        self.epoch = 1000
+        self.clock = clock
+        self.booted = -1000.0  # the epoch counts seconds since then, on the test's clock
+        self.epoch_step = 0  # added to the epoch after each answer (a broken gateway)
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         self.got.append(data)
@@ -328,6 +331,17 @@ class FakeGateway(DatagramProtocol):
             return
         if answer:
             self.transport.write(answer, addr)  # type: ignore[union-attr]
+            self.booted -= self.epoch_step
+
+    @property
+    def epoch(self) -> int:
+        now = self.clock.seconds() if self.clock is not None else 0.0
+        return int(now - self.booted)
+
+    def restart(self) -> None:
+        """Lose every mapping; the epoch starts again from 0."""
+        self.maps.clear()
+        self.booted = self.clock.seconds() if self.clock is not None else 0.0
 
     def _grant(self, protocol: int, internal: int, suggested: int, lifetime: int) -> int:
         if lifetime == 0:
@@ -382,7 +396,7 @@ class MapperTests(TestCase):
         self.clock = Clock()
 
     def gateway(self, speaks: str = "pcp") -> FakeGateway:
-        fake = FakeGateway(speaks)
+        fake = FakeGateway(speaks, self.clock)
         port = reactor.listenUDP(0, fake, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.gw_port = port.getHost().port
@@ -518,6 +532,9 @@ class MapperTests(TestCase):
         self.assertEqual([d[24:36] for d in fake.got[2:]], [d[24:36] for d in first])
         self.clock.advance(50)
         yield until(lambda: len(fake.got) == 6, message="the second renewal")
+        self.clock.advance(0)
+        yield pause(0.05)
+        self.assertEqual(len(fake.got), 6)  # a steady gateway: nothing more
         self.assertEqual(m.mapped_port, 21118)
         self.assertEqual(fake.maps, {UDP: (21118, 21118), TCP: (21118, 21118)})
 
@@ -529,14 +546,37 @@ class MapperTests(TestCase):
         fake.lifetime = 100
         m = self.mapper()
         yield m.start()
-        fake.epoch = 3  # rebooted
-        fake.maps.clear()
+        fake.restart()
         self.clock.advance(50)
         yield until(lambda: len(fake.got) == 4)
         self.clock.advance(0)
         yield until(lambda: len(fake.got) == 6, message="mapping again at once")
         self.assertEqual(fake.maps, {UDP: (21118, 21118), TCP: (21118, 21118)})
         self.assertTrue(self.was_logged("the gateway lost its mappings"))
+
+    @inlineCallbacks
+    def test_epoch_always_going_back_does_not_keep_us_busy(self) -> Any:
+        """A gateway whose every answer claims a restart is mapped again at once at
+        most once per 30 s; otherwise only renewed at half the lifetime."""
+        fake = self.gateway()
+        fake.lifetime = 100
+        m = self.mapper()
+        yield m.start()
+        fake.epoch_step = -10
+        self.clock.advance(50)
+        yield until(lambda: len(fake.got) == 4, message="the renewal")
+        self.clock.advance(0)
+        yield until(lambda: len(fake.got) == 6, message="one re-mapping")
+        for _ in range(3):
+            self.clock.advance(0)
+            yield pause(0.05)
+        self.assertEqual(len(fake.got), 6)
+        self.clock.advance(49)
+        yield pause(0.05)
+        self.assertEqual(len(fake.got), 6)
+        self.clock.advance(1)
+        yield until(lambda: len(fake.got) == 8, message="the next renewal")
+        self.assertEqual(m.mapped_port, 21118)
 
     @inlineCallbacks
     def test_answers_from_another_address_are_ignored(self) -> Any:

@@ -45,12 +45,15 @@ from litedesk.nat.natpmp_client import (
     local_address_towards,
 )
 
-__all__ = ["LIFETIME", "RETRY_AFTER", "NatPmpMapper"]
+__all__ = ["LIFETIME", "REMAP_INTERVAL", "RETRY_AFTER", "NatPmpMapper"]
 
 #: Seconds of mapping asked for (the gateway may grant less).
 LIFETIME = 7200
 #: Renewal is retried this often at most when the gateway stops answering.
 RETRY_AFTER = 60.0
+#: A gateway whose epoch says it lost its mappings is asked again at once, but
+#: not more often than this: a broken or hostile one must not keep us busy.
+REMAP_INTERVAL = 30.0
 
 
 @dataclass
@@ -118,6 +121,7 @@ class NatPmpMapper:
         self._port: Any = None
         self._epoch: tuple[int, float] | None = None
         self._epoch_lost = False
+        self._remapped_at: float | None = None
         self._renew_call: IDelayedCall | None = None
         self._round: Deferred[bool] | None = None
         self._stopped = False
@@ -203,12 +207,19 @@ class NatPmpMapper:
                 self.version = ""  # the next try asks for PCP again
             self._schedule(self._retry_delay())
             return False
-        if self._epoch_lost:  # the gateway restarted during the round: again
-            self._epoch_lost = False
+        if self._epoch_lost and self._may_remap():  # the gateway restarted: again
             self._log.info("NAT-PMP: the gateway lost its mappings; mapping again")
             self._schedule(0)
         else:
             self._schedule(min((m.lifetime for m in self._mappings()), default=2) / 2)
+        self._epoch_lost = False
+        return True
+
+    def _may_remap(self) -> bool:
+        now = self.clock.seconds()
+        if self._remapped_at is not None and now - self._remapped_at < REMAP_INTERVAL:
+            return False
+        self._remapped_at = now
         return True
 
     async def _map_second(self, tcp: _Mapping) -> None:
