@@ -500,6 +500,38 @@ class DriverTests(TestCase):
 
     test_rustdesk_peer_ends_the_punch_at_once.timeout = 20  # type: ignore[attr-defined]
 
+    async def test_dual_stack_socket_reaches_an_ipv4_peer(self) -> None:
+        """Punch sockets bound to :: (as for an IPv6 rendezvous server) punch an IPv4 peer;
+        the result's address is one their port can write to."""
+        host = self.puncher()
+        viewer = UdpPuncher(reactor, TOKEN, 1, interface="::")
+        viewer.open()
+        self.addCleanup(viewer.close)
+        h_run = host.run("host", "127.0.0.1", [_number(viewer.ports[0])], False, 4.0)
+        v_run = viewer.run("viewer", "127.0.0.1", [_number(host.ports[0])], False, 4.0)
+        h, v = await defer.gatherResults([h_run, v_run])
+        assert h is not None and v is not None
+        self.addCleanup(h.port.stopListening)
+        self.addCleanup(v.port.stopListening)
+        self.assertEqual(v.remote, ("::ffff:127.0.0.1", _number(h.port)))
+        self.assertEqual(h.remote, ("127.0.0.1", _number(v.port)))
+        catcher = _Catcher()
+        h.port.protocol = catcher  # type: ignore[attr-defined]
+        catcher.makeConnection(h.port)  # type: ignore[arg-type]
+        v.port.write(b"over a dual-stack socket", v.remote)  # type: ignore[attr-defined]
+        await catcher.arrived
+        self.assertEqual(catcher.got[0][0], b"over a dual-stack socket")
+
+    async def test_unsendable_peer_address_ends_in_none(self) -> None:
+        """A peer address the sockets cannot send to (IPv6 on an IPv4 socket) does not
+        break the punch: it ends with None at the window, the failed sends counted."""
+        viewer = self.puncher()
+        result = await viewer.run("viewer", "::1", [4000], False, 0.3)
+        self.assertIsNone(result)
+        self.assertGreater(viewer.send_errors, 0)
+        self.assertEqual(viewer.ports, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     async def test_cancel_closes_every_socket(self) -> None:
         """Cancelling the run (another path won) fails it with CancelledError and
         closes all sockets."""

@@ -34,6 +34,9 @@ _log = Logger(namespace="litedesk.nat.udp_puncher")
 class PunchResult:
     """A punched path: C{port} (ours, still bound) reaches C{remote}.
 
+    C{remote} is in the form C{port.write} takes (IPv4-mapped on a
+    dual-stack socket bound to C{::}).
+
     @ivar elapsed: seconds from L{UdpPuncher.run} to the winner.
     @ivar probes_sent: probes sent by this side (sprayed ones included).
     """
@@ -42,6 +45,14 @@ class PunchResult:
     remote: Address
     elapsed: float
     probes_sent: int
+
+
+def plain_address(addr: Any) -> Address:
+    """C{(ip, port)} with an IPv4-mapped IPv6 address (a dual-stack socket's) unmapped."""
+    ip = str(addr[0])
+    if ip.startswith("::ffff:") and "." in ip:
+        ip = ip[len("::ffff:") :]
+    return (ip, int(addr[1]))
 
 
 class _PunchSocket(DatagramProtocol):
@@ -55,7 +66,7 @@ class _PunchSocket(DatagramProtocol):
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         try:
-            self.puncher._received(self.index, datagram, (str(addr[0]), int(addr[1])))
+            self.puncher._received(self.index, datagram, plain_address(addr))
         except Exception:
             # Nothing a peer sends may stop this socket's reader.
             _log.failure("Dropping a datagram from {peer}", peer=addr)
@@ -116,14 +127,22 @@ class UdpPuncher:
         """Send C{data} from socket C{index} (e.g. a rendezvous message)."""
         self._write(Send(index, addr, data))
 
+    def _socket_address(self, addr: Address) -> Address:
+        """C{addr} as the sockets take it: IPv4-mapped on dual-stack (C{::}) sockets."""
+        if ":" in self.interface and "." in addr[0] and ":" not in addr[0]:
+            return (f"::ffff:{addr[0]}", addr[1])
+        return addr
+
     def _write(self, send: Send) -> None:
         port = self._ports.get(send.socket)
         if port is None:
             return
         try:
-            port.write(send.payload, send.address)  # type: ignore[attr-defined]
-        except OSError as e:
-            # A route or firewall refusing one destination must not end the punch.
+            port.write(send.payload, self._socket_address(send.address))  # type: ignore[attr-defined]
+        except Exception as e:
+            # OSError (a route or firewall refusing one destination), or
+            # twisted.internet.error's InvalidAddressError (an address of the
+            # other family): one failed send must not end the punch.
             self.send_errors += 1
             _log.debug("Punch send to {to} failed: {why}", to=send.address, why=e)
 
@@ -223,7 +242,9 @@ class UdpPuncher:
         if punch.winner is not None:
             index, remote = punch.winner
             self._winner_port = self._ports[index]
-            outcome = PunchResult(self._winner_port, remote, elapsed, punch.probes_sent)
+            outcome = PunchResult(
+                self._winner_port, self._socket_address(remote), elapsed, punch.probes_sent
+            )
         self._log_outcome(punch, elapsed)
         # The result comes once the other sockets are really closed (a
         # stopListening completes on the next reactor turn).
