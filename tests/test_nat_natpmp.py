@@ -493,6 +493,15 @@ class MapperTests(TestCase):
         self.assertEqual(fake.maps, {UDP: (21118, 21118), TCP: (21118, 21118)})
 
     @inlineCallbacks
+    def test_natpmp_only(self) -> Any:
+        """Told not to speak PCP, the mapper asks with NAT-PMP from the start."""
+        fake = self.gateway()
+        m = self.mapper(pcp=False)
+        port = yield m.start()
+        self.assertEqual((port, m.external_ip, m.version), (21118, EXT_IP, "NAT-PMP"))
+        self.assertEqual(fake.versions(), [0, 0, 0])
+
+    @inlineCallbacks
     def test_unanswered_pcp_falls_back_to_natpmp(self) -> Any:
         """A gateway that does not answer PCP at all is tried with NAT-PMP after
         the PCP request's bounded repetitions."""

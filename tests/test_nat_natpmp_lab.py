@@ -10,7 +10,8 @@ NAT-PMP and PCP on, nftables backend.  From pub, on the WAN side:
   external port for both, the external address the gateway declares);
 - a mapping with a short lifetime is renewed and stays reachable past
   several lifetimes, while one left unrenewed (host killed) expires;
-- stopping the host removes both mappings from the gateway.
+- stopping the host removes both mappings from the gateway;
+- the same with NAT-PMP instead of PCP.
 
 And the real host agent (C{twistd litedesk-host --natpmp}) in h1: its QUIC
 port answers a QUIC Initial and its session port a TCP connect from the
@@ -108,13 +109,15 @@ class NatPmpLabTests(SynchronousTestCase):
         conf = miniupnpd_conf(upnp=False, natpmp=True, min_lifetime=2)
         self.igd.start(conf, started="Listening for NAT-PMP/PCP traffic")
 
-    def start_probe(self, lifetime: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    def start_probe(
+        self, lifetime: int, *extra: str
+    ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
         """The stand-in host in h1; its report once the gateway answered."""
         log = open(self.tmp / "probe.log", "wb")  # noqa: SIM115 - the child keeps it
         self.addCleanup(log.close)
         proc = self.net.popen(
             "h1",
-            [PYTHON, "-m", "tests.support.natpmp_probe", str(PORT), str(lifetime)],
+            [PYTHON, "-m", "tests.support.natpmp_probe", str(PORT), str(lifetime), *extra],
             cwd=str(ROOT),
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
@@ -168,6 +171,20 @@ class NatPmpLabTests(SynchronousTestCase):
         self.assertEqual((self.rules("udp"), self.rules("tcp")), ([], []))
         self.assertIn("NAT-PMP: removed the UDP mapping of port 21118", self.probe_log())
         self.assertNotIn("echo", self.from_pub(_UDP_PROBE))
+
+    def test_natpmp_maps_and_removes_too(self) -> None:
+        """Speaking NAT-PMP only, the host gets the same mappings from the real gateway
+        (external address from NAT-PMP's address request), and removes them at stop."""
+        proc, got = self.start_probe(7200, "natpmp")
+        self.assertEqual(
+            got,
+            {"mapped": PORT, "external_ip": DECLARED_EXT_IP, "tcp": PORT, "version": "NAT-PMP"},
+        )
+        self.assertEqual(self.from_pub(_UDP_PROBE), "echo ping")
+        self.assertEqual(self.from_pub(_TCP_PROBE), "session")
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.report(proc), {"stopped": True})
+        self.assertEqual((self.rules("udp"), self.rules("tcp")), ([], []))
 
     def test_short_lifetime_is_renewed_and_unrenewed_expires(self) -> None:
         """A mapping granted for 3 s is renewed at half of it and still reaches the

@@ -81,6 +81,7 @@ class NatPmpMapper:
     @ivar tcp_port: the internal TCP port mapped (0: none); may be changed
         until C{start()}.
     @ivar version: "PCP" or "NAT-PMP" once the gateway answered.
+    @param pcp: False to speak NAT-PMP only (a gateway whose PCP misbehaves).
     """
 
     _log = Logger()
@@ -98,6 +99,7 @@ class NatPmpMapper:
         tries: int = TRIES,
         first_wait: float = FIRST_WAIT,
         nonce: Callable[[int], bytes] = os.urandom,
+        pcp: bool = True,
     ) -> None:
         if not (udp_port or tcp_port):
             raise ValueError("nothing to map")
@@ -110,7 +112,8 @@ class NatPmpMapper:
         self.lifetime = lifetime
         self.tries = tries
         self.first_wait = first_wait
-        self.version = ""
+        self._first_version = "" if pcp else "NAT-PMP"
+        self.version = self._first_version
         self.external_ip = ""
         self._nonce = nonce
         # The first mapping decides the external port; the second asks for it.
@@ -204,7 +207,7 @@ class NatPmpMapper:
             )
             self._expire()
             if not self._first.external_port:
-                self.version = ""  # the next try asks for PCP again
+                self.version = self._first_version  # the next try asks for PCP again
             self._schedule(self._retry_delay())
             return False
         if self._epoch_lost and self._may_remap():  # the gateway restarted: again
@@ -255,22 +258,12 @@ class NatPmpMapper:
     async def _map(self, m: _Mapping, suggested: int = 0) -> None:
         """Request C{m} (PCP, or NAT-PMP once PCP was refused); raise L{GatewayError}."""
         wanted = suggested or m.external_port or m.internal_port
-        answer: MapResult | VersionRefused
+        answer: MapResult | VersionRefused | None = None
         if self.version != "NAT-PMP":
-            try:
-                answer = await self._ask(self._request(m, wanted, self.lifetime))
-            except GatewayError:
-                if self.version == "PCP":
-                    raise
-                answer = VersionRefused(-1)  # no PCP answer at all: try NAT-PMP
-            if isinstance(answer, VersionRefused):
-                self._log.info("NAT-PMP: no PCP on {gw}; trying NAT-PMP", gw=self.gateway)
-                self.version = "NAT-PMP"
+            answer = await self._try_pcp(m, wanted)
+        if answer is None:
+            if not self.external_ip:
                 await self._public_address()
-                answer = await self._ask(self._request(m, wanted, self.lifetime))
-            else:
-                self.version = "PCP"
-        else:
             answer = await self._ask(self._request(m, wanted, self.lifetime))
         if isinstance(answer, VersionRefused) or not answer.ok:
             why = "version refused" if isinstance(answer, VersionRefused) else answer.result_name
@@ -287,6 +280,22 @@ class NatPmpMapper:
         m.granted_at = self.clock.seconds()
         if answer.external_ip:
             self.external_ip = answer.external_ip
+
+    async def _try_pcp(self, m: _Mapping, wanted: int) -> MapResult | None:
+        """PCP's answer, or None when the gateway does not speak PCP (go NAT-PMP)."""
+        try:
+            answer = await self._ask(self._request(m, wanted, self.lifetime))
+        except GatewayError:
+            if self.version == "PCP":
+                raise
+            answer = VersionRefused(-1)  # no PCP answer at all: try NAT-PMP
+        if isinstance(answer, VersionRefused):
+            self._log.info("NAT-PMP: no PCP on {gw}; trying NAT-PMP", gw=self.gateway)
+            self.version = "NAT-PMP"
+            return None
+        self.version = "PCP"
+        assert isinstance(answer, MapResult)
+        return answer
 
     async def _public_address(self) -> None:
         answer: PublicAddress | VersionRefused = await self._ask(NatPmpAddressRequest())

@@ -1,11 +1,12 @@
 """A stand-in host for the NAT-PMP/PCP lab tests, run inside a lab namespace.
 
-C{python -m tests.support.natpmp_probe PORT LIFETIME} runs the host's
+C{python -m tests.support.natpmp_probe PORT LIFETIME [natpmp]} runs the host's
 L{NatPmpService} with probe protocols instead of QUIC and sessions: UDP
 PORT answers every datagram with C{b"echo " + datagram}, TCP PORT greets
 each connection with C{b"session\\n"}, so a peer on the WAN can tell that
 the gateway's mapping reaches the host.  The mapper asks for LIFETIME
-seconds and talks to the namespace's default gateway.  One JSON line on
+seconds and talks to the namespace's default gateway (PCP, or only NAT-PMP
+with C{natpmp}).  One JSON line on
 stdout when the mapping stands (C{mapped}, C{external_ip}, C{tcp}); on
 SIGTERM the service stops (the mappings are removed) and C{stopped} is
 printed.  The log goes to stderr.
@@ -43,8 +44,9 @@ def _say(**fields: object) -> None:
 
 def main(argv: list[str]) -> None:
     port, lifetime = int(argv[0]), int(argv[1])
+    pcp = argv[2:] != ["natpmp"]
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    mapper = NatPmpMapper(reactor, port, port, lifetime=lifetime)
+    mapper = NatPmpMapper(reactor, port, port, lifetime=lifetime, pcp=pcp)
     service = NatPmpService(reactor, mapper, Echo, Factory.forProtocol(Greeter))
 
     def report(port: int | None) -> None:
