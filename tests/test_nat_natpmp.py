@@ -7,39 +7,34 @@
   fields, and the epoch rule;
 - the default gateway read from a routing table file;
 - L{NatPmpMapper} against a fake gateway on a real UDP socket on 127.0.0.1
-  (written from the RFCs, not from the codec): PCP success for UDP and TCP
+  (L{tests.support.natpmp_gateway}, written from the RFCs, not from the
+  codec): PCP success for UDP and TCP
   on one external port, PCP refused or unanswered -> NAT-PMP, no answer at
   all -> logged failure after the bounded repetitions, renewal before the
   lifetime ends, a gateway that lost its state mapped again, forged answers
   from another address ignored, a TCP port granted elsewhere removed, and
-  removal (lifetime 0, same nonce) at stop.
+  removal (lifetime 0, same nonce) at stop; a gateway whose epoch keeps
+  going back re-mapped at most every 30 s.
+
+The host's service, wiring and options: tests/test_nat_natpmp_host.py.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import socket
 import struct
 from pathlib import Path
 from typing import Any, cast
 
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
-from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
-from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from litedesk.host.natpmp_service import NatPmpService, agent_quic_host_factory
-from litedesk.host_tap import Options
 from litedesk.nat.natpmp import (
     TCP,
     UDP,
@@ -53,42 +48,14 @@ from litedesk.nat.natpmp import (
 )
 from litedesk.nat.natpmp_client import default_gateway
 from litedesk.nat.natpmp_mapper import NatPmpMapper
-from litedesk.quic.host import QuicHost
 
+from .support.natpmp_gateway import EXT_IP, NONCE, FakeGateway, natpmp_map_response, pcp_response
 from .support.polling import pause, until
-from .support.ports import free_port_pair
 
 reactor: Any = _reactor
 
-NONCE = bytes(range(1, 13))
-EXT_IP = "198.51.100.11"
-MAPPED_EXT_IP = b"\0" * 10 + b"\xff\xff" + bytes((198, 51, 100, 11))
-SERVER_KEY = base64.b64encode(bytes(32)).decode()
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
-
-
-def pcp_response(
-    nonce: bytes = NONCE,
-    protocol: int = UDP,
-    internal: int = 21118,
-    external: int = 21118,
-    lifetime: int = 7200,
-    epoch: int = 1000,
-    result: int = 0,
-    ext_ip: bytes = MAPPED_EXT_IP,
-) -> bytes:
-    """A PCP MAP response laid out as RFC 6887 §7.2 and §11.1 draw it."""
-    header = bytes((2, 0x81, 0, result)) + struct.pack("!II", lifetime, epoch) + b"\0" * 12
-    body = nonce + bytes((protocol, 0, 0, 0)) + struct.pack("!HH", internal, external) + ext_ip
-    return header + body
-
-
-def natpmp_map_response(
-    opcode: int = 1, internal: int = 21118, external: int = 21118, lifetime: int = 7200
-) -> bytes:
-    """A NAT-PMP mapping response as RFC 6886 §3.3 draws it (result 0, epoch 500)."""
-    return struct.pack("!BBHIHHI", 0, 128 + opcode, 0, 500, internal, external, lifetime)
 
 
 class PcpCodecTests(SynchronousTestCase):
@@ -300,85 +267,6 @@ class DefaultGatewayTests(SynchronousTestCase):
         path.write_text(self.ROUTES.splitlines(keepends=True)[0] + self.ROUTES.splitlines()[3])
         self.assertIsNone(default_gateway(str(path)))
         self.assertIsNone(default_gateway(str(path) + ".missing"))
-
-
-class FakeGateway(DatagramProtocol):
-    """A PCP / NAT-PMP server on loopback, from RFC 6887 and RFC 6886's figures.
-
-    C{speaks}: "pcp" (PCP and NAT-PMP), "natpmp" (answers PCP with
-    UNSUPP_VERSION), "natpmp-only-silent" (ignores PCP), "silent".
-    """
-
-    def __init__(self, speaks: str = "pcp", clock: IReactorTime | None = None) -> None:
-        self.speaks = speaks
-        self.got: list[bytes] = []
-        self.maps: dict[int, tuple[int, int]] = {}  # protocol -> (internal, external)
-        self.grant: dict[int, int] = {}  # protocol -> external port it gets instead
-        self.lifetime: int | None = None  # grant this instead of what is asked
-        self.clock = clock
-        self.booted = -1000.0  # the epoch counts seconds since then, on the test's clock
-        self.epoch_step = 0  # added to the epoch after each answer (a broken gateway)
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.got.append(data)
-        if self.speaks == "silent" or len(data) < 2:
-            return
-        if data[0] == 2:
-            answer = self.pcp(data)
-        elif data[0] == 0:
-            answer = self.natpmp(data)
-        else:
-            return
-        if answer:
-            self.transport.write(answer, addr)  # type: ignore[union-attr]
-            self.booted -= self.epoch_step
-
-    @property
-    def epoch(self) -> int:
-        now = self.clock.seconds() if self.clock is not None else 0.0
-        return int(now - self.booted)
-
-    def restart(self) -> None:
-        """Lose every mapping; the epoch starts again from 0."""
-        self.maps.clear()
-        self.booted = self.clock.seconds() if self.clock is not None else 0.0
-
-    def _grant(self, protocol: int, internal: int, suggested: int, lifetime: int) -> int:
-        if lifetime == 0:
-            self.maps.pop(protocol, None)
-            return 0
-        external = self.grant.get(protocol, suggested or internal)
-        self.maps[protocol] = (internal, external)
-        return external
-
-    def pcp(self, data: bytes) -> bytes:
-        if self.speaks == "natpmp-only-silent":
-            return b""
-        if self.speaks == "natpmp":
-            return struct.pack("!BBHI", 0, 128, 1, self.epoch)
-        (lifetime,) = struct.unpack_from("!I", data, 4)
-        nonce, protocol = data[24:36], data[36]
-        internal, suggested = struct.unpack_from("!HH", data, 40)
-        lifetime = self.lifetime if self.lifetime is not None and lifetime else lifetime
-        external = self._grant(protocol, internal, suggested, lifetime)
-        return pcp_response(nonce, protocol, internal, external, lifetime, self.epoch)
-
-    def natpmp(self, data: bytes) -> bytes:
-        opcode = data[1]
-        if opcode == 0:
-            return struct.pack("!BBHI", 0, 128, 0, self.epoch) + bytes((198, 51, 100, 11))
-        internal, suggested, lifetime = struct.unpack_from("!HHI", data, 4)
-        lifetime = self.lifetime if self.lifetime is not None and lifetime else lifetime
-        protocol = UDP if opcode == 1 else TCP
-        external = self._grant(protocol, internal, suggested, lifetime)
-        return struct.pack("!BBHIHHI", 0, 128 + opcode, 0, self.epoch, internal, external, lifetime)
-
-    def versions(self) -> list[int]:
-        return [d[0] for d in self.got]
-
-    def lifetimes(self) -> list[int]:
-        """The lifetime each PCP MAP request asked for."""
-        return [struct.unpack_from("!I", d, 4)[0] for d in self.got if d[0] == 2]
 
 
 class MapperTests(TestCase):
@@ -633,144 +521,3 @@ class MapperTests(TestCase):
         self.assertIsNone((yield d))
         self.assertEqual(m.mapped_port, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-
-
-class _Echo(DatagramProtocol):
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.transport.write(b"echo " + data, addr)  # type: ignore[union-attr]
-
-
-class _Greeter(Protocol):
-    def connectionMade(self) -> None:
-        self.transport.write(b"session\n")  # type: ignore[union-attr]
-
-
-class _Collect(DatagramProtocol):
-    def __init__(self) -> None:
-        self.got: list[bytes] = []
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self.got.append(data)
-
-
-class _Read(Protocol):
-    def __init__(self) -> None:
-        self.data = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-
-class NatPmpServiceTests(TestCase):
-    """The host's --natpmp service: listeners on port P, mapped, stopped."""
-
-    def setUp(self) -> None:
-        self.fake = FakeGateway()
-        gw = reactor.listenUDP(0, self.fake, interface="127.0.0.1")
-        self.addCleanup(gw.stopListening)
-        self.port = free_port_pair()
-        self.mapper = NatPmpMapper(
-            reactor, self.port, self.port, "127.0.0.1", server_port=gw.getHost().port
-        )
-
-    def service(self, tcp: bool = True) -> NatPmpService:
-        factory = Factory.forProtocol(_Greeter) if tcp else None
-        service = NatPmpService(reactor, self.mapper, _Echo, factory)
-        service.startService()
-        self.addCleanup(lambda: service.running and service.stopService())
-        return service
-
-    @inlineCallbacks
-    def test_listens_maps_and_stops(self) -> Any:
-        """Datagrams to UDP P reach the QUIC protocol, TCP P serves sessions, both are
-        mapped; stopping closes both ports and removes both mappings."""
-        service = self.service()
-        yield until(lambda: self.mapper.tcp_mapped_port, message="both mappings")
-        self.assertEqual(self.fake.maps, {UDP: (self.port, self.port), TCP: (self.port,) * 2})
-        probe = _Collect()
-        udp = reactor.listenUDP(0, probe, interface="127.0.0.1")
-        self.addCleanup(udp.stopListening)
-        udp.write(b"ping", ("127.0.0.1", self.port))
-        yield until(lambda: probe.got, message="the UDP answer")
-        self.assertEqual(probe.got, [b"echo ping"])
-        reader = _Read()
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), reader)
-        yield until(lambda: reader.data, message="the TCP greeting")
-        self.assertEqual(reader.data, b"session\n")
-        assert reader.transport is not None
-        reader.transport.loseConnection()
-        yield service.stopService()
-        self.assertEqual(self.fake.maps, {})
-        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            with socket.socket(socket.AF_INET, kind) as s:
-                s.bind(("", self.port))  # free again
-
-    @inlineCallbacks
-    def test_tcp_port_held_elsewhere_maps_udp_only(self) -> Any:
-        """When the TCP port cannot be bound, only the UDP port is mapped (the
-        gateway is never pointed at a port nobody listens on), and it is logged."""
-        holder = reactor.listenTCP(self.port, Factory.forProtocol(Protocol))
-        self.addCleanup(holder.stopListening)
-        logged: list[str] = []
-        observer = cast(ILogObserver, lambda e: logged.append(formatEvent(e)))
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-        self.service()
-        yield until(lambda: self.mapper.mapped_port, message="the UDP mapping")
-        self.assertEqual(self.fake.maps, {UDP: (self.port, self.port)})
-        self.assertTrue(any(f"cannot listen on TCP {self.port}" in t for t in logged))
-
-    def test_agent_quic_host_carries_the_host_certificate(self) -> None:
-        """The agent's QUIC host presents a certificate for the host id, from its key."""
-        key = SigningKey.generate()
-        host = agent_quic_host_factory(key, "123456789", lambda addr: None, reactor)
-        self.assertIsInstance(host, QuicHost)
-        cert = host.configuration.certificate
-        assert cert is not None
-        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-        self.assertEqual(cn, "123456789")
-
-
-class NatPmpOptionTests(SynchronousTestCase):
-    def parse(self, *args: str) -> Options:
-        opts = Options()
-        opts.parseOptions(["--config-dir", self.mktemp(), *args])
-        return opts
-
-    def test_port_defaults(self) -> None:
-        """--natpmp maps the --listen port, else 21118, unless --natpmp-port says."""
-        self.assertEqual(self.parse("--listen", "tcp:21200", "--natpmp").natpmp_port, 21200)
-        self.assertEqual(
-            self.parse("--rendezvous", "rz", "--key", SERVER_KEY, "--natpmp").natpmp_port, 21118
-        )
-        self.assertEqual(
-            self.parse("--listen", "tcp:1", "--natpmp", "--natpmp-port", "4000").natpmp_port, 4000
-        )
-        off = self.parse("--listen", "tcp:21200")
-        self.assertEqual((off["natpmp"], off["no-udp"], off.natpmp_port), (False, False, 0))
-
-    def test_bad_combinations_are_refused(self) -> None:
-        """A bad gateway address or port, the --natpmp-* options without --natpmp,
-        and --natpmp with --websocket are refused with a message saying why."""
-        listen = ("--listen", "tcp:21200")
-        cases = {
-            (*listen, "--natpmp", "--natpmp-gateway", "gw.example"): "must be an IPv4 address",
-            (*listen, "--natpmp", "--natpmp-port", "70000"): "must be a port number",
-            (*listen, "--natpmp-gateway", "10.0.1.1"): "only applies with --natpmp",
-            ("--natpmp", "--listen", "tcp:0"): "--natpmp with --listen needs a fixed TCP port",
-            ("--natpmp", "--listen", "unix:/x"): "--natpmp with --listen needs a fixed TCP",
-        }
-        for args, message in cases.items():
-            with self.assertRaises(UsageError) as e:
-                self.parse(*args)
-            self.assertIn(message, str(e.exception))
-        with self.assertRaises(UsageError) as e:
-            self.parse("--rendezvous", "ws://example.org/", "--key", SERVER_KEY, "--natpmp")
-        self.assertIn("--natpmp has no use with --websocket", str(e.exception))
-
-    def test_gateway_and_no_udp(self) -> None:
-        """--natpmp-gateway names the gateway; --no-udp is a flag (help text says what)."""
-        opts = self.parse("--listen", "tcp:21200", "--natpmp", "--natpmp-gateway", "10.0.1.1")
-        self.assertEqual(opts["natpmp-gateway"], "10.0.1.1")
-        self.assertTrue(self.parse("--listen", "tcp:21200", "--no-udp")["no-udp"])
-        self.assertIn("Never punch UDP or run QUIC", str(Options()))

@@ -13,7 +13,7 @@ session over QUIC).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nacl.signing import SigningKey
 from twisted.application.service import Service
@@ -27,7 +27,7 @@ from litedesk.quic.host import QuicHost, SessionFactory
 from litedesk.quic.tls_config import host_configuration
 
 if TYPE_CHECKING:
-    from litedesk.host.agent import HostAgent
+    from litedesk.host.identity import HostIdentity
     from litedesk.host.options import HostOptions
 
 __all__ = ["NatPmpService", "add_natpmp", "agent_quic_host_factory"]
@@ -117,8 +117,15 @@ class NatPmpService(Service):
         return DeferredList(stops, consumeErrors=True)
 
 
+class AgentParts(Protocol):
+    """What L{add_natpmp} uses of the host agent (a C{MultiService})."""
+
+    identity: HostIdentity
+    natpmp: Service | None
+
+
 def add_natpmp(
-    agent: HostAgent,
+    agent: AgentParts,
     config: HostOptions,
     reactor: Any,
     sessions: Any,

@@ -28,10 +28,11 @@ helpers.  Each module holds one kind of fixture:
   - L{tests.support.udp_punch_peer}: one side of a UDP punch as a program
     for the NAT lab, and the UDP reflector standing in for the rendezvous
     server there;
-  - L{tests.support.miniupnpd}: a real miniupnpd (UPnP IGD, NAT-PMP, PCP)
-    on a lab router, and L{tests.support.natpmp_probe}: a stand-in host
-    (also a program) whose NAT-PMP/PCP-mapped UDP and TCP ports answer
-    probes from the WAN;
+  - L{tests.support.natpmp_gateway}: a PCP / NAT-PMP gateway on loopback,
+    from the RFCs' figures; L{tests.support.miniupnpd}: a real miniupnpd
+    (UPnP IGD, NAT-PMP, PCP) on a lab router, and
+    L{tests.support.natpmp_probe}: a stand-in host (also a program) whose
+    NAT-PMP/PCP-mapped UDP and TCP ports answer probes from the WAN;
   - L{tests.support.cluster_lab}: that lab with PostgreSQL and two cluster
     nodes sharing it, and probes that register, punch and ask who is
     online from inside it;
