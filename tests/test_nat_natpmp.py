@@ -337,6 +337,17 @@ class MapperTests(TestCase):
         self.assertTrue(self.was_logged(f"NAT-PMP: mapped {EXT_IP}:21118 -> 127.0.0.1:21118"))
 
     @inlineCallbacks
+    def test_success_without_a_port_is_a_refusal(self) -> Any:
+        """A "success" that grants external port 0 is not advertised as a mapping."""
+        fake = self.gateway()
+        fake.grant[UDP] = 0
+        m = self.mapper()
+        port = yield m.start()
+        self.assertIsNone(port)
+        self.assertEqual(m.mapped_port, 0)
+        self.assertTrue(self.was_logged("UDP mapping refused: no port granted"), self.logged)
+
+    @inlineCallbacks
     def test_tcp_asks_for_the_port_udp_got(self) -> Any:
         """When UDP gets another external port, TCP asks for that one (and gets it)."""
         fake = self.gateway()

@@ -68,6 +68,19 @@ class _Mapping:
     granted_at: float = 0.0
 
 
+def _granted(answer: MapResult | VersionRefused, protocol: int) -> MapResult:
+    """C{answer} if it grants a mapping; else raise L{GatewayError} saying why."""
+    if isinstance(answer, VersionRefused):
+        why = "version refused"
+    elif not answer.ok:
+        why = answer.result_name
+    elif not answer.external_port:
+        why = "no port granted"
+    else:
+        return answer
+    raise GatewayError(f"{PROTOCOL_NAMES[protocol]} mapping refused: {why}")
+
+
 class NatPmpMapper:
     """Keeps the UDP (and TCP) mapping of the host's port on the gateway.
 
@@ -265,9 +278,7 @@ class NatPmpMapper:
             if not self.external_ip:
                 await self._public_address()
             answer = await self._ask(self._request(m, wanted, self.lifetime))
-        if isinstance(answer, VersionRefused) or not answer.ok:
-            why = "version refused" if isinstance(answer, VersionRefused) else answer.result_name
-            raise GatewayError(f"{PROTOCOL_NAMES[m.protocol]} mapping refused: {why}")
+        answer = _granted(answer, m.protocol)
         self._note_epoch(answer.epoch)
         if m.external_port and answer.external_port != m.external_port:
             self._log.warn(
