@@ -65,8 +65,8 @@ LiteDesk through the relay, and PASS/MISS against the goals of issue 4
 (LiteDesk) and of issue 11 (the RustDesk protocol's VP9 against LiteDesk's
 H.264, as ratios measured in this run: motion >= 30 fps, bytes <= 1.5 x,
 host CPU <= 1.5 x, click-to-pixel p50 at most 10 ms above).  C{--profile
-FILE} runs py-spy on the host agent during the LiteDesk relay phases and
-prints its hottest frames.
+FILE} runs py-spy on the host agent during the LiteDesk relay phase
+C{--profile-phase} (default: moving) and prints its hottest frames.
 
 Fairness notes: all processes share the same 2 cores, and every viewer runs
 in this process, on the reactor's thread (the LiteDesk one decodes every
@@ -1012,6 +1012,7 @@ class Config:
     seed: int
     profile: Path | None = None
     nodelay: bool = False
+    profile_phase: str = "moving"
 
 
 class Bench:
@@ -1141,7 +1142,7 @@ class Bench:
         if (
             self.cfg.profile is not None
             and system == "litedesk-relay"
-            and phase == "moving"
+            and phase == self.cfg.profile_phase
             and label is None
         ):
             spy = self.start_profile(pids["host"])
@@ -1552,6 +1553,12 @@ def main() -> None:
         "collapsed stacks) and print its hottest frames; sampling costs some CPU",
     )
     p.add_argument(
+        "--profile-phase",
+        default="moving",
+        choices=PHASES,
+        help="the phase --profile records (default: moving)",
+    )
+    p.add_argument(
         "--nodelay",
         action="store_true",
         help="experiment: LiteDesk again with TCP_NODELAY on the host's and the viewer's "
@@ -1570,6 +1577,7 @@ def main() -> None:
         lan=args.lan,
         seed=args.seed,
         profile=args.profile,
+        profile_phase=args.profile_phase,
         nodelay=args.nodelay,
     )
     started = time.monotonic()

@@ -146,6 +146,35 @@ class _RoundTrip(_Base):
         )
         self.flushLoggedErrors()
 
+    def test_typing_on_a_still_desktop_costs_only_the_glyphs(self) -> None:
+        """At Balanced, characters typed one by one into a still 1080p desktop
+        cost a few hundred bytes each: the encoder does not spend its unused
+        budget re-coding the whole desktop finer than its key frame (with the
+        old floors, 24 for both codecs, frames of 10-35 kB came between the
+        characters: 136 kB for H.264 and 186 kB for VP9 in all, now 5 and 31),
+        and the viewer's picture stays as good as the key frame's."""
+        enc = balanced_encoder(self.codec)
+        dec = VideoDecoder(self.codec)
+        img = desktop_image(1920, 1080)
+        draw = ImageDraw.Draw(img)
+        key = enc.encode(image_to_bgra(img), 1920, 1080, pts=0)
+        first = dec.decode_frame(key)
+        assert first is not None
+        key_error = mean_abs_error(first.image, img)
+        sizes = []
+        for i, ch in enumerate("The quick brown fox jumps over the lazy dog", start=1):
+            draw.text((300 + 8 * i, 300), ch, fill=(0, 0, 0))
+            frame = enc.encode(image_to_bgra(img), 1920, 1080, pts=i * 66)
+            self.assertFalse(frame.key)
+            sizes.append(len(frame.data))
+            out = dec.decode_frame(frame)
+        assert out is not None
+        # Once settled (libvpx may still re-code once in the first frames):
+        # every character a couple of hundred bytes, none a re-coded desktop.
+        self.assertLess(max(sizes[10:]), 2000, sizes)
+        self.assertLess(sum(sizes), 1000 * len(sizes), sizes)
+        self.assertLess(mean_abs_error(out.image, img), key_error + 0.1)
+
     def test_decoder_rejects_unknown_codec(self) -> None:
         """A frame naming an unknown codec is reported, not raised."""
         dec = VideoDecoder(self.codec)
@@ -186,32 +215,6 @@ class H264Tests(_RoundTrip, unittest.TestCase):
         # Without the compensation libx264 would spend about a third of this.
         self.assertGreater(bps, 300_000 * 0.6)
         self.assertLess(bps, 300_000 * 1.5)
-
-    def test_typing_on_a_still_desktop_costs_only_the_glyphs(self) -> None:
-        """At Balanced, characters typed one by one into a still 1080p desktop
-        cost a few hundred bytes each: the encoder does not spend its unused
-        budget re-coding the whole desktop finer than its key frame (with the
-        old floor of 24 frames of 10-30 kB came between the characters), and
-        the viewer's picture stays as good as the key frame's."""
-        enc = balanced_encoder(Codec.H264)
-        dec = VideoDecoder(Codec.H264)
-        img = desktop_image(1920, 1080)
-        draw = ImageDraw.Draw(img)
-        key = enc.encode(image_to_bgra(img), 1920, 1080, pts=0)
-        first = dec.decode_frame(key)
-        assert first is not None
-        key_error = mean_abs_error(first.image, img)
-        sizes = []
-        for i, ch in enumerate("The quick brown fox jumps over the lazy dog", start=1):
-            draw.text((300 + 8 * i, 300), ch, fill=(0, 0, 0))
-            frame = enc.encode(image_to_bgra(img), 1920, 1080, pts=i * 66)
-            self.assertFalse(frame.key)
-            sizes.append(len(frame.data))
-            out = dec.decode_frame(frame)
-        assert out is not None
-        self.assertLess(max(sizes), 4000, sizes)
-        self.assertLess(sum(sizes), 300 * len(sizes), sizes)
-        self.assertLess(mean_abs_error(out.image, img), key_error + 0.1)
 
     def test_annex_b_output(self) -> None:
         """H.264 frames are Annex-B (start codes), key frames carry SPS and PPS."""
