@@ -27,10 +27,13 @@ The exchange:
   2. A PROBE is answered with an ACK from the socket that got it to its
      source.  At the viewer a PROBE or ACK makes C{(socket, source)} a
      candidate: it sends SELECT there (again every 100 ms) and is done when a
-     SELECT_ACK comes back.  The host's winner is the first SELECT; it answers
-     every repeat of it with SELECT_ACK, also after it is done, because the
-     viewer starts QUIC only after that answer.  Choosing on one side only is
-     ICE's controlling-agent rule (RFC 8445 section 8.1).
+     SELECT_ACK comes back.  A SELECT unanswered for L{SELECT_PATIENCE}
+     makes the next candidate selected too (at most L{MAX_SELECTS}, all
+     repeated), since the host may have taken any of them.  The host's
+     winner is the first SELECT; it answers every repeat of it with
+     SELECT_ACK, also after it is done, because the viewer starts QUIC only
+     after that answer.  Choosing on one side only is ICE's
+     controlling-agent rule (RFC 8445 section 8.1).
 
 Hard NATs, by the birthday paradox (RFC 5128 section 3.4; as Tailscale does):
 a symmetric NAT (Linux C{MASQUERADE --random-fully}) gives every destination
@@ -45,15 +48,17 @@ sprayed probe leaves a conntrack entry on the cone side's NAT, so a hit
 works both ways: the probe reaches hard socket i, and socket i's next
 probe passes the cone NAT.  With 256 mappings among 64,512 ports and 2,048
 probes the chance that none matches is (1 - 256/64512) ** 2048 ~ 3e-4; a hit
-is expected after ~252 probes, about 0.4 s into the punch.  Both sides
-symmetric would need ~64,512 / 256 times more probes: L{plan_for} returns
-None and the caller uses the relay.
+is expected after ~252 probes, about 0.4 s into the punch.  With both sides
+symmetric there is no fixed port to aim at on either side (each probe gets
+a new random source port too): L{plan_for} returns None and the caller uses
+the relay.
 
 A peer that is not LiteDesk: RustDesk (1.4.1 and later) punches with empty
 datagrams and then speaks KCP.  Any datagram from the peer's IP that is not
 a probe sets L{UdpPunch.foreign} and ends the attempt at once, so the caller
-can move on; other junk, probes from other IPs and probes with another token
-are only counted.
+can move on; other junk, probes with another token and probes from another
+IP than the peer's (which would let a stranger who knows the host id steer
+the viewer's choice) are only counted.
 
 Bounds: at most L{HARD_SOCKETS} sockets, L{MAX_PEER_PORTS} peer ports and
 L{SPRAY_PORTS} sprays per attempt; replies go through a token bucket
