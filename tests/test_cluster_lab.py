@@ -58,7 +58,7 @@ class TwoNodeClusterTests(SynchronousTestCase):
             out.returncode, 0, f"viewer asking node {node} failed:\n{out.stderr[-3000:]}"
         )
         stats: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
-        self.assertIn(stats["path"], ("direct", "relay"))
+        self.assertIn(stats["path"], ("udp", "direct", "relay"))
         self.assertEqual(stats["rendezvous"], f"{self.lab.address(node)}:21116")
         got = Image.open(shot)
         self.assertEqual(got.size, self.expected.size)

@@ -91,13 +91,13 @@ class PathLabTests(SynchronousTestCase):
         stats: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
         return stats
 
-    def assert_screen(self, role: str, peer: str, path: str) -> None:
+    def assert_screen(self, role: str, peer: str, path: str, *args: str) -> None:
         """Connect from C{role}; the path is C{path} and the screenshot is the host's screen."""
         expected = paint_test_screen(self.tmp / "expected.png", "NAT-LAB-MARKER")
         assert self.lab.xvfb is not None
         set_root_image(self.lab.xvfb, str(self.tmp / "expected.png"))
         shot = self.tmp / "shot.png"
-        stats = self.connect(role, peer, "--screenshot", str(shot))
+        stats = self.connect(role, peer, "--screenshot", str(shot), *args)
         self.assertEqual(stats["path"], path, f"viewer log: {self.last_stderr[-3000:]}")
         got = Image.open(shot)
         self.assertEqual(got.size, expected.size)
@@ -107,23 +107,27 @@ class PathLabTests(SynchronousTestCase):
         self.lab.net.set_nat("r1", r1)
         self.lab.net.set_nat("r2", r2)
 
+    # The TCP punch (--no-udp); tests/test_udp_paths_lab.py has the UDP punch.
+
     def test_cone_cone_is_punched_and_screen_matches(self) -> None:
-        """Both behind cone NATs: the session is hole-punched (path direct) and shows the screen."""
+        """Both behind cone NATs: the session is hole-punched over TCP (path direct) and
+        shows the screen."""
         self.nat("cone", "cone")
         peer = self.start_host("h1")
-        self.assert_screen("v2", peer, "direct")
+        self.assert_screen("v2", peer, "direct", "--no-udp")
 
     def test_symmetric_host_side_uses_relay(self) -> None:
-        """Host behind a symmetric NAT: no punch, the session goes through the relay and works."""
+        """Host behind a symmetric NAT, TCP only: no punch, the session goes through the
+        relay and works."""
         self.nat("symmetric", "cone")
         peer = self.start_host("h1")
-        self.assert_screen("v2", peer, "relay")
+        self.assert_screen("v2", peer, "relay", "--no-udp")
 
     def test_symmetric_viewer_side_uses_relay(self) -> None:
-        """Viewer behind a symmetric NAT: the session goes through the relay and works."""
+        """Viewer behind a symmetric NAT, TCP only: the session goes through the relay."""
         self.nat("cone", "symmetric")
         peer = self.start_host("h1")
-        self.assert_screen("v2", peer, "relay")
+        self.assert_screen("v2", peer, "relay", "--no-udp")
 
     def test_ipv6_without_nat_is_direct(self) -> None:
         """Both sides with routed IPv6 (no NAT, stateful firewalls): a direct IPv6 session."""
@@ -201,7 +205,7 @@ class ServerLossLabTests(SynchronousTestCase):
         out, err = running.communicate(timeout=60)
         self.assertEqual(running.returncode, 0, f"session died with the server: {err[-2000:]}")
         stats = json.loads(out.strip().splitlines()[-1])
-        self.assertEqual(stats["path"], "direct")
+        self.assertEqual((stats["path"], stats["transport"]), ("udp", "quic"))
         self.assertGreaterEqual(stats["frames"], 1)
 
         lab.start_server()

@@ -258,12 +258,9 @@ class NatPmpAgentLabTests(SynchronousTestCase):
         self.assertNotIn(f"dport {PORT}", self.igd.redirects())
 
     def test_viewer_comes_in_through_the_mapping(self) -> None:
-        """A viewer behind the other (symmetric) NAT connects through the mapped port,
-        not the relay, and the host's session summary names the natpmp path.
-
-        The viewer races QUIC and TCP to the mapped port (both are mapped) and on
-        this fast link TCP wins, which the viewer labels upnp; either is the mapping.
-        """
+        """A viewer behind the other (symmetric) NAT connects through the mapped port
+        over QUIC (path natpmp), not the relay, and the host's session summary names
+        the natpmp path and QUIC."""
         self.lab.net.set_nat("r2", "symmetric")
         peer = self.lab.host("h1", "--natpmp")
         self.addCleanup(self.lab.stop_host, peer)
@@ -275,6 +272,8 @@ class NatPmpAgentLabTests(SynchronousTestCase):
         out = self.lab.viewer("v2", peer, "--stats-json", "--duration", "1")
         self.assertEqual(out.returncode, 0, f"viewer failed: {out.stderr[-3000:]}")
         stats = json.loads(out.stdout.strip().splitlines()[-1])
-        self.assertIn(stats["path"], ("natpmp", "upnp"), out.stderr[-3000:])
+        self.assertEqual(
+            (stats["path"], stats["transport"]), ("natpmp", "quic"), out.stderr[-3000:]
+        )
         self.lab.stop_host(peer)
-        self.assertRegex(self.lab.host_log(peer), r"Session with .* over natpmp/(quic|tcp) ended")
+        self.assertRegex(self.lab.host_log(peer), r"Session with .* over natpmp/quic ended")

@@ -333,7 +333,10 @@ class UpnpLabTests(SynchronousTestCase):
         log = self.wait_log(peer, "UPnP: mapped")
         self.assertIn(f"UPnP: mapped {DECLARED_EXT_IP}:21118 -> 10.0.1.10:21118", log)
         self.assertIn("dport 21118", self.redirects())
-        out = self.lab.viewer("v2", peer, "--stats-json", "--verbose", "--duration", "1")
+        # --no-udp: the TCP punch's flow (tests/test_udp_paths_lab.py has UDP's).
+        out = self.lab.viewer(
+            "v2", peer, "--stats-json", "--verbose", "--duration", "1", "--no-udp"
+        )
         self.assertEqual(out.returncode, 0, f"viewer failed: {out.stderr[-3000:]}")
         stats = json.loads(out.stdout.strip().splitlines()[-1])
         self.assertEqual(stats["path"], "upnp", out.stderr[-3000:])
@@ -348,7 +351,7 @@ class UpnpLabTests(SynchronousTestCase):
         self.lab.net.set_nat("r2", "symmetric")
         peer = self.lab.host("h1")
         self.addCleanup(self.lab.stop_host, peer)
-        out = self.lab.viewer("v2", peer, "--stats-json", "--duration", "1")
+        out = self.lab.viewer("v2", peer, "--stats-json", "--duration", "1", "--no-udp")
         self.assertEqual(out.returncode, 0, f"viewer failed: {out.stderr[-3000:]}")
         self.assertEqual(json.loads(out.stdout.strip().splitlines()[-1])["path"], "relay")
         self.assertNotIn("UPnP", self.lab.host_log(peer))

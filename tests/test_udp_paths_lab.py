@@ -21,6 +21,7 @@ How fast each of these is goes in bench/connect.py, not here.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from .support.images import mean_error, paint_test_screen
 from .support.natlab import PYTHON
+from .support.polling import wait_until
 from .support.skips import requires
 from .support.xvfb import set_root_image
 from .test_nat_lab import shared_lab
@@ -106,9 +108,11 @@ class UdpPathLabTests(SynchronousTestCase):
         stats = self.connect(peer, "--screenshot", str(shot))
         self.assertEqual((stats["path"], stats["transport"]), ("udp", "quic"), self.last_stderr)
         self.assertLess(mean_error(expected, Image.open(shot)), 6.0)
-        log = self.lab.host_log(peer)
-        self.assertIn("Punched UDP path with viewer 198.51.100.12", log)
-        self.assertRegex(log, r"Session with .* over udp/quic")
+        # The host names the path and transport in its session summary (written
+        # when it notices the viewer's goodbye).
+        summary = re.compile(r"Session with .* over udp/quic ended")
+        wait_until(lambda: summary.search(self.lab.host_log(peer)), 15, 0.1, "the summary")
+        self.assertIn("Punched UDP path with viewer 198.51.100.12", self.lab.host_log(peer))
 
     def test_no_udp_on_the_viewer_is_the_tcp_punch(self) -> None:
         """C{--no-udp} on the viewer, cone/cone: the TCP punch (path direct, TCP)."""
@@ -177,7 +181,9 @@ class UdpPathLabTests(SynchronousTestCase):
         self.addCleanup(_reap, proc)
         assert proc.stdout is not None and proc.stdin is not None
         line = proc.stdout.readline()
-        self.assertEqual(line.strip(), "ready", proc.stderr.read() if proc.stderr else "")
+        if line.strip() != "ready":
+            _, err = proc.communicate(timeout=30)
+            self.fail(f"the viewer did not get its session: {err[-3000:]}")
         self.lab.net.x("r2", "conntrack", "-F")
         after = paint_test_screen(self.tmp / "after.png", "AFTER-REBIND")
         set_root_image(self.lab.xvfb, str(self.tmp / "after.png"))

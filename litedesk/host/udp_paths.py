@@ -41,11 +41,15 @@ from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.quic.host import QuicHost
 from litedesk.wire import addrmangle
 
-__all__ = ["FIRST_HANDSHAKE", "HostUdpPaths", "punch_window"]
+__all__ = ["FIRST_HANDSHAKE", "MAX_HARD_PUNCHES", "HostUdpPaths", "punch_window"]
 
 #: Seconds the host probes a viewer: a plain punch, and with birthday probing.
 PUNCH_WINDOW = 6.0
 SPRAY_WINDOW = 10.0
+#: Birthday punches (L{HARD_SOCKETS} sockets each) at once; more viewers
+#: asking meanwhile get the relay.  Pushes are unauthenticated: without this
+#: bound they could make the host hold 256 sockets per job slot.
+MAX_HARD_PUNCHES = 2
 #: Seconds from the punch to a completed QUIC handshake on the punched socket.
 FIRST_HANDSHAKE = 10.0
 #: When the copies of the UDP C{PunchHoleSent} leave (seconds after the first).
@@ -83,6 +87,8 @@ class HostUdpPaths:
         self._punchers: set[UdpPuncher] = set()
         self._serving: set[QuicHost] = set()
         self._copies: list[Any] = []
+        #: Birthday punches running now (see L{MAX_HARD_PUNCHES}).
+        self.hard_punches = 0
 
     def wants(self, msg: rz.PunchHole, own_nat: int) -> bool:
         """Whether C{msg} is answered with a UDP punch: the viewer asked for one and
@@ -93,7 +99,16 @@ class HostUdpPaths:
         """
         if msg.udp_port <= 0:
             return False
-        if plan_for(own_nat == SYMMETRIC, msg.nat_type == SYMMETRIC) is None:
+        plan = plan_for(own_nat == SYMMETRIC, msg.nat_type == SYMMETRIC)
+        if plan is None:
+            return False
+        if plan.sockets > 1 and self.hard_punches >= MAX_HARD_PUNCHES:
+            self._log.warn(
+                "{n} UDP punches with {sockets} sockets each are running; "
+                "answering this viewer through the relay",
+                n=self.hard_punches,
+                sockets=plan.sockets,
+            )
             return False
         if msg.socket_addr_v6:
             viewer6 = addrmangle.decode(msg.socket_addr_v6)
@@ -122,6 +137,8 @@ class HostUdpPaths:
             self.reactor, self.token, plan.sockets, self.interface or _interface(server_udp[0])
         )
         self._punchers.add(puncher)
+        hard = plan.sockets > 1
+        self.hard_punches += hard
         try:
             puncher.open()
             data = rz.RendezvousMessage(punch_hole_sent=sent).SerializeToString()
@@ -140,6 +157,7 @@ class HostUdpPaths:
             )
         finally:
             self._punchers.discard(puncher)
+            self.hard_punches -= hard
         if result is None:
             puncher.close()
             self._log.info(
@@ -158,15 +176,22 @@ class HostUdpPaths:
             remote=f"{result.remote[0]}:{result.remote[1]}",
             ms=int(result.elapsed * 1000),
         )
-        self.serve(result.port, "udp", slot)
+        self.serve(result.port, "udp", slot, puncher.late_datagram)
 
-    def serve(self, port: Any, path: str, slot: Slot | None = None) -> Deferred[None]:
+    def serve(
+        self,
+        port: Any,
+        path: str,
+        slot: Slot | None = None,
+        late: Callable[[bytes, tuple[str, int]], bool] | None = None,
+    ) -> Deferred[None]:
         """Serve QUIC on the bound UDP C{port} until its connection ends (or none
         comes within L{FIRST_HANDSHAKE}); then close the port and release C{slot}.
 
         @return: fires once the port is closed.
         """
         quic = self.make_quic_host(path)
+        quic.non_quic = late
         quic.attach(port)
         self._serving.add(quic)
         done: Deferred[None] = Deferred()
@@ -178,6 +203,7 @@ class HostUdpPaths:
                 timer.cancel()
             self._serving.discard(quic)
             quic.emptied = None
+            quic.non_quic = None
             quic.close_all()
             port.stopListening()
             if slot is not None:

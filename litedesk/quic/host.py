@@ -119,6 +119,10 @@ class QuicHost(DatagramOwner):
         #: Called when the last connection has ended (a punched socket's
         #: owner closes the socket then).
         self.emptied: Callable[[], object] | None = None
+        #: Offered every datagram first on a punched socket: the punch answers
+        #: its own late datagrams (a viewer repeating a SELECT whose
+        #: acknowledgement was lost) and returns True for them.
+        self.non_quic: Callable[[bytes, Address], bool] | None = None
 
     def attach(self, port: IUDPTransport) -> None:
         """Take over an already bound UDP port (its previous protocol is done)."""
@@ -136,6 +140,8 @@ class QuicHost(DatagramOwner):
             self._log.failure("Dropping a datagram from {peer}", peer=addr)
 
     def _route(self, data: bytes, addr: Address) -> None:
+        if self.non_quic is not None and self.non_quic(data, addr):
+            return
         try:
             header = pull_quic_header(
                 Buffer(data=data), host_cid_length=self.configuration.connection_id_length

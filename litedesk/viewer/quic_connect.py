@@ -84,6 +84,10 @@ class HeldSession:
             self.reason = reason
             self._decide(False)
 
+    def abandon(self) -> None:
+        """Another path won before the handshake completed."""
+        self._decide(False)
+
     def _decide(self, ok: bool) -> None:
         if not self.outcome.called:
             self.outcome.callback(ok)
@@ -99,6 +103,7 @@ async def quic_connect(
     timeout: float,
     label: str,
     gate: Gate | None = None,
+    abandon: Deferred[None] | None = None,
 ) -> QuicViewer | None:
     """Connect C{session} to the host at C{remote} over QUIC from C{port}.
 
@@ -106,6 +111,8 @@ async def quic_connect(
         port on every interface.
     @param gate: when given, the connection is used only if it claims the
         gate with C{label} (paths racing each other).
+    @param abandon: fires when another path won: an unfinished handshake is
+        given up at once.
     @return: the QUIC viewer, its session connected; None when the
         handshake failed or lost the race (the port is closed then).
     """
@@ -117,6 +124,8 @@ async def quic_connect(
     held = HeldSession(session, (lambda: gate.claim(label)) if gate is not None else None)
     t0 = reactor.seconds()
     viewer.connect(remote, held, pin, handshake_timeout=timeout)
+    if abandon is not None:
+        abandon.addCallback(lambda _: held.abandon())
     ok = await held.outcome
     if not ok:
         viewer.close()

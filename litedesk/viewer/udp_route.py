@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -35,6 +36,7 @@ from litedesk.nat.punch import Gate, adopt_if_first, punch_connect
 from litedesk.nat.udp_probe import HARD_SOCKETS, plan_for, punch_token
 from litedesk.nat.udp_puncher import UdpPuncher
 from litedesk.proto import rendezvous_pb2 as rz
+from litedesk.quic.viewer import QuicViewer
 from litedesk.session.pinning import PinnedHostCreator
 from litedesk.viewer.quic_connect import quic_connect
 
@@ -42,6 +44,8 @@ __all__ = ["MAPPING_WINDOW", "UdpCandidate", "UdpPlan", "connect_udp"]
 
 #: Seconds for the host's port mapping (it answers at once or not at all).
 MAPPING_WINDOW = 1.0
+#: Seconds QUIC has to itself before TCP tries the mapped port too.
+QUIC_HEAD_START = 0.3
 #: Seconds of probing: a plain punch, and with birthday probing.
 PUNCH_WINDOW = 5.0
 SPRAY_WINDOW = 9.0
@@ -143,14 +147,46 @@ async def _mapping(
     pin: PinnedHostCreator,
     tls: IProtocol,
 ) -> str | None:
-    """QUIC and TCP to the host's mapped port at once; the first wins."""
+    """QUIC, then TCP, to the host's mapped port; the first to complete wins.
+
+    QUIC gets L{QUIC_HEAD_START}: a NAT-PMP/PCP mapping carries TCP too, and
+    on a short path TCP's handshake (one round trip) would always beat
+    QUIC's, which is the better transport.  A UPnP mapping (TCP only) costs
+    that head start.
+    """
     gate = Gate()
-    quic = quic_connect(
-        reactor, None, mapped, session, pin, timeout=MAPPING_WINDOW, label="natpmp", gate=gate
-    )
+    lost: Deferred[None] = Deferred()
+    quic = ensureDeferred(
+        quic_connect(
+            reactor, None, mapped, session, pin, timeout=MAPPING_WINDOW, label="natpmp",
+            gate=gate, abandon=lost,
+        )
+    )  # fmt: skip
+    won: list[QuicViewer | None] = []
+    head: Deferred[None] = Deferred()
+
+    def settled(viewer: QuicViewer | None) -> QuicViewer | None:
+        won.append(viewer)
+        if not head.called:
+            head.callback(None)
+        return viewer
+
+    def head_start_over() -> None:
+        if not head.called:
+            head.callback(None)
+
+    quic.addCallback(settled)
+    timer = reactor.callLater(QUIC_HEAD_START, head_start_over)
+    await head
+    if timer.active():
+        timer.cancel()
+    if won and won[0] is not None:
+        return "natpmp"
     any_port = (wildcard_for(mapped[0]), 0)
-    sock = await punch_connect(reactor, any_port, mapped, MAPPING_WINDOW, gate)
+    sock = await punch_connect(reactor, any_port, mapped, MAPPING_WINDOW - QUIC_HEAD_START, gate)
     tcp_won = adopt_if_first(reactor, sock, gate, "upnp", lambda: tls)
+    if tcp_won:
+        lost.callback(None)
     viewer = await quic
     if tcp_won:
         return "upnp"
