@@ -5,20 +5,11 @@ factory that takes one connection.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IProtocol
 from twisted.internet.protocol import Factory, Protocol
-
-
-def local_address_towards(host: str, port: int) -> str:
-    """The local IP this machine would use to reach C{host} (no packet is sent)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.connect((host, port))
-        return str(s.getsockname()[0])
 
 
 class OneShotFactory(Factory):

@@ -50,7 +50,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from litedesk.host.job_slots import MAX_JOBS, MAX_JOBS_PER_IP, JobSlots, Slot
-from litedesk.host.lan_listener import OneShotFactory, local_address_towards
+from litedesk.host.lan_listener import OneShotFactory
 from litedesk.host.path_policy import RelayChoice, host_path_choice
 from litedesk.host.udp_paths import HostUdpPaths
 from litedesk.nat.ipv6 import free_port, own_ipv6, valid_v6_endpoint
@@ -62,7 +62,7 @@ from litedesk.nat.punch import (
     open_rendezvous_from,
     punch_connect,
 )
-from litedesk.nat.sockets import listen_on
+from litedesk.nat.sockets import listen_on, local_address_towards
 from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.links import LinkError, ServerLinks
 from litedesk.wire import addrmangle

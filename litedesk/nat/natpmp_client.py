@@ -13,7 +13,6 @@ codec, L{litedesk.nat.natpmp}, decides).
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,7 +22,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from litedesk.nat.natpmp import SERVER_PORT
+from litedesk.nat.sockets import local_address_towards
 
 __all__ = [
     "FIRST_WAIT",
@@ -69,16 +68,6 @@ def default_gateway(route_file: str = "/proc/net/route") -> str | None:
         if best is None or metric < best[0]:
             best = (metric, ip)
     return best[1] if best else None
-
-
-def local_address_towards(gateway: str, port: int = SERVER_PORT) -> str:
-    """Our source address for datagrams to C{gateway} (PCP's client address field).
-
-    Connecting a UDP socket sends nothing; the kernel only picks the route.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((gateway, port))
-        return str(s.getsockname()[0])
 
 
 class GatewayRequest(Protocol):

@@ -25,6 +25,15 @@ from litedesk.wire.address import Address
 _log = Logger(namespace="litedesk.nat.sockets")
 
 
+def local_address_towards(host: str, port: int) -> str:
+    """The local IP this machine would use to reach C{host} (no packet is sent:
+    connecting a UDP socket only picks the route)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        return str(s.getsockname()[0])
+
+
 class ConnectFailed(Exception):
     """A connect from a shared port failed (refused, unreachable or timed out)."""
 

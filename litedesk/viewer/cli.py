@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="never punch UDP or use QUIC: TCP hole punching, then the relay",
     )
     p.add_argument(
+        "--nat-ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="use our NAT type tested on this network less than SECONDS ago "
+        "(default 600; 0: test on every connect)",
+    )
+    p.add_argument(
         "--websocket",
         action="store_true",
         help="reach the server only over WebSocket (behind a reverse proxy on 443): requests "

@@ -16,6 +16,7 @@ import contextlib
 import enum
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 
+from litedesk.nat.nattype import resolve_ip
 from litedesk.rustdesk.channel import ChannelTransport
 from litedesk.rustdesk.viewer_detect import PROTOCOL_LITEDESK, PROTOCOL_RUSTDESK, HostDetector
 from litedesk.session.known_hosts import KnownHosts
@@ -33,6 +35,7 @@ from litedesk.session.links import LinkError, ServerLinks
 from litedesk.session.pinning import PinnedHostCreator, viewer_context_factory
 from litedesk.session.tls import wrap_client
 from litedesk.session.viewer_session import SessionError, ViewerSession
+from litedesk.viewer.nat_cache import DEFAULT_TTL, NatCache, default_cache_file
 from litedesk.viewer.quic_connect import transport_kind
 from litedesk.viewer.refusals import LoginRequired
 from litedesk.viewer.route import (
@@ -341,6 +344,12 @@ async def connect(
     return "lan"
 
 
+def nat_cache_for(args: argparse.Namespace) -> NatCache:
+    """The NAT type cache C{--nat-ttl} asks for (0: test on every connect)."""
+    ttl = getattr(args, "nat_ttl", DEFAULT_TTL)
+    return NatCache(default_cache_file(), DEFAULT_TTL if ttl is None else float(ttl), time.time)
+
+
 async def _connect_udp(
     reactor: Any,
     args: argparse.Namespace,
@@ -358,6 +367,9 @@ async def _connect_udp(
     path = await connect_udp(reactor, route.udp, session, creator, tls)
     if path is not None:
         return path
+    # The NAT type we punched with may be out of date: test it next time.
+    with contextlib.suppress(OSError):
+        nat_cache_for(args).forget((resolve_ip(*server), server[1]))
     step("relay")
     with _named(args.rendezvous):
         return await relay_fallback(reactor, route, server, args.key, args.target, tls, token=token)
@@ -401,6 +413,7 @@ async def find_route(
                         args.force_relay,
                         token=token,
                         udp=not getattr(args, "no_udp", False),
+                        nat_cache=nat_cache_for(args),
                     )
         except ConnectError as e:
             if i + 1 == len(entries) or failure_reason(e) not in _NEXT_SERVER:

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from litedesk.nat.nattype import NAMES, SYMMETRIC, UNKNOWN, probe_nat_type
 from litedesk.nat.punch import open_rendezvous_from
 from litedesk.session.links import LinkError, RendezvousLink
+from litedesk.viewer.nat_cache import NatCache
 from litedesk.viewer.refusals import ConnectError
 from litedesk.viewer.secure_rendezvous import secure_link
 from litedesk.wire.address import Address
@@ -50,17 +51,23 @@ async def open_for_punch(
     force_relay: bool,
     nat_test: bool,
     server_pk: bytes | None = None,
+    nat_cache: NatCache | None = None,
 ) -> tuple[RendezvousLink, Address, int]:
     """Open the rendezvous link from a fresh port; our NAT type, as C{nat_type} encodes it.
 
-    The NAT test runs while we connect to the rendezvous server.
+    The NAT test runs while we connect to the rendezvous server, unless
+    C{nat_cache} still knows the answer on this network.
 
     @param server_pk: key the link with this server key (a token will ride on it).
     """
     own_nat: int
     nat_d: Deferred[int] | None = None
+    cached = nat_cache.get(server_ip) if nat_cache is not None and not force_relay else None
     if force_relay:
         own_nat = SYMMETRIC  # as RustDesk encodes it: the host goes to the relay
+    elif cached is not None:
+        own_nat = cached
+        _log.info("NAT type {nat} (tested earlier on this network)", nat=NAMES[cached])
     elif nat_test:
         nat_d = ensureDeferred(own_nat_type(reactor, server_ip))
     else:
@@ -73,6 +80,8 @@ async def open_for_punch(
         raise ConnectError("cannot reach rendezvous server", str(e)) from None
     if nat_d is not None:
         own_nat = await nat_d
+        if nat_cache is not None:
+            nat_cache.put(server_ip, own_nat)
     if server_pk is not None:
         await secure_link(reactor, link, server_pk)
     return link, local, own_nat

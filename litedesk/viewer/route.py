@@ -51,6 +51,7 @@ from litedesk.session.links import (
     open_rendezvous,
     split_relay,
 )
+from litedesk.viewer.nat_cache import NatCache
 from litedesk.viewer.punch_link import open_for_punch
 from litedesk.viewer.refusals import ConnectError as ConnectError  # re-exported
 from litedesk.viewer.refusals import punch_failure, relay_refusal
@@ -158,6 +159,7 @@ async def find_host(
     nat_test: bool = True,
     token: str = "",
     udp: bool = True,
+    nat_cache: NatCache | None = None,
 ) -> Route:
     """Ask the rendezvous server for C{peer_id}; return how to reach it.
 
@@ -166,6 +168,7 @@ async def find_host(
         on a keyed connection (L{litedesk.viewer.secure_rendezvous}).
     @param udp: offer a UDP punch (L{litedesk.viewer.udp_route}); False is
         C{--no-udp}.
+    @param nat_cache: our NAT type as tested earlier on this network.
     """
     server_pk = _server_key(server_key)
     try:
@@ -173,7 +176,7 @@ async def find_host(
     except OSError as e:
         raise ConnectError("cannot reach rendezvous server", f"{server[0]}: {e}") from None
     link, local, own_nat = await open_for_punch(
-        reactor, server_ip, force_relay, nat_test, server_pk if token else None
+        reactor, server_ip, force_relay, nat_test, server_pk if token else None, nat_cache
     )
     local6 = None
     if not force_relay:

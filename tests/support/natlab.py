@@ -443,6 +443,10 @@ class LiteDeskLab:
             "--password",
             password,
             "--headless",
+            # The lab changes NAT types between tests: no NAT type kept from
+            # an earlier viewer (tests/test_viewer_nat_cache.py tests keeping).
+            "--nat-ttl",
+            "0",
             *args,
         ]
 
