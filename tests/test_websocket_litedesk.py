@@ -79,7 +79,8 @@ from litedesk.session.pinning import viewer_context_factory
 from litedesk.session.tls import wrap_client, wrap_server
 from litedesk.viewer.cli import build_parser
 from litedesk.viewer.connection import UsageFailure, server_links
-from litedesk.viewer.route import find_host, find_host_ws
+from litedesk.viewer.route import find_host
+from litedesk.viewer.ws_route import find_host_ws
 from litedesk.websocket.client import dial
 from litedesk.websocket.shapers import (
     CHUNK,

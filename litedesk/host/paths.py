@@ -53,13 +53,14 @@ from litedesk.host.job_slots import MAX_JOBS, MAX_JOBS_PER_IP, JobSlots, Slot
 from litedesk.host.lan_listener import OneShotFactory
 from litedesk.host.path_policy import RelayChoice, host_path_choice
 from litedesk.host.udp_paths import HostUdpPaths
-from litedesk.nat.ipv6 import free_port, own_ipv6, valid_v6_endpoint
-from litedesk.nat.nattype import NAMES, resolve_ip, wildcard_for
+from litedesk.nat.ipv6 import valid_v6_endpoint
+from litedesk.nat.nattype import NAMES, resolve_ip
 from litedesk.nat.punch import (
     Gate,
     GatedFactory,
     adopt_if_first,
     open_rendezvous_from,
+    punch_candidates,
     punch_connect,
 )
 from litedesk.nat.sockets import listen_on, local_address_towards
@@ -360,7 +361,7 @@ class HostPaths:
         viewer = addrmangle.normalize(addrmangle.decode(msg.socket_addr))
         server = (resolve_ip(*self.server), self.server[1])
         link, local = await open_rendezvous_from(self.reactor, server)
-        candidates, socket_addr_v6 = _punch_candidates(msg, server, local, viewer, ipv4)
+        candidates, socket_addr_v6 = punch_candidates(msg, server, local, viewer, ipv4)
         gate = Gate()
         self._gates.append(gate)
         listening = self._listen_gated(candidates, gate)
@@ -499,24 +500,3 @@ class HostPaths:
         for p in list(self.listeners):
             p.stopListening()
         self.listeners.clear()
-
-
-def _punch_candidates(
-    msg: rz.PunchHole, server: Address, local: Address, viewer: Address, ipv4: bool
-) -> tuple[list[tuple[str, Address, Address]], bytes]:
-    """The paths to try for one punch request, and our IPv6 endpoint to announce (or b"").
-
-    Each candidate is (label, our shared local endpoint, the viewer's endpoint).
-    """
-    candidates: list[tuple[str, Address, Address]] = []
-    if ipv4:
-        candidates.append(("ipv4", (wildcard_for(server[0]), local[1]), viewer))
-    socket_addr_v6 = b""
-    if msg.socket_addr_v6:
-        viewer6 = addrmangle.decode(msg.socket_addr_v6)
-        own6 = own_ipv6(viewer6)
-        if own6 is not None:
-            local6 = (own6, free_port(own6))
-            candidates.append(("ipv6", local6, viewer6))
-            socket_addr_v6 = addrmangle.encode(local6)
-    return candidates, socket_addr_v6

@@ -25,6 +25,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from litedesk.nat.ipv6 import free_port, own_ipv6
 from litedesk.nat.nattype import ASYMMETRIC, SYMMETRIC, wildcard_for
 from litedesk.nat.sockets import (
     ConnectFailed,
@@ -33,7 +34,9 @@ from litedesk.nat.sockets import (
     connect_socket,
     local_port_of,
 )
+from litedesk.proto import rendezvous_pb2 as rz
 from litedesk.session.links import LinkError, RendezvousLink
+from litedesk.wire import addrmangle
 from litedesk.wire.address import Address
 
 ATTEMPT_TIMEOUT = 0.5  # a fresh SYN this often (the kernel's first retransmit is at 1 s)
@@ -165,3 +168,24 @@ def adopt_if_first(
         return False
     adopt(reactor, sock, make_protocol())
     return True
+
+
+def punch_candidates(
+    msg: rz.PunchHole, server: Address, local: Address, viewer: Address, ipv4: bool
+) -> tuple[list[tuple[str, Address, Address]], bytes]:
+    """The paths to try for one punch request, and our IPv6 endpoint to announce (or b"").
+
+    Each candidate is (label, our shared local endpoint, the viewer's endpoint).
+    """
+    candidates: list[tuple[str, Address, Address]] = []
+    if ipv4:
+        candidates.append(("ipv4", (wildcard_for(server[0]), local[1]), viewer))
+    socket_addr_v6 = b""
+    if msg.socket_addr_v6:
+        viewer6 = addrmangle.decode(msg.socket_addr_v6)
+        own6 = own_ipv6(viewer6)
+        if own6 is not None:
+            local6 = (own6, free_port(own6))
+            candidates.append(("ipv6", local6, viewer6))
+            socket_addr_v6 = addrmangle.encode(local6)
+    return candidates, socket_addr_v6

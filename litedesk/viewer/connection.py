@@ -43,11 +43,11 @@ from litedesk.viewer.route import (
     Route,
     connect_punched,
     find_host,
-    find_host_ws,
     relay_fallback,
 )
 from litedesk.viewer.sign_in import token_for
 from litedesk.viewer.udp_route import connect_udp
+from litedesk.viewer.ws_route import find_host_ws
 from litedesk.websocket.urls import WebSocketServer, is_ws_url, load_ca_file
 from litedesk.wire.address import DEFAULT_RENDEZVOUS_PORT, parse_host_port
 

@@ -13,7 +13,7 @@ The host's public key must arrive signed by the server key the viewer was
 configured with; without that signature there is no session, because the
 TLS pin would be meaningless.
 
-In WebSocket mode (L{find_host_ws}, C{--websocket}) only the server's
+In WebSocket mode (L{litedesk.viewer.ws_route.find_host_ws}, C{--websocket}) only the server's
 WebSocket URLs are reachable, so the viewer goes straight to the relay, as
 a RustDesk client in WebSocket mode does (C{client.rs}: C{force_relay} when
 C{use_ws()}): it asks with C{force_relay} and C{SYMMETRIC}, and the host
@@ -92,14 +92,14 @@ class Route:
     udp: UdpPlan | None = None  # path "udp": the host punches UDP (then L{connect_udp})
 
 
-def _server_key(server_key: str) -> bytes:
+def parsed_server_key(server_key: str) -> bytes:
     try:
         return server_key_bytes(server_key)
     except BadPublicKey as e:
         raise ConnectError("bad server key", str(e)) from None
 
 
-def _host_key(server_pk: bytes, signed: bytes, peer_id: str) -> bytes:
+def signed_host_key(server_pk: bytes, signed: bytes, peer_id: str) -> bytes:
     if not signed:
         raise ConnectError(
             "key mismatch", "the rendezvous server did not sign the host key (is it keyless?)"
@@ -110,7 +110,7 @@ def _host_key(server_pk: bytes, signed: bytes, peer_id: str) -> bytes:
         raise ConnectError("key mismatch", str(e)) from None
 
 
-async def _exchange(
+async def exchange(
     reactor: Any,
     server: tuple[str, int],
     msg: rz.RendezvousMessage,
@@ -144,7 +144,7 @@ async def _exchange(
         link.close()
 
 
-def _ms(reactor: Any, t0: float) -> int:
+def elapsed_ms(reactor: Any, t0: float) -> int:
     return int((reactor.seconds() - t0) * 1000)
 
 
@@ -170,7 +170,7 @@ async def find_host(
         C{--no-udp}.
     @param nat_cache: our NAT type as tested earlier on this network.
     """
-    server_pk = _server_key(server_key)
+    server_pk = parsed_server_key(server_key)
     try:
         server_ip = (resolve_ip(*server), server[1])
     except OSError as e:
@@ -201,7 +201,7 @@ async def find_host(
     )
     t0 = reactor.seconds()
     try:
-        answer = await _exchange(
+        answer = await exchange(
             reactor, server, request, waits, ("punch_hole_response", "relay_response"), link
         )
         route = await _route_for(
@@ -248,14 +248,14 @@ async def _route_for(
         rr = answer.relay_response
         if rr.refuse_reason:
             raise relay_refusal(rr.refuse_reason, server)
-        host_pk = _host_key(server_pk, rr.pk, peer_id)
+        host_pk = signed_host_key(server_pk, rr.pk, peer_id)
         relay = split_relay(rr.relay_server, *server)
         _log.info("The host opened a relay for us ({ms} ms)", ms=int(punch_time * 1000))
         return Route("relay", host_pk, relay=relay, uuid=rr.uuid, relay_name=rr.relay_server)
     ph = answer.punch_hole_response
     if not ph.socket_addr:
         raise punch_failure(ph, server)
-    host_pk = _host_key(server_pk, ph.pk, peer_id)
+    host_pk = signed_host_key(server_pk, ph.pk, peer_id)
     addr = addrmangle.normalize(addrmangle.decode(ph.socket_addr))
     if ph.is_local and not force_relay:
         return Route("lan", host_pk, addr=addr)
@@ -328,7 +328,7 @@ async def connect_punched(
             ip=route.upnp[0],
             port=route.upnp[1],
             outcome="ok" if ok else "failed",
-            ms=_ms(reactor, t0),
+            ms=elapsed_ms(reactor, t0),
         )
         if ok:
             return "upnp"
@@ -341,7 +341,7 @@ async def connect_punched(
             ip=route.addr6[0],
             port=route.addr6[1],
             outcome="ok" if ok else "failed",
-            ms=_ms(reactor, t0),
+            ms=elapsed_ms(reactor, t0),
         )
         if ok:
             return "ipv6"
@@ -355,7 +355,7 @@ async def connect_punched(
             "Direct (punched) connection to {ip}:{port}: ok in {ms} ms",
             ip=route.addr[0],
             port=route.addr[1],
-            ms=_ms(reactor, t0),
+            ms=elapsed_ms(reactor, t0),
         )
         return "direct"
     if route.try_v4:
@@ -363,7 +363,7 @@ async def connect_punched(
             "Direct (punched) connection to {ip}:{port}: failed after {ms} ms; trying the relay",
             ip=route.addr[0],
             port=route.addr[1],
-            ms=_ms(reactor, t0),
+            ms=elapsed_ms(reactor, t0),
         )
     return await relay_fallback(
         reactor, route, server, licence_key, peer_id, protocol, relay_wait, token
@@ -390,7 +390,7 @@ async def relay_fallback(
         relay_wait,
         None,
         token,
-        _server_key(licence_key),
+        parsed_server_key(licence_key),
     )
     links = ServerLinks(server)
     try:
@@ -428,7 +428,7 @@ async def request_relay(
         )
     )
     link = await secured_rendezvous(reactor, server, links, server_pk) if token else None
-    answer = await _exchange(reactor, server, msg, (wait,), ("relay_response",), link, links)
+    answer = await exchange(reactor, server, msg, (wait,), ("relay_response",), link, links)
     rr = answer.relay_response
     if rr.refuse_reason:
         raise relay_refusal(rr.refuse_reason, server)
@@ -436,7 +436,7 @@ async def request_relay(
     _log.info(
         "Relay {relay} agreed with the host in {ms} ms",
         relay=name or "(the default)",
-        ms=_ms(reactor, t0),
+        ms=elapsed_ms(reactor, t0),
     )
     relay: tuple[str, int] | None = None
     if (links is None or not links.websocket) and not is_ws_url(name):
@@ -445,59 +445,3 @@ async def request_relay(
         except ValueError:
             raise ConnectError("cannot reach relay", f"bad relay server {name[:100]!r}") from None
     return Route("relay", host_pk, relay=relay, uuid=rr.uuid or uuid, relay_name=name)
-
-
-async def find_host_ws(
-    reactor: Any,
-    links: ServerLinks,
-    server_key: str,
-    peer_id: str,
-    waits: tuple[float, ...] = PUNCH_WAITS,
-    relay_wait: float = RELAY_WAIT,
-    token: str = "",
-) -> Route:
-    """Ask the server over WebSocket for C{peer_id}; the way is always a relay.
-
-    As a RustDesk client in WebSocket mode: C{PunchHoleRequest} with
-    C{force_relay} and C{SYMMETRIC}, so the host opens the relay and answers
-    C{RelayResponse}.  A host that answers otherwise (it punched, or sent its
-    LAN address) is asked for a relay with C{RequestRelay}, naming the relay
-    it named.  No NAT test, no IPv6 or UPnP: nothing but the server's URLs
-    is reachable.
-    """
-    server_pk = _server_key(server_key)
-    request = rz.RendezvousMessage(
-        punch_hole_request=rz.PunchHoleRequest(
-            id=peer_id,
-            licence_key=server_key,
-            nat_type=SYMMETRIC,
-            conn_type=rz.DEFAULT_CONN,
-            version=VERSION,
-            force_relay=True,
-            token=token,
-        )
-    )
-    t0 = reactor.seconds()
-    answer = await _exchange(
-        reactor,
-        links.server,
-        request,
-        waits,
-        ("punch_hole_response", "relay_response"),
-        links=links,
-    )
-    if answer.WhichOneof("union") == "relay_response":
-        rr = answer.relay_response
-        if rr.refuse_reason:
-            raise relay_refusal(rr.refuse_reason, links.server)
-        host_pk = _host_key(server_pk, rr.pk, peer_id)
-        _log.info("The host opened a relay for us ({ms} ms)", ms=_ms(reactor, t0))
-        return Route("relay", host_pk, uuid=rr.uuid, relay_name=rr.relay_server)
-    ph = answer.punch_hole_response
-    if not ph.socket_addr:
-        raise punch_failure(ph, links.server)
-    host_pk = _host_key(server_pk, ph.pk, peer_id)
-    _log.info("The host answered without a relay; asking it for one")
-    return await request_relay(
-        reactor, links.server, peer_id, host_pk, ph.relay_server, relay_wait, links, token
-    )
