@@ -2,11 +2,13 @@
 
 No X needed: frames come from a scripted source; the transport is real, so
 this checks that L{transport_buffered} still reads Twisted's buffers and that
-the streamer skips frames, instead of queueing them, while they are full.
+the streamer skips frames, instead of queueing them, while they are full; and
+the socket options set under a transport (TCP_NOTSENT_LOWAT, TCP_NODELAY).
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor, task
@@ -17,6 +19,7 @@ from twisted.trial import unittest
 from litedesk.screen.backpressure import (
     PauseTracker,
     limit_kernel_buffering,
+    send_without_delay,
     transport_buffered,
 )
 from litedesk.screen.codec import EncodedFrame
@@ -144,3 +147,15 @@ class BackpressureTests(unittest.TestCase):
 
         self.assertFalse(limit_kernel_buffering(StringTransport()))
         self.assertFalse(limit_kernel_buffering(object()))
+        self.assertFalse(send_without_delay(StringTransport()))
+
+    @defer.inlineCallbacks
+    def test_send_without_delay_on_a_real_connection(self) -> Any:
+        """Nagle's algorithm is turned off on the real TCP socket under the
+        transport, so a small frame is not held back behind the last one's ACK."""
+        yield self.connect()
+        transport = self.client.transport
+        sock = transport.getHandle()
+        self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 0)
+        self.assertTrue(send_without_delay(transport))
+        self.assertNotEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 0)

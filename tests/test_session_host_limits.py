@@ -1,8 +1,10 @@
 """What an unauthenticated peer can make a HostSession hold (issue 9), with a
-Clock and string transports: deadlines, frame and reply limits, admission."""
+Clock and string transports: deadlines, frame and reply limits, admission;
+and the session's TCP socket once the screen streams (Nagle off)."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from hypothesis import given
@@ -342,3 +344,37 @@ class AdmissionTests(SynchronousTestCase):
         self.assertTrue(t1.aborted)
         self.assertFalse(t2.disconnecting)
         self.assertTrue(second.relayed)
+
+
+class _SocketLayer:
+    """What Twisted's TCP transport offers the layers above: its socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def getHandle(self) -> socket.socket:
+        return self._sock
+
+
+class StreamingSocketTests(SynchronousTestCase):
+    def test_streaming_turns_nagle_off(self) -> None:
+        """Once the viewer is logged in and the screen streams, the session's
+        TCP socket (under the TLS layer) sends small frames at once: Nagle's
+        algorithm would hold a typed character's frame back until the frame
+        before it is acknowledged (up to a delayed ACK, 40 ms)."""
+        server = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(server.close)
+        client = socket.create_connection(server.getsockname())
+        self.addCleanup(client.close)
+        accepted, _ = server.accept()
+        self.addCleanup(accepted.close)
+        session = HostSession(_context(Clock()))
+        transport = TLSLikeTransport()
+        transport.transport = _SocketLayer(accepted)  # type: ignore[attr-defined]
+        session.makeConnection(transport)
+        session.handshakeCompleted()
+        nodelay = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        self.assertEqual(accepted.getsockopt(*nodelay), 0)
+        _login(session, transport)
+        self.assertEqual(session.state, "active")
+        self.assertNotEqual(accepted.getsockopt(*nodelay), 0)

@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from litedesk.proto import message_pb2 as pb
-from litedesk.screen.backpressure import transport_buffered
+from litedesk.screen.backpressure import send_without_delay, transport_buffered
 from litedesk.screen.codec import EncodedFrame
 from litedesk.session.framing import MAX_FRAME_LENGTH, MessageProtocol
 from litedesk.session.host_context import HostContext, StreamerLike
@@ -372,6 +372,10 @@ class HostSession(HostFileSession, HostForwardSession, ViewerRequests, MessagePr
         codec = pick_codec(option, self.default_codec, rustdesk=self.rustdesk)
         self.codec = codec
         self.streamer = self.ctx.make_streamer(self._send_frame, self._buffered, codec)
+        # Small frames (a typed character, a click's effect) go out at once
+        # instead of waiting behind the previous frame's ACK (see
+        # send_without_delay); QUIC has no TCP socket and needs nothing.
+        send_without_delay(self.transport)
         self._send_permissions()
         if option.image_quality:
             self.streamer.set_quality(option.image_quality)
