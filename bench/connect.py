@@ -46,7 +46,8 @@ direct (C{udp}) >= 90 %.
 
 C{--lossy} then runs the lossy-link comparison of bench/connect_lossy.py
 (QUIC against TCP through 40 ms RTT, 2 % loss, 20 Mbit/s);
-C{--lossy-only} runs just that.
+C{--lossy-only} runs just that; C{--link-delay}, C{--link-loss} and
+C{--link-rate} change the link (to tell which of the three costs what).
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connect_lossy import print_lossy, run_lossy  # noqa: E402
+from connect_lossy import LINK, print_lossy, run_lossy  # noqa: E402
 
+from tests.support.lossy_link import LinkShape  # noqa: E402
 from tests.support.natlab import PYTHON, WAN_V4, LiteDeskLab  # noqa: E402
 from tests.support.skips import missing  # noqa: E402
 from tests.support.xvfb import Xvfb  # noqa: E402
@@ -90,9 +92,17 @@ async def run(reactor):
     await first_frame
     first = reactor.seconds() - t0
     transport = connection.transport_name(session)
-    session.disconnect()
     print(json.dumps({"path": path, "transport": transport, "login": login,
-                      "first_frame": first, "imports": t0 - t_start}))
+                      "first_frame": first, "imports": t0 - t_start}), flush=True)
+    # As litedesk-viewer does: wait for the close to reach the host, which
+    # otherwise holds a QUIC session (and streams into it) until its timeout.
+    session.disconnect()
+    ended = session.ended
+    ended.addTimeout(5, reactor)
+    try:
+        await ended
+    except Exception:
+        pass
 
 react(lambda reactor: ensureDeferred(run(reactor)))
 """
@@ -294,6 +304,9 @@ def main() -> None:
     p.add_argument("--lossy-only", action="store_true", help="only the lossy-link part")
     p.add_argument("--seconds", type=float, default=20.0, help="lossy: measured s per session")
     p.add_argument("--rounds", type=int, default=2, help="lossy: QUIC, TCP sessions each")
+    p.add_argument("--link-delay", type=float, default=LINK.delay, help="lossy: s one way")
+    p.add_argument("--link-loss", type=float, default=LINK.loss, help="lossy: each way")
+    p.add_argument("--link-rate", type=float, default=LINK.rate, help="lossy: bit/s, 0: none")
     args = p.parse_args()
     why = missing("netns", "Xvfb")
     if why:
@@ -311,7 +324,8 @@ def main() -> None:
                 print_result(out[-1])
         print_ratios(out)
         if args.lossy or args.lossy_only:
-            lossy = run_lossy(lab, workdir, args.seconds, args.rounds)
+            shape = LinkShape(args.link_delay, args.link_loss, args.link_rate or None, LINK.queue)
+            lossy = run_lossy(lab, workdir, args.seconds, args.rounds, shape)
             print_lossy(lossy)
     finally:
         lab.down()

@@ -23,6 +23,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -101,13 +102,32 @@ def run_session(
     return result
 
 
-def run_lossy(lab: LiteDeskLab, workdir: Path, seconds: float, rounds: int) -> dict[str, Any]:
+def wait_ended(lab: LiteDeskLab, peer: str, sessions: int, timeout: float = 30.0) -> float:
+    """Wait until the host has ended C{sessions} sessions (so none overlaps the
+    next one); return how long that took, C{inf} when it did not happen."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if lab.host_log(peer).count(" ended after ") >= sessions:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return float("inf")
+
+
+def host_summary(lab: LiteDeskLab, peer: str, index: int) -> str:
+    """The host's summary of its C{index}th session (frames, fps, drops, round trips)."""
+    ended = [line for line in lab.host_log(peer).splitlines() if " ended after " in line]
+    return ended[index].split(" ended after ", 1)[1] if index < len(ended) else ""
+
+
+def run_lossy(
+    lab: LiteDeskLab, workdir: Path, seconds: float, rounds: int, link_shape: LinkShape = LINK
+) -> dict[str, Any]:
     """The comparison: C{rounds} x (QUIC, TCP) sessions through the lossy link."""
     lab.net.set_nat("r1", "cone")
     lab.net.set_nat("r2", "cone")
     lab.net.set_ipv6(False)
     workload = Workload(lab.env, workdir)
-    L = LINK
+    L = link_shape
     sessions: list[dict[str, Any]] = []
     try:
         workload.phase("moving")
@@ -117,6 +137,8 @@ def run_lossy(lab: LiteDeskLab, workdir: Path, seconds: float, rounds: int) -> d
                 for r in range(rounds):
                     for transport, extra, path in MODES:
                         rec = run_session(lab, peer, extra, seconds, 4 + r, workload.flip_log)
+                        rec["host_ended"] = wait_ended(lab, peer, len(sessions) + 1)
+                        rec["host_summary"] = host_summary(lab, peer, len(sessions))
                         rec.update(mode=transport, expect=path, round=r)
                         rec["ok"] = rec.get("path") == path and rec.get("transport") == transport
                         sessions.append(rec)
@@ -125,7 +147,7 @@ def run_lossy(lab: LiteDeskLab, workdir: Path, seconds: float, rounds: int) -> d
             lab.stop_host(peer)
     finally:
         workload.stop()
-    return {"link": asdict(LINK), "seconds": seconds, "rounds": rounds, "sessions": sessions,
+    return {"link": asdict(L), "seconds": seconds, "rounds": rounds, "sessions": sessions,
             "link_counters": link.counters, "by_mode": by_mode(sessions)}  # fmt: skip
 
 
@@ -138,7 +160,7 @@ def brief(rec: dict[str, Any]) -> str:
         f"connect {rec['connect']:.2f} s, {rec['fps']:.1f} fps, {rec['video_mbps']:.2f} Mb/s, "
         f"click p50 {percentile(lat, 50) or float('nan'):.0f} ms "
         f"p99 {percentile(lat, 99) or float('nan'):.0f} ms, "
-        f"{rec['missed']}/{rec['clicks']} missed"
+        f"{rec['missed']}/{rec['clicks']} missed; host: {rec.get('host_summary', '')}"
     )
 
 

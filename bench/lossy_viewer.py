@@ -19,6 +19,7 @@ latencies (and their split at the flip the workload logs), missed clicks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -121,8 +122,14 @@ async def run(reactor: Any, opts: argparse.Namespace, args: argparse.Namespace) 
         "input_ms": input_ms,
         "display_ms": display_ms,
     }
-    session.disconnect()
     print(json.dumps(result), flush=True)
+    # As litedesk-viewer does: wait for the close to reach the host, which
+    # otherwise holds a QUIC session (and streams into it) until its timeout.
+    session.disconnect()
+    ended = session.ended
+    ended.addTimeout(5, reactor)
+    with contextlib.suppress(Exception):
+        await ended
 
 
 def main() -> None:
