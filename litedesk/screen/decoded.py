@@ -6,9 +6,10 @@ image, then shrink it with Pillow: three passes over 8 MB per frame, about
 20 ms, the larger part of the viewer's CPU.  A L{DecodedFrame} keeps the
 decoder's YUV picture instead and converts it on demand:
 
-  - L{PictureScaler.scale}: straight from YUV to RGB at the size the window
-    shows, in one libswscale call (colour conversion and area-averaging
-    together), into a buffer Pillow reads in place;
+  - L{PictureScaler.picture}: straight from YUV to RGBA at the size the
+    window shows, in one libswscale call (colour conversion and
+    area-averaging together), into a buffer the window hands Tk as it is
+    (L{PictureScaler.scale}: the same as a Pillow image reading it in place);
   - L{DecodedFrame.image}: the full-size RGB picture, converted once on
     first use and kept (screenshots, tests, a window showing 1:1).
 
@@ -104,13 +105,31 @@ class PictureScaler:
     def scale(self, frame: DecodedFrame, width: int, height: int) -> Image.Image:
         """C{frame}'s captured area as a C{width} x C{height} Pillow image.
 
-        The image is RGBA (alpha 255) and reads the converted pixels in place;
-        L{PIL.ImageTk.PhotoImage.paste} into an RGB photo takes it with one
-        copy.  (The padded picture of an odd-sized LiteDesk display comes
-        back RGB, through the full-size image.)  Area averaging when
-        shrinking (text stays legible and no pixel row is skipped), bilinear
-        when enlarging.
+        The image is RGBA (alpha 255) and reads the converted pixels in place
+        (the padded picture of an odd-sized LiteDesk display comes back RGB,
+        through the full-size image; see L{picture}).
         """
+        picture = self._convert(frame, width, height)
+        if isinstance(picture, Image.Image):
+            return picture
+        plane = picture.planes[0]
+        pixels: Any = plane  # read in place: RGBA is one of Pillow's mapped modes
+        return Image.frombuffer("RGBA", (width, height), pixels, "raw", "RGBA", plane.line_size, 1)
+
+    def picture(self, frame: DecodedFrame, width: int, height: int) -> Any:
+        """C{frame}'s captured area at C{width} x C{height}, as the window draws it.
+
+        An RGBA C{av.VideoFrame} (alpha 255, one plane) straight from
+        libswscale, which the window puts into its Tk photo without another
+        copy (L{litedesk.viewer.tk_photo}); or, for the padded picture of an
+        odd-sized display, a Pillow image.  Area averaging when shrinking
+        (text stays legible and no pixel row is skipped), bilinear when
+        enlarging, and at the picture's own size the chroma taken as is,
+        exactly as L{DecodedFrame.image} (1:1 and screenshots agree).
+        """
+        return self._convert(frame, width, height)
+
+    def _convert(self, frame: DecodedFrame, width: int, height: int) -> Any:
         picture = frame.picture
         shrink = width < frame.width or height < frame.height
         if (picture.width, picture.height) != frame.size:
@@ -119,16 +138,19 @@ class PictureScaler:
             # and scaling it along would shift the picture by up to half a
             # pixel, so these take the slower way through the full size.
             full = frame.image
+            if (width, height) == full.size:
+                return full
             resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
             return full.resize((width, height), resample)
-        out = self._reformatter.reformat(
+        if (width, height) == frame.size:
+            interpolation = "POINT"
+        else:
+            interpolation = "AREA" if shrink else "BILINEAR"
+        return self._reformatter.reformat(
             picture,
             width=width,
             height=height,
             format="rgba",
-            interpolation="AREA" if shrink else "BILINEAR",
+            interpolation=interpolation,
             threads=1,
         )
-        plane = out.planes[0]
-        pixels: Any = plane  # read in place: RGBA is one of Pillow's mapped modes
-        return Image.frombuffer("RGBA", (width, height), pixels, "raw", "RGBA", plane.line_size, 1)

@@ -1,10 +1,11 @@
 """The canvas that shows the remote screen: frames, scaling, scrolling, the cursor.
 
 Frames that arrive while one is being drawn replace each other (only the
-newest is drawn), and the conversion to RGB at the drawn size (one
+newest is drawn), and the conversion to RGBA at the drawn size (one
 libswscale step, L{litedesk.screen.decoded.PictureScaler}) runs in a worker
-thread, so a slow redraw drops frames instead of delaying the network (the reactor shares Tk's
-thread; see L{litedesk.viewer.window}).  Where the picture goes is
+thread, so a slow redraw drops frames instead of delaying the network (the
+reactor shares Tk's thread; see L{litedesk.viewer.window}); its buffer goes
+into Tk's photo as it is (L{litedesk.viewer.tk_photo}).  Where the picture goes is
 computed by L{litedesk.viewer.geometry}; this module only applies it.
 """
 
@@ -33,6 +34,7 @@ from litedesk.viewer.geometry import (
     monitor_rect,
 )
 from litedesk.viewer.remote_cursor import cursor_corner, cursor_spot, decode_cursor, scaled_cursor
+from litedesk.viewer.tk_photo import PhotoWriter
 
 _log = Logger(namespace="litedesk.viewer.window")
 
@@ -66,6 +68,7 @@ class FrameView:
         self._draw_call: IDelayedCall | None = None
         self._scaling = False
         self._scaler = PictureScaler()
+        self._writer: PhotoWriter | None = None
         self._photo: ImageTk.PhotoImage | None = None
         self._photo_size = (0, 0)
         self._placed: tuple[int, int, tuple[int, int]] | None = None
@@ -158,27 +161,26 @@ class FrameView:
         m = self._compute_mapping(frame)
         size = drawn_size(m)
         if size == frame.size:
-            # 1:1: the full-size image (one conversion, which screenshots then
-            # reuse) right here, as fast as a thread hand-off would be; a
-            # frame is drawn as soon as it is decoded, as before issue 15.
+            # 1:1: converted right here, as fast as a thread hand-off would
+            # be; a frame is drawn as soon as it is decoded, as before issue 15.
             try:
-                image = frame.image
+                picture = self._scaler.picture(frame, *size)
             except Exception:  # PyAV raises many types; a bad picture is skipped
                 _log.failure("Converting a frame for display failed")
                 return
-            self._show(frame, m, image, new, t0)
+            self._show(frame, m, picture, new, t0)
             return
-        # Scaled: straight from YUV to RGB at the drawn size in one step, in
+        # Scaled: straight from YUV to RGBA at the drawn size in one step, in
         # a worker thread (libswscale releases the GIL), so it overlaps with
         # decoding the next frame on the reactor thread instead of adding
         # to it.
         self._scaling = True
-        d = deferToThread(self._scaler.scale, frame, *size)
+        d = deferToThread(self._scaler.picture, frame, *size)
 
-        def scaled(img: Image.Image) -> None:
+        def scaled(picture: Any) -> None:
             self._scaling = False
             try:
-                self._show(frame, m, img, new, t0)
+                self._show(frame, m, picture, new, t0)
             except tk.TclError:
                 return  # window closed meanwhile
             if self._pending is not None:
@@ -190,19 +192,39 @@ class FrameView:
 
         d.addCallbacks(scaled, failed)
 
-    def _show(
-        self, frame: DecodedFrame, m: ViewMapping, img: Image.Image, new: bool, t0: float
-    ) -> None:
-        """Put the (scaled) picture on the canvas; Tk thread only."""
-        self.mapping = m
-        size = img.size
+    def _put(self, picture: Any) -> tuple[int, int]:
+        """Copy C{picture} into the shown photo (made anew when its size
+        changed); its size.
+
+        @param picture: an RGBA C{av.VideoFrame} from L{PictureScaler.picture},
+            handed to Tk as it is, or a Pillow image (the padded picture of an
+            odd-sized display), which Pillow copies in.
+        """
+        image = isinstance(picture, Image.Image)
+        size: tuple[int, int] = picture.size if image else (picture.width, picture.height)
         if self._photo is None or self._photo_size != size:
-            # An RGB photo whatever the image's mode: Tk then copies the
-            # pixels without looking at an alpha channel.
+            # An RGB photo whatever the picture: Tk then copies the pixels
+            # without looking at an alpha channel.
             self._photo = ImageTk.PhotoImage("RGB", size)
             self._photo_size = size
             self.canvas.itemconfigure(self.image_item, image=self._photo)
-        self._photo.paste(img)
+        if image:
+            self._photo.paste(picture)
+        else:
+            if self._writer is None:
+                self._writer = PhotoWriter(self.canvas)
+            if not self._writer.available or not self._writer.put(self._photo, picture):
+                pixels: Any = picture.planes[0]
+                line = picture.planes[0].line_size
+                self._photo.paste(Image.frombuffer("RGBA", size, pixels, "raw", "RGBA", line, 1))
+        return size
+
+    def _show(
+        self, frame: DecodedFrame, m: ViewMapping, picture: Any, new: bool, t0: float
+    ) -> None:
+        """Put the (scaled) picture on the canvas; Tk thread only."""
+        self.mapping = m
+        size = self._put(picture)
         # Moving the item or setting the scroll region makes Tk redraw the
         # whole canvas, the letterbox bands included: only when they change
         # (the photo's own change redraws just the picture).
