@@ -22,7 +22,9 @@ C{--quick}):
      C{custom_fps=60}, to show whether there is headroom above the ceiling;
   2. with C{--lan}, LiteDesk again over the LAN path (no relay);
   3. with C{--nodelay} (an experiment), LiteDesk through the relay with
-     TCP_NODELAY on the host's and the viewer's sockets;
+     TCP_NODELAY on every socket of the host's process and on the viewer's
+     (the host itself sets it on its session socket once the screen
+     streams, since issue 15; the viewer does not);
   4. the RustDesk protocol: a stock RustDesk client
      (bench/rustdesk_session_client.py, from the stock-client emulators in
      tests/support/) logged in to the same host agent over RustDesk's own
@@ -74,7 +76,8 @@ H.264 frame to RGB, the RustDesk one every VP9 frame; the VNC one decodes in
 pure Python only the ZRLE rectangles that contain the sampled pixel and just
 inflates the others, so the VNC client never becomes the bottleneck).  The
 RustDesk client sets TCP_NODELAY on its socket, as RustDesk does; the
-LiteDesk viewer does not (C{--nodelay} measures that).  The machine may be
+LiteDesk host does on its session socket, the LiteDesk viewer does not
+(C{--nodelay} measures that).  The machine may be
 running other work: the load average is printed at the start and the end,
 and the numbers move with it.
 """
@@ -145,7 +148,8 @@ W, H = 1920, 1080
 WORKLOAD = REPO / "bench" / "session_workload.py"
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 # For the --nodelay experiment: the same twistd with TCP_NODELAY on every TCP
-# socket it opens or accepts (nothing in litedesk/ sets it on session sockets).
+# socket it opens or accepts (litedesk/ sets it only on a session's socket
+# once its screen streams: litedesk/screen/backpressure.py).
 NODELAY_PATCH = """
 import socket
 from twisted.internet import tcp
