@@ -108,7 +108,7 @@ class Bench:
             self.sent.append((time.perf_counter(), x, y))
 
         s.send_mouse = record  # type: ignore[method-assign]
-        pump_tk(reactor, self.root)  # as run_window does
+        self.pump = pump_tk(reactor, self.root)  # as run_window does
         self.i = 0
         self.xpid = self._xvfb_pid()
 
@@ -181,6 +181,36 @@ class Bench:
         scalers = {"before_issue15": Before, "pillow_paste": PillowPaste, "now": PictureScaler}
         self.app.frames._scaler = scalers[which]()  # type: ignore[assignment]
 
+    def use_pump(self, full_every: int | None) -> None:
+        """Pump Tk as the window does (C{None}), or entering Tk's event loop
+        every C{full_every} turns whether or not the X server sent anything
+        (1: as before the pump asked the X connection first)."""
+        from litedesk.viewer.tk_pump import pump_tk
+
+        self.pump.stop()
+        if full_every is None:
+            self.pump = pump_tk(self.reactor, self.root)
+        else:
+            self.pump = pump_tk(self.reactor, self.root, full_every=full_every)
+
+    def use_reference(self, name: str | None) -> None:
+        """Set up one of L{REFERENCES} (C{None}: the window as it is)."""
+        from litedesk.viewer import frame_view, tk_photo
+
+        self.use_conversion("now")
+        self.use_pump(None)
+        frame_view.changed_rows = tk_photo.changed_rows  # type: ignore[attr-defined]
+        if name == "whole_put":
+
+            def whole(new: Any, old: Any) -> tuple[int, int]:
+                return 0, new.height
+
+            frame_view.changed_rows = whole  # type: ignore[attr-defined]
+        elif name == "pump_every_turn":
+            self.use_pump(1)
+        elif name is not None:
+            self.use_conversion(name)
+
     async def decode_alone(self, fps: float, seconds: float) -> float:
         """CPU %% of decoding the frames at C{fps} with nothing shown (window idle)."""
         from twisted.internet.task import LoopingCall
@@ -235,6 +265,7 @@ class Bench:
         warm.stop()
         c = self.app.frames.counters
         r0, s0, d0 = c.received, c.shown, c.draw_seconds
+        f0, i0 = self.pump.full_turns, self.pump.idle_turns
         cpu0, x0, t0 = time.process_time(), cpu_seconds(self.xpid), time.perf_counter()
         if fps is None:
             stop = [False]
@@ -254,6 +285,7 @@ class Bench:
             loop.stop()
         wall = time.perf_counter() - t0
         shown = c.shown - s0
+        full, idle = self.pump.full_turns - f0, self.pump.idle_turns - i0
         return {
             "mode": mode,
             "offered_fps": fps or "max",
@@ -262,6 +294,7 @@ class Bench:
             "draw_ms": round(1000 * (c.draw_seconds - d0) / max(1, shown), 2),
             "viewer_cpu_pct": round(100 * (time.process_time() - cpu0) / wall, 1),
             "xvfb_cpu_pct": round(100 * (cpu_seconds(self.xpid) - x0) / wall, 1),
+            "tk_full_turns_pct": round(100 * full / max(1, full + idle), 1),
         }
 
     async def latency(self, streaming: bool, samples: int) -> dict[str, Any]:
@@ -326,6 +359,14 @@ class Bench:
         }
 
 
+#: Same-run references of the CPU at 30 fps scaled to fit, besides decoding
+#: alone: the conversion before issue 15, the picture put into Tk through
+#: Pillow's paste (before litedesk.viewer.tk_photo), the whole picture put
+#: into Tk on every frame (before tk_photo.changed_rows), Tk's event loop
+#: entered on every pump turn (before the pump asked the X connection first).
+REFERENCES = ("before_issue15", "pillow_paste", "whole_put", "pump_every_turn")
+
+
 async def cpu_scaled_to_fit(b: Bench, seconds: float, rounds: int, profile: int) -> dict[str, Any]:
     """Viewer CPU at 30 fps scaled to fit, against its two same-run references.
 
@@ -336,9 +377,10 @@ async def cpu_scaled_to_fit(b: Bench, seconds: float, rounds: int, profile: int)
     import pstats
 
     now: list[float] = []
-    refs: dict[str, list[float]] = {"before_issue15": [], "pillow_paste": []}
+    refs: dict[str, list[float]] = {name: [] for name in REFERENCES}
     alone: list[float] = []
     shown: list[float] = []
+    full_turns: list[float] = []
     prof = cProfile.Profile() if profile else None
     for _ in range(rounds):
         if prof is not None:
@@ -348,13 +390,14 @@ async def cpu_scaled_to_fit(b: Bench, seconds: float, rounds: int, profile: int)
             prof.disable()
         now.append(r["viewer_cpu_pct"])
         shown.append(r["shown_fps"])
+        full_turns.append(r["tk_full_turns_pct"])
         for name, figures in refs.items():
-            b.use_conversion(name)
+            b.use_reference(name)
             try:
                 r = await b.redraw("fit", "1280x800+0+0", 30.0, seconds)
                 figures.append(r["viewer_cpu_pct"])
             finally:
-                b.use_conversion("now")
+                b.use_reference(None)
         alone.append(await b.decode_alone(30.0, seconds))
     if prof is not None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(profile)
@@ -362,6 +405,7 @@ async def cpu_scaled_to_fit(b: Bench, seconds: float, rounds: int, profile: int)
     out: dict[str, Any] = {
         "fit_30fps_viewer_cpu_pct": cpu,
         "fit_30fps_shown_fps": max(shown),
+        "fit_30fps_tk_full_turns_pct": max(full_turns),
         "decode_alone_cpu_pct": min(alone),
         "x_decode_alone": round(cpu / max(0.1, min(alone)), 2),
     }

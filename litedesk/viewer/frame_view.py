@@ -34,7 +34,7 @@ from litedesk.viewer.geometry import (
     monitor_rect,
 )
 from litedesk.viewer.remote_cursor import cursor_corner, cursor_spot, decode_cursor, scaled_cursor
-from litedesk.viewer.tk_photo import PhotoWriter
+from litedesk.viewer.tk_photo import PhotoWriter, changed_rows
 
 _log = Logger(namespace="litedesk.viewer.window")
 
@@ -69,6 +69,9 @@ class FrameView:
         self._scaling = False
         self._scaler = PictureScaler()
         self._writer: PhotoWriter | None = None
+        # The converted picture (av.VideoFrame) the photo shows, kept to put
+        # only the rows the next one changes; None: unknown (Pillow's paste).
+        self._photo_holds: Any = None
         self._photo: ImageTk.PhotoImage | None = None
         self._photo_size = (0, 0)
         self._placed: tuple[int, int, tuple[int, int]] | None = None
@@ -164,7 +167,7 @@ class FrameView:
             # 1:1: converted right here, as fast as a thread hand-off would
             # be; a frame is drawn as soon as it is decoded, as before issue 15.
             try:
-                picture = self._scaler.picture(frame, *size)
+                picture = self._convert(frame, size, self._photo_holds)
             except Exception:  # PyAV raises many types; a bad picture is skipped
                 _log.failure("Converting a frame for display failed")
                 return
@@ -175,9 +178,9 @@ class FrameView:
         # decoding the next frame on the reactor thread instead of adding
         # to it.
         self._scaling = True
-        d = deferToThread(self._scaler.picture, frame, *size)
+        d = deferToThread(self._convert, frame, size, self._photo_holds)
 
-        def scaled(picture: Any) -> None:
+        def scaled(picture: tuple[Any, tuple[int, int] | None]) -> None:
             self._scaling = False
             try:
                 self._show(frame, m, picture, new, t0)
@@ -192,14 +195,27 @@ class FrameView:
 
         d.addCallbacks(scaled, failed)
 
-    def _put(self, picture: Any) -> tuple[int, int]:
-        """Copy C{picture} into the shown photo (made anew when its size
-        changed); its size.
+    def _convert(
+        self, frame: DecodedFrame, size: tuple[int, int], holds: Any
+    ) -> tuple[Any, tuple[int, int] | None]:
+        """C{frame} at C{size} and the rows in which it differs from C{holds}
+        (the picture in the photo); in the worker thread when scaled."""
+        picture = self._scaler.picture(frame, *size)
+        if isinstance(picture, Image.Image):
+            return picture, (0, size[1])
+        return picture, changed_rows(picture, holds)
 
-        @param picture: an RGBA C{av.VideoFrame} from L{PictureScaler.picture},
-            handed to Tk as it is, or a Pillow image (the padded picture of an
-            odd-sized display), which Pillow copies in.
+    def _put(self, converted: tuple[Any, tuple[int, int] | None]) -> tuple[int, int]:
+        """Copy a converted picture into the shown photo (made anew when its
+        size changed); its size.
+
+        @param converted: an RGBA C{av.VideoFrame} from
+            L{PictureScaler.picture}, handed to Tk as it is, or a Pillow
+            image (the padded picture of an odd-sized display), which Pillow
+            copies in; and the rows that differ from the picture the photo
+            holds (L{changed_rows}; C{None}: none), the only ones put.
         """
+        picture, rows = converted
         image = isinstance(picture, Image.Image)
         size: tuple[int, int] = picture.size if image else (picture.width, picture.height)
         if self._photo is None or self._photo_size != size:
@@ -207,20 +223,32 @@ class FrameView:
             # without looking at an alpha channel.
             self._photo = ImageTk.PhotoImage("RGB", size)
             self._photo_size = size
+            self._photo_holds = None
+            rows = (0, size[1])
             self.canvas.itemconfigure(self.image_item, image=self._photo)
+        if rows is None and self._photo_holds is not None:
+            self._photo_holds = picture  # the same pixels: nothing to put
+            return size
         if image:
+            self._photo_holds = None
             self._photo.paste(picture)
-        else:
-            if self._writer is None:
-                self._writer = PhotoWriter(self.canvas)
-            if not self._writer.available or not self._writer.put(self._photo, picture):
-                pixels: Any = picture.planes[0]
-                line = picture.planes[0].line_size
-                self._photo.paste(Image.frombuffer("RGBA", size, pixels, "raw", "RGBA", line, 1))
+            return size
+        if self._writer is None:
+            self._writer = PhotoWriter(self.canvas)
+        self._photo_holds = picture
+        if not self._writer.available or not self._writer.put(self._photo, picture, rows):
+            pixels: Any = picture.planes[0]
+            line = picture.planes[0].line_size
+            self._photo.paste(Image.frombuffer("RGBA", size, pixels, "raw", "RGBA", line, 1))
         return size
 
     def _show(
-        self, frame: DecodedFrame, m: ViewMapping, picture: Any, new: bool, t0: float
+        self,
+        frame: DecodedFrame,
+        m: ViewMapping,
+        picture: tuple[Any, tuple[int, int] | None],
+        new: bool,
+        t0: float,
     ) -> None:
         """Put the (scaled) picture on the canvas; Tk thread only."""
         self.mapping = m

@@ -1,0 +1,83 @@
+"""Tk's and Xlib's C functions in this process, for the two things Tkinter lacks.
+
+The viewer window calls two C functions Tkinter does not wrap: Tk's
+C{Tk_PhotoPutBlock} (a converted picture into a photo with one copy,
+L{litedesk.viewer.tk_photo}) and Xlib's C{XConnectionNumber} and
+C{XQLength} (whether the X server sent the window anything, so Tk's event
+loop is entered only then, L{litedesk.viewer.tk_pump}).  Both libraries
+are already loaded by C{_tkinter}; they are found in this process's memory
+map, not on the library search path, which could name another copy whose
+state is not the window's.  Where they are not found (a Python with Tk
+linked in statically), callers keep Tkinter's own ways.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+__all__ = ["loaded_library", "x_connection"]
+
+
+def loaded_library(name: str, *symbols: str) -> ctypes.CDLL | None:
+    """The loaded shared library whose file name starts with C{name} and that
+    has all C{symbols}, or C{None}.
+
+    @param name: e.g. C{"libtk"}, C{"libX11."}.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if f"/{name}" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if all(hasattr(lib, s) for s in symbols):
+            return lib
+    return None
+
+
+class XConnection:
+    """The X connection of a Tk window: its socket and Xlib's event queue."""
+
+    def __init__(self, xlib: ctypes.CDLL, display: int) -> None:
+        self._display = ctypes.c_void_p(display)
+        self._queued = xlib.XQLength
+        self._queued.restype = ctypes.c_int
+        self._queued.argtypes = (ctypes.c_void_p,)
+        number = xlib.XConnectionNumber
+        number.restype = ctypes.c_int
+        number.argtypes = (ctypes.c_void_p,)
+        #: The socket to the X server (readable: the server sent something).
+        self.fd: int = number(self._display)
+
+    def queued(self) -> int:
+        """Events Xlib already read from the socket and holds (Tk not told yet)."""
+        n: int = self._queued(self._display)
+        return n
+
+
+def x_connection(widget: Any) -> XConnection | None:
+    """The X connection of C{widget}'s Tk application, or C{None}.
+
+    Tk's C{Tk_Display(tkwin)} is a macro reading the first field of the
+    window record (C{Tk_FakeWin.display}, tk.h); the main window's is the
+    application's connection.
+    """
+    tk = loaded_library("libtk", "Tk_MainWindow")
+    xlib = loaded_library("libX11.", "XConnectionNumber", "XQLength")
+    if tk is None or xlib is None:
+        return None
+    main = tk.Tk_MainWindow
+    main.restype = ctypes.c_void_p
+    main.argtypes = (ctypes.c_void_p,)
+    tkwin = main(ctypes.c_void_p(widget.tk.interpaddr()))
+    if not tkwin:
+        return None
+    display = ctypes.c_void_p.from_address(tkwin).value
+    if not display:
+        return None
+    return XConnection(xlib, display)
