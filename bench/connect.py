@@ -23,7 +23,10 @@ and reports:
 
 Before every run the routers forget the connections between the two sites
 (C{conntrack -D} of the other router's WAN address; the registrations with
-the server stay), so each run punches new mappings.
+the server stay), so each run punches new mappings.  Each scenario's
+viewers get a NAT type cache of their own (C{XDG_CACHE_HOME}), empty at
+first: the first run tests the NAT, the later ones reuse its answer as a
+viewer connecting again would (C{--nat-ttl}).
 
 Scenarios: per NAT pair C{host/viewer} (r1 = host's router, r2 = viewer's
 router; C{sym} = C{MASQUERADE --random-fully}) three modes in the same run:
@@ -65,7 +68,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connect_lossy import LINK, print_lossy, run_lossy  # noqa: E402
+from connect_lossy import LINK, print_lossy, run_lossy, viewer_env  # noqa: E402
 
 from tests.support.lossy_link import LinkShape  # noqa: E402
 from tests.support.natlab import PYTHON, WAN_V4, LiteDeskLab  # noqa: E402
@@ -192,7 +195,7 @@ def forget_mappings(lab: LiteDeskLab) -> None:
         lab.net.x(router, "conntrack", "-D", "-s", WAN_V4[other], check=False)
 
 
-def one_run(lab: LiteDeskLab, sc: Scenario, peer: str) -> dict[str, object]:
+def one_run(lab: LiteDeskLab, sc: Scenario, peer: str, env: dict[str, str]) -> dict[str, object]:
     forget_mappings(lab)
     argv = [
         "ip", "netns", "exec", lab.net.ns(sc.viewer_role), PYTHON, "-c", DRIVER,
@@ -202,7 +205,7 @@ def one_run(lab: LiteDeskLab, sc: Scenario, peer: str) -> dict[str, object]:
     t = time.monotonic()
     try:
         proc = subprocess.run(
-            argv, env=lab.env, capture_output=True, text=True, timeout=90,
+            argv, env=env, capture_output=True, text=True, timeout=90,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -228,7 +231,8 @@ def run_scenario(lab: LiteDeskLab, sc: Scenario, runs: int) -> dict[str, object]
     block(lab, sc.block_punch)
     peer = lab.host("h1")
     try:
-        results = [one_run(lab, sc, peer) for _ in range(runs)]
+        env = viewer_env(lab, sc.name)
+        results = [one_run(lab, sc, peer, env) for _ in range(runs)]
     finally:
         lab.stop_host(peer)
         block(lab, False)

@@ -80,6 +80,20 @@ class Workload:
         self.out.close()
 
 
+def viewer_env(lab: LiteDeskLab, name: str) -> dict[str, str]:
+    """The viewers' environment with a NAT type cache of their own, empty at first.
+
+    The viewer keeps its NAT type per server and local address for a while
+    (C{--nat-ttl}, in C{$XDG_CACHE_HOME/litedesk}); the lab's addresses are
+    the same whatever NAT a scenario puts on them, so each scenario (C{name})
+    starts with an empty cache, and its later runs use what the first found,
+    as a viewer connecting again would.
+    """
+    cache = lab.dir / "nat-cache" / name.replace("/", "-").replace(" ", "-")
+    cache.mkdir(parents=True, exist_ok=True)
+    return dict(lab.env, XDG_CACHE_HOME=str(cache))
+
+
 def run_session(
     lab: LiteDeskLab, peer: str, extra: tuple[str, ...], seconds: float, seed: int, flips: Path
 ) -> dict[str, Any]:
@@ -92,7 +106,11 @@ def run_session(
     ]
     try:
         proc = subprocess.run(
-            argv, env=lab.env, capture_output=True, text=True, timeout=seconds + 90
+            argv,
+            env=viewer_env(lab, "lossy"),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 90,
         )
     except subprocess.TimeoutExpired:
         return {"error": "timeout"}
