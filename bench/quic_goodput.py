@@ -78,6 +78,7 @@ def _certificate(directory: str) -> tuple[str, str]:
 
 
 async def _quic_server(cc: str, size: int, directory: str) -> None:
+    import litedesk.quic.bbr  # noqa: F401  (registers litedesk-bbr, the sessions' controller)
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.asyncio.server import serve
     from aioquic.quic.configuration import QuicConfiguration
@@ -97,6 +98,7 @@ async def _quic_server(cc: str, size: int, directory: str) -> None:
 
 
 async def _quic_client(cc: str) -> None:
+    import litedesk.quic.bbr  # noqa: F401
     from aioquic.asyncio.client import connect
     from aioquic.quic.configuration import QuicConfiguration
 
@@ -194,7 +196,7 @@ def main() -> None:
             lossy_link(lab, "r2", args.delay, args.loss, args.rate or None) as link,
         ):
             figures["tcp"] = transfer(lab, ["tcp-server", str(args.size)], ["tcp-client"])
-            for cc in ("reno", "cubic"):
+            for cc in ("reno", "cubic", "litedesk-bbr"):
                 figures[f"quic {cc}"] = transfer(
                     lab, ["quic-server", cc, str(args.size), tmp], ["quic-client", cc]
                 )

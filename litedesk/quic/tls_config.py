@@ -30,6 +30,7 @@ from aioquic.quic.connection import QuicConnection
 from nacl.signing import SigningKey
 from twisted.logger import Logger
 
+from litedesk.quic import bbr
 from litedesk.quic.aioquic_internals import peer_certificate
 from litedesk.session.host_certificate import host_certificate
 from litedesk.session.host_key import HostKeyMismatch, certificate_key, key_b64
@@ -45,6 +46,10 @@ ALPN = "litedesk/1"
 # pings every second once logged in, and the session's own idle timeout (30 s)
 # decides first; this only ends connections whose session is gone.
 QUIC_IDLE_TIMEOUT = 60.0
+
+# Both directions use the loss-tolerant controller (litedesk.quic.bbr): the
+# host sends the video, the viewer input and file uploads.
+CONGESTION_CONTROL = bbr.NAME
 
 # Refusals stay under the TCP path's namespace and text, so that log filters
 # written for TLS refusals keep matching.
@@ -65,6 +70,7 @@ def host_configuration(signing_key: SigningKey, host_id: str) -> QuicConfigurati
         certificate=cert.certificate,
         private_key=cert.private_key,
         idle_timeout=QUIC_IDLE_TIMEOUT,
+        congestion_control_algorithm=CONGESTION_CONTROL,
     )
 
 
@@ -81,6 +87,7 @@ def viewer_configuration() -> QuicConfiguration:
         verify_mode=ssl.CERT_NONE,
         server_name=None,
         idle_timeout=QUIC_IDLE_TIMEOUT,
+        congestion_control_algorithm=CONGESTION_CONTROL,
     )
 
 
