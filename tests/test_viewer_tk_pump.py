@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from litedesk.viewer.tk_pump import TK_EVENTS_PER_PUMP, pump_tk
+from litedesk.viewer.tk_pump import TK_EVENTS_PER_PUMP, TK_FULL_EVERY, pump_tk
 
 from .support.skips import requires
 from .support.xvfb import shared_xvfb
@@ -82,3 +82,26 @@ class TkPumpTests(TestCase):
         self.assertGreater(seen, 0)
         self.assertLess(seen, total)
         await self.until(lambda: len(handled) == total)
+
+    async def test_idle_window_looks_for_events_only_when_x_sent_some(self) -> None:
+        """An idle window enters Tk's event loop (a round trip to Tcl's notifier
+        thread each time) only on every L{TK_FULL_EVERY}th turn, for Tk's
+        timers; a pointer moved over it by another X client is still handled."""
+        await self.until(self.root.winfo_ismapped)
+        await deferLater(reactor, 0.1, lambda: None)  # mapping's events done
+        full0, idle0 = self.pump.full_turns, self.pump.idle_turns
+        await deferLater(reactor, 0.3, lambda: None)
+        full, idle = self.pump.full_turns - full0, self.pump.idle_turns - idle0
+        self.assertGreater(idle, 0)
+        self.assertLessEqual(full, (full + idle) // TK_FULL_EVERY + 2)
+        moved: list[tuple[int, int]] = []
+        self.root.bind("<Motion>", lambda e: moved.append((e.x_root, e.y_root)))
+        from Xlib import X, display
+        from Xlib.ext import xtest
+
+        other = display.Display(shared_xvfb().display)
+        self.addCleanup(other.close)
+        x, y = self.root.winfo_rootx() + 20, self.root.winfo_rooty() + 60
+        xtest.fake_input(other, X.MotionNotify, x=x, y=y)
+        other.sync()
+        await self.until(lambda: (x, y) in moved)
