@@ -15,12 +15,14 @@ buffer levels, and frames sent at once after injected input.
     encoder's persistent picture;
   - L{frame_job}: one frame slot's work on the worker thread;
   - L{codec}: L{Codec}, L{EncodedFrame}, L{is_key_frame};
-  - L{encode}: L{VideoEncoder}; L{decode}: L{VideoDecoder} (the viewer's);
+  - L{encode}: L{VideoEncoder}, with its settings and their measurements in
+    L{encoder_settings}; L{decode}: L{VideoDecoder} (the viewer's);
   - L{pipeline}: sans-IO L{FramePacer}, L{InputBoost}, L{DropPolicy},
     L{AdaptiveController}, L{ImageQuality};
   - L{streamer}: L{ScreenStreamer}, the Twisted-facing loop;
   - L{backpressure}: L{transport_buffered}, L{PauseTracker}: what to pass
-    as the streamer's C{buffered} callable; L{limit_kernel_buffering};
+    as the streamer's C{buffered} callable; L{limit_kernel_buffering},
+    L{backpressure.send_without_delay};
   - L{testpattern}: synthetic desktop images for tests and benchmarks.
 """
 

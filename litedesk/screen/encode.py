@@ -14,8 +14,8 @@ H.264 (libx264 through PyAV, the default for LiteDesk viewers):
     that later frames could reach across;
   - average bitrate with a VBV cap (C{maxrate = 2 x bitrate}), a
     quantizer cap per image quality (L{VideoEncoder.set_qmax}) and a floor
-    just under it (L{H264_QMIN_BELOW_CAP}: a still screen is not re-coded
-    finer than its key frame).  libx264 re-reads
+    just under it (a still screen is not re-coded finer than its key
+    frame).  libx264 re-reads
     C{bit_rate} and the max rate before every frame (FFmpeg calls
     C{x264_encoder_reconfig}), so bitrate changes cost nothing.  The VBV
     buffer size can only be set when the context is opened; a bitrate far
@@ -35,29 +35,8 @@ says which one runs); it reopens, with a key frame, only for bitrate changes
 beyond L{VideoEncoder.VP9_REOPEN_RATIO}, at most once per
 L{VideoEncoder.VP9_REOPEN_INTERVAL}.
 
-The settings were chosen by measurement, each against the others in place
-(bench/screen_pipeline.py C{--compare}: bench/session.py's typing, scrolling
-and moving window captured at 1080p; figures in bench/README.rst):
-  - realtime, no lag, key frames on request only, profile 0;
-  - C{tune-content=screen}: libvpx's screen tools find the motion of
-    scrolled text (without them scrolling took 4.8 times the bytes);
-  - a quantizer floor (L{VP9_QMIN}, L{VP9_QMIN_BELOW_CAP}, as H.264's
-    qmin): without it a frame
-    that changed little spent its budget sharpening a static desktop
-    (typing took 5.4 times the bytes);
-  - CBR: VBR sent 22 % more bytes on the moving window;
-  - speed 9: 20-30 % less CPU than speed 8 for 9 % more bytes;
-  - one tile column, two threads with row multi-threading: libvpx's default
-    four columns at 1080p sent 13 % more bytes for a worse picture;
-  - no loop filter: 7-15 % less CPU, for a picture 0.1 dB worse;
-  - a rate-control buffer that starts one second full (libvpx's default:
-    four): the first key frame is then about as large as H.264's (on the
-    scrolling desktop 221 kB and 228 kB; 329 kB with the default), below
-    the streamer's 256 KiB high-water mark, which a larger one crossed and
-    so cost the session a fifth of its frame rate for seconds;
-  - no frame dropping (a dropped frame would reach the viewer as nothing);
-    cyclic-refresh AQ, error resilience and a static threshold measured no
-    better.
+The settings of both encoders, and the measurements that chose them, are in
+L{litedesk.screen.encoder_settings}.
 
 Timestamps are milliseconds (time base 1/1000) and frames may come at any
 rate.  libvpx's rate control follows the timestamps.  libx264's does not:
@@ -87,6 +66,16 @@ import av
 from twisted.logger import Logger
 
 from litedesk.screen.codec import TIME_BASE, Codec, EncodedFrame, pad_to_even
+from litedesk.screen.encoder_settings import (
+    H264_QMIN,
+    H264_QMIN_BELOW_CAP,
+    VP9_QMIN,
+    VP9_QMIN_BELOW_CAP,
+    VP9_SETTINGS,
+    X264_SETTINGS,
+    h264_qmin,
+    vp9_qrange,
+)
 from litedesk.screen.libvpx import (
     CONFIG,
     CONTROLS,
@@ -113,41 +102,7 @@ __all__ = [
 
 _log = Logger()
 
-# Without a quantizer cap the floor is H264_QMIN; with one (every image
-# quality has one) the floor sits H264_QMIN_BELOW_CAP under it.  A floor far
-# below the cap let libx264's average-bitrate control, with budget to spare on
-# a still screen, re-code the whole desktop at finer quantizers over the
-# seconds after a key frame (frames of 13-19 kB between typed characters of
-# 100 B): the key frame lands about 2 under the cap (I-frames get a finer
-# quantizer than P-frames), so a floor there leaves a still screen at the
-# key frame's quality.  Measured with bench/screen_pipeline.py --compare at
-# Balanced (cap 32): floor 24 -> 30 sent 0.24 x the bytes while typing and
-# 0.67 x with the window moving, for the same CPU; the typing picture stays at
-# its key frame's 31.9 dB PSNR instead of being sharpened to 33.0 dB.
-H264_QMIN = 24
-H264_QMIN_BELOW_CAP = 2
-# libvpx's quantizer scale is 0-63.  At 24 the session benchmark's desktop
-# decoded as well as H.264's at its qmin 24 (PSNR 32.0 dB both, over the
-# three phases) for 1.2 times the bytes; 28 saved 9 % of the bytes for
-# 0.25 dB, 20 cost 5 % more for 0.1 dB, and no floor at all 1.4 times the
-# bytes (typing 5.4 times).  RustDesk's own host has 24 too at Balanced
-# (its range 24-50).  As with H.264, a floor far under the cap re-coded a
-# still screen finer than its key frame: with a cap the floor is now
-# VP9_QMIN_BELOW_CAP under it (Balanced: 34-44), measured with
-# bench/screen_pipeline.py --compare: typing 0.26 x the bytes, scrolling
-# 0.68 x, the moving window 0.86 x, the same CPU; PSNR over the three phases
-# 31.9 -> 31.1 dB (H.264's 31.3), typing still above its key frame's.
-VP9_QMIN = 24
-VP9_QMIN_BELOW_CAP = 10
-
 _ENCODERS = {Codec.H264: "libx264", Codec.VP9: "libvpx-vp9"}
-
-
-def h264_qmin(qmax: int | None) -> int:
-    """libx264's quantizer floor for a cap (L{H264_QMIN_BELOW_CAP})."""
-    if qmax is None:
-        return H264_QMIN
-    return max(0, qmax - H264_QMIN_BELOW_CAP)
 
 
 def _bps_to_option(bps: float) -> str:
@@ -188,20 +143,8 @@ class VideoEncoder:
     # motion; key frames are bounded by the quantizer cap instead (a 1080p
     # desktop key frame is 120-240 kB from Low to Best, more than the buffer).
     BUFFER_SECONDS = 1.0
-    # What VP9 is given unless vp9_options says otherwise (see the module
-    # docstring for the measurements).  FFmpeg's wrapper: speed 8 is its
-    # maximum; the quantizer floor is added per context (it depends on qmax).
-    VP9_OPTIONS: ClassVar[Mapping[str, str]] = {
-        "deadline": "realtime",
-        "cpu-used": "9",
-        "lag-in-frames": "0",
-        "end-usage": "cbr",
-        "row-mt": "1",
-        "tile-columns": "0",
-        "tune-content": "screen",
-        "disable-loopfilter": "2",
-        "buffer-initial-ms": "1000",
-    }
+    # What VP9 is given unless vp9_options says otherwise.
+    VP9_OPTIONS: ClassVar[Mapping[str, str]] = VP9_SETTINGS
 
     def __init__(
         self,
@@ -302,10 +245,7 @@ class VideoEncoder:
     # -- opening ---------------------------------------------------------------
 
     def _vp9_qrange(self) -> tuple[int, int]:
-        if self._qmax is None:
-            return VP9_QMIN, 63
-        qmax = self._qmax
-        return max(min(VP9_QMIN, qmax), qmax - VP9_QMIN_BELOW_CAP), qmax
+        return vp9_qrange(self._qmax)
 
     def _vp9_settings(self) -> dict[str, str]:
         options = dict(self.VP9_OPTIONS)
@@ -378,9 +318,7 @@ class VideoEncoder:
             # sent 8-23 kB frames every few keystrokes; see H264_QMIN_BELOW_CAP).
             ctx.qmin = h264_qmin(self._qmax)
             x264 = {
-                "preset": "ultrafast",
-                "tune": "zerolatency",
-                "forced-idr": "1",
+                **X264_SETTINGS,
                 "maxrate": _bps_to_option(self._bitrate * self.X264_MAXRATE_HEADROOM),
                 "bufsize": bufsize,
                 **self._h264_overrides,

@@ -1,0 +1,122 @@
+"""The encoders' settings, and the measurements that chose them.
+
+L{litedesk.screen.encode.VideoEncoder} applies these; they are apart so that
+each setting sits next to the figures that justify it.  Everything was
+measured with bench/screen_pipeline.py C{--compare} (bench/session.py's
+typing, scrolling and moving window, captured once at 1080p, then encoded by
+each candidate with the streamer's Balanced settings; tables in
+bench/README.rst).
+
+H.264 (libx264 through FFmpeg): C{ultrafast} and C{zerolatency} (no
+look-ahead, no B-frames, sliced threads: every frame comes straight back out,
+see L{litedesk.screen.encode}), IDR key frames, and a quantizer range from
+L{h264_qmin} to the image quality's cap.  Measured and not taken (issue 15):
+one thread, three threads, C{superfast}, C{subme=2}, CABAC (0.86 x the
+bytes for 1.05 x the CPU, 1.32 x with a window moving), capped CRF.
+
+VP9 (libvpx called directly, L{VP9_SETTINGS} by FFmpeg's option names):
+  - realtime, no lag, key frames on request only, profile 0;
+  - C{tune-content=screen}: libvpx's screen tools find the motion of
+    scrolled text (without them scrolling took 4.8 times the bytes);
+  - a quantizer floor (L{vp9_qrange}): without one a frame that changed
+    little spent its budget sharpening a static desktop (typing took 5.4
+    times the bytes);
+  - CBR: VBR sent 22 % more bytes on the moving window;
+  - speed 9: 20-30 % less CPU than speed 8 for 9 % more bytes;
+  - one tile column, two threads with row multi-threading: libvpx's default
+    four columns at 1080p sent 13 % more bytes for a worse picture; one
+    thread saved 7 % of the CPU but took 1.3 times as long per frame;
+  - no loop filter: 7-15 % less CPU, for a picture 0.1 dB worse;
+  - a rate-control buffer that starts one second full (libvpx's default:
+    four): the first key frame is then about as large as H.264's (on the
+    scrolling desktop 221 kB and 228 kB; 329 kB with the default), below
+    the streamer's 256 KiB high-water mark, which a larger one crossed and
+    so cost the session a fifth of its frame rate for seconds;
+  - no frame dropping (a dropped frame would reach the viewer as nothing);
+    cyclic-refresh AQ, error resilience and a static threshold measured no
+    better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+__all__ = [
+    "H264_QMIN",
+    "H264_QMIN_BELOW_CAP",
+    "VP9_QMIN",
+    "VP9_QMIN_BELOW_CAP",
+    "VP9_SETTINGS",
+    "X264_SETTINGS",
+    "h264_qmin",
+    "vp9_qrange",
+]
+
+# libx264's options before the per-context ones (rate, VBV).  C{forced-idr}:
+# a requested key frame is an IDR, not an open-GOP I-frame that later frames
+# could reach across.
+X264_SETTINGS: Final[Mapping[str, str]] = {
+    "preset": "ultrafast",
+    "tune": "zerolatency",
+    "forced-idr": "1",
+}
+
+# Without a quantizer cap the floor is H264_QMIN; with one (every image
+# quality has one) the floor sits H264_QMIN_BELOW_CAP under it.  A floor far
+# below the cap let libx264's average-bitrate control, with budget to spare on
+# a still screen, re-code the whole desktop at finer quantizers over the
+# seconds after a key frame (frames of 13-19 kB between typed characters of
+# 100 B): the key frame lands about 2 under the cap (I-frames get a finer
+# quantizer than P-frames), so a floor there leaves a still screen at the
+# key frame's quality.  At Balanced (cap 32) floor 24 -> 30 sent 0.24 x the
+# bytes while typing and 0.67 x with the window moving, for the same CPU; the
+# typing picture stays at its key frame's 31.9 dB PSNR instead of being
+# sharpened to 33.0 dB.  Floor 24 without a cap: qmin 24 cut captured typing
+# from 0.39 to 0.23 Mb/s against none, mean pixel error 2.05 -> 2.12.
+H264_QMIN: Final = 24
+H264_QMIN_BELOW_CAP: Final = 2
+
+# libvpx's quantizer scale is 0-63.  At 24 the session benchmark's desktop
+# decoded as well as H.264's at its qmin 24 (PSNR 32.0 dB both, over the
+# three phases) for 1.2 times the bytes; 28 saved 9 % of the bytes for
+# 0.25 dB, 20 cost 5 % more for 0.1 dB, and no floor at all 1.4 times the
+# bytes (typing 5.4 times).  RustDesk's own host has 24 too at Balanced (its
+# range 24-50).  As with H.264, a floor far under the cap re-coded a still
+# screen finer than its key frame: with a cap the floor is now
+# VP9_QMIN_BELOW_CAP under it (Balanced: 34-44): typing 0.26 x the bytes,
+# scrolling 0.68 x, the moving window 0.86 x, the same CPU; PSNR over the
+# three phases 31.9 -> 31.1 dB (H.264's 31.3), typing still above its key
+# frame's.  A floor of 40 (4 under the cap) was 1.6 dB worse than H.264.
+VP9_QMIN: Final = 24
+VP9_QMIN_BELOW_CAP: Final = 10
+
+# What VP9 is given unless the encoder's vp9_options say otherwise (FFmpeg's
+# option names; see the module docstring).  FFmpeg's wrapper, the fallback:
+# speed 8 is its maximum; the quantizer floor is added per context (it
+# depends on the cap).
+VP9_SETTINGS: Final[Mapping[str, str]] = {
+    "deadline": "realtime",
+    "cpu-used": "9",
+    "lag-in-frames": "0",
+    "end-usage": "cbr",
+    "row-mt": "1",
+    "tile-columns": "0",
+    "tune-content": "screen",
+    "disable-loopfilter": "2",
+    "buffer-initial-ms": "1000",
+}
+
+
+def h264_qmin(qmax: int | None) -> int:
+    """libx264's quantizer floor for a cap (L{H264_QMIN_BELOW_CAP})."""
+    if qmax is None:
+        return H264_QMIN
+    return max(0, qmax - H264_QMIN_BELOW_CAP)
+
+
+def vp9_qrange(qmax: int | None) -> tuple[int, int]:
+    """libvpx's quantizer range for a cap: the floor never above the cap."""
+    if qmax is None:
+        return VP9_QMIN, 63
+    return max(min(VP9_QMIN, qmax), qmax - VP9_QMIN_BELOW_CAP), qmax
