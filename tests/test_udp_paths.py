@@ -15,10 +15,7 @@ from typing import Any
 from nacl.signing import SigningKey
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, inlineCallbacks
-from twisted.internet.interfaces import IHandshakeListener
-from twisted.internet.protocol import DatagramProtocol, Protocol
-from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.internet.protocol import DatagramProtocol
 
 from litedesk.host.udp_paths import HostUdpPaths
 from litedesk.nat.nattype import ASYMMETRIC, SYMMETRIC
@@ -39,32 +36,13 @@ from .test_host_paths import HOST_ID, Marker, PathFixture
 reactor: Any = _reactor
 
 
-@implementer(IHandshakeListener)
-class QuicMarker(Protocol):
-    """Writes a line once the pinned handshake is complete; records what it gets."""
+class QuicMarker(Marker):
+    """test_host_paths' Marker that also notes whether it was ever connected."""
 
-    def __init__(self, line: bytes) -> None:
-        self.line = line
-        self.received = b""
-        self.got: Deferred[bytes] = Deferred()
-        self.lost: Deferred[None] = Deferred()
-        self.connected = False
+    connected = False
 
     def connectionMade(self) -> None:
         self.connected = True
-
-    def handshakeCompleted(self) -> None:
-        assert self.transport is not None
-        self.transport.write(self.line)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if b"\n" in self.received and not self.got.called:
-            self.got.callback(self.received)
-
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:  # noqa: B008
-        if not self.lost.called:
-            self.lost.callback(None)
 
 
 class UdpPathFixture(PathFixture):
