@@ -53,8 +53,10 @@ from litedesk.screen.encode import VideoEncoder
 from tests.support.xvfb import Xvfb
 
 
-def make_frames(n: int, fps: float) -> list[pb.VideoFrame]:
-    """n H.264 frames of a desktop with a moving window and scrolling text."""
+def make_frames(n: int, fps: float, scene: str = "moving") -> list[pb.VideoFrame]:
+    """n H.264 frames of a desktop with a moving window and scrolling text
+    (C{scene="moving"}), or of the same desktop where one line is being
+    typed, a character a frame (C{"typing"})."""
     base = Image.new("RGB", (1920, 1080), (40, 70, 120))
     d = ImageDraw.Draw(base)
     for i in range(0, 1920, 240):
@@ -65,10 +67,17 @@ def make_frames(n: int, fps: float) -> list[pb.VideoFrame]:
     for k in range(n):
         im = base.copy()
         dd = ImageDraw.Draw(im)
-        for line in range(40):
+        if scene == "typing":
+            for line in range(40):
+                dd.text(
+                    (120, 110 + line * 19), f"line {line:02d} the quick brown fox", fill=(0, 0, 0)
+                )
+            typed = "the quick brown fox jumps over the lazy dog " * 3
+            dd.text((120, 880), typed[: k % len(typed)] + "_", fill=(0, 0, 0))
+        for line in range(40 if scene == "moving" else 0):
             y = 110 + ((line * 20 + k * 6) % 780)
             dd.text((120, y), f"line {line:02d} frame {k:04d} the quick brown fox", fill=(0, 0, 0))
-        x = 1150 + (k * 9) % 600
+        x = 1150 + (k * 9) % 600 if scene == "moving" else 1150
         dd.rectangle([x, 300, x + 300, 600], fill=(30, 180, 90), outline=(0, 0, 0))
         bgra = im.convert("RGBA").tobytes("raw", "BGRA")
         ef = enc.encode(bgra, 1920, 1080, int(k * 1000 / fps), keyframe=(k == 0))
@@ -450,9 +459,15 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="only the CPU-at-30-fps comparison")
     p.add_argument("--profile", type=int, default=0, metavar="N")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--scene",
+        choices=("moving", "typing"),
+        default="moving",
+        help="the pictures: scrolling text and a moving window, or one line typed",
+    )
     a = p.parse_args()
     t = time.perf_counter()
-    frames = make_frames(90, 30.0)
+    frames = make_frames(90, 30.0, a.scene)
     enc_s = time.perf_counter() - t
     xvfb = Xvfb(2200, 1300, 24).start()
     os.environ["DISPLAY"] = xvfb.display or ""
