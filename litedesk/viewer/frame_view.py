@@ -101,6 +101,11 @@ class FrameView:
             0, 0, text="", fill="#e0e0e0", font=("TkDefaultFont", 14), justify="center"
         )
         self.canvas.bind("<Configure>", lambda _e: self.schedule_draw())
+        # A window nobody can see (iconified, or covered by other windows)
+        # skips converting and drawing pictures: only the newest is kept and
+        # drawn when it shows again, which X tells with a VisibilityNotify.
+        self._covered = False
+        self.canvas.bind("<Visibility>", self._visibility)
 
     def new_session(self) -> None:
         """A session logged in: log where its first picture goes."""
@@ -150,10 +155,19 @@ class FrameView:
         if self._draw_call is None or not self._draw_call.active():
             self._draw_call = self.reactor.callLater(0, self._draw)
 
+    def _visibility(self, event: Any) -> None:
+        # Also sent when the window shows again after being iconified
+        # (not viewable: no event then, and no draws either).
+        self._covered = event.state == "VisibilityFullyObscured"
+        if not self._covered:
+            self.schedule_draw()
+
     def _draw(self) -> None:
         self._draw_call = None
         if self._scaling:
             return  # the scaling in flight draws again when it is done
+        if self._pending is not None and (self._covered or not self.canvas.winfo_viewable()):
+            return  # drawn when the window shows again (see _visibility)
         frame = self._pending or self.shown
         if frame is None:
             self.place_overlay()
