@@ -8,9 +8,12 @@ without a network: what is measured is the window, not the link.
 Same-run references for the CPU at 30 fps scaled to fit (issue 15's goal,
 <= 35 % of a core): B{decoding alone} (the same frames through
 L{VideoDecoder} at 30 fps, nothing shown: the floor no display path can go
-under) and B{the conversion before issue 15} (the same window, but each
-picture converted to full-size RGB and then shrunk with Pillow's BOX filter,
-as the frame view did), each printed as a ratio to the window's figure.
+under), B{the conversion before issue 15} (each picture converted to
+full-size RGB and then shrunk with Pillow's BOX filter, as the frame view
+did), and one per later step, each the window as it is but for that step
+(L{REFERENCES}): the picture put into Tk through Pillow's paste, the whole
+picture put on every frame, Tk's event loop entered on every pump turn.
+Each is printed as a ratio to the window's figure.
 
   - B{redraw}: frames received (decoded) vs frames shown per second, for
     "fit" (1280x800 window, picture scaled by 0.625) and "1:1" (1920x1080
@@ -23,11 +26,13 @@ as the frame view did), each printed as a ratio to the window's figure.
     mapped coordinates; idle and while showing 30 fps.
 
 Usage: C{python bench/viewer_window.py [--seconds 6] [--json] [--quick]
-[--profile N]}.  C{--quick} measures only the CPU at 30 fps scaled to fit
-and its references; C{--profile N} prints the N functions that took most
-time on the Tk thread during it (cProfile; the worker thread that converts
-pictures is not in it).  Numbers vary up to 2x between runs on a 2-core box
-(the X server shares the cores); the ratios much less.
+[--profile N] [--scene moving|typing]}.  C{--quick} measures only the CPU
+at 30 fps scaled to fit and its references; C{--profile N} prints the N
+functions that took most time on the Tk thread during it (cProfile; the
+worker thread that converts pictures is not in it); C{--scene typing}
+shows one line being typed instead of scrolling text and a moving window.
+Numbers vary up to 2x between runs on a 2-core box (the X server shares
+the cores); the ratios much less.
 """
 
 from __future__ import annotations
