@@ -1,6 +1,7 @@
 """What an unauthenticated peer can make a HostSession hold (issue 9), with a
 Clock and string transports: deadlines, frame and reply limits, admission;
-and the session's TCP socket once the screen streams (Nagle off)."""
+and what a login prepares for streaming (Nagle off on the TCP socket, the
+input path's display opened before the first click)."""
 
 from __future__ import annotations
 
@@ -378,3 +379,32 @@ class StreamingSocketTests(SynchronousTestCase):
         _login(session, transport)
         self.assertEqual(session.state, "active")
         self.assertNotEqual(accepted.getsockopt(*nodelay), 0)
+
+    def test_streaming_opens_the_input_display_before_the_first_click(self) -> None:
+        """Once logged in, the host opens its input path's display connection
+        at once (InputWorker.prepare), so that the viewer's first click does
+        not wait 30-125 ms for it; not before the login."""
+
+        class Input:
+            prepared = 0
+
+            def prepare(self) -> None:
+                self.prepared += 1
+
+            def submit(self, ev: object) -> None:
+                pass
+
+            def release_all(self) -> None:
+                pass
+
+        recorder = Input()
+        ctx = _context(Clock())
+        ctx.input = recorder
+        session = HostSession(ctx)
+        transport = TLSLikeTransport()
+        session.makeConnection(transport)
+        session.handshakeCompleted()
+        self.assertEqual(recorder.prepared, 0)
+        _login(session, transport)
+        self.assertEqual(session.state, "active")
+        self.assertEqual(recorder.prepared, 1)

@@ -382,6 +382,11 @@ class HostSession(HostFileSession, HostForwardSession, ViewerRequests, MessagePr
         if option.custom_fps:
             self.streamer.set_custom_fps(option.custom_fps)
         self.streamer.start()
+        # The input path's display connection opens now rather than at the
+        # viewer's first click (InputWorker.prepare; test doubles lack it).
+        prepare = getattr(self.ctx.input, "prepare", None)
+        if callable(prepare) and not self.ctx.view_only:
+            prepare()
         if self.ctx.cursor_shape is not None:
             self.send_cursor_shape(self.ctx.cursor_shape)
         if self.ctx.cursor_position is not None:
