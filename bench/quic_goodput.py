@@ -10,12 +10,13 @@ of bench/connect.py --lossy fell far behind TCP, while delay alone or loss
 alone did not hurt them.  This isolates the transport: one stream of
 C{--size} bytes from the lab's public namespace to v2 (behind r2, where
 tests/support/lossy_link.py puts the link), over aioquic's
-C{QuicConnection} (the one LiteDesk's litedesk/quic drives) with each of its
-congestion controllers (C{reno}, C{cubic}), and over a plain TCP socket
+C{QuicConnection} (the one LiteDesk's litedesk/quic drives) with aioquic's
+congestion controllers (C{reno}, C{cubic}) and the sessions' own
+(C{litedesk-bbr}, litedesk/quic/bbr.py), and over a plain TCP socket
 (Linux's CUBIC, SACK, RACK), in the same lab and run.  QUIC's goodput is
 printed as a ratio to TCP's.  The server and client are aioquic's asyncio
-API in a few lines (below), not LiteDesk code: the figure is what the
-transport allows, the ceiling any session on it can reach.
+API in a few lines (below), not LiteDesk's session code: the figure is what
+the transport allows, the ceiling any session on it can reach.
 """
 
 from __future__ import annotations
@@ -78,11 +79,12 @@ def _certificate(directory: str) -> tuple[str, str]:
 
 
 async def _quic_server(cc: str, size: int, directory: str) -> None:
-    import litedesk.quic.bbr  # noqa: F401  (registers litedesk-bbr, the sessions' controller)
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.asyncio.server import serve
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.events import QuicEvent, StreamDataReceived
+
+    import litedesk.quic.bbr  # noqa: F401  (registers litedesk-bbr, the sessions' controller)
 
     class Sender(QuicConnectionProtocol):
         def quic_event_received(self, event: QuicEvent) -> None:
@@ -98,9 +100,10 @@ async def _quic_server(cc: str, size: int, directory: str) -> None:
 
 
 async def _quic_client(cc: str) -> None:
-    import litedesk.quic.bbr  # noqa: F401
     from aioquic.asyncio.client import connect
     from aioquic.quic.configuration import QuicConfiguration
+
+    import litedesk.quic.bbr  # noqa: F401
 
     cfg = QuicConfiguration(
         is_client=True,
