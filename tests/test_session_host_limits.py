@@ -408,3 +408,26 @@ class StreamingSocketTests(SynchronousTestCase):
         _login(session, transport)
         self.assertEqual(session.state, "active")
         self.assertEqual(recorder.prepared, 1)
+
+
+class ViewerSocketTests(SynchronousTestCase):
+    def test_viewer_turns_nagle_off(self) -> None:
+        """The viewer's input is small writes (a click, a key): once its TLS
+        handshake is complete its TCP socket sends them at once, not after the
+        previous one is acknowledged."""
+        from twisted.internet.task import Clock as ReactorClock
+
+        from litedesk.session.viewer_session import ViewerSession
+
+        server = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(server.close)
+        client = socket.create_connection(server.getsockname())
+        self.addCleanup(client.close)
+        session = ViewerSession(ReactorClock(), "123456789", "pw")
+        transport = TLSLikeTransport()
+        transport.transport = _SocketLayer(client)  # type: ignore[attr-defined]
+        session.makeConnection(transport)
+        nodelay = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        self.assertEqual(client.getsockopt(*nodelay), 0)
+        session.handshakeCompleted()
+        self.assertNotEqual(client.getsockopt(*nodelay), 0)

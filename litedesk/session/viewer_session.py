@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from litedesk.proto import message_pb2 as pb
+from litedesk.screen.backpressure import send_without_delay
 from litedesk.screen.decode import DecodedFrame, KeyFrameRequests, VideoDecoder, decodable_codecs
 from litedesk.session.framing import MessageProtocol
 from litedesk.session.host_key import HostKeyMismatch
@@ -179,6 +180,10 @@ class ViewerSession(MessageProtocol):
     def handshakeCompleted(self) -> None:
         super().handshakeCompleted()
         self._log.debug("TLS handshake with the host completed")
+        # Input is small writes (a click, a key): with Nagle's algorithm one
+        # waits in the kernel until the previous one is acknowledged, which
+        # the host's delayed ACK can put off by 40 ms.  QUIC has no TCP socket.
+        send_without_delay(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         self.stats.bytes += len(data)
