@@ -8,12 +8,14 @@ shrunk (text region included), not shifted and without the encoder's
 padding column of an odd-sized display; any size the window asks for comes
 out exactly that size; a picture kept while the decoder goes on (the frame
 being drawn while the next one decodes) keeps its pixels, also when it is
-converted in another thread.
+converted in another thread; what the window draws at 1:1 is exactly the
+screenshot's pixels.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -124,6 +126,28 @@ class FullSizeImageTests(unittest.SynchronousTestCase):
         self.assertEqual(frame.image.mode, "RGB")
         self.assertLess(mean_abs_error(frame.image, image), 8.0)
         self.assertEqual(len(frame.rgb()), 641 * 361 * 3)
+
+    def test_one_to_one_picture_is_the_screenshot(self) -> None:
+        """What the window draws at 1:1 (L{PictureScaler.picture} at the
+        picture's own size, RGBA for Tk) has exactly the pixels a screenshot
+        saves; an odd-sized display's padded picture gives the cropped image."""
+        for codec, size in (
+            (Codec.H264, (640, 360)),
+            (Codec.VP9, (640, 360)),
+            (Codec.H264, (641, 361)),
+        ):
+            frame = decoded(codec, desktop_image(*size, seed=4))
+            got = PictureScaler().picture(frame, *size)
+            if isinstance(got, Image.Image):
+                self.assertEqual(size[0] % 2, 1)  # only the padded picture
+                self.assertEqual(got.tobytes(), frame.image.tobytes())
+                continue
+            self.assertEqual((got.width, got.height, got.format.name), (*size, "rgba"))
+            pixels: Any = got.planes[0]
+            line = got.planes[0].line_size
+            rgba = Image.frombuffer("RGBA", size, pixels, "raw", "RGBA", line, 1)
+            rgb = rgba.convert("RGB").tobytes()
+            self.assertEqual(rgb, frame.image.tobytes(), codec)
 
     def test_kept_pictures_keep_their_pixels(self) -> None:
         """A picture held while the decoder goes on (the frame being drawn while

@@ -8,12 +8,13 @@ photo.  At 1200x675 the first copy cost the viewer about 1.8 ms a frame,
 some 5 % of a core at 30 fps (bench/viewer_window.py, bench/README.rst).
 
 L{PhotoWriter} calls C{Tk_PhotoPutBlock} itself on the converted frame's
-buffer, as Pillow's C{_imagingtk} does on its block: libtk is already loaded
-by C{_tkinter} (L{litedesk.viewer.tk_native}), and the interpreter is the
-one of the window's C{Tk}.  The
-block says "4 bytes a pixel, R G B, no alpha" (the alpha offset equal to the
-red one, as Pillow does for RGB), so Tk takes every pixel as opaque and
-keeps no transparency region.  Where libtk cannot be found (a Python whose
+buffer, as Pillow's C{_imagingtk} does on its block: libtk is already
+loaded by C{_tkinter} (L{litedesk.viewer.tk_native}), and the interpreter
+is the one of the window's C{Tk}.  The block says "4 bytes a pixel, R G B,
+no alpha" (the alpha offset equal to the red one, as Pillow does for RGB),
+so Tk takes every pixel as opaque and keeps no transparency region.  And
+only the rows that changed since the picture the photo holds are put
+(L{changed_rows}): Tk's own work is per pixel put.  Where libtk cannot be found (a Python whose
 Tk is linked in statically), C{available} is false and the frame view keeps
 Pillow's way.  Tk thread only, as every Tk call.
 """
