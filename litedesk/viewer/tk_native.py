@@ -14,6 +14,8 @@ linked in statically), callers keep Tkinter's own ways.
 from __future__ import annotations
 
 import ctypes
+import os
+import stat
 from typing import Any
 
 __all__ = ["loaded_library", "x_connection"]
@@ -80,4 +82,11 @@ def x_connection(widget: Any) -> XConnection | None:
     display = ctypes.c_void_p.from_address(tkwin).value
     if not display:
         return None
-    return XConnection(xlib, display)
+    x = XConnection(xlib, display)
+    try:
+        socket_fd = stat.S_ISSOCK(os.fstat(x.fd).st_mode)
+    except OSError:
+        socket_fd = False
+    # Not a socket: not the connection this expected (another Tk layout);
+    # the caller then looks for events every turn, as without this.
+    return x if socket_fd else None
