@@ -21,7 +21,9 @@ fails for reasons that have nothing to do with the code under test (A.4).
 
 Only namespaces created here are touched: every veth is created between two
 lab namespaces, the root namespace gets no interface, route, sysctl or rule.
-Names are C{nl<pid>-<role>}; L{NatLab.up} first removes the namespaces of
+Names are C{nl<pid>-<role>} (C{nl<pid>-<n>-<role>} for a process's n-th lab,
+so that two modules' labs in one test process never collide);
+L{NatLab.up} first removes the namespaces of
 earlier runs whose process is gone, so an aborted run leaves nothing behind
 for long.
 """
@@ -29,6 +31,7 @@ for long.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -58,7 +61,16 @@ LAN_V6 = {
 ROUTER_OF = {"h1": "r1", "h2": "r1", "v1": "r1", "v2": "r2"}
 _LAN_NET = {"r1": "1", "r2": "2"}
 NAT_MODES = ("cone", "symmetric", "none")
-_NAME = re.compile(r"^nl(\d+)-[a-z0-9]+$")
+_NAME = re.compile(r"^nl(\d+)-[a-z0-9-]+$")
+#: Labs made in this process so far: the second and later get a suffix, so
+#: that two test modules' labs in one trial worker never share names (the
+#: second's up() would tear down the first's namespaces).
+_LABS_MADE = itertools.count(1)
+
+
+def _default_prefix() -> str:
+    n = next(_LABS_MADE)
+    return f"nl{os.getpid()}" if n == 1 else f"nl{os.getpid()}-{n}"
 
 
 def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -108,7 +120,7 @@ def remove_leftovers() -> list[str]:
 class NatLab:
     """Six namespaces; C{up()} builds them, C{down()} removes them (both idempotent)."""
 
-    prefix: str = field(default_factory=lambda: f"nl{os.getpid()}")
+    prefix: str = field(default_factory=_default_prefix)
     nat: dict[str, str] = field(default_factory=lambda: {"r1": "cone", "r2": "cone"})
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
