@@ -15,7 +15,10 @@ __all__ = ["free_port", "free_port_pair"]
 
 
 def _random_port() -> int:
-    return 20000 + int.from_bytes(os.urandom(2), "big") % 30000
+    # Below Linux's ephemeral range (32768-60999): the kernel never hands a
+    # port there to another test's connect() or bind(0) (a QUIC punch socket,
+    # a client) between our check and the server's bind.
+    return 20002 + int.from_bytes(os.urandom(2), "big") % 12700
 
 
 def free_port_pair() -> int:
