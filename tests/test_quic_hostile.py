@@ -168,11 +168,7 @@ class RealSocketTests(TestCase):
         target = ("127.0.0.1", pair.port)
         for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
             sock = self._socket(source)
-            for _ in range(6):
-                client = QuicConnection(configuration=viewer_configuration())
-                client.connect(target, now=0.0)
-                for datagram, _addr in client.datagrams_to_send(now=0.0):
-                    sock.sendto(datagram, target)
+            _send_initials(sock, target, 6)
         yield until(lambda: pair.host.retries >= 14, message="the flood arriving")
         self.assertEqual(len(pair.host.handshaking), 4)
         held = [pair.host.handshakes_from(f"127.0.0.{i}") for i in (2, 3, 4)]
@@ -196,11 +192,7 @@ class RealSocketTests(TestCase):
         pair, hosts = self._pair()
         target = ("127.0.0.1", pair.port)
         sock = self._socket("127.0.0.1")
-        for _ in range(10):
-            client = QuicConnection(configuration=viewer_configuration())
-            client.connect(target, now=0.0)
-            for datagram, _addr in client.datagrams_to_send(now=0.0):
-                sock.sendto(datagram, target)
+        _send_initials(sock, target, 10)
         yield until(lambda: pair.host.retries >= 8, message="the flood arriving")
         self.assertEqual(pair.host.handshakes_from("127.0.0.1"), 2)
         retries = pair.host.retries
@@ -209,3 +201,12 @@ class RealSocketTests(TestCase):
         yield until(lambda: viewer.received == HOST_MARKER, message="the genuine viewer")
         self.assertEqual(pair.host.retries, retries + 1)
         self.assertEqual(len(hosts), 1)
+
+
+def _send_initials(sock: socket.socket, target: tuple[str, int], count: int) -> None:
+    """C{count} genuine Initials of fresh connections from C{sock} to C{target}."""
+    for _ in range(count):
+        client = QuicConnection(configuration=viewer_configuration())
+        client.connect(target, now=0.0)
+        for datagram, _addr in client.datagrams_to_send(now=0.0):
+            sock.sendto(datagram, target)
