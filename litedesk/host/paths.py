@@ -374,15 +374,7 @@ class HostPaths:
         connecting = [ensureDeferred(connect_out(*c)) for c in candidates]
         link.send(
             rz.RendezvousMessage(
-                punch_hole_sent=rz.PunchHoleSent(
-                    socket_addr=msg.socket_addr,
-                    id=self.peer_id,
-                    relay_server=self.relays.announced(msg.relay_server),
-                    nat_type=own_nat,  # type: ignore[arg-type]
-                    version=VERSION,
-                    socket_addr_v6=socket_addr_v6,
-                    upnp_port=self.upnp_port(),
-                )
+                punch_hole_sent=self._punch_hole_sent(msg, own_nat, socket_addr_v6)
             )
         )
         closed = link.closed
@@ -418,16 +410,23 @@ class HostPaths:
                 self._timers.remove(timer)
             stop()
 
-    async def _udp_punch(self, msg: rz.PunchHole, own_nat: int, slot: Slot) -> None:
-        assert self.udp is not None
-        sent = rz.PunchHoleSent(
+    def _punch_hole_sent(
+        self, msg: rz.PunchHole, own_nat: int, socket_addr_v6: bytes = b""
+    ) -> rz.PunchHoleSent:
+        """Our answer to C{msg}'s punch, by TCP or (the UDP punch's) by UDP."""
+        return rz.PunchHoleSent(
             socket_addr=msg.socket_addr,
             id=self.peer_id,
             relay_server=self.relays.announced(msg.relay_server),
             nat_type=own_nat,  # type: ignore[arg-type]
             version=VERSION,
+            socket_addr_v6=socket_addr_v6,
             upnp_port=self.upnp_port(),
         )
+
+    async def _udp_punch(self, msg: rz.PunchHole, own_nat: int, slot: Slot) -> None:
+        assert self.udp is not None
+        sent = self._punch_hole_sent(msg, own_nat)
         await self.udp.punch(msg, own_nat, self.server, sent, slot)
 
     async def _join_relay(self, msg: rz.RequestRelay, slot: Slot) -> None:
