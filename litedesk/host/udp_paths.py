@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from litedesk.host.job_slots import Slot
 from litedesk.nat.ipv6 import own_ipv6
-from litedesk.nat.nattype import SYMMETRIC, resolve_ip
+from litedesk.nat.nattype import SYMMETRIC, resolve_ip, wildcard_for
 from litedesk.nat.udp_probe import plan_for, punch_token
 from litedesk.nat.udp_puncher import UdpPuncher
 from litedesk.proto import rendezvous_pb2 as rz
@@ -134,7 +134,7 @@ class HostUdpPaths:
         viewer_ip = addrmangle.normalize(addrmangle.decode(msg.socket_addr))[0]
         server_udp = (resolve_ip(*server), server[1])
         puncher = UdpPuncher(
-            self.reactor, self.token, plan.sockets, self.interface or _interface(server_udp[0])
+            self.reactor, self.token, plan.sockets, self.interface or wildcard_for(server_udp[0])
         )
         self._punchers.add(puncher)
         hard = plan.sockets > 1
@@ -238,7 +238,3 @@ def _send(puncher: UdpPuncher, data: bytes, addr: tuple[str, int]) -> None:
         puncher.send_raw(0, data, addr)
     except Exception as e:  # the puncher closed meanwhile, or the network is down
         HostUdpPaths._log.debug("UDP PunchHoleSent not sent: {error}", error=e)
-
-
-def _interface(server_ip: str) -> str:
-    return "::" if ":" in server_ip else ""

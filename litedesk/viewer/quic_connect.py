@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from litedesk.nat.nattype import wildcard_for
 from litedesk.nat.punch import Gate
 from litedesk.quic.stream_transport import QuicStreamTransport
 from litedesk.quic.viewer import QuicViewer
@@ -118,7 +119,7 @@ async def quic_connect(
     """
     viewer = QuicViewer(reactor)
     if port is None:
-        port = reactor.listenUDP(0, viewer, interface="::" if ":" in remote[0] else "")
+        port = reactor.listenUDP(0, viewer, interface=wildcard_for(remote[0]))
     else:
         viewer.attach(port)
     held = HeldSession(session, (lambda: gate.claim(label)) if gate is not None else None)

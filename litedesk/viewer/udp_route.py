@@ -71,7 +71,7 @@ class UdpCandidate:
         self.own_nat = own_nat
         sockets = HARD_SOCKETS if own_nat == SYMMETRIC else 1
         self.puncher = UdpPuncher(
-            reactor, punch_token(peer_id), sockets, "::" if ":" in server_udp[0] else ""
+            reactor, punch_token(peer_id), sockets, wildcard_for(server_udp[0])
         )
         ports = self.puncher.open()
         self.local_port: int = ports[0].getHost().port  # type: ignore[attr-defined]
