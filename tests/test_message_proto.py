@@ -140,7 +140,16 @@ FIELDS: dict[str, dict[str, int]] = {
     "Resolution": {"width": 1, "height": 2},
     "SupportedEncoding": {"h264": 1, "h265": 2, "vp8": 3, "av1": 4, "i444": 5},
     "TestDelay": {"time": 1, "from_client": 2, "last_delay": 3, "target_bitrate": 4},
-    "VideoFrame": {"vp9s": 6, "h264s": 10, "h265s": 11, "vp8s": 12, "av1s": 13, "display": 14},
+    # tiles: LiteDesk's screen tiles (docs/protocol.rst, "Screen tiles").
+    "VideoFrame": {
+        "vp9s": 6,
+        "h264s": 10,
+        "h265s": 11,
+        "vp8s": 12,
+        "av1s": 13,
+        "display": 14,
+        "tiles": 8877,
+    },
     "EncodedVideoFrames": {"frames": 1},
     "EncodedVideoFrame": {"data": 1, "key": 2, "pts": 3},
     "MouseEvent": {"mask": 1, "x": 2, "y": 3, "modifiers": 4},
@@ -205,6 +214,7 @@ FIELDS: dict[str, dict[str, int]] = {
         "ability_av1": 6,
         "i444": 7,
         "prefer_chroma": 8,
+        "litedesk_tiles": 8877,  # LiteDesk: the viewer draws tiles
     },
     "SwitchDisplay": {
         "display": 1,
@@ -239,7 +249,7 @@ SINT32 = {
 ONEOFS = {
     "LoginRequest": {"file_transfer", "port_forward", "view_camera", "terminal"},
     "LoginResponse": {"error", "peer_info"},
-    "VideoFrame": {"vp9s", "h264s", "h265s", "vp8s", "av1s"},
+    "VideoFrame": {"vp9s", "h264s", "h265s", "vp8s", "av1s", "tiles"},
     "KeyEvent": {"control_key", "chr", "unicode", "seq", "win2win_hotkey"},
     "Misc": set(FIELDS["Misc"]),
 }

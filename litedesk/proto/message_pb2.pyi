@@ -472,20 +472,22 @@ class EncodedVideoFrames(_message.Message):
     def __init__(self, frames: _Optional[_Iterable[_Union[EncodedVideoFrame, _Mapping]]] = ...) -> None: ...
 
 class VideoFrame(_message.Message):
-    __slots__ = ("vp9s", "h264s", "h265s", "vp8s", "av1s", "display")
+    __slots__ = ("vp9s", "h264s", "h265s", "vp8s", "av1s", "tiles", "display")
     VP9S_FIELD_NUMBER: _ClassVar[int]
     H264S_FIELD_NUMBER: _ClassVar[int]
     H265S_FIELD_NUMBER: _ClassVar[int]
     VP8S_FIELD_NUMBER: _ClassVar[int]
     AV1S_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_FIELD_NUMBER: _ClassVar[int]
     vp9s: EncodedVideoFrames
     h264s: EncodedVideoFrames
     h265s: EncodedVideoFrames
     vp8s: EncodedVideoFrames
     av1s: EncodedVideoFrames
+    tiles: EncodedVideoFrames
     display: int
-    def __init__(self, vp9s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., h264s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., h265s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., vp8s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., av1s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., display: _Optional[int] = ...) -> None: ...
+    def __init__(self, vp9s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., h264s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., h265s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., vp8s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., av1s: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., tiles: _Optional[_Union[EncodedVideoFrames, _Mapping]] = ..., display: _Optional[int] = ...) -> None: ...
 
 class MouseEvent(_message.Message):
     __slots__ = ("mask", "x", "y", "modifiers")
@@ -568,7 +570,7 @@ class MultiClipboards(_message.Message):
     def __init__(self, clipboards: _Optional[_Iterable[_Union[Clipboard, _Mapping]]] = ...) -> None: ...
 
 class SupportedDecoding(_message.Message):
-    __slots__ = ("ability_vp9", "ability_h264", "ability_h265", "prefer", "ability_vp8", "ability_av1", "i444", "prefer_chroma")
+    __slots__ = ("ability_vp9", "ability_h264", "ability_h265", "prefer", "ability_vp8", "ability_av1", "i444", "prefer_chroma", "litedesk_tiles")
     class PreferCodec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         Auto: _ClassVar[SupportedDecoding.PreferCodec]
@@ -591,6 +593,7 @@ class SupportedDecoding(_message.Message):
     ABILITY_AV1_FIELD_NUMBER: _ClassVar[int]
     I444_FIELD_NUMBER: _ClassVar[int]
     PREFER_CHROMA_FIELD_NUMBER: _ClassVar[int]
+    LITEDESK_TILES_FIELD_NUMBER: _ClassVar[int]
     ability_vp9: int
     ability_h264: int
     ability_h265: int
@@ -599,7 +602,8 @@ class SupportedDecoding(_message.Message):
     ability_av1: int
     i444: CodecAbility
     prefer_chroma: Chroma
-    def __init__(self, ability_vp9: _Optional[int] = ..., ability_h264: _Optional[int] = ..., ability_h265: _Optional[int] = ..., prefer: _Optional[_Union[SupportedDecoding.PreferCodec, str]] = ..., ability_vp8: _Optional[int] = ..., ability_av1: _Optional[int] = ..., i444: _Optional[_Union[CodecAbility, _Mapping]] = ..., prefer_chroma: _Optional[_Union[Chroma, str]] = ...) -> None: ...
+    litedesk_tiles: int
+    def __init__(self, ability_vp9: _Optional[int] = ..., ability_h264: _Optional[int] = ..., ability_h265: _Optional[int] = ..., prefer: _Optional[_Union[SupportedDecoding.PreferCodec, str]] = ..., ability_vp8: _Optional[int] = ..., ability_av1: _Optional[int] = ..., i444: _Optional[_Union[CodecAbility, _Mapping]] = ..., prefer_chroma: _Optional[_Union[Chroma, str]] = ..., litedesk_tiles: _Optional[int] = ...) -> None: ...
 
 class OptionMessage(_message.Message):
     __slots__ = ("image_quality", "lock_after_session_end", "show_remote_cursor", "privacy_mode", "block_input", "custom_image_quality", "disable_audio", "disable_clipboard", "enable_file_transfer", "supported_decoding", "custom_fps", "disable_keyboard", "follow_remote_cursor", "follow_remote_window", "disable_camera", "terminal_persistent", "show_my_cursor")

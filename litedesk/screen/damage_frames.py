@@ -8,8 +8,9 @@ that rectangle) and converts it into the canvas.  Damage does not mean
 change: toolkits repaint what is already there (Tk redraws a whole text line
 per keystroke, a blinking cursor's window repaints its background), so a
 persistent BGRA copy of the monitor is kept, each grabbed rectangle is
-compared with it row by row (C{memcmp}s of a few kB) and only rectangles
-that differ are converted; when none does, no frame is encoded.  A key frame, a monitor
+compared with it (L{litedesk.screen.change.diff_box}: C{memcmp}s in place)
+and only the box that differs is converted; when none does, no frame is
+encoded.  A key frame, a monitor
 switch, a size change or a watcher that lost track grabs and converts the
 whole monitor instead.  It runs on the streamer's worker thread; only
 L{DamagePath.pending} and the watcher's callback cross threads.
@@ -119,23 +120,28 @@ class DamagePath:
         return (box,)
 
     def _update(self, r: Rect, data: bytes, width: int) -> Rect | None:
-        """Keep C{r}'s grab where it differs from what we had: the band of
-        rows that differs (even-aligned, converted), or C{None}."""
+        """Keep C{r}'s grab where it differs from what we had: the box that
+        differs (even-aligned, converted), or C{None}.
+
+        The box is exact, not the band of rows: Tk redraws a whole line of
+        text for one typed glyph, and the viewer's tiles
+        (L{litedesk.screen.tiles}) carry the converted box as it is.
+        """
         buf = self._bgra
         stride, n = width * 4, r.width * 4
-        first = last = -1
-        for row in range(r.height):
-            o = (r.y + row) * stride + r.x * 4
-            line = data[row * n : row * n + n]
-            if buf[o : o + n] != line:
-                buf[o : o + n] = line
-                if first < 0:
-                    first = row
-                last = row
-        if first < 0:
+        start = r.y * stride + r.x * 4
+        old = b"".join(buf[o : o + n] for o in range(start, start + r.height * stride, stride))
+        box = diff_box(old, data, r.width, r.height)
+        if box is None:
             return None
-        first -= first % 2
-        last += 1 + (last + 1) % 2  # one past, even
-        band = Rect(r.x, r.y + first, r.width, min(last, r.height) - first)
-        self.canvas.paint(band, data[first * n : (first + band.height) * n])
-        return band
+        for row in range(box.y, box.bottom):
+            o = start + row * stride
+            buf[o : o + n] = data[row * n : row * n + n]
+        box = align_rect(box, r.width, r.height)
+        left, size = box.x * 4, box.width * 4
+        pixels = b"".join(
+            data[row * n + left : row * n + left + size] for row in range(box.y, box.bottom)
+        )
+        moved = Rect(r.x + box.x, r.y + box.y, box.width, box.height)
+        self.canvas.paint(moved, pixels)
+        return moved

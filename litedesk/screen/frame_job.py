@@ -19,12 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import av
+
 from .capture import Capturer, DisplayInfo, Frame
 from .change import Rect
 from .codec import Codec, EncodedFrame
 from .damage_frames import DamagePath
 from .encode import VideoEncoder
 from .pipeline import base_bitrate, quality_profile
+from .tiles import TILE_BYTES, TILE_CODEC, TileError, encode_tiles, tile_candidate
 
 __all__ = ["FrameSource", "Job", "Produced", "produce"]
 
@@ -54,6 +57,8 @@ class Job:
     max_fps: float
     quality: int
     codec: str
+    # The viewer draws screen tiles (L{litedesk.screen.tiles}).
+    tiles: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,26 @@ def _configure(encoder: VideoEncoder, job: Job, width: int, height: int) -> None
     encoder.set_fps(job.fps)
 
 
+def _as_tiles(
+    picture: av.VideoFrame, region: tuple[Rect, ...], pts: int, w: int, h: int
+) -> EncodedFrame | None:
+    """A small change as a tile message, or C{None} for the encoder.
+
+    The encoder is not called: its reference keeps the old pixels, and its
+    next frame codes the change again for the viewer's decoder (the tiles
+    only patch the picture shown).
+    """
+    if not tile_candidate(region):
+        return None
+    try:
+        data = encode_tiles(picture, region)
+    except TileError:  # rectangles that overlap after alignment
+        return None
+    if len(data) > TILE_BYTES:
+        return None
+    return EncodedFrame(data, False, pts, TILE_CODEC, w, h)
+
+
 def produce(
     job: Job, pts: int, source: FrameSource, encoder: VideoEncoder, damage: DamagePath | None
 ) -> Produced:
@@ -94,6 +119,8 @@ def produce(
         picture, (w, h), region = damage.picture(source, job.keyframe)
         if picture is None:
             return Produced(None, (w, h))
+        if job.tiles and not job.keyframe and (tiles := _as_tiles(picture, region, pts, w, h)):
+            return Produced(tiles, (w, h), region)
         _configure(encoder, job, w, h)
         return Produced(
             encoder.encode_yuv(picture, w, h, pts, keyframe=job.keyframe), (w, h), region

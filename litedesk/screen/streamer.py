@@ -60,6 +60,7 @@ from .pipeline import (
     base_bitrate,
     clamp_fps,
 )
+from .tiles import TILE_CODEC
 
 __all__ = ["FrameSource", "ScreenStreamer", "StreamStats"]
 
@@ -80,6 +81,9 @@ class StreamStats:
     # converted in all.  Empty / 0 on the comparing path.
     last_region: tuple[Rect, ...] = ()
     captured_pixels: int = 0
+    # Frames sent as screen tiles instead of video (counted in frames and
+    # bytes too).
+    tiles: int = 0
 
 
 def _one_thread_pool() -> ThreadPool:
@@ -103,6 +107,7 @@ class ScreenStreamer:
     @param damage: use X DAMAGE when the source is a L{Capturer} (it grabs
         rectangles) and the X server has the extension; C{False} always
         compares whole frames.
+    @param tiles: the consumer draws screen tiles (L{set_tiles}).
     """
 
     _log = Logger()
@@ -132,6 +137,7 @@ class ScreenStreamer:
         controller: AdaptiveController | None = None,
         pool_factory: Callable[[], ThreadPool] | None = None,
         damage: bool = True,
+        tiles: bool = False,
     ) -> None:
         self._reactor = reactor
         self._deliver = deliver
@@ -167,6 +173,7 @@ class ScreenStreamer:
         self._use_damage = damage and isinstance(self._source, Capturer)
         self._damage: DamagePath | None = None
         self.boost = InputBoost(reactor)
+        self._tiles = tiles
 
     # -- control ------------------------------------------------------------
 
@@ -276,7 +283,11 @@ class ScreenStreamer:
 
     def set_quality(self, quality: int) -> None:
         """Apply C{image_quality}: the screen is sent again at the new quality
-        (a key frame, which the encoder's reopen needs anyway)."""
+        (a key frame, which the encoder's reopen needs anyway).  The quality
+        it already has changes nothing: a LiteDesk viewer names its quality
+        at login, and that cost every session a second key frame."""
+        if quality == self._quality:
+            return
         self._quality = quality
         self._update_limits()
         self._want_key()
@@ -290,6 +301,11 @@ class ScreenStreamer:
         """Switch between H.264 and VP9; the next frame is a key frame of it."""
         self._codec = Codec(codec)
         self._want_key()
+
+    def set_tiles(self, enabled: bool) -> None:
+        """Whether small changes may go as screen tiles (L{litedesk.screen.tiles})
+        rather than video: only for a viewer that said it draws them."""
+        self._tiles = enabled
 
     def on_rtt(self, rtt: float) -> None:
         """Feed a C{TestDelay} round trip (seconds) to the adaptive controller."""
@@ -370,6 +386,7 @@ class ScreenStreamer:
             max_fps=self._max_fps,
             quality=self._quality,
             codec=self._codec,
+            tiles=self._tiles,
         )
         assert self._pool is not None
         # pts: milliseconds since start(), the slot's time (not the grab's),
@@ -407,6 +424,7 @@ class ScreenStreamer:
             self.stats.frames += 1
             self.stats.bytes += len(encoded.data)
             self.stats.key_frames += encoded.key
+            self.stats.tiles += encoded.codec == TILE_CODEC
             if result.region:
                 self.stats.last_region = result.region
                 self.stats.captured_pixels += sum(r.width * r.height for r in result.region)

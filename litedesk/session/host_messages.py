@@ -46,7 +46,14 @@ __all__ = [
 #: bound as the host's own clipboard.
 MAX_CLIPBOARD: Final = MAX_CLIPBOARD_BYTES
 
-_CODEC_FIELD = {"h264": "h264s", "vp9": "vp9s", "h265": "h265s", "vp8": "vp8s", "av1": "av1s"}
+_CODEC_FIELD = {
+    "h264": "h264s",
+    "vp9": "vp9s",
+    "h265": "h265s",
+    "vp8": "vp8s",
+    "av1": "av1s",
+    "tile": "tiles",
+}
 
 
 def pick_codec(option: pb.OptionMessage, default: str, *, rustdesk: bool = False) -> str:

@@ -372,6 +372,10 @@ class HostSession(HostFileSession, HostForwardSession, ViewerRequests, MessagePr
         codec = pick_codec(option, self.default_codec, rustdesk=self.rustdesk)
         self.codec = codec
         self.streamer = self.ctx.make_streamer(self._send_frame, self._buffered, codec)
+        # Small changes as lossless tiles beside the video, for a LiteDesk
+        # viewer that draws them (litedesk.screen.tiles); never for a stock
+        # client, which would show nothing for them.
+        self.streamer.set_tiles(not self.rustdesk and option.supported_decoding.litedesk_tiles > 0)
         # Small frames (a typed character, a click's effect) go out at once
         # instead of waiting behind the previous frame's ACK (see
         # send_without_delay); QUIC has no TCP socket and needs nothing.

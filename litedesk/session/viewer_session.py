@@ -36,6 +36,8 @@ from zope.interface import implementer
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.backpressure import send_without_delay
 from litedesk.screen.decode import DecodedFrame, KeyFrameRequests, VideoDecoder, decodable_codecs
+from litedesk.screen.tiles import VERSION as TILES_VERSION
+from litedesk.screen.tiles import TileError, patched
 from litedesk.session.framing import MessageProtocol
 from litedesk.session.host_key import HostKeyMismatch
 from litedesk.session.password import login_password
@@ -94,6 +96,9 @@ class ViewerStats:
     unsupported_frames: int = 0
     #: the codec of the last video frame
     codec: str | None = None
+    #: screen tiles drawn, and tile messages refused (litedesk.screen.tiles)
+    tiles: int = 0
+    tile_errors: int = 0
     rtt_ms: float | None = None
     first_frame_at: float | None = None
     last_frame_at: float | None = None
@@ -276,6 +281,7 @@ class ViewerSession(MessageProtocol):
         dec = pb.SupportedDecoding(prefer=_PREFER[preferred])
         for codec in decodable_codecs() - self.unsupported:
             setattr(dec, _ABILITY[codec], 1)
+        dec.litedesk_tiles = TILES_VERSION
         return dec
 
     def _login_response(self, resp: pb.LoginResponse) -> None:
@@ -309,6 +315,9 @@ class ViewerSession(MessageProtocol):
 
     def _video(self, vf: pb.VideoFrame) -> None:
         which = vf.WhichOneof("union")
+        if which == "tiles":
+            self._tiles(vf.tiles)
+            return
         codec = _CODEC_OF_FIELD.get(which or "")
         if codec is None:
             self._unsupported_video(which)
@@ -337,6 +346,29 @@ class ViewerSession(MessageProtocol):
             self.refresh()
         if self.decoder.gave_up or codec not in decodable_codecs():
             self._withdraw(codec)
+
+    def _tiles(self, frames: pb.EncodedVideoFrames) -> None:
+        """Screen tiles: patched into a copy of the picture shown last."""
+        for ef in frames.frames:
+            self.stats.video_bytes += len(ef.data)
+            if self.latest is None or self.decoder.waiting_for_key:
+                continue  # the key frame they patch is missing: asked for below
+            try:
+                shown = patched(self.latest, ef.data, ef.pts)
+            except TileError as e:
+                # The picture shown now lacks a change: a key frame repairs
+                # it (one request until a picture decodes, as for video).
+                self.stats.tile_errors += 1
+                self._log.warn("Screen tiles refused: {reason}", reason=e)
+                if self.key_frame_requests.need(self._clock.seconds()):
+                    self.stats.key_frame_requests += 1
+                    self.refresh()
+                continue
+            self.stats.tiles += 1
+            self._show(shown, False)
+        if self.decoder.waiting_for_key and self.key_frame_requests.need(self._clock.seconds()):
+            self.stats.key_frame_requests += 1
+            self.refresh()
 
     def _show(self, decoded: DecodedFrame, key: bool) -> None:
         now = self._clock.seconds()

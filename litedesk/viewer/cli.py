@@ -330,6 +330,8 @@ def _session_stats(
         "decode_errors": st.decode_errors,
         "codec": st.codec,
         "key_frame_requests": st.key_frame_requests,
+        "tiles": st.tiles,
+        "tile_errors": st.tile_errors,
         "duration": round(duration, 3),
         "throughput_kbps": round(st.bytes * 8 / 1000 / max(1e-6, duration), 1),
         "frames_lost": st.decode_errors + session.decoder.skipped,

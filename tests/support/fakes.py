@@ -35,6 +35,7 @@ class FakeStreamer:
 
     def __init__(self) -> None:
         self.started = False
+        self.tiles = False
 
     def start(self) -> None:
         self.started = True
@@ -59,3 +60,6 @@ class FakeStreamer:
 
     def input_injected(self) -> None:
         pass
+
+    def set_tiles(self, enabled: bool) -> None:
+        self.tiles = enabled
