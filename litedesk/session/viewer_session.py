@@ -23,7 +23,6 @@ import platform
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -40,7 +39,9 @@ from litedesk.screen.tiles import VERSION as TILES_VERSION
 from litedesk.screen.tiles import TileError, patched
 from litedesk.session.framing import MessageProtocol
 from litedesk.session.host_key import HostKeyMismatch
+from litedesk.session.login_errors import viewer_reason
 from litedesk.session.password import login_password
+from litedesk.session.viewer_stats import ViewerStats
 
 VERSION = "1.4.9"
 IDLE_TIMEOUT = 30.0
@@ -68,40 +69,6 @@ class SessionError(Exception):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-
-
-_LOGIN_ERRORS = {
-    "Wrong Password": "wrong password",
-    "Too many wrong attempts": "wrong password (too many attempts, try later)",
-    "Please try 1 minute later": "wrong password (too many attempts, try in a minute)",
-    "Empty Password": "wrong password (empty)",
-    "No Password Access": "the host accepts no password",
-    "Offline": "host offline",
-    "Too many viewers": "too many viewers",
-    "No permission of file transfer": "file transfer disabled",
-    "No permission of IP tunneling": "forward not allowed",
-}
-_FORWARD_FAILED = "Failed to access remote"
-
-
-@dataclass
-class ViewerStats:
-    frames: int = 0
-    key_frames: int = 0
-    bytes: int = 0
-    video_bytes: int = 0
-    decode_errors: int = 0
-    key_frame_requests: int = 0
-    #: video frames of a kind this viewer does not know (RustDesk's raw modes)
-    unsupported_frames: int = 0
-    #: the codec of the last video frame
-    codec: str | None = None
-    #: screen tiles drawn, and tile messages refused (litedesk.screen.tiles)
-    tiles: int = 0
-    tile_errors: int = 0
-    rtt_ms: float | None = None
-    first_frame_at: float | None = None
-    last_frame_at: float | None = None
 
 
 @implementer(IHandshakeListener)
@@ -286,10 +253,7 @@ class ViewerSession(MessageProtocol):
 
     def _login_response(self, resp: pb.LoginResponse) -> None:
         if resp.WhichOneof("union") == "error":
-            reason = _LOGIN_ERRORS.get(resp.error, "login refused")
-            if resp.error.startswith(_FORWARD_FAILED):
-                reason = "forward target unreachable"
-            self.fail(reason, resp.error)
+            self.fail(viewer_reason(resp.error), resp.error)
             return
         self.peer_info = resp.peer_info
         self.display = resp.peer_info.current_display
