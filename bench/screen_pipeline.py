@@ -33,7 +33,7 @@ Encoder settings, compared in isolation (C{--compare})::
 
     .venv/bin/python bench/screen_pipeline.py --compare [--seconds 4] [--rounds 2]
         [--phases typing,scrolling,moving] [--candidates h264,vp9,vp9-before,...]
-        [--vp9 NAME=opt:val,opt:val ...]
+        [--vp9 NAME=opt:val,opt:val ...] [--h264 NAME=key=val:key=val ...]
 
 captures the desktop sequences of bench/session.py (bench/session_workload.py
 on its own Xvfb: typing, scrolling, the moving window; with a click on the
@@ -56,7 +56,8 @@ are against C{h264}, the streamer's H.264.  Candidates are L{VideoEncoder}s
 with VP9 options over the encoder's defaults (C{vp9_options}; C{opt:-}
 drops a default; C{threads:N} sets the encoder's thread count and
 C{backend:ffmpeg} uses FFmpeg's libvpx-vp9 instead of libvpx directly);
-C{--vp9} adds one by hand.
+C{--vp9} adds one by hand, C{--h264} an H.264 one (libx264's own option
+string, FFmpeg's C{x264-params}, over the encoder's settings).
 
 The damage path (issue 15), C{--damage [--phases idle,typing,...]}: the real
 streamer with X DAMAGE against the same streamer grabbing and comparing
@@ -329,6 +330,36 @@ CANDIDATES: dict[str, tuple[str, dict[str, str | None]]] = {
     "h264-subme2": ("h264", {"x264-params": "subme=2"}),
     "h264-cabac": ("h264", {"x264-params": "cabac=1"}),
     "h264-t3": ("h264", {"threads": "3"}),
+    # Issue 15's scrolling goal (<= 1 Mb/s): single libx264 options over
+    # ultrafast (which has me=dia, subme 0, ref 1, partitions none -- no
+    # intra 4x4 either --, no 8x8 transform, no deblocking, no weighted
+    # prediction, aq-mode 0, fast P-skip), and the quantizer cap ("qmax":
+    # the bench's own key, the floor follows it as in encoder_settings).
+    **{
+        f"h264-{name}": ("h264", {"x264-params": params})
+        for name, params in (
+            ("hex", "me=hex"),
+            ("umh", "me=umh"),
+            ("merange8", "merange=8"),
+            ("merange32", "merange=32"),
+            ("hex-merange32", "me=hex:merange=32"),
+            ("ref2", "ref=2"),
+            ("ref3", "ref=3"),
+            ("ref2-mixed", "ref=2:mixed-refs=1"),
+            ("subme1", "subme=1"),
+            ("weightp1", "weightp=1"),
+            ("8x8dct", "8x8dct=1"),
+            ("i4x4", "partitions=i4x4"),
+            ("i4x4-p8x8", "partitions=i4x4,p8x8"),
+            ("i8x8", "8x8dct=1:partitions=i8x8"),
+            ("no-fast-pskip", "fast-pskip=0"),
+            ("deblock", "deblock=1"),
+            ("aq1", "aq-mode=1"),
+            ("intra-refresh", "intra-refresh=1"),
+        )
+    },
+    "h264-qmax33": ("h264", {"qmax": "33"}),
+    "h264-qmax34": ("h264", {"qmax": "34"}),
     # encode.py's VP9 as it is, and the same settings through FFmpeg (which
     # stops at speed 8).
     "vp9": ("vp9", {}),
@@ -466,22 +497,29 @@ def psnr_mae(a: Image.Image, b: Image.Image) -> tuple[float, float]:
     return psnr, sum(stat.mean) / 3
 
 
-def encode_sequence(name: str, seq: Sequence, bitrate: int) -> EncodeResult:
+def make_encoder(name: str, bitrate: int) -> VideoEncoder:
+    """The streamer's encoder at Balanced with candidate C{name}'s settings."""
     codec, opts = CANDIDATES[name]
     profile = quality_profile(ImageQuality.BALANCED)
     opts = dict(opts)
     threads = int(opts.pop("threads", None) or 2)
     backend = opts.pop("backend", None)
-    enc = VideoEncoder(
+    qmax = opts.pop("qmax", None) if codec == "h264" else None
+    return VideoEncoder(
         codec,
         bitrate=bitrate,
         fps=30.0,
-        qmax=profile.qmax_h264 if codec == "h264" else profile.qmax_vp9,
+        qmax=int(qmax) if qmax else profile.qmax_h264 if codec == "h264" else profile.qmax_vp9,
         threads=threads,
         vp9_options=opts if codec == "vp9" else None,
         vp9_backend=backend if codec == "vp9" else None,
         h264_options=opts if codec == "h264" else None,
     )
+
+
+def encode_sequence(name: str, seq: Sequence, bitrate: int) -> EncodeResult:
+    codec = CANDIDATES[name][0]
+    enc = make_encoder(name, bitrate)
     dec = VideoDecoder(codec)
     walls: list[float] = []
     cpus: list[float] = []
@@ -584,11 +622,15 @@ def overall(
 
 
 def compare(args: argparse.Namespace) -> int:
-    for spec in args.vp9 or ():
-        name, cand = _parse_candidate(spec)
-        CANDIDATES[name] = cand
+    extra = [_parse_candidate(spec) for spec in args.vp9 or ()]
+    # --h264 NAME=PARAMS: libx264's own option string (x264-params) as it is.
+    extra += [
+        (name, ("h264", {"x264-params": params}))
+        for name, _, params in (spec.partition("=") for spec in args.h264 or ())
+    ]
+    CANDIDATES.update(extra)
     names = args.candidates.split(",") if args.candidates else list(CANDIDATES)
-    names += [_parse_candidate(s)[0] for s in args.vp9 or () if _parse_candidate(s)[0] not in names]
+    names += [name for name, _ in extra if name not in names]
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         print(f"unknown candidates {unknown}; known: {', '.join(CANDIDATES)}", file=sys.stderr)
@@ -655,6 +697,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         metavar="NAME=OPT:VAL,...",
         help="with --compare: one more VP9 candidate (OPT:- drops a default)",
+    )
+    ap.add_argument(
+        "--h264",
+        action="append",
+        metavar="NAME=KEY=VAL:KEY=VAL",
+        help="with --compare: one more H.264 candidate, libx264 options (x264-params) over ours",
     )
     ap.add_argument("--phases", default=",".join(PHASES), help="with --compare: these phases only")
     ap.add_argument(
