@@ -125,3 +125,30 @@ class DiffBoxTests(unittest.TestCase):
             _paint(b, self.W, Rect(x, y, min(w, self.W - x), min(h, self.H - y)))
         change = detect_change(a, bytes(b), self.W, self.H)
         self.assertEqual(diff_box(bytearray(a), bytes(b), self.W, self.H), change.bbox)
+
+
+class DiffBoxPixelTests(unittest.TestCase):
+    W, H = 64, 40
+
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, 63), st.integers(0, 39), st.integers(0, 3)),
+            min_size=1,
+            max_size=12,
+            unique=True,
+        )
+    )
+    @settings(max_examples=300, deadline=None)
+    def test_box_holds_every_changed_byte(self, pixels: list[tuple[int, int, int]]) -> None:
+        """Single bytes changed anywhere (the screen's edges too, any channel):
+        the box is exactly the smallest one holding them all, as a pixel-by-pixel
+        search finds it (the damage path converts only this box, so a pixel
+        outside would never reach the viewer)."""
+        a = bytes(_frame(self.W, self.H))
+        b = bytearray(a)
+        for x, y, channel in pixels:
+            b[(y * self.W + x) * 4 + channel] ^= 0xFF
+        xs = [x for x, y, c in pixels]
+        ys = [y for x, y, c in pixels]
+        expect = Rect(min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1)
+        self.assertEqual(diff_box(a, bytes(b), self.W, self.H), expect)

@@ -132,6 +132,36 @@ class CanvasTests(unittest.TestCase):
             self.assertEqual(bytes(mine), bytes(theirs))
         self.assertEqual(canvas.painted, w * h + rect.width * rect.height)
 
+    @settings(max_examples=40, deadline=None)
+    @given(
+        st.integers(0, 99).map(lambda v: v * 2),
+        st.integers(0, 59).map(lambda v: v * 2),
+        st.integers(1, 60).map(lambda v: v * 2),
+        st.integers(1, 40).map(lambda v: v * 2),
+    )
+    def test_painting_from_the_whole_grab_equals_painting_the_cut_out(
+        self, x: int, y: int, w: int, h: int
+    ) -> None:
+        """The damage path converts a box read in place from the monitor's grab
+        (any position and size, any stride): the planes are those of converting
+        the box's pixels cut out first."""
+        width, height = 320, 200
+        w, h = min(w, width - x), min(h, height - y)
+        after = image_to_bgra(desktop_image(width, height, seed=9))
+        rect = Rect(x, y, w, h)
+        cut = b"".join(
+            after[(y + r) * width * 4 + x * 4 : (y + r) * width * 4 + (x + w) * 4] for r in range(h)
+        )
+        mine, theirs = YuvCanvas(), YuvCanvas()
+        for canvas in (mine, theirs):
+            canvas.fill(bytes(width * height * 4), width, height)
+        mine.paint_from(rect, after, width * 4, x, y)
+        theirs.paint(rect, cut)
+        assert mine.frame is not None and theirs.frame is not None
+        for a, b in zip(mine.frame.planes, theirs.frame.planes, strict=True):
+            self.assertEqual(bytes(a), bytes(b))
+        self.assertRaises(ValueError, mine.paint_from, rect, after, width * 4, width - w + 2, y)
+
     def test_bad_rectangles_are_refused(self) -> None:
         """An odd, outside or wrongly sized rectangle raises instead of writing
         past a plane."""

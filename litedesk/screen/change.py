@@ -258,8 +258,9 @@ def diff_box(
     Cheaper than L{detect_change} when only the box is wanted (the damage
     path, after a whole-monitor grab): the first and last differing bytes
     (binary searches over the whole frame) give the top and bottom rows, and
-    each row between costs two comparisons (left of the box so far, right of
-    it) plus a search only where the box grows.  All comparisons are
+    each row between costs about one comparison (the right of the box so far
+    on the row above and the left of it on this row, together) plus a search
+    only where the box grows.  All comparisons are
     C{memcmp}s in place (L{_Compare}).
     """
     _check(cur, cur, width, height, bpp)
@@ -272,13 +273,27 @@ def diff_box(
     top = cmp.first(0, len(cur)) // stride
     bottom = cmp.last(0, len(cur)) // stride
     left, right = width, -1  # pixel columns, right inclusive
+    # Each row's left strip (before the box so far) and right strip (after
+    # it) are compared; a window moving over the desktop spans 500 rows, and
+    # a ctypes call costs more than its comparison, so the right strip of
+    # one row and the left strip of the next, adjacent bytes, are compared
+    # in one call, and apart only where that differs.
+    unchecked = -1  # a row whose right strip is still to compare
     for y in range(top, bottom + 1):
         rs = y * stride
-        re = rs + stride
+        if unchecked >= 0:
+            after = unchecked * stride + (right + 1) * bpp
+            if 0 < left and right < width - 1 and cmp.same(after, rs + left * bpp):
+                unchecked = y
+                continue
+            if not cmp.same(after, rs):
+                right = (cmp.last(after, rs) - unchecked * stride) // bpp
         lb = rs + left * bpp
         if left > 0 and not cmp.same(rs, lb):
             left = (cmp.first(rs, lb) - rs) // bpp
-        rb = rs + (right + 1) * bpp
-        if right < width - 1 and not cmp.same(rb, re):
-            right = (cmp.last(rb, re) - rs) // bpp
+        unchecked = y
+    rs = unchecked * stride
+    after = rs + (right + 1) * bpp
+    if not cmp.same(after, rs + stride):
+        right = (cmp.last(after, rs + stride) - rs) // bpp
     return Rect(left, top, right - left + 1, bottom - top + 1)

@@ -112,10 +112,7 @@ class DamagePath:
         if box is None:
             return ()
         box = align_rect(box, w, h)
-        stride, n = w * 4, box.width * 4
-        start = box.y * stride + box.x * 4
-        rows = (data[o : o + n] for o in range(start, start + box.height * stride, stride))
-        self.canvas.paint(box, b"".join(rows))
+        self.canvas.paint_from(box, data, w * 4, box.x, box.y)
         self._bgra = data
         return (box,)
 
@@ -138,10 +135,6 @@ class DamagePath:
             o = start + row * stride
             buf[o : o + n] = data[row * n : row * n + n]
         box = align_rect(box, r.width, r.height)
-        left, size = box.x * 4, box.width * 4
-        pixels = b"".join(
-            data[row * n + left : row * n + left + size] for row in range(box.y, box.bottom)
-        )
         moved = Rect(r.x + box.x, r.y + box.y, box.width, box.height)
-        self.canvas.paint(moved, pixels)
+        self.canvas.paint_from(moved, data, n, box.x, box.y)
         return moved
