@@ -299,6 +299,15 @@ class StreamerTests(unittest.TestCase):
         self.ticks(1)
         self.assertEqual([f.key for f in self.sent], [True, True, True])
 
+    def test_the_quality_it_has_is_no_key_frame(self) -> None:
+        """A viewer naming the quality the stream already has (a LiteDesk viewer
+        does at login) costs no second key frame."""
+        self.ticks(1)
+        self.streamer.set_quality(ImageQuality.BALANCED)
+        self.source.screen = self.source.frames[1]
+        self.ticks(1)
+        self.assertEqual([f.key for f in self.sent], [True, False])
+
     def test_high_rtt_lowers_frame_rate(self) -> None:
         """Round trips reported by TestDelay slow the stream down (fewer slots)."""
         for _ in range(20):
