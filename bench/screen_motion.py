@@ -18,8 +18,9 @@ much is new.  C{--frames} prints every frame.
 C{--encode h264,h264-umh,...} then encodes each phase with those candidates
 of C{screen_pipeline.py} and decodes it with FFmpeg's motion vectors and
 quantizers exported: per candidate, the bytes and quantizer of the frames
-after the key frame, and how the scrolled window's area was coded: by the
-scroll's own motion, by another motion, or intra (no vector).
+after the key frame, and how the area that changed was coded: predicted
+from exactly the same pixels of the frame before (in the source), predicted
+by a vector whose pixels differ (a residual to code), or intra (no vector).
 """
 
 from __future__ import annotations
@@ -155,18 +156,15 @@ def describe(phase: str, frames: list[tuple[int, bytes]], seconds: float, every:
     )
 
 
-# bench/session_workload.py's text window (x, y, width, height).
-WINDOW = (100, 100, 900, 600)
-
-
 @dataclass
 class Coded:
     frames: int = 0
     nbytes: int = 0
     qp_sum: float = 0.0
-    area: int = 0  # window pixels in frames that scrolled
-    by_shift: int = 0  # of those, predicted with the scroll's own motion
-    other_motion: int = 0  # predicted with another vector (zero included)
+    area: int = 0  # pixels of the changed boxes (frames after the key frame)
+    exact: int = 0  # of those, predicted from exactly the same pixels
+    inexact: int = 0  # predicted by a vector whose source differs: residual
+    by_shift: int = 0  # predicted with the frame's vertical shift (scrolling)
 
 
 def _mean_qp(params: VideoEncParams) -> float:
@@ -176,13 +174,44 @@ def _mean_qp(params: VideoEncParams) -> float:
     return float(params.qp + sum(params.block_params(i).delta_qp for i in range(blocks)) / blocks)
 
 
-def _window_area(x: int, y: int, w: int, h: int) -> int:
-    wx, wy, ww, wh = WINDOW
-    return max(0, min(x + w, wx + ww) - max(x, wx)) * max(0, min(y + h, wy + wh) - max(y, wy))
+def _overlap(box: tuple[int, int, int, int], x: int, y: int, w: int, h: int) -> int:
+    x0, y0, x1, y1 = box
+    return max(0, min(x + w, x1) - max(x, x0)) * max(0, min(y + h, y1) - max(y, y0))
 
 
-def code_sequence(name: str, seq: Sequence, shifts: list[int]) -> Coded:
-    """Encode C{seq} with candidate C{name}; how the decoder sees the window coded."""
+def _same(prev: bytes, cur: bytes, x: int, y: int, w: int, h: int, dx: int, dy: int) -> bool:
+    """Whether cur's block at (x, y) equals prev's at (x + dx, y + dy), in the source."""
+    if not (x + dx >= 0 and x + dx + w <= W and y + dy >= 0 and y + dy + h <= H):
+        return False
+    return all(
+        cur[(y + r) * STRIDE + 4 * x : (y + r) * STRIDE + 4 * (x + w)]
+        == prev[(y + dy + r) * STRIDE + 4 * (x + dx) : (y + dy + r) * STRIDE + 4 * (x + dx + w)]
+        for r in range(h)
+    )
+
+
+def _add_vectors(
+    out: Coded, vectors: MotionVectors, change: FrameChange, prev: bytes, cur: bytes
+) -> None:
+    for k in range(len(vectors)):
+        mv = vectors[k]
+        x, y = mv.dst_x - mv.w // 2, mv.dst_y - mv.h // 2
+        a = _overlap(change.box, x, y, mv.w, mv.h)
+        if not a:
+            continue
+        scale = mv.motion_scale or 1
+        dx, dy = mv.motion_x / scale, mv.motion_y / scale
+        whole = dx == int(dx) and dy == int(dy)
+        if whole and _same(prev, cur, x, y, mv.w, mv.h, int(dx), int(dy)):
+            out.exact += a
+        else:
+            out.inexact += a
+        if change.shift and dx == 0 and dy == change.shift:
+            out.by_shift += a
+
+
+def code_sequence(name: str, seq: Sequence, changes: list[FrameChange]) -> Coded:
+    """Encode C{seq} with candidate C{name}; how the decoder sees the changes coded."""
     enc = make_encoder(name, base_bitrate(ImageQuality.BALANCED, W, H, 30))
     dec = av.CodecContext.create("h264", "r")
     dec.options = {"export_side_data": "mvs+venc_params"}
@@ -192,34 +221,30 @@ def code_sequence(name: str, seq: Sequence, shifts: list[int]) -> Coded:
         for frame in dec.decode(av.Packet(ef.data)):
             if not i:
                 continue  # the key frame: no motion
+            change = changes[i - 1]
             out.frames += 1
             out.nbytes += len(ef.data)
-            shift = shifts[i - 1]
+            out.area += _overlap(change.box, 0, 0, W, H)
             for sd in frame.side_data:
                 if isinstance(sd, VideoEncParams):
                     out.qp_sum += _mean_qp(sd)
-                elif isinstance(sd, MotionVectors) and shift:
-                    for mv in sd:
-                        a = _window_area(mv.dst_x - mv.w // 2, mv.dst_y - mv.h // 2, mv.w, mv.h)
-                        own = mv.motion_x == 0 and mv.motion_y == shift * mv.motion_scale
-                        out.by_shift += a if own else 0
-                        out.other_motion += 0 if own else a
-            if shift:
-                out.area += WINDOW[2] * WINDOW[3]
+                elif isinstance(sd, MotionVectors):
+                    _add_vectors(out, sd, change, seq.frames[i - 1][1], data)
     return out
 
 
 def report_coding(names: list[str], seq: Sequence) -> None:
-    shifts = [frame_change(a, b, pts).shift for (_, a), (pts, b) in itertools.pairwise(seq.frames)]
+    changes = [frame_change(a, b, pts) for (_, a), (pts, b) in itertools.pairwise(seq.frames)]
     for name in names:
-        c = code_sequence(name, seq, shifts)
+        c = code_sequence(name, seq, changes)
         area = c.area or 1
         print(
             f"  {seq.phase} {name:22} {c.nbytes * 8 / seq.seconds / 1e6:6.3f} Mb/s after the key "
             f"frame, {c.nbytes / max(1, c.frames) / 1e3:5.1f} kB/frame, mean quantizer "
-            f"{c.qp_sum / max(1, c.frames):4.1f}; scrolled window: {c.by_shift / area:5.1%} "
-            f"by the scroll's motion, {c.other_motion / area:5.1%} other motion, "
-            f"{1 - (c.by_shift + c.other_motion) / area:5.1%} intra"
+            f"{c.qp_sum / max(1, c.frames):4.1f}; of the changed boxes {c.exact / area:5.1%} "
+            f"predicted exactly, {c.inexact / area:5.1%} inexactly (residual), "
+            f"{1 - (c.exact + c.inexact) / area:5.1%} intra; {c.by_shift / area:5.1%} by the "
+            "vertical shift"
         )
 
 

@@ -309,6 +309,9 @@ CLICK_AT = (1760, 80)
 CLICK_GAP = (0.15, 0.35)
 SCORE_EVERY = 3
 
+# encoder_settings.X264_SETTINGS dropped back to libx264's ultrafast.
+ULTRAFAST: dict[str, str | None] = {"motion-est": None, "me_range": None, "partitions": None}
+
 # Candidates: (codec, VP9 options over encode.py's; None drops one).  Two
 # keys are the bench's own: "threads" (the encoder's thread count) and
 # "backend" ("libvpx": called directly, encode.py's default; "ffmpeg": PyAV's
@@ -330,13 +333,16 @@ CANDIDATES: dict[str, tuple[str, dict[str, str | None]]] = {
     "h264-subme2": ("h264", {"x264-params": "subme=2"}),
     "h264-cabac": ("h264", {"x264-params": "cabac=1"}),
     "h264-t3": ("h264", {"threads": "3"}),
-    # Issue 15's scrolling goal (<= 1 Mb/s): single libx264 options over
-    # ultrafast (which has me=dia, subme 0, ref 1, partitions none -- no
-    # intra 4x4 either --, no 8x8 transform, no deblocking, no weighted
-    # prediction, aq-mode 0, fast P-skip), and the quantizer cap ("qmax":
-    # the bench's own key, the floor follows it as in encoder_settings).
+    # Issue 15's scrolling goal (<= 1 Mb/s): libx264 options over plain
+    # ultrafast (encoder_settings' motion search, range and partitions
+    # dropped; ultrafast has me=dia, range 16, subme 0, ref 1, partitions
+    # none -- no intra 4x4 in P-frames --, no 8x8 transform, no deblocking,
+    # no weighted prediction, aq-mode 0, fast P-skip), and the quantizer cap
+    # ("qmax": the bench's own key, the floor follows it as in
+    # encoder_settings).  "h264-ultrafast" is the streamer's H.264 before.
+    "h264-ultrafast": ("h264", dict(ULTRAFAST)),
     **{
-        f"h264-{name}": ("h264", {"x264-params": params})
+        f"h264-{name}": ("h264", {**ULTRAFAST, "x264-params": params})
         for name, params in (
             ("hex", "me=hex"),
             ("umh", "me=umh"),
@@ -356,10 +362,17 @@ CANDIDATES: dict[str, tuple[str, dict[str, str | None]]] = {
             ("deblock", "deblock=1"),
             ("aq1", "aq-mode=1"),
             ("intra-refresh", "intra-refresh=1"),
+            # Together: what brought scrolling down (see bench/README.rst).
+            ("umh-me24", "me=umh:merange=24"),
+            ("i4x4-umh", "partitions=i4x4:me=umh"),
+            ("i4x4-umh-me24", "partitions=i4x4:me=umh:merange=24"),
+            ("i4x4-umh-me32", "partitions=i4x4:me=umh:merange=32"),
+            ("i4x4-umh-me48", "partitions=i4x4:me=umh:merange=48"),
+            ("i4x4-p8x8-umh-me24", "partitions=i4x4,p8x8:me=umh:merange=24"),
         )
     },
-    "h264-qmax33": ("h264", {"qmax": "33"}),
-    "h264-qmax34": ("h264", {"qmax": "34"}),
+    "h264-qmax33": ("h264", {**ULTRAFAST, "qmax": "33"}),
+    "h264-qmax34": ("h264", {**ULTRAFAST, "qmax": "34"}),
     # encode.py's VP9 as it is, and the same settings through FFmpeg (which
     # stops at speed 8).
     "vp9": ("vp9", {}),
@@ -567,7 +580,7 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:5.2f}x" if b else "    -"
 
 
-def print_comparison(results: list[EncodeResult]) -> None:
+def print_comparison(results: list[EncodeResult], phases: list[str]) -> None:
     head = (
         f"{'phase':9} {'candidate':22} {'frames':>6} {'key kB':>7} {'Mb/s':>7} "
         f"{'wall p50':>8} {'p99':>6} {'CPU ms':>7} {'PSNR':>6} {'min':>5} "
@@ -576,7 +589,7 @@ def print_comparison(results: list[EncodeResult]) -> None:
     print(head)
     print("-" * len(head))
     ref = {r.phase: r for r in results if r.candidate == "h264"}
-    for phase in [*PHASES, "overall"]:
+    for phase in phases:
         rows = [r for r in results if r.phase == phase]
         for r in rows:
             h = ref.get(phase)
@@ -640,6 +653,12 @@ def compare(args: argparse.Namespace) -> int:
         seqs = capture_sequences(
             xvfb.display, xvfb.env, args.seconds, tuple(args.phases.split(","))
         )
+    # --thin N: each phase again with only every Nth changed frame, the
+    # same content moving N times as far between frames (a faster scroll);
+    # shown apart, not counted in "overall".
+    thinned = [
+        Sequence(f"{s.phase}/{n}", s.frames[::n], s.seconds) for n in args.thin or () for s in seqs
+    ]
     bitrate = base_bitrate(ImageQuality.BALANCED, W, H, 30)
     print(
         f"1920x1080, Balanced ({bitrate / 1e6:.2f} Mb/s target), {args.seconds:g} s per phase, "
@@ -662,8 +681,10 @@ def compare(args: argparse.Namespace) -> int:
                     )
                     if r.cpu_ms < results[i].cpu_ms:
                         results[i] = r
-    results += overall(results, names, seqs)
-    print_comparison(results)
+    for seq in thinned:
+        results += [encode_sequence(name, seq, bitrate) for name in names]
+    results += overall([r for r in results if "/" not in r.phase], names, seqs)
+    print_comparison(results, [*PHASES, *(s.phase for s in thinned), "overall"])
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for name in names:
         opts = CANDIDATES[name][1]
@@ -705,6 +726,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --compare: one more H.264 candidate, libx264 options (x264-params) over ours",
     )
     ap.add_argument("--phases", default=",".join(PHASES), help="with --compare: these phases only")
+    ap.add_argument(
+        "--thin",
+        type=int,
+        action="append",
+        metavar="N",
+        help="with --compare: also each phase with every Nth frame only (a faster scroll)",
+    )
     ap.add_argument(
         "--rounds", type=int, default=1, help="with --compare: encode this often, keep the fastest"
     )
