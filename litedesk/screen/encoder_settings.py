@@ -10,9 +10,15 @@ bench/README.rst).
 H.264 (libx264 through FFmpeg): C{ultrafast} and C{zerolatency} (no
 look-ahead, no B-frames, sliced threads: every frame comes straight back out,
 see L{litedesk.screen.encode}), IDR key frames, and a quantizer range from
-L{h264_qmin} to the image quality's cap.  Measured and not taken (issue 15):
-one thread, three threads, C{superfast}, C{subme=2}, CABAC (0.86 x the
-bytes for 1.05 x the CPU, 1.32 x with a window moving), capped CRF.
+L{h264_qmin} to the image quality's cap.  Over C{ultrafast}, three motion
+and mode settings for scrolled text (L{X264_SETTINGS}).  Measured and not
+taken (issue 15): one thread, three threads, C{superfast}, C{subme=2},
+CABAC (0.86 x the bytes for 1.05 x the CPU, 1.32 x with a window moving),
+capped CRF; for scrolling, C{me=hex}, a longer range with C{dia} or
+C{hex}, two or three reference frames, C{subme=1}, weighted prediction,
+the 8x8 transform, C{p8x8} partitions (0.79 x the moving window's bytes
+with the others, but 1.04-1.12 x the CPU), deblocking, adaptive
+quantization, intra refresh, and no fast P-skip (1.5 x the bytes).
 
 VP9 (libvpx called directly, L{VP9_SETTINGS} by FFmpeg's option names):
   - realtime, no lag, key frames on request only, profile 0;
@@ -56,10 +62,33 @@ __all__ = [
 # libx264's options before the per-context ones (rate, VBV).  C{forced-idr}:
 # a requested key frame is an IDR, not an open-GOP I-frame that later frames
 # could reach across.
+#
+# Scrolling (issue 15: <= 1 Mb/s at Balanced).  bench/session.py's text
+# window scrolls one 19 px line per changed frame, 21 changed frames a
+# second; 93 % of the changed rows are rows of the frame before moved up
+# 19 px (bench/screen_motion.py).  ultrafast's motion search (C{dia}, a
+# small diamond that stops at the first local minimum, range 16) leaves
+# 5.7 % of the changed area predicted inexactly or intra-coded, text coded
+# as residual with the quantizer at its cap (7 kB a frame, 1.1-1.2 Mb/s).
+# The uneven multi-hexagon search (C{umh}) with a range of 24 leaves 3.2 %
+# (3.4 kB a frame, the quantizer 0.3 under the cap): in seven runs of
+# bench/screen_pipeline.py C{--compare} the scrolling phase sent 0.48-0.56 x
+# the bytes, PSNR 0.2 dB better; a scroll of two or three lines a frame
+# (C{--thin}) 0.07-0.15 x (ultrafast sent 6-9 Mb/s there); all three phases
+# 0.57-0.71 x the bytes for 0.98-1.06 x the encoder's CPU per frame (mean
+# 1.02 x; the same encoder measured twice in one run differs by up to 8 %
+# in a phase).  C{partitions=i4x4} lets a P-frame code the new line of text
+# as intra 4x4 blocks (typing 0.95 x the bytes).  Range 48: 0.42-0.45 x the
+# scrolling bytes but 1.04-1.12 x the CPU (1.08-1.13 x while a window
+# moves); C{umh} at range 16: 0.76-0.90 x.  All of it stays Constrained
+# Baseline (no CABAC, no 8x8 transform, no B-frames).
 X264_SETTINGS: Final[Mapping[str, str]] = {
     "preset": "ultrafast",
     "tune": "zerolatency",
     "forced-idr": "1",
+    "motion-est": "umh",
+    "me_range": "24",
+    "partitions": "i4x4",
 }
 
 # Without a quantizer cap the floor is H264_QMIN; with one (every image
