@@ -33,7 +33,7 @@ Encoder settings, compared in isolation (C{--compare})::
 
     .venv/bin/python bench/screen_pipeline.py --compare [--seconds 4] [--rounds 2]
         [--phases typing,scrolling,moving] [--candidates h264,vp9,vp9-before,...]
-        [--vp9 NAME=opt:val,opt:val ...] [--h264 NAME=key=val:key=val ...]
+        [--vp9 NAME=opt:val,opt:val ...] [--h264 NAME=key=val:key=val ...] [--thin N]
 
 captures the desktop sequences of bench/session.py (bench/session_workload.py
 on its own Xvfb: typing, scrolling, the moving window; with a click on the
@@ -57,7 +57,11 @@ with VP9 options over the encoder's defaults (C{vp9_options}; C{opt:-}
 drops a default; C{threads:N} sets the encoder's thread count and
 C{backend:ffmpeg} uses FFmpeg's libvpx-vp9 instead of libvpx directly);
 C{--vp9} adds one by hand, C{--h264} an H.264 one (libx264's own option
-string, FFmpeg's C{x264-params}, over the encoder's settings).
+string, FFmpeg's C{x264-params}, over the encoder's settings).  C{--thin N}
+also encodes each phase with only every Nth captured frame: the same
+content moving N times as far between frames (a scroll of N lines a frame),
+shown apart and not counted in C{overall}.  bench/screen_motion.py says
+what each phase changes per frame and how a candidate coded it.
 
 The damage path (issue 15), C{--damage [--phases idle,typing,...]}: the real
 streamer with X DAMAGE against the same streamer grabbing and comparing

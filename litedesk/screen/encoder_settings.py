@@ -77,11 +77,13 @@ __all__ = [
 # (C{--thin}) 0.07-0.15 x (ultrafast sent 6-9 Mb/s there); all three phases
 # 0.57-0.71 x the bytes for 0.98-1.06 x the encoder's CPU per frame (mean
 # 1.02 x; the same encoder measured twice in one run differs by up to 8 %
-# in a phase).  C{partitions=i4x4} lets a P-frame code the new line of text
-# as intra 4x4 blocks (typing 0.95 x the bytes).  Range 48: 0.42-0.45 x the
-# scrolling bytes but 1.04-1.12 x the CPU (1.08-1.13 x while a window
-# moves); C{umh} at range 16: 0.76-0.90 x.  All of it stays Constrained
-# Baseline (no CABAC, no 8x8 transform, no B-frames).
+# in a phase); the whole streamer on the damage path, three live runs:
+# 0.57-0.64 x the bytes, 0.94-1.10 x the process's CPU.
+# C{partitions=i4x4} lets a P-frame code the new line of text as intra 4x4
+# blocks (typing 0.95 x the bytes).  Range 48: 0.42-0.45 x the scrolling
+# bytes but 1.04-1.12 x the CPU (1.08-1.26 x while a window moves); C{umh}
+# at range 16: 0.76-0.90 x.  All of it stays Constrained Baseline (no
+# CABAC, no 8x8 transform, no B-frames; the SPS says profile 66).
 X264_SETTINGS: Final[Mapping[str, str]] = {
     "preset": "ultrafast",
     "tune": "zerolatency",
