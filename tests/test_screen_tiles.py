@@ -29,15 +29,15 @@ from litedesk.screen import Capturer, EncodedFrame, ScreenStreamer, VideoDecoder
 from litedesk.screen.change import Rect
 from litedesk.screen.decoded import DecodedFrame
 from litedesk.screen.testpattern import desktop_image, image_to_bgra
+from litedesk.screen.tile_patch import apply_tiles, patched
 from litedesk.screen.tiles import (
+    MAX_COPIES,
     MAX_TILES,
     TILE_CODEC,
     TILE_PIXELS,
     TileError,
-    apply_tiles,
     encode_tiles,
     parse_tiles,
-    patched,
     tile_candidate,
 )
 from litedesk.screen.yuv_canvas import to_yuv
@@ -137,7 +137,7 @@ class TileMessageTests(unittest.TestCase):
             ([Rect(318, 0, 4, 2)], "inside"),
             ([Rect(0, 0, 4, 4), Rect(2, 2, 4, 4)], "overlap"),
             ([Rect(2 * i, 0, 2, 2) for i in range(MAX_TILES + 1)], "allowed"),
-            ([], "allowed"),
+            ([], "nothing"),
         ):
             with self.assertRaises(TileError) as caught:
                 encode_tiles(host, rects)
@@ -154,7 +154,7 @@ class TileMessageTests(unittest.TestCase):
         """A 2x2 tile whose planes inflate to 64 MB: refused, and at most the six
         bytes it needs (plus one) are ever inflated."""
         bomb = zlib.compress(bytes(64 << 20), 9)
-        data = struct.pack("!BB", 1, 1) + struct.pack("!HHHH", 0, 0, 2, 2) + bomb
+        data = struct.pack("!BBBB", 1, 0, 1, 0) + struct.pack("!HHHH", 0, 0, 2, 2) + bomb
         self.assertLess(len(data), 100_000)
         self.assertRaisesRegex(TileError, "6 bytes", parse_tiles, data, 320, 240)
 
@@ -164,19 +164,24 @@ class TileMessageTests(unittest.TestCase):
         one = struct.pack("!HHHH", 0, 0, 2, 2)
         for data, reason in (
             (b"", "header"),
-            (b"\x02\x01" + one, "format"),
-            (b"\x01\x00", "allowed"),
-            (bytes([1, MAX_TILES + 1]), "allowed"),
-            (b"\x01\x02" + one, "rectangles"),
-            (b"\x01\x01" + one + b"not deflate", "deflate"),
-            (b"\x01\x01" + one + zlib.compress(b"12345"), "6 bytes"),
+            (b"\x02\x00\x01\x00" + one, "format"),
+            (b"\x01\x00\x00\x00", "nothing"),
+            (bytes([1, 0, MAX_TILES + 1, 0]) + one * (MAX_TILES + 1), "allowed"),
+            (bytes([1, MAX_COPIES + 1, 0, 0]) + bytes(12 * (MAX_COPIES + 1)), "at most"),
+            (b"\x01\x00\x02\x00" + one, "rectangles"),
+            (b"\x01\x00\x01\x00" + one + b"not deflate", "deflate"),
+            (b"\x01\x00\x01\x00" + one + zlib.compress(b"12345"), "6 bytes"),
+            (b"\x01\x00\x00\x01" + one + zlib.compress(b"1"), "2 bytes"),
         ):
             with self.assertRaises(TileError) as caught:
                 parse_tiles(data, 320, 240)
             self.assertIn(reason, str(caught.exception))
 
     @settings(max_examples=300, deadline=None)
-    @given(st.binary(max_size=600), st.sampled_from([b"", b"\x01\x01", b"\x01\x03"]))
+    @given(
+        st.binary(max_size=600),
+        st.sampled_from([b"", b"\x01\x00\x01\x00", b"\x01\x01\x02\x01", b"\x01\x02\x00\x00"]),
+    )
     def test_any_bytes_are_a_tile_error_or_tiles_that_fit(self, data: bytes, prefix: bytes) -> None:
         """Whatever a host sends: TileError, or rectangles inside the picture with
         exactly their planes' bytes."""
@@ -185,8 +190,13 @@ class TileMessageTests(unittest.TestCase):
         except TileError:
             return
         need = sum(r.width * r.height * 3 // 2 for r in tiles.rects)
+        need += sum(r.width * r.height // 2 for r in tiles.chroma)
         self.assertEqual(len(tiles.planes), need)
-        self.assertTrue(all(r.right <= 320 and r.bottom <= 240 for r in tiles.rects))
+        boxes = [*tiles.rects, *tiles.chroma, *(c.source for c in tiles.copies)]
+        boxes += [c.target for c in tiles.copies]
+        self.assertTrue(all(r.right <= 320 and r.bottom <= 240 for r in boxes))
+        # And it applies: whatever parses can be patched into the picture.
+        apply_tiles(_picture(8), tiles)
 
     def test_patched_keeps_the_captured_size(self) -> None:
         """The viewer's picture after tiles is the same monitor at the tiles' time."""
@@ -303,3 +313,66 @@ class TilesOnXvfbTests(unittest.TestCase):
         yield until(lambda: len(sent) > frames and streamer.idle)
         self.assertEqual({f.codec for f in sent}, {"h264"})
         self.assertEqual(streamer.stats.tiles, 0)
+
+
+def _model(picture: Any, tiles: Any) -> list[bytes]:
+    """What apply_tiles must give, computed plane by plane in plain Python."""
+    planes = []
+    for p, div in ((0, 1), (1, 2), (2, 2)):
+        plane = picture.planes[p]
+        view = memoryview(plane)
+        w, h = picture.width // div, picture.height // div
+        rows = [bytearray(view[y * plane.line_size : y * plane.line_size + w]) for y in range(h)]
+        before = [bytes(r) for r in rows]
+        for c in tiles.copies:
+            if p and not c.with_chroma:
+                continue
+            s = c.source
+            for row in range(s.height // div):
+                src = before[s.y // div + row][s.x // div : s.x // div + s.width // div]
+                rows[c.y // div + row][c.x // div : c.x // div + len(src)] = src
+        planes.append(rows)
+    pos = 0
+    data = tiles.planes
+    for r, which in [(r, (0, 1, 2)) for r in tiles.rects] + [(r, (1, 2)) for r in tiles.chroma]:
+        for p in which:
+            div = 2 if p else 1
+            for row in range(r.height // div):
+                n = r.width // div
+                planes[p][r.y // div + row][r.x // div : r.x // div + n] = data[pos : pos + n]
+                pos += n
+    return [b"".join(bytes(r) for r in rows) for rows in planes]
+
+
+coord = st.integers(0, 300)
+copy_st = st.builds(
+    lambda sx, sy, w, h, x, y: (sx, sy, w, h, x, y),
+    coord, coord, st.integers(1, 120), st.integers(1, 120), coord, coord,
+)  # fmt: skip
+
+
+class CopyTests(unittest.TestCase):
+    @settings(max_examples=80, deadline=None)
+    @given(st.lists(copy_st, min_size=1, max_size=4), rects_st)
+    def test_copies_then_rects_as_the_model_says(
+        self, raw: list[tuple[int, int, int, int, int, int]], rects: list[Rect]
+    ) -> None:
+        """Any copies (odd or even, overlapping their own source) and rects: each
+        copy reads the picture as it was, moves chroma only when everything is
+        even, and rects are written last."""
+        from litedesk.screen.tiles import Copy
+
+        copies = []
+        for sx, sy, w, h, x, y in raw:
+            w, h = min(w, W_SMALL - max(sx, x)), min(h, H_SMALL - max(sy, y))
+            if w > 0 and h > 0:
+                copies.append(Copy(Rect(sx, sy, w, h), x, y))
+        if not copies:
+            return
+        host, shown = _picture(10), _picture(11)
+        tiles = parse_tiles(encode_tiles(host, rects, copies), W_SMALL, H_SMALL)
+        out = apply_tiles(shown, tiles)
+        self.assertEqual(_planes(out), _model(shown, tiles))
+
+
+W_SMALL, H_SMALL = 320, 240

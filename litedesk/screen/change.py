@@ -21,15 +21,25 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 
-__all__ = ["BPP", "Change", "Rect", "changed_tiles", "detect_change", "diff_box"]
+__all__ = [
+    "BPP",
+    "Change",
+    "Rect",
+    "address_of",
+    "changed_tiles",
+    "detect_change",
+    "diff_box",
+    "memcmp",
+]
 
 # Bytes per pixel of mss' BGRA frames.
 BPP = 4
 
 _libc = ctypes.CDLL(None)
-_memcmp = _libc.memcmp
-_memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-_memcmp.restype = ctypes.c_int
+#: libc's memcmp on addresses (L{address_of}): comparisons in place.
+memcmp = _libc.memcmp
+memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+memcmp.restype = ctypes.c_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +216,7 @@ def _all_tiles(width: int, height: int, tile: int) -> list[Rect]:
     ]
 
 
-def _address(buf: bytes | bytearray) -> int:
+def address_of(buf: bytes | bytearray) -> int:
     """Where C{buf}'s bytes are (no copy); valid while C{buf} lives."""
     if isinstance(buf, bytearray):
         return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
@@ -224,10 +234,10 @@ class _Compare:
 
     def __init__(self, a: bytes | bytearray, b: bytes | bytearray) -> None:
         self._a, self._b = a, b  # keep both alive while addresses are used
-        self._pa, self._pb = _address(a), _address(b)
+        self._pa, self._pb = address_of(a), address_of(b)
 
     def same(self, lo: int, hi: int) -> bool:
-        return hi <= lo or _memcmp(self._pa + lo, self._pb + lo, hi - lo) == 0
+        return hi <= lo or memcmp(self._pa + lo, self._pb + lo, hi - lo) == 0
 
     def first(self, lo: int, hi: int) -> int:
         """First differing byte in C{[lo, hi)}; the range must differ."""
@@ -283,7 +293,7 @@ def diff_box(
         rs = y * stride
         if unchecked >= 0:
             after = unchecked * stride + (right + 1) * bpp
-            if 0 < left and right < width - 1 and cmp.same(after, rs + left * bpp):
+            if left > 0 and right < width - 1 and cmp.same(after, rs + left * bpp):
                 unchecked = y
                 continue
             if not cmp.same(after, rs):

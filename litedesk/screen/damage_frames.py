@@ -25,6 +25,7 @@ import av
 from .capture import CaptureError, Capturer, DisplayInfo
 from .change import Rect, diff_box
 from .damage import DamageWatcher, align_rect, clip_rect, merge_rects
+from .scroll import Scroll, find_scroll
 from .yuv_canvas import YuvCanvas
 
 __all__ = ["DamagePath", "Picture"]
@@ -53,6 +54,12 @@ class DamagePath:
         # The monitor as last grabbed, BGRA, stride width * 4: the whole
         # grab's buffer as mss made it (no copy), rectangles written into it.
         self._bgra = bytearray()
+        #: Look for scrolled content in changed boxes (only a viewer that
+        #: draws tiles can use it; the search costs up to a millisecond).
+        self.find_scrolls = False
+        #: What the last L{picture} found scrolled in its one changed box
+        #: (monitor coordinates), or C{None}.
+        self.scroll: Scroll | None = None
 
     def start(self) -> None:
         self.watcher.start()
@@ -81,6 +88,7 @@ class DamagePath:
         """
         mon = source.monitor()
         w, h = mon.width, mon.height
+        self.scroll = None
         rects = self.watcher.take()
         canvas = self.canvas
         if keyframe or rects is None or mon != self._monitor or not canvas.fits(w, h):
@@ -113,6 +121,8 @@ class DamagePath:
             return ()
         box = align_rect(box, w, h)
         self.canvas.paint_from(box, data, w * 4, box.x, box.y)
+        if self.find_scrolls:
+            self.scroll = find_scroll(self._bgra, data, w * 4, box)
         self._bgra = data
         return (box,)
 
@@ -137,4 +147,9 @@ class DamagePath:
         box = align_rect(box, r.width, r.height)
         moved = Rect(r.x + box.x, r.y + box.y, box.width, box.height)
         self.canvas.paint_from(moved, data, n, box.x, box.y)
+        if self.find_scrolls and (found := find_scroll(old, data, n, box)) is not None:
+            rows = found.rows
+            self.scroll = Scroll(
+                Rect(r.x + rows.x, r.y + rows.y, rows.width, rows.height), found.dy
+            )
         return moved

@@ -19,15 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import av
-
 from .capture import Capturer, DisplayInfo, Frame
 from .change import Rect
 from .codec import Codec, EncodedFrame
 from .damage_frames import DamagePath
 from .encode import VideoEncoder
 from .pipeline import base_bitrate, quality_profile
-from .tiles import TILE_BYTES, TILE_CODEC, TileError, encode_tiles, tile_candidate
+from .tile_frames import as_tiles
 
 __all__ = ["FrameSource", "Job", "Produced", "produce"]
 
@@ -87,26 +85,6 @@ def _configure(encoder: VideoEncoder, job: Job, width: int, height: int) -> None
     encoder.set_fps(job.fps)
 
 
-def _as_tiles(
-    picture: av.VideoFrame, region: tuple[Rect, ...], pts: int, w: int, h: int
-) -> EncodedFrame | None:
-    """A small change as a tile message, or C{None} for the encoder.
-
-    The encoder is not called: its reference keeps the old pixels, and its
-    next frame codes the change again for the viewer's decoder (the tiles
-    only patch the picture shown).
-    """
-    if not tile_candidate(region):
-        return None
-    try:
-        data = encode_tiles(picture, region)
-    except TileError:  # rectangles that overlap after alignment
-        return None
-    if len(data) > TILE_BYTES:
-        return None
-    return EncodedFrame(data, False, pts, TILE_CODEC, w, h)
-
-
 def produce(
     job: Job, pts: int, source: FrameSource, encoder: VideoEncoder, damage: DamagePath | None
 ) -> Produced:
@@ -116,11 +94,14 @@ def produce(
     @raise litedesk.screen.capture.CaptureError: the grab failed.
     """
     if damage is not None and damage.usable and isinstance(source, Capturer):
+        damage.find_scrolls = job.tiles
         picture, (w, h), region = damage.picture(source, job.keyframe)
         if picture is None:
             return Produced(None, (w, h))
-        if job.tiles and not job.keyframe and (tiles := _as_tiles(picture, region, pts, w, h)):
-            return Produced(tiles, (w, h), region)
+        if job.tiles and not job.keyframe:
+            tiles = as_tiles(picture, region, damage.scroll, pts, (w, h))
+            if tiles is not None:
+                return Produced(tiles, (w, h), region)
         _configure(encoder, job, w, h)
         return Produced(
             encoder.encode_yuv(picture, w, h, pts, keyframe=job.keyframe), (w, h), region

@@ -35,8 +35,9 @@ from zope.interface import implementer
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen.backpressure import send_without_delay
 from litedesk.screen.decode import DecodedFrame, KeyFrameRequests, VideoDecoder, decodable_codecs
+from litedesk.screen.tile_patch import patched
 from litedesk.screen.tiles import VERSION as TILES_VERSION
-from litedesk.screen.tiles import TileError, patched
+from litedesk.screen.tiles import TileError
 from litedesk.session.framing import MessageProtocol
 from litedesk.session.host_key import HostKeyMismatch
 from litedesk.session.login_errors import viewer_reason

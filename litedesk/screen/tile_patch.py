@@ -1,0 +1,85 @@
+"""The viewer's side of screen tiles: patching a message into the picture shown.
+
+L{patched} checks a tile message against the picture the viewer shows
+(L{litedesk.screen.tiles.parse_tiles}) and writes it into a copy: the
+decoder's picture is never written, as it may be the reference of the next
+video frame.  Copies read the picture as it was before the message, then
+chroma rects and rects are written (docs/protocol.rst, "Screen tiles").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import av
+
+from .change import Rect
+from .decoded import DecodedFrame
+from .tiles import TileError, Tiles, parse_tiles
+
+__all__ = ["apply_tiles", "patched"]
+
+
+def apply_tiles(picture: Any, tiles: Tiles) -> av.VideoFrame:
+    """A copy of a C{yuv420p} picture with C{tiles} written into it.
+
+    @raise TileError: the picture is not C{yuv420p}.
+    """
+    if picture.format.name != "yuv420p":
+        raise TileError(f"tiles patch yuv420p pictures, not {picture.format.name}")
+    out = av.VideoFrame(picture.width, picture.height, "yuv420p")
+    for p in range(3):
+        _copy_whole(picture.planes[p], out.planes[p])
+    for c in tiles.copies:
+        for p in (0, 1, 2) if c.with_chroma else (0,):
+            div = 2 if p else 1
+            _move(picture.planes[p], out.planes[p], c.source, c.x, c.y, div)
+    src = memoryview(tiles.planes)
+    pos = 0
+    for r, planes in [(r, (0, 1, 2)) for r in tiles.rects] + [(r, (1, 2)) for r in tiles.chroma]:
+        for p in planes:
+            div = 2 if p else 1
+            plane = out.planes[p]
+            view = memoryview(plane)
+            stride = plane.line_size
+            x, y, w, h = r.x // div, r.y // div, r.width // div, r.height // div
+            for o in range(y * stride + x, (y + h) * stride, stride):
+                view[o : o + w] = src[pos : pos + w]
+                pos += w
+    out.pts = picture.pts
+    return out
+
+
+def _move(src: Any, dst: Any, source: Rect, x: int, y: int, div: int) -> None:
+    """Copy C{source} (in luma pixels) of plane C{src} to C{(x, y)} of C{dst}."""
+    s, d = memoryview(src), memoryview(dst)
+    ss, ds = src.line_size, dst.line_size
+    sx, sy, w, h = source.x // div, source.y // div, source.width // div, source.height // div
+    tx, ty = x // div, y // div
+    for row in range(h):
+        so = (sy + row) * ss + sx
+        do = (ty + row) * ds + tx
+        d[do : do + w] = s[so : so + w]
+
+
+def _copy_whole(src: Any, dst: Any) -> None:
+    s, d = memoryview(src), memoryview(dst)
+    if src.line_size == dst.line_size:
+        n = min(len(s), len(d))
+        d[:n] = s[:n]
+        return
+    w = min(src.line_size, dst.line_size)
+    for row in range(min(src.height, dst.height)):
+        d[row * dst.line_size : row * dst.line_size + w] = s[
+            row * src.line_size : row * src.line_size + w
+        ]
+
+
+def patched(shown: DecodedFrame, data: bytes, pts: int) -> DecodedFrame:
+    """The picture C{shown} with a tile message written into a copy of it.
+
+    @raise TileError: the message is malformed or does not fit C{shown}.
+    """
+    picture = shown.picture
+    tiles = parse_tiles(data, picture.width, picture.height)
+    return DecodedFrame(apply_tiles(picture, tiles), pts, shown.width, shown.height)
