@@ -6,8 +6,9 @@ message (L{litedesk.screen.tiles}), or says C{None} and the encoder runs:
 
   - a small change: its boxes, as pixels;
   - a scrolled box: one copy for the run of rows that moved, the rows
-    around it as pixels, and, when the offset is odd (4:2:0 chroma cannot
-    move by half a row), the run's chroma as a chroma rect.
+    around it and any other small change as pixels, and, when the offset is
+    odd (4:2:0 chroma cannot move by half a row), the run's chroma as a
+    chroma rect.
 
 Either way the message must deflate to L{TILE_BYTES} at most: text deflates
 to a few kB a line; a photograph does not, and goes to the encoder.
@@ -22,6 +23,7 @@ from .codec import EncodedFrame
 from .damage import align_rect
 from .scroll import Scroll
 from .tiles import (
+    MAX_TILES,
     TILE_BYTES,
     TILE_CODEC,
     TILE_PIXELS,
@@ -50,6 +52,14 @@ def scroll_parts(
     return copy, tuple(pixels), chroma
 
 
+def _holding(region: tuple[Rect, ...], rows: Rect) -> Rect | None:
+    """The box of C{region} that holds the scrolled C{rows}."""
+    for r in region:
+        if r.x <= rows.x and r.y <= rows.y and rows.right <= r.right and rows.bottom <= r.bottom:
+            return r
+    return None
+
+
 def as_tiles(
     picture: Any,
     region: tuple[Rect, ...],
@@ -65,9 +75,14 @@ def as_tiles(
     """
     w, h = size
     try:
-        if scroll is not None and len(region) == 1:
-            copy, pixels, chroma = scroll_parts(region[0], scroll, w, h)
-            if sum(r.width * r.height for r in pixels) > TILE_PIXELS:
+        box = _holding(region, scroll.rows) if scroll is not None else None
+        if scroll is not None and box is not None:
+            # The scrolled box, and whatever else changed with it (a click's
+            # effect elsewhere) as pixels: sent as video, the click would
+            # carry every scroll since the encoder's last frame.
+            copy, pixels, chroma = scroll_parts(box, scroll, w, h)
+            pixels += tuple(r for r in region if r is not box)
+            if len(pixels) > MAX_TILES or sum(r.width * r.height for r in pixels) > TILE_PIXELS:
                 return None
             data = encode_tiles(picture, pixels, (copy,), chroma)
         elif tile_candidate(region):
