@@ -164,10 +164,6 @@ class HostProcess(ListeningHost):
                 return int(line.split()[1]) * 1024
         raise RuntimeError("no VmRSS")
 
-    def viewer(self, shot: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-        """Run the headless viewer for one screenshot; return it and its duration."""
-        return self.screenshot(shot)
-
 
 class Sampler:
     """Polls the host's descriptors and RSS in the background; keeps the peaks."""
@@ -281,7 +277,7 @@ def _shared_host() -> HostProcess:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         host = HostProcess()
         atexit.register(host.stop)
-        result, host.baseline_seconds = host.viewer(host.dir / "baseline.png")
+        result, host.baseline_seconds = host.screenshot(host.dir / "baseline.png")
         if result.returncode != 0:
             raise RuntimeError(f"baseline viewer failed: {result.stderr[-2000:]}")
         _figure("baseline", screenshot_seconds=round(host.baseline_seconds, 2))
@@ -315,7 +311,7 @@ class HostileHostTests(SynchronousTestCase):
         flood.open_all()
         flood.keep_up()
         shot = host.dir / "idle.png"
-        result, seconds = host.viewer(shot)
+        result, seconds = host.screenshot(shot)
         flood.stop_topping_up()
         all_closed = _poll(lambda: flood.open_count() == 0, HANDSHAKE_DEADLINE + 15, 0.5)
         sampler.stop()
@@ -405,7 +401,7 @@ class HostileHostTests(SynchronousTestCase):
         peak = sampler.max_rss
         sampler.stop()
         shot = host.dir / "frames.png"
-        result, seconds = host.viewer(shot)
+        result, seconds = host.screenshot(shot)
         _figure(
             "huge-frames",
             connections=len(socks),
@@ -460,7 +456,7 @@ class HostileHostTests(SynchronousTestCase):
         flooder = threading.Thread(target=flood, daemon=True)
         flooder.start()
         shot = host.dir / "delay.png"
-        result, seconds = host.viewer(shot)
+        result, seconds = host.screenshot(shot)
         stop.set()
         flooder.join(10)
         big_closed = big_refused or _poll(lambda: _tls_closed(big), 10, 0.2)

@@ -31,7 +31,6 @@ from litedesk.proto import message_pb2 as pb
 from litedesk.session.host_context import DISPLAYS_REUSED_FOR
 
 from .support import rustdesk_client as rc
-from .support.e2e_lab import VIEWER
 from .support.images import mean_error, paint_test_screen
 from .support.listening_host import ListeningHost
 from .support.polling import wait_until
@@ -82,23 +81,7 @@ class _DualHost:
 
     def viewer(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The headless LiteDesk viewer, directly to the host, with C{args}."""
-        return subprocess.run(
-            [
-                *VIEWER,
-                f"127.0.0.1:{self.host.port}",
-                "--password-file",
-                str(self.host.pwfile),
-                "--headless",
-                "--known-hosts",
-                str(self.host.dir / "known_hosts"),
-                *args,
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            stdin=subprocess.DEVNULL,
-        )
+        return self.host.viewer(*args)
 
 
 _shared: _DualHost | None = None

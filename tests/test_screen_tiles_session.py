@@ -14,7 +14,6 @@ the streamer's own output, in tests/test_screen_tiles.py.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from litedesk.session.host_session import HostSession
 from litedesk.session.password import login_password
 from litedesk.wire.bytescodec import FrameDecoder, encode_frame
 
-from .support.e2e_lab import VIEWER
 from .support.fakes import FakeStreamer
 from .support.images import mean_error
 from .support.listening_host import ListeningHost
@@ -98,24 +96,7 @@ class TypingThroughTilesTests(SynchronousTestCase):
         self.addCleanup(self.recorder.stop)
 
     def viewer(self, *args: str) -> dict[str, Any]:
-        result = subprocess.run(
-            [
-                *VIEWER,
-                f"127.0.0.1:{self.host.port}",
-                "--password-file",
-                str(self.host.pwfile),
-                "--headless",
-                "--known-hosts",
-                str(self.host.dir / "known_hosts"),
-                *args,
-                "--stats-json",
-            ],
-            env=self.host.env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            stdin=subprocess.DEVNULL,
-        )
+        result = self.host.viewer(*args, "--stats-json")
         self.assertEqual(result.returncode, 0, f"viewer failed: {result.stderr}")
         stats: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         return stats

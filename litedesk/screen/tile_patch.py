@@ -15,7 +15,7 @@ import av
 
 from .change import Rect
 from .decoded import DecodedFrame
-from .tiles import TileError, Tiles, parse_tiles
+from .tiles import TileError, Tiles, parse_tiles, plane_rows
 
 __all__ = ["apply_tiles", "patched"]
 
@@ -38,12 +38,10 @@ def apply_tiles(picture: Any, tiles: Tiles) -> av.VideoFrame:
     pos = 0
     for r, planes in [(r, (0, 1, 2)) for r in tiles.rects] + [(r, (1, 2)) for r in tiles.chroma]:
         for p in planes:
-            div = 2 if p else 1
             plane = out.planes[p]
             view = memoryview(plane)
-            stride = plane.line_size
-            x, y, w, h = r.x // div, r.y // div, r.width // div, r.height // div
-            for o in range(y * stride + x, (y + h) * stride, stride):
+            starts, w = plane_rows(plane, r, p)
+            for o in starts:
                 view[o : o + w] = src[pos : pos + w]
                 pos += w
     out.pts = picture.pts

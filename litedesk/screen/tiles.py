@@ -58,6 +58,7 @@ __all__ = [
     "Tiles",
     "encode_tiles",
     "parse_tiles",
+    "plane_rows",
     "tile_candidate",
 ]
 
@@ -163,15 +164,21 @@ def encode_tiles(
     return b"".join(head + body)
 
 
+def plane_rows(plane: Any, r: Rect, p: int) -> tuple[range, int]:
+    """Where C{r}'s rows start in plane C{p} (0 Y, 1 U, 2 V), and their length."""
+    div = 2 if p else 1
+    stride = plane.line_size
+    x, y, w, h = r.x // div, r.y // div, r.width // div, r.height // div
+    return range(y * stride + x, (y + h) * stride, stride), w
+
+
 def _rect_planes(picture: Any, r: Rect, planes: tuple[int, ...]) -> list[bytes]:
     out: list[bytes] = []
     for p in planes:
-        div = 2 if p else 1
         plane = picture.planes[p]
         view = memoryview(plane)
-        stride = plane.line_size
-        x, y, w, h = r.x // div, r.y // div, r.width // div, r.height // div
-        out += [bytes(view[o : o + w]) for o in range(y * stride + x, (y + h) * stride, stride)]
+        starts, w = plane_rows(plane, r, p)
+        out += [bytes(view[o : o + w]) for o in starts]
     return out
 
 

@@ -87,10 +87,9 @@ class ListeningHost:
             raise RuntimeError("litedesk-host exited")
         return "starting on" in self.log_text()
 
-    def screenshot(self, shot: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-        """Run the headless viewer for one screenshot; return it and its duration."""
-        start = time.monotonic()
-        result = subprocess.run(
+    def viewer(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The headless LiteDesk viewer, directly to this host, with C{args}."""
+        return subprocess.run(
             [
                 *VIEWER,
                 f"127.0.0.1:{self.port}",
@@ -99,8 +98,7 @@ class ListeningHost:
                 "--headless",
                 "--known-hosts",
                 str(self.dir / "known_hosts"),
-                "--screenshot",
-                str(shot),
+                *args,
             ],
             env=self.env,
             capture_output=True,
@@ -108,6 +106,11 @@ class ListeningHost:
             timeout=90,
             stdin=subprocess.DEVNULL,
         )
+
+    def screenshot(self, shot: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+        """Run the headless viewer for one screenshot; return it and its duration."""
+        start = time.monotonic()
+        result = self.viewer("--screenshot", str(shot))
         return result, time.monotonic() - start
 
     def stop(self) -> None:
