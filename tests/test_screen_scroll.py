@@ -25,9 +25,9 @@ from twisted.trial import unittest
 
 from litedesk.screen import EncodedFrame, ScreenStreamer
 from litedesk.screen.change import Rect
-from litedesk.screen.scroll import MIN_ROWS, find_scroll
+from litedesk.screen.scroll import MIN_ROWS, Scroll, find_scroll
 from litedesk.screen.testpattern import desktop_image
-from litedesk.screen.tile_frames import scroll_parts
+from litedesk.screen.tile_frames import as_tiles, scroll_parts
 from litedesk.screen.tile_patch import apply_tiles
 from litedesk.screen.tiles import TILE_CODEC, encode_tiles, parse_tiles
 from litedesk.screen.yuv_canvas import to_yuv
@@ -163,6 +163,23 @@ class ScrollTilesTests(unittest.TestCase):
 
     def test_downward_scroll(self) -> None:
         self._redraw(-9)
+
+    def test_what_goes_with_a_scroll(self) -> None:
+        """A small change elsewhere rides along as a rect; one overlapping the
+        scrolled box (compared against rows it had already changed) sends the
+        frame to the encoder; a scroll with too many new rows too."""
+        picture = to_yuv(_image(_text_rows(H, W, seed=7)), W, H)
+        box = Rect(0, 0, 200, 200)
+        scroll = Scroll(Rect(0, 0, 200, 180), 20)
+        frame = as_tiles(picture, (box, Rect(260, 10, 20, 20)), scroll, 5, (W, H))
+        assert frame is not None
+        message = parse_tiles(frame.data, W, H)
+        self.assertEqual(len(message.copies), 1)
+        self.assertIn(Rect(260, 10, 20, 20), message.rects)
+        self.assertIsNone(as_tiles(picture, (box, Rect(190, 10, 20, 20)), scroll, 5, (W, H)))
+        tall = Rect(0, 0, 320, 240)
+        few = Scroll(Rect(0, 0, 320, 32), 20)
+        self.assertIsNone(as_tiles(picture, (tall,), few, 5, (W, H)))
 
 
 @requires("Xvfb", "display")

@@ -52,6 +52,10 @@ def scroll_parts(
     return copy, tuple(pixels), chroma
 
 
+def _overlap(a: Rect, b: Rect) -> bool:
+    return a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom
+
+
 def _holding(region: tuple[Rect, ...], rows: Rect) -> Rect | None:
     """The box of C{region} that holds the scrolled C{rows}."""
     for r in region:
@@ -80,8 +84,14 @@ def as_tiles(
             # The scrolled box, and whatever else changed with it (a click's
             # effect elsewhere) as pixels: sent as video, the click would
             # carry every scroll since the encoder's last frame.
+            others = tuple(r for r in region if r is not box)
+            if any(_overlap(r, box) for r in others):
+                # The scroll was found against rows another rectangle of
+                # this frame had already updated; the viewer's copy reads
+                # them as they were.
+                return None
             copy, pixels, chroma = scroll_parts(box, scroll, w, h)
-            pixels += tuple(r for r in region if r is not box)
+            pixels += others
             if len(pixels) > MAX_TILES or sum(r.width * r.height for r in pixels) > TILE_PIXELS:
                 return None
             data = encode_tiles(picture, pixels, (copy,), chroma)
