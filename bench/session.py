@@ -129,6 +129,7 @@ from rustdesk_session_client import (  # noqa: E402
     open_via_relay,
 )
 
+from litedesk.heap import keep_freed_memory  # noqa: E402
 from litedesk.input.mouse import MouseButton, encode_mask  # noqa: E402
 from litedesk.proto import message_pb2 as pb  # noqa: E402
 from litedesk.rustdesk.viewer_detect import HostDetector  # noqa: E402
@@ -1574,6 +1575,10 @@ def main() -> None:
         help="keep the temporary directory with every process's log (kept anyway on failure)",
     )
     args = p.parse_args()
+    # The in-process LiteDesk viewer keeps freed heap memory as litedesk-viewer
+    # does (litedesk.heap): without it every picture of a tile message (a
+    # 3 MB copy of the shown one) came from fresh pages.
+    keep_freed_memory()
     seconds = args.seconds or (5.0 if args.quick else 15.0)
     cfg = Config(
         seconds=seconds,

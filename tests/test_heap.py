@@ -31,15 +31,19 @@ def mapped():
                 total += hi - lo
     return total
 
+size = int(sys.argv[2])
 before = mapped()
-kept = [bytearray(1 << 20) for _ in range(20)]
+kept = [bytearray(size) for _ in range(20 if size < (4 << 20) else 4)]
 print((mapped() - before) >> 20)
 """
 
 
-def _new_mappings(mode: str) -> int:
+def _new_mappings(mode: str, size: int = 1 << 20) -> int:
     out = subprocess.run(
-        [sys.executable, "-c", _PROGRAM, mode], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", _PROGRAM, mode, str(size)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if out.returncode != 0:
         raise AssertionError(out.stderr)
@@ -53,3 +57,11 @@ class KeepFreedMemoryTests(SynchronousTestCase):
         the heap, whose freed pages the next buffers reuse."""
         self.assertGreaterEqual(_new_mappings("default"), 19)
         self.assertEqual(_new_mappings("tuned"), 0)
+
+    def test_screen_sized_buffers_come_from_the_heap(self) -> None:
+        """A whole 1080p grab (8 MB) and an RGB picture (6 MB) come from the heap
+        too: as mappings of their own they were faulted in page by page on
+        every frame of a moving window."""
+        grab = 1920 * 1080 * 4
+        self.assertEqual(_new_mappings("tuned", grab), 0)
+        self.assertEqual(_new_mappings("tuned", 1920 * 1080 * 3), 0)
