@@ -13,9 +13,7 @@ viewer's picture is the screen.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from typing import Any
 
 from hypothesis import given, settings
@@ -26,7 +24,6 @@ from twisted.trial import unittest
 from litedesk.screen import EncodedFrame, ScreenStreamer
 from litedesk.screen.change import Rect
 from litedesk.screen.scroll import MIN_ROWS, Scroll, find_scroll
-from litedesk.screen.testpattern import desktop_image
 from litedesk.screen.tile_frames import as_tiles, scroll_parts
 from litedesk.screen.tile_patch import apply_tiles
 from litedesk.screen.tiles import TILE_CODEC, encode_tiles, parse_tiles
@@ -34,7 +31,7 @@ from litedesk.screen.yuv_canvas import to_yuv
 from tests.support.images import mean_error
 from tests.support.polling import until
 from tests.support.skips import requires
-from tests.support.xvfb import set_root_image, shared_xvfb
+from tests.support.xvfb import shared_desktop
 
 from .test_screen_damage import _Window
 from .test_screen_tiles import _block, _planes, _shown
@@ -185,13 +182,7 @@ class ScrollTilesTests(unittest.TestCase):
 @requires("Xvfb", "display")
 class ScrollOnXvfbTests(unittest.TestCase):
     def setUp(self) -> None:
-        xvfb = shared_xvfb()
-        assert xvfb.display is not None
-        self.display = xvfb.display
-        tmp = tempfile.mkdtemp(prefix="litedesk-scroll-")
-        path = os.path.join(tmp, "desktop.png")
-        desktop_image(1920, 1080, seed=29).save(path)
-        set_root_image(xvfb, path)
+        self.display = shared_desktop(seed=29)
 
     @defer.inlineCallbacks
     def test_scrolled_window_goes_as_a_copy(self) -> Any:

@@ -13,9 +13,7 @@ and without tiles (a stock client) every change is video.  The whole session
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from typing import Any
 
@@ -44,7 +42,7 @@ from litedesk.screen.yuv_canvas import to_yuv
 from tests.support.images import mean_error
 from tests.support.polling import until
 from tests.support.skips import requires
-from tests.support.xvfb import set_root_image, shared_xvfb
+from tests.support.xvfb import shared_desktop
 
 from .test_screen_damage import _Window
 
@@ -230,13 +228,7 @@ def _shown(sent: list[EncodedFrame]) -> DecodedFrame:
 @requires("Xvfb", "display")
 class TilesOnXvfbTests(unittest.TestCase):
     def setUp(self) -> None:
-        xvfb = shared_xvfb()
-        assert xvfb.display is not None
-        self.display = xvfb.display
-        tmp = tempfile.mkdtemp(prefix="litedesk-tiles-")
-        path = os.path.join(tmp, "desktop.png")
-        desktop_image(W, H, seed=23).save(path)
-        set_root_image(xvfb, path)
+        self.display = shared_desktop(seed=23)
 
     def grab(self) -> Image.Image:
         return Image.frombuffer("RGB", (W, H), Capturer(self.display).grab().data, "raw", "BGRX")

@@ -48,6 +48,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -358,3 +359,19 @@ def shared_xvfb() -> Xvfb:
         atexit.register(server.stop)
         _shared = server
     return _shared
+
+
+def shared_desktop(seed: int) -> str:
+    """The shared Xvfb showing L{desktop_image} with C{seed}; its display name.
+
+    The screen tests paint a realistic desktop first, then draw on it.
+    """
+    from litedesk.screen.testpattern import desktop_image
+
+    xvfb = shared_xvfb()
+    assert xvfb.display is not None
+    directory = tempfile.mkdtemp(prefix="litedesk-desktop-")
+    path = os.path.join(directory, "desktop.png")
+    desktop_image(1920, 1080, seed=seed).save(path)
+    set_root_image(xvfb, path)
+    return xvfb.display
