@@ -26,6 +26,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from litedesk.proto import message_pb2 as pb
 from litedesk.screen import Capturer
+from litedesk.screen.change import Rect
+from litedesk.screen.tiles import encode_tiles
+from litedesk.screen.yuv_canvas import to_yuv
 from litedesk.session.framing import MAX_FRAME_LENGTH
 from litedesk.session.host_session import HostSession
 from litedesk.session.password import login_password
@@ -38,6 +41,7 @@ from .support.recorder import Recorder
 from .support.skips import requires
 from .support.xvfb import Xvfb
 from .test_host_monitors import HOST_ID, ONE, PASSWORD, _context
+from .test_viewer_codecs import H, Viewer, W, encode, picture
 
 TYPED = "tiles carry typing"
 
@@ -132,3 +136,44 @@ class TypingThroughTilesTests(SynchronousTestCase):
         self.assertLess(text_error, 5.0, errors)
         self.assertLess(worst, 64, errors)
         self.assertLess(mean_error(expect, got), 4.0)
+
+
+def _tile_frame(data: bytes) -> pb.Message:
+    vf = pb.VideoFrame()
+    vf.tiles.frames.append(pb.EncodedVideoFrame(data=data, pts=40))
+    return pb.Message(video_frame=vf)
+
+
+class ViewerTilesTests(SynchronousTestCase):
+    """The viewer's side: a real ViewerSession on a string transport."""
+
+    def test_tiles_patch_and_bad_ones_ask_one_key_frame(self) -> None:
+        """Tiles before any key frame are skipped; after it they patch the
+        picture; malformed ones leave it as it was, are counted and logged,
+        and ask for one key frame until a picture decodes again."""
+        viewer = Viewer()
+        viewer.log_in()
+        (key,) = encode("h264", [picture(1)])
+        host = to_yuv(bytes(W * H * 4), W, H)  # a black host picture
+        good = encode_tiles(host, [Rect(0, 0, 32, 16)])
+        viewer.feed(_tile_frame(good))
+        self.assertIsNone(viewer.session.latest)
+        self.assertEqual(viewer.refreshes(), 1)  # nothing to patch: a key frame, please
+        viewer.video("h264", [key])
+        before = viewer.session.latest
+        viewer.feed(_tile_frame(good))
+        after = viewer.session.latest
+        assert before is not None and after is not None
+        self.assertIsNot(after, before)
+        self.assertEqual(after.image.getpixel((5, 5)), (0, 0, 0))
+        self.assertNotEqual(before.image.getpixel((5, 5)), (0, 0, 0))
+        self.assertEqual(viewer.session.stats.tiles, 1)
+        viewer.feed(_tile_frame(b"\x01\x00\x01\x00garbage"))
+        viewer.feed(_tile_frame(b"\x07"))
+        self.assertIs(viewer.session.latest, after)
+        self.assertEqual(viewer.session.stats.tile_errors, 2)
+        self.assertEqual(viewer.refreshes(), 2)
+        viewer.video("h264", [key])
+        viewer.feed(_tile_frame(b""))
+        self.assertEqual(viewer.refreshes(), 3)
+        self.assertFalse(viewer.transport.disconnecting)

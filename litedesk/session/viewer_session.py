@@ -301,14 +301,8 @@ class ViewerSession(MessageProtocol):
             if decoded is not None:
                 self.key_frame_requests.picture_decoded()
                 self._show(decoded, ef.key)
-        if self.decoder.waiting_for_key and self.key_frame_requests.need(self._clock.seconds()):
-            self.stats.key_frame_requests += 1
-            self._log.info(
-                "Asking the host for a key frame ({codec}: {reason})",
-                codec=codec,
-                reason=self.decoder.last_error or "no key frame yet",
-            )
-            self.refresh()
+        if self.decoder.waiting_for_key:
+            self._ask_key_frame(codec, self.decoder.last_error or "no key frame yet")
         if self.decoder.gave_up or codec not in decodable_codecs():
             self._withdraw(codec)
 
@@ -325,14 +319,20 @@ class ViewerSession(MessageProtocol):
                 # it (one request until a picture decodes, as for video).
                 self.stats.tile_errors += 1
                 self._log.warn("Screen tiles refused: {reason}", reason=e)
-                if self.key_frame_requests.need(self._clock.seconds()):
-                    self.stats.key_frame_requests += 1
-                    self.refresh()
+                self._ask_key_frame("tiles", str(e))
                 continue
             self.stats.tiles += 1
             self._show(shown, False)
-        if self.decoder.waiting_for_key and self.key_frame_requests.need(self._clock.seconds()):
+        if self.decoder.waiting_for_key:
+            self._ask_key_frame("tiles", "no key frame yet")
+
+    def _ask_key_frame(self, kind: str, reason: str) -> None:
+        """Send C{refresh_video} unless one is outstanding (L{KeyFrameRequests})."""
+        if self.key_frame_requests.need(self._clock.seconds()):
             self.stats.key_frame_requests += 1
+            self._log.info(
+                "Asking the host for a key frame ({codec}: {reason})", codec=kind, reason=reason
+            )
             self.refresh()
 
     def _show(self, decoded: DecodedFrame, key: bool) -> None:
