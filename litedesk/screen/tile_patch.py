@@ -16,6 +16,7 @@ import av
 from .change import Rect
 from .decoded import DecodedFrame
 from .tiles import TileError, Tiles, parse_tiles, plane_rows
+from .yuv_canvas import copy_block
 
 __all__ = ["apply_tiles", "patched"]
 
@@ -29,11 +30,14 @@ def apply_tiles(picture: Any, tiles: Tiles) -> av.VideoFrame:
         raise TileError(f"tiles patch yuv420p pictures, not {picture.format.name}")
     out = av.VideoFrame(picture.width, picture.height, "yuv420p")
     for p in range(3):
-        _copy_whole(picture.planes[p], out.planes[p])
+        plane = out.planes[p]
+        copy_block(picture.planes[p], plane, Rect(0, 0, plane.width, plane.height), 0, 0)
     for c in tiles.copies:
         for p in (0, 1, 2) if c.with_chroma else (0,):
             div = 2 if p else 1
-            _move(picture.planes[p], out.planes[p], c.source, c.x, c.y, div)
+            s = c.source
+            block = Rect(s.x // div, s.y // div, s.width // div, s.height // div)
+            copy_block(picture.planes[p], out.planes[p], block, c.x // div, c.y // div)
     src = memoryview(tiles.planes)
     pos = 0
     for r, planes in [(r, (0, 1, 2)) for r in tiles.rects] + [(r, (1, 2)) for r in tiles.chroma]:
@@ -46,31 +50,6 @@ def apply_tiles(picture: Any, tiles: Tiles) -> av.VideoFrame:
                 pos += w
     out.pts = picture.pts
     return out
-
-
-def _move(src: Any, dst: Any, source: Rect, x: int, y: int, div: int) -> None:
-    """Copy C{source} (in luma pixels) of plane C{src} to C{(x, y)} of C{dst}."""
-    s, d = memoryview(src), memoryview(dst)
-    ss, ds = src.line_size, dst.line_size
-    sx, sy, w, h = source.x // div, source.y // div, source.width // div, source.height // div
-    tx, ty = x // div, y // div
-    for row in range(h):
-        so = (sy + row) * ss + sx
-        do = (ty + row) * ds + tx
-        d[do : do + w] = s[so : so + w]
-
-
-def _copy_whole(src: Any, dst: Any) -> None:
-    s, d = memoryview(src), memoryview(dst)
-    if src.line_size == dst.line_size:
-        n = min(len(s), len(d))
-        d[:n] = s[:n]
-        return
-    w = min(src.line_size, dst.line_size)
-    for row in range(min(src.height, dst.height)):
-        d[row * dst.line_size : row * dst.line_size + w] = s[
-            row * src.line_size : row * src.line_size + w
-        ]
 
 
 def patched(shown: DecodedFrame, data: bytes, pts: int) -> DecodedFrame:

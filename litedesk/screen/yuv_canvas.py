@@ -26,21 +26,38 @@ from av.video.reformatter import VideoReformatter
 from .change import Rect
 from .codec import pad_to_even
 
-__all__ = ["YuvCanvas", "bgra_frame", "to_yuv"]
+__all__ = ["YuvCanvas", "bgra_block", "bgra_frame", "copy_block", "to_yuv"]
 
 
 def bgra_frame(data: bytes | bytearray, width: int, height: int) -> av.VideoFrame:
     """Packed BGRA bytes (stride C{width * 4}) as an C{av.VideoFrame}."""
-    src = av.VideoFrame(width, height, "bgra")
-    plane = src.planes[0]
-    stride = width * 4
-    if plane.line_size == stride:
-        # Any buffer does (PyAV's stub says bytes): no copy of a bytearray.
-        plane.update(data)  # type: ignore[arg-type]
-    else:  # libav pads rows for alignment when width*4 is not a multiple of 32
-        pad = b"\x00" * (plane.line_size - stride)
-        plane.update(b"".join(data[y * stride : (y + 1) * stride] + pad for y in range(height)))
-    return src
+    return bgra_block(data, width * 4, Rect(0, 0, width, height))
+
+
+def bgra_block(source: bytes | bytearray, stride: int, r: Rect) -> av.VideoFrame:
+    """Rectangle C{r} of a BGRA image (C{stride} bytes a row) as an C{av.VideoFrame}.
+
+    Each row is copied once, straight into the frame (libav pads rows for
+    alignment when C{width * 4} is not a multiple of 32).
+
+    @raise ValueError: C{r} is not inside C{source}.
+    """
+    n = r.width * 4
+    first = r.y * stride + r.x * 4
+    last = first + (r.height - 1) * stride + n
+    if r.x < 0 or r.y < 0 or r.x * 4 + n > stride or last > len(source):
+        raise ValueError(f"{r} is not inside the source image")
+    frame = av.VideoFrame(r.width, r.height, "bgra")
+    plane = frame.planes[0]
+    line = plane.line_size
+    with memoryview(plane) as d, memoryview(source) as s:
+        if line == n == stride:
+            d[: n * r.height] = s[first : first + n * r.height]
+        else:
+            for row in range(r.height):
+                o = first + row * stride
+                d[row * line : row * line + n] = s[o : o + n]
+    return frame
 
 
 def to_yuv(data: bytes | bytearray, width: int, height: int) -> av.VideoFrame:
@@ -118,36 +135,24 @@ class YuvCanvas:
             raise ValueError(f"{rect} is not on even coordinates with an even size")
         if x < 0 or y < 0 or rect.right > self.width or rect.bottom > self.height:
             raise ValueError(f"{rect} is not inside {self.width}x{self.height}")
-        n = w * 4
-        first = sy * stride + sx * 4
-        if sx < 0 or sy < 0 or sx * 4 + n > stride or first + (h - 1) * stride + n > len(source):
-            raise ValueError(f"{rect} at ({sx}, {sy}) is not inside the source image")
-        src = av.VideoFrame(w, h, "bgra")
-        plane = src.planes[0]
-        line = plane.line_size
-        with memoryview(plane) as d, memoryview(source) as s:
-            if line == n == stride:
-                d[: n * h] = s[first : first + n * h]
-            else:
-                for row in range(h):
-                    o = first + row * stride
-                    d[row * line : row * line + n] = s[o : o + n]
+        src = bgra_block(source, stride, Rect(sx, sy, w, h))
         band = self._reformatter.reformat(src, format="yuv420p", interpolation="POINT")
-        _copy_plane(band.planes[0], frame.planes[0], x, y, w, h)
+        copy_block(band.planes[0], frame.planes[0], Rect(0, 0, w, h), x, y)
         for p in (1, 2):
-            _copy_plane(band.planes[p], frame.planes[p], x // 2, y // 2, w // 2, h // 2)
+            copy_block(band.planes[p], frame.planes[p], Rect(0, 0, w // 2, h // 2), x // 2, y // 2)
         self.painted += w * h
 
 
-def _copy_plane(src: VideoPlane, dst: VideoPlane, x: int, y: int, w: int, h: int) -> None:
-    """Copy a C{w x h} block of bytes from C{src}'s corner to C{(x, y)} in C{dst}."""
+def copy_block(src: VideoPlane, dst: VideoPlane, r: Rect, x: int, y: int) -> None:
+    """Copy block C{r} of plane C{src} (bytes, rows) to C{(x, y)} of plane C{dst}."""
     s = memoryview(src)
     d = memoryview(dst)
     sl, dl = src.line_size, dst.line_size
-    if x == 0 and w == dst.width and sl == dl:
+    if r.x == x == 0 and r.width == dst.width and sl == dl:
         # Whole rows with the same stride: one copy.
-        d[y * dl : (y + h) * dl] = s[: h * sl]
+        d[y * dl : (y + r.height) * dl] = s[r.y * sl : (r.y + r.height) * sl]
         return
-    for row in range(h):
+    for row in range(r.height):
         o = (y + row) * dl + x
-        d[o : o + w] = s[row * sl : row * sl + w]
+        i = (r.y + row) * sl + r.x
+        d[o : o + r.width] = s[i : i + r.width]
