@@ -14,9 +14,9 @@ is the one of the window's C{Tk}.  The block says "4 bytes a pixel, R G B,
 no alpha" (the alpha offset equal to the red one, as Pillow does for RGB),
 so Tk takes every pixel as opaque and keeps no transparency region.  And
 only the rows that changed since the picture the photo holds are put
-(L{changed_rows}): Tk's own work is per pixel put.  Where libtk cannot be found (a Python whose
-Tk is linked in statically), C{available} is false and the frame view keeps
-Pillow's way.  Tk thread only, as every Tk call.
+(L{changed_rows}): Tk's own work is per pixel put.  Where libtk cannot be
+found (a Python whose Tk is linked in statically), C{available} is false
+and the frame view keeps Pillow's way.  Tk thread only, as every Tk call.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from litedesk.screen.change import memcmp
 from litedesk.viewer.tk_native import loaded_library
 
 __all__ = ["PhotoWriter", "changed_rows"]
@@ -121,11 +122,6 @@ class PhotoWriter:
         return ok == 0
 
 
-_memcmp = ctypes.CDLL(None).memcmp
-_memcmp.restype = ctypes.c_int
-_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-
-
 def changed_rows(new: Any, old: Any) -> tuple[int, int] | None:
     """The band of rows in which two pictures of the same layout differ.
 
@@ -156,7 +152,7 @@ def changed_rows(new: Any, old: Any) -> tuple[int, int] | None:
     def same(first: int, last: int) -> bool:
         # Rows first..last-1 equal in both pictures.
         n = (last - first) * pitch
-        return n == 0 or int(_memcmp(pa + first * pitch, pb + first * pitch, n)) == 0
+        return n == 0 or int(memcmp(pa + first * pitch, pb + first * pitch, n)) == 0
 
     if same(0, height):
         return None
