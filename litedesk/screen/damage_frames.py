@@ -54,9 +54,6 @@ class DamagePath:
         # The monitor as last grabbed, BGRA, stride width * 4: the whole
         # grab's buffer as mss made it (no copy), rectangles written into it.
         self._bgra = bytearray()
-        #: Look for scrolled content in changed boxes (only a viewer that
-        #: draws tiles can use it; the search costs up to a millisecond).
-        self.find_scrolls = False
         #: What the last L{picture} found scrolled in its one changed box
         #: (monitor coordinates), or C{None}.
         self.scroll: Scroll | None = None
@@ -76,11 +73,14 @@ class DamagePath:
         """Whether damage waits (callable from any thread)."""
         return self.watcher.pending()
 
-    def picture(self, source: Capturer, keyframe: bool) -> Picture:
+    def picture(self, source: Capturer, keyframe: bool, scrolls: bool = False) -> Picture:
         """Bring the canvas up to date: C{(frame, size, region)}.
 
         C{frame} is C{None} when nothing on the selected monitor changed;
-        C{region} is what was grabbed, in monitor coordinates.  Damage is
+        C{region} is what was grabbed, in monitor coordinates.  With
+        C{scrolls} (only a viewer that draws tiles can use them; the search
+        costs up to a millisecond) changed boxes are searched for scrolled
+        rows, found in L{scroll}.  Damage is
         taken before grabbing: whatever is drawn after the take is grabbed
         now or reported again, never lost.
 
@@ -104,14 +104,16 @@ class DamagePath:
         if not region:
             return None, (w, h), ()
         if sum(r.width * r.height for r in region) >= self.FULL_GRAB * w * h:
-            changed = self._full(source, w, h)
+            changed = self._full(source, w, h, scrolls)
         else:
-            changed = tuple(c for r in region if (c := self._update(r, source.grab_rect(r), w)))
+            changed = tuple(
+                c for r in region if (c := self._update(r, source.grab_rect(r), w, scrolls))
+            )
         if not changed:
             return None, (w, h), ()
         return canvas.frame, (w, h), changed
 
-    def _full(self, source: Capturer, w: int, h: int) -> tuple[Rect, ...]:
+    def _full(self, source: Capturer, w: int, h: int, scrolls: bool) -> tuple[Rect, ...]:
         """Most of the monitor is damaged: one grab, and the box that differs."""
         data, mon = source.grab_whole()
         if (mon.width, mon.height) != (w, h):
@@ -121,12 +123,12 @@ class DamagePath:
             return ()
         box = align_rect(box, w, h)
         self.canvas.paint_from(box, data, w * 4, box.x, box.y)
-        if self.find_scrolls:
+        if scrolls:
             self.scroll = find_scroll(self._bgra, data, w * 4, box)
         self._bgra = data
         return (box,)
 
-    def _update(self, r: Rect, data: bytes, width: int) -> Rect | None:
+    def _update(self, r: Rect, data: bytes, width: int, scrolls: bool) -> Rect | None:
         """Keep C{r}'s grab where it differs from what we had: the box that
         differs (even-aligned, converted), or C{None}.
 
@@ -147,7 +149,7 @@ class DamagePath:
         box = align_rect(box, r.width, r.height)
         moved = Rect(r.x + box.x, r.y + box.y, box.width, box.height)
         self.canvas.paint_from(moved, data, n, box.x, box.y)
-        if self.find_scrolls and (found := find_scroll(old, data, n, box)) is not None:
+        if scrolls and (found := find_scroll(old, data, n, box)) is not None:
             rows = found.rows
             self.scroll = Scroll(
                 Rect(r.x + rows.x, r.y + rows.y, rows.width, rows.height), found.dy

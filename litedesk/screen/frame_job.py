@@ -94,8 +94,7 @@ def produce(
     @raise litedesk.screen.capture.CaptureError: the grab failed.
     """
     if damage is not None and damage.usable and isinstance(source, Capturer):
-        damage.find_scrolls = job.tiles
-        picture, (w, h), region = damage.picture(source, job.keyframe)
+        picture, (w, h), region = damage.picture(source, job.keyframe, scrolls=job.tiles)
         if picture is None:
             return Produced(None, (w, h))
         if job.tiles and not job.keyframe:
