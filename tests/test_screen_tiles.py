@@ -87,9 +87,7 @@ def _block(picture: Any, r: Rect) -> list[bytes]:
 def _disjoint(rects: list[Rect]) -> list[Rect]:
     kept: list[Rect] = []
     for r in rects:
-        if all(
-            r.right <= k.x or k.right <= r.x or r.bottom <= k.y or k.bottom <= r.y for k in kept
-        ):
+        if not any(r.overlaps(k) for k in kept):
             kept.append(r)
     return kept
 

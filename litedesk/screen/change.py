@@ -59,6 +59,24 @@ class Rect:
     def bottom(self) -> int:
         return self.y + self.height
 
+    def overlaps(self, other: Rect) -> bool:
+        """Whether the two share a pixel."""
+        return (
+            self.x < other.right
+            and other.x < self.right
+            and self.y < other.bottom
+            and other.y < self.bottom
+        )
+
+    def holds(self, other: Rect) -> bool:
+        """Whether every pixel of C{other} is in this one."""
+        return (
+            self.x <= other.x
+            and self.y <= other.y
+            and other.right <= self.right
+            and other.bottom <= self.bottom
+        )
+
     def union(self, other: Rect) -> Rect:
         """The smallest rectangle holding both."""
         x = min(self.x, other.x)

@@ -52,16 +52,9 @@ def scroll_parts(
     return copy, tuple(pixels), chroma
 
 
-def _overlap(a: Rect, b: Rect) -> bool:
-    return a.x < b.right and b.x < a.right and a.y < b.bottom and b.y < a.bottom
-
-
 def _holding(region: tuple[Rect, ...], rows: Rect) -> Rect | None:
     """The box of C{region} that holds the scrolled C{rows}."""
-    for r in region:
-        if r.x <= rows.x and r.y <= rows.y and rows.right <= r.right and rows.bottom <= r.bottom:
-            return r
-    return None
+    return next((r for r in region if r.holds(rows)), None)
 
 
 def as_tiles(
@@ -85,7 +78,7 @@ def as_tiles(
             # effect elsewhere) as pixels: sent as video, the click would
             # carry every scroll since the encoder's last frame.
             others = tuple(r for r in region if r is not box)
-            if any(_overlap(r, box) for r in others):
+            if any(r.overlaps(box) for r in others):
                 # The scroll was found against rows another rectangle of
                 # this frame had already updated; the viewer's copy reads
                 # them as they were.

@@ -249,10 +249,5 @@ def _check_rects(rects: Sequence[Rect], width: int, height: int) -> None:
         if r.right > width or r.bottom > height:
             raise TileError(f"tile {r} is not inside {width}x{height}")
         for other in rects[:i]:
-            if (
-                r.x < other.right
-                and other.x < r.right
-                and r.y < other.bottom
-                and other.y < r.bottom
-            ):
+            if r.overlaps(other):
                 raise TileError(f"tiles {other} and {r} overlap")
