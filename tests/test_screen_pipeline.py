@@ -244,6 +244,19 @@ class StreamerTests(unittest.TestCase):
         self.assertEqual(len(self.sent), 2)
         self.assertFalse(self.sent[1].key)
 
+    def test_input_boost_stays_within_the_frame_rate(self) -> None:
+        """Frames sent at once after a click are taken from the frame rate's
+        budget, not added to it: with a click every 250 ms on a screen that
+        changes all the time, the viewer still gets at most custom_fps (10)
+        frames a second."""
+        for step in range(300):  # 3 s in 10 ms steps
+            self.source.screen = self.source.frames[step % 20]
+            if step % 25 == 5:
+                self.streamer.input_injected()
+            self.reactor.advance(0.01)
+        self.assertLessEqual(len(self.sent), 31)
+        self.assertGreaterEqual(len(self.sent), 27)
+
     def test_force_keyframe_on_static_screen(self) -> None:
         """A refresh/new-viewer request sends a key frame even when nothing changed."""
         self.ticks(3)

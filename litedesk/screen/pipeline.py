@@ -128,10 +128,20 @@ class FramePacer:
         return 1.0 / self._period
 
     def set_fps(self, fps: float) -> None:
-        """Change the rate; a due time already set moves no later than now + period."""
-        self._period = 1.0 / max(MIN_FPS, min(MAX_FPS * 2, fps))
+        """Change the rate; a due time already set moves no later than now + period.
+
+        The same rate again changes nothing.  The streamer sets the rate at
+        every slot, and frames sent at once after a click (L{InputBoost})
+        tick the pacer early, pushing the due time a period further each:
+        pulling it back to now + period there gave every click a frame on
+        top of the rate (33 frames a second at 30 with four clicks a second).
+        """
+        period = 1.0 / max(MIN_FPS, min(MAX_FPS * 2, fps))
+        if period == self._period:
+            return
+        self._period = period
         if self._due is not None:
-            self._due = min(self._due, self._clock.seconds() + self._period)
+            self._due = min(self._due, self._clock.seconds() + period)
 
     def delay(self) -> float:
         """Seconds until the next frame is due (0 if it is already)."""

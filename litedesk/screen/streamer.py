@@ -225,6 +225,18 @@ class ScreenStreamer:
         if not self._running:
             return succeed(None)
         self._running = False
+        st = self.stats
+        self._log.info(
+            "screen stream stopped: {slots} slots, {frames} frames ({tiles} as tiles, "
+            "{key_frames} key), {unchanged} unchanged, {dropped} dropped, {bytes} bytes",
+            slots=st.slots,
+            frames=st.frames,
+            tiles=st.tiles,
+            key_frames=st.key_frames,
+            unchanged=st.unchanged,
+            dropped=st.dropped,
+            bytes=st.bytes,
+        )
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
