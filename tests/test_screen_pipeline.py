@@ -257,6 +257,32 @@ class StreamerTests(unittest.TestCase):
         self.assertLessEqual(len(self.sent), 31)
         self.assertGreaterEqual(len(self.sent), 27)
 
+    def test_frame_just_handed_over_is_not_a_backlog(self) -> None:
+        """A frame above the high-water mark that the transport still holds
+        at the next slot, because the reactor has not written it yet, is not
+        congestion: no frame is skipped and the frame rate holds.  What is
+        left of it a slot later is."""
+        self.streamer.drop_policy.high_water = self.streamer.controller.high_water = 100
+        self.streamer.drop_policy.low_water = 50
+
+        # The transport holds exactly the last frame handed over.
+        def deliver(f: EncodedFrame) -> None:
+            self.sent.append(f)
+            self.buffered = len(f.data)
+
+        self.streamer._deliver = deliver
+        for i in range(1, 30):
+            self.source.screen = self.source.frames[i % 20]
+            self.ticks(1)
+        self.assertEqual(self.streamer.stats.dropped, 0)
+        self.assertEqual(self.streamer.controller.level, 1.0)
+        self.assertGreaterEqual(len(self.sent), 29)  # every change
+        # The same bytes still there at the slot after: skipped.
+        self.buffered += 200
+        self.source.screen = self.source.frames[5]
+        self.ticks(2)
+        self.assertGreaterEqual(self.streamer.stats.dropped, 1)
+
     def test_force_keyframe_on_static_screen(self) -> None:
         """A refresh/new-viewer request sends a key frame even when nothing changed."""
         self.ticks(3)

@@ -46,6 +46,9 @@ class DamagePath:
     # (toolkits repaint whole windows on every expose: a window dragged over a
     # full-screen one damages nearly the whole screen, and changes a window).
     FULL_GRAB = 0.3
+    # L{unencoded} folds into its bounding box past this many rectangles (a
+    # long run of frames sent as tiles must not grow it without bound).
+    MAX_UNENCODED = 64
 
     def __init__(self, display: str | None, on_damage: Callable[[], None]) -> None:
         self.watcher = DamageWatcher(display, on_damage)
@@ -57,6 +60,9 @@ class DamagePath:
         #: What the last L{picture} found scrolled in its one changed box
         #: (monitor coordinates), or C{None}.
         self.scroll: Scroll | None = None
+        # What changed in the canvas since the encoder last took it (frames
+        # sent as tiles in between add up), or None: unknown, all of it.
+        self._unencoded: list[Rect] | None = None
 
     def start(self) -> None:
         self.watcher.start()
@@ -96,6 +102,7 @@ class DamagePath:
             w, h = mon.width, mon.height
             canvas.fill(self._bgra, w, h)
             self._monitor = mon
+            self._unencoded = None
             return canvas.frame, (w, h), (Rect(0, 0, w, h),)
         bounds = Rect(mon.x, mon.y, w, h)
         clipped = (clip_rect(r, bounds) for r in rects)
@@ -111,7 +118,24 @@ class DamagePath:
             )
         if not changed:
             return None, (w, h), ()
+        if self._unencoded is not None:
+            self._unencoded.extend(changed)
+            if len(self._unencoded) > self.MAX_UNENCODED:
+                box = self._unencoded[0]
+                for r in self._unencoded[1:]:
+                    box = box.union(r)
+                self._unencoded = [box]
         return canvas.frame, (w, h), changed
+
+    @property
+    def unencoded(self) -> tuple[Rect, ...] | None:
+        """Everything that differs between the canvas now and when the encoder
+        last took it (L{encoded}), or C{None} when that is not known."""
+        return None if self._unencoded is None else tuple(self._unencoded)
+
+    def encoded(self) -> None:
+        """The encoder has taken the canvas as it is now."""
+        self._unencoded = []
 
     def _full(self, source: Capturer, w: int, h: int, scrolls: bool) -> tuple[Rect, ...]:
         """Most of the monitor is damaged: one grab, and the box that differs."""

@@ -58,13 +58,14 @@ L{litedesk.screen.codec.EncodedFrame}.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any, ClassVar
 
 import av
 from twisted.logger import Logger
 
+from litedesk.screen.change import Rect
 from litedesk.screen.codec import TIME_BASE, Codec, EncodedFrame, pad_to_even
 from litedesk.screen.encoder_settings import (
     H264_QMIN,
@@ -87,6 +88,7 @@ from litedesk.screen.libvpx import (
     libvpx_version,
     parse_vp9_value,
 )
+from litedesk.screen.video_hint import VideoHints
 from litedesk.screen.yuv_canvas import to_yuv
 
 __all__ = [
@@ -183,6 +185,7 @@ class VideoEncoder:
         self._last_pts = -1
         self.opens = 0
         self.ignored_options: dict[str, str] = {}
+        self._hints = VideoHints()
 
     @property
     def codec(self) -> str:
@@ -309,22 +312,27 @@ class VideoEncoder:
         # reliable stream periodic ones would only cost bandwidth.
         ctx.gop_size = 1 << 30
         ctx.thread_count = self._threads
-        if self._qmax is not None:
-            ctx.qmax = self._qmax
         bufsize = _bps_to_option(self._bitrate * self.BUFFER_SECONDS)
         if self._codec is Codec.H264:
-            # A quality ceiling: without it x264's rate control spends any
-            # unused budget on near-lossless frames (typing in a static window
-            # sent 8-23 kB frames every few keystrokes; see H264_QMIN_BELOW_CAP).
-            ctx.qmin = h264_qmin(self._qmax)
-            x264 = {
-                **X264_SETTINGS,
-                "maxrate": _bps_to_option(self._bitrate * self.X264_MAXRATE_HEADROOM),
-                "bufsize": bufsize,
-                **self._h264_overrides,
-            }
+            if self._qmax is None:
+                # Average bitrate.  A floor: without it x264's rate control
+                # spends any unused budget on near-lossless frames (typing in
+                # a static window sent 8-23 kB frames every few keystrokes;
+                # see H264_QMIN_BELOW_CAP).
+                ctx.qmin = h264_qmin(None)
+                rate = {
+                    "maxrate": _bps_to_option(self._bitrate * self.X264_MAXRATE_HEADROOM),
+                    "bufsize": bufsize,
+                }
+            else:
+                # The quality's cap as a constant quantizer (encoder_settings).
+                ctx.bit_rate = 0
+                rate = {"qp": str(self._qmax)}
+            x264 = {**X264_SETTINGS, **rate, **self._h264_overrides}
             ctx.options = {k: v for k, v in x264.items() if v is not None}
         else:
+            if self._qmax is not None:
+                ctx.qmax = self._qmax
             options = {"qmin": str(self._vp9_qrange()[0]), **self._vp9_settings()}
             # What FFmpeg's wrapper cannot take: speed 9 (its cpu-used stops
             # at 8), the loop filter switch, and a rate-control mode by name
@@ -385,6 +393,8 @@ class VideoEncoder:
             return False  # rate and quantizers change in place (_apply_direct)
         if self._qmax != self._opened_qmax:
             return True
+        if self._codec is Codec.H264 and self._qmax is not None:
+            return False  # a constant quantizer: the bitrate is not libx264's
         if self._codec is Codec.H264:
             ratio = self._x264_bitrate() / self._opened_bitrate
             return not (self.X264_MIN_RATIO <= ratio <= self.X264_MAXRATE_HEADROOM)
@@ -425,13 +435,26 @@ class VideoEncoder:
         return self.encode_yuv(to_yuv(data, cw, ch), width, height, pts, keyframe=keyframe)
 
     def encode_yuv(
-        self, frame: av.VideoFrame, width: int, height: int, pts: int, *, keyframe: bool = False
+        self,
+        frame: av.VideoFrame,
+        width: int,
+        height: int,
+        pts: int,
+        *,
+        keyframe: bool = False,
+        changed: Sequence[Rect] | None = None,
     ) -> EncodedFrame:
         """Encode a C{yuv420p} frame already converted (a C{YuvCanvas}' frame).
 
         The frame's size is the coded size (even); C{width} and C{height} are
         the picture's, which the viewer crops to.  The frame is not kept: the
         caller may change it once this returns.
+
+        @param changed: the rectangles of C{frame} that differ from the frame
+            this encoder was given last, if the caller knows (everything
+            outside them must be identical); libx264 then skips the rest
+            without analysis (L{litedesk.screen.video_hint}).  C{None}:
+            unknown.
         """
         if self._needs_reopen((frame.width, frame.height)):
             self._open(frame.width, frame.height)
@@ -444,18 +467,22 @@ class VideoEncoder:
             duration = max(1, round(1000 / self._fps))
             out, key = self._vpx.encode(frame, pts, duration, want_key)
         else:
-            out, key = self._encode_ffmpeg(frame, pts, want_key)
+            out, key = self._encode_ffmpeg(frame, pts, want_key, changed)
         if want_key and not key:
             # Never observed with these settings; make the next one key rather
             # than claim a key frame we did not get.
             self._force_key = True
         return EncodedFrame(out, key, pts, str(self._codec), width, height)
 
-    def _encode_ffmpeg(self, frame: av.VideoFrame, pts: int, want_key: bool) -> tuple[bytes, bool]:
+    def _encode_ffmpeg(
+        self, frame: av.VideoFrame, pts: int, want_key: bool, changed: Sequence[Rect] | None
+    ) -> tuple[bytes, bool]:
         ctx = self._ctx
-        if self._codec is Codec.H264 and ctx.bit_rate != self._x264_bitrate():
-            # Picked up by libx264's reconfig before the next frame.
-            ctx.bit_rate = self._x264_bitrate()
+        if self._codec is Codec.H264:
+            if self._opened_qmax is None and ctx.bit_rate != self._x264_bitrate():
+                # Picked up by libx264's reconfig before the next frame.
+                ctx.bit_rate = self._x264_bitrate()
+            self._hints.attach(frame, None if want_key else changed)
         frame.pts = pts
         frame.time_base = TIME_BASE
         _pt = av.video.frame.PictureType

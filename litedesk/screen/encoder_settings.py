@@ -9,8 +9,10 @@ bench/README.rst).
 
 H.264 (libx264 through FFmpeg): C{ultrafast} and C{zerolatency} (no
 look-ahead, no B-frames, sliced threads: every frame comes straight back out,
-see L{litedesk.screen.encode}), IDR key frames, and a quantizer range from
-L{h264_qmin} to the image quality's cap.  Over C{ultrafast}, three motion
+see L{litedesk.screen.encode}), IDR key frames, the image quality's cap as
+a constant quantizer (L{X264_SETTINGS}; average bitrate from L{h264_qmin}
+to the cap for a caller without one), and the damage path's changed
+rectangles as hints (C{mb_info}).  Over C{ultrafast}, three motion
 and mode settings for scrolled text (L{X264_SETTINGS}).  Measured and not
 taken (issue 15): one thread, three threads, C{superfast}, C{subme=2},
 CABAC (0.86 x the bytes for 1.05 x the CPU, 1.32 x with a window moving),
@@ -84,6 +86,29 @@ __all__ = [
 # bytes but 1.04-1.12 x the CPU (1.08-1.26 x while a window moves); C{umh}
 # at range 16: 0.76-0.90 x.  All of it stays Constrained Baseline (no
 # CABAC, no 8x8 transform, no B-frames; the SPS says profile 66).
+#
+# A constant quantizer, the image quality's cap (X264_CONSTANT_QP; applied
+# in litedesk.screen.encode): with a floor 2 under the cap, the average
+# bitrate control only ever chose between three quantizers, and for that it
+# ran libx264's half-resolution analysis of every frame.  In three rounds of
+# bench/screen_pipeline.py --compare against it, a constant 32 (Balanced's
+# cap) took 0.86-0.89 x the encoder's CPU per frame for 1.04-1.07 x the
+# bytes, PSNR +0.5 dB (the moving window 0.94 x the bytes, scrolling as
+# video 1.16-1.25 x, though a LiteDesk viewer gets most scrolls as tile
+# copies); 33 took 1.01 x the bytes, +0.3 dB.  The key frame comes out
+# 2.9 under the cap (libx264's I/P ratio), as it did.  The encoder's
+# bitrate then no longer bounds the stream; the cap bounded it before too
+# (the average-bitrate control could not go above it), and the streamer's
+# frame rate and drop policy answer congestion either way.
+#
+# C{mb_info}: FFmpeg passes the frame's AVVideoHint side data (the changed
+# rectangles, litedesk.screen.video_hint) to libx264, which codes the
+# macroblocks outside them as skipped without analysis.  libx264 only does
+# so where the reference was coded at a quantizer no coarser than the
+# frame's, which a constant quantizer always meets.  The moving window over
+# a repainting desktop (about 330,000 changed pixels a frame), encoder CPU
+# per frame: average bitrate 7.8-8.1 ms, with hints 6.6-7.1 ms, constant
+# quantizer 5.6-6.0 ms, both 5.0-5.8 ms.
 X264_SETTINGS: Final[Mapping[str, str]] = {
     "preset": "ultrafast",
     "tune": "zerolatency",
@@ -91,6 +116,7 @@ X264_SETTINGS: Final[Mapping[str, str]] = {
     "motion-est": "umh",
     "me_range": "24",
     "partitions": "i4x4",
+    "mb_info": "1",
 }
 
 # Without a quantizer cap the floor is H264_QMIN; with one (every image

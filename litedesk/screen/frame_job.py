@@ -102,9 +102,11 @@ def produce(
             if tiles is not None:
                 return Produced(tiles, (w, h), region)
         _configure(encoder, job, w, h)
-        return Produced(
-            encoder.encode_yuv(picture, w, h, pts, keyframe=job.keyframe), (w, h), region
+        encoded = encoder.encode_yuv(
+            picture, w, h, pts, keyframe=job.keyframe, changed=damage.unencoded
         )
+        damage.encoded()
+        return Produced(encoded, (w, h), region)
     frame = source.grab()
     prev = source.previous
     size = (frame.width, frame.height)

@@ -142,6 +142,7 @@ class ScreenStreamer:
         self._reactor = reactor
         self._deliver = deliver
         self._buffered = buffered
+        self._handed_over = 0
         self._source: FrameSource = source or Capturer(display, index)
         self._codec = Codec(codec)
         self._quality = quality
@@ -379,7 +380,15 @@ class ScreenStreamer:
             return
         self.stats.slots += 1
         self.pacer.tick()
-        buffered = self._buffered()
+        # The frame handed over since the last slot is not a backlog: with
+        # no reactor turn in between (the slot after a key frame that took
+        # longer than a period to encode comes at once) the transport has not
+        # written any of it yet, and a key frame above the high-water mark
+        # then skipped the next frame and cut the frame rate to 80 % for
+        # seconds.  A link that does not keep up still shows: what is left
+        # of earlier frames counts.
+        buffered = max(0, self._buffered() - self._handed_over)
+        self._handed_over = 0
         self.controller.on_buffer(buffered)
         self.controller.update()
         self.pacer.set_fps(self.controller.fps)
@@ -440,6 +449,7 @@ class ScreenStreamer:
             if result.region:
                 self.stats.last_region = result.region
                 self.stats.captured_pixels += sum(r.width * r.height for r in result.region)
+            self._handed_over += len(encoded.data)
             try:
                 self._deliver(encoded)
             except Exception:
