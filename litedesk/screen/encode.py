@@ -465,7 +465,7 @@ class VideoEncoder:
         if self._vpx is not None:
             self._apply_direct(self._vpx)
             duration = max(1, round(1000 / self._fps))
-            out, key = self._vpx.encode(frame, pts, duration, want_key)
+            out, key = self._vpx.encode(frame, pts, duration, want_key, changed)
         else:
             out, key = self._encode_ffmpeg(frame, pts, want_key, changed)
         if want_key and not key:

@@ -18,14 +18,16 @@ import ctypes
 import ctypes.util
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import av
 from twisted.logger import Logger
 
+from litedesk.screen.change import Rect
 from litedesk.screen.codec import TIME_BASE
+from litedesk.screen.vpx_active_map import VP8E_SET_ACTIVEMAP, ActiveMap, VpxActiveMap
 
 __all__ = [
     "CONFIG",
@@ -205,6 +207,12 @@ class Libvpx:
         lib.vpx_codec_enc_config_set.argtypes = [c.c_void_p, c.c_void_p]
         # Variadic in C; on LP64 an int passes the same way either side.
         lib.vpx_codec_control_.argtypes = [c.c_void_p, c.c_int, c.c_int]
+        # The same function for the controls that take a pointer; indexing
+        # makes a second function object, with its own argtypes.
+        self.control_ptr = lib["vpx_codec_control_"]
+        self.control_ptr.argtypes = [c.c_void_p, c.c_int, c.POINTER(VpxActiveMap)]
+        # False once libvpx refused an active map (logged once per process).
+        self.active_maps = True
         lib.vpx_codec_encode.argtypes = [
             c.c_void_p,
             c.c_void_p,
@@ -338,6 +346,8 @@ class DirectVP9:
                 raise VpxError(f"{name}={value} refused: {vpx.error(self._ctx, err)}")
         self._img = _Image()
         self._size = (width, height)
+        self._map = ActiveMap(width, height)
+        self._map_on = False  # whether libvpx holds a map of changed blocks
 
     def configure(self, *, bitrate: int, qmin: int, qmax: int) -> None:
         """New rate and quantizer range for the next frame, without a key frame."""
@@ -348,11 +358,49 @@ class DirectVP9:
         if err:
             raise VpxError(f"reconfiguration refused: {self._vpx.error(self._ctx, err)}")
 
+    def _set_active_map(self, changed: Sequence[Rect] | None, key: bool) -> bool:
+        """Tell libvpx which blocks changed (L{litedesk.screen.vpx_active_map});
+        whether the frame must be a key frame to be right."""
+        vpx = self._vpx
+        if not vpx.active_maps:
+            return False
+        if key or changed is None:
+            if not self._map_on:
+                return False  # off already: libvpx codes every block
+            arg = self._map.everything
+        else:
+            arg = self._map.fill(changed)
+        err = vpx.control_ptr(ctypes.byref(self._ctx), VP8E_SET_ACTIVEMAP, ctypes.byref(arg))
+        if err:
+            vpx.active_maps = False
+            _log.warn(
+                "libvpx refused an active map, every block is analysed: {error}",
+                error=vpx.error(self._ctx, err),
+            )
+            # A map libvpx still holds would skip blocks that changed; a key
+            # frame turns it off.
+            must_key, self._map_on = self._map_on, False
+            return must_key
+        self._map_on = arg is self._map.changed
+        return False
+
     def encode(
-        self, frame: av.VideoFrame, pts: int, duration: int, key: bool
+        self,
+        frame: av.VideoFrame,
+        pts: int,
+        duration: int,
+        key: bool,
+        changed: Sequence[Rect] | None = None,
     ) -> tuple[bytes, bool]:
-        """Encode one yuv420p frame of this encoder's size; (data, is key frame)."""
+        """Encode one yuv420p frame of this encoder's size; (data, is key frame).
+
+        @param changed: the rectangles that differ from the frame this
+            encoder was given last; the blocks wholly outside them are coded
+            as unchanged without analysis.  C{None}: unknown, every block
+            is analysed.
+        """
         lib = self._vpx.lib
+        key = self._set_active_map(changed, key) or key
         img = self._img
         planes = frame.planes
         w, h = self._size
