@@ -162,6 +162,27 @@ class CanvasTests(unittest.TestCase):
             self.assertEqual(bytes(a), bytes(b))
         self.assertRaises(ValueError, mine.paint_from, rect, after, width * 4, width - w + 2, y)
 
+    def test_box_converts_in_place_without_touching_its_neighbours(self) -> None:
+        """libswscale, called directly here, converts the box where the grab
+        holds it; it writes rows in blocks of 16 pixels, past a 232-pixel
+        box, yet every pixel outside the box keeps the picture it had."""
+        width, height = 640, 360
+        before = image_to_bgra(desktop_image(width, height, seed=4))
+        after = bytes(255 - b for b in before)
+        canvas, expect = YuvCanvas(), YuvCanvas()
+        self.assertIsNotNone(canvas._direct)
+        canvas.fill(before, width, height)
+        rect = Rect(100, 50, 232, 152)
+        canvas.paint_from(rect, after, width * 4, rect.x, rect.y)
+        mixed = bytearray(before)
+        for row in range(rect.y, rect.bottom):
+            o = (row * width + rect.x) * 4
+            mixed[o : o + rect.width * 4] = after[o : o + rect.width * 4]
+        expect.fill(bytes(mixed), width, height)
+        assert canvas.frame is not None and expect.frame is not None
+        for a, b in zip(canvas.frame.planes, expect.frame.planes, strict=True):
+            self.assertEqual(bytes(a), bytes(b))
+
     def test_bad_rectangles_are_refused(self) -> None:
         """An odd, outside or wrongly sized rectangle raises instead of writing
         past a plane."""

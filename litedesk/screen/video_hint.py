@@ -33,12 +33,12 @@ C{None} when it does not know, which removes the hint.
 from __future__ import annotations
 
 import ctypes
-import re
 from collections.abc import Sequence
 
 import av
 from twisted.logger import Logger
 
+from .av_libs import loaded_library
 from .change import Rect
 
 __all__ = ["VideoHints", "avframe_address", "libavutil"]
@@ -107,21 +107,8 @@ def avframe_address(frame: av.VideoFrame) -> int | None:
 
 
 def libavutil() -> ctypes.CDLL | None:
-    """The libavutil PyAV loaded (its own copy in a wheel), by its mapped path."""
-    av.VideoFrame  # noqa: B018 - PyAV's libraries are mapped once av is imported
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = set(re.findall(r"(/\S*/libavutil[^/\s]*\.so[^/\s]*)$", maps.read(), re.M))
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        if hasattr(lib, "av_video_hint_create_side_data"):
-            return lib
-    return None
+    """The libavutil PyAV loaded, if it can create video hints."""
+    return loaded_library("avutil", "av_video_hint_create_side_data")
 
 
 class VideoHints:

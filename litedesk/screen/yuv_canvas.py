@@ -8,7 +8,9 @@ part of the screen.  L{YuvCanvas} holds one persistent C{yuv420p}
 C{av.VideoFrame} of the whole monitor: L{YuvCanvas.fill} converts a whole
 grab (the first frame, key frames, the fallback path); L{YuvCanvas.paint}
 converts one grabbed rectangle (even coordinates and size, as 4:2:0 chroma
-needs) and copies its rows into the planes.  The same frame object goes to
+needs) into the planes: in place with libswscale called directly
+(L{litedesk.screen.swscale}), or, where that cannot be loaded, through a
+PyAV frame whose rows are then copied.  The same frame object goes to
 the encoder every time: libx264 (through FFmpeg) and libvpx copy the
 picture into their own buffers before C{encode} returns, with no look-ahead
 in the settings used here, so writing into it for the next frame is safe.
@@ -23,8 +25,9 @@ import av
 from av.video.plane import VideoPlane
 from av.video.reformatter import VideoReformatter
 
-from .change import Rect
+from .change import Rect, address_of
 from .codec import pad_to_even
+from .swscale import DirectConverter
 
 __all__ = ["YuvCanvas", "bgra_block", "bgra_frame", "copy_block", "to_yuv"]
 
@@ -83,6 +86,7 @@ class YuvCanvas:
         self.painted = 0
         # Caches libswscale's context while rectangles keep their size.
         self._reformatter = VideoReformatter()
+        self._direct = DirectConverter.get()
 
     def fits(self, width: int, height: int) -> bool:
         """Whether L{paint} may update a picture of this size in place."""
@@ -135,11 +139,45 @@ class YuvCanvas:
             raise ValueError(f"{rect} is not on even coordinates with an even size")
         if x < 0 or y < 0 or rect.right > self.width or rect.bottom > self.height:
             raise ValueError(f"{rect} is not inside {self.width}x{self.height}")
+        end = (sy + h - 1) * stride + (sx + w) * 4
+        if self._direct is not None and end + DirectConverter.READ_SLACK <= len(source):
+            self._paint_direct(self._direct, frame, rect, source, stride, sx, sy)
+            return
         src = bgra_block(source, stride, Rect(sx, sy, w, h))
         band = self._reformatter.reformat(src, format="yuv420p", interpolation="POINT")
         copy_block(band.planes[0], frame.planes[0], Rect(0, 0, w, h), x, y)
         for p in (1, 2):
             copy_block(band.planes[p], frame.planes[p], Rect(0, 0, w // 2, h // 2), x // 2, y // 2)
+        self.painted += w * h
+
+    def _paint_direct(
+        self,
+        conv: DirectConverter,
+        frame: av.VideoFrame,
+        rect: Rect,
+        source: bytes | bytearray,
+        stride: int,
+        sx: int,
+        sy: int,
+    ) -> None:
+        # Every address below is checked here: libswscale trusts them.
+        x, y, w, h = rect.x, rect.y, rect.width, rect.height
+        first = sy * stride + sx * 4
+        if (
+            sx < 0
+            or sy < 0
+            or (sx + w) * 4 > stride
+            or first + (h - 1) * stride + w * 4 > len(source)
+        ):
+            raise ValueError(f"{Rect(sx, sy, w, h)} is not inside the source image")
+        planes = frame.planes
+        ys, us, vs = (p.line_size for p in planes)
+        dst = (
+            planes[0].buffer_ptr + y * ys + x,
+            planes[1].buffer_ptr + (y // 2) * us + x // 2,
+            planes[2].buffer_ptr + (y // 2) * vs + x // 2,
+        )
+        conv.convert(address_of(source) + first, stride, w, h, dst, (ys, us, vs))
         self.painted += w * h
 
 
