@@ -36,7 +36,7 @@ from litedesk.screen.encode import VP9_QMIN, VP9_QMIN_BELOW_CAP, VideoEncoder
 from litedesk.screen.libvpx import libvpx_version, parse_vp9_value
 from litedesk.screen.pipeline import ImageQuality, base_bitrate, quality_profile
 from litedesk.screen.testpattern import desktop_image, image_to_bgra, moving_window_frames
-from litedesk.screen.vpx_active_map import BLOCK, ActiveMap
+from litedesk.screen.vpx_active_map import BLOCK, ActiveMap, VpxActiveMap
 from litedesk.screen.yuv_canvas import YuvCanvas
 from tests.support.images import mean_error
 
@@ -442,6 +442,19 @@ class ActiveMapTests(unittest.TestCase):
     """The map libvpx is given (litedesk.screen.vpx_active_map), and what it does
     to the decoded picture."""
 
+    def setUp(self) -> None:
+        self.w, self.h = 320, 240
+        self.before = Image.new("RGB", (self.w, self.h), (40, 90, 160))
+        self.after = self.before.copy()
+        self.first, self.second = (16, 16, 96, 96), (192, 128, 288, 208)
+        self.after.paste((250, 250, 30), self.first)
+        self.after.paste((20, 220, 60), self.second)
+        self.canvas = YuvCanvas()
+
+    def show(self, image: Image.Image) -> Any:
+        self.canvas.fill(image.convert("RGBA").tobytes("raw", "BGRA"), self.w, self.h)
+        return self.canvas.frame
+
     @settings(max_examples=200, deadline=None)
     @given(_rect_lists())
     def test_blocks_touched_are_active(self, case: tuple[int, int, list[Rect]]) -> None:
@@ -461,18 +474,13 @@ class ActiveMapTests(unittest.TestCase):
                 want.append(any(_overlap_in(r, block, frame) for r in rects))
         self.assertEqual(amap.blocks(), bytes(want))
 
-    def setUp(self) -> None:
-        self.w, self.h = 320, 240
-        self.before = Image.new("RGB", (self.w, self.h), (40, 90, 160))
-        self.after = self.before.copy()
-        self.first, self.second = (16, 16, 96, 96), (192, 128, 288, 208)
-        self.after.paste((250, 250, 30), self.first)
-        self.after.paste((20, 220, 60), self.second)
-        self.canvas = YuvCanvas()
-
-    def show(self, image: Image.Image) -> Any:
-        self.canvas.fill(image.convert("RGBA").tobytes("raw", "BGRA"), self.w, self.h)
-        return self.canvas.frame
+    def test_map_layout(self) -> None:
+        """C{vpx_active_map_t} as vpx/vp8cx.h lays it out on LP64: the block
+        pointer, then the row and column counts."""
+        self.assertEqual(VpxActiveMap.active_map.offset, 0)
+        self.assertEqual(VpxActiveMap.rows.offset, 8)
+        self.assertEqual(VpxActiveMap.cols.offset, 12)
+        self.assertEqual(ctypes.sizeof(VpxActiveMap), 16)
 
     def test_libvpx_skips_what_changed_leaves_out(self) -> None:
         """Two boxes change; C{changed} names only the first.  The decoder shows
