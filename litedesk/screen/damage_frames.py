@@ -105,12 +105,18 @@ class DamagePath:
             self._unencoded = None
             return canvas.frame, (w, h), (Rect(0, 0, w, h),)
         bounds = Rect(mon.x, mon.y, w, h)
-        clipped = (clip_rect(r, bounds) for r in rects)
-        aligned = (align_rect(c, w, h) for c in clipped if c is not None)
-        region = merge_rects(aligned, bounds=Rect(0, 0, w, h))
+        clipped = [c for r in rects if (c := clip_rect(r, bounds)) is not None]
+        full = self.FULL_GRAB * w * h
+        # One report that big (a toolkit repainting a full-screen window)
+        # decides it: no need to merge the others first.
+        if any(c.width * c.height >= full for c in clipped):
+            region = [Rect(0, 0, w, h)]
+        else:
+            aligned = (align_rect(c, w, h) for c in clipped)
+            region = merge_rects(aligned, bounds=Rect(0, 0, w, h))
         if not region:
             return None, (w, h), ()
-        if sum(r.width * r.height for r in region) >= self.FULL_GRAB * w * h:
+        if sum(r.width * r.height for r in region) >= full:
             changed = self._full(source, w, h, scrolls)
         else:
             changed = tuple(
