@@ -12,14 +12,19 @@ H.264 (libx264 through PyAV, the default for LiteDesk viewers):
     joins late;
   - C{forced-idr=1}: a requested key frame is an IDR, not an open-GOP I-frame
     that later frames could reach across;
-  - average bitrate with a VBV cap (C{maxrate = 2 x bitrate}), a
-    quantizer cap per image quality (L{VideoEncoder.set_qmax}) and a floor
-    just under it (a still screen is not re-coded finer than its key
-    frame).  libx264 re-reads
-    C{bit_rate} and the max rate before every frame (FFmpeg calls
-    C{x264_encoder_reconfig}), so bitrate changes cost nothing.  The VBV
-    buffer size can only be set when the context is opened; a bitrate far
-    from the one the buffer was sized for reopens the context.
+  - the image quality's quantizer cap (L{VideoEncoder.set_qmax}, which
+    the streamer always sets) as a constant quantizer: the bitrate is then
+    not libx264's to hold, and a new cap reopens the context;
+  - without a cap, average bitrate with a VBV cap (C{maxrate = 2 x
+    bitrate}) and a quantizer floor.  libx264 re-reads C{bit_rate} and the
+    max rate before every frame (FFmpeg calls C{x264_encoder_reconfig}), so
+    bitrate changes cost nothing.  The VBV buffer size can only be set when
+    the context is opened; a bitrate far from the one the buffer was sized
+    for reopens the context;
+  - the changed rectangles the caller passes (L{VideoEncoder.encode_yuv})
+    reach libx264 as hints (L{litedesk.screen.video_hint}) and libvpx as
+    its active map (L{litedesk.screen.vpx_active_map}): what lies outside
+    them is coded as skipped without analysis.
 
 VP9 (what stock RustDesk clients get; LiteDesk viewers may ask for it).
 libvpx is called directly (L{Libvpx}: ctypes on the libvpx PyAV ships, or
@@ -76,6 +81,7 @@ from litedesk.screen.encoder_settings import (
     X264_SETTINGS,
     h264_qmin,
     vp9_qrange,
+    x264_rate,
 )
 from litedesk.screen.libvpx import (
     CONFIG,
@@ -105,10 +111,6 @@ __all__ = [
 _log = Logger()
 
 _ENCODERS = {Codec.H264: "libx264", Codec.VP9: "libvpx-vp9"}
-
-
-def _bps_to_option(bps: float) -> str:
-    return str(max(1, int(bps)))
 
 
 class VideoEncoder:
@@ -312,22 +314,16 @@ class VideoEncoder:
         # reliable stream periodic ones would only cost bandwidth.
         ctx.gop_size = 1 << 30
         ctx.thread_count = self._threads
-        bufsize = _bps_to_option(self._bitrate * self.BUFFER_SECONDS)
         if self._codec is Codec.H264:
-            if self._qmax is None:
-                # Average bitrate.  A floor: without it x264's rate control
-                # spends any unused budget on near-lossless frames (typing in
-                # a static window sent 8-23 kB frames every few keystrokes;
-                # see H264_QMIN_BELOW_CAP).
-                ctx.qmin = h264_qmin(None)
-                rate = {
-                    "maxrate": _bps_to_option(self._bitrate * self.X264_MAXRATE_HEADROOM),
-                    "bufsize": bufsize,
-                }
+            rate, qmin = x264_rate(
+                self._qmax,
+                maxrate=self._bitrate * self.X264_MAXRATE_HEADROOM,
+                bufsize=self._bitrate * self.BUFFER_SECONDS,
+            )
+            if qmin is None:
+                ctx.bit_rate = 0  # a constant quantizer
             else:
-                # The quality's cap as a constant quantizer (encoder_settings).
-                ctx.bit_rate = 0
-                rate = {"qp": str(self._qmax)}
+                ctx.qmin = qmin
             x264 = {**X264_SETTINGS, **rate, **self._h264_overrides}
             ctx.options = {k: v for k, v in x264.items() if v is not None}
         else:
@@ -452,9 +448,9 @@ class VideoEncoder:
 
         @param changed: the rectangles of C{frame} that differ from the frame
             this encoder was given last, if the caller knows (everything
-            outside them must be identical); libx264 then skips the rest
-            without analysis (L{litedesk.screen.video_hint}).  C{None}:
-            unknown.
+            outside them must be identical); libx264 and libvpx then skip
+            the rest without analysis (L{litedesk.screen.video_hint},
+            L{litedesk.screen.vpx_active_map}).  C{None}: unknown.
         """
         if self._needs_reopen((frame.width, frame.height)):
             self._open(frame.width, frame.height)

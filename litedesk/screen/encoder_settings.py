@@ -61,6 +61,7 @@ __all__ = [
     "X264_SETTINGS",
     "h264_qmin",
     "vp9_qrange",
+    "x264_rate",
 ]
 
 # libx264's options before the per-context ones (rate, VBV).  C{forced-idr}:
@@ -177,6 +178,24 @@ VP9_SETTINGS: Final[Mapping[str, str]] = {
     "disable-loopfilter": "2",
     "buffer-initial-ms": "1000",
 }
+
+
+def x264_rate(
+    qmax: int | None, *, maxrate: float, bufsize: float
+) -> tuple[dict[str, str], int | None]:
+    """libx264's rate-control options, and the quantizer floor to set (or
+    C{None}: a constant quantizer, no bitrate).
+
+    With a cap, the cap is the constant quantizer (see L{X264_SETTINGS});
+    without one, average bitrate with a VBV of C{maxrate} and C{bufsize}
+    (bits per second, bits) and the floor L{h264_qmin}: without a floor
+    x264 spends any unused budget on near-lossless frames (typing in a
+    static window sent 8-23 kB frames every few keystrokes).
+    """
+    if qmax is not None:
+        return {"qp": str(qmax)}, None
+    rate = {"maxrate": str(max(1, int(maxrate))), "bufsize": str(max(1, int(bufsize)))}
+    return rate, h264_qmin(None)
 
 
 def h264_qmin(qmax: int | None) -> int:
