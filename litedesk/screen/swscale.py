@@ -28,7 +28,9 @@ import ctypes
 import threading
 from typing import Any
 
-from .av_libs import loaded_library
+import av  # noqa: F401 - maps PyAV's libswscale and libavutil, looked up below
+
+from .loaded_libs import loaded_library
 
 __all__ = ["DirectConverter"]
 
@@ -58,8 +60,8 @@ class DirectConverter:
         with cls._lock:
             if not cls._looked:
                 cls._looked = True
-                lib = loaded_library("swscale", "sws_getCachedContext")
-                if lib is not None and hasattr(lib, "sws_scale"):
+                lib = loaded_library("libswscale", "sws_getCachedContext", "sws_scale")
+                if lib is not None:
                     lib.sws_getCachedContext.restype = ctypes.c_void_p
                     lib.sws_getCachedContext.argtypes = [
                         ctypes.c_void_p,
@@ -88,7 +90,7 @@ class DirectConverter:
     def get(cls) -> DirectConverter | None:
         """A converter, or C{None} if libswscale cannot be called here."""
         lib = cls._library()
-        util = loaded_library("avutil", "av_image_copy_plane")
+        util = loaded_library("libavutil", "av_image_copy_plane")
         if lib is None or util is None:
             return None
         copy = util.av_image_copy_plane

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 import av
 from twisted.logger import Logger
 
-from .av_libs import loaded_library
 from .change import Rect
+from .loaded_libs import loaded_library
 
 __all__ = ["VideoHints", "avframe_address", "libavutil"]
 
@@ -108,7 +108,7 @@ def avframe_address(frame: av.VideoFrame) -> int | None:
 
 def libavutil() -> ctypes.CDLL | None:
     """The libavutil PyAV loaded, if it can create video hints."""
-    return loaded_library("avutil", "av_video_hint_create_side_data")
+    return loaded_library("libavutil", "av_video_hint_create_side_data")
 
 
 class VideoHints:

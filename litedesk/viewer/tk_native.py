@@ -18,28 +18,9 @@ import os
 import stat
 from typing import Any
 
+from litedesk.screen.loaded_libs import loaded_library
+
 __all__ = ["loaded_library", "x_connection"]
-
-
-def loaded_library(name: str, *symbols: str) -> ctypes.CDLL | None:
-    """The loaded shared library whose file name starts with C{name} and that
-    has all C{symbols}, or C{None}.
-
-    @param name: e.g. C{"libtk"}, C{"libX11."}.
-    """
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if f"/{name}" in line}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        if all(hasattr(lib, s) for s in symbols):
-            return lib
-    return None
 
 
 class XConnection:
