@@ -245,17 +245,19 @@ class Capturer:
             raise CaptureError(f"grab of monitor {mon.index} is not {mon.width}x{mon.height}")
         return shot.raw, mon
 
-    def grab_rect(self, rect: Rect) -> bytes:
+    def grab_rect(self, rect: Rect) -> bytearray:
         """Grab part of the selected monitor: BGRA, stride C{rect.width * 4}.
 
         C{rect} is in the monitor's coordinates.  Nothing is kept: the damage
         path keeps its picture in a L{litedesk.screen.yuv_canvas.YuvCanvas}.
+        The buffer is mss' own, handed over without a second copy.
 
         @raise CaptureError: the grab failed or the monitor does not exist.
         """
         mon = self.monitor()
         shot = self._shot(mon.x + rect.x, mon.y + rect.y, rect.width, rect.height)
-        return bytes(shot.raw)
+        raw: bytearray = shot.raw
+        return raw
 
     def _close_conn(self) -> None:
         if self._sct is not None:

@@ -158,7 +158,7 @@ class DamagePath:
         self._bgra = data
         return (box,)
 
-    def _update(self, r: Rect, data: bytes, width: int, scrolls: bool) -> Rect | None:
+    def _update(self, r: Rect, data: bytes | bytearray, width: int, scrolls: bool) -> Rect | None:
         """Keep C{r}'s grab where it differs from what we had: the box that
         differs (even-aligned, converted), or C{None}.
 
