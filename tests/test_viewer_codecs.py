@@ -554,6 +554,26 @@ class SessionVideoTests(unittest.SynchronousTestCase):
         self.assertEqual((stats.frames, stats.decode_errors), (len(order), 0))
         self.assertEqual(viewer.refreshes(), 0)
 
+    def test_frame_after_a_monitor_switch_is_not_missed(self) -> None:
+        """The new monitor's key frame can be decoded before the caller asks
+        for the frame after the switch (a fast host, a polled answer):
+        asking after it still gets that frame, while a plain next_frame()
+        waits for the next one."""
+        viewer = Viewer()
+        viewer.log_in()
+        viewer.video("h264", encode("h264", [PICTURES[0]]))
+        viewer.clock.advance(1)
+        viewer.feed(pb.Message(misc=pb.Misc(switch_display=pb.SwitchDisplay(display=1))))
+        switched = viewer.session.display_switched_at
+        self.assertEqual((viewer.session.display, switched), (1, 1.0))
+        viewer.clock.advance(0.01)
+        viewer.video("h264", encode("h264", [PICTURES[1]]))
+        viewer.clock.advance(0.04)
+        got = viewer.session.next_frame(after=switched)
+        self.assertIs(self.successResultOf(got), viewer.session.latest)
+        self.assertTrue(viewer.shows(PICTURES[1]))
+        self.assertNoResult(viewer.session.next_frame())
+
     def test_switch_to_a_stream_without_key_frame_asks_once(self) -> None:
         """Frames of a new codec that start mid-stream are skipped and one key
         frame is asked for, then the key frame decodes."""

@@ -23,7 +23,6 @@ import platform
 import random
 import socket
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
@@ -143,6 +142,7 @@ class ViewerSession(MessageProtocol):
         self.cursor: tuple[int, int] | None = None
         self.cursor_shape: pb.CursorData | None = None
         self.display = 0
+        self.display_switched_at: float | None = None  # the host's last switch answer
         self.error: SessionError | None = None
         self._frame_waiters: list[tuple[float, Deferred[DecodedFrame]]] = []
         self._clipboard_waiters: list[Deferred[str]] = []
@@ -213,6 +213,7 @@ class ViewerSession(MessageProtocol):
 
     def _switch_display(self, sd: pb.SwitchDisplay) -> None:
         self.display = sd.display
+        self.display_switched_at = self._clock.seconds()
         self.decoder.reset()
         # A RustDesk host also sends it when the display's resolution
         # changes: keep the geometry the viewer maps input through current.
@@ -446,10 +447,15 @@ class ViewerSession(MessageProtocol):
         self.send_message(pb.Message(misc=pb.Misc(option=opt)))
 
     def next_frame(self, after: float | None = None) -> Deferred[DecodedFrame]:
-        """The first frame decoded at or after time C{after} (default: now)."""
+        """A frame decoded at or after time C{after} (default: now); the latest
+        at once if it already was (a fast host's frame can beat the caller)."""
         d: Deferred[DecodedFrame] = Deferred()
         if self.error is not None:
             d.errback(self.error)
+            return d
+        shown = self.stats.last_frame_at
+        if after is not None and self.latest is not None and shown is not None and shown >= after:
+            d.callback(self.latest)
             return d
         self._frame_waiters.append((self._clock.seconds() if after is None else after, d))
         return d
@@ -466,15 +472,6 @@ class ViewerSession(MessageProtocol):
         self.send_message(pb.Message(misc=pb.Misc(close_reason="Closed by viewer")))
         if self.transport is not None:
             self.transport.loseConnection()
-
-
-def describe(f: Any) -> str:
-    """One user-facing line for an error from the session or the route."""
-    err = getattr(f, "value", f)
-    reason = getattr(err, "reason", None)
-    if isinstance(reason, str):
-        return str(err)
-    return str(err) or type(err).__name__
 
 
 def _set_cursor_position(session: ViewerSession, msg: pb.Message) -> None:

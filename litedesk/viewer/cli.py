@@ -266,13 +266,16 @@ async def _switch_monitor(reactor: Any, session: ViewerSession, count: int, numb
         if reactor.seconds() >= deadline:
             raise SessionError("no monitor switch", f"the host did not switch to monitor {number}")
         await deferLater(reactor, 0.05, lambda: None)
-    # A host that was encoding a frame of the old monitor when the switch
-    # arrived may still send it after the answer (LiteDesk hosts drop it
-    # since the streamer counts switches; older ones and other hosts may
-    # not).  Hosts encode one frame at a time, so the frames after the next
-    # are the new monitor's: wait for that next one (a switch makes a key
-    # frame), and the screenshot is taken after it.
-    await with_timeout(reactor, session.next_frame(), SWITCH_TIMEOUT, "a frame after the switch")
+    # The first frame decoded after the answer: the decoder restarts at the
+    # switch, so it is a key frame, which the switch made (LiteDesk hosts
+    # drop a frame of the old monitor that was being encoded when the switch
+    # arrived).  It may already be here: the answer was polled for, and a
+    # fast host's key frame follows it within milliseconds (waiting for one
+    # more then waited for a change of a still screen, and timed out).
+    switched = session.display_switched_at
+    await with_timeout(
+        reactor, session.next_frame(after=switched), SWITCH_TIMEOUT, "a frame after the switch"
+    )
 
 
 def _send_actions(
