@@ -46,6 +46,20 @@ class PacerTests(unittest.TestCase):
         self.assertAlmostEqual(pacer.fps, 2)
         self.assertLessEqual(pacer.delay(), 0.5)
 
+    def test_a_slot_that_sent_nothing_gives_its_period_back(self) -> None:
+        """A slot that found no change does not count against the rate, but
+        the next one comes no sooner than half a period after it."""
+        clock = task.Clock()
+        pacer = FramePacer(clock, fps=10)
+        pacer.tick()
+        clock.advance(0.1)
+        pacer.tick()  # this slot finds nothing
+        pacer.refund()
+        self.assertAlmostEqual(pacer.delay(), 0.05)
+        clock.advance(0.05)
+        pacer.tick()
+        self.assertAlmostEqual(pacer.delay(), 0.1)
+
 
 class DropPolicyTests(unittest.TestCase):
     def test_drops_when_buffer_full_with_hysteresis(self) -> None:
@@ -215,7 +229,9 @@ class StreamerTests(unittest.TestCase):
         self.ticks(30)
         self.assertEqual(len(self.sent), 1)
         self.assertTrue(self.sent[0].key)
+        # Comparing whole frames: one grab a slot, at the rate, no more.
         self.assertGreaterEqual(self.source.grabs, 30)
+        self.assertLessEqual(self.source.grabs, 31)
         self.assertGreaterEqual(self.streamer.stats.unchanged, 29)
 
     def test_changes_are_sent_as_decodable_deltas(self) -> None:

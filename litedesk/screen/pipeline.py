@@ -122,6 +122,7 @@ class FramePacer:
         self._clock = clock
         self._period = 1.0 / max(MIN_FPS, fps)
         self._due: float | None = None
+        self._ticked = float("-inf")
 
     @property
     def fps(self) -> float:
@@ -152,10 +153,24 @@ class FramePacer:
     def tick(self) -> None:
         """Record that a frame slot was used (or skipped) now."""
         now = self._clock.seconds()
+        self._ticked = now
         if self._due is None or now - self._due > self._period:
             self._due = now + self._period
         else:
             self._due += self._period
+
+    def refund(self) -> None:
+        """The slot just ticked sent nothing: give its period back.
+
+        The next slot may then come half a period after that one, not
+        sooner: a slot that finds damage but no change (a toolkit redrawing
+        what is there, a click's damage before its effect) would otherwise
+        take a frame from the rate (29.5 frames/s at a 30 cap with a window
+        moving and clicks), and a screen redrawn unchanged without pause
+        gets at most twice the rate's slots, each a grab and a compare.
+        """
+        if self._due is not None:
+            self._due = max(self._due - self._period, self._ticked + self._period / 2)
 
 
 class InputBoost:

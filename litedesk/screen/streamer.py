@@ -441,6 +441,10 @@ class ScreenStreamer:
             self._update_limits()
         if encoded is None:
             self.stats.unchanged += 1
+            if self._damage is not None and self._damage.usable:
+                # Slots come only with damage here; comparing whole frames
+                # they come at the rate, changed or not, and must stay there.
+                self.pacer.refund()
         elif self._running:
             self.stats.frames += 1
             self.stats.bytes += len(encoded.data)
