@@ -19,6 +19,7 @@ differing byte only where it can still move the box).
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Change",
     "Rect",
     "address_of",
+    "bounding_box",
     "changed_tiles",
     "detect_change",
     "diff_box",
@@ -82,6 +84,14 @@ class Rect:
         x = min(self.x, other.x)
         y = min(self.y, other.y)
         return Rect(x, y, max(self.right, other.right) - x, max(self.bottom, other.bottom) - y)
+
+
+def bounding_box(rects: Sequence[Rect]) -> Rect:
+    """The smallest rectangle holding all of C{rects} (at least one)."""
+    box = rects[0]
+    for r in rects[1:]:
+        box = box.union(r)
+    return box
 
 
 @dataclass(frozen=True, slots=True)

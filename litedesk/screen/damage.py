@@ -34,7 +34,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from .change import Rect
+from .change import Rect, bounding_box
 
 __all__ = ["DamageUnavailable", "DamageWatcher", "align_rect", "clip_rect", "merge_rects"]
 
@@ -115,10 +115,7 @@ def merge_rects(
             grid = [c for r in grid if (c := _clip_in(r, bounds)) is not None]
         out = grid
     if len(out) > MAX_RECTS:
-        box = out[0]
-        for r in out[1:]:
-            box = box.union(r)
-        return [box]
+        return [bounding_box(out)]
     merged = True
     while merged:  # passes until one merges nothing
         merged = False
@@ -266,10 +263,7 @@ class DamageWatcher:
                 if len(self._rects) > 4 * MAX_RECTS:
                     # Keep the list bounded whatever is drawn: fold it into
                     # its bounding box (merge_rects would do the same).
-                    box = self._rects[0]
-                    for r in self._rects[1:]:
-                        box = box.union(r)
-                    self._rects = [box]
+                    self._rects = [bounding_box(self._rects)]
         if was_empty:
             self._on_damage()
 

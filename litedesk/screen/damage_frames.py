@@ -23,7 +23,7 @@ from collections.abc import Callable
 import av
 
 from .capture import CaptureError, Capturer, DisplayInfo
-from .change import Rect, diff_box
+from .change import Rect, bounding_box, diff_box
 from .damage import DamageWatcher, align_rect, clip_rect, merge_rects
 from .scroll import Scroll, find_scroll
 from .yuv_canvas import YuvCanvas
@@ -127,10 +127,7 @@ class DamagePath:
         if self._unencoded is not None:
             self._unencoded.extend(changed)
             if len(self._unencoded) > self.MAX_UNENCODED:
-                box = self._unencoded[0]
-                for r in self._unencoded[1:]:
-                    box = box.union(r)
-                self._unencoded = [box]
+                self._unencoded = [bounding_box(self._unencoded)]
         return canvas.frame, (w, h), changed
 
     @property

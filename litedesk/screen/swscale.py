@@ -25,7 +25,7 @@ library or its functions cannot be found; callers then convert through PyAV.
 from __future__ import annotations
 
 import ctypes
-import threading
+import functools
 from typing import Any
 
 import av  # noqa: F401 - maps PyAV's libswscale and libavutil, looked up below
@@ -44,6 +44,40 @@ _Ptrs = ctypes.c_void_p * 4
 _Ints = ctypes.c_int * 4
 
 
+@functools.cache
+def _functions() -> tuple[ctypes.CDLL, Any] | None:
+    """libswscale, and libavutil's C{av_image_copy_plane}, typed; looked up once."""
+    lib = loaded_library("libswscale", "sws_getCachedContext", "sws_scale")
+    util = loaded_library("libavutil", "av_image_copy_plane")
+    if lib is None or util is None:
+        return None
+    lib.sws_getCachedContext.restype = ctypes.c_void_p
+    lib.sws_getCachedContext.argtypes = [
+        ctypes.c_void_p,
+        *(ctypes.c_int,) * 6,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
+    lib.sws_scale.restype = ctypes.c_int
+    lib.sws_scale.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_void_p),
+        ctypes.POINTER(ctypes.c_int),
+    ]
+    lib.sws_freeContext.restype = None
+    lib.sws_freeContext.argtypes = [ctypes.c_void_p]
+    copy = util.av_image_copy_plane
+    copy.restype = None
+    copy.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, *(ctypes.c_int,) * 3]
+    return lib, copy
+
+
 class DirectConverter:
     """BGRA to yuv420p between caller-given pointers; one per thread.
 
@@ -51,59 +85,11 @@ class DirectConverter:
     size changes.
     """
 
-    _lib: ctypes.CDLL | None = None
-    _looked = False
-    _lock = threading.Lock()
-
-    @classmethod
-    def _library(cls) -> ctypes.CDLL | None:
-        with cls._lock:
-            if not cls._looked:
-                cls._looked = True
-                lib = loaded_library("libswscale", "sws_getCachedContext", "sws_scale")
-                if lib is not None:
-                    lib.sws_getCachedContext.restype = ctypes.c_void_p
-                    lib.sws_getCachedContext.argtypes = [
-                        ctypes.c_void_p,
-                        *(ctypes.c_int,) * 6,
-                        ctypes.c_int,
-                        ctypes.c_void_p,
-                        ctypes.c_void_p,
-                        ctypes.c_void_p,
-                    ]
-                    lib.sws_scale.restype = ctypes.c_int
-                    lib.sws_scale.argtypes = [
-                        ctypes.c_void_p,
-                        ctypes.POINTER(ctypes.c_void_p),
-                        ctypes.POINTER(ctypes.c_int),
-                        ctypes.c_int,
-                        ctypes.c_int,
-                        ctypes.POINTER(ctypes.c_void_p),
-                        ctypes.POINTER(ctypes.c_int),
-                    ]
-                    lib.sws_freeContext.restype = None
-                    lib.sws_freeContext.argtypes = [ctypes.c_void_p]
-                    cls._lib = lib
-            return cls._lib
-
     @classmethod
     def get(cls) -> DirectConverter | None:
         """A converter, or C{None} if libswscale cannot be called here."""
-        lib = cls._library()
-        util = loaded_library("libavutil", "av_image_copy_plane")
-        if lib is None or util is None:
-            return None
-        copy = util.av_image_copy_plane
-        copy.restype = None
-        copy.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_int,
-        ]
-        return cls(lib, copy)
+        found = _functions()
+        return None if found is None else cls(*found)
 
     # Bytes past the box's last source pixel libswscale may read.
     READ_SLACK = 64

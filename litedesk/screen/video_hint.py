@@ -33,12 +33,13 @@ C{None} when it does not know, which removes the hint.
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Sequence
 
 import av
 from twisted.logger import Logger
 
-from .change import Rect
+from .change import Rect, bounding_box
 from .loaded_libs import loaded_library
 
 __all__ = ["VideoHints", "avframe_address", "libavutil"]
@@ -106,8 +107,9 @@ def avframe_address(frame: av.VideoFrame) -> int | None:
     return ptr if ok else None
 
 
+@functools.cache
 def libavutil() -> ctypes.CDLL | None:
-    """The libavutil PyAV loaded, if it can create video hints."""
+    """The libavutil PyAV loaded, if it can create video hints (looked up once)."""
     return loaded_library("libavutil", "av_video_hint_create_side_data")
 
 
@@ -165,10 +167,7 @@ class VideoHints:
             return False
         rects = list(changed)
         if len(rects) > self.MAX_RECTS:
-            box = rects[0]
-            for r in rects[1:]:
-                box = box.union(r)
-            rects = [box]
+            rects = [bounding_box(rects)]
         hint_ptr = lib.av_video_hint_create_side_data(ptr, len(rects))
         if not hint_ptr:
             return False  # out of memory: encode without
