@@ -7,7 +7,8 @@ VP9) → deliver, dropping frames rather than queueing them when the transport
 is backed up, with frame rate and bitrate adapted from round trips and
 buffer levels, and frames sent at once after injected input.
 
-  - L{capture}: L{DisplayInfo}, L{list_displays}, L{Capturer};
+  - L{capture}: L{DisplayInfo}, L{list_displays}, L{Capturer}, whose whole
+    grabs go into shared memory of our own (L{shm_grab});
   - L{change}: L{detect_change}, L{changed_tiles};
   - L{damage}: L{damage.DamageWatcher} (X DAMAGE on a thread of its own),
     L{damage.merge_rects}; L{damage_frames}: L{damage_frames.DamagePath},

@@ -11,10 +11,16 @@ C{"BGRX"} raw mode.
 An mss object holds an X connection.  L{Capturer} opens it lazily in the
 thread that first grabs and reopens it if called from another thread, so the
 streamer's worker thread owns its own connection.
+
+Whole-monitor grabs for the damage path (L{Capturer.grab_whole}) skip mss'
+copy where they can: L{litedesk.screen.shm_grab} has the X server write into
+two shared-memory segments of our own, used in turn, on a second connection
+kept the same way; mss takes over where that cannot work.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +30,7 @@ from PIL import Image
 from twisted.logger import Logger
 
 from .change import Rect
+from .shm_grab import ShmGrabber, ShmGrabError, ShmUnavailable
 
 __all__ = [
     "CaptureError",
@@ -148,6 +155,11 @@ class Capturer:
         self._monitors: list[DisplayInfo] = []
         self._seq = 0
         self._lock = threading.Lock()
+        # Whole grabs into shared memory (shm_grab), per thread like _sct;
+        # once they cannot work here, why (and mss grabs from then on).
+        self._shm: ShmGrabber | None = None
+        self._shm_owner: int | None = None
+        self._shm_off: str | None = None
         self.previous: Frame | None = None
         self.current: Frame | None = None
 
@@ -160,6 +172,12 @@ class Capturer:
     def index(self) -> int:
         """The monitor being captured (an index into L{displays})."""
         return self._index
+
+    @property
+    def shm_unavailable(self) -> str | None:
+        """Why L{grab_whole} copies through mss, or C{None} (shared memory
+        works, or has not been tried yet)."""
+        return self._shm_off
 
     def _conn(self) -> Any:
         me = threading.get_ident()
@@ -229,21 +247,68 @@ class Capturer:
                 self.previous, self.current = self.current, frame
         return frame
 
-    def grab_whole(self) -> tuple[bytearray, DisplayInfo]:
+    def grab_whole(self) -> tuple[bytearray | memoryview, DisplayInfo]:
         """Grab the selected monitor without the copy L{grab} makes.
 
-        mss hands over a new C{bytearray} per grab; the damage path keeps it
-        as its picture of the monitor (a 1080p copy is 8 MB of fresh memory
-        per frame, which profiled as a fifth of the host's samples while a
-        window moved).  Nothing else holds it, so the caller may write to it.
+        The damage path keeps the buffer as its picture of the monitor and
+        writes rectangles into it; a copy per grab was 8 MB of fresh memory
+        at 1080p, a fifth of the host's samples while a window moved.  Where
+        shared memory works (L{litedesk.screen.shm_grab}) the buffer is a
+        writable C{memoryview} of exactly the monitor's bytes in one of two
+        segments used in turn: it stays unchanged until the grab after next
+        (of this capturer), when the X server writes into it again, so keep
+        only the latest.  Elsewhere it is mss' new C{bytearray}.
 
         @raise CaptureError: the grab failed or the monitor does not exist.
         """
         mon = self.monitor()
+        shm = self._grabber(mon)
+        if shm is not None:
+            try:
+                return shm.grab(mon.x, mon.y, mon.width, mon.height), mon
+            except ShmUnavailable as e:  # no new segments for a new size
+                self._shm_unusable(str(e))
+            except ShmGrabError as e:
+                # Either the request is wrong (the monitor layout changed:
+                # mss fails too, and _shot raises) or shared memory is.
+                self._close_shm()
+                raw = self._whole_by_mss(mon)
+                self._shm_unusable(f"{e}, where mss' grab worked")
+                return raw, mon
+        return self._whole_by_mss(mon), mon
+
+    def _whole_by_mss(self, mon: DisplayInfo) -> bytearray:
         shot = self._shot(mon.x, mon.y, mon.width, mon.height)
         if (int(shot.width), int(shot.height)) != (mon.width, mon.height):
             raise CaptureError(f"grab of monitor {mon.index} is not {mon.width}x{mon.height}")
-        return shot.raw, mon
+        raw: bytearray = shot.raw
+        return raw
+
+    def _grabber(self, mon: DisplayInfo) -> ShmGrabber | None:
+        """This thread's shared-memory grabber, or C{None}: grab with mss."""
+        if self._shm_off is not None:
+            return None
+        me = threading.get_ident()
+        if self._shm is None or self._shm_owner != me:
+            # Like _conn: an XCB connection belongs to the thread using it.
+            self._close_shm()
+            try:
+                self._shm = ShmGrabber(self._display, mon.width, mon.height)
+            except ShmUnavailable as e:
+                self._shm_unusable(str(e))
+                return None
+            self._shm_owner = me
+        return self._shm
+
+    def _shm_unusable(self, why: str) -> None:
+        """Whole grabs copy through mss from now on; said once."""
+        self._close_shm()
+        self._shm_off = why
+        _log.info(
+            "whole-monitor grabs of {display} go through mss (a copy each): {why}",
+            display=self._display or os.environ.get("DISPLAY"),
+            why=why,
+        )
 
     def grab_rect(self, rect: Rect) -> bytearray:
         """Grab part of the selected monitor: BGRA, stride C{rect.width * 4}.
@@ -268,6 +333,17 @@ class Capturer:
             self._sct = None
             self._owner = None
 
+    def _close_shm(self) -> None:
+        # Buffers handed out stay valid: the X server no longer writes into
+        # them, and each mapping goes with its last view.
+        shm, self._shm, self._shm_owner = self._shm, None, None
+        if shm is not None:
+            try:
+                shm.close()
+            except Exception:
+                _log.failure("closing the shared-memory grabber failed")
+
     def close(self) -> None:
-        """Release the X connection (the next grab reopens it)."""
+        """Release the X connections (the next grab reopens them)."""
         self._close_conn()
+        self._close_shm()

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 __all__ = [
     "BPP",
     "Change",
+    "MemCompare",
+    "Pixels",
     "Rect",
     "address_of",
     "bounding_box",
@@ -36,6 +38,10 @@ __all__ = [
 
 # Bytes per pixel of mss' BGRA frames.
 BPP = 4
+
+#: Frames as grabs hand them over: bytes, mss' bytearray, or a memoryview of
+#: shared memory (litedesk.screen.shm_grab).
+Pixels = bytes | bytearray | memoryview
 
 _libc = ctypes.CDLL(None)
 #: libc's memcmp on addresses (L{address_of}): comparisons in place.
@@ -131,9 +137,7 @@ def _last_diff(a: bytes, b: bytes, lo: int, hi: int) -> int:
     return lo
 
 
-def _check(
-    prev: bytes | bytearray, cur: bytes | bytearray, width: int, height: int, bpp: int
-) -> None:
+def _check(prev: Pixels, cur: Pixels, width: int, height: int, bpp: int) -> None:
     if width <= 0 or height <= 0:
         raise ValueError(f"bad frame size {width}x{height}")
     if len(cur) != width * height * bpp:
@@ -244,14 +248,18 @@ def _all_tiles(width: int, height: int, tile: int) -> list[Rect]:
     ]
 
 
-def address_of(buf: bytes | bytearray) -> int:
-    """Where C{buf}'s bytes are (no copy); valid while C{buf} lives."""
-    if isinstance(buf, bytearray):
-        return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
-    return ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value or 0
+def address_of(buf: Pixels) -> int:
+    """Where C{buf}'s bytes are (no copy); valid while C{buf} lives.
+
+    A C{memoryview} must be writable and contiguous, as the whole grabs of
+    L{litedesk.screen.shm_grab} are (ctypes takes only writable buffers).
+    """
+    if isinstance(buf, bytes):
+        return ctypes.cast(ctypes.c_char_p(buf), ctypes.c_void_p).value or 0
+    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 
 
-class _Compare:
+class MemCompare:
     """C{memcmp} of two frames' byte ranges through ctypes: no slice copies.
 
     A C{bytes} slice comparison copies both slices first; on a whole 1080p
@@ -260,7 +268,7 @@ class _Compare:
     length.
     """
 
-    def __init__(self, a: bytes | bytearray, b: bytes | bytearray) -> None:
+    def __init__(self, a: Pixels, b: Pixels) -> None:
         self._a, self._b = a, b  # keep both alive while addresses are used
         self._pa, self._pb = address_of(a), address_of(b)
 
@@ -288,9 +296,7 @@ class _Compare:
         return lo
 
 
-def diff_box(
-    prev: bytes | bytearray, cur: bytes | bytearray, width: int, height: int, bpp: int = BPP
-) -> Rect | None:
+def diff_box(prev: Pixels, cur: Pixels, width: int, height: int, bpp: int = BPP) -> Rect | None:
     """The exact bounding box of the pixels that differ, or C{None}; no tiles.
 
     Cheaper than L{detect_change} when only the box is wanted (the damage
@@ -299,12 +305,12 @@ def diff_box(
     each row between costs about one comparison (the right of the box so far
     on the row above and the left of it on this row, together) plus a search
     only where the box grows.  All comparisons are
-    C{memcmp}s in place (L{_Compare}).
+    C{memcmp}s in place (L{MemCompare}).
     """
     _check(cur, cur, width, height, bpp)
     if len(prev) != len(cur):
         return Rect(0, 0, width, height)
-    cmp = _Compare(prev, cur)
+    cmp = MemCompare(prev, cur)
     if cmp.same(0, len(cur)):
         return None
     stride = width * bpp

@@ -51,8 +51,8 @@ class EncodedFrame:
 
 
 def pad_to_even(
-    data: bytes | bytearray, width: int, height: int, bpp: int = 4
-) -> tuple[bytes | bytearray, int, int]:
+    data: bytes | bytearray | memoryview, width: int, height: int, bpp: int = 4
+) -> tuple[bytes | bytearray | memoryview, int, int]:
     """Pad a packed image to even dimensions by repeating its last column/row.
 
     Repeating edge pixels (rather than adding black) keeps the padding cheap
@@ -63,7 +63,8 @@ def pad_to_even(
     stride = width * bpp
     rows = [data[y * stride : (y + 1) * stride] for y in range(height)]
     if width % 2:
-        rows = [r + r[-bpp:] for r in rows]
+        # join, not +: a memoryview's rows (capture.Capturer.grab_whole) have no +.
+        rows = [b"".join((r, r[-bpp:])) for r in rows]
         width += 1
     if height % 2:
         rows.append(rows[-1])

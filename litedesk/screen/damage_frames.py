@@ -24,6 +24,7 @@ import av
 
 from .capture import CaptureError, Capturer, DisplayInfo
 from .change import Rect, bounding_box, diff_box
+from .change_boxes import changed_boxes
 from .damage import DamageWatcher, align_rect, clip_rect, merge_rects
 from .scroll import Scroll, find_scroll
 from .yuv_canvas import YuvCanvas
@@ -55,8 +56,9 @@ class DamagePath:
         self.canvas = YuvCanvas()
         self._monitor: DisplayInfo | None = None
         # The monitor as last grabbed, BGRA, stride width * 4: the whole
-        # grab's buffer as mss made it (no copy), rectangles written into it.
-        self._bgra = bytearray()
+        # grab's buffer as grab_whole hands it over (no copy; only the
+        # latest may be kept), rectangles written into it.
+        self._bgra: bytearray | memoryview = bytearray()
         #: What the last L{picture} found scrolled in its one changed box
         #: (monitor coordinates), or C{None}.
         self.scroll: Scroll | None = None
@@ -141,19 +143,19 @@ class DamagePath:
         self._unencoded = []
 
     def _full(self, source: Capturer, w: int, h: int, scrolls: bool) -> tuple[Rect, ...]:
-        """Most of the monitor is damaged: one grab, and the box that differs."""
+        """Most of the monitor is damaged: one grab, and the boxes that differ."""
         data, mon = source.grab_whole()
         if (mon.width, mon.height) != (w, h):
             raise CaptureError(f"the monitor is not {w}x{h} any more")
-        box = diff_box(self._bgra, data, w, h)
-        if box is None:
-            return ()
-        box = align_rect(box, w, h)
-        self.canvas.paint_from(box, data, w * 4, box.x, box.y)
-        if scrolls:
-            self.scroll = find_scroll(self._bgra, data, w * 4, box)
+        # Boxes side by side, not one across: a click far from a moving
+        # window would otherwise convert and encode the screen between them.
+        boxes = tuple(align_rect(b, w, h) for b in changed_boxes(self._bgra, data, w, h))
+        for box in boxes:
+            self.canvas.paint_from(box, data, w * 4, box.x, box.y)
+        if scrolls and len(boxes) == 1:
+            self.scroll = find_scroll(self._bgra, data, w * 4, boxes[0])
         self._bgra = data
-        return (box,)
+        return boxes
 
     def _update(self, r: Rect, data: bytes | bytearray, width: int, scrolls: bool) -> Rect | None:
         """Keep C{r}'s grab where it differs from what we had: the box that

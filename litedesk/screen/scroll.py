@@ -55,7 +55,11 @@ class Scroll:
 
 
 def find_scroll(
-    old: bytes | bytearray, new: bytes | bytearray, stride: int, box: Rect, bpp: int = 4
+    old: bytes | bytearray | memoryview,
+    new: bytes | bytearray | memoryview,
+    stride: int,
+    box: Rect,
+    bpp: int = 4,
 ) -> Scroll | None:
     """The rows of C{box} that moved vertically between C{old} and C{new}.
 
@@ -83,7 +87,11 @@ def _key_span(box: Rect, bpp: int) -> tuple[int, int]:
 
 
 def _guess(
-    old: bytes | bytearray, new: bytes | bytearray, stride: int, box: Rect, bpp: int
+    old: bytes | bytearray | memoryview,
+    new: bytes | bytearray | memoryview,
+    stride: int,
+    box: Rect,
+    bpp: int,
 ) -> int | None:
     """The offset most distinctive rows agree on, or C{None}."""
     left, width = _key_span(box, bpp)
@@ -116,7 +124,12 @@ def _guess(
 
 
 def _longest_run(
-    old: bytes | bytearray, new: bytes | bytearray, stride: int, box: Rect, bpp: int, dy: int
+    old: bytes | bytearray | memoryview,
+    new: bytes | bytearray | memoryview,
+    stride: int,
+    box: Rect,
+    bpp: int,
+    dy: int,
 ) -> tuple[int, int]:
     """The longest run of rows C{y} of C{box} with C{new[y] == old[y + dy]}."""
     po, pn = address_of(old), address_of(new)

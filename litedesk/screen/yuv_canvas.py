@@ -21,6 +21,8 @@ uses.
 
 from __future__ import annotations
 
+import mmap
+
 import av
 from av.video.plane import VideoPlane
 from av.video.reformatter import VideoReformatter
@@ -29,15 +31,30 @@ from .change import Rect, address_of
 from .codec import pad_to_even
 from .swscale import DirectConverter
 
-__all__ = ["YuvCanvas", "bgra_block", "bgra_frame", "copy_block", "to_yuv"]
+__all__ = ["YuvCanvas", "bgra_block", "bgra_frame", "copy_block", "readable", "to_yuv"]
 
 
-def bgra_frame(data: bytes | bytearray, width: int, height: int) -> av.VideoFrame:
+def readable(source: bytes | bytearray | memoryview) -> int:
+    """How many bytes from the start of C{source} may be read.
+
+    Its length, except for a view of part of a memory mapping: the mapping's
+    bytes after the view are readable too.  The whole grabs of
+    L{litedesk.screen.shm_grab} are such views, with a page mapped after
+    the last pixel, so a box at the monitor's bottom-right corner still
+    takes libswscale's direct path (which reads past the box).
+    """
+    if isinstance(source, memoryview) and isinstance(source.obj, mmap.mmap):
+        whole = memoryview(source.obj)
+        return len(whole) - (address_of(source) - address_of(whole))
+    return len(source)
+
+
+def bgra_frame(data: bytes | bytearray | memoryview, width: int, height: int) -> av.VideoFrame:
     """Packed BGRA bytes (stride C{width * 4}) as an C{av.VideoFrame}."""
     return bgra_block(data, width * 4, Rect(0, 0, width, height))
 
 
-def bgra_block(source: bytes | bytearray, stride: int, r: Rect) -> av.VideoFrame:
+def bgra_block(source: bytes | bytearray | memoryview, stride: int, r: Rect) -> av.VideoFrame:
     """Rectangle C{r} of a BGRA image (C{stride} bytes a row) as an C{av.VideoFrame}.
 
     Each row is copied once, straight into the frame (libav pads rows for
@@ -63,7 +80,7 @@ def bgra_block(source: bytes | bytearray, stride: int, r: Rect) -> av.VideoFrame
     return frame
 
 
-def to_yuv(data: bytes | bytearray, width: int, height: int) -> av.VideoFrame:
+def to_yuv(data: bytes | bytearray | memoryview, width: int, height: int) -> av.VideoFrame:
     """Convert one even-sized BGRA image to a new C{yuv420p} frame."""
     return bgra_frame(data, width, height).reformat(format="yuv420p", interpolation="POINT")
 
@@ -97,7 +114,7 @@ class YuvCanvas:
             and height % 2 == 0
         )
 
-    def fill(self, bgra: bytes | bytearray, width: int, height: int) -> av.VideoFrame:
+    def fill(self, bgra: bytes | bytearray | memoryview, width: int, height: int) -> av.VideoFrame:
         """Replace the whole picture with a grab of C{width x height} pixels."""
         data, cw, ch = pad_to_even(bgra, width, height)
         self.frame = to_yuv(data, cw, ch)
@@ -118,7 +135,7 @@ class YuvCanvas:
         self.paint_from(rect, bgra, rect.width * 4, 0, 0)
 
     def paint_from(
-        self, rect: Rect, source: bytes | bytearray, stride: int, sx: int, sy: int
+        self, rect: Rect, source: bytes | bytearray | memoryview, stride: int, sx: int, sy: int
     ) -> None:
         """Convert C{rect}'s pixels, read at C{(sx, sy)} of a larger BGRA
         image (C{stride} bytes a row), into place.
@@ -140,7 +157,7 @@ class YuvCanvas:
         if x < 0 or y < 0 or rect.right > self.width or rect.bottom > self.height:
             raise ValueError(f"{rect} is not inside {self.width}x{self.height}")
         end = (sy + h - 1) * stride + (sx + w) * 4
-        if self._direct is not None and end + DirectConverter.READ_SLACK <= len(source):
+        if self._direct is not None and end + DirectConverter.READ_SLACK <= readable(source):
             self._paint_direct(self._direct, frame, rect, source, stride, sx, sy)
             return
         src = bgra_block(source, stride, Rect(sx, sy, w, h))
@@ -155,7 +172,7 @@ class YuvCanvas:
         conv: DirectConverter,
         frame: av.VideoFrame,
         rect: Rect,
-        source: bytes | bytearray,
+        source: bytes | bytearray | memoryview,
         stride: int,
         sx: int,
         sy: int,
