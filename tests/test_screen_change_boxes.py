@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from litedesk.screen import Capturer
 from litedesk.screen.change import Rect, diff_box
 from litedesk.screen.change_boxes import changed_boxes
-from litedesk.screen.damage_frames import DamagePath
+from litedesk.screen.damage_frames import DamagePath, _slid
 from litedesk.screen.yuv_canvas import YuvCanvas
 from tests.support.polling import until
 from tests.support.skips import requires
@@ -187,3 +187,16 @@ class DamagePathBoxesTests(unittest.TestCase):
         assert frame is not None and whole.frame is not None
         for mine, theirs in zip(frame.planes, whole.frame.planes, strict=True):
             self.assertEqual(bytes(mine), bytes(theirs))
+
+
+class SlidTests(unittest.TestCase):
+    def test_a_box_moved_sideways_is_a_window_not_a_scroll(self) -> None:
+        """The scroll search is skipped for a box that moved sideways at
+        about its size (a dragged window), kept for one that stays in its
+        columns (a scrolled area) or changes size (something else)."""
+        before = Rect(100, 200, 652, 484)
+        self.assertFalse(_slid(None, before))
+        self.assertTrue(_slid(before, Rect(113, 204, 653, 485)))
+        self.assertFalse(_slid(before, Rect(100, 210, 652, 484)))  # scrolled, same columns
+        self.assertFalse(_slid(before, Rect(113, 204, 900, 484)))  # another change
+        self.assertFalse(_slid(before, Rect(113, 204, 652, 100)))

@@ -33,6 +33,10 @@ __all__ = ["DamagePath", "Picture"]
 
 Picture = tuple["av.VideoFrame | None", tuple[int, int], tuple[Rect, ...]]
 
+# How much a window's changed box may grow or shrink from one frame to the
+# next and still count as the same window moved (_slid): its step.
+_SLIDE_SLACK = 32
+
 
 class DamagePath:
     """Frames from damage for one capturer.
@@ -62,6 +66,8 @@ class DamagePath:
         #: What the last L{picture} found scrolled in its one changed box
         #: (monitor coordinates), or C{None}.
         self.scroll: Scroll | None = None
+        # The one box the last whole grab found changed, if one (_slid).
+        self._last_full: Rect | None = None
         # What changed in the canvas since the encoder last took it (frames
         # sent as tiles in between add up), or None: unknown, all of it.
         self._unencoded: list[Rect] | None = None
@@ -152,8 +158,9 @@ class DamagePath:
         boxes = tuple(align_rect(b, w, h) for b in changed_boxes(self._bgra, data, w, h))
         for box in boxes:
             self.canvas.paint_from(box, data, w * 4, box.x, box.y)
-        if scrolls and len(boxes) == 1:
+        if scrolls and len(boxes) == 1 and not _slid(self._last_full, boxes[0]):
             self.scroll = find_scroll(self._bgra, data, w * 4, boxes[0])
+        self._last_full = boxes[0] if len(boxes) == 1 else None
         self._bgra = data
         return boxes
 
@@ -184,3 +191,17 @@ class DamagePath:
                 Rect(r.x + rows.x, r.y + rows.y, rows.width, rows.height), found.dy
             )
         return moved
+
+
+def _slid(before: Rect | None, box: Rect) -> bool:
+    """Whether C{box} looks like the last frame's box moved sideways: a
+    window dragged across the screen.  Its content moved sideways too,
+    which a search for rows moved up or down never finds (0.6 ms a frame
+    wasted on bench/session.py's moving window); a scrolled area stays in
+    its columns.  The size may differ by the window's step."""
+    return (
+        before is not None
+        and box.x != before.x
+        and abs(box.width - before.width) <= _SLIDE_SLACK
+        and abs(box.height - before.height) <= _SLIDE_SLACK
+    )
