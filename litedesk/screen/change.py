@@ -31,6 +31,7 @@ __all__ = [
     "address_of",
     "bounding_box",
     "changed_tiles",
+    "check_frame",
     "detect_change",
     "diff_box",
     "memcmp",
@@ -137,7 +138,8 @@ def _last_diff(a: bytes, b: bytes, lo: int, hi: int) -> int:
     return lo
 
 
-def _check(prev: Pixels, cur: Pixels, width: int, height: int, bpp: int) -> None:
+def check_frame(cur: Pixels, width: int, height: int, bpp: int = BPP) -> None:
+    """@raise ValueError: C{cur} is not a frame of C{width x height} pixels."""
     if width <= 0 or height <= 0:
         raise ValueError(f"bad frame size {width}x{height}")
     if len(cur) != width * height * bpp:
@@ -225,7 +227,7 @@ def detect_change(
         cheaper).
     @raise ValueError: C{cur} does not have the size given.
     """
-    _check(cur, cur, width, height, bpp)
+    check_frame(cur, width, height, bpp)
     if prev is None or len(prev) != len(cur):
         return Change(True, Rect(0, 0, width, height), _all_tiles(width, height, tile))
     if prev == cur:  # the idle-screen fast path: one memcmp
@@ -307,7 +309,7 @@ def diff_box(prev: Pixels, cur: Pixels, width: int, height: int, bpp: int = BPP)
     only where the box grows.  All comparisons are
     C{memcmp}s in place (L{MemCompare}).
     """
-    _check(cur, cur, width, height, bpp)
+    check_frame(cur, width, height, bpp)
     if len(prev) != len(cur):
         return Rect(0, 0, width, height)
     cmp = MemCompare(prev, cur)

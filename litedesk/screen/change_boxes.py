@@ -28,7 +28,7 @@ row only by chance).
 
 from __future__ import annotations
 
-from .change import BPP, MemCompare, Pixels, Rect
+from .change import BPP, MemCompare, Pixels, Rect, check_frame
 
 __all__ = ["MOST", "SPLIT_GAP", "changed_boxes"]
 
@@ -57,8 +57,7 @@ def changed_boxes(
 
     @raise ValueError: C{cur} does not have the size given.
     """
-    if width <= 0 or height <= 0 or len(cur) != width * height * bpp:
-        raise ValueError(f"{len(cur)} bytes is not a {width}x{height} frame")
+    check_frame(cur, width, height, bpp)
     if len(prev) != len(cur):
         return [Rect(0, 0, width, height)]
     cmp = MemCompare(prev, cur)

@@ -16,6 +16,8 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Final
 
+from .change import Pixels
+
 __all__ = ["TIME_BASE", "Codec", "EncodedFrame", "is_key_frame", "pad_to_even"]
 
 #: Timestamps are milliseconds.
@@ -50,9 +52,7 @@ class EncodedFrame:
     height: int
 
 
-def pad_to_even(
-    data: bytes | bytearray | memoryview, width: int, height: int, bpp: int = 4
-) -> tuple[bytes | bytearray | memoryview, int, int]:
+def pad_to_even(data: Pixels, width: int, height: int, bpp: int = 4) -> tuple[Pixels, int, int]:
     """Pad a packed image to even dimensions by repeating its last column/row.
 
     Repeating edge pixels (rather than adding black) keeps the padding cheap

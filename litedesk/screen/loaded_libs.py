@@ -11,8 +11,9 @@ the module that maps a library (C{av}, C{tkinter}) before looking for it.
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
-__all__ = ["loaded_library"]
+__all__ = ["loaded_library", "typed"]
 
 
 def loaded_library(name: str, *symbols: str) -> ctypes.CDLL | None:
@@ -34,3 +35,11 @@ def loaded_library(name: str, *symbols: str) -> ctypes.CDLL | None:
         if all(hasattr(lib, s) for s in symbols):
             return lib
     return None
+
+
+def typed(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
+    """C{lib}'s function C{name} with its result and argument types set
+    (ctypes would otherwise pass and return C ints, truncating pointers)."""
+    f = getattr(lib, name)
+    f.restype, f.argtypes = restype, list(argtypes)
+    return f

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from .change import Rect, address_of, memcmp
+from .change import Pixels, Rect, address_of, memcmp
 
 __all__ = ["MIN_ROWS", "Scroll", "find_scroll"]
 
@@ -55,8 +55,8 @@ class Scroll:
 
 
 def find_scroll(
-    old: bytes | bytearray | memoryview,
-    new: bytes | bytearray | memoryview,
+    old: Pixels,
+    new: Pixels,
     stride: int,
     box: Rect,
     bpp: int = 4,
@@ -87,8 +87,8 @@ def _key_span(box: Rect, bpp: int) -> tuple[int, int]:
 
 
 def _guess(
-    old: bytes | bytearray | memoryview,
-    new: bytes | bytearray | memoryview,
+    old: Pixels,
+    new: Pixels,
     stride: int,
     box: Rect,
     bpp: int,
@@ -124,8 +124,8 @@ def _guess(
 
 
 def _longest_run(
-    old: bytes | bytearray | memoryview,
-    new: bytes | bytearray | memoryview,
+    old: Pixels,
+    new: Pixels,
     stride: int,
     box: Rect,
     bpp: int,

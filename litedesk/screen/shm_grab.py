@@ -32,6 +32,8 @@ from ctypes import c_uint32 as u32
 from dataclasses import dataclass
 from typing import Any
 
+from .loaded_libs import typed
+
 __all__ = ["SLACK", "ShmGrabError", "ShmGrabber", "ShmUnavailable"]
 
 #: Bytes mapped after a grab's last pixel: libswscale's vector code reads up
@@ -105,12 +107,6 @@ class _Iter(Structure):  # xcb_screen_iterator_t, xcb_depth_iterator_t
     _fields_ = [("data", c_void_p), ("rem", c_int), ("index", c_int)]
 
 
-def _typed(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
-    f = getattr(lib, name)
-    f.restype, f.argtypes = restype, list(argtypes)
-    return f
-
-
 @functools.cache
 def _libs() -> tuple[ctypes.CDLL, ctypes.CDLL, Any]:
     """libxcb and libxcb-shm with the functions used typed, and libc's C{free}."""
@@ -119,28 +115,28 @@ def _libs() -> tuple[ctypes.CDLL, ctypes.CDLL, Any]:
     except OSError as e:
         raise ShmUnavailable(f"libxcb or libxcb-shm cannot be loaded: {e}") from e
     C, It, Err = c_void_p, _Iter, POINTER(POINTER(_Error))
-    _typed(xcb, "xcb_connect", C, c_char_p, POINTER(c_int))
-    _typed(xcb, "xcb_connection_has_error", c_int, C)
-    _typed(xcb, "xcb_disconnect", None, C)
-    _typed(xcb, "xcb_flush", c_int, C)
-    _typed(xcb, "xcb_generate_id", u32, C)
-    _typed(xcb, "xcb_request_check", POINTER(_Error), C, _Cookie)
-    _typed(xcb, "xcb_get_extension_data", POINTER(_ExtensionReply), C, POINTER(_Extension))
-    _typed(xcb, "xcb_get_setup", POINTER(_Setup), C)
-    _typed(xcb, "xcb_setup_roots_iterator", It, POINTER(_Setup))
-    _typed(xcb, "xcb_setup_pixmap_formats", POINTER(_Format), POINTER(_Setup))
-    _typed(xcb, "xcb_screen_next", None, POINTER(It))
-    _typed(xcb, "xcb_screen_allowed_depths_iterator", It, C)
-    _typed(xcb, "xcb_depth_next", None, POINTER(It))
-    _typed(xcb, "xcb_depth_visuals", POINTER(_Visual), C)
-    _typed(shm, "xcb_shm_query_version", _Cookie, C)
-    _typed(shm, "xcb_shm_query_version_reply", POINTER(_VersionReply), C, _Cookie, Err)
-    _typed(shm, "xcb_shm_attach_fd_checked", _Cookie, C, u32, ctypes.c_int32, u8)
-    _typed(shm, "xcb_shm_detach", _Cookie, C, u32)
+    typed(xcb, "xcb_connect", C, c_char_p, POINTER(c_int))
+    typed(xcb, "xcb_connection_has_error", c_int, C)
+    typed(xcb, "xcb_disconnect", None, C)
+    typed(xcb, "xcb_flush", c_int, C)
+    typed(xcb, "xcb_generate_id", u32, C)
+    typed(xcb, "xcb_request_check", POINTER(_Error), C, _Cookie)
+    typed(xcb, "xcb_get_extension_data", POINTER(_ExtensionReply), C, POINTER(_Extension))
+    typed(xcb, "xcb_get_setup", POINTER(_Setup), C)
+    typed(xcb, "xcb_setup_roots_iterator", It, POINTER(_Setup))
+    typed(xcb, "xcb_setup_pixmap_formats", POINTER(_Format), POINTER(_Setup))
+    typed(xcb, "xcb_screen_next", None, POINTER(It))
+    typed(xcb, "xcb_screen_allowed_depths_iterator", It, C)
+    typed(xcb, "xcb_depth_next", None, POINTER(It))
+    typed(xcb, "xcb_depth_visuals", POINTER(_Visual), C)
+    typed(shm, "xcb_shm_query_version", _Cookie, C)
+    typed(shm, "xcb_shm_query_version_reply", POINTER(_VersionReply), C, _Cookie, Err)
+    typed(shm, "xcb_shm_attach_fd_checked", _Cookie, C, u32, ctypes.c_int32, u8)
+    typed(shm, "xcb_shm_detach", _Cookie, C, u32)
     args = (C, u32, ctypes.c_int16, ctypes.c_int16, u16, u16, u32, u8, u32, u32)
-    _typed(shm, "xcb_shm_get_image", _Cookie, *args)
-    _typed(shm, "xcb_shm_get_image_reply", POINTER(_ImageReply), C, _Cookie, Err)
-    return xcb, shm, _typed(ctypes.CDLL(None), "free", None, C)
+    typed(shm, "xcb_shm_get_image", _Cookie, *args)
+    typed(shm, "xcb_shm_get_image_reply", POINTER(_ImageReply), C, _Cookie, Err)
+    return xcb, shm, typed(ctypes.CDLL(None), "free", None, C)
 
 
 def _screen(xcb: ctypes.CDLL, conn: int, number: int) -> _Screen:

@@ -30,7 +30,7 @@ from typing import Any
 
 import av  # noqa: F401 - maps PyAV's libswscale and libavutil, looked up below
 
-from .loaded_libs import loaded_library
+from .loaded_libs import loaded_library, typed
 
 __all__ = ["DirectConverter"]
 
@@ -51,30 +51,12 @@ def _functions() -> tuple[ctypes.CDLL, Any] | None:
     util = loaded_library("libavutil", "av_image_copy_plane")
     if lib is None or util is None:
         return None
-    lib.sws_getCachedContext.restype = ctypes.c_void_p
-    lib.sws_getCachedContext.argtypes = [
-        ctypes.c_void_p,
-        *(ctypes.c_int,) * 6,
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-    ]
-    lib.sws_scale.restype = ctypes.c_int
-    lib.sws_scale.argtypes = [
-        ctypes.c_void_p,
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_int),
-        ctypes.c_int,
-        ctypes.c_int,
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_int),
-    ]
-    lib.sws_freeContext.restype = None
-    lib.sws_freeContext.argtypes = [ctypes.c_void_p]
-    copy = util.av_image_copy_plane
-    copy.restype = None
-    copy.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, *(ctypes.c_int,) * 3]
+    v, i = ctypes.c_void_p, ctypes.c_int
+    vp, ip = ctypes.POINTER(v), ctypes.POINTER(i)
+    typed(lib, "sws_getCachedContext", v, v, *(i,) * 7, v, v, v)
+    typed(lib, "sws_scale", i, v, vp, ip, i, i, vp, ip)
+    typed(lib, "sws_freeContext", None, v)
+    copy = typed(util, "av_image_copy_plane", None, v, i, v, i, i, i)
     return lib, copy
 
 

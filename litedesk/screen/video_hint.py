@@ -40,7 +40,7 @@ import av
 from twisted.logger import Logger
 
 from .change import Rect, bounding_box
-from .loaded_libs import loaded_library
+from .loaded_libs import loaded_library, typed
 
 __all__ = ["VideoHints", "avframe_address", "libavutil"]
 
@@ -136,10 +136,9 @@ class VideoHints:
             if lib is None:
                 self._off("libavutil has no av_video_hint_create_side_data")
             else:
-                lib.av_video_hint_create_side_data.restype = ctypes.c_void_p
-                lib.av_video_hint_create_side_data.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-                lib.av_frame_remove_side_data.restype = None
-                lib.av_frame_remove_side_data.argtypes = [ctypes.c_void_p, ctypes.c_int]
+                v = ctypes.c_void_p
+                typed(lib, "av_video_hint_create_side_data", v, v, ctypes.c_size_t)
+                typed(lib, "av_frame_remove_side_data", None, v, ctypes.c_int)
                 self._lib = lib
         return self._lib
 

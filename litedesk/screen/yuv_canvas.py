@@ -27,14 +27,14 @@ import av
 from av.video.plane import VideoPlane
 from av.video.reformatter import VideoReformatter
 
-from .change import Rect, address_of
+from .change import Pixels, Rect, address_of
 from .codec import pad_to_even
 from .swscale import DirectConverter
 
 __all__ = ["YuvCanvas", "bgra_block", "bgra_frame", "copy_block", "readable", "to_yuv"]
 
 
-def readable(source: bytes | bytearray | memoryview) -> int:
+def readable(source: Pixels) -> int:
     """How many bytes from the start of C{source} may be read.
 
     Its length, except for a view of part of a memory mapping: the mapping's
@@ -49,12 +49,12 @@ def readable(source: bytes | bytearray | memoryview) -> int:
     return len(source)
 
 
-def bgra_frame(data: bytes | bytearray | memoryview, width: int, height: int) -> av.VideoFrame:
+def bgra_frame(data: Pixels, width: int, height: int) -> av.VideoFrame:
     """Packed BGRA bytes (stride C{width * 4}) as an C{av.VideoFrame}."""
     return bgra_block(data, width * 4, Rect(0, 0, width, height))
 
 
-def bgra_block(source: bytes | bytearray | memoryview, stride: int, r: Rect) -> av.VideoFrame:
+def bgra_block(source: Pixels, stride: int, r: Rect) -> av.VideoFrame:
     """Rectangle C{r} of a BGRA image (C{stride} bytes a row) as an C{av.VideoFrame}.
 
     Each row is copied once, straight into the frame (libav pads rows for
@@ -80,7 +80,7 @@ def bgra_block(source: bytes | bytearray | memoryview, stride: int, r: Rect) -> 
     return frame
 
 
-def to_yuv(data: bytes | bytearray | memoryview, width: int, height: int) -> av.VideoFrame:
+def to_yuv(data: Pixels, width: int, height: int) -> av.VideoFrame:
     """Convert one even-sized BGRA image to a new C{yuv420p} frame."""
     return bgra_frame(data, width, height).reformat(format="yuv420p", interpolation="POINT")
 
@@ -114,7 +114,7 @@ class YuvCanvas:
             and height % 2 == 0
         )
 
-    def fill(self, bgra: bytes | bytearray | memoryview, width: int, height: int) -> av.VideoFrame:
+    def fill(self, bgra: Pixels, width: int, height: int) -> av.VideoFrame:
         """Replace the whole picture with a grab of C{width x height} pixels."""
         data, cw, ch = pad_to_even(bgra, width, height)
         self.frame = to_yuv(data, cw, ch)
@@ -134,9 +134,7 @@ class YuvCanvas:
             )
         self.paint_from(rect, bgra, rect.width * 4, 0, 0)
 
-    def paint_from(
-        self, rect: Rect, source: bytes | bytearray | memoryview, stride: int, sx: int, sy: int
-    ) -> None:
+    def paint_from(self, rect: Rect, source: Pixels, stride: int, sx: int, sy: int) -> None:
         """Convert C{rect}'s pixels, read at C{(sx, sy)} of a larger BGRA
         image (C{stride} bytes a row), into place.
 
@@ -172,7 +170,7 @@ class YuvCanvas:
         conv: DirectConverter,
         frame: av.VideoFrame,
         rect: Rect,
-        source: bytes | bytearray | memoryview,
+        source: Pixels,
         stride: int,
         sx: int,
         sy: int,
