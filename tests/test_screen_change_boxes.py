@@ -10,15 +10,14 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from litedesk.screen import Capturer
 from litedesk.screen.change import Rect, bounding_box, diff_box
 from litedesk.screen.change_boxes import changed_boxes
-from litedesk.screen.damage_frames import DamagePath, _slid
+from litedesk.screen.damage_frames import _slid
 from litedesk.screen.yuv_canvas import YuvCanvas
 from tests.support.polling import until
 from tests.support.skips import requires
 from tests.support.xvfb import shared_xvfb
-from tests.test_screen_damage import _Window
+from tests.test_screen_damage import damage_rig
 
 W, H = 96, 48
 
@@ -161,13 +160,7 @@ class DamagePathBoxesTests(unittest.TestCase):
         and the picture it keeps equals a conversion of the whole screen."""
         xvfb = shared_xvfb()
         assert xvfb.display is not None
-        path = DamagePath(xvfb.display, lambda: None)
-        path.start()
-        self.addCleanup(path.stop)
-        cap = Capturer(xvfb.display)
-        self.addCleanup(cap.close)
-        win = _Window(xvfb.display, 100, 100, 1600, 900)
-        self.addCleanup(win.close)
+        path, cap, win = damage_rig(self, xvfb.display, (100, 100, 1600, 900))
         win.fill(0, 0, 1600, 900, 0xFFFFFF)
         yield until(path.pending)
         path.picture(cap, keyframe=True)

@@ -32,6 +32,7 @@ from litedesk.screen.damage import (
     clip_rect,
     merge_rects,
 )
+from litedesk.screen.damage_frames import DamagePath
 from litedesk.screen.testpattern import desktop_image, image_to_bgra
 from litedesk.screen.yuv_canvas import YuvCanvas
 from tests.support.images import mean_error
@@ -222,6 +223,24 @@ class _Window:
         self.window.destroy()
         self.conn.sync()
         self.conn.close()
+
+
+def damage_rig(
+    case: unittest.TestCase,
+    display: str,
+    window: tuple[int, int, int, int],
+    on_damage: Any = lambda: None,
+) -> tuple[DamagePath, Capturer, _Window]:
+    """A started damage path, a capturer and a window C{(x, y, w, h)} on
+    C{display}, all cleaned up after C{case}."""
+    path = DamagePath(display, on_damage)
+    path.start()
+    case.addCleanup(path.stop)
+    cap = Capturer(display)
+    case.addCleanup(cap.close)
+    win = _Window(display, *window)
+    case.addCleanup(win.close)
+    return path, cap, win
 
 
 @requires("Xvfb", "display")

@@ -22,7 +22,6 @@ from twisted.trial import unittest
 
 from litedesk.screen import CaptureError, Capturer
 from litedesk.screen.change import Rect, address_of
-from litedesk.screen.damage_frames import DamagePath
 from litedesk.screen.shm_grab import SLACK, ShmGrabber, ShmGrabError, ShmUnavailable
 from litedesk.screen.swscale import DirectConverter
 from litedesk.screen.testpattern import desktop_image, image_to_bgra
@@ -30,13 +29,27 @@ from litedesk.screen.yuv_canvas import YuvCanvas, readable
 from tests.support.polling import until
 from tests.support.skips import requires
 from tests.support.xvfb import Monitor, Xvfb, set_root_image, shared_xvfb
-from tests.test_screen_damage import _Window
+from tests.test_screen_damage import _Window, damage_rig
 
 W, H = 1920, 1080
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _open_fds() -> dict[int, str]:
+    """This process's file descriptors and what each is open on."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # closed meanwhile (the listing's own, say)
+            continue
+    return fds
+
+
+def _opened_since(before: dict[int, str]) -> dict[int, str]:
+    """Descriptors open now that were not open on the same thing before.
+    Earlier tests' threads may still close theirs meanwhile: only new ones
+    are a leak."""
+    return {fd: what for fd, what in _open_fds().items() if before.get(fd) != what}
 
 
 def _own_xvfb(case: unittest.TestCase, *args: Any, **kwargs: Any) -> str:
@@ -178,7 +191,7 @@ class ShmGrabberTests(unittest.TestCase):
             self.assertIsInstance(data, memoryview)
             del data
             cap.close()
-        self.assertEqual(_open_fds(), before)
+        self.assertEqual(_opened_since(before), {})
 
     def test_coordinates_outside_x_are_refused(self) -> None:
         """X coordinates are 16-bit: nothing is silently truncated."""
@@ -278,7 +291,7 @@ class FallbackTests(unittest.TestCase):
         before = _open_fds()
         self.assertRaises(ShmUnavailable, ShmGrabber, ":4093", 320, 240)
         self.assertRaises(CaptureError, Capturer(":4093").grab_whole)
-        self.assertEqual(_open_fds(), before)
+        self.assertEqual(_opened_since(before), {})
 
 
 @requires("Xvfb", "display")
@@ -292,13 +305,7 @@ class DamagePathShmTests(unittest.TestCase):
         xvfb = shared_xvfb()
         assert xvfb.display is not None
         display = xvfb.display
-        path = DamagePath(display, lambda: None)
-        path.start()
-        self.addCleanup(path.stop)
-        cap = Capturer(display)
-        self.addCleanup(cap.close)
-        win = _Window(display, 100, 100, 1400, 900)
-        self.addCleanup(win.close)
+        path, cap, win = damage_rig(self, display, (100, 100, 1400, 900))
         win.fill(0, 0, 1400, 900, 0xFFFFFF)
         yield until(path.pending)
         path.picture(cap, keyframe=True)

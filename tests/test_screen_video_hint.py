@@ -23,9 +23,8 @@ from PIL import Image
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from litedesk.screen import Capturer, VideoDecoder
+from litedesk.screen import VideoDecoder
 from litedesk.screen.change import Rect
-from litedesk.screen.damage_frames import DamagePath
 from litedesk.screen.encode import VideoEncoder
 from litedesk.screen.testpattern import desktop_image
 from litedesk.screen.video_hint import VideoHints, avframe_address, libavutil
@@ -34,7 +33,7 @@ from tests.support.images import mean_error
 from tests.support.polling import until
 from tests.support.skips import requires
 from tests.support.xvfb import set_root_image, shared_xvfb
-from tests.test_screen_damage import _Window
+from tests.test_screen_damage import damage_rig
 
 W, H = 1920, 1080
 
@@ -167,13 +166,9 @@ class DamagePathHintTests(unittest.TestCase):
         with them as its hint decodes to the screen in both places; after
         it nothing is left over."""
         hop: Any = reactor
-        damage = DamagePath(self.display, lambda: hop.callFromThread(lambda: None))
-        damage.start()
-        self.addCleanup(damage.stop)
-        cap = Capturer(self.display)
-        self.addCleanup(cap.close)
-        win = _Window(self.display, 600, 300, 400, 300)
-        self.addCleanup(win.close)
+        damage, cap, win = damage_rig(
+            self, self.display, (600, 300, 400, 300), lambda: hop.callFromThread(lambda: None)
+        )
         enc = VideoEncoder("h264", bitrate=2_000_000, qmax=30)
         dec = VideoDecoder()
         frame, (w, h), _ = damage.picture(cap, keyframe=True)
