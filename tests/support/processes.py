@@ -56,6 +56,13 @@ def recv_frame(s: socket.socket, decoder: FrameDecoder) -> bytes:
             return frames[0]
 
 
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        return "".join(log.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except OSError:
+        return ""
+
+
 class RelayProcess:
     def __init__(self, data_dir: Path, port: int, log: Path, *extra: str) -> None:
         self.port = port
@@ -89,8 +96,13 @@ class RelayProcess:
                 return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    if self.proc.poll() is None:  # else reading stderr waits for ever
+                        self.proc.kill()
+                        self.proc.wait(10)
                     err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"litedesk-relay did not start: {err}") from None
+                    # twistd logs a failed start (a port taken between the
+                    # test's check and the bind, say) to its log file.
+                    raise RuntimeError(f"litedesk-relay did not start: {err}{_tail(log)}") from None
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
